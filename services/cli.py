@@ -1,0 +1,138 @@
+"""The ``cdcflow`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services import __version__
+from services.common.errors import CdcflowError
+from services.common.logging import configure_logging
+from services.common.settings import Settings, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="cdcflow: streaming change data capture from PostgreSQL.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+stack_app = typer.Typer(help="The local runtime: PostgreSQL, Kafka, Kafka Connect + Debezium.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+
+console = Console()
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    configure_logging(settings.log, stream=sys.stderr)
+    return settings
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def config() -> None:
+    """Print the effective configuration with secrets masked."""
+    typer.echo(json.dumps(_settings().safe_dump(), indent=2, default=str))
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start PostgreSQL, Kafka and Connect, create the demo schema and register the connector."""
+    from services.stack.runtime import Stack
+
+    began = time.monotonic()
+    stack = Stack(_settings())
+    timings = stack.up()
+    steps = ", ".join(f"{name} {secs:.1f}s" for name, secs in timings.items())
+    console.print(f"[green]stack up[/] in {time.monotonic() - began:.1f}s ({steps})")
+    _print_status(stack)
+
+
+@stack_app.command("down")
+def stack_down(
+    purge: Annotated[bool, typer.Option(help="Also delete the state folder (all data).")] = False,
+) -> None:
+    """Stop every stack process by PID and drop the replication slot."""
+    from services.stack.runtime import Stack
+
+    stopped = Stack(_settings()).down(purge=purge)
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}" + (" (state purged)" if purge else ""))
+
+
+@stack_app.command("status")
+def stack_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show each component's health and the connector/task state; exit 1 if any is unhealthy."""
+    from services.stack.runtime import Stack
+
+    stack = Stack(_settings())
+    components = stack.status()
+    if as_json:
+        document = {
+            "healthy": all(c.healthy for c in components),
+            "components": {
+                c.name: {"running": c.running, "healthy": c.healthy, "pid": c.pid, **c.detail} for c in components
+            },
+            "endpoints": stack.endpoints(),
+            "logs": stack.log_files(),
+        }
+        typer.echo(json.dumps(document, indent=2, default=str))
+    else:
+        _print_status(stack, components)
+    if not all(c.healthy for c in components):
+        raise typer.Exit(1)
+
+
+@stack_app.command("logs")
+def stack_logs(
+    component: Annotated[str, typer.Argument(help="postgres, kafka or connect")],
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1)] = 50,
+) -> None:
+    """Print the last lines of a component's log."""
+    from services.stack.runtime import Stack
+
+    files = Stack(_settings()).log_files()
+    if component not in files:
+        raise typer.BadParameter(f"choose one of {', '.join(files)}", param_hint="component")
+    path = Path(files[component])
+    if not path.exists():
+        console.print(f"no log yet at {path}")
+        raise typer.Exit(1)
+    with path.open(errors="replace") as handle:
+        typer.echo("".join(deque(handle, maxlen=lines)), nl=False)
+
+
+def _print_status(stack: object, components: list[object] | None = None) -> None:
+    from services.stack.runtime import ComponentStatus, Stack
+
+    assert isinstance(stack, Stack)
+    rows = components if components is not None else stack.status()
+    table = Table("component", "state", "pid")
+    for row in rows:
+        assert isinstance(row, ComponentStatus)
+        state = "[green]healthy[/]" if row.healthy else ("[yellow]running[/]" if row.running else "[red]down[/]")
+        table.add_row(row.name, state, str(row.pid or ""))
+    console.print(table)
+    for name, value in stack.endpoints().items():
+        console.print(f"  {name}: {value}")
+
+
+def main() -> None:
+    try:
+        app()
+    except CdcflowError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        sys.exit(2)

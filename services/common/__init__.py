@@ -1,0 +1,1 @@
+"""The layer every service shares: settings, logging, Kafka clients, decoding, lake and warehouse seams."""

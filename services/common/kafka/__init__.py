@@ -1,0 +1,25 @@
+"""The one place that imports the Kafka client library: typed factories for consumers, producers, admin."""
+
+from services.common.kafka.clients import (
+    Admin,
+    Consumer,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+    admin_client,
+    consumer,
+    producer,
+)
+
+__all__ = [
+    "Admin",
+    "Consumer",
+    "KafkaException",
+    "Message",
+    "Producer",
+    "TopicPartition",
+    "admin_client",
+    "consumer",
+    "producer",
+]

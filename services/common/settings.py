@@ -1,0 +1,258 @@
+"""Settings from the environment (``CDCFLOW_…``, ``__`` for nesting) and from mounted secret files.
+
+Every service reads one :class:`Settings`. Values are frozen once loaded; secrets are ``SecretStr`` and
+:meth:`Settings.safe_dump` is the only form that may be logged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.errors import ConfigError
+
+__all__ = [
+    "ConnectSettings",
+    "KafkaSettings",
+    "LakeSettings",
+    "LogSettings",
+    "PostgresSettings",
+    "Settings",
+    "StackSettings",
+    "WarehouseSettings",
+    "load_settings",
+    "repo_root",
+]
+
+ENV_PREFIX = "CDCFLOW_"
+SECRETS_DIR_ENV = "CDCFLOW_SECRETS_DIR"
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
+_MASK = "**********"
+_SECRET_KEY = re.compile(r"(password|secret|token|credential|sasl\.|ssl\.key)", re.IGNORECASE)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def repo_root() -> Path:
+    """The source tree that holds ``connect/``, ``schemas/`` and ``dbt/`` next to ``services/``."""
+    return Path(__file__).resolve().parents[2]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PostgresSettings(_Frozen):
+    """How to reach the captured PostgreSQL database (and, locally, where the stack starts it)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=15432, ge=1, le=65535)
+    user: str = "cdcflow"
+    password: SecretStr = SecretStr("cdcflow")
+    database: str = "lending"
+
+    @field_validator("user", "database")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a plain SQL identifier (letters, digits, underscore)")
+        return value
+
+    def dsn(self, *, with_password: bool = True) -> str:
+        """A libpq URI; without the password it is safe to print."""
+        secret = self.password.get_secret_value() if with_password else _MASK
+        return (
+            f"postgresql://{quote(self.user)}:{quote(secret, safe='*')}@{self.host}:{self.port}/"
+            f"{quote(self.database)}"
+        )
+
+
+class KafkaSettings(_Frozen):
+    """Kafka clients. ``extra`` is passed straight to librdkafka (security, tuning)."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    topic_prefix: str = "cdcflow"
+    topic_partitions: int = Field(default=6, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=10)
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_\-]+$", value):
+            raise ValueError("topic_prefix may hold only letters, digits, '_' and '-'")
+        return value
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"bootstrap server {server!r} is not host:port")
+        return value
+
+    @field_validator("extra")
+    @classmethod
+    def _librdkafka_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        # Variables cannot hold dots: CDCFLOW_KAFKA__EXTRA__SECURITY_PROTOCOL means security.protocol
+        # (librdkafka property names use dots only).
+        return {key.lower().replace("_", "."): val for key, val in value.items()}
+
+    def first_broker(self) -> tuple[str, int]:
+        host, _, port = self.bootstrap_servers.split(",")[0].strip().rpartition(":")
+        return host, int(port)
+
+
+class ConnectSettings(_Frozen):
+    """The Kafka Connect REST API that runs the Debezium connector."""
+
+    url: str = "http://127.0.0.1:18083"
+    connector: str = "lending"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+class StackSettings(_Frozen):
+    """The local runtime started by ``cdcflow stack up``."""
+
+    state_dir: Path = Field(default_factory=lambda: repo_root() / ".cdcflow")
+    connect_dir: Path = Field(default_factory=lambda: repo_root() / "connect")
+    kafka_controller_port: int = Field(default=19093, ge=1, le=65535)
+    broker_heap: str = "768m"
+    connect_heap: str = "1g"
+    start_timeout_s: float = Field(default=180.0, gt=0)
+
+
+class LakeSettings(_Frozen):
+    """Where Parquet files land: a local directory (default) or a GCS bucket."""
+
+    backend: Literal["local", "gcs"] = "local"
+    root: str = ""
+    gcs_endpoint: str | None = None
+
+
+class WarehouseSettings(_Frozen):
+    """Where bronze, silver and gold live: a DuckDB file (default) or BigQuery."""
+
+    backend: Literal["duckdb", "bigquery"] = "duckdb"
+    duckdb_path: str = ""
+    bigquery_project: str | None = None
+    bigquery_location: str = "US"
+
+
+class LogSettings(_Frozen):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    """All of cdcflow's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        frozen=True,
+        extra="ignore",
+    )
+
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    connect: ConnectSettings = Field(default_factory=ConnectSettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    def lake_root(self) -> str:
+        """The lake root: the configured one, else ``<state_dir>/lake``."""
+        return self.lake.root or str(self.stack.state_dir / "lake")
+
+    def duckdb_path(self) -> Path:
+        return Path(self.warehouse.duckdb_path or self.stack.state_dir / "warehouse.duckdb")
+
+    def safe_dump(self) -> dict[str, Any]:
+        """The settings as plain data with every secret masked: the only form fit for logs."""
+        return _mask(self.model_dump(mode="json"), self)
+
+    def connector_env(self) -> dict[str, str]:
+        """Variables the Connect worker resolves ``${env:…}`` references in connector configs from."""
+        return {
+            "CDCFLOW_POSTGRES__HOST": self.postgres.host,
+            "CDCFLOW_POSTGRES__PORT": str(self.postgres.port),
+            "CDCFLOW_POSTGRES__USER": self.postgres.user,
+            "CDCFLOW_POSTGRES__PASSWORD": self.postgres.password.get_secret_value(),
+            "CDCFLOW_POSTGRES__DATABASE": self.postgres.database,
+            "CDCFLOW_KAFKA__TOPIC_PREFIX": self.kafka.topic_prefix,
+            "CDCFLOW_KAFKA__TOPIC_PARTITIONS": str(self.kafka.topic_partitions),
+            "CDCFLOW_KAFKA__REPLICATION_FACTOR": str(self.kafka.replication_factor),
+        }
+
+
+def _mask(value: Any, settings: Settings, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _mask(v, settings, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, settings, key) for v in value]
+    if key and _SECRET_KEY.search(key) and value not in (None, ""):
+        return _MASK
+    return value
+
+
+def _secret_files(secrets_dir: Path) -> dict[str, str]:
+    """Secrets mounted as files named like the variables, e.g. ``cdcflow_postgres__password``."""
+    found: dict[str, str] = {}
+    if not secrets_dir.is_dir():
+        return found
+    for path in sorted(secrets_dir.iterdir()):
+        name = path.name.upper()
+        if path.is_file() and name.startswith(ENV_PREFIX):
+            found[name] = path.read_text(encoding="utf-8").strip()
+    return found
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read the settings; variables win over secret files. Raises :class:`ConfigError` with every problem."""
+    env = dict(os.environ if environ is None else environ)
+    secrets_dir = Path(env.get(SECRETS_DIR_ENV, str(DEFAULT_SECRETS_DIR)))
+    merged = {**_secret_files(secrets_dir), **{k.upper(): v for k, v in env.items()}}
+    nested = _nest({k: v for k, v in merged.items() if k.startswith(ENV_PREFIX) and k != SECRETS_DIR_ENV})
+    try:
+        return Settings.model_validate(nested)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def _nest(flat: dict[str, str]) -> dict[str, Any]:
+    """``CDCFLOW_KAFKA__EXTRA__ACKS=all`` → ``{"kafka": {"extra": {"acks": "all"}}}``."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key} conflicts with {ENV_PREFIX}{'__'.join(parts[:-1]).upper()}")
+            node = child
+        node[parts[-1]] = value
+    return tree

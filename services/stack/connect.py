@@ -1,0 +1,135 @@
+"""Kafka Connect (distributed mode, one worker) running the Debezium PostgreSQL connector."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import httpx
+
+from services.common.settings import Settings
+from services.stack.errors import ComponentFailed
+from services.stack.jvm import java_argv, plugin_root
+from services.stack.processes import ManagedProcess, wait_for
+
+__all__ = ["ConnectWorker", "load_connector"]
+
+_DEBEZIUM_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
+
+
+def load_connector(connect_dir: Path, name: str) -> dict[str, str]:
+    """The flat config of ``connect/connectors/<name>.json``; credentials stay ``${env:…}`` references."""
+    path = connect_dir / "connectors" / f"{name}.json"
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ComponentFailed(f"no connector definition at {path}") from None
+    config = document.get("config", document)
+    return {str(k): str(v) for k, v in config.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectWorker:
+    settings: Settings
+
+    @property
+    def home(self) -> Path:
+        return self.settings.stack.state_dir / "connect"
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "connect-distributed.properties"
+
+    @property
+    def process(self) -> ManagedProcess:
+        state = self.settings.stack.state_dir
+        return ManagedProcess(
+            name="connect",
+            pid_file=state / "run" / "connect.pid",
+            log_file=state / "logs" / "connect.log",
+            marker=str(self.config_file),
+        )
+
+    @property
+    def url(self) -> str:
+        return self.settings.connect.url
+
+    def _get(self, path: str, timeout: float = 3.0) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", timeout=timeout)
+
+    def healthy(self) -> bool:
+        try:
+            return self._get("/health").status_code == 200 and self._plugin_loaded()
+        except httpx.HTTPError:
+            return False
+
+    def _plugin_loaded(self) -> bool:
+        plugins = self._get("/connector-plugins").json()
+        return any(p.get("class") == _DEBEZIUM_CLASS for p in plugins)
+
+    def start(self, timeout_s: float) -> None:
+        self._render_config()
+        if not self.process.running():
+            stack = self.settings.stack
+            argv = java_argv(
+                stack.connect_dir,
+                stack.connect_heap,
+                "org.apache.kafka.connect.cli.ConnectDistributed",
+                str(self.config_file),
+            )
+            self.process.start(argv, env=self.settings.connector_env())
+        wait_for(
+            "Kafka Connect", self.healthy, timeout_s, alive=self.process.running, log=self.process.log_file
+        )
+
+    def stop(self) -> bool:
+        return self.process.stop(grace_s=60)
+
+    def register(self, name: str) -> dict[str, Any]:
+        """Create or update the connector; PUT of the same config is a no-op, so re-running is safe."""
+        config = load_connector(self.settings.stack.connect_dir, name)
+        response = httpx.put(f"{self.url}/connectors/{name}/config", json=config, timeout=60)
+        if response.status_code >= 400:
+            raise ComponentFailed(f"registering connector {name!r} failed: {response.text}")
+        body: dict[str, Any] = response.json()
+        return body
+
+    def connector_status(self, name: str) -> dict[str, Any] | None:
+        try:
+            response = self._get(f"/connectors/{name}/status")
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait_running(self, name: str, timeout_s: float) -> None:
+        def running() -> bool:
+            status = self.connector_status(name)
+            if status is None:
+                return False
+            tasks = status.get("tasks", [])
+            failed = [t for t in tasks if t.get("state") == "FAILED"]
+            if failed:
+                raise ComponentFailed(f"connector {name!r} task failed: {failed[0].get('trace', '')[:2000]}")
+            return status["connector"]["state"] == "RUNNING" and bool(tasks) and all(
+                t.get("state") == "RUNNING" for t in tasks
+            )
+
+        wait_for(f"connector {name}", running, timeout_s, alive=self.process.running, log=self.process.log_file)
+
+    def _render_config(self) -> None:
+        stack = self.settings.stack
+        template = Template((stack.connect_dir / "connect-distributed.properties").read_text())
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(
+            template.substitute(
+                bootstrap_servers=self.settings.kafka.bootstrap_servers,
+                rest_port=self.settings.connect.port(),
+                plugin_path=plugin_root(stack.connect_dir).resolve(),
+            )
+        )

@@ -1,0 +1,21 @@
+"""Errors of the local stack."""
+
+from services.common.errors import TerminalError, TransientError
+
+__all__ = ["ComponentFailed", "PrerequisiteMissing", "StackError", "StartTimeout"]
+
+
+class StackError(TerminalError):
+    """The local stack cannot do what was asked."""
+
+
+class PrerequisiteMissing(StackError):
+    """A program the stack needs is not installed; the message says how to install it."""
+
+
+class ComponentFailed(StackError):
+    """A component exited or refused to start; the message points at its log."""
+
+
+class StartTimeout(TransientError):
+    """A component did not become healthy in time."""

@@ -1,0 +1,131 @@
+"""Background processes tracked by PID files, identified by a marker in their command line.
+
+A PID file can outlive its process (kill -9, reboot) and the PID can be reused by something else, so a
+process counts as ours only while its command line still contains the marker we started it with.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.stack.errors import ComponentFailed, StartTimeout
+
+__all__ = ["ManagedProcess", "pid_alive", "wait_for"]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child we have not reaped yet is not alive
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def wait_for(
+    what: str,
+    ready: Callable[[], bool],
+    timeout_s: float,
+    *,
+    alive: Callable[[], bool] | None = None,
+    log: Path | None = None,
+    interval_s: float = 0.25,
+) -> None:
+    """Poll ``ready`` until it is true; fail fast if ``alive`` says the process died."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if ready():
+            return
+        hint = f"; see {log}" if log else ""
+        if alive is not None and not alive():
+            raise ComponentFailed(f"{what} exited while starting{hint}")
+        if time.monotonic() > deadline:
+            raise StartTimeout(f"{what} was not ready after {timeout_s:.0f}s{hint}")
+        time.sleep(interval_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedProcess:
+    """One background process: its PID file, its log and the marker that identifies it."""
+
+    name: str
+    pid_file: Path
+    log_file: Path
+    marker: str
+
+    def pid(self) -> int | None:
+        """The PID if our process is running; a stale PID file is removed."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if pid_alive(pid) and self.marker in _cmdline(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+        """Start ``argv`` detached (own session) with stdout and stderr appended to the log."""
+        existing = self.pid()
+        if existing is not None:
+            return existing
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        return proc.pid
+
+    def stop(self, grace_s: float = 30.0) -> bool:
+        """SIGTERM, wait up to ``grace_s``, then SIGKILL. Returns whether a process was stopped."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while pid_alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.1)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            while pid_alive(pid):
+                _reap(pid)
+                time.sleep(0.05)
+        _reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
