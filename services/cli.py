@@ -115,6 +115,24 @@ def stack_logs(
         typer.echo("".join(deque(handle, maxlen=lines)), nl=False)
 
 
+@app.command()
+def workload(
+    rate: Annotated[float, typer.Option(min=0.1, help="Operations per second.")] = 50.0,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds to run.")] = 30.0,
+    seed: Annotated[int, typer.Option(help="Same seed and same data: same operations.")] = 42,
+    max_ops: Annotated[int | None, typer.Option(min=1, help="Stop after this many operations.")] = None,
+) -> None:
+    """Write a reproducible mix of inserts, updates and deletes to the demo lending schema."""
+    from services.stack.workload import Workload
+
+    result = Workload(_settings().postgres, seed=seed).run(rate, duration, max_ops)
+    table = Table("operation", "count")
+    for kind, count in sorted(result.operations.items()):
+        table.add_row(kind, str(count))
+    console.print(table)
+    console.print(f"{result.total} operations in {result.seconds:.1f}s ({result.total / result.seconds:.0f}/s)")
+
+
 def _print_status(stack: object, components: list[object] | None = None) -> None:
     from services.stack.runtime import ComponentStatus, Stack
 

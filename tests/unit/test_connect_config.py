@@ -1,0 +1,38 @@
+"""The connector and worker files in connect/ keep the settings the pipeline relies on."""
+
+from __future__ import annotations
+
+import re
+
+from services.common.settings import load_settings, repo_root
+from services.stack.connect import load_connector
+
+
+def test_lending_connector_settings() -> None:
+    config = load_connector(repo_root() / "connect", "lending")
+    assert config["connector.class"] == "io.debezium.connector.postgresql.PostgresConnector"
+    assert config["plugin.name"] == "pgoutput"
+    assert config["publication.autocreate.mode"] == "filtered"
+    assert config["slot.name"] == "cdcflow_lending"
+    assert int(config["heartbeat.interval.ms"]) > 0
+    assert "cdcflow.heartbeat" in config["heartbeat.action.query"]
+    assert "cdcflow\\.heartbeat" in config["table.include.list"]  # the heartbeat table is published
+    assert config["time.precision.mode"] == "adaptive_time_microseconds"
+    assert config["decimal.handling.mode"] == "precise"
+    assert config["skipped.operations"] == "none"  # truncates are captured
+
+
+def test_connector_inlines_no_credentials_and_every_reference_is_provided() -> None:
+    config = load_connector(repo_root() / "connect", "lending")
+    for key in ("database.hostname", "database.port", "database.user", "database.password", "database.dbname"):
+        assert config[key].startswith("${env:"), key
+    references = set(re.findall(r"\$\{env:([A-Z0-9_]+)\}", " ".join(config.values())))
+    assert references <= set(load_settings({}).connector_env())
+
+
+def test_worker_uses_json_without_embedded_schema_and_numeric_decimals() -> None:
+    text = (repo_root() / "connect" / "connect-distributed.properties").read_text()
+    assert "value.converter=org.apache.kafka.connect.json.JsonConverter" in text
+    assert "value.converter.schemas.enable=false" in text
+    assert "value.converter.decimal.format=NUMERIC" in text
+    assert "EnvVarConfigProvider" in text

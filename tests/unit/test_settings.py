@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services.common.errors import ConfigError
+from services.common.settings import load_settings
+
+
+def test_defaults_point_at_the_local_stack() -> None:
+    settings = load_settings({})
+    assert settings.postgres.port == 15432
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:19092"
+    assert settings.kafka.topic_partitions == 6
+    assert settings.connect.port() == 18083
+    assert settings.lake_root() == str(settings.stack.state_dir / "lake")
+    assert settings.duckdb_path() == settings.stack.state_dir / "warehouse.duckdb"
+
+
+def test_nested_variables_override_defaults(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "CDCFLOW_POSTGRES__PORT": "6543",
+            "CDCFLOW_KAFKA__BOOTSTRAP_SERVERS": "10.0.0.1:9092,10.0.0.2:9092",
+            "CDCFLOW_KAFKA__TOPIC_PARTITIONS": "12",
+            "CDCFLOW_KAFKA__EXTRA__SECURITY_PROTOCOL": "SASL_SSL",
+            "CDCFLOW_STACK__STATE_DIR": str(tmp_path),
+            "CDCFLOW_LAKE__BACKEND": "gcs",
+            "cdcflow_log__level": "DEBUG",
+            "UNRELATED": "ignored",
+        }
+    )
+    assert settings.postgres.port == 6543
+    assert settings.kafka.first_broker() == ("10.0.0.1", 9092)
+    assert settings.kafka.topic_partitions == 12
+    assert settings.kafka.extra == {"security.protocol": "SASL_SSL"}
+    assert settings.stack.state_dir == tmp_path
+    assert settings.lake.backend == "gcs"
+    assert settings.log.level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("CDCFLOW_POSTGRES__PORT", "not-a-port", "CDCFLOW_POSTGRES__PORT"),
+        ("CDCFLOW_POSTGRES__PORT", "70000", "less than or equal to 65535"),
+        ("CDCFLOW_KAFKA__BOOTSTRAP_SERVERS", "localhost", "is not host:port"),
+        ("CDCFLOW_KAFKA__TOPIC_PREFIX", "../escape", "topic_prefix"),
+        ("CDCFLOW_POSTGRES__DATABASE", 'x"; drop table y', "plain SQL identifier"),
+        ("CDCFLOW_LAKE__BACKEND", "s3", "CDCFLOW_LAKE__BACKEND"),
+        ("CDCFLOW_CONNECT__URL", "ftp://x", "http(s) URL"),
+        ("CDCFLOW_POSTGRES__NO_SUCH_FIELD", "1", "CDCFLOW_POSTGRES__NO_SUCH_FIELD"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="invalid configuration") as caught:
+        load_settings({variable: value})
+    assert message in str(caught.value)
+
+
+def test_a_scalar_and_a_nested_value_for_one_name_conflict() -> None:
+    with pytest.raises(ConfigError, match="conflicts"):
+        load_settings({"CDCFLOW_POSTGRES": "x", "CDCFLOW_POSTGRES__PORT": "1"})
+
+
+def test_secrets_are_masked_in_every_dump() -> None:
+    settings = load_settings(
+        {
+            "CDCFLOW_POSTGRES__PASSWORD": "hunter2-very-secret",
+            "CDCFLOW_KAFKA__EXTRA__SASL_PASSWORD": "kafka-secret",
+            "CDCFLOW_KAFKA__EXTRA__SASL_USERNAME": "svc-user",
+        }
+    )
+    dumped = json.dumps(settings.safe_dump())
+    assert "hunter2-very-secret" not in dumped
+    assert "kafka-secret" not in dumped
+    assert "svc-user" not in dumped  # every sasl.* value is treated as sensitive
+    assert settings.safe_dump()["postgres"]["password"] == "**********"
+    assert "hunter2-very-secret" not in repr(settings)
+    assert "hunter2-very-secret" not in settings.postgres.dsn(with_password=False)
+    assert settings.postgres.password.get_secret_value() == "hunter2-very-secret"
+
+
+def test_dsn_quotes_special_characters() -> None:
+    settings = load_settings({"CDCFLOW_POSTGRES__PASSWORD": "p@ss:w/rd"})
+    assert settings.postgres.dsn() == "postgresql://cdcflow:p%40ss%3Aw%2Frd@127.0.0.1:15432/lending"
+
+
+def test_secrets_come_from_mounted_files_and_variables_win(tmp_path: Path) -> None:
+    (tmp_path / "cdcflow_postgres__password").write_text("from-file\n")
+    (tmp_path / "CDCFLOW_POSTGRES__USER").write_text("file_user")
+    (tmp_path / "unrelated").write_text("x")
+    settings = load_settings({"CDCFLOW_SECRETS_DIR": str(tmp_path), "CDCFLOW_POSTGRES__USER": "env_user"})
+    assert settings.postgres.password.get_secret_value() == "from-file"
+    assert settings.postgres.user == "env_user"
+
+
+def test_connector_environment_carries_the_credentials_for_connect() -> None:
+    env = load_settings({"CDCFLOW_POSTGRES__PASSWORD": "s3cret", "CDCFLOW_KAFKA__TOPIC_PARTITIONS": "3"})
+    values = env.connector_env()
+    assert values["CDCFLOW_POSTGRES__PASSWORD"] == "s3cret"
+    assert values["CDCFLOW_KAFKA__TOPIC_PARTITIONS"] == "3"
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings({})
+    with pytest.raises(Exception, match="frozen"):
+        settings.postgres.port = 1  # type: ignore[misc]
