@@ -7,7 +7,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,10 +18,15 @@ from services.common.errors import CdcflowError
 from services.common.logging import configure_logging
 from services.common.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from services.stack.runtime import ComponentStatus, Stack
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
-    help="cdcflow: streaming change data capture from PostgreSQL.", no_args_is_help=True, pretty_exceptions_enable=False
+    help="cdcflow: streaming change data capture from PostgreSQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
 )
 stack_app = typer.Typer(help="The local runtime: PostgreSQL, Kafka, Kafka Connect + Debezium.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
@@ -133,14 +138,32 @@ def workload(
     console.print(f"{result.total} operations in {result.seconds:.1f}s ({result.total / result.seconds:.0f}/s)")
 
 
-def _print_status(stack: object, components: list[object] | None = None) -> None:
-    from services.stack.runtime import ComponentStatus, Stack
+@app.command()
+def demo(
+    seconds: Annotated[float, typer.Option(min=1, help="How long the workload runs.")] = 30.0,
+    rate: Annotated[float, typer.Option(min=0.1, help="Workload operations per second.")] = 200.0,
+    seed: Annotated[int, typer.Option(help="Workload seed.")] = 42,
+) -> None:
+    """Drive the workload on a running stack and show its change events arriving in Kafka."""
+    from services.stack.demo import run_demo
+    from services.stack.runtime import Stack, require_healthy
 
-    assert isinstance(stack, Stack)
+    settings = _settings()
+    require_healthy(Stack(settings))
+    report = run_demo(settings, seconds, rate, seed, console)
+    events = sum(report.events.values())
+    console.print(
+        f"[green]demo done[/]: {report.workload.total} operations written to PostgreSQL, "
+        f"{events} change events and {report.tombstones} tombstones read from Kafka in {report.seconds:.1f}s"
+    )
+    if report.workload.total and not events:
+        raise typer.Exit(1)
+
+
+def _print_status(stack: Stack, components: list[ComponentStatus] | None = None) -> None:
     rows = components if components is not None else stack.status()
     table = Table("component", "state", "pid")
     for row in rows:
-        assert isinstance(row, ComponentStatus)
         state = "[green]healthy[/]" if row.healthy else ("[yellow]running[/]" if row.running else "[red]down[/]")
         table.add_row(row.name, state, str(row.pid or ""))
     console.print(table)

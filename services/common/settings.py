@@ -67,8 +67,7 @@ class PostgresSettings(_Frozen):
         """A libpq URI; without the password it is safe to print."""
         secret = self.password.get_secret_value() if with_password else _MASK
         return (
-            f"postgresql://{quote(self.user)}:{quote(secret, safe='*')}@{self.host}:{self.port}/"
-            f"{quote(self.database)}"
+            f"postgresql://{quote(self.user)}:{quote(secret, safe='*')}@{self.host}:{self.port}/{quote(self.database)}"
         )
 
 
@@ -189,7 +188,8 @@ class Settings(BaseSettings):
 
     def safe_dump(self) -> dict[str, Any]:
         """The settings as plain data with every secret masked: the only form fit for logs."""
-        return _mask(self.model_dump(mode="json"), self)
+        masked: dict[str, Any] = _mask(self.model_dump(mode="json"))
+        return masked
 
     def connector_env(self) -> dict[str, str]:
         """Variables the Connect worker resolves ``${env:…}`` references in connector configs from."""
@@ -205,11 +205,11 @@ class Settings(BaseSettings):
         }
 
 
-def _mask(value: Any, settings: Settings, key: str = "") -> Any:
+def _mask(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
-        return {k: _mask(v, settings, k) for k, v in value.items()}
+        return {k: _mask(v, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [_mask(v, settings, key) for v in value]
+        return [_mask(v, key) for v in value]
     if key and _SECRET_KEY.search(key) and value not in (None, ""):
         return _MASK
     return value
@@ -237,8 +237,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         return Settings.model_validate(nested)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{ENV_PREFIX}{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
+            f"{ENV_PREFIX}{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
 

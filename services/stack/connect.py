@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 
 from services.common.settings import Settings
-from services.stack.errors import ComponentFailed
+from services.stack.errors import ComponentFailedError
 from services.stack.jvm import java_argv, plugin_root
-from services.stack.processes import ManagedProcess, wait_for
+from services.stack.processes import ManagedProcess, ensure_port_free, wait_for
 
 __all__ = ["ConnectWorker", "load_connector"]
 
@@ -26,7 +26,7 @@ def load_connector(connect_dir: Path, name: str) -> dict[str, str]:
     try:
         document = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ComponentFailed(f"no connector definition at {path}") from None
+        raise ComponentFailedError(f"no connector definition at {path}") from None
     config = document.get("config", document)
     return {str(k): str(v) for k, v in config.items()}
 
@@ -73,6 +73,7 @@ class ConnectWorker:
     def start(self, timeout_s: float) -> None:
         self._render_config()
         if not self.process.running():
+            ensure_port_free("Kafka Connect", "127.0.0.1", self.settings.connect.port())
             stack = self.settings.stack
             argv = java_argv(
                 stack.connect_dir,
@@ -81,9 +82,7 @@ class ConnectWorker:
                 str(self.config_file),
             )
             self.process.start(argv, env=self.settings.connector_env())
-        wait_for(
-            "Kafka Connect", self.healthy, timeout_s, alive=self.process.running, log=self.process.log_file
-        )
+        wait_for("Kafka Connect", self.healthy, timeout_s, alive=self.process.running, log=self.process.log_file)
 
     def stop(self) -> bool:
         return self.process.stop(grace_s=60)
@@ -93,7 +92,7 @@ class ConnectWorker:
         config = load_connector(self.settings.stack.connect_dir, name)
         response = httpx.put(f"{self.url}/connectors/{name}/config", json=config, timeout=60)
         if response.status_code >= 400:
-            raise ComponentFailed(f"registering connector {name!r} failed: {response.text}")
+            raise ComponentFailedError(f"registering connector {name!r} failed: {response.text}")
         body: dict[str, Any] = response.json()
         return body
 
@@ -115,9 +114,11 @@ class ConnectWorker:
             tasks = status.get("tasks", [])
             failed = [t for t in tasks if t.get("state") == "FAILED"]
             if failed:
-                raise ComponentFailed(f"connector {name!r} task failed: {failed[0].get('trace', '')[:2000]}")
-            return status["connector"]["state"] == "RUNNING" and bool(tasks) and all(
-                t.get("state") == "RUNNING" for t in tasks
+                raise ComponentFailedError(f"connector {name!r} task failed: {failed[0].get('trace', '')[:2000]}")
+            return (
+                status["connector"]["state"] == "RUNNING"
+                and bool(tasks)
+                and all(t.get("state") == "RUNNING" for t in tasks)
             )
 
         wait_for(f"connector {name}", running, timeout_s, alive=self.process.running, log=self.process.log_file)

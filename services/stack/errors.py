@@ -2,20 +2,20 @@
 
 from services.common.errors import TerminalError, TransientError
 
-__all__ = ["ComponentFailed", "PrerequisiteMissing", "StackError", "StartTimeout"]
+__all__ = ["ComponentFailedError", "MissingPrerequisiteError", "StackError", "StartTimeoutError"]
 
 
 class StackError(TerminalError):
     """The local stack cannot do what was asked."""
 
 
-class PrerequisiteMissing(StackError):
+class MissingPrerequisiteError(StackError):
     """A program the stack needs is not installed; the message says how to install it."""
 
 
-class ComponentFailed(StackError):
+class ComponentFailedError(StackError):
     """A component exited or refused to start; the message points at its log."""
 
 
-class StartTimeout(TransientError):
+class StartTimeoutError(TransientError):
     """A component did not become healthy in time."""

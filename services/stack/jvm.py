@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from services.stack.errors import ComponentFailed, PrerequisiteMissing
+from services.stack.errors import ComponentFailedError, MissingPrerequisiteError
 
 __all__ = ["ensure_jars", "java_argv", "plugin_root"]
 
@@ -34,7 +34,7 @@ def ensure_jars(connect_dir: Path) -> None:
         return
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise PrerequisiteMissing(_MVN_HINT)
+        raise MissingPrerequisiteError(_MVN_HINT)
     done = subprocess.run(
         [mvn, "-B", "-q", "-f", str(connect_dir / "pom.xml"), "package"],
         capture_output=True,
@@ -42,13 +42,13 @@ def ensure_jars(connect_dir: Path) -> None:
         check=False,
     )
     if done.returncode != 0 or not _jars_present(connect_dir):
-        raise ComponentFailed(f"fetching the Kafka/Debezium jars failed:\n{done.stdout}\n{done.stderr}")
+        raise ComponentFailedError(f"fetching the Kafka/Debezium jars failed:\n{done.stdout}\n{done.stderr}")
 
 
 def java_argv(connect_dir: Path, heap: str, main_class: str, *args: str) -> list[str]:
     java = shutil.which("java")
     if java is None:
-        raise PrerequisiteMissing(_JAVA_HINT)
+        raise MissingPrerequisiteError(_JAVA_HINT)
     return [
         java,
         f"-Xms{heap}",

@@ -11,9 +11,9 @@ from string import Template
 
 from services.common.kafka import KafkaException, admin_client
 from services.common.settings import KafkaSettings, StackSettings
-from services.stack.errors import ComponentFailed
+from services.stack.errors import ComponentFailedError
 from services.stack.jvm import java_argv
-from services.stack.processes import ManagedProcess, wait_for
+from services.stack.processes import ManagedProcess, ensure_port_free, wait_for
 
 __all__ = ["KafkaBroker"]
 
@@ -51,6 +51,9 @@ class KafkaBroker:
         self._render_config()
         self._format_storage()
         if not self.process.running():
+            host, port = self.kafka.first_broker()
+            ensure_port_free("Kafka", host, port)
+            ensure_port_free("the Kafka controller", "127.0.0.1", self.stack.kafka_controller_port)
             argv = java_argv(self.stack.connect_dir, self.stack.broker_heap, "kafka.Kafka", str(self.config_file))
             self.process.start(argv)
         wait_for("Kafka", self.healthy, timeout_s, alive=self.process.running, log=self.process.log_file)
@@ -89,4 +92,4 @@ class KafkaBroker:
         )
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise ComponentFailed(f"formatting Kafka storage failed: {done.stdout}\n{done.stderr}")
+            raise ComponentFailedError(f"formatting Kafka storage failed: {done.stdout}\n{done.stderr}")

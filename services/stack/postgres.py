@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 
 from services.common.settings import PostgresSettings
-from services.stack.errors import ComponentFailed, PrerequisiteMissing
-from services.stack.processes import pid_alive, wait_for
+from services.stack.errors import ComponentFailedError, MissingPrerequisiteError
+from services.stack.processes import ensure_port_free, pid_alive, wait_for
 
 __all__ = ["PostgresServer", "find_pg_bin"]
 
@@ -39,7 +39,7 @@ def find_pg_bin() -> Path:
     for folder in candidates:
         if (folder / "initdb").exists() and (folder / "pg_ctl").exists():
             return folder
-    raise PrerequisiteMissing(_INSTALL_HINT)
+    raise MissingPrerequisiteError(_INSTALL_HINT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ class PostgresServer:
         if not _is_root() or _reachable_by_postgres(self.state_dir):
             return preferred
         digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
-        return Path("/var/tmp") / f"cdcflow-{digest}" / "postgres"
+        return Path("/var/tmp") / f"cdcflow-{digest}" / "postgres"  # noqa: S108 - owned per state dir
 
     @property
     def data_dir(self) -> Path:
@@ -91,6 +91,7 @@ class PostgresServer:
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bin_dir)
         if not self.running():
+            ensure_port_free("PostgreSQL", self.settings.host, self.settings.port)
             self._run(
                 bin_dir / "pg_ctl",
                 "start",
@@ -173,7 +174,7 @@ class PostgresServer:
             argv = ["runuser", "-u", _RUN_AS, "--", *argv]
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise ComponentFailed(
+            raise ComponentFailedError(
                 f"{program.name} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
             )
 
@@ -189,9 +190,7 @@ class PostgresServer:
 
     def _ensure_database(self) -> None:
         with psycopg.connect(self._maintenance_dsn(), autocommit=True, connect_timeout=10) as conn:
-            exists = conn.execute(
-                "select 1 from pg_database where datname = %s", (self.settings.database,)
-            ).fetchone()
+            exists = conn.execute("select 1 from pg_database where datname = %s", (self.settings.database,)).fetchone()
             if not exists:  # the name is a validated identifier
                 conn.execute(f'create database "{self.settings.database}"'.encode())
 

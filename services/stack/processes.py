@@ -6,16 +6,18 @@ process counts as ours only while its command line still contains the marker we 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.stack.errors import ComponentFailed, StartTimeout
+from services.stack.errors import ComponentFailedError, StartTimeoutError
 
-__all__ = ["ManagedProcess", "pid_alive", "wait_for"]
+__all__ = ["ManagedProcess", "ensure_port_free", "pid_alive", "wait_for"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -30,6 +32,17 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state != "Z"
+
+
+def ensure_port_free(what: str, host: str, port: int) -> None:
+    """Fail clearly when something else already listens where a component is about to."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex((host, port)) == 0:
+            raise ComponentFailedError(
+                f"cannot start {what}: {host}:{port} is already in use by another process "
+                "(another cdcflow stack with a different state folder?); stop it or choose other ports"
+            )
 
 
 def _cmdline(pid: int) -> str:
@@ -55,9 +68,9 @@ def wait_for(
             return
         hint = f"; see {log}" if log else ""
         if alive is not None and not alive():
-            raise ComponentFailed(f"{what} exited while starting{hint}")
+            raise ComponentFailedError(f"{what} exited while starting{hint}")
         if time.monotonic() > deadline:
-            raise StartTimeout(f"{what} was not ready after {timeout_s:.0f}s{hint}")
+            raise StartTimeoutError(f"{what} was not ready after {timeout_s:.0f}s{hint}")
         time.sleep(interval_s)
 
 
@@ -127,7 +140,5 @@ class ManagedProcess:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

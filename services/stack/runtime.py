@@ -75,9 +75,13 @@ class Stack:
         step("schema", lambda: self.postgres.apply_sql(demo_schema_sql()))
         step("kafka", lambda: self.kafka.start(timeout))
         step("connect", lambda: self.connect.start(timeout))
-        name = self.settings.connect.connector
-        step("connector", lambda: (self.connect.register(name), self.connect.wait_running(name, timeout)))
+        step("connector", lambda: self._start_connector(timeout))
         return timings
+
+    def _start_connector(self, timeout_s: float) -> None:
+        name = self.settings.connect.connector
+        self.connect.register(name)
+        self.connect.wait_running(name, timeout_s)
 
     def down(self, *, purge: bool = False) -> list[str]:
         """Stop everything this stack started, by PID, and drop the replication slot.

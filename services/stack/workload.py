@@ -18,6 +18,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from services.common.settings import PostgresSettings
 
@@ -51,7 +52,7 @@ class Workload:
 
     def __init__(self, settings: PostgresSettings, *, seed: int, toast_bytes: int = 12_000) -> None:
         self._settings = settings
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # noqa: S311 - reproducible test data, not secrets
         self._toast_bytes = toast_bytes
         self._ids = _Ids()
         self._mix: list[tuple[Callable[[psycopg.Connection[tuple[object, ...]]], str], int]] = [
@@ -112,7 +113,7 @@ class Workload:
                 "BUSINESS" if business else "INDIVIDUAL",
                 None if business else date(1950, 1, 1) + timedelta(days=rng.randrange(20_000)),
                 self._money(1_000, 250_000),
-                psycopg.types.json.Jsonb({"sector": rng.choice(_SECTORS), "score": rng.randrange(300, 851)}),
+                Jsonb({"sector": rng.choice(_SECTORS), "score": rng.randrange(300, 851)}),
                 self._toast_text(),
             ),
         ).fetchone()
@@ -126,8 +127,7 @@ class Workload:
             return self._insert_customer(conn)
         status = self._rng.choices(["ACTIVE", "INACTIVE", "SUSPENDED"], [70, 20, 10])[0]
         conn.execute(
-            "update lending.customers set status = %s, credit_limit = %s, updated_at = now()"
-            " where customer_id = %s",
+            "update lending.customers set status = %s, credit_limit = %s, updated_at = now() where customer_id = %s",
             (status, self._money(1_000, 250_000), self._rng.choice(self._ids.customers)),
         )
         return "update_customer"

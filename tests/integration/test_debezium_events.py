@@ -13,7 +13,12 @@ from typing import Any
 
 import psycopg
 
-from services.common.debezium import UNAVAILABLE_VALUE, days_to_date, micros_to_datetime, variable_scale_decimal
+from services.common.debezium import (
+    UNAVAILABLE_VALUE,
+    days_to_date,
+    micros_to_datetime,
+    variable_scale_decimal,
+)
 from services.common.kafka import TopicPartition, consumer
 from services.common.settings import Settings
 from services.stack.runtime import Stack
@@ -50,13 +55,13 @@ class TopicTail:
             assert time.monotonic() < deadline, f"timed out; got {len(self.events)} events"
             for message in self._consumer.consume(500, timeout=0.5):
                 assert message.error() is None, message.error()
-                raw = message.value()
+                raw, key = message.value(), message.key()
                 self.events.append(
                     Event(
-                        message.topic(),
-                        message.partition(),
-                        message.offset(),
-                        json.loads(message.key()) if message.key() else None,
+                        str(message.topic()),
+                        int(message.partition() or 0),
+                        int(message.offset() or 0),
+                        json.loads(key) if key else None,
                         None if raw is None else json.loads(raw, parse_float=Decimal),
                     )
                 )
@@ -132,7 +137,8 @@ def test_changes_arrive_as_debezium_events(
 
     # customers: insert, then an update that leaves the TOASTed notes untouched
     created, updated = (e.value for e in _events_for(events, "customers", "customer_id", customer_id))
-    assert created["op"] == "c" and created["before"] is None
+    assert created["op"] == "c"
+    assert created["before"] is None
     after = created["after"]
     assert after["credit_limit"] == Decimal("123456789012345678.91")  # NUMERIC(20,2), exact
     assert days_to_date(after["date_of_birth"]) == date(1985, 3, 4)
@@ -162,7 +168,9 @@ def test_changes_arrive_as_debezium_events(
     tx = next(
         e.value["after"]
         for e in events
-        if e.topic.endswith(".transactions") and e.value and e.value["op"] == "c"
+        if e.topic.endswith(".transactions")
+        and e.value
+        and e.value["op"] == "c"
         and e.value["after"]["facility_id"] == facility_id
     )
     assert variable_scale_decimal(tx["exchange_rate"]) == Decimal("-1234567.000000000000000891")
@@ -171,7 +179,8 @@ def test_changes_arrive_as_debezium_events(
 
     # truncate
     truncates = [e.value for e in events if e.value and e.value["op"] == "t"]
-    assert truncates and truncates[0]["source"]["table"] == "transactions"
+    assert truncates
+    assert truncates[0]["source"]["table"] == "transactions"
 
     # every change event carries its position in the WAL, inside the window the test wrote
     for event in events:
@@ -182,6 +191,7 @@ def test_changes_arrive_as_debezium_events(
         # source.ts_us is the commit time in PostgreSQL, in microseconds (same clock, loopback)
         assert wall_before_us - 1_000_000 <= event.value["source"]["ts_us"] <= wall_after_us + 1_000_000
     lsns = [e.value["source"]["lsn"] for e in facility_events if e.value]
-    assert lsns == sorted(lsns) and len(set(lsns)) == len(lsns)
+    assert lsns == sorted(lsns)
+    assert len(set(lsns)) == len(lsns)
     # one key's changes stay in one partition, in order
     assert len({e.partition for e in facility_events}) == 1

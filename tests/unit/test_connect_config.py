@@ -24,7 +24,13 @@ def test_lending_connector_settings() -> None:
 
 def test_connector_inlines_no_credentials_and_every_reference_is_provided() -> None:
     config = load_connector(repo_root() / "connect", "lending")
-    for key in ("database.hostname", "database.port", "database.user", "database.password", "database.dbname"):
+    for key in (
+        "database.hostname",
+        "database.port",
+        "database.user",
+        "database.password",
+        "database.dbname",
+    ):
         assert config[key].startswith("${env:"), key
     references = set(re.findall(r"\$\{env:([A-Z0-9_]+)\}", " ".join(config.values())))
     assert references <= set(load_settings({}).connector_env())

@@ -18,7 +18,8 @@ def _vsd(value: Decimal) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    "value", ["0", "1.5", "-1.5", "123456789012345678901234567890.123456789", "-0.000000000000000001", "127", "-128"]
+    "value",
+    ["0", "1.5", "-1.5", "123456789012345678901234567890.123456789", "-0.000000000000000001", "127", "-128"],
 )
 def test_variable_scale_decimal_round_trips_exactly(value: str) -> None:
     assert variable_scale_decimal(_vsd(Decimal(value))) == Decimal(value)

@@ -1,0 +1,91 @@
+# cdcflow — everything a fresh machine needs comes from this file, pyproject.toml, constraints.txt and
+# connect/pom.xml. Targets that need the stack start it and stop what they started.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CDCFLOW := $(BIN)/cdcflow
+STAMP := $(VENV)/.installed
+JARS := connect/lib/.fetched
+DEMO_SECONDS ?= 30
+DEMO_RATE ?= 200
+
+.PHONY: install prereqs jars demo test test-unit test-integration lint format stack-up stack-down stack-status lock clean
+
+install: prereqs $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+# PostgreSQL, Java and Maven come from Debian's packages when they are missing and we are root.
+# policy-rc.d keeps the package's own cluster from starting: cdcflow runs its own under .cdcflow/.
+prereqs:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing — install them (apt-get install$$missing) and re-run"; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
+	  trap 'rm -f /usr/sbin/policy-rc.d' EXIT; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+jars: $(JARS)
+
+$(JARS): connect/pom.xml
+	mvn -B -q -f connect/pom.xml package
+	touch $@
+
+stack-up: install jars
+	$(CDCFLOW) stack up
+
+stack-down:
+	$(CDCFLOW) stack down
+
+stack-status:
+	$(CDCFLOW) stack status
+
+# Brings the stack up (unless it already runs), drives the workload, shows the change events, and stops
+# what it started — also on Ctrl-C.
+demo: install jars
+	@started=0; \
+	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; fi; \
+	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
+	$(CDCFLOW) stack up; \
+	$(CDCFLOW) demo --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE)
+
+# Every tier. The test session starts the stack if it is not up and stops it at the end.
+test: install jars
+	$(BIN)/pytest tests
+
+test-unit: install
+	$(BIN)/pytest tests/unit
+
+test-integration: install jars
+	$(BIN)/pytest tests/integration tests/e2e
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Refresh constraints.txt from a clean resolve of pyproject.toml.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip && .venv-lock/bin/pip install --quiet -e '.[dev]'
+	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^cdcflow' > constraints.txt
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) connect/lib connect/plugins .mypy_cache .ruff_cache .pytest_cache
