@@ -19,7 +19,7 @@ from services.common.debezium import (
     micros_to_datetime,
     variable_scale_decimal,
 )
-from services.common.kafka import TopicPartition, consumer
+from services.common.kafka import TopicPartition, consumer, ensure_topics
 from services.common.settings import Settings
 from services.stack.runtime import Stack
 
@@ -39,6 +39,7 @@ class TopicTail:
     """Reads what was written to some topics after it was created."""
 
     def __init__(self, settings: Settings, topics: list[str], group: str) -> None:
+        ensure_topics(settings.kafka, topics)  # a fresh stack has no topic until the first change
         self._consumer = consumer(settings.kafka, group)
         metadata = self._consumer.list_topics(timeout=10)
         assignment = []

@@ -9,6 +9,7 @@ from services.common.kafka.clients import (
     TopicPartition,
     admin_client,
     consumer,
+    ensure_topics,
     producer,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "TopicPartition",
     "admin_client",
     "consumer",
+    "ensure_topics",
     "producer",
 ]

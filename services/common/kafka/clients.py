@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient as Admin
+from confluent_kafka.cimpl import NewTopic
 
 from services.common.settings import KafkaSettings
 
@@ -21,6 +22,7 @@ __all__ = [
     "TopicPartition",
     "admin_client",
     "consumer",
+    "ensure_topics",
     "producer",
 ]
 
@@ -52,3 +54,25 @@ def producer(settings: KafkaSettings, **overrides: Any) -> Producer:
 
 def admin_client(settings: KafkaSettings) -> Admin:
     return Admin(_base(settings))
+
+
+def ensure_topics(settings: KafkaSettings, names: list[str], *, timeout_s: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet (partitions and replication from settings); returns the new ones."""
+    admin = admin_client(settings)
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    wanted = [n for n in names if n not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(n, settings.topic_partitions, settings.replication_factor) for n in wanted],
+        operation_timeout=timeout_s,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # someone else won the race
+                raise
+    return created
