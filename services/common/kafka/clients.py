@@ -5,6 +5,7 @@ Auto-commit is always off: only a checkpoint, after the data is durable, commits
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -75,4 +76,24 @@ def ensure_topics(settings: KafkaSettings, names: list[str], *, timeout_s: float
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # someone else won the race
                 raise
+    _wait_for_leaders(admin, wanted, timeout_s)
     return created
+
+
+def _wait_for_leaders(admin: Admin, topics: list[str], timeout_s: float) -> None:
+    """A new topic is usable once every partition has a leader; until then reads fail with NOT_LEADER."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metadata = admin.list_topics(timeout=timeout_s).topics
+        ready = all(
+            name in metadata
+            and metadata[name].error is None
+            and metadata[name].partitions
+            and all(p.leader >= 0 and p.error is None for p in metadata[name].partitions.values())
+            for name in topics
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"no leader for {topics} after {timeout_s}s"))
+        time.sleep(0.1)
