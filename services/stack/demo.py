@@ -14,7 +14,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from services.common.kafka import TopicPartition, consumer
+from services.common.kafka import consumer, end_positions
 from services.common.settings import Settings
 from services.stack.workload import Workload, WorkloadResult
 
@@ -44,12 +44,7 @@ def run_demo(settings: Settings, seconds: float, rate: float, seed: int, console
     tail = consumer(settings.kafka, f"_cdcflow.demo.{uuid.uuid4().hex[:8]}")
     metadata = tail.list_topics(timeout=10)
     topics = sorted(t for t in metadata.topics if re.match(rf"^{prefix}\.lending\.", t))
-    assignment = []
-    for topic in topics:
-        for partition in metadata.topics[topic].partitions:
-            _, high = tail.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            assignment.append(TopicPartition(topic, partition, high))
-    tail.assign(assignment)
+    tail.assign(end_positions(tail, topics))
 
     report = DemoReport(workload=WorkloadResult())
     workload = Workload(settings.postgres, seed=seed)

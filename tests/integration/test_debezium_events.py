@@ -19,7 +19,7 @@ from services.common.debezium import (
     micros_to_datetime,
     variable_scale_decimal,
 )
-from services.common.kafka import TopicPartition, consumer, ensure_topics
+from services.common.kafka import consumer, end_positions, ensure_topics
 from services.common.settings import Settings
 from services.stack.runtime import Stack
 
@@ -41,13 +41,7 @@ class TopicTail:
     def __init__(self, settings: Settings, topics: list[str], group: str) -> None:
         ensure_topics(settings.kafka, topics)  # a fresh stack has no topic until the first change
         self._consumer = consumer(settings.kafka, group)
-        metadata = self._consumer.list_topics(timeout=10)
-        assignment = []
-        for topic in topics:
-            for partition in metadata.topics[topic].partitions:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-                assignment.append(TopicPartition(topic, partition, high))
-        self._consumer.assign(assignment)
+        self._consumer.assign(end_positions(self._consumer, topics))
         self.events: list[Event] = []
 
     def read_until(self, done: Any, timeout_s: float = 60.0) -> list[Event]:

@@ -9,6 +9,7 @@ from services.common.kafka.clients import (
     TopicPartition,
     admin_client,
     consumer,
+    end_positions,
     ensure_topics,
     producer,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "TopicPartition",
     "admin_client",
     "consumer",
+    "end_positions",
     "ensure_topics",
     "producer",
 ]

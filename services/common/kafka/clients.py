@@ -23,6 +23,7 @@ __all__ = [
     "TopicPartition",
     "admin_client",
     "consumer",
+    "end_positions",
     "ensure_topics",
     "producer",
 ]
@@ -97,3 +98,28 @@ def _wait_for_leaders(admin: Admin, topics: list[str], timeout_s: float) -> None
         if time.monotonic() > deadline:
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"no leader for {topics} after {timeout_s}s"))
         time.sleep(0.1)
+
+
+def end_positions(client: Consumer, topics: list[str], *, timeout_s: float = 30.0) -> list[TopicPartition]:
+    """Every partition of ``topics`` positioned at its current end (high watermark).
+
+    A partition whose leader is still being elected (a topic created a moment ago) answers
+    NOT_LEADER_FOR_PARTITION for a while: that is retried until ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    metadata = client.list_topics(timeout=timeout_s).topics
+    positions = []
+    for topic in topics:
+        for partition in sorted(metadata[topic].partitions):
+            while True:
+                try:
+                    _, high = client.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+                    break
+                except KafkaException as exc:
+                    if not exc.args[0].retriable() and exc.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
+                        raise
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            positions.append(TopicPartition(topic, partition, high))
+    return positions
