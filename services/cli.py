@@ -30,6 +30,8 @@ app = typer.Typer(
 )
 stack_app = typer.Typer(help="The local runtime: PostgreSQL, Kafka, Kafka Connect + Debezium.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+schemas_app = typer.Typer(help="Table contracts in schemas/: generate from PostgreSQL, check compatibility.")
+app.add_typer(schemas_app, name="schemas")
 
 console = Console()
 
@@ -157,6 +159,66 @@ def demo(
         f"{events} change events and {report.tombstones} tombstones read from Kafka in {report.seconds:.1f}s"
     )
     if report.workload.total and not events:
+        raise typer.Exit(1)
+
+
+def _contract_scope(settings: Settings) -> tuple[list[str], list[str]]:
+    """The tables the connector captures, less the heartbeat table."""
+    from services.stack.connect import load_connector
+
+    config = load_connector(settings.stack.connect_dir, settings.connect.connector)
+    include = [p.strip() for p in config.get("table.include.list", "").split(",") if p.strip()]
+    return include, [r"cdcflow\.heartbeat"]
+
+
+@schemas_app.command("generate")
+def schemas_generate(
+    directory: Annotated[Path, typer.Option(help="Where contracts live.")] = Path("schemas"),
+) -> None:
+    """Write a contract per captured table from the live PostgreSQL catalog (new version on change)."""
+    from services.common.contracts import load_contracts, write_contract
+    from services.common.contracts.catalog import contracts_from_catalog
+    from services.common.contracts.compat import compare, evolve
+
+    settings = _settings()
+    current = {c.qualified_name: c for c in load_contracts(directory)}
+    include, exclude = _contract_scope(settings)
+    for live in contracts_from_catalog(settings.postgres.dsn(), include, exclude):
+        old = current.get(live.qualified_name)
+        contract = evolve(old, live) if old else live
+        changes = compare(old, live) if old else []
+        for change in changes:
+            console.print(f"  {change}")
+        path = write_contract(directory, contract)
+        state = "new" if old is None else ("unchanged" if contract.version == old.version else "evolved")
+        console.print(f"{contract.qualified_name}: v{contract.version} {state} → {path}")
+
+
+@schemas_app.command("check")
+def schemas_check(
+    directory: Annotated[Path, typer.Option(help="Where contracts live.")] = Path("schemas"),
+) -> None:
+    """Compare the contracts with the live catalog; exit 1 on an incompatible change or a missing contract."""
+    from services.common.contracts import load_contracts
+    from services.common.contracts.catalog import contracts_from_catalog
+    from services.common.contracts.compat import compare
+
+    settings = _settings()
+    current = {c.qualified_name: c for c in load_contracts(directory)}
+    include, exclude = _contract_scope(settings)
+    failed = False
+    for live in contracts_from_catalog(settings.postgres.dsn(), include, exclude):
+        old = current.get(live.qualified_name)
+        if old is None:
+            console.print(f"[red]missing[/]: {live.qualified_name} has no contract; run `cdcflow schemas generate`")
+            failed = True
+            continue
+        changes = compare(old, live)
+        for change in changes:
+            console.print(f"  {change}")
+        failed |= any(not c.compatible for c in changes)
+        console.print(f"{live.qualified_name}: {'compatible' if all(c.compatible for c in changes) else 'BREAKING'}")
+    if failed:
         raise typer.Exit(1)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -94,7 +95,18 @@ class ConnectWorker:
         if response.status_code >= 400:
             raise ComponentFailedError(f"registering connector {name!r} failed: {response.text}")
         body: dict[str, Any] = response.json()
+        self._restart_failed(name)
         return body
+
+    def _restart_failed(self, name: str) -> None:
+        """A task that failed under an earlier config stays FAILED until restarted."""
+        status = self.connector_status(name) or {}
+        failed = status.get("connector", {}).get("state") == "FAILED" or any(
+            t.get("state") == "FAILED" for t in status.get("tasks", [])
+        )
+        if failed:
+            httpx.post(f"{self.url}/connectors/{name}/restart?includeTasks=true&onlyFailed=true", timeout=30)
+            time.sleep(1.0)  # the restart is asynchronous; the state is re-read by the caller
 
     def connector_status(self, name: str) -> dict[str, Any] | None:
         try:
@@ -106,7 +118,16 @@ class ConnectWorker:
         body: dict[str, Any] = response.json()
         return body
 
-    def wait_running(self, name: str, timeout_s: float) -> None:
+    def wait_running(self, name: str, timeout_s: float, *, settle_s: float = 2.0) -> None:
+        """Wait until the connector and its tasks run, and still run ``settle_s`` later.
+
+        A task reports RUNNING before it has read its offsets; one that cannot resume fails a moment later.
+        """
+        self._wait_state(name, timeout_s)
+        time.sleep(settle_s)
+        self._wait_state(name, timeout_s)
+
+    def _wait_state(self, name: str, timeout_s: float) -> None:
         def running() -> bool:
             status = self.connector_status(name)
             if status is None:

@@ -20,6 +20,8 @@ def test_lending_connector_settings() -> None:
     assert config["time.precision.mode"] == "adaptive_time_microseconds"
     assert config["decimal.handling.mode"] == "precise"
     assert config["skipped.operations"] == "none"  # truncates are captured
+    # after the slot is dropped (stack down) or lost, resume with a new snapshot instead of failing
+    assert config["snapshot.mode"] == "when_needed"
 
 
 def test_connector_inlines_no_credentials_and_every_reference_is_provided() -> None:

@@ -1,0 +1,21 @@
+"""Errors of table contracts."""
+
+from services.common.errors import TerminalError
+
+__all__ = ["ContractError", "IncompatibleChangeError", "NoPrimaryKeyError", "UnknownTableError"]
+
+
+class ContractError(TerminalError):
+    """A contract file is malformed or cannot describe a column."""
+
+
+class UnknownTableError(ContractError):
+    """No contract exists for a table that events arrived for."""
+
+
+class IncompatibleChangeError(ContractError):
+    """A new contract version would break readers: only added, nullable columns are compatible."""
+
+
+class NoPrimaryKeyError(ContractError):
+    """Change capture needs a primary key to order versions of a row."""

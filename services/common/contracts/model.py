@@ -1,0 +1,135 @@
+"""The in-memory form of a table contract."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from services.common.contracts.errors import ContractError, UnknownTableError
+
+__all__ = ["Column", "ContractRegistry", "Semantic", "TableContract"]
+
+Semantic = Literal[
+    "int16",
+    "int32",
+    "int64",
+    "boolean",
+    "float32",
+    "float64",
+    "decimal",  # NUMERIC(p, s): Debezium sends a JSON number with exactly s digits
+    "variable_decimal",  # NUMERIC without precision: Debezium's {scale, value} struct
+    "string",
+    "uuid",
+    "json",
+    "date",  # days since the epoch
+    "timestamp",  # timestamp without time zone: microseconds since the epoch, wall time
+    "timestamptz",  # ISO-8601 string in UTC
+    "time",  # microseconds since midnight
+    "bytes",  # base64 text on the wire
+    "array",
+]
+
+# Unconstrained NUMERIC lands as the widest decimal both Arrow and BigQuery (BIGNUMERIC) hold exactly;
+# a value beyond it is a decimal overflow and goes to the DLQ, never to a float.
+VARIABLE_DECIMAL_PRECISION = 76
+VARIABLE_DECIMAL_SCALE = 38
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    semantic: Semantic
+    pg_type: str
+    nullable: bool = True
+    precision: int | None = None
+    scale: int | None = None
+    items: Column | None = None  # element of an array
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ContractError(f"column name {self.name!r} is not a safe identifier")
+        if self.semantic == "decimal" and (self.precision is None or self.scale is None):
+            raise ContractError(f"column {self.name}: a decimal needs precision and scale")
+        if self.semantic == "array" and self.items is None:
+            raise ContractError(f"column {self.name}: an array needs its element type")
+
+
+@dataclass(frozen=True, slots=True)
+class TableContract:
+    schema: str
+    table: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    version: int = 1
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        for part in (self.schema, self.table):
+            if not _NAME.match(part):
+                raise ContractError(f"{part!r} is not a safe schema or table name")
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ContractError(f"{self.qualified_name}: duplicate column names")
+        missing = [k for k in self.primary_key if k not in names]
+        if missing:
+            raise ContractError(f"{self.qualified_name}: primary key column(s) {missing} are not columns")
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+    def fingerprint(self) -> str:
+        """A stable digest of the columns, for telling contract versions apart in logs and files."""
+        from hashlib import sha256
+
+        from services.common.contracts.store import contract_to_avro
+
+        return sha256(json.dumps(contract_to_avro(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class ContractRegistry:
+    """The newest contract of every table, looked up by ``(schema, table)``."""
+
+    _by_name: dict[tuple[str, str], TableContract] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, contracts: Iterable[TableContract]) -> ContractRegistry:
+        registry = cls()
+        for contract in contracts:
+            registry.put(contract)
+        return registry
+
+    def put(self, contract: TableContract) -> None:
+        key = (contract.schema, contract.table)
+        current = self._by_name.get(key)
+        if current is None or contract.version >= current.version:
+            self._by_name[key] = contract
+
+    def get(self, schema: str, table: str) -> TableContract:
+        try:
+            return self._by_name[(schema, table)]
+        except KeyError:
+            raise UnknownTableError(
+                f"no contract for table {schema}.{table}: run `cdcflow schemas generate` and add it to schemas/"
+            ) from None
+
+    def __iter__(self) -> Iterator[TableContract]:
+        return iter(sorted(self._by_name.values(), key=lambda c: c.qualified_name))
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {c.qualified_name: c.version for c in self}

@@ -1,0 +1,155 @@
+"""Contracts on disk: one Avro record schema per table, ``<schema>.<table>.avsc``.
+
+The Avro form is the published contract (other tools read it); cdcflow's extra facts ride along as
+``cdcflow.*`` attributes, which Avro readers ignore.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, cast
+
+from services.common.contracts.errors import ContractError
+from services.common.contracts.model import (
+    VARIABLE_DECIMAL_PRECISION,
+    VARIABLE_DECIMAL_SCALE,
+    Column,
+    Semantic,
+    TableContract,
+)
+
+__all__ = ["avro_to_contract", "contract_path", "contract_to_avro", "load_contracts", "write_contract"]
+
+_AVRO_PRIMITIVE: dict[str, Any] = {
+    "int16": "int",
+    "int32": "int",
+    "int64": "long",
+    "boolean": "boolean",
+    "float32": "float",
+    "float64": "double",
+    "string": "string",
+    "json": "string",
+    "uuid": {"type": "string", "logicalType": "uuid"},
+    "date": {"type": "int", "logicalType": "date"},
+    "timestamp": {"type": "long", "logicalType": "local-timestamp-micros"},
+    "timestamptz": {"type": "long", "logicalType": "timestamp-micros"},
+    "time": {"type": "long", "logicalType": "time-micros"},
+    "bytes": "bytes",
+}
+
+
+def _avro_type(column: Column) -> Any:
+    if column.semantic == "decimal":
+        return {"type": "bytes", "logicalType": "decimal", "precision": column.precision, "scale": column.scale}
+    if column.semantic == "variable_decimal":
+        return {
+            "type": "bytes",
+            "logicalType": "decimal",
+            "precision": VARIABLE_DECIMAL_PRECISION,
+            "scale": VARIABLE_DECIMAL_SCALE,
+        }
+    if column.semantic == "array":
+        assert column.items is not None
+        return {"type": "array", "items": _field_type(column.items)}
+    return _AVRO_PRIMITIVE[column.semantic]
+
+
+def _field_type(column: Column) -> Any:
+    avro = _avro_type(column)
+    return ["null", avro] if column.nullable else avro
+
+
+def _column_to_field(column: Column) -> dict[str, Any]:
+    field: dict[str, Any] = {"name": column.name, "type": _field_type(column)}
+    if column.nullable:
+        field["default"] = None
+    field["cdcflow.semantic"] = column.semantic
+    field["cdcflow.pg_type"] = column.pg_type
+    if column.items is not None:
+        field["cdcflow.items"] = _column_to_field(column.items)
+    return field
+
+
+def contract_to_avro(contract: TableContract) -> dict[str, Any]:
+    document: dict[str, Any] = {"type": "record", "name": contract.table, "namespace": f"cdcflow.{contract.schema}"}
+    if contract.doc:
+        document["doc"] = contract.doc
+    return {
+        **document,
+        "cdcflow.version": contract.version,
+        "cdcflow.primary_key": list(contract.primary_key),
+        "fields": [_column_to_field(c) for c in contract.columns],
+    }
+
+
+def _field_to_column(field: dict[str, Any]) -> Column:
+    try:
+        avro_type = field["type"]
+        nullable = isinstance(avro_type, list) and "null" in avro_type
+        if isinstance(avro_type, list):
+            avro_type = next(t for t in avro_type if t != "null")
+        semantic = cast(Semantic, field["cdcflow.semantic"])
+        precision = scale = None
+        if semantic == "decimal":
+            precision, scale = int(avro_type["precision"]), int(avro_type["scale"])
+        items = _field_to_column(field["cdcflow.items"]) if semantic == "array" else None
+        return Column(
+            name=str(field["name"]),
+            semantic=semantic,
+            pg_type=str(field.get("cdcflow.pg_type", "")),
+            nullable=nullable,
+            precision=precision,
+            scale=scale,
+            items=items,
+        )
+    except (KeyError, TypeError, ValueError, StopIteration) as exc:
+        raise ContractError(f"field {field.get('name')!r} is not a cdcflow contract field: {exc!r}") from None
+
+
+def avro_to_contract(document: dict[str, Any]) -> TableContract:
+    try:
+        namespace = str(document["namespace"])
+        if not namespace.startswith("cdcflow."):
+            raise ContractError(f"namespace {namespace!r} is not cdcflow.<schema>")
+        return TableContract(
+            schema=namespace.removeprefix("cdcflow."),
+            table=str(document["name"]),
+            columns=tuple(_field_to_column(f) for f in document["fields"]),
+            primary_key=tuple(document.get("cdcflow.primary_key", [])),
+            version=int(document.get("cdcflow.version", 1)),
+            doc=str(document.get("doc", "")),
+        )
+    except KeyError as exc:
+        raise ContractError(f"contract lacks {exc}") from None
+
+
+def contract_path(directory: Path, contract: TableContract) -> Path:
+    return directory / f"{contract.qualified_name}.avsc"
+
+
+def load_contracts(directory: Path) -> list[TableContract]:
+    """Every ``*.avsc`` table contract in ``directory`` (other Avro schemas there are skipped)."""
+    contracts = []
+    for path in sorted(directory.glob("*.avsc")):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"{path}: not valid JSON: {exc}") from None
+        if isinstance(document, dict) and "cdcflow.primary_key" in document:
+            try:
+                contracts.append(avro_to_contract(document))
+            except ContractError as exc:
+                raise ContractError(f"{path}: {exc}") from None
+    return contracts
+
+
+def write_contract(directory: Path, contract: TableContract) -> Path:
+    """Write atomically, with stable formatting so diffs in review show only real changes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = contract_path(directory, contract)
+    temp = path.with_name(f".tmp-{path.name}")
+    temp.write_text(json.dumps(contract_to_avro(contract), indent=2) + "\n", encoding="utf-8")
+    os.replace(temp, path)
+    return path

@@ -1,0 +1,73 @@
+"""What decoding consumes and produces: Kafka messages in, Arrow rows or failures out.
+
+Decoders return failures as values instead of raising, so the DLQ branch is ordinary data flow; each
+failure keeps its raw message so the DLQ gets the original key, value, headers and timestamp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pyarrow as pa
+
+__all__ = ["DecodeFailure", "DecodeResult", "Headers", "KafkaMessage", "Reason"]
+
+Headers = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]]
+"""Kafka record headers as the client library hands them over."""
+
+
+class KafkaMessage(Protocol):
+    """The part of ``confluent_kafka.Message`` decoding and the DLQ use."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> Headers | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+class Reason:
+    """Short, stable labels for the ``reason`` of a DLQ'd record (metric label and header)."""
+
+    MALFORMED_JSON = "malformed_json"
+    INVALID_UTF8 = "invalid_utf8"
+    WRONG_TYPE = "wrong_type"
+    DECIMAL_OVERFLOW = "decimal_overflow"
+    MISSING_SOURCE = "missing_source"
+    MISSING_IMAGE = "missing_image"
+    MISSING_KEY = "missing_key"
+    UNKNOWN_OP = "unknown_op"
+    SCHEMA_MISMATCH = "schema_mismatch"
+    OVERSIZED = "oversized"
+    UNKNOWN_TABLE = "unknown_table"
+    UNSAFE_NAME = "unsafe_name"
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeFailure:
+    message: KafkaMessage
+    reason: str
+    detail: str
+    error_class: str = "DecodeError"
+    stage: str = "decode"
+
+
+@dataclass(slots=True)
+class DecodeResult:
+    """Rows in offset order (lake schema), the failures, and the offsets that carried no row."""
+
+    rows: pa.Table
+    failures: list[DecodeFailure] = field(default_factory=list)
+    tombstones: int = 0
+
+    @property
+    def row_count(self) -> int:
+        return int(self.rows.num_rows)
+
+    @staticmethod
+    def offsets_of(messages: Sequence[KafkaMessage]) -> list[int]:
+        return [int(m.offset() or 0) for m in messages]

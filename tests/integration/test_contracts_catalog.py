@@ -1,0 +1,70 @@
+"""Contracts generated from the live PostgreSQL catalog, and compatibility checks against it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from services.common.contracts.catalog import contracts_from_catalog
+from services.common.contracts.compat import compare
+from services.common.contracts.errors import NoPrimaryKeyError
+from services.common.settings import Settings
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+@pytest.fixture
+def scratch_schema(pg: Conn) -> Iterator[str]:
+    name = f"cdcflow_test_{uuid.uuid4().hex[:8]}"
+    pg.execute(f"create schema {name}".encode())
+    yield name
+    pg.execute(f"drop schema {name} cascade".encode())
+
+
+def test_generated_contract_types(pg: Conn, settings: Settings, scratch_schema: str) -> None:
+    s = scratch_schema
+    pg.execute(f"create type {s}.mood as enum ('ok', 'meh')".encode())
+    pg.execute(f"create domain {s}.money2 as numeric(12, 2) check (value >= 0)".encode())
+    pg.execute(
+        f"""create table {s}.things (
+              id int not null, part smallint not null, mood {s}.mood, price {s}.money2, raw bytea,
+              tags text[], amounts numeric(10, 3)[], blob jsonb, at timestamptz, seen timestamp, d date, t time,
+              n numeric, f double precision, b boolean, u uuid, i interval,
+              primary key (part, id))""".encode()
+    )
+    (contract,) = contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\..*"])
+    semantic = {c.name: c.semantic for c in contract.columns}
+    assert contract.primary_key == ("part", "id")  # key order, not column order
+    assert semantic == {
+        "id": "int32", "part": "int16", "mood": "string", "price": "decimal", "raw": "bytes", "tags": "array",
+        "amounts": "array", "blob": "json", "at": "timestamptz", "seen": "timestamp", "d": "date", "t": "time",
+        "n": "variable_decimal", "f": "float64", "b": "boolean", "u": "uuid", "i": "string",
+    }  # fmt: skip
+    price = contract.column("price")
+    assert (price.precision, price.scale, price.nullable) == (12, 2, True)
+    amounts = contract.column("amounts").items
+    assert amounts is not None
+    assert (amounts.semantic, amounts.precision, amounts.scale) == ("decimal", 10, 3)
+    assert contract.column("id").nullable is False
+
+
+def test_evolution_against_the_catalog(pg: Conn, settings: Settings, scratch_schema: str) -> None:
+    s = scratch_schema
+    pg.execute(f"create table {s}.evolving (id bigint primary key, amount numeric(20, 2))".encode())
+    dsn, scope = settings.postgres.dsn(), [rf"{s}\.evolving"]
+    (v1,) = contracts_from_catalog(dsn, scope)
+    pg.execute(f"alter table {s}.evolving add column note text".encode())
+    (v2,) = contracts_from_catalog(dsn, scope)
+    assert [(c.kind, c.column, c.compatible) for c in compare(v1, v2)] == [("added", "note", True)]
+    pg.execute(f"alter table {s}.evolving alter column amount type numeric(30, 4)".encode())
+    (v3,) = contracts_from_catalog(dsn, scope)
+    assert [(c.kind, c.compatible) for c in compare(v2, v3)] == [("type_changed", False)]
+
+
+def test_a_table_without_primary_key_is_a_clear_error(pg: Conn, settings: Settings, scratch_schema: str) -> None:
+    pg.execute(f"create table {scratch_schema}.keyless (x int)".encode())
+    with pytest.raises(NoPrimaryKeyError, match=rf"{scratch_schema}\.keyless has no primary key"):
+        contracts_from_catalog(settings.postgres.dsn(), [rf"{scratch_schema}\..*"])

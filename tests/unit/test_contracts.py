@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from services.common.contracts import Column, ContractRegistry, TableContract, lake_schema, load_contracts
+from services.common.contracts.arrow import LAKE_METADATA, arrow_schema
+from services.common.contracts.catalog import column_from_catalog
+from services.common.contracts.compat import compare, evolve
+from services.common.contracts.errors import ContractError, UnknownTableError
+from services.common.contracts.store import contract_to_avro, write_contract
+
+CONTRACT = TableContract(
+    schema="lending",
+    table="loans",
+    primary_key=("loan_id",),
+    columns=(
+        Column("loan_id", "int64", "bigint", nullable=False),
+        Column("amount", "decimal", "numeric(20,2)", nullable=False, precision=20, scale=2),
+        Column("wide", "decimal", "numeric(50,10)", precision=50, scale=10),
+        Column("rate", "variable_decimal", "numeric"),
+        Column("booked_at", "timestamptz", "timestamp with time zone"),
+        Column("seen_at", "timestamp", "timestamp without time zone"),
+        Column("due", "date", "date"),
+        Column("tags", "array", "text[]", items=Column("element", "string", "text")),
+        Column("ref", "uuid", "uuid"),
+    ),
+)
+
+
+def test_arrow_types_follow_the_contract() -> None:
+    schema = arrow_schema(CONTRACT)
+    assert schema.field("loan_id").type == pa.int64()
+    assert schema.field("amount").type == pa.decimal128(20, 2)
+    assert schema.field("wide").type == pa.decimal256(50, 10)
+    assert schema.field("rate").type == pa.decimal256(76, 38)  # never a float
+    assert schema.field("booked_at").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("seen_at").type == pa.timestamp("us")
+    assert schema.field("due").type == pa.date32()
+    assert schema.field("tags").type == pa.list_(pa.string())
+    lake = lake_schema(CONTRACT)
+    assert lake.names == [*schema.names, *(f.name for f in LAKE_METADATA)]
+    assert lake.metadata[b"cdcflow.contract_version"] == b"1"
+
+
+def test_avro_round_trip_through_files(tmp_path: Path) -> None:
+    write_contract(tmp_path, CONTRACT)
+    (tmp_path / "not-a-contract.avsc").write_text(json.dumps({"type": "record", "name": "x", "fields": []}))
+    assert load_contracts(tmp_path) == [CONTRACT]
+    avro = contract_to_avro(CONTRACT)
+    amount = next(f for f in avro["fields"] if f["name"] == "amount")
+    assert amount["type"] == {"type": "bytes", "logicalType": "decimal", "precision": 20, "scale": 2}
+    booked = next(f for f in avro["fields"] if f["name"] == "booked_at")
+    assert booked["type"] == ["null", {"type": "long", "logicalType": "timestamp-micros"}]
+    assert booked["default"] is None
+
+
+def test_malformed_contract_files_are_named(tmp_path: Path) -> None:
+    (tmp_path / "lending.bad.avsc").write_text("{not json")
+    with pytest.raises(ContractError, match=r"lending\.bad\.avsc"):
+        load_contracts(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../etc", "a.b", "", "x y", "drop;table"])
+def test_hostile_names_are_refused(name: str) -> None:
+    with pytest.raises(ContractError):
+        replace(CONTRACT, table=name)
+    with pytest.raises(ContractError):
+        Column(name, "string", "text")
+
+
+def test_catalog_types_map_to_semantics() -> None:
+    numeric_20_2 = (20 << 16 | 2) + 4  # how PostgreSQL encodes the numeric(20,2) type modifier
+    assert column_from_catalog("a", "numeric", numeric_20_2, "numeric(20,2)", True).precision == 20
+    assert column_from_catalog("a", "numeric", -1, "numeric", True).semantic == "variable_decimal"
+    assert column_from_catalog("a", "jsonb", -1, "jsonb", True).semantic == "json"
+    assert column_from_catalog("a", "mood", -1, "mood", True).semantic == "string"  # an enum
+    assert column_from_catalog("a", "money", -1, "money", True).scale == 2
+
+
+def test_added_nullable_columns_are_compatible_everything_else_is_not() -> None:
+    added = replace(CONTRACT, columns=(*CONTRACT.columns, Column("note", "string", "text")))
+    assert [(c.kind, c.compatible) for c in compare(CONTRACT, added)] == [("added", True)]
+    assert evolve(CONTRACT, added).version == 2
+    assert evolve(CONTRACT, CONTRACT).version == 1
+
+    required = replace(CONTRACT, columns=(*CONTRACT.columns, Column("must", "string", "text", nullable=False)))
+    assert [c.kind for c in compare(CONTRACT, required)] == ["added_not_null"]
+    removed = replace(CONTRACT, columns=CONTRACT.columns[:-1])
+    assert [(c.kind, c.compatible) for c in compare(CONTRACT, removed)] == [("removed", False)]
+    retyped = replace(
+        CONTRACT,
+        columns=tuple(replace(c, precision=22) if c.name == "amount" else c for c in CONTRACT.columns),
+    )
+    assert [(c.kind, c.column) for c in compare(CONTRACT, retyped)] == [("type_changed", "amount")]
+
+
+def test_registry_keeps_the_newest_version() -> None:
+    registry = ContractRegistry.of([replace(CONTRACT, version=3), CONTRACT])
+    assert registry.get("lending", "loans").version == 3
+    with pytest.raises(UnknownTableError, match="cdcflow schemas generate"):
+        registry.get("lending", "nope")

@@ -1,0 +1,236 @@
+"""Batch decoding of Debezium JSON events into the lake schema, with real confluent_kafka.Message objects."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
+
+from services.common.contracts import Column, TableContract, lake_schema
+from services.common.debezium import UNAVAILABLE_VALUE
+from services.common.debezium.json_batch import JsonEventDecoder
+from services.common.debezium.records import Reason
+
+TOPIC = "cdcflow.lending.accounts"
+CONTRACT = TableContract(
+    schema="lending",
+    table="accounts",
+    primary_key=("account_id",),
+    columns=(
+        Column("account_id", "int64", "bigint", nullable=False),
+        Column("balance", "decimal", "numeric(20,2)", precision=20, scale=2),
+        Column("rate", "variable_decimal", "numeric"),
+        Column("opened_on", "date", "date"),
+        Column("reviewed_at", "timestamp", "timestamp without time zone"),
+        Column("created_at", "timestamptz", "timestamp with time zone"),
+        Column("cutoff", "time", "time without time zone"),
+        Column("notes", "string", "text"),
+        Column("profile", "json", "jsonb"),
+        Column("ref", "uuid", "uuid"),
+        Column("blob", "bytes", "bytea"),
+        Column("tags", "array", "text[]", items=Column("element", "string", "text")),
+        Column("active", "boolean", "boolean"),
+        Column("score", "int16", "smallint"),
+    ),
+)
+
+
+def _vsd(value: str) -> dict[str, Any]:
+    d = Decimal(value)
+    sign, digits, exponent = d.as_tuple()
+    assert isinstance(exponent, int)
+    unscaled = int("".join(map(str, digits))) * (-1 if sign else 1)
+    raw = unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
+    return {"scale": -exponent, "value": base64.b64encode(raw).decode()}
+
+
+def _row(account_id: int, **overrides: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "account_id": account_id,
+        "balance": "__NUM__12345678901234567.89",
+        "rate": _vsd("0.000123456789"),
+        "opened_on": 20_486,
+        "reviewed_at": 1_777_975_872_123_456,
+        "created_at": "2026-05-06T05:08:09.654321Z",
+        "cutoff": 61_200_000_000,
+        "notes": "hello",
+        "profile": '{"tier": "gold"}',
+        "ref": "c8db6e24-be26-4bfa-8d78-99bc5d85c678",
+        "blob": base64.b64encode(b"\x00\x01\xff").decode(),
+        "tags": ["a", "b"],
+        "active": True,
+        "score": 42,
+    }
+    row.update(overrides)
+    return row
+
+
+def _event(
+    op: str, *, before: dict[str, Any] | None = None, after: dict[str, Any] | None = None, **extra: Any
+) -> bytes:
+    source: dict[str, Any] = {
+        "ts_ms": 1_795_387_780_402,
+        "ts_us": 1_795_387_780_402_545,
+        "lsn": 26_503_728,
+        "txId": 731,
+    }
+    source.update({"snapshot": "false", "schema": "lending", "table": "accounts", "db": "lending"})
+    document = {"before": before, "after": after, "source": source, "op": op, "ts_ms": 1, "transaction": None}
+    document.update(extra)
+    text = json.dumps(document, separators=(",", ":"))
+    return text.replace('"__NUM__', "").replace('.89"', ".89").encode()  # decimals are JSON numbers
+
+
+def _messages(values: list[bytes | None], first_offset: int = 100, partition: int = 3) -> list[Message]:
+    return [
+        Message(
+            topic=TOPIC,
+            partition=partition,
+            offset=first_offset + i,
+            key=b'{"account_id":1}',
+            value=value,
+            timestamp=(TIMESTAMP_CREATE_TIME, 1_795_387_781_000),
+        )
+        for i, value in enumerate(values)
+    ]
+
+
+def _decode(values: list[bytes | None], **kwargs: Any) -> Any:
+    decoder = JsonEventDecoder(CONTRACT, **kwargs)
+    return decoder.decode(TOPIC, 3, _messages(values), ingested_at_us=1_795_387_790_000_000)
+
+
+def test_every_type_decodes_exactly() -> None:
+    result = _decode([_event("c", after=_row(1))])
+    assert result.failures == []
+    assert result.rows.schema.equals(lake_schema(CONTRACT), check_metadata=False)
+    (row,) = result.rows.to_pylist()
+    assert row["account_id"] == 1
+    assert row["balance"] == Decimal("12345678901234567.89")
+    assert row["rate"] == Decimal("0.000123456789")
+    assert row["opened_on"] == date(2026, 2, 2)
+    assert row["reviewed_at"] == datetime(2026, 5, 5, 10, 11, 12, 123456)
+    assert row["created_at"] == datetime(2026, 5, 6, 5, 8, 9, 654321, tzinfo=UTC)
+    assert row["cutoff"] == time(17, 0)
+    assert row["profile"] == '{"tier": "gold"}'
+    assert row["blob"] == b"\x00\x01\xff"
+    assert row["tags"] == ["a", "b"]
+    assert row["active"] is True
+    assert row["score"] == 42
+    assert row["_op"] == "c"
+    assert row["_source_lsn"] == 26_503_728
+    assert row["_source_txid"] == 731
+    assert row["_source_ts"] == datetime(2026, 11, 22, 22, 49, 40, 402545, tzinfo=UTC)
+    assert row["_is_snapshot"] is False
+    assert row["_unavailable_columns"] == []
+    assert (row["_kafka_topic"], row["_kafka_partition"], row["_kafka_offset"]) == (TOPIC, 3, 100)
+    assert row["_kafka_timestamp"] == datetime(2026, 11, 22, 22, 49, 41, tzinfo=UTC)
+
+
+def test_ops_images_tombstones_and_truncate() -> None:
+    result = _decode(
+        [
+            _event("r", after=_row(1)),
+            _event("u", before=None, after=_row(1, notes="changed")),
+            _event("d", before=_row(1, notes="last"), after=None),
+            None,  # the tombstone after a delete
+            _event("t"),
+        ]
+    )
+    assert result.failures == []
+    assert result.tombstones == 1
+    rows = result.rows.to_pylist()
+    assert [r["_op"] for r in rows] == ["r", "u", "d", "t"]
+    assert [r["_kafka_offset"] for r in rows] == [100, 101, 102, 104]
+    assert rows[1]["notes"] == "changed"
+    assert rows[2]["notes"] == "last"  # a delete carries its before image
+    assert rows[3]["account_id"] is None  # a truncate has no row image
+
+
+def test_snapshot_flag() -> None:
+    value = _event("r", after=_row(1)).replace(b'"snapshot":"false"', b'"snapshot":"last"')
+    assert _decode([value]).rows.column("_is_snapshot").to_pylist() == [True]
+
+
+def test_toast_placeholder_becomes_null_and_is_listed() -> None:
+    unavailable_blob = base64.b64encode(UNAVAILABLE_VALUE.encode()).decode()
+    result = _decode(
+        [
+            _event("u", after=_row(1, notes=UNAVAILABLE_VALUE, blob=unavailable_blob)),
+            _event("u", after=_row(2, tags=[UNAVAILABLE_VALUE], profile=UNAVAILABLE_VALUE)),
+            _event("u", after=_row(3)),
+        ]
+    )
+    assert result.failures == []
+    first, second, third = result.rows.to_pylist()
+    assert first["notes"] is None
+    assert first["blob"] is None
+    assert first["_unavailable_columns"] == ["notes", "blob"]
+    assert second["tags"] is None
+    assert second["profile"] is None
+    assert sorted(second["_unavailable_columns"]) == ["profile", "tags"]
+    assert third["_unavailable_columns"] == []
+    assert UNAVAILABLE_VALUE not in json.dumps(result.rows.to_pylist(), default=str)
+
+
+POISON: list[tuple[str, bytes]] = [
+    (Reason.MALFORMED_JSON, b'{"op":"c","after":{"account_id":'),
+    (Reason.MALFORMED_JSON, b"[1, 2, 3]"),
+    (Reason.INVALID_UTF8, b'{"op":"c","after":{"account_id":7,"notes":"\xff\xfe"},"source":{"lsn":1}}'),
+    (Reason.WRONG_TYPE, _event("c", after=_row(7, score="forty-two"))),
+    (Reason.DECIMAL_OVERFLOW, _event("c", after=_row(7)).replace(b"12345678901234567.89", b"123456789012345678901.89")),
+    (Reason.DECIMAL_OVERFLOW, _event("c", after=_row(7, rate=_vsd("1" + "0" * 80)))),
+    (Reason.MISSING_SOURCE, _event("c", after=_row(7)).replace(b'"source":{', b'"nosource":{')),
+    (Reason.UNKNOWN_OP, _event("x", after=_row(7))),
+    (Reason.MISSING_IMAGE, _event("c", after=None)),
+    (Reason.MISSING_KEY, _event("c", after=_row(None))),  # type: ignore[arg-type]
+    (Reason.SCHEMA_MISMATCH, _event("c", after={**_row(7), "surprise": 1})),
+    (Reason.WRONG_TYPE, _event("c", after=_row(7, blob="not base64!!"))),
+]
+
+
+@pytest.mark.parametrize(("reason", "value"), POISON, ids=[f"{r}-{i}" for i, (r, _) in enumerate(POISON)])
+def test_poison_is_isolated_between_good_records(reason: str, value: bytes) -> None:
+    values: list[bytes | None] = [_event("c", after=_row(i)) for i in range(1, 40)]
+    values.insert(17, value)
+    result = _decode(values)
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [(reason, 117)]
+    assert result.failures[0].message.value() == value  # the raw record is kept for the DLQ
+    offsets = result.rows.column("_kafka_offset").to_pylist()
+    assert offsets == [o for o in range(100, 140) if o != 117]
+
+
+def test_oversized_values_are_refused_without_parsing() -> None:
+    big = _event("c", after=_row(5, notes="x" * 5_000))
+    result = _decode([_event("c", after=_row(4)), big], max_value_bytes=4_096)
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [(Reason.OVERSIZED, 101)]
+    assert result.rows.num_rows == 1
+
+
+def test_a_value_with_newlines_is_decoded_on_its_own() -> None:
+    pretty = json.dumps(json.loads(_event("c", after=_row(9)).decode()), indent=2).encode()
+    result = _decode([_event("c", after=_row(8)), pretty, _event("c", after=_row(10))])
+    assert result.failures == []
+    assert result.rows.column("account_id").to_pylist() == [8, 9, 10]
+
+
+def test_many_poison_records_and_empty_input() -> None:
+    values: list[bytes | None] = [b"garbage" if i % 7 == 0 else _event("c", after=_row(i)) for i in range(200)]
+    result = _decode(values)
+    assert len(result.failures) == len(range(0, 200, 7))
+    assert result.rows.num_rows + len(result.failures) == 200
+    empty = _decode([])
+    assert empty.rows.num_rows == 0
+    assert empty.rows.schema.equals(lake_schema(CONTRACT))
+
+
+def test_decoded_rows_are_a_valid_lake_table() -> None:
+    result = _decode([_event("c", after=_row(i)) for i in range(5)])
+    assert isinstance(result.rows, pa.Table)
+    assert result.rows.schema.metadata[b"cdcflow.table"] == b"lending.accounts"
