@@ -162,6 +162,19 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command()
+def consume() -> None:
+    """Run the lake writer: captured topics → typed Parquet in the lake, committed once durable."""
+    from services.common.signals import Shutdown
+    from services.consumer.__main__ import run_writer
+
+    settings = load_settings()
+    configure_logging(settings.log)  # services log to stdout
+    shutdown = Shutdown()
+    shutdown.install()
+    raise typer.Exit(run_writer(settings, shutdown))
+
+
 def _contract_scope(settings: Settings) -> tuple[list[str], list[str]]:
     """The tables the connector captures, less the heartbeat table."""
     from services.stack.connect import load_connector

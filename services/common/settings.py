@@ -26,6 +26,7 @@ __all__ = [
     "Settings",
     "StackSettings",
     "WarehouseSettings",
+    "WriterSettings",
     "load_settings",
     "repo_root",
 ]
@@ -155,6 +156,34 @@ class WarehouseSettings(_Frozen):
     bigquery_location: str = "US"
 
 
+class WriterSettings(_Frozen):
+    """The lake writer (``cdcflow consume``)."""
+
+    group_id: str = "cdcflow-lake-writer"
+    contracts_dir: Path = Field(default_factory=lambda: repo_root() / "schemas")
+    exclude_tables: list[str] = Field(default_factory=lambda: ["cdcflow.heartbeat"])
+    flush_max_rows: int = Field(default=100_000, ge=1)
+    flush_max_bytes: int = Field(default=64 << 20, ge=1024)
+    flush_max_age_s: float = Field(default=30.0, gt=0)
+    buffer_max_bytes: int = Field(default=512 << 20, ge=1 << 20)
+    max_value_bytes: int = Field(default=8 << 20, ge=1024)
+    poll_batch: int = Field(default=10_000, ge=1)
+    poll_timeout_s: float = Field(default=0.5, gt=0, le=1.0)
+    grace_s: float = Field(default=30.0, gt=0)
+    retry_backoff_s: float = Field(default=1.0, gt=0)
+    retry_backoff_max_s: float = Field(default=30.0, gt=0)
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=9464, ge=0, le=65535)
+    worker_id: str = ""
+
+    @field_validator("group_id")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_\-.]+$", value):
+            raise ValueError("group_id may hold only letters, digits, '.', '_' and '-' (it names the DLQ topic)")
+        return value
+
+
 class LogSettings(_Frozen):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "console"] = "auto"
@@ -177,6 +206,7 @@ class Settings(BaseSettings):
     stack: StackSettings = Field(default_factory=StackSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+    writer: WriterSettings = Field(default_factory=WriterSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     def lake_root(self) -> str:

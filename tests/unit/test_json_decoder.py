@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -149,8 +150,17 @@ def test_ops_images_tombstones_and_truncate() -> None:
     assert [r["_op"] for r in rows] == ["r", "u", "d", "t"]
     assert [r["_kafka_offset"] for r in rows] == [100, 101, 102, 104]
     assert rows[1]["notes"] == "changed"
-    assert rows[2]["notes"] == "last"  # a delete carries its before image
+    assert rows[2]["account_id"] == 1  # a delete carries its before image: the key ...
+    assert rows[2]["notes"] is None  # ... and, without REPLICA IDENTITY FULL, nothing else is real data
     assert rows[3]["account_id"] is None  # a truncate has no row image
+
+
+def test_full_replica_identity_keeps_the_whole_before_image() -> None:
+    decoder = JsonEventDecoder(replace(CONTRACT, replica_identity="full"))
+    messages = _messages([_event("d", before=_row(1, notes="last"), after=None)])
+    (row,) = decoder.decode(TOPIC, 3, messages, ingested_at_us=0).rows.to_pylist()
+    assert row["notes"] == "last"
+    assert row["balance"] == Decimal("12345678901234567.89")
 
 
 def test_snapshot_flag() -> None:

@@ -65,6 +65,12 @@ select a.attname
  order by k.position
 """
 
+_IDENTITY = {"d": "default", "f": "full", "i": "index", "n": "nothing"}
+_IDENTITY_SQL = """
+select c.relreplident from pg_class c join pg_namespace n on n.oid = c.relnamespace
+ where n.nspname = %s and c.relname = %s
+"""
+
 _TABLES_SQL = """
 select n.nspname, c.relname
   from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -112,7 +118,11 @@ def _contract(conn: psycopg.Connection[Any], schema: str, table: str) -> TableCo
             "add one (ALTER TABLE … ADD PRIMARY KEY) or leave the table out of the connector"
         )
     doc = f"Row image of {schema}.{table} as captured from PostgreSQL."
-    return TableContract(schema, table, tuple(_column(r) for r in rows), key, doc=doc)
+    identity_row = conn.execute(_IDENTITY_SQL, (schema, table)).fetchone()
+    identity = _IDENTITY.get(str(identity_row[0]) if identity_row else "d", "default")
+    return TableContract(
+        schema, table, tuple(_column(r) for r in rows), key, doc=doc, replica_identity=identity  # type: ignore[arg-type]
+    )
 
 
 def contracts_from_catalog(dsn: str, include: list[str], exclude: list[str] | None = None) -> list[TableContract]:

@@ -67,6 +67,9 @@ class TableContract:
     primary_key: tuple[str, ...]
     version: int = 1
     doc: str = ""
+    # PostgreSQL's REPLICA IDENTITY: only "full" sends whole before images. Otherwise a delete's before
+    # image holds just the key and Debezium fills the other NOT NULL columns with type defaults.
+    replica_identity: Literal["default", "full", "index", "nothing"] = "default"
 
     def __post_init__(self) -> None:
         for part in (self.schema, self.table):

@@ -80,6 +80,7 @@ def contract_to_avro(contract: TableContract) -> dict[str, Any]:
         **document,
         "cdcflow.version": contract.version,
         "cdcflow.primary_key": list(contract.primary_key),
+        "cdcflow.replica_identity": contract.replica_identity,
         "fields": [_column_to_field(c) for c in contract.columns],
     }
 
@@ -119,6 +120,7 @@ def avro_to_contract(document: dict[str, Any]) -> TableContract:
             columns=tuple(_field_to_column(f) for f in document["fields"]),
             primary_key=tuple(document.get("cdcflow.primary_key", [])),
             version=int(document.get("cdcflow.version", 1)),
+            replica_identity=document.get("cdcflow.replica_identity", "default"),
             doc=str(document.get("doc", "")),
         )
     except KeyError as exc:

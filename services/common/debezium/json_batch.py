@@ -207,8 +207,11 @@ class JsonEventDecoder:
 
         columns: dict[str, pa.Array] = {}
         unavailable: list[tuple[str, np.ndarray]] = []
+        key_only_deletes = self.contract.replica_identity != "full" and pc.any(is_delete).as_py()
         for column in self.contract.columns:
             raw = image(column.name)
+            if key_only_deletes and column.name not in self.contract.primary_key:
+                raw = pc.if_else(is_delete, pa.scalar(None, raw.type), raw)  # Debezium's filler, not data
             converted, bad = self._convert(column, raw)
             if bad is not None:
                 reasons.append(bad)

@@ -58,7 +58,9 @@ def admin_client(settings: KafkaSettings) -> Admin:
     return Admin(_base(settings))
 
 
-def ensure_topics(settings: KafkaSettings, names: list[str], *, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(
+    settings: KafkaSettings, names: list[str], *, config: dict[str, str] | None = None, timeout_s: float = 30.0
+) -> list[str]:
     """Create the topics that do not exist yet (partitions and replication from settings); returns the new ones."""
     admin = admin_client(settings)
     existing = set(admin.list_topics(timeout=timeout_s).topics)
@@ -66,7 +68,7 @@ def ensure_topics(settings: KafkaSettings, names: list[str], *, timeout_s: float
     if not wanted:
         return []
     futures = admin.create_topics(
-        [NewTopic(n, settings.topic_partitions, settings.replication_factor) for n in wanted],
+        [NewTopic(n, settings.topic_partitions, settings.replication_factor, config=config or {}) for n in wanted],
         operation_timeout=timeout_s,
     )
     created = []

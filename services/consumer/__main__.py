@@ -1,0 +1,69 @@
+"""``python -m services.consumer``: settings → wiring → ``LakeWriter.run()``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from contextlib import ExitStack
+
+from services import __version__
+from services.common.contracts import ContractRegistry, load_contracts
+from services.common.health import HealthServer
+from services.common.lake import open_lake
+from services.common.logging import configure_logging, get_logger
+from services.common.metrics import WriterMetrics, new_registry, register_build_info
+from services.common.settings import Settings, load_settings
+from services.common.signals import Shutdown
+from services.consumer.app import LakeWriter
+from services.consumer.routing import Router
+
+__all__ = ["main", "run_writer"]
+
+_STALLED_S = 60.0  # /healthz fails when the loop has not polled for this long
+
+
+def run_writer(settings: Settings, shutdown: Shutdown) -> int:
+    log = get_logger("services.consumer")
+    w = settings.writer
+    contracts = ContractRegistry.of(load_contracts(w.contracts_dir))
+    worker_id = w.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    log.info("writer.config", settings=settings.safe_dump(), contracts=contracts.as_dict(), worker=worker_id)
+    registry = new_registry()
+    register_build_info(registry, __version__)
+    router = Router(settings.kafka.topic_prefix, contracts, w.exclude_tables, w.max_value_bytes)
+    with ExitStack() as stack:
+        lake = open_lake(settings.lake, settings.lake_root())
+        stack.callback(lake.close)
+        writer = LakeWriter(
+            settings,
+            lake=lake,
+            router=router,
+            metrics=WriterMetrics(registry),
+            shutdown=shutdown,
+            worker_id=worker_id,
+        )
+        if w.health_port:
+            health = HealthServer(
+                w.health_host,
+                w.health_port,
+                registry,
+                live=lambda: time.monotonic() - writer.last_poll_at < _STALLED_S,
+                ready=lambda: writer.ready,
+            )
+            stack.enter_context(health)
+            log.info("writer.health", url=f"http://{w.health_host}:{health.port}/metrics")
+        return writer.run()
+
+
+def main() -> None:
+    settings = load_settings()
+    configure_logging(settings.log)
+    shutdown = Shutdown()
+    shutdown.install()
+    sys.exit(run_writer(settings, shutdown))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""The lake writer's run loop: consume → decode in bulk → buffer per partition → flush → commit.
+
+Order of a checkpoint (per partition): write the Parquet files, wait for the partition's DLQ records to be
+acknowledged, then commit ``end`` synchronously and check the result. Only the checkpoint commits.
+A transient failure (lake or DLQ) drops the partition's buffer, seeks back to the committed position and
+pauses the partition with a backoff, so memory stays bounded and nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from services.common.debezium.records import DecodeFailure
+from services.common.errors import TransientError
+from services.common.kafka import Consumer, KafkaException, Message, TopicPartition, consumer
+from services.common.lake import Lake
+from services.common.logging import get_logger
+from services.common.metrics import WriterMetrics
+from services.common.settings import Settings
+from services.common.signals import Shutdown
+from services.consumer.buffers import FlushPolicy, PartitionBuffer
+from services.consumer.dlq import DlqPublisher
+from services.consumer.routing import Router
+from services.consumer.sink import ParquetSink
+
+__all__ = ["LakeWriter"]
+
+log = get_logger(__name__)
+
+TP = tuple[str, int]
+_LAG_EVERY_S = 5.0
+_DLQ_CONFIRM_S = 30.0
+
+
+class LakeWriter:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        lake: Lake,
+        router: Router,
+        metrics: WriterMetrics,
+        shutdown: Shutdown,
+        worker_id: str,
+    ) -> None:
+        w = settings.writer
+        self._settings = w
+        self._metrics = metrics
+        self._shutdown = shutdown
+        self._router = router
+        self._sink = ParquetSink(lake, settings.kafka.topic_prefix)
+        self._policy = FlushPolicy(w.flush_max_rows, w.flush_max_bytes, w.flush_max_age_s)
+        self._dlq = DlqPublisher(settings.kafka, w.group_id, worker_id)
+        self._consumer: Consumer = consumer(
+            settings.kafka,
+            w.group_id,
+            **{
+                "client.id": worker_id,
+                # bound librdkafka's prefetch queue too: it is memory we hold outside the buffers
+                "queued.max.messages.kbytes": max(1024, w.buffer_max_bytes // 4096),
+                "enable.partition.eof": False,
+            },
+        )
+        self._buffers: dict[TP, PartitionBuffer] = {}
+        self._paused_until: dict[TP, float] = {}
+        self._attempts: dict[TP, int] = defaultdict(int)
+        self._last_timestamp_ms: dict[TP, int] = {}
+        self._assigned: set[TP] = set()
+        self._last_lag_at = 0.0
+        self.last_poll_at = time.monotonic()
+        self.polling = False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.polling and bool(self._assigned)
+
+    def run(self) -> int:
+        self._consumer.subscribe(
+            [self._router.subscription()], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        log.info("writer.started", group=self._settings.group_id, dlq=self._dlq.topic)
+        try:
+            while not self._shutdown.requested:
+                self._poll_once()
+            self._flush_all("shutdown")
+        finally:
+            self.polling = False
+            self._consumer.close()  # leaves the group: partitions move at once, not after a session timeout
+            self._dlq.close()
+        log.info("writer.stopped", reason=self._shutdown.signal_name)
+        return 0
+
+    def _poll_once(self) -> None:
+        messages = self._consumer.consume(num_messages=self._settings.poll_batch, timeout=self._settings.poll_timeout_s)
+        self.last_poll_at = time.monotonic()
+        self.polling = True
+        ingested_at_us = time.time_ns() // 1_000
+        for tp, batch in _by_partition(messages).items():
+            self._ingest(tp, batch, ingested_at_us)
+        self._flush_due()
+        self._enforce_budget()
+        self._resume_ready()
+        self._report_gauges()
+
+    # --- intake ---------------------------------------------------------------------------------
+
+    def _ingest(self, tp: TP, messages: list[Message], ingested_at_us: int) -> None:
+        if tp in self._paused_until or tp not in self._assigned:
+            return  # fetched before the pause or the revoke: it will be read again
+        topic, partition = tp
+        first, last = int(messages[0].offset() or 0), int(messages[-1].offset() or 0)
+        buffer = self._buffers.get(tp)
+        if buffer is None:
+            buffer = self._buffers[tp] = PartitionBuffer(topic, partition, start=first, end=first)
+        self._metrics.records_consumed.labels(topic, str(partition)).inc(len(messages))
+        self._last_timestamp_ms[tp] = messages[-1].timestamp()[1]
+        route = self._router.route(topic)
+        if route.skip:
+            buffer.advance(last + 1)
+            return
+        if route.decoder is None:
+            tombstones = [m for m in messages if m.value() is None]
+            failures = [DecodeFailure(m, route.reason, route.detail) for m in messages if m.value() is not None]
+            self._dead_letter(failures)
+            self._metrics.tombstones_skipped.labels(topic).inc(len(tombstones))
+            buffer.advance(last + 1)
+            return
+        result = route.decoder.decode(topic, partition, messages, ingested_at_us)
+        self._dead_letter(result.failures)
+        if result.tombstones:
+            self._metrics.tombstones_skipped.labels(topic).inc(result.tombstones)
+        buffer.add(result.rows, last + 1)
+
+    def _dead_letter(self, failures: Sequence[DecodeFailure]) -> None:
+        for failure in failures:
+            if self._dlq.publish(failure):
+                topic = str(failure.message.topic())
+                self._metrics.records_dlq.labels(topic, failure.reason).inc()
+                log.warning(
+                    "writer.dead_lettered",
+                    topic=topic,
+                    partition=failure.message.partition(),
+                    offset=failure.message.offset(),
+                    reason=failure.reason,
+                    detail=failure.detail[:300],
+                )
+
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    def _flush_due(self) -> None:
+        now = time.monotonic()
+        for tp, buffer in list(self._buffers.items()):
+            reason = self._policy.due(buffer, now)
+            if reason:
+                self._flush(tp, reason)
+
+    def _enforce_budget(self) -> None:
+        """Flush the biggest buffers while the byte budget is exceeded (a failed flush frees its buffer too)."""
+        while sum(b.bytes for b in self._buffers.values()) > self._settings.buffer_max_bytes:
+            tp = max(self._buffers, key=lambda k: self._buffers[k].bytes)
+            self._flush(tp, "budget")
+
+    def _flush_all(self, reason: str) -> None:
+        for tp in list(self._buffers):
+            self._flush(tp, reason)
+
+    def _flush(self, tp: TP, reason: str) -> bool:
+        buffer = self._buffers[tp]
+        if not buffer.pending:
+            return True
+        topic, partition = tp
+        route = self._router.route(topic)
+        rows = buffer.take()
+        began = time.monotonic()
+        try:
+            written = self._sink.write(route.schema, route.table, partition, rows) if rows is not None else []
+            self._dlq.confirm(topic, partition, _DLQ_CONFIRM_S)
+        except TransientError as exc:
+            self._retry_later(tp, buffer, exc)
+            return False
+        table = f"{route.schema}.{route.table}"
+        for file in written:
+            self._metrics.lake_files_written.labels(table).inc()
+            self._metrics.lake_bytes_written.labels(table).inc(file.file.size)
+        if rows is not None:
+            self._metrics.records_written.labels(table).inc(rows.num_rows)
+            self._metrics.flush_records.labels(table).observe(rows.num_rows)
+            self._metrics.flush_duration.labels(table).observe(time.monotonic() - began)
+        committed = self._commit(tp, buffer.end)
+        log.debug("writer.flushed", topic=topic, partition=partition, reason=reason, end=buffer.end, files=len(written))
+        if committed:
+            self._dlq.forget_below(topic, partition, buffer.end)
+            self._attempts.pop(tp, None)
+        buffer.committed()
+        return committed
+
+    def _commit(self, tp: TP, end: int) -> bool:
+        began = time.monotonic()
+        try:
+            results = self._consumer.commit(offsets=[TopicPartition(tp[0], tp[1], end)], asynchronous=False)
+        except KafkaException as exc:
+            # The data is durable; whoever owns the partition next re-reads from the last commit and
+            # rewrites the same file names, so nothing is lost or doubled.
+            log.warning("writer.commit_failed", topic=tp[0], partition=tp[1], offset=end, error=str(exc))
+            return False
+        finally:
+            self._metrics.commit_duration.observe(time.monotonic() - began)
+        failed = [r for r in results or [] if r.error is not None]
+        for result in failed:
+            log.warning("writer.commit_failed", topic=result.topic, partition=result.partition, error=str(result.error))
+        return not failed
+
+    def _retry_later(self, tp: TP, buffer: PartitionBuffer, exc: Exception) -> None:
+        """Drop what was buffered, seek back to the committed position and pause with backoff."""
+        self._attempts[tp] += 1
+        delay = min(self._settings.retry_backoff_max_s, self._settings.retry_backoff_s * 2 ** (self._attempts[tp] - 1))
+        partition = TopicPartition(tp[0], tp[1], buffer.start)
+        self._consumer.pause([partition])
+        try:
+            self._consumer.seek(partition)
+        except KafkaException as seek_error:  # not assigned any more: the next owner starts from the commit
+            log.warning("writer.seek_failed", topic=tp[0], partition=tp[1], error=str(seek_error))
+        self._buffers[tp] = PartitionBuffer(tp[0], tp[1], start=buffer.start, end=buffer.start)
+        self._paused_until[tp] = time.monotonic() + delay
+        log.warning(
+            "writer.retry_later",
+            topic=tp[0],
+            partition=tp[1],
+            offset=buffer.start,
+            attempt=self._attempts[tp],
+            delay_s=round(delay, 2),
+            error=str(exc),
+        )
+
+    def _resume_ready(self) -> None:
+        now = time.monotonic()
+        ready = [tp for tp, until in self._paused_until.items() if until <= now]
+        if ready:
+            self._consumer.resume([TopicPartition(t, p) for t, p in ready])
+            for tp in ready:
+                del self._paused_until[tp]
+
+    # --- rebalances -----------------------------------------------------------------------------
+
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        self._metrics.rebalances.labels("assign").inc()
+        log.info("writer.assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Flush and commit what we hold of the revoked partitions, then let them go."""
+        self._metrics.rebalances.labels("revoke").inc()
+        for p in partitions:
+            tp = (p.topic, p.partition)
+            if tp in self._buffers and tp not in self._paused_until:
+                self._flush(tp, "revoke")
+            self._forget(tp)
+        log.info("writer.revoked", partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
+
+    def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Someone else may own them already: drop the buffers without committing."""
+        self._metrics.rebalances.labels("lost").inc()
+        for p in partitions:
+            self._forget((p.topic, p.partition))
+        log.warning("writer.lost", partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
+
+    def _forget(self, tp: TP) -> None:
+        self._buffers.pop(tp, None)
+        self._paused_until.pop(tp, None)
+        self._attempts.pop(tp, None)
+        self._last_timestamp_ms.pop(tp, None)
+        self._assigned.discard(tp)
+        self._dlq.drop(*tp)
+        self._metrics.forget_partition(self._settings.group_id, tp[0], tp[1])
+
+    # --- gauges ---------------------------------------------------------------------------------
+
+    def _report_gauges(self) -> None:
+        self._metrics.buffered_bytes.set(sum(b.bytes for b in self._buffers.values()))
+        self._metrics.paused_partitions.set(len(self._paused_until))
+        now = time.monotonic()
+        if now - self._last_lag_at < _LAG_EVERY_S:
+            return
+        self._last_lag_at = now
+        group = self._settings.group_id
+        for tp in self._assigned:
+            try:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            except KafkaException:
+                continue
+            buffer = self._buffers.get(tp)
+            position = buffer.end if buffer else None
+            if position is None or high < 0:
+                continue
+            lag = max(0, high - position)
+            self._metrics.lag_records.labels(group, tp[0], str(tp[1])).set(lag)
+            last_ms = self._last_timestamp_ms.get(tp, 0)
+            seconds = max(0.0, time.time() - last_ms / 1000) if lag and last_ms > 0 else 0.0
+            self._metrics.lag_seconds.labels(group, tp[0], str(tp[1])).set(seconds)
+
+
+def _by_partition(messages: Sequence[Message]) -> dict[TP, list[Message]]:
+    groups: dict[TP, list[Message]] = defaultdict(list)
+    for message in messages:
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                raise KafkaException(error)
+            log.warning("writer.consume_error", error=str(error))
+            continue
+        groups[(str(message.topic()), int(message.partition() or 0))].append(message)
+    return groups

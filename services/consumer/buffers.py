@@ -1,0 +1,78 @@
+"""Per-partition buffers and the policy that decides when they are flushed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+__all__ = ["FlushPolicy", "PartitionBuffer"]
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPolicy:
+    """Flush a partition on rows, bytes or age, whichever comes first; age keeps idle partitions fresh."""
+
+    max_rows: int
+    max_bytes: int
+    max_age_s: float
+
+    def due(self, buffer: PartitionBuffer, now: float) -> str | None:
+        """Why the buffer must be flushed now, or None."""
+        if buffer.rows >= self.max_rows:
+            return "rows"
+        if buffer.bytes >= self.max_bytes:
+            return "bytes"
+        if buffer.pending and now - buffer.opened_at >= self.max_age_s:
+            return "age"
+        return None
+
+
+@dataclass(slots=True)
+class PartitionBuffer:
+    """Everything consumed from one partition since its last commit.
+
+    ``start`` is the committed position (the first offset not yet durable); ``end`` is one past the last
+    offset consumed. Offsets in between are rows here, DLQ'd records, tombstones or skipped records.
+    """
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+    tables: list[pa.Table] = field(default_factory=list)
+    rows: int = 0
+    bytes: int = 0
+    opened_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def pending(self) -> bool:
+        return self.end > self.start
+
+    def add(self, rows: pa.Table, next_offset: int) -> None:
+        """Rows decoded from offsets up to ``next_offset`` (exclusive)."""
+        if rows.num_rows:
+            self.tables.append(rows)
+            self.rows += rows.num_rows
+            self.bytes += rows.nbytes
+        self.advance(next_offset)
+
+    def advance(self, next_offset: int) -> None:
+        """Offsets up to ``next_offset`` were consumed; those without rows are DLQ'd, tombstones or skipped."""
+        if not self.pending:
+            self.opened_at = time.monotonic()
+        self.end = next_offset
+
+    def take(self) -> pa.Table | None:
+        """The buffered rows as one table (None when there are none)."""
+        if not self.tables:
+            return None
+        return self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
+
+    def committed(self) -> None:
+        """Everything up to ``end`` is durable and committed: start over from there."""
+        self.start = self.end
+        self.tables.clear()
+        self.rows = 0
+        self.bytes = 0

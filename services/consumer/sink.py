@@ -1,0 +1,62 @@
+"""Rows of one partition → Parquet files in the lake, one per ``dt``/``hour`` folder.
+
+``dt``/``hour`` come from the record (``_source_ts``, else the Kafka timestamp), never from the wall clock,
+and each file is named by the first offset it holds: re-processing after a crash rewrites the same names.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from services.common.lake import Lake, LakeFile, lake_file_path
+
+__all__ = ["ParquetSink", "WrittenFile"]
+
+_HOUR_US = 3_600_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenFile:
+    file: LakeFile
+    rows: int
+    first_offset: int
+
+
+def _hour_buckets(rows: pa.Table) -> np.ndarray:
+    event_time = pc.coalesce(rows.column("_source_ts"), rows.column("_kafka_timestamp"), rows.column("_ingested_at"))
+    micros = np.asarray(pc.cast(event_time, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return micros // _HOUR_US
+
+
+def _parquet_bytes(rows: pa.Table) -> bytes:
+    out = io.BytesIO()
+    pq.write_table(rows, out, compression="zstd", write_statistics=True, store_schema=True)
+    return out.getvalue()
+
+
+class ParquetSink:
+    def __init__(self, lake: Lake, topic_prefix: str) -> None:
+        self._lake = lake
+        self._prefix = topic_prefix
+
+    def write(self, schema: str, table: str, partition: int, rows: pa.Table) -> list[WrittenFile]:
+        """Write ``rows`` (one partition, offset order); returns the files, in hour order."""
+        if rows.num_rows == 0:
+            return []
+        buckets = _hour_buckets(rows)
+        written = []
+        for bucket in np.unique(buckets):
+            part = rows.filter(pa.array(buckets == bucket)) if len(np.unique(buckets)) > 1 else rows
+            hour = datetime.fromtimestamp(int(bucket) * 3600, tz=UTC)
+            first_offset = int(part.column("_kafka_offset")[0].as_py())
+            path = lake_file_path(self._prefix, schema, table, hour.date(), hour.hour, partition, first_offset)
+            file = self._lake.write(path, _parquet_bytes(part))
+            written.append(WrittenFile(file, part.num_rows, first_offset))
+        return written
