@@ -8,71 +8,20 @@ good halves still decode in bulk and only the poison record ends up alone, as a 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Context, Decimal, InvalidOperation, localcontext
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from services.common.contracts.arrow import arrow_type, lake_schema
-from services.common.contracts.model import Column, TableContract
+from services.common.contracts.model import TableContract
+from services.common.debezium.envelope import EnvelopeConverter, Origin
 from services.common.debezium.records import DecodeFailure, DecodeResult, KafkaMessage, Reason
-from services.common.debezium.values import UNAVAILABLE_VALUE, variable_scale_decimal
 
 __all__ = ["JsonEventDecoder"]
 
-_OPS = pa.array(["c", "u", "d", "r", "t"])
-_UNAVAILABLE_BASE64 = base64.b64encode(UNAVAILABLE_VALUE.encode()).decode()
-_SNAPSHOT_FALSE = pa.array(["false"])
-_SOURCE = pa.struct(
-    [
-        ("ts_ms", pa.int64()),
-        ("ts_us", pa.int64()),
-        ("lsn", pa.int64()),
-        ("txId", pa.int64()),
-        ("snapshot", pa.string()),
-        ("schema", pa.string()),
-        ("table", pa.string()),
-    ]
-)
 _MIN_BLOCK = 1 << 22
-
-
-def _wire_type(column: Column) -> pa.DataType:
-    """What the JSON reader should produce for a column, before conversion to the lake type."""
-    match column.semantic:
-        case "variable_decimal":
-            return pa.struct([("scale", pa.int32()), ("value", pa.string())])
-        case "date":
-            return pa.int32()
-        case "timestamp" | "time":
-            return pa.int64()
-        case "bytes":
-            return pa.string()
-        case "array":
-            assert column.items is not None
-            return pa.list_(_wire_type(column.items))
-        case _:
-            return arrow_type(column)
-
-
-def _null_image(n: int, data_type: pa.DataType) -> pa.Array:
-    return pa.nulls(n, type=data_type)
-
-
-@dataclass(frozen=True, slots=True)
-class _Origin:
-    """Where a batch came from and when it was taken in: the same for every row of the batch."""
-
-    topic: str
-    partition: int
-    ingested_at_us: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +37,9 @@ class JsonEventDecoder:
 
     def __init__(self, contract: TableContract, *, max_value_bytes: int = 8 << 20) -> None:
         self.contract = contract
-        self.schema = lake_schema(contract)
+        self._converter = EnvelopeConverter(contract)
+        self.schema = self._converter.schema
         self._max_value_bytes = max_value_bytes
-        self._columns = {c.name: c for c in contract.columns}
-        image = pa.struct([pa.field(c.name, _wire_type(c)) for c in contract.columns])
-        self._wire_schema = pa.schema(
-            [("before", image), ("after", image), ("source", _SOURCE), ("op", pa.string()), ("ts_ms", pa.int64())]
-        )
 
     # --- public ---------------------------------------------------------------------------------
 
@@ -118,7 +63,7 @@ class JsonEventDecoder:
                 batch_messages.append(message)
                 batch_values.append(value)
         tables: list[pa.Table] = []
-        origin = _Origin(topic, partition, ingested_at_us)
+        origin = Origin(topic, partition, ingested_at_us)
         self._decode_bisect(_Batch(batch_messages, batch_values), origin, tables, failures)
         for message, value in alone:
             self._decode_bisect(_Batch([message], [value]), origin, tables, failures)
@@ -136,7 +81,7 @@ class JsonEventDecoder:
     def _decode_bisect(
         self,
         batch: _Batch,
-        origin: _Origin,
+        origin: Origin,
         out: list[pa.Table],
         failures: list[DecodeFailure],
     ) -> None:
@@ -155,7 +100,7 @@ class JsonEventDecoder:
                 sub = _Batch(batch.messages[part], batch.values[part])
                 self._decode_bisect(sub, origin, out, failures)
             return
-        table = self._to_lake(wire, batch.messages, origin, failures)
+        table = self._converter.to_lake(wire, batch.messages, origin, failures)
         if table.num_rows:
             out.append(table)
 
@@ -166,7 +111,7 @@ class JsonEventDecoder:
             pa.BufferReader(payload),
             read_options=pj.ReadOptions(use_threads=True, block_size=block),
             parse_options=pj.ParseOptions(
-                explicit_schema=self._wire_schema,
+                explicit_schema=self._converter.wire_schema,
                 unexpected_field_behavior="infer",
                 newlines_in_values=len(values) == 1,
             ),
@@ -175,200 +120,6 @@ class JsonEventDecoder:
         return table
 
     # --- conversion -----------------------------------------------------------------------------
-
-    def _to_lake(
-        self,
-        wire: pa.Table,
-        messages: Sequence[KafkaMessage],
-        origin: _Origin,
-        failures: list[DecodeFailure],
-    ) -> pa.Table:
-        n = wire.num_rows
-        op = _column(wire, "op")
-        source = _column(wire, "source")
-        before, after = _column(wire, "before"), _column(wire, "after")
-        is_delete = pc.fill_null(pc.equal(op, "d"), False)
-        is_truncate = pc.fill_null(pc.equal(op, "t"), False)
-        no_image = pc.if_else(is_delete, pc.is_null(before), pc.is_null(after))
-
-        def image(name: str) -> pa.Array:
-            """The row image's column: the before image for deletes, else the after image."""
-            return pc.if_else(is_delete, pc.struct_field(before, name), pc.struct_field(after, name))
-
-        reasons: list[tuple[pa.Array, str, str]] = [
-            (pc.invert(pc.fill_null(pc.is_in(op, value_set=_OPS), False)), Reason.UNKNOWN_OP, "op is not c/u/d/r/t"),
-            (pc.is_null(source), Reason.MISSING_SOURCE, "the event has no source block"),
-            (pc.and_(pc.invert(is_truncate), no_image), Reason.MISSING_IMAGE, "no row image for the op"),
-        ]
-        for key in self.contract.primary_key:
-            missing = pc.and_(pc.invert(is_truncate), pc.is_null(image(key)))
-            reasons.append((missing, Reason.MISSING_KEY, f"primary key column {key} is null"))
-        reasons += self._unknown_columns(before, after)
-
-        columns: dict[str, pa.Array] = {}
-        unavailable: list[tuple[str, np.ndarray]] = []
-        key_only_deletes = self.contract.replica_identity != "full" and pc.any(is_delete).as_py()
-        for column in self.contract.columns:
-            raw = image(column.name)
-            if key_only_deletes and column.name not in self.contract.primary_key:
-                raw = pc.if_else(is_delete, pa.scalar(None, raw.type), raw)  # Debezium's filler, not data
-            converted, bad = self._convert(column, raw)
-            if bad is not None:
-                reasons.append(bad)
-            if (placeholder := _placeholder_mask(column, raw)) is not None:
-                converted = pc.if_else(placeholder, pa.scalar(None, converted.type), converted)
-                unavailable.append((column.name, np.asarray(placeholder)))
-            columns[column.name] = converted
-
-        bad_rows = np.zeros(n, dtype=bool)
-        for mask, reason, detail in reasons:
-            hits = np.asarray(pc.fill_null(mask, False)) & ~bad_rows
-            for index in np.flatnonzero(hits):
-                failures.append(DecodeFailure(messages[int(index)], reason, detail))
-            bad_rows |= hits
-        keep = pa.array(~bad_rows)
-
-        offsets = np.fromiter((m.offset() or 0 for m in messages), dtype=np.int64, count=n)
-        kafka_ts = np.fromiter((m.timestamp()[1] for m in messages), dtype=np.int64, count=n)
-        source_us = pc.coalesce(pc.struct_field(source, "ts_us"), pc.multiply(pc.struct_field(source, "ts_ms"), 1000))
-        snapshot = pc.struct_field(source, "snapshot")
-        utc = pa.timestamp("us", tz="UTC")
-        metadata = {
-            "_op": op,
-            "_source_ts": pc.cast(source_us, utc),
-            "_source_lsn": pc.struct_field(source, "lsn"),
-            "_source_txid": pc.struct_field(source, "txId"),
-            "_is_snapshot": pc.fill_null(pc.invert(pc.is_in(snapshot, value_set=_SNAPSHOT_FALSE)), False),
-            "_unavailable_columns": _unavailable_lists(n, unavailable),
-            "_kafka_topic": pa.array(np.full(n, origin.topic, dtype=object), pa.string()),
-            "_kafka_partition": pa.array(np.full(n, origin.partition, dtype=np.int32)),
-            "_kafka_offset": pa.array(offsets),
-            "_kafka_timestamp": pc.cast(pa.array(np.where(kafka_ts >= 0, kafka_ts * 1000, 0)), utc),
-            "_ingested_at": pc.cast(pa.array(np.full(n, origin.ingested_at_us, dtype=np.int64)), utc),
-        }
-        arrays = [columns[f.name] if f.name in columns else metadata[f.name] for f in self.schema]
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
-        return table.filter(keep) if bad_rows.any() else table
-
-    def _unknown_columns(self, before: pa.Array, after: pa.Array) -> list[tuple[pa.Array, str, str]]:
-        found = []
-        for image in (before, after):
-            for index in range(image.type.num_fields):
-                name = image.type.field(index).name
-                if name not in self._columns:
-                    present = pc.is_valid(pc.struct_field(image, index))
-                    detail = (
-                        f"column {name!r} is not in contract v{self.contract.version} of {self.contract.qualified_name}"
-                    )
-                    found.append((present, Reason.SCHEMA_MISMATCH, detail))
-        return found
-
-    def _convert(self, column: Column, raw: pa.Array) -> tuple[pa.Array, tuple[pa.Array, str, str] | None]:
-        target = arrow_type(column)
-        match column.semantic:
-            case "date" | "timestamp" | "time":
-                return pc.cast(raw, target), None
-            case "variable_decimal":
-                return _per_value(raw, target, _variable_decimal, Reason.DECIMAL_OVERFLOW, column.name)
-            case "bytes":
-                return _per_value(raw, target, _base64, Reason.WRONG_TYPE, column.name)
-            case "array":
-                return _convert_list(column, raw, target)
-            case _:
-                return raw, None
-
-
-def _column(table: pa.Table, name: str) -> pa.Array:
-    chunked = table.column(name)
-    return chunked.chunk(0) if chunked.num_chunks == 1 else pa.concat_arrays(chunked.chunks)
-
-
-def _placeholder_mask(column: Column, raw: pa.Array) -> pa.Array | None:
-    """Where Debezium sent the unavailable-value placeholder for an untouched TOASTed column."""
-    if column.semantic in ("string", "json"):
-        mask = pc.fill_null(pc.equal(raw, UNAVAILABLE_VALUE), False)
-    elif column.semantic == "bytes":
-        mask = pc.fill_null(pc.equal(raw, _UNAVAILABLE_BASE64), False)
-    elif column.semantic == "array" and column.items is not None and column.items.semantic in ("string", "json"):
-        first = pc.list_element(pc.if_else(pc.greater(pc.list_value_length(raw), 0), raw, None), 0)
-        mask = pc.fill_null(pc.equal(first, UNAVAILABLE_VALUE), False)
-    else:
-        return None
-    return mask if pc.any(mask).as_py() else None
-
-
-def _unavailable_lists(n: int, masks: list[tuple[str, np.ndarray]]) -> pa.Array:
-    if not masks:
-        return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
-    names: list[list[str]] = [[] for _ in range(n)]
-    for name, mask in masks:
-        for index in np.flatnonzero(mask):
-            names[index].append(name)
-    return pa.array(names, pa.list_(pa.string()))
-
-
-def _variable_decimal(value: object) -> object:
-    assert isinstance(value, dict)
-    return variable_scale_decimal(value)
-
-
-def _base64(value: object) -> object:
-    assert isinstance(value, str)
-    return base64.b64decode(value, validate=True)
-
-
-def _per_value(
-    raw: pa.Array, target: pa.DataType, convert: object, reason: str, name: str
-) -> tuple[pa.Array, tuple[pa.Array, str, str] | None]:
-    """Python conversion for the few wire forms Arrow cannot convert itself; bad values are flagged."""
-    assert callable(convert)
-    out: list[object] = []
-    bad = np.zeros(len(raw), dtype=bool)
-    details: list[str] = []
-    for index, value in enumerate(raw.to_pylist()):
-        if value is None or value in (UNAVAILABLE_VALUE, _UNAVAILABLE_BASE64):
-            out.append(None)
-            continue
-        try:
-            converted = convert(value)
-            if isinstance(converted, Decimal):
-                converted = _fit_decimal(converted, target)
-            out.append(converted)
-        except (ValueError, TypeError, KeyError, InvalidOperation, binascii.Error, AssertionError) as exc:
-            out.append(None)
-            bad[index] = True
-            details.append(str(exc))
-    array = pa.array(out, target)
-    if not bad.any():
-        return array, None
-    return array, (pa.array(bad), reason, f"column {name}: {details[0]}")
-
-
-def _fit_decimal(value: Decimal, target: pa.DataType) -> Decimal:
-    """``value`` at the target scale, or ValueError when that would round it or overflow the precision."""
-    scale, precision = target.scale, target.precision
-    with localcontext(Context(prec=precision + scale + len(value.as_tuple().digits) + 2)):
-        quantized = value.quantize(Decimal(1).scaleb(-scale))
-    if quantized != value:
-        raise ValueError(f"{value} needs more than {scale} decimal places")
-    if quantized and quantized.adjusted() + 1 > precision - scale:
-        raise ValueError(f"{value} does not fit decimal({precision}, {scale})")
-    return quantized
-
-
-def _convert_list(
-    column: Column, raw: pa.Array, target: pa.DataType
-) -> tuple[pa.Array, tuple[pa.Array, str, str] | None]:
-    assert column.items is not None
-    if column.items.semantic in ("variable_decimal", "bytes"):
-        convert = _variable_decimal if column.items.semantic == "variable_decimal" else _base64
-
-        def each(values: object) -> object:
-            assert isinstance(values, list)
-            return [None if v is None else convert(v) for v in values]
-
-        return _per_value(raw, target, each, Reason.WRONG_TYPE, column.name)
-    return pc.cast(raw, target), None
 
 
 def _classify(message: KafkaMessage, value: bytes, arrow_error: str) -> DecodeFailure:
