@@ -175,6 +175,9 @@ class WriterSettings(_Frozen):
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=9464, ge=0, le=65535)
     worker_id: str = ""
+    # "catalog": a column that arrives before its contract is looked up in PostgreSQL's catalog and, if
+    # the change is additive, becomes a new contract version; "dlq": such records go to the DLQ.
+    schema_evolution: Literal["catalog", "dlq"] = "catalog"
 
     @field_validator("group_id")
     @classmethod

@@ -10,6 +10,7 @@ from contextlib import ExitStack
 
 from services import __version__
 from services.common.contracts import ContractRegistry, load_contracts
+from services.common.contracts.store import contracts_from_lake
 from services.common.health import HealthServer
 from services.common.lake import open_lake
 from services.common.logging import configure_logging, get_logger
@@ -17,6 +18,7 @@ from services.common.metrics import WriterMetrics, new_registry, register_build_
 from services.common.settings import Settings, load_settings
 from services.common.signals import Shutdown
 from services.consumer.app import LakeWriter
+from services.consumer.evolution import CatalogEvolution
 from services.consumer.routing import Router
 
 __all__ = ["main", "run_writer"]
@@ -27,22 +29,28 @@ _STALLED_S = 60.0  # /healthz fails when the loop has not polled for this long
 def run_writer(settings: Settings, shutdown: Shutdown) -> int:
     log = get_logger("services.consumer")
     w = settings.writer
-    contracts = ContractRegistry.of(load_contracts(w.contracts_dir))
     worker_id = w.worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    log.info("writer.config", settings=settings.safe_dump(), contracts=contracts.as_dict(), worker=worker_id)
     registry = new_registry()
     register_build_info(registry, __version__)
-    router = Router(settings.kafka.topic_prefix, contracts, w.exclude_tables, w.max_value_bytes)
     with ExitStack() as stack:
         lake = open_lake(settings.lake, settings.lake_root())
         stack.callback(lake.close)
+        # the repository's contracts, then versions evolved at run time (newest wins)
+        contracts = ContractRegistry.of([*load_contracts(w.contracts_dir), *contracts_from_lake(lake)])
+        log.info("writer.config", settings=settings.safe_dump(), contracts=contracts.as_dict(), worker=worker_id)
+        router = Router(settings.kafka.topic_prefix, contracts, w.exclude_tables, w.max_value_bytes)
+        metrics = WriterMetrics(registry)
+        evolution = (
+            CatalogEvolution(settings.postgres.dsn(), lake, metrics) if w.schema_evolution == "catalog" else None
+        )
         writer = LakeWriter(
             settings,
             lake=lake,
             router=router,
-            metrics=WriterMetrics(registry),
+            metrics=metrics,
             shutdown=shutdown,
             worker_id=worker_id,
+            evolution=evolution,
         )
         if w.health_port:
             health = HealthServer(

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from services.common.debezium.records import DecodeFailure
+from services.common.debezium.records import DecodeFailure, Reason
 from services.common.errors import TransientError
 from services.common.kafka import Consumer, KafkaException, Message, TopicPartition, consumer
 from services.common.lake import Lake
@@ -23,6 +23,7 @@ from services.common.settings import Settings
 from services.common.signals import Shutdown
 from services.consumer.buffers import FlushPolicy, PartitionBuffer
 from services.consumer.dlq import DlqPublisher
+from services.consumer.evolution import CatalogEvolution
 from services.consumer.routing import Router
 from services.consumer.sink import ParquetSink
 
@@ -45,12 +46,14 @@ class LakeWriter:
         metrics: WriterMetrics,
         shutdown: Shutdown,
         worker_id: str,
+        evolution: CatalogEvolution | None = None,
     ) -> None:
         w = settings.writer
         self._settings = w
         self._metrics = metrics
         self._shutdown = shutdown
         self._router = router
+        self._evolution = evolution
         self._sink = ParquetSink(lake, settings.kafka.topic_prefix)
         self._policy = FlushPolicy(w.flush_max_rows, w.flush_max_bytes, w.flush_max_age_s)
         self._dlq = DlqPublisher(settings.kafka, w.group_id, worker_id)
@@ -120,6 +123,11 @@ class LakeWriter:
         self._metrics.records_consumed.labels(topic, str(partition)).inc(len(messages))
         self._last_timestamp_ms[tp] = messages[-1].timestamp()[1]
         route = self._router.route(topic)
+        if route.reason == Reason.UNKNOWN_TABLE and self._evolution is not None:
+            discovered = self._evolution.discover(route.schema, route.table)
+            if discovered is not None:
+                self._router.adopt(discovered)
+                route = self._router.route(topic)
         if route.skip:
             buffer.advance(last + 1)
             return
@@ -131,6 +139,14 @@ class LakeWriter:
             buffer.advance(last + 1)
             return
         result = route.decoder.decode(topic, partition, messages, ingested_at_us)
+        unknown = result.unknown_columns()
+        if unknown and self._evolution is not None:
+            evolved = self._evolution.evolve(route.decoder.contract, unknown)
+            if evolved is not None:
+                self._router.adopt(evolved)
+                route = self._router.route(topic)
+                assert route.decoder is not None
+                result = route.decoder.decode(topic, partition, messages, ingested_at_us)
         self._dead_letter(result.failures)
         if result.tombstones:
             self._metrics.tombstones_skipped.labels(topic).inc(result.tombstones)

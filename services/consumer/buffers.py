@@ -65,10 +65,13 @@ class PartitionBuffer:
         self.end = next_offset
 
     def take(self) -> pa.Table | None:
-        """The buffered rows as one table (None when there are none)."""
+        """The buffered rows as one table (None when there are none), in the newest contract's schema."""
         if not self.tables:
             return None
-        return self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
+        if len(self.tables) == 1:
+            return self.tables[0]
+        newest = self.tables[-1].schema
+        return pa.concat_tables([_align(t, newest) for t in self.tables])
 
     def committed(self) -> None:
         """Everything up to ``end`` is durable and committed: start over from there."""
@@ -76,3 +79,13 @@ class PartitionBuffer:
         self.tables.clear()
         self.rows = 0
         self.bytes = 0
+
+
+def _align(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Rows decoded under an older contract version: columns added since then read NULL."""
+    if table.schema.equals(schema, check_metadata=True):
+        return table
+    columns = [
+        table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from services.common.contracts import ContractRegistry
+from services.common.contracts import ContractRegistry, TableContract
 from services.common.contracts.errors import UnknownTableError
 from services.common.debezium.json_batch import JsonEventDecoder
 from services.common.debezium.records import Reason
@@ -46,6 +46,13 @@ class Router:
         if route is None:
             route = self._routes[topic] = self._resolve(topic)
         return route
+
+    def adopt(self, contract: TableContract) -> None:
+        """Use a newer contract version from now on, for every topic of its table."""
+        self._contracts.put(contract)
+        for topic, route in list(self._routes.items()):
+            if (route.schema, route.table) == (contract.schema, contract.table):
+                self._routes[topic] = self._resolve(topic)
 
     def _resolve(self, topic: str) -> Route:
         parts = topic.removeprefix(self._prefix).split(".")

@@ -108,6 +108,13 @@ class ConnectWorker:
             httpx.post(f"{self.url}/connectors/{name}/restart?includeTasks=true&onlyFailed=true", timeout=30)
             time.sleep(1.0)  # the restart is asynchronous; the state is re-read by the caller
 
+    def restart(self, name: str, timeout_s: float) -> None:
+        """Restart the connector and its tasks, e.g. so a filtered publication picks up new tables."""
+        response = httpx.post(f"{self.url}/connectors/{name}/restart?includeTasks=true", timeout=30)
+        if response.status_code >= 400:
+            raise ComponentFailedError(f"restarting connector {name!r} failed: {response.text}")
+        self.wait_running(name, timeout_s)
+
     def connector_status(self, name: str) -> dict[str, Any] | None:
         try:
             response = self._get(f"/connectors/{name}/status")

@@ -121,7 +121,12 @@ def _contract(conn: psycopg.Connection[Any], schema: str, table: str) -> TableCo
     identity_row = conn.execute(_IDENTITY_SQL, (schema, table)).fetchone()
     identity = _IDENTITY.get(str(identity_row[0]) if identity_row else "d", "default")
     return TableContract(
-        schema, table, tuple(_column(r) for r in rows), key, doc=doc, replica_identity=identity  # type: ignore[arg-type]
+        schema,
+        table,
+        tuple(_column(r) for r in rows),
+        key,
+        doc=doc,
+        replica_identity=identity,  # type: ignore[arg-type]
     )
 
 

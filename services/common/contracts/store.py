@@ -19,8 +19,19 @@ from services.common.contracts.model import (
     Semantic,
     TableContract,
 )
+from services.common.lake import Lake
 
-__all__ = ["avro_to_contract", "contract_path", "contract_to_avro", "load_contracts", "write_contract"]
+__all__ = [
+    "LAKE_CONTRACTS",
+    "avro_to_contract",
+    "contract_path",
+    "contract_to_avro",
+    "contracts_from_lake",
+    "lake_contract_path",
+    "load_contracts",
+    "publish_contract",
+    "write_contract",
+]
 
 _AVRO_PRIMITIVE: dict[str, Any] = {
     "int16": "int",
@@ -155,3 +166,30 @@ def write_contract(directory: Path, contract: TableContract) -> Path:
     temp.write_text(json.dumps(contract_to_avro(contract), indent=2) + "\n", encoding="utf-8")
     os.replace(temp, path)
     return path
+
+
+LAKE_CONTRACTS = "_contracts"
+"""Contract versions evolved at run time live in the lake, beside the data they describe."""
+
+
+def lake_contract_path(contract: TableContract) -> str:
+    return f"{LAKE_CONTRACTS}/{contract.qualified_name}/v{contract.version:05d}.avsc"
+
+
+def publish_contract(lake: Lake, contract: TableContract) -> str:
+    """Write an evolved contract version into the lake, where every writer and loader reads it."""
+    path = lake_contract_path(contract)
+    lake.write(path, (json.dumps(contract_to_avro(contract), indent=2) + "\n").encode())
+    return path
+
+
+def contracts_from_lake(lake: Lake) -> list[TableContract]:
+    """Every contract version published in the lake, oldest first per table."""
+    found = []
+    for file in lake.list(f"{LAKE_CONTRACTS}/"):
+        if file.path.endswith(".avsc"):
+            try:
+                found.append(avro_to_contract(json.loads(lake.read(file.path))))
+            except (ContractError, json.JSONDecodeError) as exc:
+                raise ContractError(f"{lake.uri(file.path)}: {exc}") from None
+    return sorted(found, key=lambda c: (c.qualified_name, c.version))

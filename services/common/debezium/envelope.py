@@ -14,6 +14,7 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal, InvalidOperation, localcontext
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +26,16 @@ from services.common.debezium.records import DecodeFailure, KafkaMessage, Reason
 from services.common.debezium.values import UNAVAILABLE_VALUE, variable_scale_decimal
 
 __all__ = ["EnvelopeConverter", "Origin", "wire_type"]
+
+
+class _Check(NamedTuple):
+    """Rows failing one validation: a boolean mask, why, and (for schema mismatches) the column."""
+
+    mask: pa.Array
+    reason: str
+    detail: str
+    column: str | None = None
+
 
 _OPS = pa.array(["c", "u", "d", "r", "t"])
 _UNAVAILABLE_BASE64 = base64.b64encode(UNAVAILABLE_VALUE.encode()).decode()
@@ -100,14 +111,16 @@ class EnvelopeConverter:
             """The row image's column: the before image for deletes, else the after image."""
             return pc.if_else(is_delete, pc.struct_field(before, name), pc.struct_field(after, name))
 
-        reasons: list[tuple[pa.Array, str, str]] = [
-            (pc.invert(pc.fill_null(pc.is_in(op, value_set=_OPS), False)), Reason.UNKNOWN_OP, "op is not c/u/d/r/t"),
-            (pc.is_null(source), Reason.MISSING_SOURCE, "the event has no source block"),
-            (pc.and_(pc.invert(is_truncate), no_image), Reason.MISSING_IMAGE, "no row image for the op"),
+        reasons: list[_Check] = [
+            _Check(
+                pc.invert(pc.fill_null(pc.is_in(op, value_set=_OPS), False)), Reason.UNKNOWN_OP, "op is not c/u/d/r/t"
+            ),
+            _Check(pc.is_null(source), Reason.MISSING_SOURCE, "the event has no source block"),
+            _Check(pc.and_(pc.invert(is_truncate), no_image), Reason.MISSING_IMAGE, "no row image for the op"),
         ]
         for key in self.contract.primary_key:
             missing = pc.and_(pc.invert(is_truncate), pc.is_null(image(key)))
-            reasons.append((missing, Reason.MISSING_KEY, f"primary key column {key} is null"))
+            reasons.append(_Check(missing, Reason.MISSING_KEY, f"primary key column {key} is null"))
         reasons += self._unknown_columns(before, after)
 
         columns: dict[str, pa.Array] = {}
@@ -126,10 +139,11 @@ class EnvelopeConverter:
             columns[column.name] = converted
 
         bad_rows = np.zeros(n, dtype=bool)
-        for mask, reason, detail in reasons:
-            hits = np.asarray(pc.fill_null(mask, False)) & ~bad_rows
+        for check in reasons:
+            hits = np.asarray(pc.fill_null(check.mask, False)) & ~bad_rows
             for index in np.flatnonzero(hits):
-                failures.append(DecodeFailure(messages[int(index)], reason, detail))
+                message = messages[int(index)]
+                failures.append(DecodeFailure(message, check.reason, check.detail, column=check.column))
             bad_rows |= hits
         keep = pa.array(~bad_rows)
 
@@ -155,7 +169,7 @@ class EnvelopeConverter:
         table = pa.Table.from_arrays(arrays, schema=self.schema)
         return table.filter(keep) if bad_rows.any() else table
 
-    def _unknown_columns(self, before: pa.Array, after: pa.Array) -> list[tuple[pa.Array, str, str]]:
+    def _unknown_columns(self, before: pa.Array, after: pa.Array) -> list[_Check]:
         found = []
         for image in (before, after):
             for index in range(image.type.num_fields):
@@ -165,10 +179,10 @@ class EnvelopeConverter:
                     detail = (
                         f"column {name!r} is not in contract v{self.contract.version} of {self.contract.qualified_name}"
                     )
-                    found.append((present, Reason.SCHEMA_MISMATCH, detail))
+                    found.append(_Check(present, Reason.SCHEMA_MISMATCH, detail, name))
         return found
 
-    def _convert(self, column: Column, raw: pa.Array) -> tuple[pa.Array, tuple[pa.Array, str, str] | None]:
+    def _convert(self, column: Column, raw: pa.Array) -> tuple[pa.Array, _Check | None]:
         target = arrow_type(column)
         match column.semantic:
             case "date" | "timestamp" | "time":
@@ -224,7 +238,7 @@ def _base64(value: object) -> object:
 
 def _per_value(
     raw: pa.Array, target: pa.DataType, convert: object, reason: str, name: str
-) -> tuple[pa.Array, tuple[pa.Array, str, str] | None]:
+) -> tuple[pa.Array, _Check | None]:
     """Python conversion for the few wire forms Arrow cannot convert itself; bad values are flagged."""
     assert callable(convert)
     out: list[object] = []
@@ -246,7 +260,7 @@ def _per_value(
     array = pa.array(out, target)
     if not bad.any():
         return array, None
-    return array, (pa.array(bad), reason, f"column {name}: {details[0]}")
+    return array, _Check(pa.array(bad), reason, f"column {name}: {details[0]}")
 
 
 def _fit_decimal(value: Decimal, target: pa.DataType) -> Decimal:
@@ -261,9 +275,7 @@ def _fit_decimal(value: Decimal, target: pa.DataType) -> Decimal:
     return quantized
 
 
-def _convert_list(
-    column: Column, raw: pa.Array, target: pa.DataType
-) -> tuple[pa.Array, tuple[pa.Array, str, str] | None]:
+def _convert_list(column: Column, raw: pa.Array, target: pa.DataType) -> tuple[pa.Array, _Check | None]:
     assert column.items is not None
     if column.items.semantic in ("variable_decimal", "bytes"):
         convert = _variable_decimal if column.items.semantic == "variable_decimal" else _base64

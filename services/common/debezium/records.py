@@ -54,6 +54,7 @@ class DecodeFailure:
     detail: str
     error_class: str = "DecodeError"
     stage: str = "decode"
+    column: str | None = None  # the column a schema mismatch is about
 
 
 @dataclass(slots=True)
@@ -63,6 +64,10 @@ class DecodeResult:
     rows: pa.Table
     failures: list[DecodeFailure] = field(default_factory=list)
     tombstones: int = 0
+
+    def unknown_columns(self) -> set[str]:
+        """Columns that arrived but are not in the contract: a candidate additive evolution."""
+        return {f.column for f in self.failures if f.reason == Reason.SCHEMA_MISMATCH and f.column}
 
     @property
     def row_count(self) -> int:

@@ -1,0 +1,89 @@
+"""Additive schema evolution at run time: a new column in the events becomes a new contract version.
+
+The column's type comes from PostgreSQL's catalog (JSON events without an embedded schema do not carry
+it). Only additions are accepted; a column PostgreSQL now declares NOT NULL is still nullable in the lake,
+since earlier rows cannot have it. Anything else — a type change, a column the catalog does not know —
+leaves the contract as it is and the records go to the DLQ.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+
+import psycopg
+
+from services.common.contracts import TableContract
+from services.common.contracts.catalog import contracts_from_catalog
+from services.common.contracts.compat import compare, evolve
+from services.common.contracts.errors import ContractError
+from services.common.contracts.store import publish_contract
+from services.common.lake import Lake
+from services.common.logging import get_logger
+from services.common.metrics import WriterMetrics
+
+__all__ = ["CatalogEvolution"]
+
+log = get_logger(__name__)
+
+_RETRY_REFUSED_S = 60.0
+
+
+class CatalogEvolution:
+    def __init__(self, dsn: str, lake: Lake, metrics: WriterMetrics) -> None:
+        self._dsn = dsn
+        self._lake = lake
+        self._metrics = metrics
+        self._refused_until: dict[str, float] = {}
+
+    def _lookup(self, table: str) -> list[TableContract]:
+        """The table's contract from the catalog; a refusal is remembered for a while (this runs per batch)."""
+        if time.monotonic() < self._refused_until.get(table, 0.0):
+            return []
+        try:
+            found = contracts_from_catalog(self._dsn, [re.escape(table)])
+        except (ContractError, psycopg.Error) as exc:
+            log.warning("writer.catalog_lookup_failed", table=table, error=str(exc))
+            found = []
+        if not found:
+            self._refused_until[table] = time.monotonic() + _RETRY_REFUSED_S
+        return found
+
+    def discover(self, schema: str, table: str) -> TableContract | None:
+        """Contract v1 of a table that started streaming before anyone generated its contract."""
+        found = self._lookup(f"{schema}.{table}")
+        if not found:
+            return None
+        contract = found[0]
+        path = publish_contract(self._lake, contract)
+        self._metrics.schema_changes.labels(contract.qualified_name, "discovered").inc()
+        log.info("writer.contract_discovered", table=contract.qualified_name, contract=path)
+        return contract
+
+    def evolve(self, contract: TableContract, unknown: set[str]) -> TableContract | None:
+        """The next contract version holding ``unknown``, or None when that is not an additive change."""
+        table = contract.qualified_name
+        live = self._lookup(table)
+        if not live:
+            log.warning("writer.evolution_refused", table=table, columns=sorted(unknown), why="table not in catalog")
+            return None
+        known = {c.name for c in contract.columns}
+        relaxed = replace(
+            live[0], columns=tuple(c if c.name in known else replace(c, nullable=True) for c in live[0].columns)
+        )
+        changes = compare(contract, relaxed)
+        missing = unknown - {c.name for c in relaxed.columns}
+        breaking = [str(c) for c in changes if not c.compatible]
+        if missing or breaking:
+            self._refused_until[table] = time.monotonic() + _RETRY_REFUSED_S
+            self._metrics.schema_changes.labels(table, "refused").inc()
+            why = f"columns unknown to the catalog: {sorted(missing)}" if missing else "; ".join(breaking)
+            log.warning("writer.evolution_refused", table=table, columns=sorted(unknown), why=why)
+            return None
+        evolved = evolve(contract, relaxed)
+        path = publish_contract(self._lake, evolved)
+        added = [c.column for c in changes if c.kind == "added"]
+        self._metrics.schema_changes.labels(table, "added").inc(len(added))
+        log.info("writer.contract_evolved", table=table, version=evolved.version, added=added, contract=path)
+        return evolved
