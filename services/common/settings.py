@@ -145,6 +145,9 @@ class LakeSettings(_Frozen):
     backend: Literal["local", "gcs"] = "local"
     root: str = ""
     gcs_endpoint: str | None = None
+    # chaos testing: this share of writes fails with a transient error (0 = never)
+    fault_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    fault_seed: int = 0
 
 
 class WarehouseSettings(_Frozen):

@@ -32,7 +32,15 @@ def open_lake(settings: LakeSettings, default_root: str) -> Lake:
 
     Raises :class:`ConfigError` when the root does not fit the backend. The caller closes the lake.
     """
-    root = settings.root or default_root
+    lake = _open_backend(settings, settings.root or default_root)
+    if settings.fault_rate > 0:
+        from services.common.lake.faulty import FaultyLake
+
+        return FaultyLake(lake, settings.fault_rate, settings.fault_seed)
+    return lake
+
+
+def _open_backend(settings: LakeSettings, root: str) -> Lake:
     if settings.backend == "local":
         return LocalLake(_local_root(root))
     bucket, prefix = parse_gcs_root(root)
