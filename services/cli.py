@@ -175,6 +175,29 @@ def consume() -> None:
     raise typer.Exit(run_writer(settings, shutdown))
 
 
+@app.command()
+def load(
+    once: Annotated[bool, typer.Option("--once", help="Load what is pending, then exit.")] = False,
+    every: Annotated[float | None, typer.Option("--every", min=0.1, help="Seconds between cycles.")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", help="I/N: load only this replica's tables.")] = None,
+) -> None:
+    """Load new lake files into bronze, idempotently (exit 1 with --once if a table had to stop)."""
+    import os
+
+    from services.common.signals import Shutdown
+    from services.loader.__main__ import run_loader
+
+    if every is not None:
+        os.environ["CDCFLOW_LOADER__INTERVAL_S"] = str(every)
+    if shard is not None:
+        os.environ["CDCFLOW_LOADER__SHARD"] = shard
+    settings = load_settings()
+    configure_logging(settings.log)
+    shutdown = Shutdown()
+    shutdown.install()
+    raise typer.Exit(run_loader(settings, shutdown, once=once))
+
+
 def _contract_scope(settings: Settings) -> tuple[list[str], list[str]]:
     """The tables the connector captures, less the heartbeat table."""
     from services.stack.connect import load_connector

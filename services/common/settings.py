@@ -21,6 +21,7 @@ __all__ = [
     "ConnectSettings",
     "KafkaSettings",
     "LakeSettings",
+    "LoaderSettings",
     "LogSettings",
     "PostgresSettings",
     "Settings",
@@ -190,6 +191,36 @@ class WriterSettings(_Frozen):
         return value
 
 
+class LoaderSettings(_Frozen):
+    """The loader (``cdcflow load``)."""
+
+    contracts_dir: Path = Field(default_factory=lambda: repo_root() / "schemas")
+    interval_s: float = Field(default=10.0, gt=0)
+    max_batch_files: int = Field(default=1_000, ge=1, le=10_000)  # BigQuery takes 10,000 URIs per load job
+    max_batch_bytes: int = Field(default=2 << 30, ge=1)
+    # BigQuery allows 1,500 load jobs per table per day: 60 s between loads of a table keeps well under it
+    min_table_interval_s: float = Field(default=0.0, ge=0)
+    archive_prefix: str = ""  # e.g. "_archive": loaded files move there; empty keeps them in place
+    failed_prefix: str = "_failed"
+    shard: str = "0/1"
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=9465, ge=0, le=65535)
+    # chaos testing: kill the process (SIGKILL) after staging, before the commit
+    crash_before_commit: bool = False
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str) -> str:
+        index, _, count = value.partition("/")
+        if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+            raise ValueError("shard must be I/N with 0 <= I < N, e.g. 0/2")
+        return value
+
+    def shard_of(self) -> tuple[int, int]:
+        index, _, count = self.shard.partition("/")
+        return int(index), int(count)
+
+
 class LogSettings(_Frozen):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "console"] = "auto"
@@ -213,6 +244,7 @@ class Settings(BaseSettings):
     lake: LakeSettings = Field(default_factory=LakeSettings)
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
     writer: WriterSettings = Field(default_factory=WriterSettings)
+    loader: LoaderSettings = Field(default_factory=LoaderSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     def lake_root(self) -> str:

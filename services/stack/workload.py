@@ -52,6 +52,7 @@ class Workload:
 
     def __init__(self, settings: PostgresSettings, *, seed: int, toast_bytes: int = 12_000) -> None:
         self._settings = settings
+        self._seed = seed
         self._rng = random.Random(seed)  # noqa: S311 - reproducible test data, not secrets
         self._toast_bytes = toast_bytes
         self._ids = _Ids()
@@ -73,6 +74,10 @@ class Workload:
         result = WorkloadResult()
         with psycopg.connect(self._settings.dsn(), autocommit=False) as conn:
             self._load_ids(conn)
+            # Same seed, same starting data → same operations; a second run on grown data differs (and
+            # so does not collide with the unique values of the first).
+            ids = self._ids
+            self._rng.seed(f"{self._seed}/{ids.customers[-1:]}/{ids.facilities[-1:]}/{ids.transactions[-1:]}")
             began = time.monotonic()
             deadline = began + duration_s
             functions, weights = zip(*self._mix, strict=True)

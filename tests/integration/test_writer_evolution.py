@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 
 import psycopg
-import pytest
 
 from services.common.kafka import consumer, end_positions
 from services.common.settings import Settings
@@ -16,16 +13,6 @@ from services.stack.runtime import Stack
 from tests.fixtures.pipeline import WriterProcess, read_lake_table, wait_until
 
 Conn = psycopg.Connection[tuple[object, ...]]
-
-
-@pytest.fixture
-def new_table(stack: Stack, settings: Settings, pg: Conn) -> Iterator[str]:
-    """A captured table created while everything runs (the connector is restarted to publish it)."""
-    name = f"evolve_{uuid.uuid4().hex[:8]}"
-    pg.execute(f"create table lending.{name} (id bigint primary key, amount numeric(10, 2) not null)".encode())
-    stack.connect.restart(settings.connect.connector, timeout_s=120)
-    yield name
-    pg.execute(f"drop table lending.{name}".encode())
 
 
 def _lake_rows(writer: WriterProcess, prefix: str, table: str) -> list[dict[str, object]]:

@@ -1,0 +1,1 @@
+"""The loader: lake files → bronze tables in idempotent micro-batches."""

@@ -1,0 +1,63 @@
+"""``python -m services.loader``: settings → wiring → ``Loader.run()``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import ExitStack
+
+from services import __version__
+from services.common.health import HealthServer
+from services.common.lake import open_lake
+from services.common.logging import configure_logging, get_logger
+from services.common.metrics import LoaderMetrics, new_registry, register_build_info
+from services.common.settings import Settings, load_settings
+from services.common.signals import Shutdown
+from services.loader.app import Loader
+from services.loader.warehouse.factory import open_warehouse
+
+__all__ = ["main", "run_loader"]
+
+
+def run_loader(settings: Settings, shutdown: Shutdown, *, once: bool) -> int:
+    log = get_logger("services.loader")
+    loader_settings = settings.loader
+    registry = new_registry()
+    register_build_info(registry, __version__)
+    log.info("loader.config", settings=settings.safe_dump(), once=once)
+    with ExitStack() as stack:
+        lake = open_lake(settings.lake, settings.lake_root())
+        stack.callback(lake.close)
+        warehouse = open_warehouse(settings)
+        stack.callback(warehouse.close)
+        loader = Loader(
+            loader_settings,
+            topic_prefix=settings.kafka.topic_prefix,
+            lake=lake,
+            warehouse=warehouse,
+            metrics=LoaderMetrics(registry),
+            shutdown=shutdown,
+        )
+        if loader_settings.health_port and not once:
+            stalled_after = max(60.0, 3 * loader_settings.interval_s)
+            health = HealthServer(
+                loader_settings.health_host,
+                loader_settings.health_port,
+                registry,
+                live=lambda: time.monotonic() - loader.last_cycle_at < stalled_after,
+                ready=lambda: True,
+            )
+            stack.enter_context(health)
+        return loader.run(once=once)
+
+
+def main() -> None:
+    settings = load_settings()
+    configure_logging(settings.log)
+    shutdown = Shutdown()
+    shutdown.install()
+    sys.exit(run_loader(settings, shutdown, once="--once" in sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""The loader's cycle: list the lake, find files bronze does not hold, load them per table in batches.
+
+A file is identified by path *and* version, so a file the writer overwrote after a crash is loaded again;
+the warehouse's dedup on Kafka coordinates keeps every change once. A file that cannot be read moves to
+the failed prefix with its reason, and the rest of its batch loads. A table whose bronze cannot take its
+contract stops with a clear error and a metric; the other tables go on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from services.common.contracts import ContractRegistry, TableContract, load_contracts
+from services.common.contracts.errors import UnknownTableError
+from services.common.contracts.store import contracts_from_lake
+from services.common.lake import Lake, LakeFile, LakeNotFoundError
+from services.common.logging import get_logger
+from services.common.metrics import LoaderMetrics
+from services.common.settings import LoaderSettings
+from services.common.signals import Shutdown
+from services.loader.bronze import LoadBatch
+from services.loader.errors import BronzeSchemaError, CorruptFileError, WarehouseBusyError
+from services.loader.warehouse import Warehouse
+
+__all__ = ["CycleReport", "Loader"]
+
+log = get_logger(__name__)
+
+
+@dataclass(slots=True)
+class CycleReport:
+    files: int = 0
+    rows_inserted: int = 0
+    duplicates_skipped: int = 0
+    failed_files: list[str] = field(default_factory=list)
+    stopped_tables: list[str] = field(default_factory=list)
+    busy: bool = False
+
+
+class Loader:
+    def __init__(
+        self,
+        settings: LoaderSettings,
+        *,
+        topic_prefix: str,
+        lake: Lake,
+        warehouse: Warehouse,
+        metrics: LoaderMetrics,
+        shutdown: Shutdown,
+    ) -> None:
+        self._settings = settings
+        self._prefix = topic_prefix
+        self._lake = lake
+        self._warehouse = warehouse
+        self._metrics = metrics
+        self._shutdown = shutdown
+        self._last_load: dict[str, float] = {}
+        self.last_cycle_at = time.monotonic()
+
+    def run(self, *, once: bool) -> int:
+        stale = self._warehouse.drop_stale_staging()
+        if stale:
+            log.info("loader.dropped_stale_staging", tables=list(stale))
+        while True:
+            report = self.cycle()
+            self.last_cycle_at = time.monotonic()
+            if once:
+                return 1 if report.stopped_tables else 0
+            if self._shutdown.wait(self._settings.interval_s):
+                return 0
+
+    def cycle(self) -> CycleReport:
+        report = CycleReport()
+        contracts = self._contracts()
+        pending = self._pending_by_table(contracts)
+        for table, files in sorted(pending.items()):
+            if self._shutdown.requested or report.busy:
+                break
+            try:
+                self._load_table(contracts.get(*table.split(".", 1)), files, report)
+            except WarehouseBusyError as exc:
+                log.warning("loader.warehouse_busy", error=str(exc))
+                self._metrics.failures.labels(table, "busy").inc()
+                report.busy = True
+        log.info(
+            "loader.cycle",
+            files=report.files,
+            rows=report.rows_inserted,
+            duplicates=report.duplicates_skipped,
+            failed=len(report.failed_files),
+            stopped=report.stopped_tables,
+        )
+        return report
+
+    # --- discovery ------------------------------------------------------------------------------
+
+    def _contracts(self) -> ContractRegistry:
+        """The repository's contracts plus every version the writers published (re-read each cycle)."""
+        return ContractRegistry.of([*load_contracts(self._settings.contracts_dir), *contracts_from_lake(self._lake)])
+
+    def _mine(self, table: str) -> bool:
+        index, count = self._settings.shard_of()
+        return zlib.crc32(table.encode()) % count == index
+
+    def _pending_by_table(self, contracts: ContractRegistry) -> dict[str, list[LakeFile]]:
+        by_table: dict[str, list[LakeFile]] = defaultdict(list)
+        for file in self._lake.list(f"{self._prefix}/"):
+            parts = file.path.split("/")
+            if len(parts) < 3 or not file.path.endswith(".parquet"):
+                continue
+            by_table[parts[1]].append(file)
+        pending: dict[str, list[LakeFile]] = {}
+        for table, files in by_table.items():
+            if not self._mine(table):
+                continue
+            try:
+                contract = contracts.get(*table.split(".", 1))
+            except (UnknownTableError, TypeError):
+                log.warning("loader.no_contract", table=table, files=len(files))
+                continue
+            loaded = {(f.path, f.version) for f in self._warehouse.loaded_files(contract)}
+            new = [f for f in files if (f.path, f.version) not in loaded]
+            self._metrics.pending_files.labels(table).set(len(new))
+            self._metrics.pending_bytes.labels(table).set(sum(f.size for f in new))
+            if new:
+                pending[table] = new
+        return pending
+
+    # --- loading --------------------------------------------------------------------------------
+
+    def _load_table(self, contract: TableContract, files: list[LakeFile], report: CycleReport) -> None:
+        table = contract.qualified_name
+        since = time.monotonic() - self._last_load.get(table, float("-inf"))
+        if since < self._settings.min_table_interval_s:
+            return
+        try:
+            added = self._warehouse.ensure_bronze(contract)
+        except BronzeSchemaError as exc:
+            log.error("loader.table_stopped", table=table, error=str(exc))
+            self._metrics.failures.labels(table, "schema").inc()
+            report.stopped_tables.append(table)
+            return
+        if added:
+            log.info("loader.bronze_columns", table=table, added=added)
+        for batch in self._batches(contract, files):
+            self._load_batch(batch, report)
+        self._last_load[table] = time.monotonic()
+        newest = self._warehouse.max_source_ts(contract)
+        if newest is not None:
+            self._metrics.bronze_freshness.labels(table).set((datetime.now(UTC) - newest).total_seconds())
+
+    def _batches(self, contract: TableContract, files: list[LakeFile]) -> Iterable[LoadBatch]:
+        batch: list[LakeFile] = []
+        size = 0
+        for file in sorted(files, key=lambda f: f.path):
+            if batch and (
+                len(batch) >= self._settings.max_batch_files or size + file.size > self._settings.max_batch_bytes
+            ):
+                yield LoadBatch(contract, tuple(batch))
+                batch, size = [], 0
+            batch.append(file)
+            size += file.size
+        if batch:
+            yield LoadBatch(contract, tuple(batch))
+
+    def _load_batch(self, batch: LoadBatch, report: CycleReport) -> None:
+        table = batch.contract.qualified_name
+        while batch.files:
+            began = time.monotonic()
+            try:
+                result = self._warehouse.load(batch, self._lake, before_commit=self._chaos_hook())
+            except CorruptFileError as exc:
+                self._set_aside(exc)
+                report.failed_files.append(exc.path)
+                self._metrics.failures.labels(table, "corrupt_file").inc()
+                batch = LoadBatch(batch.contract, tuple(f for f in batch.files if f.path != exc.path))
+                continue
+            except LakeNotFoundError as exc:  # moved or replaced since the listing: next cycle sees it
+                log.info("loader.file_gone", table=table, error=str(exc))
+                return
+            self._metrics.batch_duration.labels(table).observe(time.monotonic() - began)
+            self._metrics.files_loaded.labels(table).inc(result.files)
+            self._metrics.rows_loaded.labels(table).inc(result.rows_inserted)
+            self._metrics.last_success.labels(table).set(time.time())
+            report.files += result.files
+            report.rows_inserted += result.rows_inserted
+            report.duplicates_skipped += result.duplicates_skipped
+            log.info(
+                "loader.loaded",
+                table=table,
+                load_id=result.load_id,
+                files=result.files,
+                rows=result.rows_inserted,
+                duplicates=result.duplicates_skipped,
+            )
+            self._archive(batch)
+            return
+
+    def _chaos_hook(self) -> Callable[[], None] | None:
+        if not self._settings.crash_before_commit:
+            return None
+        return lambda: os.kill(os.getpid(), signal.SIGKILL)
+
+    def _set_aside(self, error: CorruptFileError) -> None:
+        """Move an unreadable file under the failed prefix, with its reason beside it."""
+        target = f"{self._settings.failed_prefix}/{error.path}"
+        self._lake.move(error.path, target)
+        self._lake.write(f"{target}.reason.txt", f"{error.reason}\n".encode())
+        log.error("loader.file_failed", file=error.path, moved_to=target, reason=error.reason)
+
+    def _archive(self, batch: LoadBatch) -> None:
+        if not self._settings.archive_prefix:
+            return
+        for file in batch.files:
+            try:
+                self._lake.move(file.path, f"{self._settings.archive_prefix}/{file.path}")
+            except LakeNotFoundError:  # archived by an earlier, interrupted attempt
+                continue

@@ -1,0 +1,196 @@
+"""Bronze in a DuckDB file: the embedded default.
+
+DuckDB has no partitions; the dedup is bounded by a primary key on the Kafka coordinates instead (an ART
+index: each staged row costs one index probe, whatever bronze's size), with ``INSERT OR IGNORE``.
+Unconstrained NUMERIC (76 digits) is wider than DuckDB's DECIMAL (38): it is stored as exact text.
+The file is opened per call and closed after, so dbt and ``cdcflow verify`` can open it in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from services.common.contracts import TableContract
+from services.common.lake import Lake
+from services.loader.bronze import (
+    COORDINATES,
+    LOADER_COLUMNS,
+    LoadBatch,
+    bronze_schema,
+    bronze_table,
+    concat_files,
+    read_lake_file,
+)
+from services.loader.errors import BronzeSchemaError, WarehouseBusyError, WarehouseError
+from services.loader.warehouse.base import LoadedFile, LoadResult
+
+__all__ = ["DuckDBWarehouse", "duckdb_type"]
+
+MANIFEST = "bronze._cdcflow_load_manifest"
+_STAGING = "staging"
+
+
+def duckdb_type(data_type: pa.DataType) -> str:
+    """The DuckDB type, spelled as ``information_schema.columns`` reports it (so changes can be detected)."""
+    if pa.types.is_decimal(data_type):
+        if data_type.precision > 38:
+            return "VARCHAR"
+        return f"DECIMAL({data_type.precision},{data_type.scale})"
+    if pa.types.is_list(data_type):
+        return f"{duckdb_type(data_type.value_type)}[]"
+    if pa.types.is_timestamp(data_type):
+        return "TIMESTAMP WITH TIME ZONE" if data_type.tz else "TIMESTAMP"
+    simple = {
+        pa.int16(): "SMALLINT",
+        pa.int32(): "INTEGER",
+        pa.int64(): "BIGINT",
+        pa.bool_(): "BOOLEAN",
+        pa.float32(): "REAL",
+        pa.float64(): "DOUBLE",
+        pa.string(): "VARCHAR",
+        pa.date32(): "DATE",
+        pa.time64("us"): "TIME",
+        pa.binary(): "BLOB",
+    }
+    if data_type in simple:
+        return simple[data_type]
+    raise WarehouseError(f"no DuckDB type for {data_type}")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _for_duckdb(table: pa.Table) -> pa.Table:
+    """Decimals wider than DuckDB's 38 digits become their exact text."""
+    columns, fields = [], []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        too_wide = pa.types.is_decimal(field.type) and field.type.precision > 38
+        columns.append(pc.cast(column, pa.string()) if too_wide else column)
+        fields.append(field.with_type(pa.string()) if too_wide else field)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+class DuckDBWarehouse:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        try:
+            conn = duckdb.connect(str(self._path))
+        except duckdb.IOException as exc:  # another process holds the file's write lock
+            raise WarehouseBusyError(f"{self._path} is in use: {exc}") from None
+        try:
+            conn.execute(f"create schema if not exists bronze; create schema if not exists {_STAGING}")
+            conn.execute(
+                f"create table if not exists {MANIFEST} (load_id varchar not null, bronze_table varchar not null,"
+                " lake_file varchar not null, lake_version varchar not null, rows bigint not null,"
+                " loaded_at timestamptz not null, primary key (lake_file, lake_version))"
+            )
+            yield conn
+        finally:
+            conn.close()
+
+    def ensure_bronze(self, contract: TableContract) -> list[str]:
+        name = bronze_table(contract)
+        wanted = {f.name: duckdb_type(f.type) for f in bronze_schema(contract)}
+        with self._connect() as conn:
+            existing = dict(
+                conn.execute(
+                    "select column_name, data_type from information_schema.columns"
+                    " where table_schema = 'bronze' and table_name = ? order by ordinal_position",
+                    [name],
+                ).fetchall()
+            )
+            if not existing:
+                columns = ", ".join(f"{_quote(c)} {t}" for c, t in wanted.items())
+                key = ", ".join(COORDINATES)
+                conn.execute(f"create table bronze.{_quote(name)} ({columns}, primary key ({key}))")
+                return list(wanted)
+            changed = [c for c, t in wanted.items() if c in existing and existing[c] != t]
+            if changed:
+                detail = ", ".join(f"{c}: {existing[c]} → {wanted[c]}" for c in changed)
+                raise BronzeSchemaError(f"bronze.{name}: incompatible change ({detail}); bronze only adds columns")
+            added = [c for c in wanted if c not in existing]
+            for column in added:
+                conn.execute(f"alter table bronze.{_quote(name)} add column {_quote(column)} {wanted[column]}")
+            return added
+
+    def loaded_files(self, contract: TableContract) -> set[LoadedFile]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"select lake_file, lake_version from {MANIFEST} where bronze_table = ?", [bronze_table(contract)]
+            ).fetchall()
+        return {LoadedFile(str(p), str(v)) for p, v in rows}
+
+    def load(self, batch: LoadBatch, lake: Lake, *, before_commit: Callable[[], None] | None = None) -> LoadResult:
+        contract = batch.contract
+        rows = concat_files([(f.path, read_lake_file(lake.read(f.path), f.path, contract)) for f in batch.files])
+        name, load_id = bronze_table(contract), batch.load_id
+        staging = f"{_STAGING}.{_quote(f'{name}__{load_id}')}"
+        columns = [f.name for f in bronze_schema(contract) if f.name not in {c.name for c in LOADER_COLUMNS}]
+        column_list = ", ".join(_quote(c) for c in [*columns, "_lake_file"])
+        with self._connect() as conn:
+            staged = _for_duckdb(rows)  # noqa: F841 - DuckDB reads the Arrow table by its variable name
+            conn.execute(f"create or replace table {staging} as select * from staged")
+            try:
+                conn.execute("begin transaction")
+                inserted = conn.execute(
+                    f"insert or ignore into bronze.{_quote(name)} ({column_list}, _load_id, _loaded_at)"
+                    f" select {column_list}, ?, now() from {staging}",
+                    [load_id],
+                ).fetchone()
+                conn.executemany(
+                    f"insert or replace into {MANIFEST} values (?, ?, ?, ?, ?, now())",
+                    [[load_id, name, f.path, f.version, _rows_of(rows, f.path)] for f in batch.files],
+                )
+                if before_commit is not None:
+                    before_commit()
+                conn.execute("commit")
+            except duckdb.Error as exc:
+                conn.execute("rollback")
+                raise WarehouseError(f"loading {len(batch.files)} file(s) into bronze.{name} failed: {exc}") from exc
+            finally:
+                conn.execute(f"drop table if exists {staging}")
+        return LoadResult(load_id, len(batch.files), rows.num_rows, int(inserted[0]) if inserted else 0)
+
+    def max_source_ts(self, contract: TableContract) -> datetime | None:
+        with self._connect() as conn:
+            found = conn.execute(
+                "select 1 from information_schema.tables where table_schema = 'bronze' and table_name = ?",
+                [bronze_table(contract)],
+            ).fetchone()
+            if not found:
+                return None
+            row = conn.execute(f"select max(_source_ts) from bronze.{_quote(bronze_table(contract))}").fetchone()
+        value: Any = row[0] if row else None
+        return value if isinstance(value, datetime) else None
+
+    def drop_stale_staging(self) -> Sequence[str]:
+        with self._connect() as conn:
+            names = [
+                str(r[0])
+                for r in conn.execute(
+                    "select table_name from information_schema.tables where table_schema = ?", [_STAGING]
+                ).fetchall()
+            ]
+            for name in names:
+                conn.execute(f"drop table if exists {_STAGING}.{_quote(name)}")
+        return names
+
+    def close(self) -> None:
+        """Nothing stays open between calls."""
+
+
+def _rows_of(rows: pa.Table, path: str) -> int:
+    return int(pc.sum(pc.equal(rows.column("_lake_file"), path)).as_py() or 0)
