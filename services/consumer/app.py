@@ -306,14 +306,14 @@ class LakeWriter:
         group = self._settings.group_id
         for tp in self._assigned:
             try:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+                low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+                buffer = self._buffers.get(tp)
+                position = buffer.end if buffer else self._consumer.position([TopicPartition(*tp)])[0].offset
             except KafkaException:
                 continue
-            buffer = self._buffers.get(tp)
-            position = buffer.end if buffer else None
-            if position is None or high < 0:
+            if high < 0:
                 continue
-            lag = max(0, high - position)
+            lag = max(0, high - (position if position >= 0 else low))
             self._metrics.lag_records.labels(group, tp[0], str(tp[1])).set(lag)
             last_ms = self._last_timestamp_ms.get(tp, 0)
             seconds = max(0.0, time.time() - last_ms / 1000) if lag and last_ms > 0 else 0.0
