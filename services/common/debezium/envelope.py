@@ -98,7 +98,14 @@ class EnvelopeConverter:
         messages: Sequence[KafkaMessage],
         origin: Origin,
         failures: list[DecodeFailure],
+        *,
+        offsets: np.ndarray | None = None,
+        timestamps_ms: np.ndarray | None = None,
     ) -> pa.Table:
+        """Lake rows of ``wire`` (one row per message); invalid rows are left out and added to ``failures``.
+
+        ``offsets``/``timestamps_ms`` may be passed by a decoder that already walked the messages.
+        """
         n = wire.num_rows
         op = _column(wire, "op")
         source = _column(wire, "source")
@@ -147,8 +154,13 @@ class EnvelopeConverter:
             bad_rows |= hits
         keep = pa.array(~bad_rows)
 
-        offsets = np.fromiter((m.offset() or 0 for m in messages), dtype=np.int64, count=n)
-        kafka_ts = np.fromiter((m.timestamp()[1] for m in messages), dtype=np.int64, count=n)
+        if offsets is None:
+            offsets = np.fromiter((m.offset() or 0 for m in messages), dtype=np.int64, count=n)
+        kafka_ts = (
+            timestamps_ms
+            if timestamps_ms is not None
+            else np.fromiter((m.timestamp()[1] for m in messages), dtype=np.int64, count=n)
+        )
         source_us = pc.coalesce(pc.struct_field(source, "ts_us"), pc.multiply(pc.struct_field(source, "ts_ms"), 1000))
         snapshot = pc.struct_field(source, "snapshot")
         utc = pa.timestamp("us", tz="UTC")
@@ -188,7 +200,7 @@ class EnvelopeConverter:
             case "date" | "timestamp" | "time":
                 return pc.cast(raw, target), None
             case "variable_decimal":
-                return _per_value(raw, target, _variable_decimal, Reason.DECIMAL_OVERFLOW, column.name)
+                return _variable_decimals(raw, target, column.name)
             case "bytes":
                 return _per_value(raw, target, _base64, Reason.WRONG_TYPE, column.name)
             case "array":
@@ -224,6 +236,47 @@ def _unavailable_lists(n: int, masks: list[tuple[str, np.ndarray]]) -> pa.Array:
         for index in np.flatnonzero(mask):
             names[index].append(name)
     return pa.array(names, pa.list_(pa.string()))
+
+
+def _variable_decimals(raw: pa.Array, target: pa.DataType, name: str) -> tuple[pa.Array, _Check | None]:
+    """``{scale, value}`` structs → fixed-scale decimals, with integer arithmetic on the unscaled values.
+
+    Decimal objects per value would cost ~30 µs each; rescaling the unscaled integer and writing its
+    two's-complement bytes straight into the Arrow buffer costs ~1 µs.
+    """
+    n, width, scale = len(raw), target.byte_width, target.scale
+    limit = 10**target.precision
+    valid = np.asarray(pc.fill_null(pc.is_valid(raw), False))
+    scales = pc.struct_field(raw, "scale").to_pylist()
+    values = pc.struct_field(raw, "value").to_pylist()
+    data = bytearray(width * n)
+    bad = np.zeros(n, dtype=bool)
+    detail = ""
+    for index in np.flatnonzero(valid):
+        i = int(index)
+        try:
+            unscaled = int.from_bytes(binascii.a2b_base64(values[i]), "big", signed=True)
+            unscaled = _rescale(unscaled, int(scales[i]), scale)
+            if abs(unscaled) >= limit:
+                raise ValueError(f"{unscaled}E-{scale} does not fit decimal({target.precision}, {scale})")
+        except (ValueError, TypeError, binascii.Error) as exc:
+            bad[i] = True
+            detail = detail or f"column {name}: {exc}"
+            continue
+        data[width * i : width * (i + 1)] = unscaled.to_bytes(width, "little", signed=True)
+    validity = pa.array(valid & ~bad).buffers()[1]
+    array = pa.Array.from_buffers(target, n, [validity, pa.py_buffer(bytes(data))])
+    return array, (_Check(pa.array(bad), Reason.DECIMAL_OVERFLOW, detail) if bad.any() else None)
+
+
+def _rescale(unscaled: int, scale: int, target_scale: int) -> int:
+    """The unscaled integer at ``target_scale``; ValueError if that would drop significant digits."""
+    if scale <= target_scale:
+        return unscaled * pow(10, target_scale - scale)
+    quotient, remainder = divmod(unscaled, pow(10, scale - target_scale))
+    if remainder:
+        raise ValueError(f"a value with {scale} decimal places does not fit {target_scale}")
+    return quotient
 
 
 def _variable_decimal(value: object) -> object:

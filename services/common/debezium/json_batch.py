@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 
@@ -30,6 +31,22 @@ class _Batch:
 
     messages: Sequence[KafkaMessage]
     values: Sequence[bytes]
+    offsets: np.ndarray
+    timestamps_ms: np.ndarray
+
+    @classmethod
+    def of(cls, messages: Sequence[KafkaMessage], values: Sequence[bytes]) -> _Batch:
+        offsets = np.fromiter((m.offset() or 0 for m in messages), dtype=np.int64, count=len(messages))
+        timestamps = np.fromiter((m.timestamp()[1] for m in messages), dtype=np.int64, count=len(messages))
+        return cls(messages, values, offsets, timestamps)
+
+    def split(self) -> tuple[_Batch, _Batch]:
+        half = len(self.messages) // 2
+        first, second = slice(0, half), slice(half, None)
+        return (
+            _Batch(self.messages[first], self.values[first], self.offsets[first], self.timestamps_ms[first]),
+            _Batch(self.messages[second], self.values[second], self.offsets[second], self.timestamps_ms[second]),
+        )
 
 
 class JsonEventDecoder:
@@ -49,24 +66,30 @@ class JsonEventDecoder:
         tombstones = 0
         batch_messages: list[KafkaMessage] = []
         batch_values: list[bytes] = []
+        offsets: list[int] = []
+        timestamps: list[int] = []
         alone: list[tuple[KafkaMessage, bytes]] = []
-        for message in messages:
+        limit = self._max_value_bytes
+        for message in messages:  # the one per-record Python loop of the happy path: keep it lean
             value = message.value()
             if value is None:
                 tombstones += 1
-            elif len(value) > self._max_value_bytes:
-                detail = f"value of {len(value)} bytes exceeds the {self._max_value_bytes}-byte limit"
+            elif len(value) > limit:
+                detail = f"value of {len(value)} bytes exceeds the {limit}-byte limit"
                 failures.append(DecodeFailure(message, Reason.OVERSIZED, detail, "OversizedRecord"))
             elif b"\n" in value:  # cannot share newline-delimited JSON with others
                 alone.append((message, value))
             else:
                 batch_messages.append(message)
                 batch_values.append(value)
+                offsets.append(message.offset() or 0)
+                timestamps.append(message.timestamp()[1])
         tables: list[pa.Table] = []
         origin = Origin(topic, partition, ingested_at_us)
-        self._decode_bisect(_Batch(batch_messages, batch_values), origin, tables, failures)
+        batch = _Batch(batch_messages, batch_values, np.array(offsets, np.int64), np.array(timestamps, np.int64))
+        self._decode_bisect(batch, origin, tables, failures)
         for message, value in alone:
-            self._decode_bisect(_Batch([message], [value]), origin, tables, failures)
+            self._decode_bisect(_Batch.of([message], [value]), origin, tables, failures)
         if not tables:
             rows = self.schema.empty_table()
         elif len(tables) == 1:
@@ -95,18 +118,18 @@ class JsonEventDecoder:
             if len(batch.messages) == 1:
                 failures.append(_classify(batch.messages[0], batch.values[0], str(exc)))
                 return
-            half = len(batch.messages) // 2
-            for part in (slice(0, half), slice(half, None)):
-                sub = _Batch(batch.messages[part], batch.values[part])
-                self._decode_bisect(sub, origin, out, failures)
+            for half in batch.split():
+                self._decode_bisect(half, origin, out, failures)
             return
-        table = self._converter.to_lake(wire, batch.messages, origin, failures)
+        table = self._converter.to_lake(
+            wire, batch.messages, origin, failures, offsets=batch.offsets, timestamps_ms=batch.timestamps_ms
+        )
         if table.num_rows:
             out.append(table)
 
     def _read(self, values: Sequence[bytes]) -> pa.Table:
         payload = b"\n".join(values)
-        block = max(_MIN_BLOCK, 2 * max(len(v) for v in values) + 2)
+        block = max(_MIN_BLOCK, 2 * max(map(len, values)) + 2)
         table = pj.read_json(
             pa.BufferReader(payload),
             read_options=pj.ReadOptions(use_threads=True, block_size=block),
