@@ -271,9 +271,10 @@ def _variable_decimals(raw: pa.Array, target: pa.DataType, name: str) -> tuple[p
 
 def _rescale(unscaled: int, scale: int, target_scale: int) -> int:
     """The unscaled integer at ``target_scale``; ValueError if that would drop significant digits."""
+    factor: int = 10 ** abs(target_scale - scale)
     if scale <= target_scale:
-        return unscaled * pow(10, target_scale - scale)
-    quotient, remainder = divmod(unscaled, pow(10, scale - target_scale))
+        return unscaled * factor
+    quotient, remainder = divmod(unscaled, factor)
     if remainder:
         raise ValueError(f"a value with {scale} decimal places does not fit {target_scale}")
     return quotient
