@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.errors import ConfigError
@@ -182,6 +182,10 @@ class WriterSettings(_Frozen):
     # "catalog": a column that arrives before its contract is looked up in PostgreSQL's catalog and, if
     # the change is additive, becomes a new contract version; "dlq": such records go to the DLQ.
     schema_evolution: Literal["catalog", "dlq"] = "catalog"
+    # How Kafka Connect serialised the values: JsonConverter, or AvroConverter in the Confluent wire format
+    # (writer schemas from the registry below) or in Avro single-object encoding (schemas from contracts).
+    value_format: Literal["json", "avro-confluent", "avro-single-object"] = "json"
+    schema_registry_url: str | None = None
 
     @field_validator("group_id")
     @classmethod
@@ -189,6 +193,22 @@ class WriterSettings(_Frozen):
         if not re.match(r"^[A-Za-z0-9_\-.]+$", value):
             raise ValueError("group_id may hold only letters, digits, '.', '_' and '-' (it names the DLQ topic)")
         return value
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("schema_registry_url must be an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _registry_needed(self) -> WriterSettings:
+        if self.value_format == "avro-confluent" and not self.schema_registry_url:
+            raise ValueError("value_format avro-confluent needs schema_registry_url (the writer schemas live there)")
+        return self
 
 
 class LoaderSettings(_Frozen):

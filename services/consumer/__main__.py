@@ -38,7 +38,15 @@ def run_writer(settings: Settings, shutdown: Shutdown) -> int:
         # the repository's contracts, then versions evolved at run time (newest wins)
         contracts = ContractRegistry.of([*load_contracts(w.contracts_dir), *contracts_from_lake(lake)])
         log.info("writer.config", settings=settings.safe_dump(), contracts=contracts.as_dict(), worker=worker_id)
-        router = Router(settings.kafka.topic_prefix, contracts, w.exclude_tables, w.max_value_bytes)
+        router = Router(
+            settings.kafka.topic_prefix,
+            contracts,
+            w.exclude_tables,
+            w.max_value_bytes,
+            value_format=w.value_format,
+            schema_registry_url=w.schema_registry_url,
+        )
+        stack.callback(router.close)
         metrics = WriterMetrics(registry)
         evolution = (
             CatalogEvolution(settings.postgres.dsn(), lake, metrics) if w.schema_evolution == "catalog" else None

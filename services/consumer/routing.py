@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from services.common.contracts import ContractRegistry, TableContract
 from services.common.contracts.errors import UnknownTableError
+from services.common.debezium.avro import AvroEventDecoder
 from services.common.debezium.json_batch import JsonEventDecoder
-from services.common.debezium.records import Reason
+from services.common.debezium.records import DecodeResult, KafkaMessage, Reason
+from services.common.debezium.registry import SchemaRegistryClient
+from services.common.errors import ConfigError
 
-__all__ = ["Route", "Router"]
+__all__ = ["EventDecoder", "Route", "Router", "ValueFormat"]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+ValueFormat = Literal["json", "avro-confluent", "avro-single-object"]
+
+
+class EventDecoder(Protocol):
+    """What the writer needs of a decoder, whatever the wire format (JSON, Avro)."""
+
+    @property
+    def contract(self) -> TableContract: ...
+
+    def decode(
+        self, topic: str, partition: int, messages: Sequence[KafkaMessage], ingested_at_us: int
+    ) -> DecodeResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +39,7 @@ class Route:
 
     schema: str = ""
     table: str = ""
-    decoder: JsonEventDecoder | None = None
+    decoder: EventDecoder | None = None
     skip: bool = False
     reason: str = ""
     detail: str = ""
@@ -29,13 +47,35 @@ class Route:
 
 class Router:
     def __init__(
-        self, topic_prefix: str, contracts: ContractRegistry, exclude: list[str], max_value_bytes: int
+        self,
+        topic_prefix: str,
+        contracts: ContractRegistry,
+        exclude: list[str],
+        max_value_bytes: int,
+        *,
+        value_format: ValueFormat = "json",
+        schema_registry_url: str | None = None,
     ) -> None:
+        self._topic_prefix = topic_prefix
         self._prefix = topic_prefix + "."
         self._contracts = contracts
         self._exclude = set(exclude)
         self._max_value_bytes = max_value_bytes
         self._routes: dict[str, Route] = {}
+        self._value_format = value_format
+        self._registry: SchemaRegistryClient | None = None
+        if value_format == "avro-confluent":
+            if not schema_registry_url:
+                raise ConfigError("value_format avro-confluent needs a schema registry URL")
+            self._registry = SchemaRegistryClient(schema_registry_url)
+        # single-object events name their writer schema by fingerprint: keep every version seen, so
+        # events written before an evolution still resolve after it
+        self._versions: dict[tuple[str, str], dict[int, TableContract]] = {}
+
+    def close(self) -> None:
+        """Release the schema registry connection (if any)."""
+        if self._registry is not None:
+            self._registry.close()
 
     def subscription(self) -> str:
         """Every topic under the prefix; librdkafka treats a leading ``^`` as a regex."""
@@ -66,4 +106,17 @@ class Router:
             contract = self._contracts.get(schema, table)
         except UnknownTableError as exc:
             return Route(schema, table, reason=Reason.UNKNOWN_TABLE, detail=str(exc))
-        return Route(schema, table, JsonEventDecoder(contract, max_value_bytes=self._max_value_bytes))
+        return Route(schema, table, self._decoder(contract))
+
+    def _decoder(self, contract: TableContract) -> EventDecoder:
+        limit = self._max_value_bytes
+        if self._registry is not None:
+            return AvroEventDecoder.confluent(contract, self._registry, max_value_bytes=limit)
+        if self._value_format == "avro-single-object":
+            versions = self._versions.setdefault((contract.schema, contract.table), {})
+            versions[contract.version] = contract
+            earlier = [c for v, c in versions.items() if v != contract.version]
+            return AvroEventDecoder.single_object(
+                contract, topic_prefix=self._topic_prefix, earlier=earlier, max_value_bytes=limit
+            )
+        return JsonEventDecoder(contract, max_value_bytes=limit)
