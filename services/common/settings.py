@@ -38,6 +38,7 @@ DEFAULT_SECRETS_DIR = Path("/run/secrets")
 _MASK = "**********"
 _SECRET_KEY = re.compile(r"(password|secret|token|credential|sasl\.|ssl\.key)", re.IGNORECASE)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_URL_CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
 
 
 def repo_root() -> Path:
@@ -300,6 +301,8 @@ def _mask(value: Any, key: str = "") -> Any:
         return [_mask(v, key) for v in value]
     if key and _SECRET_KEY.search(key) and value not in (None, ""):
         return _MASK
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return _URL_CREDENTIALS.sub(rf"\1{_MASK}@", value)  # https://user:secret@host → https://**********@host
     return value
 
 

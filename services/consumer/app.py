@@ -138,7 +138,11 @@ class LakeWriter:
             self._metrics.tombstones_skipped.labels(topic).inc(len(tombstones))
             buffer.advance(last + 1)
             return
-        result = route.decoder.decode(topic, partition, messages, ingested_at_us)
+        try:
+            result = route.decoder.decode(topic, partition, messages, ingested_at_us)
+        except TransientError as exc:  # e.g. the schema registry is down: read these records again later
+            self._retry_later(tp, buffer, exc)
+            return
         unknown = result.unknown_columns()
         if unknown and self._evolution is not None:
             evolved = self._evolution.evolve(route.decoder.contract, unknown)

@@ -32,7 +32,7 @@ def test_generated_contract_types(pg: Conn, settings: Settings, scratch_schema: 
         f"""create table {s}.things (
               id int not null, part smallint not null, mood {s}.mood, price {s}.money2, raw bytea,
               tags text[], amounts numeric(10, 3)[], blob jsonb, at timestamptz, seen timestamp, d date, t time,
-              n numeric, f double precision, b boolean, u uuid, i interval,
+              n numeric, f double precision, b boolean, u uuid, i interval, ms timestamp(3),
               primary key (part, id))""".encode()
     )
     (contract,) = contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\..*"])
@@ -41,7 +41,7 @@ def test_generated_contract_types(pg: Conn, settings: Settings, scratch_schema: 
     assert semantic == {
         "id": "int32", "part": "int16", "mood": "string", "price": "decimal", "raw": "bytes", "tags": "array",
         "amounts": "array", "blob": "json", "at": "timestamptz", "seen": "timestamp", "d": "date", "t": "time",
-        "n": "variable_decimal", "f": "float64", "b": "boolean", "u": "uuid", "i": "string",
+        "n": "variable_decimal", "f": "float64", "b": "boolean", "u": "uuid", "i": "string", "ms": "timestamp_millis",
     }  # fmt: skip
     price = contract.column("price")
     assert (price.precision, price.scale, price.nullable) == (12, 2, True)

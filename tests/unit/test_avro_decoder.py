@@ -31,7 +31,6 @@ from services.common.debezium.avro import (
     CONFLUENT_MAGIC,
     SINGLE_OBJECT_MARKER,
     AvroEventDecoder,
-    AvroReason,
 )
 from services.common.debezium.avro_schema import EnvelopeSchema, envelope_schema, schema_fingerprint
 from services.common.debezium.json_batch import JsonEventDecoder
@@ -430,14 +429,14 @@ def _wide_balance_schema() -> dict[str, Any]:
 NULL_KEY_ID, NULL_KEY = 8, _null_key_schema()
 WIDE_ID, WIDE = 9, _wide_balance_schema()
 CONFLUENT_POISON: list[tuple[str, str, bytes]] = [
-    ("truncated", AvroReason.MALFORMED_AVRO, _confluent(GOOD)[:40]),
-    ("trailing-bytes", AvroReason.MALFORMED_AVRO, _confluent(GOOD) + b"\x00\x00"),
-    ("wrong-magic", AvroReason.MALFORMED_AVRO, b"\x01" + _confluent(GOOD)[1:]),
-    ("json-value", AvroReason.MALFORMED_AVRO, b'{"op":"c"}'),
-    ("empty-value", AvroReason.MALFORMED_AVRO, b""),
-    ("header-only", AvroReason.MALFORMED_AVRO, CONFLUENT_MAGIC + b"\x00\x00"),
-    ("unknown-id", AvroReason.UNKNOWN_SCHEMA, _confluent(GOOD, schema_id=99)),
-    ("bad-union-index", AvroReason.MALFORMED_AVRO, _confluent(GOOD)[:5] + b"\x09" + _confluent(GOOD)[6:]),
+    ("truncated", Reason.MALFORMED_AVRO, _confluent(GOOD)[:40]),
+    ("trailing-bytes", Reason.MALFORMED_AVRO, _confluent(GOOD) + b"\x00\x00"),
+    ("wrong-magic", Reason.MALFORMED_AVRO, b"\x01" + _confluent(GOOD)[1:]),
+    ("json-value", Reason.MALFORMED_AVRO, b'{"op":"c"}'),
+    ("empty-value", Reason.MALFORMED_AVRO, b""),
+    ("header-only", Reason.MALFORMED_AVRO, CONFLUENT_MAGIC + b"\x00\x00"),
+    ("unknown-id", Reason.UNKNOWN_SCHEMA, _confluent(GOOD, schema_id=99)),
+    ("bad-union-index", Reason.MALFORMED_AVRO, _confluent(GOOD)[:5] + b"\x09" + _confluent(GOOD)[6:]),
     ("invalid-utf8", Reason.INVALID_UTF8, _confluent(GOOD).replace(b"hello", b"\xff\xfe\xfd\xfc\xfb")),
     (
         "decimal-overflow",
@@ -476,9 +475,9 @@ def test_unknown_fingerprint_and_foreign_framing_are_isolated() -> None:
     values[8] = _single(_event("c", after=_row(8)))[:-3]  # truncated
     result = _decode_single(values)
     assert [(f.reason, f.message.offset()) for f in result.failures] == [
-        (AvroReason.UNKNOWN_SCHEMA, 103),
-        (AvroReason.MALFORMED_AVRO, 106),
-        (AvroReason.MALFORMED_AVRO, 108),
+        (Reason.UNKNOWN_SCHEMA, 103),
+        (Reason.MALFORMED_AVRO, 106),
+        (Reason.MALFORMED_AVRO, 108),
     ]
     assert other.fingerprint.hex() in result.failures[0].detail
     assert result.rows.column("account_id").to_pylist() == [0, 1, 2, 4, 5, 7, 9]
@@ -490,7 +489,7 @@ def test_many_poison_records_and_empty_input(client: SchemaRegistryClient) -> No
     ]
     result = _decode_confluent(client, values)
     assert len(result.failures) == len(range(0, 200, 7))
-    assert {f.reason for f in result.failures} == {AvroReason.MALFORMED_AVRO}
+    assert {f.reason for f in result.failures} == {Reason.MALFORMED_AVRO}
     assert result.rows.num_rows + len(result.failures) == 200
     empty = _decode_confluent(client, [])
     assert empty.rows.num_rows == 0
@@ -577,7 +576,7 @@ def test_writer_schemas_are_fetched_once_per_id(registry: Registry, client: Sche
         messages = _messages([*good, unknown, unknown], first_offset=batch * 100)
         result = decoder.decode(TOPIC, 3, messages, ingested_at_us=0)
         assert result.row_count == 50
-        assert [f.reason for f in result.failures] == [AvroReason.UNKNOWN_SCHEMA] * 2
+        assert [f.reason for f in result.failures] == [Reason.UNKNOWN_SCHEMA] * 2
     other.decode(TOPIC, 3, _messages(good), ingested_at_us=0)
     assert registry.hits[SCHEMA_ID] == 1  # shared by every decoder of the client
     assert registry.hits[404] == 3  # an unknown id is asked once per batch, not per record

@@ -29,6 +29,7 @@ CONTRACT = TableContract(
         Column("rate", "variable_decimal", "numeric"),
         Column("opened_on", "date", "date"),
         Column("reviewed_at", "timestamp", "timestamp without time zone"),
+        Column("settled_at", "timestamp_millis", "timestamp(3) without time zone"),
         Column("created_at", "timestamptz", "timestamp with time zone"),
         Column("cutoff", "time", "time without time zone"),
         Column("notes", "string", "text"),
@@ -58,6 +59,7 @@ def _row(account_id: int, **overrides: Any) -> dict[str, Any]:
         "rate": _vsd("0.000123456789"),
         "opened_on": 20_486,
         "reviewed_at": 1_777_975_872_123_456,
+        "settled_at": 1_777_975_872_123,
         "created_at": "2026-05-06T05:08:09.654321Z",
         "cutoff": 61_200_000_000,
         "notes": "hello",
@@ -117,6 +119,7 @@ def test_every_type_decodes_exactly() -> None:
     assert row["rate"] == Decimal("0.000123456789")
     assert row["opened_on"] == date(2026, 2, 2)
     assert row["reviewed_at"] == datetime(2026, 5, 5, 10, 11, 12, 123456)
+    assert row["settled_at"] == datetime(2026, 5, 5, 10, 11, 12, 123000)  # milliseconds on the wire
     assert row["created_at"] == datetime(2026, 5, 6, 5, 8, 9, 654321, tzinfo=UTC)
     assert row["cutoff"] == time(17, 0)
     assert row["profile"] == '{"tier": "gold"}'

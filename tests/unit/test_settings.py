@@ -108,3 +108,16 @@ def test_settings_are_frozen() -> None:
     settings = load_settings({})
     with pytest.raises(Exception, match="frozen"):
         settings.postgres.port = 1  # type: ignore[misc]
+
+
+def test_credentials_inside_urls_are_masked() -> None:
+    settings = load_settings(
+        {
+            "CDCFLOW_WRITER__SCHEMA_REGISTRY_URL": "https://svc:s3cr3t@registry.example:8081",
+            "CDCFLOW_CONNECT__URL": "http://admin:pw@127.0.0.1:8083",
+        }
+    )
+    dumped = json.dumps(settings.safe_dump())
+    assert "s3cr3t" not in dumped
+    assert "pw@" not in dumped
+    assert settings.safe_dump()["writer"]["schema_registry_url"] == "https://**********@registry.example:8081"

@@ -48,6 +48,7 @@ _SIMPLE: dict[str, pa.DataType] = {
     "json": pa.string(),
     "date": pa.date32(),
     "timestamp": pa.timestamp("us"),  # wall time without a zone: kept as it was written
+    "timestamp_millis": pa.timestamp("us"),
     "timestamptz": _UTC_MICROS,
     "time": pa.time64("us"),
     "bytes": pa.binary(),

@@ -92,6 +92,8 @@ def column_from_catalog(name: str, base_type: str, typmod: int, pg_type: str, nu
         if shape is None:
             return Column(name, "variable_decimal", pg_type, nullable)
         return Column(name, "decimal", pg_type, nullable, precision=shape[0], scale=shape[1])
+    if base_type == "timestamp" and 0 <= typmod <= 3:  # adaptive precision: milliseconds on the wire
+        return Column(name, "timestamp_millis", pg_type, nullable)
     if base_type == "money":  # Debezium sends money as a decimal with money.fraction.digits (2)
         return Column(name, "decimal", pg_type, nullable, precision=19, scale=2)
     return Column(name, _SEMANTIC_BY_TYPE.get(base_type, "string"), pg_type, nullable)

@@ -26,6 +26,7 @@ Semantic = Literal[
     "json",
     "date",  # days since the epoch
     "timestamp",  # timestamp without time zone: microseconds since the epoch, wall time
+    "timestamp_millis",  # timestamp(0..3) without time zone: Debezium's adaptive precision sends milliseconds
     "timestamptz",  # ISO-8601 string in UTC
     "time",  # microseconds since midnight
     "bytes",  # base64 text on the wire

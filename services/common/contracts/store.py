@@ -45,6 +45,7 @@ _AVRO_PRIMITIVE: dict[str, Any] = {
     "uuid": {"type": "string", "logicalType": "uuid"},
     "date": {"type": "int", "logicalType": "date"},
     "timestamp": {"type": "long", "logicalType": "local-timestamp-micros"},
+    "timestamp_millis": {"type": "long", "logicalType": "local-timestamp-millis"},
     "timestamptz": {"type": "long", "logicalType": "timestamp-micros"},
     "time": {"type": "long", "logicalType": "time-micros"},
     "bytes": "bytes",

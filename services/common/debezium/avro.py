@@ -38,7 +38,6 @@ __all__ = [
     "CONFLUENT_MAGIC",
     "SINGLE_OBJECT_MARKER",
     "AvroEventDecoder",
-    "AvroReason",
     "ConfluentFraming",
     "Framing",
     "PoisonRecordError",
@@ -59,13 +58,6 @@ _ONE_MICRO_DELTA = timedelta(microseconds=1)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
-class AvroReason:
-    """DLQ reasons only Avro decoding produces (candidates for :class:`Reason`)."""
-
-    UNKNOWN_SCHEMA = "unknown_schema"
-    MALFORMED_AVRO = "malformed_avro"
-
-
 class PoisonRecordError(TerminalError):
     """One record can never be read (its ``reason`` labels the DLQ record); the decoder turns it into a
     failure of that record alone. Framings raise it for values that are not theirs."""
@@ -76,7 +68,7 @@ class PoisonRecordError(TerminalError):
 
 
 def _malformed(detail: str) -> PoisonRecordError:
-    return PoisonRecordError(AvroReason.MALFORMED_AVRO, detail, "MalformedAvro")
+    return PoisonRecordError(Reason.MALFORMED_AVRO, detail, "MalformedAvro")
 
 
 # --- framings -----------------------------------------------------------------------------------
@@ -389,12 +381,12 @@ class AvroEventDecoder:
             self._plans.move_to_end(header)
             return plan
         if header in missing:
-            raise PoisonRecordError(AvroReason.UNKNOWN_SCHEMA, missing[header], "UnknownSchema")
+            raise PoisonRecordError(Reason.UNKNOWN_SCHEMA, missing[header], "UnknownSchema")
         try:
             writer = self._framing.writer_schema(header)
         except UnknownSchemaError as exc:
             missing[header] = str(exc)
-            raise PoisonRecordError(AvroReason.UNKNOWN_SCHEMA, str(exc), "UnknownSchema") from None
+            raise PoisonRecordError(Reason.UNKNOWN_SCHEMA, str(exc), "UnknownSchema") from None
         plan = self._plans[header] = _Plan.of(writer, self.contract)
         if len(self._plans) > self._plan_cache_size:
             self._plans.popitem(last=False)

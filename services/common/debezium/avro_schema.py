@@ -38,6 +38,7 @@ _PLAIN: dict[str, Any] = {
     "json": _semantic("io.debezium.data.Json", "string"),
     "date": _semantic("io.debezium.time.Date", "int"),
     "timestamp": _semantic("io.debezium.time.MicroTimestamp", "long"),
+    "timestamp_millis": _semantic("io.debezium.time.Timestamp", "long"),
     "timestamptz": _semantic("io.debezium.time.ZonedTimestamp", "string"),
     "time": _semantic("io.debezium.time.MicroTime", "long"),
 }

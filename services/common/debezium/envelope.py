@@ -60,7 +60,7 @@ def wire_type(column: Column) -> pa.DataType:
             return pa.struct([("scale", pa.int32()), ("value", pa.string())])
         case "date":
             return pa.int32()
-        case "timestamp" | "time":
+        case "timestamp" | "timestamp_millis" | "time":
             return pa.int64()
         case "bytes":
             return pa.string()
@@ -199,6 +199,8 @@ class EnvelopeConverter:
         match column.semantic:
             case "date" | "timestamp" | "time":
                 return pc.cast(raw, target), None
+            case "timestamp_millis":
+                return pc.cast(pc.multiply(raw, 1000), target), None
             case "variable_decimal":
                 return _variable_decimals(raw, target, column.name)
             case "bytes":

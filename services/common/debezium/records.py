@@ -45,6 +45,8 @@ class Reason:
     OVERSIZED = "oversized"
     UNKNOWN_TABLE = "unknown_table"
     UNSAFE_NAME = "unsafe_name"
+    UNKNOWN_SCHEMA = "unknown_schema"
+    MALFORMED_AVRO = "malformed_avro"
 
 
 @dataclass(frozen=True, slots=True)
