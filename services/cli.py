@@ -146,115 +146,24 @@ def demo(
     rate: Annotated[float, typer.Option(min=0.1, help="Workload operations per second.")] = 200.0,
     seed: Annotated[int, typer.Option(help="Workload seed.")] = 42,
 ) -> None:
-    """Drive the workload on a running stack and show its change events arriving in Kafka."""
+    """Run the workload, the lake writer and the loader on a running stack; show them live; drain."""
+    from services.common.signals import Shutdown
     from services.stack.demo import run_demo
     from services.stack.runtime import Stack, require_healthy
 
     settings = _settings()
     require_healthy(Stack(settings))
-    report = run_demo(settings, seconds, rate, seed, console)
-    events = sum(report.events.values())
+    stop = Shutdown()
+    stop.install()
+    report = run_demo(settings, console, stop, seconds=seconds, rate=rate, seed=seed)
+    events = sum(t.get("events", 0) for t in report.tables.values())
+    bronze = sum(t.get("bronze rows", 0) for t in report.tables.values())
     console.print(
-        f"[green]demo done[/]: {report.workload.total} operations written to PostgreSQL, "
-        f"{events} change events and {report.tombstones} tombstones read from Kafka in {report.seconds:.1f}s"
+        f"[green]demo done[/]: {report.workload.total} operations written to PostgreSQL; {events:,.0f} change events"
+        f" consumed; {bronze:,.0f} rows loaded into bronze ({settings.duckdb_path()}) in {report.seconds:.1f}s"
+        + ("" if report.drained else " — [yellow]the pipeline did not drain[/]")
     )
-    if report.workload.total and not events:
-        raise typer.Exit(1)
-
-
-@app.command()
-def consume() -> None:
-    """Run the lake writer: captured topics → typed Parquet in the lake, committed once durable."""
-    from services.common.signals import Shutdown
-    from services.consumer.__main__ import run_writer
-
-    settings = load_settings()
-    configure_logging(settings.log)  # services log to stdout
-    shutdown = Shutdown()
-    shutdown.install()
-    raise typer.Exit(run_writer(settings, shutdown))
-
-
-@app.command()
-def load(
-    once: Annotated[bool, typer.Option("--once", help="Load what is pending, then exit.")] = False,
-    every: Annotated[float | None, typer.Option("--every", min=0.1, help="Seconds between cycles.")] = None,
-    shard: Annotated[str | None, typer.Option("--shard", help="I/N: load only this replica's tables.")] = None,
-) -> None:
-    """Load new lake files into bronze, idempotently (exit 1 with --once if a table had to stop)."""
-    import os
-
-    from services.common.signals import Shutdown
-    from services.loader.__main__ import run_loader
-
-    if every is not None:
-        os.environ["CDCFLOW_LOADER__INTERVAL_S"] = str(every)
-    if shard is not None:
-        os.environ["CDCFLOW_LOADER__SHARD"] = shard
-    settings = load_settings()
-    configure_logging(settings.log)
-    shutdown = Shutdown()
-    shutdown.install()
-    raise typer.Exit(run_loader(settings, shutdown, once=once))
-
-
-def _contract_scope(settings: Settings) -> tuple[list[str], list[str]]:
-    """The tables the connector captures, less the heartbeat table."""
-    from services.stack.connect import load_connector
-
-    config = load_connector(settings.stack.connect_dir, settings.connect.connector)
-    include = [p.strip() for p in config.get("table.include.list", "").split(",") if p.strip()]
-    return include, [r"cdcflow\.heartbeat"]
-
-
-@schemas_app.command("generate")
-def schemas_generate(
-    directory: Annotated[Path, typer.Option(help="Where contracts live.")] = Path("schemas"),
-) -> None:
-    """Write a contract per captured table from the live PostgreSQL catalog (new version on change)."""
-    from services.common.contracts import load_contracts, write_contract
-    from services.common.contracts.catalog import contracts_from_catalog
-    from services.common.contracts.compat import compare, evolve
-
-    settings = _settings()
-    current = {c.qualified_name: c for c in load_contracts(directory)}
-    include, exclude = _contract_scope(settings)
-    for live in contracts_from_catalog(settings.postgres.dsn(), include, exclude):
-        old = current.get(live.qualified_name)
-        contract = evolve(old, live) if old else live
-        changes = compare(old, live) if old else []
-        for change in changes:
-            console.print(f"  {change}")
-        path = write_contract(directory, contract)
-        state = "new" if old is None else ("unchanged" if contract.version == old.version else "evolved")
-        console.print(f"{contract.qualified_name}: v{contract.version} {state} → {path}")
-
-
-@schemas_app.command("check")
-def schemas_check(
-    directory: Annotated[Path, typer.Option(help="Where contracts live.")] = Path("schemas"),
-) -> None:
-    """Compare the contracts with the live catalog; exit 1 on an incompatible change or a missing contract."""
-    from services.common.contracts import load_contracts
-    from services.common.contracts.catalog import contracts_from_catalog
-    from services.common.contracts.compat import compare
-
-    settings = _settings()
-    current = {c.qualified_name: c for c in load_contracts(directory)}
-    include, exclude = _contract_scope(settings)
-    failed = False
-    for live in contracts_from_catalog(settings.postgres.dsn(), include, exclude):
-        old = current.get(live.qualified_name)
-        if old is None:
-            console.print(f"[red]missing[/]: {live.qualified_name} has no contract; run `cdcflow schemas generate`")
-            failed = True
-            continue
-        changes = compare(old, live)
-        for change in changes:
-            console.print(f"  {change}")
-        failed |= any(not c.compatible for c in changes)
-        console.print(f"{live.qualified_name}: {'compatible' if all(c.compatible for c in changes) else 'BREAKING'}")
-    if failed:
+    if not report.drained or (report.workload.total and not bronze):
         raise typer.Exit(1)
 
 

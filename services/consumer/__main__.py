@@ -8,6 +8,8 @@ import sys
 import time
 from contextlib import ExitStack
 
+from prometheus_client import CollectorRegistry
+
 from services import __version__
 from services.common.contracts import ContractRegistry, load_contracts
 from services.common.contracts.store import contracts_from_lake
@@ -26,12 +28,14 @@ __all__ = ["main", "run_writer"]
 _STALLED_S = 60.0  # /healthz fails when the loop has not polled for this long
 
 
-def run_writer(settings: Settings, shutdown: Shutdown) -> int:
+def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorRegistry | None = None) -> int:
+    """Run the lake writer until ``shutdown``; ``registry`` lets an embedding process read its metrics."""
     log = get_logger("services.consumer")
     w = settings.writer
     worker_id = w.worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    registry = new_registry()
-    register_build_info(registry, __version__)
+    if registry is None:
+        registry = new_registry()
+        register_build_info(registry, __version__)
     with ExitStack() as stack:
         lake = open_lake(settings.lake, settings.lake_root())
         stack.callback(lake.close)

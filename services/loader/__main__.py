@@ -6,6 +6,8 @@ import sys
 import time
 from contextlib import ExitStack
 
+from prometheus_client import CollectorRegistry
+
 from services import __version__
 from services.common.health import HealthServer
 from services.common.lake import open_lake
@@ -19,11 +21,13 @@ from services.loader.warehouse.factory import open_warehouse
 __all__ = ["main", "run_loader"]
 
 
-def run_loader(settings: Settings, shutdown: Shutdown, *, once: bool) -> int:
+def run_loader(settings: Settings, shutdown: Shutdown, *, once: bool, registry: CollectorRegistry | None = None) -> int:
+    """Run the loader (one cycle with ``once``); ``registry`` lets an embedding process read its metrics."""
     log = get_logger("services.loader")
     loader_settings = settings.loader
-    registry = new_registry()
-    register_build_info(registry, __version__)
+    if registry is None:
+        registry = new_registry()
+        register_build_info(registry, __version__)
     log.info("loader.config", settings=settings.safe_dump(), once=once)
     with ExitStack() as stack:
         lake = open_lake(settings.lake, settings.lake_root())

@@ -247,3 +247,13 @@ def test_decoded_rows_are_a_valid_lake_table() -> None:
     result = _decode([_event("c", after=_row(i)) for i in range(5)])
     assert isinstance(result.rows, pa.Table)
     assert result.rows.schema.metadata[b"cdcflow.table"] == b"lending.accounts"
+
+
+@pytest.mark.parametrize("value", [b"null", b" null", b"null ", b'"text"', b"123", b"[1]", b"true", b""])
+@pytest.mark.parametrize("position", [0, 5, 9])
+def test_values_that_are_not_objects_never_reach_the_batch_parser(value: bytes, position: int) -> None:
+    values: list[bytes | None] = [_event("c", after=_row(i)) for i in range(1, 10)]
+    values.insert(position, value)
+    result = _decode(values)
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [(Reason.MALFORMED_JSON, 100 + position)]
+    assert result.rows.num_rows == 9

@@ -77,6 +77,9 @@ class JsonEventDecoder:
             elif len(value) > limit:
                 detail = f"value of {len(value)} bytes exceeds the {limit}-byte limit"
                 failures.append(DecodeFailure(message, Reason.OVERSIZED, detail, "OversizedRecord"))
+            elif value[:1] != b"{" and value.lstrip()[:1] != b"{":
+                # Not a JSON object: never hand it to Arrow (pyarrow 26 crashes on a leading `null`).
+                failures.append(_classify(message, value, "the value is not a JSON object"))
             elif b"\n" in value:  # cannot share newline-delimited JSON with others
                 alone.append((message, value))
             else:
