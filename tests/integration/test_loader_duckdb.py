@@ -14,12 +14,17 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from services.common.kafka import TopicPartition, consumer, end_positions
 from services.common.settings import Settings, load_settings
 from services.common.signals import Shutdown
 from services.loader.__main__ import run_loader
 from services.stack.workload import Workload
-from tests.fixtures.pipeline import WriterProcess, read_lake_table, wait_until
+from tests.fixtures.pipeline import (
+    WriterProcess,
+    partition_ends,
+    read_lake_table,
+    wait_until,
+    wait_until_committed,
+)
 
 Conn = psycopg.Connection[tuple[object, ...]]
 TABLES = ("customers", "facilities", "transactions")
@@ -42,18 +47,8 @@ def _load_once(writer: WriterProcess, warehouse: Path) -> int:
 def _drain(settings: Settings, writer: WriterProcess) -> None:
     """Run the writer until its group has committed the end of every captured topic, then stop it."""
     proc = writer.start()
-    topics = [f"{settings.kafka.topic_prefix}.lending.{t}" for t in TABLES]
-    probe = consumer(settings.kafka, writer.group)
-    try:
-        ends = {(e.topic, e.partition): e.offset for e in end_positions(probe, topics) if e.offset > 0}
-
-        def committed() -> bool:
-            done = probe.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
-            return all(c.offset >= ends[(c.topic, c.partition)] for c in done)
-
-        wait_until("the writer to commit the end of every topic", committed)
-    finally:
-        probe.close()
+    ends = partition_ends(settings, [f"{settings.kafka.topic_prefix}.lending.{t}" for t in TABLES])
+    wait_until_committed(settings, writer.group, ends)
     assert writer.terminate(proc) == 0
 
 
