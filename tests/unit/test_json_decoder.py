@@ -257,3 +257,15 @@ def test_values_that_are_not_objects_never_reach_the_batch_parser(value: bytes, 
     result = _decode(values)
     assert [(f.reason, f.message.offset()) for f in result.failures] == [(Reason.MALFORMED_JSON, 100 + position)]
     assert result.rows.num_rows == 9
+
+
+def test_events_with_the_embedded_connect_schema_decode_the_same() -> None:
+    plain = [_event("c", after=_row(i)) for i in range(1, 4)]
+    schema = {"type": "struct", "fields": [{"type": "struct", "field": "after", "optional": True}], "name": "x"}
+    wrapped = [b'{"schema":' + json.dumps(schema).encode() + b',"payload":' + v + b"}" for v in plain]
+    mixed = [wrapped[0], plain[1], wrapped[2]]
+    expected = _decode(plain).rows.drop_columns(["_ingested_at"])
+    assert _decode(mixed).rows.drop_columns(["_ingested_at"]).equals(expected)
+    broken = _decode([b'{"schema":{},"payload":{"op":"c","after":' + b"}"])
+    assert [f.reason for f in broken.failures] == [Reason.MALFORMED_JSON]
+    assert broken.failures[0].message.value() == b'{"schema":{},"payload":{"op":"c","after":}'  # original bytes

@@ -23,6 +23,21 @@ from services.common.debezium.records import DecodeFailure, DecodeResult, KafkaM
 __all__ = ["JsonEventDecoder"]
 
 _MIN_BLOCK = 1 << 22
+_WRAPPED = b'{"schema":'
+_PAYLOAD = b',"payload":'
+
+
+def _payload_of(value: bytes) -> bytes | None:
+    """The envelope inside JsonConverter's ``{"schema": …, "payload": …}`` (schemas.enable=true).
+
+    The converter writes ``schema`` first and ``payload`` last, so the envelope is the text between the
+    last ``,"payload":`` and the closing brace; a value that only looks wrapped fails to parse later and
+    goes to the DLQ with its original bytes.
+    """
+    start = value.rfind(_PAYLOAD)
+    if start < 0 or not value.endswith(b"}"):
+        return None
+    return value[start + len(_PAYLOAD) : -1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +92,11 @@ class JsonEventDecoder:
             elif len(value) > limit:
                 detail = f"value of {len(value)} bytes exceeds the {limit}-byte limit"
                 failures.append(DecodeFailure(message, Reason.OVERSIZED, detail, "OversizedRecord"))
+            elif value.startswith(_WRAPPED) and (payload := _payload_of(value)) is not None:
+                batch_messages.append(message)  # the DLQ still gets the original value
+                batch_values.append(payload)
+                offsets.append(message.offset() or 0)
+                timestamps.append(message.timestamp()[1])
             elif value[:1] != b"{" and value.lstrip()[:1] != b"{":
                 # Not a JSON object: never hand it to Arrow (pyarrow 26 crashes on a leading `null`).
                 failures.append(_classify(message, value, "the value is not a JSON object"))
