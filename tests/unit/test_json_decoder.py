@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -90,7 +91,7 @@ def _event(
     return text.replace('"__NUM__', "").replace('.89"', ".89").encode()  # decimals are JSON numbers
 
 
-def _messages(values: list[bytes | None], first_offset: int = 100, partition: int = 3) -> list[Message]:
+def _messages(values: Sequence[bytes | None], first_offset: int = 100, partition: int = 3) -> list[Message]:
     return [
         Message(
             topic=TOPIC,
@@ -104,7 +105,7 @@ def _messages(values: list[bytes | None], first_offset: int = 100, partition: in
     ]
 
 
-def _decode(values: list[bytes | None], **kwargs: Any) -> Any:
+def _decode(values: Sequence[bytes | None], **kwargs: Any) -> Any:
     decoder = JsonEventDecoder(CONTRACT, **kwargs)
     return decoder.decode(TOPIC, 3, _messages(values), ingested_at_us=1_795_387_790_000_000)
 
