@@ -8,6 +8,7 @@ import time
 
 from services.stack.processes import pid_alive
 from services.stack.runtime import Stack
+from tests.fixtures.pipeline import wait_until
 
 
 def _pids(stack: Stack) -> dict[str, int | None]:
@@ -32,7 +33,9 @@ def test_up_is_idempotent_and_down_leaves_nothing_behind(stack: Stack) -> None:
 
     stack.up()  # the connector resumes with a new snapshot: its old slot is gone
     assert all(c.healthy for c in stack.status())
-    assert stack.postgres.slots() == [(stack.slot_name, True)]
+    # the new slot exists at once and is in use once the snapshot is done and streaming starts
+    assert [name for name, _ in stack.postgres.slots()] == [stack.slot_name]
+    wait_until("the slot to be streamed from", lambda: stack.postgres.slots() == [(stack.slot_name, True)])
 
 
 def test_a_killed_component_is_restarted(stack: Stack) -> None:
