@@ -12,7 +12,7 @@ JARS := connect/lib/.fetched
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 200
 
-.PHONY: install prereqs jars demo test test-unit test-integration lint format stack-up stack-down stack-status lock clean
+.PHONY: install prereqs jars demo test test-unit test-integration lint format stack-up stack-down stack-status lock clean bench-loader
 
 install: prereqs $(STAMP)
 
@@ -89,3 +89,7 @@ lock:
 
 clean:
 	rm -rf $(VENV) connect/lib connect/plugins .mypy_cache .ruff_cache .pytest_cache
+
+# Loader throughput into DuckDB bronze with bronze at 1x and 10x a base size (BENCHMARKS.md).
+bench-loader: install
+	$(BIN)/python -m bench.loader_bench
