@@ -9,13 +9,12 @@ lake files.
 from __future__ import annotations
 
 import random
-import threading
 import time
 
 from services.common.settings import Settings
 from services.stack.runtime import Stack
-from services.stack.workload import Workload, WorkloadResult
 from tests.fixtures.pipeline import (
+    WorkloadThread,
     WriterProcess,
     audit_offsets,
     partition_ends,
@@ -32,24 +31,6 @@ WORKLOAD_SECONDS = 40.0
 SESSION_TIMEOUT_MS = "6000"
 
 
-class _WorkloadThread(threading.Thread):
-    """The seeded workload in the background; its result or its error is kept for the test to check."""
-
-    def __init__(self, settings: Settings, seed: int, rate: float, duration_s: float) -> None:
-        super().__init__(name="workload", daemon=True)
-        self._workload = Workload(settings.postgres, seed=seed)
-        self._rate = rate
-        self._duration_s = duration_s
-        self.result: WorkloadResult | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self._workload.run(rate=self._rate, duration_s=self._duration_s)
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            self.error = exc
-
-
 def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     stack: Stack, settings: Settings, writer: WriterProcess
 ) -> None:
@@ -63,7 +44,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
         }
     )
     began = time.monotonic()
-    workload = _WorkloadThread(settings, SEED, WORKLOAD_RATE, WORKLOAD_SECONDS)
+    workload = WorkloadThread(settings, SEED, WORKLOAD_RATE, WORKLOAD_SECONDS)
     workload.start()
 
     kills = 0

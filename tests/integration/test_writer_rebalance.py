@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 
 from services.common.settings import Settings
 from services.stack.runtime import Stack
-from services.stack.workload import Workload, WorkloadResult
 from tests.fixtures.pipeline import (
+    WorkloadThread,
     WriterProcess,
     audit_offsets,
     partition_ends,
@@ -47,13 +46,6 @@ def _held(log: str) -> set[str]:
     return held
 
 
-def _workload(settings: Settings, out: dict[str, WorkloadResult | BaseException]) -> None:
-    try:
-        out["result"] = Workload(settings.postgres, seed=SEED).run(rate=WORKLOAD_RATE, duration_s=WORKLOAD_SECONDS)
-    except BaseException as exc:  # reported by the test, not lost in the thread
-        out["error"] = exc
-
-
 def test_a_member_killed_mid_stream_and_a_newcomer_lose_no_offset(
     stack: Stack, settings: Settings, writer: WriterProcess
 ) -> None:
@@ -68,8 +60,7 @@ def test_a_member_killed_mid_stream_and_a_newcomer_lose_no_offset(
     for proc in members:
         wait_for_log_event(writer, proc, "writer.assigned", timeout_s=90)
 
-    outcome: dict[str, WorkloadResult | BaseException] = {}
-    workload = threading.Thread(target=_workload, args=(settings, outcome), name="workload", daemon=True)
+    workload = WorkloadThread(settings, SEED, WORKLOAD_RATE, WORKLOAD_SECONDS)
     workload.start()
 
     # mid-stream: the workload is flowing and the victim holds partitions
@@ -87,10 +78,9 @@ def test_a_member_killed_mid_stream_and_a_newcomer_lose_no_offset(
 
     workload.join(timeout=WORKLOAD_SECONDS + 60)
     assert not workload.is_alive(), "the workload did not finish"
-    assert "error" not in outcome, f"the workload failed: {outcome['error']!r}"
-    result = outcome["result"]
-    assert isinstance(result, WorkloadResult)
-    assert result.total > 0
+    assert workload.error is None, f"the workload failed: {workload.error!r}"
+    assert workload.result is not None
+    assert workload.result.total > 0
 
     ends = partition_ends(settings, topics)
     wait_until_committed(settings, writer.group, ends, timeout_s=120)
@@ -107,7 +97,7 @@ def test_a_member_killed_mid_stream_and_a_newcomer_lose_no_offset(
     print(
         f"\n[writer rebalance] writers=4 killed=writer-{writer.procs.index(victim)} after {delay:.2f}s "
         f"holding={len(victim_held)} newcomer_holds={len(newcomer_held)} "
-        f"workload_ops={result.total} rebalance_callbacks={rebalances} {audit.summary()} "
+        f"workload_ops={workload.result.total} rebalance_callbacks={rebalances} {audit.summary()} "
         f"runtime_s={time.monotonic() - began:.1f}"
     )
     assert audit.in_lake > 0
