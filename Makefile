@@ -12,7 +12,7 @@ JARS := connect/lib/.fetched
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 200
 
-.PHONY: install prereqs jars demo test test-unit test-integration lint format stack-up stack-down stack-status lock clean bench-loader
+.PHONY: install prereqs jars demo test test-unit test-integration lint format stack-up stack-down stack-status lock clean bench-loader bench-writer
 
 install: prereqs $(STAMP)
 
@@ -93,3 +93,11 @@ clean:
 # Loader throughput into DuckDB bronze with bronze at 1x and 10x a base size (BENCHMARKS.md).
 bench-loader: install
 	$(BIN)/python -m bench.loader_bench
+
+# Writer throughput in events per CPU-second beside the naive and ceiling baselines (BENCHMARKS.md).
+# Needs the local stack (started here if it is not up, and stopped again).
+bench-writer: install jars
+	@started=0; \
+	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
+	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
+	$(BIN)/python -m bench.writer_bench

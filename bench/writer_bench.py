@@ -1,0 +1,225 @@
+"""The lake writer's throughput in events per CPU-second, beside two baselines from the same run.
+
+All three consume the same events from the real local broker, each with its own consumer group:
+
+- ``writer``: the real lake writer (``python -m services.consumer``) as a child process. Its CPU time
+  (user + system, every thread) is read from /proc between its ``writer.started`` log line (imports and
+  wiring done) and the moment its group has committed the end of every partition.
+- ``naive``: poll one message, ``json.loads``, a Python dict row, a pandas DataFrame to Parquet every
+  10,000 rows, commit.
+- ``ceiling``: consume in batches and push the raw values through ``pyarrow.json`` into Parquet with no
+  per-record Python (no types from a contract, no validation, no DLQ).
+
+The events are real Debezium JSON change events of ``lending.transactions`` (taken from the local
+stack's topic, or from a short workload first), produced into a topic under a prefix of its own, which is
+deleted at the end. Prints one JSON line.
+
+    .venv/bin/python -m bench.writer_bench [--events 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd  # type: ignore[import-untyped]  # the naive baseline only
+import pyarrow as pa
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+
+from services.common.kafka import TopicPartition, admin_client, consumer, end_positions, ensure_topics, producer
+from services.common.settings import KafkaSettings, Settings, load_settings
+from services.stack.workload import Workload
+
+SOURCE_TOPIC = "lending.transactions"
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _samples(settings: Settings, wanted: int = 2_000) -> list[bytes]:
+    """Real change events of the source topic (a short workload first if it has too few)."""
+    topic = f"{settings.kafka.topic_prefix}.{SOURCE_TOPIC}"
+    for _ in range(2):
+        reader = consumer(settings.kafka, f"bench-sample-{uuid.uuid4().hex[:6]}")
+        try:
+            ensure_topics(settings.kafka, [topic])
+            reader.assign([TopicPartition(p.topic, p.partition, 0) for p in end_positions(reader, [topic])])
+            values = [m.value() for m in reader.consume(wanted * 2, timeout=5) if m.error() is None and m.value()]
+        finally:
+            reader.close()
+        if len(values) >= wanted // 4:
+            return [v for v in values if v is not None][:wanted]
+        Workload(settings.postgres, seed=99).run(rate=1_000, duration_s=3)
+    raise SystemExit("no change events to sample: is the stack up?")
+
+
+def _produce(kafka: KafkaSettings, topic: str, samples: list[bytes], count: int) -> None:
+    ensure_topics(kafka, [topic])
+    out = producer(kafka, **{"compression.type": "lz4", "linger.ms": 50, "batch.size": 1 << 20})
+    for i in range(count):
+        value = samples[i % len(samples)]
+        while True:
+            try:
+                out.produce(topic, value=value, key=str(i).encode())
+                break
+            except BufferError:
+                out.poll(0.05)
+        if i % 10_000 == 0:
+            out.poll(0)
+    if out.flush(60):
+        raise SystemExit("the benchmark events were not all delivered")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+
+
+def _committed_all(kafka: KafkaSettings, group: str, ends: dict[tuple[str, int], int]) -> bool:
+    probe = consumer(kafka, group)
+    try:
+        done = probe.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
+        return all(c.offset >= ends[(c.topic, c.partition)] for c in done)
+    finally:
+        probe.close()
+
+
+def _run_writer(settings: Settings, prefix: str, ends: dict[tuple[str, int], int], lake: Path) -> float:
+    group = f"bench-writer-{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
+        "CDCFLOW_WRITER__GROUP_ID": group,
+        "CDCFLOW_LAKE__ROOT": str(lake),
+        "CDCFLOW_WRITER__FLUSH_MAX_ROWS": "100000",
+        "CDCFLOW_WRITER__POLL_BATCH": "20000",
+        "CDCFLOW_WRITER__FLUSH_MAX_AGE_S": "5",
+        "CDCFLOW_WRITER__HEALTH_PORT": "0",
+        "CDCFLOW_WRITER__SCHEMA_EVOLUTION": "dlq",
+        "CDCFLOW_LOG__LEVEL": "INFO",
+        "CDCFLOW_LOG__FORMAT": "json",
+    }
+    log = lake / "writer.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "services.consumer"], env=env, stdout=out, stderr=out)
+    try:
+        while b'"writer.started"' not in log.read_bytes():
+            if proc.poll() is not None:
+                raise SystemExit(f"the writer exited: {log.read_text()[-2000:]}")
+            time.sleep(0.01)
+        began = _cpu_seconds(proc.pid)
+        while not _committed_all(settings.kafka, group, ends):
+            time.sleep(0.2)
+        return _cpu_seconds(proc.pid) - began
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def _naive(kafka: KafkaSettings, topic: str, total: int, out_dir: Path) -> None:
+    reader = consumer(kafka, f"bench-naive-{uuid.uuid4().hex[:6]}")
+    reader.subscribe([topic])
+    rows: list[dict[str, object]] = []
+    seen, files = 0, 0
+    while seen < total:
+        message = reader.poll(1.0)
+        if message is None or message.error() is not None:
+            continue
+        seen += 1
+        event = json.loads(message.value() or b"null")
+        if event is None:
+            continue
+        row = dict(event.get("after") or event.get("before") or {})
+        row.update(_op=event["op"], _source_lsn=event["source"]["lsn"], _kafka_offset=message.offset())
+        rows.append(row)
+        if len(rows) >= 10_000 or seen == total:
+            pd.DataFrame(rows).to_parquet(out_dir / f"naive-{files}.parquet")
+            files += 1
+            rows = []
+            reader.commit(offsets=reader.position(reader.assignment()), asynchronous=False)
+    reader.close()
+
+
+def _ceiling(kafka: KafkaSettings, topic: str, total: int, out_dir: Path) -> None:
+    reader = consumer(kafka, f"bench-ceiling-{uuid.uuid4().hex[:6]}")
+    reader.subscribe([topic])
+    values: list[bytes] = []
+    seen, files = 0, 0
+    while seen < total:
+        batch = [m.value() for m in reader.consume(20_000, timeout=1.0) if m.error() is None]
+        seen += len(batch)
+        values += [v for v in batch if v is not None]
+        if len(values) >= 100_000 or (seen >= total and values):
+            table = pj.read_json(pa.BufferReader(b"\n".join(values)))
+            pq.write_table(table, out_dir / f"ceiling-{files}.parquet", compression="zstd")
+            files += 1
+            values = []
+            reader.commit(offsets=reader.position(reader.assignment()), asynchronous=False)
+    reader.close()
+
+
+def _baseline(role: str, topic: str, total: int, out_dir: Path) -> float:
+    """A baseline in a child process of its own, so it pays its own imports outside the measurement."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.writer_bench", "--role", role, "--topic", topic, "--events", str(total),
+         "--out", str(out_dir)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _child(role: str, topic: str, total: int, out_dir: Path) -> None:
+    kafka = load_settings().kafka
+    began = time.process_time()
+    (_naive if role == "naive" else _ceiling)(kafka, topic, total, out_dir)
+    print(time.process_time() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--role", choices=["naive", "ceiling"])
+    parser.add_argument("--topic")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.role:
+        _child(args.role, args.topic, args.events, args.out)
+        return
+    settings = load_settings()
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}.{SOURCE_TOPIC}"
+    samples = _samples(settings)
+    _produce(settings.kafka, topic, samples, args.events)
+    reader = consumer(settings.kafka, "bench-ends")
+    ends = {(p.topic, p.partition): p.offset for p in end_positions(reader, [topic]) if p.offset > 0}
+    reader.close()
+    try:
+        with tempfile.TemporaryDirectory(prefix="cdcflow-writer-bench-") as folder:
+            base = Path(folder)
+            writer_cpu = _run_writer(settings, prefix, ends, base)
+            naive_cpu = _baseline("naive", topic, args.events, base)
+            ceiling_cpu = _baseline("ceiling", topic, args.events, base)
+    finally:
+        admin_client(settings.kafka).delete_topics([topic], operation_timeout=30)
+    print(
+        json.dumps(
+            {
+                "events": args.events,
+                "avg_event_bytes": round(sum(map(len, samples)) / len(samples)),
+                "writer_events_per_cpu_s": round(args.events / writer_cpu),
+                "naive_events_per_cpu_s": round(args.events / naive_cpu),
+                "ceiling_events_per_cpu_s": round(args.events / ceiling_cpu),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
