@@ -117,6 +117,7 @@ class ManagedProcess:
             setsid=True,
         )
         self.pid_file.write_text(f"{pid}\n")
+        _await_exec(pid, self.marker)
         return pid
 
     def stop(self, grace_s: float = 30.0) -> bool:
@@ -137,6 +138,18 @@ class ManagedProcess:
         _reap(pid)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _await_exec(pid: int, marker: str, timeout_s: float = 10.0) -> None:
+    """Wait until the new program's command line is visible.
+
+    posix_spawn returns once the child has released the parent's memory, which the kernel does before it
+    has placed the new argv; until then /proc/<pid>/cmdline reads empty and the process would not be
+    recognised as ours. A child that exits at once is left for the caller's health check to report.
+    """
+    deadline = time.monotonic() + timeout_s
+    while marker not in _cmdline(pid) and pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def _reap(pid: int) -> None:
