@@ -54,8 +54,8 @@ def producer(settings: KafkaSettings, **overrides: Any) -> Producer:
     return Producer(config)
 
 
-def admin_client(settings: KafkaSettings) -> Admin:
-    return Admin(_base(settings))
+def admin_client(settings: KafkaSettings, **overrides: Any) -> Admin:
+    return Admin({**_base(settings), **overrides})
 
 
 def ensure_topics(
