@@ -1,0 +1,266 @@
+{#- Silver, for any captured table, from its contract.
+
+    Every silver model is a two-line file generated from a contract (`cdcflow schemas silver`, also run by
+    `cdcflow transform`): it calls `silver_current` or `silver_history` with the table's description —
+
+        {"schema": "lending", "table": "customers", "source": "lending__customers",
+         "primary_key": ["customer_id"], "columns": [{"name": "customer_id", "semantic": "int64"}, …]}
+
+    — and all the logic is here, so onboarding a table writes no SQL.
+
+    The versions of a row are its bronze change events ('c', 'u', 'r', 'd'), ordered by `_source_lsn`, then
+    `_kafka_offset` (a row's key always maps to one partition; snapshot rows share one LSN). On that order:
+
+    - TOAST: a version whose `_unavailable_columns` names a column did not carry its value (PostgreSQL left
+      the out-of-line value untouched); it takes the value of the newest earlier version that had it.
+      Only columns PostgreSQL can store out of line (variable-length types) are looked at.
+    - Truncate: a 't' event removes every version with a lower LSN, of every key. Current state ignores
+      those versions; in history they stay, closed at the truncate.
+    - Deletes: a key whose newest version is 'd' is not live; in history a delete closes the version before.
+
+    Incremental runs read only the keys with bronze rows loaded after silver's newest `_loaded_at` (or every
+    key silver holds when such rows include a truncate) and recompute those keys from all their bronze
+    versions, so versions that arrive late or out of order land correctly. -#}
+
+{% macro _silver_check(table) -%}
+    {%- if not table.primary_key -%}
+        {{ exceptions.raise_compiler_error(
+            "silver." ~ table.table ~ ": the contract of " ~ table.schema ~ "." ~ table.table
+            ~ " has no primary key; cdcflow orders a row's versions by its key. Add a primary key in"
+            ~ " PostgreSQL and regenerate the contract, or leave the table out of the connector.") }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- Columns PostgreSQL may TOAST: the variable-length types. Keys are never TOASTed. -#}
+{% macro _silver_toastable(table, column) -%}
+    {{ return(column.name not in table.primary_key
+              and column.semantic in ['string', 'json', 'bytes', 'array', 'decimal', 'variable_decimal']) }}
+{%- endmacro %}
+
+
+{% macro _silver_keys(table, alias=none) -%}
+    {%- for key in table.primary_key -%}
+        {{ alias ~ '.' if alias }}{{ adapter.quote(key) }}{{ ', ' if not loop.last }}
+    {%- endfor -%}
+{%- endmacro %}
+
+
+{% macro _silver_key_match(table, left, right) -%}
+    {%- for key in table.primary_key -%}
+        {{ left }}.{{ adapter.quote(key) }} = {{ right }}.{{ adapter.quote(key) }}{{ ' and ' if not loop.last }}
+    {%- endfor -%}
+{%- endmacro %}
+
+
+{#- The column as silver holds it (an unconstrained NUMERIC in the warehouse's exact form). -#}
+{% macro _silver_value(column, alias) -%}
+    {%- set ref = alias ~ '.' ~ adapter.quote(column.name) -%}
+    {%- if column.semantic == 'variable_decimal' -%}
+        {{ cdcflow.variable_decimal(ref) }}
+    {%- else -%}
+        {{ ref }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- CTEs `watermark`, `fresh` and `changed_keys` of an incremental run. `open_only`: on a truncate, only the
+    keys whose newest silver row is still open (history) need another look. -#}
+{% macro _silver_changed_keys(table, src, open_only) -%}
+    watermark as (
+        select max(_loaded_at) as loaded_at from {{ this }}
+    ),
+
+    fresh as (
+        select {{ _silver_keys(table, 'b') }}, b._op
+        from {{ src }} as b
+        cross join watermark as w
+        where w.loaded_at is null
+           or b._loaded_at > {{ cdcflow.timestamp_minus_seconds('w.loaded_at', var('cdcflow_lookback_seconds', 0)) }}
+    ),
+
+    changed_keys as (
+        select distinct {{ _silver_keys(table) }}
+        from (
+            select {{ _silver_keys(table) }} from fresh where _op in ('c', 'u', 'r', 'd')
+            union all
+            select {{ _silver_keys(table) }} from {{ this }}
+            where exists (select 1 from fresh where _op = 't') {{ 'and is_current' if open_only }}
+        ) as candidates
+    ),
+{%- endmacro %}
+
+
+{#- CTE `versions`: every version of the keys in scope, TOAST values carried forward, with the window
+    columns both models need. -#}
+{% macro _silver_versions(table, src, truncated_lsn=none) -%}
+    {%- set key_list = _silver_keys(table) -%}
+    versions as (
+        select b.*
+        from {{ src }} as b
+        {%- if is_incremental() %}
+        inner join changed_keys as k on {{ _silver_key_match(table, 'b', 'k') }}
+        {%- endif %}
+        where b._op in ('c', 'u', 'r', 'd')
+        {%- if truncated_lsn %}
+          and coalesce(b._source_lsn, 0) > {{ truncated_lsn }}
+        {%- endif %}
+    ),
+
+    carried as (
+        select
+            {%- for column in table.columns %}
+            {%- set name = adapter.quote(column.name) %}
+            {%- if _silver_toastable(table, column) %}
+            case
+                when {{ cdcflow.list_contains('_unavailable_columns', column.name) }} then last_value(
+                    case when not {{ cdcflow.list_contains('_unavailable_columns', column.name) }} then {{ name }} end
+                    ignore nulls
+                ) over (
+                    partition by {{ key_list }}
+                    order by coalesce(_source_lsn, -1), _kafka_offset
+                    rows between unbounded preceding and current row
+                )
+                else {{ name }}
+            end as {{ name }},
+            {%- else %}
+            {{ name }},
+            {%- endif %}
+            {%- endfor %}
+            _op,
+            _source_ts,
+            _source_lsn,
+            _kafka_partition,
+            _kafka_offset,
+            _loaded_at,
+            row_number() over (
+                partition by {{ key_list }} order by coalesce(_source_lsn, -1) desc, _kafka_offset desc
+            ) as _recency,
+            max(_loaded_at) over (partition by {{ key_list }}) as _key_loaded_at,
+            lead(coalesce(_source_lsn, 0)) over (
+                partition by {{ key_list }} order by coalesce(_source_lsn, -1), _kafka_offset
+            ) as _next_lsn,
+            lead(_source_ts) over (
+                partition by {{ key_list }} order by coalesce(_source_lsn, -1), _kafka_offset
+            ) as _next_ts
+        from versions
+    ),
+{%- endmacro %}
+
+
+{#- silver.<table>: the current state. -#}
+{% macro silver_current(table) -%}
+    {{- _silver_check(table) -}}
+    {%- set src = source('bronze', table.source) -%}
+with
+    {%- if is_incremental() %}
+    {{ _silver_changed_keys(table, src, open_only=false) }}
+    {%- endif %}
+
+    truncated as (
+        select coalesce(max(_source_lsn), -1) as lsn from {{ src }} where _op = 't'
+    ),
+
+    {{ _silver_versions(table, src, truncated_lsn='(select lsn from truncated)') }}
+
+    newest as (
+        select * from carried where _recency = 1
+    )
+
+{%- if is_incremental() %}
+
+{#- One row per changed key; not live ('d', or 't' when no version survived) means: delete it. -#}
+select
+    {%- for column in table.columns %}
+    {%- if column.name in table.primary_key %}
+    k.{{ adapter.quote(column.name) }},
+    {%- else %}
+    {{ _silver_value(column, 'n') }} as {{ adapter.quote(column.name) }},
+    {%- endif %}
+    {%- endfor %}
+    coalesce(n._op, 't') as _op,
+    n._source_ts,
+    n._source_lsn,
+    n._kafka_partition,
+    n._kafka_offset,
+    n._key_loaded_at as _loaded_at
+from changed_keys as k
+left join newest as n on {{ _silver_key_match(table, 'k', 'n') }}
+
+{%- else %}
+
+select
+    {%- for column in table.columns %}
+    {{ _silver_value(column, 'n') }} as {{ adapter.quote(column.name) }},
+    {%- endfor %}
+    n._op,
+    n._source_ts,
+    n._source_lsn,
+    n._kafka_partition,
+    n._kafka_offset,
+    n._key_loaded_at as _loaded_at
+from newest as n
+where n._op != 'd'
+
+{%- endif %}
+{%- endmacro %}
+
+
+{#- silver.<table>_history: every version (SCD2), valid from its commit until the next version, delete
+    or truncate of the row. -#}
+{% macro silver_history(table) -%}
+    {{- _silver_check(table) -}}
+    {%- set src = source('bronze', table.source) -%}
+with
+    {%- if is_incremental() %}
+    {{ _silver_changed_keys(table, src, open_only=true) }}
+    {%- endif %}
+
+    {{ _silver_versions(table, src) }}
+
+    truncates as (
+        select coalesce(_source_lsn, 0) as lsn, min(_source_ts) as truncated_at
+        from {{ src }}
+        where _op = 't'
+        group by coalesce(_source_lsn, 0)
+    ),
+
+    closed_by_truncate as (
+        select {{ _silver_keys(table, 'c') }}, c._kafka_partition, c._kafka_offset, min(t.lsn) as lsn
+        from carried as c
+        inner join truncates as t on t.lsn > coalesce(c._source_lsn, 0)
+        group by {{ _silver_keys(table, 'c') }}, c._kafka_partition, c._kafka_offset
+    ),
+
+    validity as (
+        select
+            c.*,
+            c._source_ts as valid_from,
+            case
+                when t.lsn is not null and (c._next_lsn is null or t.lsn < c._next_lsn) then t.truncated_at
+                else c._next_ts
+            end as valid_to
+        from carried as c
+        left join closed_by_truncate as x
+            on {{ _silver_key_match(table, 'c', 'x') }}
+            and c._kafka_partition = x._kafka_partition
+            and c._kafka_offset = x._kafka_offset
+        left join truncates as t on t.lsn = x.lsn
+    )
+
+select
+    {%- for column in table.columns %}
+    {{ _silver_value(column, 'v') }} as {{ adapter.quote(column.name) }},
+    {%- endfor %}
+    v._op,
+    v._source_ts,
+    v._source_lsn,
+    v._kafka_partition,
+    v._kafka_offset,
+    v._loaded_at,
+    v.valid_from,
+    v.valid_to,
+    v.valid_to is null as is_current
+from validity as v
+where v._op != 'd'
+{%- endmacro %}

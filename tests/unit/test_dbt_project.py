@@ -1,0 +1,379 @@
+"""The dbt project itself: incremental silver on a real DuckDB file, and the BigQuery profile offline.
+
+No servers: dbt runs in-process (``cdcflow transform``'s own code path) on a DuckDB file of the test, whose
+bronze rows the test writes directly. Each run is incremental on top of the last, so the MERGE that deletes
+keys, TOAST carried from a version an earlier run processed, a version that arrives late and a truncate are
+all exercised on the warehouse, not only in dbt's unit tests (which test the SELECT alone).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from prometheus_client import CollectorRegistry
+
+from services.common.contracts import Column, TableContract, load_contracts, write_contract
+from services.common.settings import load_settings, repo_root
+from services.common.signals import Shutdown
+from services.loader.warehouse.duckdb import DuckDBWarehouse
+from services.transform.__main__ import dbt_for, run_transform
+from services.transform.project import materialize
+from services.transform.verify import DuckDBSilver, compare_table
+
+_BASE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+_TOPIC = "cdcflow.lending.customers"
+_SELECT = ["customers", "customers_history"]
+_EXCLUDE = ["test_type:unit"]  # dbt's unit tests run once, in test_duckdb_silver_uses_the_cdcflow_merge_strategy
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "CDCFLOW_WAREHOUSE__DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "CDCFLOW_TRANSFORM__WORK_DIR": str(tmp_path / "transform"),
+        "CDCFLOW_LAKE__ROOT": str(tmp_path / "lake"),
+        "CDCFLOW_TRANSFORM__HEALTH_PORT": "0",
+        "CDCFLOW_TRANSFORM__BUSY_TIMEOUT_S": "0",
+    }
+
+
+def _transform(env: dict[str, str], *, full_refresh: bool = False) -> tuple[int, CollectorRegistry]:
+    registry = CollectorRegistry()
+    code = run_transform(
+        load_settings(env),
+        Shutdown(),
+        once=True,
+        select=_SELECT,
+        exclude=_EXCLUDE,
+        full_refresh=full_refresh,
+        registry=registry,
+    )
+    return code, registry
+
+
+def _change(
+    op: str,
+    lsn: int,
+    loaded: int,
+    customer_id: int | None = None,
+    *,
+    status: str = "ACTIVE",
+    notes: str | None = None,
+    unavailable: tuple[str, ...] = (),
+    offset: int | None = None,
+) -> dict[str, Any]:
+    """One bronze row of lending.customers; the commit time follows the LSN, load batches are numbered."""
+    row: dict[str, Any] = {
+        "_op": op,
+        "_source_lsn": lsn,
+        "_source_ts": _BASE + dt.timedelta(seconds=lsn),
+        "_is_snapshot": False,
+        "_unavailable_columns": list(unavailable),
+        "_kafka_topic": _TOPIC,
+        "_kafka_partition": 0,
+        "_kafka_offset": lsn if offset is None else offset,
+        "_ingested_at": _BASE,
+        "_loaded_at": _BASE + dt.timedelta(hours=loaded),
+    }
+    if customer_id is not None:
+        row["customer_id"] = customer_id
+    if op in {"c", "u", "r"}:
+        row |= {
+            "external_ref": str(uuid.UUID(int=customer_id or 0)),
+            "full_name": f"Customer {customer_id}",
+            "email": f"c{customer_id}@example.com",
+            "status": status,
+            "customer_type": "INDIVIDUAL",
+            "credit_limit": "1000.00",
+            "profile": '{"sector": "retail", "score": 700}',
+            "notes": notes,
+            "created_at": _BASE,
+            "updated_at": _BASE + dt.timedelta(seconds=lsn),
+        }
+    return row
+
+
+def _load(path: Path, rows: list[dict[str, Any]]) -> None:
+    with duckdb.connect(str(path)) as conn:
+        for row in rows:
+            names = ", ".join(row)
+            marks = ", ".join("?" for _ in row)
+            conn.execute(f"insert into bronze.lending__customers ({names}) values ({marks})", list(row.values()))
+
+
+def _query(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _current(path: Path) -> list[tuple[Any, ...]]:
+    return _query(path, "select customer_id, status, notes, _source_lsn from silver.customers order by 1")
+
+
+def test_incremental_silver_follows_deletes_toast_late_versions_and_truncates(env: dict[str, str]) -> None:
+    warehouse = Path(env["CDCFLOW_WAREHOUSE__DUCKDB_PATH"])
+
+    # a fresh warehouse: the transform creates the bronze tables from the contracts and builds empty silver
+    code, registry = _transform(env)
+    assert code == 0
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "success"}) == 1
+    assert _current(warehouse) == []
+
+    _load(
+        warehouse,
+        [
+            _change("c", 10, 1, 1, notes="first notes of 1"),
+            _change("c", 11, 1, 2, notes="notes of 2"),
+            _change("c", 12, 1, 3),
+        ],
+    )
+    assert _transform(env)[0] == 0
+    assert _current(warehouse) == [
+        (1, "ACTIVE", "first notes of 1", 10),
+        (2, "ACTIVE", "notes of 2", 11),
+        (3, "ACTIVE", None, 12),
+    ]
+
+    _load(
+        warehouse,
+        [
+            _change("u", 20, 2, 1, status="SUSPENDED", unavailable=("notes",)),  # TOAST from the last run's rows
+            _change("d", 21, 2, 2),
+            _change("u", 30, 2, 3, status="INACTIVE"),
+            _change("u", 25, 2, 3, status="SUSPENDED", offset=31),  # older version, later offset
+            _change("c", 22, 2, 4),
+        ],
+    )
+    assert _transform(env)[0] == 0
+    assert _current(warehouse) == [
+        (1, "SUSPENDED", "first notes of 1", 20),
+        (3, "INACTIVE", None, 30),
+        (4, "ACTIVE", None, 22),
+    ]
+
+    _load(
+        warehouse,
+        [
+            _change("u", 28, 3, 3, status="SUSPENDED", offset=100),  # arrives a run late: older than silver's
+            _change("c", 40, 3, 2, notes="notes of 2, again"),  # inserted again after its delete
+            _change("t", 50, 3),  # truncate: every version before it goes
+            _change("c", 60, 3, 5),
+            _change("c", 61, 3, 1, notes="second notes of 1"),
+        ],
+    )
+    assert _transform(env)[0] == 0
+    assert _current(warehouse) == [(1, "ACTIVE", "second notes of 1", 61), (5, "ACTIVE", None, 60)]
+
+    _load(warehouse, [_change("u", 70, 4, 1, status="INACTIVE", unavailable=("notes",))])
+    assert _transform(env)[0] == 0
+    incremental = _current(warehouse)
+    assert incremental == [(1, "INACTIVE", "second notes of 1", 70), (5, "ACTIVE", None, 60)]
+
+    history = _query(
+        warehouse,
+        "select customer_id, _source_lsn, status, notes, valid_from, valid_to, is_current"
+        " from silver.customers_history where customer_id in (1, 2) order by 1, 2",
+    )
+    at = {lsn: _BASE + dt.timedelta(seconds=lsn) for lsn in (10, 11, 20, 21, 40, 50, 61, 70)}
+    assert [(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in history] == [
+        (1, 10, "ACTIVE", "first notes of 1", at[10], at[20], False),
+        (1, 20, "SUSPENDED", "first notes of 1", at[20], at[50], False),  # closed by the truncate
+        (1, 61, "ACTIVE", "second notes of 1", at[61], at[70], False),
+        (1, 70, "INACTIVE", "second notes of 1", at[70], None, True),
+        (2, 11, "ACTIVE", "notes of 2", at[11], at[21], False),  # closed by its delete
+        (2, 40, "ACTIVE", "notes of 2, again", at[40], at[50], False),
+    ]
+
+    # the incremental result is what a rebuild from bronze gives
+    assert _transform(env, full_refresh=True)[0] == 0
+    assert _current(warehouse) == incremental
+    executed = Path(env["CDCFLOW_TRANSFORM__WORK_DIR"]) / "target/run/cdcflow/models/silver/customers.sql"
+    assert "merge into" not in executed.read_text().lower()  # a rebuild, not a merge
+
+    # silver that no longer matches bronze fails the run (an incremental run leaves key 5 alone)
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("update silver.customers set email = 'changed@example.com' where customer_id = 5")
+    code, registry = _transform(env)
+    assert code == 1
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "failure"}) == 1
+    assert registry.get_sample_value("cdcflow_dbt_test_failures", {"model": "customers"}) == 1
+    assert registry.get_sample_value("cdcflow_transform_last_success_timestamp_seconds") == 0
+
+
+class _NotFound(BaseHTTPRequestHandler):
+    """Answers every BigQuery API call with 404: no dataset, no table — all dbt compile needs to ask."""
+
+    def _reply(self) -> None:
+        body = json.dumps({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}).encode()
+        self.send_response(HTTPStatus.NOT_FOUND)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._reply()
+
+    def do_POST(self) -> None:
+        self._reply()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def empty_bigquery() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+_PROBE = """
+{{ config(meta={'cdcflow_delete_ops': ['d', 't']}) }}
+{{ get_merge_sql(
+    api.Relation.create(database='p', schema='silver', identifier='customers'),
+    '(select 1)',
+    ['customer_id'],
+    [api.Column.create('customer_id', 'INT64'), api.Column.create('status', 'STRING'),
+     api.Column.create('_op', 'STRING')],
+) }}
+"""
+
+
+def test_the_project_compiles_for_bigquery_offline(env: dict[str, str], empty_bigquery: str, tmp_path: Path) -> None:
+    """The BigQuery profile (oauth-secrets, a dummy token, api_endpoint) and every bigquery__ variant render."""
+    env |= {"CDCFLOW_TRANSFORM__TARGET": "bigquery", "CDCFLOW_TRANSFORM__BIGQUERY_API_ENDPOINT": empty_bigquery}
+    settings = load_settings(env)
+    dbt = dbt_for(settings)
+    materialize(repo_root() / "dbt", dbt.project_dir, load_contracts(repo_root() / "schemas"))
+    (dbt.project_dir / "analyses").mkdir()
+    (dbt.project_dir / "analyses" / "probe_merge.sql").write_text(_PROBE)
+
+    manifest = dbt.parse()
+    silver = manifest.nodes["model.cdcflow.customers"]
+    assert (silver.schema, silver.config.incremental_strategy) == ("silver", "merge")
+    assert manifest.nodes["model.cdcflow.dim_customers"].schema == "gold"
+
+    outcome = dbt.invoke(["compile"], "--exclude", "test_type:unit")
+    assert outcome.success, outcome.exception
+    compiled = dbt.target_path / "compiled" / "cdcflow"
+    current = (compiled / "models" / "silver" / "customers.sql").read_text()
+    assert "`cdcflow-local`.`bronze`.`lending__customers`" in current
+    assert "'notes' in unnest(_unavailable_columns)" in current
+    assert "list_contains" not in current
+    risk = (compiled / "models" / "gold" / "facility_performance.sql").read_text()
+    assert "date_diff(" in risk
+    merge = " ".join((compiled / "analyses" / "probe_merge.sql").read_text().split())
+    assert "when matched and dbt_internal_source._op in ('d', 't') then delete" in merge
+    assert "when not matched and not (dbt_internal_source._op in ('d', 't')) then insert" in merge
+
+
+def test_duckdb_silver_uses_the_cdcflow_merge_strategy(env: dict[str, str]) -> None:
+    settings = load_settings(env)
+    dbt = dbt_for(settings)
+    contracts = load_contracts(repo_root() / "schemas")
+    materialize(repo_root() / "dbt", dbt.project_dir, contracts)
+    warehouse = DuckDBWarehouse(settings.duckdb_path())
+    for contract in contracts:
+        warehouse.ensure_bronze(contract)  # dbt's unit tests read their inputs' columns from the warehouse
+    manifest = dbt.parse()
+    keys = {"customers": "customer_id", "facilities": "facility_id", "transactions": "transaction_id"}
+    for table, key in keys.items():
+        node = manifest.nodes[f"model.cdcflow.{table}"]
+        assert node.config.incremental_strategy == "cdcflow_merge"
+        assert node.config.meta["cdcflow_delete_ops"] == ["d", "t"]
+        assert node.config.unique_key == [key]
+    unit_tests = {u.name for u in manifest.unit_tests.values()}
+    assert {"current_state_carries_toasted_values_forward", "current_state_honours_truncate"} <= unit_tests
+
+    outcome = dbt.invoke(["test"], "--select", "test_type:unit")
+    assert outcome.success, outcome.exception
+    statuses = {r.node.name: str(r.status) for r in outcome.result.results}
+    assert len(statuses) == len(unit_tests)
+    assert set(statuses.values()) == {"pass"}
+
+
+GADGETS = TableContract(
+    "lending",
+    "gadgets",
+    (
+        Column("gadget_id", "int64", "bigint", nullable=False),
+        Column("mood", "string", "mood"),  # an enum: text on the wire
+        Column("tags", "array", "text[]", items=Column("element", "string", "text")),
+        Column("payload", "bytes", "bytea"),
+        Column("ratio", "variable_decimal", "numeric"),
+        Column("price", "decimal", "price", precision=12, scale=2),  # a domain over numeric(12,2)
+    ),
+    ("gadget_id",),
+)
+
+
+def test_a_new_table_gets_silver_and_verify_with_no_sql_written(env: dict[str, str], tmp_path: Path) -> None:
+    """Onboarding without PostgreSQL: a contract with an enum, an array, bytea, an unconstrained NUMERIC and
+    a domain; its silver is generated, built and compared by verify's canonical values."""
+    contracts_dir = tmp_path / "schemas"
+    for contract in [*load_contracts(repo_root() / "schemas"), GADGETS]:
+        write_contract(contracts_dir, contract)
+    env |= {"CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts_dir)}
+    settings = load_settings(env)
+    DuckDBWarehouse(settings.duckdb_path()).ensure_bronze(GADGETS)
+    base = {"_is_snapshot": False, "_kafka_topic": "cdcflow.lending.gadgets", "_kafka_partition": 0}
+    with duckdb.connect(str(settings.duckdb_path())) as conn:
+        rows = [
+            (1, "happy", ["a", "b"], b"\x00\x01", "0.50000000000000000000000000000000000000", "12.30", "c", 10, []),
+            (2, "sad", ["z"], b"\xff", "1.00000000E-30", "1.00", "c", 11, []),
+            (1, "sad", None, None, None, "13.00", "u", 12, ["tags", "payload", "ratio"]),
+        ]
+        for gadget_id, mood, tags, payload, ratio, price, op, lsn, unavailable in rows:
+            conn.execute(
+                "insert into bronze.lending__gadgets (gadget_id, mood, tags, payload, ratio, price, _op, _source_lsn,"
+                " _unavailable_columns, _kafka_offset, _source_ts, _loaded_at, _ingested_at, _is_snapshot,"
+                " _kafka_topic, _kafka_partition) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), now(), now(), ?, ?, ?)",
+                [gadget_id, mood, tags, payload, ratio, price, op, lsn, unavailable, lsn, *base.values()],
+            )
+
+    code = run_transform(
+        settings, Shutdown(), once=True, select=["gadgets", "gadgets_history"], registry=CollectorRegistry()
+    )
+    assert code == 0
+    assert (Path(env["CDCFLOW_TRANSFORM__WORK_DIR"]) / "project/models/silver/gadgets.sql").is_file()
+    assert not (repo_root() / "dbt/models/silver/gadgets.sql").exists()  # the source tree is left alone
+
+    source = [
+        (1, "sad", ["a", "b"], b"\x00\x01", Decimal("0.5"), Decimal("13.00")),
+        (2, "sad", ["z"], b"\xff", Decimal("1E-30"), Decimal("1.00")),
+    ]
+
+    class Source:
+        def exists(self, contract: TableContract) -> bool:
+            return True
+
+        def rows(self, contract: TableContract) -> Iterator[Sequence[Any]]:
+            yield from source
+
+        def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
+            return next((r for r in source if r[0] == key[0]), None)
+
+    result = compare_table(GADGETS, Source(), DuckDBSilver(settings.duckdb_path()))
+    assert not result.drift, result
+    assert _query(settings.duckdb_path(), "select ratio from silver.gadgets order by gadget_id") == [
+        ("0.5",),
+        ("0.000000000000000000000000000001",),
+    ]
