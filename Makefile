@@ -101,3 +101,18 @@ bench-writer: install jars
 	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
 	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
 	$(BIN)/python -m bench.writer_bench
+
+# --- silver, gold and verify (dbt/; services/transform) ---------------------------------------------------
+.PHONY: transform verify silver-models silver-check
+
+transform: install
+	$(CDCFLOW) transform --once
+
+verify: install
+	$(CDCFLOW) verify
+
+silver-models: install
+	$(CDCFLOW) schemas silver
+
+silver-check: install
+	$(CDCFLOW) schemas silver --check

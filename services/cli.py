@@ -167,6 +167,119 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command()
+def transform(
+    once: Annotated[bool, typer.Option("--once", help="One run, then exit (1 when a model or test failed).")] = False,
+    every: Annotated[
+        float | None,
+        typer.Option("--every", min=1, help="Seconds between runs (default CDCFLOW_TRANSFORM__INTERVAL_S)."),
+    ] = None,
+    select: Annotated[
+        list[str] | None, typer.Option("--select", "-s", help="dbt selection, e.g. 'silver' or '+fct_payments'.")
+    ] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="dbt nodes to leave out.")] = None,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Rebuild incremental models.")] = False,
+) -> None:
+    """Build silver and gold with `dbt build`: once, or on a schedule (a failed run is logged, the next one runs)."""
+    from services.common.signals import Shutdown
+    from services.transform.__main__ import run_transform
+
+    if once and every is not None:
+        raise typer.BadParameter("choose --once or --every", param_hint="--once/--every")
+    settings = _settings()
+    shutdown = Shutdown()
+    shutdown.install()
+    selection = [part for item in select or [] for part in item.split()]
+    excluded = [part for item in exclude or [] for part in item.split()]
+    code = run_transform(
+        settings, shutdown, once=once, every_s=every, select=selection, exclude=excluded, full_refresh=full_refresh
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+def verify(
+    table: Annotated[
+        list[str] | None, typer.Option("--table", "-t", help="schema.table to compare (repeatable); default: all.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=0, help="Differing keys to show per table.")] = 10,
+) -> None:
+    """Compare every captured PostgreSQL table with its silver table, row for row; exit 1 on any drift."""
+    from services.common.contracts import ContractRegistry, load_contracts
+    from services.common.contracts.store import contracts_from_lake
+    from services.common.lake import open_lake
+    from services.transform.verify import DuckDBSilver, PostgresSource
+    from services.transform.verify import verify as compare
+
+    settings = _settings()
+    if settings.warehouse.backend != "duckdb":
+        raise typer.BadParameter(
+            "verify reads silver from DuckDB in this build", param_hint="CDCFLOW_WAREHOUSE__BACKEND"
+        )
+    lake = open_lake(settings.lake, settings.lake_root())
+    try:
+        contracts = list(
+            ContractRegistry.of([*load_contracts(settings.transform.contracts_dir), *contracts_from_lake(lake)])
+        )
+    finally:
+        lake.close()
+    if table:
+        unknown = sorted(set(table) - {c.qualified_name for c in contracts})
+        if unknown:
+            raise typer.BadParameter(f"no contract for {', '.join(unknown)}", param_hint="--table")
+        contracts = [c for c in contracts if c.qualified_name in table]
+    silver = DuckDBSilver(settings.duckdb_path(), busy_timeout_s=settings.transform.busy_timeout_s)
+    report = compare(contracts, PostgresSource(settings.postgres.dsn()), silver, limit=limit)
+    summary = Table("table", "silver", "source rows", "silver rows", "missing", "extra", "different", "result")
+    for result in report.tables:
+        if result.skipped:
+            verdict = f"[yellow]skipped[/]: {result.skipped}"
+        elif result.error:
+            verdict = f"[red]DRIFT[/]: {result.error}"
+        else:
+            verdict = "[red]DRIFT[/]" if result.drift else "[green]equal[/]"
+        summary.add_row(
+            result.table,
+            result.silver,
+            f"{result.source_rows:,}",
+            f"{result.silver_rows:,}",
+            str(result.missing),
+            str(result.extra),
+            str(result.different),
+            verdict,
+        )
+    wide = Console(width=max(console.width, 132))  # table names stay whole in logs and CI output
+    wide.print(summary)
+    for result in report.tables:
+        for difference in result.first:
+            wide.print(f"  {result.table}: {difference}")
+    if report.drift:
+        wide.print("[red]drift[/]: silver does not equal the source")
+        raise typer.Exit(1)
+    wide.print(f"[green]no drift[/]: {len(report.tables)} table(s) equal their source")
+
+
+@schemas_app.command("silver")
+def schemas_silver(
+    check: Annotated[bool, typer.Option("--check", help="Change nothing; exit 1 when the files are stale.")] = False,
+) -> None:
+    """Write dbt's bronze sources and silver models (dbt/models) from the contracts in schemas/."""
+    from services.common.contracts import load_contracts
+    from services.transform.silver import sync
+
+    settings = _settings()
+    t = settings.transform
+    report = sync(t.project_dir, load_contracts(t.contracts_dir), check=check)
+    for name in report.written:
+        console.print(f"{'stale' if check else 'wrote'}: {name}")
+    for name in report.removed:
+        console.print(f"{'stale' if check else 'removed'}: {name}")
+    console.print(f"{report.unchanged} file(s) up to date")
+    if check and report.changed:
+        console.print("[red]the silver models are stale[/]: run `cdcflow schemas silver`")
+        raise typer.Exit(1)
+
+
 def _print_status(stack: Stack, components: list[ComponentStatus] | None = None) -> None:
     rows = components if components is not None else stack.status()
     table = Table("component", "state", "pid")

@@ -26,6 +26,7 @@ __all__ = [
     "PostgresSettings",
     "Settings",
     "StackSettings",
+    "TransformSettings",
     "WarehouseSettings",
     "WriterSettings",
     "load_settings",
@@ -242,6 +243,35 @@ class LoaderSettings(_Frozen):
         return int(index), int(count)
 
 
+class TransformSettings(_Frozen):
+    """The scheduled dbt runs (``cdcflow transform``) and ``cdcflow verify``."""
+
+    project_dir: Path = Field(default_factory=lambda: repo_root() / "dbt")
+    contracts_dir: Path = Field(default_factory=lambda: repo_root() / "schemas")
+    # The working copy of the dbt project (with silver rendered from every contract, the repository's and
+    # those published in the lake), dbt's target/ and logs/. Empty: <state_dir>/transform.
+    work_dir: str = ""
+    # The dbt target (a profile output in dbt/profiles.yml). Empty: the warehouse backend.
+    target: Literal["", "duckdb", "bigquery"] = ""
+    interval_s: float = Field(default=300.0, gt=0)
+    select: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    threads: int = Field(default=2, ge=1, le=64)
+    # The DuckDB file is locked while the loader writes: wait this long (in total) for it before a run fails.
+    busy_timeout_s: float = Field(default=60.0, ge=0)
+    # BigQuery through dbt-bigquery's `oauth-secrets` method; against an emulator any token works.
+    bigquery_token: SecretStr = SecretStr("offline-dummy-token")
+    bigquery_api_endpoint: str = ""
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=9466, ge=0, le=65535)
+
+    @field_validator("select", "exclude", mode="before")
+    @classmethod
+    def _selection(cls, value: object) -> object:
+        # CDCFLOW_TRANSFORM__SELECT="silver +fct_payments": dbt's own space-separated form
+        return value.split() if isinstance(value, str) else value
+
+
 class LogSettings(_Frozen):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "console"] = "auto"
@@ -266,6 +296,7 @@ class Settings(BaseSettings):
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
     writer: WriterSettings = Field(default_factory=WriterSettings)
     loader: LoaderSettings = Field(default_factory=LoaderSettings)
+    transform: TransformSettings = Field(default_factory=TransformSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     def lake_root(self) -> str:

@@ -1,0 +1,285 @@
+"""``cdcflow verify``: every captured PostgreSQL table equals its silver table, row for row.
+
+For each contract the source table and ``silver.<table>`` are read in full and each row becomes its primary
+key and a digest of its canonical values (:mod:`services.transform.canonical`). The source side is held as
+key → digest (16 bytes a row) while silver is streamed against it, so memory grows with the source's row
+count, not its width. Rows are ``missing`` (in the source, not in silver), ``extra`` (in silver only) or
+``different``; the first few differing keys are reported with the columns that differ.
+
+PostgreSQL is read in one REPEATABLE READ transaction (one snapshot for the table). Run verify once the
+workload has stopped and the pipeline has drained: it compares states, so a change still on its way is drift.
+A contract whose source table no longer exists is skipped and reported (a DROP is not captured).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import duckdb
+import psycopg
+
+from services.common.contracts import Column, TableContract
+from services.transform.canonical import canonical, row_digest
+from services.transform.errors import VerifyError
+from services.transform.silver import model_name
+
+__all__ = [
+    "DuckDBSilver",
+    "PostgresSource",
+    "RowDifference",
+    "TableComparison",
+    "VerifyReport",
+    "compare_table",
+    "verify",
+]
+
+Key = tuple[str, ...]
+Problem = Literal["missing", "extra", "different"]
+
+_TEXT_TYPES = ("text", "character", "char", "varchar", "bpchar", "name", "citext")
+_BATCH = 5_000
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class RowReader(Protocol):
+    """One side of the comparison: rows of a table in the contract's column order."""
+
+    def exists(self, contract: TableContract) -> bool: ...
+
+    def rows(self, contract: TableContract) -> Iterator[Sequence[Any]]: ...
+
+    def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
+        """The row whose primary key columns hold ``key`` (raw values), if any."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RowDifference:
+    key: Key
+    problem: Problem
+    columns: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        key = ", ".join(self.key)
+        detail = f" (columns: {', '.join(self.columns)})" if self.columns else ""
+        return f"{self.problem}: ({key}){detail}"
+
+
+@dataclass(slots=True)
+class TableComparison:
+    table: str
+    silver: str
+    source_rows: int = 0
+    silver_rows: int = 0
+    missing: int = 0
+    extra: int = 0
+    different: int = 0
+    first: list[RowDifference] = field(default_factory=list)
+    error: str | None = None  # cannot compare: drift (e.g. silver table missing)
+    skipped: str | None = None  # not compared on purpose (the source table was dropped)
+
+    @property
+    def drift(self) -> bool:
+        return self.error is not None or bool(self.missing or self.extra or self.different)
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    tables: list[TableComparison] = field(default_factory=list)
+
+    @property
+    def drift(self) -> bool:
+        return any(t.drift for t in self.tables)
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+
+
+def _pg_expression(column: Column) -> str:
+    """What to select so the driver returns a value :func:`canonical` understands."""
+    name = _quote(column.name)
+    if column.semantic == "json":
+        return f"{name}::text"
+    if column.semantic == "array":
+        return f"to_json({name})::text"  # element types the driver may not know (enums, domains)
+    if column.semantic == "string" and not column.pg_type.startswith(_TEXT_TYPES):
+        return f"{name}::text"  # enums, intervals, inet, …: their text, as Debezium sends them
+    return name
+
+
+class PostgresSource:
+    """The captured tables, in one REPEATABLE READ snapshot per table."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+
+    def exists(self, contract: TableContract) -> bool:
+        with psycopg.connect(self._dsn) as conn:
+            found = conn.execute(
+                "select to_regclass(%s) is not null", (f"{_quote(contract.schema)}.{_quote(contract.table)}",)
+            ).fetchone()
+        return bool(found and found[0])
+
+    def _select(self, contract: TableContract) -> str:
+        columns = ", ".join(_pg_expression(c) for c in contract.columns)
+        return f"select {columns} from {_quote(contract.schema)}.{_quote(contract.table)}"  # noqa: S608
+
+    def rows(self, contract: TableContract) -> Iterator[Sequence[Any]]:
+        with psycopg.connect(self._dsn) as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            with conn.cursor(name="cdcflow_verify") as cursor:
+                cursor.itersize = _BATCH
+                cursor.execute(self._select(contract).encode())
+                for row in cursor:
+                    yield _decode_arrays(contract, row)
+            conn.rollback()
+
+    def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
+        where = " and ".join(f"{_quote(k)} = %s" for k in contract.primary_key)
+        with psycopg.connect(self._dsn) as conn:
+            found = conn.execute(f"{self._select(contract)} where {where}".encode(), list(key)).fetchone()
+        return _decode_arrays(contract, found) if found is not None else None
+
+
+def _decode_arrays(contract: TableContract, row: Sequence[Any]) -> Sequence[Any]:
+    """Arrays were selected as JSON text (see :func:`_pg_expression`)."""
+    if not any(c.semantic == "array" for c in contract.columns):
+        return row
+    return [
+        json.loads(v, parse_float=Decimal) if c.semantic == "array" and isinstance(v, str) else v
+        for c, v in zip(contract.columns, row, strict=True)
+    ]
+
+
+# --- silver in DuckDB ----------------------------------------------------------------------------
+
+
+class DuckDBSilver:
+    """``silver.<table>`` in the DuckDB warehouse, read only; waits while the loader holds the file."""
+
+    def __init__(self, path: Path, *, busy_timeout_s: float = 60.0) -> None:
+        self._path = path
+        self._busy_timeout_s = busy_timeout_s
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                conn = duckdb.connect(str(self._path), read_only=True)
+                break
+            except duckdb.IOException as exc:
+                if time.monotonic() >= deadline:
+                    raise VerifyError(f"{self._path} stayed locked: {exc}") from None
+                time.sleep(0.5)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def exists(self, contract: TableContract) -> bool:
+        with self._connect() as conn:
+            found = conn.execute(
+                "select count(*) from information_schema.tables where table_schema = 'silver' and table_name = ?",
+                [model_name(contract)],
+            ).fetchone()
+        return bool(found and found[0])
+
+    def _select(self, contract: TableContract) -> str:
+        columns = ", ".join(_quote(c.name) for c in contract.columns)
+        return f"select {columns} from silver.{_quote(model_name(contract))}"  # noqa: S608
+
+    def rows(self, contract: TableContract) -> Iterator[Sequence[Any]]:
+        with self._connect() as conn:
+            cursor = conn.execute(self._select(contract))
+            while batch := cursor.fetchmany(_BATCH):
+                yield from batch
+
+    def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
+        where = " and ".join(f"{_quote(k)} = ?" for k in contract.primary_key)
+        with self._connect() as conn:
+            return conn.execute(f"{self._select(contract)} where {where}", list(key)).fetchone()
+
+
+# --- the comparison ------------------------------------------------------------------------------
+
+
+def _canonical_row(contract: TableContract, row: Sequence[Any]) -> list[str]:
+    return [canonical(c, v) for c, v in zip(contract.columns, row, strict=True)]
+
+
+def _key_positions(contract: TableContract) -> list[int]:
+    names = [c.name for c in contract.columns]
+    return [names.index(k) for k in contract.primary_key]
+
+
+def compare_table(contract: TableContract, source: RowReader, silver: RowReader, limit: int = 10) -> TableComparison:
+    """Compare one table; up to ``limit`` keys of each kind of difference are described."""
+    result = TableComparison(contract.qualified_name, f"silver.{model_name(contract)}")
+    if not source.exists(contract):
+        result.skipped = "the source table does not exist (dropped?)"
+        return result
+    if not silver.exists(contract):
+        result.error = f"{result.silver} does not exist (has `cdcflow transform` run?)"
+        return result
+    positions = _key_positions(contract)
+    expected: dict[Key, bytes] = {}
+    for row in source.rows(contract):
+        values = _canonical_row(contract, row)
+        expected[tuple(values[i] for i in positions)] = row_digest(values)
+    result.source_rows = len(expected)
+    extra: list[Key] = []
+    differing: list[tuple[Key, Sequence[Any]]] = []
+    for row in silver.rows(contract):
+        result.silver_rows += 1
+        values = _canonical_row(contract, row)
+        key = tuple(values[i] for i in positions)
+        digest = expected.pop(key, None)
+        if digest is None:
+            result.extra += 1
+            if len(extra) < limit:
+                extra.append(key)
+        elif digest != row_digest(values):
+            result.different += 1
+            if len(differing) < limit:
+                differing.append((key, [row[i] for i in positions]))
+    result.missing = len(expected)
+    result.first = [
+        *(RowDifference(key, "missing") for key in list(expected)[:limit]),
+        *(RowDifference(key, "extra") for key in extra),
+        *(
+            RowDifference(key, "different", _differing_columns(contract, source, silver, raw_key))
+            for key, raw_key in differing
+        ),
+    ]
+    return result
+
+
+def _differing_columns(
+    contract: TableContract, source: RowReader, silver: RowReader, raw_key: Sequence[Any]
+) -> tuple[str, ...]:
+    theirs, ours = source.row(contract, raw_key), silver.row(contract, raw_key)
+    if theirs is None or ours is None:
+        return ()
+    left, right = _canonical_row(contract, theirs), _canonical_row(contract, ours)
+    return tuple(c.name for c, a, b in zip(contract.columns, left, right, strict=True) if a != b)
+
+
+def verify(
+    contracts: Sequence[TableContract], source: RowReader, silver: RowReader, *, limit: int = 10
+) -> VerifyReport:
+    report = VerifyReport()
+    for contract in sorted(contracts, key=lambda c: c.qualified_name):
+        report.tables.append(compare_table(contract, source, silver, limit))
+    return report

@@ -1,0 +1,206 @@
+"""The transform's schedule, outcome and metrics, with dbt replaced by canned build results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from services.common.contracts import TableContract
+from services.common.errors import ConfigError
+from services.common.metrics import TransformMetrics
+from services.common.settings import load_settings, repo_root
+from services.common.signals import Shutdown
+from services.loader.errors import WarehouseBusyError
+from services.transform.__main__ import dbt_for, run_transform
+from services.transform.app import Transformer
+from services.transform.dbt import BuildResult, NodeResult
+from tests.fixtures.lakefiles import lending_contract
+
+
+def _node(name: str, status: str, *, kind: str = "test", model: str = "customers", failures: int = 0) -> NodeResult:
+    return NodeResult(f"{kind}.cdcflow.{name}", name, kind, status, "", failures, 0.1, model)
+
+
+PASSED = BuildResult(
+    success=True,
+    nodes=(
+        _node("customers", "success", kind="model", model="customers"),
+        _node("unique_customers_customer_id", "pass"),
+        _node("relationships_fct", "warn", model="fct_transactions", failures=2),
+    ),
+)
+FAILED = BuildResult(
+    success=False,
+    nodes=(
+        _node("customers", "success", kind="model"),
+        _node("silver_matches_bronze__customers", "fail", failures=3),
+        _node("unique_customers_customer_id", "pass"),
+        _node("dim_customers", "skipped", kind="model", model="dim_customers"),
+    ),
+)
+
+
+@dataclass
+class CannedDbt:
+    """Plays back build results; records the selections it was asked for."""
+
+    project_dir: Path
+    results: list[BuildResult]
+    calls: list[tuple[list[str], bool]] = field(default_factory=list)
+
+    def build(
+        self, *, select: Sequence[str] = (), exclude: Sequence[str] = (), full_refresh: bool = False
+    ) -> BuildResult:
+        self.calls.append((list(select), full_refresh))
+        return self.results.pop(0)
+
+
+@dataclass
+class Bronze:
+    """ensure_bronze: busy for the first ``busy`` calls."""
+
+    busy: int = 0
+    ensured: list[str] = field(default_factory=list)
+
+    def __call__(self, contract: TableContract) -> object:
+        if self.busy:
+            self.busy -= 1
+            raise WarehouseBusyError("the loader holds the file")
+        self.ensured.append(contract.qualified_name)
+        return []
+
+
+def _transformer(
+    tmp_path: Path, dbt: CannedDbt, registry: CollectorRegistry, *, bronze: Bronze | None = None, **kwargs: object
+) -> Transformer:
+    return Transformer(
+        dbt=dbt,
+        source_project=repo_root() / "dbt",
+        contracts=lambda: [lending_contract("customers"), lending_contract("transactions")],
+        ensure_bronze=bronze or Bronze(),
+        metrics=TransformMetrics(registry),
+        shutdown=Shutdown(),
+        interval_s=0.01,
+        busy_retry_s=0.01,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_a_passing_run_exits_0_and_records_success(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    dbt = CannedDbt(tmp_path / "project", [PASSED])
+    bronze = Bronze()
+    code = _transformer(tmp_path, dbt, registry, bronze=bronze, select=["silver"]).run(once=True)
+    assert code == 0
+    assert dbt.calls == [(["silver"], False)]
+    assert bronze.ensured == ["lending.customers", "lending.transactions"]
+    assert (tmp_path / "project" / "models" / "silver" / "customers.sql").is_file()  # the working copy
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "success"}) == 1
+    assert (registry.get_sample_value("cdcflow_transform_last_success_timestamp_seconds") or 0) > 0
+    assert registry.get_sample_value("cdcflow_dbt_test_failures", {"model": "customers"}) == 0
+    assert registry.get_sample_value("cdcflow_dbt_test_failures", {"model": "fct_transactions"}) == 0  # warned
+
+
+def test_a_failed_test_fails_the_run_loudly(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    with capture_logs() as logs:
+        code = _transformer(tmp_path, CannedDbt(tmp_path / "project", [FAILED]), registry).run(once=True)
+    assert code == 1
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "failure"}) == 1
+    assert registry.get_sample_value("cdcflow_transform_last_success_timestamp_seconds") == 0
+    assert registry.get_sample_value("cdcflow_dbt_test_failures", {"model": "customers"}) == 1
+    failed = [e for e in logs if e["event"] == "transform.test_failed"]
+    assert [(e["log_level"], e["node"], e["failures"]) for e in failed] == [
+        ("error", "test.cdcflow.silver_matches_bronze__customers", 3)
+    ]
+    run = next(e for e in logs if e["event"] == "transform.run")
+    assert (run["log_level"], run["status"]) == ("error", "failure")
+    assert run["nodes"] == {"model.skipped": 1, "model.success": 1, "test.fail": 1, "test.pass": 1}
+    assert any(e["event"] == "transform.nodes_skipped" for e in logs)
+
+
+def test_the_schedule_goes_on_after_a_failure_and_clears_the_failure_gauge(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    shutdown = Shutdown()
+    dbt = CannedDbt(tmp_path / "project", [FAILED, PASSED])
+    transformer = _transformer(tmp_path, dbt, registry)
+    transformer._shutdown = shutdown
+    original = dbt.build
+
+    def build_then_stop(**kwargs: object) -> BuildResult:
+        result = original(**kwargs)  # type: ignore[arg-type]
+        if not dbt.results:
+            shutdown.request("test")
+        return result
+
+    dbt.build = build_then_stop  # type: ignore[method-assign]
+    assert transformer.run(once=False) == 0
+    assert len(dbt.calls) == 2
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "failure"}) == 1
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "success"}) == 1
+    assert registry.get_sample_value("cdcflow_dbt_test_failures", {"model": "customers"}) == 0
+
+
+def test_a_locked_warehouse_is_waited_for(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    bronze = Bronze(busy=2)
+    dbt = CannedDbt(tmp_path / "project", [PASSED])
+    assert _transformer(tmp_path, dbt, registry, bronze=bronze, busy_timeout_s=5.0).run(once=True) == 0
+    assert bronze.ensured == ["lending.customers", "lending.transactions"]
+
+
+def test_a_warehouse_that_stays_locked_is_an_error(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    locked = BuildResult(success=False, error="IOException('Could not set lock on file \"w.duckdb\"')")
+    dbt = CannedDbt(tmp_path / "project", [locked] * 50)
+    assert _transformer(tmp_path, dbt, registry, busy_timeout_s=0.05).run(once=True) == 1
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "error"}) == 1
+
+
+def test_a_contract_without_primary_key_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    keyless = TableContract("lending", "events", lending_contract("customers").columns, ())
+    transformer = _transformer(tmp_path, CannedDbt(tmp_path / "project", [PASSED]), registry)
+    transformer._contracts = lambda: [keyless]
+    assert transformer.run(once=True) == 1
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "error"}) == 1
+
+
+def test_the_profile_variables_come_from_the_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "CDCFLOW_WAREHOUSE__DUCKDB_PATH": "relative/wh.duckdb",
+            "CDCFLOW_TRANSFORM__WORK_DIR": str(tmp_path),
+            "CDCFLOW_TRANSFORM__THREADS": "3",
+            "CDCFLOW_TRANSFORM__BIGQUERY_TOKEN": "s3cret-token",
+            "CDCFLOW_TRANSFORM__BIGQUERY_API_ENDPOINT": "http://127.0.0.1:9050",
+            "CDCFLOW_WAREHOUSE__BIGQUERY_PROJECT": "analytics",
+            "CDCFLOW_SECRETS_DIR": str(tmp_path / "no-secrets"),
+        }
+    )
+    dbt = dbt_for(settings)
+    assert dbt.target == "duckdb"  # the warehouse backend, unless CDCFLOW_TRANSFORM__TARGET says otherwise
+    assert (dbt.project_dir, dbt.target_path, dbt.log_path) == (
+        tmp_path / "project",
+        tmp_path / "target",
+        tmp_path / "logs",
+    )
+    assert dbt.env["CDCFLOW_WAREHOUSE__DUCKDB_PATH"] == str(Path("relative/wh.duckdb").resolve())
+    assert dbt.env["CDCFLOW_TRANSFORM__THREADS"] == "3"
+    assert dbt.env["CDCFLOW_TRANSFORM__BIGQUERY_TOKEN"] == "s3cret-token"
+    assert dbt.env["CDCFLOW_TRANSFORM__BIGQUERY_API_ENDPOINT"] == "http://127.0.0.1:9050"
+    assert dbt.env["CDCFLOW_WAREHOUSE__BIGQUERY_PROJECT"] == "analytics"
+    dumped = settings.safe_dump()["transform"]
+    assert dumped["bigquery_token"] == "**********"
+    assert "s3cret-token" not in str(settings.safe_dump())
+
+
+def test_the_transform_runs_on_duckdb_only_in_this_build(tmp_path: Path) -> None:
+    settings = load_settings({"CDCFLOW_TRANSFORM__TARGET": "bigquery", "CDCFLOW_SECRETS_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError, match="parsed and compiled only"):
+        run_transform(settings, Shutdown(), once=True, registry=CollectorRegistry())

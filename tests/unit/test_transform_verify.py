@@ -1,0 +1,108 @@
+"""``cdcflow verify``'s comparison on rows held in memory.
+
+The PostgreSQL and DuckDB readers run against the real stack in tests/integration/test_transform_verify.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from services.common.contracts import Column, TableContract
+from services.transform.verify import RowDifference, compare_table, verify
+
+ACCOUNTS = TableContract(
+    "bank",
+    "accounts",
+    (
+        Column("account_id", "int64", "bigint", nullable=False),
+        Column("region", "string", "text", nullable=False),
+        Column("balance", "decimal", "numeric(20,2)", precision=20, scale=2),
+        Column("opened_at", "timestamptz", "timestamp with time zone"),
+    ),
+    ("account_id", "region"),
+)
+_AT = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass
+class Table:
+    """A reader over one table's rows in memory (or no table at all)."""
+
+    data: list[tuple[Any, ...]] = field(default_factory=list)
+    present: bool = True
+    lookups: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def exists(self, contract: TableContract) -> bool:
+        return self.present
+
+    def rows(self, contract: TableContract) -> Iterator[Sequence[Any]]:
+        yield from self.data
+
+    def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
+        self.lookups.append(tuple(key))
+        return next((r for r in self.data if r[:2] == tuple(key)), None)
+
+
+def test_equal_tables_have_no_drift_whatever_the_spelling() -> None:
+    auckland = _AT.astimezone(zoneinfo.ZoneInfo("Pacific/Auckland"))
+    source = Table([(1, "eu", Decimal("10.50"), _AT), (2, "us", None, None)])
+    silver = Table([(2, "us", None, None), (1, "eu", Decimal("10.5"), auckland)])
+    result = compare_table(ACCOUNTS, source, silver)
+    assert not result.drift
+    assert (result.source_rows, result.silver_rows, result.first) == (2, 2, [])
+
+
+def test_missing_extra_and_different_rows_are_counted_and_named() -> None:
+    source = Table([(1, "eu", Decimal("1"), _AT), (2, "eu", Decimal("2"), _AT), (3, "eu", Decimal("3"), _AT)])
+    silver = Table([(1, "eu", Decimal("1"), _AT), (2, "eu", Decimal("2.01"), _AT), (4, "eu", Decimal("4"), _AT)])
+    result = compare_table(ACCOUNTS, source, silver)
+    assert result.drift
+    assert (result.missing, result.extra, result.different) == (1, 1, 1)
+    assert result.first == [
+        RowDifference(("3", "eu"), "missing"),
+        RowDifference(("4", "eu"), "extra"),
+        RowDifference(("2", "eu"), "different", ("balance",)),
+    ]
+    assert str(result.first[2]) == "different: (2, eu) (columns: balance)"
+    assert source.lookups == silver.lookups == [(2, "eu")]  # raw key values, as the reader queries them
+
+
+def test_a_composite_key_is_matched_on_all_its_columns() -> None:
+    source = Table([(1, "eu", None, None), (1, "us", None, None)])
+    silver = Table([(1, "us", None, None), (1, "eu", None, None)])
+    assert not compare_table(ACCOUNTS, source, silver).drift
+    result = compare_table(ACCOUNTS, source, Table([(1, "eu", None, None)]))
+    assert result.first == [RowDifference(("1", "us"), "missing")]
+
+
+def test_the_list_of_differences_is_limited_per_kind_but_the_counts_are_not() -> None:
+    source = Table([(i, "eu", Decimal(i), None) for i in range(50)])
+    silver = Table([(i, "eu", Decimal(i + 1), None) for i in range(10, 60)] + [(99, "us", None, None)])
+    result = compare_table(ACCOUNTS, source, silver, limit=3)
+    assert (result.missing, result.extra, result.different) == (10, 11, 40)
+    assert [d.problem for d in result.first] == ["missing"] * 3 + ["extra"] * 3 + ["different"] * 3
+    assert len(source.lookups) == 3
+
+
+def test_a_missing_silver_table_is_drift_and_a_dropped_source_table_is_skipped() -> None:
+    missing_silver = compare_table(ACCOUNTS, Table([(1, "eu", None, None)]), Table(present=False))
+    assert missing_silver.drift
+    assert missing_silver.error is not None
+    assert "silver.accounts does not exist" in missing_silver.error
+    dropped = compare_table(ACCOUNTS, Table(present=False), Table([(1, "eu", None, None)]))
+    assert not dropped.drift
+    assert dropped.skipped is not None
+
+
+def test_the_report_has_drift_when_any_table_has() -> None:
+    other = TableContract("bank", "branches", ACCOUNTS.columns, ACCOUNTS.primary_key)
+    equal = Table([(1, "eu", None, None)])
+    report = verify([other, ACCOUNTS], equal, equal)
+    assert [t.table for t in report.tables] == ["bank.accounts", "bank.branches"]
+    assert not report.drift
+    assert verify([ACCOUNTS], equal, Table()).drift
