@@ -7,92 +7,32 @@ second (incremental) one. After each, every silver table equals its PostgreSQL t
 passed every test.
 
 The stack is shared: another test may write the lending tables while this one runs. Verify compares states,
-so such a write is drift until the pipeline has carried it too; :func:`_settle` drains and compares again
-(a few times) before calling drift a failure.
+so such a write is drift until the pipeline has carried it too; ``settle`` (tests/fixtures/transform.py)
+drains and compares again (a few times) before calling drift a failure.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import psycopg
-from prometheus_client import CollectorRegistry
 
 from services.common.contracts import TableContract, load_contracts
-from services.common.settings import Settings, load_settings, repo_root
-from services.common.signals import Shutdown
-from services.loader.__main__ import run_loader
+from services.common.settings import Settings, repo_root
 from services.stack.workload import Workload
-from services.transform.__main__ import run_transform
-from services.transform.verify import DuckDBSilver, PostgresSource, VerifyReport, verify
-from tests.fixtures.pipeline import WriterProcess, partition_ends, wait_until_committed
+from tests.fixtures.pipeline import WriterProcess
+from tests.fixtures.transform import describe, pipeline_env, settle
 
 Conn = psycopg.Connection[tuple[object, ...]]
 TABLES = ("customers", "facilities", "transactions")
-_SETTLE_ATTEMPTS = 3
-
-
-def _env(writer: WriterProcess, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "CDCFLOW_LAKE__ROOT": str(writer.lake_root),
-        "CDCFLOW_WAREHOUSE__DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-        "CDCFLOW_TRANSFORM__WORK_DIR": str(tmp_path / "transform"),
-        "CDCFLOW_LOADER__HEALTH_PORT": "0",
-        "CDCFLOW_TRANSFORM__HEALTH_PORT": "0",
-        "CDCFLOW_LOG__FORMAT": "json",
-    }
+LENDING = [f"lending.{t}" for t in TABLES]
 
 
 def _contracts() -> list[TableContract]:
     return [c for c in load_contracts(repo_root() / "schemas") if c.table in TABLES]
-
-
-def _drain(settings: Settings, writer: WriterProcess) -> None:
-    """Run the writer until it has committed the current end of every lending topic, then stop it."""
-    ends = partition_ends(settings, [f"{settings.kafka.topic_prefix}.lending.{t}" for t in TABLES])
-    proc = writer.start()
-    try:
-        wait_until_committed(settings, writer.group, ends)
-    finally:
-        assert writer.terminate(proc) == 0, writer.logs()[-3000:]
-
-
-def _pipeline(settings: Settings, writer: WriterProcess, env: dict[str, str]) -> CollectorRegistry:
-    """One pass: drain the writer, load once, transform once; the transform's metrics."""
-    _drain(settings, writer)
-    configured = load_settings(env)
-    assert run_loader(configured, Shutdown(), once=True) == 0
-    registry = CollectorRegistry()
-    assert run_transform(configured, Shutdown(), once=True, registry=registry) == 0, "dbt build failed (logs above)"
-    return registry
-
-
-def _settle(
-    settings: Settings, writer: WriterProcess, env: dict[str, str]
-) -> tuple[VerifyReport, list[CollectorRegistry]]:
-    """Drain, load, transform and verify until silver equals the source (or attempts run out)."""
-    configured = load_settings(env)
-    report, runs = VerifyReport(), []
-    for _ in range(_SETTLE_ATTEMPTS):
-        runs.append(_pipeline(settings, writer, env))
-        report = verify(_contracts(), PostgresSource(settings.postgres.dsn()), DuckDBSilver(configured.duckdb_path()))
-        if not report.drift:
-            break
-        print(f"drift, draining again: {_describe(report)}")  # shown when the test fails
-    return report, runs
-
-
-def _describe(report: VerifyReport) -> str:
-    return "; ".join(
-        f"{t.table}: source={t.source_rows} silver={t.silver_rows} missing={t.missing} extra={t.extra} "
-        f"different={t.different} error={t.error} first={[str(d) for d in t.first]}"
-        for t in report.tables
-    )
 
 
 def _reinsert_customer(pg: Conn, customer_id: int, status: str) -> None:
@@ -153,7 +93,7 @@ def _run_results(work_dir: Path) -> dict[str, str]:
 def test_silver_equals_postgres_after_full_and_incremental_runs(
     settings: Settings, pg: Conn, writer: WriterProcess, tmp_path: Path
 ) -> None:
-    env = _env(writer, tmp_path)
+    env = pipeline_env(writer, tmp_path)
     warehouse, work_dir = tmp_path / "warehouse.duckdb", tmp_path / "transform"
     first_new = pg.execute("select coalesce(max(customer_id), 0) from lending.customers").fetchone()
     assert first_new is not None
@@ -167,10 +107,10 @@ def test_silver_equals_postgres_after_full_and_incremental_runs(
     _reinsert_customer(pg, created[3], "SUSPENDED")
     _touch_without_notes(pg, [created[3]])
 
-    report, runs = _settle(settings, writer, env)
-    assert not report.drift, _describe(report)
+    report, runs = settle(settings, writer, env, LENDING, _contracts)
+    assert not report.drift, describe(report)
     assert {t.table for t in report.tables} == {f"lending.{t}" for t in TABLES}
-    assert all(t.source_rows == t.silver_rows > 0 for t in report.tables), _describe(report)
+    assert all(t.source_rows == t.silver_rows > 0 for t in report.tables), describe(report)
     results = _run_results(work_dir)
     assert not [u for u, s in results.items() if s in {"fail", "error", "runtime error"}]
     assert any(u.startswith("unit_test.") and s == "pass" for u, s in results.items())
@@ -198,8 +138,8 @@ def test_silver_equals_postgres_after_full_and_incremental_runs(
     _touch_without_notes(pg, [created[0]])
     pg.execute("delete from lending.customers where customer_id = %s", (created[1],))
 
-    report, more_runs = _settle(settings, writer, env)
-    assert not report.drift, _describe(report)
+    report, more_runs = settle(settings, writer, env, LENDING, _contracts)
+    assert not report.drift, describe(report)
     executed = (work_dir / "target" / "run" / "cdcflow" / "models" / "silver" / "customers.sql").read_text()
     assert "merge into" in executed.lower(), "the second run was not incremental"
     silver = _bronze(warehouse, f"select customer_id, status from silver.customers where customer_id in ({ids})")
