@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.stack", "tests.fixtures.pipeline"]
+pytest_plugins = ["tests.fixtures.stack", "tests.fixtures.pipeline", "tests.fixtures.source"]
 
 _TIERS = ("unit", "integration", "e2e")
 

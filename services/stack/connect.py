@@ -89,8 +89,11 @@ class ConnectWorker:
         return self.process.stop(grace_s=60)
 
     def register(self, name: str) -> dict[str, Any]:
-        """Create or update the connector; PUT of the same config is a no-op, so re-running is safe."""
-        config = load_connector(self.settings.stack.connect_dir, name)
+        """Create or update the connector of ``connect/connectors/<name>.json``."""
+        return self.put(name, load_connector(self.settings.stack.connect_dir, name))
+
+    def put(self, name: str, config: dict[str, str]) -> dict[str, Any]:
+        """Create or update a connector; PUT of the same config is a no-op, so re-running is safe."""
         response = httpx.put(f"{self.url}/connectors/{name}/config", json=config, timeout=60)
         if response.status_code >= 400:
             raise ComponentFailedError(f"registering connector {name!r} failed: {response.text}")
@@ -114,6 +117,15 @@ class ConnectWorker:
         if response.status_code >= 400:
             raise ComponentFailedError(f"restarting connector {name!r} failed: {response.text}")
         self.wait_running(name, timeout_s)
+
+    def delete(self, name: str) -> bool:
+        """Remove a connector (its replication slot stays: the caller drops it). False if there was none."""
+        response = httpx.delete(f"{self.url}/connectors/{name}", timeout=60)
+        if response.status_code == 404:
+            return False
+        if response.status_code >= 400:
+            raise ComponentFailedError(f"deleting connector {name!r} failed: {response.text}")
+        return True
 
     def connector_status(self, name: str) -> dict[str, Any] | None:
         try:
