@@ -12,7 +12,7 @@ JARS := connect/lib/.fetched
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 200
 
-.PHONY: install prereqs jars demo test test-unit test-integration lint format stack-up stack-down stack-status lock clean bench-loader bench-writer
+.PHONY: install prereqs jars demo test test-unit test-integration lint format stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform
 
 install: prereqs $(STAMP)
 
@@ -93,6 +93,10 @@ clean:
 # Loader throughput into DuckDB bronze with bronze at 1x and 10x a base size (BENCHMARKS.md).
 bench-loader: install
 	$(BIN)/python -m bench.loader_bench
+
+# An incremental silver run after a 1% change beside a full refresh of the same data (BENCHMARKS.md).
+bench-transform: install
+	$(BIN)/python -m bench.transform_bench
 
 # Writer throughput in events per CPU-second beside the naive and ceiling baselines (BENCHMARKS.md).
 # Needs the local stack (started here if it is not up, and stopped again).
