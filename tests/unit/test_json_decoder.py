@@ -197,6 +197,7 @@ POISON: list[tuple[str, bytes]] = [
     (Reason.MALFORMED_JSON, b'{"op":"c","after":{"account_id":'),
     (Reason.MALFORMED_JSON, b"[1, 2, 3]"),
     (Reason.INVALID_UTF8, b'{"op":"c","after":{"account_id":7,"notes":"\xff\xfe"},"source":{"lsn":1}}'),
+    (Reason.INVALID_UTF8, _event("c", after=_row(7)).replace(b'"op":', b'"\xff\xfe":', 1)),  # a field name
     (Reason.WRONG_TYPE, _event("c", after=_row(7, score="forty-two"))),
     (Reason.DECIMAL_OVERFLOW, _event("c", after=_row(7)).replace(b"12345678901234567.89", b"123456789012345678901.89")),
     (Reason.DECIMAL_OVERFLOW, _event("c", after=_row(7, rate=_vsd("1" + "0" * 80)))),

@@ -153,15 +153,18 @@ class JsonEventDecoder:
     def _read(self, values: Sequence[bytes]) -> pa.Table:
         payload = b"\n".join(values)
         block = max(_MIN_BLOCK, 2 * max(map(len, values)) + 2)
-        table = pj.read_json(
-            pa.BufferReader(payload),
-            read_options=pj.ReadOptions(use_threads=True, block_size=block),
-            parse_options=pj.ParseOptions(
-                explicit_schema=self._converter.wire_schema,
-                unexpected_field_behavior="infer",
-                newlines_in_values=len(values) == 1,
-            ),
-        ).combine_chunks()
+        try:
+            table = pj.read_json(
+                pa.BufferReader(payload),
+                read_options=pj.ReadOptions(use_threads=True, block_size=block),
+                parse_options=pj.ParseOptions(
+                    explicit_schema=self._converter.wire_schema,
+                    unexpected_field_behavior="infer",
+                    newlines_in_values=len(values) == 1,
+                ),
+            ).combine_chunks()
+        except UnicodeDecodeError as exc:  # an unexpected field whose *name* is not UTF-8: Arrow raises this
+            raise pa.ArrowInvalid(f"a field name is not valid UTF-8: {exc}") from exc
         table.validate(full=True)  # the reader does not check UTF-8; invalid text must not reach Parquet
         return table
 
