@@ -34,6 +34,7 @@ log = get_logger(__name__)
 TP = tuple[str, int]
 _LAG_EVERY_S = 5.0
 _DLQ_CONFIRM_S = 30.0
+_METADATA_REFRESH_MS = 5_000  # how soon a newly created topic that matches the subscription is consumed
 
 
 class LakeWriter:
@@ -65,6 +66,9 @@ class LakeWriter:
                 # bound librdkafka's prefetch queue too: it is memory we hold outside the buffers
                 "queued.max.messages.kbytes": max(1024, w.buffer_max_bytes // 4096),
                 "enable.partition.eof": False,
+                # the subscription is a pattern: a topic Debezium creates for a new table (or for the first
+                # change of a fresh stack) joins it at the next metadata refresh, 5 minutes by default
+                "topic.metadata.refresh.interval.ms": _METADATA_REFRESH_MS,
             },
         )
         self._buffers: dict[TP, PartitionBuffer] = {}
