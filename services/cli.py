@@ -145,8 +145,13 @@ def demo(
     seconds: Annotated[float, typer.Option(min=1, help="How long the workload runs.")] = 30.0,
     rate: Annotated[float, typer.Option(min=0.1, help="Workload operations per second.")] = 200.0,
     seed: Annotated[int, typer.Option(help="Workload seed.")] = 42,
+    transform_every: Annotated[float, typer.Option(min=1, help="Seconds between transform runs.")] = 30.0,
 ) -> None:
-    """Run the workload, the lake writer and the loader on a running stack; show them live; drain."""
+    """The whole pipeline on a running stack, live; then drain, transform, verify and the gold marts.
+
+    Exit 1 when the pipeline does not drain, the transform fails or silver differs from the source; an
+    interrupted demo (Ctrl-C) stops everything cleanly and exits 0.
+    """
     from services.common.signals import Shutdown
     from services.stack.demo import run_demo
     from services.stack.runtime import Stack, require_healthy
@@ -155,16 +160,22 @@ def demo(
     require_healthy(Stack(settings))
     stop = Shutdown()
     stop.install()
-    report = run_demo(settings, console, stop, seconds=seconds, rate=rate, seed=seed)
+    out = _wide_console()
+    report = run_demo(settings, out, stop, seconds=seconds, rate=rate, seed=seed, transform_every_s=transform_every)
     events = sum(t.get("events", 0) for t in report.tables.values())
     bronze = sum(t.get("bronze rows", 0) for t in report.tables.values())
-    console.print(
-        f"[green]demo done[/]: {report.workload.total} operations written to PostgreSQL; {events:,.0f} change events"
-        f" consumed; {bronze:,.0f} rows loaded into bronze ({settings.duckdb_path()}) in {report.seconds:.1f}s"
-        + ("" if report.drained else " — [yellow]the pipeline did not drain[/]")
+    summary = (
+        f"{report.workload.total} operations written to PostgreSQL; {events:,.0f} change events consumed; "
+        f"{bronze:,.0f} rows loaded into bronze ({settings.duckdb_path()}); {report.seconds:.1f}s"
     )
-    if not report.drained or (report.workload.total and not bronze):
+    if report.interrupted:
+        out.print(f"[yellow]demo interrupted[/]: everything stopped cleanly. {summary}")
+        return
+    if report.failure:
+        out.print(f"[red]demo failed[/]: {report.failure}. {summary}")
         raise typer.Exit(1)
+    tables = len(report.verify.tables) if report.verify else 0
+    out.print(f"[green]demo done[/]: zero drift on {tables} table(s). {summary}")
 
 
 @app.command()
@@ -205,58 +216,28 @@ def verify(
     limit: Annotated[int, typer.Option(min=0, help="Differing keys to show per table.")] = 10,
 ) -> None:
     """Compare every captured PostgreSQL table with its silver table, row for row; exit 1 on any drift."""
-    from services.common.contracts import ContractRegistry, load_contracts
-    from services.common.contracts.store import contracts_from_lake
-    from services.common.lake import open_lake
-    from services.transform.verify import DuckDBSilver, PostgresSource
-    from services.transform.verify import verify as compare
+    from services.transform.verify import print_report, verify_contracts, verify_warehouse
 
     settings = _settings()
     if settings.warehouse.backend != "duckdb":
         raise typer.BadParameter(
             "verify reads silver from DuckDB in this build", param_hint="CDCFLOW_WAREHOUSE__BACKEND"
         )
-    lake = open_lake(settings.lake, settings.lake_root())
-    try:
-        contracts = list(
-            ContractRegistry.of([*load_contracts(settings.transform.contracts_dir), *contracts_from_lake(lake)])
-        )
-    finally:
-        lake.close()
+    contracts = verify_contracts(settings)
     if table:
         unknown = sorted(set(table) - {c.qualified_name for c in contracts})
         if unknown:
             raise typer.BadParameter(f"no contract for {', '.join(unknown)}", param_hint="--table")
         contracts = [c for c in contracts if c.qualified_name in table]
-    silver = DuckDBSilver(settings.duckdb_path(), busy_timeout_s=settings.transform.busy_timeout_s)
-    report = compare(contracts, PostgresSource(settings.postgres.dsn()), silver, limit=limit)
-    summary = Table("table", "silver", "source rows", "silver rows", "missing", "extra", "different", "result")
-    for result in report.tables:
-        if result.skipped:
-            verdict = f"[yellow]skipped[/]: {result.skipped}"
-        elif result.error:
-            verdict = f"[red]DRIFT[/]: {result.error}"
-        else:
-            verdict = "[red]DRIFT[/]" if result.drift else "[green]equal[/]"
-        summary.add_row(
-            result.table,
-            result.silver,
-            f"{result.source_rows:,}",
-            f"{result.silver_rows:,}",
-            str(result.missing),
-            str(result.extra),
-            str(result.different),
-            verdict,
-        )
-    wide = Console(width=max(console.width, 132))  # table names stay whole in logs and CI output
-    wide.print(summary)
-    for result in report.tables:
-        for difference in result.first:
-            wide.print(f"  {result.table}: {difference}")
+    report = verify_warehouse(settings, contracts, limit=limit)
+    print_report(report, _wide_console())
     if report.drift:
-        wide.print("[red]drift[/]: silver does not equal the source")
         raise typer.Exit(1)
-    wide.print(f"[green]no drift[/]: {len(report.tables)} table(s) equal their source")
+
+
+def _wide_console() -> Console:
+    """Table names stay whole in logs and CI output."""
+    return Console(width=max(console.width, 132))
 
 
 @schemas_app.command("silver")

@@ -1,6 +1,18 @@
-"""``cdcflow demo`` on a running stack: the workload writes to PostgreSQL while the lake writer and the
-loader run; a live view shows each table's change events, lake rows, DLQ records, lag and bronze freshness;
-then the workload stops, the pipeline drains, and a summary is printed.
+"""``cdcflow demo`` on a running stack: the whole pipeline, live, then proof that the warehouse equals the source.
+
+1. The workload writes to PostgreSQL while the lake writer and the loader run (threads of this process, so
+   the live view reads their metrics) and the transform runs ``dbt build`` on its interval (a child process:
+   dbt is CPU-bound and must not starve the writer; it shares the DuckDB file with the loader through the
+   file's lock — whoever finds it taken waits, see ``services/transform``).
+2. The live view shows per table the change events, lake rows, DLQ records, the lag of each partition,
+   bronze rows and bronze freshness, and the transform's runs.
+3. The workload stops; the writer drains (its group commits the end of every captured partition); the last
+   files are loaded; one last transform builds silver and gold; ``verify`` compares every captured table with
+   silver, row for row; a short summary of the gold marts follows.
+
+Ctrl-C (or SIGTERM) stops everything cleanly at any point: the workload after its current transaction, the
+writer and loader after their flush and commit, the transform child after its run. An interrupted demo is
+not a failure; drift, a failed transform or a pipeline that does not drain are.
 """
 
 from __future__ import annotations
@@ -10,9 +22,12 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
+import duckdb
 from prometheus_client import CollectorRegistry
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 
@@ -21,19 +36,59 @@ from services.common.settings import Settings
 from services.common.signals import Shutdown
 from services.consumer.__main__ import run_writer
 from services.loader.__main__ import run_loader
+from services.stack.children import ServiceChild, service_env
 from services.stack.workload import Workload, WorkloadResult
+from services.transform.__main__ import run_transform, work_dir
+from services.transform.verify import VerifyReport, print_report, verify_contracts, verify_warehouse
 
 __all__ = ["DemoReport", "demo_settings", "run_demo"]
 
 _DRAIN_TIMEOUT_S = 120.0
+_PLAIN_EVERY_S = 10.0  # without a terminal: one status line this often instead of a live table
+
+
+@dataclass(slots=True)
+class TransformRuns:
+    """What the transform child has logged: one ``transform.run`` line per run."""
+
+    ok: int = 0
+    failed: int = 0
+    last_seconds: float = 0.0
+    last_status: str = ""
+
+    def describe(self) -> str:
+        if not self.ok + self.failed:
+            return "transform: first run in progress"
+        return (
+            f"transform: {self.ok} run(s) ok, {self.failed} failed, last {self.last_status} in {self.last_seconds:.1f}s"
+        )
 
 
 @dataclass(slots=True)
 class DemoReport:
     workload: WorkloadResult = field(default_factory=WorkloadResult)
     tables: dict[str, dict[str, float]] = field(default_factory=dict)
+    transform_runs: TransformRuns = field(default_factory=TransformRuns)
+    final_transform_ok: bool = False
+    verify: VerifyReport | None = None
     seconds: float = 0.0
     drained: bool = False
+    interrupted: bool = False
+
+    @property
+    def failure(self) -> str | None:
+        """Why the demo failed, or None. An interrupted demo has not failed."""
+        if self.interrupted:
+            return None
+        if not self.drained:
+            return "the pipeline did not drain"
+        if self.workload.total and not sum(t.get("bronze rows", 0) for t in self.tables.values()):
+            return "nothing reached bronze"
+        if not self.final_transform_ok:
+            return "the transform failed (see its log lines above)"
+        if self.verify is None or self.verify.drift:
+            return "silver does not equal the source"
+        return None
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -44,6 +99,7 @@ def demo_settings(settings: Settings) -> Settings:
                 update={"group_id": "cdcflow-demo", "flush_max_age_s": 2.0, "health_port": 0}
             ),
             "loader": settings.loader.model_copy(update={"interval_s": 3.0, "health_port": 0}),
+            "transform": settings.transform.model_copy(update={"health_port": 0}),
         }
     )
 
@@ -58,6 +114,7 @@ def _samples(registry: CollectorRegistry, name: str) -> list[tuple[dict[str, str
 
 
 def _per_table(writer: CollectorRegistry, loaders: list[CollectorRegistry], prefix: str) -> dict[str, dict[str, float]]:
+    """Per table: events, lake rows, dlq, bronze rows, freshness s, and ``lag p<N>`` per partition."""
     rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
     def table_of(topic: str) -> str:
@@ -70,8 +127,7 @@ def _per_table(writer: CollectorRegistry, loaders: list[CollectorRegistry], pref
     for labels, value in _samples(writer, "cdcflow_records_dlq_total"):
         rows[table_of(labels["topic"])]["dlq"] += value
     for labels, value in _samples(writer, "cdcflow_consumer_lag_records"):
-        table = rows[table_of(labels["topic"])]
-        table["lag"] = max(table["lag"], value)
+        rows[table_of(labels["topic"])][f"lag p{labels['partition']}"] = value
     for loader in loaders:
         for labels, value in _samples(loader, "cdcflow_loader_rows_loaded_total"):
             rows[labels["table"]]["bronze rows"] += value
@@ -80,14 +136,36 @@ def _per_table(writer: CollectorRegistry, loaders: list[CollectorRegistry], pref
     return {k: dict(v) for k, v in rows.items() if not k.startswith("cdcflow.")}
 
 
-_COLUMNS = ("events", "lake rows", "dlq", "lag", "bronze rows", "freshness s")
+def _lags(row: dict[str, float]) -> str:
+    """The lag of each partition, in partition order: ``0 0 12 0 3 0``."""
+    lags = sorted((int(k.removeprefix("lag p")), v) for k, v in row.items() if k.startswith("lag p"))
+    return " ".join(f"{v:,.0f}" for _, v in lags) or "-"
 
 
-def _view(tables: dict[str, dict[str, float]], state: str, began: float) -> Group:
-    view = Table("table", *_COLUMNS, title="cdcflow demo")
+_COLUMNS = ("events", "lake rows", "dlq", "bronze rows", "freshness s")
+
+
+def _view(tables: dict[str, dict[str, float]], status: str) -> RenderableType:
+    view = Table("table", *_COLUMNS[:3], "lag per partition", *_COLUMNS[3:], title="cdcflow demo")
     for name in sorted(tables):
-        view.add_row(name, *(f"{tables[name].get(c, 0):,.0f}" for c in _COLUMNS))
-    return Group(view, f"{state} · {time.monotonic() - began:.0f}s")
+        row = tables[name]
+        cells = [f"{row.get(c, 0):,.0f}" for c in _COLUMNS]
+        view.add_row(name, *cells[:3], _lags(row), *cells[3:])
+    return Group(view, status)
+
+
+def _plain(tables: dict[str, dict[str, float]], status: str) -> str:
+    """One line for logs and CI, where a live table cannot redraw."""
+    total = defaultdict[str, float](float)
+    for row in tables.values():
+        for column in ("events", "dlq", "bronze rows"):
+            total[column] += row.get(column, 0)
+    lag = max((v for row in tables.values() for k, v in row.items() if k.startswith("lag p")), default=0)
+    fresh = max((row.get("freshness s", 0) for row in tables.values()), default=0)
+    return (
+        f"{status} | events {total['events']:,.0f}, dlq {total['dlq']:,.0f}, bronze rows "
+        f"{total['bronze rows']:,.0f}, max lag {lag:,.0f}, bronze freshness {fresh:,.0f}s"
+    )
 
 
 def _drained(settings: Settings) -> bool:
@@ -108,42 +186,166 @@ def _thread(name: str, target: Callable[[], object]) -> threading.Thread:
     return thread
 
 
+def _transform_runs(child: ServiceChild) -> TransformRuns:
+    runs = TransformRuns()
+    for event in child.events("transform.run"):
+        if event.get("status") == "success":
+            runs.ok += 1
+        else:
+            runs.failed += 1
+        runs.last_status, runs.last_seconds = str(event.get("status")), float(event.get("seconds", 0.0))
+    return runs
+
+
+class _Screen:
+    """A live table on a terminal; a status line every few seconds anywhere else."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._live = Live(console=console, refresh_per_second=2) if console.is_terminal else None
+        self._printed_at = float("-inf")
+
+    def __enter__(self) -> _Screen:
+        if self._live is not None:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def show(self, tables: dict[str, dict[str, float]], status: str) -> None:
+        if self._live is not None:
+            self._live.update(_view(tables, status))
+        elif time.monotonic() - self._printed_at >= _PLAIN_EVERY_S:
+            self._console.print(_plain(tables, status), soft_wrap=True)
+            self._printed_at = time.monotonic()
+
+
 def run_demo(
-    settings: Settings, console: Console, stop: Shutdown, *, seconds: float, rate: float, seed: int
+    settings: Settings,
+    console: Console,
+    stop: Shutdown,
+    *,
+    seconds: float,
+    rate: float,
+    seed: int,
+    transform_every_s: float = 30.0,
 ) -> DemoReport:
     settings = demo_settings(settings)
     report = DemoReport()
     writer_registry, loader_registry = CollectorRegistry(), CollectorRegistry()
     writer_stop, loader_stop = Shutdown(), Shutdown()
+    logs = settings.stack.state_dir / "logs"
+    transform = ServiceChild(
+        "services.transform",
+        service_env(settings, CDCFLOW_TRANSFORM__WORK_DIR=str(work_dir(settings))),
+        logs / "demo-transform.log",
+        ["--every", str(transform_every_s)],
+    )
+    prefix = settings.kafka.topic_prefix
 
     def drive() -> None:
-        report.workload = Workload(settings.postgres, seed=seed).run(rate, seconds)
+        report.workload = Workload(settings.postgres, seed=seed).run(rate, seconds, stopped=lambda: stop.requested)
+
+    def status(phase: str) -> str:
+        ops = f" · {report.workload.total} workload operations" if report.workload.total else ""
+        return f"{phase} · {time.monotonic() - began:.0f}s{ops} · {_transform_runs(transform).describe()}"
 
     began = time.monotonic()
+    console.print(
+        f"demo: workload {rate:g} ops/s for {seconds:g}s; writer, loader (every {settings.loader.interval_s:g}s) and"
+        f" transform (every {transform_every_s:g}s, log {transform.log_file}) running"
+    )
     writer = _thread("writer", lambda: run_writer(settings, writer_stop, registry=writer_registry))
     loader = _thread("loader", lambda: run_loader(settings, loader_stop, once=False, registry=loader_registry))
+    transform.start()
     workload = _thread("workload", drive)
-    prefix = settings.kafka.topic_prefix
     try:
-        with Live(console=console, refresh_per_second=2) as live:
+        with _Screen(console) as screen:
             while workload.is_alive() and not stop.requested:
-                live.update(_view(_per_table(writer_registry, [loader_registry], prefix), "workload running", began))
+                screen.show(_per_table(writer_registry, [loader_registry], prefix), status("workload running"))
                 stop.wait(0.5)
+            transform.request_stop()  # its current run finishes; the last run comes after the drain
             deadline = time.monotonic() + _DRAIN_TIMEOUT_S
             while not stop.requested and time.monotonic() < deadline:
-                live.update(_view(_per_table(writer_registry, [loader_registry], prefix), "draining", began))
+                screen.show(_per_table(writer_registry, [loader_registry], prefix), status("draining"))
                 if _drained(settings):
                     report.drained = True
                     break
                 stop.wait(1.0)
     finally:
         writer_stop.request("demo finished")
-        writer.join()
         loader_stop.request("demo finished")
+        workload.join()
+        writer.join()
         loader.join()
-    final_loads = CollectorRegistry()
-    run_loader(settings, Shutdown(), once=True, registry=final_loads)  # whatever the last flush wrote
-    report.tables = _per_table(writer_registry, [loader_registry, final_loads], prefix)
+        transform.stop()
+    report.transform_runs = _transform_runs(transform)
+    report.interrupted = stop.requested
+    if not report.interrupted:
+        final_loads = CollectorRegistry()
+        run_loader(settings, stop, once=True, registry=final_loads)  # whatever the last flush wrote
+        report.tables = _per_table(writer_registry, [loader_registry, final_loads], prefix)
+    else:
+        report.tables = _per_table(writer_registry, [loader_registry], prefix)
+    console.print(_view(report.tables, status("drained" if report.drained else "stopped")))
+    if report.drained and not stop.requested:
+        _finish(settings, console, stop, report)
     report.seconds = time.monotonic() - began
-    console.print(_view(report.tables, "done" if report.drained else "stopped", began))
     return report
+
+
+def _finish(settings: Settings, console: Console, stop: Shutdown, report: DemoReport) -> None:
+    """The last transform, verify, and the gold marts."""
+    console.print("transform: the last `dbt build` (silver, gold and every test) …")
+    built = time.monotonic()
+    report.final_transform_ok = run_transform(settings, stop, once=True) == 0
+    console.print(
+        f"transform: {'done' if report.final_transform_ok else '[red]failed[/]'} in {time.monotonic() - built:.1f}s"
+    )
+    if not report.final_transform_ok or stop.requested:
+        report.interrupted = stop.requested
+        return
+    console.print("verify: every captured table against silver, row for row")
+    report.verify = verify_warehouse(settings, verify_contracts(settings))
+    print_report(report.verify, console)
+    if not report.verify.drift:
+        _print_gold(settings, console)
+
+
+def _rows(conn: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    cursor = conn.execute(sql)
+    return [str(d[0]) for d in cursor.description or []], cursor.fetchall()
+
+
+def _table(title: str, columns: list[str], rows: list[tuple[Any, ...]]) -> Table:
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    return table
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float | Decimal):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _print_gold(settings: Settings, console: Console) -> None:
+    with duckdb.connect(str(settings.duckdb_path()), read_only=True) as conn:
+        columns, rows = _rows(
+            conn,
+            "select value_month, currency, transaction_count, deposits, withdrawals, disbursals, payments,"
+            " net_lending from gold.financial_summary order by value_month desc, transaction_count desc limit 6",
+        )
+        console.print(_table("gold.financial_summary (latest months)", columns, rows))
+        columns, rows = _rows(
+            conn,
+            "select s.customer_id, c.full_name, s.risk_band, s.risk_score, s.outstanding_exposure"
+            " from gold.customer_risk_scores as s join gold.dim_customers as c using (customer_id)"
+            " order by s.risk_score desc, s.outstanding_exposure desc limit 5",
+        )
+        console.print(_table("gold.customer_risk_scores (top 5)", columns, rows))

@@ -68,7 +68,15 @@ class Workload:
             (self._delete_customer, 3),
         ]
 
-    def run(self, rate: float, duration_s: float, max_ops: int | None = None) -> WorkloadResult:
+    def run(
+        self,
+        rate: float,
+        duration_s: float,
+        max_ops: int | None = None,
+        *,
+        stopped: Callable[[], bool] | None = None,
+    ) -> WorkloadResult:
+        """``stopped`` is asked before each operation: True ends the run early (after a committed operation)."""
         if rate <= 0:
             raise ValueError("rate must be positive")
         result = WorkloadResult()
@@ -85,6 +93,8 @@ class Workload:
                 due = began + result.total / rate
                 if (ahead := due - time.monotonic()) > 0:
                     time.sleep(ahead)
+                if stopped is not None and stopped():
+                    break
                 operation = self._rng.choices(functions, weights)[0]
                 kind = operation(conn)
                 conn.commit()

@@ -24,8 +24,14 @@ from typing import Any, Literal, Protocol
 
 import duckdb
 import psycopg
+from rich.console import Console
+from rich.table import Table
 
-from services.common.contracts import Column, TableContract
+from services.common.contracts import Column, ContractRegistry, TableContract, load_contracts
+from services.common.contracts.store import contracts_from_lake
+from services.common.errors import ConfigError
+from services.common.lake import open_lake
+from services.common.settings import Settings
 from services.transform.canonical import canonical, row_digest
 from services.transform.errors import VerifyError
 from services.transform.silver import model_name
@@ -37,7 +43,10 @@ __all__ = [
     "TableComparison",
     "VerifyReport",
     "compare_table",
+    "print_report",
     "verify",
+    "verify_contracts",
+    "verify_warehouse",
 ]
 
 Key = tuple[str, ...]
@@ -283,3 +292,55 @@ def verify(
     for contract in sorted(contracts, key=lambda c: c.qualified_name):
         report.tables.append(compare_table(contract, source, silver, limit))
     return report
+
+
+# --- against the configured stack and warehouse -------------------------------------------------------
+
+
+def verify_contracts(settings: Settings) -> list[TableContract]:
+    """The repository's contracts, superseded by the versions the writers published in the lake."""
+    lake = open_lake(settings.lake, settings.lake_root())
+    try:
+        return list(
+            ContractRegistry.of([*load_contracts(settings.transform.contracts_dir), *contracts_from_lake(lake)])
+        )
+    finally:
+        lake.close()
+
+
+def verify_warehouse(settings: Settings, contracts: Sequence[TableContract], *, limit: int = 10) -> VerifyReport:
+    """Compare the configured PostgreSQL database with silver in the configured DuckDB file."""
+    if settings.warehouse.backend != "duckdb":
+        raise ConfigError("verify reads silver from DuckDB in this build (CDCFLOW_WAREHOUSE__BACKEND)")
+    silver = DuckDBSilver(settings.duckdb_path(), busy_timeout_s=settings.transform.busy_timeout_s)
+    return verify(contracts, PostgresSource(settings.postgres.dsn()), silver, limit=limit)
+
+
+def print_report(report: VerifyReport, console: Console) -> None:
+    """One row per table, then the first differing keys, then the verdict."""
+    summary = Table("table", "silver", "source rows", "silver rows", "missing", "extra", "different", "result")
+    for result in report.tables:
+        if result.skipped:
+            verdict = f"[yellow]skipped[/]: {result.skipped}"
+        elif result.error:
+            verdict = f"[red]DRIFT[/]: {result.error}"
+        else:
+            verdict = "[red]DRIFT[/]" if result.drift else "[green]equal[/]"
+        summary.add_row(
+            result.table,
+            result.silver,
+            f"{result.source_rows:,}",
+            f"{result.silver_rows:,}",
+            str(result.missing),
+            str(result.extra),
+            str(result.different),
+            verdict,
+        )
+    console.print(summary)
+    for result in report.tables:
+        for difference in result.first:
+            console.print(f"  {result.table}: {difference}")
+    if report.drift:
+        console.print("[red]drift[/]: silver does not equal the source")
+    else:
+        console.print(f"[green]no drift[/]: {len(report.tables)} table(s) equal their source")
