@@ -65,16 +65,26 @@ class Loader:
         self.last_cycle_at = time.monotonic()
 
     def run(self, *, once: bool) -> int:
-        stale = self._warehouse.drop_stale_staging()
-        if stale:
-            log.info("loader.dropped_stale_staging", tables=list(stale))
+        cleaned = False
         while True:
-            report = self.cycle()
+            cleaned = cleaned or self._drop_stale_staging()
+            report = self.cycle() if cleaned else CycleReport(busy=True)
             self.last_cycle_at = time.monotonic()
             if once:
                 return 1 if report.stopped_tables else 0
             if self._shutdown.wait(self._settings.interval_s):
                 return 0
+
+    def _drop_stale_staging(self) -> bool:
+        """Drop staging tables a crash left behind; False while the warehouse is busy (the next cycle tries again)."""
+        try:
+            stale = self._warehouse.drop_stale_staging()
+        except WarehouseBusyError as exc:  # e.g. a transform run holds the DuckDB file
+            log.warning("loader.warehouse_busy", error=str(exc))
+            return False
+        if stale:
+            log.info("loader.dropped_stale_staging", tables=list(stale))
+        return True
 
     def cycle(self) -> CycleReport:
         report = CycleReport()

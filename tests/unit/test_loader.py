@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -100,3 +102,28 @@ def test_min_interval_between_loads_of_a_table(lake: LocalLake, tmp_path: Path) 
     assert loader.cycle().files == 1
     files.write(range(3, 6))
     assert loader.cycle().files == 0  # too soon for this table
+
+
+def test_a_warehouse_held_by_another_process_at_start_is_waited_for(lake: LocalLake, tmp_path: Path) -> None:
+    """A transform run may hold the DuckDB file when the loader starts: the loader waits, it does not exit."""
+    LakeFiles(lake, lending_contract("transactions")).write(range(10), ts_us=1_795_000_000_000_000)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print(flush=True); input()",
+            str(tmp_path / "wh.duckdb"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        holder.stdout.readline()  # the file is open (and locked) now
+        registry = CollectorRegistry()
+        assert _loader(lake, tmp_path, registry).run(once=True) == 0
+        assert registry.get_sample_value("cdcflow_loader_rows_loaded_total", {"table": "lending.transactions"}) is None
+    finally:
+        holder.communicate(b"\n", timeout=30)
+    assert _loader(lake, tmp_path).run(once=True) == 0
+    assert _bronze(tmp_path, "select count(*) from bronze.lending__transactions") == [(10,)]
