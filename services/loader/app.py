@@ -89,7 +89,12 @@ class Loader:
     def cycle(self) -> CycleReport:
         report = CycleReport()
         contracts = self._contracts()
-        pending = self._pending_by_table(contracts)
+        try:
+            pending = self._pending_by_table(contracts)
+        except WarehouseBusyError as exc:  # e.g. a transform run holds the DuckDB file: the next cycle
+            log.warning("loader.warehouse_busy", error=str(exc))
+            report.busy = True
+            pending = {}
         for table, files in sorted(pending.items()):
             if self._shutdown.requested or report.busy:
                 break
