@@ -74,21 +74,25 @@ class DemoReport:
     seconds: float = 0.0
     drained: bool = False
     interrupted: bool = False
+    crashed: list[str] = field(default_factory=list)  # a writer, loader or workload thread that raised
 
     @property
     def failure(self) -> str | None:
         """Why the demo failed, or None. An interrupted demo has not failed."""
+        if self.crashed:
+            return "; ".join(self.crashed)
+        checks = [
+            (not self.drained, "the pipeline did not drain"),
+            (
+                bool(self.workload.total and not sum(t.get("bronze rows", 0) for t in self.tables.values())),
+                "nothing reached bronze",
+            ),
+            (not self.final_transform_ok, "the transform failed (see its log lines above)"),
+            (self.verify is None or self.verify.drift, "silver does not equal the source"),
+        ]
         if self.interrupted:
             return None
-        if not self.drained:
-            return "the pipeline did not drain"
-        if self.workload.total and not sum(t.get("bronze rows", 0) for t in self.tables.values()):
-            return "nothing reached bronze"
-        if not self.final_transform_ok:
-            return "the transform failed (see its log lines above)"
-        if self.verify is None or self.verify.drift:
-            return "silver does not equal the source"
-        return None
+        return next((reason for failed, reason in checks if failed), None)
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -180,8 +184,17 @@ def _drained(settings: Settings) -> bool:
         probe.close()
 
 
-def _thread(name: str, target: Callable[[], object]) -> threading.Thread:
-    thread = threading.Thread(target=target, name=name, daemon=True)
+def _thread(name: str, target: Callable[[], object], crashed: list[str]) -> threading.Thread:
+    """A daemon thread; if ``target`` raises, the error is added to ``crashed`` (a demo failure)."""
+
+    def run() -> None:
+        try:
+            target()
+        except Exception as exc:
+            crashed.append(f"the {name} stopped: {exc!r}")
+            raise
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     return thread
 
@@ -257,18 +270,20 @@ def run_demo(
         f"demo: workload {rate:g} ops/s for {seconds:g}s; writer, loader (every {settings.loader.interval_s:g}s) and"
         f" transform (every {transform_every_s:g}s, log {transform.log_file}) running"
     )
-    writer = _thread("writer", lambda: run_writer(settings, writer_stop, registry=writer_registry))
-    loader = _thread("loader", lambda: run_loader(settings, loader_stop, once=False, registry=loader_registry))
+    writer = _thread("writer", lambda: run_writer(settings, writer_stop, registry=writer_registry), report.crashed)
+    loader = _thread(
+        "loader", lambda: run_loader(settings, loader_stop, once=False, registry=loader_registry), report.crashed
+    )
     transform.start()
-    workload = _thread("workload", drive)
+    workload = _thread("workload", drive, report.crashed)
     try:
         with _Screen(console) as screen:
-            while workload.is_alive() and not stop.requested:
+            while workload.is_alive() and not stop.requested and not report.crashed:
                 screen.show(_per_table(writer_registry, [loader_registry], prefix), status("workload running"))
                 stop.wait(0.5)
             transform.request_stop()  # its current run finishes; the last run comes after the drain
             deadline = time.monotonic() + _DRAIN_TIMEOUT_S
-            while not stop.requested and time.monotonic() < deadline:
+            while not stop.requested and not report.crashed and time.monotonic() < deadline:
                 screen.show(_per_table(writer_registry, [loader_registry], prefix), status("draining"))
                 if _drained(settings):
                     report.drained = True
@@ -290,7 +305,7 @@ def run_demo(
     else:
         report.tables = _per_table(writer_registry, [loader_registry], prefix)
     console.print(_view(report.tables, status("drained" if report.drained else "stopped")))
-    if report.drained and not stop.requested:
+    if report.drained and not stop.requested and not report.crashed:
         _finish(settings, console, stop, report)
     report.seconds = time.monotonic() - began
     return report
