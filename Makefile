@@ -9,10 +9,12 @@ BIN := $(VENV)/bin
 CDCFLOW := $(BIN)/cdcflow
 STAMP := $(VENV)/.installed
 JARS := connect/lib/.fetched
+BQEMU_VENV := .cdcflow/bqemulator-venv
+BQEMU_STAMP := $(BQEMU_VENV)/.installed
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 200
 
-.PHONY: install prereqs jars demo test test-unit test-integration lint format stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform
+.PHONY: install prereqs jars bqemulator demo test test-unit test-integration lint format stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform
 
 install: prereqs $(STAMP)
 
@@ -39,6 +41,19 @@ prereqs:
 
 jars: $(JARS)
 
+# The local BigQuery emulator for the BigQuery tests, in a virtualenv of its own (its pins clash with ours).
+# DuckDB's extensions come from their packages and are installed into that virtualenv's own home: offline.
+bqemulator: $(BQEMU_STAMP)
+
+$(BQEMU_STAMP): tests/bqemulator-requirements.txt tests/fixtures/bqemulator_extensions.py
+	rm -rf $(BQEMU_VENV)
+	$(PYTHON) -m venv $(BQEMU_VENV)
+	$(BQEMU_VENV)/bin/pip install --quiet --upgrade pip
+	$(BQEMU_VENV)/bin/pip install --quiet -r tests/bqemulator-requirements.txt
+	mkdir -p $(BQEMU_VENV)/home
+	HOME=$(abspath $(BQEMU_VENV))/home $(BQEMU_VENV)/bin/python tests/fixtures/bqemulator_extensions.py
+	touch $@
+
 $(JARS): connect/pom.xml
 	mvn -B -q -f connect/pom.xml package
 	touch $@
@@ -62,13 +77,13 @@ demo: install jars
 	$(CDCFLOW) demo --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE)
 
 # Every tier. The test session starts the stack if it is not up and stops it at the end.
-test: install jars
+test: install jars bqemulator
 	$(BIN)/pytest tests
 
 test-unit: install
 	$(BIN)/pytest tests/unit
 
-test-integration: install jars
+test-integration: install jars bqemulator
 	$(BIN)/pytest tests/integration tests/e2e
 
 lint: install
@@ -88,7 +103,7 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) connect/lib connect/plugins .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(BQEMU_VENV) connect/lib connect/plugins .mypy_cache .ruff_cache .pytest_cache
 
 # Loader throughput into DuckDB bronze with bronze at 1x and 10x a base size (BENCHMARKS.md).
 bench-loader: install

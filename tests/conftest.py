@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.stack", "tests.fixtures.pipeline", "tests.fixtures.source"]
+pytest_plugins = [
+    "tests.fixtures.stack",
+    "tests.fixtures.pipeline",
+    "tests.fixtures.source",
+    "tests.fixtures.bqemulator",
+]
 
 _TIERS = ("unit", "integration", "e2e")
 

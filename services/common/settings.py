@@ -160,6 +160,39 @@ class WarehouseSettings(_Frozen):
     duckdb_path: str = ""
     bigquery_project: str | None = None
     bigquery_location: str = "US"
+    # One dataset per layer, named like the DuckDB schemas; staging tables live in a dataset of their own.
+    bigquery_bronze_dataset: str = "bronze"
+    bigquery_staging_dataset: str = "bronze_staging"
+    # Empty: Google's endpoint with application default credentials (or the service-account key file below).
+    # An http(s) URL (a local emulator): anonymous credentials.
+    bigquery_api_endpoint: str = ""
+    bigquery_credentials_file: str = ""
+    # The lake root as BigQuery reads it (gs://bucket/prefix). Empty: the gcs lake's own gs:// URIs.
+    bigquery_lake_uri: str = ""
+    bigquery_job_timeout_s: float = Field(default=600.0, gt=0)
+    bigquery_retry_deadline_s: float = Field(default=120.0, gt=0)
+
+    @field_validator("bigquery_bronze_dataset", "bigquery_staging_dataset")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a BigQuery dataset name (letters, digits, underscore)")
+        return value
+
+    @field_validator("bigquery_api_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in {"http", "https"} or not parts.hostname):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("bigquery_lake_uri")
+    @classmethod
+    def _lake_uri(cls, value: str) -> str:
+        if value and not value.startswith("gs://"):
+            raise ValueError("bigquery_lake_uri must be a gs://bucket/prefix URI")
+        return value.rstrip("/")
 
 
 class WriterSettings(_Frozen):
