@@ -13,8 +13,9 @@ BQEMU_VENV := .cdcflow/bqemulator-venv
 BQEMU_STAMP := $(BQEMU_VENV)/.installed
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 200
+FRESHNESS_ARGS ?=
 
-.PHONY: install prereqs jars bqemulator demo test test-unit test-integration lint format stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform
+.PHONY: install prereqs jars bqemulator demo test test-unit test-integration lint format stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform bench-freshness
 
 install: prereqs $(STAMP)
 
@@ -67,8 +68,9 @@ stack-down:
 stack-status:
 	$(CDCFLOW) stack status
 
-# Brings the stack up (unless it already runs), drives the workload, shows the change events, and stops
-# what it started — also on Ctrl-C.
+# Brings the stack up (unless it already runs); runs the workload with the writer, loader and transform live;
+# drains, transforms, verifies (exit 1 on drift) and prints the gold marts; stops what it started — also on
+# Ctrl-C. Unattended (CI, no terminal) it prints a status line every 10 s instead of the live table.
 demo: install jars
 	@started=0; \
 	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; fi; \
@@ -112,6 +114,14 @@ bench-loader: install
 # An incremental silver run after a 1% change beside a full refresh of the same data (BENCHMARKS.md).
 bench-transform: install
 	$(BIN)/python -m bench.transform_bench
+
+# PostgreSQL commit → bronze and → silver at a steady source rate, p50/p95/p99 (BENCHMARKS.md).
+# Needs the local stack (started here if it is not up, and stopped again).
+bench-freshness: install jars
+	@started=0; \
+	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
+	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
+	$(BIN)/python -m bench.freshness_bench $(FRESHNESS_ARGS)
 
 # Writer throughput in events per CPU-second beside the naive and ceiling baselines (BENCHMARKS.md).
 # Needs the local stack (started here if it is not up, and stopped again).
