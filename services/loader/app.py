@@ -67,12 +67,14 @@ class Loader:
     def run(self, *, once: bool) -> int:
         cleaned = False
         while True:
+            began = time.monotonic()
             cleaned = cleaned or self._drop_stale_staging()
             report = self.cycle() if cleaned else CycleReport(busy=True)
             self.last_cycle_at = time.monotonic()
             if once:
                 return 1 if report.stopped_tables else 0
-            if self._shutdown.wait(self._settings.interval_s):
+            # the interval is a period, not a pause: a file waits at most one interval plus one cycle
+            if self._shutdown.wait(max(0.0, self._settings.interval_s - (self.last_cycle_at - began))):
                 return 0
 
     def _drop_stale_staging(self) -> bool:

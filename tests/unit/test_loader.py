@@ -24,14 +24,20 @@ def lake(tmp_path: Path) -> LocalLake:
     return LocalLake(tmp_path / "lake")
 
 
-def _loader(lake: LocalLake, tmp_path: Path, registry: CollectorRegistry | None = None, **settings: object) -> Loader:
+def _loader(
+    lake: LocalLake,
+    tmp_path: Path,
+    registry: CollectorRegistry | None = None,
+    shutdown: Shutdown | None = None,
+    **settings: object,
+) -> Loader:
     return Loader(
         LoaderSettings.model_validate(settings),
         topic_prefix="cdcflow",
         lake=lake,
         warehouse=DuckDBWarehouse(tmp_path / "wh.duckdb"),
         metrics=LoaderMetrics(registry or CollectorRegistry()),
-        shutdown=Shutdown(),
+        shutdown=shutdown or Shutdown(),
     )
 
 
@@ -128,3 +134,30 @@ def test_a_warehouse_held_by_another_process_is_waited_for(lake: LocalLake, tmp_
         holder.communicate(b"\n", timeout=30)
     assert _loader(lake, tmp_path).run(once=True) == 0
     assert _bronze(tmp_path, "select count(*) from bronze.lending__transactions") == [(10,)]
+
+
+class _StopAfterWaits(Shutdown):
+    """Records how long the loader sleeps between cycles; asks it to stop after ``cycles`` of them."""
+
+    def __init__(self, cycles: int) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+        self._cycles = cycles
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        if len(self.waits) >= self._cycles:
+            self.request("test")
+        return self.requested
+
+
+def test_the_interval_is_a_period_so_a_slow_cycle_shortens_the_pause(lake: LocalLake, tmp_path: Path) -> None:
+    files = LakeFiles(lake, lending_contract("transactions"))
+    for start in range(0, 200, 20):
+        files.write(range(start, start + 20), ts_us=1_795_000_000_000_000 + start * 3_600_000_000)
+    shutdown = _StopAfterWaits(cycles=2)
+    loader = _loader(lake, tmp_path, shutdown=shutdown, interval_s=30)
+    assert loader.run(once=False) == 0
+    first, second = shutdown.waits
+    assert first < second <= 30  # the first cycle loaded ten files, the second found nothing
+    assert _bronze(tmp_path, "select count(*) from bronze.lending__transactions") == [(200,)]
