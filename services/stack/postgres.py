@@ -107,10 +107,13 @@ class PostgresServer:
         wait_for("PostgreSQL", self._server_up, timeout_s, alive=self.running, log=self.log_file)
         self._ensure_database()
 
-    def stop(self) -> bool:
-        if not self.running():
+    def stop(self, timeout_s: float = 60.0) -> bool:
+        pid = self.pid()
+        if pid is None:
             return False
         self._run(find_pg_bin() / "pg_ctl", "stop", "--wait", "-m", "fast", "-D", str(self.data_dir))
+        # pg_ctl returns once postmaster.pid is gone, which the postmaster removes a moment before it exits
+        wait_for("PostgreSQL to exit", lambda: not pid_alive(pid), timeout_s, interval_s=0.05)
         return True
 
     def drop_slot(self, slot: str) -> bool:
