@@ -5,6 +5,7 @@ Auto-commit is always off: only a checkpoint, after the data is durable, commits
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -31,8 +32,13 @@ __all__ = [
 _FORCED_CONSUMER = {"enable.auto.commit": False, "enable.auto.offset.store": False}
 
 
+# librdkafka writes its own lines to stderr unless given a logger: through this one they become structured
+# log events like every other (served by the client's poll/consume calls).
+_LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+
+
 def _base(settings: KafkaSettings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.bootstrap_servers, **settings.extra}
+    return {"bootstrap.servers": settings.bootstrap_servers, "logger": _LIBRDKAFKA_LOG, **settings.extra}
 
 
 def consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
