@@ -17,7 +17,6 @@ from prometheus_client import CollectorRegistry
 from services import __version__
 from services.common.contracts import TableContract, load_contracts
 from services.common.contracts.store import contracts_from_lake
-from services.common.errors import ConfigError
 from services.common.health import HealthServer
 from services.common.lake import open_lake
 from services.common.logging import configure_logging, get_logger
@@ -50,8 +49,9 @@ def dbt_for(settings: Settings) -> Dbt:
     }
     if w.bigquery_project:
         env["CDCFLOW_WAREHOUSE__BIGQUERY_PROJECT"] = w.bigquery_project
-    if t.bigquery_api_endpoint:
-        env["CDCFLOW_TRANSFORM__BIGQUERY_API_ENDPOINT"] = t.bigquery_api_endpoint
+    endpoint = t.bigquery_api_endpoint or w.bigquery_api_endpoint  # by default, where the loader writes bronze
+    if endpoint:
+        env["CDCFLOW_TRANSFORM__BIGQUERY_API_ENDPOINT"] = endpoint
     return Dbt(
         project_dir=base / "project",
         target=target,
@@ -78,10 +78,6 @@ def run_transform(
     if registry is None:
         registry = new_registry()
         register_build_info(registry, __version__)
-    if (t.target or settings.warehouse.backend) != "duckdb":
-        raise ConfigError(
-            "the transform runs on DuckDB in this build; the BigQuery profile is parsed and compiled only"
-        )
     interval = every_s or t.interval_s
     log.info("transform.config", settings=settings.safe_dump(), once=once, interval_s=interval)
     with ExitStack() as stack:

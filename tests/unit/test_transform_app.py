@@ -6,17 +6,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from services.common.contracts import TableContract
-from services.common.errors import ConfigError
 from services.common.metrics import TransformMetrics
 from services.common.settings import load_settings, repo_root
 from services.common.signals import Shutdown
 from services.loader.errors import WarehouseBusyError
-from services.transform.__main__ import dbt_for, run_transform
+from services.transform.__main__ import dbt_for
 from services.transform.app import Transformer
 from services.transform.dbt import BuildResult, NodeResult
 from tests.fixtures.lakefiles import lending_contract
@@ -200,7 +198,14 @@ def test_the_profile_variables_come_from_the_settings(tmp_path: Path) -> None:
     assert "s3cret-token" not in str(settings.safe_dump())
 
 
-def test_the_transform_runs_on_duckdb_only_in_this_build(tmp_path: Path) -> None:
-    settings = load_settings({"CDCFLOW_TRANSFORM__TARGET": "bigquery", "CDCFLOW_SECRETS_DIR": str(tmp_path)})
-    with pytest.raises(ConfigError, match="parsed and compiled only"):
-        run_transform(settings, Shutdown(), once=True, registry=CollectorRegistry())
+def test_dbt_on_bigquery_reaches_the_loaders_endpoint_by_default(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "CDCFLOW_WAREHOUSE__BACKEND": "bigquery",
+            "CDCFLOW_WAREHOUSE__BIGQUERY_API_ENDPOINT": "http://127.0.0.1:9051",
+            "CDCFLOW_SECRETS_DIR": str(tmp_path),
+        }
+    )
+    dbt = dbt_for(settings)
+    assert dbt.target == "bigquery"
+    assert dbt.env["CDCFLOW_TRANSFORM__BIGQUERY_API_ENDPOINT"] == "http://127.0.0.1:9051"
