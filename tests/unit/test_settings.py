@@ -9,7 +9,8 @@ from services.common.errors import ConfigError
 from services.common.settings import load_settings
 
 
-def test_defaults_point_at_the_local_stack() -> None:
+def test_defaults_point_at_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDCFLOW_POSTGRES__PORT", "35432")  # the given environment is the only one read
     settings = load_settings({})
     assert settings.postgres.port == 15432
     assert settings.kafka.bootstrap_servers == "127.0.0.1:19092"
