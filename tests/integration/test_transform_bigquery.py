@@ -86,6 +86,10 @@ CUSTOMER_CHANGES: list[tuple[str, dict[str, Any]]] = [
     ("d", _customer(2, "Grace", "notes two")),
     ("u", _customer(3, "Edsger W. Dijkstra", "notes three, rewritten")),
 ]
+LATER_CUSTOMER_CHANGES: list[tuple[str, dict[str, Any]]] = [
+    ("d", _customer(3, "Edsger W. Dijkstra", "notes three, rewritten")),
+    ("c", _customer(4, "Barbara", "notes four")),
+]
 FACILITY_CHANGES: list[tuple[str, dict[str, Any]]] = [
     ("c", _facility(10, "10000.00")),
     ("c", _facility(11, "2500.25")),
@@ -189,6 +193,17 @@ def test_dbt_builds_silver_on_bigquery(bigquery_emulator: BigQueryEmulator, tmp_
         (3, "Edsger", False, False),
         (3, "Edsger W. Dijkstra", True, False),
     ]
+
+    # an incremental run: dbt-bigquery's MERGE with our delete clause, on the rows loaded since
+    later = _writer([*CUSTOMER_CHANGES, *LATER_CUSTOMER_CHANGES])
+    first = len(CUSTOMER_CHANGES)
+    LakeFiles(lake, customers, event=later).write(range(first, first + len(LATER_CUSTOMER_CHANGES)), ts_us=T0)
+    assert run_loader(settings, Shutdown(), once=True) == 0
+    again = dbt.build(select=["source:bronze.lending__customers+"], exclude=["source:bronze.lending__transactions+"])
+    assert again.error is None, again.error
+    assert [(n.name, n.status, n.message) for n in again.nodes if n.failed or n.status == "skipped"] == []
+    current = _rows(bigquery_emulator, f"select customer_id, full_name from `{PROJECT}.silver.customers` order by 1")
+    assert current == [(1, "Ada Lovelace"), (4, "Barbara")]
 
 
 def _quote_text(value: str) -> str:
