@@ -337,11 +337,13 @@ def _rows(conn: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tu
 def _table(title: str, columns: list[str], rows: list[tuple[Any, ...]]) -> Table:
     table = Table(*columns, title=title)
     for row in rows:
-        table.add_row(*(_cell(v) for v in row))
+        table.add_row(*(_cell(column, v) for column, v in zip(columns, row, strict=True)))
     return table
 
 
-def _cell(value: object) -> str:
+def _cell(column: str, value: object) -> str:
+    if column.endswith("_id"):  # an identifier, not a quantity: no thousands separators
+        return str(value)
     if isinstance(value, float | Decimal):
         return f"{value:,.2f}"
     if isinstance(value, int):
