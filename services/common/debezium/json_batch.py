@@ -1,9 +1,12 @@
-"""Debezium JSON (JsonConverter, no embedded schema) → typed Arrow rows, in bulk.
+"""Debezium JSON (JsonConverter, with or without the embedded schema) → typed Arrow rows, in bulk.
 
-The values of one partition's batch are joined into newline-delimited JSON and parsed in one call by
-Arrow's JSON reader against an explicit schema derived from the table contract, so decimals are parsed
-exactly and no per-record Python runs on the happy path. When the batch does not parse, it is bisected:
-good halves still decode in bulk and only the poison record ends up alone, as a failure.
+The values of one partition's batch are parsed in one native pass (:class:`JsonArrowReader`) against the
+explicit wire schema derived from the table contract, so decimals are parsed exactly and no per-record
+Python runs on the happy path. That reader accepts only what it converts exactly and stops at the first
+value it rejects: the rows before it are kept, the rejected value goes through Arrow's general JSON reader
+on its own (which either reads it — a form the fast reader leaves to it, or a new column — or finds it
+poison), and the fast reader goes on after it. Arrow's reader bisects what it is given, so good values
+still decode in bulk and only a poison record ends up alone, as a failure.
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ import pyarrow as pa
 import pyarrow.json as pj
 
 from services.common.contracts.model import TableContract
+from services.common.debezium.arrow_reader import JsonArrowReader, UnsupportedSchemaError
 from services.common.debezium.envelope import EnvelopeConverter, Origin
 from services.common.debezium.records import DecodeFailure, DecodeResult, KafkaMessage, Reason
 
 __all__ = ["JsonEventDecoder"]
 
 _MIN_BLOCK = 1 << 22
+# After this many values of one batch rejected by the fast reader, Arrow's reader takes the rest: values in
+# a form only it reads (a new column, a decimal as a string) would otherwise be read one call each.
+_MAX_REJECTIONS = 16
 _WRAPPED = b'{"schema":'
 _PAYLOAD = b',"payload":'
 
@@ -55,13 +62,18 @@ class _Batch:
         timestamps = np.fromiter((m.timestamp()[1] for m in messages), dtype=np.int64, count=len(messages))
         return cls(messages, values, offsets, timestamps)
 
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def part(self, start: int, stop: int | None = None) -> _Batch:
+        if start == 0 and stop is None:
+            return self
+        span = slice(start, stop)
+        return _Batch(self.messages[span], self.values[span], self.offsets[span], self.timestamps_ms[span])
+
     def split(self) -> tuple[_Batch, _Batch]:
         half = len(self.messages) // 2
-        first, second = slice(0, half), slice(half, None)
-        return (
-            _Batch(self.messages[first], self.values[first], self.offsets[first], self.timestamps_ms[first]),
-            _Batch(self.messages[second], self.values[second], self.offsets[second], self.timestamps_ms[second]),
-        )
+        return self.part(0, half), self.part(half)
 
 
 class JsonEventDecoder:
@@ -72,6 +84,12 @@ class JsonEventDecoder:
         self._converter = EnvelopeConverter(contract)
         self.schema = self._converter.schema
         self._max_value_bytes = max_value_bytes
+        try:
+            self._fast: JsonArrowReader | None = JsonArrowReader(
+                self._converter.wire_schema, strict=("before", "after")
+            )
+        except UnsupportedSchemaError:  # a type only Arrow's reader builds (e.g. decimal256): all values go there
+            self._fast = None
 
     # --- public ---------------------------------------------------------------------------------
 
@@ -110,7 +128,7 @@ class JsonEventDecoder:
         tables: list[pa.Table] = []
         origin = Origin(topic, partition, ingested_at_us)
         batch = _Batch(batch_messages, batch_values, np.array(offsets, np.int64), np.array(timestamps, np.int64))
-        self._decode_bisect(batch, origin, tables, failures)
+        self._decode_fast(batch, origin, tables, failures)
         for message, value in alone:
             self._decode_bisect(_Batch.of([message], [value]), origin, tables, failures)
         if not tables:
@@ -123,6 +141,36 @@ class JsonEventDecoder:
         return DecodeResult(rows=rows, failures=failures, tombstones=tombstones)
 
     # --- parsing --------------------------------------------------------------------------------
+
+    def _decode_fast(self, batch: _Batch, origin: Origin, out: list[pa.Table], failures: list[DecodeFailure]) -> None:
+        """The fast reader over the batch; each value it rejects goes alone through Arrow's reader."""
+        if self._fast is None:
+            self._decode_bisect(batch, origin, out, failures)
+            return
+        values = list(batch.values)
+        start = rejections = 0
+        while start < len(batch):
+            wire, rejected = self._fast.read(values, start)
+            stop = start + wire.num_rows
+            if wire.num_rows:
+                self._convert(wire, batch.part(start, stop), origin, out, failures)
+            if rejected is None:
+                return
+            rejections += 1
+            if rejections > _MAX_REJECTIONS:
+                self._decode_bisect(batch.part(stop), origin, out, failures)
+                return
+            self._decode_bisect(batch.part(stop, stop + 1), origin, out, failures)
+            start = stop + 1
+
+    def _convert(
+        self, wire: pa.Table, batch: _Batch, origin: Origin, out: list[pa.Table], failures: list[DecodeFailure]
+    ) -> None:
+        table = self._converter.to_lake(
+            wire, batch.messages, origin, failures, offsets=batch.offsets, timestamps_ms=batch.timestamps_ms
+        )
+        if table.num_rows:
+            out.append(table)
 
     def _decode_bisect(
         self,
@@ -144,11 +192,7 @@ class JsonEventDecoder:
             for half in batch.split():
                 self._decode_bisect(half, origin, out, failures)
             return
-        table = self._converter.to_lake(
-            wire, batch.messages, origin, failures, offsets=batch.offsets, timestamps_ms=batch.timestamps_ms
-        )
-        if table.num_rows:
-            out.append(table)
+        self._convert(wire, batch, origin, out, failures)
 
     def _read(self, values: Sequence[bytes]) -> pa.Table:
         payload = b"\n".join(values)

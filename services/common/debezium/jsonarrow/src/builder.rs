@@ -1,0 +1,289 @@
+//! Column builders mirroring the field tree, and their hand-over to Python as Arrow buffers.
+//!
+//! Every builder holds one slot per row of its parent; `truncate` drops the slots of a rejected row so
+//! the buffers only ever hold whole rows.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::spec::Node;
+
+pub struct Validity {
+    bits: Vec<bool>,
+    nulls: usize,
+}
+
+impl Validity {
+    fn new() -> Self {
+        Validity {
+            bits: Vec::new(),
+            nulls: 0,
+        }
+    }
+
+    fn push(&mut self, valid: bool) {
+        self.nulls += usize::from(!valid);
+        self.bits.push(valid);
+    }
+
+    fn len(&self) -> usize {
+        self.bits.len()
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.nulls -= self.bits[len..].iter().filter(|valid| !**valid).count();
+        self.bits.truncate(len);
+    }
+
+    /// Arrow's validity bitmap, or `None` when no slot is null.
+    fn finish<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        (self.nulls > 0).then(|| PyBytes::new(py, &pack(&self.bits)))
+    }
+}
+
+fn pack(bits: &[bool]) -> Vec<u8> {
+    let mut out = vec![0u8; bits.len().div_ceil(8)];
+    for (index, bit) in bits.iter().enumerate() {
+        if *bit {
+            out[index / 8] |= 1 << (index % 8);
+        }
+    }
+    out
+}
+
+pub enum Builder {
+    Bool {
+        validity: Validity,
+        values: Vec<bool>,
+    },
+    Int {
+        validity: Validity,
+        values: Vec<i64>,
+        bits: u32,
+    },
+    Float {
+        validity: Validity,
+        values: Vec<f64>,
+        bits: u32,
+    },
+    Str {
+        validity: Validity,
+        offsets: Vec<i32>,
+        data: Vec<u8>,
+    },
+    Decimal {
+        validity: Validity,
+        values: Vec<i128>,
+    },
+    List {
+        validity: Validity,
+        offsets: Vec<i32>,
+        item: Box<Builder>,
+    },
+    Struct {
+        validity: Validity,
+        children: Vec<Builder>,
+    },
+}
+
+impl Builder {
+    pub fn new(node: &Node) -> Builder {
+        let validity = Validity::new();
+        match node {
+            Node::Bool => Builder::Bool {
+                validity,
+                values: Vec::new(),
+            },
+            Node::Int { bits } => Builder::Int {
+                validity,
+                values: Vec::new(),
+                bits: *bits,
+            },
+            Node::Float { bits } => Builder::Float {
+                validity,
+                values: Vec::new(),
+                bits: *bits,
+            },
+            Node::TimestampMicros => Builder::Int {
+                validity,
+                values: Vec::new(),
+                bits: 64,
+            },
+            Node::Str => Builder::Str {
+                validity,
+                offsets: vec![0],
+                data: Vec::new(),
+            },
+            Node::Decimal { .. } => Builder::Decimal {
+                validity,
+                values: Vec::new(),
+            },
+            Node::List(item) => Builder::List {
+                validity,
+                offsets: vec![0],
+                item: Box::new(Builder::new(item)),
+            },
+            Node::Struct { fields, .. } => Builder::Struct {
+                validity,
+                children: fields
+                    .iter()
+                    .map(|(_, child)| Builder::new(child))
+                    .collect(),
+            },
+        }
+    }
+
+    fn validity(&mut self) -> &mut Validity {
+        match self {
+            Builder::Bool { validity, .. }
+            | Builder::Int { validity, .. }
+            | Builder::Float { validity, .. }
+            | Builder::Str { validity, .. }
+            | Builder::Decimal { validity, .. }
+            | Builder::List { validity, .. }
+            | Builder::Struct { validity, .. } => validity,
+        }
+    }
+
+    pub fn push_null(&mut self) {
+        match self {
+            Builder::Bool { values, .. } => values.push(false),
+            Builder::Int { values, .. } => values.push(0),
+            Builder::Float { values, .. } => values.push(0.0),
+            Builder::Decimal { values, .. } => values.push(0),
+            Builder::Str { offsets, .. } | Builder::List { offsets, .. } => {
+                offsets.push(*offsets.last().unwrap_or(&0))
+            }
+            Builder::Struct { children, .. } => children.iter_mut().for_each(Builder::push_null),
+        }
+        self.validity().push(false);
+    }
+
+    /// Marks the slot just filled by a typed push as valid.
+    pub fn mark_valid(&mut self) {
+        self.validity().push(true);
+    }
+
+    pub fn truncate(&mut self, len: usize) {
+        match self {
+            Builder::Bool { values, .. } => values.truncate(len),
+            Builder::Int { values, .. } => values.truncate(len),
+            Builder::Float { values, .. } => values.truncate(len),
+            Builder::Decimal { values, .. } => values.truncate(len),
+            Builder::Str { offsets, data, .. } => {
+                offsets.truncate(len + 1);
+                data.truncate(offsets[len] as usize);
+            }
+            Builder::List { offsets, item, .. } => {
+                offsets.truncate(len + 1);
+                item.truncate(offsets[len] as usize);
+            }
+            Builder::Struct { children, .. } => {
+                children.iter_mut().for_each(|child| child.truncate(len))
+            }
+        }
+        self.validity().truncate(len);
+    }
+
+    /// `(length, null_count, validity, buffers, children)`: the arguments of `pyarrow.Array.from_buffers`
+    /// once the Arrow type is known (buffers after the validity bitmap; children for lists and structs).
+    pub fn finish<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let empty = || PyList::empty(py);
+        let (validity, buffers, children) = match self {
+            Builder::Bool { validity, values } => {
+                (validity, vec![PyBytes::new(py, &pack(values))], empty())
+            }
+            Builder::Int {
+                validity,
+                values,
+                bits,
+            } => (
+                validity,
+                vec![PyBytes::new(py, &narrow(values, *bits))],
+                empty(),
+            ),
+            Builder::Float {
+                validity,
+                values,
+                bits,
+            } => {
+                let data: Vec<u8> = if *bits == 32 {
+                    values
+                        .iter()
+                        .flat_map(|v| (*v as f32).to_le_bytes())
+                        .collect() // exact: parsed as f32
+                } else {
+                    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+                };
+                (validity, vec![PyBytes::new(py, &data)], empty())
+            }
+            Builder::Decimal { validity, values } => {
+                let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (validity, vec![PyBytes::new(py, &data)], empty())
+            }
+            Builder::Str {
+                validity,
+                offsets,
+                data,
+            } => (
+                validity,
+                vec![
+                    PyBytes::new(py, &offsets_bytes(offsets)),
+                    PyBytes::new(py, data),
+                ],
+                empty(),
+            ),
+            Builder::List {
+                validity,
+                offsets,
+                item,
+            } => (
+                validity,
+                vec![PyBytes::new(py, &offsets_bytes(offsets))],
+                PyList::new(py, [item.finish(py)?])?,
+            ),
+            Builder::Struct { validity, children } => {
+                let finished = children
+                    .iter()
+                    .map(|child| child.finish(py))
+                    .collect::<PyResult<Vec<_>>>()?;
+                (validity, Vec::new(), PyList::new(py, finished)?)
+            }
+        };
+        let tuple = PyTuple::new(
+            py,
+            [
+                validity.len().into_pyobject(py)?.into_any(),
+                validity.nulls.into_pyobject(py)?.into_any(),
+                validity
+                    .finish(py)
+                    .map_or_else(|| py.None().into_bound(py), Bound::into_any),
+                PyList::new(py, buffers)?.into_any(),
+                children.into_any(),
+            ],
+        )?;
+        Ok(tuple.into_any())
+    }
+}
+
+fn narrow(values: &[i64], bits: u32) -> Vec<u8> {
+    match bits {
+        8 => values
+            .iter()
+            .flat_map(|v| (*v as i8).to_le_bytes())
+            .collect(),
+        16 => values
+            .iter()
+            .flat_map(|v| (*v as i16).to_le_bytes())
+            .collect(),
+        32 => values
+            .iter()
+            .flat_map(|v| (*v as i32).to_le_bytes())
+            .collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+fn offsets_bytes(offsets: &[i32]) -> Vec<u8> {
+    offsets.iter().flat_map(|v| v.to_le_bytes()).collect()
+}

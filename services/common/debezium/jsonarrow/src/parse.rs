@@ -1,0 +1,664 @@
+//! One JSON value → the builders of its field tree, in a single pass over its bytes.
+
+use std::borrow::Cow;
+
+use crate::builder::Builder;
+use crate::spec::Node;
+
+/// Deeper nesting than this is rejected rather than risking the stack on hostile input.
+const MAX_DEPTH: usize = 128;
+
+type Parsed<T> = Result<T, String>;
+
+/// Parses one value — a JSON object and nothing else but whitespace — into `root`.
+pub fn record(value: &[u8], node: &Node, root: &mut Builder) -> Parsed<()> {
+    if let Err(error) = std::str::from_utf8(value) {
+        return Err(format!("invalid UTF-8 at byte {}", error.valid_up_to()));
+    }
+    let mut cursor = Cursor {
+        bytes: value,
+        pos: 0,
+    };
+    cursor.skip_ws();
+    if cursor.peek() != Some(b'{') {
+        return Err("the value is not a JSON object".to_owned());
+    }
+    value_into(&mut cursor, node, root, 0)?;
+    cursor.skip_ws();
+    if cursor.pos != value.len() {
+        return Err(format!(
+            "unexpected data after the object at byte {}",
+            cursor.pos
+        ));
+    }
+    Ok(())
+}
+
+fn value_into(
+    cursor: &mut Cursor<'_>,
+    node: &Node,
+    builder: &mut Builder,
+    depth: usize,
+) -> Parsed<()> {
+    cursor.skip_ws();
+    let Some(first) = cursor.peek() else {
+        return Err(cursor.eof());
+    };
+    if first == b'n' {
+        cursor.literal(b"null")?;
+        builder.push_null();
+        return Ok(());
+    }
+    match (node, &mut *builder) {
+        (Node::Bool, Builder::Bool { values, .. }) => match first {
+            b't' => values.push(cursor.literal(b"true").map(|()| true)?),
+            b'f' => values.push(cursor.literal(b"false").map(|()| false)?),
+            _ => return Err(cursor.mismatch(node)),
+        },
+        (Node::Int { bits }, Builder::Int { values, .. }) => {
+            values.push(cursor.integer(node, *bits)?)
+        }
+        (Node::Float { bits }, Builder::Float { values, .. }) => {
+            values.push(cursor.float(node, *bits)?)
+        }
+        (Node::TimestampMicros, Builder::Int { values, .. }) => {
+            if first != b'"' {
+                return Err(cursor.mismatch(node));
+            }
+            values.push(cursor.timestamp_micros()?);
+        }
+        (Node::Decimal { precision, scale }, Builder::Decimal { values, .. }) => {
+            values.push(cursor.decimal(node, *precision, *scale)?);
+        }
+        (Node::Str, Builder::Str { offsets, data, .. }) => {
+            if first != b'"' {
+                return Err(cursor.mismatch(node));
+            }
+            cursor.string(Some(data))?;
+            let end = i32::try_from(data.len())
+                .map_err(|_| "more than 2 GiB of text in one batch".to_owned())?;
+            offsets.push(end);
+        }
+        (
+            Node::List(item),
+            Builder::List {
+                offsets,
+                item: items,
+                ..
+            },
+        ) => {
+            if first != b'[' {
+                return Err(cursor.mismatch(node));
+            }
+            let count = list_into(cursor, item, items, depth + 1)?;
+            let end = offsets.last().copied().unwrap_or(0) as usize + count;
+            offsets.push(
+                i32::try_from(end)
+                    .map_err(|_| "more than 2^31 list items in one batch".to_owned())?,
+            );
+        }
+        (Node::Struct { fields, strict }, Builder::Struct { children, .. }) => {
+            if first != b'{' {
+                return Err(cursor.mismatch(node));
+            }
+            object_into(cursor, fields, *strict, children, depth + 1)?;
+        }
+        _ => unreachable!("builders are made from the same field tree"),
+    }
+    builder.mark_valid();
+    Ok(())
+}
+
+fn list_into(
+    cursor: &mut Cursor<'_>,
+    item: &Node,
+    items: &mut Builder,
+    depth: usize,
+) -> Parsed<usize> {
+    cursor.enter(depth)?;
+    cursor.pos += 1; // [
+    cursor.skip_ws();
+    if cursor.peek() == Some(b']') {
+        cursor.pos += 1;
+        return Ok(0);
+    }
+    let mut count = 0;
+    loop {
+        value_into(cursor, item, items, depth)?;
+        count += 1;
+        cursor.skip_ws();
+        match cursor.next() {
+            Some(b',') => {}
+            Some(b']') => return Ok(count),
+            _ => return Err(cursor.unexpected("',' or ']'")),
+        }
+    }
+}
+
+fn object_into(
+    cursor: &mut Cursor<'_>,
+    fields: &[(Vec<u8>, Node)],
+    strict: bool,
+    children: &mut [Builder],
+    depth: usize,
+) -> Parsed<()> {
+    cursor.enter(depth)?;
+    cursor.pos += 1; // {
+    let mut seen = Seen::new(fields.len());
+    cursor.skip_ws();
+    if cursor.peek() == Some(b'}') {
+        cursor.pos += 1;
+    } else {
+        let mut expected = 0; // producers write fields in schema order: try the next one first
+        loop {
+            cursor.skip_ws();
+            let key = cursor.key()?;
+            cursor.skip_ws();
+            if cursor.next() != Some(b':') {
+                return Err(cursor.unexpected("':'"));
+            }
+            let index = match fields.get(expected) {
+                Some((name, _)) if **name == *key => Some(expected),
+                _ => fields.iter().position(|(name, _)| **name == *key),
+            };
+            match index {
+                Some(index) => {
+                    if seen.insert(index) {
+                        return Err(format!("duplicate key {:?}", String::from_utf8_lossy(&key)));
+                    }
+                    value_into(cursor, &fields[index].1, &mut children[index], depth)?;
+                    expected = index + 1;
+                }
+                None if strict => {
+                    return Err(format!("unknown key {:?}", String::from_utf8_lossy(&key)))
+                }
+                None => cursor.skip_value(depth)?,
+            }
+            cursor.skip_ws();
+            match cursor.next() {
+                Some(b',') => {}
+                Some(b'}') => break,
+                _ => return Err(cursor.unexpected("',' or '}'")),
+            }
+        }
+    }
+    for (index, child) in children.iter_mut().enumerate() {
+        if !seen.contains(index) {
+            child.push_null(); // an absent key is a null, as in Arrow's own JSON reader
+        }
+    }
+    Ok(())
+}
+
+/// Which fields of an object were given.
+enum Seen {
+    Few(u64),
+    Many(Vec<bool>),
+}
+
+impl Seen {
+    fn new(fields: usize) -> Seen {
+        if fields <= 64 {
+            Seen::Few(0)
+        } else {
+            Seen::Many(vec![false; fields])
+        }
+    }
+
+    /// Records `index`; true when it was already there.
+    fn insert(&mut self, index: usize) -> bool {
+        match self {
+            Seen::Few(mask) => {
+                let bit = 1u64 << index;
+                let was = *mask & bit != 0;
+                *mask |= bit;
+                was
+            }
+            Seen::Many(flags) => std::mem::replace(&mut flags[index], true),
+        }
+    }
+
+    fn contains(&self, index: usize) -> bool {
+        match self {
+            Seen::Few(mask) => *mask & (1u64 << index) != 0,
+            Seen::Many(flags) => flags[index],
+        }
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek();
+        self.pos += 1;
+        byte
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn enter(&self, depth: usize) -> Parsed<()> {
+        if depth > MAX_DEPTH {
+            return Err(format!("nested deeper than {MAX_DEPTH} levels"));
+        }
+        Ok(())
+    }
+
+    fn eof(&self) -> String {
+        "unexpected end of the value".to_owned()
+    }
+
+    /// The byte just consumed was not what the grammar wanted.
+    fn unexpected(&self, wanted: &str) -> String {
+        let at = self.pos - 1;
+        if at >= self.bytes.len() {
+            self.eof()
+        } else {
+            format!("expected {wanted} at byte {at}")
+        }
+    }
+
+    fn mismatch(&self, node: &Node) -> String {
+        format!("expected {} at byte {}", node.expects(), self.pos)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Parsed<()> {
+        if self.bytes[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(format!("invalid literal at byte {}", self.pos))
+        }
+    }
+
+    /// A JSON string at the cursor; its unescaped bytes go to `out` when given.
+    fn string(&mut self, mut out: Option<&mut Vec<u8>>) -> Parsed<()> {
+        self.pos += 1; // "
+        loop {
+            let rest = &self.bytes[self.pos..];
+            let run = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .ok_or_else(|| self.eof())?;
+            if let Some(out) = out.as_deref_mut() {
+                out.extend_from_slice(&rest[..run]);
+            }
+            self.pos += run;
+            match self.next() {
+                Some(b'"') => return Ok(()),
+                Some(b'\\') => {
+                    let escaped = self.escape()?;
+                    if let Some(out) = out.as_deref_mut() {
+                        let mut utf8 = [0u8; 4];
+                        out.extend_from_slice(escaped.encode_utf8(&mut utf8).as_bytes());
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "control character in a string at byte {}",
+                        self.pos - 1
+                    ))
+                }
+            }
+        }
+    }
+
+    fn escape(&mut self) -> Parsed<char> {
+        let at = self.pos;
+        let escaped = match self.next() {
+            Some(b'"') => '"',
+            Some(b'\\') => '\\',
+            Some(b'/') => '/',
+            Some(b'b') => '\u{8}',
+            Some(b'f') => '\u{c}',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => {
+                let unit = self.hex4()?;
+                let code = match unit {
+                    0xD800..=0xDBFF => {
+                        if !self.bytes[self.pos..].starts_with(b"\\u") {
+                            return Err(format!("unpaired surrogate at byte {at}"));
+                        }
+                        self.pos += 2;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(format!("unpaired surrogate at byte {at}"));
+                        }
+                        0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    0xDC00..=0xDFFF => return Err(format!("unpaired surrogate at byte {at}")),
+                    _ => unit,
+                };
+                char::from_u32(code).ok_or_else(|| format!("invalid escape at byte {at}"))?
+            }
+            _ => return Err(format!("invalid escape at byte {at}")),
+        };
+        Ok(escaped)
+    }
+
+    fn hex4(&mut self) -> Parsed<u32> {
+        let digits = self
+            .bytes
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| self.eof())?;
+        let mut unit = 0u32;
+        for digit in digits {
+            let value = (*digit as char)
+                .to_digit(16)
+                .ok_or_else(|| format!("invalid \\u escape at byte {}", self.pos))?;
+            unit = unit * 16 + value;
+        }
+        self.pos += 4;
+        Ok(unit)
+    }
+
+    /// An object key, borrowed from the value unless it has escapes.
+    fn key(&mut self) -> Parsed<Cow<'a, [u8]>> {
+        if self.peek() != Some(b'"') {
+            return Err(self.unexpected_here("a key"));
+        }
+        let bytes: &'a [u8] = self.bytes;
+        let start = self.pos + 1;
+        let run = bytes[start..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        if let Some(run) = run {
+            if bytes[start + run] == b'"' {
+                self.pos = start + run + 1;
+                return Ok(Cow::Borrowed(&bytes[start..start + run]));
+            }
+        }
+        let mut owned = Vec::new();
+        self.string(Some(&mut owned))?;
+        Ok(Cow::Owned(owned))
+    }
+
+    fn unexpected_here(&self, wanted: &str) -> String {
+        if self.pos >= self.bytes.len() {
+            self.eof()
+        } else {
+            format!("expected {wanted} at byte {}", self.pos)
+        }
+    }
+
+    /// The text of a JSON number at the cursor (grammar checked): `(text, has fraction or exponent)`.
+    fn number(&mut self, node: &Node) -> Parsed<(&'a [u8], bool)> {
+        let bytes: &'a [u8] = self.bytes;
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ if self.pos == start => return Err(self.mismatch(node)),
+            _ => return Err(format!("invalid number at byte {start}")),
+        }
+        let mut fractional = false;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            self.required_digits(start)?;
+            fractional = true;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            self.required_digits(start)?;
+            fractional = true;
+        }
+        if let Some(b'0'..=b'9') = self.peek() {
+            return Err(format!("invalid number at byte {start}")); // a leading zero
+        }
+        Ok((&bytes[start..self.pos], fractional))
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn required_digits(&mut self, start: usize) -> Parsed<()> {
+        let before = self.pos;
+        self.digits();
+        if self.pos == before {
+            return Err(format!("invalid number at byte {start}"));
+        }
+        Ok(())
+    }
+
+    fn integer(&mut self, node: &Node, bits: u32) -> Parsed<i64> {
+        let start = self.pos;
+        let (text, fractional) = self.number(node)?;
+        if fractional {
+            return Err(format!("expected an integer at byte {start}"));
+        }
+        let (negative, digits) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, text),
+        };
+        let mut magnitude: i128 = 0;
+        for digit in digits {
+            magnitude = magnitude * 10 + i128::from(digit - b'0');
+            if magnitude > 1 << 64 {
+                break;
+            }
+        }
+        let value = if negative { -magnitude } else { magnitude };
+        let (min, max) = (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1);
+        if value < min || value > max {
+            return Err(format!(
+                "integer out of range for {bits} bits at byte {start}"
+            ));
+        }
+        Ok(value as i64)
+    }
+
+    fn float(&mut self, node: &Node, bits: u32) -> Parsed<f64> {
+        let start = self.pos;
+        let (text, _) = self.number(node)?;
+        // The grammar is checked, so the text is ASCII. Rust's parsers round correctly to the target width
+        // (a 32-bit float is parsed as one, never through a double), as Arrow's do.
+        let text = std::str::from_utf8(text).unwrap_or("");
+        let value = if bits == 32 {
+            text.parse::<f32>().map_or(f64::NAN, f64::from)
+        } else {
+            text.parse::<f64>().unwrap_or(f64::NAN)
+        };
+        if !value.is_finite() {
+            return Err(format!("number out of range at byte {start}"));
+        }
+        Ok(value)
+    }
+
+    /// A JSON number as the unscaled integer of decimal(precision, scale), exactly or not at all.
+    fn decimal(&mut self, node: &Node, precision: u32, scale: u32) -> Parsed<i128> {
+        let start = self.pos;
+        let (text, _) = self.number(node)?;
+        let (negative, unsigned) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, text),
+        };
+        if unsigned.iter().any(|b| matches!(b, b'e' | b'E')) {
+            return Err(format!("a decimal with an exponent at byte {start}"));
+        }
+        let (whole, fraction) = match unsigned.iter().position(|b| *b == b'.') {
+            Some(dot) => (&unsigned[..dot], &unsigned[dot + 1..]),
+            None => (unsigned, &unsigned[..0]),
+        };
+        let whole_digits = if whole == b"0" { 0 } else { whole.len() };
+        if fraction.len() > scale as usize || whole_digits + scale as usize > precision as usize {
+            return Err(format!(
+                "the number at byte {start} does not fit decimal({precision}, {scale})"
+            ));
+        }
+        let mut unscaled: i128 = 0;
+        for digit in whole.iter().chain(fraction) {
+            unscaled = unscaled * 10 + i128::from(digit - b'0'); // at most 38 digits: fits
+        }
+        unscaled *= 10i128.pow(scale - fraction.len() as u32);
+        Ok(if negative { -unscaled } else { unscaled })
+    }
+
+    /// `"YYYY-MM-DDTHH:MM:SS[.ffffff](Z|±HH:MM)"` (Debezium's ZonedTimestamp) as microseconds since the
+    /// epoch, UTC. Other ISO-8601 spellings are rejected, not guessed at.
+    fn timestamp_micros(&mut self) -> Parsed<i64> {
+        let start = self.pos;
+        let rest = &self.bytes[start + 1..];
+        let end = rest
+            .iter()
+            .position(|b| *b == b'"')
+            .ok_or_else(|| self.eof())?;
+        let text = &rest[..end];
+        let micros = iso_micros(text)
+            .ok_or_else(|| format!("not an ISO-8601 timestamp with a zone at byte {start}"))?;
+        self.pos = start + 1 + end + 1;
+        Ok(micros)
+    }
+
+    /// Checks and passes over any JSON value (a key the schema does not name).
+    fn skip_value(&mut self, depth: usize) -> Parsed<()> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b'"') => self.string(None),
+            Some(b'{') => {
+                self.enter(depth + 1)?;
+                self.pos += 1;
+                self.skip_ws();
+                if self.peek() == Some(b'}') {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.skip_ws();
+                    self.key()?;
+                    self.skip_ws();
+                    if self.next() != Some(b':') {
+                        return Err(self.unexpected("':'"));
+                    }
+                    self.skip_value(depth + 1)?;
+                    self.skip_ws();
+                    match self.next() {
+                        Some(b',') => {}
+                        Some(b'}') => return Ok(()),
+                        _ => return Err(self.unexpected("',' or '}'")),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.enter(depth + 1)?;
+                self.pos += 1;
+                self.skip_ws();
+                if self.peek() == Some(b']') {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.skip_value(depth + 1)?;
+                    self.skip_ws();
+                    match self.next() {
+                        Some(b',') => {}
+                        Some(b']') => return Ok(()),
+                        _ => return Err(self.unexpected("',' or ']'")),
+                    }
+                }
+            }
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(_) => self.number(&Node::Float { bits: 64 }).map(|_| ()),
+            None => Err(self.eof()),
+        }
+    }
+}
+
+fn iso_micros(text: &[u8]) -> Option<i64> {
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = text.get(range)?;
+        digits.iter().try_fold(0i64, |acc, d| {
+            d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+        })
+    };
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if text.len() < 20 || separators.iter().any(|(at, sep)| text[*at] != *sep) {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let mut at = 19;
+    let mut fraction = 0i64;
+    if text[at] == b'.' {
+        let digits = text[at + 1..]
+            .iter()
+            .take_while(|d| d.is_ascii_digit())
+            .count();
+        if digits == 0 || digits > 6 {
+            return None;
+        }
+        fraction = number(at + 1..at + 1 + digits)? * 10i64.pow(6 - digits as u32);
+        at += 1 + digits;
+    }
+    let offset_minutes = match &text[at..] {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (hours, minutes) = (number(at + 1..at + 3)?, number(at + 4..at + 6)?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let magnitude = hours * 60 + minutes;
+            if *sign == b'-' {
+                -magnitude
+            } else {
+                magnitude
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
+    Some(seconds * 1_000_000 + fraction)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12; // March = 0
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}

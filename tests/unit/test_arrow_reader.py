@@ -1,0 +1,228 @@
+"""The native JSON → Arrow reader: the same tables as Arrow's own JSON reader, and a clean stop on what it rejects."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.json as pj
+import pytest
+
+from services.common.debezium.arrow_reader import JsonArrowReader, UnsupportedSchemaError
+
+ITEM = pa.struct([("n", pa.int32()), ("s", pa.string())])
+SCHEMA = pa.schema(
+    [
+        ("flag", pa.bool_()),
+        ("i8", pa.int8()),
+        ("i16", pa.int16()),
+        ("i32", pa.int32()),
+        ("i64", pa.int64()),
+        ("f32", pa.float32()),
+        ("f64", pa.float64()),
+        ("text", pa.string()),
+        ("amount", pa.decimal128(20, 2)),
+        ("tiny", pa.decimal128(5, 5)),
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("tags", pa.list_(pa.string())),
+        ("items", pa.list_(ITEM)),
+        ("image", pa.struct([("id", pa.int64()), ("name", pa.string()), ("nested", ITEM)])),
+    ]
+)
+TEXTS = [
+    "",
+    "plain",
+    'quote " and \\ backslash',
+    "tab\tnew\nline\r/",
+    "é ü ß",
+    "日本語",
+    "emoji 🚀 here",
+    "\u0001\u001f",
+]
+
+
+def _arrow(lines: list[bytes], schema: pa.Schema = SCHEMA) -> pa.Table:
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    return pj.read_json(pa.BufferReader(b"\n".join(lines)), parse_options=options).combine_chunks()
+
+
+def _random_document(rng: random.Random) -> dict[str, Any]:
+    def maybe(value: Any) -> Any:
+        return None if rng.random() < 0.15 else value
+
+    at = datetime(1900, 1, 1, tzinfo=UTC) + timedelta(microseconds=rng.randrange(0, 300 * 365 * 86_400 * 10**6))
+    document: dict[str, Any] = {
+        "flag": maybe(rng.random() < 0.5),
+        "i8": maybe(rng.randint(-128, 127)),
+        "i16": maybe(rng.randint(-(2**15), 2**15 - 1)),
+        "i32": maybe(rng.randint(-(2**31), 2**31 - 1)),
+        "i64": maybe(rng.choice([-(2**63), 2**63 - 1, 0, rng.randint(-(2**63), 2**63 - 1)])),
+        "f32": maybe(rng.choice([0.1, -3.5, 1e-7, 3.4e38, rng.uniform(-1e6, 1e6), 7])),
+        "f64": maybe(rng.choice([0.1, -0.0, 1.7976931348623157e308, 5e-324, rng.uniform(-1e12, 1e12), 12])),
+        "text": maybe(rng.choice(TEXTS) * rng.randint(1, 3)),
+        "amount": maybe(Decimal(rng.randint(-(10**18) + 1, 10**18 - 1)).scaleb(-rng.choice([0, 1, 2]))),
+        "tiny": maybe(Decimal(rng.randint(-99_999, 99_999)).scaleb(-5)),
+        "at": maybe(_iso(at, rng)),
+        "tags": maybe([rng.choice(TEXTS) for _ in range(rng.randint(0, 3))]),
+        "items": maybe([{"n": rng.randint(-5, 5), "s": maybe("x")} for _ in range(rng.randint(0, 2))]),
+        "image": maybe({"id": rng.randint(0, 10**12), "name": maybe(rng.choice(TEXTS)), "nested": maybe({"n": 1})}),
+    }
+    for key in list(document):
+        if rng.random() < 0.05:
+            del document[key]  # an absent key reads as null
+    if rng.random() < 0.3:
+        document["unknown"] = {"deep": [1, {"x": None}], "s": "ignored \u00e9"}
+    return document
+
+
+def _iso(at: datetime, rng: random.Random) -> str:
+    offset = timedelta(minutes=rng.choice([0, 0, 60, -330, 840, -720]))
+    local = at.astimezone(timezone(offset))
+    digits = rng.choice([0, 1, 3, 6])
+    text = local.strftime("%Y-%m-%dT%H:%M:%S")
+    if digits:
+        text += "." + f"{local.microsecond:06d}"[:digits]
+    zone = "Z" if not offset else local.strftime("%z")[:3] + ":" + local.strftime("%z")[3:]
+    return text + zone
+
+
+def _dumps(document: dict[str, Any], rng: random.Random) -> bytes:
+    text = json.dumps(
+        document, ensure_ascii=rng.random() < 0.5, default=str, separators=rng.choice([(",", ":"), (", ", ": ")])
+    )
+    for key in ("amount", "tiny"):  # decimals are JSON numbers, as Debezium writes them
+        value = document.get(key)
+        if value is not None:
+            text = text.replace(f'"{key}": "{value}"', f'"{key}": {value}').replace(
+                f'"{key}":"{value}"', f'"{key}":{value}'
+            )
+    return text.encode()
+
+
+def test_random_documents_read_as_arrow_reads_them() -> None:
+    rng = random.Random(20261123)
+    lines = [_dumps(_random_document(rng), rng) for _ in range(3_000)]
+    table, rejected = JsonArrowReader(SCHEMA).read(lines)
+    assert rejected is None
+    table.validate(full=True)
+    expected = _arrow(lines)
+    assert table.num_rows == 3_000
+    for name in SCHEMA.names:
+        assert table.column(name).equals(expected.column(name)), name
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("12345678901234567.89", Decimal("12345678901234567.89")),
+        ("-0.5", Decimal("-0.50")),
+        ("0", Decimal("0.00")),
+        ("-99999999999999999999"[:19], Decimal("-999999999999999999")),
+    ],
+)
+def test_decimals_are_exact(text: str, expected: Decimal) -> None:
+    table, rejected = JsonArrowReader(pa.schema([("d", pa.decimal128(20, 2))])).read([f'{{"d":{text}}}'.encode()])
+    assert rejected is None
+    assert table.column("d").to_pylist() == [expected]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b'{"i64": 1.5}', "integer"),
+        (b'{"i8": 128}', "out of range"),
+        (b'{"i64": 9223372036854775808}', "out of range"),
+        (b'{"i64": "1"}', "expected an integer"),
+        (b'{"amount": 1.234}', "does not fit"),
+        (b'{"amount": 1e3}', "exponent"),
+        (b'{"amount": 1234567890123456789.5}', "does not fit"),
+        (b'{"text": 5}', "expected a string"),
+        (b'{"flag": "true"}', "expected a boolean"),
+        (b'{"tags": "a"}', "expected an array"),
+        (b'{"image": []}', "expected an object"),
+        (b'{"at": "2026-02-30T00:00:00Z"}', "ISO-8601"),
+        (b'{"at": "2026-01-01T00:00:00"}', "ISO-8601"),
+        (b'{"at": "2026-01-01T00:00:00.1234567Z"}', "ISO-8601"),
+        (b'{"text": "\xff"}', "UTF-8"),
+        (b'{"text": "\\ud800"}', "surrogate"),
+        (b'{"text": "a\x01b"}', "control character"),
+        (b'{"text": "\\x"}', "escape"),
+        (b'{"i8": 1, "i8": 2}', "duplicate key"),
+        (b'{"i8": 1} {"i8": 2}', "after the object"),
+        (b'{"i8": 01}', "invalid number"),
+        (b'{"i8": 1,}', "a key"),
+        (b'{"i8": 1', "end of the value"),
+        (b"null", "not a JSON object"),
+        (b'{"unknown": [1, 2}', "expected"),
+        (b'{"image": {"id": 1, "extra": 2}}', "unknown key"),
+        (b'{"unknown": ' + b"[" * 500 + b"]" * 500 + b"}", "nested deeper"),
+    ],
+)
+def test_a_rejected_value_stops_the_read_and_keeps_the_rows_before(value: bytes, reason: str) -> None:
+    reader = JsonArrowReader(SCHEMA, strict=("image",))
+    good = b'{"i8": 7, "tags": ["a", "b"], "items": [{"n": 1, "s": "x"}], "image": {"id": 3, "name": "n"}}'
+    table, rejected = reader.read([good, good, value, good])
+    assert rejected is not None
+    assert reason in rejected
+    assert table.num_rows == 2
+    table.validate(full=True)
+    assert table.column("i8").to_pylist() == [7, 7]
+    assert table.column("tags").to_pylist() == [["a", "b"], ["a", "b"]]
+    assert table.column("items").to_pylist() == [[{"n": 1, "s": "x"}]] * 2
+    rest, rejected = reader.read([good, good, value, good], 3)
+    assert (rest.num_rows, rejected) == (1, None)
+
+
+def test_a_value_rejected_halfway_leaves_no_partial_row() -> None:
+    """The failing value had already filled some columns and list items before its bad field."""
+    reader = JsonArrowReader(SCHEMA)
+    bad = b'{"i8": 1, "text": "partial", "tags": ["x", "y", "z"], "items": [{"n": 1}, {"n": "bad"}]}'
+    good = b'{"i8": 2, "text": "kept", "tags": ["k"], "items": [{"n": 2}]}'
+    first, rejected = reader.read([good, bad])
+    assert rejected is not None
+    assert first.to_pylist() == _arrow([good]).to_pylist()
+    rest, rejected = reader.read([good, bad, good], 2)
+    assert rejected is None
+    assert rest.to_pylist() == _arrow([good]).to_pylist()
+
+
+def test_unknown_keys_are_checked_and_skipped_unless_strict() -> None:
+    value = b'{"i8": 1, "later": {"a": [true, false, null, -1.5e-3, "s\\u00e9"]}, "image": {"id": 1, "more": 0}}'
+    table, rejected = JsonArrowReader(SCHEMA).read([value])
+    assert rejected is None
+    assert table.column("image").to_pylist() == [{"id": 1, "name": None, "nested": None}]
+    _, rejected = JsonArrowReader(SCHEMA, strict=("image",)).read([value])
+    assert rejected is not None
+    assert "more" in rejected
+
+
+def test_timestamps_with_offsets_are_utc_instants() -> None:
+    schema = pa.schema([("at", pa.timestamp("us", tz="UTC"))])
+    values = [
+        b'{"at": "2024-02-29T23:59:59.999999Z"}',
+        b'{"at": "1969-12-31T23:59:59.5Z"}',
+        b'{"at": "2026-11-23T08:00:00+05:30"}',
+        b'{"at": "0001-01-01T00:00:00Z"}',
+        b'{"at": "9999-12-31T23:59:59-12:00"}',
+    ]
+    table, rejected = JsonArrowReader(schema).read(values)
+    assert rejected is None
+    assert table.column("at").equals(_arrow(values, schema).column("at"))
+    assert table.column("at")[2].as_py() == datetime(2026, 11, 23, 2, 30, tzinfo=UTC)
+
+
+def test_types_the_reader_does_not_build_are_refused_up_front() -> None:
+    with pytest.raises(UnsupportedSchemaError):
+        JsonArrowReader(pa.schema([("d", pa.decimal256(50, 2))]))
+    with pytest.raises(UnsupportedSchemaError):
+        JsonArrowReader(pa.schema([("t", pa.timestamp("us"))]))  # no zone: a string would be ambiguous
+
+
+def test_an_empty_batch_reads_as_an_empty_table() -> None:
+    table, rejected = JsonArrowReader(SCHEMA).read([])
+    assert (table.num_rows, rejected) == (0, None)
+    assert table.schema.equals(SCHEMA)
