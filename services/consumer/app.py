@@ -8,6 +8,8 @@ pauses the partition with a backoff, so memory stays bounded and nothing is skip
 
 from __future__ import annotations
 
+import itertools
+import operator
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -66,6 +68,9 @@ class LakeWriter:
                 # bound librdkafka's prefetch queue too: it is memory we hold outside the buffers
                 "queued.max.messages.kbytes": max(1024, w.buffer_max_bytes // 4096),
                 "enable.partition.eof": False,
+                # catching up, bigger fetches per partition mean fewer requests for librdkafka to build,
+                # send and parse (the default is 1 MiB; the prefetch bound above still caps memory)
+                "max.partition.fetch.bytes": 8 << 20,
                 # the subscription is a pattern: a topic Debezium creates for a new table (or for the first
                 # change of a fresh stack) joins it at the next metadata refresh, 5 minutes by default
                 "topic.metadata.refresh.interval.ms": _METADATA_REFRESH_MS,
@@ -328,14 +333,29 @@ class LakeWriter:
             self._metrics.lag_seconds.labels(group, tp[0], str(tp[1])).set(seconds)
 
 
+_ERROR = operator.methodcaller("error")
+_TOPIC = operator.methodcaller("topic")
+_PARTITION = operator.methodcaller("partition")
+
+
 def _by_partition(messages: Sequence[Message]) -> dict[TP, list[Message]]:
-    groups: dict[TP, list[Message]] = defaultdict(list)
-    for message in messages:
-        error = message.error()
-        if error is not None:
-            if error.fatal():
+    """The messages of each partition, in order; consume errors are logged (fatal ones raised).
+
+    This runs for every record, so it maps C-level calls over the batch instead of looping in Python:
+    a batch arrives as runs of one partition, grouped here run by run.
+    """
+    errors = list(map(_ERROR, messages))
+    if any(map(operator.is_not, errors, itertools.repeat(None))):  # not list.count: KafkaError == None raises
+        for error in errors:
+            if error is not None and error.fatal():
                 raise KafkaException(error)
+        for error in (e for e in errors if e is not None):
             log.warning("writer.consume_error", error=str(error))
-            continue
-        groups[(str(message.topic()), int(message.partition() or 0))].append(message)
+        messages = [m for m, e in zip(messages, errors, strict=True) if e is None]
+    groups: dict[TP, list[Message]] = {}
+    start = 0
+    for key, run in itertools.groupby(zip(map(_TOPIC, messages), map(_PARTITION, messages), strict=True)):
+        stop = start + len(list(run))
+        groups.setdefault(key, []).extend(messages[start:stop])
+        start = stop
     return groups

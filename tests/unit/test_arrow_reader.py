@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from datetime import UTC, datetime, timedelta, timezone
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pytest
 
-from services.common.debezium.arrow_reader import JsonArrowReader, UnsupportedSchemaError
+from services.common.debezium.arrow_reader import VARIABLE_SCALE, JsonArrowReader, UnsupportedSchemaError
 
 ITEM = pa.struct([("n", pa.int32()), ("s", pa.string())])
 SCHEMA = pa.schema(
@@ -106,8 +107,9 @@ def _dumps(document: dict[str, Any], rng: random.Random) -> bytes:
 def test_random_documents_read_as_arrow_reads_them() -> None:
     rng = random.Random(20261123)
     lines = [_dumps(_random_document(rng), rng) for _ in range(3_000)]
-    table, rejected = JsonArrowReader(SCHEMA).read(lines)
-    assert rejected is None
+    read = JsonArrowReader(SCHEMA).read(lines)
+    assert (read.rejected, read.stop, read.taken) == (None, 3_000, None)
+    table = read.rows
     table.validate(full=True)
     expected = _arrow(lines)
     assert table.num_rows == 3_000
@@ -125,9 +127,9 @@ def test_random_documents_read_as_arrow_reads_them() -> None:
     ],
 )
 def test_decimals_are_exact(text: str, expected: Decimal) -> None:
-    table, rejected = JsonArrowReader(pa.schema([("d", pa.decimal128(20, 2))])).read([f'{{"d":{text}}}'.encode()])
-    assert rejected is None
-    assert table.column("d").to_pylist() == [expected]
+    read = JsonArrowReader(pa.schema([("d", pa.decimal128(20, 2))])).read([f'{{"d":{text}}}'.encode()])
+    assert read.rejected is None
+    assert read.rows.column("d").to_pylist() == [expected]
 
 
 @pytest.mark.parametrize(
@@ -165,16 +167,17 @@ def test_decimals_are_exact(text: str, expected: Decimal) -> None:
 def test_a_rejected_value_stops_the_read_and_keeps_the_rows_before(value: bytes, reason: str) -> None:
     reader = JsonArrowReader(SCHEMA, strict=("image",))
     good = b'{"i8": 7, "tags": ["a", "b"], "items": [{"n": 1, "s": "x"}], "image": {"id": 3, "name": "n"}}'
-    table, rejected = reader.read([good, good, value, good])
-    assert rejected is not None
-    assert reason in rejected
-    assert table.num_rows == 2
+    read = reader.read([good, good, value, good])
+    assert read.rejected is not None
+    assert reason in read.rejected
+    assert (read.stop, read.rows.num_rows) == (2, 2)
+    table = read.rows
     table.validate(full=True)
     assert table.column("i8").to_pylist() == [7, 7]
     assert table.column("tags").to_pylist() == [["a", "b"], ["a", "b"]]
     assert table.column("items").to_pylist() == [[{"n": 1, "s": "x"}]] * 2
-    rest, rejected = reader.read([good, good, value, good], 3)
-    assert (rest.num_rows, rejected) == (1, None)
+    rest = reader.read([good, good, value, good], 3)
+    assert (rest.rows.num_rows, rest.stop, rest.rejected) == (1, 4, None)
 
 
 def test_a_value_rejected_halfway_leaves_no_partial_row() -> None:
@@ -182,22 +185,59 @@ def test_a_value_rejected_halfway_leaves_no_partial_row() -> None:
     reader = JsonArrowReader(SCHEMA)
     bad = b'{"i8": 1, "text": "partial", "tags": ["x", "y", "z"], "items": [{"n": 1}, {"n": "bad"}]}'
     good = b'{"i8": 2, "text": "kept", "tags": ["k"], "items": [{"n": 2}]}'
-    first, rejected = reader.read([good, bad])
-    assert rejected is not None
-    assert first.to_pylist() == _arrow([good]).to_pylist()
-    rest, rejected = reader.read([good, bad, good], 2)
-    assert rejected is None
-    assert rest.to_pylist() == _arrow([good]).to_pylist()
+    first = reader.read([good, bad])
+    assert first.rejected is not None
+    assert first.rows.to_pylist() == _arrow([good]).to_pylist()
+    rest = reader.read([good, bad, good], 2)
+    assert rest.rejected is None
+    assert rest.rows.to_pylist() == _arrow([good]).to_pylist()
 
 
 def test_unknown_keys_are_checked_and_skipped_unless_strict() -> None:
     value = b'{"i8": 1, "later": {"a": [true, false, null, -1.5e-3, "s\\u00e9"]}, "image": {"id": 1, "more": 0}}'
-    table, rejected = JsonArrowReader(SCHEMA).read([value])
-    assert rejected is None
-    assert table.column("image").to_pylist() == [{"id": 1, "name": None, "nested": None}]
-    _, rejected = JsonArrowReader(SCHEMA, strict=("image",)).read([value])
-    assert rejected is not None
-    assert "more" in rejected
+    read = JsonArrowReader(SCHEMA).read([value])
+    assert read.rejected is None
+    assert read.rows.column("image").to_pylist() == [{"id": 1, "name": None, "nested": None}]
+    strict = JsonArrowReader(SCHEMA, strict=("image",)).read([value])
+    assert strict.rejected is not None
+    assert "more" in strict.rejected
+
+
+def _variable_scale(value: Decimal) -> bytes:
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    unscaled = int("".join(map(str, digits))) * (-1 if sign else 1)
+    raw = unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
+    return json.dumps({"d": {"scale": -exponent, "value": base64.b64encode(raw).decode()}}).encode()
+
+
+def test_decimal256_numbers_and_variable_scale_decimals_are_exact() -> None:
+    wide = pa.schema([("d", pa.decimal256(76, 38))])
+    huge = Decimal("-" + "9" * 38 + "." + "1" * 38)
+    read = JsonArrowReader(wide).read([f'{{"d":{huge}}}'.encode(), b'{"d":0.5}'])
+    assert read.rejected is None
+    assert read.rows.column("d").to_pylist() == [huge, Decimal("0.5")]
+
+    variable = pa.schema([pa.field("d", pa.decimal256(76, 38), metadata=VARIABLE_SCALE)])
+    values = [Decimal("0.000123456789"), Decimal("-1"), Decimal("-128"), Decimal("255"), Decimal("1E+30"), huge]
+    read = JsonArrowReader(variable).read([_variable_scale(v) for v in values] + [b'{"d": null}'])
+    assert read.rejected is None
+    assert read.rows.column("d").to_pylist() == [*values, None]
+
+    narrow = pa.schema([pa.field("d", pa.decimal128(10, 2), metadata=VARIABLE_SCALE)])
+    assert JsonArrowReader(narrow).read([_variable_scale(Decimal("12.5"))]).rows.column("d").to_pylist() == [
+        Decimal("12.50")
+    ]
+    for bad in [
+        _variable_scale(Decimal("1.005")),  # three places: would round
+        _variable_scale(Decimal("123456789")),  # over the precision
+        b'{"d": {"scale": 1, "value": "not base64!"}}',
+        b'{"d": {"scale": 1}}',
+        b'{"d": {"scale": 1, "value": "AQ==", "extra": 1}}',
+        b'{"d": 1.5}',
+    ]:
+        rejected = JsonArrowReader(narrow).read([bad]).rejected
+        assert rejected is not None, bad
 
 
 def test_timestamps_with_offsets_are_utc_instants() -> None:
@@ -209,20 +249,58 @@ def test_timestamps_with_offsets_are_utc_instants() -> None:
         b'{"at": "0001-01-01T00:00:00Z"}',
         b'{"at": "9999-12-31T23:59:59-12:00"}',
     ]
-    table, rejected = JsonArrowReader(schema).read(values)
-    assert rejected is None
+    read = JsonArrowReader(schema).read(values)
+    assert read.rejected is None
+    table = read.rows
     assert table.column("at").equals(_arrow(values, schema).column("at"))
     assert table.column("at")[2].as_py() == datetime(2026, 11, 23, 2, 30, tzinfo=UTC)
 
 
 def test_types_the_reader_does_not_build_are_refused_up_front() -> None:
     with pytest.raises(UnsupportedSchemaError):
-        JsonArrowReader(pa.schema([("d", pa.decimal256(50, 2))]))
+        JsonArrowReader(pa.schema([("n", pa.uint64())]))
     with pytest.raises(UnsupportedSchemaError):
         JsonArrowReader(pa.schema([("t", pa.timestamp("us"))]))  # no zone: a string would be ambiguous
 
 
 def test_an_empty_batch_reads_as_an_empty_table() -> None:
-    table, rejected = JsonArrowReader(SCHEMA).read([])
-    assert (table.num_rows, rejected) == (0, None)
-    assert table.schema.equals(SCHEMA)
+    read = JsonArrowReader(SCHEMA).read([])
+    assert (read.rows.num_rows, read.stop, read.rejected) == (0, 0, None)
+    assert read.rows.schema.equals(SCHEMA)
+
+
+def test_none_values_are_skipped_and_the_rows_mapped_to_their_values() -> None:
+    reader = JsonArrowReader(SCHEMA)
+    read = reader.read([None, b'{"i8": 1}', None, None, b'{"i8": 2}', b'{"i8": 300}', b'{"i8": 3}'])
+    assert (read.stop, read.rows.column("i8").to_pylist()) == (5, [1, 2])
+    assert read.taken is not None
+    assert read.taken.tolist() == [1, 4]
+
+
+def test_a_value_over_the_size_limit_is_rejected_unread() -> None:
+    read = JsonArrowReader(SCHEMA).read([b'{"i8": 1}', b'{"text": "' + b"x" * 100 + b'"}'], max_bytes=50)
+    assert read.stop == 1
+    assert read.rejected is not None
+    assert "exceeds the 50-byte limit" in read.rejected
+
+
+def test_an_envelope_with_a_schema_first_is_unwrapped() -> None:
+    reader = JsonArrowReader(SCHEMA, envelope="payload")
+    values = [
+        b'{"schema": {"type": "struct", "fields": [{"field": "payload"}]}, "payload": {"i8": 1, "text": "w"}}',
+        b'{"i8": 2}',  # not wrapped: read as it is
+        b'{"payload": {"i8": 3}}',  # no schema first: an ordinary object whose key "payload" is unknown
+        b'{"schema": {}, "payload": {"i8": 4}, "extra": [1]}',
+    ]
+    read = reader.read(values)
+    assert read.rejected is None
+    assert read.rows.column("i8").to_pylist() == [1, 2, None, 4]
+    assert read.rows.column("text").to_pylist() == ["w", None, None, None]
+    for bad, reason in [
+        (b'{"schema": {}}', "has no"),
+        (b'{"schema": {}, "payload": null}', "not one object"),
+        (b'{"schema": {}, "payload": {"i8": 1}, "payload": {"i8": 2}}', "not one object"),
+    ]:
+        rejected = reader.read([bad]).rejected
+        assert rejected is not None
+        assert reason in rejected

@@ -9,58 +9,80 @@ lets Arrow's reader decide about the rejected value.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from services.common.debezium._jsonarrow import Reader
 
-__all__ = ["JsonArrowReader", "UnsupportedSchemaError"]
+__all__ = ["VARIABLE_SCALE", "JsonArrowReader", "ReadResult", "UnsupportedSchemaError"]
 
 
 class UnsupportedSchemaError(ValueError):
     """The schema has a type the native reader does not build (callers use Arrow's reader instead)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """Rows read from ``values[start:stop]``; ``taken`` maps them to their values when ``None`` ones were skipped."""
+
+    rows: pa.Table
+    stop: int
+    rejected: str | None
+    taken: np.ndarray | None
+
+
 class JsonArrowReader:
     """Reads JSON objects into a table of ``schema``.
 
     Keys of the top-level fields named in ``strict`` (struct fields) must be in the schema; anywhere else an
-    unknown key is checked as JSON and skipped.
+    unknown key is checked as JSON and skipped. With ``envelope``, a value whose first key is ``"schema"``
+    is Kafka Connect's wrapper and its row is the object under that key.
     """
 
-    def __init__(self, schema: pa.Schema, *, strict: Collection[str] = ()) -> None:
+    def __init__(self, schema: pa.Schema, *, strict: Collection[str] = (), envelope: str | None = None) -> None:
         self.schema = schema
-        fields = [(f.name, _spec(f.type, strict=f.name in strict)) for f in schema]
-        self._reader = Reader(("struct", fields, False))
+        fields = [(f.name, _spec(f, strict=f.name in strict)) for f in schema]
+        self._reader = Reader(("struct", fields, False), envelope)
         self._type = pa.struct(list(schema))
 
-    def read(self, values: list[bytes], start: int = 0) -> tuple[pa.Table, str | None]:
-        """Rows of ``values[start:]`` up to the first rejected value, and why it was rejected (None: all read)."""
-        _, rejected, buffers = self._reader.read(values, start)
+    def read(self, values: Sequence[bytes | None], start: int = 0, *, max_bytes: int = sys.maxsize) -> ReadResult:
+        """Rows of ``values[start:]`` up to the first value rejected (a value over ``max_bytes`` is rejected)."""
+        listed = values if isinstance(values, list) else list(values)
+        stop, rejected, buffers, taken = self._reader.read(listed, start, max_bytes)
         root = _array(self._type, buffers)
         assert isinstance(root, pa.StructArray)
-        return pa.Table.from_batches([pa.RecordBatch.from_struct_array(root)], schema=self.schema), rejected
+        rows = pa.Table.from_batches([pa.RecordBatch.from_struct_array(root)], schema=self.schema)
+        return ReadResult(rows, stop, rejected, None if taken is None else np.frombuffer(taken, dtype="<i8"))
 
+
+VARIABLE_SCALE = {b"cdcflow.json": b"variable_scale"}
+"""Field metadata of a decimal field given in JSON as Kafka Connect's ``{"scale": s, "value": base64}``."""
 
 _LEAVES: tuple[tuple[Callable[[Any], bool], Callable[[Any], tuple[Any, ...]]], ...] = (
     (pa.types.is_boolean, lambda t: ("bool",)),
     (pa.types.is_signed_integer, lambda t: ("int", t.bit_width)),
     (lambda t: pa.types.is_floating(t) and t.bit_width in (32, 64), lambda t: ("float", t.bit_width)),
     (pa.types.is_string, lambda t: ("string",)),
-    (pa.types.is_decimal128, lambda t: ("decimal128", t.precision, t.scale)),
     # a zone is required: an ISO-8601 string with an offset is an instant, without one it would be a guess
     (lambda t: pa.types.is_timestamp(t) and t.unit == "us" and t.tz is not None, lambda t: ("timestamp_us",)),
 )
 
 
-def _spec(arrow: pa.DataType, *, strict: bool = False) -> tuple[Any, ...]:
-    """The reader's field tree for ``arrow`` (see ``jsonarrow/src/spec.rs``)."""
+def _spec(field: pa.Field, *, strict: bool = False) -> tuple[Any, ...]:
+    """The reader's field tree for ``field`` (see ``jsonarrow/src/spec.rs``)."""
+    arrow = field.type
     if pa.types.is_list(arrow):
-        return ("list", _spec(arrow.value_type))
+        return ("list", _spec(arrow.value_field))
     if pa.types.is_struct(arrow):
-        return ("struct", [(f.name, _spec(f.type)) for f in arrow], strict)
+        return ("struct", [(f.name, _spec(f)) for f in arrow], strict)
+    if pa.types.is_decimal128(arrow) or pa.types.is_decimal256(arrow):
+        encoding = "variable_scale" if field.metadata == VARIABLE_SCALE else "number"
+        return ("decimal", arrow.precision, arrow.scale, arrow.byte_width, encoding)
     for matches, spec in _LEAVES:
         if matches(arrow):
             return spec(arrow)

@@ -201,7 +201,7 @@ class EnvelopeConverter:
                 return pc.cast(raw, target), None
             case "timestamp_millis":
                 return pc.cast(pc.multiply(raw, 1000), target), None
-            case "variable_decimal":
+            case "variable_decimal" if pa.types.is_struct(raw.type):  # a reader may have converted it already
                 return _variable_decimals(raw, target, column.name)
             case "bytes":
                 return _per_value(raw, target, _base64, Reason.WRONG_TYPE, column.name)

@@ -12,15 +12,18 @@ still decode in bulk and only a poison record ends up alone, as a failure.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 
+from services.common.contracts.arrow import arrow_type
 from services.common.contracts.model import TableContract
-from services.common.debezium.arrow_reader import JsonArrowReader, UnsupportedSchemaError
+from services.common.debezium.arrow_reader import VARIABLE_SCALE, JsonArrowReader, UnsupportedSchemaError
 from services.common.debezium.envelope import EnvelopeConverter, Origin
 from services.common.debezium.records import DecodeFailure, DecodeResult, KafkaMessage, Reason
 
@@ -47,19 +50,28 @@ def _payload_of(value: bytes) -> bytes | None:
     return value[start + len(_PAYLOAD) : -1]
 
 
+_VALUE = operator.methodcaller("value")
+_OFFSET = operator.methodcaller("offset")
+_TIMESTAMP = operator.methodcaller("timestamp")
+_SECOND = operator.itemgetter(1)
+
+
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """Messages of one partition that will be parsed together, with their joined values."""
+    """Messages of one partition with their values, offsets and timestamps, aligned by position."""
 
     messages: Sequence[KafkaMessage]
-    values: Sequence[bytes]
+    values: Sequence[bytes | None]
     offsets: np.ndarray
     timestamps_ms: np.ndarray
 
     @classmethod
-    def of(cls, messages: Sequence[KafkaMessage], values: Sequence[bytes]) -> _Batch:
-        offsets = np.fromiter((m.offset() or 0 for m in messages), dtype=np.int64, count=len(messages))
-        timestamps = np.fromiter((m.timestamp()[1] for m in messages), dtype=np.int64, count=len(messages))
+    def of(cls, messages: Sequence[KafkaMessage]) -> _Batch:
+        """Mapped by C-level calls (no Python bytecode per message): this runs for every record."""
+        n = len(messages)
+        values = list(map(_VALUE, messages))
+        offsets = np.fromiter(map(_OFFSET, messages), dtype=np.int64, count=n)
+        timestamps = np.fromiter(map(_SECOND, map(_TIMESTAMP, messages)), dtype=np.int64, count=n)
         return cls(messages, values, offsets, timestamps)
 
     def __len__(self) -> int:
@@ -70,6 +82,11 @@ class _Batch:
             return self
         span = slice(start, stop)
         return _Batch(self.messages[span], self.values[span], self.offsets[span], self.timestamps_ms[span])
+
+    def take(self, indices: np.ndarray) -> _Batch:
+        messages = [self.messages[i] for i in indices.tolist()]
+        values = [self.values[i] for i in indices.tolist()]
+        return _Batch(messages, values, self.offsets[indices], self.timestamps_ms[indices])
 
     def split(self) -> tuple[_Batch, _Batch]:
         half = len(self.messages) // 2
@@ -86,7 +103,9 @@ class JsonEventDecoder:
         self._max_value_bytes = max_value_bytes
         try:
             self._fast: JsonArrowReader | None = JsonArrowReader(
-                self._converter.wire_schema, strict=("before", "after")
+                _fast_wire_schema(contract, self._converter.wire_schema),
+                strict=("before", "after"),
+                envelope="payload",
             )
         except UnsupportedSchemaError:  # a type only Arrow's reader builds (e.g. decimal256): all values go there
             self._fast = None
@@ -95,73 +114,81 @@ class JsonEventDecoder:
 
     def decode(self, topic: str, partition: int, messages: Sequence[KafkaMessage], ingested_at_us: int) -> DecodeResult:
         """Rows for ``messages`` (all of one partition, in offset order), failures and the tombstone count."""
-        failures: list[DecodeFailure] = []
-        tombstones = 0
-        batch_messages: list[KafkaMessage] = []
-        batch_values: list[bytes] = []
-        offsets: list[int] = []
-        timestamps: list[int] = []
-        alone: list[tuple[KafkaMessage, bytes]] = []
-        limit = self._max_value_bytes
-        for message in messages:  # the one per-record Python loop of the happy path: keep it lean
-            value = message.value()
-            if value is None:
-                tombstones += 1
-            elif len(value) > limit:
-                detail = f"value of {len(value)} bytes exceeds the {limit}-byte limit"
-                failures.append(DecodeFailure(message, Reason.OVERSIZED, detail, "OversizedRecord"))
-            elif value.startswith(_WRAPPED) and (payload := _payload_of(value)) is not None:
-                batch_messages.append(message)  # the DLQ still gets the original value
-                batch_values.append(payload)
-                offsets.append(message.offset() or 0)
-                timestamps.append(message.timestamp()[1])
-            elif value[:1] != b"{" and value.lstrip()[:1] != b"{":
-                # Not a JSON object: never hand it to Arrow (pyarrow 26 crashes on a leading `null`).
-                failures.append(_classify(message, value, "the value is not a JSON object"))
-            elif b"\n" in value:  # cannot share newline-delimited JSON with others
-                alone.append((message, value))
-            else:
-                batch_messages.append(message)
-                batch_values.append(value)
-                offsets.append(message.offset() or 0)
-                timestamps.append(message.timestamp()[1])
-        tables: list[pa.Table] = []
+        batch = _Batch.of(messages)
         origin = Origin(topic, partition, ingested_at_us)
-        batch = _Batch(batch_messages, batch_values, np.array(offsets, np.int64), np.array(timestamps, np.int64))
-        self._decode_fast(batch, origin, tables, failures)
-        for message, value in alone:
-            self._decode_bisect(_Batch.of([message], [value]), origin, tables, failures)
+        tables: list[pa.Table] = []
+        failures: list[DecodeFailure] = []
+        if self._fast is None:
+            self._decode_general(batch, origin, tables, failures)
+        else:
+            self._decode_fast(self._fast, batch, origin, tables, failures)
         if not tables:
             rows = self.schema.empty_table()
         elif len(tables) == 1:
             rows = tables[0]
-        else:  # bisected or decoded alone: put the rows back in offset order
+        else:  # read in several parts: put the rows back in offset order
             rows = pa.concat_tables(tables).sort_by("_kafka_offset")
         failures.sort(key=lambda f: int(f.message.offset() or 0))
-        return DecodeResult(rows=rows, failures=failures, tombstones=tombstones)
+        return DecodeResult(rows=rows, failures=failures, tombstones=batch.values.count(None))
 
     # --- parsing --------------------------------------------------------------------------------
 
-    def _decode_fast(self, batch: _Batch, origin: Origin, out: list[pa.Table], failures: list[DecodeFailure]) -> None:
-        """The fast reader over the batch; each value it rejects goes alone through Arrow's reader."""
-        if self._fast is None:
-            self._decode_bisect(batch, origin, out, failures)
-            return
-        values = list(batch.values)
+    def _decode_fast(
+        self,
+        reader: JsonArrowReader,
+        batch: _Batch,
+        origin: Origin,
+        out: list[pa.Table],
+        failures: list[DecodeFailure],
+    ) -> None:
+        """The fast reader over the batch; each value it rejects goes alone through the general path."""
         start = rejections = 0
         while start < len(batch):
-            wire, rejected = self._fast.read(values, start)
-            stop = start + wire.num_rows
-            if wire.num_rows:
-                self._convert(wire, batch.part(start, stop), origin, out, failures)
-            if rejected is None:
+            read = reader.read(batch.values, start, max_bytes=self._max_value_bytes)
+            if read.rows.num_rows:
+                rows = batch.part(start, read.stop) if read.taken is None else batch.take(read.taken)
+                self._convert(read.rows, rows, origin, out, failures)
+            if read.rejected is None:
                 return
             rejections += 1
             if rejections > _MAX_REJECTIONS:
-                self._decode_bisect(batch.part(stop), origin, out, failures)
+                self._decode_general(batch.part(read.stop), origin, out, failures)
                 return
-            self._decode_bisect(batch.part(stop, stop + 1), origin, out, failures)
-            start = stop + 1
+            self._decode_general(batch.part(read.stop, read.stop + 1), origin, out, failures)
+            start = read.stop + 1
+
+    def _decode_general(
+        self, batch: _Batch, origin: Origin, out: list[pa.Table], failures: list[DecodeFailure]
+    ) -> None:
+        """Arrow's JSON reader: every form it reads, bisecting down to a poison record."""
+        bulk: list[int] = []
+        alone: list[int] = []
+        values: list[bytes] = []
+        limit = self._max_value_bytes
+        for index, (message, value) in enumerate(zip(batch.messages, batch.values, strict=True)):
+            if value is None:
+                continue  # a tombstone: counted once for the whole batch
+            if len(value) > limit:
+                detail = f"value of {len(value)} bytes exceeds the {limit}-byte limit"
+                failures.append(DecodeFailure(message, Reason.OVERSIZED, detail, "OversizedRecord"))
+            elif value.startswith(_WRAPPED) and (payload := _payload_of(value)) is not None:
+                bulk.append(index)  # the DLQ still gets the original value
+                values.append(payload)
+            elif value[:1] != b"{" and value.lstrip()[:1] != b"{":
+                # Not a JSON object: never hand it to Arrow (pyarrow 26 crashes on a leading `null`).
+                failures.append(_classify(message, value, "the value is not a JSON object"))
+            elif b"\n" in value:  # cannot share newline-delimited JSON with others
+                alone.append(index)
+            else:
+                bulk.append(index)
+                values.append(value)
+        if bulk:
+            chosen = batch.take(np.array(bulk, dtype=np.int64))
+            self._decode_bisect(
+                _Batch(chosen.messages, values, chosen.offsets, chosen.timestamps_ms), origin, out, failures
+            )
+        for index in alone:
+            self._decode_bisect(batch.part(index, index + 1), origin, out, failures)
 
     def _convert(
         self, wire: pa.Table, batch: _Batch, origin: Origin, out: list[pa.Table], failures: list[DecodeFailure]
@@ -181,13 +208,14 @@ class JsonEventDecoder:
     ) -> None:
         if not batch.messages:
             return
+        values = cast(Sequence[bytes], batch.values)  # the general path hands over no tombstones
         try:
-            wire = self._read(batch.values)
+            wire = self._read(values)
             if wire.num_rows != len(batch.messages):
                 raise pa.ArrowInvalid(f"{wire.num_rows} rows parsed from {len(batch.messages)} values")
         except pa.ArrowInvalid as exc:
             if len(batch.messages) == 1:
-                failures.append(_classify(batch.messages[0], batch.values[0], str(exc)))
+                failures.append(_classify(batch.messages[0], values[0], str(exc)))
                 return
             for half in batch.split():
                 self._decode_bisect(half, origin, out, failures)
@@ -212,7 +240,18 @@ class JsonEventDecoder:
         table.validate(full=True)  # the reader does not check UTF-8; invalid text must not reach Parquet
         return table
 
-    # --- conversion -----------------------------------------------------------------------------
+
+def _fast_wire_schema(contract: TableContract, wire: pa.Schema) -> pa.Schema:
+    """The wire schema with unconstrained NUMERIC columns read straight into their lake decimals."""
+    variable = {c.name: arrow_type(c) for c in contract.columns if c.semantic == "variable_decimal"}
+
+    def image(field: pa.Field) -> pa.Field:
+        columns = [
+            pa.field(f.name, variable[f.name], metadata=VARIABLE_SCALE) if f.name in variable else f for f in field.type
+        ]
+        return field.with_type(pa.struct(columns))
+
+    return pa.schema([image(f) if f.name in ("before", "after") else f for f in wire])
 
 
 def _classify(message: KafkaMessage, value: bytes, arrow_error: str) -> DecodeFailure:

@@ -73,7 +73,8 @@ pub enum Builder {
     },
     Decimal {
         validity: Validity,
-        values: Vec<i128>,
+        data: Vec<u8>,
+        width: usize,
     },
     List {
         validity: Validity,
@@ -114,9 +115,10 @@ impl Builder {
                 offsets: vec![0],
                 data: Vec::new(),
             },
-            Node::Decimal { .. } => Builder::Decimal {
+            Node::Decimal { width, .. } => Builder::Decimal {
                 validity,
-                values: Vec::new(),
+                data: Vec::new(),
+                width: *width,
             },
             Node::List(item) => Builder::List {
                 validity,
@@ -150,7 +152,7 @@ impl Builder {
             Builder::Bool { values, .. } => values.push(false),
             Builder::Int { values, .. } => values.push(0),
             Builder::Float { values, .. } => values.push(0.0),
-            Builder::Decimal { values, .. } => values.push(0),
+            Builder::Decimal { data, width, .. } => data.resize(data.len() + *width, 0),
             Builder::Str { offsets, .. } | Builder::List { offsets, .. } => {
                 offsets.push(*offsets.last().unwrap_or(&0))
             }
@@ -169,7 +171,7 @@ impl Builder {
             Builder::Bool { values, .. } => values.truncate(len),
             Builder::Int { values, .. } => values.truncate(len),
             Builder::Float { values, .. } => values.truncate(len),
-            Builder::Decimal { values, .. } => values.truncate(len),
+            Builder::Decimal { data, width, .. } => data.truncate(len * *width),
             Builder::Str { offsets, data, .. } => {
                 offsets.truncate(len + 1);
                 data.truncate(offsets[len] as usize);
@@ -217,9 +219,8 @@ impl Builder {
                 };
                 (validity, vec![PyBytes::new(py, &data)], empty())
             }
-            Builder::Decimal { validity, values } => {
-                let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                (validity, vec![PyBytes::new(py, &data)], empty())
+            Builder::Decimal { validity, data, .. } => {
+                (validity, vec![PyBytes::new(py, data)], empty())
             }
             Builder::Str {
                 validity,

@@ -8,6 +8,7 @@
 //! the caller keeps the rows before it and hands the rejected value to a slower, more general path.
 
 mod builder;
+mod decimal;
 mod parse;
 mod spec;
 
@@ -18,49 +19,92 @@ use pyo3::types::{PyBytes, PyList};
 use builder::Builder;
 use spec::Node;
 
+/// What `Reader.read` returns: `(stop, rejected, buffers, taken)`.
+type Read<'py> = (
+    usize,
+    Option<String>,
+    Bound<'py, PyAny>,
+    Option<Bound<'py, PyBytes>>,
+);
+
 /// A reader for one schema: `read` parses a list of values into column buffers.
 #[pyclass(frozen, module = "services.common.debezium._jsonarrow")]
 struct Reader {
     root: Node,
+    envelope: Option<Vec<u8>>,
 }
 
 #[pymethods]
 impl Reader {
+    /// `envelope`: a value whose first key is `"schema"` is a wrapper (Kafka Connect's JsonConverter
+    /// with schemas enabled); its row is the object under this key.
     #[new]
-    fn new(spec: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (spec, envelope=None))]
+    fn new(spec: &Bound<'_, PyAny>, envelope: Option<String>) -> PyResult<Self> {
         let root = spec::from_python(spec)?;
         if !matches!(root, Node::Struct { .. }) {
             return Err(PyValueError::new_err(
                 "the root of a reader's spec must be a struct",
             ));
         }
-        Ok(Reader { root })
+        Ok(Reader {
+            root,
+            envelope: envelope.map(String::into_bytes),
+        })
     }
 
-    /// Parses `values[start:]` until the end or the first rejected value.
+    /// Parses `values[start:]` until the end or the first rejected value; `None` values are skipped.
     ///
-    /// Returns `(rows, rejected, buffers)`: the number of values parsed, why the value at `start + rows`
-    /// was rejected (`None` when every value parsed) and the buffer tree of the rows parsed.
+    /// Returns `(stop, rejected, buffers, taken)`: the index reading stopped at (the rejected value, or
+    /// the end), why that value was rejected (`None` at the end), the buffer tree of the rows read, and
+    /// the indices of the values that became those rows as little-endian int64 — `None` when they are
+    /// exactly `start..stop`.
     fn read<'py>(
         &self,
         py: Python<'py>,
         values: &Bound<'py, PyList>,
         start: usize,
-    ) -> PyResult<(usize, Option<String>, Bound<'py, PyAny>)> {
+        max_bytes: usize,
+    ) -> PyResult<Read<'py>> {
         let mut root = Builder::new(&self.root);
-        let mut rows = 0usize;
+        let mut taken: Vec<i64> = Vec::new();
         let mut rejected = None;
-        for item in values.iter().skip(start) {
-            let value = item.downcast::<PyBytes>()?;
-            if let Err(reason) = parse::record(value.as_bytes(), &self.root, &mut root) {
-                root.truncate(rows);
+        let mut index = start;
+        while index < values.len() {
+            let item = values.get_item(index)?;
+            if item.is_none() {
+                index += 1;
+                continue;
+            }
+            let Ok(value) = item.downcast::<PyBytes>() else {
+                rejected = Some("the value is not bytes".to_owned());
+                break;
+            };
+            let bytes = value.as_bytes();
+            if bytes.len() > max_bytes {
+                rejected = Some(format!(
+                    "value of {} bytes exceeds the {max_bytes}-byte limit",
+                    bytes.len()
+                ));
+                break;
+            }
+            if let Err(reason) =
+                parse::record(bytes, &self.root, self.envelope.as_deref(), &mut root)
+            {
+                root.truncate(taken.len());
                 rejected = Some(reason);
                 break;
             }
-            rows += 1;
+            taken.push(index as i64);
+            index += 1;
         }
         let buffers = root.finish(py)?;
-        Ok((rows, rejected, buffers))
+        let contiguous = taken.len() == index - start;
+        let taken = (!contiguous).then(|| {
+            let data: Vec<u8> = taken.iter().flat_map(|i| i.to_le_bytes()).collect();
+            PyBytes::new(py, &data)
+        });
+        Ok((index, rejected, buffers, taken))
     }
 }
 

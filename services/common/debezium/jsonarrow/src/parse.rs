@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use crate::builder::Builder;
+use crate::decimal::{self, Magnitude};
 use crate::spec::Node;
 
 /// Deeper nesting than this is rejected rather than risking the stack on hostile input.
@@ -11,7 +12,15 @@ const MAX_DEPTH: usize = 128;
 type Parsed<T> = Result<T, String>;
 
 /// Parses one value — a JSON object and nothing else but whitespace — into `root`.
-pub fn record(value: &[u8], node: &Node, root: &mut Builder) -> Parsed<()> {
+///
+/// With an `envelope` key, an object whose first key is `"schema"` is a wrapper: its `schema` is checked
+/// and skipped, and the object under the envelope key is the row.
+pub fn record(
+    value: &[u8],
+    node: &Node,
+    envelope: Option<&[u8]>,
+    root: &mut Builder,
+) -> Parsed<()> {
     if let Err(error) = std::str::from_utf8(value) {
         return Err(format!("invalid UTF-8 at byte {}", error.valid_up_to()));
     }
@@ -23,7 +32,10 @@ pub fn record(value: &[u8], node: &Node, root: &mut Builder) -> Parsed<()> {
     if cursor.peek() != Some(b'{') {
         return Err("the value is not a JSON object".to_owned());
     }
-    value_into(&mut cursor, node, root, 0)?;
+    match envelope {
+        Some(key) if cursor.first_key_is(b"schema") => unwrap_into(&mut cursor, key, node, root)?,
+        _ => value_into(&mut cursor, node, root, 0)?,
+    }
     cursor.skip_ws();
     if cursor.pos != value.len() {
         return Err(format!(
@@ -32,6 +44,45 @@ pub fn record(value: &[u8], node: &Node, root: &mut Builder) -> Parsed<()> {
         ));
     }
     Ok(())
+}
+
+/// The wrapper object at the cursor: every key but `key` is checked and skipped; `key` holds the row.
+fn unwrap_into(cursor: &mut Cursor<'_>, key: &[u8], node: &Node, root: &mut Builder) -> Parsed<()> {
+    cursor.pos += 1; // {
+    let mut found = false;
+    loop {
+        cursor.skip_ws();
+        let name = cursor.key()?;
+        cursor.skip_ws();
+        if cursor.next() != Some(b':') {
+            return Err(cursor.unexpected("':'"));
+        }
+        if *name == *key {
+            cursor.skip_ws();
+            if found || cursor.peek() != Some(b'{') {
+                return Err(format!(
+                    "the envelope's {:?} is not one object",
+                    String::from_utf8_lossy(key)
+                ));
+            }
+            value_into(cursor, node, root, 1)?;
+            found = true;
+        } else {
+            cursor.skip_value(1)?;
+        }
+        cursor.skip_ws();
+        match cursor.next() {
+            Some(b',') => {}
+            Some(b'}') if found => return Ok(()),
+            Some(b'}') => {
+                return Err(format!(
+                    "the envelope has no {:?}",
+                    String::from_utf8_lossy(key)
+                ))
+            }
+            _ => return Err(cursor.unexpected("',' or '}'")),
+        }
+    }
 }
 
 fn value_into(
@@ -67,8 +118,26 @@ fn value_into(
             }
             values.push(cursor.timestamp_micros()?);
         }
-        (Node::Decimal { precision, scale }, Builder::Decimal { values, .. }) => {
-            values.push(cursor.decimal(node, *precision, *scale)?);
+        (
+            Node::Decimal {
+                variable_scale: false,
+                ..
+            },
+            Builder::Decimal { data, .. },
+        ) => {
+            cursor.decimal(node, data)?;
+        }
+        (
+            Node::Decimal {
+                variable_scale: true,
+                ..
+            },
+            Builder::Decimal { data, .. },
+        ) => {
+            if first != b'{' {
+                return Err(cursor.mismatch(node));
+            }
+            cursor.variable_scale_decimal(node, data)?;
         }
         (Node::Str, Builder::Str { offsets, data, .. }) => {
             if first != b'"' {
@@ -240,6 +309,20 @@ impl<'a> Cursor<'a> {
         let byte = self.peek();
         self.pos += 1;
         byte
+    }
+
+    /// Whether the object at the cursor starts with `name` (the cursor does not move).
+    fn first_key_is(&self, name: &[u8]) -> bool {
+        let rest = &self.bytes[self.pos + 1..];
+        let start = rest
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
+        start.is_some_and(|start| {
+            let rest = &rest[start..];
+            rest.first() == Some(&b'"')
+                && rest[1..].starts_with(name)
+                && rest.get(name.len() + 1) == Some(&b'"')
+        })
     }
 
     fn skip_ws(&mut self) {
@@ -486,8 +569,17 @@ impl<'a> Cursor<'a> {
         Ok(value)
     }
 
-    /// A JSON number as the unscaled integer of decimal(precision, scale), exactly or not at all.
-    fn decimal(&mut self, node: &Node, precision: u32, scale: u32) -> Parsed<i128> {
+    /// A JSON number as decimal(precision, scale), exactly or not at all, appended to `out`.
+    fn decimal(&mut self, node: &Node, out: &mut Vec<u8>) -> Parsed<()> {
+        let Node::Decimal {
+            precision,
+            scale,
+            width,
+            ..
+        } = *node
+        else {
+            unreachable!("only decimal nodes")
+        };
         let start = self.pos;
         let (text, _) = self.number(node)?;
         let (negative, unsigned) = match text.split_first() {
@@ -507,12 +599,78 @@ impl<'a> Cursor<'a> {
                 "the number at byte {start} does not fit decimal({precision}, {scale})"
             ));
         }
-        let mut unscaled: i128 = 0;
+        // At most `precision` (<= 76) significant digits: the magnitude fits 256 bits.
+        let mut magnitude = Magnitude::default();
         for digit in whole.iter().chain(fraction) {
-            unscaled = unscaled * 10 + i128::from(digit - b'0'); // at most 38 digits: fits
+            magnitude.mul_add(10, u64::from(digit - b'0'));
         }
-        unscaled *= 10i128.pow(scale - fraction.len() as u32);
-        Ok(if negative { -unscaled } else { unscaled })
+        magnitude.scale_up(scale - fraction.len() as u32);
+        magnitude.write(negative, width, out);
+        Ok(())
+    }
+
+    /// Kafka Connect's VariableScaleDecimal, `{"scale": s, "value": base64(unscaled, big-endian two's
+    /// complement)}`, as decimal(precision, scale): scaled up exactly, never rounded.
+    fn variable_scale_decimal(&mut self, node: &Node, out: &mut Vec<u8>) -> Parsed<()> {
+        let Node::Decimal {
+            precision,
+            scale,
+            width,
+            ref limit,
+            ..
+        } = *node
+        else {
+            unreachable!("only decimal nodes")
+        };
+        let start = self.pos;
+        let (mut given_scale, mut unscaled) = (None, None);
+        self.pos += 1; // {
+        loop {
+            self.skip_ws();
+            let key = self.key()?;
+            self.skip_ws();
+            if self.next() != Some(b':') {
+                return Err(self.unexpected("':'"));
+            }
+            self.skip_ws();
+            match &*key {
+                b"scale" if given_scale.is_none() => {
+                    given_scale = Some(self.integer(&Node::Int { bits: 32 }, 32)?);
+                }
+                b"value" if unscaled.is_none() && self.peek() == Some(b'"') => {
+                    let mut text = Vec::new();
+                    self.string(Some(&mut text))?;
+                    unscaled = Some(text);
+                }
+                _ => return Err(format!("not a {{scale, value}} decimal at byte {start}")),
+            }
+            self.skip_ws();
+            match self.next() {
+                Some(b',') => {}
+                Some(b'}') => break,
+                _ => return Err(self.unexpected("',' or '}'")),
+            }
+        }
+        let (Some(given_scale), Some(unscaled)) = (given_scale, unscaled) else {
+            return Err(format!("not a {{scale, value}} decimal at byte {start}"));
+        };
+        // A negative scale (1E+30) scales up further; more than 80 places up overflows any magnitude.
+        let places = u32::try_from(i64::from(scale) - given_scale)
+            .ok()
+            .filter(|p| *p <= 80);
+        let fits = places.and_then(|places| {
+            let (negative, mut magnitude) =
+                Magnitude::from_be_twos_complement(&decimal::base64_decode(&unscaled)?)?;
+            (magnitude.scale_up(places) && magnitude.less_than(limit))
+                .then_some((negative, magnitude))
+        });
+        let Some((negative, magnitude)) = fits else {
+            return Err(format!(
+                "the decimal at byte {start} does not fit decimal({precision}, {scale}) exactly"
+            ));
+        };
+        magnitude.write(negative, width, out);
+        Ok(())
     }
 
     /// `"YYYY-MM-DDTHH:MM:SS[.ffffff](Z|±HH:MM)"` (Debezium's ZonedTimestamp) as microseconds since the

@@ -1,5 +1,7 @@
 //! The field tree a reader is compiled from, given by Python as nested tuples:
-//! `("bool",)`, `("int", bits)`, `("float", bits)`, `("string",)`, `("decimal128", precision, scale)`,
+//! `("bool",)`, `("int", bits)`, `("float", bits)`, `("string",)`,
+//! `("decimal", precision, scale, width, encoding)` (`width` 16 or 32 bytes; `encoding` `"number"` for a
+//! JSON number, `"variable_scale"` for Kafka Connect's `{"scale": s, "value": base64}`),
 //! `("timestamp_us",)` (an ISO-8601 string with a zone, as UTC microseconds),
 //! `("list", item)` and `("struct", [(name, node), ...], strict)` — a strict struct rejects unknown keys,
 //! a lenient one skips them (after checking that they are valid JSON).
@@ -7,6 +9,8 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
+
+use crate::decimal::Magnitude;
 
 pub enum Node {
     Bool,
@@ -21,6 +25,10 @@ pub enum Node {
     Decimal {
         precision: u32,
         scale: u32,
+        width: usize,
+        variable_scale: bool,
+        /// 10^precision: every magnitude must stay below it.
+        limit: Magnitude,
     },
     List(Box<Node>),
     Struct {
@@ -37,7 +45,14 @@ impl Node {
             Node::Int { .. } => "an integer",
             Node::Float { .. } => "a number",
             Node::Str | Node::TimestampMicros => "a string",
-            Node::Decimal { .. } => "a decimal number",
+            Node::Decimal {
+                variable_scale: false,
+                ..
+            } => "a decimal number",
+            Node::Decimal {
+                variable_scale: true,
+                ..
+            } => "a {scale, value} object",
             Node::List(_) => "an array",
             Node::Struct { .. } => "an object",
         }
@@ -69,15 +84,38 @@ pub fn from_python(spec: &Bound<'_, PyAny>) -> PyResult<Node> {
         }
         "string" => Node::Str,
         "timestamp_us" => Node::TimestampMicros,
-        "decimal128" => {
+        "decimal" => {
             let precision: u32 = spec.get_item(1)?.extract()?;
             let scale: u32 = spec.get_item(2)?.extract()?;
-            if precision == 0 || precision > 38 || scale > precision {
+            let width: usize = spec.get_item(3)?.extract()?;
+            let encoding: String = spec.get_item(4)?.extract()?;
+            let max_precision = match width {
+                16 => 38,
+                32 => 76,
+                _ => 0,
+            };
+            if precision == 0 || precision > max_precision || scale > precision {
                 return Err(PyValueError::new_err(format!(
-                    "unsupported decimal({precision}, {scale})"
+                    "unsupported decimal({precision}, {scale}) in {width} bytes"
                 )));
             }
-            Node::Decimal { precision, scale }
+            let variable_scale = match encoding.as_str() {
+                "number" => false,
+                "variable_scale" => true,
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "unknown decimal encoding {other:?}"
+                    )))
+                }
+            };
+            let limit = Magnitude::pow10(precision);
+            Node::Decimal {
+                precision,
+                scale,
+                width,
+                variable_scale,
+                limit,
+            }
         }
         "list" => Node::List(Box::new(from_python(&spec.get_item(1)?)?)),
         "struct" => {
