@@ -84,6 +84,9 @@ pub enum Builder {
     Struct {
         validity: Validity,
         children: Vec<Builder>,
+        /// The keys of the last object, in order, with the field each named: producers write every
+        /// object of a stream in the same key order, so a key is matched by one comparison.
+        shape: Vec<(Vec<u8>, Option<usize>)>,
     },
 }
 
@@ -131,6 +134,7 @@ impl Builder {
                     .iter()
                     .map(|(_, child)| Builder::new(child))
                     .collect(),
+                shape: Vec::new(),
             },
         }
     }
@@ -243,7 +247,9 @@ impl Builder {
                 vec![PyBytes::new(py, &offsets_bytes(offsets))],
                 PyList::new(py, [item.finish(py)?])?,
             ),
-            Builder::Struct { validity, children } => {
+            Builder::Struct {
+                validity, children, ..
+            } => {
                 let finished = children
                     .iter()
                     .map(|child| child.finish(py))

@@ -9,6 +9,9 @@ use crate::spec::Node;
 /// Deeper nesting than this is rejected rather than risking the stack on hostile input.
 const MAX_DEPTH: usize = 128;
 
+/// The key order remembered per object (a hostile object with more keys is matched the slow way).
+const MAX_SHAPE: usize = 256;
+
 type Parsed<T> = Result<T, String>;
 
 /// Parses one value — a JSON object and nothing else but whitespace — into `root`.
@@ -166,11 +169,16 @@ fn value_into(
                     .map_err(|_| "more than 2^31 list items in one batch".to_owned())?,
             );
         }
-        (Node::Struct { fields, strict }, Builder::Struct { children, .. }) => {
+        (
+            Node::Struct { fields, strict },
+            Builder::Struct {
+                children, shape, ..
+            },
+        ) => {
             if first != b'{' {
                 return Err(cursor.mismatch(node));
             }
-            object_into(cursor, fields, *strict, children, depth + 1)?;
+            object_into(cursor, fields, *strict, children, shape, depth + 1)?;
         }
         _ => unreachable!("builders are made from the same field tree"),
     }
@@ -209,6 +217,7 @@ fn object_into(
     fields: &[(Vec<u8>, Node)],
     strict: bool,
     children: &mut [Builder],
+    shape: &mut Vec<(Vec<u8>, Option<usize>)>,
     depth: usize,
 ) -> Parsed<()> {
     cursor.enter(depth)?;
@@ -218,7 +227,7 @@ fn object_into(
     if cursor.peek() == Some(b'}') {
         cursor.pos += 1;
     } else {
-        let mut expected = 0; // producers write fields in schema order: try the next one first
+        let mut position = 0;
         loop {
             cursor.skip_ws();
             let key = cursor.key()?;
@@ -226,17 +235,25 @@ fn object_into(
             if cursor.next() != Some(b':') {
                 return Err(cursor.unexpected("':'"));
             }
-            let index = match fields.get(expected) {
-                Some((name, _)) if **name == *key => Some(expected),
-                _ => fields.iter().position(|(name, _)| **name == *key),
+            let index = match shape.get(position) {
+                Some((cached, index)) if same(cached, &key) => *index,
+                _ => {
+                    let index = fields.iter().position(|(name, _)| same(name, &key));
+                    if position < shape.len() {
+                        shape[position] = (key.to_vec(), index);
+                    } else if position == shape.len() && position < MAX_SHAPE {
+                        shape.push((key.to_vec(), index));
+                    }
+                    index
+                }
             };
+            position += 1;
             match index {
                 Some(index) => {
                     if seen.insert(index) {
                         return Err(format!("duplicate key {:?}", String::from_utf8_lossy(&key)));
                     }
                     value_into(cursor, &fields[index].1, &mut children[index], depth)?;
-                    expected = index + 1;
                 }
                 None if strict => {
                     return Err(format!("unknown key {:?}", String::from_utf8_lossy(&key)))
@@ -357,7 +374,12 @@ impl<'a> Cursor<'a> {
     }
 
     fn literal(&mut self, word: &[u8]) -> Parsed<()> {
-        if self.bytes[self.pos..].starts_with(word) {
+        let end = self.pos + word.len();
+        if self
+            .bytes
+            .get(self.pos..end)
+            .is_some_and(|text| same(text, word))
+        {
             self.pos += word.len();
             Ok(())
         } else {
@@ -525,31 +547,47 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
+    /// A JSON integer in `bits` bits, scanned and accumulated in one pass (the common case).
     fn integer(&mut self, node: &Node, bits: u32) -> Parsed<i64> {
         let start = self.pos;
-        let (text, fractional) = self.number(node)?;
-        if fractional {
-            return Err(format!("expected an integer at byte {start}"));
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
         }
-        let (negative, digits) = match text.split_first() {
-            Some((b'-', rest)) => (true, rest),
-            _ => (false, text),
-        };
-        let mut magnitude: i128 = 0;
-        for digit in digits {
-            magnitude = magnitude * 10 + i128::from(digit - b'0');
-            if magnitude > 1 << 64 {
-                break;
+        let mut magnitude: u64 = 0;
+        let mut overflow = false;
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(digit @ b'0'..=b'9') = self.peek() {
+                    let next = magnitude
+                        .checked_mul(10)
+                        .and_then(|m| m.checked_add(u64::from(digit - b'0')));
+                    overflow |= next.is_none();
+                    magnitude = next.unwrap_or(u64::MAX);
+                    self.pos += 1;
+                }
             }
+            _ if !negative => return Err(self.mismatch(node)),
+            _ => return Err(format!("invalid number at byte {start}")),
         }
-        let value = if negative { -magnitude } else { magnitude };
-        let (min, max) = (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1);
-        if value < min || value > max {
+        match self.peek() {
+            Some(b'.' | b'e' | b'E') => return Err(format!("expected an integer at byte {start}")),
+            Some(b'0'..=b'9') => return Err(format!("invalid number at byte {start}")), // a leading zero
+            _ => {}
+        }
+        let limit = 1u64 << (bits - 1); // |min|; max is one less
+        if overflow || magnitude > limit || (!negative && magnitude == limit) {
             return Err(format!(
                 "integer out of range for {bits} bits at byte {start}"
             ));
         }
-        Ok(value as i64)
+        // magnitude <= 2^63 here: the negation of 2^63 is i64::MIN, computed without overflow in i128
+        Ok(if negative {
+            (-i128::from(magnitude)) as i64
+        } else {
+            magnitude as i64
+        })
     }
 
     fn float(&mut self, node: &Node, bits: u32) -> Parsed<f64> {
@@ -819,4 +857,24 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let day_of_year = (153 * month_index + 2) / 5 + day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
+}
+
+/// Byte equality for short keys, inline: a `memcmp` call per key costs more than the comparison.
+#[inline]
+fn same(left: &[u8], right: &[u8]) -> bool {
+    if left.len() != right.len() {
+        return false;
+    }
+    let mut left_words = left.chunks_exact(8);
+    let mut right_words = right.chunks_exact(8);
+    for (a, b) in (&mut left_words).zip(&mut right_words) {
+        if a != b {
+            return false;
+        }
+    }
+    left_words
+        .remainder()
+        .iter()
+        .zip(right_words.remainder())
+        .all(|(a, b)| a == b)
 }
