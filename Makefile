@@ -97,10 +97,13 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cargo fmt --manifest-path $(READER)/Cargo.toml --check
+	PYO3_PYTHON=$(abspath $(BIN)/python) cargo clippy --manifest-path $(READER)/Cargo.toml --release --locked -- -D warnings
 
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+	cargo fmt --manifest-path $(READER)/Cargo.toml
 
 # Refresh constraints.txt from a clean resolve of pyproject.toml.
 lock:
