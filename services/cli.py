@@ -49,6 +49,14 @@ def version() -> None:
 
 
 @app.command()
+def consume() -> None:
+    """Run the lake writer (Kafka → Parquet lake) until SIGTERM/SIGINT; settings from CDCFLOW_* variables."""
+    from services.consumer.__main__ import main as run
+
+    run()
+
+
+@app.command()
 def config() -> None:
     """Print the effective configuration with secrets masked."""
     typer.echo(json.dumps(_settings().safe_dump(), indent=2, default=str))

@@ -1,100 +1,29 @@
-"""``python -m services.consumer``: settings → wiring → ``LakeWriter.run()``."""
+"""``python -m services.consumer`` (and ``cdcflow consume``): run the lake writer until SIGTERM/SIGINT.
+
+The signal handlers go in before anything heavy is imported: a SIGTERM while the writer is still starting
+(an orchestrator scaling down, a rollout) is a clean stop with exit 0, not a kill.
+"""
 
 from __future__ import annotations
 
-import gc
-import os
-import socket
 import sys
-import time
-from contextlib import ExitStack
 
-from prometheus_client import CollectorRegistry
-
-from services import __version__
-from services.common.contracts import ContractRegistry, load_contracts
-from services.common.contracts.store import contracts_from_lake
-from services.common.health import HealthServer
-from services.common.lake import open_lake
-from services.common.logging import configure_logging, get_logger
-from services.common.metrics import WriterMetrics, new_registry, register_build_info
-from services.common.settings import Settings, load_settings
 from services.common.signals import Shutdown
-from services.consumer.app import LakeWriter
-from services.consumer.evolution import CatalogEvolution
-from services.consumer.routing import Router
 
-__all__ = ["main", "run_writer"]
-
-_STALLED_S = 60.0  # /healthz fails when the loop has not polled for this long
-
-
-def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorRegistry | None = None) -> int:
-    """Run the lake writer until ``shutdown``; ``registry`` lets an embedding process read its metrics."""
-    log = get_logger("services.consumer")
-    w = settings.writer
-    worker_id = w.worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    if registry is None:
-        registry = new_registry()
-        register_build_info(registry, __version__)
-    with ExitStack() as stack:
-        lake = open_lake(settings.lake, settings.lake_root())
-        stack.callback(lake.close)
-        # the repository's contracts, then versions evolved at run time (newest wins)
-        contracts = ContractRegistry.of([*load_contracts(w.contracts_dir), *contracts_from_lake(lake)])
-        log.info("writer.config", settings=settings.safe_dump(), contracts=contracts.as_dict(), worker=worker_id)
-        router = Router(
-            settings.kafka.topic_prefix,
-            contracts,
-            w.exclude_tables,
-            w.max_value_bytes,
-            value_format=w.value_format,
-            schema_registry_url=w.schema_registry_url,
-        )
-        stack.callback(router.close)
-        metrics = WriterMetrics(registry)
-        evolution = (
-            CatalogEvolution(settings.postgres.dsn(), lake, metrics) if w.schema_evolution == "catalog" else None
-        )
-        writer = LakeWriter(
-            settings,
-            lake=lake,
-            router=router,
-            metrics=metrics,
-            shutdown=shutdown,
-            worker_id=worker_id,
-            evolution=evolution,
-        )
-        if w.health_port:
-            health = HealthServer(
-                w.health_host,
-                w.health_port,
-                registry,
-                live=lambda: time.monotonic() - writer.last_poll_at < _STALLED_S,
-                ready=lambda: writer.ready,
-            )
-            stack.enter_context(health)
-            log.info("writer.health", url=f"http://{w.health_host}:{health.port}/metrics")
-        return writer.run()
+__all__ = ["main"]
 
 
 def main() -> None:
-    settings = load_settings()
-    configure_logging(settings.log)
     shutdown = Shutdown()
     shutdown.install()
-    _tune_collector()
+    from services.common.logging import configure_logging
+    from services.common.settings import load_settings
+    from services.consumer.wiring import run_writer, tune_collector
+
+    settings = load_settings()
+    configure_logging(settings.log)
+    tune_collector()
     sys.exit(run_writer(settings, shutdown))
-
-
-def _tune_collector() -> None:
-    """The loop allocates millions of short-lived objects per minute and almost no reference cycles.
-
-    With the default thresholds the cyclic collector runs every 700 allocations and keeps re-scanning the
-    modules and buffered batches that stay alive: freeze what start-up made and collect less often.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from rich.table import Table
 from services.common.kafka import TopicPartition, consumer, end_positions
 from services.common.settings import Settings
 from services.common.signals import Shutdown
-from services.consumer.__main__ import run_writer
+from services.consumer.wiring import run_writer
 from services.loader.__main__ import run_loader
 from services.stack.children import ServiceChild, service_env
 from services.stack.workload import Workload, WorkloadResult

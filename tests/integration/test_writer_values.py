@@ -148,3 +148,10 @@ def test_lake_rows_equal_the_source_value_by_value(
     finally:
         probe.close()
     assert '"event": "writer.stopped"' in writer.logs()
+
+
+def test_sigterm_while_the_writer_starts_is_a_clean_stop(writer: WriterProcess) -> None:
+    proc = writer.start()
+    time.sleep(0.2)  # still importing its libraries: the handlers must already be in
+    assert writer.terminate(proc, timeout_s=30) == 0
+    assert '"event": "writer.stopped"' in writer.logs()
