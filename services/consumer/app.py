@@ -69,8 +69,9 @@ class LakeWriter:
                 "queued.max.messages.kbytes": max(1024, w.buffer_max_bytes // 4096),
                 "enable.partition.eof": False,
                 # catching up, bigger fetches per partition mean fewer requests for librdkafka to build,
-                # send and parse (the default is 1 MiB; the prefetch bound above still caps memory)
-                "max.partition.fetch.bytes": 8 << 20,
+                # send and parse: up to 8 MiB (default 1 MiB), a small share of the buffer budget, because
+                # a retry's seek throws away what was fetched beyond the committed offset
+                "max.partition.fetch.bytes": max(1 << 20, min(8 << 20, w.buffer_max_bytes // 64)),
                 # the subscription is a pattern: a topic Debezium creates for a new table (or for the first
                 # change of a fresh stack) joins it at the next metadata refresh, 5 minutes by default
                 "topic.metadata.refresh.interval.ms": _METADATA_REFRESH_MS,
