@@ -309,3 +309,20 @@ def test_an_envelope_with_a_schema_first_is_unwrapped() -> None:
         rejected = reader.read([bad]).rejected
         assert rejected is not None
         assert reason in rejected
+
+
+def test_keys_are_matched_exactly_whatever_the_previous_objects_looked_like() -> None:
+    """Each object's key order is remembered; a key that only starts like the remembered one, an escaped
+    spelling of it, or a new order must still find its own field."""
+    values = [
+        b'{"i8": 1, "i16": 2}',
+        b'{"i8x": 9, "i16": 3}',
+        b'{"i\\u0038": 4, "i16": 5}',
+        b'{"i16": 6, "i8": 7}',
+        b'{"i8": 8, "i16": 9}',
+    ]
+    read = JsonArrowReader(SCHEMA).read(values)
+    assert read.rejected is None
+    assert read.rows.column("i8").to_pylist() == [1, None, 4, 7, 8]
+    assert read.rows.column("i16").to_pylist() == [2, 3, 5, 6, 9]
+    assert read.rows.column("i8").equals(_arrow(values).column("i8"))

@@ -230,36 +230,42 @@ fn object_into(
         let mut position = 0;
         loop {
             cursor.skip_ws();
-            let key = cursor.key()?;
+            // The key the last object had here, compared in place: no scan for the closing quote.
+            let (index, key) = match shape.get(position) {
+                Some((cached, index)) if cursor.raw_key_is(cached) => (*index, None),
+                _ => {
+                    let key = cursor.key()?;
+                    let index = fields.iter().position(|(name, _)| same(name, &key));
+                    if let Cow::Borrowed(raw) = key {
+                        // only keys without escapes: the fast path compares the raw bytes
+                        if position < shape.len() {
+                            shape[position] = (raw.to_vec(), index);
+                        } else if position == shape.len() && position < MAX_SHAPE {
+                            shape.push((raw.to_vec(), index));
+                        }
+                    }
+                    (index, Some(key))
+                }
+            };
             cursor.skip_ws();
             if cursor.next() != Some(b':') {
                 return Err(cursor.unexpected("':'"));
             }
-            let index = match shape.get(position) {
-                Some((cached, index)) if same(cached, &key) => *index,
-                _ => {
-                    let index = fields.iter().position(|(name, _)| same(name, &key));
-                    if position < shape.len() {
-                        shape[position] = (key.to_vec(), index);
-                    } else if position == shape.len() && position < MAX_SHAPE {
-                        shape.push((key.to_vec(), index));
-                    }
-                    index
-                }
-            };
-            position += 1;
             match index {
                 Some(index) => {
                     if seen.insert(index) {
-                        return Err(format!("duplicate key {:?}", String::from_utf8_lossy(&key)));
+                        let name = String::from_utf8_lossy(&fields[index].0);
+                        return Err(format!("duplicate key {name:?}"));
                     }
                     value_into(cursor, &fields[index].1, &mut children[index], depth)?;
                 }
                 None if strict => {
-                    return Err(format!("unknown key {:?}", String::from_utf8_lossy(&key)))
+                    let name = key.unwrap_or(Cow::Borrowed(&shape[position].0));
+                    return Err(format!("unknown key {:?}", String::from_utf8_lossy(&name)));
                 }
                 None => cursor.skip_value(depth)?,
             }
+            position += 1;
             cursor.skip_ws();
             match cursor.next() {
                 Some(b',') => {}
@@ -468,6 +474,18 @@ impl<'a> Cursor<'a> {
         }
         self.pos += 4;
         Ok(unit)
+    }
+
+    /// Whether the key at the cursor is exactly `name` (which has no escapes); if so, passes over it.
+    fn raw_key_is(&mut self, name: &[u8]) -> bool {
+        let (start, end) = (self.pos + 1, self.pos + 1 + name.len());
+        let matches = self.peek() == Some(b'"')
+            && self.bytes.get(end) == Some(&b'"')
+            && same(&self.bytes[start..end], name);
+        if matches {
+            self.pos = end + 1;
+        }
+        matches
     }
 
     /// An object key, borrowed from the value unless it has escapes.
