@@ -114,8 +114,12 @@ class EnvelopeConverter:
         is_truncate = pc.fill_null(pc.equal(op, "t"), False)
         no_image = pc.if_else(is_delete, pc.is_null(before), pc.is_null(after))
 
+        has_deletes = bool(pc.any(is_delete).as_py())
+
         def image(name: str) -> pa.Array:
             """The row image's column: the before image for deletes, else the after image."""
+            if not has_deletes:  # most batches: no per-row choice to make
+                return pc.struct_field(after, name)
             return pc.if_else(is_delete, pc.struct_field(before, name), pc.struct_field(after, name))
 
         reasons: list[_Check] = [
@@ -132,7 +136,7 @@ class EnvelopeConverter:
 
         columns: dict[str, pa.Array] = {}
         unavailable: list[tuple[str, np.ndarray]] = []
-        key_only_deletes = self.contract.replica_identity != "full" and pc.any(is_delete).as_py()
+        key_only_deletes = self.contract.replica_identity != "full" and has_deletes
         for column in self.contract.columns:
             raw = image(column.name)
             if key_only_deletes and column.name not in self.contract.primary_key:
