@@ -271,3 +271,16 @@ def test_events_with_the_embedded_connect_schema_decode_the_same() -> None:
     broken = _decode([b'{"schema":{},"payload":{"op":"c","after":' + b"}"])
     assert [f.reason for f in broken.failures] == [Reason.MALFORMED_JSON]
     assert broken.failures[0].message.value() == b'{"schema":{},"payload":{"op":"c","after":}'  # original bytes
+
+
+def test_tombstones_and_poison_in_one_batch_keep_every_offset_in_place() -> None:
+    good = [_event("c", after=_row(i)) for i in range(1, 5)]
+    values: list[bytes | None] = [None, good[0], None, b"{garbage", good[1], None, good[2], b"[]", good[3]]
+    result = _decode(values)
+    assert result.tombstones == 3
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [
+        (Reason.MALFORMED_JSON, 103),
+        (Reason.MALFORMED_JSON, 107),
+    ]
+    assert result.rows.column("_kafka_offset").to_pylist() == [101, 104, 106, 108]
+    assert result.rows.column("account_id").to_pylist() == [1, 2, 3, 4]

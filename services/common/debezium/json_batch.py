@@ -107,7 +107,7 @@ class JsonEventDecoder:
                 strict=("before", "after"),
                 envelope="payload",
             )
-        except UnsupportedSchemaError:  # a type only Arrow's reader builds (e.g. decimal256): all values go there
+        except UnsupportedSchemaError:  # a type only Arrow's reader builds: every value goes there
             self._fast = None
 
     # --- public ---------------------------------------------------------------------------------
