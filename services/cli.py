@@ -286,3 +286,7 @@ def main() -> None:
     except CdcflowError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc}")
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,14 +7,16 @@ import json
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import psycopg
 
 from services.common.kafka import TopicPartition, consumer, end_positions
 from services.common.settings import Settings
-from tests.fixtures.pipeline import WriterProcess, read_lake_table, wait_until
+from tests.fixtures.pipeline import WriterProcess, read_lake_table, wait_for_log_event, wait_until
 
 Conn = psycopg.Connection[tuple[object, ...]]
 TABLES = ("customers", "facilities", "transactions")
@@ -155,3 +157,25 @@ def test_sigterm_while_the_writer_starts_is_a_clean_stop(writer: WriterProcess) 
     time.sleep(0.2)  # still importing its libraries: the handlers must already be in
     assert writer.terminate(proc, timeout_s=30) == 0
     assert '"event": "writer.stopped"' in writer.logs()
+
+
+@dataclass(kw_only=True)
+class CliWriterProcess(WriterProcess):
+    """The same writer started as ``cdcflow consume``."""
+
+    module: ClassVar[str] = "services.cli"
+    args: ClassVar[tuple[str, ...]] = ("consume",)
+
+
+def test_cdcflow_consume_is_the_writer(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    cli = CliWriterProcess(
+        group=f"test-cli-{uuid.uuid4().hex[:8]}", lake_root=tmp_path / "lake", log_dir=tmp_path / "logs"
+    )
+    try:
+        proc = cli.start()
+        wait_for_log_event(cli, proc, "writer.assigned")
+        assert cli.terminate(proc, timeout_s=settings.writer.grace_s) == 0
+        assert '"event": "writer.stopped"' in cli.logs()
+    finally:
+        cli.stop_all()
