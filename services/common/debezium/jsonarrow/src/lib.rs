@@ -2,10 +2,11 @@
 //!
 //! The reader is compiled once from a field tree (built in Python from an Arrow schema) and then parses
 //! whole batches without creating a Python object per value: each value is scanned once, straight into
-//! column builders. It accepts only what it can convert exactly — a value of another JSON type than its
-//! column, an integer out of range, a decimal with more digits than its column, an unknown key where the
-//! schema is strict, a duplicate key, invalid UTF-8 or JSON — and stops at the first value it rejects, so
-//! the caller keeps the rows before it and hands the rejected value to a slower, more general path.
+//! column builders. It accepts only what it can convert exactly and rejects the rest — a value of another
+//! JSON type than its column, an integer out of range, a decimal with more digits than its column, an
+//! unknown key where the schema is strict, a duplicate key, invalid UTF-8 or JSON. It stops at the first
+//! value it rejects, so the caller keeps the rows before it and hands that value to a slower, more general
+//! path.
 
 mod builder;
 mod decimal;
