@@ -348,9 +348,10 @@ def _by_partition(messages: Sequence[Message]) -> dict[TP, list[Message]]:
     errors = list(map(_ERROR, messages))
     if any(map(operator.is_not, errors, itertools.repeat(None))):  # not list.count: KafkaError == None raises
         for error in errors:
-            if error is not None and error.fatal():
+            if error is None:
+                continue
+            if error.fatal():
                 raise KafkaException(error)
-        for error in (e for e in errors if e is not None):
             log.warning("writer.consume_error", error=str(error))
         messages = [m for m, e in zip(messages, errors, strict=True) if e is None]
     groups: dict[TP, list[Message]] = {}

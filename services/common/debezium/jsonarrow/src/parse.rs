@@ -51,41 +51,27 @@ pub fn record(
 
 /// The wrapper object at the cursor: every key but `key` is checked and skipped; `key` holds the row.
 fn unwrap_into(cursor: &mut Cursor<'_>, key: &[u8], node: &Node, root: &mut Builder) -> Parsed<()> {
-    cursor.pos += 1; // {
     let mut found = false;
-    loop {
-        cursor.skip_ws();
+    cursor.items(1, |cursor| {
         let name = cursor.key()?;
-        cursor.skip_ws();
-        if cursor.next() != Some(b':') {
-            return Err(cursor.unexpected("':'"));
+        cursor.colon()?;
+        if *name != *key {
+            return cursor.skip_value(1);
         }
-        if *name == *key {
-            cursor.skip_ws();
-            if found || cursor.peek() != Some(b'{') {
-                return Err(format!(
-                    "the envelope's {:?} is not one object",
-                    String::from_utf8_lossy(key)
-                ));
-            }
-            value_into(cursor, node, root, 1)?;
-            found = true;
-        } else {
-            cursor.skip_value(1)?;
+        if found || cursor.peek() != Some(b'{') {
+            let key = String::from_utf8_lossy(key);
+            return Err(format!("the envelope's {key:?} is not one object"));
         }
-        cursor.skip_ws();
-        match cursor.next() {
-            Some(b',') => {}
-            Some(b'}') if found => return Ok(()),
-            Some(b'}') => {
-                return Err(format!(
-                    "the envelope has no {:?}",
-                    String::from_utf8_lossy(key)
-                ))
-            }
-            _ => return Err(cursor.unexpected("',' or '}'")),
-        }
+        found = true;
+        value_into(cursor, node, root, 1)
+    })?;
+    if !found {
+        return Err(format!(
+            "the envelope has no {:?}",
+            String::from_utf8_lossy(key)
+        ));
     }
+    Ok(())
 }
 
 fn value_into(
@@ -140,7 +126,7 @@ fn value_into(
             if first != b'{' {
                 return Err(cursor.mismatch(node));
             }
-            cursor.variable_scale_decimal(node, data)?;
+            cursor.variable_scale_decimal(node, data, depth + 1)?;
         }
         (Node::Str, Builder::Str { offsets, data, .. }) => {
             if first != b'"' {
@@ -192,24 +178,12 @@ fn list_into(
     items: &mut Builder,
     depth: usize,
 ) -> Parsed<usize> {
-    cursor.enter(depth)?;
-    cursor.pos += 1; // [
-    cursor.skip_ws();
-    if cursor.peek() == Some(b']') {
-        cursor.pos += 1;
-        return Ok(0);
-    }
     let mut count = 0;
-    loop {
-        value_into(cursor, item, items, depth)?;
+    cursor.items(depth, |cursor| {
         count += 1;
-        cursor.skip_ws();
-        match cursor.next() {
-            Some(b',') => {}
-            Some(b']') => return Ok(count),
-            _ => return Err(cursor.unexpected("',' or ']'")),
-        }
-    }
+        value_into(cursor, item, items, depth)
+    })?;
+    Ok(count)
 }
 
 fn object_into(
@@ -220,60 +194,44 @@ fn object_into(
     shape: &mut Vec<(Vec<u8>, Option<usize>)>,
     depth: usize,
 ) -> Parsed<()> {
-    cursor.enter(depth)?;
-    cursor.pos += 1; // {
     let mut seen = Seen::new(fields.len());
-    cursor.skip_ws();
-    if cursor.peek() == Some(b'}') {
-        cursor.pos += 1;
-    } else {
-        let mut position = 0;
-        loop {
-            cursor.skip_ws();
-            // The key the last object had here, compared in place: no scan for the closing quote.
-            let (index, key) = match shape.get(position) {
-                Some((cached, index)) if cursor.raw_key_is(cached) => (*index, None),
-                _ => {
-                    let key = cursor.key()?;
-                    let index = fields.iter().position(|(name, _)| same(name, &key));
-                    if let Cow::Borrowed(raw) = key {
-                        // only keys without escapes: the fast path compares the raw bytes
-                        if position < shape.len() {
-                            shape[position] = (raw.to_vec(), index);
-                        } else if position == shape.len() && position < MAX_SHAPE {
-                            shape.push((raw.to_vec(), index));
-                        }
+    let mut position = 0;
+    cursor.items(depth, |cursor| {
+        // The key the last object had here, compared in place: no scan for the closing quote.
+        let (index, key) = match shape.get(position) {
+            Some((cached, index)) if cursor.raw_key_is(cached) => (*index, None),
+            _ => {
+                let key = cursor.key()?;
+                let index = fields.iter().position(|(name, _)| same(name, &key));
+                if let Cow::Borrowed(raw) = key {
+                    // only keys without escapes: the fast path compares the raw bytes
+                    if position < shape.len() {
+                        shape[position] = (raw.to_vec(), index);
+                    } else if position == shape.len() && position < MAX_SHAPE {
+                        shape.push((raw.to_vec(), index));
                     }
-                    (index, Some(key))
                 }
-            };
-            cursor.skip_ws();
-            if cursor.next() != Some(b':') {
-                return Err(cursor.unexpected("':'"));
+                (index, Some(key))
             }
-            match index {
-                Some(index) => {
-                    if seen.insert(index) {
-                        let name = String::from_utf8_lossy(&fields[index].0);
-                        return Err(format!("duplicate key {name:?}"));
-                    }
-                    value_into(cursor, &fields[index].1, &mut children[index], depth)?;
+        };
+        cursor.colon()?;
+        match index {
+            Some(index) => {
+                if seen.insert(index) {
+                    let name = String::from_utf8_lossy(&fields[index].0);
+                    return Err(format!("duplicate key {name:?}"));
                 }
-                None if strict => {
-                    let name = key.unwrap_or(Cow::Borrowed(&shape[position].0));
-                    return Err(format!("unknown key {:?}", String::from_utf8_lossy(&name)));
-                }
-                None => cursor.skip_value(depth)?,
+                value_into(cursor, &fields[index].1, &mut children[index], depth)?;
             }
-            position += 1;
-            cursor.skip_ws();
-            match cursor.next() {
-                Some(b',') => {}
-                Some(b'}') => break,
-                _ => return Err(cursor.unexpected("',' or '}'")),
+            None if strict => {
+                let name = key.unwrap_or(Cow::Borrowed(&shape[position].0));
+                return Err(format!("unknown key {:?}", String::from_utf8_lossy(&name)));
             }
+            None => cursor.skip_value(depth)?,
         }
-    }
+        position += 1;
+        Ok(())
+    })?;
     for (index, child) in children.iter_mut().enumerate() {
         if !seen.contains(index) {
             child.push_null(); // an absent key is a null, as in Arrow's own JSON reader
@@ -346,6 +304,43 @@ impl<'a> Cursor<'a> {
                 && rest[1..].starts_with(name)
                 && rest.get(name.len() + 1) == Some(&b'"')
         })
+    }
+
+    /// The items of the array or object at the cursor, each read by `item` (from its first byte), with
+    /// the commas and the closing bracket checked.
+    #[inline]
+    fn items(&mut self, depth: usize, mut item: impl FnMut(&mut Self) -> Parsed<()>) -> Parsed<()> {
+        self.enter(depth)?;
+        let (close, wanted) = match self.next() {
+            Some(b'[') => (b']', "',' or ']'"),
+            _ => (b'}', "',' or '}'"),
+        };
+        self.skip_ws();
+        if self.peek() == Some(close) {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_ws();
+            item(self)?;
+            self.skip_ws();
+            match self.next() {
+                Some(b',') => {}
+                Some(byte) if byte == close => return Ok(()),
+                _ => return Err(self.unexpected(wanted)),
+            }
+        }
+    }
+
+    /// The colon after a key, and the whitespace around it.
+    #[inline]
+    fn colon(&mut self) -> Parsed<()> {
+        self.skip_ws();
+        if self.next() != Some(b':') {
+            return Err(self.unexpected("':'"));
+        }
+        self.skip_ws();
+        Ok(())
     }
 
     fn skip_ws(&mut self) {
@@ -667,7 +662,12 @@ impl<'a> Cursor<'a> {
 
     /// Kafka Connect's VariableScaleDecimal, `{"scale": s, "value": base64(unscaled, big-endian two's
     /// complement)}`, as decimal(precision, scale): scaled up exactly, never rounded.
-    fn variable_scale_decimal(&mut self, node: &Node, out: &mut Vec<u8>) -> Parsed<()> {
+    fn variable_scale_decimal(
+        &mut self,
+        node: &Node,
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Parsed<()> {
         let Node::Decimal {
             precision,
             scale,
@@ -680,33 +680,22 @@ impl<'a> Cursor<'a> {
         };
         let start = self.pos;
         let (mut given_scale, mut unscaled) = (None, None);
-        self.pos += 1; // {
-        loop {
-            self.skip_ws();
-            let key = self.key()?;
-            self.skip_ws();
-            if self.next() != Some(b':') {
-                return Err(self.unexpected("':'"));
-            }
-            self.skip_ws();
+        self.items(depth, |cursor| {
+            let key = cursor.key()?;
+            cursor.colon()?;
             match &*key {
                 b"scale" if given_scale.is_none() => {
-                    given_scale = Some(self.integer(&Node::Int { bits: 32 }, 32)?);
+                    given_scale = Some(cursor.integer(&Node::Int { bits: 32 }, 32)?);
                 }
-                b"value" if unscaled.is_none() && self.peek() == Some(b'"') => {
+                b"value" if unscaled.is_none() && cursor.peek() == Some(b'"') => {
                     let mut text = Vec::new();
-                    self.string(Some(&mut text))?;
+                    cursor.string(Some(&mut text))?;
                     unscaled = Some(text);
                 }
                 _ => return Err(format!("not a {{scale, value}} decimal at byte {start}")),
             }
-            self.skip_ws();
-            match self.next() {
-                Some(b',') => {}
-                Some(b'}') => break,
-                _ => return Err(self.unexpected("',' or '}'")),
-            }
-        }
+            Ok(())
+        })?;
         let (Some(given_scale), Some(unscaled)) = (given_scale, unscaled) else {
             return Err(format!("not a {{scale, value}} decimal at byte {start}"));
         };
@@ -750,48 +739,12 @@ impl<'a> Cursor<'a> {
         self.skip_ws();
         match self.peek() {
             Some(b'"') => self.string(None),
-            Some(b'{') => {
-                self.enter(depth + 1)?;
-                self.pos += 1;
-                self.skip_ws();
-                if self.peek() == Some(b'}') {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.skip_ws();
-                    self.key()?;
-                    self.skip_ws();
-                    if self.next() != Some(b':') {
-                        return Err(self.unexpected("':'"));
-                    }
-                    self.skip_value(depth + 1)?;
-                    self.skip_ws();
-                    match self.next() {
-                        Some(b',') => {}
-                        Some(b'}') => return Ok(()),
-                        _ => return Err(self.unexpected("',' or '}'")),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.enter(depth + 1)?;
-                self.pos += 1;
-                self.skip_ws();
-                if self.peek() == Some(b']') {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.skip_value(depth + 1)?;
-                    self.skip_ws();
-                    match self.next() {
-                        Some(b',') => {}
-                        Some(b']') => return Ok(()),
-                        _ => return Err(self.unexpected("',' or ']'")),
-                    }
-                }
-            }
+            Some(b'{') => self.items(depth + 1, |cursor| {
+                cursor.key()?;
+                cursor.colon()?;
+                cursor.skip_value(depth + 1)
+            }),
+            Some(b'[') => self.items(depth + 1, |cursor| cursor.skip_value(depth + 1)),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
