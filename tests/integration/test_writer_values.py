@@ -154,7 +154,10 @@ def test_lake_rows_equal_the_source_value_by_value(
 
 def test_sigterm_while_the_writer_starts_is_a_clean_stop(writer: WriterProcess) -> None:
     proc = writer.start()
-    time.sleep(0.2)  # still importing its libraries: the handlers must already be in
+    writer.wait_for_sigterm_handler(proc)
+    loaded = Path(f"/proc/{proc.pid}/maps").read_text()
+    assert "libarrow" not in loaded  # the handler came first: the writer is still starting
+    assert "rdkafka" not in loaded
     assert writer.terminate(proc, timeout_s=30) == 0
     assert '"event": "writer.stopped"' in writer.logs()
 
