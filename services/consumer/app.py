@@ -17,7 +17,7 @@ from typing import Any
 
 from services.common.debezium.records import DecodeFailure, Reason
 from services.common.errors import TransientError
-from services.common.kafka import Consumer, KafkaException, Message, TopicPartition, consumer
+from services.common.kafka import Consumer, KafkaException, Message, TopicPartition, consumer, message_columns
 from services.common.lake import Lake
 from services.common.logging import get_logger
 from services.common.metrics import WriterMetrics
@@ -334,18 +334,12 @@ class LakeWriter:
             self._metrics.lag_seconds.labels(group, tp[0], str(tp[1])).set(seconds)
 
 
-_ERROR = operator.methodcaller("error")
-_TOPIC = operator.methodcaller("topic")
-_PARTITION = operator.methodcaller("partition")
-
-
 def _by_partition(messages: Sequence[Message]) -> dict[TP, list[Message]]:
     """The messages of each partition, in order; consume errors are logged (fatal ones raised).
 
-    This runs for every record, so it maps C-level calls over the batch instead of looping in Python:
-    a batch arrives as runs of one partition, grouped here run by run.
+    This runs for every record, so it works on columns of the batch instead of looping in Python.
     """
-    errors = list(map(_ERROR, messages))
+    errors = message_columns.errors(messages)
     if any(map(operator.is_not, errors, itertools.repeat(None))):  # not list.count: KafkaError == None raises
         for error in errors:
             if error is None:
@@ -355,9 +349,6 @@ def _by_partition(messages: Sequence[Message]) -> dict[TP, list[Message]]:
             log.warning("writer.consume_error", error=str(error))
         messages = [m for m, e in zip(messages, errors, strict=True) if e is None]
     groups: dict[TP, list[Message]] = {}
-    start = 0
-    for key, run in itertools.groupby(zip(map(_TOPIC, messages), map(_PARTITION, messages), strict=True)):
-        stop = start + len(list(run))
-        groups.setdefault(key, []).extend(messages[start:stop])
-        start = stop
+    for topic, partition, start, stop in message_columns.partition_runs(messages):
+        groups.setdefault((topic, partition), []).extend(messages[start:stop])
     return groups

@@ -11,9 +11,10 @@ from services.common.contracts import ContractRegistry, TableContract
 from services.common.contracts.errors import UnknownTableError
 from services.common.debezium.avro import AvroEventDecoder
 from services.common.debezium.json_batch import JsonEventDecoder
-from services.common.debezium.records import DecodeResult, KafkaMessage, Reason
+from services.common.debezium.records import DecodeResult, Reason
 from services.common.debezium.registry import SchemaRegistryClient
 from services.common.errors import ConfigError
+from services.common.kafka import Message
 
 __all__ = ["EventDecoder", "Route", "Router", "ValueFormat"]
 
@@ -28,9 +29,7 @@ class EventDecoder(Protocol):
     @property
     def contract(self) -> TableContract: ...
 
-    def decode(
-        self, topic: str, partition: int, messages: Sequence[KafkaMessage], ingested_at_us: int
-    ) -> DecodeResult: ...
+    def decode(self, topic: str, partition: int, messages: Sequence[Message], ingested_at_us: int) -> DecodeResult: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
-"""How the writer splits a consumed batch by partition, with real confluent_kafka.Message objects."""
+"""How the writer reads a consumed batch as columns and splits it by partition (real Message objects)."""
 
 from __future__ import annotations
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message
 
+from services.common.kafka import message_columns
 from services.consumer.app import _by_partition
 
 
@@ -42,3 +43,19 @@ def test_a_fatal_error_is_raised() -> None:
 
 def test_an_empty_batch_has_no_partitions() -> None:
     assert _by_partition([]) == {}
+
+
+def test_runs_break_on_a_topic_change_alone() -> None:
+    batch = [_message("a", 0, 1), _message("b", 0, 1), _message("b", 0, 2), _message("a", 0, 2)]
+    assert message_columns.partition_runs(batch) == [("a", 0, 0, 1), ("b", 0, 1, 3), ("a", 0, 3, 4)]
+
+
+def test_columns_follow_the_messages() -> None:
+    batch = [
+        Message(topic="a", partition=0, offset=41, value=b"x", timestamp=(1, 1_700_000_000_123)),
+        Message(topic="a", partition=0, offset=42, value=None, timestamp=(1, 1_700_000_000_456)),
+    ]
+    assert message_columns.values(batch) == [b"x", None]
+    assert message_columns.offsets(batch).tolist() == [41, 42]
+    assert message_columns.timestamps_ms(batch).tolist() == [1_700_000_000_123, 1_700_000_000_456]
+    assert message_columns.errors(batch) == [None, None]

@@ -30,9 +30,10 @@ from fastavro.read import SchemaResolutionError
 from services.common.contracts.model import Column, TableContract
 from services.common.debezium.avro_schema import EnvelopeSchema
 from services.common.debezium.envelope import EnvelopeConverter, Origin
-from services.common.debezium.records import DecodeFailure, DecodeResult, KafkaMessage, Reason
+from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
 from services.common.debezium.registry import SchemaRegistryClient, UnknownSchemaError
 from services.common.errors import TerminalError
+from services.common.kafka import Message
 
 __all__ = [
     "CONFLUENT_MAGIC",
@@ -294,7 +295,7 @@ class _Plan:
 class _Batch:
     """Messages of one partition whose decoded events become one wire table together."""
 
-    messages: Sequence[KafkaMessage]
+    messages: Sequence[Message]
     events: Sequence[dict[str, Any]]
 
 
@@ -339,14 +340,14 @@ class AvroEventDecoder:
 
     # --- public ---------------------------------------------------------------------------------
 
-    def decode(self, topic: str, partition: int, messages: Sequence[KafkaMessage], ingested_at_us: int) -> DecodeResult:
+    def decode(self, topic: str, partition: int, messages: Sequence[Message], ingested_at_us: int) -> DecodeResult:
         """Rows for ``messages`` (all of one partition, in offset order), failures and the tombstone count.
 
         Raises a TransientError when the schema registry cannot answer: retrying the batch may succeed.
         """
         failures: list[DecodeFailure] = []
         tombstones = 0
-        good: list[KafkaMessage] = []
+        good: list[Message] = []
         events: list[dict[str, Any]] = []
         unknown: set[str] = set()
         missing: dict[bytes, str] = {}  # unknown schemas of this batch: asked once, not per record
@@ -469,7 +470,7 @@ def _one_chunk(chunked: pa.ChunkedArray) -> pa.Array:
     return chunked.chunk(0) if chunked.num_chunks == 1 else pa.concat_arrays(chunked.chunks)
 
 
-def _misfit(message: KafkaMessage, exc: Exception) -> DecodeFailure:
+def _misfit(message: Message, exc: Exception) -> DecodeFailure:
     """Why one record's values do not fit the contract's types."""
     if "decimal" in str(exc).lower():
         return DecodeFailure(message, Reason.DECIMAL_OVERFLOW, str(exc), "DecimalOverflow")

@@ -22,8 +22,9 @@ import pyarrow.compute as pc
 
 from services.common.contracts.arrow import arrow_type, lake_schema
 from services.common.contracts.model import Column, TableContract
-from services.common.debezium.records import DecodeFailure, KafkaMessage, Reason
+from services.common.debezium.records import DecodeFailure, Reason
 from services.common.debezium.values import UNAVAILABLE_VALUE, variable_scale_decimal
+from services.common.kafka import Message, message_columns
 
 __all__ = ["EnvelopeConverter", "Origin", "wire_type"]
 
@@ -95,7 +96,7 @@ class EnvelopeConverter:
     def to_lake(
         self,
         wire: pa.Table,
-        messages: Sequence[KafkaMessage],
+        messages: Sequence[Message],
         origin: Origin,
         failures: list[DecodeFailure],
         *,
@@ -159,12 +160,8 @@ class EnvelopeConverter:
         keep = pa.array(~bad_rows)
 
         if offsets is None:
-            offsets = np.fromiter((m.offset() or 0 for m in messages), dtype=np.int64, count=n)
-        kafka_ts = (
-            timestamps_ms
-            if timestamps_ms is not None
-            else np.fromiter((m.timestamp()[1] for m in messages), dtype=np.int64, count=n)
-        )
+            offsets = message_columns.offsets(messages)
+        kafka_ts = timestamps_ms if timestamps_ms is not None else message_columns.timestamps_ms(messages)
         source_us = pc.coalesce(pc.struct_field(source, "ts_us"), pc.multiply(pc.struct_field(source, "ts_ms"), 1000))
         snapshot = pc.struct_field(source, "snapshot")
         utc = pa.timestamp("us", tz="UTC")

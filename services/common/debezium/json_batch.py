@@ -12,7 +12,6 @@ still decode in bulk and only a poison record ends up alone, as a failure.
 from __future__ import annotations
 
 import json
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -25,7 +24,8 @@ from services.common.contracts.arrow import arrow_type
 from services.common.contracts.model import TableContract
 from services.common.debezium.arrow_reader import VARIABLE_SCALE, JsonArrowReader, UnsupportedSchemaError
 from services.common.debezium.envelope import EnvelopeConverter, Origin
-from services.common.debezium.records import DecodeFailure, DecodeResult, KafkaMessage, Reason
+from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
+from services.common.kafka import Message, message_columns
 
 __all__ = ["JsonEventDecoder"]
 
@@ -50,29 +50,19 @@ def _payload_of(value: bytes) -> bytes | None:
     return value[start + len(_PAYLOAD) : -1]
 
 
-_VALUE = operator.methodcaller("value")
-_OFFSET = operator.methodcaller("offset")
-_TIMESTAMP = operator.methodcaller("timestamp")
-_SECOND = operator.itemgetter(1)
-
-
 @dataclass(frozen=True, slots=True)
 class _Batch:
     """Messages of one partition with their values, offsets and timestamps, aligned by position."""
 
-    messages: Sequence[KafkaMessage]
+    messages: Sequence[Message]
     values: Sequence[bytes | None]
     offsets: np.ndarray
     timestamps_ms: np.ndarray
 
     @classmethod
-    def of(cls, messages: Sequence[KafkaMessage]) -> _Batch:
-        """Mapped by C-level calls (no Python bytecode per message): this runs for every record."""
-        n = len(messages)
-        values = list(map(_VALUE, messages))
-        offsets = np.fromiter(map(_OFFSET, messages), dtype=np.int64, count=n)
-        timestamps = np.fromiter(map(_SECOND, map(_TIMESTAMP, messages)), dtype=np.int64, count=n)
-        return cls(messages, values, offsets, timestamps)
+    def of(cls, messages: Sequence[Message]) -> _Batch:
+        values = message_columns.values(messages)
+        return cls(messages, values, message_columns.offsets(messages), message_columns.timestamps_ms(messages))
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -112,7 +102,7 @@ class JsonEventDecoder:
 
     # --- public ---------------------------------------------------------------------------------
 
-    def decode(self, topic: str, partition: int, messages: Sequence[KafkaMessage], ingested_at_us: int) -> DecodeResult:
+    def decode(self, topic: str, partition: int, messages: Sequence[Message], ingested_at_us: int) -> DecodeResult:
         """Rows for ``messages`` (all of one partition, in offset order), failures and the tombstone count."""
         batch = _Batch.of(messages)
         origin = Origin(topic, partition, ingested_at_us)
@@ -254,7 +244,7 @@ def _fast_wire_schema(contract: TableContract, wire: pa.Schema) -> pa.Schema:
     return pa.schema([image(f) if f.name in ("before", "after") else f for f in wire])
 
 
-def _classify(message: KafkaMessage, value: bytes, arrow_error: str) -> DecodeFailure:
+def _classify(message: Message, value: bytes, arrow_error: str) -> DecodeFailure:
     """Why one record alone does not parse."""
     try:
         text = value.decode("utf-8")

@@ -6,28 +6,16 @@ failure keeps its raw message so the DLQ gets the original key, value, headers a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import pyarrow as pa
 
-__all__ = ["DecodeFailure", "DecodeResult", "Headers", "KafkaMessage", "Reason"]
+from services.common.kafka import Message
+
+__all__ = ["DecodeFailure", "DecodeResult", "Headers", "Reason"]
 
 Headers = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]]
 """Kafka record headers as the client library hands them over."""
-
-
-class KafkaMessage(Protocol):
-    """The part of ``confluent_kafka.Message`` decoding and the DLQ use."""
-
-    def topic(self) -> str | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-    def key(self) -> bytes | None: ...
-    def value(self) -> bytes | None: ...
-    def headers(self) -> Headers | None: ...
-    def timestamp(self) -> tuple[int, int]: ...
 
 
 class Reason:
@@ -51,7 +39,7 @@ class Reason:
 
 @dataclass(frozen=True, slots=True)
 class DecodeFailure:
-    message: KafkaMessage
+    message: Message
     reason: str
     detail: str
     error_class: str = "DecodeError"
@@ -74,7 +62,3 @@ class DecodeResult:
     @property
     def row_count(self) -> int:
         return int(self.rows.num_rows)
-
-    @staticmethod
-    def offsets_of(messages: Sequence[KafkaMessage]) -> list[int]:
-        return [int(m.offset() or 0) for m in messages]
