@@ -1,0 +1,44 @@
+"""The writer's sink: one file per hour folder of the records' own time, rows in offset order."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from services.common.lake import LocalLake
+from tests.fixtures.lakefiles import LakeFiles, lending_contract, transaction_event
+
+HOUR_US = 3_600_000_000
+BASE_US = 1_795_000_000_000_000 - 1_795_000_000_000_000 % HOUR_US  # 2026-11-18 11:00 UTC
+
+
+def _offsets(lake: LocalLake, path: str) -> list[int]:
+    return [int(o) for o in pq.read_table(io.BytesIO(lake.read(path))).column("_kafka_offset").to_pylist()]
+
+
+def test_a_batch_across_hours_is_one_file_per_hour_in_offset_order(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    hour_of = {10: 2, 11: 0, 12: 2, 13: 1, 14: 0, 15: 2}  # out of order, as a snapshot's old rows can be
+    files = LakeFiles(
+        lake,
+        lending_contract("transactions"),
+        event=lambda offset, ts: transaction_event(offset, ts_us=ts + hour_of[offset] * HOUR_US + 7),
+    ).write(range(10, 16), ts_us=BASE_US)
+
+    assert [(f.first_offset, f.rows) for f in files] == [(11, 2), (13, 1), (10, 3)]
+    assert [_offsets(lake, f.file.path) for f in files] == [[11, 14], [13], [10, 12, 15]]
+    assert [re.findall(r"/dt=[\d-]+/hour=\d+/", f.file.path) for f in files] == [
+        ["/dt=2026-11-18/hour=11/"],
+        ["/dt=2026-11-18/hour=12/"],
+        ["/dt=2026-11-18/hour=13/"],
+    ]
+
+
+def test_a_batch_within_one_hour_is_one_file(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    files = LakeFiles(lake, lending_contract("transactions")).write(range(5, 9), ts_us=BASE_US + 5)
+    assert [(f.first_offset, f.rows) for f in files] == [(5, 4)]
+    assert _offsets(lake, files[0].file.path) == [5, 6, 7, 8]
