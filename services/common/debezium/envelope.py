@@ -41,6 +41,7 @@ class _Check(NamedTuple):
 _OPS = pa.array(["c", "u", "d", "r", "t"])
 _UNAVAILABLE_BASE64 = base64.b64encode(UNAVAILABLE_VALUE.encode()).decode()
 _SNAPSHOT_FALSE = pa.array(["false"])
+# The source fields the lake keeps; the others (connector, db, schema, table, …) are skipped unread.
 SOURCE = pa.struct(
     [
         ("ts_ms", pa.int64()),
@@ -48,8 +49,6 @@ SOURCE = pa.struct(
         ("lsn", pa.int64()),
         ("txId", pa.int64()),
         ("snapshot", pa.string()),
-        ("schema", pa.string()),
-        ("table", pa.string()),
     ]
 )
 
