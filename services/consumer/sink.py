@@ -6,6 +6,7 @@ and each file is named by the first offset it holds: re-processing after a crash
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,9 +48,31 @@ def _by_hour(rows: pa.Table) -> list[tuple[int, pa.Table]]:
     return [(int(hours[a]), rows.slice(a, b - a)) for a, b in zip(starts, stops, strict=True)]
 
 
+# Metadata columns with a new value on (nearly) every row. A dictionary would hold every value once more plus
+# an index per row; plain encoding under zstd is smaller for them and cheaper to write.
+_DISTINCT_PER_ROW = frozenset({"_source_ts", "_source_lsn", "_kafka_offset", "_kafka_timestamp"})
+
+
+@functools.lru_cache(maxsize=256)
+def _dictionary_columns(schema: pa.Schema) -> tuple[str, ...]:
+    """The Parquet leaf paths (``tags.list.element``) of every column that keeps dictionary encoding."""
+    empty = io.BytesIO()
+    pq.write_table(schema.empty_table(), empty)
+    leaves = pq.ParquetFile(io.BytesIO(empty.getvalue())).schema
+    paths = (leaves.column(i).path for i in range(len(leaves)))
+    return tuple(path for path in paths if path not in _DISTINCT_PER_ROW)
+
+
 def _parquet_bytes(rows: pa.Table) -> bytes:
     out = io.BytesIO()
-    pq.write_table(rows, out, compression="zstd", write_statistics=True, store_schema=True)
+    pq.write_table(
+        rows,
+        out,
+        compression="zstd",
+        write_statistics=True,
+        store_schema=True,
+        use_dictionary=list(_dictionary_columns(rows.schema)),
+    )
     return out.getvalue()
 
 

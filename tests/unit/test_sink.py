@@ -42,3 +42,17 @@ def test_a_batch_within_one_hour_is_one_file(tmp_path: Path) -> None:
     files = LakeFiles(lake, lending_contract("transactions")).write(range(5, 9), ts_us=BASE_US + 5)
     assert [(f.first_offset, f.rows) for f in files] == [(5, 4)]
     assert _offsets(lake, files[0].file.path) == [5, 6, 7, 8]
+
+
+def test_columns_distinct_per_row_are_not_dictionary_encoded(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    (file,) = LakeFiles(lake, lending_contract("transactions")).write(range(200), ts_us=BASE_US)
+    row_group = pq.ParquetFile(io.BytesIO(lake.read(file.file.path))).metadata.row_group(0)
+    dictionary = {
+        row_group.column(i).path_in_schema: "RLE_DICTIONARY" in row_group.column(i).encodings
+        for i in range(row_group.num_columns)
+    }
+    distinct = ["_source_ts", "_source_lsn", "_kafka_offset", "_kafka_timestamp"]
+    assert [dictionary[name] for name in distinct] == [False] * 4
+    repeated = ["transaction_type", "currency", "_op", "_kafka_topic", "_unavailable_columns.list.element"]
+    assert [dictionary[name] for name in repeated] == [True] * 5  # nested leaves keep it too
