@@ -53,14 +53,17 @@ class TransformRuns:
 
     ok: int = 0
     failed: int = 0
+    stopped: int = 0  # the demo ended it while it waited for the warehouse: neither ok nor failed
     last_seconds: float = 0.0
     last_status: str = ""
 
     def describe(self) -> str:
-        if not self.ok + self.failed:
+        if not self.ok + self.failed + self.stopped:
             return "transform: first run in progress"
+        stopped = f", {self.stopped} stopped" if self.stopped else ""
         return (
-            f"transform: {self.ok} run(s) ok, {self.failed} failed, last {self.last_status} in {self.last_seconds:.1f}s"
+            f"transform: {self.ok} run(s) ok, {self.failed} failed{stopped}, "
+            f"last {self.last_status} in {self.last_seconds:.1f}s"
         )
 
 
@@ -202,10 +205,13 @@ def _thread(name: str, target: Callable[[], object], crashed: list[str]) -> thre
 def _transform_runs(child: ServiceChild) -> TransformRuns:
     runs = TransformRuns()
     for event in child.events("transform.run"):
-        if event.get("status") == "success":
-            runs.ok += 1
-        else:
-            runs.failed += 1
+        match event.get("status"):
+            case "success":
+                runs.ok += 1
+            case "stopped":
+                runs.stopped += 1
+            case _:
+                runs.failed += 1
         runs.last_status, runs.last_seconds = str(event.get("status")), float(event.get("seconds", 0.0))
     return runs
 

@@ -27,9 +27,10 @@ __all__ = ["Builder", "RunReport", "Transformer"]
 
 log = get_logger(__name__)
 
-Status = Literal["success", "failure", "error"]
+Status = Literal["success", "failure", "error", "stopped"]
 """success: every model built and every test passed (warnings allowed); failure: a model or test failed;
-error: dbt could not run (project, profile, contracts, a warehouse that stayed locked)."""
+error: dbt could not run (project, profile, contracts, a warehouse that stayed locked); stopped: a shutdown
+came while the run waited for the warehouse, so nothing was built."""
 
 
 class Builder(Protocol):
@@ -130,8 +131,10 @@ class Transformer:
                 if build.error is None or not _locked(build.error):
                     break
                 reason = build.error
-            if time.monotonic() >= deadline or self._shutdown.wait(self._busy_retry_s):
+            if time.monotonic() >= deadline:
                 return RunReport("error", reason=f"the warehouse stayed locked: {reason}")
+            if self._shutdown.wait(self._busy_retry_s):
+                return RunReport("stopped", reason=f"shutdown while waiting for the warehouse: {reason}")
             log.info("transform.warehouse_busy", retry_in_s=self._busy_retry_s, reason=reason)
         if build.error is not None:
             return RunReport("error", build, reason=build.error, project_changes=project.written)
@@ -162,6 +165,8 @@ class Transformer:
         }
         if report.status == "success":
             log.info("transform.run", **summary)
+        elif report.status == "stopped":
+            log.info("transform.run", **summary, reason=report.reason)
         else:
             log.error("transform.run", **summary, reason=report.reason or _first_failure(build))
 

@@ -160,6 +160,19 @@ def test_a_warehouse_that_stays_locked_is_an_error(tmp_path: Path) -> None:
     assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "error"}) == 1
 
 
+def test_a_shutdown_while_the_warehouse_is_locked_stops_the_run_without_an_error(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    transformer = _transformer(tmp_path, CannedDbt(tmp_path / "project", [PASSED]), registry, bronze=Bronze(busy=9))
+    transformer._shutdown.request("SIGTERM")  # as the demo ends: the run is waiting for the loader's lock
+    with capture_logs() as logs:
+        assert transformer.run(once=True) == 1  # nothing was built
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "stopped"}) == 1
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "error"}) is None
+    run = next(e for e in logs if e["event"] == "transform.run")
+    assert (run["log_level"], run["status"]) == ("info", "stopped")
+    assert run["reason"].startswith("shutdown while waiting for the warehouse")
+
+
 def test_a_contract_without_primary_key_is_an_error_not_a_crash(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     keyless = TableContract("lending", "events", lending_contract("customers").columns, ())
