@@ -155,6 +155,12 @@ def test_decimals_are_exact(text: str, expected: Decimal) -> None:
         (b'{"at": "2026-01-01T00:00:00"}', "ISO-8601"),
         (b'{"at": "2026-01-01T00:00:00.1234567Z"}', "ISO-8601"),
         (b'{"text": "\xff"}', "UTF-8"),
+        (b'{"text": "twelve bytes\xc3"}', "UTF-8"),  # a sequence cut short by the closing quote
+        (b'{"text": "\xc0\x80"}', "UTF-8"),  # an overlong NUL
+        (b'{"text": "\xed\xa0\x80"}', "UTF-8"),  # a surrogate spelled in UTF-8
+        (b'{"text": "\x80"}', "UTF-8"),  # a continuation byte alone
+        (b'{"unknown": "skipped \xff"}', "UTF-8"),
+        (b'{"\xe9": 1}', "UTF-8"),
         (b'{"text": "\\ud800"}', "surrogate"),
         (b'{"text": "a\x01b"}', "control character"),
         (b'{"text": "\\x"}', "escape"),
@@ -320,9 +326,27 @@ def test_keys_are_matched_exactly_whatever_the_previous_objects_looked_like() ->
         b'{"i\\u0038": 4, "i16": 5}',
         b'{"i16": 6, "i8": 7}',
         b'{"i8": 8, "i16": 9}',
+        b'{"i8" :10, "i16" : 11}',
+        b'{"i8":12, "i16":13}',
     ]
     read = JsonArrowReader(SCHEMA).read(values)
     assert read.rejected is None
-    assert read.rows.column("i8").to_pylist() == [1, None, 4, 7, 8]
-    assert read.rows.column("i16").to_pylist() == [2, 3, 5, 6, 9]
+    assert read.rows.column("i8").to_pylist() == [1, None, 4, 7, 8, 10, 12]
+    assert read.rows.column("i16").to_pylist() == [2, 3, 5, 6, 9, 11, 13]
     assert read.rows.column("i8").equals(_arrow(values).column("i8"))
+
+
+def test_text_reads_exactly_with_a_special_character_at_every_position() -> None:
+    """Strings are scanned eight bytes at a time: a quote, backslash, escape or multibyte character must be
+    found wherever it falls in a word, and every byte around it kept."""
+    specials = ['"', "\\", "\n", "é", "日", "🚀", "\u0001"]
+    texts = [
+        "x" * before + special + "y" * after
+        for special in specials
+        for before in range(18)
+        for after in (0, 1, 7, 8, 9)
+    ]
+    values = [json.dumps({"text": text}, ensure_ascii=False).encode() for text in texts]
+    read = JsonArrowReader(SCHEMA).read(values)
+    assert read.rejected is None
+    assert read.rows.column("text").to_pylist() == texts

@@ -8,6 +8,20 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::spec::Node;
 
+/// A key as the last object of a struct spelled it: its raw bytes from the opening quote through the
+/// colon (`"name":`, whitespace included), the length of its name, and the field it named.
+pub struct Key {
+    pub token: Vec<u8>,
+    pub name_len: usize,
+    pub field: Option<usize>,
+}
+
+impl Key {
+    pub fn name(&self) -> &[u8] {
+        &self.token[1..1 + self.name_len]
+    }
+}
+
 pub struct Validity {
     bits: Vec<bool>,
     nulls: usize,
@@ -86,7 +100,7 @@ pub enum Builder {
         children: Vec<Builder>,
         /// The keys of the last object, in order, with the field each named: producers write every
         /// object of a stream in the same key order, so a key is matched by one comparison.
-        shape: Vec<(Vec<u8>, Option<usize>)>,
+        shape: Vec<Key>,
     },
 }
 

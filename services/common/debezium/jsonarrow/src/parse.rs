@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use crate::builder::Builder;
+use crate::builder::{Builder, Key};
 use crate::decimal::{self, Magnitude};
 use crate::spec::Node;
 
@@ -24,9 +24,6 @@ pub fn record(
     envelope: Option<&[u8]>,
     root: &mut Builder,
 ) -> Parsed<()> {
-    if let Err(error) = std::str::from_utf8(value) {
-        return Err(format!("invalid UTF-8 at byte {}", error.valid_up_to()));
-    }
     let mut cursor = Cursor {
         bytes: value,
         pos: 0,
@@ -191,30 +188,37 @@ fn object_into(
     fields: &[(Vec<u8>, Node)],
     strict: bool,
     children: &mut [Builder],
-    shape: &mut Vec<(Vec<u8>, Option<usize>)>,
+    shape: &mut Vec<Key>,
     depth: usize,
 ) -> Parsed<()> {
     let mut seen = Seen::new(fields.len());
     let mut position = 0;
     cursor.items(depth, |cursor| {
-        // The key the last object had here, compared in place: no scan for the closing quote.
+        // The key the last object had here, compared in place with its quotes and colon: one comparison
+        // instead of a scan for the closing quote and the colon.
         let (index, key) = match shape.get(position) {
-            Some((cached, index)) if cursor.raw_key_is(cached) => (*index, None),
+            Some(cached) if cursor.token_is(&cached.token) => (cached.field, None),
             _ => {
+                let start = cursor.pos;
                 let key = cursor.key()?;
+                let end = cursor.colon()?;
                 let index = fields.iter().position(|(name, _)| same(name, &key));
-                if let Cow::Borrowed(raw) = key {
+                if let Cow::Borrowed(name) = key {
                     // only keys without escapes: the fast path compares the raw bytes
+                    let cached = Key {
+                        token: cursor.bytes[start..end].to_vec(),
+                        name_len: name.len(),
+                        field: index,
+                    };
                     if position < shape.len() {
-                        shape[position] = (raw.to_vec(), index);
+                        shape[position] = cached;
                     } else if position == shape.len() && position < MAX_SHAPE {
-                        shape.push((raw.to_vec(), index));
+                        shape.push(cached);
                     }
                 }
                 (index, Some(key))
             }
         };
-        cursor.colon()?;
         match index {
             Some(index) => {
                 if seen.insert(index) {
@@ -224,7 +228,7 @@ fn object_into(
                 value_into(cursor, &fields[index].1, &mut children[index], depth)?;
             }
             None if strict => {
-                let name = key.unwrap_or(Cow::Borrowed(&shape[position].0));
+                let name = key.unwrap_or(Cow::Borrowed(shape[position].name()));
                 return Err(format!("unknown key {:?}", String::from_utf8_lossy(&name)));
             }
             None => cursor.skip_value(depth)?,
@@ -332,15 +336,16 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// The colon after a key, and the whitespace around it.
+    /// The colon after a key, and the whitespace around it; returns where the colon ended.
     #[inline]
-    fn colon(&mut self) -> Parsed<()> {
+    fn colon(&mut self) -> Parsed<usize> {
         self.skip_ws();
         if self.next() != Some(b':') {
             return Err(self.unexpected("':'"));
         }
+        let end = self.pos;
         self.skip_ws();
-        Ok(())
+        Ok(end)
     }
 
     fn skip_ws(&mut self) {
@@ -389,34 +394,94 @@ impl<'a> Cursor<'a> {
     }
 
     /// A JSON string at the cursor; its unescaped bytes go to `out` when given.
+    ///
+    /// Outside strings the grammar admits only ASCII, so checking UTF-8 here, where a string has a byte
+    /// above 0x7F, checks the whole value.
     fn string(&mut self, mut out: Option<&mut Vec<u8>>) -> Parsed<()> {
         self.pos += 1; // "
         loop {
-            let rest = &self.bytes[self.pos..];
-            let run = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-                .ok_or_else(|| self.eof())?;
+            let run = self.plain_run(self.pos);
             if let Some(out) = out.as_deref_mut() {
-                out.extend_from_slice(&rest[..run]);
+                out.extend_from_slice(&self.bytes[self.pos..self.pos + run]);
             }
             self.pos += run;
-            match self.next() {
-                Some(b'"') => return Ok(()),
+            match self.peek() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
                 Some(b'\\') => {
+                    self.pos += 1;
                     let escaped = self.escape()?;
                     if let Some(out) = out.as_deref_mut() {
                         let mut utf8 = [0u8; 4];
                         out.extend_from_slice(escaped.encode_utf8(&mut utf8).as_bytes());
                     }
                 }
-                _ => {
+                Some(0x80..) => {
+                    let width = self.utf8_char()?;
+                    if let Some(out) = out.as_deref_mut() {
+                        out.extend_from_slice(&self.bytes[self.pos..self.pos + width]);
+                    }
+                    self.pos += width;
+                }
+                Some(_) => {
                     return Err(format!(
                         "control character in a string at byte {}",
-                        self.pos - 1
+                        self.pos
                     ))
                 }
+                None => return Err(self.eof()),
             }
+        }
+    }
+
+    /// How many bytes from `from` need no attention inside a string: no quote, backslash, control
+    /// character or byte above 0x7F. Eight bytes are tested at a time.
+    #[inline]
+    fn plain_run(&self, from: usize) -> usize {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        // a byte of `v` is flagged when it is zero; a flag above a true one may be false (borrows)
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        let rest = &self.bytes[from..];
+        let mut at = 0;
+        while at + 8 <= rest.len() {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&rest[at..at + 8]);
+            let v = u64::from_le_bytes(bytes);
+            let special = zero(v ^ (ONES * u64::from(b'"')))
+                | zero(v ^ (ONES * u64::from(b'\\')))
+                | (v.wrapping_sub(ONES * 0x20) & !v & HIGH) // below 0x20
+                | (v & HIGH);
+            if special != 0 {
+                return at + (special.trailing_zeros() / 8) as usize;
+            }
+            at += 8;
+        }
+        at + rest[at..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))
+            .unwrap_or(rest.len() - at)
+    }
+
+    /// The width of the UTF-8 character at the cursor, checked (no overlong form, no surrogate).
+    fn utf8_char(&self) -> Parsed<usize> {
+        let width = match self.bytes[self.pos] {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => 0,
+        };
+        let valid = width > 0
+            && self
+                .bytes
+                .get(self.pos..self.pos + width)
+                .is_some_and(|char| std::str::from_utf8(char).is_ok());
+        if valid {
+            Ok(width)
+        } else {
+            Err(format!("invalid UTF-8 at byte {}", self.pos))
         }
     }
 
@@ -471,14 +536,16 @@ impl<'a> Cursor<'a> {
         Ok(unit)
     }
 
-    /// Whether the key at the cursor is exactly `name` (which has no escapes); if so, passes over it.
-    fn raw_key_is(&mut self, name: &[u8]) -> bool {
-        let (start, end) = (self.pos + 1, self.pos + 1 + name.len());
-        let matches = self.peek() == Some(b'"')
-            && self.bytes.get(end) == Some(&b'"')
-            && same(&self.bytes[start..end], name);
+    /// Whether the bytes at the cursor are exactly `token`; if so, passes over them.
+    #[inline]
+    fn token_is(&mut self, token: &[u8]) -> bool {
+        let end = self.pos + token.len();
+        let matches = self
+            .bytes
+            .get(self.pos..end)
+            .is_some_and(|text| same(text, token));
         if matches {
-            self.pos = end + 1;
+            self.pos = end;
         }
         matches
     }
@@ -490,14 +557,10 @@ impl<'a> Cursor<'a> {
         }
         let bytes: &'a [u8] = self.bytes;
         let start = self.pos + 1;
-        let run = bytes[start..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20);
-        if let Some(run) = run {
-            if bytes[start + run] == b'"' {
-                self.pos = start + run + 1;
-                return Ok(Cow::Borrowed(&bytes[start..start + run]));
-            }
+        let run = self.plain_run(start);
+        if bytes.get(start + run) == Some(&b'"') {
+            self.pos = start + run + 1;
+            return Ok(Cow::Borrowed(&bytes[start..start + run]));
         }
         let mut owned = Vec::new();
         self.string(Some(&mut owned))?;
@@ -572,14 +635,15 @@ impl<'a> Cursor<'a> {
         match self.peek() {
             Some(b'0') => self.pos += 1,
             Some(b'1'..=b'9') => {
+                let first = self.pos;
                 while let Some(digit @ b'0'..=b'9') = self.peek() {
-                    let next = magnitude
-                        .checked_mul(10)
-                        .and_then(|m| m.checked_add(u64::from(digit - b'0')));
-                    overflow |= next.is_none();
-                    magnitude = next.unwrap_or(u64::MAX);
+                    // wraps only past 19 digits, which never fit 64 signed bits
+                    magnitude = magnitude
+                        .wrapping_mul(10)
+                        .wrapping_add(u64::from(digit - b'0'));
                     self.pos += 1;
                 }
+                overflow = self.pos - first > 19;
             }
             _ if !negative => return Err(self.mismatch(node)),
             _ => return Err(format!("invalid number at byte {start}")),
@@ -830,22 +894,30 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-/// Byte equality for short keys, inline: a `memcmp` call per key costs more than the comparison.
+/// Byte equality for short keys, inline and without a `memcmp` call (which costs more than the
+/// comparison): whole words compared as integers, the tail as one overlapping word.
 #[inline]
 fn same(left: &[u8], right: &[u8]) -> bool {
-    if left.len() != right.len() {
+    let len = left.len();
+    if len != right.len() {
         return false;
     }
-    let mut left_words = left.chunks_exact(8);
-    let mut right_words = right.chunks_exact(8);
-    for (a, b) in (&mut left_words).zip(&mut right_words) {
-        if a != b {
+    if len < 8 {
+        return left.iter().zip(right).all(|(a, b)| a == b);
+    }
+    let mut at = 0;
+    while at + 8 <= len {
+        if word(&left[at..at + 8]) != word(&right[at..at + 8]) {
             return false;
         }
+        at += 8;
     }
-    left_words
-        .remainder()
-        .iter()
-        .zip(right_words.remainder())
-        .all(|(a, b)| a == b)
+    at == len || word(&left[len - 8..]) == word(&right[len - 8..])
+}
+
+#[inline]
+fn word(chunk: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(chunk);
+    u64::from_ne_bytes(bytes)
 }
