@@ -159,6 +159,18 @@ def test_ops_images_tombstones_and_truncate() -> None:
     assert rows[3]["account_id"] is None  # a truncate has no row image
 
 
+def test_a_key_only_delete_reads_null_outside_its_key_even_with_an_after_image() -> None:
+    result = _decode(
+        [
+            _event("u", after=_row(1, notes="kept")),
+            _event("d", before=_row(2, notes="filler"), after=_row(2, notes="not an image a delete has")),
+        ]
+    )
+    assert result.failures == []
+    rows = result.rows.to_pylist()
+    assert [(r["account_id"], r["notes"]) for r in rows] == [(1, "kept"), (2, None)]
+
+
 def test_full_replica_identity_keeps_the_whole_before_image() -> None:
     decoder = JsonEventDecoder(replace(CONTRACT, replica_identity="full"))
     messages = _messages([_event("d", before=_row(1, notes="last"), after=None)])

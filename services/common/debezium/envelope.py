@@ -137,10 +137,17 @@ class EnvelopeConverter:
         columns: dict[str, pa.Array] = {}
         unavailable: list[tuple[str, np.ndarray]] = []
         key_only_deletes = self.contract.replica_identity != "full" and has_deletes
+        # A delete's after image is null, so its after fields already read null: no per-row choice to make
+        # unless some delete carries an after image anyway.
+        deletes_carry_after = key_only_deletes and bool(pc.any(pc.and_(is_delete, pc.is_valid(after))).as_py())
         for column in self.contract.columns:
-            raw = image(column.name)
             if key_only_deletes and column.name not in self.contract.primary_key:
-                raw = pc.if_else(is_delete, pa.scalar(None, raw.type), raw)  # Debezium's filler, not data
+                # a key-only delete's other columns are Debezium's filler, not data: null
+                raw = pc.struct_field(after, column.name)
+                if deletes_carry_after:
+                    raw = pc.if_else(is_delete, pa.scalar(None, raw.type), raw)
+            else:
+                raw = image(column.name)
             converted, bad = self._convert(column, raw)
             if bad is not None:
                 reasons.append(bad)
