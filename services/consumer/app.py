@@ -37,6 +37,7 @@ TP = tuple[str, int]
 _LAG_EVERY_S = 5.0
 _DLQ_CONFIRM_S = 30.0
 _METADATA_REFRESH_MS = 5_000  # how soon a newly created topic that matches the subscription is consumed
+_PREFETCH_MAX_KB = 8 << 10  # librdkafka prefetch per consumer, in KiB: about one poll batch of change events
 
 
 class LakeWriter:
@@ -65,8 +66,10 @@ class LakeWriter:
             w.group_id,
             **{
                 "client.id": worker_id,
-                # bound librdkafka's prefetch queue too: it is memory we hold outside the buffers
-                "queued.max.messages.kbytes": max(1024, w.buffer_max_bytes // 4096),
+                # bound librdkafka's prefetch queue: it is memory held outside the buffer budget, and beyond
+                # the next few poll batches it only keeps decompressed data waiting (catching up, a queue of a
+                # quarter of the budget made the client fault in fresh pages for most of what it fetched)
+                "queued.max.messages.kbytes": min(_PREFETCH_MAX_KB, max(1024, w.buffer_max_bytes // 4096)),
                 "enable.partition.eof": False,
                 # catching up, bigger fetches per partition mean fewer requests for librdkafka to build,
                 # send and parse: up to 8 MiB (default 1 MiB), a small share of the buffer budget, because
