@@ -67,7 +67,7 @@ class LakeWriter:
             **{
                 "client.id": worker_id,
                 # bound librdkafka's prefetch queue: it is memory held outside the buffer budget, and beyond
-                # the next few poll batches it only keeps decompressed data waiting (catching up, a queue of a
+                # about a poll batch ahead it only keeps decompressed data waiting (catching up, a queue of a
                 # quarter of the budget made the client fault in fresh pages for most of what it fetched)
                 "queued.max.messages.kbytes": min(_PREFETCH_MAX_KB, max(1024, w.buffer_max_bytes // 4096)),
                 "enable.partition.eof": False,

@@ -447,9 +447,7 @@ impl<'a> Cursor<'a> {
         let rest = &self.bytes[from..];
         let mut at = 0;
         while at + 8 <= rest.len() {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&rest[at..at + 8]);
-            let v = u64::from_le_bytes(bytes);
+            let v = word(&rest[at..at + 8]);
             let special = zero(v ^ (ONES * u64::from(b'"')))
                 | zero(v ^ (ONES * u64::from(b'\\')))
                 | (v.wrapping_sub(ONES * 0x20) & !v & HIGH) // below 0x20
@@ -915,9 +913,10 @@ fn same(left: &[u8], right: &[u8]) -> bool {
     at == len || word(&left[len - 8..]) == word(&right[len - 8..])
 }
 
+/// Eight bytes as one integer, the first byte lowest (so a flagged byte's index is its trailing zeros / 8).
 #[inline]
 fn word(chunk: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(chunk);
-    u64::from_ne_bytes(bytes)
+    u64::from_le_bytes(bytes)
 }
