@@ -15,7 +15,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from services.common.debezium.records import DecodeFailure, Reason
+import pyarrow as pa
+
+from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
 from services.common.errors import TransientError
 from services.common.kafka import Consumer, KafkaException, Message, TopicPartition, consumer, message_columns
 from services.common.lake import Lake
@@ -26,7 +28,7 @@ from services.common.signals import Shutdown
 from services.consumer.buffers import FlushPolicy, PartitionBuffer
 from services.consumer.dlq import DlqPublisher
 from services.consumer.evolution import CatalogEvolution
-from services.consumer.routing import Router
+from services.consumer.routing import EventDecoder, Route, Router
 from services.consumer.sink import ParquetSink
 
 __all__ = ["LakeWriter"]
@@ -116,8 +118,8 @@ class LakeWriter:
         self.last_poll_at = time.monotonic()
         self.polling = True
         ingested_at_us = time.time_ns() // 1_000
-        for tp, batch in _by_partition(messages).items():
-            self._ingest(tp, batch, ingested_at_us)
+        for topic, runs in _by_topic(messages).items():
+            self._ingest(topic, runs, ingested_at_us)
         self._flush_due()
         self._enforce_budget()
         self._resume_ready()
@@ -125,49 +127,77 @@ class LakeWriter:
 
     # --- intake ---------------------------------------------------------------------------------
 
-    def _ingest(self, tp: TP, messages: list[Message], ingested_at_us: int) -> None:
-        if tp in self._paused_until or tp not in self._assigned:
-            return  # fetched before the pause or the revoke: it will be read again
-        topic, partition = tp
-        first, last = int(messages[0].offset() or 0), int(messages[-1].offset() or 0)
+    def _ingest(self, topic: str, runs: dict[int, list[Message]], ingested_at_us: int) -> None:
+        """One topic's messages of a poll, decoded together (per-call costs are paid once, not per partition);
+        each partition's rows go to its own buffer."""
+        runs = {
+            p: run for p, run in runs.items() if (topic, p) in self._assigned and (topic, p) not in self._paused_until
+        }
+        if not runs:
+            return  # fetched before the pause or the revoke: they will be read again
+        buffers = {p: self._take_in(topic, p, run) for p, run in runs.items()}
+        ends = {p: int(run[-1].offset() or 0) + 1 for p, run in runs.items()}
+        messages = list(itertools.chain.from_iterable(runs.values()))
+        try:
+            rows = self._rows(topic, messages, ingested_at_us)
+        except TransientError as exc:  # e.g. the schema registry is down: read these records again later
+            for p, buffer in buffers.items():
+                self._retry_later((topic, p), buffer, exc)
+            return
+        for p, buffer in buffers.items():
+            buffer.add(rows.get(p), ends[p])
+
+    def _rows(self, topic: str, messages: list[Message], ingested_at_us: int) -> dict[int, pa.Table]:
+        """Each partition's rows of ``messages``; the records that yield none are DLQ'd, counted or skipped."""
+        route = self._route(topic)
+        if route.skip:
+            return {}
+        if route.decoder is None:
+            failures = [DecodeFailure(m, route.reason, route.detail) for m in messages if m.value() is not None]
+            self._dead_letter(failures)
+            self._metrics.tombstones_skipped.labels(topic).inc(len(messages) - len(failures))
+            return {}
+        result = self._decode(route.decoder, topic, messages, ingested_at_us)
+        self._dead_letter(result.failures)
+        if result.tombstones:
+            self._metrics.tombstones_skipped.labels(topic).inc(result.tombstones)
+        return result.rows_by_partition()
+
+    def _decode(self, decoder: EventDecoder, topic: str, messages: list[Message], ingested_at_us: int) -> DecodeResult:
+        """The decoded batch; columns new to the contract become its next version when evolution is on, and
+        the batch is decoded again under it."""
+        result = decoder.decode(topic, messages, ingested_at_us)
+        unknown = result.unknown_columns()
+        if not unknown or self._evolution is None:
+            return result
+        evolved = self._evolution.evolve(decoder.contract, unknown)
+        if evolved is None:
+            return result
+        self._router.adopt(evolved)
+        evolved_decoder = self._router.route(topic).decoder
+        assert evolved_decoder is not None
+        return evolved_decoder.decode(topic, messages, ingested_at_us)
+
+    def _take_in(self, topic: str, partition: int, run: list[Message]) -> PartitionBuffer:
+        """The partition's buffer (opened at the run's first offset if there is none), with the run counted."""
+        tp = (topic, partition)
         buffer = self._buffers.get(tp)
         if buffer is None:
+            first = int(run[0].offset() or 0)
             buffer = self._buffers[tp] = PartitionBuffer(topic, partition, start=first, end=first)
-        self._metrics.records_consumed.labels(topic, str(partition)).inc(len(messages))
-        self._last_timestamp_ms[tp] = messages[-1].timestamp()[1]
+        self._metrics.records_consumed.labels(topic, str(partition)).inc(len(run))
+        self._last_timestamp_ms[tp] = run[-1].timestamp()[1]
+        return buffer
+
+    def _route(self, topic: str) -> Route:
+        """The topic's route; a table without a contract is looked up in the catalog when evolution allows."""
         route = self._router.route(topic)
         if route.reason == Reason.UNKNOWN_TABLE and self._evolution is not None:
             discovered = self._evolution.discover(route.schema, route.table)
             if discovered is not None:
                 self._router.adopt(discovered)
                 route = self._router.route(topic)
-        if route.skip:
-            buffer.advance(last + 1)
-            return
-        if route.decoder is None:
-            tombstones = [m for m in messages if m.value() is None]
-            failures = [DecodeFailure(m, route.reason, route.detail) for m in messages if m.value() is not None]
-            self._dead_letter(failures)
-            self._metrics.tombstones_skipped.labels(topic).inc(len(tombstones))
-            buffer.advance(last + 1)
-            return
-        try:
-            result = route.decoder.decode(topic, partition, messages, ingested_at_us)
-        except TransientError as exc:  # e.g. the schema registry is down: read these records again later
-            self._retry_later(tp, buffer, exc)
-            return
-        unknown = result.unknown_columns()
-        if unknown and self._evolution is not None:
-            evolved = self._evolution.evolve(route.decoder.contract, unknown)
-            if evolved is not None:
-                self._router.adopt(evolved)
-                route = self._router.route(topic)
-                assert route.decoder is not None
-                result = route.decoder.decode(topic, partition, messages, ingested_at_us)
-        self._dead_letter(result.failures)
-        if result.tombstones:
-            self._metrics.tombstones_skipped.labels(topic).inc(result.tombstones)
-        buffer.add(result.rows, last + 1)
+        return route
 
     def _dead_letter(self, failures: Sequence[DecodeFailure]) -> None:
         for failure in failures:
@@ -335,6 +365,14 @@ class LakeWriter:
             last_ms = self._last_timestamp_ms.get(tp, 0)
             seconds = max(0.0, time.time() - last_ms / 1000) if lag and last_ms > 0 else 0.0
             self._metrics.lag_seconds.labels(group, tp[0], str(tp[1])).set(seconds)
+
+
+def _by_topic(messages: Sequence[Message]) -> dict[str, dict[int, list[Message]]]:
+    """The messages of each topic, by partition, each partition's in order (see :func:`_by_partition`)."""
+    topics: dict[str, dict[int, list[Message]]] = {}
+    for (topic, partition), run in _by_partition(messages).items():
+        topics.setdefault(topic, {})[partition] = run
+    return topics
 
 
 def _by_partition(messages: Sequence[Message]) -> dict[TP, list[Message]]:

@@ -50,9 +50,9 @@ class PartitionBuffer:
     def pending(self) -> bool:
         return self.end > self.start
 
-    def add(self, rows: pa.Table, next_offset: int) -> None:
-        """Rows decoded from offsets up to ``next_offset`` (exclusive)."""
-        if rows.num_rows:
+    def add(self, rows: pa.Table | None, next_offset: int) -> None:
+        """Rows decoded from offsets up to ``next_offset`` (exclusive), if any."""
+        if rows is not None and rows.num_rows:
             self.tables.append(rows)
             self.rows += rows.num_rows
             self.bytes += rows.nbytes

@@ -152,11 +152,11 @@ def _single(event: dict[str, Any], envelope: EnvelopeSchema = ENVELOPE) -> bytes
     return SINGLE_OBJECT_MARKER + envelope.fingerprint + _avro(event, envelope.parsed)
 
 
-def _messages(values: list[bytes | None], first_offset: int = 100) -> list[Message]:
+def _messages(values: list[bytes | None], first_offset: int = 100, partition: int = 3) -> list[Message]:
     return [
         Message(
             topic=TOPIC,
-            partition=3,
+            partition=partition,
             offset=first_offset + i,
             key=b"\x00\x00\x00\x00\x08\x02",
             value=value,
@@ -233,12 +233,12 @@ def client(registry: Registry) -> Iterator[SchemaRegistryClient]:
 
 def _decode_confluent(client: SchemaRegistryClient, values: list[bytes | None], **kwargs: Any) -> DecodeResult:
     decoder = AvroEventDecoder.confluent(CONTRACT, client, **kwargs)
-    return decoder.decode(TOPIC, 3, _messages(values), ingested_at_us=1_795_387_790_000_000)
+    return decoder.decode(TOPIC, _messages(values), ingested_at_us=1_795_387_790_000_000)
 
 
 def _decode_single(values: list[bytes | None], contract: TableContract = CONTRACT) -> DecodeResult:
     decoder = AvroEventDecoder.single_object(contract)
-    return decoder.decode(TOPIC, 3, _messages(values), ingested_at_us=1_795_387_790_000_000)
+    return decoder.decode(TOPIC, _messages(values), ingested_at_us=1_795_387_790_000_000)
 
 
 FRAMINGS = ["confluent", "single-object"]
@@ -348,7 +348,7 @@ def test_the_same_rows_as_the_json_decoder(framing: str, client: SchemaRegistryC
     )
     text = json.dumps(wire).replace('"12345678901234567.89"', "12345678901234567.89")
     text = text.replace('["10.50", "-0.01"]', "[10.50, -0.01]")
-    json_rows = JsonEventDecoder(CONTRACT).decode(TOPIC, 3, _messages([text.encode()]), 1_795_387_790_000_000).rows
+    json_rows = JsonEventDecoder(CONTRACT).decode(TOPIC, _messages([text.encode()]), 1_795_387_790_000_000).rows
     assert avro_rows.to_pylist() == json_rows.to_pylist()
 
 
@@ -467,6 +467,25 @@ def test_poison_is_isolated_between_good_records(
     assert result.rows.column("account_id").to_pylist() == list(range(1, 40))
 
 
+def test_a_batch_of_several_partitions_keeps_each_partitions_rows_in_offset_order() -> None:
+    # the same offsets in both partitions, and a value Arrow refuses in each, so the batch is bisected
+    first: list[bytes | None] = [_single(_event("c", after=_row(i))) for i in range(1, 13)]
+    second: list[bytes | None] = [_single(_event("c", after=_row(i))) for i in range(101, 109)]
+    first[9] = _single(_event("c", after=_row(10, score=70_000)))
+    second[2] = _single(_event("c", after=_row(103, created_at="yesterday")))
+    messages = _messages(second, partition=6) + _messages(first, partition=2)
+    result = AvroEventDecoder.single_object(CONTRACT).decode(TOPIC, messages, ingested_at_us=0)
+    assert [(f.message.partition(), f.message.offset(), f.reason) for f in result.failures] == [
+        (2, 109, Reason.WRONG_TYPE),
+        (6, 102, Reason.WRONG_TYPE),
+    ]
+    split = result.rows_by_partition()
+    assert split[2].column("_kafka_offset").to_pylist() == [o for o in range(100, 112) if o != 109]
+    assert split[2].column("account_id").to_pylist() == [i for i in range(1, 13) if i != 10]
+    assert split[6].column("_kafka_offset").to_pylist() == [o for o in range(100, 108) if o != 102]
+    assert split[6].column("_kafka_partition").to_pylist() == [6] * 7
+
+
 def test_unknown_fingerprint_and_foreign_framing_are_isolated() -> None:
     other = EnvelopeSchema.of(replace(CONTRACT, table="elsewhere"))
     values: list[bytes | None] = [_single(_event("c", after=_row(i))) for i in range(10)]
@@ -574,10 +593,10 @@ def test_writer_schemas_are_fetched_once_per_id(registry: Registry, client: Sche
     unknown = _confluent(GOOD, schema_id=404)
     for batch in range(3):
         messages = _messages([*good, unknown, unknown], first_offset=batch * 100)
-        result = decoder.decode(TOPIC, 3, messages, ingested_at_us=0)
+        result = decoder.decode(TOPIC, messages, ingested_at_us=0)
         assert result.row_count == 50
         assert [f.reason for f in result.failures] == [Reason.UNKNOWN_SCHEMA] * 2
-    other.decode(TOPIC, 3, _messages(good), ingested_at_us=0)
+    other.decode(TOPIC, _messages(good), ingested_at_us=0)
     assert registry.hits[SCHEMA_ID] == 1  # shared by every decoder of the client
     assert registry.hits[404] == 3  # an unknown id is asked once per batch, not per record
 
@@ -604,10 +623,10 @@ def test_a_registry_outage_is_transient_and_loses_nothing(registry: Registry, cl
     messages = _messages([_confluent(_event("c", after=_row(i))) for i in range(5)])
     registry.outage = True
     with pytest.raises(RegistryUnavailableError, match="HTTP 503") as caught:
-        decoder.decode(TOPIC, 3, messages, ingested_at_us=0)
+        decoder.decode(TOPIC, messages, ingested_at_us=0)
     assert isinstance(caught.value, TransientError)
     registry.outage = False  # the writer retries the same batch after a backoff
-    result = decoder.decode(TOPIC, 3, messages, ingested_at_us=0)
+    result = decoder.decode(TOPIC, messages, ingested_at_us=0)
     assert (result.row_count, result.failures) == (5, [])
 
 
@@ -618,7 +637,7 @@ def test_an_unreachable_registry_is_transient() -> None:
     with SchemaRegistryClient(f"http://127.0.0.1:{port}", timeout_s=2.0) as unreachable:
         decoder = AvroEventDecoder.confluent(CONTRACT, unreachable)
         with pytest.raises(TransientError, match="ConnectError"):
-            decoder.decode(TOPIC, 3, _messages([_confluent(GOOD)]), ingested_at_us=0)
+            decoder.decode(TOPIC, _messages([_confluent(GOOD)]), ingested_at_us=0)
 
 
 def test_a_server_that_is_not_a_registry_is_transient(registry: Registry) -> None:
@@ -661,7 +680,7 @@ def test_the_router_picks_the_decoder(registry: Registry) -> None:
     try:
         decoder = router.route(TOPIC).decoder
         assert isinstance(decoder, AvroEventDecoder)
-        result = decoder.decode(TOPIC, 3, _messages([_confluent(GOOD)]), ingested_at_us=0)
+        result = decoder.decode(TOPIC, _messages([_confluent(GOOD)]), ingested_at_us=0)
         assert result.rows.column("account_id").to_pylist() == [7]
     finally:
         router.close()
@@ -681,7 +700,7 @@ def test_single_object_events_of_an_earlier_contract_version_still_decode() -> N
         _single(_event("c", after=_row(1))),  # written with version 1
         _single(_event("c", after=_row(2, nickname="bo")), v2),
     ]
-    result = decoder.decode(TOPIC, 3, _messages(values), ingested_at_us=0)
+    result = decoder.decode(TOPIC, _messages(values), ingested_at_us=0)
     assert result.failures == []
     assert result.rows.select(["account_id", "nickname"]).to_pylist() == [
         {"account_id": 1, "nickname": None},

@@ -53,7 +53,7 @@ def _vsd(value: str) -> dict[str, Any]:
     return {"scale": -exponent, "value": base64.b64encode(raw).decode()}
 
 
-def _row(account_id: int, **overrides: Any) -> dict[str, Any]:
+def _row(account_id: int | None, **overrides: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
         "account_id": account_id,
         "balance": "__NUM__12345678901234567.89",
@@ -107,7 +107,7 @@ def _messages(values: Sequence[bytes | None], first_offset: int = 100, partition
 
 def _decode(values: Sequence[bytes | None], **kwargs: Any) -> Any:
     decoder = JsonEventDecoder(CONTRACT, **kwargs)
-    return decoder.decode(TOPIC, 3, _messages(values), ingested_at_us=1_795_387_790_000_000)
+    return decoder.decode(TOPIC, _messages(values), ingested_at_us=1_795_387_790_000_000)
 
 
 def test_every_type_decodes_exactly() -> None:
@@ -174,7 +174,7 @@ def test_a_key_only_delete_reads_null_outside_its_key_even_with_an_after_image()
 def test_full_replica_identity_keeps_the_whole_before_image() -> None:
     decoder = JsonEventDecoder(replace(CONTRACT, replica_identity="full"))
     messages = _messages([_event("d", before=_row(1, notes="last"), after=None)])
-    (row,) = decoder.decode(TOPIC, 3, messages, ingested_at_us=0).rows.to_pylist()
+    (row,) = decoder.decode(TOPIC, messages, ingested_at_us=0).rows.to_pylist()
     assert row["notes"] == "last"
     assert row["balance"] == Decimal("12345678901234567.89")
 
@@ -216,7 +216,7 @@ POISON: list[tuple[str, bytes]] = [
     (Reason.MISSING_SOURCE, _event("c", after=_row(7)).replace(b'"source":{', b'"nosource":{')),
     (Reason.UNKNOWN_OP, _event("x", after=_row(7))),
     (Reason.MISSING_IMAGE, _event("c", after=None)),
-    (Reason.MISSING_KEY, _event("c", after=_row(None))),  # type: ignore[arg-type]
+    (Reason.MISSING_KEY, _event("c", after=_row(None))),
     (Reason.SCHEMA_MISMATCH, _event("c", after={**_row(7), "surprise": 1})),
     (Reason.WRONG_TYPE, _event("c", after=_row(7, blob="not base64!!"))),
 ]
@@ -296,3 +296,67 @@ def test_tombstones_and_poison_in_one_batch_keep_every_offset_in_place() -> None
     ]
     assert result.rows.column("_kafka_offset").to_pylist() == [101, 104, 106, 108]
     assert result.rows.column("account_id").to_pylist() == [1, 2, 3, 4]
+
+
+def _decode_partitions(runs: Sequence[tuple[int, Sequence[bytes | None]]]) -> Any:
+    """One batch of several partitions, as the writer hands a topic's poll over: runs of (partition, values)."""
+    messages = [m for partition, values in runs for m in _messages(values, partition=partition)]
+    return JsonEventDecoder(CONTRACT).decode(TOPIC, messages, ingested_at_us=1_795_387_790_000_000)
+
+
+def _offsets_by_partition(result: Any) -> dict[int, list[int]]:
+    return {p: rows.column("_kafka_offset").to_pylist() for p, rows in result.rows_by_partition().items()}
+
+
+def test_a_batch_of_several_partitions_keeps_each_partitions_rows() -> None:
+    # the same offsets in both partitions: rows must not be ordered by offset alone
+    result = _decode_partitions(
+        [(0, [_event("c", after=_row(i)) for i in range(5)]), (5, [_event("c", after=_row(i)) for i in range(10, 13)])]
+    )
+    assert result.failures == []
+    assert result.rows.column("_kafka_partition").to_pylist() == [0] * 5 + [5] * 3
+    assert _offsets_by_partition(result) == {0: list(range(100, 105)), 5: [100, 101, 102]}
+    split = result.rows_by_partition()
+    assert split[5].column("account_id").to_pylist() == [10, 11, 12]
+    assert split[5].column("_kafka_partition").to_pylist() == [5, 5, 5]
+
+
+def test_poison_in_several_partitions_keeps_each_partitions_offset_order() -> None:
+    # a rejected value splits the batch into parts that are put back together by partition, then offset
+    first: list[bytes | None] = [_event("c", after=_row(i)) for i in range(20)]
+    second: list[bytes | None] = [_event("c", after=_row(i)) for i in range(100, 120)]
+    first[12], second[7], second[15] = b"{garbage", b"[]", _event("c", after=_row(None))
+    result = _decode_partitions([(4, second), (1, first)])
+    assert [(f.message.partition(), f.message.offset(), f.reason) for f in result.failures] == [
+        (1, 112, Reason.MALFORMED_JSON),
+        (4, 107, Reason.MALFORMED_JSON),
+        (4, 115, Reason.MISSING_KEY),
+    ]
+    assert _offsets_by_partition(result) == {
+        1: [o for o in range(100, 120) if o != 112],
+        4: [o for o in range(100, 120) if o not in (107, 115)],
+    }
+    split = result.rows_by_partition()
+    assert split[4].column("account_id").to_pylist() == [i for i in range(100, 120) if i not in (107, 115)]
+
+
+def test_interleaved_partitions_are_grouped_in_offset_order() -> None:
+    messages = [
+        m for i in range(6) for m in _messages([_event("c", after=_row(i))], first_offset=200 + i, partition=i % 2)
+    ]
+    result = JsonEventDecoder(CONTRACT).decode(TOPIC, messages, ingested_at_us=0)
+    assert _offsets_by_partition(result) == {0: [200, 202, 204], 1: [201, 203, 205]}
+
+
+def test_each_partitions_rows_are_held_in_buffers_of_their_own() -> None:
+    """A buffered partition must not keep the other partitions' rows of its batch alive."""
+    result = _decode_partitions(
+        [(0, [_event("c", after=_row(i)) for i in range(50)]), (1, [_event("c", after=_row(7))])]
+    )
+    parent = result.rows.column("notes").chunk(0).buffers()[2]
+    for rows in result.rows_by_partition().values():
+        data = rows.column("notes").chunk(0).buffers()[2]
+        assert not parent.address <= data.address < parent.address + parent.size
+        assert data.size == 5 * rows.num_rows  # "hello" per row: only its own rows' text
+    single = _decode_partitions([(2, [_event("c", after=_row(i)) for i in range(3)])])
+    assert single.rows_by_partition()[2] is single.rows  # one partition: nothing to split or copy

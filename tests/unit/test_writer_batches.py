@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from services.common.kafka import message_columns
-from services.consumer.app import _by_partition
+from services.consumer.app import _by_partition, _by_topic
 
 
 def _message(topic: str, partition: int, offset: int, error: KafkaError | None = None) -> Message:
@@ -27,6 +27,15 @@ def test_runs_of_partitions_are_grouped_in_order() -> None:
         _message("a", 1, 6),
     ]
     assert _offsets(_by_partition(batch)) == {("a", 0): [10, 11, 12], ("a", 1): [5, 6], ("b", 0): [7]}
+
+
+def test_a_topic_is_taken_in_whole_with_its_partitions_apart() -> None:
+    batch = [_message("a", 1, 5), _message("b", 0, 7), _message("a", 0, 10), _message("a", 1, 6)]
+    topics = _by_topic(batch)
+    assert {t: {p: [m.offset() for m in run] for p, run in runs.items()} for t, runs in topics.items()} == {
+        "a": {1: [5, 6], 0: [10]},
+        "b": {0: [7]},
+    }
 
 
 def test_an_error_is_left_out_and_the_rest_kept() -> None:
@@ -57,5 +66,6 @@ def test_columns_follow_the_messages() -> None:
     ]
     assert message_columns.values(batch) == [b"x", None]
     assert message_columns.offsets(batch).tolist() == [41, 42]
+    assert message_columns.partitions(batch).tolist() == [0, 0]
     assert message_columns.timestamps_ms(batch).tolist() == [1_700_000_000_123, 1_700_000_000_456]
     assert message_columns.errors(batch) == [None, None]

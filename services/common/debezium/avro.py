@@ -34,6 +34,7 @@ from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
 from services.common.debezium.registry import SchemaRegistryClient, UnknownSchemaError
 from services.common.errors import TerminalError
 from services.common.kafka import Message
+from services.common.kafka.message_columns import MessageBatch
 
 __all__ = [
     "CONFLUENT_MAGIC",
@@ -293,9 +294,9 @@ class _Plan:
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """Messages of one partition whose decoded events become one wire table together."""
+    """Messages whose decoded events become one wire table together."""
 
-    messages: Sequence[Message]
+    messages: MessageBatch
     events: Sequence[dict[str, Any]]
 
 
@@ -340,8 +341,9 @@ class AvroEventDecoder:
 
     # --- public ---------------------------------------------------------------------------------
 
-    def decode(self, topic: str, partition: int, messages: Sequence[Message], ingested_at_us: int) -> DecodeResult:
-        """Rows for ``messages`` (all of one partition, in offset order), failures and the tombstone count.
+    def decode(self, topic: str, messages: Sequence[Message], ingested_at_us: int) -> DecodeResult:
+        """Rows for ``messages`` (of one topic, each partition's in offset order), failures and the tombstone
+        count.
 
         Raises a TransientError when the schema registry cannot answer: retrying the batch may succeed.
         """
@@ -368,10 +370,9 @@ class AvroEventDecoder:
                 good.append(message)
                 unknown |= plan.unknown
         tables: list[pa.Table] = []
-        origin = Origin(topic, partition, ingested_at_us)
-        self._convert(_Batch(good, events), frozenset(unknown), origin, tables, failures)
-        failures.sort(key=lambda f: int(f.message.offset() or 0))
-        return DecodeResult(rows=_in_offset_order(self.schema, tables), failures=failures, tombstones=tombstones)
+        origin = Origin(topic, ingested_at_us)
+        self._convert(_Batch(MessageBatch.of(good), events), frozenset(unknown), origin, tables, failures)
+        return DecodeResult.of(self.schema, tables, failures, tombstones)
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -404,17 +405,18 @@ class AvroEventDecoder:
         failures: list[DecodeFailure],
     ) -> None:
         """Wire table → lake rows; a value Arrow refuses is isolated by bisection, like the JSON decoder."""
-        if not batch.messages:
+        if not batch.events:
             return
         try:
             wire = self._wire_table(batch.events, unknown)
         except _MISFIT as exc:
-            if len(batch.messages) == 1:
-                failures.append(_misfit(batch.messages[0], exc))
+            if len(batch.events) == 1:
+                failures.append(_misfit(batch.messages.messages[0], exc))
                 return
-            half = len(batch.messages) // 2
+            half = len(batch.events) // 2
             for part in (slice(0, half), slice(half, None)):
-                self._convert(_Batch(batch.messages[part], batch.events[part]), unknown, origin, out, failures)
+                messages = batch.messages.part(part.start, part.stop)
+                self._convert(_Batch(messages, batch.events[part]), unknown, origin, out, failures)
             return
         table = self._converter.to_lake(wire, batch.messages, origin, failures)
         if table.num_rows:
@@ -475,11 +477,3 @@ def _misfit(message: Message, exc: Exception) -> DecodeFailure:
     if "decimal" in str(exc).lower():
         return DecodeFailure(message, Reason.DECIMAL_OVERFLOW, str(exc), "DecimalOverflow")
     return DecodeFailure(message, Reason.WRONG_TYPE, str(exc), "TypeMismatch")
-
-
-def _in_offset_order(schema: pa.Schema, tables: list[pa.Table]) -> pa.Table:
-    if not tables:
-        return schema.empty_table()
-    if len(tables) == 1:
-        return tables[0]
-    return pa.concat_tables(tables).sort_by("_kafka_offset")  # bisected: put the rows back in order

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal, InvalidOperation, localcontext
 from typing import NamedTuple
@@ -24,7 +23,7 @@ from services.common.contracts.arrow import arrow_type, lake_schema
 from services.common.contracts.model import Column, TableContract
 from services.common.debezium.records import DecodeFailure, Reason
 from services.common.debezium.values import UNAVAILABLE_VALUE, variable_scale_decimal
-from services.common.kafka import Message, message_columns
+from services.common.kafka.message_columns import MessageBatch
 
 __all__ = ["EnvelopeConverter", "Origin", "wire_type"]
 
@@ -73,10 +72,9 @@ def wire_type(column: Column) -> pa.DataType:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Where a batch came from and when it was taken in: the same for every row of the batch."""
+    """The topic a batch came from and when it was taken in: the same for every row of the batch."""
 
     topic: str
-    partition: int
     ingested_at_us: int
 
 
@@ -92,20 +90,9 @@ class EnvelopeConverter:
             [("before", image), ("after", image), ("source", SOURCE), ("op", pa.string()), ("ts_ms", pa.int64())]
         )
 
-    def to_lake(
-        self,
-        wire: pa.Table,
-        messages: Sequence[Message],
-        origin: Origin,
-        failures: list[DecodeFailure],
-        *,
-        offsets: np.ndarray | None = None,
-        timestamps_ms: np.ndarray | None = None,
-    ) -> pa.Table:
-        """Lake rows of ``wire`` (one row per message); invalid rows are left out and added to ``failures``.
-
-        ``offsets``/``timestamps_ms`` may be passed by a decoder that already walked the messages.
-        """
+    def to_lake(self, wire: pa.Table, batch: MessageBatch, origin: Origin, failures: list[DecodeFailure]) -> pa.Table:
+        """Lake rows of ``wire`` (one row per message of ``batch``); invalid rows are left out and added to
+        ``failures``."""
         n = wire.num_rows
         op = _column(wire, "op")
         source = _column(wire, "source")
@@ -160,14 +147,12 @@ class EnvelopeConverter:
         for check in reasons:
             hits = np.asarray(pc.fill_null(check.mask, False)) & ~bad_rows
             for index in np.flatnonzero(hits):
-                message = messages[int(index)]
+                message = batch.messages[int(index)]
                 failures.append(DecodeFailure(message, check.reason, check.detail, column=check.column))
             bad_rows |= hits
         keep = pa.array(~bad_rows)
 
-        if offsets is None:
-            offsets = message_columns.offsets(messages)
-        kafka_ts = timestamps_ms if timestamps_ms is not None else message_columns.timestamps_ms(messages)
+        kafka_ts = batch.timestamps_ms
         source_us = pc.coalesce(pc.struct_field(source, "ts_us"), pc.multiply(pc.struct_field(source, "ts_ms"), 1000))
         snapshot = pc.struct_field(source, "snapshot")
         utc = pa.timestamp("us", tz="UTC")
@@ -180,8 +165,8 @@ class EnvelopeConverter:
             "_unavailable_columns": _unavailable_lists(n, unavailable),
             # constants repeated in C: a string per row through Python objects cost ~300 ns a row
             "_kafka_topic": pa.repeat(pa.scalar(origin.topic, pa.string()), n),
-            "_kafka_partition": pa.repeat(pa.scalar(origin.partition, pa.int32()), n),
-            "_kafka_offset": pa.array(offsets),
+            "_kafka_partition": pa.array(batch.partitions),
+            "_kafka_offset": pa.array(batch.offsets),
             "_kafka_timestamp": pc.cast(pa.array(np.where(kafka_ts >= 0, kafka_ts * 1000, 0)), utc),
             "_ingested_at": pa.repeat(pa.scalar(origin.ingested_at_us, utc), n),
         }

@@ -1,6 +1,6 @@
 """Debezium JSON (JsonConverter, with or without the embedded schema) → typed Arrow rows, in bulk.
 
-The values of one partition's batch are parsed in one native pass (:class:`JsonArrowReader`) against the
+The values of one topic's batch are parsed in one native pass (:class:`JsonArrowReader`) against the
 explicit wire schema derived from the table contract, so decimals are parsed exactly and no per-record
 Python runs on the happy path. That reader accepts only what it converts exactly and stops at the first
 value it rejects: the rows before it are kept, the rejected value goes through Arrow's general JSON reader
@@ -11,9 +11,9 @@ still decode in bulk and only a poison record ends up alone, as a failure.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
@@ -25,7 +25,8 @@ from services.common.contracts.model import TableContract
 from services.common.debezium.arrow_reader import VARIABLE_SCALE, JsonArrowReader, UnsupportedSchemaError
 from services.common.debezium.envelope import EnvelopeConverter, Origin
 from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
-from services.common.kafka import Message, message_columns
+from services.common.kafka import Message
+from services.common.kafka.message_columns import MessageBatch
 
 __all__ = ["JsonEventDecoder"]
 
@@ -50,39 +51,6 @@ def _payload_of(value: bytes) -> bytes | None:
     return value[start + len(_PAYLOAD) : -1]
 
 
-@dataclass(frozen=True, slots=True)
-class _Batch:
-    """Messages of one partition with their values, offsets and timestamps, aligned by position."""
-
-    messages: Sequence[Message]
-    values: Sequence[bytes | None]
-    offsets: np.ndarray
-    timestamps_ms: np.ndarray
-
-    @classmethod
-    def of(cls, messages: Sequence[Message]) -> _Batch:
-        values = message_columns.values(messages)
-        return cls(messages, values, message_columns.offsets(messages), message_columns.timestamps_ms(messages))
-
-    def __len__(self) -> int:
-        return len(self.messages)
-
-    def part(self, start: int, stop: int | None = None) -> _Batch:
-        if start == 0 and stop is None:
-            return self
-        span = slice(start, stop)
-        return _Batch(self.messages[span], self.values[span], self.offsets[span], self.timestamps_ms[span])
-
-    def take(self, indices: np.ndarray) -> _Batch:
-        messages = [self.messages[i] for i in indices.tolist()]
-        values = [self.values[i] for i in indices.tolist()]
-        return _Batch(messages, values, self.offsets[indices], self.timestamps_ms[indices])
-
-    def split(self) -> tuple[_Batch, _Batch]:
-        half = len(self.messages) // 2
-        return self.part(0, half), self.part(half)
-
-
 class JsonEventDecoder:
     """Decodes the Debezium JSON events of one table into rows of its lake schema."""
 
@@ -102,31 +70,25 @@ class JsonEventDecoder:
 
     # --- public ---------------------------------------------------------------------------------
 
-    def decode(self, topic: str, partition: int, messages: Sequence[Message], ingested_at_us: int) -> DecodeResult:
-        """Rows for ``messages`` (all of one partition, in offset order), failures and the tombstone count."""
-        batch = _Batch.of(messages)
-        origin = Origin(topic, partition, ingested_at_us)
+    def decode(self, topic: str, messages: Sequence[Message], ingested_at_us: int) -> DecodeResult:
+        """Rows for ``messages`` (of one topic, each partition's in offset order), failures and the tombstone
+        count."""
+        batch = MessageBatch.of(messages)
+        origin = Origin(topic, ingested_at_us)
         tables: list[pa.Table] = []
         failures: list[DecodeFailure] = []
         if self._fast is None:
             self._decode_general(batch, origin, tables, failures)
         else:
             self._decode_fast(self._fast, batch, origin, tables, failures)
-        if not tables:
-            rows = self.schema.empty_table()
-        elif len(tables) == 1:
-            rows = tables[0]
-        else:  # read in several parts: put the rows back in offset order
-            rows = pa.concat_tables(tables).sort_by("_kafka_offset")
-        failures.sort(key=lambda f: int(f.message.offset() or 0))
-        return DecodeResult(rows=rows, failures=failures, tombstones=batch.values.count(None))
+        return DecodeResult.of(self.schema, tables, failures, tombstones=batch.values.count(None))
 
     # --- parsing --------------------------------------------------------------------------------
 
     def _decode_fast(
         self,
         reader: JsonArrowReader,
-        batch: _Batch,
+        batch: MessageBatch,
         origin: Origin,
         out: list[pa.Table],
         failures: list[DecodeFailure],
@@ -148,7 +110,7 @@ class JsonEventDecoder:
             start = read.stop + 1
 
     def _decode_general(
-        self, batch: _Batch, origin: Origin, out: list[pa.Table], failures: list[DecodeFailure]
+        self, batch: MessageBatch, origin: Origin, out: list[pa.Table], failures: list[DecodeFailure]
     ) -> None:
         """Arrow's JSON reader: every form it reads, bisecting down to a poison record."""
         bulk: list[int] = []
@@ -174,24 +136,20 @@ class JsonEventDecoder:
                 values.append(value)
         if bulk:
             chosen = batch.take(np.array(bulk, dtype=np.int64))
-            self._decode_bisect(
-                _Batch(chosen.messages, values, chosen.offsets, chosen.timestamps_ms), origin, out, failures
-            )
+            self._decode_bisect(dataclasses.replace(chosen, values=values), origin, out, failures)
         for index in alone:
             self._decode_bisect(batch.part(index, index + 1), origin, out, failures)
 
     def _convert(
-        self, wire: pa.Table, batch: _Batch, origin: Origin, out: list[pa.Table], failures: list[DecodeFailure]
+        self, wire: pa.Table, batch: MessageBatch, origin: Origin, out: list[pa.Table], failures: list[DecodeFailure]
     ) -> None:
-        table = self._converter.to_lake(
-            wire, batch.messages, origin, failures, offsets=batch.offsets, timestamps_ms=batch.timestamps_ms
-        )
+        table = self._converter.to_lake(wire, batch, origin, failures)
         if table.num_rows:
             out.append(table)
 
     def _decode_bisect(
         self,
-        batch: _Batch,
+        batch: MessageBatch,
         origin: Origin,
         out: list[pa.Table],
         failures: list[DecodeFailure],

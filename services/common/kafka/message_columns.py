@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from confluent_kafka import KafkaError, Message
 
-__all__ = ["errors", "offsets", "partition_runs", "timestamps_ms", "values"]
+__all__ = ["MessageBatch", "errors", "offsets", "partition_runs", "partitions", "timestamps_ms", "values"]
 
 _SECOND = operator.itemgetter(1)
 
@@ -24,6 +25,10 @@ def values(messages: Sequence[Message]) -> list[bytes | None]:
 
 def offsets(messages: Sequence[Message]) -> np.ndarray:
     return np.fromiter(map(Message.offset, messages), dtype=np.int64, count=len(messages))
+
+
+def partitions(messages: Sequence[Message]) -> np.ndarray:
+    return np.fromiter(map(Message.partition, messages), dtype=np.int32, count=len(messages))
 
 
 def timestamps_ms(messages: Sequence[Message]) -> np.ndarray:
@@ -50,3 +55,43 @@ def partition_runs(messages: Sequence[Message]) -> list[tuple[str, int, int, int
     starts = [0, *(np.flatnonzero(topic_changes | (partitions[1:] != partitions[:-1])) + 1).tolist()]
     stops = [*starts[1:], n]
     return [(str(topics[a]), int(partitions[a]), a, b) for a, b in zip(starts, stops, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageBatch:
+    """Messages with their values, partitions, offsets and timestamps as columns, aligned by position."""
+
+    messages: Sequence[Message]
+    values: Sequence[bytes | None]
+    partitions: np.ndarray
+    offsets: np.ndarray
+    timestamps_ms: np.ndarray
+
+    @classmethod
+    def of(cls, messages: Sequence[Message]) -> MessageBatch:
+        return cls(messages, values(messages), partitions(messages), offsets(messages), timestamps_ms(messages))
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def part(self, start: int, stop: int | None = None) -> MessageBatch:
+        if start == 0 and stop is None:
+            return self
+        span = slice(start, stop)
+        return MessageBatch(
+            self.messages[span], self.values[span], self.partitions[span], self.offsets[span], self.timestamps_ms[span]
+        )
+
+    def take(self, indices: np.ndarray) -> MessageBatch:
+        chosen = indices.tolist()
+        return MessageBatch(
+            [self.messages[i] for i in chosen],
+            [self.values[i] for i in chosen],
+            self.partitions[indices],
+            self.offsets[indices],
+            self.timestamps_ms[indices],
+        )
+
+    def split(self) -> tuple[MessageBatch, MessageBatch]:
+        half = len(self.messages) // 2
+        return self.part(0, half), self.part(half)
