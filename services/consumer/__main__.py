@@ -18,11 +18,12 @@ def main() -> None:
     shutdown.install()
     from services.common.logging import configure_logging
     from services.common.settings import load_settings
-    from services.consumer.wiring import run_writer, tune_collector
+    from services.consumer.wiring import run_writer, tune_allocator, tune_collector
 
     settings = load_settings()
     configure_logging(settings.log)
     tune_collector()
+    tune_allocator(settings.writer.buffer_max_bytes)
     sys.exit(run_writer(settings, shutdown))
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import socket
 import time
 from contextlib import ExitStack
 
+import pyarrow as pa
 from prometheus_client import CollectorRegistry
 
 from services import __version__
@@ -23,9 +25,13 @@ from services.consumer.app import LakeWriter
 from services.consumer.evolution import CatalogEvolution
 from services.consumer.routing import Router
 
-__all__ = ["run_writer", "tune_collector"]
+__all__ = ["run_writer", "tune_allocator", "tune_collector"]
 
 _STALLED_S = 60.0  # /healthz fails when the loop has not polled for this long
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts on every version
 
 
 def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorRegistry | None = None) -> int:
@@ -85,3 +91,25 @@ def tune_collector() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+def tune_allocator(buffer_max_bytes: int) -> bool:
+    """Serve Arrow's buffers from the C library's heap and keep freed memory there for the next batch.
+
+    Every poll builds and drops tens of megabytes of columns. Arrow's bundled allocator, and glibc above its
+    mmap threshold, hand such blocks back to the kernel when they are freed, so the next batch faults the
+    same amount in again as fresh zeroed pages (a third of the writer's page faults). One heap that maps
+    blocks of up to 32 MiB from itself and gives memory back only once a quarter of the buffer budget is
+    free at its top keeps those pages in use; peak memory is unchanged. Returns False where the C library
+    is not glibc: the defaults stay.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except AttributeError:
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    trim = max(128 << 10, min(buffer_max_bytes // 4, (1 << 31) - 1))
+    if not (mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, trim)):
+        return False
+    pa.set_memory_pool(pa.system_memory_pool())
+    return True
