@@ -15,11 +15,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
 from services.common.errors import TransientError
 from services.common.kafka import Consumer, KafkaException, Message, TopicPartition, consumer, message_columns
+from services.common.kafka.message_columns import MessageBatch
 from services.common.lake import Lake
 from services.common.logging import get_logger
 from services.common.metrics import WriterMetrics
@@ -137,9 +139,11 @@ class LakeWriter:
             return  # fetched before the pause or the revoke: they will be read again
         buffers = {p: self._take_in(topic, p, run) for p, run in runs.items()}
         ends = {p: int(run[-1].offset() or 0) + 1 for p, run in runs.items()}
-        messages = list(itertools.chain.from_iterable(runs.values()))
+        # the partitions repeated run by run, not read from every message again
+        numbers = np.repeat(np.fromiter(runs, dtype=np.int32, count=len(runs)), [len(run) for run in runs.values()])
+        batch = MessageBatch.of(list(itertools.chain.from_iterable(runs.values())), numbers)
         try:
-            rows = self._rows(topic, messages, ingested_at_us)
+            rows = self._rows(topic, batch, ingested_at_us)
         except TransientError as exc:  # e.g. the schema registry is down: read these records again later
             for p, buffer in buffers.items():
                 self._retry_later((topic, p), buffer, exc)
@@ -147,26 +151,30 @@ class LakeWriter:
         for p, buffer in buffers.items():
             buffer.add(rows.get(p), ends[p])
 
-    def _rows(self, topic: str, messages: list[Message], ingested_at_us: int) -> dict[int, pa.Table]:
-        """Each partition's rows of ``messages``; the records that yield none are DLQ'd, counted or skipped."""
+    def _rows(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> dict[int, pa.Table]:
+        """Each partition's rows of ``batch``; the records that yield none are DLQ'd, counted or skipped."""
         route = self._route(topic)
         if route.skip:
             return {}
         if route.decoder is None:
-            failures = [DecodeFailure(m, route.reason, route.detail) for m in messages if m.value() is not None]
+            failures = [
+                DecodeFailure(m, route.reason, route.detail)
+                for m, value in zip(batch.messages, batch.values, strict=True)
+                if value is not None
+            ]
             self._dead_letter(failures)
-            self._metrics.tombstones_skipped.labels(topic).inc(len(messages) - len(failures))
+            self._metrics.tombstones_skipped.labels(topic).inc(len(batch) - len(failures))
             return {}
-        result = self._decode(route.decoder, topic, messages, ingested_at_us)
+        result = self._decode(route.decoder, topic, batch, ingested_at_us)
         self._dead_letter(result.failures)
         if result.tombstones:
             self._metrics.tombstones_skipped.labels(topic).inc(result.tombstones)
         return result.rows_by_partition()
 
-    def _decode(self, decoder: EventDecoder, topic: str, messages: list[Message], ingested_at_us: int) -> DecodeResult:
+    def _decode(self, decoder: EventDecoder, topic: str, batch: MessageBatch, ingested_at_us: int) -> DecodeResult:
         """The decoded batch; columns new to the contract become its next version when evolution is on, and
         the batch is decoded again under it."""
-        result = decoder.decode(topic, messages, ingested_at_us)
+        result = decoder.decode(topic, batch, ingested_at_us)
         unknown = result.unknown_columns()
         if not unknown or self._evolution is None:
             return result
@@ -176,7 +184,7 @@ class LakeWriter:
         self._router.adopt(evolved)
         evolved_decoder = self._router.route(topic).decoder
         assert evolved_decoder is not None
-        return evolved_decoder.decode(topic, messages, ingested_at_us)
+        return evolved_decoder.decode(topic, batch, ingested_at_us)
 
     def _take_in(self, topic: str, partition: int, run: list[Message]) -> PartitionBuffer:
         """The partition's buffer (opened at the run's first offset if there is none), with the run counted."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -14,7 +13,7 @@ from services.common.debezium.json_batch import JsonEventDecoder
 from services.common.debezium.records import DecodeResult, Reason
 from services.common.debezium.registry import SchemaRegistryClient
 from services.common.errors import ConfigError
-from services.common.kafka import Message
+from services.common.kafka.message_columns import MessageBatch
 
 __all__ = ["EventDecoder", "Route", "Router", "ValueFormat"]
 
@@ -29,7 +28,7 @@ class EventDecoder(Protocol):
     @property
     def contract(self) -> TableContract: ...
 
-    def decode(self, topic: str, messages: Sequence[Message], ingested_at_us: int) -> DecodeResult: ...
+    def decode(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> DecodeResult: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from services.common.debezium.json_batch import JsonEventDecoder
 from services.common.debezium.records import DecodeResult, Reason
 from services.common.debezium.registry import RegistryUnavailableError, SchemaRegistryClient, UnknownSchemaError
 from services.common.errors import ConfigError, TransientError
+from services.common.kafka.message_columns import MessageBatch
 from services.common.settings import load_settings
 from services.consumer.routing import Router
 
@@ -233,12 +234,12 @@ def client(registry: Registry) -> Iterator[SchemaRegistryClient]:
 
 def _decode_confluent(client: SchemaRegistryClient, values: list[bytes | None], **kwargs: Any) -> DecodeResult:
     decoder = AvroEventDecoder.confluent(CONTRACT, client, **kwargs)
-    return decoder.decode(TOPIC, _messages(values), ingested_at_us=1_795_387_790_000_000)
+    return decoder.decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=1_795_387_790_000_000)
 
 
 def _decode_single(values: list[bytes | None], contract: TableContract = CONTRACT) -> DecodeResult:
     decoder = AvroEventDecoder.single_object(contract)
-    return decoder.decode(TOPIC, _messages(values), ingested_at_us=1_795_387_790_000_000)
+    return decoder.decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=1_795_387_790_000_000)
 
 
 FRAMINGS = ["confluent", "single-object"]
@@ -348,7 +349,11 @@ def test_the_same_rows_as_the_json_decoder(framing: str, client: SchemaRegistryC
     )
     text = json.dumps(wire).replace('"12345678901234567.89"', "12345678901234567.89")
     text = text.replace('["10.50", "-0.01"]', "[10.50, -0.01]")
-    json_rows = JsonEventDecoder(CONTRACT).decode(TOPIC, _messages([text.encode()]), 1_795_387_790_000_000).rows
+    json_rows = (
+        JsonEventDecoder(CONTRACT)
+        .decode(TOPIC, MessageBatch.of(_messages([text.encode()])), 1_795_387_790_000_000)
+        .rows
+    )
     assert avro_rows.to_pylist() == json_rows.to_pylist()
 
 
@@ -474,7 +479,7 @@ def test_a_batch_of_several_partitions_keeps_each_partitions_rows_in_offset_orde
     first[9] = _single(_event("c", after=_row(10, score=70_000)))
     second[2] = _single(_event("c", after=_row(103, created_at="yesterday")))
     messages = _messages(second, partition=6) + _messages(first, partition=2)
-    result = AvroEventDecoder.single_object(CONTRACT).decode(TOPIC, messages, ingested_at_us=0)
+    result = AvroEventDecoder.single_object(CONTRACT).decode(TOPIC, MessageBatch.of(messages), ingested_at_us=0)
     assert [(f.message.partition(), f.message.offset(), f.reason) for f in result.failures] == [
         (2, 109, Reason.WRONG_TYPE),
         (6, 102, Reason.WRONG_TYPE),
@@ -593,10 +598,10 @@ def test_writer_schemas_are_fetched_once_per_id(registry: Registry, client: Sche
     unknown = _confluent(GOOD, schema_id=404)
     for batch in range(3):
         messages = _messages([*good, unknown, unknown], first_offset=batch * 100)
-        result = decoder.decode(TOPIC, messages, ingested_at_us=0)
+        result = decoder.decode(TOPIC, MessageBatch.of(messages), ingested_at_us=0)
         assert result.row_count == 50
         assert [f.reason for f in result.failures] == [Reason.UNKNOWN_SCHEMA] * 2
-    other.decode(TOPIC, _messages(good), ingested_at_us=0)
+    other.decode(TOPIC, MessageBatch.of(_messages(good)), ingested_at_us=0)
     assert registry.hits[SCHEMA_ID] == 1  # shared by every decoder of the client
     assert registry.hits[404] == 3  # an unknown id is asked once per batch, not per record
 
@@ -623,10 +628,10 @@ def test_a_registry_outage_is_transient_and_loses_nothing(registry: Registry, cl
     messages = _messages([_confluent(_event("c", after=_row(i))) for i in range(5)])
     registry.outage = True
     with pytest.raises(RegistryUnavailableError, match="HTTP 503") as caught:
-        decoder.decode(TOPIC, messages, ingested_at_us=0)
+        decoder.decode(TOPIC, MessageBatch.of(messages), ingested_at_us=0)
     assert isinstance(caught.value, TransientError)
     registry.outage = False  # the writer retries the same batch after a backoff
-    result = decoder.decode(TOPIC, messages, ingested_at_us=0)
+    result = decoder.decode(TOPIC, MessageBatch.of(messages), ingested_at_us=0)
     assert (result.row_count, result.failures) == (5, [])
 
 
@@ -637,7 +642,7 @@ def test_an_unreachable_registry_is_transient() -> None:
     with SchemaRegistryClient(f"http://127.0.0.1:{port}", timeout_s=2.0) as unreachable:
         decoder = AvroEventDecoder.confluent(CONTRACT, unreachable)
         with pytest.raises(TransientError, match="ConnectError"):
-            decoder.decode(TOPIC, _messages([_confluent(GOOD)]), ingested_at_us=0)
+            decoder.decode(TOPIC, MessageBatch.of(_messages([_confluent(GOOD)])), ingested_at_us=0)
 
 
 def test_a_server_that_is_not_a_registry_is_transient(registry: Registry) -> None:
@@ -680,7 +685,7 @@ def test_the_router_picks_the_decoder(registry: Registry) -> None:
     try:
         decoder = router.route(TOPIC).decoder
         assert isinstance(decoder, AvroEventDecoder)
-        result = decoder.decode(TOPIC, _messages([_confluent(GOOD)]), ingested_at_us=0)
+        result = decoder.decode(TOPIC, MessageBatch.of(_messages([_confluent(GOOD)])), ingested_at_us=0)
         assert result.rows.column("account_id").to_pylist() == [7]
     finally:
         router.close()
@@ -700,7 +705,7 @@ def test_single_object_events_of_an_earlier_contract_version_still_decode() -> N
         _single(_event("c", after=_row(1))),  # written with version 1
         _single(_event("c", after=_row(2, nickname="bo")), v2),
     ]
-    result = decoder.decode(TOPIC, _messages(values), ingested_at_us=0)
+    result = decoder.decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=0)
     assert result.failures == []
     assert result.rows.select(["account_id", "nickname"]).to_pylist() == [
         {"account_id": 1, "nickname": None},

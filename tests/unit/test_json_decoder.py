@@ -18,6 +18,7 @@ from services.common.contracts import Column, TableContract, lake_schema
 from services.common.debezium import UNAVAILABLE_VALUE
 from services.common.debezium.json_batch import JsonEventDecoder
 from services.common.debezium.records import Reason
+from services.common.kafka.message_columns import MessageBatch
 
 TOPIC = "cdcflow.lending.accounts"
 CONTRACT = TableContract(
@@ -107,7 +108,7 @@ def _messages(values: Sequence[bytes | None], first_offset: int = 100, partition
 
 def _decode(values: Sequence[bytes | None], **kwargs: Any) -> Any:
     decoder = JsonEventDecoder(CONTRACT, **kwargs)
-    return decoder.decode(TOPIC, _messages(values), ingested_at_us=1_795_387_790_000_000)
+    return decoder.decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=1_795_387_790_000_000)
 
 
 def test_every_type_decodes_exactly() -> None:
@@ -174,7 +175,7 @@ def test_a_key_only_delete_reads_null_outside_its_key_even_with_an_after_image()
 def test_full_replica_identity_keeps_the_whole_before_image() -> None:
     decoder = JsonEventDecoder(replace(CONTRACT, replica_identity="full"))
     messages = _messages([_event("d", before=_row(1, notes="last"), after=None)])
-    (row,) = decoder.decode(TOPIC, messages, ingested_at_us=0).rows.to_pylist()
+    (row,) = decoder.decode(TOPIC, MessageBatch.of(messages), ingested_at_us=0).rows.to_pylist()
     assert row["notes"] == "last"
     assert row["balance"] == Decimal("12345678901234567.89")
 
@@ -301,7 +302,7 @@ def test_tombstones_and_poison_in_one_batch_keep_every_offset_in_place() -> None
 def _decode_partitions(runs: Sequence[tuple[int, Sequence[bytes | None]]]) -> Any:
     """One batch of several partitions, as the writer hands a topic's poll over: runs of (partition, values)."""
     messages = [m for partition, values in runs for m in _messages(values, partition=partition)]
-    return JsonEventDecoder(CONTRACT).decode(TOPIC, messages, ingested_at_us=1_795_387_790_000_000)
+    return JsonEventDecoder(CONTRACT).decode(TOPIC, MessageBatch.of(messages), ingested_at_us=1_795_387_790_000_000)
 
 
 def _offsets_by_partition(result: Any) -> dict[int, list[int]]:
@@ -344,7 +345,7 @@ def test_interleaved_partitions_are_grouped_in_offset_order() -> None:
     messages = [
         m for i in range(6) for m in _messages([_event("c", after=_row(i))], first_offset=200 + i, partition=i % 2)
     ]
-    result = JsonEventDecoder(CONTRACT).decode(TOPIC, messages, ingested_at_us=0)
+    result = JsonEventDecoder(CONTRACT).decode(TOPIC, MessageBatch.of(messages), ingested_at_us=0)
     assert _offsets_by_partition(result) == {0: [200, 202, 204], 1: [201, 203, 205]}
 
 

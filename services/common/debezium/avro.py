@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 from fastavro import schemaless_reader
 from fastavro.read import SchemaResolutionError
@@ -341,20 +342,19 @@ class AvroEventDecoder:
 
     # --- public ---------------------------------------------------------------------------------
 
-    def decode(self, topic: str, messages: Sequence[Message], ingested_at_us: int) -> DecodeResult:
-        """Rows for ``messages`` (of one topic, each partition's in offset order), failures and the tombstone
-        count.
+    def decode(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> DecodeResult:
+        """Rows for ``batch`` (of one topic, each partition's messages in offset order), failures and the
+        tombstone count.
 
         Raises a TransientError when the schema registry cannot answer: retrying the batch may succeed.
         """
         failures: list[DecodeFailure] = []
         tombstones = 0
-        good: list[Message] = []
+        good: list[int] = []
         events: list[dict[str, Any]] = []
         unknown: set[str] = set()
         missing: dict[bytes, str] = {}  # unknown schemas of this batch: asked once, not per record
-        for message in messages:
-            value = message.value()
+        for index, (message, value) in enumerate(zip(batch.messages, batch.values, strict=True)):
             if value is None:
                 tombstones += 1
             elif len(value) > self._max_value_bytes:
@@ -367,11 +367,12 @@ class AvroEventDecoder:
                 except PoisonRecordError as poison:
                     failures.append(DecodeFailure(message, poison.reason, poison.detail, poison.error_class))
                     continue
-                good.append(message)
+                good.append(index)
                 unknown |= plan.unknown
         tables: list[pa.Table] = []
         origin = Origin(topic, ingested_at_us)
-        self._convert(_Batch(MessageBatch.of(good), events), frozenset(unknown), origin, tables, failures)
+        chosen = batch.take(np.array(good, dtype=np.int64))
+        self._convert(_Batch(chosen, events), frozenset(unknown), origin, tables, failures)
         return DecodeResult.of(self.schema, tables, failures, tombstones)
 
     # --- reading --------------------------------------------------------------------------------

@@ -70,10 +70,9 @@ class JsonEventDecoder:
 
     # --- public ---------------------------------------------------------------------------------
 
-    def decode(self, topic: str, messages: Sequence[Message], ingested_at_us: int) -> DecodeResult:
-        """Rows for ``messages`` (of one topic, each partition's in offset order), failures and the tombstone
-        count."""
-        batch = MessageBatch.of(messages)
+    def decode(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> DecodeResult:
+        """Rows for ``batch`` (of one topic, each partition's messages in offset order), failures and the
+        tombstone count."""
         origin = Origin(topic, ingested_at_us)
         tables: list[pa.Table] = []
         failures: list[DecodeFailure] = []

@@ -50,11 +50,11 @@ def partition_runs(messages: Sequence[Message]) -> list[tuple[str, int, int, int
     if n == 0:
         return []
     topics = list(map(Message.topic, messages))
-    partitions = np.fromiter(map(Message.partition, messages), dtype=np.int64, count=n)
+    numbers = partitions(messages)
     topic_changes = np.fromiter(map(operator.ne, topics[1:], topics[:-1]), dtype=bool, count=n - 1)
-    starts = [0, *(np.flatnonzero(topic_changes | (partitions[1:] != partitions[:-1])) + 1).tolist()]
+    starts = [0, *(np.flatnonzero(topic_changes | (numbers[1:] != numbers[:-1])) + 1).tolist()]
     stops = [*starts[1:], n]
-    return [(str(topics[a]), int(partitions[a]), a, b) for a, b in zip(starts, stops, strict=True)]
+    return [(str(topics[a]), int(numbers[a]), a, b) for a, b in zip(starts, stops, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +68,11 @@ class MessageBatch:
     timestamps_ms: np.ndarray
 
     @classmethod
-    def of(cls, messages: Sequence[Message]) -> MessageBatch:
-        return cls(messages, values(messages), partitions(messages), offsets(messages), timestamps_ms(messages))
+    def of(cls, messages: Sequence[Message], partition_numbers: np.ndarray | None = None) -> MessageBatch:
+        """The batch's columns; ``partition_numbers`` when the caller already has them (one pass fewer)."""
+        if partition_numbers is None:
+            partition_numbers = partitions(messages)
+        return cls(messages, values(messages), partition_numbers, offsets(messages), timestamps_ms(messages))
 
     def __len__(self) -> int:
         return len(self.messages)
