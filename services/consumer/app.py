@@ -158,9 +158,8 @@ class LakeWriter:
             return {}
         if route.decoder is None:
             failures = [
-                DecodeFailure(m, route.reason, route.detail)
-                for m, value in zip(batch.messages, batch.values, strict=True)
-                if value is not None
+                DecodeFailure(batch.message(i), route.reason, route.detail)
+                for i in np.flatnonzero(batch.values.is_valid().to_numpy(zero_copy_only=False)).tolist()
             ]
             self._dead_letter(failures)
             self._metrics.tombstones_skipped.labels(topic).inc(len(batch) - len(failures))

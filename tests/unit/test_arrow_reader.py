@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 import pytest
 
+from services.common.debezium._jsonarrow import Reader
 from services.common.debezium.arrow_reader import VARIABLE_SCALE, JsonArrowReader, UnsupportedSchemaError
 
 ITEM = pa.struct([("n", pa.int32()), ("s", pa.string())])
@@ -350,3 +352,28 @@ def test_text_reads_exactly_with_a_special_character_at_every_position() -> None
     read = JsonArrowReader(SCHEMA).read(values)
     assert read.rejected is None
     assert read.rows.column("text").to_pylist() == texts
+
+
+def test_reads_a_slice_of_a_value_column_with_nulls_in_place() -> None:
+    """The decoder hands over slices of the batch's value column: offsets into shared buffers."""
+    values = [b'{"i8": 1}', None, b'{"i8": 2}', b'{"i8": 3}', None, b'{"i8": 4}']
+    column = pa.array(values, type=pa.large_binary())
+    read = JsonArrowReader(SCHEMA).read(column.slice(1, 4))
+    assert (read.stop, read.rejected) == (4, None)
+    assert read.rows.column("i8").to_pylist() == [2, 3]
+    assert read.taken is not None
+    assert read.taken.tolist() == [1, 2]
+    assert JsonArrowReader(SCHEMA).read(column.slice(3, 0)).rows.num_rows == 0
+
+
+def test_value_buffers_that_do_not_hold_their_values_are_refused() -> None:
+    """The native reader checks the buffers it is handed instead of trusting them."""
+    reader = Reader(("struct", [("i8", ("int", 8))], False))
+    data = memoryview(b'{"i8": 1}{"i8": 2}')
+    for offsets in ([0, 9, 3], [0, 9, 99], [0, 9]):
+        view = memoryview(np.array(offsets, dtype="<i8").tobytes())
+        with pytest.raises(ValueError, match="do not hold its values"):
+            reader.read((None, view, data, 0, 2), 0, 1 << 20)
+    short_validity = memoryview(b"")
+    with pytest.raises(ValueError, match="do not hold its values"):
+        reader.read((short_validity, memoryview(np.array([0, 9, 18], dtype="<i8").tobytes()), data, 0, 2), 0, 1 << 20)

@@ -5,5 +5,8 @@ from typing import Any
 class Reader:
     def __init__(self, spec: tuple[Any, ...], envelope: str | None = None) -> None: ...
     def read(
-        self, values: list[bytes | None], start: int, max_bytes: int
+        self,
+        values: tuple[memoryview | None, memoryview, memoryview, int, int],
+        start: int,
+        max_bytes: int,
     ) -> tuple[int, str | None, tuple[Any, ...], bytes | None]: ...

@@ -50,10 +50,13 @@ class JsonArrowReader:
         self._reader = Reader(("struct", fields, False), envelope)
         self._type = pa.struct(list(schema))
 
-    def read(self, values: Sequence[bytes | None], start: int = 0, *, max_bytes: int = sys.maxsize) -> ReadResult:
-        """Rows of ``values[start:]`` up to the first value rejected (a value over ``max_bytes`` is rejected)."""
-        listed = values if isinstance(values, list) else list(values)
-        stop, rejected, buffers, taken = self._reader.read(listed, start, max_bytes)
+    def read(
+        self, values: pa.LargeBinaryArray | Sequence[bytes | None], start: int = 0, *, max_bytes: int = sys.maxsize
+    ) -> ReadResult:
+        """Rows of ``values[start:]`` up to the first value rejected (a value over ``max_bytes`` is rejected);
+        null values are skipped."""
+        column = values if isinstance(values, pa.LargeBinaryArray) else pa.array(values, type=pa.large_binary())
+        stop, rejected, buffers, taken = self._reader.read(_buffers(column), start, max_bytes)
         root = _array(self._type, buffers)
         assert isinstance(root, pa.StructArray)
         rows = pa.Table.from_batches([pa.RecordBatch.from_struct_array(root)], schema=self.schema)
@@ -87,6 +90,15 @@ def _spec(field: pa.Field, *, strict: bool = False) -> tuple[Any, ...]:
         if matches(arrow):
             return spec(arrow)
     raise UnsupportedSchemaError(f"no native reader for {arrow}")
+
+
+def _buffers(column: pa.LargeBinaryArray) -> tuple[memoryview | None, memoryview, memoryview, int, int]:
+    """The column as the native reader takes it: its buffers as byte views, its offset and length."""
+    validity, offsets, data = (None if b is None else memoryview(b).cast("B") for b in column.buffers())
+    assert offsets is not None
+    if data is None:  # a column of nulls only may have no data buffer
+        data = memoryview(b"")
+    return validity, offsets, data, column.offset, len(column)
 
 
 def _array(arrow: pa.DataType, node: Sequence[Any]) -> pa.Array:

@@ -354,18 +354,20 @@ class AvroEventDecoder:
         events: list[dict[str, Any]] = []
         unknown: set[str] = set()
         missing: dict[bytes, str] = {}  # unknown schemas of this batch: asked once, not per record
-        for index, (message, value) in enumerate(zip(batch.messages, batch.values, strict=True)):
+        for index, value in enumerate(batch.value_list()):
             if value is None:
                 tombstones += 1
             elif len(value) > self._max_value_bytes:
                 detail = f"value of {len(value)} bytes exceeds the {self._max_value_bytes}-byte limit"
-                failures.append(DecodeFailure(message, Reason.OVERSIZED, detail, "OversizedRecord"))
+                failures.append(DecodeFailure(batch.message(index), Reason.OVERSIZED, detail, "OversizedRecord"))
             else:
                 try:
                     plan = self._plan(value, missing)
                     events.append(plan.read(value, self._framing.header_size))
                 except PoisonRecordError as poison:
-                    failures.append(DecodeFailure(message, poison.reason, poison.detail, poison.error_class))
+                    failures.append(
+                        DecodeFailure(batch.message(index), poison.reason, poison.detail, poison.error_class)
+                    )
                     continue
                 good.append(index)
                 unknown |= plan.unknown
@@ -412,7 +414,7 @@ class AvroEventDecoder:
             wire = self._wire_table(batch.events, unknown)
         except _MISFIT as exc:
             if len(batch.events) == 1:
-                failures.append(_misfit(batch.messages.messages[0], exc))
+                failures.append(_misfit(batch.messages.message(0), exc))
                 return
             half = len(batch.events) // 2
             for part in (slice(0, half), slice(half, None)):

@@ -147,7 +147,7 @@ class EnvelopeConverter:
         for check in reasons:
             hits = np.asarray(pc.fill_null(check.mask, False)) & ~bad_rows
             for index in np.flatnonzero(hits):
-                message = batch.messages[int(index)]
+                message = batch.message(int(index))
                 failures.append(DecodeFailure(message, check.reason, check.detail, column=check.column))
             bad_rows |= hits
         keep = pa.array(~bad_rows)

@@ -11,7 +11,6 @@ still decode in bulk and only a poison record ends up alone, as a failure.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from typing import cast
@@ -80,7 +79,7 @@ class JsonEventDecoder:
             self._decode_general(batch, origin, tables, failures)
         else:
             self._decode_fast(self._fast, batch, origin, tables, failures)
-        return DecodeResult.of(self.schema, tables, failures, tombstones=batch.values.count(None))
+        return DecodeResult.of(self.schema, tables, failures, tombstones=batch.tombstones)
 
     # --- parsing --------------------------------------------------------------------------------
 
@@ -116,18 +115,18 @@ class JsonEventDecoder:
         alone: list[int] = []
         values: list[bytes] = []
         limit = self._max_value_bytes
-        for index, (message, value) in enumerate(zip(batch.messages, batch.values, strict=True)):
+        for index, value in enumerate(batch.value_list()):
             if value is None:
                 continue  # a tombstone: counted once for the whole batch
             if len(value) > limit:
                 detail = f"value of {len(value)} bytes exceeds the {limit}-byte limit"
-                failures.append(DecodeFailure(message, Reason.OVERSIZED, detail, "OversizedRecord"))
+                failures.append(DecodeFailure(batch.message(index), Reason.OVERSIZED, detail, "OversizedRecord"))
             elif value.startswith(_WRAPPED) and (payload := _payload_of(value)) is not None:
                 bulk.append(index)  # the DLQ still gets the original value
                 values.append(payload)
             elif value[:1] != b"{" and value.lstrip()[:1] != b"{":
                 # Not a JSON object: never hand it to Arrow (pyarrow 26 crashes on a leading `null`).
-                failures.append(_classify(message, value, "the value is not a JSON object"))
+                failures.append(_classify(batch.message(index), value, "the value is not a JSON object"))
             elif b"\n" in value:  # cannot share newline-delimited JSON with others
                 alone.append(index)
             else:
@@ -135,7 +134,7 @@ class JsonEventDecoder:
                 values.append(value)
         if bulk:
             chosen = batch.take(np.array(bulk, dtype=np.int64))
-            self._decode_bisect(dataclasses.replace(chosen, values=values), origin, out, failures)
+            self._decode_bisect(chosen.with_values(values), origin, out, failures)
         for index in alone:
             self._decode_bisect(batch.part(index, index + 1), origin, out, failures)
 
@@ -153,16 +152,16 @@ class JsonEventDecoder:
         out: list[pa.Table],
         failures: list[DecodeFailure],
     ) -> None:
-        if not batch.messages:
+        if not len(batch):
             return
-        values = cast(Sequence[bytes], batch.values)  # the general path hands over no tombstones
+        values = cast(list[bytes], batch.value_list())  # the general path hands over no tombstones
         try:
             wire = self._read(values)
-            if wire.num_rows != len(batch.messages):
-                raise pa.ArrowInvalid(f"{wire.num_rows} rows parsed from {len(batch.messages)} values")
+            if wire.num_rows != len(batch):
+                raise pa.ArrowInvalid(f"{wire.num_rows} rows parsed from {len(batch)} values")
         except pa.ArrowInvalid as exc:
-            if len(batch.messages) == 1:
-                failures.append(_classify(batch.messages[0], values[0], str(exc)))
+            if len(batch) == 1:
+                failures.append(_classify(batch.message(0), values[0], str(exc)))
                 return
             for half in batch.split():
                 self._decode_bisect(half, origin, out, failures)

@@ -7,14 +7,27 @@ one on every call, which costs four times the getter itself).
 
 from __future__ import annotations
 
+import itertools
 import operator
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
+import pyarrow as pa
 from confluent_kafka import KafkaError, Message
 
-__all__ = ["MessageBatch", "errors", "offsets", "partition_runs", "partitions", "timestamps_ms", "values"]
+__all__ = [
+    "Fetched",
+    "MessageBatch",
+    "batches_by_topic",
+    "errors",
+    "offsets",
+    "partition_runs",
+    "partitions",
+    "timestamps_ms",
+    "values",
+]
 
 _SECOND = operator.itemgetter(1)
 
@@ -59,42 +72,136 @@ def partition_runs(messages: Sequence[Message]) -> list[tuple[str, int, int, int
 
 @dataclass(frozen=True, slots=True)
 class MessageBatch:
-    """Messages with their values, partitions, offsets and timestamps as columns, aligned by position."""
+    """Consumed messages as columns aligned by position: values (null for a tombstone), partitions, offsets
+    and timestamps.
 
-    messages: Sequence[Message]
-    values: Sequence[bytes | None]
+    Decoding reads only the columns; a record's whole message (key, headers) is built when it is needed —
+    for the dead-letter queue — by ``message_at`` from the record's position in what was consumed.
+    """
+
+    values: pa.LargeBinaryArray
     partitions: np.ndarray
     offsets: np.ndarray
     timestamps_ms: np.ndarray
+    message_at: Callable[[int], Message]
+    positions: np.ndarray
 
     @classmethod
     def of(cls, messages: Sequence[Message], partition_numbers: np.ndarray | None = None) -> MessageBatch:
         """The batch's columns; ``partition_numbers`` when the caller already has them (one pass fewer)."""
         if partition_numbers is None:
             partition_numbers = partitions(messages)
-        return cls(messages, values(messages), partition_numbers, offsets(messages), timestamps_ms(messages))
+        return cls(
+            pa.array(values(messages), type=pa.large_binary()),
+            partition_numbers,
+            offsets(messages),
+            timestamps_ms(messages),
+            messages.__getitem__,
+            np.arange(len(messages), dtype=np.int64),
+        )
 
     def __len__(self) -> int:
-        return len(self.messages)
+        return len(self.positions)
+
+    @property
+    def tombstones(self) -> int:
+        return int(self.values.null_count)
+
+    def message(self, index: int) -> Message:
+        return self.message_at(int(self.positions[index]))
+
+    def value_list(self) -> list[bytes | None]:
+        """The values as Python bytes, for the paths that look at one record at a time."""
+        return self.values.to_pylist()  # type: ignore[no-any-return]
+
+    def with_values(self, values: Sequence[bytes | None]) -> MessageBatch:
+        """The same records with other values (e.g. unwrapped ones); their messages keep the originals."""
+        return replace(self, values=pa.array(values, type=pa.large_binary()))
 
     def part(self, start: int, stop: int | None = None) -> MessageBatch:
         if start == 0 and stop is None:
             return self
         span = slice(start, stop)
         return MessageBatch(
-            self.messages[span], self.values[span], self.partitions[span], self.offsets[span], self.timestamps_ms[span]
+            self.values[span],
+            self.partitions[span],
+            self.offsets[span],
+            self.timestamps_ms[span],
+            self.message_at,
+            self.positions[span],
         )
 
     def take(self, indices: np.ndarray) -> MessageBatch:
-        chosen = indices.tolist()
         return MessageBatch(
-            [self.messages[i] for i in chosen],
-            [self.values[i] for i in chosen],
+            self.values.take(pa.array(indices, type=pa.int64())),
             self.partitions[indices],
             self.offsets[indices],
             self.timestamps_ms[indices],
+            self.message_at,
+            self.positions[indices],
         )
 
     def split(self) -> tuple[MessageBatch, MessageBatch]:
-        half = len(self.messages) // 2
+        half = len(self) // 2
         return self.part(0, half), self.part(half)
+
+    def partition_spans(self) -> list[tuple[int, int, int]]:
+        """``(partition, start, stop)`` of each partition of a batch grouped by partition."""
+        if not len(self):
+            return []
+        starts = [0, *(np.flatnonzero(np.diff(self.partitions)) + 1).tolist()]
+        stops = [*starts[1:], len(self)]
+        return [(int(self.partitions[a]), a, b) for a, b in zip(starts, stops, strict=True)]
+
+
+class Fetched(Protocol):
+    """What one consume call returned, as columns aligned by position, with its runs of one partition."""
+
+    @property
+    def runs(self) -> list[tuple[str, int, int, int]]: ...  # (topic, partition, start, stop)
+    @property
+    def values(self) -> pa.LargeBinaryArray: ...
+    @property
+    def offsets(self) -> np.ndarray: ...
+    @property
+    def timestamps_ms(self) -> np.ndarray: ...
+    def message(self, index: int) -> Message: ...
+
+
+def batches_by_topic(fetched: Fetched) -> dict[str, MessageBatch]:
+    """Each topic's records, grouped by partition (in order of first appearance), each partition's in order.
+
+    A consumed batch comes as runs of one partition, and a partition can have more than one run in it. A
+    topic whose records are one stretch of the batch (the usual case) gets slices of its columns; otherwise
+    they are gathered.
+    """
+    spans: dict[str, dict[int, list[tuple[int, int]]]] = {}
+    for topic, partition, start, stop in fetched.runs:
+        spans.setdefault(topic, {}).setdefault(partition, []).append((start, stop))
+    return {topic: _gather(fetched, runs) for topic, runs in spans.items()}
+
+
+def _gather(fetched: Fetched, runs: dict[int, list[tuple[int, int]]]) -> MessageBatch:
+    ordered = [run for partition_runs in runs.values() for run in partition_runs]
+    sizes = [sum(stop - start for start, stop in partition_runs) for partition_runs in runs.values()]
+    numbers = np.repeat(np.fromiter(runs, dtype=np.int32, count=len(runs)), sizes)
+    if all(a[1] == b[0] for a, b in itertools.pairwise(ordered)):
+        first, last = ordered[0][0], ordered[-1][1]
+        span = slice(first, last)
+        return MessageBatch(
+            fetched.values.slice(first, last - first),
+            numbers,
+            fetched.offsets[span],
+            fetched.timestamps_ms[span],
+            fetched.message,
+            np.arange(first, last, dtype=np.int64),
+        )
+    positions = np.concatenate([np.arange(start, stop, dtype=np.int64) for start, stop in ordered])
+    return MessageBatch(
+        fetched.values.take(pa.array(positions)),
+        numbers,
+        fetched.offsets[positions],
+        fetched.timestamps_ms[positions],
+        fetched.message,
+        positions,
+    )
