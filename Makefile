@@ -14,7 +14,8 @@ BQEMU_STAMP := $(BQEMU_VENV)/.installed
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 200
 FRESHNESS_ARGS ?=
-# The bulk JSON reader is Rust, built by cargo when the package is installed; rustup puts cargo here.
+# The bulk JSON reader and the batch Kafka consumer are Rust, built by cargo when the package is installed;
+# rustup puts cargo here.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: install prereqs jars bqemulator demo test test-unit test-integration lint format stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform bench-freshness
@@ -22,21 +23,27 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 install: prereqs $(STAMP)
 
 READER := services/common/debezium/jsonarrow
-$(STAMP): pyproject.toml constraints.txt $(READER)/Cargo.toml $(READER)/Cargo.lock $(wildcard $(READER)/src/*.rs)
+BATCHCONSUMER := services/common/kafka/batchconsumer
+CRATES := $(READER) $(BATCHCONSUMER)
+$(STAMP): pyproject.toml constraints.txt $(foreach c,$(CRATES),$(c)/Cargo.toml $(c)/Cargo.lock $(wildcard $(c)/src/*.rs))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-# PostgreSQL, Java and Maven come from Debian's packages when they are missing and we are root; Rust's cargo
-# must be there already (Debian's is too old for the reader's dependencies).
+# PostgreSQL, Java and Maven come from Debian's packages when they are missing and we are root, and so do
+# the C toolchain, OpenSSL headers and pkg-config that cargo needs to build librdkafka for the batch consumer.
+# Rust's cargo must be there already (Debian's is too old for the crates' dependencies).
 # policy-rc.d keeps the package's own cluster from starting: cdcflow runs its own under .cdcflow/.
 prereqs:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
-	command -v cargo >/dev/null || { echo "cargo (Rust >= 1.78) is needed to build the bulk JSON reader: install it with rustup"; exit 1; }; \
+	for pkg in gcc g++ make perl pkg-config libssl-dev; do \
+	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	command -v cargo >/dev/null || { echo "cargo (Rust >= 1.78) is needed to build the Rust extensions: install it with rustup"; exit 1; }; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing — install them (apt-get install$$missing) and re-run"; exit 1; fi; \
 	  echo "installing:$$missing"; \
@@ -97,13 +104,15 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	cargo fmt --manifest-path $(READER)/Cargo.toml --check
-	PYO3_PYTHON=$(abspath $(BIN)/python) cargo clippy --manifest-path $(READER)/Cargo.toml --release --locked -- -D warnings
+	for crate in $(CRATES); do \
+	  cargo fmt --manifest-path $$crate/Cargo.toml --check; \
+	  PYO3_PYTHON=$(abspath $(BIN)/python) cargo clippy --manifest-path $$crate/Cargo.toml --release --locked -- -D warnings; \
+	done
 
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
-	cargo fmt --manifest-path $(READER)/Cargo.toml
+	for crate in $(CRATES); do cargo fmt --manifest-path $$crate/Cargo.toml; done
 
 # Refresh constraints.txt from a clean resolve of pyproject.toml.
 lock:

@@ -206,7 +206,7 @@ class WriterSettings(_Frozen):
     flush_max_age_s: float = Field(default=30.0, gt=0)
     buffer_max_bytes: int = Field(default=512 << 20, ge=1 << 20)
     max_value_bytes: int = Field(default=8 << 20, ge=1024)
-    poll_batch: int = Field(default=10_000, ge=1)
+    poll_batch: int = Field(default=10_000, ge=1, le=1 << 20)  # the consumer reserves a slot per record up front
     poll_timeout_s: float = Field(default=0.5, gt=0, le=1.0)
     grace_s: float = Field(default=30.0, gt=0)
     retry_backoff_s: float = Field(default=1.0, gt=0)

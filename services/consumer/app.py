@@ -8,8 +8,6 @@ pauses the partition with a backoff, so memory stays bounded and nothing is skip
 
 from __future__ import annotations
 
-import itertools
-import operator
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -20,8 +18,8 @@ import pyarrow as pa
 
 from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
 from services.common.errors import TransientError
-from services.common.kafka import Consumer, KafkaException, Message, TopicPartition, consumer, message_columns
-from services.common.kafka.message_columns import MessageBatch
+from services.common.kafka import BatchConsumer, KafkaException, TopicPartition, batch_consumer
+from services.common.kafka.message_columns import MessageBatch, batches_by_topic
 from services.common.lake import Lake
 from services.common.logging import get_logger
 from services.common.metrics import WriterMetrics
@@ -65,7 +63,7 @@ class LakeWriter:
         self._sink = ParquetSink(lake, settings.kafka.topic_prefix)
         self._policy = FlushPolicy(w.flush_max_rows, w.flush_max_bytes, w.flush_max_age_s)
         self._dlq = DlqPublisher(settings.kafka, w.group_id, worker_id)
-        self._consumer: Consumer = consumer(
+        self._consumer: BatchConsumer = batch_consumer(
             settings.kafka,
             w.group_id,
             **{
@@ -116,12 +114,12 @@ class LakeWriter:
         return 0
 
     def _poll_once(self) -> None:
-        messages = self._consumer.consume(num_messages=self._settings.poll_batch, timeout=self._settings.poll_timeout_s)
+        fetched = self._consumer.consume(num_messages=self._settings.poll_batch, timeout=self._settings.poll_timeout_s)
         self.last_poll_at = time.monotonic()
         self.polling = True
         ingested_at_us = time.time_ns() // 1_000
-        for topic, runs in _by_topic(messages).items():
-            self._ingest(topic, runs, ingested_at_us)
+        for topic, batch in batches_by_topic(fetched).items():
+            self._ingest(topic, batch, ingested_at_us)
         self._flush_due()
         self._enforce_budget()
         self._resume_ready()
@@ -129,19 +127,20 @@ class LakeWriter:
 
     # --- intake ---------------------------------------------------------------------------------
 
-    def _ingest(self, topic: str, runs: dict[int, list[Message]], ingested_at_us: int) -> None:
-        """One topic's messages of a poll, decoded together (per-call costs are paid once, not per partition);
+    def _ingest(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> None:
+        """One topic's records of a poll, decoded together (per-call costs are paid once, not per partition);
         each partition's rows go to its own buffer."""
-        runs = {
-            p: run for p, run in runs.items() if (topic, p) in self._assigned and (topic, p) not in self._paused_until
-        }
-        if not runs:
+        spans = batch.partition_spans()
+        taken = [
+            (p, a, b) for p, a, b in spans if (topic, p) in self._assigned and (topic, p) not in self._paused_until
+        ]
+        if not taken:
             return  # fetched before the pause or the revoke: they will be read again
-        buffers = {p: self._take_in(topic, p, run) for p, run in runs.items()}
-        ends = {p: int(run[-1].offset() or 0) + 1 for p, run in runs.items()}
-        # the partitions repeated run by run, not read from every message again
-        numbers = np.repeat(np.fromiter(runs, dtype=np.int32, count=len(runs)), [len(run) for run in runs.values()])
-        batch = MessageBatch.of(list(itertools.chain.from_iterable(runs.values())), numbers)
+        if len(taken) < len(spans):
+            batch = batch.take(np.concatenate([np.arange(a, b) for _, a, b in taken]))
+            taken = batch.partition_spans()
+        buffers = {p: self._take_in(topic, p, batch, a, b) for p, a, b in taken}
+        ends = {p: int(batch.offsets[b - 1]) + 1 for p, _, b in taken}
         try:
             rows = self._rows(topic, batch, ingested_at_us)
         except TransientError as exc:  # e.g. the schema registry is down: read these records again later
@@ -150,6 +149,9 @@ class LakeWriter:
             return
         for p, buffer in buffers.items():
             buffer.add(rows.get(p), ends[p])
+
+    def _taking(self, tp: TP) -> bool:
+        return tp in self._assigned and tp not in self._paused_until
 
     def _rows(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> dict[int, pa.Table]:
         """Each partition's rows of ``batch``; the records that yield none are DLQ'd, counted or skipped."""
@@ -185,15 +187,16 @@ class LakeWriter:
         assert evolved_decoder is not None
         return evolved_decoder.decode(topic, batch, ingested_at_us)
 
-    def _take_in(self, topic: str, partition: int, run: list[Message]) -> PartitionBuffer:
-        """The partition's buffer (opened at the run's first offset if there is none), with the run counted."""
+    def _take_in(self, topic: str, partition: int, batch: MessageBatch, start: int, stop: int) -> PartitionBuffer:
+        """The partition's buffer (opened at its first offset in the batch if there is none), with the
+        partition's records ``batch[start:stop]`` counted."""
         tp = (topic, partition)
         buffer = self._buffers.get(tp)
         if buffer is None:
-            first = int(run[0].offset() or 0)
+            first = int(batch.offsets[start])
             buffer = self._buffers[tp] = PartitionBuffer(topic, partition, start=first, end=first)
-        self._metrics.records_consumed.labels(topic, str(partition)).inc(len(run))
-        self._last_timestamp_ms[tp] = run[-1].timestamp()[1]
+        self._metrics.records_consumed.labels(topic, str(partition)).inc(stop - start)
+        self._last_timestamp_ms[tp] = int(batch.timestamps_ms[stop - 1])
         return buffer
 
     def _route(self, topic: str) -> Route:
@@ -372,31 +375,3 @@ class LakeWriter:
             last_ms = self._last_timestamp_ms.get(tp, 0)
             seconds = max(0.0, time.time() - last_ms / 1000) if lag and last_ms > 0 else 0.0
             self._metrics.lag_seconds.labels(group, tp[0], str(tp[1])).set(seconds)
-
-
-def _by_topic(messages: Sequence[Message]) -> dict[str, dict[int, list[Message]]]:
-    """The messages of each topic, by partition, each partition's in order (see :func:`_by_partition`)."""
-    topics: dict[str, dict[int, list[Message]]] = {}
-    for (topic, partition), run in _by_partition(messages).items():
-        topics.setdefault(topic, {})[partition] = run
-    return topics
-
-
-def _by_partition(messages: Sequence[Message]) -> dict[TP, list[Message]]:
-    """The messages of each partition, in order; consume errors are logged (fatal ones raised).
-
-    This runs for every record, so it works on columns of the batch instead of looping in Python.
-    """
-    errors = message_columns.errors(messages)
-    if any(map(operator.is_not, errors, itertools.repeat(None))):  # not list.count: KafkaError == None raises
-        for error in errors:
-            if error is None:
-                continue
-            if error.fatal():
-                raise KafkaException(error)
-            log.warning("writer.consume_error", error=str(error))
-        messages = [m for m, e in zip(messages, errors, strict=True) if e is None]
-    groups: dict[TP, list[Message]] = {}
-    for topic, partition, start, stop in message_columns.partition_runs(messages):
-        groups.setdefault((topic, partition), []).extend(messages[start:stop])
-    return groups

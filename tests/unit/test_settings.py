@@ -53,6 +53,7 @@ def test_nested_variables_override_defaults(tmp_path: Path) -> None:
         ("CDCFLOW_LAKE__BACKEND", "s3", "CDCFLOW_LAKE__BACKEND"),
         ("CDCFLOW_CONNECT__URL", "ftp://x", "http(s) URL"),
         ("CDCFLOW_POSTGRES__NO_SUCH_FIELD", "1", "CDCFLOW_POSTGRES__NO_SUCH_FIELD"),
+        ("CDCFLOW_WRITER__POLL_BATCH", str((1 << 20) + 1), "less than or equal to 1048576"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, message: str) -> None:

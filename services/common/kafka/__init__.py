@@ -1,5 +1,6 @@
 """The one place that imports the Kafka client library: typed factories for consumers, producers, admin."""
 
+from services.common.kafka.batch_consumer import BatchConsumer, Fetch
 from services.common.kafka.clients import (
     Admin,
     Consumer,
@@ -8,6 +9,7 @@ from services.common.kafka.clients import (
     Producer,
     TopicPartition,
     admin_client,
+    batch_consumer,
     consumer,
     end_positions,
     ensure_topics,
@@ -16,12 +18,15 @@ from services.common.kafka.clients import (
 
 __all__ = [
     "Admin",
+    "BatchConsumer",
     "Consumer",
+    "Fetch",
     "KafkaException",
     "Message",
     "Producer",
     "TopicPartition",
     "admin_client",
+    "batch_consumer",
     "consumer",
     "end_positions",
     "ensure_topics",

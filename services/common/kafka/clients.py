@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient as Admin
 from confluent_kafka.cimpl import NewTopic
 
+from services.common.kafka.batch_consumer import BatchConsumer
 from services.common.settings import KafkaSettings
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Producer",
     "TopicPartition",
     "admin_client",
+    "batch_consumer",
     "consumer",
     "end_positions",
     "ensure_topics",
@@ -41,9 +43,8 @@ def _base(settings: KafkaSettings) -> dict[str, Any]:
     return {"bootstrap.servers": settings.bootstrap_servers, "logger": _LIBRDKAFKA_LOG, **settings.extra}
 
 
-def consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
-    """A consumer of ``group_id`` with cooperative-sticky assignment and manual commits."""
-    config = {
+def _consumer_config(settings: KafkaSettings, group_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    return {
         **_base(settings),
         "group.id": group_id,
         "auto.offset.reset": "earliest",
@@ -51,7 +52,16 @@ def consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> Consum
         **overrides,
         **_FORCED_CONSUMER,
     }
-    return Consumer(config)
+
+
+def consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
+    """A consumer of ``group_id`` with cooperative-sticky assignment and manual commits."""
+    return Consumer(_consumer_config(settings, group_id, overrides))
+
+
+def batch_consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> BatchConsumer:
+    """The same consumer as :func:`consumer`, whose ``consume`` returns a batch as columns."""
+    return BatchConsumer(_consumer_config(settings, group_id, overrides))
 
 
 def producer(settings: KafkaSettings, **overrides: Any) -> Producer:

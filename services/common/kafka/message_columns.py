@@ -1,8 +1,8 @@
-"""Columns of a consumed batch: one of the client's getters mapped over every message.
+"""A consumed batch as columns: what decoding reads instead of an object per record.
 
-These run for every record, so they map the unbound C methods (``Message.offset``) over the batch: no
-Python bytecode per message, and no bound method object per call either (``operator.methodcaller`` builds
-one on every call, which costs four times the getter itself).
+The batch consumer hands a fetched batch over as columns already (:func:`batches_by_topic` groups them);
+:meth:`MessageBatch.of` builds the same columns from the client's ``Message`` objects, mapping the unbound
+getters (``Message.offset``) over them — no Python bytecode per message, and no bound method per call.
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import Message
 
 __all__ = [
     "Fetched",
     "MessageBatch",
     "batches_by_topic",
-    "errors",
     "offsets",
-    "partition_runs",
     "partitions",
     "timestamps_ms",
     "values",
@@ -49,27 +47,6 @@ def timestamps_ms(messages: Sequence[Message]) -> np.ndarray:
     return np.fromiter(map(_SECOND, map(Message.timestamp, messages)), dtype=np.int64, count=len(messages))
 
 
-def errors(messages: Sequence[Message]) -> list[KafkaError | None]:
-    return list(map(Message.error, messages))
-
-
-def partition_runs(messages: Sequence[Message]) -> list[tuple[str, int, int, int]]:
-    """``(topic, partition, start, stop)`` of each run of consecutive messages from one partition.
-
-    A consumed batch arrives as such runs; the boundaries are found with array comparisons rather than a
-    comparison per message in Python.
-    """
-    n = len(messages)
-    if n == 0:
-        return []
-    topics = list(map(Message.topic, messages))
-    numbers = partitions(messages)
-    topic_changes = np.fromiter(map(operator.ne, topics[1:], topics[:-1]), dtype=bool, count=n - 1)
-    starts = [0, *(np.flatnonzero(topic_changes | (numbers[1:] != numbers[:-1])) + 1).tolist()]
-    stops = [*starts[1:], n]
-    return [(str(topics[a]), int(numbers[a]), a, b) for a, b in zip(starts, stops, strict=True)]
-
-
 @dataclass(frozen=True, slots=True)
 class MessageBatch:
     """Consumed messages as columns aligned by position: values (null for a tombstone), partitions, offsets
@@ -87,13 +64,11 @@ class MessageBatch:
     positions: np.ndarray
 
     @classmethod
-    def of(cls, messages: Sequence[Message], partition_numbers: np.ndarray | None = None) -> MessageBatch:
-        """The batch's columns; ``partition_numbers`` when the caller already has them (one pass fewer)."""
-        if partition_numbers is None:
-            partition_numbers = partitions(messages)
+    def of(cls, messages: Sequence[Message]) -> MessageBatch:
+        """A batch of the client's ``Message`` objects."""
         return cls(
             pa.array(values(messages), type=pa.large_binary()),
-            partition_numbers,
+            partitions(messages),
             offsets(messages),
             timestamps_ms(messages),
             messages.__getitem__,
