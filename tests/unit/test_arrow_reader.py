@@ -377,3 +377,36 @@ def test_value_buffers_that_do_not_hold_their_values_are_refused() -> None:
     short_validity = memoryview(b"")
     with pytest.raises(ValueError, match="do not hold its values"):
         reader.read((short_validity, memoryview(np.array([0, 9, 18], dtype="<i8").tobytes()), data, 0, 2), 0, 1 << 20)
+
+
+def test_runs_of_null_structs_around_rejected_values_read_as_arrow_reads_the_good_ones() -> None:
+    """Null structs are filled in bulk later; a value rejected after some of them, or halfway through a
+    struct, must leave every column the same length and in step."""
+    good = [
+        b'{"i8": 1, "image": null}',
+        b'{"i8": 2}',
+        b'{"i8": 3, "image": {"id": 1, "name": "a", "nested": null}, "items": [null, {"n": 1}]}',
+        b'{"i8": 4, "image": null, "items": [null]}',
+        b'{"i8": 6, "image": null}',
+        b'{"i8": 8, "image": {"id": 3, "nested": {"n": 2, "s": "x"}}}',
+        b'{"i8": 9, "image": null, "items": [{"n": 3}, null]}',
+    ]
+    rejected = {
+        4: b'{"i8": 5, "image": {"id": 2, "nested": {"n": 1, "s": 7}}}',  # halfway through a nested struct
+        6: b'{"i8": 7, "image": null, "items": [null, {"n": "x"}]}',  # after a null struct, in a list
+    }
+    values = list(good)
+    for index in sorted(rejected):
+        values.insert(index, rejected[index])
+    reader = JsonArrowReader(SCHEMA)
+    parts, start, refused = [], 0, []
+    while start < len(values):
+        read = reader.read(values, start)
+        read.rows.validate(full=True)
+        parts.append(read.rows)
+        if read.rejected is None:
+            break
+        refused.append(read.stop)
+        start = read.stop + 1
+    assert refused == sorted(rejected)
+    assert pa.concat_tables(parts).to_pylist() == _arrow(good).to_pylist()

@@ -40,6 +40,11 @@ impl Validity {
         self.bits.push(valid);
     }
 
+    fn push_nulls(&mut self, count: usize) {
+        self.nulls += count;
+        self.bits.resize(self.bits.len() + count, false);
+    }
+
     fn len(&self) -> usize {
         self.bits.len()
     }
@@ -101,6 +106,9 @@ pub enum Builder {
         /// The keys of the last object, in order, with the field each named: producers write every
         /// object of a stream in the same key order, so a key is matched by one comparison.
         shape: Vec<Key>,
+        /// Null rows not given to the children yet: a run of null structs (the before image of every
+        /// insert) becomes one bulk fill per child instead of a slot per child and row.
+        deferred: usize,
     },
 }
 
@@ -149,6 +157,7 @@ impl Builder {
                     .map(|(_, child)| Builder::new(child))
                     .collect(),
                 shape: Vec::new(),
+                deferred: 0,
             },
         }
     }
@@ -166,17 +175,23 @@ impl Builder {
     }
 
     pub fn push_null(&mut self) {
+        self.push_nulls(1);
+    }
+
+    /// `count` null slots; their values are zeros (Arrow's choice for the slots behind a null).
+    fn push_nulls(&mut self, count: usize) {
         match self {
-            Builder::Bool { values, .. } => values.push(false),
-            Builder::Int { values, .. } => values.push(0),
-            Builder::Float { values, .. } => values.push(0.0),
-            Builder::Decimal { data, width, .. } => data.resize(data.len() + *width, 0),
+            Builder::Bool { values, .. } => values.resize(values.len() + count, false),
+            Builder::Int { values, .. } => values.resize(values.len() + count, 0),
+            Builder::Float { values, .. } => values.resize(values.len() + count, 0.0),
+            Builder::Decimal { data, width, .. } => data.resize(data.len() + count * *width, 0),
             Builder::Str { offsets, .. } | Builder::List { offsets, .. } => {
-                offsets.push(*offsets.last().unwrap_or(&0))
+                let last = *offsets.last().unwrap_or(&0);
+                offsets.resize(offsets.len() + count, last);
             }
-            Builder::Struct { children, .. } => children.iter_mut().for_each(Builder::push_null),
+            Builder::Struct { deferred, .. } => *deferred += count,
         }
-        self.validity().push(false);
+        self.validity().push_nulls(count);
     }
 
     /// Marks the slot just filled by a typed push as valid.
@@ -198,8 +213,19 @@ impl Builder {
                 offsets.truncate(len + 1);
                 item.truncate(offsets[len] as usize);
             }
-            Builder::Struct { children, .. } => {
-                children.iter_mut().for_each(|child| child.truncate(len))
+            Builder::Struct {
+                validity,
+                children,
+                deferred,
+                ..
+            } => {
+                // The children hold the rows given to them, and maybe part of a rejected row: keep the
+                // given rows up to `len`, and defer the rest of the nulls kept.
+                let given = validity.len() - *deferred;
+                children
+                    .iter_mut()
+                    .for_each(|child| child.truncate(len.min(given)));
+                *deferred = len.saturating_sub(given);
             }
         }
         self.validity().truncate(len);
@@ -207,7 +233,13 @@ impl Builder {
 
     /// `(length, null_count, validity, buffers, children)`: the arguments of `pyarrow.Array.from_buffers`
     /// once the Arrow type is known (buffers after the validity bitmap; children for lists and structs).
-    pub fn finish<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    pub fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Builder::Struct {
+            children, deferred, ..
+        } = self
+        {
+            catch_up(children, deferred);
+        }
         let empty = || PyList::empty(py);
         let (validity, buffers, children) = match self {
             Builder::Bool { validity, values } => {
@@ -265,7 +297,7 @@ impl Builder {
                 validity, children, ..
             } => {
                 let finished = children
-                    .iter()
+                    .iter_mut()
                     .map(|child| child.finish(py))
                     .collect::<PyResult<Vec<_>>>()?;
                 (validity, Vec::new(), PyList::new(py, finished)?)
@@ -284,6 +316,16 @@ impl Builder {
             ],
         )?;
         Ok(tuple.into_any())
+    }
+}
+
+/// Gives a struct's children the null rows deferred so far, before they take the next row.
+pub fn catch_up(children: &mut [Builder], deferred: &mut usize) {
+    if *deferred > 0 {
+        children
+            .iter_mut()
+            .for_each(|child| child.push_nulls(*deferred));
+        *deferred = 0;
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use crate::builder::{Builder, Key};
+use crate::builder::{catch_up, Builder, Key};
 use crate::decimal::{self, Magnitude};
 use crate::spec::Node;
 
@@ -155,12 +155,16 @@ fn value_into(
         (
             Node::Struct { fields, strict },
             Builder::Struct {
-                children, shape, ..
+                children,
+                shape,
+                deferred,
+                ..
             },
         ) => {
             if first != b'{' {
                 return Err(cursor.mismatch(node));
             }
+            catch_up(children, deferred);
             object_into(cursor, fields, *strict, children, shape, depth + 1)?;
         }
         _ => unreachable!("builders are made from the same field tree"),
