@@ -114,18 +114,23 @@ class LakeWriter:
         return 0
 
     def _poll_once(self) -> None:
-        fetched = self._consumer.consume(num_messages=self._settings.poll_batch, timeout=self._settings.poll_timeout_s)
-        self.last_poll_at = time.monotonic()
-        self.polling = True
-        ingested_at_us = time.time_ns() // 1_000
-        for topic, batch in batches_by_topic(fetched).items():
-            self._ingest(topic, batch, ingested_at_us)
+        self._consume()
         self._flush_due()
         self._enforce_budget()
         self._resume_ready()
         self._report_gauges()
 
     # --- intake ---------------------------------------------------------------------------------
+
+    def _consume(self) -> None:
+        """One batch into the buffers. The batch (librdkafka's messages and the copy of their values) is
+        released when this returns, before anything is flushed."""
+        fetched = self._consumer.consume(num_messages=self._settings.poll_batch, timeout=self._settings.poll_timeout_s)
+        self.last_poll_at = time.monotonic()
+        self.polling = True
+        ingested_at_us = time.time_ns() // 1_000
+        for topic, batch in batches_by_topic(fetched).items():
+            self._ingest(topic, batch, ingested_at_us)
 
     def _ingest(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> None:
         """One topic's records of a poll, decoded together (per-call costs are paid once, not per partition);
