@@ -136,9 +136,7 @@ class LakeWriter:
         """One topic's records of a poll, decoded together (per-call costs are paid once, not per partition);
         each partition's rows go to its own buffer."""
         spans = batch.partition_spans()
-        taken = [
-            (p, a, b) for p, a, b in spans if (topic, p) in self._assigned and (topic, p) not in self._paused_until
-        ]
+        taken = [span for span in spans if self._taking((topic, span[0]))]
         if not taken:
             return  # fetched before the pause or the revoke: they will be read again
         if len(taken) < len(spans):
