@@ -40,6 +40,7 @@ _LAG_EVERY_S = 5.0
 _DLQ_CONFIRM_S = 30.0
 _METADATA_REFRESH_MS = 5_000  # how soon a newly created topic that matches the subscription is consumed
 _PREFETCH_MAX_KB = 8 << 10  # librdkafka prefetch per consumer, in KiB: about one poll batch of change events
+_PREFETCH_BACKOFF_MS = 20  # how soon librdkafka fetches again once a full prefetch queue has room (default 1 s)
 
 
 class LakeWriter:
@@ -73,6 +74,11 @@ class LakeWriter:
                 # quarter of the budget made the client fault in fresh pages for most of what it fetched)
                 "queued.max.messages.kbytes": min(_PREFETCH_MAX_KB, max(1024, w.buffer_max_bytes // 4096)),
                 "enable.partition.eof": False,
+                # with the prefetch queue bounded, it is often full when librdkafka looks; by default it then
+                # waits a whole second before fetching that partition again, and that wait, not the writer, set
+                # the pace of a catch-up (a writer with a 1 MiB budget: 65,229 rows in a minute; with 20 ms, all
+                # 539,113 of the topics in less)
+                "fetch.queue.backoff.ms": _PREFETCH_BACKOFF_MS,
                 # catching up, bigger fetches per partition mean fewer requests for librdkafka to build,
                 # send and parse: up to 8 MiB (default 1 MiB), a small share of the buffer budget, because
                 # a retry's seek throws away what was fetched beyond the committed offset
