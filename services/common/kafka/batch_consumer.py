@@ -25,14 +25,16 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from services.common.kafka._kafkabatch import Fetched, KafkaCallError, NativeConsumer
 from services.common.logging import get_logger
 
-__all__ = ["BatchConsumer", "CommitResult", "Fetch", "RebalanceCallback", "native_config"]
+__all__ = ["LIBRDKAFKA_LOG", "BatchConsumer", "CommitResult", "Fetch", "RebalanceCallback", "native_config"]
 
 log = get_logger(__name__)
 
 RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
 """``callback(consumer, partitions)``, as confluent_kafka calls ``on_assign``, ``on_revoke`` and ``on_lost``."""
 
-_LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+"""Where librdkafka's own lines go (for every client of the project), as structured log events like any other;
+without a logger it would write them to stderr."""
 
 # librdkafka logs with syslog levels; confluent_kafka maps them to the standard library's the same way.
 _LEVELS = {
@@ -52,7 +54,7 @@ _SEEK_TIMEOUT_S = 10.0
 
 def native_config(config: dict[str, Any]) -> tuple[dict[str, str], logging.Logger]:
     """librdkafka's string properties and the logger for its lines, from a confluent_kafka-style config."""
-    logger = config.get("logger", _LIBRDKAFKA_LOG)
+    logger = config.get("logger", LIBRDKAFKA_LOG)
     if not isinstance(logger, logging.Logger):
         raise TypeError(f"logger: expected a logging.Logger, got {type(logger).__name__}")
     return {key: _property(key, value) for key, value in config.items() if key != "logger"}, logger

@@ -5,7 +5,6 @@ Auto-commit is always off: only a checkpoint, after the data is durable, commits
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -13,7 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient as Admin
 from confluent_kafka.cimpl import NewTopic
 
-from services.common.kafka.batch_consumer import BatchConsumer
+from services.common.kafka.batch_consumer import LIBRDKAFKA_LOG, BatchConsumer
 from services.common.settings import KafkaSettings
 
 __all__ = [
@@ -34,13 +33,8 @@ __all__ = [
 _FORCED_CONSUMER = {"enable.auto.commit": False, "enable.auto.offset.store": False}
 
 
-# librdkafka writes its own lines to stderr unless given a logger: through this one they become structured
-# log events like every other (served by the client's poll/consume calls).
-_LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
-
-
 def _base(settings: KafkaSettings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.bootstrap_servers, "logger": _LIBRDKAFKA_LOG, **settings.extra}
+    return {"bootstrap.servers": settings.bootstrap_servers, "logger": LIBRDKAFKA_LOG, **settings.extra}
 
 
 def _consumer_config(settings: KafkaSettings, group_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
