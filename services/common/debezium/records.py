@@ -36,6 +36,10 @@ class Reason:
     UNSAFE_NAME = "unsafe_name"
     UNKNOWN_SCHEMA = "unknown_schema"
     MALFORMED_AVRO = "malformed_avro"
+    TOO_DEEP = "too_deep"  # nested deeper than any Debezium event, refused before a parser sees it
+    OUT_OF_RANGE = "out_of_range"  # a time, scale or number outside what the lake type can hold exactly
+    DECODER_ERROR = "decoder_error"  # the decoder raised on this record alone: a defect, isolated by bisection
+    DECODER_CRASH = "decoder_crash"  # decoding this record alone killed an isolated child process
 
 
 @dataclass(frozen=True, slots=True)
