@@ -6,10 +6,8 @@ import base64
 import json
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
 
 import psycopg
 
@@ -19,51 +17,9 @@ from services.common.debezium import (
     micros_to_datetime,
     variable_scale_decimal,
 )
-from services.common.kafka import consumer, end_positions, ensure_topics
 from services.common.settings import Settings
 from services.stack.runtime import Stack
-
-Row = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Event:
-    topic: str
-    partition: int
-    offset: int
-    key: Any
-    value: Any  # None for a tombstone
-
-
-class TopicTail:
-    """Reads what was written to some topics after it was created."""
-
-    def __init__(self, settings: Settings, topics: list[str], group: str) -> None:
-        ensure_topics(settings.kafka, topics)  # a fresh stack has no topic until the first change
-        self._consumer = consumer(settings.kafka, group)
-        self._consumer.assign(end_positions(self._consumer, topics))
-        self.events: list[Event] = []
-
-    def read_until(self, done: Any, timeout_s: float = 60.0) -> list[Event]:
-        deadline = time.monotonic() + timeout_s
-        while not done(self.events):
-            assert time.monotonic() < deadline, f"timed out; got {len(self.events)} events"
-            for message in self._consumer.consume(500, timeout=0.5):
-                assert message.error() is None, message.error()
-                raw, key = message.value(), message.key()
-                self.events.append(
-                    Event(
-                        str(message.topic()),
-                        int(message.partition() or 0),
-                        int(message.offset() or 0),
-                        json.loads(key) if key else None,
-                        None if raw is None else json.loads(raw, parse_float=Decimal),
-                    )
-                )
-        return self.events
-
-    def close(self) -> None:
-        self._consumer.close()
+from tests.fixtures.topics import Event, TopicTail
 
 
 def _lsn(conn: psycopg.Connection[tuple[object, ...]]) -> int:

@@ -22,6 +22,18 @@ def test_lending_connector_settings() -> None:
     assert config["skipped.operations"] == "none"  # truncates are captured
     # after the slot is dropped (stack down) or lost, resume with a new snapshot instead of failing
     assert config["snapshot.mode"] == "when_needed"
+    # a partitioned table is one table downstream, whichever partition a row is in
+    assert config["publish.via.partition.root"] == "true"
+
+
+def test_connector_carries_its_converters_so_any_worker_keeps_nulls() -> None:
+    config = load_connector(repo_root() / "connect", "lending")
+    for side in ("key", "value"):
+        assert config[f"{side}.converter"] == "org.apache.kafka.connect.json.JsonConverter"
+        assert config[f"{side}.converter.schemas.enable"] == "false"
+        assert config[f"{side}.converter.decimal.format"] == "NUMERIC"
+        # by default the JsonConverter writes a column's DEFAULT where the row holds NULL
+        assert config[f"{side}.converter.replace.null.with.default"] == "false"
 
 
 def test_connector_inlines_no_credentials_and_every_reference_is_provided() -> None:
@@ -43,4 +55,5 @@ def test_worker_uses_json_without_embedded_schema_and_numeric_decimals() -> None
     assert "value.converter=org.apache.kafka.connect.json.JsonConverter" in text
     assert "value.converter.schemas.enable=false" in text
     assert "value.converter.decimal.format=NUMERIC" in text
+    assert "value.converter.replace.null.with.default=false" in text
     assert "EnvVarConfigProvider" in text

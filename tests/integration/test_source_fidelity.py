@@ -1,0 +1,105 @@
+"""Against the real stack: the connector defaults that keep a source's values and tables as they are.
+
+Each source is a database of its own with tables the demo schema does not have: nullable columns with
+defaults (a NULL must arrive as NULL, not as the default) and a partitioned table (captured once, as its
+parent, whichever partition a row lives in or moves to).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+from services.common.kafka import admin_client
+from tests.fixtures.source import IsolatedSource
+from tests.fixtures.topics import Event, TopicTail
+
+FIDELITY_SQL = """
+create type lending.rating as enum ('G', 'PG', 'R');
+create table lending.nullable_defaults (
+    id integer primary key,
+    rating lending.rating default 'PG',
+    seen_at timestamptz default now(),
+    counted integer default 42,
+    label text default 'unlabelled',
+    flags boolean[] default '{true}'
+);
+create table lending.measurements (
+    id bigint not null,
+    taken_on date not null,
+    reading numeric(10, 2),
+    primary key (id, taken_on)
+) partition by range (taken_on);
+create table lending.measurements_2024 partition of lending.measurements
+    for values from ('2024-01-01') to ('2025-01-01');
+create table lending.measurements_2025 partition of lending.measurements
+    for values from ('2025-01-01') to ('2026-01-01');
+"""
+
+
+def _connect(source: IsolatedSource) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(source.settings.postgres.dsn(), autocommit=True)
+
+
+def _with_ids(events: list[Event], ids: set[int]) -> list[Event]:
+    """The change events of these rows in commit order (keys spread them over partitions)."""
+    chosen = [e for e in events if e.value is not None and (e.value["after"] or e.value["before"])["id"] in ids]
+    return sorted(chosen, key=lambda e: int(e.value["source"]["lsn"]))
+
+
+@pytest.mark.parametrize("isolated_source", [FIDELITY_SQL], indirect=True)
+def test_a_null_in_a_column_with_a_default_arrives_as_null(isolated_source: IsolatedSource) -> None:
+    prefix = isolated_source.settings.kafka.topic_prefix
+    tail = TopicTail(isolated_source.settings, [f"{prefix}.lending.nullable_defaults"], f"t-{uuid.uuid4().hex[:8]}")
+    try:
+        with _connect(isolated_source) as conn:
+            conn.execute(
+                "insert into lending.nullable_defaults (id, rating, seen_at, counted, label, flags)"
+                " values (1, null, null, null, null, null)"
+            )
+            conn.execute("insert into lending.nullable_defaults (id) values (2)")  # the defaults, for contrast
+            conn.execute("update lending.nullable_defaults set rating = null, counted = null where id = 2")
+        events = tail.read_until(lambda got: len(_with_ids(got, {1, 2})) >= 3)
+    finally:
+        tail.close()
+    inserted_nulls, inserted_defaults, updated_to_null = (e.value["after"] for e in _with_ids(events, {1, 2}))
+    assert inserted_nulls == {
+        "id": 1,
+        "rating": None,
+        "seen_at": None,
+        "counted": None,
+        "label": None,
+        "flags": None,
+    }
+    assert inserted_defaults["rating"] == "PG"
+    assert inserted_defaults["counted"] == 42
+    assert inserted_defaults["label"] == "unlabelled"
+    assert inserted_defaults["flags"] == [True]
+    assert inserted_defaults["seen_at"] is not None
+    assert updated_to_null["rating"] is None
+    assert updated_to_null["counted"] is None
+    assert updated_to_null["label"] == "unlabelled"
+
+
+@pytest.mark.parametrize("isolated_source", [FIDELITY_SQL], indirect=True)
+def test_a_partitioned_table_is_captured_as_its_parent(isolated_source: IsolatedSource) -> None:
+    prefix = isolated_source.settings.kafka.topic_prefix
+    parent = f"{prefix}.lending.measurements"
+    tail = TopicTail(isolated_source.settings, [parent], f"t-{uuid.uuid4().hex[:8]}")
+    try:
+        with _connect(isolated_source) as conn:
+            conn.execute("insert into lending.measurements values (1, '2024-06-01', 1.50), (2, '2025-06-01', 2.50)")
+            # moves row 1 from the 2024 partition to the 2025 one: a delete there and an insert here
+            conn.execute("update lending.measurements set taken_on = '2025-02-01' where id = 1")
+            conn.execute("update lending.measurements set reading = 3.75 where id = 2")
+            conn.execute("delete from lending.measurements where id = 2")
+        events = tail.read_until(lambda got: len(_with_ids(got, {1, 2})) >= 6)
+    finally:
+        tail.close()
+    changes = [(e.value["op"], (e.value["after"] or e.value["before"])["id"]) for e in _with_ids(events, {1, 2})]
+    assert sorted(changes) == sorted([("c", 1), ("c", 2), ("d", 1), ("c", 1), ("u", 2), ("d", 2)])
+    assert {e.value["source"]["table"] for e in _with_ids(events, {1, 2})} == {"measurements"}
+    topics = admin_client(isolated_source.settings.kafka).list_topics(timeout=30).topics
+    assert not [t for t in topics if t.startswith(f"{prefix}.lending.measurements_")]
