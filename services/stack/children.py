@@ -3,6 +3,9 @@
 The child gets a session of its own, so a Ctrl-C in the terminal reaches only the parent, which then stops
 it with SIGTERM (the service drains and exits 0) or, in chaos tests, with SIGKILL. Its JSON log lines go
 to a file, where the parent reads the events it needs (``transform.run``, ``loader.loaded``, …).
+
+A child never outlives its parent, however the parent ends (``kill -9`` included): the kernel sends it a
+signal chosen per kind of service (:func:`death_signal`) when the parent goes.
 """
 
 from __future__ import annotations
@@ -17,8 +20,24 @@ from pathlib import Path
 from typing import Any
 
 from services.common.settings import Settings
+from services.stack.processes import die_with_parent
 
-__all__ = ["ServiceChild", "service_env"]
+__all__ = ["ServiceChild", "death_signal", "service_env"]
+
+# The transform runs dbt in its own process (dbtRunner), and a SIGTERM is only seen between runs: a
+# ``dbt build`` goes on to its end — minutes on a large project — with the DuckDB file locked, and no parent
+# is left to wait for its result. Killed, each statement it ran is committed or not at all (DuckDB's WAL)
+# and the next run builds again what this one did not.
+_KILLED_WITH_PARENT = frozenset({"services.transform"})
+
+
+def death_signal(module: str) -> signal.Signals:
+    """What a service child gets when its parent dies.
+
+    SIGTERM where the service can drain (the writer flushes and commits, the loader ends its transaction);
+    SIGKILL for the transform, whose running ``dbt build`` holds the warehouse's lock and must end now.
+    """
+    return signal.SIGKILL if module in _KILLED_WITH_PARENT else signal.SIGTERM
 
 
 def service_env(settings: Settings, **overrides: str) -> dict[str, str]:
@@ -58,12 +77,15 @@ class ServiceChild:
         self.proc: subprocess.Popen[bytes] | None = None
         self._stop_sent = False
         self._log_offset = 0  # where this run's lines begin in a log shared with earlier runs
+        self.death_signal = death_signal(module)
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
     def start(self) -> subprocess.Popen[bytes]:
+        """A new process, tied to this one: call it from the main thread or from a thread that outlives it
+        (the kernel signals the child when the thread that started it ends, see ``die_with_parent``)."""
         if self.running():
             raise RuntimeError(f"{self.module} is already running (pid {self.pid})")
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +99,8 @@ class ServiceChild:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # the hook takes no lock and imports nothing, so threads of this process cannot block it
+                preexec_fn=die_with_parent(self.death_signal),  # noqa: PLW1509
             )
         return self.proc
 

@@ -12,7 +12,9 @@
 
 Ctrl-C (or SIGTERM) stops everything cleanly at any point: the workload after its current transaction, the
 writer and loader after their flush and commit, the transform child after its run. An interrupted demo is
-not a failure; drift, a failed transform or a pipeline that does not drain are.
+not a failure; drift, a failed transform or a pipeline that does not drain are. Killed outright (``kill -9``),
+the demo takes its transform child with it (see ``services.stack.children``): a transform left running would
+keep the warehouse locked.
 """
 
 from __future__ import annotations

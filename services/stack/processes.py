@@ -1,15 +1,27 @@
-"""Background processes tracked by PID files, identified by a marker in their command line.
+"""Background processes tracked by PID files, and children that die with their parent.
 
 A PID file can outlive its process (kill -9, reboot) and the PID can be reused by something else, so a
 process counts as ours only while its command line still contains the marker we started it with.
+
+Two kinds of processes are started here, on purpose with opposite lifetimes:
+
+- :class:`ManagedProcess`: Kafka and Connect of the local stack (PostgreSQL is detached by ``pg_ctl``
+  likewise). They are meant to outlive ``cdcflow stack up``: they run in their own session until
+  ``cdcflow stack down`` stops them by PID.
+- Everything else cdcflow starts (a service child of the demo, a benchmark or a test) must end when the
+  process that started it ends, however it ends — ``kill -9`` included, where no ``finally`` runs. A
+  surviving transform would keep DuckDB's file lock and every later load and verify would fail.
+  :func:`die_with_parent` asks the kernel to signal such a child when its parent goes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +29,7 @@ from pathlib import Path
 
 from services.stack.errors import ComponentFailedError, StartTimeoutError
 
-__all__ = ["ManagedProcess", "ensure_port_free", "pid_alive", "wait_for"]
+__all__ = ["ManagedProcess", "die_with_parent", "ensure_port_free", "pid_alive", "wait_for"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -32,6 +44,41 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state != "Z"
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(death_signal: signal.Signals, *, parent_pid: int | None = None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` for :class:`subprocess.Popen`: the child gets ``death_signal`` when its parent ends.
+
+    Linux's ``prctl(PR_SET_PDEATHSIG)``, set in the child between fork and exec; it survives the exec and
+    works however the parent ends, ``kill -9`` included. ``parent_pid`` is the process whose death counts
+    (default: the caller). Elsewhere there is no such call and ``None`` is returned (no ``preexec_fn``).
+
+    Two limits of the kernel's notion of parent: it is the *thread* that forked, so start such children from
+    a thread that lives as long as they should (the main thread, or the thread that owns them); and a parent
+    that dies between the fork and the ``prctl`` would never signal, so the child compares its parent with
+    the expected one after arming and exits at once, before running anything, if it was already orphaned.
+
+    The function runs in the forked child of a possibly multi-threaded parent, where another thread's lock
+    may be held forever: it imports nothing and takes no lock (``prctl`` is looked up here, in the parent).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    expected_parent = os.getpid() if parent_pid is None else parent_pid
+    signal_number = int(death_signal)
+
+    def arm() -> None:
+        if prctl(_PR_SET_PDEATHSIG, signal_number, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != expected_parent:  # orphaned before arming: nobody will signal
+            os._exit(1)
+
+    return arm
 
 
 def ensure_port_free(what: str, host: str, port: int) -> None:
@@ -98,7 +145,12 @@ class ManagedProcess:
         return self.pid() is not None
 
     def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-        """Start ``argv`` detached (own session) with stdout and stderr appended to the log."""
+        """Start ``argv`` detached (own session) with stdout and stderr appended to the log.
+
+        Detached on purpose: a stack component outlives the command that started it (``cdcflow stack
+        up``) and runs until ``cdcflow stack down``; it is not tied to its parent with
+        :func:`die_with_parent`.
+        """
         existing = self.pid()
         if existing is not None:
             return existing

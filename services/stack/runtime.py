@@ -57,7 +57,8 @@ class Stack:
     def up(self) -> dict[str, float]:
         """Start whatever is not running, wait for health, create the schema, register the connector.
 
-        Returns seconds spent per step. Safe to re-run: running components are left alone.
+        Returns seconds spent per step. Safe to re-run: running components are left alone. PostgreSQL, Kafka
+        and Connect are detached on purpose: they outlive this command and run until :meth:`down`.
         """
         timeout = self.settings.stack.start_timeout_s
         timings: dict[str, float] = {}

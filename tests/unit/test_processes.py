@@ -3,13 +3,17 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from services.common.settings import repo_root
+from services.stack.children import ServiceChild
 from services.stack.errors import ComponentFailedError, StartTimeoutError
-from services.stack.processes import ManagedProcess, ensure_port_free, pid_alive, wait_for
+from services.stack.processes import ManagedProcess, die_with_parent, ensure_port_free, pid_alive, wait_for
 
 
 def _process(tmp_path: Path, marker: str) -> ManagedProcess:
@@ -69,3 +73,91 @@ def test_a_busy_port_is_reported_before_starting() -> None:
         with pytest.raises(ComponentFailedError, match=f"127.0.0.1:{port} is already in use"):
             ensure_port_free("thing", "127.0.0.1", port)
     ensure_port_free("thing", "127.0.0.1", port)  # free again once closed
+
+
+# --- children that die with their parent ------------------------------------------------------------------
+
+_PARENT = """
+import signal, subprocess, sys, time
+from services.stack.processes import die_with_parent
+child = subprocess.Popen(
+    [sys.executable, "-c", "import time; time.sleep(120)"], preexec_fn=die_with_parent(signal.{signal})
+)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+_SERVICE_PARENT = """
+import sys, time
+from pathlib import Path
+from services.stack.children import ServiceChild
+child = ServiceChild("http.server", {}, Path(sys.argv[1]), ["--bind", "127.0.0.1", "0"])
+child.start()
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _kill_9_parent_of_child(script: str, *args: str) -> int:
+    """Start ``script`` as a parent that prints its child's PID, kill -9 the parent; the child's PID."""
+    with subprocess.Popen(
+        [sys.executable, "-c", script, *args], cwd=repo_root(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    ) as parent:
+        try:
+            assert parent.stdout is not None
+            child = int(parent.stdout.readline())
+            assert pid_alive(child)
+        finally:
+            parent.kill()
+            parent.wait(timeout=30)
+    return child
+
+
+@pytest.mark.parametrize("death_signal", ["SIGTERM", "SIGKILL"])
+def test_a_child_dies_when_its_parent_is_killed_9(death_signal: str) -> None:
+    child = _kill_9_parent_of_child(_PARENT.format(signal=death_signal))
+    try:
+        assert _gone_within(child, 5), f"the child {child} outlived its parent"
+    finally:
+        if pid_alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_service_child_dies_when_its_parent_is_killed_9(tmp_path: Path) -> None:
+    child = _kill_9_parent_of_child(_SERVICE_PARENT, str(tmp_path / "child.log"))
+    try:
+        assert _gone_within(child, 5), f"the service child {child} outlived its parent"
+    finally:
+        if pid_alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_child_whose_parent_died_before_it_was_armed_never_runs(tmp_path: Path) -> None:
+    """The parent may die between fork and prctl: the child then sees another parent and exits."""
+    ran = tmp_path / "ran"
+    not_our_pid = 1  # stands for "the parent the child was started for", already gone
+    child = subprocess.run(
+        [sys.executable, "-c", f"open({str(ran)!r}, 'w').close()"],
+        preexec_fn=die_with_parent(signal.SIGKILL, parent_pid=not_our_pid),
+        check=False,
+    )
+    assert child.returncode != 0
+    assert not ran.exists()
+
+
+def test_each_service_gets_the_death_signal_of_its_kind(tmp_path: Path) -> None:
+    def kind(module: str) -> signal.Signals:
+        return ServiceChild(module, {}, tmp_path / "x.log").death_signal
+
+    assert kind("services.consumer") == signal.SIGTERM  # drains: flushes and commits what it has
+    assert kind("services.loader") == signal.SIGTERM
+    assert kind("services.transform") == signal.SIGKILL  # a dbt run holding the DuckDB lock must end now
