@@ -8,6 +8,10 @@ for the length of an invocation only.
 dbt-duckdb keeps the DuckDB file open after an invocation (its connection environment is a class
 attribute, made for many invocations in one process). A scheduled transform must not: the loader writes
 the same file between runs. :func:`release_duckdb` closes it after every invocation.
+
+dbt runs in this process, not in a child of its own. Its only helper process is the resource tracker that
+Python's ``multiprocessing`` starts for dbt's locks; it reads a pipe that only this process holds and exits
+when this process does, however it ends.
 """
 
 from __future__ import annotations
