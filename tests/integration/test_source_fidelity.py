@@ -7,11 +7,14 @@ parent, whichever partition a row lives in or moves to).
 
 from __future__ import annotations
 
+import base64
+import secrets
 import uuid
 
 import psycopg
 import pytest
 
+from services.common.debezium import UNAVAILABLE_VALUE
 from services.common.kafka import admin_client
 from tests.fixtures.source import IsolatedSource
 from tests.fixtures.topics import Event, TopicTail
@@ -26,6 +29,7 @@ create table lending.nullable_defaults (
     label text default 'unlabelled',
     flags boolean[] default '{true}'
 );
+create table lending.blobs (id integer primary key, payload bytea, note text, tags text[], doc jsonb);
 create table lending.measurements (
     id bigint not null,
     taken_on date not null,
@@ -103,3 +107,33 @@ def test_a_partitioned_table_is_captured_as_its_parent(isolated_source: Isolated
     assert {e.value["source"]["table"] for e in _with_ids(events, {1, 2})} == {"measurements"}
     topics = admin_client(isolated_source.settings.kafka).list_topics(timeout=30).topics
     assert not [t for t in topics if t.startswith(f"{prefix}.lending.measurements_")]
+
+
+@pytest.mark.parametrize("isolated_source", [FIDELITY_SQL], indirect=True)
+def test_an_untouched_toasted_value_is_marked_unavailable_for_every_type(isolated_source: IsolatedSource) -> None:
+    """Stored out of line and left alone by an update, a value is not in the WAL: the event must say so
+    (the placeholder) for bytea as for text, never send NULL, or silver cannot carry the old value."""
+    prefix = isolated_source.settings.kafka.topic_prefix
+    tail = TopicTail(isolated_source.settings, [f"{prefix}.lending.blobs"], f"t-{uuid.uuid4().hex[:8]}")
+    payload = secrets.token_bytes(20_000)  # incompressible: TOASTed out of line
+    try:
+        with _connect(isolated_source) as conn:
+            conn.execute(
+                "insert into lending.blobs values (1, %s, %s, %s, %s)",
+                (
+                    payload,
+                    secrets.token_hex(20_000),
+                    [secrets.token_hex(10_000)],
+                    f'{{"a": "{secrets.token_hex(20_000)}"}}',
+                ),
+            )
+            conn.execute("update lending.blobs set id = id where id = 1")
+        events = tail.read_until(lambda got: len(_with_ids(got, {1})) >= 2)
+    finally:
+        tail.close()
+    inserted, updated = (e.value["after"] for e in _with_ids(events, {1}))
+    assert base64.b64decode(inserted["payload"]) == payload
+    assert updated["payload"] == base64.b64encode(UNAVAILABLE_VALUE.encode()).decode()
+    assert updated["note"] == UNAVAILABLE_VALUE
+    assert updated["tags"] == [UNAVAILABLE_VALUE]
+    assert updated["doc"] == UNAVAILABLE_VALUE

@@ -24,6 +24,9 @@ def test_lending_connector_settings() -> None:
     assert config["snapshot.mode"] == "when_needed"
     # a partitioned table is one table downstream, whichever partition a row is in
     assert config["publish.via.partition.root"] == "true"
+    # bytea as Connect bytes (base64 on the JSON wire): the only mode in which an untouched TOASTed bytea
+    # carries the unavailable-value placeholder; in `base64` mode it arrives as NULL
+    assert config["binary.handling.mode"] == "bytes"
 
 
 def test_connector_carries_its_converters_so_any_worker_keeps_nulls() -> None:
