@@ -51,6 +51,25 @@ def test_generated_contract_types(pg: Conn, settings: Settings, scratch_schema: 
     assert contract.column("id").nullable is False
 
 
+def test_a_partitioned_table_is_one_contract_and_generated_columns_are_named_not_captured(
+    pg: Conn, settings: Settings, scratch_schema: str
+) -> None:
+    s = scratch_schema
+    pg.execute(
+        f"""create table {s}.readings (
+              id bigint not null, taken_on date not null, celsius numeric(5, 2),
+              fahrenheit numeric(7, 3) generated always as (celsius * 9 / 5 + 32) stored,
+              primary key (id, taken_on)) partition by range (taken_on);
+            create table {s}.readings_2025 partition of {s}.readings for values from ('2025-01-01') to ('2026-01-01');
+            create table {s}.readings_rest partition of {s}.readings default""".encode()
+    )
+    (contract,) = contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\..*"])
+    assert contract.qualified_name == f"{s}.readings"
+    assert [c.name for c in contract.columns] == ["id", "taken_on", "celsius"]
+    assert contract.generated_columns == ("fahrenheit",)
+    assert contract.primary_key == ("id", "taken_on")
+
+
 def test_evolution_against_the_catalog(pg: Conn, settings: Settings, scratch_schema: str) -> None:
     s = scratch_schema
     pg.execute(f"create table {s}.evolving (id bigint primary key, amount numeric(20, 2))".encode())

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -57,6 +58,15 @@ def test_avro_round_trip_through_files(tmp_path: Path) -> None:
     booked = next(f for f in avro["fields"] if f["name"] == "booked_at")
     assert booked["type"] == ["null", {"type": "long", "logicalType": "timestamp-micros"}]
     assert booked["default"] is None
+
+
+def test_generated_columns_survive_the_round_trip_and_change_the_fingerprint(tmp_path: Path) -> None:
+    generated = dataclasses.replace(CONTRACT, generated_columns=("amount_with_tax",))
+    write_contract(tmp_path, generated)
+    assert load_contracts(tmp_path) == [generated]
+    assert contract_to_avro(generated)["cdcflow.generated_columns"] == ["amount_with_tax"]
+    assert "cdcflow.generated_columns" not in contract_to_avro(CONTRACT)  # existing files stay as they are
+    assert generated.fingerprint() != CONTRACT.fingerprint()
 
 
 def test_malformed_contract_files_are_named(tmp_path: Path) -> None:

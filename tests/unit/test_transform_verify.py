@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from rich.console import Console
+
 from services.common.contracts import Column, TableContract
-from services.transform.verify import RowDifference, compare_table, verify
+from services.transform.verify import RowDifference, compare_table, print_report, verify
 
 ACCOUNTS = TableContract(
     "bank",
@@ -106,3 +108,16 @@ def test_the_report_has_drift_when_any_table_has() -> None:
     assert [t.table for t in report.tables] == ["bank.accounts", "bank.branches"]
     assert not report.drift
     assert verify([ACCOUNTS], equal, Table()).drift
+
+
+def test_generated_columns_are_listed_as_not_compared() -> None:
+    with_generated = TableContract(
+        "bank", "accounts", ACCOUNTS.columns, ACCOUNTS.primary_key, generated_columns=("balance_in_cents",)
+    )
+    equal = Table([(1, "eu", None, None)])
+    (result,) = verify([with_generated], equal, equal).tables
+    assert result.not_compared == ("balance_in_cents",)
+    assert not result.drift
+    console = Console(record=True, width=200)
+    print_report(verify([with_generated], equal, equal), console)
+    assert "not compared: balance_in_cents" in console.export_text()

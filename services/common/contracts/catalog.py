@@ -1,4 +1,8 @@
-"""Contracts generated from the live PostgreSQL catalog (``cdcflow schemas generate``)."""
+"""Contracts generated from the live PostgreSQL catalog (``cdcflow schemas generate``).
+
+A partitioned table is one contract, its parent's: the connector publishes its partitions' changes
+through the root, so a partition is never a table of its own downstream.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +45,8 @@ select a.attname,
        coalesce(base.typelem, t.typelem) as elem_oid,
        coalesce(base.typcategory, t.typcategory) as category,
        (select et.typname from pg_type et where et.oid = coalesce(base.typelem, t.typelem)) as elem_type,
-       coalesce(pk.is_key, false) as is_key
+       coalesce(pk.is_key, false) as is_key,
+       a.attgenerated <> '' as is_generated
   from pg_attribute a
   join pg_class c on c.oid = a.attrelid
   join pg_namespace n on n.oid = c.relnamespace
@@ -74,7 +79,8 @@ select c.relreplident from pg_class c join pg_namespace n on n.oid = c.relnamesp
 _TABLES_SQL = """
 select n.nspname, c.relname
   from pg_class c join pg_namespace n on n.oid = c.relnamespace
- where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema')
+ where c.relkind in ('r', 'p') and not c.relispartition
+   and n.nspname not in ('pg_catalog', 'information_schema')
  order by 1, 2
 """
 
@@ -125,10 +131,11 @@ def _contract(conn: psycopg.Connection[Any], schema: str, table: str) -> TableCo
     return TableContract(
         schema,
         table,
-        tuple(_column(r) for r in rows),
+        tuple(_column(r) for r in rows if not r["is_generated"]),
         key,
         doc=doc,
         replica_identity=identity,  # type: ignore[arg-type]
+        generated_columns=tuple(str(r["attname"]) for r in rows if r["is_generated"]),
     )
 
 
