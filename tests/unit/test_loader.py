@@ -7,15 +7,18 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 from prometheus_client import CollectorRegistry
 
+from services.common.contracts import Column
+from services.common.contracts.arrow import arrow_type
 from services.common.lake import LocalLake
 from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings
 from services.common.signals import Shutdown
 from services.loader.app import Loader
-from services.loader.warehouse.duckdb import DuckDBWarehouse
+from services.loader.warehouse.duckdb import DuckDBWarehouse, duckdb_type
 from tests.fixtures.lakefiles import LakeFiles, lending_contract
 
 
@@ -161,3 +164,21 @@ def test_the_interval_is_a_period_so_a_slow_cycle_shortens_the_pause(lake: Local
     first, second = shutdown.waits
     assert first < second <= 30  # the first cycle loaded ten files, the second found nothing
     assert _bronze(tmp_path, "select count(*) from bronze.lending__transactions") == [(200,)]
+
+
+@pytest.mark.parametrize(
+    "semantic",
+    ["int16", "int32", "int64", "boolean", "float32", "float64", "string", "uuid", "json", "date", "timestamp",
+     "timestamp_millis", "timestamptz", "time", "bytes"],
+)  # fmt: skip
+def test_every_bronze_type_is_spelled_as_duckdb_reports_it(semantic: str) -> None:
+    """Bronze evolution compares these spellings with information_schema: any mismatch reads as a type change."""
+    column = Column("c", semantic, "x")  # type: ignore[arg-type]
+    for data_type in (arrow_type(column), pa.list_(arrow_type(column))):
+        spelled = duckdb_type(data_type)
+        with duckdb.connect() as conn:
+            conn.execute(f"create table t (c {spelled})")
+            (reported,) = conn.execute(
+                "select data_type from information_schema.columns where table_name = 't'"
+            ).fetchone()  # type: ignore[misc]
+        assert reported == spelled

@@ -53,7 +53,7 @@ def duckdb_type(data_type: pa.DataType) -> str:
         pa.int32(): "INTEGER",
         pa.int64(): "BIGINT",
         pa.bool_(): "BOOLEAN",
-        pa.float32(): "REAL",
+        pa.float32(): "FLOAT",  # single precision; information_schema spells REAL so
         pa.float64(): "DOUBLE",
         pa.string(): "VARCHAR",
         pa.date32(): "DATE",
