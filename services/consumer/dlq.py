@@ -3,25 +3,63 @@
 A bad record is re-published unchanged (key, value, headers, timestamp) plus ``cdcflow.error.*`` and
 ``cdcflow.source.*`` headers. The source offset is committed only after the DLQ record is acknowledged,
 so a DLQ'd record is never lost; acknowledged ones are remembered so a retry does not publish them twice.
+
+``publish`` never lets the client's synchronous errors out:
+
+- The local queue is full (``BufferError``): delivery reports are served until there is room — backpressure,
+  nothing dropped. After ``queue_wait_s`` without room (the broker unreachable) it raises
+  :class:`DlqDeliveryError`, a transient error: the partition is paused, read again and retried later.
+- The record is too large for the DLQ (the client refuses it at once, or the broker in its delivery report):
+  it is published again in the next smaller form, each announced by headers and logged as an error —
+  1. the value compressed with zlib (``cdcflow.value.encoding: deflate``), lossless;
+  2. the value left out (empty) with ``cdcflow.value.omitted: true``, its size and SHA-256; the original stays in
+     the source topic, at the coordinates the ``cdcflow.source.*`` headers give, for as long as its retention.
+  Key, original headers, timestamp and error headers are kept in every form. A record too large even without
+  its value raises :class:`DlqRecordTooLargeError`: its partition stays paused and retried, never skipped.
+- Any other client error raises :class:`DlqDeliveryError` (retried later).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.debezium.records import DecodeFailure, Headers
-from services.common.kafka import KafkaException, Producer, ensure_topics, producer
+from services.common.kafka import KafkaException, Message, Producer, ensure_topics, producer
+from services.common.logging import get_logger
 from services.common.settings import KafkaSettings
-from services.consumer.errors import DlqDeliveryError
+from services.consumer.errors import DlqDeliveryError, DlqRecordTooLargeError
 
-__all__ = ["DlqPublisher", "dlq_topic"]
+__all__ = ["DlqPublisher", "dlq_topic", "fitted_value"]
+
+log = get_logger(__name__)
 
 MAX_DLQ_MESSAGE_BYTES = 16 << 20
 _MAX_DETAIL = 2_000
+_QUEUE_WAIT_S = 30.0
+_TOO_LARGE = "MSG_SIZE_TOO_LARGE"
+
+Header = tuple[str, str | bytes | None]
+
+# The forms a record is published in, each smaller than the one before (see the module docstring).
+_AS_IS, _DEFLATED, _OMITTED = 0, 1, 2
+_FORM_NAMES = ("as_is", "deflated", "omitted")
+
+
+def fitted_value(value: bytes | None, form: int) -> tuple[bytes | None, list[Header]]:
+    """The value to publish in ``form`` and the headers that say what was done to it."""
+    if form == _AS_IS or value is None:
+        return value, []
+    size = ("cdcflow.value.size", str(len(value)))
+    if form == _DEFLATED:
+        return zlib.compress(value, 6), [("cdcflow.value.encoding", "deflate"), size]
+    digest = ("cdcflow.value.sha256", hashlib.sha256(value).hexdigest())
+    return b"", [("cdcflow.value.omitted", "true"), size, digest]
 
 
 def dlq_topic(group_id: str) -> str:
@@ -42,42 +80,95 @@ class _Pending:
 
 
 class DlqPublisher:
-    def __init__(self, settings: KafkaSettings, group_id: str, worker_id: str) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group_id: str,
+        worker_id: str,
+        *,
+        queue_wait_s: float = _QUEUE_WAIT_S,
+        create_topic: bool = True,
+        **producer_overrides: Any,
+    ) -> None:
         self.topic = dlq_topic(group_id)
         self._worker = worker_id
-        ensure_topics(settings, [self.topic], config={"max.message.bytes": str(MAX_DLQ_MESSAGE_BYTES)})
-        self._producer: Producer = producer(
-            settings, **{"message.max.bytes": MAX_DLQ_MESSAGE_BYTES + (1 << 20), "linger.ms": 5}
-        )
+        self._queue_wait_s = queue_wait_s
+        if create_topic:
+            ensure_topics(settings, [self.topic], config={"max.message.bytes": str(MAX_DLQ_MESSAGE_BYTES)})
+        config: dict[str, Any] = {"message.max.bytes": MAX_DLQ_MESSAGE_BYTES + (1 << 20), "linger.ms": 5}
+        self._producer: Producer = producer(settings, **{**config, **producer_overrides})
         self._pending: dict[tuple[str, int], _Pending] = defaultdict(_Pending)
+        self._forms: dict[tuple[str, int, int], int] = {}  # records published smaller than as they came
 
     def publish(self, failure: DecodeFailure) -> bool:
-        """Queue one bad record; False when it was already acknowledged earlier (a retried batch)."""
+        """Queue one bad record; False when it was already acknowledged earlier (a retried batch).
+
+        Raises only :class:`DlqDeliveryError` (transient), never the client's own errors.
+        """
         message = failure.message
         topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
         pending = self._pending[(topic, partition)]
         if offset in pending.acked:
             return False
         headers = _original_headers(message.headers()) + self._error_headers(failure, topic, partition, offset)
-        _, timestamp = message.timestamp()
-        pending.sent += 1
+        coordinate = (topic, partition, offset)
 
         def delivered(error: Any, _msg: Any) -> None:
             if error is None:
                 pending.acked.add(offset)
-            else:
-                pending.failed.append(f"offset {offset}: {error}")
+                return
+            if error.name() == _TOO_LARGE:  # the broker's limit is below ours: the retry publishes it smaller
+                self._shrink(coordinate, str(error))
+            pending.failed.append(f"offset {offset}: {error}")
 
-        kwargs: dict[str, Any] = {"timestamp": timestamp} if timestamp > 0 else {}
-        self._producer.produce(
-            self.topic, value=message.value(), key=message.key(), headers=headers, on_delivery=delivered, **kwargs
-        )
+        self._produce(coordinate, message, headers, delivered)
+        pending.sent += 1
         self._producer.poll(0)
         return True
 
-    def _error_headers(
-        self, failure: DecodeFailure, topic: str, partition: int, offset: int
-    ) -> list[tuple[str, str | bytes | None]]:
+    def _produce(
+        self, coordinate: tuple[str, int, int], message: Message, headers: list[Header], delivered: Any
+    ) -> None:
+        _, timestamp = message.timestamp()
+        kwargs: dict[str, Any] = {"timestamp": timestamp} if timestamp > 0 else {}
+        deadline = time.monotonic() + self._queue_wait_s
+        while True:
+            form = self._forms.get(coordinate, _AS_IS)
+            if form >= len(_FORM_NAMES):
+                raise DlqRecordTooLargeError(f"DLQ record for {coordinate} is too large even without its value")
+            value, value_headers = fitted_value(message.value(), form)
+            try:
+                self._producer.produce(
+                    self.topic,
+                    value=value,
+                    key=message.key(),
+                    headers=headers + value_headers,
+                    on_delivery=delivered,
+                    **kwargs,
+                )
+                return
+            except BufferError:
+                # the local queue is full: let deliveries make room (backpressure, nothing dropped)
+                if time.monotonic() >= deadline:
+                    raise DlqDeliveryError(
+                        f"the DLQ producer's queue stayed full for {self._queue_wait_s:g}s (is the broker reachable?)"
+                    ) from None
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.name() != _TOO_LARGE:
+                    raise DlqDeliveryError(f"DLQ publish of {coordinate} refused: {error}") from exc
+                self._shrink(coordinate, str(error))
+
+    def _shrink(self, coordinate: tuple[str, int, int], error: str) -> None:
+        """Publish this record in its next smaller form from now on (past the last: it cannot be published,
+        and the next attempt raises). Called from delivery reports too, so it never raises itself."""
+        form = self._forms.get(coordinate, _AS_IS) + 1
+        self._forms[coordinate] = form
+        shrunk_to = _FORM_NAMES[form] if form < len(_FORM_NAMES) else "none left"
+        log.error("dlq.record_too_large", source=list(coordinate), next_form=shrunk_to, error=error)
+
+    def _error_headers(self, failure: DecodeFailure, topic: str, partition: int, offset: int) -> list[Header]:
         _, timestamp = failure.message.timestamp()
         return [
             ("cdcflow.error.class", failure.error_class),

@@ -2,11 +2,20 @@
 
 from services.common.errors import TerminalError, TransientError
 
-__all__ = ["CommitFailedError", "DlqDeliveryError"]
+__all__ = ["CommitFailedError", "DlqDeliveryError", "DlqRecordTooLargeError", "WriteFailedError"]
 
 
 class DlqDeliveryError(TransientError):
     """A DLQ record was not acknowledged; its source offset must not be committed."""
+
+
+class DlqRecordTooLargeError(DlqDeliveryError):
+    """A DLQ record does not fit the DLQ topic even with its value left out (its key or headers are too
+    large): the partition stays paused and retried, loudly, rather than skip the record."""
+
+
+class WriteFailedError(TransientError):
+    """A partition's rows failed to be written and no single row explains it: retried later, nothing skipped."""
 
 
 class CommitFailedError(TerminalError):
