@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from services.common.debezium import days_to_date, micros_to_datetime, variable_scale_decimal
+from services.common.debezium.values import MAX_DECIMAL_SCALE, OutOfRangeError, fit_unscaled
 
 
 def _vsd(value: Decimal) -> dict[str, object]:
@@ -35,3 +36,49 @@ def test_dates_and_micro_timestamps() -> None:
     assert days_to_date(20_486) == date(2026, 2, 2)
     assert days_to_date(-1) == date(1969, 12, 31)
     assert micros_to_datetime(1_777_975_872_123_456) == datetime(2026, 5, 5, 10, 11, 12, 123456, tzinfo=UTC)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("scale", [-(10**7), 1_297_587_212, MAX_DECIMAL_SCALE + 1, -MAX_DECIMAL_SCALE - 1])
+def test_a_scale_no_numeric_has_is_out_of_range_before_any_arithmetic(scale: int) -> None:
+    with pytest.raises(OutOfRangeError, match="scale"):
+        fit_unscaled(1, scale, 76, 38)
+    with pytest.raises(OutOfRangeError, match="scale"):
+        variable_scale_decimal({"scale": scale, "value": "AQ=="})
+
+
+def test_an_unscaled_value_wider_than_any_numeric_is_out_of_range() -> None:
+    wide = base64.b64encode(b"\x7f" + b"\xff" * 70_000).decode()
+    with pytest.raises(OutOfRangeError, match="bits"):
+        variable_scale_decimal({"scale": 2, "value": wide})
+
+
+@pytest.mark.parametrize(
+    ("unscaled", "scale", "fitted"),
+    [
+        (12345, 2, 12345 * 10**36),
+        (10**16383 * 7, MAX_DECIMAL_SCALE, 7 * 10**38),  # 7.000…0 with PostgreSQL's most places: exact
+        (-(10**75) + 1, 37, (-(10**75) + 1) * 10),
+        (0, MAX_DECIMAL_SCALE, 0),
+    ],
+    ids=["places", "most-places", "most-digits", "zero"],
+)
+def test_values_the_lake_decimal_holds_exactly_are_rescaled(unscaled: int, scale: int, fitted: int) -> None:
+    assert fit_unscaled(unscaled, scale, 76, 38) == fitted
+
+
+@pytest.mark.parametrize(
+    ("unscaled", "scale"),
+    [(1, 39), (10**76, 38), (1, -38), (2**60_000, 0), (2**60_000 + 1, MAX_DECIMAL_SCALE)],
+    ids=["too-many-places", "too-many-digits", "negative-scale", "huge", "huge-at-most-places"],
+)
+def test_values_the_lake_decimal_cannot_hold_are_refused(unscaled: int, scale: int) -> None:
+    with pytest.raises(ValueError, match=r"decimal\(76, 38\)"):
+        fit_unscaled(unscaled, scale, 76, 38)
+
+
+def test_days_and_micros_beyond_years_1_to_9999_are_out_of_range() -> None:
+    with pytest.raises(OutOfRangeError):
+        days_to_date(3_000_000)
+    with pytest.raises(OutOfRangeError):
+        micros_to_datetime(10**18)

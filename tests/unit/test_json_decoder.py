@@ -361,3 +361,155 @@ def test_each_partitions_rows_are_held_in_buffers_of_their_own() -> None:
         assert data.size == 5 * rows.num_rows  # "hello" per row: only its own rows' text
     single = _decode_partitions([(2, [_event("c", after=_row(i)) for i in range(3)])])
     assert single.rows_by_partition()[2] is single.rows  # one partition: nothing to split or copy
+
+
+# --- hostile values: refused before any parser or conversion can crash, hang or wrap on them ------------
+
+
+def _nested(depth: int, open_: bytes = b"[", close: bytes = b"]") -> bytes:
+    return open_ * depth + close * depth
+
+
+def _with_extra(value: bytes, raw: bytes) -> bytes:
+    """An event with one more top-level key holding ``raw`` as it is."""
+    return value[:-1] + b',"extra":' + raw + b"}"
+
+
+def _source_times(value: bytes, *, ts_ms: int, ts_us: int | None = None) -> bytes:
+    value = value.replace(b'"ts_ms":1795387780402', b'"ts_ms":%d' % ts_ms)
+    replacement = b"" if ts_us is None else b'"ts_us":%d,' % ts_us
+    return value.replace(b'"ts_us":1795387780402545,', replacement)
+
+
+_GOOD = _event("c", after=_row(7))
+HOSTILE: list[tuple[str, str, bytes]] = [
+    ("deep-unknown-key", Reason.TOO_DEEP, _with_extra(_GOOD, _nested(20_000))),
+    ("deep-objects", Reason.TOO_DEEP, _with_extra(_GOOD, b'{"a":' * 20_000 + b"1" + b"}" * 20_000)),
+    ("deep-in-after", Reason.TOO_DEEP, _GOOD.replace(b'"tags":["a","b"]', b'"tags":' + _nested(20_000))),
+    ("deep-not-an-object", Reason.TOO_DEEP, _nested(20_000)),
+    ("deep-wrapped", Reason.TOO_DEEP, b'{"schema":' + _nested(20_000) + b',"payload":' + _GOOD + b"}"),
+    ("just-too-deep", Reason.TOO_DEEP, _with_extra(_GOOD, _nested(128))),
+    ("huge-integer-not-an-object", Reason.MALFORMED_JSON, b"[" + b"1" * 5_000 + b"]"),
+    (
+        "huge-integer-in-a-column",
+        Reason.WRONG_TYPE,
+        _event("c", after=_row(7, score=None)).replace(b'"score":null', b'"score":' + b"1" * 5_000),
+    ),
+    ("huge-integer-and-garbage", Reason.MALFORMED_JSON, b'{"a":' + b"1" * 5_000 + b",}"),
+    (
+        "invalid-utf8-key-in-after",
+        Reason.INVALID_UTF8,
+        _event("c", after={**_row(7), "zz": 1}).replace(b'"zz"', b'"z\xffz"'),
+    ),
+    ("source-ts-ms-year-33658", Reason.OUT_OF_RANGE, _source_times(_GOOD, ts_ms=1_000_000_000_000_000)),
+    ("source-ts-ms-wraps", Reason.OUT_OF_RANGE, _source_times(_GOOD, ts_ms=9_223_372_036_825_200_000)),
+    ("source-ts-ms-before-year-1", Reason.OUT_OF_RANGE, _source_times(_GOOD, ts_ms=-62_135_596_800_001)),
+    ("source-ts-us-year-33658", Reason.OUT_OF_RANGE, _source_times(_GOOD, ts_ms=1, ts_us=10**18)),
+    (
+        "scale-minus-ten-million",
+        Reason.OUT_OF_RANGE,
+        _event("c", after=_row(7, rate={"scale": -(10**7), "value": "AQ=="})),
+    ),
+    ("scale-fuzzed", Reason.OUT_OF_RANGE, _event("c", after=_row(7, rate={"scale": 1_297_587_212, "value": "AQ=="}))),
+    (
+        "timestamp-millis-infinity",
+        Reason.OUT_OF_RANGE,
+        _event("c", after=_row(7, settled_at=9_223_372_036_825_200_000)),
+    ),
+    (
+        "timestamp-millis-minus-infinity",
+        Reason.OUT_OF_RANGE,
+        _event("c", after=_row(7, settled_at=-9_223_372_036_832_400_000)),
+    ),
+    ("time-before-midnight", Reason.OUT_OF_RANGE, _event("c", after=_row(7, cutoff=-1))),
+    ("time-after-24h", Reason.OUT_OF_RANGE, _event("c", after=_row(7, cutoff=86_400_000_001))),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("reason", "value"), [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE])
+def test_hostile_values_are_refused_between_good_records(reason: str, value: bytes) -> None:
+    values: list[bytes | None] = [_event("c", after=_row(i)) for i in range(1, 40)]
+    values.insert(17, value)
+    result = _decode(values)
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [(reason, 117)]
+    assert result.failures[0].message.value() == value
+    assert result.failures[0].detail
+    assert result.rows.column("_kafka_offset").to_pylist() == [o for o in range(100, 140) if o != 117]
+
+
+def test_brackets_in_strings_are_not_depth() -> None:
+    """A jsonb text full of brackets is an ordinary value, and 128 levels (the top object counted) are read
+    by either reader."""
+    text = '[{"a": "\\"[[[" }' * 5_000 + "\\\\"
+    # a balance given as a string is a form only Arrow's reader takes, so the value leaves the fast path
+    slow = _event("c", after=_row(7, profile=text)).replace(b":12345678901234567.89,", b':"12.50",')
+    deepest = _with_extra(_event("c", after=_row(8)), _nested(127))
+    result = _decode([_event("c", after=_row(6)), slow, _with_extra(slow, _nested(127)), deepest])
+    assert result.failures == []
+    assert result.rows.column("profile").to_pylist()[1:3] == [text, text]
+    assert result.rows.column("balance").to_pylist()[1] == Decimal("12.50")
+    assert result.rows.column("account_id").to_pylist() == [6, 7, 7, 8]
+
+
+def test_a_time_of_24_00_is_kept() -> None:
+    """PostgreSQL's time type includes 24:00:00; Debezium sends it as a whole day of microseconds."""
+    result = _decode([_event("c", after=_row(7, cutoff=86_400_000_000))])
+    assert result.failures == []
+    assert result.rows.column("cutoff").cast(pa.int64()).to_pylist() == [86_400_000_000]
+
+
+def test_the_widest_timestamps_that_fit_are_kept() -> None:
+    limit = (2**63 - 1) // 1000
+    result = _decode([_event("c", after=_row(7, settled_at=limit)), _event("c", after=_row(8, settled_at=-limit))])
+    assert result.failures == []
+    micros = result.rows.column("settled_at").cast(pa.int64()).to_pylist()
+    assert micros == [limit * 1000, -limit * 1000]
+
+
+def test_a_kafka_timestamp_beyond_year_9999_is_refused() -> None:
+    messages = _messages([_event("c", after=_row(i)) for i in range(3)])
+    messages[1] = Message(
+        topic=TOPIC,
+        partition=3,
+        offset=101,
+        key=b"k",
+        value=_event("c", after=_row(1)),
+        timestamp=(TIMESTAMP_CREATE_TIME, 10**16),
+    )
+    result = JsonEventDecoder(CONTRACT).decode(TOPIC, MessageBatch.of(messages), ingested_at_us=0)
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [(Reason.OUT_OF_RANGE, 101)]
+    assert result.rows.column("_kafka_offset").to_pylist() == [100, 102]
+
+
+ARRAYS = TableContract(
+    schema="lending",
+    table="limits",
+    primary_key=("limit_id",),
+    columns=(
+        Column("limit_id", "int64", "bigint", nullable=False),
+        Column("steps", "array", "numeric[]", items=Column("element", "variable_decimal", "numeric")),
+    ),
+)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("step", "reason"),
+    [
+        ({"scale": 40, "value": "AQ=="}, Reason.WRONG_TYPE),  # 1E-40 needs more places than the lake keeps
+        ({"scale": -(10**7), "value": "AQ=="}, Reason.OUT_OF_RANGE),
+        ({"scale": 1_297_587_212, "value": "AQ=="}, Reason.OUT_OF_RANGE),
+        ({"scale": 0, "value": base64.b64encode(b"\x7f" + b"\xff" * 4_000).decode()}, Reason.WRONG_TYPE),
+    ],
+)
+def test_an_array_element_the_lake_decimal_cannot_hold_is_refused(step: dict[str, Any], reason: str) -> None:
+    def event(limit_id: int, steps: list[dict[str, Any]]) -> bytes:
+        source = {"ts_ms": 1_795_387_780_402, "lsn": 1, "txId": 1, "snapshot": "false"}
+        after = {"limit_id": limit_id, "steps": steps}
+        return json.dumps({"op": "c", "after": after, "source": source}).encode()
+
+    values: list[bytes | None] = [event(1, [_vsd("1.5")]), event(2, [_vsd("2"), step]), event(3, [])]
+    result = JsonEventDecoder(ARRAYS).decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=0)
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [(reason, 101)]
+    assert result.rows.column("steps").to_pylist() == [[Decimal("1.5")], []]

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Context, Decimal, InvalidOperation, localcontext
-from typing import NamedTuple
+from decimal import Context, Decimal, localcontext
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +24,7 @@ import pyarrow.compute as pc
 from services.common.contracts.arrow import arrow_type, lake_schema
 from services.common.contracts.model import Column, TableContract
 from services.common.debezium.records import DecodeFailure, Reason
-from services.common.debezium.values import UNAVAILABLE_VALUE, variable_scale_decimal
+from services.common.debezium.values import UNAVAILABLE_VALUE, OutOfRangeError, fit_unscaled
 from services.common.kafka.message_columns import MessageBatch
 
 __all__ = ["EnvelopeConverter", "Origin", "wire_type"]
@@ -40,6 +42,17 @@ class _Check(NamedTuple):
 _OPS = pa.array(["c", "u", "d", "r", "t"])
 _UNAVAILABLE_BASE64 = base64.b64encode(UNAVAILABLE_VALUE.encode()).decode()
 _SNAPSHOT_FALSE = pa.array(["false"])
+# Event times (``source.ts_ms``/``ts_us``, the Kafka timestamp) choose the lake folder and land in bronze:
+# they must be a UTC instant of years 1-9999, what Python, Parquet readers and BigQuery all hold.
+_FIRST_EVENT_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+_LAST_EVENT_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+_FIRST_EVENT_MS, _LAST_EVENT_MS = -(-_FIRST_EVENT_US // 1000), _LAST_EVENT_US // 1000
+_EVENT_YEARS = "is outside years 1-9999"
+# Milliseconds whose microseconds still fit int64: beyond them ``* 1000`` would wrap (PostgreSQL's
+# ``infinity`` in a timestamp(3) arrives as such a value and used to land in 1969).
+_MAX_MILLIS = (2**63 - 1) // 1000
+_DAY_US = 86_400_000_000  # PostgreSQL's time type runs from 00:00:00 to 24:00:00 inclusive
+_LEAF_UNITS = frozenset({"date", "timestamp", "timestamp_millis", "time"})
 # The source fields the lake keeps; the others (connector, db, schema, table, …) are skipped unread.
 SOURCE = pa.struct(
     [
@@ -120,6 +133,8 @@ class EnvelopeConverter:
             missing = pc.and_(pc.invert(is_truncate), pc.is_null(image(key)))
             reasons.append(_Check(missing, Reason.MISSING_KEY, f"primary key column {key} is null"))
         reasons += self._unknown_columns(before, after)
+        source_us = _source_micros(source, reasons)
+        kafka_us = _kafka_micros(batch.timestamps_ms, reasons)
 
         columns: dict[str, pa.Array] = {}
         unavailable: list[tuple[str, np.ndarray]] = []
@@ -135,9 +150,8 @@ class EnvelopeConverter:
                     raw = pc.if_else(is_delete, pa.scalar(None, raw.type), raw)
             else:
                 raw = image(column.name)
-            converted, bad = self._convert(column, raw)
-            if bad is not None:
-                reasons.append(bad)
+            converted, bad = _convert(column, raw)
+            reasons += bad
             if (placeholder := _placeholder_mask(column, raw)) is not None:
                 converted = pc.if_else(placeholder, pa.scalar(None, converted.type), converted)
                 unavailable.append((column.name, np.asarray(placeholder)))
@@ -152,8 +166,6 @@ class EnvelopeConverter:
             bad_rows |= hits
         keep = pa.array(~bad_rows)
 
-        kafka_ts = batch.timestamps_ms
-        source_us = pc.coalesce(pc.struct_field(source, "ts_us"), pc.multiply(pc.struct_field(source, "ts_ms"), 1000))
         snapshot = pc.struct_field(source, "snapshot")
         utc = pa.timestamp("us", tz="UTC")
         metadata = {
@@ -167,7 +179,7 @@ class EnvelopeConverter:
             "_kafka_topic": pa.repeat(pa.scalar(origin.topic, pa.string()), n),
             "_kafka_partition": pa.array(batch.partitions),
             "_kafka_offset": pa.array(batch.offsets),
-            "_kafka_timestamp": pc.cast(pa.array(np.where(kafka_ts >= 0, kafka_ts * 1000, 0)), utc),
+            "_kafka_timestamp": pc.cast(pa.array(kafka_us), utc),
             "_ingested_at": pa.repeat(pa.scalar(origin.ingested_at_us, utc), n),
         }
         arrays = [columns[f.name] if f.name in columns else metadata[f.name] for f in self.schema]
@@ -178,30 +190,82 @@ class EnvelopeConverter:
         found = []
         for image in (before, after):
             for index in range(image.type.num_fields):
-                name = image.type.field(index).name
+                present = pc.is_valid(pc.struct_field(image, index))
+                try:
+                    name = image.type.field(index).name
+                except UnicodeDecodeError:  # a reader kept a key whose bytes are not UTF-8
+                    found.append(_Check(present, Reason.INVALID_UTF8, "a column name is not valid UTF-8"))
+                    continue
                 if name not in self._columns:
-                    present = pc.is_valid(pc.struct_field(image, index))
                     detail = (
                         f"column {name!r} is not in contract v{self.contract.version} of {self.contract.qualified_name}"
                     )
                     found.append(_Check(present, Reason.SCHEMA_MISMATCH, detail, name))
         return found
 
-    def _convert(self, column: Column, raw: pa.Array) -> tuple[pa.Array, _Check | None]:
-        target = arrow_type(column)
-        match column.semantic:
-            case "date" | "timestamp" | "time":
-                return pc.cast(raw, target), None
-            case "timestamp_millis":
-                return pc.cast(pc.multiply(raw, 1000), target), None
-            case "variable_decimal" if pa.types.is_struct(raw.type):  # a reader may have converted it already
-                return _variable_decimals(raw, target, column.name)
-            case "bytes":
-                return _per_value(raw, target, _base64, Reason.WRONG_TYPE, column.name)
-            case "array":
-                return _convert_list(column, raw, target)
-            case _:
-                return raw, None
+
+def _convert(column: Column, raw: pa.Array) -> tuple[pa.Array, list[_Check]]:
+    """A wire column in its lake type, and the rows whose value that type cannot hold."""
+    target = arrow_type(column)
+    match column.semantic:
+        case semantic if semantic in _LEAF_UNITS:
+            return _convert_unit(column, raw, target)
+        case "variable_decimal" if pa.types.is_struct(raw.type):  # a reader may have converted it already
+            return _variable_decimals(raw, target, column.name)
+        case "bytes":
+            return _per_value(raw, target, _base64, Reason.WRONG_TYPE, column.name)
+        case "array":
+            return _convert_list(column, raw, target)
+        case _:
+            return raw, []
+
+
+def _convert_unit(column: Column, raw: pa.Array, target: pa.DataType) -> tuple[pa.Array, list[_Check]]:
+    """Days, microseconds or milliseconds in their lake type; a value the unit change would overflow, or a
+    time outside a day, is refused instead of wrapped."""
+    match column.semantic:
+        case "timestamp_millis":
+            kept, checks = _within(raw, -_MAX_MILLIS, _MAX_MILLIS, f"column {column.name}", "overflows microseconds")
+            return pc.cast(pc.multiply_checked(kept, 1000), target), checks
+        case "time":
+            kept, checks = _within(raw, 0, _DAY_US, f"column {column.name}", "µs is not a time of day")
+            return pc.cast(kept, target), checks
+        case _:  # days → date32, microseconds → timestamp[us]: the same integers, nothing to overflow
+            return pc.cast(raw, target), []
+
+
+def _within(raw: pa.Array, low: int, high: int, what: str, why: str) -> tuple[pa.Array, list[_Check]]:
+    """``raw`` with the values outside ``[low, high]`` nulled, and a check for their rows."""
+    bounds = pc.min_max(raw)
+    smallest, largest = bounds["min"].as_py(), bounds["max"].as_py()
+    if smallest is None or (low <= smallest and largest <= high):  # nearly always: one pass, nothing to do
+        return raw, []
+    outside = pc.fill_null(pc.or_(pc.less(raw, low), pc.greater(raw, high)), False)
+    first = raw.filter(outside)[0].as_py()
+    kept = pc.if_else(outside, pa.scalar(None, raw.type), raw)
+    return kept, [_Check(outside, Reason.OUT_OF_RANGE, f"{what}: {first} {why}")]
+
+
+def _source_micros(source: pa.Array, reasons: list[_Check]) -> pa.Array:
+    """``source.ts_us``, else ``source.ts_ms`` in microseconds; a time outside years 1-9999 fails its row."""
+    ts_us, checks_us = _within(
+        pc.struct_field(source, "ts_us"), _FIRST_EVENT_US, _LAST_EVENT_US, "source.ts_us", _EVENT_YEARS
+    )
+    ts_ms, checks_ms = _within(
+        pc.struct_field(source, "ts_ms"), _FIRST_EVENT_MS, _LAST_EVENT_MS, "source.ts_ms", _EVENT_YEARS
+    )
+    reasons += checks_us + checks_ms
+    return pc.coalesce(ts_us, pc.multiply_checked(ts_ms, 1000))
+
+
+def _kafka_micros(timestamps_ms: np.ndarray, reasons: list[_Check]) -> np.ndarray:
+    """The Kafka timestamps in microseconds (0 when a record has none); one beyond year 9999 fails its row."""
+    late = timestamps_ms > _LAST_EVENT_MS
+    if late.any():
+        first = int(timestamps_ms[late][0])
+        reasons.append(_Check(pa.array(late), Reason.OUT_OF_RANGE, f"the Kafka timestamp {first} ms {_EVENT_YEARS}"))
+    usable = (timestamps_ms >= 0) & ~late
+    return np.where(usable, timestamps_ms, 0) * 1000
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
@@ -235,51 +299,49 @@ def _unavailable_lists(n: int, masks: list[tuple[str, np.ndarray]]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), names)
 
 
-def _variable_decimals(raw: pa.Array, target: pa.DataType, name: str) -> tuple[pa.Array, _Check | None]:
+def _variable_decimals(raw: pa.Array, target: pa.DataType, name: str) -> tuple[pa.Array, list[_Check]]:
     """``{scale, value}`` structs → fixed-scale decimals, with integer arithmetic on the unscaled values.
 
     Decimal objects per value would cost ~30 µs each; rescaling the unscaled integer and writing its
     two's-complement bytes straight into the Arrow buffer costs ~1 µs.
     """
-    n, width, scale = len(raw), target.byte_width, target.scale
-    limit = 10**target.precision
+    n, width = len(raw), target.byte_width
     valid = np.asarray(pc.fill_null(pc.is_valid(raw), False))
     scales = pc.struct_field(raw, "scale").to_pylist()
     values = pc.struct_field(raw, "value").to_pylist()
     data = bytearray(width * n)
-    bad = np.zeros(n, dtype=bool)
-    detail = ""
+    overflow, out_of_range = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    details = {Reason.DECIMAL_OVERFLOW: "", Reason.OUT_OF_RANGE: ""}
     for index in np.flatnonzero(valid):
         i = int(index)
         try:
             unscaled = int.from_bytes(binascii.a2b_base64(values[i]), "big", signed=True)
-            unscaled = _rescale(unscaled, int(scales[i]), scale)
-            if abs(unscaled) >= limit:
-                raise ValueError(f"{unscaled}E-{scale} does not fit decimal({target.precision}, {scale})")
+            unscaled = fit_unscaled(unscaled, int(scales[i]), target.precision, target.scale)
+        except OutOfRangeError as exc:
+            out_of_range[i] = True
+            details[Reason.OUT_OF_RANGE] = details[Reason.OUT_OF_RANGE] or f"column {name}: {exc}"
+            continue
         except (ValueError, TypeError, binascii.Error) as exc:
-            bad[i] = True
-            detail = detail or f"column {name}: {exc}"
+            overflow[i] = True
+            details[Reason.DECIMAL_OVERFLOW] = details[Reason.DECIMAL_OVERFLOW] or f"column {name}: {exc}"
             continue
         data[width * i : width * (i + 1)] = unscaled.to_bytes(width, "little", signed=True)
-    validity = pa.array(valid & ~bad).buffers()[1]
+    validity = pa.array(valid & ~overflow & ~out_of_range).buffers()[1]
     array = pa.Array.from_buffers(target, n, [validity, pa.py_buffer(bytes(data))])
-    return array, (_Check(pa.array(bad), Reason.DECIMAL_OVERFLOW, detail) if bad.any() else None)
+    checks = [
+        _Check(pa.array(mask), reason, details[reason])
+        for mask, reason in ((overflow, Reason.DECIMAL_OVERFLOW), (out_of_range, Reason.OUT_OF_RANGE))
+        if mask.any()
+    ]
+    return array, checks
 
 
-def _rescale(unscaled: int, scale: int, target_scale: int) -> int:
-    """The unscaled integer at ``target_scale``; ValueError if that would drop significant digits."""
-    factor: int = 10 ** abs(target_scale - scale)
-    if scale <= target_scale:
-        return unscaled * factor
-    quotient, remainder = divmod(unscaled, factor)
-    if remainder:
-        raise ValueError(f"a value with {scale} decimal places does not fit {target_scale}")
-    return quotient
-
-
-def _variable_decimal(value: object) -> object:
+def _variable_decimal(value: object, target: pa.DataType) -> Decimal:
+    """One ``{scale, value}`` at the scale of ``target``, or ValueError when it does not fit."""
     assert isinstance(value, dict)
-    return variable_scale_decimal(value)
+    unscaled = int.from_bytes(binascii.a2b_base64(value["value"]), "big", signed=True)
+    fitted = fit_unscaled(unscaled, int(value["scale"]), target.precision, target.scale)
+    return Decimal(f"{fitted}E-{target.scale}")
 
 
 def _base64(value: object) -> object:
@@ -288,13 +350,15 @@ def _base64(value: object) -> object:
 
 
 def _per_value(
-    raw: pa.Array, target: pa.DataType, convert: object, reason: str, name: str
-) -> tuple[pa.Array, _Check | None]:
-    """Python conversion for the few wire forms Arrow cannot convert itself; bad values are flagged."""
-    assert callable(convert)
+    raw: pa.Array, target: pa.DataType, convert: Callable[[Any], object], reason: str, name: str
+) -> tuple[pa.Array, list[_Check]]:
+    """Python conversion for the few wire forms Arrow cannot convert itself; bad values are flagged.
+
+    Whatever a conversion raises on one value fails that value's row alone: a wrong-typed or extreme value
+    must never end the batch.
+    """
     out: list[object] = []
-    bad = np.zeros(len(raw), dtype=bool)
-    details: list[str] = []
+    failed: dict[str, tuple[np.ndarray, list[str]]] = {}
     for index, value in enumerate(raw.to_pylist()):
         if value is None or value in (UNAVAILABLE_VALUE, _UNAVAILABLE_BASE64):
             out.append(None)
@@ -304,14 +368,16 @@ def _per_value(
             if isinstance(converted, Decimal):
                 converted = _fit_decimal(converted, target)
             out.append(converted)
-        except (ValueError, TypeError, KeyError, InvalidOperation, binascii.Error, AssertionError) as exc:
+        except Exception as exc:  # any failure of one value is its row's alone
             out.append(None)
-            bad[index] = True
-            details.append(str(exc))
+            why = Reason.OUT_OF_RANGE if isinstance(exc, OutOfRangeError) else reason
+            rows, details = failed.setdefault(why, (np.zeros(len(raw), dtype=bool), []))
+            rows[index] = True
+            details.append(str(exc) or type(exc).__name__)
     array = pa.array(out, target)
-    if not bad.any():
-        return array, None
-    return array, _Check(pa.array(bad), reason, f"column {name}: {details[0]}")
+    return array, [
+        _Check(pa.array(rows), why, f"column {name}: {details[0]}") for why, (rows, details) in failed.items()
+    ]
 
 
 def _fit_decimal(value: Decimal, target: pa.DataType) -> Decimal:
@@ -326,14 +392,40 @@ def _fit_decimal(value: Decimal, target: pa.DataType) -> Decimal:
     return quantized
 
 
-def _convert_list(column: Column, raw: pa.Array, target: pa.DataType) -> tuple[pa.Array, _Check | None]:
-    assert column.items is not None
-    if column.items.semantic in ("variable_decimal", "bytes"):
-        convert = _variable_decimal if column.items.semantic == "variable_decimal" else _base64
+def _convert_list(column: Column, raw: pa.Array, target: pa.DataType) -> tuple[pa.Array, list[_Check]]:
+    items = column.items
+    assert items is not None
+    if items.semantic in _LEAF_UNITS:
+        return _convert_items(items, raw, target)
+    convert: Callable[[Any], object]
+    if items.semantic == "variable_decimal":
+        convert = functools.partial(_variable_decimal, target=target.value_type)
+    elif items.semantic == "bytes":
+        convert = _base64
+    else:
+        return pc.cast(raw, target), []
 
-        def each(values: object) -> object:
-            assert isinstance(values, list)
-            return [None if v is None else convert(v) for v in values]
+    def each(values: object) -> object:
+        assert isinstance(values, list)
+        return [None if v is None else convert(v) for v in values]
 
-        return _per_value(raw, target, each, Reason.WRONG_TYPE, column.name)
-    return pc.cast(raw, target), None
+    return _per_value(raw, target, each, Reason.WRONG_TYPE, column.name)
+
+
+def _convert_items(items: Column, raw: pa.Array, target: pa.DataType) -> tuple[pa.Array, list[_Check]]:
+    """A list of days, microseconds or milliseconds: its elements converted like a column of them, a row
+    failing when any of its elements does."""
+    elements, element_checks = _convert_unit(items, pc.list_flatten(raw), target.value_type)
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(raw), 0), dtype=np.int32)
+    offsets = np.zeros(len(raw) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    array = pa.ListArray.from_arrays(pa.array(offsets), elements, type=target, mask=pc.is_null(raw))
+    if not element_checks:
+        return array, []
+    parents = np.asarray(pc.list_parent_indices(raw))
+    checks = []
+    for check in element_checks:
+        rows = np.zeros(len(raw), dtype=bool)
+        rows[parents[np.asarray(pc.fill_null(check.mask, False))]] = True
+        checks.append(check._replace(mask=pa.array(rows)))
+    return array, checks

@@ -7,6 +7,10 @@ value it rejects: the rows before it are kept, the rejected value goes through A
 on its own (which either reads it — a form the fast reader leaves to it, or a new column — or finds it
 poison), and the fast reader goes on after it. Arrow's reader bisects what it is given, so good values
 still decode in bulk and only a poison record ends up alone, as a failure.
+
+Arrow's reader is a C++ parser that trusts its input's shape: it crashes the process on deep nesting and
+does not check UTF-8. So every value it is given is first bounded, with vectorised scans of the batch's
+bytes: nesting depth (:data:`MAX_DEPTH`) and UTF-8. What fails them is refused before any parser sees it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ _MIN_BLOCK = 1 << 22
 # a form only it reads (a new column, a decimal as a string) would otherwise be read one call each.
 _MAX_REJECTIONS = 16
 _WRAPPED = b'{"schema":'
+MAX_DEPTH = 128
+"""The deepest nesting a value may have (the top-level object is level 1). The deepest legitimate one is a
+JsonConverter value with its embedded Connect schema for an array column of PostgreSQL's most dimensions
+(6): about 15 levels; jsonb arrives as a string, so its nesting does not count. Arrow's reader crashes the
+process at ~20,000 levels and Python's ``json`` raises at ~1,000. 128 is the native reader's limit too, so
+a record is read or refused alike whichever reader its batch gives it to."""
+_OPENERS = 0x7B  # "{" and, with the 0x20 bit set, "[" (0x5B): one comparison finds both
+_CLOSERS = 0x7D
+_QUOTE, _BACKSLASH = 0x22, 0x5C
 _PAYLOAD = b',"payload":'
 
 
@@ -115,12 +128,19 @@ class JsonEventDecoder:
         alone: list[int] = []
         values: list[bytes] = []
         limit = self._max_value_bytes
+        too_deep = _too_deep(batch.values)
+        not_utf8 = _not_utf8(batch.values)
         for index, value in enumerate(batch.value_list()):
             if value is None:
                 continue  # a tombstone: counted once for the whole batch
             if len(value) > limit:
                 detail = f"value of {len(value)} bytes exceeds the {limit}-byte limit"
                 failures.append(DecodeFailure(batch.message(index), Reason.OVERSIZED, detail, "OversizedRecord"))
+            elif too_deep[index]:
+                detail = f"nested deeper than {MAX_DEPTH} levels"
+                failures.append(DecodeFailure(batch.message(index), Reason.TOO_DEEP, detail, "TooDeep"))
+            elif not_utf8 is not None and not_utf8[index]:
+                failures.append(_classify(batch.message(index), value, "the value is not valid UTF-8"))
             elif value.startswith(_WRAPPED) and (payload := _payload_of(value)) is not None:
                 bulk.append(index)  # the DLQ still gets the original value
                 values.append(payload)
@@ -201,17 +221,105 @@ def _fast_wire_schema(contract: TableContract, wire: pa.Schema) -> pa.Schema:
 
 
 def _classify(message: Message, value: bytes, arrow_error: str) -> DecodeFailure:
-    """Why one record alone does not parse."""
+    """Why one record alone does not parse. Total: whatever the value, a failure comes back."""
+    shape = _shape_failure(message, value)
+    if shape is not None:
+        return shape
+    if "decimal" in arrow_error.lower():
+        return DecodeFailure(message, Reason.DECIMAL_OVERFLOW, arrow_error, "DecimalOverflow")
+    return DecodeFailure(message, Reason.WRONG_TYPE, arrow_error, "TypeMismatch")
+
+
+def _shape_failure(message: Message, value: bytes) -> DecodeFailure | None:
+    """The failure of a value that is not a JSON object at all (not UTF-8, too deep, not JSON), else None."""
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         return DecodeFailure(message, Reason.INVALID_UTF8, str(exc), "UnicodeDecodeError")
+    if _depth(value) > MAX_DEPTH:
+        return DecodeFailure(message, Reason.TOO_DEEP, f"nested deeper than {MAX_DEPTH} levels", "TooDeep")
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return DecodeFailure(message, Reason.MALFORMED_JSON, str(exc), "JSONDecodeError")
+        # numbers stay text: only the document's shape matters here, and int() refuses over 4,300 digits
+        document = json.loads(text, parse_int=str, parse_float=str, parse_constant=str)
+    except RecursionError:
+        return DecodeFailure(message, Reason.TOO_DEEP, "nested too deep for the JSON parser", "TooDeep")
+    except ValueError as exc:  # JSONDecodeError, and whatever else the parser refuses
+        return DecodeFailure(message, Reason.MALFORMED_JSON, str(exc), type(exc).__name__)
     if not isinstance(document, dict):
         return DecodeFailure(message, Reason.MALFORMED_JSON, "the value is not a JSON object", "JSONDecodeError")
-    if "decimal" in arrow_error.lower():
-        return DecodeFailure(message, Reason.DECIMAL_OVERFLOW, arrow_error, "DecimalOverflow")
-    return DecodeFailure(message, Reason.WRONG_TYPE, arrow_error, "TypeMismatch")
+    return None
+
+
+# --- bounds checked before Arrow's reader sees a value ---------------------------------------------
+
+
+def _not_utf8(values: pa.LargeBinaryArray) -> np.ndarray | None:
+    """Which values are not valid UTF-8, or None when all are (one vectorised validation, the usual case)."""
+    try:
+        values.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return np.array([v is not None and not _is_utf8(v) for v in values.to_pylist()], dtype=bool)
+    return None
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _too_deep(values: pa.LargeBinaryArray) -> np.ndarray:
+    """Which values nest deeper than :data:`MAX_DEPTH`.
+
+    Depth cannot exceed the number of ``{``/``[`` bytes, so one vectorised count over the batch clears
+    nearly every value; only one with more of them than the limit (a jsonb text full of brackets, or an
+    attack) gets the exact scan.
+    """
+    counts = _opener_counts(values)
+    deep = np.zeros(len(values), dtype=bool)
+    for index in np.flatnonzero(counts > MAX_DEPTH):
+        value = values[int(index)].as_py()
+        deep[index] = value is not None and _depth(value) > MAX_DEPTH
+    return deep
+
+
+def _opener_counts(values: pa.LargeBinaryArray) -> np.ndarray:
+    """The number of ``{`` and ``[`` bytes in each value, strings included."""
+    n = len(values)
+    _, offsets_buffer, data_buffer = values.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[values.offset : values.offset + n + 1]
+    if data_buffer is None or not n or offsets[-1] == offsets[0]:
+        return np.zeros(n, dtype=np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    openers = (data | 0x20) == _OPENERS
+    starts = offsets[:-1] - offsets[0]
+    lengths = np.diff(offsets)
+    # reduceat sums each value's run; an empty value would get its neighbour's first byte, so it is zeroed
+    counts = np.add.reduceat(openers, np.minimum(starts, len(data) - 1), dtype=np.int64)
+    counts[lengths == 0] = 0
+    return counts
+
+
+def _depth(value: bytes) -> int:
+    """The deepest nesting of ``{``/``[`` in ``value`` outside JSON strings (vectorised).
+
+    A quote opens or closes a string unless an odd run of backslashes precedes it; brackets inside strings
+    are text.
+    """
+    data = np.frombuffer(value, dtype=np.uint8)
+    if not len(data):
+        return 0
+    position = np.arange(len(data), dtype=np.int64)
+    plain = np.where(data == _BACKSLASH, -1, position)
+    last_plain = np.maximum.accumulate(plain)  # the last byte at or before each one that is not a backslash
+    backslashes_before = np.empty(len(data), dtype=np.int64)
+    backslashes_before[0] = 0
+    backslashes_before[1:] = position[:-1] - last_plain[:-1]
+    quote = (data == _QUOTE) & (backslashes_before % 2 == 0)
+    in_string = (np.cumsum(quote) % 2).astype(bool)  # an opening quote counts as inside, a closing one not
+    folded = data | 0x20
+    step = (folded == _OPENERS).astype(np.int64) - (folded == _CLOSERS).astype(np.int64)
+    step[in_string] = 0
+    return int(np.cumsum(step).max())

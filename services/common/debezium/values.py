@@ -1,15 +1,20 @@
-"""Debezium value conventions shared by every decoder: semantic types and the TOAST placeholder."""
+"""Debezium value conventions shared by every decoder: semantic types, the TOAST placeholder, and the
+bounds a value must be within before any arithmetic is done on it."""
 
 from __future__ import annotations
 
 import base64
+import math
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 __all__ = [
+    "MAX_DECIMAL_SCALE",
     "UNAVAILABLE_VALUE",
+    "OutOfRangeError",
     "days_to_date",
+    "fit_unscaled",
     "micros_to_datetime",
     "variable_scale_decimal",
 ]
@@ -17,22 +22,81 @@ __all__ = [
 UNAVAILABLE_VALUE = "__debezium_unavailable_value"
 """What Debezium sends for a TOASTed column the change did not touch (``unavailable.value.placeholder``)."""
 
+MAX_DECIMAL_SCALE = 16_383
+"""PostgreSQL's largest numeric scale: no source sends more, and a power of ten this large is still cheap.
+A scale beyond it (a fuzzed 1,297,587,212) would make ``10 ** scale`` run for ever."""
+
+# The most digits an unscaled value can have and still be a PostgreSQL numeric (131,072 before the point,
+# 16,383 after), in bits; a wider one is refused before it is turned into text or a Decimal.
+_MAX_UNSCALED_BITS = math.ceil((131_072 + MAX_DECIMAL_SCALE) * math.log2(10))
+_LOG2_10 = math.log2(10)
 _EPOCH_DATE = date(1970, 1, 1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+class OutOfRangeError(ValueError):
+    """A value outside what any column of its type can hold, refused before any arithmetic on it."""
+
+
+def _check_scale(scale: int) -> None:
+    if not -MAX_DECIMAL_SCALE <= scale <= MAX_DECIMAL_SCALE:
+        raise OutOfRangeError(f"scale {scale} is beyond the ±{MAX_DECIMAL_SCALE} of any numeric")
+
+
 def variable_scale_decimal(struct: dict[str, Any]) -> Decimal:
     """An unconstrained NUMERIC: ``{"scale": s, "value": base64(two's-complement big-endian unscaled)}``."""
+    scale = int(struct["scale"])
+    _check_scale(scale)
     unscaled = int.from_bytes(base64.b64decode(struct["value"]), "big", signed=True)
+    if unscaled.bit_length() > _MAX_UNSCALED_BITS:
+        raise OutOfRangeError(f"an unscaled value of {unscaled.bit_length()} bits is wider than any numeric")
     # Built from text: Decimal arithmetic (scaleb) would round to the context's 28 digits.
-    return Decimal(f"{unscaled}E{-int(struct['scale'])}")
+    return Decimal(f"{unscaled}E{-scale}")
+
+
+def fit_unscaled(unscaled: int, scale: int, precision: int, target_scale: int) -> int:
+    """``unscaled * 10**-scale`` as the unscaled integer of a ``decimal(precision, target_scale)``.
+
+    Raises :class:`OutOfRangeError` for a scale no numeric has and ValueError when the value needs more
+    places or more digits than the type has. Both are decided before a power of ten is computed from an
+    untrusted number, so the cost is bounded by the type, not by what the record claims.
+    """
+    _check_scale(scale)
+    if not unscaled:
+        return 0
+    # |value| ≥ 2^(bits-1) · 10^-scale: when the bit length alone proves it reaches 10^(precision - target),
+    # it cannot fit; past this check every integer below has at most ~(precision + scale) digits.
+    if unscaled.bit_length() > (precision - target_scale + scale) * _LOG2_10 + 2:
+        raise ValueError(
+            f"a value of {unscaled.bit_length()} bits at scale {scale} does not fit {_name(precision, target_scale)}"
+        )
+    factor: int = 10 ** abs(target_scale - scale)
+    if scale <= target_scale:
+        rescaled = unscaled * factor
+    else:
+        rescaled, remainder = divmod(unscaled, factor)
+        if remainder:
+            raise ValueError(f"a value with {scale} decimal places does not fit {_name(precision, target_scale)}")
+    if abs(rescaled) >= 10**precision:
+        raise ValueError(f"{rescaled}E-{target_scale} does not fit {_name(precision, target_scale)}")
+    return rescaled
+
+
+def _name(precision: int, scale: int) -> str:
+    return f"decimal({precision}, {scale})"
 
 
 def days_to_date(days: int) -> date:
     """``io.debezium.time.Date``: days since the epoch."""
-    return _EPOCH_DATE + timedelta(days=days)
+    try:
+        return _EPOCH_DATE + timedelta(days=days)
+    except OverflowError:
+        raise OutOfRangeError(f"{days} days since 1970-01-01 is outside years 1-9999") from None
 
 
 def micros_to_datetime(micros: int) -> datetime:
     """``io.debezium.time.MicroTimestamp``: microseconds since the epoch, read as UTC."""
-    return _EPOCH + timedelta(microseconds=micros)
+    try:
+        return _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        raise OutOfRangeError(f"{micros} µs since 1970-01-01 is outside years 1-9999") from None
