@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import io
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +21,11 @@ from services.common.lake import Lake, LakeFile, lake_file_path
 __all__ = ["ParquetSink", "WrittenFile"]
 
 _HOUR_US = 3_600_000_000
+# A folder is a date of years 1-9999 (what Python's datetime and every warehouse hold). Decoding refuses
+# event times outside them; the sink still never trusts that, so no int64 time can make it raise.
+_FIRST_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+_LAST_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +35,24 @@ class WrittenFile:
     first_offset: int
 
 
+def _micros(column: pa.ChunkedArray) -> pa.Array:
+    """A time column as int64 microseconds, null where it is no date of years 1-9999."""
+    micros = pc.cast(column, pa.int64())
+    inside = pc.and_(pc.greater_equal(micros, _FIRST_US), pc.less_equal(micros, _LAST_US))
+    return pc.if_else(inside, micros, pa.scalar(None, pa.int64()))
+
+
 def _by_hour(rows: pa.Table) -> list[tuple[int, pa.Table]]:
     """``(hours since the epoch, rows of that hour)`` in hour order, each in offset order.
 
-    One stable sort and one take for the whole batch, then zero-copy slices: a batch that spans many
-    hours (a backfill, a snapshot of old rows) costs the same as one that spans a few.
+    The hour is the record's own time (``_source_ts``, else the Kafka timestamp, else when it was taken in),
+    the first of them that is a date at all. One stable sort and one take for the whole batch, then
+    zero-copy slices: a batch that spans many hours (a backfill, a snapshot of old rows) costs the same as
+    one that spans a few.
     """
-    event_time = pc.coalesce(rows.column("_source_ts"), rows.column("_kafka_timestamp"), rows.column("_ingested_at"))
-    micros = np.asarray(pc.cast(event_time, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    times = [_micros(rows.column(name)) for name in ("_source_ts", "_kafka_timestamp", "_ingested_at")]
+    event_time = pc.fill_null(pc.coalesce(*times), 0)  # the epoch only if even the intake time is absurd
+    micros = np.asarray(event_time.to_numpy(zero_copy_only=False), dtype=np.int64)
     hours = micros // _HOUR_US
     if (hours[1:] == hours[:-1]).all():  # most batches: one hour, nothing to move
         return [(int(hours[0]), rows)]
@@ -87,7 +102,7 @@ class ParquetSink:
             return []
         written = []
         for bucket, part in _by_hour(rows):
-            hour = datetime.fromtimestamp(bucket * 3600, tz=UTC)
+            hour = _EPOCH + timedelta(hours=bucket)
             first_offset = int(part.column("_kafka_offset")[0].as_py())
             path = lake_file_path(self._prefix, schema, table, hour.date(), hour.hour, partition, first_offset)
             file = self._lake.write(path, _parquet_bytes(part))

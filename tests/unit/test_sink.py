@@ -6,9 +6,14 @@ import io
 import re
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
+from services.common.debezium.json_batch import JsonEventDecoder
+from services.common.kafka.message_columns import MessageBatch
 from services.common.lake import LocalLake
+from services.consumer.sink import ParquetSink
 from tests.fixtures.lakefiles import LakeFiles, lending_contract, transaction_event
 
 HOUR_US = 3_600_000_000
@@ -56,3 +61,48 @@ def test_columns_distinct_per_row_are_not_dictionary_encoded(tmp_path: Path) -> 
     assert [dictionary[name] for name in distinct] == [False] * 4
     repeated = ["transaction_type", "currency", "_op", "_kafka_topic", "_unavailable_columns.list.element"]
     assert [dictionary[name] for name in repeated] == [True] * 5  # nested leaves keep it too
+
+
+def _decoded(offsets: range, ts_us: int) -> pa.Table:
+    contract = lending_contract("transactions")
+    topic = f"cdcflow.{contract.schema}.{contract.table}"
+    messages = [
+        Message(
+            topic=topic,
+            partition=0,
+            offset=o,
+            key=b"k",
+            value=transaction_event(o, ts_us=ts_us),
+            timestamp=(TIMESTAMP_CREATE_TIME, ts_us // 1000),
+        )
+        for o in offsets
+    ]
+    result = JsonEventDecoder(contract).decode(topic, MessageBatch.of(messages), ingested_at_us=BASE_US + 2 * HOUR_US)
+    assert not result.failures
+    return result.rows
+
+
+def _with_micros(rows: pa.Table, name: str, micros: list[int | None]) -> pa.Table:
+    index = rows.schema.get_field_index(name)
+    return rows.set_column(
+        index, rows.schema.field(index), pa.array(micros, pa.int64()).cast(rows.schema.field(index).type)
+    )
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def test_no_event_time_an_int64_can_hold_makes_the_sink_raise(tmp_path: Path) -> None:
+    """An event time outside years 1-9999 is never a folder: the next time of the record is used instead."""
+    lake = LocalLake(tmp_path / "lake")
+    rows = _decoded(range(4), BASE_US)
+    rows = _with_micros(rows, "_source_ts", [INT64_MAX, INT64_MIN, 10**18, BASE_US])
+    rows = _with_micros(rows, "_kafka_timestamp", [BASE_US + HOUR_US, INT64_MAX, INT64_MIN, None])
+    files = ParquetSink(lake, "cdcflow").write("lending", "transactions", 0, rows)
+    assert sorted(_offsets(lake, f.file.path) for f in files) == [[0], [1, 2], [3]]
+    folders = {f.first_offset: re.findall(r"/dt=[\d-]+/hour=\d+/", f.file.path)[0] for f in files}
+    assert folders == {
+        3: "/dt=2026-11-18/hour=11/",  # its own source time
+        0: "/dt=2026-11-18/hour=12/",  # the Kafka timestamp
+        1: "/dt=2026-11-18/hour=13/",  # neither: when it was taken in
+    }
