@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import fastavro
+import pyarrow as pa
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
@@ -711,3 +712,174 @@ def test_single_object_events_of_an_earlier_contract_version_still_decode() -> N
         {"account_id": 1, "nickname": None},
         {"account_id": 2, "nickname": "bo"},
     ]
+
+
+# --- hostile values -------------------------------------------------------------------------------
+
+
+def _zigzag(number: int) -> bytes:
+    """An Avro long as it is written (zig-zag, then 7 bits a byte)."""
+    rest = (number << 1) ^ (number >> 63) if number >= 0 else ((-number) << 1) - 1
+    out = bytearray()
+    while rest > 0x7F:
+        out.append((rest & 0x7F) | 0x80)
+        rest >>= 7
+    out.append(rest)
+    return bytes(out)
+
+
+def _source_ts(event: dict[str, Any], ts_ms: int) -> dict[str, Any]:
+    event = copy.deepcopy(event)
+    event["source"].update(ts_ms=ts_ms, ts_us=None)
+    return event
+
+
+def _millis_schema() -> dict[str, Any]:
+    """``reviewed_at`` as the shipped connector sends a timestamp(3): Debezium's milliseconds."""
+    schema = envelope_schema(CONTRACT)
+    fields = schema["fields"][0]["type"][1]["fields"]
+    types = {f["name"]: f for f in fields}
+    types["reviewed_at"]["type"] = ["null", {"type": "long", "connect.name": "io.debezium.time.Timestamp"}]
+    return schema
+
+
+def _logical_schema(column: str, logical: dict[str, Any]) -> dict[str, Any]:
+    schema = envelope_schema(CONTRACT)
+    for field_ in schema["fields"][0]["type"][1]["fields"]:
+        if field_["name"] == column:
+            field_["type"] = ["null", logical]
+    return schema
+
+
+def _recursive_schema() -> dict[str, Any]:
+    """A writer schema with a type that contains itself: no Debezium envelope has one."""
+    schema = envelope_schema(CONTRACT)
+    node = {"type": "record", "name": "Node", "fields": [{"name": "next", "type": ["null", "Node"], "default": None}]}
+    schema["fields"].append({"name": "tree", "type": ["null", node], "default": None})
+    return schema
+
+
+def _endless_array_schema() -> dict[str, Any]:
+    schema = envelope_schema(CONTRACT)
+    schema["fields"].append({"name": "blanks", "type": {"type": "array", "items": "null"}, "default": []})
+    return schema
+
+
+MILLIS_ID, MILLIS = 31, _millis_schema()
+LOGICAL_MILLIS_ID, LOGICAL_MILLIS = (
+    32,
+    _logical_schema("reviewed_at", {"type": "long", "logicalType": "timestamp-millis"}),
+)
+LOGICAL_ZONED_ID, LOGICAL_ZONED = 33, _logical_schema("created_at", {"type": "long", "logicalType": "timestamp-micros"})
+RECURSIVE_ID, RECURSIVE = 34, _recursive_schema()
+ENDLESS_ID, ENDLESS = 35, _endless_array_schema()
+HOSTILE_SCHEMAS = {
+    MILLIS_ID: MILLIS,
+    LOGICAL_MILLIS_ID: LOGICAL_MILLIS,
+    LOGICAL_ZONED_ID: LOGICAL_ZONED,
+    RECURSIVE_ID: RECURSIVE,
+    ENDLESS_ID: ENDLESS,
+}
+INFINITY_MS = 9_223_372_036_825_200_000  # PostgreSQL's `infinity` in a timestamp(3), as Debezium sends it
+
+
+def _raw(schema_id: int, body: bytes) -> bytes:
+    return CONFLUENT_MAGIC + schema_id.to_bytes(4, "big") + body
+
+
+def _good_body(schema: dict[str, Any]) -> bytes:
+    return _avro(GOOD, _parsed(schema))
+
+
+HOSTILE: list[tuple[str, str, bytes]] = [
+    (
+        "scale-fuzzed",
+        Reason.OUT_OF_RANGE,
+        _confluent(_event("c", after=_row(7, rate={"scale": 1_297_587_212, "value": b"\x01"}))),
+    ),
+    (
+        "scale-minus-ten-million",
+        Reason.OUT_OF_RANGE,
+        _confluent(_event("c", after=_row(7, rate={"scale": -(10**7), "value": b"\x01"}))),
+    ),
+    ("source-ts-year-33658", Reason.OUT_OF_RANGE, _confluent(_source_ts(GOOD, 1_000_000_000_000_000))),
+    ("time-before-midnight", Reason.OUT_OF_RANGE, _confluent(_event("c", after=_row(7, cutoff=-1)))),
+    (
+        "timestamp-millis-infinity",
+        Reason.OUT_OF_RANGE,
+        _confluent(_event("c", after=_row(7, reviewed_at=INFINITY_MS)), MILLIS_ID, _parsed(MILLIS)),
+    ),
+    (
+        "logical-timestamp-millis-infinity",
+        Reason.OUT_OF_RANGE,
+        _raw(
+            LOGICAL_MILLIS_ID,
+            _avro(
+                _event("c", after=_row(7, reviewed_at=datetime(2026, 1, 1, tzinfo=UTC))), _parsed(LOGICAL_MILLIS)
+            ).replace(_zigzag(1_767_225_600_000), _zigzag(INFINITY_MS), 1),
+        ),
+    ),
+    (
+        "logical-zoned-micros-year-294247",
+        Reason.OUT_OF_RANGE,
+        _raw(
+            LOGICAL_ZONED_ID,
+            _avro(
+                _event("c", after=_row(7, created_at=datetime(2026, 1, 1, tzinfo=UTC))), _parsed(LOGICAL_ZONED)
+            ).replace(_zigzag(1_767_225_600_000_000), _zigzag(INFINITY_MS), 1),
+        ),
+    ),
+    ("huge-string-length", Reason.MALFORMED_AVRO, _confluent(GOOD).replace(b"\x0ahello", _zigzag(2**62) + b"hello", 1)),
+    (
+        "negative-string-length",
+        Reason.MALFORMED_AVRO,
+        _confluent(GOOD).replace(b"\x0ahello", _zigzag(-(2**40)) + b"hello", 1),
+    ),
+    (
+        "huge-array-count",
+        Reason.MALFORMED_AVRO,
+        _confluent(GOOD).replace(b"\x06\x02\x02a", _zigzag(2**61) + b"\x02\x02a", 1),
+    ),
+    (
+        "recursive-100000-deep",
+        Reason.UNKNOWN_SCHEMA,
+        _raw(RECURSIVE_ID, _good_body(RECURSIVE)[:-1] + b"\x02" * 100_000 + b"\x00"),
+    ),
+    (
+        "endless-array-of-nulls",
+        Reason.UNKNOWN_SCHEMA,
+        _raw(ENDLESS_ID, _good_body(ENDLESS)[:-1] + _zigzag(2**62) + b"\x00"),
+    ),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("reason", "value"), [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE])
+def test_hostile_values_are_refused_between_good_records(
+    reason: str, value: bytes, registry: Registry, client: SchemaRegistryClient
+) -> None:
+    registry.schemas.update(HOSTILE_SCHEMAS)
+    values: list[bytes | None] = [_confluent(_event("c", after=_row(i))) for i in range(1, 40)]
+    values.insert(17, value)
+    result = _decode_confluent(client, values)
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [(reason, 117)]
+    assert result.failures[0].detail
+    assert result.rows.column("account_id").to_pylist() == list(range(1, 40))
+
+
+def test_logical_time_types_are_read_as_integers_and_converted_exactly(
+    registry: Registry, client: SchemaRegistryClient
+) -> None:
+    registry.schemas.update(HOSTILE_SCHEMAS)
+    millis = _event("c", after=_row(1, reviewed_at=datetime(2026, 5, 5, 10, 11, 12, 123000, tzinfo=UTC)))
+    zoned = _event("c", after=_row(2, created_at=datetime(2026, 5, 6, 5, 8, 9, 654321, tzinfo=UTC)))
+    values: list[bytes | None] = [
+        _confluent(millis, LOGICAL_MILLIS_ID, _parsed(LOGICAL_MILLIS)),
+        _confluent(zoned, LOGICAL_ZONED_ID, _parsed(LOGICAL_ZONED)),
+        _confluent(_event("c", after=_row(3, reviewed_at=-((2**63 - 1) // 1000))), MILLIS_ID, _parsed(MILLIS)),
+    ]
+    result = _decode_confluent(client, values)
+    assert result.failures == []
+    assert result.rows.column("reviewed_at")[0].as_py() == datetime(2026, 5, 5, 10, 11, 12, 123000)
+    assert result.rows.column("created_at")[1].as_py() == datetime(2026, 5, 6, 5, 8, 9, 654321, tzinfo=UTC)
+    assert result.rows.column("reviewed_at").cast(pa.int64())[2].as_py() == -((2**63 - 1) // 1000) * 1000

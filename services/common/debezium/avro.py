@@ -15,24 +15,23 @@ metadata are identical. Per record, only the few values Arrow cannot take as the
 from __future__ import annotations
 
 import base64
+import copy
 import io
-import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 from fastavro import schemaless_reader
-from fastavro.read import SchemaResolutionError
 
 from services.common.contracts.model import Column, TableContract
-from services.common.debezium.avro_schema import EnvelopeSchema
+from services.common.debezium.avro_schema import EnvelopeSchema, unreadable_reason
 from services.common.debezium.envelope import EnvelopeConverter, Origin
 from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
 from services.common.debezium.registry import SchemaRegistryClient, UnknownSchemaError
+from services.common.debezium.values import OutOfRangeError, micros_to_datetime
 from services.common.errors import TerminalError
 from services.common.kafka import Message
 from services.common.kafka.message_columns import MessageBatch
@@ -50,15 +49,9 @@ __all__ = [
 CONFLUENT_MAGIC = b"\x00"
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 
-# What fastavro raises on truncated or corrupt input (a bad union index, a negative length, EOF, …).
-_CORRUPT = (EOFError, IndexError, KeyError, ValueError, TypeError, OverflowError, struct.error, SchemaResolutionError)
 # What Arrow raises when a decoded value does not fit the contract's type.
 _MISFIT = (pa.ArrowException, ValueError, TypeError, OverflowError)
-_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_NAIVE = datetime(1970, 1, 1)
-_ONE_MICRO = 1_000_000
-_ONE_MICRO_DELTA = timedelta(microseconds=1)
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class PoisonRecordError(TerminalError):
@@ -147,28 +140,25 @@ def _variable_decimal(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def _days(value: date) -> int:
-    return value.toordinal() - _EPOCH_ORDINAL
-
-
-def _epoch_micros(value: datetime) -> int:
-    return (value - (_EPOCH_UTC if value.tzinfo else _EPOCH_NAIVE)) // _ONE_MICRO_DELTA
-
-
-def _time_micros(value: time) -> int:
-    return ((value.hour * 60 + value.minute) * 60 + value.second) * _ONE_MICRO + value.microsecond
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat()
-
-
 def _millis_to_micros(value: int) -> int:
-    return value * 1_000
+    """Milliseconds as microseconds, refused when they leave int64 (PostgreSQL's ``infinity`` does)."""
+    micros = value * 1_000
+    if not _INT64_MIN <= micros <= _INT64_MAX:
+        raise OutOfRangeError(f"{value} ms overflows int64 microseconds")
+    return micros
 
 
 def _nanos_to_micros(value: int) -> int:
     return value // 1_000
+
+
+def _micros_to_iso(value: int) -> str:
+    """An instant in microseconds as the ISO text a ZonedTimestamp is; years 1-9999 only."""
+    return micros_to_datetime(value).isoformat()
+
+
+def _millis_to_iso(value: int) -> str:
+    return _micros_to_iso(_millis_to_micros(value))
 
 
 def _present(value: object) -> bool:
@@ -183,14 +173,19 @@ def _each(fix: Fix) -> Fix:
     return each
 
 
-_BY_LOGICAL_TYPE: dict[tuple[str, str], Fix] = {
-    ("date", "date"): _days,
-    ("time", "time-millis"): _time_micros,
-    ("time", "time-micros"): _time_micros,
-    ("uuid", "uuid"): str,
-    **{("timestamp", kind): _epoch_micros for kind in ("timestamp-millis", "timestamp-micros")},
-    **{("timestamp", kind): _epoch_micros for kind in ("local-timestamp-millis", "local-timestamp-micros")},
-    **{("timestamptz", kind): _iso for kind in ("timestamp-millis", "timestamp-micros")},
+_BY_LOGICAL_TYPE: dict[tuple[str, str], Fix] = {("uuid", "uuid"): str}
+# Avro's time logical types are read as the integers they are (the logical type is taken off the writer
+# schema): fastavro would build datetimes, and fail with an opaque error on any beyond year 9999. Each
+# entry turns the integer into the wire form, with every unit change checked (None: it already is).
+_TIME_LOGICAL_TYPES: dict[tuple[str, str], Fix | None] = {
+    ("date", "date"): None,
+    ("time", "time-millis"): _millis_to_micros,
+    ("time", "time-micros"): None,
+    **{("timestamp", kind): _millis_to_micros for kind in ("timestamp-millis", "local-timestamp-millis")},
+    **{("timestamp", kind): None for kind in ("timestamp-micros", "local-timestamp-micros")},
+    **{("timestamp_millis", kind): None for kind in ("timestamp-millis", "local-timestamp-millis")},
+    ("timestamptz", "timestamp-millis"): _millis_to_iso,
+    ("timestamptz", "timestamp-micros"): _micros_to_iso,
 }
 # Debezium's adaptive precision sends timestamp(0-3)/time(0-3) in milliseconds and (7-9) in nanoseconds
 # under their own names; JSON without a schema cannot tell, Avro can.
@@ -223,7 +218,11 @@ def _fix_for(column: Column, avro_type: Any, named: dict[str, Any]) -> Fix | Non
         return _base64 if base in ("bytes", "fixed") else None
     if column.semantic == "variable_decimal":
         return _variable_decimal if base == "record" else None
-    logical = _BY_LOGICAL_TYPE.get((column.semantic, str(spec.get("logicalType"))))
+    kind = (column.semantic, str(spec.get("logicalType")))
+    if kind in _TIME_LOGICAL_TYPES and resolved is spec:
+        del spec["logicalType"]  # in the plan's own copy of the writer schema: fastavro reads the integer
+        return _TIME_LOGICAL_TYPES[kind]
+    logical = _BY_LOGICAL_TYPE.get(kind)
     return logical or _BY_CONNECT_NAME.get((column.semantic, str(spec.get("connect.name"))))
 
 
@@ -248,6 +247,7 @@ class _Plan:
 
     @classmethod
     def of(cls, writer: dict[str, Any], contract: TableContract) -> _Plan:
+        writer = copy.deepcopy(writer)  # its time logical types are taken off (see _TIME_LOGICAL_TYPES)
         columns = {c.name: c for c in contract.columns}
         named: dict[str, Any] = writer.get("__named_schemas", {})
         fixes: list[tuple[str, Fix]] = []
@@ -271,7 +271,7 @@ class _Plan:
         except UnicodeDecodeError as exc:
             detail = f"an Avro string is not UTF-8: {exc}"
             raise PoisonRecordError(Reason.INVALID_UTF8, detail, "UnicodeDecodeError") from None
-        except _CORRUPT as exc:
+        except Exception as exc:  # fastavro trusts lengths and counts: what one record makes it raise is that record's
             raise _malformed(f"not a record of the writer schema: {exc!r}") from None
         if stream.tell() != len(value):
             raise _malformed(f"{len(value) - stream.tell()} bytes left after the record")
@@ -284,10 +284,16 @@ class _Plan:
         return event
 
     def _fix(self, image: dict[str, Any]) -> None:
-        for name, fix in self.fixes:
-            value = image.get(name)
-            if value is not None:
-                image[name] = fix(value)
+        name = ""
+        try:
+            for name, fix in self.fixes:
+                value = image.get(name)
+                if value is not None:
+                    image[name] = fix(value)
+        except OutOfRangeError as exc:
+            raise PoisonRecordError(Reason.OUT_OF_RANGE, f"column {name}: {exc}", "OutOfRange") from None
+        except Exception as exc:  # a value of a type its writer schema did not promise: that record's alone
+            raise PoisonRecordError(Reason.WRONG_TYPE, f"column {name}: {exc!r}", "TypeMismatch") from None
 
 
 # --- the decoder --------------------------------------------------------------------------------
@@ -389,6 +395,8 @@ class AvroEventDecoder:
             raise PoisonRecordError(Reason.UNKNOWN_SCHEMA, missing[header], "UnknownSchema")
         try:
             writer = self._framing.writer_schema(header)
+            if (unsafe := unreadable_reason(writer)) is not None:
+                raise UnknownSchemaError(f"the writer schema cannot be read safely: {unsafe}")
         except UnknownSchemaError as exc:
             missing[header] = str(exc)
             raise PoisonRecordError(Reason.UNKNOWN_SCHEMA, str(exc), "UnknownSchema") from None

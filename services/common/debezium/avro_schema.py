@@ -16,7 +16,7 @@ from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 from services.common.contracts.model import Column, TableContract
 
-__all__ = ["EnvelopeSchema", "avro_name", "envelope_schema", "schema_fingerprint"]
+__all__ = ["EnvelopeSchema", "avro_name", "envelope_schema", "schema_fingerprint", "unreadable_reason"]
 
 _INVALID_NAME_CHAR = re.compile(r"[^A-Za-z0-9_]")
 
@@ -214,3 +214,70 @@ class EnvelopeSchema:
         parsed = parse_schema(schema)
         assert isinstance(parsed, dict)  # a record schema parses to a record
         return cls(contract, schema, parsed, schema_fingerprint(schema))
+
+
+def unreadable_reason(schema: dict[str, Any]) -> str | None:
+    """Why fastavro must not read records of this (parsed) writer schema, or None when it may.
+
+    fastavro reads nested values on the C stack and trusts block counts: a type that contains itself lets a
+    record nest until the process crashes, and an array of items that take no bytes lets a few bytes of
+    count make it run for ever. No Debezium envelope has either, so a writer schema with one is refused
+    before any record of it is read.
+    """
+    named: dict[str, Any] = schema.get("__named_schemas", {})
+    visiting: set[str] = set()
+    done: set[str] = set()
+
+    def walk(node: Any) -> str | None:  # noqa: PLR0911 - one return per kind of Avro type
+        if isinstance(node, list):
+            return next((r for r in map(walk, node) if r is not None), None)
+        if isinstance(node, str):
+            return walk(named[node]) if node in named and node not in done else _cycle(node, visiting)
+        if not isinstance(node, dict):
+            return None
+        kind = node.get("type")
+        if kind in ("record", "error"):
+            return walk_record(node)
+        if kind == "array":
+            if _takes_no_bytes(node.get("items"), named, set()):
+                return "it has an array whose items take no bytes"
+            return walk(node.get("items"))
+        if kind == "map":
+            return walk(node.get("values"))
+        return walk(kind) if isinstance(kind, (dict, list)) else None
+
+    def walk_record(record: dict[str, Any]) -> str | None:
+        name = str(record.get("name"))
+        if name in visiting:
+            return f"the type {name} contains itself"
+        if name in done:
+            return None
+        visiting.add(name)
+        found = next((r for r in (walk(f.get("type")) for f in record.get("fields", [])) if r is not None), None)
+        visiting.discard(name)
+        done.add(name)
+        return found
+
+    return walk(schema)
+
+
+def _cycle(name: str, visiting: set[str]) -> str | None:
+    return f"the type {name} contains itself" if name in visiting else None
+
+
+def _takes_no_bytes(node: Any, named: dict[str, Any], seen: set[str]) -> bool:
+    """Whether a value of this type can be encoded in zero bytes (null, fixed(0), records of such)."""
+    if isinstance(node, str):
+        if node in named and node not in seen:
+            return _takes_no_bytes(named[node], named, seen | {node})
+        return node == "null"
+    if not isinstance(node, dict):
+        return False  # a union spends at least one byte on its branch
+    kind = node.get("type")
+    if kind == "fixed":
+        return int(node.get("size", 1)) == 0
+    if kind in ("record", "error"):
+        name = str(node.get("name"))
+        fields = node.get("fields", [])
+        return name not in seen and all(_takes_no_bytes(f.get("type"), named, seen | {name}) for f in fields)
+    return isinstance(kind, (str, dict)) and _takes_no_bytes(kind, named, seen)
