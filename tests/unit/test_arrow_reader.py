@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pytest
 
-from services.common.debezium._jsonarrow import Reader
+from services.common.debezium._jsonarrow import Reader, ReaderError
 from services.common.debezium.arrow_reader import VARIABLE_SCALE, JsonArrowReader, UnsupportedSchemaError
 
 ITEM = pa.struct([("n", pa.int32()), ("s", pa.string())])
@@ -410,3 +410,65 @@ def test_runs_of_null_structs_around_rejected_values_read_as_arrow_reads_the_goo
         start = read.stop + 1
     assert refused == sorted(rejected)
     assert pa.concat_tables(parts).to_pylist() == _arrow(good).to_pylist()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"image": {"a\\"b": 1}}',  # a column named a"b: an unknown key with an escape, first in its object
+        b'{"image": {"id": 1, "x\\u0041": 2}}',  # after a known key: one past the keys remembered
+        b'{"image": {"id": 1, "name": "n", "nested": null, "\\u00e9": 3}}',
+    ],
+)
+def test_an_unknown_escaped_key_in_a_strict_struct_is_rejected_by_its_name(value: bytes) -> None:
+    """A valid event with a key the schema does not name, spelled with an escape, is a rejection, not a crash."""
+    reader = JsonArrowReader(SCHEMA, strict=("image",))
+    read = reader.read([b'{"image": {"id": 1}}', value])
+    assert (read.stop, read.rows.num_rows) == (1, 1)
+    (unknown,) = json.loads(value)["image"].keys() - {"id", "name", "nested"}
+    assert read.rejected == "unknown key " + json.dumps(unknown, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"later": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+        b'{"image": {"nested": ' + b'{"n": ' * 20_000 + b"1" + b"}" * 20_000 + b"}}",
+        b'{"i64": ' + b"9" * 5_000 + b"}",
+        b'{"f64": 1e999999}',
+        b'{"amount": 0.' + b"1" * 5_000 + b"}",
+        b'{"text": "\\ud800"}',
+        b'{"text": "\\udc00\\ud800"}',
+        b'{"\\ud800": 1}',
+        b'{"text": "\xed\xa0\x80"}',
+        b'{"i8": 1, "i8": 2}',
+        b'{"at": "99999-01-01T00:00:00Z"}',
+        b'{"image": {"id": 1, "a\\"b": 2}}',
+    ],
+)
+def test_hostile_values_are_rejected_and_reading_goes_on(value: bytes) -> None:
+    reader = JsonArrowReader(SCHEMA, strict=("image",))
+    good = b'{"i8": 1, "image": {"id": 1, "name": "n"}}'
+    read = reader.read([good, value, good])
+    assert (read.stop, read.rows.num_rows) == (1, 1)
+    assert read.rejected is not None
+    assert reader.read([good, value, good], 2).rows.num_rows == 1
+
+
+def test_a_failure_inside_the_native_reader_reads_as_the_value_at_start_rejected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in the native reader must cost the fast path, never the process: the caller hands the value at
+    ``start`` to Arrow's reader, as it does every rejected value, and goes on after it."""
+
+    class FailingReader:
+        def read(self, *_args: object) -> None:
+            raise ReaderError("index out of bounds")
+
+    assert issubclass(ReaderError, Exception)
+    reader = JsonArrowReader(SCHEMA)
+    monkeypatch.setattr(reader, "_reader", FailingReader())
+    read = reader.read([b'{"i8": 1}', b'{"i8": 2}'], 1)
+    assert (read.stop, read.rows.num_rows, read.taken) == (1, 0, None)
+    assert read.rejected == "the native reader failed: index out of bounds"
+    assert read.rows.schema.equals(SCHEMA)

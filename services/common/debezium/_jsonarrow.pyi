@@ -2,6 +2,9 @@
 
 from typing import Any
 
+class ReaderError(RuntimeError):
+    """The reader failed inside itself on a call (a bug, not the input's fault): nothing was read."""
+
 class Reader:
     def __init__(self, spec: tuple[Any, ...], envelope: str | None = None) -> None: ...
     def read(

@@ -5,6 +5,10 @@ scans each value once, straight into the column buffers of the schema, and is se
 change events. It is deliberately narrow: it accepts only values it can convert exactly (see
 ``jsonarrow/src/lib.rs``) and stops at the first one it rejects, so the caller keeps the rows before it and
 lets Arrow's reader decide about the rejected value.
+
+No input makes it raise: a value it fails on inside itself (a bug) is rejected like any other, and a failure
+of a whole call (``ReaderError``) reads as the value at ``start`` rejected with no rows — the caller hands
+that value to Arrow's reader and goes on after it, as for any rejection.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from services.common.debezium._jsonarrow import Reader
+from services.common.debezium._jsonarrow import Reader, ReaderError
 
 __all__ = ["VARIABLE_SCALE", "JsonArrowReader", "ReadResult", "UnsupportedSchemaError"]
 
@@ -56,7 +60,10 @@ class JsonArrowReader:
         """Rows of ``values[start:]`` up to the first value rejected (a value over ``max_bytes`` is rejected);
         null values are skipped."""
         column = values if isinstance(values, pa.LargeBinaryArray) else pa.array(values, type=pa.large_binary())
-        stop, rejected, buffers, taken = self._reader.read(_buffers(column), start, max_bytes)
+        try:
+            stop, rejected, buffers, taken = self._reader.read(_buffers(column), start, max_bytes)
+        except ReaderError as exc:
+            return ReadResult(self.schema.empty_table(), start, f"the native reader failed: {exc}", None)
         root = _array(self._type, buffers)
         assert isinstance(root, pa.StructArray)
         rows = pa.Table.from_batches([pa.RecordBatch.from_struct_array(root)], schema=self.schema)

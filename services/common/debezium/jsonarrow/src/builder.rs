@@ -18,7 +18,7 @@ pub struct Key {
 
 impl Key {
     pub fn name(&self) -> &[u8] {
-        &self.token[1..1 + self.name_len]
+        self.token.get(1..1 + self.name_len).unwrap_or_default()
     }
 }
 
@@ -50,7 +50,8 @@ impl Validity {
     }
 
     fn truncate(&mut self, len: usize) {
-        self.nulls -= self.bits[len..].iter().filter(|valid| !**valid).count();
+        let dropped = self.bits.get(len..).unwrap_or_default();
+        self.nulls -= dropped.iter().filter(|valid| !**valid).count();
         self.bits.truncate(len);
     }
 
@@ -207,11 +208,11 @@ impl Builder {
             Builder::Decimal { data, width, .. } => data.truncate(len * *width),
             Builder::Str { offsets, data, .. } => {
                 offsets.truncate(len + 1);
-                data.truncate(offsets[len] as usize);
+                data.truncate(end_offset(offsets));
             }
             Builder::List { offsets, item, .. } => {
                 offsets.truncate(len + 1);
-                item.truncate(offsets[len] as usize);
+                item.truncate(end_offset(offsets));
             }
             Builder::Struct {
                 validity,
@@ -221,7 +222,7 @@ impl Builder {
             } => {
                 // The children hold the rows given to them, and maybe part of a rejected row: keep the
                 // given rows up to `len`, and defer the rest of the nulls kept.
-                let given = validity.len() - *deferred;
+                let given = validity.len().saturating_sub(*deferred);
                 children
                     .iter_mut()
                     .for_each(|child| child.truncate(len.min(given)));
@@ -317,6 +318,13 @@ impl Builder {
         )?;
         Ok(tuple.into_any())
     }
+}
+
+/// Where the last slot of an offsets buffer ends (offsets are never negative: they count bytes or items).
+fn end_offset(offsets: &[i32]) -> usize {
+    offsets
+        .last()
+        .map_or(0, |end| usize::try_from(*end).unwrap_or(0))
 }
 
 /// Gives a struct's children the null rows deferred so far, before they take the next row.

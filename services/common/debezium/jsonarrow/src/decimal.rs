@@ -22,13 +22,10 @@ impl Magnitude {
         (0..exponent).all(|_| self.mul_add(10, 0))
     }
 
-    pub fn pow10(exponent: u32) -> Magnitude {
+    /// `10^exponent`, `None` when it does not fit 256 bits.
+    pub fn pow10(exponent: u32) -> Option<Magnitude> {
         let mut power = Magnitude([1, 0, 0, 0]);
-        assert!(
-            power.scale_up(exponent),
-            "10^{exponent} does not fit 256 bits"
-        );
-        power
+        power.scale_up(exponent).then_some(power)
     }
 
     pub fn less_than(&self, other: &Magnitude) -> bool {

@@ -11,15 +11,29 @@
 mod builder;
 mod decimal;
 mod parse;
+mod read;
 mod spec;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::PyValueError;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use builder::Builder;
+use read::Column;
 use spec::Node;
+
+create_exception!(
+    _jsonarrow,
+    ReaderError,
+    PyRuntimeError,
+    "The native reader failed inside itself on a call (a bug, not the input's fault): nothing was read."
+);
+
+/// The module's exception was created as `_jsonarrow.ReaderError`: give it its importable name.
+const MODULE: &str = "services.common.debezium._jsonarrow";
 
 /// What `Reader.read` returns: `(stop, rejected, buffers, taken)`.
 type Read<'py> = (
@@ -28,6 +42,13 @@ type Read<'py> = (
     Bound<'py, PyAny>,
     Option<Bound<'py, PyBytes>>,
 );
+
+/// Runs the body of a method called from Python; a panic becomes `ReaderError`, an ordinary exception,
+/// instead of PyO3's `PanicException`, which derives from `BaseException` and escapes `except Exception`.
+fn guarded<T>(body: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    catch_unwind(AssertUnwindSafe(body))
+        .unwrap_or_else(|panic| Err(ReaderError::new_err(read::panic_message(panic.as_ref()))))
+}
 
 /// A reader for one schema: `read` parses a list of values into column buffers.
 #[pyclass(frozen, module = "services.common.debezium._jsonarrow")]
@@ -43,15 +64,17 @@ impl Reader {
     #[new]
     #[pyo3(signature = (spec, envelope=None))]
     fn new(spec: &Bound<'_, PyAny>, envelope: Option<String>) -> PyResult<Self> {
-        let root = spec::from_python(spec)?;
-        if !matches!(root, Node::Struct { .. }) {
-            return Err(PyValueError::new_err(
-                "the root of a reader's spec must be a struct",
-            ));
-        }
-        Ok(Reader {
-            root,
-            envelope: envelope.map(String::into_bytes),
+        guarded(|| {
+            let root = spec::from_python(spec)?;
+            if !matches!(root, Node::Struct { .. }) {
+                return Err(PyValueError::new_err(
+                    "the root of a reader's spec must be a struct",
+                ));
+            }
+            Ok(Reader {
+                root,
+                envelope: envelope.map(String::into_bytes),
+            })
         })
     }
 
@@ -62,7 +85,8 @@ impl Reader {
     /// Returns `(stop, rejected, buffers, taken)`: the index reading stopped at (the rejected value, or
     /// the end), why that value was rejected (`None` at the end), the buffer tree of the rows read, and
     /// the indices of the values that became those rows as little-endian int64 — `None` when they are
-    /// exactly `start..stop`.
+    /// exactly `start..stop`. A value the reader fails on inside itself is rejected like any other;
+    /// a failure outside any one value raises `ReaderError`.
     fn read<'py>(
         &self,
         py: Python<'py>,
@@ -70,40 +94,19 @@ impl Reader {
         start: usize,
         max_bytes: usize,
     ) -> PyResult<Read<'py>> {
-        let column = Column::borrow(&values)?;
-        let mut root = Builder::new(&self.root);
-        let mut taken: Vec<i64> = Vec::new();
-        let mut rejected = None;
-        let mut index = start;
-        while index < column.len {
-            let Some(bytes) = column.value(index) else {
-                index += 1;
-                continue;
-            };
-            if bytes.len() > max_bytes {
-                rejected = Some(format!(
-                    "value of {} bytes exceeds the {max_bytes}-byte limit",
-                    bytes.len()
-                ));
-                break;
-            }
-            if let Err(reason) =
-                parse::record(bytes, &self.root, self.envelope.as_deref(), &mut root)
-            {
-                root.truncate(taken.len());
-                rejected = Some(reason);
-                break;
-            }
-            taken.push(index as i64);
-            index += 1;
-        }
-        let buffers = root.finish(py)?;
-        let contiguous = taken.len() == index - start;
-        let taken = (!contiguous).then(|| {
-            let data: Vec<u8> = taken.iter().flat_map(|i| i.to_le_bytes()).collect();
-            PyBytes::new(py, &data)
-        });
-        Ok((index, rejected, buffers, taken))
+        guarded(|| {
+            let column = borrow(&values)?;
+            let envelope = self.envelope.as_deref();
+            let mut rows = read::read(&self.root, envelope, &column, start, max_bytes)
+                .map_err(ReaderError::new_err)?;
+            let buffers = rows.root.finish(py)?;
+            let contiguous = rows.taken.len() == rows.stop.saturating_sub(start);
+            let taken = (!contiguous).then(|| {
+                let data: Vec<u8> = rows.taken.iter().flat_map(|i| i.to_le_bytes()).collect();
+                PyBytes::new(py, &data)
+            });
+            Ok((rows.stop, rows.rejected, buffers, taken))
+        })
     }
 }
 
@@ -116,62 +119,21 @@ type ColumnBuffers = (
     usize,
 );
 
-/// A `large_binary` column borrowed from its Python buffers for the length of one call.
-struct Column<'a> {
-    validity: Option<&'a [u8]>,
-    offsets: &'a [u8],
-    data: &'a [u8],
-    offset: usize,
-    len: usize,
-}
-
-impl<'a> Column<'a> {
-    fn borrow(buffers: &'a ColumnBuffers) -> PyResult<Self> {
-        let (validity, offsets, data, offset, len) = buffers;
-        let column = Column {
-            validity: validity.as_ref().map(bytes_of).transpose()?,
-            offsets: bytes_of(offsets)?,
-            data: bytes_of(data)?,
-            offset: *offset,
-            len: *len,
-        };
-        // every offset the values need must be there, in order, and inside the data
-        let last = offset + len;
-        let fits = column.offsets.len() >= (last + 1) * 8
-            && !matches!(column.validity, Some(bits) if bits.len() * 8 < last)
-            && (*offset..last).all(|slot| column.boundary(slot) <= column.boundary(slot + 1))
-            && column.boundary(last) <= column.data.len();
-        if !fits {
-            return Err(PyValueError::new_err(
-                "the value column's buffers do not hold its values",
-            ));
-        }
-        Ok(column)
-    }
-
-    /// Where value `slot` (counted from the buffers' start) begins in `data`, and value `slot - 1` ends.
-    fn boundary(&self, slot: usize) -> usize {
-        let at = slot * 8;
-        let raw: [u8; 8] = self.offsets[at..at + 8].try_into().expect("8 bytes");
-        usize::try_from(i64::from_le_bytes(raw)).unwrap_or(usize::MAX)
-    }
-
-    /// Value `index` of the column, `None` when it is null.
-    fn value(&self, index: usize) -> Option<&'a [u8]> {
-        let slot = self.offset + index;
-        if let Some(bits) = self.validity {
-            if bits[slot / 8] & (1 << (slot % 8)) == 0 {
-                return None;
-            }
-        }
-        Some(&self.data[self.boundary(slot)..self.boundary(slot + 1)])
-    }
+/// The column of Python's buffers, checked to hold its values (see `Column::new`).
+fn borrow(buffers: &ColumnBuffers) -> PyResult<Column<'_>> {
+    let (validity, offsets, data, offset, len) = buffers;
+    let validity = validity.as_ref().map(bytes_of).transpose()?;
+    Column::new(validity, bytes_of(offsets)?, bytes_of(data)?, *offset, *len)
+        .ok_or_else(|| PyValueError::new_err("the value column's buffers do not hold its values"))
 }
 
 /// The bytes of a contiguous, read-only buffer; they stay valid while `buffer` is held.
 fn bytes_of(buffer: &PyBuffer<u8>) -> PyResult<&[u8]> {
     if !buffer.is_c_contiguous() {
         return Err(PyValueError::new_err("a value buffer is not contiguous"));
+    }
+    if buffer.len_bytes() == 0 {
+        return Ok(&[]); // an empty buffer's pointer may be null, which no slice may hold
     }
     // SAFETY: the buffer is contiguous, `len_bytes` long, and the exporter keeps it alive and unchanged
     // while the view is held; the returned slice borrows the view.
@@ -181,5 +143,8 @@ fn bytes_of(buffer: &PyBuffer<u8>) -> PyResult<&[u8]> {
 #[pymodule]
 fn _jsonarrow(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Reader>()?;
+    let exception = module.py().get_type::<ReaderError>();
+    exception.setattr("__module__", MODULE)?;
+    module.add("ReaderError", exception)?;
     Ok(())
 }

@@ -232,8 +232,12 @@ fn object_into(
                 value_into(cursor, &fields[index].1, &mut children[index], depth)?;
             }
             None if strict => {
-                let name = key.unwrap_or(Cow::Borrowed(shape[position].name()));
-                return Err(format!("unknown key {:?}", String::from_utf8_lossy(&name)));
+                // the key was read here, or matched the one remembered at this position
+                let name = match &key {
+                    Some(key) => &key[..],
+                    None => shape.get(position).map_or(&[][..], Key::name),
+                };
+                return Err(format!("unknown key {:?}", String::from_utf8_lossy(name)));
             }
             None => cursor.skip_value(depth)?,
         }
@@ -302,7 +306,7 @@ impl<'a> Cursor<'a> {
 
     /// Whether the object at the cursor starts with `name` (the cursor does not move).
     fn first_key_is(&self, name: &[u8]) -> bool {
-        let rest = &self.bytes[self.pos + 1..];
+        let rest = self.bytes.get(self.pos + 1..).unwrap_or_default();
         let start = rest
             .iter()
             .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
@@ -448,7 +452,7 @@ impl<'a> Cursor<'a> {
         const HIGH: u64 = 0x8080_8080_8080_8080;
         // a byte of `v` is flagged when it is zero; a flag above a true one may be false (borrows)
         let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-        let rest = &self.bytes[from..];
+        let rest = self.bytes.get(from..).unwrap_or_default();
         let mut at = 0;
         while at + 8 <= rest.len() {
             let v = word(&rest[at..at + 8]);
@@ -469,7 +473,7 @@ impl<'a> Cursor<'a> {
 
     /// The width of the UTF-8 character at the cursor, checked (no overlong form, no surrogate).
     fn utf8_char(&self) -> Parsed<usize> {
-        let width = match self.bytes[self.pos] {
+        let width = match self.peek().unwrap_or(0) {
             0xC2..=0xDF => 2,
             0xE0..=0xEF => 3,
             0xF0..=0xF4 => 4,
@@ -502,7 +506,8 @@ impl<'a> Cursor<'a> {
                 let unit = self.hex4()?;
                 let code = match unit {
                     0xD800..=0xDBFF => {
-                        if !self.bytes[self.pos..].starts_with(b"\\u") {
+                        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+                        if !rest.starts_with(b"\\u") {
                             return Err(format!("unpaired surrogate at byte {at}"));
                         }
                         self.pos += 2;
@@ -788,7 +793,7 @@ impl<'a> Cursor<'a> {
     /// epoch, UTC. Other ISO-8601 spellings are rejected, not guessed at.
     fn timestamp_micros(&mut self) -> Parsed<i64> {
         let start = self.pos;
-        let rest = &self.bytes[start + 1..];
+        let rest = self.bytes.get(start + 1..).unwrap_or_default();
         let end = rest
             .iter()
             .position(|b| *b == b'"')

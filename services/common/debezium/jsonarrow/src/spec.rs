@@ -59,7 +59,19 @@ impl Node {
     }
 }
 
+/// A field tree nested deeper than this is refused: the builders recurse over it.
+const MAX_DEPTH: usize = 64;
+
 pub fn from_python(spec: &Bound<'_, PyAny>) -> PyResult<Node> {
+    node(spec, 0)
+}
+
+fn node(spec: &Bound<'_, PyAny>, depth: usize) -> PyResult<Node> {
+    if depth > MAX_DEPTH {
+        return Err(PyValueError::new_err(format!(
+            "a field tree nested deeper than {MAX_DEPTH} levels"
+        )));
+    }
     let spec = spec.downcast::<PyTuple>()?;
     let kind: String = spec.get_item(0)?.extract()?;
     let node = match kind.as_str() {
@@ -108,7 +120,9 @@ pub fn from_python(spec: &Bound<'_, PyAny>) -> PyResult<Node> {
                     )))
                 }
             };
-            let limit = Magnitude::pow10(precision);
+            let limit = Magnitude::pow10(precision).ok_or_else(|| {
+                PyValueError::new_err(format!("10^{precision} does not fit 256 bits"))
+            })?;
             Node::Decimal {
                 precision,
                 scale,
@@ -117,7 +131,7 @@ pub fn from_python(spec: &Bound<'_, PyAny>) -> PyResult<Node> {
                 limit,
             }
         }
-        "list" => Node::List(Box::new(from_python(&spec.get_item(1)?)?)),
+        "list" => Node::List(Box::new(node(&spec.get_item(1)?, depth + 1)?)),
         "struct" => {
             let list = spec.get_item(1)?;
             let list = list.downcast::<PyList>()?;
@@ -131,7 +145,7 @@ pub fn from_python(spec: &Bound<'_, PyAny>) -> PyResult<Node> {
                 {
                     return Err(PyValueError::new_err(format!("duplicate field {name:?}")));
                 }
-                fields.push((name.into_bytes(), from_python(&field.get_item(1)?)?));
+                fields.push((name.into_bytes(), node(&field.get_item(1)?, depth + 1)?));
             }
             let strict: bool = spec.get_item(2)?.extract()?;
             Node::Struct { fields, strict }
