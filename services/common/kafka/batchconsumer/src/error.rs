@@ -1,10 +1,12 @@
 //! librdkafka's error codes and error objects, turned into `KafkaCallError` or an error-list entry.
 
+use std::any::Any;
 use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
-use pyo3::PyErr;
+use pyo3::{PyErr, PyResult};
 use rdkafka_sys::bindings as rd;
 use rdkafka_sys::types::RDKafkaRespErr;
 
@@ -17,6 +19,8 @@ create_exception!(
 
 /// The error code librdkafka uses for "the handle is in the wrong state", reused for calls after `close`.
 const STATE: i32 = RDKafkaRespErr::RD_KAFKA_RESP_ERR__STATE as i32;
+/// librdkafka's generic local failure, for a failure of this module itself.
+const FAIL: i32 = RDKafkaRespErr::RD_KAFKA_RESP_ERR__FAIL as i32;
 
 /// One error as Python sees it in the list `consume` returns: `(code, name, reason, fatal)`.
 pub(crate) type Entry = (i32, String, String, bool);
@@ -67,6 +71,22 @@ impl CallError {
         Some(taken)
     }
 
+    /// A panic inside this module (a bug): reported as a failed call, an ordinary exception, instead of
+    /// PyO3's `PanicException`, which derives from `BaseException` and escapes `except Exception`.
+    pub fn panicked(panic: &(dyn Any + Send)) -> Self {
+        let message = if let Some(text) = panic.downcast_ref::<&str>() {
+            (*text).to_owned()
+        } else if let Some(text) = panic.downcast_ref::<String>() {
+            text.clone()
+        } else {
+            "a panic without a message".to_owned()
+        };
+        Self::with_reason(
+            FAIL,
+            format!("the native consumer failed inside itself: {message}"),
+        )
+    }
+
     pub fn closed() -> Self {
         Self::with_reason(STATE, "the consumer is closed".to_owned())
     }
@@ -86,6 +106,12 @@ impl From<CallError> for PyErr {
             error.retriable,
         ))
     }
+}
+
+/// Runs the body of a method called from Python; a panic becomes `KafkaCallError` (see `panicked`).
+pub(crate) fn guarded<T>(body: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    catch_unwind(AssertUnwindSafe(body))
+        .unwrap_or_else(|panic| Err(CallError::panicked(panic.as_ref()).into()))
 }
 
 /// `Err` unless `code` is 0.

@@ -11,7 +11,7 @@ use pyo3::types::PyBytes;
 use rdkafka_sys::bindings as rd;
 
 use crate::client::Client;
-use crate::error::text;
+use crate::error::{guarded, text};
 
 /// A message librdkafka handed out and only `Fetched` destroys.
 #[repr(transparent)]
@@ -114,90 +114,95 @@ type Header<'py> = (String, Option<Bound<'py, PyBytes>>);
 
 #[pymethods]
 impl Fetched {
-    fn __len__(&self) -> usize {
-        self.messages.len()
+    pub(crate) fn __len__(&self) -> PyResult<usize> {
+        guarded(|| Ok(self.messages.len()))
     }
 
     /// `(topic, partition, start, stop)` of each run of consecutive messages of one partition.
-    fn runs(&self) -> Vec<(String, i32, usize, usize)> {
-        let mut runs: Vec<(String, i32, usize, usize)> = Vec::new();
-        let mut current: Option<(*mut rd::rd_kafka_topic_t, i32)> = None;
-        for (index, message) in self.messages.iter().enumerate() {
-            let key = (message.get().rkt, message.get().partition);
+    fn runs(&self) -> PyResult<Vec<(String, i32, usize, usize)>> {
+        guarded(|| {
             // One topic handle per topic name and client, so comparing pointers compares topics.
-            if current == Some(key) {
-                if let Some(run) = runs.last_mut() {
-                    run.3 = index + 1;
-                }
-                continue;
-            }
-            current = Some(key);
-            runs.push((message.topic(), key.1, index, index + 1));
-        }
-        runs
+            let keys = self
+                .messages
+                .iter()
+                .map(|m| (m.get().rkt, m.get().partition));
+            Ok(runs_of(keys)
+                .into_iter()
+                .map(|((_, partition), start, stop)| {
+                    (self.messages[start].topic(), partition, start, stop)
+                })
+                .collect())
+        })
     }
 
     /// Each message's offset as little-endian int64.
     fn offsets<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let offsets: Vec<i64> = self.messages.iter().map(|m| m.get().offset).collect();
-        int64s(py, &offsets)
+        guarded(|| {
+            let offsets: Vec<i64> = self.messages.iter().map(|m| m.get().offset).collect();
+            int64s(py, &offsets)
+        })
     }
 
     /// Each message's timestamp in milliseconds as little-endian int64, -1 when there is none.
     fn timestamps_ms<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let millis: Vec<i64> = self.messages.iter().map(|m| m.timestamp().1).collect();
-        int64s(py, &millis)
+        guarded(|| {
+            let millis: Vec<i64> = self.messages.iter().map(|m| m.timestamp().1).collect();
+            int64s(py, &millis)
+        })
     }
 
     /// The values as the buffers of one Arrow `large_binary` array: `(validity, offsets, data)`.
     ///
     /// A NULL payload (a tombstone) is a null entry; `validity` is `None` when there is none.
     fn values<'py>(&self, py: Python<'py>) -> PyResult<ValueBuffers<'py>> {
-        let payloads: Vec<Option<&[u8]>> = self.messages.iter().map(MessagePtr::payload).collect();
-        let validity = match payloads.iter().any(Option::is_none) {
-            true => Some(validity(py, &payloads)?),
-            false => None,
-        };
-        let mut ends = Vec::with_capacity(payloads.len() + 1);
-        ends.push(0i64);
-        let mut total = 0usize;
-        for payload in &payloads {
-            total += payload.map_or(0, <[u8]>::len);
-            ends.push(total as i64);
-        }
-        let offsets = int64s(py, &ends)?;
-        let data = filled(py, total, |out| {
-            let mut at = 0;
-            for payload in payloads.iter().flatten() {
-                // SAFETY: `out` has `total` bytes, the sum of every payload's length; each write lands
-                // after the previous one, so together they stay in bounds and cover every byte.
-                unsafe { ptr::copy_nonoverlapping(payload.as_ptr(), out.add(at), payload.len()) };
-                at += payload.len();
-            }
-        })?;
-        Ok((validity, offsets, data))
+        guarded(|| {
+            let payloads: Vec<Option<&[u8]>> =
+                self.messages.iter().map(MessagePtr::payload).collect();
+            let validity = match payloads.iter().any(Option::is_none) {
+                true => Some(PyBytes::new(py, &validity_bits(&payloads))),
+                false => None,
+            };
+            let ends =
+                value_ends(&payloads).ok_or_else(|| PyMemoryError::new_err("batch too large"))?;
+            let total = ends.last().map_or(0, |end| *end as usize); // checked by value_ends
+            let offsets = int64s(py, &ends)?;
+            let data = filled(py, total, |out| {
+                let mut at = 0;
+                for payload in payloads.iter().flatten() {
+                    // SAFETY: `out` has `total` bytes, the sum of every payload's length; each write lands
+                    // after the previous one, so together they stay in bounds and cover every byte.
+                    unsafe {
+                        ptr::copy_nonoverlapping(payload.as_ptr(), out.add(at), payload.len())
+                    };
+                    at += payload.len();
+                }
+            })?;
+            Ok((validity, offsets, data))
+        })
     }
 
     /// Message `i` in full, for the rare path that needs one record (the dead-letter queue).
     fn record<'py>(&self, py: Python<'py>, i: isize) -> PyResult<Record<'py>> {
-        let message = usize::try_from(i)
-            .ok()
-            .and_then(|i| self.messages.get(i))
-            .ok_or_else(|| {
-                PyIndexError::new_err(format!("message {i} of {}", self.messages.len()))
-            })?;
-        let (kind, millis) = message.timestamp();
-        let fields = message.get();
-        Ok((
-            message.topic(),
-            fields.partition,
-            fields.offset,
-            kind,
-            millis,
-            message.key().map(|k| PyBytes::new(py, k)),
-            message.payload().map(|v| PyBytes::new(py, v)),
-            headers(py, message),
-        ))
+        guarded(|| {
+            let message = usize::try_from(i)
+                .ok()
+                .and_then(|i| self.messages.get(i))
+                .ok_or_else(|| {
+                    PyIndexError::new_err(format!("message {i} of {}", self.messages.len()))
+                })?;
+            let (kind, millis) = message.timestamp();
+            let fields = message.get();
+            Ok((
+                message.topic(),
+                fields.partition,
+                fields.offset,
+                kind,
+                millis,
+                message.key().map(|k| PyBytes::new(py, k)),
+                message.payload().map(|v| PyBytes::new(py, v)),
+                headers(py, message),
+            ))
+        })
     }
 }
 
@@ -207,14 +212,39 @@ type ValueBuffers<'py> = (
     Bound<'py, PyBytes>,
 );
 
-/// Arrow's validity bitmap: bit `i` (LSB first) set when value `i` is present.
-fn validity<'py>(py: Python<'py>, payloads: &[Option<&[u8]>]) -> PyResult<Bound<'py, PyBytes>> {
-    PyBytes::new_with(py, payloads.len().div_ceil(8), |bits| {
-        for (i, payload) in payloads.iter().enumerate() {
-            bits[i / 8] |= u8::from(payload.is_some()) << (i % 8);
+/// `(key, start, stop)` of each run of consecutive equal keys.
+pub(crate) fn runs_of<K: PartialEq>(keys: impl IntoIterator<Item = K>) -> Vec<(K, usize, usize)> {
+    let mut runs: Vec<(K, usize, usize)> = Vec::new();
+    for (index, key) in keys.into_iter().enumerate() {
+        match runs.last_mut() {
+            Some(run) if run.0 == key => run.2 = index + 1,
+            _ => runs.push((key, index, index + 1)),
         }
-        Ok(())
-    })
+    }
+    runs
+}
+
+/// Arrow's validity bitmap: bit `i` (LSB first) set when value `i` is present.
+pub(crate) fn validity_bits(payloads: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut bits = vec![0u8; payloads.len().div_ceil(8)];
+    for (i, payload) in payloads.iter().enumerate() {
+        bits[i / 8] |= u8::from(payload.is_some()) << (i % 8);
+    }
+    bits
+}
+
+/// Arrow's `large_binary` offsets of the payloads (a null one takes no bytes); `None` when their total
+/// does not fit an int64 offset.
+pub(crate) fn value_ends(payloads: &[Option<&[u8]>]) -> Option<Vec<i64>> {
+    let mut ends = Vec::with_capacity(payloads.len() + 1);
+    ends.push(0i64);
+    let mut total = 0i64;
+    for payload in payloads {
+        let len = i64::try_from(payload.map_or(0, <[u8]>::len)).ok()?;
+        total = total.checked_add(len)?;
+        ends.push(total);
+    }
+    Some(ends)
 }
 
 fn int64s<'py>(py: Python<'py>, values: &[i64]) -> PyResult<Bound<'py, PyBytes>> {
