@@ -423,6 +423,16 @@ HOSTILE: list[tuple[str, str, bytes]] = [
     ),
     ("time-before-midnight", Reason.OUT_OF_RANGE, _event("c", after=_row(7, cutoff=-1))),
     ("time-after-24h", Reason.OUT_OF_RANGE, _event("c", after=_row(7, cutoff=86_400_000_001))),
+    # Arrow's reader crashes the process converting a decimal with an exponent of millions of digits
+    ("decimal-exponent", Reason.OUT_OF_RANGE, _GOOD.replace(b"12345678901234567.89", b"1e-999999999")),
+    ("decimal-exponent-text", Reason.OUT_OF_RANGE, _GOOD.replace(b"12345678901234567.89", b'"1e-999999999"')),
+    ("zero-exponent-text", Reason.OUT_OF_RANGE, _GOOD.replace(b"12345678901234567.89", b'"0E-00010000000"')),
+    ("escaped-exponent", Reason.OUT_OF_RANGE, _GOOD.replace(b"12345678901234567.89", b'"1\\u0065-999999999"')),
+    (
+        "duplicate-key-exponent",
+        Reason.OUT_OF_RANGE,
+        _GOOD.replace(b'"balance":', b'"balance":"1e-99999999","balance":'),
+    ),
 ]
 
 
@@ -450,6 +460,16 @@ def test_brackets_in_strings_are_not_depth() -> None:
     assert result.rows.column("profile").to_pylist()[1:3] == [text, text]
     assert result.rows.column("balance").to_pylist()[1] == Decimal("12.50")
     assert result.rows.column("account_id").to_pylist() == [6, 7, 7, 8]
+
+
+def test_huge_exponents_outside_decimal_columns_are_only_text() -> None:
+    """Only a decimal column's exponent reaches Arrow's decimal conversion; text that looks like one is kept."""
+    notes = "1e-999999999 and 9e12345678"
+    slow = _event("c", after=_row(7, notes=notes)).replace(b":12345678901234567.89,", b':"1.5E+1",')
+    result = _decode([slow, _with_extra(_event("c", after=_row(8)), b"1e-999999999")])
+    assert result.failures == []
+    assert result.rows.column("notes").to_pylist()[0] == notes
+    assert result.rows.column("balance").to_pylist()[0] == Decimal("15.00")
 
 
 def test_a_time_of_24_00_is_kept() -> None:

@@ -10,13 +10,15 @@ still decode in bulk and only a poison record ends up alone, as a failure.
 
 Arrow's reader is a C++ parser that trusts its input's shape: it crashes the process on deep nesting and
 does not check UTF-8. So every value it is given is first bounded, with vectorised scans of the batch's
-bytes: nesting depth (:data:`MAX_DEPTH`) and UTF-8. What fails them is refused before any parser sees it.
+bytes: nesting depth (:data:`MAX_DEPTH`) and UTF-8, and no decimal column may hold an exponent of
+millions (Arrow's decimal conversion crashes on one). What fails them is refused before any parser sees it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import numpy as np
@@ -44,6 +46,11 @@ JsonConverter value with its embedded Connect schema for an array column of Post
 (6): about 15 levels; jsonb arrives as a string, so its nesting does not count. Arrow's reader crashes the
 process at ~20,000 levels and Python's ``json`` raises at ~1,000. 128 is the native reader's limit too, so
 a record is read or refused alike whichever reader its batch gives it to."""
+# Arrow's decimal conversion crashes the process on an exponent of a few million (1e-4999999); one of
+# seven or more digits is refused. No decimal the lake holds needs one: PostgreSQL's numeric has at most
+# 147,455 digits.
+_HUGE_EXPONENT = re.compile(r"[eE][+-]?0*[1-9][0-9]{6,}")
+_HUGE_EXPONENT_BYTES = re.compile(rb"[eE][+-]?0*[1-9][0-9]{6,}|\\u")  # or an escape that may spell one
 _OPENERS = 0x7B  # "{" and, with the 0x20 bit set, "[" (0x5B): one comparison finds both
 _CLOSERS = 0x7D
 _QUOTE, _BACKSLASH = 0x22, 0x5C
@@ -71,6 +78,7 @@ class JsonEventDecoder:
         self._converter = EnvelopeConverter(contract)
         self.schema = self._converter.schema
         self._max_value_bytes = max_value_bytes
+        self._decimal_columns = _decimal_columns(self._converter.wire_schema)
         try:
             self._fast: JsonArrowReader | None = JsonArrowReader(
                 _fast_wire_schema(contract, self._converter.wire_schema),
@@ -141,6 +149,8 @@ class JsonEventDecoder:
                 failures.append(DecodeFailure(batch.message(index), Reason.TOO_DEEP, detail, "TooDeep"))
             elif not_utf8 is not None and not_utf8[index]:
                 failures.append(_classify(batch.message(index), value, "the value is not valid UTF-8"))
+            elif (refused := self._huge_exponent(batch.message, index, value)) is not None:
+                failures.append(refused)
             elif value.startswith(_WRAPPED) and (payload := _payload_of(value)) is not None:
                 bulk.append(index)  # the DLQ still gets the original value
                 values.append(payload)
@@ -157,6 +167,28 @@ class JsonEventDecoder:
             self._decode_bisect(chosen.with_values(values), origin, out, failures)
         for index in alone:
             self._decode_bisect(batch.part(index, index + 1), origin, out, failures)
+
+    def _huge_exponent(self, message: Callable[[int], Message], index: int, value: bytes) -> DecodeFailure | None:
+        """The failure of a value with a decimal column Arrow's conversion would crash on, else None.
+
+        A regex over the bytes clears nearly every value; one that might hold such an exponent is parsed
+        (its depth is bounded by now) and every key naming a decimal column is checked, duplicates too.
+        """
+        if not self._decimal_columns or _HUGE_EXPONENT_BYTES.search(value) is None:
+            return None
+        shape = _shape_failure(message(index), value)
+        if shape is not None:  # whatever it is, Arrow's reader is not given it
+            return shape
+        found: list[str] = []
+
+        def check(pairs: list[tuple[str, object]]) -> None:
+            found.extend(key for key, item in pairs if key in self._decimal_columns and _has_huge_exponent(item))
+
+        json.loads(value, object_pairs_hook=check, parse_int=str, parse_float=str, parse_constant=str)
+        if not found:
+            return None
+        detail = f"column {found[0]}: a decimal exponent of seven or more digits"
+        return DecodeFailure(message(index), Reason.OUT_OF_RANGE, detail, "OutOfRange")
 
     def _convert(
         self, wire: pa.Table, batch: MessageBatch, origin: Origin, out: list[pa.Table], failures: list[DecodeFailure]
@@ -218,6 +250,21 @@ def _fast_wire_schema(contract: TableContract, wire: pa.Schema) -> pa.Schema:
         return field.with_type(pa.struct(columns))
 
     return pa.schema([image(f) if f.name in ("before", "after") else f for f in wire])
+
+
+def _decimal_columns(wire: pa.Schema) -> frozenset[str]:
+    """The row-image columns Arrow's reader converts to decimals (alone or in lists)."""
+
+    def decimal(arrow: pa.DataType) -> bool:
+        return pa.types.is_decimal(arrow) or (pa.types.is_list(arrow) and decimal(arrow.value_type))
+
+    return frozenset(f.name for f in wire.field("after").type if decimal(f.type))
+
+
+def _has_huge_exponent(item: object) -> bool:
+    if isinstance(item, str):
+        return _HUGE_EXPONENT.search(item) is not None
+    return isinstance(item, list) and any(_has_huge_exponent(element) for element in item)
 
 
 def _classify(message: Message, value: bytes, arrow_error: str) -> DecodeFailure:
