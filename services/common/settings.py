@@ -221,6 +221,12 @@ class WriterSettings(_Frozen):
     # (writer schemas from the registry below) or in Avro single-object encoding (schemas from contracts).
     value_format: Literal["json", "avro-confluent", "avro-single-object"] = "json"
     schema_registry_url: str | None = None
+    # The note of the offsets being decoded and the quarantined records (the crash-loop guard,
+    # services/consumer/quarantine.py). Empty: <stack.state_dir>/writer.
+    state_dir: str = ""
+    # A decode of one poll's records that takes longer is a hang: the process ends (SIGALRM) and the next start
+    # quarantines the record responsible. 0: no limit.
+    decode_timeout_s: float = Field(default=120.0, ge=0)
 
     @field_validator("group_id")
     @classmethod
@@ -348,6 +354,10 @@ class Settings(BaseSettings):
     def lake_root(self) -> str:
         """The lake root: the configured one, else ``<state_dir>/lake``."""
         return self.lake.root or str(self.stack.state_dir / "lake")
+
+    def writer_state_dir(self) -> Path:
+        """The lake writer's own state: ``writer.state_dir``, else ``<state_dir>/writer``."""
+        return Path(self.writer.state_dir) if self.writer.state_dir else self.stack.state_dir / "writer"
 
     def duckdb_path(self) -> Path:
         return Path(self.warehouse.duckdb_path or self.stack.state_dir / "warehouse.duckdb")

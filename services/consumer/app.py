@@ -4,10 +4,23 @@ Order of a checkpoint (per partition): write the Parquet files, wait for the par
 acknowledged, then commit ``end`` synchronously and check the result. Only the checkpoint commits.
 A transient failure (lake or DLQ) drops the partition's buffer, seeks back to the committed position and
 pauses the partition with a backoff, so memory stays bounded and nothing is skipped.
+
+No failure of one record ends the process:
+
+- A decoder that raises (any exception but a transient one, or a native panic) is retried on halves of the
+  batch down to the records that make it raise; those go to the DLQ (``decoder_error``), the rest land
+  (``guard.py``).
+- A write that fails for another reason than a transient one is probed row by row range (Parquet encoding
+  without storing); rows that cannot be written go to the DLQ (``decoder_error``, stage ``write``) with their
+  records read again from Kafka, the rest are written and committed. A failure no row explains is retried
+  later like a transient one.
+- A record that kills the process while it decodes (a native crash, or a decode longer than
+  ``decode_timeout_s``) is found after the restart and quarantined (``decoder_crash``, ``quarantine.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -18,7 +31,7 @@ import pyarrow as pa
 
 from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
 from services.common.errors import TransientError
-from services.common.kafka import BatchConsumer, KafkaException, TopicPartition, batch_consumer
+from services.common.kafka import BatchConsumer, Fetch, KafkaException, Message, TopicPartition, batch_consumer
 from services.common.kafka.message_columns import MessageBatch, batches_by_topic
 from services.common.lake import Lake
 from services.common.logging import get_logger
@@ -27,9 +40,29 @@ from services.common.settings import Settings
 from services.common.signals import Shutdown
 from services.consumer.buffers import FlushPolicy, PartitionBuffer
 from services.consumer.dlq import DlqPublisher
+from services.consumer.errors import WriteFailedError
 from services.consumer.evolution import CatalogEvolution
-from services.consumer.routing import EventDecoder, Route, Router
-from services.consumer.sink import ParquetSink
+from services.consumer.faults import crash_if_marked, fail_write_if_marked
+from services.consumer.guard import (
+    DiscardLake,
+    decode_isolating,
+    defect_failure,
+    describe,
+    failing_rows,
+    is_native_panic,
+)
+from services.consumer.quarantine import (
+    DecodeWatchdog,
+    InflightNote,
+    Quarantine,
+    Range,
+    crash_failure,
+    dead_notes,
+    find_crashers,
+    read_range,
+)
+from services.consumer.routing import Route, Router
+from services.consumer.sink import ParquetSink, WrittenFile
 
 __all__ = ["LakeWriter"]
 
@@ -57,11 +90,17 @@ class LakeWriter:
     ) -> None:
         w = settings.writer
         self._settings = w
+        self._all_settings = settings
         self._metrics = metrics
         self._shutdown = shutdown
         self._router = router
         self._evolution = evolution
         self._sink = ParquetSink(lake, settings.kafka.topic_prefix)
+        self._probe = ParquetSink(DiscardLake(), settings.kafka.topic_prefix)  # encodes, stores nothing
+        self._state_dir = settings.writer_state_dir() / w.group_id
+        self._quarantine = Quarantine(self._state_dir)
+        self._watchdog = DecodeWatchdog(w.decode_timeout_s)
+        self._note: InflightNote | None = None
         self._policy = FlushPolicy(w.flush_max_rows, w.flush_max_bytes, w.flush_max_age_s)
         self._dlq = DlqPublisher(settings.kafka, w.group_id, worker_id)
         self._consumer: BatchConsumer = batch_consumer(
@@ -104,11 +143,16 @@ class LakeWriter:
         return self.polling and bool(self._assigned)
 
     def run(self) -> int:
-        self._consumer.subscribe(
-            [self._router.subscription()], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
-        log.info("writer.started", group=self._settings.group_id, dlq=self._dlq.topic)
+        self._note = InflightNote(self._state_dir)
         try:
+            self._recover_crashed()
+            self._consumer.subscribe(
+                [self._router.subscription()],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            log.info("writer.started", group=self._settings.group_id, dlq=self._dlq.topic)
             while not self._shutdown.requested:
                 self._poll_once()
             self._flush_all("shutdown")
@@ -116,6 +160,9 @@ class LakeWriter:
             self.polling = False
             self._consumer.close()  # leaves the group: partitions move at once, not after a session timeout
             self._dlq.close()
+            self._note.close()
+            with contextlib.suppress(OSError):  # the group's state folder goes when nothing is left in it
+                self._state_dir.rmdir()
         log.info("writer.stopped", reason=self._shutdown.signal_name)
         return 0
 
@@ -134,9 +181,16 @@ class LakeWriter:
         fetched = self._consumer.consume(num_messages=self._settings.poll_batch, timeout=self._settings.poll_timeout_s)
         self.last_poll_at = time.monotonic()
         self.polling = True
+        if not len(fetched):
+            return
         ingested_at_us = time.time_ns() // 1_000
-        for topic, batch in batches_by_topic(fetched).items():
-            self._ingest(topic, batch, ingested_at_us)
+        self._quarantine.refresh()
+        assert self._note is not None
+        self._note.note(_in_hand(fetched))  # until these are decoded: a crash now is traced to them
+        with self._watchdog.watching():
+            for topic, batch in batches_by_topic(fetched).items():
+                self._ingest(topic, batch, ingested_at_us)
+        self._note.clear()
 
     def _ingest(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> None:
         """One topic's records of a poll, decoded together (per-call costs are paid once, not per partition);
@@ -151,21 +205,24 @@ class LakeWriter:
         buffers = {p: self._take_in(topic, p, batch, a, b) for p, a, b in taken}
         ends = {p: int(batch.offsets[b - 1]) + 1 for p, _, b in taken}
         try:
-            rows = self._rows(topic, batch, ingested_at_us)
+            rows = self._rows(topic, self._quarantine.without_quarantined(topic, batch), ingested_at_us)
         except TransientError as exc:  # e.g. the schema registry is down: read these records again later
             for p, buffer in buffers.items():
                 self._retry_later((topic, p), buffer, exc)
             return
         for p, buffer in buffers.items():
-            buffer.add(rows.get(p), ends[p])
+            for table in rows.get(p, []):
+                buffer.add(table, ends[p])
+            buffer.advance(ends[p])
 
     def _taking(self, tp: TP) -> bool:
         return tp in self._assigned and tp not in self._paused_until
 
-    def _rows(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> dict[int, pa.Table]:
-        """Each partition's rows of ``batch``; the records that yield none are DLQ'd, counted or skipped."""
+    def _rows(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> dict[int, list[pa.Table]]:
+        """Each partition's rows of ``batch`` (in offset order, in one table unless the decoder had to be
+        isolated from some records); the records that yield none are DLQ'd, counted or skipped."""
         route = self._route(topic)
-        if route.skip:
+        if route.skip or not len(batch):
             return {}
         if route.decoder is None:
             failures = [
@@ -175,15 +232,24 @@ class LakeWriter:
             self._dead_letter(failures)
             self._metrics.tombstones_skipped.labels(topic).inc(len(batch) - len(failures))
             return {}
-        result = self._decode(route.decoder, topic, batch, ingested_at_us)
-        self._dead_letter(result.failures)
-        if result.tombstones:
-            self._metrics.tombstones_skipped.labels(topic).inc(result.tombstones)
-        return result.rows_by_partition()
+        results = decode_isolating(lambda part: self._decode(topic, part, ingested_at_us), batch)
+        if len(results) > 1:
+            log.warning("writer.decoder_isolated", topic=topic, records=len(batch), parts=len(results))
+        rows: dict[int, list[pa.Table]] = defaultdict(list)
+        for result in results:
+            self._dead_letter(result.failures)
+            if result.tombstones:
+                self._metrics.tombstones_skipped.labels(topic).inc(result.tombstones)
+            for partition, table in result.rows_by_partition().items():
+                rows[partition].append(table)
+        return rows
 
-    def _decode(self, decoder: EventDecoder, topic: str, batch: MessageBatch, ingested_at_us: int) -> DecodeResult:
+    def _decode(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> DecodeResult:
         """The decoded batch; columns new to the contract become its next version when evolution is on, and
         the batch is decoded again under it."""
+        decoder = self._router.route(topic).decoder  # the newest: an earlier part of the batch may have evolved it
+        assert decoder is not None
+        crash_if_marked(batch.values)
         result = decoder.decode(topic, batch, ingested_at_us)
         unknown = result.unknown_columns()
         if not unknown or self._evolution is None:
@@ -260,7 +326,16 @@ class LakeWriter:
         rows = buffer.take()
         began = time.monotonic()
         try:
-            written = self._sink.write(route.schema, route.table, partition, rows) if rows is not None else []
+            try:
+                written = self._write(self._sink, route, partition, rows) if rows is not None else []
+            except TransientError:
+                raise
+            except Exception as exc:  # a defect: some rows cannot be written
+                written, rows = self._write_without_failing_rows(tp, route, rows, exc)
+            except BaseException as exc:
+                if not is_native_panic(exc):
+                    raise
+                written, rows = self._write_without_failing_rows(tp, route, rows, exc)
             self._dlq.confirm(topic, partition, _DLQ_CONFIRM_S)
         except TransientError as exc:
             self._retry_later(tp, buffer, exc)
@@ -280,6 +355,88 @@ class LakeWriter:
             self._attempts.pop(tp, None)
         buffer.committed()
         return committed
+
+    def _write_without_failing_rows(
+        self, tp: TP, route: Route, rows: pa.Table | None, error: BaseException
+    ) -> tuple[list[WrittenFile], pa.Table | None]:
+        """The rows that can be written, written; the records of the others DLQ'd. Raises a transient error
+        when no row explains ``error`` (the partition is then retried later, nothing is skipped)."""
+        assert rows is not None  # an empty write cannot fail
+        topic, partition = tp
+        failing = failing_rows(lambda part: self._write(self._probe, route, partition, part), rows)
+        if not failing:
+            raise WriteFailedError(f"writing {topic}[{partition}] failed, yet every row encodes: {describe(error)}")
+        offsets = rows.column("_kafka_offset").to_numpy()
+        bad = {int(offsets[index]): exc for index, exc in failing}
+        log.error(
+            "writer.rows_unwritable", topic=topic, partition=partition, offsets=sorted(bad)[:20], error=describe(error)
+        )
+        records = self._records_at(topic, partition, sorted(bad))
+        self._dead_letter([defect_failure(records[offset], exc, stage="write") for offset, exc in bad.items()])
+        keep = np.ones(rows.num_rows, dtype=bool)
+        keep[[index for index, _ in failing]] = False
+        rest = rows.filter(pa.array(keep))
+        written = self._write(self._sink, route, partition, rest) if rest.num_rows else []
+        return written, rest
+
+    @staticmethod
+    def _write(sink: ParquetSink, route: Route, partition: int, rows: pa.Table) -> list[WrittenFile]:
+        fail_write_if_marked(rows)
+        return sink.write(route.schema, route.table, partition, rows)
+
+    def _records_at(self, topic: str, partition: int, offsets: list[int]) -> dict[int, Message]:
+        """The records at ``offsets`` read again from Kafka (the buffer keeps rows, not records); one no longer
+        there (retention) is represented by its coordinates alone."""
+        wanted = set(offsets)
+        try:
+            read = read_range(self._all_settings, self._settings.group_id, (topic, partition, offsets[0], offsets[-1]))
+        except KafkaException as exc:
+            raise WriteFailedError(f"reading the unwritable records of {topic}[{partition}] again: {exc}") from exc
+        found = {int(m.offset() or 0): m for m in read if int(m.offset() or 0) in wanted}
+        for offset in wanted - found.keys():
+            found[offset] = Message(topic=topic, partition=partition, offset=offset)
+        return found
+
+    # --- the crash-loop guard -------------------------------------------------------------------
+
+    def _recover_crashed(self) -> None:
+        """Quarantine the records that killed earlier writers of this group here while they decoded."""
+        for note in dead_notes(self._state_dir):
+            log.warning("writer.crashed_while_decoding", note=note.path.name, ranges=note.ranges)
+            began = time.monotonic()
+            try:
+                crashers = self._quarantine_crashers(note.ranges)
+            except (TransientError, KafkaException) as exc:
+                log.error("writer.quarantine_failed", note=note.path.name, error=str(exc))
+                note.release()  # examined again at the next start
+                continue
+            note.done()
+            log.warning(
+                "writer.crash_examined",
+                note=note.path.name,
+                quarantined=[list(c) for c in crashers],
+                duration_s=round(time.monotonic() - began, 2),
+            )
+
+    def _quarantine_crashers(self, ranges: list[Range]) -> list[tuple[str, int, int]]:
+        """Find the records of ``ranges`` that kill a decoder, DLQ them, then remember them for good."""
+        records: dict[str, list[Message]] = defaultdict(list)
+        for span in ranges:
+            topic, partition = span[0], span[1]
+            records[topic] += [
+                m
+                for m in read_range(self._all_settings, self._settings.group_id, span)
+                if (topic, partition, int(m.offset() or 0)) not in self._quarantine
+            ]
+        crashers = find_crashers(self._all_settings, records, self._settings.decode_timeout_s)
+        if not crashers:
+            return []
+        self._dead_letter([crash_failure(message, death) for message, death in crashers])
+        coordinates = [(str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)) for m, _ in crashers]
+        for topic, partition in {(t, p) for t, p, _ in coordinates}:
+            self._dlq.confirm(topic, partition, _DLQ_CONFIRM_S)  # in the DLQ before it is skipped for good
+        self._quarantine.add(coordinates)
+        return coordinates
 
     def _commit(self, tp: TP, end: int) -> bool:
         began = time.monotonic()
@@ -384,3 +541,13 @@ class LakeWriter:
             last_ms = self._last_timestamp_ms.get(tp, 0)
             seconds = max(0.0, time.time() - last_ms / 1000) if lag and last_ms > 0 else 0.0
             self._metrics.lag_seconds.labels(group, tp[0], str(tp[1])).set(seconds)
+
+
+def _in_hand(fetched: Fetch) -> list[Range]:
+    """``(topic, partition, first, last)`` of every partition in a fetch."""
+    spans: dict[TP, tuple[int, int]] = {}
+    for topic, partition, start, stop in fetched.runs:
+        first, last = int(fetched.offsets[start]), int(fetched.offsets[stop - 1])
+        known = spans.get((topic, partition))
+        spans[(topic, partition)] = (first, last) if known is None else (min(known[0], first), max(known[1], last))
+    return [(topic, partition, first, last) for (topic, partition), (first, last) in spans.items()]

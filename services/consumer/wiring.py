@@ -7,7 +7,8 @@ import gc
 import os
 import socket
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import pyarrow as pa
 from prometheus_client import CollectorRegistry
@@ -16,7 +17,7 @@ from services import __version__
 from services.common.contracts import ContractRegistry, load_contracts
 from services.common.contracts.store import contracts_from_lake
 from services.common.health import HealthServer
-from services.common.lake import open_lake
+from services.common.lake import Lake, open_lake
 from services.common.logging import get_logger
 from services.common.metrics import WriterMetrics, new_registry, register_build_info
 from services.common.settings import Settings
@@ -25,7 +26,7 @@ from services.consumer.app import LakeWriter
 from services.consumer.evolution import CatalogEvolution
 from services.consumer.routing import Router
 
-__all__ = ["run_writer", "tune_allocator", "tune_collector"]
+__all__ = ["open_router", "run_writer", "tune_allocator", "tune_collector"]
 
 _STALLED_S = 60.0  # /healthz fails when the loop has not polled for this long
 # glibc's mallopt parameters
@@ -45,17 +46,9 @@ def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorReg
     with ExitStack() as stack:
         lake = open_lake(settings.lake, settings.lake_root())
         stack.callback(lake.close)
-        # the repository's contracts, then versions evolved at run time (newest wins)
-        contracts = ContractRegistry.of([*load_contracts(w.contracts_dir), *contracts_from_lake(lake)])
+        contracts = _contracts(settings, lake)
         log.info("writer.config", settings=settings.safe_dump(), contracts=contracts.as_dict(), worker=worker_id)
-        router = Router(
-            settings.kafka.topic_prefix,
-            contracts,
-            w.exclude_tables,
-            w.max_value_bytes,
-            value_format=w.value_format,
-            schema_registry_url=w.schema_registry_url,
-        )
+        router = _router(settings, contracts)
         stack.callback(router.close)
         metrics = WriterMetrics(registry)
         evolution = (
@@ -81,6 +74,34 @@ def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorReg
             stack.enter_context(health)
             log.info("writer.health", url=f"http://{w.health_host}:{health.port}/metrics")
         return writer.run()
+
+
+@contextmanager
+def open_router(settings: Settings) -> Iterator[Router]:
+    """A router over the same contracts as the writer's, for a process that only decodes (the quarantine's)."""
+    with ExitStack() as stack:
+        lake = open_lake(settings.lake, settings.lake_root())
+        stack.callback(lake.close)
+        router = _router(settings, _contracts(settings, lake))
+        stack.callback(router.close)
+        yield router
+
+
+def _contracts(settings: Settings, lake: Lake) -> ContractRegistry:
+    """The repository's contracts, then versions evolved at run time (newest wins)."""
+    return ContractRegistry.of([*load_contracts(settings.writer.contracts_dir), *contracts_from_lake(lake)])
+
+
+def _router(settings: Settings, contracts: ContractRegistry) -> Router:
+    w = settings.writer
+    return Router(
+        settings.kafka.topic_prefix,
+        contracts,
+        w.exclude_tables,
+        w.max_value_bytes,
+        value_format=w.value_format,
+        schema_registry_url=w.schema_registry_url,
+    )
 
 
 def tune_collector() -> None:
