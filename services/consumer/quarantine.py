@@ -72,6 +72,7 @@ _NOTE_GLOB = "inflight-*.note"
 _QUARANTINE_FILE = "quarantined.jsonl"
 _READ_TIMEOUT_S = 60.0
 _CHILD_START_S = 120.0
+_NO_TIMEOUT_BACKSTOP_S = 600.0
 
 
 # --- this writer's note ---------------------------------------------------------------------------------
@@ -322,13 +323,13 @@ def find_crashers(settings: Settings, records: dict[str, list[Message]], timeout
             if not messages:
                 continue
             child = child or _Child(settings, timeout_s)
-            if child.decode(topic, [_record(m) for m in messages], together=True) is None:
+            if child.decode(topic, [_record(m) for m in messages]) is None:
                 continue
             child.close()
             child = None
             for message in messages:
                 child = child or _Child(settings, timeout_s)
-                death = child.decode(topic, [_record(message)], together=False)
+                death = child.decode(topic, [_record(message)])
                 if death is not None:
                     crashers.append((message, death))
                     child.close()
@@ -355,19 +356,13 @@ class _Child:
             self.close()
             raise TransientError(f"the isolated decoder process did not start (exit {self._process.exitcode})")
 
-    def __enter__(self) -> _Child:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def decode(self, topic: str, records: list[_Record], *, together: bool) -> str | None:
+    def decode(self, topic: str, records: list[_Record]) -> str | None:
         try:
             self._conn.send((topic, records))
         except (BrokenPipeError, OSError):
             return self._death()
-        # a backstop for a child without a watchdog: the child's own SIGALRM normally comes first
-        backstop = (self._timeout_s or 300.0) * (len(records) if together else 1) + 60.0
+        # a backstop for a child without a watchdog (decode_timeout_s 0): its own SIGALRM normally comes first
+        backstop = (self._timeout_s or _NO_TIMEOUT_BACKSTOP_S) + 60.0
         if not self._conn.poll(backstop):
             self._process.kill()
             self._process.join()
