@@ -3,7 +3,8 @@
 A file is identified by path *and* version, so a file the writer overwrote after a crash is loaded again;
 the warehouse's dedup on Kafka coordinates keeps every change once. A file that cannot be read moves to
 the failed prefix with its reason, and the rest of its batch loads. A table whose bronze cannot take its
-contract stops with a clear error and a metric; the other tables go on.
+contract, or whose batch the warehouse refuses, stops with a clear error and a metric until the next cycle;
+the other tables go on.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings
 from services.common.signals import Shutdown
 from services.loader.bronze import LoadBatch
-from services.loader.errors import BronzeSchemaError, CorruptFileError, WarehouseBusyError
+from services.loader.errors import BronzeSchemaError, CorruptFileError, WarehouseBusyError, WarehouseError
 from services.loader.warehouse import Warehouse
 
 __all__ = ["CycleReport", "Loader"]
@@ -167,7 +168,13 @@ class Loader:
         if added:
             log.info("loader.bronze_columns", table=table, added=added)
         for batch in self._batches(contract, files):
-            self._load_batch(batch, report)
+            try:
+                self._load_batch(batch, report)
+            except WarehouseError as exc:  # refused for a reason a retry will not fix: this table waits, not all
+                log.error("loader.table_stopped", table=table, error=str(exc))
+                self._metrics.failures.labels(table, "warehouse").inc()
+                report.stopped_tables.append(table)
+                return
         self._last_load[table] = time.monotonic()
         newest = self._warehouse.max_source_ts(contract)
         if newest is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from services.common.contracts import Column
 from services.common.contracts.arrow import arrow_type
 from services.common.lake import LocalLake
 from services.common.metrics import LoaderMetrics
-from services.common.settings import LoaderSettings
+from services.common.settings import LoaderSettings, repo_root
 from services.common.signals import Shutdown
 from services.loader.app import Loader
 from services.loader.warehouse.duckdb import DuckDBWarehouse, duckdb_type
@@ -182,3 +183,53 @@ def test_every_bronze_type_is_spelled_as_duckdb_reports_it(semantic: str) -> Non
                 "select data_type from information_schema.columns where table_name = 't'"
             ).fetchone()  # type: ignore[misc]
         assert reported == spelled
+
+
+_MUTATE_AND_READ = """
+import json, random, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a file that makes the reader allocate without end fails
+from services.loader.bronze import read_lake_file
+from services.loader.errors import CorruptFileError
+from tests.fixtures.lakefiles import lending_contract
+
+real = open(sys.argv[1], "rb").read()
+footer = len(real) - 8 - int.from_bytes(real[-8:-4], "little")
+rng = random.Random(int(sys.argv[2]))
+outcomes, escaped = {"read": 0, "refused": 0}, []
+for attempt in range(int(sys.argv[3])):
+    data = bytearray(real)
+    if attempt % 5 == 0:
+        del data[rng.randrange(1, len(data)):]
+    in_footer = attempt % 2 and len(data) > footer + 8
+    for _ in range(rng.choice([1, 2, 4])):
+        at = rng.randrange(footer, len(data) - 8) if in_footer else rng.randrange(len(data))
+        data[at] = rng.choice([0x00, 0x7F, 0x80, 0xFF, rng.randrange(256), data[at] ^ 1 << rng.randrange(8)])
+    try:
+        read_lake_file(bytes(data), f"mutation-{attempt}", lending_contract("transactions"))
+        outcomes["read"] += 1
+    except CorruptFileError:
+        outcomes["refused"] += 1
+    except BaseException as exc:
+        escaped.append(f"mutation {attempt}: {type(exc).__name__}: {exc}"[:300])
+print(json.dumps({**outcomes, "escaped": escaped}))
+"""
+
+
+def test_mutated_lake_files_are_read_or_refused_and_never_crash_the_reader(lake: LocalLake) -> None:
+    """Truncations and byte flips of a real lake file, many of them in its footer: each one is read or
+    refused as corrupt. Run in a child with a bounded address space: an abort or a runaway allocation in a
+    native reader fails this test instead of ending the test run or the machine's memory."""
+    LakeFiles(lake, lending_contract("transactions")).write(range(0, 300))
+    real = next(lake.root.rglob("*.parquet"))
+    child = subprocess.run(
+        [sys.executable, "-c", _MUTATE_AND_READ, str(real), "2026", "600"],
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert child.returncode == 0, f"the reader died ({child.returncode}): {child.stderr[-2000:]}"
+    outcome = json.loads(child.stdout)
+    assert outcome["escaped"] == []
+    assert outcome["refused"] > 300  # most mutations break the file; the others change values Parquet cannot see

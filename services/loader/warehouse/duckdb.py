@@ -142,7 +142,10 @@ class DuckDBWarehouse:
         column_list = ", ".join(_quote(c) for c in [*columns, "_lake_file"])
         with self._connect() as conn:
             staged = _for_duckdb(rows)  # noqa: F841 - DuckDB reads the Arrow table by its variable name
-            conn.execute(f"create or replace table {staging} as select * from staged")
+            try:
+                conn.execute(f"create or replace table {staging} as select * from staged")
+            except duckdb.Error as exc:
+                raise WarehouseError(f"staging {len(batch.files)} file(s) for bronze.{name} failed: {exc}") from exc
             try:
                 conn.execute("begin transaction")
                 inserted = conn.execute(
