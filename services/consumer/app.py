@@ -42,7 +42,7 @@ from services.consumer.buffers import FlushPolicy, PartitionBuffer
 from services.consumer.dlq import DlqPublisher
 from services.consumer.errors import WriteFailedError
 from services.consumer.evolution import CatalogEvolution
-from services.consumer.faults import crash_if_marked, fail_write_if_marked
+from services.consumer.faults import crash_if_marked, fail_write_if_marked, raise_if_marked
 from services.consumer.guard import (
     DiscardLake,
     decode_isolating,
@@ -250,6 +250,7 @@ class LakeWriter:
         decoder = self._router.route(topic).decoder  # the newest: an earlier part of the batch may have evolved it
         assert decoder is not None
         crash_if_marked(batch.values)
+        raise_if_marked(batch.values)
         result = decoder.decode(topic, batch, ingested_at_us)
         unknown = result.unknown_columns()
         if not unknown or self._evolution is None:

@@ -1,12 +1,14 @@
 """Fault injection for tests, kept out of the settings: nothing here is configurable in production.
 
-Two environment variables, read once, at import, by this module only; unset (always, outside tests), each check
-is one comparison per batch:
+Environment variables, read once, at import, by this module only; unset (always, outside tests), each check is
+one comparison per batch:
 
 - ``CDCFLOW_TEST_DECODE_CRASH_MARKER``: a process about to decode a batch in which a value contains these bytes
   kills itself with SIGSEGV, as a native decoder that crashes on that record would. The writer and the isolated
   process that re-decodes a crashed batch record by record both go through :func:`crash_if_marked`, so the
   marked record is the one that dies there too.
+- ``CDCFLOW_TEST_DECODE_ERROR_MARKER``: decoding a batch in which a value contains these bytes raises
+  ``RuntimeError``, as a decoder with a defect would (:func:`raise_if_marked`).
 - ``CDCFLOW_TEST_WRITE_FAILURE_MARKER``: writing (or test-encoding) rows of which a string column holds this
   text raises ``ValueError``, as a row the lake cannot take would (:func:`fail_write_if_marked`).
 """
@@ -19,11 +21,20 @@ import signal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["CRASH_MARKER_ENV", "WRITE_FAILURE_MARKER_ENV", "crash_if_marked", "fail_write_if_marked"]
+__all__ = [
+    "CRASH_MARKER_ENV",
+    "ERROR_MARKER_ENV",
+    "WRITE_FAILURE_MARKER_ENV",
+    "crash_if_marked",
+    "fail_write_if_marked",
+    "raise_if_marked",
+]
 
 CRASH_MARKER_ENV = "CDCFLOW_TEST_DECODE_CRASH_MARKER"
+ERROR_MARKER_ENV = "CDCFLOW_TEST_DECODE_ERROR_MARKER"
 WRITE_FAILURE_MARKER_ENV = "CDCFLOW_TEST_WRITE_FAILURE_MARKER"
 _MARKER: bytes | None = os.environ.get(CRASH_MARKER_ENV, "").encode() or None
+_ERROR_MARKER: bytes | None = os.environ.get(ERROR_MARKER_ENV, "").encode() or None
 _WRITE_MARKER: str | None = os.environ.get(WRITE_FAILURE_MARKER_ENV) or None
 
 
@@ -34,6 +45,14 @@ def crash_if_marked(values: pa.Array) -> None:
     if any(value is not None and _MARKER in value for value in values.to_pylist()):
         signal.signal(signal.SIGSEGV, signal.SIG_DFL)  # no handler may turn it into something gentler
         os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def raise_if_marked(values: pa.Array) -> None:
+    """Raise ``RuntimeError`` when a value holds the decode-error marker (only ever under the test variable)."""
+    if _ERROR_MARKER is None:
+        return
+    if any(value is not None and _ERROR_MARKER in value for value in values.to_pylist()):
+        raise RuntimeError("injected decoder defect: a value holds the marker")
 
 
 def fail_write_if_marked(rows: pa.Table) -> None:

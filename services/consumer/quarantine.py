@@ -169,7 +169,7 @@ class Quarantine:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / _QUARANTINE_FILE
         self._coordinates: set[Coordinate] = set()
-        self._topics: set[str] = set()
+        self._by_topic: dict[str, dict[int, np.ndarray]] = {}  # topic → partition → quarantined offsets
         self._seen: tuple[int, int] | None = None
         self.refresh()
 
@@ -207,21 +207,22 @@ class Quarantine:
             self._add(coordinate)
 
     def _add(self, coordinate: Coordinate) -> None:
+        if coordinate in self._coordinates:
+            return
         self._coordinates.add(coordinate)
-        self._topics.add(coordinate[0])
+        topic, partition, offset = coordinate
+        partitions = self._by_topic.setdefault(topic, {})
+        partitions[partition] = np.append(partitions.get(partition, np.empty(0, dtype=np.int64)), offset)
 
     def without_quarantined(self, topic: str, batch: MessageBatch) -> MessageBatch:
         """``batch`` less its quarantined records (the batch itself when it has none, the usual case)."""
-        if topic not in self._topics:
+        partitions = self._by_topic.get(topic)
+        if partitions is None:
             return batch
-        keep = np.fromiter(
-            (
-                (topic, int(p), int(o)) not in self._coordinates
-                for p, o in zip(batch.partitions, batch.offsets, strict=True)
-            ),
-            dtype=bool,
-            count=len(batch),
-        )
+        dropped = np.zeros(len(batch), dtype=bool)
+        for partition, offsets in partitions.items():
+            dropped |= (batch.partitions == partition) & np.isin(batch.offsets, offsets)
+        keep = ~dropped
         return batch if keep.all() else batch.take(np.flatnonzero(keep))
 
 

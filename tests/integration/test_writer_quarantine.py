@@ -24,7 +24,7 @@ from pathlib import Path
 from services.common.debezium.records import Reason
 from services.common.kafka import Message, ensure_topics, producer
 from services.common.settings import Settings
-from services.consumer.faults import CRASH_MARKER_ENV, WRITE_FAILURE_MARKER_ENV
+from services.consumer.faults import CRASH_MARKER_ENV, ERROR_MARKER_ENV, WRITE_FAILURE_MARKER_ENV
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import (
     WriterProcess,
@@ -264,5 +264,55 @@ def test_a_row_the_lake_cannot_take_goes_to_the_dlq_and_the_rest_is_written(
     assert audit.missing == []
     assert audit.duplicates == 0
     assert audit.dead_lettered == 1
+    assert audit.in_lake > 0
+    assert writer.terminate(proc, timeout_s=settings.writer.grace_s) == 0
+
+
+def test_a_decoder_defect_costs_only_its_records_and_the_rest_lands(
+    stack: Stack, settings: Settings, writer: WriterProcess
+) -> None:
+    """``CDCFLOW_TEST_DECODE_ERROR_MARKER`` makes decoding any batch holding the marker raise ``RuntimeError``:
+    the writer bisects each batch down to the marked records, DLQs them (``decoder_error``) and lands the rest."""
+    prefix = f"defect{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}.lending.transactions"
+    ensure_topics(settings.kafka, [topic])
+    events = _real_events(settings, "transactions")
+    marker = f"defect-{uuid.uuid4().hex}"
+    marked = [v for v in (_marked(e, marker) for e in events) if v is not None][:3]
+    assert len(marked) == 3
+    client = producer(settings.kafka, **{"linger.ms": 5})
+    coordinates: list[tuple[str, int, int]] = []
+
+    def delivered(_error: object, message: Message) -> None:
+        coordinates.append((str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)))
+
+    for index, event in enumerate(events):
+        client.produce(topic, key=event.key(), value=event.value(), headers=event.headers(), partition=index % 3)
+        if index % 40 == 7 and marked:  # spread over partitions and batches, between good records
+            client.produce(topic, key=b"{}", value=marked.pop(), partition=index % 3, on_delivery=delivered)
+    assert client.flush(30) == 0
+    assert len(coordinates) == 3
+
+    writer.env_overrides.update({"CDCFLOW_KAFKA__TOPIC_PREFIX": prefix, ERROR_MARKER_ENV: marker})
+    proc = writer.start()
+    ends = partition_ends(settings, [topic])
+    wait_until_committed(settings, writer.group, ends, timeout_s=120)
+    assert proc.poll() is None, f"the writer stopped (exit {proc.returncode}):\n{writer.logs()[-3000:]}"
+
+    dlq = dlq_messages(settings, writer.group)
+    assert sorted(dlq_coordinate(m) for m in dlq) == sorted(coordinates)
+    for dead in dlq:
+        error = header_dict(dead)
+        assert error["cdcflow.error.reason"] == Reason.DECODER_ERROR.encode()
+        assert error["cdcflow.error.class"] == b"RuntimeError"
+        assert b"injected decoder defect" in (error["cdcflow.error.message"] or b"")
+        assert marker.encode() in (dead.value() or b"")
+
+    audit = audit_offsets(settings, writer.group, writer.lake_root, prefix, ends)
+    print(f"\n[writer defect] {audit.summary()}")
+    assert audit.missing == []
+    assert audit.duplicates == 0
+    assert audit.dlq_duplicates == 0
+    assert audit.dead_lettered == 3
     assert audit.in_lake > 0
     assert writer.terminate(proc, timeout_s=settings.writer.grace_s) == 0
