@@ -771,6 +771,12 @@ LOGICAL_MILLIS_ID, LOGICAL_MILLIS = (
     _logical_schema("reviewed_at", {"type": "long", "logicalType": "timestamp-millis"}),
 )
 LOGICAL_ZONED_ID, LOGICAL_ZONED = 33, _logical_schema("created_at", {"type": "long", "logicalType": "timestamp-micros"})
+HUGE_SCALE_ID, HUGE_SCALE = (
+    36,
+    _logical_schema(
+        "balance", {"type": "bytes", "logicalType": "decimal", "precision": 2_000_000_000, "scale": 1_297_587_212}
+    ),
+)
 RECURSIVE_ID, RECURSIVE = 34, _recursive_schema()
 ENDLESS_ID, ENDLESS = 35, _endless_array_schema()
 HOSTILE_SCHEMAS = {
@@ -779,6 +785,7 @@ HOSTILE_SCHEMAS = {
     LOGICAL_ZONED_ID: LOGICAL_ZONED,
     RECURSIVE_ID: RECURSIVE,
     ENDLESS_ID: ENDLESS,
+    HUGE_SCALE_ID: HUGE_SCALE,
 }
 INFINITY_MS = 9_223_372_036_825_200_000  # PostgreSQL's `infinity` in a timestamp(3), as Debezium sends it
 
@@ -839,6 +846,18 @@ HOSTILE: list[tuple[str, str, bytes]] = [
         "huge-array-count",
         Reason.MALFORMED_AVRO,
         _confluent(GOOD).replace(b"\x06\x02\x02a", _zigzag(2**61) + b"\x02\x02a", 1),
+    ),
+    (  # fastavro would turn these bytes into a Decimal in time quadratic in their length
+        "decimal-of-a-megabyte",
+        Reason.DECIMAL_OVERFLOW,
+        _confluent(GOOD).replace(
+            b"\x10" + (1234567890123456789).to_bytes(8, "big"), _zigzag(1_000_000) + b"\x7f" + b"\xff" * 999_999, 1
+        ),
+    ),
+    (
+        "decimal-scale-fuzzed",
+        Reason.OUT_OF_RANGE,
+        _raw(HUGE_SCALE_ID, _good_body(envelope_schema(CONTRACT))),  # the same bytes, read at another scale
     ),
     (
         "recursive-100000-deep",

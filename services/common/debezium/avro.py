@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import io
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,7 +33,7 @@ from services.common.debezium.avro_schema import EnvelopeSchema, unreadable_reas
 from services.common.debezium.envelope import EnvelopeConverter, Origin
 from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
 from services.common.debezium.registry import SchemaRegistryClient, UnknownSchemaError
-from services.common.debezium.values import OutOfRangeError, micros_to_datetime
+from services.common.debezium.values import OutOfRangeError, fit_unscaled, micros_to_datetime
 from services.common.errors import TerminalError
 from services.common.kafka import Message
 from services.common.kafka.message_columns import MessageBatch
@@ -148,6 +150,30 @@ def _millis_to_micros(value: int) -> int:
     return micros
 
 
+class _DecimalOverflowError(ValueError):
+    """A decimal that does not fit the contract's precision and scale."""
+
+
+def _unscaled_decimal(value: bytes, *, scale: int, precision: int, target_scale: int) -> Decimal:
+    """An Avro decimal's two's-complement bytes at the contract's scale, exactly.
+
+    fastavro would build the Decimal itself, in time quadratic in the bytes (a 1 MB value never ends) and
+    rounded to the writer schema's precision; bounding the value by the contract's type first costs nothing.
+    """
+    unscaled = int.from_bytes(value, "big", signed=True)
+    try:
+        fitted = fit_unscaled(unscaled, scale, precision, target_scale)
+    except OutOfRangeError:
+        raise
+    except ValueError as exc:
+        raise _DecimalOverflowError(str(exc)) from None
+    return Decimal(f"{fitted}E-{target_scale}")
+
+
+def _not_a_decimal_column(value: object) -> object:
+    raise TypeError("an Avro decimal for a column that is no decimal")
+
+
 def _nanos_to_micros(value: int) -> int:
     return value // 1_000
 
@@ -218,12 +244,42 @@ def _fix_for(column: Column, avro_type: Any, named: dict[str, Any]) -> Fix | Non
         return _base64 if base in ("bytes", "fixed") else None
     if column.semantic == "variable_decimal":
         return _variable_decimal if base == "record" else None
+    return _logical_fix(column, spec, resolved is spec)
+
+
+def _logical_fix(column: Column, spec: dict[str, Any], own: bool) -> Fix | None:
+    """The fix by the writer's logical type or Connect name; ``own``: ``spec`` is the plan's to change."""
     kind = (column.semantic, str(spec.get("logicalType")))
-    if kind in _TIME_LOGICAL_TYPES and resolved is spec:
+    if kind[1] in _BYTES_LOGICAL_TYPES:  # read as bytes (see _strip_decimals)
+        if kind != ("decimal", "decimal"):
+            return _not_a_decimal_column
+        assert column.precision is not None
+        assert column.scale is not None
+        scale = int(spec.get("scale", 0))
+        return functools.partial(_unscaled_decimal, scale=scale, precision=column.precision, target_scale=column.scale)
+    if kind in _TIME_LOGICAL_TYPES and own:
         del spec["logicalType"]  # in the plan's own copy of the writer schema: fastavro reads the integer
         return _TIME_LOGICAL_TYPES[kind]
     logical = _BY_LOGICAL_TYPE.get(kind)
     return logical or _BY_CONNECT_NAME.get((column.semantic, str(spec.get("connect.name"))))
+
+
+_BYTES_LOGICAL_TYPES = frozenset({"decimal", "big-decimal"})
+
+
+def _strip_decimals(node: Any) -> None:
+    """Take the decimal logical types off a writer schema (its plan's copy): fastavro hands over the bytes."""
+    if isinstance(node, list):
+        for item in node:
+            _strip_decimals(item)
+    elif isinstance(node, dict):
+        if node.get("logicalType") in _BYTES_LOGICAL_TYPES:
+            del node["logicalType"]
+        for key, item in node.items():
+            if key != "__named_schemas":  # the same dicts as the definitions inline
+                _strip_decimals(item)
+        for definition in node.get("__named_schemas", {}).values():
+            _strip_decimals(definition)
 
 
 def _image_fields(writer: dict[str, Any]) -> list[dict[str, Any]]:
@@ -247,7 +303,7 @@ class _Plan:
 
     @classmethod
     def of(cls, writer: dict[str, Any], contract: TableContract) -> _Plan:
-        writer = copy.deepcopy(writer)  # its time logical types are taken off (see _TIME_LOGICAL_TYPES)
+        writer = copy.deepcopy(writer)  # its time and decimal logical types are taken off (see _fix_for)
         columns = {c.name: c for c in contract.columns}
         named: dict[str, Any] = writer.get("__named_schemas", {})
         fixes: list[tuple[str, Fix]] = []
@@ -260,6 +316,7 @@ class _Plan:
                 unknown.add(name)
             if fix is not None:
                 fixes.append((name, fix))
+        _strip_decimals(writer)
         return cls(writer, tuple(fixes), frozenset(unknown))
 
     def read(self, value: bytes, start: int) -> dict[str, Any]:
@@ -292,6 +349,8 @@ class _Plan:
                     image[name] = fix(value)
         except OutOfRangeError as exc:
             raise PoisonRecordError(Reason.OUT_OF_RANGE, f"column {name}: {exc}", "OutOfRange") from None
+        except _DecimalOverflowError as exc:
+            raise PoisonRecordError(Reason.DECIMAL_OVERFLOW, f"column {name}: {exc}", "DecimalOverflow") from None
         except Exception as exc:  # a value of a type its writer schema did not promise: that record's alone
             raise PoisonRecordError(Reason.WRONG_TYPE, f"column {name}: {exc!r}", "TypeMismatch") from None
 
