@@ -10,7 +10,10 @@ equal exactly when they are the same value of the column's contract type:
 - JSON (json, jsonb as text, whitespace and key order as either database prints them): the parsed document
   re-serialised with sorted keys, numbers as exact decimals;
 - float4: rounded to single precision first (the driver may widen it differently on each side);
-- bytes: hex; uuid: lower case; arrays: their elements, canonical, as a JSON list.
+- bytes: hex; uuid: lower case; arrays: their elements, canonical, as a JSON list;
+- intervals (ISO 8601 durations, as Debezium and PostgreSQL's ``iso_8601`` style spell them): months, days
+  and microseconds, which is how PostgreSQL holds an interval (``P0Y1M`` and ``P1M`` are one value);
+- times with time zone: the time in UTC.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import re
 import struct
 import uuid
 from collections.abc import Callable, Sequence
@@ -108,6 +112,46 @@ def _time(value: Any) -> str:
     return value.isoformat(timespec="microseconds") if isinstance(value, dt.time) else str(value)
 
 
+_DURATION = re.compile(
+    r"P(?:(?P<years>[-+]?\d+)Y)?(?:(?P<months>[-+]?\d+)M)?(?:(?P<weeks>[-+]?\d+)W)?(?:(?P<days>[-+]?\d+)D)?"
+    r"(?:T(?:(?P<hours>[-+]?\d+)H)?(?:(?P<minutes>[-+]?\d+)M)?(?:(?P<seconds>[-+]?\d+(?:\.\d+)?)S)?)?"
+)
+
+
+def _interval(value: Any) -> str:
+    """An ISO 8601 duration as PostgreSQL holds an interval: months, days, microseconds."""
+    text = str(value)
+    found = _DURATION.fullmatch(text)
+    if found is None or text in ("P", "PT"):
+        return text  # not a duration this spells: compared as written
+    part = {k: v or "0" for k, v in found.groupdict().items()}
+    months = int(part["years"]) * 12 + int(part["months"])
+    days = int(part["weeks"]) * 7 + int(part["days"])
+    micros = (int(part["hours"]) * 3600 + int(part["minutes"]) * 60) * 1_000_000
+    micros += int(Decimal(part["seconds"]) * 1_000_000)
+    return f"{months}m{days}d{micros}us"
+
+
+def _time_with_zone(value: Any) -> str:
+    """The time in UTC, at microseconds (``09:59:59.999999Z`` and ``09:59:59.999999+00``)."""
+    text = str(value).strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    elif re.search(r"[+-]\d\d$", text):
+        text += ":00"
+    parsed = dt.time.fromisoformat(text)
+    if parsed.tzinfo is None:
+        return parsed.isoformat(timespec="microseconds")
+    offset = parsed.utcoffset() or dt.timedelta()
+    moment = dt.datetime.combine(dt.date(2000, 1, 1), parsed.replace(tzinfo=None)) - offset
+    return moment.time().isoformat(timespec="microseconds") + "Z"
+
+
+_BY_PG_TYPE: tuple[tuple[str, Callable[[Any], str]], ...] = (
+    ("interval", _interval),
+    ("time with time zone", _time_with_zone),
+)
+
 _BY_SEMANTIC: dict[str, Callable[[Any], str]] = {
     "int16": lambda v: str(int(v)),
     "int32": lambda v: str(int(v)),
@@ -136,6 +180,10 @@ def canonical(column: Column, value: Any) -> str:
         assert column.items is not None
         items = column.items
         return json.dumps([canonical(items, v) for v in value], ensure_ascii=False)
+    if column.semantic == "string":
+        for prefix, by_type in _BY_PG_TYPE:
+            if column.pg_type.startswith(prefix):
+                return by_type(value)
     spell = _BY_SEMANTIC.get(column.semantic, str)
     return spell(value)
 

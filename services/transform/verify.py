@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -116,16 +116,35 @@ class VerifyReport:
 # --- PostgreSQL ----------------------------------------------------------------------------------
 
 
+def _output_of(value: str) -> str:
+    """The value's text as its type's output function writes it (concat() uses it; NULL stays NULL)."""
+    return f"(case when {{0}} is null then null else concat({value}) end)"
+
+
+# How to select a column so the driver returns what :func:`canonical` understands, first match wins.
+_PG_SPELLINGS: tuple[tuple[Callable[[Column], bool], str], ...] = (
+    # Debezium sends hstore as a JSON object
+    (lambda c: c.semantic == "json" and c.pg_type.rsplit(".", 1)[-1] == "hstore", "cast(hstore_to_json({}) as text)"),
+    (lambda c: c.semantic == "json", "{}::text"),
+    # the driver returns money as text with a currency symbol
+    (lambda c: c.pg_type == "money", "{}::numeric"),
+    # element types the driver may not know (enums, domains)
+    (lambda c: c.semantic == "array", "to_json({})::text"),
+    # Debezium sends it normalised to UTC
+    (lambda c: c.pg_type.startswith("time with time zone"), _output_of("{0} at time zone 'UTC'")),
+    # enums, intervals, inet, ranges, …: the type's output function, which is what Debezium sends (a cast to
+    # text differs for some: inet '0.0.0.0' casts to '0.0.0.0/32')
+    (lambda c: c.semantic == "string" and not c.pg_type.startswith(_TEXT_TYPES), _output_of("{0}")),
+)
+
+
 def _pg_expression(column: Column) -> str:
-    """What to select so the driver returns a value :func:`canonical` understands."""
     name = _quote(column.name)
-    if column.semantic == "json":
-        return f"{name}::text"
-    if column.semantic == "array":
-        return f"to_json({name})::text"  # element types the driver may not know (enums, domains)
-    if column.semantic == "string" and not column.pg_type.startswith(_TEXT_TYPES):
-        return f"{name}::text"  # enums, intervals, inet, …: their text, as Debezium sends them
-    return name
+    return next((template.format(name) for applies, template in _PG_SPELLINGS if applies(column)), name)
+
+
+# Values spelled as Debezium spells them: zoned values (ranges of timestamptz) in UTC, intervals in ISO 8601.
+_SESSION = "-c TimeZone=UTC -c IntervalStyle=iso_8601"
 
 
 class PostgresSource:
@@ -134,8 +153,11 @@ class PostgresSource:
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
 
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        return psycopg.connect(self._dsn, options=_SESSION)
+
     def exists(self, contract: TableContract) -> bool:
-        with psycopg.connect(self._dsn) as conn:
+        with self._connect() as conn:
             found = conn.execute(
                 "select to_regclass(%s) is not null", (f"{_quote(contract.schema)}.{_quote(contract.table)}",)
             ).fetchone()
@@ -146,7 +168,7 @@ class PostgresSource:
         return f"select {columns} from {_quote(contract.schema)}.{_quote(contract.table)}"  # noqa: S608
 
     def rows(self, contract: TableContract) -> Iterator[Sequence[Any]]:
-        with psycopg.connect(self._dsn) as conn:
+        with self._connect() as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             with conn.cursor(name="cdcflow_verify") as cursor:
@@ -158,7 +180,7 @@ class PostgresSource:
 
     def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
         where = " and ".join(f"{_quote(k)} = %s" for k in contract.primary_key)
-        with psycopg.connect(self._dsn) as conn:
+        with self._connect() as conn:
             found = conn.execute(f"{self._select(contract)} where {where}".encode(), list(key)).fetchone()
         return _decode_arrays(contract, found) if found is not None else None
 

@@ -99,3 +99,21 @@ def test_row_digest_depends_on_every_value_and_its_position() -> None:
     assert row_digest(["1", "a b"]) != row_digest(["1 a", "b"])  # the separator is not a space
     assert row_digest(["1", NULL]) != row_digest(["1", ""])
     assert len(row_digest(["x"])) == 16
+
+
+def test_intervals_compare_as_months_days_and_microseconds() -> None:
+    interval = Column("c", "string", "interval")
+    debezium, postgres = "P0Y1M2DT3H4M5.678S", "P1M2DT3H4M5.678S"  # PostgreSQL in its iso_8601 style
+    assert canonical(interval, debezium) == canonical(interval, postgres)
+    assert canonical(interval, "P1Y") == canonical(interval, "P12M")
+    assert canonical(interval, "P0Y0M-1DT0H0M-0.000001S") == canonical(interval, "P-1DT-0.000001S")
+    assert canonical(interval, "P1M") != canonical(interval, "P30D")  # PostgreSQL keeps them apart too
+    assert canonical(interval, "PT0.000001S") != canonical(interval, "PT0.000002S")
+
+
+def test_times_with_time_zone_compare_in_utc() -> None:
+    timetz = Column("c", "string", "time with time zone")
+    assert canonical(timetz, "09:59:59.999999Z") == canonical(timetz, "23:59:59.999999+14")
+    assert canonical(timetz, "09:59:59.999999Z") == canonical(timetz, "09:59:59.999999+00")
+    assert canonical(timetz, "12:00:00-12") == "00:00:00.000000Z"
+    assert canonical(timetz, "06:30:00Z") != canonical(timetz, "06:30:00+01")
