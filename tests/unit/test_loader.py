@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -19,6 +20,7 @@ from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings, repo_root
 from services.common.signals import Shutdown
 from services.loader.app import Loader
+from services.loader.bronze import COORDINATES, bronze_schema
 from services.loader.warehouse.duckdb import DuckDBWarehouse, duckdb_type
 from tests.fixtures.lakefiles import LakeFiles, lending_contract
 
@@ -233,3 +235,43 @@ def test_mutated_lake_files_are_read_or_refused_and_never_crash_the_reader(lake:
     outcome = json.loads(child.stdout)
     assert outcome["escaped"] == []
     assert outcome["refused"] > 300  # most mutations break the file; the others change values Parquet cannot see
+
+
+def test_a_batch_the_warehouse_refuses_stops_its_table_and_the_others_load(lake: LocalLake, tmp_path: Path) -> None:
+    transactions = lending_contract("transactions")
+    LakeFiles(lake, transactions).write(range(0, 5))
+    rows = pa.table(
+        {
+            "customer_id": pa.array([1, 2], pa.int64()),
+            "_kafka_topic": ["cdcflow.lending.customers"] * 2,
+            "_kafka_partition": pa.array([0, 0], pa.int32()),
+            "_kafka_offset": pa.array([0, 1], pa.int64()),
+        }
+    )
+    buffer = pa.BufferOutputStream()
+    pq.write_table(rows, buffer)
+    lake.write(
+        "cdcflow/lending.customers/dt=2026-11-22/hour=10/p0-00000000000000000000.parquet",
+        buffer.getvalue().to_pybytes(),
+    )
+    # bronze altered by hand: a column the loader does not fill, and that refuses NULL
+    columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in bronze_schema(transactions))
+    key = ", ".join(COORDINATES)
+    with duckdb.connect(str(tmp_path / "wh.duckdb")) as conn:
+        conn.execute(
+            "create schema bronze; create table bronze.lending__transactions"
+            f" ({columns}, audited int not null, primary key ({key}))"
+        )
+    registry = CollectorRegistry()
+
+    report = _loader(lake, tmp_path, registry).cycle()
+
+    assert report.stopped_tables == ["lending.transactions"]
+    assert report.rows_inserted == 2
+    assert _bronze(tmp_path, "select customer_id from bronze.lending__customers order by 1") == [(1,), (2,)]
+    assert (
+        registry.get_sample_value(
+            "cdcflow_loader_failures_total", {"table": "lending.transactions", "kind": "warehouse"}
+        )
+        == 1
+    )
