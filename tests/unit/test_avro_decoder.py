@@ -177,7 +177,7 @@ class Registry:
     """What the test registry serves, and how often each schema id was asked for."""
 
     url: str = ""
-    schemas: dict[int, dict[str, Any]] = field(default_factory=dict)
+    schemas: dict[int, dict[str, Any] | str] = field(default_factory=dict)  # str: served as it is
     hits: Counter[int] = field(default_factory=Counter)
     outage: bool = False
 
@@ -192,7 +192,8 @@ def _handler(state: Registry) -> type[BaseHTTPRequestHandler]:
                 if state.outage:
                     self._reply(503, {"error_code": 50003, "message": "backing store unavailable"})
                 elif schema_id in state.schemas:
-                    self._reply(200, {"schema": json.dumps(state.schemas[schema_id])})
+                    schema = state.schemas[schema_id]
+                    self._reply(200, {"schema": schema if isinstance(schema, str) else json.dumps(schema)})
                 else:
                     self._reply(404, {"error_code": 40403, "message": f"Schema {schema_id} not found"})
             else:
@@ -622,6 +623,12 @@ def test_unknown_and_invalid_schemas_are_terminal(registry: Registry, client: Sc
         client.schema(99)
     with pytest.raises(UnknownSchemaError, match="not a valid Avro schema"):
         client.schema(30)
+
+
+def test_a_schema_nested_beyond_the_parsers_reach_is_terminal(registry: Registry, client: SchemaRegistryClient) -> None:
+    registry.schemas[40] = "[" * 100_000 + "]" * 100_000  # served as the schema's text
+    with pytest.raises(UnknownSchemaError, match="schema id 40 is not a valid Avro schema"):
+        client.schema(40)
 
 
 def test_a_registry_outage_is_transient_and_loses_nothing(registry: Registry, client: SchemaRegistryClient) -> None:

@@ -90,7 +90,7 @@ class SchemaRegistryClient:
 def _json(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return {}
     return body if isinstance(body, dict) else {}
 
@@ -102,7 +102,8 @@ def _parse(schema_id: int, body: dict[str, Any]) -> dict[str, Any]:
         raise UnknownSchemaError(f"schema id {schema_id} is a {schema_type} schema, not Avro")
     try:
         parsed = parse_schema(json.loads(body["schema"]))
-    except (SchemaParseException, KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+    # JSONDecodeError is a ValueError; a schema nested beyond either parser's recursion is as unusable
+    except (SchemaParseException, KeyError, TypeError, ValueError, RecursionError) as exc:
         raise UnknownSchemaError(f"schema id {schema_id} is not a valid Avro schema: {exc}") from None
     if not isinstance(parsed, dict) or parsed.get("type") != "record":
         raise UnknownSchemaError(f"schema id {schema_id} is not an Avro record schema")
