@@ -1,7 +1,8 @@
 """Against the real stack: a record that kills the decoding process costs that record, not the pipeline.
 
 The test hook ``CDCFLOW_TEST_DECODE_CRASH_MARKER`` (services/consumer/faults.py, not a setting) makes whichever
-process decodes a value holding the marker die by SIGSEGV, as a native decoder crash would. During a small
+process decodes a value holding the marker die by SIGSEGV, as a native decoder crash would; with
+``CDCFLOW_TEST_DECODE_HANG_MARKER`` it hangs instead, and the decode watchdog ends it with SIGALRM. During a small
 workload one marked record goes into a captured topic: the writer dies; restarted once, it finds the record
 by decoding the offsets it had in hand record by record in an isolated child, sends exactly that record to the
 DLQ (``decoder_crash``, original bytes and headers) and goes on. Every offset ends up in the lake, the DLQ or
@@ -21,10 +22,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from services.common.debezium.records import Reason
 from services.common.kafka import Message, ensure_topics, producer
 from services.common.settings import Settings
-from services.consumer.faults import CRASH_MARKER_ENV, ERROR_MARKER_ENV, WRITE_FAILURE_MARKER_ENV
+from services.consumer.faults import CRASH_MARKER_ENV, ERROR_MARKER_ENV, HANG_MARKER_ENV, WRITE_FAILURE_MARKER_ENV
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import (
     WriterProcess,
@@ -46,6 +49,7 @@ RATE_PER_S = 60.0
 WORKLOAD_S = 12.0
 MARK_AFTER_S = 4.0
 SESSION_TIMEOUT_MS = "6000"  # a killed member holds its partitions until its session expires
+DECODE_TIMEOUT_S = 5  # a hang is found in seconds, and no real decode of this workload comes near it
 
 
 def _real_events(settings: Settings, table: str) -> list[Message]:
@@ -143,9 +147,17 @@ class Copier(threading.Thread):
         assert errors == [], errors
 
 
+@pytest.mark.parametrize(
+    "hook_and_death",
+    [
+        pytest.param((CRASH_MARKER_ENV, signal.SIGSEGV), id="native-crash"),
+        pytest.param((HANG_MARKER_ENV, signal.SIGALRM), id="hang"),  # ended by the decode watchdog
+    ],
+)
 def test_a_record_that_kills_the_decoder_is_quarantined_after_one_restart(
-    stack: Stack, settings: Settings, writer: WriterProcess, tmp_path: Path
+    stack: Stack, settings: Settings, writer: WriterProcess, tmp_path: Path, hook_and_death: tuple[str, signal.Signals]
 ) -> None:
+    hook, death = hook_and_death
     prefix = f"quarantine{uuid.uuid4().hex[:8]}"
     topics = {table: f"{prefix}.lending.{table}" for table in TABLES}
     ensure_topics(settings.kafka, sorted(topics.values()))  # before the writer subscribes to the pattern
@@ -157,7 +169,8 @@ def test_a_record_that_kills_the_decoder_is_quarantined_after_one_restart(
             "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
             "CDCFLOW_WRITER__STATE_DIR": str(state_dir),
             "CDCFLOW_KAFKA__EXTRA__SESSION_TIMEOUT_MS": SESSION_TIMEOUT_MS,
-            CRASH_MARKER_ENV: marker,
+            "CDCFLOW_WRITER__DECODE_TIMEOUT_S": str(DECODE_TIMEOUT_S),
+            hook: marker,
         }
     )
 
@@ -168,7 +181,7 @@ def test_a_record_that_kills_the_decoder_is_quarantined_after_one_restart(
 
     # the marked record kills the writer where it decodes it, like a segfault in a native decoder
     wait_until("the writer to die on the marked record", lambda: first.poll() is not None, timeout_s=90)
-    assert first.returncode == -signal.SIGSEGV, writer_log(writer, first)[-3000:]
+    assert first.returncode == -death, writer_log(writer, first)[-3000:]
     (note,) = state_dir.glob("*/inflight-*.note")
     assert note.read_bytes(), "the dead writer left no note of the offsets it was decoding"
 
@@ -194,7 +207,7 @@ def test_a_record_that_kills_the_decoder_is_quarantined_after_one_restart(
     error = header_dict(dead)
     assert error["cdcflow.error.reason"] == Reason.DECODER_CRASH.encode()
     assert error["cdcflow.error.class"] == b"DecoderCrash"
-    assert b"SIGSEGV" in (error["cdcflow.error.message"] or b"")
+    assert death.name.encode() in (error["cdcflow.error.message"] or b"")
 
     # the audit: every offset in the lake, the DLQ or a tombstone; none twice anywhere
     audit = audit_offsets(settings, writer.group, writer.lake_root, prefix, ends)
