@@ -533,3 +533,44 @@ def test_an_array_element_the_lake_decimal_cannot_hold_is_refused(step: dict[str
     result = JsonEventDecoder(ARRAYS).decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=0)
     assert [(f.reason, f.message.offset()) for f in result.failures] == [(reason, 101)]
     assert result.rows.column("steps").to_pylist() == [[Decimal("1.5")], []]
+
+
+TIMES = TableContract(
+    schema="lending",
+    table="schedules",
+    primary_key=("schedule_id",),
+    columns=(
+        Column("schedule_id", "int64", "bigint", nullable=False),
+        Column("stamps", "array", "timestamp(3)[]", items=Column("element", "timestamp_millis", "timestamp(3)")),
+        Column("slots", "array", "time[]", items=Column("element", "time", "time")),
+    ),
+)
+
+
+def _schedule(schedule_id: int, stamps: list[int | None] | None, slots: list[int | None] | None) -> bytes:
+    source = {"ts_ms": 1_795_387_780_402, "lsn": 1, "txId": 1, "snapshot": "false"}
+    after = {"schedule_id": schedule_id, "stamps": stamps, "slots": slots}
+    return json.dumps({"op": "c", "after": after, "source": source}).encode()
+
+
+def test_arrays_of_times_are_converted_like_columns_of_them() -> None:
+    values: list[bytes | None] = [
+        _schedule(1, [1_777_975_872_123, None], [61_200_000_000]),
+        _schedule(2, None, []),
+        _schedule(3, [0, 9_223_372_036_825_200_000], None),  # `infinity` in a timestamp(3)[]
+        _schedule(4, [], [1, 86_400_000_001]),
+        _schedule(5, [-1], [None, 0]),
+    ]
+    result = JsonEventDecoder(TIMES).decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=0)
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [
+        (Reason.OUT_OF_RANGE, 102),
+        (Reason.OUT_OF_RANGE, 103),
+    ]
+    assert "stamps" in result.failures[0].detail
+    assert "slots" in result.failures[1].detail
+    rows = result.rows.to_pylist()
+    assert [r["schedule_id"] for r in rows] == [1, 2, 5]
+    assert rows[0]["stamps"] == [datetime(2026, 5, 5, 10, 11, 12, 123000), None]  # milliseconds on the wire
+    assert rows[0]["slots"] == [time(17, 0)]
+    assert (rows[1]["stamps"], rows[1]["slots"]) == (None, [])
+    assert (rows[2]["stamps"], rows[2]["slots"]) == ([datetime(1969, 12, 31, 23, 59, 59, 999000)], [None, time(0)])

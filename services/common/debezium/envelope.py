@@ -220,15 +220,19 @@ def _convert(column: Column, raw: pa.Array) -> tuple[pa.Array, list[_Check]]:
             return raw, []
 
 
-def _convert_unit(column: Column, raw: pa.Array, target: pa.DataType) -> tuple[pa.Array, list[_Check]]:
+def _convert_unit(
+    column: Column, raw: pa.Array, target: pa.DataType, name: str | None = None
+) -> tuple[pa.Array, list[_Check]]:
     """Days, microseconds or milliseconds in their lake type; a value the unit change would overflow, or a
-    time outside a day, is refused instead of wrapped."""
+    time outside a day, is refused instead of wrapped. ``name``: the column's, when ``column`` is an array's
+    element."""
+    what = f"column {name or column.name}"
     match column.semantic:
         case "timestamp_millis":
-            kept, checks = _within(raw, -_MAX_MILLIS, _MAX_MILLIS, f"column {column.name}", "overflows microseconds")
+            kept, checks = _within(raw, -_MAX_MILLIS, _MAX_MILLIS, what, "overflows microseconds")
             return pc.cast(pc.multiply_checked(kept, 1000), target), checks
         case "time":
-            kept, checks = _within(raw, 0, _DAY_US, f"column {column.name}", "µs is not a time of day")
+            kept, checks = _within(raw, 0, _DAY_US, what, "µs is not a time of day")
             return pc.cast(kept, target), checks
         case _:  # days → date32, microseconds → timestamp[us]: the same integers, nothing to overflow
             return pc.cast(raw, target), []
@@ -396,7 +400,7 @@ def _convert_list(column: Column, raw: pa.Array, target: pa.DataType) -> tuple[p
     items = column.items
     assert items is not None
     if items.semantic in _LEAF_UNITS:
-        return _convert_items(items, raw, target)
+        return _convert_items(column, raw, target)
     convert: Callable[[Any], object]
     if items.semantic == "variable_decimal":
         convert = functools.partial(_variable_decimal, target=target.value_type)
@@ -412,10 +416,11 @@ def _convert_list(column: Column, raw: pa.Array, target: pa.DataType) -> tuple[p
     return _per_value(raw, target, each, Reason.WRONG_TYPE, column.name)
 
 
-def _convert_items(items: Column, raw: pa.Array, target: pa.DataType) -> tuple[pa.Array, list[_Check]]:
+def _convert_items(column: Column, raw: pa.Array, target: pa.DataType) -> tuple[pa.Array, list[_Check]]:
     """A list of days, microseconds or milliseconds: its elements converted like a column of them, a row
     failing when any of its elements does."""
-    elements, element_checks = _convert_unit(items, pc.list_flatten(raw), target.value_type)
+    assert column.items is not None
+    elements, element_checks = _convert_unit(column.items, pc.list_flatten(raw), target.value_type, column.name)
     lengths = np.asarray(pc.fill_null(pc.list_value_length(raw), 0), dtype=np.int32)
     offsets = np.zeros(len(raw) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
