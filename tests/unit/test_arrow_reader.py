@@ -272,6 +272,11 @@ def test_timestamps_with_offsets_are_utc_instants() -> None:
 def test_types_the_reader_does_not_build_are_refused_up_front() -> None:
     with pytest.raises(UnsupportedSchemaError):
         JsonArrowReader(pa.schema([("n", pa.uint64())]))
+    deep: pa.DataType = pa.int8()
+    for _ in range(100):  # the builders recurse over the field tree: its depth is bounded
+        deep = pa.struct([("x", deep)])
+    with pytest.raises(UnsupportedSchemaError, match="nested deeper"):
+        JsonArrowReader(pa.schema([("deep", deep)]))
     with pytest.raises(UnsupportedSchemaError):
         JsonArrowReader(pa.schema([("t", pa.timestamp("us"))]))  # no zone: a string would be ambiguous
 

@@ -51,7 +51,10 @@ class JsonArrowReader:
     def __init__(self, schema: pa.Schema, *, strict: Collection[str] = (), envelope: str | None = None) -> None:
         self.schema = schema
         fields = [(f.name, _spec(f, strict=f.name in strict)) for f in schema]
-        self._reader = Reader(("struct", fields, False), envelope)
+        try:
+            self._reader = Reader(("struct", fields, False), envelope)
+        except ValueError as exc:  # a form the native reader refuses to build (a field tree nested too deep)
+            raise UnsupportedSchemaError(str(exc)) from exc
         self._type = pa.struct(list(schema))
 
     def read(
