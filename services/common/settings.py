@@ -201,6 +201,8 @@ class WriterSettings(_Frozen):
     group_id: str = "cdcflow-lake-writer"
     contracts_dir: Path = Field(default_factory=lambda: repo_root() / "schemas")
     exclude_tables: list[str] = Field(default_factory=lambda: ["cdcflow.heartbeat"])
+    # regexes over ``schema.table.column``: columns the connector's column.exclude.list leaves out as well
+    exclude_columns: list[str] = Field(default_factory=list)
     flush_max_rows: int = Field(default=100_000, ge=1)
     flush_max_bytes: int = Field(default=64 << 20, ge=1024)
     flush_max_age_s: float = Field(default=30.0, gt=0)

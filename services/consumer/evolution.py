@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 
 import psycopg
@@ -31,8 +32,9 @@ _RETRY_REFUSED_S = 60.0
 
 
 class CatalogEvolution:
-    def __init__(self, dsn: str, lake: Lake, metrics: WriterMetrics) -> None:
+    def __init__(self, dsn: str, lake: Lake, metrics: WriterMetrics, *, exclude_columns: Sequence[str] = ()) -> None:
         self._dsn = dsn
+        self._exclude_columns = list(exclude_columns)
         self._lake = lake
         self._metrics = metrics
         self._refused_until: dict[str, float] = {}
@@ -42,7 +44,7 @@ class CatalogEvolution:
         if time.monotonic() < self._refused_until.get(table, 0.0):
             return []
         try:
-            found = contracts_from_catalog(self._dsn, [re.escape(table)])
+            found = contracts_from_catalog(self._dsn, [re.escape(table)], exclude_columns=self._exclude_columns)
         except (ContractError, psycopg.Error) as exc:
             log.warning("writer.catalog_lookup_failed", table=table, error=str(exc))
             found = []

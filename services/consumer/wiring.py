@@ -52,7 +52,9 @@ def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorReg
         stack.callback(router.close)
         metrics = WriterMetrics(registry)
         evolution = (
-            CatalogEvolution(settings.postgres.dsn(), lake, metrics) if w.schema_evolution == "catalog" else None
+            CatalogEvolution(settings.postgres.dsn(), lake, metrics, exclude_columns=w.exclude_columns)
+            if w.schema_evolution == "catalog"
+            else None
         )
         writer = LakeWriter(
             settings,

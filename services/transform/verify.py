@@ -8,8 +8,9 @@ count, not its width. Rows are ``missing`` (in the source, not in silver), ``ext
 
 PostgreSQL is read in one REPEATABLE READ transaction (one snapshot for the table). Run verify once the
 workload has stopped and the pipeline has drained: it compares states, so a change still on its way is drift.
-A contract whose source table no longer exists is skipped and reported (a DROP is not captured); stored
-generated columns, which no change event carries, are listed as not compared.
+A contract whose source table no longer exists is skipped and reported (a DROP is not captured); columns
+no change event carries (stored generated columns, columns excluded from capture) are listed as not
+compared, with why.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class TableComparison:
     first: list[RowDifference] = field(default_factory=list)
     error: str | None = None  # cannot compare: drift (e.g. silver table missing)
     skipped: str | None = None  # not compared on purpose (the source table was dropped)
-    not_compared: tuple[str, ...] = ()  # source columns no change event carries (stored generated columns)
+    not_compared: tuple[tuple[str, str], ...] = ()  # source columns no change event carries, and why
 
     @property
     def drift(self) -> bool:
@@ -260,7 +261,7 @@ def _key_positions(contract: TableContract) -> list[int]:
 def compare_table(contract: TableContract, source: RowReader, silver: RowReader, limit: int = 10) -> TableComparison:
     """Compare one table; up to ``limit`` keys of each kind of difference are described."""
     result = TableComparison(
-        contract.qualified_name, f"silver.{model_name(contract)}", not_compared=contract.generated_columns
+        contract.qualified_name, f"silver.{model_name(contract)}", not_compared=contract.uncaptured
     )
     if not source.exists(contract):
         result.skipped = "the source table does not exist (dropped?)"
@@ -366,11 +367,8 @@ def print_report(report: VerifyReport, console: Console) -> None:
     for result in report.tables:
         for difference in result.first:
             console.print(f"  {result.table}: {difference}")
-        if result.not_compared:
-            console.print(
-                f"  {result.table}: not compared: {', '.join(result.not_compared)} — stored generated column(s), "
-                "which PostgreSQL's logical decoding does not send"
-            )
+        for column, why in result.not_compared:
+            console.print(f"  {result.table}: not compared: {column} — {why}")
     if report.drift:
         console.print("[red]drift[/]: silver does not equal the source")
     else:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from services.common.contracts.catalog import contracts_from_catalog
+from services.common.contracts.catalog import GENERATED, contracts_from_catalog
 from services.common.contracts.compat import compare
-from services.common.contracts.errors import NoPrimaryKeyError
+from services.common.contracts.errors import NoPrimaryKeyError, UnsupportedColumnError
 from services.common.settings import Settings
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -66,8 +66,37 @@ def test_a_partitioned_table_is_one_contract_and_generated_columns_are_named_not
     (contract,) = contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\..*"])
     assert contract.qualified_name == f"{s}.readings"
     assert [c.name for c in contract.columns] == ["id", "taken_on", "celsius"]
-    assert contract.generated_columns == ("fahrenheit",)
+    assert contract.uncaptured == (("fahrenheit", GENERATED),)
     assert contract.primary_key == ("id", "taken_on")
+
+
+@pytest.mark.parametrize(
+    ("declared", "why"),
+    [
+        ("name", "name arrives as NULL"),
+        ("bit(3)", "bit arrives as a bit set"),
+        ("varbit", "varbit arrives as a bit set"),
+        ("point", "point arrives as a geometry struct"),
+        ("box", "box is not sent at all"),
+        ("tsquery", "tsquery is not sent at all"),
+        ("interval[]", "an array of interval is not sent at all"),
+        ("integer[][]", "a multi-dimensional array arrives as an array of NULLs"),
+    ],
+)
+def test_a_type_the_connector_cannot_carry_is_refused_until_its_column_is_excluded(
+    pg: Conn, settings: Settings, scratch_schema: str, declared: str, why: str
+) -> None:
+    s = scratch_schema
+    pg.execute(f"create table {s}.odd (id int primary key, fine text, odd {declared})".encode())
+    with pytest.raises(UnsupportedColumnError, match=why) as refused:
+        contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\.odd"])
+    assert f"{s}.odd.odd" in str(refused.value)  # names the column and how to exclude it
+    assert "column.exclude.list" in str(refused.value)
+    (contract,) = contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\.odd"], exclude_columns=[rf"{s}\.odd\.odd"])
+    assert [c.name for c in contract.columns] == ["id", "fine"]
+    ((column, reason),) = contract.uncaptured
+    assert column == "odd"
+    assert "excluded" in reason
 
 
 def test_evolution_against_the_catalog(pg: Conn, settings: Settings, scratch_schema: str) -> None:

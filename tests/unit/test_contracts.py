@@ -60,13 +60,13 @@ def test_avro_round_trip_through_files(tmp_path: Path) -> None:
     assert booked["default"] is None
 
 
-def test_generated_columns_survive_the_round_trip_and_change_the_fingerprint(tmp_path: Path) -> None:
-    generated = dataclasses.replace(CONTRACT, generated_columns=("amount_with_tax",))
-    write_contract(tmp_path, generated)
-    assert load_contracts(tmp_path) == [generated]
-    assert contract_to_avro(generated)["cdcflow.generated_columns"] == ["amount_with_tax"]
-    assert "cdcflow.generated_columns" not in contract_to_avro(CONTRACT)  # existing files stay as they are
-    assert generated.fingerprint() != CONTRACT.fingerprint()
+def test_uncaptured_columns_survive_the_round_trip_and_change_the_fingerprint(tmp_path: Path) -> None:
+    uncaptured = dataclasses.replace(CONTRACT, uncaptured=(("with_tax", "generated"), ("secret", "excluded")))
+    write_contract(tmp_path, uncaptured)
+    assert load_contracts(tmp_path) == [uncaptured]
+    assert contract_to_avro(uncaptured)["cdcflow.uncaptured"] == {"with_tax": "generated", "secret": "excluded"}
+    assert "cdcflow.uncaptured" not in contract_to_avro(CONTRACT)  # existing files stay as they are
+    assert uncaptured.fingerprint() != CONTRACT.fingerprint()
 
 
 def test_malformed_contract_files_are_named(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ from typing import Any
 
 import psycopg
 
-from services.common.contracts.errors import NoPrimaryKeyError
+from services.common.contracts.errors import NoPrimaryKeyError, UnsupportedColumnError
 from services.common.contracts.model import Column, Semantic, TableContract
 
-__all__ = ["column_from_catalog", "contracts_from_catalog"]
+__all__ = ["GENERATED", "UNSUPPORTED_TYPES", "column_from_catalog", "contracts_from_catalog"]
 
 _SEMANTIC_BY_TYPE: dict[str, Semantic] = {
     "int2": "int16",
@@ -34,7 +34,22 @@ _SEMANTIC_BY_TYPE: dict[str, Semantic] = {
     "time": "time",
     "bytea": "bytes",
 }
-# Everything else (text, varchar, char, enums, interval, timetz, inet, xml, …) arrives as text.
+# Everything else (text, varchar, char, enums, interval, timetz, inet, xml, ranges, …) arrives as text.
+
+# Types Debezium's PostgreSQL connector (3.4, pgoutput) does not carry as their value: captured, the column
+# would silently hold NULL or another encoding. A table with one is refused until the column is excluded.
+_NOT_SENT = ("line", "lseg", "box", "path", "polygon", "circle", "pg_lsn", "regclass", "jsonpath", "tsquery")
+UNSUPPORTED_TYPES: dict[str, str] = {
+    "name": "arrives as NULL",
+    "bit": "arrives as a bit set in bytes (bit(1) as a boolean), not as its bits",
+    "varbit": "arrives as a bit set in bytes, whose length is lost",
+    "point": "arrives as a geometry struct, not as text",
+    **dict.fromkeys(_NOT_SENT, "is not sent at all"),
+}
+# Element types whose arrays are not sent at all (the elements alone are fine).
+_UNSUPPORTED_ARRAY_ELEMENTS = {"xml": "is not sent at all", "interval": "is not sent at all"}
+GENERATED = "stored generated column: PostgreSQL's logical decoding (before 18) does not send it"
+_EXCLUDED = "excluded from capture (CDCFLOW_WRITER__EXCLUDE_COLUMNS and the connector's column.exclude.list)"
 
 _COLUMNS_SQL = """
 select a.attname,
@@ -46,7 +61,8 @@ select a.attname,
        coalesce(base.typcategory, t.typcategory) as category,
        (select et.typname from pg_type et where et.oid = coalesce(base.typelem, t.typelem)) as elem_type,
        coalesce(pk.is_key, false) as is_key,
-       a.attgenerated <> '' as is_generated
+       a.attgenerated <> '' as is_generated,
+       a.attndims as dimensions
   from pg_attribute a
   join pg_class c on c.oid = a.attrelid
   join pg_namespace n on n.oid = c.relnamespace
@@ -105,6 +121,18 @@ def column_from_catalog(name: str, base_type: str, typmod: int, pg_type: str, nu
     return Column(name, _SEMANTIC_BY_TYPE.get(base_type, "string"), pg_type, nullable)
 
 
+def _unsupported(row: dict[str, Any]) -> str | None:
+    """Why the column's type cannot be captured exactly, or None."""
+    if row["category"] == "A" and row["elem_type"]:
+        element = str(row["elem_type"])
+        if int(row["dimensions"] or 0) > 1:
+            return "a multi-dimensional array arrives as an array of NULLs"
+        why = UNSUPPORTED_TYPES.get(element) or _UNSUPPORTED_ARRAY_ELEMENTS.get(element)
+        return f"an array of {element} {why}" if why else None
+    base = str(row["base_type"])
+    return f"{base} {UNSUPPORTED_TYPES[base]}" if base in UNSUPPORTED_TYPES else None
+
+
 def _column(row: dict[str, Any]) -> Column:
     name, pg_type = str(row["attname"]), str(row["formatted"])
     nullable = not row["attnotnull"]
@@ -116,9 +144,32 @@ def _column(row: dict[str, Any]) -> Column:
     return column_from_catalog(name, str(row["base_type"]), int(row["typmod"]), pg_type, nullable)
 
 
-def _contract(conn: psycopg.Connection[Any], schema: str, table: str) -> TableContract:
+def _captured(
+    schema: str, table: str, rows: list[dict[str, Any]], excluded: list[re.Pattern[str]]
+) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
+    """The catalog rows of the columns change events carry, and the others with why."""
+    captured, uncaptured = [], []
+    for row in rows:
+        name = str(row["attname"])
+        if any(p.fullmatch(f"{schema}.{table}.{name}") for p in excluded):
+            uncaptured.append((name, _EXCLUDED))
+        elif row["is_generated"]:
+            uncaptured.append((name, GENERATED))
+        elif why := _unsupported(row):
+            raise UnsupportedColumnError(
+                f"{schema}.{table}.{name} ({row['formatted']}): {why}, so its values would change silently. "
+                f"Exclude the column from capture in both the connector (column.exclude.list) and the writer "
+                f"(CDCFLOW_WRITER__EXCLUDE_COLUMNS) with {re.escape(f'{schema}.{table}.{name}')!r}, "
+                "or change its type"
+            )
+        else:
+            captured.append(row)
+    return captured, tuple(uncaptured)
+
+
+def _contract(conn: psycopg.Connection[Any], schema: str, table: str, excluded: list[re.Pattern[str]]) -> TableContract:
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
-        rows = cursor.execute(_COLUMNS_SQL, (schema, table)).fetchall()
+        rows, uncaptured = _captured(schema, table, cursor.execute(_COLUMNS_SQL, (schema, table)).fetchall(), excluded)
     key = tuple(str(r[0]) for r in conn.execute(_KEY_ORDER_SQL, (schema, table)).fetchall())
     if not key:
         raise NoPrimaryKeyError(
@@ -131,18 +182,24 @@ def _contract(conn: psycopg.Connection[Any], schema: str, table: str) -> TableCo
     return TableContract(
         schema,
         table,
-        tuple(_column(r) for r in rows if not r["is_generated"]),
+        tuple(_column(r) for r in rows),
         key,
         doc=doc,
         replica_identity=identity,  # type: ignore[arg-type]
-        generated_columns=tuple(str(r["attname"]) for r in rows if r["is_generated"]),
+        uncaptured=uncaptured,
     )
 
 
-def contracts_from_catalog(dsn: str, include: list[str], exclude: list[str] | None = None) -> list[TableContract]:
-    """Contracts of the tables whose ``schema.table`` fully matches one ``include`` regex and no ``exclude``."""
+def contracts_from_catalog(
+    dsn: str, include: list[str], exclude: list[str] | None = None, exclude_columns: list[str] | None = None
+) -> list[TableContract]:
+    """Contracts of the tables whose ``schema.table`` fully matches one ``include`` regex and no ``exclude``;
+    columns whose ``schema.table.column`` fully matches an ``exclude_columns`` regex are left out (named in
+    the contract as uncaptured). A column of a type the connector cannot carry raises
+    :class:`UnsupportedColumnError` unless it is excluded."""
     included = [re.compile(p) for p in include]
     excluded = [re.compile(p) for p in exclude or []]
+    excluded_columns = [re.compile(p) for p in exclude_columns or []]
     with psycopg.connect(dsn) as conn:
         tables = [(str(s), str(t)) for s, t in conn.execute(_TABLES_SQL).fetchall()]
         wanted = [
@@ -150,4 +207,4 @@ def contracts_from_catalog(dsn: str, include: list[str], exclude: list[str] | No
             for s, t in tables
             if any(p.fullmatch(f"{s}.{t}") for p in included) and not any(p.fullmatch(f"{s}.{t}") for p in excluded)
         ]
-        return [_contract(conn, s, t) for s, t in wanted]
+        return [_contract(conn, s, t, excluded_columns) for s, t in wanted]

@@ -2,7 +2,13 @@
 
 from services.common.errors import TerminalError
 
-__all__ = ["ContractError", "IncompatibleChangeError", "NoPrimaryKeyError", "UnknownTableError"]
+__all__ = [
+    "ContractError",
+    "IncompatibleChangeError",
+    "NoPrimaryKeyError",
+    "UnknownTableError",
+    "UnsupportedColumnError",
+]
 
 
 class ContractError(TerminalError):
@@ -19,3 +25,7 @@ class IncompatibleChangeError(ContractError):
 
 class NoPrimaryKeyError(ContractError):
     """Change capture needs a primary key to order versions of a row."""
+
+
+class UnsupportedColumnError(ContractError):
+    """A column whose type the connector cannot carry exactly: captured, it would silently change."""

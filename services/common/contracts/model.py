@@ -71,10 +71,10 @@ class TableContract:
     # PostgreSQL's REPLICA IDENTITY: only "full" sends whole before images. Otherwise a delete's before
     # image holds just the key and Debezium fills the other NOT NULL columns with type defaults.
     replica_identity: Literal["default", "full", "index", "nothing"] = "default"
-    # Stored generated columns of the source table. PostgreSQL's logical decoding (before 18) never sends
-    # them, so they are not captured: no lake, bronze or silver column pretends to hold them, and verify
-    # names them as not compared.
-    generated_columns: tuple[str, ...] = ()
+    # Source columns no change event carries, each with why: stored generated columns (PostgreSQL's
+    # logical decoding before 18 never sends them) and columns excluded from capture. No lake, bronze or
+    # silver column pretends to hold them, and verify names them as not compared.
+    uncaptured: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         for part in (self.schema, self.table):

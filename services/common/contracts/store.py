@@ -93,7 +93,7 @@ def contract_to_avro(contract: TableContract) -> dict[str, Any]:
         "cdcflow.version": contract.version,
         "cdcflow.primary_key": list(contract.primary_key),
         "cdcflow.replica_identity": contract.replica_identity,
-        **({"cdcflow.generated_columns": list(contract.generated_columns)} if contract.generated_columns else {}),
+        **({"cdcflow.uncaptured": dict(contract.uncaptured)} if contract.uncaptured else {}),
         "fields": [_column_to_field(c) for c in contract.columns],
     }
 
@@ -134,7 +134,7 @@ def avro_to_contract(document: dict[str, Any]) -> TableContract:
             primary_key=tuple(document.get("cdcflow.primary_key", [])),
             version=int(document.get("cdcflow.version", 1)),
             replica_identity=document.get("cdcflow.replica_identity", "default"),
-            generated_columns=tuple(str(c) for c in document.get("cdcflow.generated_columns", [])),
+            uncaptured=tuple((str(c), str(why)) for c, why in document.get("cdcflow.uncaptured", {}).items()),
             doc=str(document.get("doc", "")),
         )
     except KeyError as exc:
