@@ -52,6 +52,7 @@ from services.consumer.guard import (
     is_native_panic,
 )
 from services.consumer.quarantine import (
+    DeadNote,
     DecodeWatchdog,
     InflightNote,
     Quarantine,
@@ -135,6 +136,7 @@ class LakeWriter:
         self._last_lag_at = 0.0
         self.last_poll_at = time.monotonic()
         self.polling = False
+        self.examining = False  # quarantining after a crash: alive, though not polling yet
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -402,22 +404,30 @@ class LakeWriter:
 
     def _recover_crashed(self) -> None:
         """Quarantine the records that killed earlier writers of this group here while they decoded."""
-        for note in dead_notes(self._state_dir):
-            log.warning("writer.crashed_while_decoding", note=note.path.name, ranges=note.ranges)
-            began = time.monotonic()
-            try:
-                crashers = self._quarantine_crashers(note.ranges)
-            except (TransientError, KafkaException) as exc:
-                log.error("writer.quarantine_failed", note=note.path.name, error=str(exc))
-                note.release()  # examined again at the next start
-                continue
-            note.done()
-            log.warning(
-                "writer.crash_examined",
-                note=note.path.name,
-                quarantined=[list(c) for c in crashers],
-                duration_s=round(time.monotonic() - began, 2),
-            )
+        self.examining = True
+        try:
+            for note in dead_notes(self._state_dir):
+                self._examine(note)
+        finally:
+            self.examining = False
+            self.last_poll_at = time.monotonic()
+
+    def _examine(self, note: DeadNote) -> None:
+        log.warning("writer.crashed_while_decoding", note=note.path.name, ranges=note.ranges)
+        began = time.monotonic()
+        try:
+            crashers = self._quarantine_crashers(note.ranges)
+        except (TransientError, KafkaException) as exc:
+            log.error("writer.quarantine_failed", note=note.path.name, error=str(exc))
+            note.release()  # examined again at the next start
+            return
+        note.done()
+        log.warning(
+            "writer.crash_examined",
+            note=note.path.name,
+            quarantined=[list(c) for c in crashers],
+            duration_s=round(time.monotonic() - began, 2),
+        )
 
     def _quarantine_crashers(self, ranges: list[Range]) -> list[tuple[str, int, int]]:
         """Find the records of ``ranges`` that kill a decoder, DLQ them, then remember them for good."""

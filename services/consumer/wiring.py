@@ -70,7 +70,7 @@ def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorReg
                 w.health_host,
                 w.health_port,
                 registry,
-                live=lambda: time.monotonic() - writer.last_poll_at < _STALLED_S,
+                live=lambda: writer.examining or time.monotonic() - writer.last_poll_at < _STALLED_S,
                 ready=lambda: writer.ready,
             )
             stack.enter_context(health)
