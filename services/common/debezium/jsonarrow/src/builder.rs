@@ -358,3 +358,63 @@ fn narrow(values: &[i64], bits: u32) -> Vec<u8> {
 fn offsets_bytes(offsets: &[i32]) -> Vec<u8> {
     offsets.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
+
+/// What the tests look at: the rows of a builder and whether its buffers agree with each other.
+#[cfg(test)]
+impl Builder {
+    fn validity_ref(&self) -> &Validity {
+        match self {
+            Builder::Bool { validity, .. }
+            | Builder::Int { validity, .. }
+            | Builder::Float { validity, .. }
+            | Builder::Str { validity, .. }
+            | Builder::Decimal { validity, .. }
+            | Builder::List { validity, .. }
+            | Builder::Struct { validity, .. } => validity,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.validity_ref().len()
+    }
+
+    pub fn is_valid(&self, row: usize) -> bool {
+        self.validity_ref().bits[row]
+    }
+
+    /// Panics unless every buffer holds one slot per row (a struct's children: the rows given them so
+    /// far) and the offsets are in order and end where the data ends.
+    pub fn assert_consistent(&self) {
+        let rows = self.rows();
+        let validity = self.validity_ref();
+        assert_eq!(
+            validity.nulls,
+            validity.bits.iter().filter(|v| !**v).count()
+        );
+        let assert_offsets = |offsets: &[i32], end: usize| {
+            assert_eq!(offsets.len(), rows + 1);
+            assert_eq!(offsets[0], 0);
+            assert!(offsets.windows(2).all(|pair| pair[0] <= pair[1]));
+            assert_eq!(end_offset(offsets), end);
+        };
+        match self {
+            Builder::Bool { values, .. } => assert_eq!(values.len(), rows),
+            Builder::Int { values, .. } => assert_eq!(values.len(), rows),
+            Builder::Float { values, .. } => assert_eq!(values.len(), rows),
+            Builder::Decimal { data, width, .. } => assert_eq!(data.len(), rows * width),
+            Builder::Str { offsets, data, .. } => assert_offsets(offsets, data.len()),
+            Builder::List { offsets, item, .. } => {
+                assert_offsets(offsets, item.rows());
+                item.assert_consistent();
+            }
+            Builder::Struct {
+                children, deferred, ..
+            } => {
+                for child in children {
+                    assert_eq!(child.rows() + deferred, rows);
+                    child.assert_consistent();
+                }
+            }
+        }
+    }
+}

@@ -148,3 +148,6 @@ fn _jsonarrow(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("ReaderError", exception)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

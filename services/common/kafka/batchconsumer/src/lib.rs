@@ -31,3 +31,6 @@ fn _kafkabatch(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("KafkaCallError", exception)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
