@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from services.stack.errors import ComponentFailedError
 from services.stack.jvm import java_argv, plugin_root
 from services.stack.processes import ManagedProcess, ensure_port_free, wait_for
 
-__all__ = ["ConnectWorker", "load_connector"]
+__all__ = ["ConnectWorker", "connector_names", "load_connector", "resolve_env", "source_clashes"]
 
 _DEBEZIUM_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
 
@@ -30,6 +31,36 @@ def load_connector(connect_dir: Path, name: str) -> dict[str, str]:
         raise ComponentFailedError(f"no connector definition at {path}") from None
     config = document.get("config", document)
     return {str(k): str(v) for k, v in config.items()}
+
+
+def connector_names(connect_dir: Path) -> list[str]:
+    """Every source: one connector file each in ``connect/connectors/``."""
+    return sorted(p.stem for p in (connect_dir / "connectors").glob("*.json"))
+
+
+def resolve_env(value: str, env: dict[str, str]) -> str:
+    """A config value with its ``${env:NAME}`` references filled in as the Connect worker fills them."""
+    return re.sub(r"\$\{env:([A-Za-z0-9_]+)\}", lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+# Settings two sources must never share: each source has its own replication slot and publication, and
+# Debezium names its JMX metrics after the topic prefix (a second connector with the same prefix collides
+# with the first: its streaming starts late and its metrics are lost).
+_UNIQUE_PER_SOURCE = ("topic.prefix", "slot.name", "publication.name")
+
+
+def source_clashes(configs: dict[str, dict[str, str]], env: dict[str, str]) -> list[str]:
+    """What two connector configs share that must be their own, one sentence each."""
+    clashes = []
+    for key in _UNIQUE_PER_SOURCE:
+        owners: dict[str, list[str]] = {}
+        for name, config in configs.items():
+            if key in config:
+                owners.setdefault(resolve_env(config[key], env), []).append(name)
+        clashes += [
+            f"connectors {', '.join(names)} share {key}={value!r}" for value, names in owners.items() if len(names) > 1
+        ]
+    return clashes
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,9 +116,11 @@ class PostgresServer:
         wait_for("PostgreSQL to exit", lambda: not pid_alive(pid), timeout_s, interval_s=0.05)
         return True
 
-    def drop_slot(self, slot: str) -> bool:
-        """Drop a replication slot so the server stops retaining WAL for it."""
-        with psycopg.connect(self.settings.dsn(), autocommit=True, connect_timeout=5) as conn:
+    def drop_slot(self, slot: str, database: str | None = None) -> bool:
+        """Drop a replication slot so the server stops retaining WAL for it; a logical slot is dropped from
+        its own ``database`` (the stack's by default)."""
+        settings = self.settings if database is None else self.settings.model_copy(update={"database": database})
+        with psycopg.connect(settings.dsn(), autocommit=True, connect_timeout=5) as conn:
             row = conn.execute(
                 "select pg_drop_replication_slot(slot_name) from pg_replication_slots "
                 "where slot_name = %s and not active",

@@ -10,7 +10,7 @@ from typing import Any
 
 from services.common.logging import get_logger
 from services.common.settings import Settings
-from services.stack.connect import ConnectWorker, load_connector
+from services.stack.connect import ConnectWorker, connector_names, load_connector, resolve_env, source_clashes
 from services.stack.errors import StackError
 from services.stack.jvm import ensure_jars
 from services.stack.kafka import KafkaBroker
@@ -54,6 +54,21 @@ class Stack:
     def slot_name(self) -> str:
         return load_connector(self.settings.stack.connect_dir, self.settings.connect.connector)["slot.name"]
 
+    def sources(self) -> dict[str, dict[str, str]]:
+        """Each source's connector config (``connect/connectors/<name>.json``), by connector name."""
+        connect_dir = self.settings.stack.connect_dir
+        return {name: load_connector(connect_dir, name) for name in connector_names(connect_dir)}
+
+    def _local_slots(self) -> list[tuple[str, str]]:
+        """``(slot, database)`` of every source captured from the stack's own PostgreSQL."""
+        env, pg = self.settings.connector_env(), self.settings.postgres
+        local = []
+        for config in self.sources().values():
+            host, port = (resolve_env(config.get(k, ""), env) for k in ("database.hostname", "database.port"))
+            if host in (pg.host, "localhost", "127.0.0.1") and port == str(pg.port) and "slot.name" in config:
+                local.append((resolve_env(config["slot.name"], env), resolve_env(config["database.dbname"], env)))
+        return local
+
     def up(self) -> dict[str, float]:
         """Start whatever is not running, wait for health, create the schema, register the connector.
 
@@ -80,20 +95,27 @@ class Stack:
         return timings
 
     def _start_connector(self, timeout_s: float) -> None:
-        name = self.settings.connect.connector
-        self.connect.register(name)
-        self.connect.wait_running(name, timeout_s)
+        """Register every source's connector (a re-run updates their configs) and wait until they run."""
+        sources = self.sources()
+        clashes = source_clashes(sources, self.settings.connector_env())
+        if clashes:
+            raise StackError("; ".join(clashes) + ": give each source its own (connect/connectors/*.json)")
+        for name in sources:
+            self.connect.register(name)
+        for name in sources:
+            self.connect.wait_running(name, timeout_s)
 
     def down(self, *, purge: bool = False) -> list[str]:
-        """Stop everything this stack started, by PID, and drop the replication slot.
+        """Stop everything this stack started, by PID, and drop the replication slot of every source on the
+        stack's PostgreSQL (a source on another server keeps its slot: the connector resumes from it).
 
-        Connect stops first so the slot is inactive and can be dropped; PostgreSQL stops last.
+        Connect stops first so the slots are inactive and can be dropped; PostgreSQL stops last.
         """
         stopped: list[str] = []
         if self.connect.stop():
             stopped.append("connect")
         if self.postgres.running():
-            self._drop_slot()
+            self._drop_slots()
         if self.kafka.stop():
             stopped.append("kafka")
         if self.postgres.stop():
@@ -103,17 +125,17 @@ class Stack:
             shutil.rmtree(self.postgres.root.parent, ignore_errors=True)
         return stopped
 
-    def _drop_slot(self) -> None:
-        try:
-            if self.postgres.drop_slot(self.slot_name):
-                log.info("stack.slot_dropped", slot=self.slot_name)
-        except Exception as exc:  # the stack must still come down
-            log.warning("stack.slot_drop_failed", slot=self.slot_name, error=str(exc))
+    def _drop_slots(self) -> None:
+        for slot, database in self._local_slots():
+            try:
+                if self.postgres.drop_slot(slot, database):
+                    log.info("stack.slot_dropped", slot=slot, database=database)
+            except Exception as exc:  # the stack must still come down
+                log.warning("stack.slot_drop_failed", slot=slot, database=database, error=str(exc))
 
     def status(self) -> list[ComponentStatus]:
         pg, kafka, connect = self.postgres, self.kafka, self.connect
         pg_running = pg.running()
-        connector = connect.connector_status(self.settings.connect.connector)
         slots = dict(pg.slots()) if pg_running and pg.healthy() else {}
         return [
             ComponentStatus(
@@ -125,14 +147,13 @@ class Stack:
             ),
             ComponentStatus("kafka", kafka.process.running(), kafka.healthy(), kafka.process.pid()),
             ComponentStatus("connect", connect.process.running(), connect.healthy(), connect.process.pid()),
-            ComponentStatus(
-                f"connector:{self.settings.connect.connector}",
-                connector is not None,
-                _connector_running(connector),
-                None,
-                {"status": connector} if connector else {},
-            ),
+            *(self._connector_status(name) for name in self.sources()),
         ]
+
+    def _connector_status(self, name: str) -> ComponentStatus:
+        connector = self.connect.connector_status(name)
+        detail = {"status": connector} if connector else {}
+        return ComponentStatus(f"connector:{name}", connector is not None, _connector_running(connector), None, detail)
 
     def endpoints(self) -> dict[str, str]:
         """How scripts reach each part of the stack (the password is not included)."""

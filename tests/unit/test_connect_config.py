@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from services.common.settings import load_settings, repo_root
-from services.stack.connect import load_connector
+from services.stack.connect import connector_names, load_connector, resolve_env, source_clashes
 
 
 def test_lending_connector_settings() -> None:
@@ -60,3 +60,28 @@ def test_worker_uses_json_without_embedded_schema_and_numeric_decimals() -> None
     assert "value.converter.decimal.format=NUMERIC" in text
     assert "value.converter.replace.null.with.default=false" in text
     assert "EnvVarConfigProvider" in text
+
+
+def test_every_connector_file_is_a_source() -> None:
+    connect_dir = repo_root() / "connect"
+    names = connector_names(connect_dir)
+    assert "lending" in names
+    assert names == sorted(p.stem for p in (connect_dir / "connectors").glob("*.json"))
+
+
+def test_two_sources_must_not_share_a_prefix_slot_or_publication() -> None:
+    env = load_settings({}).connector_env()
+    lending = load_connector(repo_root() / "connect", "lending")
+    own = {**lending, "topic.prefix": "shop", "slot.name": "cdcflow_shop", "publication.name": "cdcflow_shop"}
+    assert source_clashes({"lending": lending, "shop": own}, env) == []
+    copied = {**lending, "slot.name": "cdcflow_shop", "publication.name": "cdcflow_shop"}  # same topic prefix
+    (clash,) = source_clashes({"lending": lending, "shop": copied}, env)
+    assert clash == f"connectors lending, shop share topic.prefix={env['CDCFLOW_KAFKA__TOPIC_PREFIX']!r}"
+    literal = {**own, "topic.prefix": env["CDCFLOW_KAFKA__TOPIC_PREFIX"]}  # a literal equal to the resolved one
+    assert len(source_clashes({"lending": lending, "shop": literal}, env)) == 1
+
+
+def test_env_references_resolve_as_the_worker_resolves_them() -> None:
+    env = {"CDCFLOW_POSTGRES__HOST": "db.internal"}
+    assert resolve_env("${env:CDCFLOW_POSTGRES__HOST}:5432", env) == "db.internal:5432"
+    assert resolve_env("${env:UNSET}", env) == "${env:UNSET}"
