@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import cast
 
 import numpy as np
@@ -49,8 +49,8 @@ a record is read or refused alike whichever reader its batch gives it to."""
 # Arrow's decimal conversion crashes the process on an exponent of a few million (1e-4999999); one of
 # seven or more digits is refused. No decimal the lake holds needs one: PostgreSQL's numeric has at most
 # 147,455 digits.
-_HUGE_EXPONENT = re.compile(r"[eE][+-]?0*[1-9][0-9]{6,}")
-_HUGE_EXPONENT_BYTES = re.compile(rb"[eE][+-]?0*[1-9][0-9]{6,}|\\u")  # or an escape that may spell one
+_EXPONENT_DIGITS = 7
+_HUGE_EXPONENT = re.compile(rf"[eE][+-]?0*[1-9][0-9]{{{_EXPONENT_DIGITS - 1},}}")
 _OPENERS = 0x7B  # "{" and, with the 0x20 bit set, "[" (0x5B): one comparison finds both
 _CLOSERS = 0x7D
 _QUOTE, _BACKSLASH = 0x22, 0x5C
@@ -138,6 +138,7 @@ class JsonEventDecoder:
         limit = self._max_value_bytes
         too_deep = _too_deep(batch.values)
         not_utf8 = _not_utf8(batch.values)
+        exponents = _maybe_huge_exponents(batch.values) if self._decimal_columns else np.zeros(len(batch), dtype=bool)
         for index, value in enumerate(batch.value_list()):
             if value is None:
                 continue  # a tombstone: counted once for the whole batch
@@ -149,7 +150,7 @@ class JsonEventDecoder:
                 failures.append(DecodeFailure(batch.message(index), Reason.TOO_DEEP, detail, "TooDeep"))
             elif not_utf8 is not None and not_utf8[index]:
                 failures.append(_classify(batch.message(index), value, "the value is not valid UTF-8"))
-            elif (refused := self._huge_exponent(batch.message, index, value)) is not None:
+            elif exponents[index] and (refused := self._huge_exponent(batch.message(index), value)) is not None:
                 failures.append(refused)
             elif value.startswith(_WRAPPED) and (payload := _payload_of(value)) is not None:
                 bulk.append(index)  # the DLQ still gets the original value
@@ -168,15 +169,11 @@ class JsonEventDecoder:
         for index in alone:
             self._decode_bisect(batch.part(index, index + 1), origin, out, failures)
 
-    def _huge_exponent(self, message: Callable[[int], Message], index: int, value: bytes) -> DecodeFailure | None:
-        """The failure of a value with a decimal column Arrow's conversion would crash on, else None.
-
-        A regex over the bytes clears nearly every value; one that might hold such an exponent is parsed
-        (its depth is bounded by now) and every key naming a decimal column is checked, duplicates too.
-        """
-        if not self._decimal_columns or _HUGE_EXPONENT_BYTES.search(value) is None:
-            return None
-        shape = _shape_failure(message(index), value)
+    def _huge_exponent(self, message: Message, value: bytes) -> DecodeFailure | None:
+        """The failure of a value (one :func:`_maybe_huge_exponents` flagged) with a decimal column Arrow's
+        conversion would crash on, else None: the value is parsed (its depth is bounded by now) and every key
+        naming a decimal column is checked, duplicates too."""
+        shape = _shape_failure(message, value)
         if shape is not None:  # whatever it is, Arrow's reader is not given it
             return shape
         found: list[str] = []
@@ -187,8 +184,8 @@ class JsonEventDecoder:
         json.loads(value, object_pairs_hook=check, parse_int=str, parse_float=str, parse_constant=str)
         if not found:
             return None
-        detail = f"column {found[0]}: a decimal exponent of seven or more digits"
-        return DecodeFailure(message(index), Reason.OUT_OF_RANGE, detail, "OutOfRange")
+        detail = f"column {found[0]}: a decimal exponent of {_EXPONENT_DIGITS} or more digits"
+        return DecodeFailure(message, Reason.OUT_OF_RANGE, detail, "OutOfRange")
 
     def _convert(
         self, wire: pa.Table, batch: MessageBatch, origin: Origin, out: list[pa.Table], failures: list[DecodeFailure]
@@ -317,6 +314,44 @@ def _is_utf8(value: bytes) -> bool:
     return True
 
 
+def _maybe_huge_exponents(values: pa.LargeBinaryArray) -> np.ndarray:
+    """Which values may hold an exponent of :data:`_EXPONENT_DIGITS` or more digits: ``e``/``E``, maybe a
+    sign, then that many digits, or a ``\\u`` escape that could spell one. Vectorised over the batch's
+    bytes; a flagged value is then checked exactly."""
+    data, offsets = _data(values)
+    flagged = np.zeros(len(values), dtype=bool)
+    if len(data) < _EXPONENT_DIGITS + 1:
+        return flagged
+    digit = (data >= 0x30) & (data <= 0x39)
+    counts = np.zeros(len(data) + 1, dtype=np.int32)
+    np.cumsum(digit, out=counts[1:])
+    # run[i]: bytes i .. i+6 are all digits
+    run = (counts[_EXPONENT_DIGITS:] - counts[:-_EXPONENT_DIGITS]) == _EXPONENT_DIGITS
+    marker = (data | 0x20) == 0x65  # e or E
+    sign = (data == 0x2B) | (data == 0x2D)
+    after_marker = np.zeros(len(data), dtype=bool)
+    after_marker[1:] = marker[:-1]
+    after_marker[2:] |= sign[1:-1] & marker[:-2]
+    starts = after_marker[: len(run)] & run
+    escape = np.zeros(len(data), dtype=bool)
+    escape[:-1] = (data[:-1] == _BACKSLASH) & (data[1:] == 0x75)  # \u
+    hits = np.flatnonzero(np.concatenate([starts, np.zeros(len(data) - len(run), dtype=bool)]) | escape)
+    if len(hits):
+        flagged[np.searchsorted(offsets, hits, side="right") - 1] = True
+    return flagged
+
+
+def _data(values: pa.LargeBinaryArray) -> tuple[np.ndarray, np.ndarray]:
+    """The values' bytes as one array, and each value's start in it (with the end of the last)."""
+    n = len(values)
+    _, offsets_buffer, data_buffer = values.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[values.offset : values.offset + n + 1]
+    if data_buffer is None or not n:
+        return np.zeros(0, dtype=np.uint8), np.zeros(n + 1, dtype=np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return data, offsets - offsets[0]
+
+
 def _too_deep(values: pa.LargeBinaryArray) -> np.ndarray:
     """Which values nest deeper than :data:`MAX_DEPTH`.
 
@@ -334,15 +369,11 @@ def _too_deep(values: pa.LargeBinaryArray) -> np.ndarray:
 
 def _opener_counts(values: pa.LargeBinaryArray) -> np.ndarray:
     """The number of ``{`` and ``[`` bytes in each value, strings included."""
-    n = len(values)
-    _, offsets_buffer, data_buffer = values.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[values.offset : values.offset + n + 1]
-    if data_buffer is None or not n or offsets[-1] == offsets[0]:
-        return np.zeros(n, dtype=np.int64)
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    data, offsets = _data(values)
+    if not len(data):
+        return np.zeros(len(values), dtype=np.int64)
     openers = (data | 0x20) == _OPENERS
-    starts = offsets[:-1] - offsets[0]
-    lengths = np.diff(offsets)
+    starts, lengths = offsets[:-1], np.diff(offsets)
     # reduceat sums each value's run; an empty value would get its neighbour's first byte, so it is zeroed
     counts = np.add.reduceat(openers, np.minimum(starts, len(data) - 1), dtype=np.int64)
     counts[lengths == 0] = 0
