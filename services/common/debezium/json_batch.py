@@ -53,7 +53,8 @@ _EXPONENT_DIGITS = 7
 _HUGE_EXPONENT = re.compile(rf"[eE][+-]?0*[1-9][0-9]{{{_EXPONENT_DIGITS - 1},}}")
 _OPENERS = 0x7B  # "{" and, with the 0x20 bit set, "[" (0x5B): one comparison finds both
 _CLOSERS = 0x7D
-_QUOTE, _BACKSLASH = 0x22, 0x5C
+_BACKSLASH = 0x5C
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _PAYLOAD = b',"payload":'
 
 
@@ -136,7 +137,7 @@ class JsonEventDecoder:
         alone: list[int] = []
         values: list[bytes] = []
         limit = self._max_value_bytes
-        too_deep = _too_deep(batch.values)
+        too_deep = _too_deep(batch.values, limit)
         not_utf8 = _not_utf8(batch.values)
         exponents = _maybe_huge_exponents(batch.values) if self._decimal_columns else np.zeros(len(batch), dtype=bool)
         for index, value in enumerate(batch.value_list()):
@@ -352,7 +353,7 @@ def _data(values: pa.LargeBinaryArray) -> tuple[np.ndarray, np.ndarray]:
     return data, offsets - offsets[0]
 
 
-def _too_deep(values: pa.LargeBinaryArray) -> np.ndarray:
+def _too_deep(values: pa.LargeBinaryArray, max_bytes: int) -> np.ndarray:
     """Which values nest deeper than :data:`MAX_DEPTH`.
 
     Depth cannot exceed the number of ``{``/``[`` bytes, so one vectorised count over the batch clears
@@ -363,7 +364,8 @@ def _too_deep(values: pa.LargeBinaryArray) -> np.ndarray:
     deep = np.zeros(len(values), dtype=bool)
     for index in np.flatnonzero(counts > MAX_DEPTH):
         value = values[int(index)].as_py()
-        deep[index] = value is not None and _depth(value) > MAX_DEPTH
+        # an oversized value is refused as such, unscanned
+        deep[index] = value is not None and len(value) <= max_bytes and _depth(value) > MAX_DEPTH
     return deep
 
 
@@ -381,23 +383,12 @@ def _opener_counts(values: pa.LargeBinaryArray) -> np.ndarray:
 
 
 def _depth(value: bytes) -> int:
-    """The deepest nesting of ``{``/``[`` in ``value`` outside JSON strings (vectorised).
+    """The deepest nesting of ``{``/``[`` in ``value`` outside JSON strings.
 
-    A quote opens or closes a string unless an odd run of backslashes precedes it; brackets inside strings
-    are text.
+    Strings (escapes included) are cut out in one C-level pass; an unterminated one stays, so its brackets
+    count and the estimate errs deep. The rest is a running sum in numpy, in memory a few times the value's.
     """
-    data = np.frombuffer(value, dtype=np.uint8)
-    if not len(data):
-        return 0
-    position = np.arange(len(data), dtype=np.int64)
-    plain = np.where(data == _BACKSLASH, -1, position)
-    last_plain = np.maximum.accumulate(plain)  # the last byte at or before each one that is not a backslash
-    backslashes_before = np.empty(len(data), dtype=np.int64)
-    backslashes_before[0] = 0
-    backslashes_before[1:] = position[:-1] - last_plain[:-1]
-    quote = (data == _QUOTE) & (backslashes_before % 2 == 0)
-    in_string = (np.cumsum(quote) % 2).astype(bool)  # an opening quote counts as inside, a closing one not
-    folded = data | 0x20
-    step = (folded == _OPENERS).astype(np.int64) - (folded == _CLOSERS).astype(np.int64)
-    step[in_string] = 0
-    return int(np.cumsum(step).max())
+    outside = np.frombuffer(_STRING.sub(b"", value), dtype=np.uint8)
+    folded = outside | 0x20
+    step = (folded == _OPENERS).astype(np.int8) - (folded == _CLOSERS).astype(np.int8)
+    return int(np.cumsum(step, dtype=np.int32).max(initial=0))
