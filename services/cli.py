@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from services.common.logging import configure_logging
 from services.common.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from services.common.contracts import TableContract
     from services.stack.runtime import ComponentStatus, Stack
 
 __all__ = ["app", "main"]
@@ -217,6 +219,35 @@ def transform(
 
 
 @app.command()
+def load(
+    once: Annotated[bool, typer.Option("--once", help="Load what is pending, then exit.")] = False,
+    every: Annotated[
+        float | None, typer.Option("--every", min=0.1, help="Seconds between cycles (CDCFLOW_LOADER__INTERVAL_S).")
+    ] = None,
+    shard: Annotated[str | None, typer.Option("--shard", help="I/N: load only this replica's share of tables.")] = None,
+) -> None:
+    """Load new lake files into bronze, idempotently: once, or a cycle every few seconds until SIGTERM."""
+    from pydantic import ValidationError
+
+    from services.common.settings import LoaderSettings
+    from services.common.signals import Shutdown
+    from services.loader.__main__ import run_loader
+
+    if once and every is not None:
+        raise typer.BadParameter("choose --once or --every", param_hint="--once/--every")
+    settings = _settings()
+    chosen = {k: v for k, v in (("interval_s", every), ("shard", shard)) if v is not None}
+    try:
+        loader = LoaderSettings.model_validate({**settings.loader.model_dump(), **chosen})
+    except ValidationError as exc:
+        raise typer.BadParameter(exc.errors()[0]["msg"], param_hint="--shard") from None
+    settings = settings.model_copy(update={"loader": loader})
+    shutdown = Shutdown()
+    shutdown.install()
+    raise typer.Exit(run_loader(settings, shutdown, once=once))
+
+
+@app.command()
 def verify(
     table: Annotated[
         list[str] | None, typer.Option("--table", "-t", help="schema.table to compare (repeatable); default: all.")
@@ -267,6 +298,70 @@ def schemas_silver(
     if check and report.changed:
         console.print("[red]the silver models are stale[/]: run `cdcflow schemas silver`")
         raise typer.Exit(1)
+
+
+@schemas_app.command("generate")
+def schemas_generate(
+    directory: Annotated[
+        Path | None, typer.Option(help="Where contracts live (default CDCFLOW_WRITER__CONTRACTS_DIR).")
+    ] = None,
+) -> None:
+    """Write a contract per captured table from the live PostgreSQL catalog (a new version on an added column)."""
+    from services.common.contracts import load_contracts, write_contract
+    from services.common.contracts.compat import compare, evolve
+
+    settings = _settings()
+    folder = directory or settings.writer.contracts_dir
+    current = {c.qualified_name: c for c in load_contracts(folder)}
+    for live in _catalog_contracts(settings):
+        old = current.get(live.qualified_name)
+        contract = evolve(old, live) if old else live
+        for change in compare(old, live) if old else []:
+            console.print(f"  {change}")
+        path = write_contract(folder, contract)
+        state = "new" if old is None else ("unchanged" if contract.version == old.version else "evolved")
+        console.print(f"{contract.qualified_name}: v{contract.version} {state} → {path}")
+
+
+@schemas_app.command("check")
+def schemas_check(
+    directory: Annotated[
+        Path | None, typer.Option(help="Where contracts live (default CDCFLOW_WRITER__CONTRACTS_DIR).")
+    ] = None,
+) -> None:
+    """Compare the contracts with the live catalog; exit 1 on an incompatible change or a missing contract."""
+    from services.common.contracts import load_contracts
+    from services.common.contracts.compat import compare
+
+    settings = _settings()
+    current = {c.qualified_name: c for c in load_contracts(directory or settings.writer.contracts_dir)}
+    failed = False
+    for live in _catalog_contracts(settings):
+        old = current.get(live.qualified_name)
+        if old is None:
+            console.print(f"[red]missing[/]: {live.qualified_name} has no contract; run `cdcflow schemas generate`")
+            failed = True
+            continue
+        changes = compare(old, live)
+        for change in changes:
+            console.print(f"  {change}")
+        compatible = all(c.compatible for c in changes)
+        failed |= not compatible
+        console.print(f"{live.qualified_name}: {'compatible' if compatible else '[red]INCOMPATIBLE[/]'}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _catalog_contracts(settings: Settings) -> list[TableContract]:
+    """Contracts, from the live catalog, of the tables the connector captures (less the excluded ones)."""
+    from services.common.contracts.catalog import contracts_from_catalog
+    from services.stack.connect import load_connector
+
+    config = load_connector(settings.stack.connect_dir, settings.connect.connector)
+    include = [p.strip() for p in config.get("table.include.list", "").split(",") if p.strip()]
+    w = settings.writer
+    exclude = [re.escape(t) for t in w.exclude_tables]
+    return contracts_from_catalog(settings.postgres.dsn(), include, exclude, exclude_columns=w.exclude_columns)
 
 
 def _print_status(stack: Stack, components: list[ComponentStatus] | None = None) -> None:
