@@ -138,7 +138,10 @@ def dead_notes(directory: Path) -> list[DeadNote]:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # its writer is alive
+        except BlockingIOError:  # its writer is alive, or another writer starting examines it
+            os.close(fd)
+            continue
+        if not _still_named(fd, path):  # examined and removed by another writer between the open and the lock
             os.close(fd)
             continue
         note = DeadNote(path, _ranges(os.pread(fd, 1 << 20, 0)), fd)
@@ -147,6 +150,13 @@ def dead_notes(directory: Path) -> list[DeadNote]:
         else:
             note.done()
     return found
+
+
+def _still_named(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _ranges(data: bytes) -> list[Range]:
