@@ -10,10 +10,10 @@ No failure of one record ends the process:
 - A decoder that raises (any exception but a transient one, or a native panic) is retried on halves of the
   batch down to the records that make it raise; those go to the DLQ (``decoder_error``), the rest land
   (``guard.py``).
-- A write that fails for another reason than a transient one is probed row by row range (Parquet encoding
-  without storing); rows that cannot be written go to the DLQ (``decoder_error``, stage ``write``) with their
-  records read again from Kafka, the rest are written and committed. A failure no row explains is retried
-  later like a transient one.
+- A write that fails for another reason than a transient one is probed by bisection (the rows encoded to
+  Parquet, nothing stored); rows that cannot be written go to the DLQ (``decoder_error``, stage ``write``)
+  with their records read again from Kafka, the rest are written and committed. A failure no row explains is
+  retried later like a transient one.
 - A record that kills the process while it decodes (a native crash, or a decode longer than
   ``decode_timeout_s``) is found after the restart and quarantined (``decoder_crash``, ``quarantine.py``).
 """
