@@ -382,6 +382,12 @@ def _source_times(value: bytes, *, ts_ms: int, ts_us: int | None = None) -> byte
 
 
 _GOOD = _event("c", after=_row(7))
+
+
+def _wrapped(value: bytes, schema: bytes = b'{"type":"struct","optional":false}') -> bytes:
+    return b'{"schema":' + schema + b',"payload":' + value + b"}"
+
+
 HOSTILE: list[tuple[str, str, bytes]] = [
     ("deep-unknown-key", Reason.TOO_DEEP, _with_extra(_GOOD, _nested(20_000))),
     ("deep-objects", Reason.TOO_DEEP, _with_extra(_GOOD, b'{"a":' * 20_000 + b"1" + b"}" * 20_000)),
@@ -427,6 +433,13 @@ HOSTILE: list[tuple[str, str, bytes]] = [
     ("decimal-exponent", Reason.OUT_OF_RANGE, _GOOD.replace(b"12345678901234567.89", b"1e-999999999")),
     ("decimal-exponent-text", Reason.OUT_OF_RANGE, _GOOD.replace(b"12345678901234567.89", b'"1e-999999999"')),
     ("zero-exponent-text", Reason.OUT_OF_RANGE, _GOOD.replace(b"12345678901234567.89", b'"0E-00010000000"')),
+    ("payload-not-an-object", Reason.MALFORMED_JSON, b'{"schema":{"type":"struct"},"payload":null}'),
+    # an unknown key inside a column's own struct, in one image only: the images' types differed
+    (
+        "key-inside-a-column-struct",
+        Reason.WRONG_TYPE,
+        _event("d", before=_row(7, rate={**_vsd("1.5"), 'a"b': 1}), after=_row(7)),
+    ),
     ("escaped-exponent", Reason.OUT_OF_RANGE, _GOOD.replace(b"12345678901234567.89", b'"1\\u0065-999999999"')),
     (
         "duplicate-key-exponent",
@@ -460,6 +473,23 @@ def test_brackets_in_strings_are_not_depth() -> None:
     assert result.rows.column("profile").to_pylist()[1:3] == [text, text]
     assert result.rows.column("balance").to_pylist()[1] == Decimal("12.50")
     assert result.rows.column("account_id").to_pylist() == [6, 7, 7, 8]
+
+
+def test_the_payload_is_the_wrappers_own_whatever_the_schema_or_the_event_holds() -> None:
+    schema = b'{"type":"struct","parameters":{"a":"1","payload":"2"},"optional":false}'
+    values: list[bytes | None] = [
+        _wrapped(_event("c", after=_row(1)), schema),
+        _wrapped(_event("c", after=_row(2)).replace(b'"op":"c"', b'"x":{"y":1,"payload":{}},"op":"c"')),
+        _wrapped(_event("c", after=_row(3)).replace(b"12345678901234567.89", b'"1.5"')),  # the general path
+        # a column named "payload" (null: not a mismatch); Arrow was given `null},"source":…` and crashed
+        _wrapped(_event("c", after={**_row(4), "payload": None}).replace(b"12345678901234567.89", b'"1.5"')),
+        _wrapped(_event("c", after={**_row(5), "payload": 1}).replace(b"12345678901234567.89", b'"1.5"')),
+    ]
+    result = _decode(values)
+    assert [(f.reason, f.column, f.message.offset()) for f in result.failures] == [
+        (Reason.SCHEMA_MISMATCH, "payload", 104)
+    ]
+    assert result.rows.column("account_id").to_pylist() == [1, 2, 3, 4]
 
 
 def test_huge_exponents_outside_decimal_columns_are_only_text() -> None:

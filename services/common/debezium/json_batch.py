@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 import pyarrow as pa
@@ -56,19 +56,33 @@ _CLOSERS = 0x7D
 _BACKSLASH = 0x5C
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _PAYLOAD = b',"payload":'
+_PAYLOAD_KEY = re.compile(re.escape(_PAYLOAD))
+
+
+class _Screened(NamedTuple):
+    """Per value of a batch: nested too deep, not UTF-8 (None: all are), may hold a huge exponent."""
+
+    too_deep: np.ndarray
+    not_utf8: np.ndarray | None
+    exponents: np.ndarray
 
 
 def _payload_of(value: bytes) -> bytes | None:
     """The envelope inside JsonConverter's ``{"schema": …, "payload": …}`` (schemas.enable=true).
 
-    The converter writes ``schema`` first and ``payload`` last, so the envelope is the text between the
-    last ``,"payload":`` and the closing brace; a value that only looks wrapped fails to parse later and
-    goes to the DLQ with its original bytes.
+    The converter writes ``schema`` first and ``payload`` last, so the envelope is the text after the
+    top-level object's ``,"payload":`` key up to its closing brace. A column, or a schema parameter, may be
+    named ``payload`` too: only the key at depth 1 counts. None when there is no such key; a value that
+    only looks wrapped fails to parse later and goes to the DLQ with its original bytes.
     """
-    start = value.rfind(_PAYLOAD)
-    if start < 0 or not value.endswith(b"}"):
+    if not value.endswith(b"}"):
         return None
-    return value[start + len(_PAYLOAD) : -1]
+    starts = [m.start() for m in _PAYLOAD_KEY.finditer(value)]
+    if not starts:
+        return None
+    depths = _depths(value)
+    top = [start for start in starts if depths[start] == 1]  # a key's text is never inside a string
+    return value[top[-1] + len(_PAYLOAD) : -1] if top else None
 
 
 class JsonEventDecoder:
@@ -136,24 +150,19 @@ class JsonEventDecoder:
         bulk: list[int] = []
         alone: list[int] = []
         values: list[bytes] = []
-        limit = self._max_value_bytes
-        too_deep = _too_deep(batch.values, limit)
-        not_utf8 = _not_utf8(batch.values)
-        exponents = _maybe_huge_exponents(batch.values) if self._decimal_columns else np.zeros(len(batch), dtype=bool)
+        screened = self._screen(batch.values)
         for index, value in enumerate(batch.value_list()):
             if value is None:
                 continue  # a tombstone: counted once for the whole batch
-            if len(value) > limit:
-                detail = f"value of {len(value)} bytes exceeds the {limit}-byte limit"
-                failures.append(DecodeFailure(batch.message(index), Reason.OVERSIZED, detail, "OversizedRecord"))
-            elif too_deep[index]:
-                detail = f"nested deeper than {MAX_DEPTH} levels"
-                failures.append(DecodeFailure(batch.message(index), Reason.TOO_DEEP, detail, "TooDeep"))
-            elif not_utf8 is not None and not_utf8[index]:
-                failures.append(_classify(batch.message(index), value, "the value is not valid UTF-8"))
-            elif exponents[index] and (refused := self._huge_exponent(batch.message(index), value)) is not None:
+            if (refused := self._refusal(batch, index, value, screened)) is not None:
                 failures.append(refused)
             elif value.startswith(_WRAPPED) and (payload := _payload_of(value)) is not None:
+                if payload.lstrip()[:1] != b"{":  # never hand Arrow a value that is no object
+                    detail = "the payload is not a JSON object"
+                    failures.append(
+                        DecodeFailure(batch.message(index), Reason.MALFORMED_JSON, detail, "JSONDecodeError")
+                    )
+                    continue
                 bulk.append(index)  # the DLQ still gets the original value
                 values.append(payload)
             elif value[:1] != b"{" and value.lstrip()[:1] != b"{":
@@ -169,6 +178,27 @@ class JsonEventDecoder:
             self._decode_bisect(chosen.with_values(values), origin, out, failures)
         for index in alone:
             self._decode_bisect(batch.part(index, index + 1), origin, out, failures)
+
+    def _screen(self, values: pa.LargeBinaryArray) -> _Screened:
+        """The vectorised scans of values bound for Arrow's reader."""
+        limit = self._max_value_bytes
+        exponents = _maybe_huge_exponents(values) if self._decimal_columns else np.zeros(len(values), dtype=bool)
+        return _Screened(_too_deep(values, limit), _not_utf8(values), exponents)
+
+    def _refusal(self, batch: MessageBatch, index: int, value: bytes, screened: _Screened) -> DecodeFailure | None:
+        """Why a value must not reach Arrow's reader at all, or None."""
+        limit = self._max_value_bytes
+        if len(value) > limit:
+            detail = f"value of {len(value)} bytes exceeds the {limit}-byte limit"
+            return DecodeFailure(batch.message(index), Reason.OVERSIZED, detail, "OversizedRecord")
+        if screened.too_deep[index]:
+            detail = f"nested deeper than {MAX_DEPTH} levels"
+            return DecodeFailure(batch.message(index), Reason.TOO_DEEP, detail, "TooDeep")
+        if screened.not_utf8 is not None and screened.not_utf8[index]:
+            return _classify(batch.message(index), value, "the value is not valid UTF-8")
+        if screened.exponents[index]:
+            return self._huge_exponent(batch.message(index), value)
+        return None
 
     def _huge_exponent(self, message: Message, value: bytes) -> DecodeFailure | None:
         """The failure of a value (one :func:`_maybe_huge_exponents` flagged) with a decimal column Arrow's
@@ -234,7 +264,24 @@ class JsonEventDecoder:
         except UnicodeDecodeError as exc:  # an unexpected field whose *name* is not UTF-8: Arrow raises this
             raise pa.ArrowInvalid(f"a field name is not valid UTF-8: {exc}") from exc
         table.validate(full=True)  # the reader does not check UTF-8; invalid text must not reach Parquet
+        _check_declared_columns(table.schema, self._converter.wire_schema)
         return table
+
+
+def _check_declared_columns(read: pa.Schema, wire: pa.Schema) -> None:
+    """ArrowInvalid when a contract column was read as another type than declared.
+
+    Arrow's reader adds the keys it does not expect, also inside a column's own struct (a ``{scale,
+    value}`` with a third key); the row images then differ in type and could not be combined.
+    """
+    for image in ("before", "after"):
+        found = read.field(image).type
+        for column in wire.field(image).type:
+            actual = found.field(column.name).type
+            if not actual.equals(column.type):
+                raise pa.ArrowInvalid(
+                    f"column {column.name} read as {actual}, not {column.type}: a key it has no place for"
+                )
 
 
 def _fast_wire_schema(contract: TableContract, wire: pa.Schema) -> pa.Schema:
@@ -392,3 +439,16 @@ def _depth(value: bytes) -> int:
     folded = outside | 0x20
     step = (folded == _OPENERS).astype(np.int8) - (folded == _CLOSERS).astype(np.int8)
     return int(np.cumsum(step, dtype=np.int32).max(initial=0))
+
+
+def _depths(value: bytes) -> np.ndarray:
+    """The nesting depth after each byte of ``value``, brackets inside strings not counted."""
+    data = np.frombuffer(value, dtype=np.uint8)
+    marks = np.zeros(len(data) + 1, dtype=np.int32)
+    for string in _STRING.finditer(value):
+        marks[string.start()] += 1
+        marks[string.end()] -= 1
+    folded = data | 0x20
+    step = (folded == _OPENERS).astype(np.int32) - (folded == _CLOSERS).astype(np.int32)
+    step[np.cumsum(marks[:-1]) > 0] = 0
+    return np.cumsum(step)
