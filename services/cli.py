@@ -268,7 +268,7 @@ def verify(
         if unknown:
             raise typer.BadParameter(f"no contract for {', '.join(unknown)}", param_hint="--table")
         contracts = [c for c in contracts if c.qualified_name in table]
-    report = verify_warehouse(settings, contracts, limit=limit)
+    report = verify_warehouse(settings, contracts, limit=limit, every_captured=not table)
     print_report(report, _wide_console())
     if report.drift:
         raise typer.Exit(1)

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 import duckdb
 import psycopg
+from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
@@ -34,6 +35,7 @@ from services.common.contracts.store import contracts_from_lake
 from services.common.errors import ConfigError
 from services.common.lake import open_lake
 from services.common.settings import Settings
+from services.stack.connect import load_connector, resolve_env
 from services.transform.canonical import canonical, row_digest
 from services.transform.errors import VerifyError
 from services.transform.silver import model_name
@@ -178,6 +180,20 @@ class PostgresSource:
                 for row in cursor:
                     yield _decode_arrays(contract, row)
             conn.rollback()
+
+    def published(self, publication: str) -> dict[str, bool]:
+        """``schema.table`` of every table in the publication, and whether it holds any row."""
+        holds_rows: dict[str, bool] = {}
+        with self._connect() as conn:
+            tables = conn.execute(
+                "select schemaname, tablename from pg_publication_tables where pubname = %s", (publication,)
+            ).fetchall()
+            for schema, table in tables:
+                query = sql.SQL("select exists (select from {}.{})").format(
+                    sql.Identifier(str(schema)), sql.Identifier(str(table))
+                )
+                holds_rows[f"{schema}.{table}"] = conn.execute(query).fetchone() == (True,)
+        return holds_rows
 
     def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
         where = " and ".join(f"{_quote(k)} = %s" for k in contract.primary_key)
@@ -335,12 +351,41 @@ def verify_contracts(settings: Settings) -> list[TableContract]:
         lake.close()
 
 
-def verify_warehouse(settings: Settings, contracts: Sequence[TableContract], *, limit: int = 10) -> VerifyReport:
-    """Compare the configured PostgreSQL database with silver in the configured DuckDB file."""
+def verify_warehouse(
+    settings: Settings, contracts: Sequence[TableContract], *, limit: int = 10, every_captured: bool = True
+) -> VerifyReport:
+    """Compare the configured PostgreSQL database with silver in the configured DuckDB file.
+
+    With ``every_captured``, a table the connector's publication captures but no contract describes is
+    reported too: drift when it holds rows (none of them reached silver), skipped when it is empty.
+    """
     if settings.warehouse.backend != "duckdb":
         raise ConfigError("verify reads silver from DuckDB in this build (CDCFLOW_WAREHOUSE__BACKEND)")
     silver = DuckDBSilver(settings.duckdb_path(), busy_timeout_s=settings.transform.busy_timeout_s)
-    return verify(contracts, PostgresSource(settings.postgres.dsn()), silver, limit=limit)
+    source = PostgresSource(settings.postgres.dsn())
+    report = verify(contracts, source, silver, limit=limit)
+    if every_captured:
+        report.tables += _uncontracted(settings, source, {c.qualified_name for c in contracts})
+        report.tables.sort(key=lambda t: t.table)
+    return report
+
+
+def _uncontracted(settings: Settings, source: PostgresSource, contracted: set[str]) -> list[TableComparison]:
+    """The captured tables no contract describes, each as a comparison that says why it was not compared."""
+    config = load_connector(settings.stack.connect_dir, settings.connect.connector)
+    publication = resolve_env(config.get("publication.name", ""), settings.connector_env())
+    excluded = set(settings.writer.exclude_tables)
+    found = []
+    for table, has_rows in sorted(source.published(publication).items()):
+        if table in contracted or table in excluded:
+            continue
+        result = TableComparison(table, "-")
+        if has_rows:
+            result.error = f"captured by publication {publication} but no contract: none of its rows reached silver"
+        else:
+            result.skipped = "captured but empty: no change of it has been seen yet"
+        found.append(result)
+    return found
 
 
 def print_report(report: VerifyReport, console: Console) -> None:

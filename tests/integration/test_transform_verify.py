@@ -14,6 +14,7 @@ drains and compares again (a few times) before calling drift a failure.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import psycopg
 from services.common.contracts import TableContract, load_contracts
 from services.common.settings import Settings, repo_root
 from services.stack.workload import Workload
+from services.transform.verify import verify_warehouse
 from tests.fixtures.pipeline import WriterProcess
 from tests.fixtures.transform import describe, pipeline_env, settle
 
@@ -151,3 +153,30 @@ def test_silver_equals_postgres_after_full_and_incremental_runs(
         assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "failure"}) is None
         assert registry.get_sample_value("cdcflow_dbt_test_failures", {"model": "customers"}) == 0
         assert (registry.get_sample_value("cdcflow_transform_last_success_timestamp_seconds") or 0) > 0
+
+
+def test_a_captured_table_without_a_contract_is_named_never_skipped_silently(
+    settings: Settings, pg: Conn, tmp_path: Path
+) -> None:
+    """A table in the connector's publication that no contract describes: drift when it has rows (they never
+    reached silver), skipped with a reason when it is empty."""
+    suffix = uuid.uuid4().hex[:8]
+    full, empty = f"verify_full_{suffix}", f"verify_empty_{suffix}"
+    pg.execute(f"create table lending.{full} (id int primary key); insert into lending.{full} values (1)".encode())
+    pg.execute(f"create table lending.{empty} (id int primary key)".encode())
+    pg.execute(f"alter publication cdcflow_lending add table lending.{full}, lending.{empty}".encode())
+    try:
+        configured = settings.model_copy(
+            update={"warehouse": settings.warehouse.model_copy(update={"duckdb_path": tmp_path / "wh.duckdb"})}
+        )
+        duckdb.connect(str(tmp_path / "wh.duckdb")).close()
+        report = verify_warehouse(configured, _contracts())
+        found = {t.table: t for t in report.tables}
+        assert "no contract" in str(found[f"lending.{full}"].error)
+        assert found[f"lending.{empty}"].skipped is not None
+        assert not found[f"lending.{empty}"].drift
+        assert "cdcflow.heartbeat" not in found  # excluded from capture on purpose
+        assert report.drift
+        assert not verify_warehouse(configured, [], every_captured=False).tables  # --table asks for no more
+    finally:
+        pg.execute(f"drop table lending.{full}, lending.{empty}".encode())
