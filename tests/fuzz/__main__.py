@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crashers", type=Path, default=CRASHERS, help="where findings are saved")
     parser.add_argument("--no-save", action="store_true", help="report findings without saving them")
     parser.add_argument("--avoid", action="append", default=[], help="leave out this mutation (repeatable)")
+    parser.add_argument(
+        "--differential", action="store_true", help="JSON: the native reader must agree with Arrow's reader alone"
+    )
     parser.add_argument("--replay", action="store_true", help="replay the kept crashers")
     parser.add_argument("--batch", help="run one batch, given as SEED:INDEX")
     parser.add_argument("--refresh-corpus", action="store_true", help="take seed events from the running stack")
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         on_finding=lambda finding: _report(finding, save_to),
         max_findings=args.max_findings,
         avoid=frozenset(args.avoid),
+        differential=args.differential,
     )
     print(campaign.summary())
     return 1 if campaign.findings else 0

@@ -9,8 +9,10 @@ exception escapes ``decode()``, or when the result does not account for every re
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -69,9 +71,10 @@ class Batch:
     records: tuple[Record, ...]
     seed: int = 0
     index: int = -1
+    differential: bool = False  # JSON: the native reader's result must equal Arrow's reader's alone
 
     def subset(self, records: Sequence[Record]) -> Batch:
-        return Batch(self.target, self.fmt, tuple(records), self.seed, self.index)
+        return Batch(self.target, self.fmt, tuple(records), self.seed, self.index, self.differential)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,24 +170,96 @@ def decode_and_account(batch: Batch, decoders: dict[tuple[str, str], Any]) -> Ve
         )
         for i, r in enumerate(batch.records)
     ]
+    arguments = (topic(batch.target), MessageBatch.of(messages), 1_796_193_470_000_000)
     started = time.perf_counter()
     try:
-        result = decoders[key].decode(
-            topic(batch.target), MessageBatch.of(messages), ingested_at_us=1_796_193_470_000_000
-        )
+        result = decoders[key].decode(*arguments)
     except BaseException:  # a Rust panic is a BaseException: nothing may escape decode()
         return Verdict("exception", traceback.format_exc(limit=12), time.perf_counter() - started)
     seconds = time.perf_counter() - started
     problems, outcomes = _account(batch, result, decoders[key].schema)
-    if problems:
-        return Verdict("accounting", "\n".join(problems[:20]), seconds, outcomes)
-    try:
-        problems = _through_the_sink(batch.target, result)
-    except BaseException:  # the rows decoded, but writing them would end the writer
-        return Verdict("sink", traceback.format_exc(limit=12), seconds, outcomes)
-    if problems:
-        return Verdict("sink", "\n".join(problems[:20]), seconds, outcomes)
+    checks: list[tuple[str, Callable[[], list[str]]]] = [
+        ("accounting", lambda: problems),
+        ("sink", lambda: _through_the_sink(batch.target, result)),  # decoded, but would writing them end the writer?
+    ]
+    if batch.differential and batch.fmt != "avro-single-object":
+        checks.append(
+            ("differential", lambda: _differences(result, _general_decoder(batch, decoders).decode(*arguments)))
+        )
+    for kind, check in checks:
+        try:
+            found = check()
+        except BaseException:
+            return Verdict(kind, traceback.format_exc(limit=12), seconds, outcomes)
+        if found:
+            return Verdict(kind, "\n".join(found[:20]), seconds, outcomes)
     return Verdict("ok", "", seconds, outcomes)
+
+
+def _general_decoder(batch: Batch, decoders: dict[tuple[str, str], Any]) -> Any:
+    """The batch's decoder without the native reader: every value through Arrow's JSON reader."""
+    from tests.fuzz.targets import decoder
+
+    key = (batch.target, "json-general")
+    if key not in decoders:
+        decoders[key] = decoder(batch.target, batch.fmt)
+        decoders[key]._fast = None  # what the decoder does when the native reader cannot take its schema
+    return decoders[key]
+
+
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _first_difference(mine: Any, theirs: Any, name: str) -> str:
+    """Where a column of two tables of the same rows differs first (values as text: a time out of Python's
+    range has no Python value)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def text(table: Any) -> list[Any]:
+        column = table.column(name)
+        if pa.types.is_date32(column.type):
+            column = pc.cast(column, pa.int32())
+        elif pa.types.is_timestamp(column.type) or pa.types.is_time(column.type):
+            column = pc.cast(column, pa.int64())
+        values: list[Any] = column.to_pylist()
+        return values
+
+    for index, (x, y) in enumerate(zip(text(mine), text(theirs), strict=True)):
+        if x != y and not (_is_nan(x) and _is_nan(y)):
+            where = (mine.column("_kafka_partition")[index].as_py(), mine.column("_kafka_offset")[index].as_py())
+            return f"at {where} native {x!r:.200} != general {y!r:.200}"
+    return "types or chunks differ"
+
+
+def _differences(native: Any, general: Any) -> list[str]:
+    """Where the two paths disagree: which records became rows, and the rows' values."""
+
+    def coordinates(result: Any) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+        rows = result.rows
+        partitions, offsets = rows.column("_kafka_partition").to_pylist(), rows.column("_kafka_offset").to_pylist()
+        landed = set(zip(partitions, offsets, strict=True))
+        failed = {(int(f.message.partition()), int(f.message.offset())) for f in result.failures}
+        return landed, failed
+
+    (native_rows, native_failed), (general_rows, _) = coordinates(native), coordinates(general)
+    problems = []
+    if native_rows != general_rows:
+        only_native, only_general = sorted(native_rows - general_rows), sorted(general_rows - native_rows)
+        problems.append(f"rows only with the native reader: {only_native[:5]}; only without it: {only_general[:5]}")
+        reasons = {(int(f.message.partition()), int(f.message.offset())): f.reason for f in general.failures}
+        problems += [f"  {c}: without the native reader a failure, {reasons.get(c)}" for c in only_native[:3]]
+        reasons = {(int(f.message.partition()), int(f.message.offset())): f.reason for f in native.failures}
+        problems += [f"  {c}: with the native reader a failure, {reasons.get(c)}" for c in only_general[:3]]
+        return problems
+    order = [("_kafka_partition", "ascending"), ("_kafka_offset", "ascending")]
+    mine, theirs = native.rows.sort_by(order), general.rows.sort_by(order)  # either may come in batch order
+    for name in mine.column_names:
+        if not mine.column(name).equals(theirs.column(name)):
+            problems.append(f"column {name}: {_first_difference(mine, theirs, name)}")
+    del native_failed
+    return problems
 
 
 class _MemoryLake:
@@ -456,6 +531,7 @@ def run_campaign(
     max_findings: int = 5,
     minimise_budget_s: float = 90.0,
     avoid: frozenset[str] = frozenset(),
+    differential: bool = False,
 ) -> Campaign:
     """Batches ``0, 1, 2, …`` of ``seed`` for about ``seconds``; each failing batch is minimised.
 
@@ -471,7 +547,8 @@ def run_campaign(
         while True:
             for worker in pool:
                 if worker.batch is None and time.monotonic() < deadline:
-                    worker.submit(_without(build_batch(seed, next_index, seeds), avoid))
+                    built = dataclasses.replace(build_batch(seed, next_index, seeds), differential=differential)
+                    worker.submit(_without(built, avoid))
                     next_index += 1
             busy = [w for w in pool if w.batch is not None]
             if not busy:
@@ -586,6 +663,7 @@ def save_crasher(finding: Finding, directory: Path = CRASHERS) -> Path:
         "seed": batch.seed,
         "batch": batch.index,
         "original_records": finding.original_size,
+        "differential": batch.differential,
         "records": records,
     }
     directory.mkdir(parents=True, exist_ok=True)
@@ -600,4 +678,5 @@ def load_crasher(path: Path) -> Batch:
         Record(_unpack(r["value_zlib_b64"]), r["partition"], r["offset"], tuple(r["mutations"]), r["control"])
         for r in document["records"]
     )
-    return Batch(document["target"], document["format"], records, document["seed"], document["batch"])
+    differential = bool(document.get("differential", False))
+    return Batch(document["target"], document["format"], records, document["seed"], document["batch"], differential)
