@@ -2,7 +2,25 @@
 
 A bad record is re-published unchanged (key, value, headers, timestamp) plus ``cdcflow.error.*`` and
 ``cdcflow.source.*`` headers. The source offset is committed only after the DLQ record is acknowledged,
-so a DLQ'd record is never lost; acknowledged ones are remembered so a retry does not publish them twice.
+so a DLQ'd record is never lost.
+
+Each bad record is published once. Its idempotency key is its original coordinates, the
+``cdcflow.source.topic/partition/offset`` headers:
+
+- Within one writer, a record sent and not yet acknowledged (in flight) or acknowledged is not sent again
+  when its batch is read again after a transient failure; one whose send failed is.
+- Across writers (a kill -9 or a lost partition between the DLQ send at ingest and the commit at flush): all
+  DLQ records of one source partition go to one DLQ partition (a hash of the source topic and partition),
+  and the first time a writer dead-letters a record of a source partition it owns, it reads that DLQ
+  partition once and takes the source offsets it finds there as already published.
+- What remains: a killed writer's send still travelling to the broker while its successor reads the DLQ
+  partition. Such a copy is byte-for-byte the same record under the same key; whoever reads the DLQ counts
+  a record by its ``cdcflow.source.*`` headers, never by DLQ offset.
+
+Why not a transactional producer committing the source offsets with the DLQ records: the writer consumes
+through the native batch consumer, which does not expose the group metadata that
+``send_offsets_to_transaction`` needs, and it commits per partition after the lake write, outside any
+producer transaction.
 
 ``publish`` never lets the client's synchronous errors out:
 
@@ -25,17 +43,16 @@ import contextlib
 import hashlib
 import time
 import zlib
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.debezium.records import DecodeFailure, Headers
-from services.common.kafka import KafkaException, Message, Producer, ensure_topics, producer
+from services.common.kafka import KafkaException, Message, Producer, TopicPartition, consumer, ensure_topics, producer
 from services.common.logging import get_logger
 from services.common.settings import KafkaSettings
 from services.consumer.errors import DlqDeliveryError, DlqRecordTooLargeError
 
-__all__ = ["DlqPublisher", "dlq_topic", "fitted_value"]
+__all__ = ["DlqPublisher", "dlq_partition", "dlq_topic", "fitted_value", "source_coordinate"]
 
 log = get_logger(__name__)
 
@@ -72,10 +89,36 @@ def _original_headers(headers: Headers | None) -> list[tuple[str, str | bytes | 
     return list(headers.items()) if isinstance(headers, dict) else list(headers)
 
 
+_SCAN_TIMEOUT_S = 30.0
+_SOURCE_TOPIC, _SOURCE_PARTITION, _SOURCE_OFFSET = (
+    "cdcflow.source.topic",
+    "cdcflow.source.partition",
+    "cdcflow.source.offset",
+)
+
+
+def dlq_partition(topic: str, partition: int, dlq_partitions: int) -> int:
+    """The DLQ partition that holds every DLQ record of one source partition (stable across processes)."""
+    return zlib.crc32(f"{topic}/{partition}".encode()) % dlq_partitions
+
+
+def source_coordinate(message: Message) -> tuple[str, int, int] | None:
+    """``(topic, partition, offset)`` a DLQ record came from, from its ``cdcflow.source.*`` headers."""
+    headers = {k: v for k, v in _original_headers(message.headers()) if k.startswith("cdcflow.source.")}
+    try:
+        topic, partition, offset = (headers[name] for name in (_SOURCE_TOPIC, _SOURCE_PARTITION, _SOURCE_OFFSET))
+        text = [v.decode() if isinstance(v, bytes) else str(v) for v in (topic, partition, offset)]
+        return text[0], int(text[1]), int(text[2])
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None
+
+
 @dataclass
 class _Pending:
-    sent: int = 0
-    acked: set[int] = field(default_factory=set)
+    """One source partition's DLQ records not yet below its committed offset."""
+
+    inflight: set[int] = field(default_factory=set)  # sent, delivery not reported yet
+    acked: set[int] = field(default_factory=set)  # in the DLQ (acknowledged, or found there by the scan)
     failed: list[str] = field(default_factory=list)
 
 
@@ -87,6 +130,7 @@ class DlqPublisher:
         worker_id: str,
         *,
         queue_wait_s: float = _QUEUE_WAIT_S,
+        read_timeout_s: float = _SCAN_TIMEOUT_S,
         create_topic: bool = True,
         **producer_overrides: Any,
     ) -> None:
@@ -96,8 +140,11 @@ class DlqPublisher:
         if create_topic:
             ensure_topics(settings, [self.topic], config={"max.message.bytes": str(MAX_DLQ_MESSAGE_BYTES)})
         config: dict[str, Any] = {"message.max.bytes": MAX_DLQ_MESSAGE_BYTES + (1 << 20), "linger.ms": 5}
+        self._settings = settings
         self._producer: Producer = producer(settings, **{**config, **producer_overrides})
-        self._pending: dict[tuple[str, int], _Pending] = defaultdict(_Pending)
+        self._read_timeout_s = read_timeout_s
+        self._partitions = 0  # the DLQ topic's partition count, looked up at the first publish
+        self._pending: dict[tuple[str, int], _Pending] = {}
         self._forms: dict[tuple[str, int, int], int] = {}  # records published smaller than as they came
 
     def publish(self, failure: DecodeFailure) -> bool:
@@ -107,13 +154,14 @@ class DlqPublisher:
         """
         message = failure.message
         topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
-        pending = self._pending[(topic, partition)]
-        if offset in pending.acked:
+        pending = self._pending_of(topic, partition)
+        if offset in pending.acked or offset in pending.inflight:
             return False
         headers = _original_headers(message.headers()) + self._error_headers(failure, topic, partition, offset)
         coordinate = (topic, partition, offset)
 
         def delivered(error: Any, _msg: Any) -> None:
+            pending.inflight.discard(offset)
             if error is None:
                 pending.acked.add(offset)
                 return
@@ -122,9 +170,47 @@ class DlqPublisher:
             pending.failed.append(f"offset {offset}: {error}")
 
         self._produce(coordinate, message, headers, delivered)
-        pending.sent += 1
+        pending.inflight.add(offset)
         self._producer.poll(0)
         return True
+
+    def _pending_of(self, topic: str, partition: int) -> _Pending:
+        """The partition's records, starting from those an earlier owner already put in the DLQ."""
+        pending = self._pending.get((topic, partition))
+        if pending is None:
+            pending = _Pending(acked=self._published_earlier(topic, partition))
+            self._pending[(topic, partition)] = pending
+        return pending
+
+    def _published_earlier(self, topic: str, partition: int) -> set[int]:
+        """The source offsets of ``topic[partition]`` already in the DLQ, read from the DLQ partition that holds
+        them (a writer that died or lost the partition before its commit may have published them)."""
+        try:
+            target = dlq_partition(topic, partition, self._dlq_partitions())
+            records = _read_partition(self._settings, self._brokers(), self.topic, target, self._read_timeout_s)
+        except KafkaException as exc:
+            raise DlqDeliveryError(f"reading {self.topic} for records of {topic}[{partition}]: {exc}") from exc
+        found: set[int] = set()
+        for message in records:
+            source = source_coordinate(message)
+            if source is not None and source[:2] == (topic, partition):
+                found.add(source[2])
+        if found:
+            log.info("dlq.published_earlier", source=f"{topic}[{partition}]", records=len(found))
+        return found
+
+    def _brokers(self) -> str:
+        """The brokers the producer writes to (the DLQ is read from the same cluster)."""
+        brokers = self._producer.list_topics(self.topic, timeout=self._read_timeout_s).brokers.values()
+        return ",".join(f"{b.host}:{b.port}" for b in brokers)
+
+    def _dlq_partitions(self) -> int:
+        if not self._partitions:
+            metadata = self._producer.list_topics(self.topic, timeout=self._read_timeout_s).topics.get(self.topic)
+            if metadata is None or metadata.error is not None or not metadata.partitions:
+                raise DlqDeliveryError(f"the DLQ topic {self.topic} has no partitions: {metadata and metadata.error}")
+            self._partitions = len(metadata.partitions)
+        return self._partitions
 
     def _produce(
         self, coordinate: tuple[str, int, int], message: Message, headers: list[Header], delivered: Any
@@ -140,6 +226,7 @@ class DlqPublisher:
             try:
                 self._producer.produce(
                     self.topic,
+                    partition=dlq_partition(coordinate[0], coordinate[1], self._dlq_partitions()),
                     value=value,
                     key=message.key(),
                     headers=headers + value_headers,
@@ -186,26 +273,53 @@ class DlqPublisher:
     def confirm(self, topic: str, partition: int, timeout_s: float) -> None:
         """Block until every DLQ record of the partition is acknowledged; raise if one failed."""
         pending = self._pending.get((topic, partition))
-        if pending is None or (pending.sent == len(pending.acked) and not pending.failed):
+        if pending is None or (not pending.inflight and not pending.failed):
             return
-        remaining = self._producer.flush(timeout_s)
-        if pending.failed:
+        self._producer.flush(timeout_s)
+        if pending.failed:  # the failed ones are neither in flight nor acknowledged: a retry sends them again
             failed, pending.failed = pending.failed, []
-            pending.sent = len(pending.acked)
             raise DlqDeliveryError(f"DLQ publish failed for {topic}[{partition}]: {failed[0]}")
-        if remaining:
-            raise DlqDeliveryError(f"{remaining} DLQ record(s) still unacknowledged after {timeout_s}s")
+        if pending.inflight:
+            raise DlqDeliveryError(f"{len(pending.inflight)} DLQ record(s) still unacknowledged after {timeout_s}s")
 
     def forget_below(self, topic: str, partition: int, committed: int) -> None:
         """Acknowledged offsets below the committed position can never be retried again."""
         pending = self._pending.get((topic, partition))
         if pending is not None:
             pending.acked = {o for o in pending.acked if o >= committed}
-            pending.sent = len(pending.acked)
 
     def drop(self, topic: str, partition: int) -> None:
+        """Forget a partition that moved away; if it comes back, the DLQ is read again for it (in the meantime
+        another owner may have published its records). A send still in flight is reported to the dropped
+        bookkeeping and changes nothing."""
         self._pending.pop((topic, partition), None)
 
     def close(self, timeout_s: float = 10.0) -> None:
         with contextlib.suppress(KafkaException):  # best effort on the way out
             self._producer.flush(timeout_s)
+
+
+def _read_partition(
+    settings: KafkaSettings, brokers: str, topic: str, partition: int, timeout_s: float
+) -> list[Message]:
+    """Every record of ``topic[partition]`` up to its end now, read from ``brokers`` by an assigned consumer that
+    joins no group and commits nothing."""
+    client = consumer(settings, f"{topic}.reader", **{"bootstrap.servers": brokers})
+    found: list[Message] = []
+    try:
+        low, high = client.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        if high <= low:
+            return found
+        client.assign([TopicPartition(topic, partition, low)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for message in client.consume(1_000, timeout=0.5):
+                error = message.error()
+                if error is not None:
+                    raise KafkaException(error)
+                found.append(message)
+                if int(message.offset() or 0) >= high - 1:
+                    return found
+        raise KafkaException(f"reading {topic}[{partition}] up to offset {high} took over {timeout_s:g}s")
+    finally:
+        client.close()

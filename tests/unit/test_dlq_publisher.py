@@ -98,23 +98,21 @@ def test_a_full_queue_is_backpressure_and_nothing_is_dropped(mock_publisher: Dlq
     assert [m.value() for m in published] == [f'{{"n":{o}}}'.encode() for o in range(40)]
 
 
-def test_a_queue_that_never_drains_is_a_transient_error_not_a_buffer_error() -> None:
+def test_an_unreachable_dlq_is_a_transient_error_not_a_client_error() -> None:
+    """Before its first record of a partition the publisher reads what the DLQ already holds of it: a broker
+    nothing answers for is a transient error (the partition is retried later), and nothing is committed."""
     publisher = DlqPublisher(
         KafkaSettings(bootstrap_servers="127.0.0.1:9"),  # nothing listens there
         GROUP,
         "unit-worker",
         queue_wait_s=0.5,
+        read_timeout_s=0.5,
         create_topic=False,
         **{"queue.buffering.max.messages": 2, "message.timeout.ms": 600_000},
     )
-    assert publisher.publish(_failure(1, b"a"))
-    assert publisher.publish(_failure(2, b"b"))
-    began = time.monotonic()
-    with pytest.raises(DlqDeliveryError, match="queue stayed full"):
-        publisher.publish(_failure(3, b"c"))
-    assert time.monotonic() - began >= 0.5  # it waited for room first
-    with pytest.raises(DlqDeliveryError):  # and the source offsets stay uncommitted
-        publisher.confirm(SOURCE, 4, timeout_s=0.2)
+    with pytest.raises(DlqDeliveryError, match="reading"):
+        publisher.publish(_failure(1, b"a"))
+    publisher.confirm(SOURCE, 4, timeout_s=0.2)  # nothing was sent: nothing to wait for
     publisher.close(timeout_s=0.1)
 
 
@@ -159,3 +157,41 @@ def test_a_record_too_large_without_its_value_is_a_named_error(mock_publisher: D
         mock_publisher.publish(_failure(12, b"{}", headers=huge_headers))
     assert isinstance(DlqRecordTooLargeError("x"), DlqDeliveryError)  # transient: the partition is retried
     assert mock_publisher.topic == dlq_topic(GROUP)
+
+
+def test_a_record_in_flight_is_not_sent_again_when_its_batch_is_read_again(mock_publisher: DlqPublisher) -> None:
+    """A batch read again after a transient failure meets its bad records again before their first sends are
+    acknowledged (deliveries are reported only when the producer is polled): each is sent once."""
+    for offset in range(3):
+        assert mock_publisher.publish(_failure(offset, b"{"))
+    for offset in range(3):  # the batch again, at once
+        assert not mock_publisher.publish(_failure(offset, b"{"))
+    mock_publisher.confirm(SOURCE, 4, timeout_s=30)
+    for offset in range(3):  # and after the acknowledgements
+        assert not mock_publisher.publish(_failure(offset, b"{"))
+    published = _published(mock_publisher)
+    assert sorted(int(_headers(m)["cdcflow.source.offset"] or b"") for m in published) == [0, 1, 2]
+
+
+def test_the_next_owner_of_a_partition_does_not_publish_again_what_is_in_the_dlq(
+    mock_publisher: DlqPublisher,
+) -> None:
+    """A writer killed after its DLQ sends and before its commit: the next one reads the partition's records
+    again and finds them in the DLQ. Every record of one source partition is in one DLQ partition."""
+    for offset in (5, 6):
+        assert mock_publisher.publish(_failure(offset, b"{"))
+    mock_publisher.confirm(SOURCE, 4, timeout_s=30)
+    broker = next(iter(mock_publisher._producer.list_topics(timeout=10).brokers.values()))
+    successor = DlqPublisher(
+        KafkaSettings(bootstrap_servers=f"{broker.host}:{broker.port}"), GROUP, "unit-successor", create_topic=False
+    )
+    try:
+        assert not successor.publish(_failure(5, b"{"))
+        assert not successor.publish(_failure(6, b"{"))
+        assert successor.publish(_failure(7, b"{"))  # never published: it is
+        successor.confirm(SOURCE, 4, timeout_s=30)
+    finally:
+        successor.close(timeout_s=5)
+    published = _published(mock_publisher)
+    assert sorted(int(_headers(m)["cdcflow.source.offset"] or b"") for m in published) == [5, 6, 7]
+    assert len({m.partition() for m in published}) == 1

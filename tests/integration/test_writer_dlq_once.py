@@ -1,0 +1,142 @@
+"""Against the real stack: every bad record is in the DLQ exactly once, counted by its original coordinates.
+
+Two ways a record used to be published twice: a batch read again after a transient lake failure while the
+record's first send was still unacknowledged, and a writer killed between the DLQ send at ingest and the
+commit at flush (its successor reads the batch again). Both are staged here; the DLQ must hold each bad
+record once and the writer must count it once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+
+from services.common.kafka import Message, ensure_topics, producer
+from services.common.settings import Settings
+from services.stack.runtime import Stack
+from tests.fixtures.pipeline import (
+    Coordinate,
+    WriterProcess,
+    committed_offsets,
+    dlq_coordinate,
+    dlq_messages,
+    partition_ends,
+    read_partitions,
+    wait_until,
+    wait_until_committed,
+)
+
+REAL_EVENTS = 120
+PARTITIONS_USED = 3
+BAD_EVERY = 6  # one bad record after every sixth good one: good and bad share every poll batch
+
+
+def _real_events(settings: Settings) -> list[Message]:
+    topic = f"{settings.kafka.topic_prefix}.lending.transactions"
+    ends = partition_ends(settings, [topic])
+    found = [m for m in read_partitions(settings, {tp: min(end, REAL_EVENTS) for tp, end in ends.items()}) if m.value()]
+    assert found, "the shared stack has no transactions events to copy"
+    return found
+
+
+def _produce_mixed(settings: Settings, topic: str) -> set[Coordinate]:
+    """Real events with bad records among them, on a few partitions; the bad records' coordinates."""
+    client = producer(settings.kafka, **{"linger.ms": 5})
+    bad: set[Coordinate] = set()
+    errors: list[str] = []
+
+    def delivered(error: object, message: Message) -> None:
+        if error is not None:
+            errors.append(str(error))
+        else:
+            bad.add((topic, int(message.partition() or 0), int(message.offset() or 0)))
+
+    for index, event in enumerate(_real_events(settings)):
+        partition = index % PARTITIONS_USED
+        client.produce(topic, key=event.key(), value=event.value(), headers=event.headers(), partition=partition)
+        if index % BAD_EVERY == 0:
+            value = f'{{"payload": not json {index}'.encode()
+            client.produce(topic, key=b"bad", value=value, partition=partition, on_delivery=delivered)
+    assert client.flush(30) == 0
+    assert errors == []
+    return bad
+
+
+def _dlq_counts(settings: Settings, group: str) -> Counter[Coordinate]:
+    return Counter(dlq_coordinate(m) for m in dlq_messages(settings, group))
+
+
+def _dlq_so_far(settings: Settings, group: str) -> set[Coordinate]:
+    """What the DLQ holds now; nothing before the writer has created it."""
+    try:
+        return set(_dlq_counts(settings, group))
+    except KeyError:
+        return set()
+
+
+def _assert_once(settings: Settings, writer: WriterProcess, bad: set[Coordinate]) -> None:
+    counts = _dlq_counts(settings, writer.group)
+    twice = {c: n for c, n in counts.items() if n > 1}
+    assert twice == {}, f"{len(twice)} bad records are in the DLQ more than once: {sorted(twice.items())[:5]}"
+    assert set(counts) == bad
+    assert writer.logs().count('"event": "writer.dead_lettered"') == len(bad)  # counted once too
+
+
+def test_transient_lake_faults_do_not_publish_a_dlq_record_twice(
+    stack: Stack, settings: Settings, writer: WriterProcess
+) -> None:
+    prefix = f"dlqonce{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}.lending.transactions"
+    ensure_topics(settings.kafka, [topic])
+    bad = _produce_mixed(settings, topic)
+    writer.env_overrides.update(
+        {
+            "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
+            "CDCFLOW_LAKE__FAULT_RATE": "0.5",
+            "CDCFLOW_LAKE__FAULT_SEED": "11",
+            "CDCFLOW_WRITER__POLL_BATCH": "20",
+            "CDCFLOW_WRITER__FLUSH_MAX_ROWS": "10",
+            "CDCFLOW_WRITER__RETRY_BACKOFF_S": "0.05",
+            "CDCFLOW_WRITER__RETRY_BACKOFF_MAX_S": "0.2",
+        }
+    )
+    proc = writer.start()
+    wait_until_committed(settings, writer.group, partition_ends(settings, [topic]), timeout_s=180)
+    assert proc.poll() is None, writer.logs()[-3000:]
+    assert writer.logs().count('"event": "writer.retry_later"') > 0, "no fault was injected: the test proves nothing"
+    _assert_once(settings, writer, bad)
+    assert writer.terminate(proc) == 0
+
+
+def test_a_writer_killed_between_the_dlq_send_and_the_commit_does_not_publish_twice(
+    stack: Stack, settings: Settings, writer: WriterProcess
+) -> None:
+    prefix = f"dlqkill{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}.lending.transactions"
+    ensure_topics(settings.kafka, [topic])
+    bad = _produce_mixed(settings, topic)
+    writer.env_overrides.update(
+        {
+            "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
+            "CDCFLOW_KAFKA__EXTRA__SESSION_TIMEOUT_MS": "6000",
+            # nothing is flushed, so nothing is committed, while the first writer runs
+            "CDCFLOW_WRITER__FLUSH_MAX_AGE_S": "600",
+        }
+    )
+    first = writer.start()
+    wait_until("every bad record in the DLQ", lambda: _dlq_so_far(settings, writer.group) == bad, timeout_s=120)
+    partitions = [(topic, p) for p in range(PARTITIONS_USED)]
+    assert all(offset < 0 for offset in committed_offsets(settings, writer.group, partitions).values())
+    writer.kill(first)
+
+    writer.env_overrides["CDCFLOW_WRITER__FLUSH_MAX_AGE_S"] = "1"
+    second = writer.start()
+    time.sleep(1)
+    wait_until_committed(settings, writer.group, partition_ends(settings, [topic]), timeout_s=180)
+    assert second.poll() is None, writer.logs()[-3000:]
+    counts = _dlq_counts(settings, writer.group)
+    twice = {c: n for c, n in counts.items() if n > 1}
+    assert twice == {}, f"{len(twice)} bad records are in the DLQ more than once: {sorted(twice.items())[:5]}"
+    assert set(counts) == bad
+    assert writer.terminate(second) == 0
