@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from services.common.contracts import TableContract, lake_schema
 from services.common.lake import LakeFile
 from services.loader.errors import CorruptFileError
+from services.loader.parquet_pages import MalformedParquetError, declared_page_bytes
 
 __all__ = [
     "COORDINATES",
@@ -72,7 +73,8 @@ class LoadBatch:
 MAX_DECODED_FILE_BYTES = 2 << 30
 """The most one lake file may take in memory once decoded. A writer's file holds one flush (64 MiB by
 default); a file that declares or expands to more is refused before it is decoded, not after memory ran
-out (a footer that declares 2⁴⁰ rows, a dictionary whose one long value every row repeats)."""
+out (a footer that declares 2⁴⁰ rows, a zstd page of kilobytes that declares gigabytes, a dictionary whose
+one long value every row repeats)."""
 
 _FIXED_WIDTHS = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8, "BYTE_ARRAY": 4}
 """Bytes per value a decoded column takes at least, by Parquet physical type (a BYTE_ARRAY: its offset)."""
@@ -96,18 +98,19 @@ def read_lake_file(data: bytes, path: str, contract: TableContract) -> pa.Table:
 def _footer(data: bytes, path: str) -> pq.FileMetaData:
     """The file's footer, once its column names and declared sizes are known to be sane."""
     try:
+        pages = declared_page_bytes(data)  # before any native reader sees the file
         metadata = pq.read_metadata(io.BytesIO(data))
         names = metadata.schema.to_arrow_schema().names
-    except _READ_ERRORS as exc:
+    except (MalformedParquetError, *_READ_ERRORS) as exc:
         raise CorruptFileError(path, f"not readable as Parquet: {exc}") from None
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise CorruptFileError(path, f"column names repeat: {repeated}")
-    declared = _declared_bytes(metadata)
+    declared = _declared_bytes(metadata, pages)
     if declared > MAX_DECODED_FILE_BYTES:
         raise CorruptFileError(
             path,
-            f"declares {metadata.num_rows:,} rows and at least {declared:,} bytes once decoded, more than the "
+            f"declares {metadata.num_rows:,} row(s) and at least {declared:,} bytes once decoded, more than the "
             f"{MAX_DECODED_FILE_BYTES:,} a lake file may take",
         )
     return metadata
@@ -117,8 +120,9 @@ def _footer(data: bytes, path: str) -> pq.FileMetaData:
 # whole process (a C++ exception pyarrow does not translate) on some corrupt column statistics.
 
 
-def _declared_bytes(metadata: pq.FileMetaData) -> int:
-    """At least what decoding takes: every declared row at its columns' fixed widths, plus the pages."""
+def _declared_bytes(metadata: pq.FileMetaData, pages: int) -> int:
+    """At least what decoding takes: every declared row at its columns' fixed widths, plus the ``pages``
+    (what the page headers declare once decompressed)."""
     width = 0
     for index in range(metadata.num_columns):
         column = metadata.schema.column(index)
@@ -127,7 +131,6 @@ def _declared_bytes(metadata: pq.FileMetaData) -> int:
     groups = [metadata.row_group(g) for g in range(metadata.num_row_groups)]
     # a negative count must not hide a huge one: the reader refuses it, but only after the others are read
     rows: int = max(metadata.num_rows, sum(max(group.num_rows, 0) for group in groups))
-    pages: int = sum(max(group.total_byte_size, 0) for group in groups)  # uncompressed, as the footer says
     return rows * max(width, 1) + pages
 
 

@@ -206,17 +206,24 @@ class _Thrift:
 
 
 def _crafted_parquet(
-    offset: int, *, rows: int = 1, page_bytes: int | None = None, codec: int = 0, name: bytes = b"_kafka_offset"
+    offset: int,
+    *,
+    rows: int = 1,
+    page: bytes | None = None,
+    page_bytes: int | None = None,
+    codec: int = 0,
+    name: bytes = b"_kafka_offset",
 ) -> bytes:
-    """One row of Kafka coordinates, written by hand so that the declared sizes can lie.
+    """One row of Kafka coordinates, written by hand so that what it declares can be chosen.
 
-    ``rows`` is the row count the footer declares, ``page_bytes`` the uncompressed size the offset column's
-    page declares (its codec ``codec``: 0 none, 6 zstd), ``name`` the offset column's name.
+    ``rows`` is the row count the footer declares; the offset column's page holds ``page`` (default: the
+    offset, PLAIN) compressed with ``codec`` (0 none, 6 zstd) and declares ``page_bytes`` once decompressed;
+    ``name`` is the offset column's name. The footer's own size totals always tell the compressed truth.
     """
-    columns = [  # name, physical type (1 INT32, 2 INT64, 6 BYTE_ARRAY), UTF8 or not, PLAIN bytes
+    columns = [  # name, physical type (1 INT32, 2 INT64, 6 BYTE_ARRAY), UTF8 or not, stored bytes
         (b"_kafka_topic", 6, True, struct.pack("<I", 6) + b"hostil"),
         (b"_kafka_partition", 1, False, struct.pack("<i", 0)),
-        (name, 2, False, struct.pack("<q", offset)),
+        (name, 2, False, struct.pack("<q", offset) if page is None else page),
     ]
     chunks, column_chunks = bytearray(), []
     for column, physical, _, data in columns:
@@ -244,6 +251,14 @@ def _crafted_parquet(
     group = _Thrift().items(1, column_chunks).number(2, len(chunks), kind=6).number(3, rows, kind=6)
     footer = _Thrift().number(1, 1).items(2, schema).number(3, rows, kind=6).items(4, [group]).end()
     return b"PAR1" + bytes(chunks) + footer + struct.pack("<I", len(footer)) + b"PAR1"
+
+
+def _zeros_zstd(size: int) -> bytes:
+    """``size`` zero bytes as zstd frames: a few kilobytes."""
+    frame = 64 << 20
+    whole = pa.compress(b"\0" * frame, codec="zstd", asbytes=True)
+    rest = pa.compress(b"\0" * (size % frame), codec="zstd", asbytes=True)
+    return bytes(whole) * (size // frame) + bytes(rest)
 
 
 def _parquet(table: pa.Table, **options: Any) -> bytes:
@@ -290,7 +305,10 @@ def _hostile_files(real: bytes) -> dict[str, tuple[bytes, str]]:
         "truncated": (real[: len(real) // 2], not_parquet),
         "footer-length-2GiB": (real[:-8] + struct.pack("<I", 2**31 - 1) + b"PAR1", not_parquet),
         "rows-2^40": (_crafted_parquet(10**13, rows=2**40), "declares"),
-        "page-2GiB": (_crafted_parquet(10**13 + 1, page_bytes=2**31 - 1, codec=6), not_parquet),
+        "zstd-page-of-2GiB": (
+            _crafted_parquet(10**13 + 1, page=_zeros_zstd(2**31 - 1), page_bytes=2**31 - 1, codec=6),
+            "declares",
+        ),
         "column-name-not-utf8": (_crafted_parquet(10**13 + 2, name=b"\xff\xfe"), not_parquet),
         "offset-as-text": (_parquet(_replaced(table, "_kafka_offset", pa.array(["x"] * table.num_rows))), "fit"),
         "struct-for-text": (_parquet(_replaced(table, text, struct_column)), "fit"),
@@ -301,7 +319,7 @@ def _hostile_files(real: bytes) -> dict[str, tuple[bytes, str]]:
     }
 
 
-LOADER_ADDRESS_SPACE = 2 << 30  # a loader of these few small files needs well under 1 GiB
+LOADER_ADDRESS_SPACE = 4 << 30  # the loader needs about 1 GiB here, pyarrow and DuckDB keep some of what they free
 
 
 def _load_once_in_bounded_memory(writer: WriterProcess, warehouse: Path) -> subprocess.CompletedProcess[str]:
