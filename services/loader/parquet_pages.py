@@ -19,6 +19,7 @@ __all__ = ["MalformedParquetError", "declared_page_bytes"]
 
 _MAGIC = b"PAR1"
 _MAX_DEPTH = 32  # Parquet's own structures nest a handful of levels deep
+_MAX_FOOTER_BYTES = 64 << 20  # a lake file's footer takes kilobytes; reading more here would take minutes
 
 # compact protocol wire types
 _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = range(1, 13)
@@ -140,6 +141,8 @@ def declared_page_bytes(data: bytes) -> int:
     footer_start = len(data) - 8 - footer_length
     if footer_start < 4:
         raise MalformedParquetError(f"a footer of {footer_length} bytes in a file of {len(data)}")
+    if footer_length > _MAX_FOOTER_BYTES:
+        raise MalformedParquetError(f"a footer of {footer_length:,} bytes, more than {_MAX_FOOTER_BYTES:,}")
     total = 0
     for chunk in _chunks(_Reader(data, footer_start, len(data) - 8)):
         if chunk.start < 4 or chunk.length < 0 or chunk.start + chunk.length > footer_start:
