@@ -219,6 +219,9 @@ class WriterSettings(_Frozen):
     # "catalog": a column that arrives before its contract is looked up in PostgreSQL's catalog and, if
     # the change is additive, becomes a new contract version; "dlq": such records go to the DLQ.
     schema_evolution: Literal["catalog", "dlq"] = "catalog"
+    # Each catalog lookup's connection attempt and queries give up after this long; PostgreSQL out of reach
+    # pauses the partitions that need it (retried with backoff), it never sends their records to the DLQ.
+    catalog_timeout_s: float = Field(default=5.0, gt=0, le=60)
     # How Kafka Connect serialised the values: JsonConverter, or AvroConverter in the Confluent wire format
     # (writer schemas from the registry below) or in Avro single-object encoding (schemas from contracts).
     value_format: Literal["json", "avro-confluent", "avro-single-object"] = "json"

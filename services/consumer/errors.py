@@ -2,7 +2,13 @@
 
 from services.common.errors import TerminalError, TransientError
 
-__all__ = ["CommitFailedError", "DlqDeliveryError", "DlqRecordTooLargeError", "WriteFailedError"]
+__all__ = [
+    "CatalogUnavailableError",
+    "CommitFailedError",
+    "DlqDeliveryError",
+    "DlqRecordTooLargeError",
+    "WriteFailedError",
+]
 
 
 class DlqDeliveryError(TransientError):
@@ -12,6 +18,11 @@ class DlqDeliveryError(TransientError):
 class DlqRecordTooLargeError(DlqDeliveryError):
     """A DLQ record does not fit the DLQ topic even with its value left out (its key or headers are too
     large): the partition stays paused and retried, loudly, rather than skip the record."""
+
+
+class CatalogUnavailableError(TransientError):
+    """PostgreSQL's catalog could not be read (unreachable, restarting, timed out): the records that needed it
+    are read again later, never dead-lettered."""
 
 
 class WriteFailedError(TransientError):

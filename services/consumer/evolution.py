@@ -4,6 +4,11 @@ The column's type comes from PostgreSQL's catalog (JSON events without an embedd
 it). Only additions are accepted; a column PostgreSQL now declares NOT NULL is still nullable in the lake,
 since earlier rows cannot have it. Anything else — a type change, a column the catalog does not know —
 leaves the contract as it is and the records go to the DLQ.
+
+PostgreSQL out of reach is not an answer: a lookup that cannot connect or is cut off raises
+:class:`CatalogUnavailableError` (transient), so the writer pauses the partition and reads its records again
+later; none goes to the DLQ because of an outage. Every connection attempt and every query is bounded by
+``timeout_s``, so a lookup never holds the poll loop longer than that.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from services.common.contracts import TableContract
 from services.common.contracts.catalog import contracts_from_catalog
@@ -23,28 +29,50 @@ from services.common.contracts.store import publish_contract
 from services.common.lake import Lake
 from services.common.logging import get_logger
 from services.common.metrics import WriterMetrics
+from services.consumer.errors import CatalogUnavailableError
 
-__all__ = ["CatalogEvolution"]
+__all__ = ["CatalogEvolution", "bounded_dsn"]
 
 log = get_logger(__name__)
 
 _RETRY_REFUSED_S = 60.0
+_TIMEOUT_S = 5.0
+
+
+def bounded_dsn(dsn: str, timeout_s: float) -> str:
+    """``dsn`` whose connection attempt and statements give up after ``timeout_s``."""
+    return make_conninfo(
+        dsn, connect_timeout=max(1, round(timeout_s)), options=f"-c statement_timeout={int(timeout_s * 1000)}"
+    )
 
 
 class CatalogEvolution:
-    def __init__(self, dsn: str, lake: Lake, metrics: WriterMetrics, *, exclude_columns: Sequence[str] = ()) -> None:
-        self._dsn = dsn
+    def __init__(
+        self,
+        dsn: str,
+        lake: Lake,
+        metrics: WriterMetrics,
+        *,
+        exclude_columns: Sequence[str] = (),
+        timeout_s: float = _TIMEOUT_S,
+    ) -> None:
+        self._dsn = bounded_dsn(dsn, timeout_s)
         self._exclude_columns = list(exclude_columns)
         self._lake = lake
         self._metrics = metrics
         self._refused_until: dict[str, float] = {}
 
     def _lookup(self, table: str) -> list[TableContract]:
-        """The table's contract from the catalog; a refusal is remembered for a while (this runs per batch)."""
+        """The table's contract from the catalog; a refusal is remembered for a while (this runs per batch).
+
+        Raises :class:`CatalogUnavailableError` when PostgreSQL cannot answer (nothing is remembered then)."""
         if time.monotonic() < self._refused_until.get(table, 0.0):
             return []
         try:
             found = contracts_from_catalog(self._dsn, [re.escape(table)], exclude_columns=self._exclude_columns)
+        except psycopg.OperationalError as exc:  # unreachable, shutting down, timed out: an outage, not an answer
+            log.warning("writer.catalog_unavailable", table=table, error=str(exc).strip()[:300])
+            raise CatalogUnavailableError(f"PostgreSQL's catalog is out of reach looking up {table}: {exc}") from exc
         except (ContractError, psycopg.Error) as exc:
             log.warning("writer.catalog_lookup_failed", table=table, error=str(exc))
             found = []
@@ -53,7 +81,8 @@ class CatalogEvolution:
         return found
 
     def discover(self, schema: str, table: str) -> TableContract | None:
-        """Contract v1 of a table that started streaming before anyone generated its contract."""
+        """Contract v1 of a table that started streaming before anyone generated its contract (raises
+        :class:`CatalogUnavailableError` when the catalog is out of reach)."""
         found = self._lookup(f"{schema}.{table}")
         if not found:
             return None
@@ -64,7 +93,8 @@ class CatalogEvolution:
         return contract
 
     def evolve(self, contract: TableContract, unknown: set[str]) -> TableContract | None:
-        """The next contract version holding ``unknown``, or None when that is not an additive change."""
+        """The next contract version holding ``unknown``, or None when that is not an additive change (raises
+        :class:`CatalogUnavailableError` when the catalog is out of reach)."""
         table = contract.qualified_name
         live = self._lookup(table)
         if not live:

@@ -52,7 +52,13 @@ def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorReg
         stack.callback(router.close)
         metrics = WriterMetrics(registry)
         evolution = (
-            CatalogEvolution(settings.postgres.dsn(), lake, metrics, exclude_columns=w.exclude_columns)
+            CatalogEvolution(
+                settings.postgres.dsn(),
+                lake,
+                metrics,
+                exclude_columns=w.exclude_columns,
+                timeout_s=w.catalog_timeout_s,
+            )
             if w.schema_evolution == "catalog"
             else None
         )

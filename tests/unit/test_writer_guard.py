@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,7 +21,11 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from services.common.debezium.records import DecodeResult, Reason
 from services.common.errors import TransientError
 from services.common.kafka.message_columns import MessageBatch
-from services.common.settings import load_settings, repo_root
+from services.common.lake import open_lake
+from services.common.metrics import WriterMetrics, new_registry
+from services.common.settings import LakeSettings, load_settings, repo_root
+from services.consumer.errors import CatalogUnavailableError
+from services.consumer.evolution import CatalogEvolution, bounded_dsn
 from services.consumer.faults import CRASH_MARKER_ENV
 from services.consumer.guard import decode_isolating, failing_rows, is_native_panic
 from services.consumer.quarantine import InflightNote, Quarantine, dead_notes, find_crashers
@@ -217,3 +222,25 @@ def test_a_watched_decode_that_finishes_is_not_ended() -> None:
     script = "from services.consumer.quarantine import DecodeWatchdog\nw = DecodeWatchdog(0.5)\n"
     script += "with w.watching():\n    pass\nimport time\ntime.sleep(1)\n"
     assert subprocess.run([sys.executable, "-c", script], cwd=repo_root(), check=False).returncode == 0
+
+
+def test_a_catalog_out_of_reach_is_transient_and_never_remembered_as_a_refusal(tmp_path: Path) -> None:
+    """PostgreSQL unreachable (nothing listens on the port): each lookup fails fast with a transient error, so
+    the writer retries the partition instead of dead-lettering its records; an outage is not cached as "no"."""
+    lake = open_lake(LakeSettings(), str(tmp_path / "lake"))
+    evolution = CatalogEvolution(
+        "postgresql://cdcflow:secret@127.0.0.1:9/lending", lake, WriterMetrics(new_registry()), timeout_s=2
+    )
+    for _ in range(2):
+        began = time.monotonic()
+        with pytest.raises(CatalogUnavailableError):
+            evolution.discover("lending", "brand_new")
+        assert time.monotonic() - began < 3
+    assert isinstance(CatalogUnavailableError("x"), TransientError)
+    lake.close()
+
+
+def test_catalog_connections_are_bounded_in_time() -> None:
+    dsn = bounded_dsn("postgresql://cdcflow:secret@db.example:5432/lending", 5)
+    assert "connect_timeout=5" in dsn
+    assert "statement_timeout=5000" in dsn
