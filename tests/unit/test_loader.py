@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -21,6 +23,7 @@ from services.common.settings import LoaderSettings, repo_root
 from services.common.signals import Shutdown
 from services.loader.app import Loader
 from services.loader.bronze import COORDINATES, bronze_schema
+from services.loader.parquet_pages import MalformedParquetError, declared_page_bytes
 from services.loader.warehouse.duckdb import DuckDBWarehouse, duckdb_type
 from tests.fixtures.lakefiles import LakeFiles, lending_contract
 
@@ -275,3 +278,32 @@ def test_a_batch_the_warehouse_refuses_stops_its_table_and_the_others_load(lake:
         )
         == 1
     )
+
+
+def test_the_pages_a_lake_file_declares_are_read_without_pyarrow(lake: LocalLake) -> None:
+    LakeFiles(lake, lending_contract("transactions")).write(range(0, 2_000))
+    data = next(lake.root.rglob("*.parquet")).read_bytes()
+    footer = pq.read_metadata(io.BytesIO(data))
+    chunks = [footer.row_group(g).column(c) for g in range(footer.num_row_groups) for c in range(footer.num_columns)]
+    # the footer's totals count the page headers too, which are not decompressed
+    assert 0 < declared_page_bytes(data) <= sum(c.total_uncompressed_size for c in chunks)
+    assert declared_page_bytes(data) > sum(c.total_uncompressed_size for c in chunks) * 0.9
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda data: data[: len(data) - 1], "magic"),
+        (lambda data: data[:-8] + (len(data)).to_bytes(4, "little") + b"PAR1", "a footer of"),
+        (lambda data: data[:-8] + (100 << 20).to_bytes(4, "little") + b"PAR1", "a footer of"),
+        (lambda data: data[:4] + b"\xff" * 64 + data[68:], "wire type|page header|runs past"),
+    ],
+    ids=["truncated", "footer-longer-than-file", "footer-100MiB", "garbage-page-header"],
+)
+def test_pages_that_cannot_be_accounted_for_are_malformed(
+    lake: LocalLake, damage: Callable[[bytes], bytes], says: str
+) -> None:
+    LakeFiles(lake, lending_contract("transactions")).write(range(0, 10))
+    data = next(lake.root.rglob("*.parquet")).read_bytes()
+    with pytest.raises(MalformedParquetError, match=says):
+        declared_page_bytes(damage(data))
