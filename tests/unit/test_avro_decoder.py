@@ -22,7 +22,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import fastavro
-import pyarrow as pa
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
@@ -902,10 +901,10 @@ def test_logical_time_types_are_read_as_integers_and_converted_exactly(
     values: list[bytes | None] = [
         _confluent(millis, LOGICAL_MILLIS_ID, _parsed(LOGICAL_MILLIS)),
         _confluent(zoned, LOGICAL_ZONED_ID, _parsed(LOGICAL_ZONED)),
-        _confluent(_event("c", after=_row(3, reviewed_at=-((2**63 - 1) // 1000))), MILLIS_ID, _parsed(MILLIS)),
+        _confluent(_event("c", after=_row(3, reviewed_at=-62_135_596_800_000)), MILLIS_ID, _parsed(MILLIS)),
     ]
     result = _decode_confluent(client, values)
     assert result.failures == []
     assert result.rows.column("reviewed_at")[0].as_py() == datetime(2026, 5, 5, 10, 11, 12, 123000)
     assert result.rows.column("created_at")[1].as_py() == datetime(2026, 5, 6, 5, 8, 9, 654321, tzinfo=UTC)
-    assert result.rows.column("reviewed_at").cast(pa.int64())[2].as_py() == -((2**63 - 1) // 1000) * 1000
+    assert result.rows.column("reviewed_at")[2].as_py() == datetime(1, 1, 1)  # the first instant of year 1

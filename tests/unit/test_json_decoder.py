@@ -509,14 +509,6 @@ def test_a_time_of_24_00_is_kept() -> None:
     assert result.rows.column("cutoff").cast(pa.int64()).to_pylist() == [86_400_000_000]
 
 
-def test_the_widest_timestamps_that_fit_are_kept() -> None:
-    limit = (2**63 - 1) // 1000
-    result = _decode([_event("c", after=_row(7, settled_at=limit)), _event("c", after=_row(8, settled_at=-limit))])
-    assert result.failures == []
-    micros = result.rows.column("settled_at").cast(pa.int64()).to_pylist()
-    assert micros == [limit * 1000, -limit * 1000]
-
-
 def test_a_kafka_timestamp_beyond_year_9999_is_refused() -> None:
     messages = _messages([_event("c", after=_row(i)) for i in range(3)])
     messages[1] = Message(
@@ -604,3 +596,35 @@ def test_arrays_of_times_are_converted_like_columns_of_them() -> None:
     assert rows[0]["slots"] == [time(17, 0)]
     assert (rows[1]["stamps"], rows[1]["slots"]) == (None, [])
     assert (rows[2]["stamps"], rows[2]["slots"]) == ([datetime(1969, 12, 31, 23, 59, 59, 999000)], [None, time(0)])
+
+
+@pytest.mark.parametrize(
+    ("column", "sentinel"),
+    [
+        ("opened_on", -2_147_472_692),  # date 'infinity' as Debezium sends it
+        ("reviewed_at", 9_223_372_036_825_200_000),  # timestamp 'infinity'
+        ("settled_at", -9_223_372_036_832_400),  # timestamp(3) '-infinity'
+        ("opened_on", 2_932_897),  # 10000-01-01
+        ("reviewed_at", -62_135_596_800_000_001),  # a microsecond before year 1
+    ],
+)
+def test_infinity_and_years_beyond_9999_are_refused_not_stored(column: str, sentinel: int) -> None:
+    result = _decode([_event("c", after=_row(1)), _event("c", after=_row(2, **{column: sentinel}))])
+    assert [row["account_id"] for row in result.rows.to_pylist()] == [1]
+    (failure,) = result.failures
+    assert failure.reason == Reason.OUT_OF_RANGE
+    assert f"column {column}" in failure.detail
+    assert "years 1-9999" in failure.detail
+
+
+def test_the_first_and_last_day_of_years_1_to_9999_are_kept() -> None:
+    edges = [
+        _row(1, opened_on=-719_162, reviewed_at=-62_135_596_800_000_000, settled_at=-62_135_596_800_000),
+        _row(2, opened_on=2_932_896, reviewed_at=253_402_300_799_999_999, settled_at=253_402_300_799_999),
+    ]
+    result = _decode([_event("c", after=row) for row in edges])
+    assert result.failures == []
+    first, last = result.rows.to_pylist()
+    assert (first["opened_on"], first["reviewed_at"]) == (date(1, 1, 1), datetime(1, 1, 1))
+    assert (last["opened_on"], last["reviewed_at"]) == (date(9999, 12, 31), datetime(9999, 12, 31, 23, 59, 59, 999999))
+    assert last["settled_at"] == datetime(9999, 12, 31, 23, 59, 59, 999000)

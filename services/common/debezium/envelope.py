@@ -48,9 +48,11 @@ _FIRST_EVENT_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
 _LAST_EVENT_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 _FIRST_EVENT_MS, _LAST_EVENT_MS = -(-_FIRST_EVENT_US // 1000), _LAST_EVENT_US // 1000
 _EVENT_YEARS = "is outside years 1-9999"
-# Milliseconds whose microseconds still fit int64: beyond them ``* 1000`` would wrap (PostgreSQL's
-# ``infinity`` in a timestamp(3) arrives as such a value and used to land in 1969).
-_MAX_MILLIS = (2**63 - 1) // 1000
+# Dates and timestamps in columns hold years 1-9999 too: PostgreSQL's ``infinity`` and ``-infinity`` arrive as
+# sentinels far outside them (a timestamp(3) one used to wrap to 1969 when made microseconds), and neither
+# Python nor BigQuery holds a year beyond 9999 or before 1.
+_FIRST_DAY, _LAST_DAY = -719_162, 2_932_896  # 0001-01-01 and 9999-12-31 in days since the epoch
+_COLUMN_YEARS = "is outside years 1-9999 (PostgreSQL's infinity arrives so)"
 _DAY_US = 86_400_000_000  # PostgreSQL's time type runs from 00:00:00 to 24:00:00 inclusive
 _LEAF_UNITS = frozenset({"date", "timestamp", "timestamp_millis", "time"})
 # The source fields the lake keeps; the others (connector, db, schema, table, …) are skipped unread.
@@ -229,13 +231,17 @@ def _convert_unit(
     what = f"column {name or column.name}"
     match column.semantic:
         case "timestamp_millis":
-            kept, checks = _within(raw, -_MAX_MILLIS, _MAX_MILLIS, what, "overflows microseconds")
+            kept, checks = _within(raw, _FIRST_EVENT_MS, _LAST_EVENT_MS, what, _COLUMN_YEARS)
             return pc.cast(pc.multiply_checked(kept, 1000), target), checks
         case "time":
             kept, checks = _within(raw, 0, _DAY_US, what, "µs is not a time of day")
             return pc.cast(kept, target), checks
-        case _:  # days → date32, microseconds → timestamp[us]: the same integers, nothing to overflow
-            return pc.cast(raw, target), []
+        case "timestamp":
+            kept, checks = _within(raw, _FIRST_EVENT_US, _LAST_EVENT_US, what, _COLUMN_YEARS)
+            return pc.cast(kept, target), checks
+        case _:  # days → date32
+            kept, checks = _within(raw, _FIRST_DAY, _LAST_DAY, what, _COLUMN_YEARS)
+            return pc.cast(kept, target), checks
 
 
 def _within(raw: pa.Array, low: int, high: int, what: str, why: str) -> tuple[pa.Array, list[_Check]]:
