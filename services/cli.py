@@ -300,11 +300,14 @@ def schemas_silver(
         raise typer.Exit(1)
 
 
+ContractsDir = Annotated[
+    Path | None, typer.Option(help="Where contracts live (default CDCFLOW_WRITER__CONTRACTS_DIR).")
+]
+
+
 @schemas_app.command("generate")
 def schemas_generate(
-    directory: Annotated[
-        Path | None, typer.Option(help="Where contracts live (default CDCFLOW_WRITER__CONTRACTS_DIR).")
-    ] = None,
+    directory: ContractsDir = None,
 ) -> None:
     """Write a contract per captured table from the live PostgreSQL catalog (a new version on an added column)."""
     from services.common.contracts import load_contracts, write_contract
@@ -325,9 +328,7 @@ def schemas_generate(
 
 @schemas_app.command("check")
 def schemas_check(
-    directory: Annotated[
-        Path | None, typer.Option(help="Where contracts live (default CDCFLOW_WRITER__CONTRACTS_DIR).")
-    ] = None,
+    directory: ContractsDir = None,
 ) -> None:
     """Compare the contracts with the live catalog; exit 1 on an incompatible change or a missing contract."""
     from services.common.contracts import load_contracts
