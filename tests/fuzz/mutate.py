@@ -382,7 +382,71 @@ _TREE_MUTATIONS: tuple[Callable[..., str], ...] = (
     _escaped_key,
     _remove_or_retype_envelope,
 )
-_CONTRACT_MUTATIONS: tuple[Callable[..., str], ...] = (_time_column, _scale_column)
+# Forms a JSON number or string can take that Debezium never writes but a parser may read differently:
+# exponents, signs, leading zeros, widths just past a column's type, escapes the native reader must decode.
+_NUMBER_FORMS = (
+    b"1e2",
+    b"1E+2",
+    b"1.0",
+    b"-0",
+    b"-0.0",
+    b"01",
+    b"+1",
+    b".5",
+    b"5.",
+    b"1e-400",
+    b"12.345",
+    b"00012.50",
+    b"1_000",
+    b"32768",
+    b"-32769",
+    b"2147483648",
+    b"9223372036854775808",
+    b"-9223372036854775809",
+    b"1e39",
+    b"3.4028236e38",
+    b"0.1e1",
+)
+_STRING_FORMS = (
+    b'"\\u0000"',
+    b'"\\/"',
+    b'"\\ud83d\\ude00"',
+    b'"\\uD800\\u0041"',
+    b'"\\u00e9t\\u00e9"',
+    b'"tab\\tend"',
+    b'"C8DB6E24-BE26-4BFA-8D78-99BC5D85C678"',
+    b'"{c8db6e24-be26-4bfa-8d78-99bc5d85c678}"',
+    b'"AP8"',
+    b'"AP-_"',
+    b'"A P 8 ="',
+    b'"2026-05-06t05:08:09z"',
+    b'"2026-05-06T05:08:09+0000"',
+    b'"2026-05-06 05:08:09Z"',
+    b'"2026-05-06T24:00:00Z"',
+    b'"2026-05-06T23:59:60Z"',
+    b'"20260506T050809Z"',
+    b'"2026-05-06T05:08:09.1234567Z"',
+)
+
+
+def _near_valid(rng: random.Random, tree: Any, contract: TableContract) -> str:
+    """A column's value in a form no producer writes but any JSON parser reads: one parser may take it
+    and another refuse it, or convert it differently."""
+    images = [tree[n] for n in ("after", "before") if isinstance(tree, dict) and isinstance(tree.get(n), dict)]
+    if not images:
+        return "none"
+    column = rng.choice(contract.columns)
+    form = rng.choice(_NUMBER_FORMS if rng.random() < 0.6 else _STRING_FORMS)
+    value: Any = Raw(form)
+    if column.semantic == "array" and rng.random() < 0.7:
+        value = [value, None]
+    elif column.semantic == "variable_decimal" and rng.random() < 0.7:
+        value = Pairs([("scale", Raw(rng.choice(_NUMBER_FORMS))), ("value", "AQ==")])
+    rng.choice(images)[column.name] = value
+    return f"near_valid:{column.semantic}"
+
+
+_CONTRACT_MUTATIONS: tuple[Callable[..., str], ...] = (_time_column, _scale_column, _near_valid, _near_valid)
 
 
 # --- the embedded Connect schema ---------------------------------------------------------------------------
