@@ -1,7 +1,8 @@
 """Hostile records known to have crashed, hung or escaped the decoder, written out by hand (issue 21).
 
 Each is one record of a seed event with one change, in every wire format it can be carried in; replayed like
-a kept crasher (``tests/unit/test_fuzz_decode.py``): it must end as a row or a failure, quickly.
+a kept crasher (``tests/unit/test_fuzz_decode.py``), quickly, and since none can be carried exactly, each must
+end as a failure (for the DLQ), never as a row.
 """
 
 from __future__ import annotations

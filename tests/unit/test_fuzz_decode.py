@@ -80,9 +80,12 @@ def test_a_kept_crasher_now_decodes_and_accounts_for_every_record(path: Path, re
 
 
 @pytest.mark.parametrize("name", sorted(known_batches()))
-def test_a_known_hostile_record_decodes_and_is_accounted_for(name: str, replayer: Worker) -> None:
+def test_a_known_hostile_record_is_refused_and_accounted_for(name: str, replayer: Worker) -> None:
     verdict = replayer.replay(known_batches()[name])
     assert verdict.ok, f"{name}: {verdict.kind}\n{verdict.detail[-2000:]}"
+    # none of them can be carried exactly: each is a failure (to the DLQ), never a row
+    failures = sum(n for outcome, n in verdict.outcomes.items() if outcome.startswith("failure:"))
+    assert (verdict.outcomes["rows"], failures) == (0, 1), (name, dict(verdict.outcomes))
 
 
 @pytest.mark.parametrize(("command", "kind"), [(b"segfault", "crash"), (b"abort", "crash"), (b"raise", "exception")])
