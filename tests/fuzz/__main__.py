@@ -45,7 +45,9 @@ def _replay(directory: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fuzz", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=300.0, help="how long to fuzz (default 300)")
     parser.add_argument("--seed", type=int, default=None, help="the run's seed (default: the clock)")
     parser.add_argument("--jobs", type=int, default=2, help="decoding child processes (default 2)")
