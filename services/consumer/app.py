@@ -16,6 +16,23 @@ No failure of one record ends the process:
   retried later like a transient one.
 - A record that kills the process while it decodes (a native crash, or a decode longer than
   ``decode_timeout_s``) is found after the restart and quarantined (``decoder_crash``, ``quarantine.py``).
+
+Where a partition starts: at the group's committed offset; a partition the group never committed starts at
+the beginning of its log (a new group, a new topic: ``auto.offset.reset=earliest``). A committed offset
+outside the log — retention deleted records this group never wrote, or the topic was recreated — is never
+jumped over: when a partition is assigned its committed offset is checked against the log, and while it is
+consumed a jump past the log start is caught, and either stops the writer with
+:class:`OffsetsOutOfRangeError` (exit code 2, event ``writer.offsets_out_of_range``, nothing committed past
+the gap). The records between the committed offset and the log start cannot be read from Kafka again; the
+operator's way out: re-capture the affected tables (a Debezium incremental snapshot), then accept the gap by
+moving the group to the log start — ``kafka-consumer-groups.sh --group <group> --topic <topic>:<partition>
+--reset-offsets --to-earliest --execute`` with the writers stopped — and start them again.
+(``auto.offset.reset=error`` would stop the fetch instead, but a fetch stopped that way cannot be restarted
+through the batch consumer: librdkafka refuses to seek it, so a new group could not start at all.)
+
+SIGTERM: polling stops, every buffer is flushed and committed, the group is left — within ``grace_s``, or
+the process logs what it still held and exits non-zero (``services/common/signals.py``); what was not
+committed is read again by the next owner, nothing is lost.
 """
 
 from __future__ import annotations
@@ -31,7 +48,15 @@ import pyarrow as pa
 
 from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
 from services.common.errors import TransientError
-from services.common.kafka import BatchConsumer, Fetch, KafkaException, Message, TopicPartition, batch_consumer
+from services.common.kafka import (
+    BatchConsumer,
+    Fetch,
+    KafkaException,
+    Message,
+    TopicPartition,
+    batch_consumer,
+    consumer,
+)
 from services.common.kafka.message_columns import MessageBatch, batches_by_topic
 from services.common.lake import Lake
 from services.common.logging import get_logger
@@ -40,7 +65,7 @@ from services.common.settings import Settings
 from services.common.signals import Shutdown
 from services.consumer.buffers import FlushPolicy, PartitionBuffer
 from services.consumer.dlq import DlqPublisher
-from services.consumer.errors import WriteFailedError
+from services.consumer.errors import OffsetsOutOfRangeError, WriteFailedError
 from services.consumer.evolution import CatalogEvolution
 from services.consumer.faults import crash_if_marked, fail_write_if_marked, raise_if_marked
 from services.consumer.guard import (
@@ -75,6 +100,8 @@ _DLQ_CONFIRM_S = 30.0
 _METADATA_REFRESH_MS = 5_000  # how soon a newly created topic that matches the subscription is consumed
 _PREFETCH_MAX_KB = 8 << 10  # librdkafka prefetch per consumer, in KiB: about one poll batch of change events
 _PREFETCH_BACKOFF_MS = 20  # how soon librdkafka fetches again once a full prefetch queue has room (default 1 s)
+_OFFSETS_TIMEOUT_S = 10.0
+OFFSETS_OUT_OF_RANGE_EXIT = 2
 
 
 class LakeWriter:
@@ -128,6 +155,7 @@ class LakeWriter:
                 "topic.metadata.refresh.interval.ms": _METADATA_REFRESH_MS,
             },
         )
+        self._expected: dict[TP, int] = {}  # the offset a partition's next record must have (its committed one)
         self._buffers: dict[TP, PartitionBuffer] = {}
         self._paused_until: dict[TP, float] = {}
         self._attempts: dict[TP, int] = defaultdict(int)
@@ -146,6 +174,7 @@ class LakeWriter:
 
     def run(self) -> int:
         self._note = InflightNote(self._state_dir)
+        self._shutdown.on_overdue(self._report_left)
         try:
             self._recover_crashed()
             self._consumer.subscribe(
@@ -158,6 +187,9 @@ class LakeWriter:
             while not self._shutdown.requested:
                 self._poll_once()
             self._flush_all("shutdown")
+        except OffsetsOutOfRangeError as exc:
+            self._report_lost(exc)
+            return OFFSETS_OUT_OF_RANGE_EXIT
         finally:
             self.polling = False
             self._consumer.close()  # leaves the group: partitions move at once, not after a session timeout
@@ -270,9 +302,11 @@ class LakeWriter:
         partition's records ``batch[start:stop]`` counted."""
         tp = (topic, partition)
         buffer = self._buffers.get(tp)
+        first = int(batch.offsets[start])
+        self._check_continuous(tp, first)
         if buffer is None:
-            first = int(batch.offsets[start])
             buffer = self._buffers[tp] = PartitionBuffer(topic, partition, start=first, end=first)
+        self._expected[tp] = int(batch.offsets[stop - 1]) + 1
         self._metrics.records_consumed.labels(topic, str(partition)).inc(stop - start)
         self._last_timestamp_ms[tp] = int(batch.timestamps_ms[stop - 1])
         return buffer
@@ -400,6 +434,65 @@ class LakeWriter:
             found[offset] = Message(topic=topic, partition=partition, offset=offset)
         return found
 
+    # --- where partitions start ------------------------------------------------------------------
+
+    def _check_starts(self, partitions: list[TP]) -> None:
+        """Each newly assigned partition's committed offset must still be in its log (see the module docstring)."""
+        try:
+            starts = _starts(self._all_settings, self._settings.group_id, partitions)
+        except KafkaException as exc:  # a broker hiccup: this check is skipped, loudly; the partitions start as usual
+            log.warning("writer.start_check_failed", partitions=len(partitions), error=str(exc))
+            return
+        lost: list[tuple[str, int, int, int, int]] = []
+        for tp, (committed, low, high) in starts.items():
+            if committed < 0:
+                continue  # never committed: librdkafka starts it at the beginning of its log
+            if committed < low or committed > high:
+                lost.append((tp[0], tp[1], committed, low, high))
+            self._expected[tp] = committed
+        if lost:
+            raise OffsetsOutOfRangeError(lost)
+
+    def _check_continuous(self, tp: TP, first: int) -> None:
+        """A partition that resumes past the offset it was expected at, below the log start, lost records to
+        retention while it was behind: librdkafka jumped to the log start (a gap above it is a transaction
+        marker or compaction, not a loss)."""
+        expected = self._expected.get(tp)
+        if expected is None or first <= expected:
+            return
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+        if expected < low:
+            raise OffsetsOutOfRangeError([(tp[0], tp[1], expected, low, high)])
+
+    def _report_lost(self, error: OffsetsOutOfRangeError) -> None:
+        for topic, partition, committed, low, high in error.lost:
+            log.error(
+                "writer.offsets_out_of_range",
+                topic=topic,
+                partition=partition,
+                committed=committed,
+                log_start=low,
+                log_end=high,
+                unrecoverable_records=max(0, low - committed),
+                action=(
+                    f"offsets {committed}..{low - 1} are gone from Kafka: re-capture the table (incremental snapshot),"
+                    f" then, writers stopped, kafka-consumer-groups.sh --group {self._settings.group_id}"
+                    f" --topic {topic}:{partition} --reset-offsets --to-earliest --execute"
+                ),
+            )
+
+    def _report_left(self) -> None:
+        """What this writer still held when the grace period ran out (called from the shutdown timer)."""
+        with contextlib.suppress(RuntimeError):  # the loop may change the buffers meanwhile: best effort
+            held = {f"{t}[{p}]": (b.start, b.end) for (t, p), b in list(self._buffers.items()) if b.pending}
+            log.error(
+                "writer.shutdown_overdue",
+                grace_s=self._settings.grace_s,
+                uncommitted={k: f"{start}..{end - 1}" for k, (start, end) in held.items()},
+                assigned=len(self._assigned),
+                note="not committed: the next owner of these partitions reads them again",
+            )
+
     # --- the crash-loop guard -------------------------------------------------------------------
 
     def _recover_crashed(self) -> None:
@@ -476,6 +569,7 @@ class LakeWriter:
         except KafkaException as seek_error:  # not assigned any more: the next owner starts from the commit
             log.warning("writer.seek_failed", topic=tp[0], partition=tp[1], error=str(seek_error))
         self._buffers[tp] = PartitionBuffer(tp[0], tp[1], start=buffer.start, end=buffer.start)
+        self._expected[tp] = buffer.start
         self._paused_until[tp] = time.monotonic() + delay
         log.warning(
             "writer.retry_later",
@@ -498,6 +592,7 @@ class LakeWriter:
     # --- rebalances -----------------------------------------------------------------------------
 
     def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._check_starts([(p.topic, p.partition) for p in partitions])  # raises before any of their records
         self._assigned |= {(p.topic, p.partition) for p in partitions}
         self._metrics.rebalances.labels("assign").inc()
         log.info("writer.assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
@@ -524,6 +619,7 @@ class LakeWriter:
         self._paused_until.pop(tp, None)
         self._attempts.pop(tp, None)
         self._last_timestamp_ms.pop(tp, None)
+        self._expected.pop(tp, None)
         self._assigned.discard(tp)
         self._dlq.drop(*tp)
         self._metrics.forget_partition(self._settings.group_id, tp[0], tp[1])
@@ -552,6 +648,23 @@ class LakeWriter:
             last_ms = self._last_timestamp_ms.get(tp, 0)
             seconds = max(0.0, time.time() - last_ms / 1000) if lag and last_ms > 0 else 0.0
             self._metrics.lag_seconds.labels(group, tp[0], str(tp[1])).set(seconds)
+
+
+def _starts(settings: Settings, group_id: str, partitions: list[TP]) -> dict[TP, tuple[int, int, int]]:
+    """``(committed, log start, log end)`` of each partition (committed negative: never), read by a consumer that
+    joins no group."""
+    if not partitions:
+        return {}
+    client = consumer(settings.kafka, group_id)  # assigned nothing, subscribed to nothing: it does not join
+    try:
+        committed = client.committed([TopicPartition(t, p) for t, p in partitions], timeout=_OFFSETS_TIMEOUT_S)
+        starts = {}
+        for c in committed:
+            low, high = client.get_watermark_offsets(TopicPartition(c.topic, c.partition), timeout=_OFFSETS_TIMEOUT_S)
+            starts[(c.topic, c.partition)] = (c.offset, low, high)
+        return starts
+    finally:
+        client.close()
 
 
 def _in_hand(fetched: Fetch) -> list[Range]:

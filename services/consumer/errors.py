@@ -7,6 +7,7 @@ __all__ = [
     "CommitFailedError",
     "DlqDeliveryError",
     "DlqRecordTooLargeError",
+    "OffsetsOutOfRangeError",
     "WriteFailedError",
 ]
 
@@ -27,6 +28,17 @@ class CatalogUnavailableError(TransientError):
 
 class WriteFailedError(TransientError):
     """A partition's rows failed to be written and no single row explains it: retried later, nothing skipped."""
+
+
+class OffsetsOutOfRangeError(TerminalError):
+    """The group's committed offset of a partition is no longer in the log (retention deleted records the group
+    never wrote, or the topic was recreated): the writer stops instead of skipping them. ``lost`` holds
+    ``(topic, partition, committed, log_start, log_end)`` of each such partition."""
+
+    def __init__(self, lost: list[tuple[str, int, int, int, int]]) -> None:
+        self.lost = lost
+        where = ", ".join(f"{t}[{p}] committed {c}, log {lo}..{hi}" for t, p, c, lo, hi in lost)
+        super().__init__(f"committed offsets outside the log: {where}")
 
 
 class CommitFailedError(TerminalError):
