@@ -6,6 +6,7 @@ import ctypes
 import gc
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -39,6 +40,10 @@ def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorReg
     """Run the lake writer until ``shutdown``; ``registry`` lets an embedding process read its metrics."""
     log = get_logger("services.consumer")
     w = settings.writer
+    if threading.current_thread() is threading.main_thread():
+        # the writer owns the process: a SIGTERM from here on ends it within grace_s, cleanly or not (a host
+        # that runs the writer in a thread, the demo, keeps its own deadline)
+        shutdown.arm(w.grace_s)
     worker_id = w.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     if registry is None:
         registry = new_registry()
