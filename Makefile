@@ -14,11 +14,12 @@ BQEMU_STAMP := $(BQEMU_VENV)/.installed
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 200
 FRESHNESS_ARGS ?=
+FUZZ_SECONDS ?= 600
 # The bulk JSON reader and the batch Kafka consumer are Rust, built by cargo when the package is installed;
 # rustup puts cargo here.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: install prereqs jars bqemulator demo test test-unit test-native test-integration lint format stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform bench-freshness
+.PHONY: install prereqs jars bqemulator demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform bench-freshness
 
 install: prereqs $(STAMP)
 
@@ -102,6 +103,11 @@ test-native: install
 	for crate in $(CRATES); do \
 	  PYO3_PYTHON=$(abspath $(BIN)/python) cargo test --manifest-path $$crate/Cargo.toml --release --locked --no-default-features; \
 	done
+
+# A longer run of the decode-path fuzzer than the bounded one in `make test`; crashers land in tests/fuzz/crashers/
+# (keep them: the bounded run replays every one). FUZZ_SECONDS sets the length; the seed is in its report.
+fuzz: install
+	$(BIN)/python -m tests.fuzz --seconds $(FUZZ_SECONDS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit
