@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from services.common.kafka import TopicPartition, admin_client, consumer, end_positions, ensure_topics, producer
 from services.common.settings import KafkaSettings, Settings, load_settings
+from services.stack.processes import die_with_parent
 from services.stack.workload import Workload
 
 SOURCE_TOPIC = "lending.transactions"
@@ -108,7 +109,13 @@ def _run_writer(settings: Settings, prefix: str, ends: dict[tuple[str, int], int
     }
     log = lake / "writer.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.consumer"], env=env, stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.consumer"],
+            env=env,
+            stdout=out,
+            stderr=out,
+            preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 — an interrupted benchmark leaves no writer
+        )
     try:
         while b'"writer.started"' not in log.read_bytes():
             if proc.poll() is not None:
