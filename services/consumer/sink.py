@@ -86,6 +86,7 @@ def _parquet_bytes(rows: pa.Table) -> bytes:
         compression="zstd",
         write_statistics=True,
         store_schema=True,
+        write_page_checksum=True,  # a page changed at rest is refused on read, never loaded as other values
         use_dictionary=list(_dictionary_columns(rows.schema)),
     )
     return out.getvalue()

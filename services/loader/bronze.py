@@ -148,7 +148,12 @@ def _text_columns(metadata: pq.FileMetaData) -> list[str]:
 
 def _decode(data: bytes, metadata: pq.FileMetaData, path: str) -> pa.Table:
     try:
-        parquet = pq.ParquetFile(io.BytesIO(data), metadata=metadata, read_dictionary=_text_columns(metadata))
+        parquet = pq.ParquetFile(
+            io.BytesIO(data),
+            metadata=metadata,
+            read_dictionary=_text_columns(metadata),
+            page_checksum_verification=True,  # the writer stores a CRC per page: a flipped bit is refused
+        )
         table = parquet.read()
     except _READ_ERRORS as exc:
         raise CorruptFileError(path, f"not readable as Parquet: {exc}") from None

@@ -307,3 +307,22 @@ def test_pages_that_cannot_be_accounted_for_are_malformed(
     data = next(lake.root.rglob("*.parquet")).read_bytes()
     with pytest.raises(MalformedParquetError, match=says):
         declared_page_bytes(damage(data))
+
+
+def test_a_bit_flipped_in_a_data_page_is_refused_by_its_checksum(lake: LocalLake, tmp_path: Path) -> None:
+    """A lake file changed at rest must not load as other values: every page carries a CRC."""
+    files = LakeFiles(lake, lending_contract("transactions"))
+    files.write(range(0, 50))
+    (damaged,) = (w.file.path for w in files.write(range(50, 100)))
+    path = lake.root / damaged
+    data = bytearray(path.read_bytes())
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(0)  # the first column's pages, intact for now
+    data[chunk.data_page_offset + chunk.total_compressed_size - 2] ^= 0x01  # inside the page, not its header
+    path.write_bytes(bytes(data))
+    assert _loader(lake, tmp_path).run(once=True) == 0
+    assert _bronze(tmp_path, "select min(_kafka_offset), max(_kafka_offset) from bronze.lending__transactions") == [
+        (0, 49)
+    ]
+    (reason,) = (lake.root / "_failed").rglob("*.reason.txt")
+    assert reason.name == f"{path.name}.reason.txt"
+    assert "checksum" in reason.read_text().lower()
