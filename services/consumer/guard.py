@@ -113,7 +113,7 @@ class DiscardLake:
     def delete(self, path: str) -> None:
         return None
 
-    def move(self, src: str, dst: str) -> LakeFile:
+    def move(self, src: str, dst: str, *, version: str | None = None) -> LakeFile:
         raise LakeNotFoundError(src)
 
     def uri(self, path: str) -> str:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from services.common.contracts import ContractRegistry, TableContract, load_contracts
 from services.common.contracts.errors import UnknownTableError
 from services.common.contracts.store import contracts_from_lake
-from services.common.lake import Lake, LakeFile, LakeNotFoundError
+from services.common.lake import Lake, LakeFile, LakeNotFoundError, LakeVersionChangedError
 from services.common.logging import get_logger
 from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings
@@ -201,7 +201,7 @@ class Loader:
             try:
                 result = self._warehouse.load(batch, self._lake, before_commit=self._chaos_hook())
             except CorruptFileError as exc:
-                self._set_aside(exc)
+                self._set_aside(exc, next((f.version for f in batch.files if f.path == exc.path), None))
                 report.failed_files.append(exc.path)
                 self._metrics.failures.labels(table, "corrupt_file").inc()
                 batch = LoadBatch(batch.contract, tuple(f for f in batch.files if f.path != exc.path))
@@ -232,10 +232,15 @@ class Loader:
             return None
         return lambda: os.kill(os.getpid(), signal.SIGKILL)
 
-    def _set_aside(self, error: CorruptFileError) -> None:
-        """Move an unreadable file under the failed prefix, with its reason beside it."""
+    def _set_aside(self, error: CorruptFileError, version: str | None) -> None:
+        """Move an unreadable file under the failed prefix, with its reason beside it — only the version that
+        was read: one rewritten since stays, to be read next cycle."""
         target = f"{self._settings.failed_prefix}/{error.path}"
-        self._lake.move(error.path, target)
+        try:
+            self._lake.move(error.path, target, version=version)
+        except LakeVersionChangedError as exc:
+            log.warning("loader.file_rewritten", file=error.path, reason=error.reason, error=str(exc))
+            return
         self._lake.write(f"{target}.reason.txt", f"{error.reason}\n".encode())
         log.error("loader.file_failed", file=error.path, moved_to=target, reason=error.reason)
 
@@ -244,6 +249,8 @@ class Loader:
             return
         for file in batch.files:
             try:
-                self._lake.move(file.path, f"{self._settings.archive_prefix}/{file.path}")
+                self._lake.move(file.path, f"{self._settings.archive_prefix}/{file.path}", version=file.version)
             except LakeNotFoundError:  # archived by an earlier, interrupted attempt
                 continue
+            except LakeVersionChangedError:  # rewritten since it was listed: the newer file is loaded next cycle
+                log.info("loader.archive_skipped", file=file.path, loaded_version=file.version)

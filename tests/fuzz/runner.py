@@ -283,7 +283,7 @@ class _MemoryLake:
     def delete(self, path: str) -> None:
         self.files.pop(path, None)
 
-    def move(self, src: str, dst: str) -> Any:
+    def move(self, src: str, dst: str, *, version: str | None = None) -> Any:
         return self.write(dst, self.files.pop(src))
 
     def uri(self, path: str) -> str:

@@ -11,6 +11,7 @@ import datetime
 import decimal
 import io
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from services.common.lake import (
     LakeNotFoundError,
     LakeTerminalError,
     LakeTransientError,
+    LakeVersionChangedError,
     UnsafePathError,
     lake_file_path,
     open_lake,
@@ -194,6 +196,23 @@ def test_move_replaces_the_target_and_a_retried_move_succeeds(lake: Lake) -> Non
     assert lake.read(dst) == b"newer"
     assert lake.move(src, dst) == moved  # the first attempt completed before the crash
     assert [f.path for f in lake.list()] == [dst]
+
+
+def test_a_conditional_move_moves_only_the_version_it_names(lake: Lake) -> None:
+    """The loader archives the version it loaded: one rewritten since stays, to be loaded."""
+    src, dst = _path(), "_archive/" + _path()
+    loaded = lake.write(src, b"offsets 0-4")
+    time.sleep(0.002)  # a local version is the modification time in nanoseconds
+    rewritten = lake.write(src, b"offsets 0-9, rewritten by a restarted writer")
+    assert rewritten.version != loaded.version
+    with pytest.raises(LakeVersionChangedError, match=src):
+        lake.move(src, dst, version=loaded.version)
+    assert lake.read(src) == b"offsets 0-9, rewritten by a restarted writer"
+    assert not lake.exists(dst)
+    moved = lake.move(src, dst, version=rewritten.version)
+    assert lake.read(dst) == b"offsets 0-9, rewritten by a restarted writer"
+    assert moved.size == rewritten.size
+    assert lake.move(src, dst, version=rewritten.version) == moved  # a retry after the first attempt completed
 
 
 def test_move_of_a_missing_file_fails(lake: Lake) -> None:

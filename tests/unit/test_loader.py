@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.contracts import Column
 from services.common.contracts.arrow import arrow_type
-from services.common.lake import LocalLake
+from services.common.lake import LakeFile, LocalLake
 from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings, repo_root
 from services.common.signals import Shutdown
@@ -326,3 +326,29 @@ def test_a_bit_flipped_in_a_data_page_is_refused_by_its_checksum(lake: LocalLake
     (reason,) = (lake.root / "_failed").rglob("*.reason.txt")
     assert reason.name == f"{path.name}.reason.txt"
     assert "checksum" in reason.read_text().lower()
+
+
+class _RewrittenBeforeTheMove(LocalLake):
+    """A restarted writer re-cuts a batch under the same name between the loader's read and its move."""
+
+    rewrite: Callable[[], object] | None = None
+
+    def move(self, src: str, dst: str, *, version: str | None = None) -> LakeFile:
+        if self.rewrite is not None:
+            rewrite, self.rewrite = self.rewrite, None
+            rewrite()
+        return super().move(src, dst, version=version)
+
+
+def test_the_archive_takes_only_the_version_that_was_loaded(tmp_path: Path) -> None:
+    lake = _RewrittenBeforeTheMove(tmp_path / "lake")
+    files = LakeFiles(lake, lending_contract("transactions"))
+    files.write(range(0, 5))
+    lake.rewrite = lambda: files.write(range(0, 10))  # the same file name: it starts at the same offset
+    assert _loader(lake, tmp_path, archive_prefix="_archive").run(once=True) == 0
+    assert _loader(lake, tmp_path, archive_prefix="_archive").run(once=True) == 0
+    offsets = "select count(*), min(_kafka_offset), max(_kafka_offset) from bronze.lending__transactions"
+    assert _bronze(tmp_path, offsets) == [(10, 0, 9)]
+    (archived,) = lake.list("_archive/")
+    assert pq.read_metadata(lake.root / archived.path).num_rows == 10
+    assert [f.path for f in lake.list() if not f.path.startswith("_archive/")] == []

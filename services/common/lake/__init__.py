@@ -11,6 +11,7 @@ from services.common.lake.errors import (
     LakeNotFoundError,
     LakeTerminalError,
     LakeTransientError,
+    LakeVersionChangedError,
     UnsafePathError,
 )
 from services.common.lake.factory import open_lake, parse_gcs_root
@@ -31,6 +32,7 @@ __all__ = [
     "LakeNotFoundError",
     "LakeTerminalError",
     "LakeTransientError",
+    "LakeVersionChangedError",
     "LocalLake",
     "UnsafePathError",
     "is_safe_relative_path",

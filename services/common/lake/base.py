@@ -58,10 +58,13 @@ class Lake(Protocol):
         """Remove the file; a missing file is not an error, so a retried delete succeeds."""
         ...
 
-    def move(self, src: str, dst: str) -> LakeFile:
+    def move(self, src: str, dst: str, *, version: str | None = None) -> LakeFile:
         """Move a file (to the archive or failed prefixes), replacing ``dst``.
 
-        A retried move whose first attempt completed finds ``src`` gone and ``dst`` present, and succeeds.
+        With ``version``, only that version of ``src`` is moved: if the file was rewritten since (a restarted
+        writer re-cutting a batch under the same name), :class:`LakeVersionChangedError` is raised and the
+        newer file stays. A retried move whose first attempt completed finds ``src`` gone and ``dst`` present,
+        and succeeds.
         """
         ...
 

@@ -8,7 +8,14 @@ a hostile path).
 
 from services.common.errors import CdcflowError, TerminalError, TransientError
 
-__all__ = ["LakeError", "LakeNotFoundError", "LakeTerminalError", "LakeTransientError", "UnsafePathError"]
+__all__ = [
+    "LakeError",
+    "LakeNotFoundError",
+    "LakeTerminalError",
+    "LakeTransientError",
+    "LakeVersionChangedError",
+    "UnsafePathError",
+]
 
 
 class LakeError(CdcflowError):
@@ -29,3 +36,8 @@ class LakeNotFoundError(LakeTerminalError):
 
 class UnsafePathError(LakeTerminalError):
     """A path or name could escape the lake root or collide with the backend's own files."""
+
+
+class LakeVersionChangedError(LakeError):
+    """A conditional move found another version of the file than the one it was asked to move: the file was
+    rewritten since it was read, so the newer version stays where it is (to be read again)."""

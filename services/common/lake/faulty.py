@@ -48,8 +48,8 @@ class FaultyLake:
     def delete(self, path: str) -> None:
         self._inner.delete(path)
 
-    def move(self, src: str, dst: str) -> LakeFile:
-        return self._inner.move(src, dst)
+    def move(self, src: str, dst: str, *, version: str | None = None) -> LakeFile:
+        return self._inner.move(src, dst, version=version)
 
     def uri(self, path: str) -> str:
         return self._inner.uri(path)

@@ -27,6 +27,7 @@ from services.common.lake.errors import (
     LakeNotFoundError,
     LakeTerminalError,
     LakeTransientError,
+    LakeVersionChangedError,
     UnsafePathError,
 )
 from services.common.lake.paths import (
@@ -123,7 +124,7 @@ class GcsLake:
             except api.NotFound:
                 return
 
-    def move(self, src: str, dst: str) -> LakeFile:
+    def move(self, src: str, dst: str, *, version: str | None = None) -> LakeFile:
         if src == dst:
             raise ValueError(f"cannot move {src!r} onto itself")
         source_name, target_name = self._name(src), self._name(dst)
@@ -131,6 +132,10 @@ class GcsLake:
             source = self._bucket.get_blob(source_name)
             if source is None:
                 return self._already_moved(src, dst)
+            if version is not None and str(source.generation) != version:
+                raise LakeVersionChangedError(f"gcs lake: {src!r} is generation {source.generation}, not {version}")
+            # the copy names its source generation and the delete is conditional on it: a generation written
+            # meanwhile is neither archived nor deleted
             copied = self._bucket.copy_blob(
                 source, self._bucket, target_name, source_generation=source.generation, retry=DEFAULT_RETRY
             )

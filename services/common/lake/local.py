@@ -24,6 +24,7 @@ from services.common.lake.errors import (
     LakeNotFoundError,
     LakeTerminalError,
     LakeTransientError,
+    LakeVersionChangedError,
     UnsafePathError,
 )
 from services.common.lake.paths import (
@@ -97,13 +98,16 @@ class LocalLake:
                 return
             _fsync_dir(target.parent)
 
-    def move(self, src: str, dst: str) -> LakeFile:
+    def move(self, src: str, dst: str, *, version: str | None = None) -> LakeFile:
         if src == dst:
             raise ValueError(f"cannot move {src!r} onto itself")
         source, target = self._target(src), self._target(dst)
         with _os_errors("move", f"{src} -> {dst}"):
             if not source.is_file():
                 return self._already_moved(src, dst, target)
+            if version is not None and (found := _lake_file(src, source).version) != version:
+                # a rename cannot be made conditional here: the window left is this check, not a load
+                raise LakeVersionChangedError(f"local lake: {src!r} is version {found} now, not {version}")
             _make_dirs(target.parent)
             os.replace(source, target)
             _fsync_dir(target.parent)
