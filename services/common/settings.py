@@ -264,7 +264,8 @@ class LoaderSettings(_Frozen):
     interval_s: float = Field(default=10.0, gt=0)
     max_batch_files: int = Field(default=1_000, ge=1, le=10_000)  # BigQuery takes 10,000 URIs per load job
     max_batch_bytes: int = Field(default=2 << 30, ge=1)
-    # BigQuery allows 1,500 load jobs per table per day: 60 s between loads of a table keeps well under it
+    # BigQuery allows 1,500 load jobs per table per day: with that backend the default is 60 s between loads
+    # of a table (see Settings) and the loader warns below 57.6 s; DuckDB has no such quota
     min_table_interval_s: float = Field(default=0.0, ge=0)
     archive_prefix: str = ""  # e.g. "_archive": loaded files move there; empty keeps them in place
     failed_prefix: str = "_failed"
@@ -321,6 +322,10 @@ class LogSettings(_Frozen):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+BIGQUERY_LOAD_JOBS_PER_TABLE_PER_DAY = 1_500
+BIGQUERY_MIN_TABLE_INTERVAL_S = 60.0
+
+
 class Settings(BaseSettings):
     """All of cdcflow's configuration."""
 
@@ -342,6 +347,18 @@ class Settings(BaseSettings):
     loader: LoaderSettings = Field(default_factory=LoaderSettings)
     transform: TransformSettings = Field(default_factory=TransformSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bigquery_spaces_loads(cls, data: Any) -> Any:
+        """With BigQuery, a table is loaded at most once a minute unless configured otherwise."""
+        if not isinstance(data, dict):
+            return data
+        warehouse, loader = data.get("warehouse"), data.get("loader")
+        backend = warehouse.get("backend") if isinstance(warehouse, dict) else getattr(warehouse, "backend", None)
+        if backend == "bigquery" and isinstance(loader, dict | None) and "min_table_interval_s" not in (loader or {}):
+            return {**data, "loader": {**(loader or {}), "min_table_interval_s": BIGQUERY_MIN_TABLE_INTERVAL_S}}
+        return data
 
     @classmethod
     def settings_customise_sources(

@@ -13,7 +13,7 @@ from services.common.health import HealthServer
 from services.common.lake import open_lake
 from services.common.logging import configure_logging, get_logger
 from services.common.metrics import LoaderMetrics, new_registry, register_build_info
-from services.common.settings import Settings, load_settings
+from services.common.settings import BIGQUERY_LOAD_JOBS_PER_TABLE_PER_DAY, Settings, load_settings
 from services.common.signals import Shutdown
 from services.loader.app import Loader
 from services.loader.warehouse.factory import open_warehouse
@@ -29,6 +29,14 @@ def run_loader(settings: Settings, shutdown: Shutdown, *, once: bool, registry: 
         registry = new_registry()
         register_build_info(registry, __version__)
     log.info("loader.config", settings=settings.safe_dump(), once=once)
+    shortest = 86_400 / BIGQUERY_LOAD_JOBS_PER_TABLE_PER_DAY
+    if settings.warehouse.backend == "bigquery" and loader_settings.min_table_interval_s < shortest:
+        log.warning(
+            "loader.load_quota_at_risk",
+            min_table_interval_s=loader_settings.min_table_interval_s,
+            why=f"BigQuery allows {BIGQUERY_LOAD_JOBS_PER_TABLE_PER_DAY:,} load jobs per table a day; "
+            f"CDCFLOW_LOADER__MIN_TABLE_INTERVAL_S below {shortest:.1f} can exhaust them",
+        )
     with ExitStack() as stack:
         lake = open_lake(settings.lake, settings.lake_root())
         stack.callback(lake.close)

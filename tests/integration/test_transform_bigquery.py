@@ -115,6 +115,7 @@ def _env(emulator: BigQueryEmulator, tmp_path: Path, bucket: str, lake_root: Pat
         "CDCFLOW_LAKE__ROOT": str(lake_root),
         "CDCFLOW_LOADER__CONTRACTS_DIR": str(contracts),
         "CDCFLOW_LOADER__HEALTH_PORT": "0",
+        "CDCFLOW_LOADER__MIN_TABLE_INTERVAL_S": "0",  # the emulator has no load quota; each pass loads at once
         "CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts),
         "CDCFLOW_TRANSFORM__WORK_DIR": str(tmp_path / "transform"),
         "CDCFLOW_TRANSFORM__HEALTH_PORT": "0",

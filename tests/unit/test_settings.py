@@ -123,3 +123,11 @@ def test_credentials_inside_urls_are_masked() -> None:
     assert "s3cr3t" not in dumped
     assert "pw@" not in dumped
     assert settings.safe_dump()["writer"]["schema_registry_url"] == "https://**********@registry.example:8081"
+
+
+def test_with_bigquery_a_table_is_loaded_at_most_once_a_minute_by_default() -> None:
+    """BigQuery allows 1,500 load jobs per table per day; DuckDB has no quota."""
+    assert load_settings({"CDCFLOW_WAREHOUSE__BACKEND": "bigquery"}).loader.min_table_interval_s == 60.0
+    assert load_settings({}).loader.min_table_interval_s == 0.0
+    chosen = {"CDCFLOW_WAREHOUSE__BACKEND": "bigquery", "CDCFLOW_LOADER__MIN_TABLE_INTERVAL_S": "300"}
+    assert load_settings(chosen).loader.min_table_interval_s == 300.0
