@@ -142,8 +142,10 @@ class PostgresServer:
         if self.data_dir.exists():  # a half-made cluster from an interrupted initdb
             shutil.rmtree(self.data_dir)
         pwfile = self.root / ".pwfile"
-        pwfile.write_text(self.settings.password.get_secret_value() + "\n")
-        pwfile.chmod(0o600)
+        pwfile.unlink(missing_ok=True)
+        # created private: written first and chmod-ed after, the password would be readable for a moment
+        with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(self.settings.password.get_secret_value() + "\n")
         try:
             if _is_root():
                 shutil.chown(self.root, _RUN_AS, _RUN_AS)

@@ -30,6 +30,7 @@ from services.common.lake import (
     LakeTerminalError,
     LakeTransientError,
     LakeVersionChangedError,
+    LocalLake,
     UnsafePathError,
     lake_file_path,
     open_lake,
@@ -400,3 +401,15 @@ def test_lake_file_is_a_frozen_value() -> None:
     with pytest.raises(AttributeError):
         file.size = 2  # type: ignore[misc]
     assert not hasattr(file, "__dict__")
+
+
+def test_local_lake_files_and_folders_are_private_to_owner_and_group(tmp_path: Path) -> None:
+    """Lake files hold the source's rows, personal data included: never readable by everyone."""
+    lake = LocalLake(tmp_path / "lake")
+    written = lake.write("cdcflow/lending.customers/dt=2026-01-01/hour=00/p0-00000000000000000000.parquet", b"x")
+    moved = lake.move(written.path, "_archive/" + written.path)
+    created = [p for p in lake.root.rglob("*") if p.is_dir()]
+    assert len(created) == 9  # the data folders and the archive's
+    for path in (lake.root / moved.path, *created):
+        assert path.stat().st_mode & 0o007 == 0, f"{path} is open to everyone: {oct(path.stat().st_mode)}"
+    assert (lake.root / moved.path).stat().st_mode & 0o777 == 0o640

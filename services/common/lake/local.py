@@ -62,7 +62,7 @@ class LocalLake:
 
     def __init__(self, root: Path) -> None:
         with _os_errors("create the lake root", str(root)):
-            root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
             self._root = root.resolve(strict=True)
 
     @property
@@ -172,11 +172,17 @@ def _scan(directory: Path, rel_dir: str) -> Iterator[LakeFile]:
             yield LakeFile(path=rel, size=stat.st_size, version=str(stat.st_mtime_ns))
 
 
+# Lake files hold the source's rows, personal data included: readable by their owner and group (a loader
+# running as another user of the group), never by everyone. The process umask can only narrow these.
+FILE_MODE = 0o640
+FOLDER_MODE = 0o750
+
+
 def _replace_atomically(target: Path, data: bytes) -> os.stat_result:
     """Write a durable temp file next to ``target`` and rename it over ``target``; return its stat."""
     temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex[:16]}-{target.name}"[:MAX_SEGMENT_BYTES])
     try:
-        with temp.open("xb") as handle:
+        with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb") as handle:
             handle.write(data)
             handle.flush()
             _stamp(handle.fileno(), target)
@@ -211,7 +217,7 @@ def _make_dirs(directory: Path) -> None:
         directory = directory.parent
     for folder in reversed(missing):
         with suppress(FileExistsError):  # another writer was first
-            folder.mkdir()
+            folder.mkdir(mode=FOLDER_MODE)
         _fsync_dir(folder.parent)
 
 
