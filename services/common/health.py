@@ -36,6 +36,9 @@ _TEXT = "text/plain; charset=utf-8"
 # How often serve_forever looks at the shutdown flag: bounds how long stop() waits.
 _POLL_INTERVAL_S = 0.2
 _STOP_TIMEOUT_S = 5.0
+# Requests served at once. Probes and scrapes need one or two; a flood of connections (or clients that never
+# finish a request, each held for the handler's timeout) must not become a thread each.
+MAX_CONCURRENT_REQUESTS = 8
 
 
 class _ProbeHTTPServer(ThreadingHTTPServer):
@@ -47,7 +50,25 @@ class _ProbeHTTPServer(ThreadingHTTPServer):
         self.registry = registry
         self.live = live
         self.ready = ready
+        self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_REQUESTS)
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per request while a slot is free; beyond that the connection is closed unanswered."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def server_bind(self) -> None:
         """Bind without ``HTTPServer.server_bind``'s reverse DNS lookup, which can stall in a cluster."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -12,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from services.common.health import HealthServer
+from services.common.health import MAX_CONCURRENT_REQUESTS, HealthServer
 from services.common.metrics import new_registry
 
 
@@ -157,3 +159,31 @@ def test_a_taken_port_fails_start(flags: Flags, registry: CollectorRegistry) -> 
         with pytest.raises(OSError, match="in use"):
             server.start()
         assert not server.running
+
+
+def test_idle_connections_cannot_take_a_thread_each(server: HealthServer, client: httpx.Client) -> None:
+    """Clients that connect and never send a request are held for the handler's timeout; past the bound the
+    server closes new connections at once instead of starting a thread for each, and serves again when
+    the idle ones go."""
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(MAX_CONCURRENT_REQUESTS + 20)]
+    try:
+        deadline = time.monotonic() + 5
+        while threading.active_count() < before + MAX_CONCURRENT_REQUESTS and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the connections past the bound have been accepted (and closed) by now
+        assert threading.active_count() <= before + MAX_CONCURRENT_REQUESTS
+        refused = idle[-1]
+        refused.settimeout(5)
+        assert refused.recv(1) == b""  # closed unanswered
+    finally:
+        for connection in idle:
+            connection.close()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if client.get("/healthz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    assert client.get("/healthz").status_code == 200
