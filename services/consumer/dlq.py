@@ -11,8 +11,8 @@ Each bad record is published once. Its idempotency key is its original coordinat
   when its batch is read again after a transient failure; one whose send failed is.
 - Across writers (a kill -9 or a lost partition between the DLQ send at ingest and the commit at flush): all
   DLQ records of one source partition go to one DLQ partition (a hash of the source topic and partition),
-  and the first time a writer dead-letters a record of a source partition it owns, it reads that DLQ
-  partition once and takes the source offsets it finds there as already published.
+  and the first time a writer dead-letters a record of a source partition it owns, it reads what is new in
+  that DLQ partition (one reader, incrementally) and takes the source offsets it finds there as published.
 - What remains: a killed writer's send still travelling to the broker while its successor reads the DLQ
   partition. Such a copy is byte-for-byte the same record under the same key; whoever reads the DLQ counts
   a record by its ``cdcflow.source.*`` headers, never by DLQ offset.
@@ -43,11 +43,21 @@ import contextlib
 import hashlib
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.debezium.records import DecodeFailure, Headers
-from services.common.kafka import KafkaException, Message, Producer, TopicPartition, consumer, ensure_topics, producer
+from services.common.kafka import (
+    Consumer,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+    consumer,
+    ensure_topics,
+    producer,
+)
 from services.common.logging import get_logger
 from services.common.settings import KafkaSettings
 from services.consumer.errors import DlqDeliveryError, DlqRecordTooLargeError
@@ -140,9 +150,9 @@ class DlqPublisher:
         if create_topic:
             ensure_topics(settings, [self.topic], config={"max.message.bytes": str(MAX_DLQ_MESSAGE_BYTES)})
         config: dict[str, Any] = {"message.max.bytes": MAX_DLQ_MESSAGE_BYTES + (1 << 20), "linger.ms": 5}
-        self._settings = settings
         self._producer: Producer = producer(settings, **{**config, **producer_overrides})
         self._read_timeout_s = read_timeout_s
+        self._index = _DlqIndex(settings, self.topic, read_timeout_s)
         self._partitions = 0  # the DLQ topic's partition count, looked up at the first publish
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._forms: dict[tuple[str, int, int], int] = {}  # records published smaller than as they came
@@ -187,14 +197,9 @@ class DlqPublisher:
         them (a writer that died or lost the partition before its commit may have published them)."""
         try:
             target = dlq_partition(topic, partition, self._dlq_partitions())
-            records = _read_partition(self._settings, self._brokers(), self.topic, target, self._read_timeout_s)
+            found = self._index.offsets(topic, partition, target, self._brokers)
         except KafkaException as exc:
             raise DlqDeliveryError(f"reading {self.topic} for records of {topic}[{partition}]: {exc}") from exc
-        found: set[int] = set()
-        for message in records:
-            source = source_coordinate(message)
-            if source is not None and source[:2] == (topic, partition):
-                found.add(source[2])
         if found:
             log.info("dlq.published_earlier", source=f"{topic}[{partition}]", records=len(found))
         return found
@@ -287,6 +292,7 @@ class DlqPublisher:
         pending = self._pending.get((topic, partition))
         if pending is not None:
             pending.acked = {o for o in pending.acked if o >= committed}
+        self._index.forget_below(topic, partition, committed)
 
     def drop(self, topic: str, partition: int) -> None:
         """Forget a partition that moved away; if it comes back, the DLQ is read again for it (in the meantime
@@ -297,29 +303,72 @@ class DlqPublisher:
     def close(self, timeout_s: float = 10.0) -> None:
         with contextlib.suppress(KafkaException):  # best effort on the way out
             self._producer.flush(timeout_s)
+        self._index.close()
 
 
-def _read_partition(
-    settings: KafkaSettings, brokers: str, topic: str, partition: int, timeout_s: float
-) -> list[Message]:
-    """Every record of ``topic[partition]`` up to its end now, read from ``brokers`` by an assigned consumer that
-    joins no group and commits nothing."""
-    client = consumer(settings, f"{topic}.reader", **{"bootstrap.servers": brokers})
-    found: list[Message] = []
-    try:
-        low, high = client.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-        if high <= low:
-            return found
-        client.assign([TopicPartition(topic, partition, low)])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for message in client.consume(1_000, timeout=0.5):
+class _DlqIndex:
+    """The source offsets the DLQ holds, by source partition, read incrementally: each DLQ partition is read
+    from where the last look stopped up to its end now, by one consumer that joins no group and commits
+    nothing. It holds an int per DLQ record still retained, minus those below a committed offset."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, timeout_s: float) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._timeout_s = timeout_s
+        self._reader: Consumer | None = None
+        self._read_to: dict[int, int] = {}  # per DLQ partition: the next offset to read
+        self._sources: dict[tuple[str, int], set[int]] = {}
+
+    def offsets(self, topic: str, partition: int, dlq_partition: int, brokers: Callable[[], str]) -> set[int]:
+        """What the DLQ holds now of ``topic[partition]`` (its records are all in ``dlq_partition``)."""
+        self._catch_up(dlq_partition, brokers)
+        return set(self._sources.get((topic, partition), ()))
+
+    def forget_below(self, topic: str, partition: int, committed: int) -> None:
+        known = self._sources.get((topic, partition))
+        if known:
+            self._sources[(topic, partition)] = {o for o in known if o >= committed}
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def _catch_up(self, dlq_partition: int, brokers: Callable[[], str]) -> None:
+        if self._reader is None:
+            # a look runs on the writer's poll loop: a fetch left waiting at the broker for more records (500 ms
+            # by default) would hold up the next look, and the loop with it
+            config = {"bootstrap.servers": brokers(), "fetch.wait.max.ms": 10}
+            self._reader = consumer(self._settings, f"{self._topic}.reader", **config)
+        where = TopicPartition(self._topic, dlq_partition)
+        low, high = self._reader.get_watermark_offsets(where, timeout=self._timeout_s)
+        start = max(self._read_to.get(dlq_partition, low), low)
+        if start < high:
+            self._reader.assign([TopicPartition(self._topic, dlq_partition, start)])
+            try:
+                self._read(dlq_partition, start, high)
+            finally:
+                self._reader.unassign()  # no fetching between looks
+        self._read_to[dlq_partition] = max(start, high)
+
+    def _read(self, partition: int, start: int, high: int) -> None:
+        """Index the records ``start..high-1`` of the assigned partition. It runs on the writer's poll loop: every
+        call asks for exactly what is left, so it returns as soon as that has arrived."""
+        assert self._reader is not None
+        deadline = time.monotonic() + self._timeout_s
+        next_offset = start
+        while next_offset < high:
+            if time.monotonic() > deadline:
+                raise KafkaException(f"reading {self._topic} up to offset {high} took over {self._timeout_s:g}s")
+            batch = self._reader.consume(min(high - next_offset, 1_000), timeout=0.5)
+            if not batch:  # offsets with no record (a gap) end before ``high`` too: the position says where it is
+                (position,) = self._reader.position([TopicPartition(self._topic, partition)])
+                next_offset = max(next_offset, position.offset)
+            for message in batch:
                 error = message.error()
                 if error is not None:
                     raise KafkaException(error)
-                found.append(message)
-                if int(message.offset() or 0) >= high - 1:
-                    return found
-        raise KafkaException(f"reading {topic}[{partition}] up to offset {high} took over {timeout_s:g}s")
-    finally:
-        client.close()
+                source = source_coordinate(message)
+                if source is not None:
+                    self._sources.setdefault(source[:2], set()).add(source[2])
+                next_offset = int(message.offset() or 0) + 1
