@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import time
+from pathlib import Path
 
+import psycopg
+
+from services.stack.connect import load_connector
 from services.stack.processes import pid_alive
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import wait_until
@@ -49,3 +55,70 @@ def test_a_killed_component_is_restarted(stack: Stack) -> None:
     stack.up()
     assert stack.connect.process.pid() not in (None, connect_pid)
     assert all(c.healthy for c in stack.status())
+
+
+SHOP_SQL = "create table public.users (user_id bigint primary key, email text not null, plan text)"
+
+
+def _with_second_source(stack: Stack, connect_dir: Path) -> Stack:
+    """The stack with a connect folder of its own: the repository's sources plus ``shop``, a database of its
+    own on the stack's PostgreSQL with its own slot, publication and topic prefix."""
+    repo = stack.settings.stack.connect_dir
+    (connect_dir / "connectors").mkdir(parents=True)
+    for shared in repo.iterdir():  # the jars, the worker's and the broker's files
+        if shared.name != "connectors":
+            (connect_dir / shared.name).symlink_to(shared)
+    for source in (repo / "connectors").glob("*.json"):
+        shutil.copy(source, connect_dir / "connectors" / source.name)
+    config = {
+        key: value
+        for key, value in load_connector(repo, stack.settings.connect.connector).items()
+        if not key.startswith("heartbeat.")  # the heartbeat table is the demo schema's
+    }
+    config.update(
+        {
+            "database.dbname": "shop",
+            "topic.prefix": "shop",
+            "slot.name": "cdcflow_shop",
+            "publication.name": "cdcflow_shop",
+            "schema.include.list": "public",
+            "table.include.list": "public\\.users",
+        }
+    )
+    (connect_dir / "connectors" / "shop.json").write_text(json.dumps({"name": "shop", "config": config}))
+    return Stack(
+        stack.settings.model_copy(
+            update={"stack": stack.settings.stack.model_copy(update={"connect_dir": connect_dir})}
+        )
+    )
+
+
+def test_every_source_is_started_shown_and_leaves_no_slot(stack: Stack, tmp_path: Path) -> None:
+    with psycopg.connect(stack.settings.postgres.dsn(), autocommit=True) as conn:
+        conn.execute("create database shop")
+    with psycopg.connect(
+        stack.settings.postgres.model_copy(update={"database": "shop"}).dsn(), autocommit=True
+    ) as conn:
+        conn.execute(SHOP_SQL)
+    two = _with_second_source(stack, tmp_path / "connect")
+    try:
+        two.up()
+        status = {c.name: c for c in two.status()}
+        assert status["connector:lending"].healthy
+        assert status["connector:shop"].healthy
+        assert {name for name, _ in two.postgres.slots()} == {stack.slot_name, "cdcflow_shop"}
+
+        two.down()
+        two.postgres.start(timeout_s=60)
+        try:
+            assert two.postgres.slots() == []  # both sources' slots, each dropped from its own database
+        finally:
+            two.postgres.stop()
+    finally:
+        stack.up()  # the session's stack, as the other tests expect it
+        stack.connect.delete("shop")
+        wait_until("the shop slot to be released", lambda: ("cdcflow_shop", True) not in stack.postgres.slots())
+        stack.postgres.drop_slot("cdcflow_shop", "shop")
+        with psycopg.connect(stack.settings.postgres.dsn(), autocommit=True) as conn:
+            conn.execute("drop database if exists shop with (force)")
+    assert {name for name, _ in stack.postgres.slots()} == {stack.slot_name}
