@@ -14,6 +14,7 @@ one class to import: it is recognised by its qualified name, and every other ``B
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pyarrow as pa
 
@@ -27,6 +28,8 @@ from services.common.lake.errors import LakeNotFoundError
 __all__ = ["DiscardLake", "decode_isolating", "defect_failure", "describe", "failing_rows", "is_native_panic"]
 
 _MAX_DETAIL = 1_000
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 _NO_ROWS = pa.table({})
 
 
@@ -45,22 +48,31 @@ def defect_failure(message: Message, exc: BaseException, stage: str = "decode") 
     return DecodeFailure(message, Reason.DECODER_ERROR, describe(exc), type(exc).__name__, stage)
 
 
+def _attempt(call: Callable[[_T], _R], argument: _T) -> tuple[_R | None, BaseException | None]:
+    """``call(argument)`` and no defect, or no result and the defect it raised: an ``Exception`` or a native
+    panic. A transient error, or any other ``BaseException`` (an interrupt, an exit), goes on to the caller."""
+    try:
+        return call(argument), None
+    except TransientError:
+        raise
+    except Exception as exc:
+        return None, exc
+    except BaseException as exc:
+        if not is_native_panic(exc):
+            raise
+        return None, exc
+
+
 def decode_isolating(decode: Callable[[MessageBatch], DecodeResult], batch: MessageBatch) -> list[DecodeResult]:
     """``decode(batch)`` as one result or, when it raises, the results of its halves, in batch order.
 
     A transient error goes on to the caller (the whole batch is read again later); so does any
     ``BaseException`` that is not a native panic.
     """
-    try:
-        return [decode(batch)]
-    except TransientError:
-        raise
-    except Exception as exc:
-        defect: BaseException = exc
-    except BaseException as exc:
-        if not is_native_panic(exc):
-            raise
-        defect = exc
+    decoded, defect = _attempt(decode, batch)
+    if defect is None:
+        assert decoded is not None
+        return [decoded]
     if len(batch) <= 1:
         failures = [defect_failure(batch.message(0), defect)] if len(batch) else []
         return [DecodeResult(_NO_ROWS, failures)]
@@ -79,17 +91,9 @@ def failing_rows(check: Callable[[pa.Table], object], rows: pa.Table) -> list[tu
 def _bisect_rows(
     check: Callable[[pa.Table], object], rows: pa.Table, offset: int, failing: list[tuple[int, BaseException]]
 ) -> None:
-    try:
-        check(rows)
+    _, defect = _attempt(check, rows)
+    if defect is None:
         return
-    except TransientError:
-        raise
-    except Exception as exc:
-        defect: BaseException = exc
-    except BaseException as exc:
-        if not is_native_panic(exc):
-            raise
-        defect = exc
     if rows.num_rows <= 1:
         failing.extend((offset, defect) for _ in range(rows.num_rows))
         return
