@@ -27,8 +27,8 @@ from typing import Any
 
 from services.common.contracts import TableContract, load_contracts
 from services.common.debezium.records import Reason
-from services.common.kafka import ensure_topics, producer
-from services.common.settings import Settings, repo_root
+from services.common.kafka import ensure_topics
+from services.common.settings import repo_root
 from tests.fixtures.pipeline import (
     Coordinate,
     WorkloadThread,
@@ -38,6 +38,7 @@ from tests.fixtures.pipeline import (
     dlq_messages,
     header_dict,
     partition_ends,
+    produce_in_order,
     wait_for_log_event,
     wait_until_committed,
     writer_log,
@@ -209,33 +210,6 @@ def _valid_event(table: str, serial: int) -> dict[str, Any]:
 # --- producing while the workload runs ---------------------------------------------------------------------
 
 
-def _produce(settings: Settings, records: list[Produced]) -> None:
-    client = producer(settings.kafka)
-    errors: list[str] = []
-
-    def report_for(record: Produced) -> Callable[[Any, Any], None]:
-        def report(error: Any, message: Any) -> None:
-            if error is not None:
-                errors.append(f"{record.kind}: {error}")
-            else:
-                record.offset = int(message.offset())
-
-        return report
-
-    for record in records:
-        client.produce(
-            record.topic,
-            key=record.key,
-            value=record.value,
-            partition=record.partition,
-            headers=record.headers,
-            on_delivery=report_for(record),
-        )
-    assert client.flush(60) == 0, "hostile records still undelivered after 60 s"
-    assert errors == [], errors
-    assert all(r.offset >= 0 for r in records)
-
-
 def _plan(prefix: str, partitions: int) -> list[Produced]:
     rng = random.Random(SEED)
     planned = []
@@ -283,7 +257,7 @@ def test_hostile_records_are_dead_lettered_and_the_writer_stays_up(
     plan = _plan(prefix, source.kafka.topic_partitions)
     time.sleep(WORKLOAD_S / 4)  # real change events before the hostile ones ...
     for record in plan:  # ... and between them
-        _produce(source, [record])
+        produce_in_order(source, [record])
         time.sleep(WORKLOAD_S / 2 / len(plan))
         assert proc.poll() is None, f"the writer died after {record.kind}:\n{writer_log(writer, proc)[-4000:]}"
     workload.join(timeout=WORKLOAD_S * 4)

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.common.contracts import Column, TableContract, load_contracts
 from services.common.debezium import UNAVAILABLE_VALUE, days_to_date, micros_to_datetime, variable_scale_decimal
 from services.common.debezium.records import Reason
-from services.common.kafka import Message, ensure_topics, producer
+from services.common.kafka import Message, ensure_topics
 from services.common.settings import Settings, repo_root
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import (
@@ -42,6 +42,7 @@ from tests.fixtures.pipeline import (
     header_dict,
     lake_coordinates,
     partition_ends,
+    produce_in_order,
     read_lake_table,
     read_partitions,
     wait_for_log_event,
@@ -298,36 +299,6 @@ def _scrape(url: str) -> dict[str, Counter[tuple[str, ...]]]:
     return samples
 
 
-def _produce(settings: Settings, records: list[Planned]) -> None:
-    """Produce in order; each record learns its offset from its delivery report."""
-    client = producer(settings.kafka, **{"linger.ms": 5})
-    errors: list[str] = []
-
-    def delivered(planned: Planned) -> Callable[[Any, Any], None]:
-        def report(error: Any, message: Any) -> None:
-            if error is not None:
-                errors.append(f"{planned.kind} to {planned.topic}: {error}")
-            else:
-                planned.offset = int(message.offset())
-
-        return report
-
-    for planned in records:
-        client.produce(
-            planned.topic,
-            value=planned.value,
-            key=planned.key,
-            partition=planned.partition,
-            headers=planned.headers,
-            timestamp=planned.timestamp_ms,
-            on_delivery=delivered(planned),
-        )
-        client.poll(0)
-    assert client.flush(30) == 0, "records still undelivered after 30 s"
-    assert errors == [], errors
-    assert all(r.offset >= 0 for r in records)
-
-
 def _plan(settings: Settings, prefix: str, topics: dict[str, str], unknown_table: str) -> list[Planned]:
     """Good, bad and tombstone records, shuffled (seeded) over a few partitions of each topic."""
     rng = random.Random(SEED)
@@ -417,7 +388,7 @@ def test_poison_records_go_to_the_dlq_unchanged_and_the_writer_keeps_going(
     wait_for_log_event(writer, proc, "writer.assigned")
 
     plan = _plan(settings, prefix, topics, unknown_table)
-    _produce(settings, plan)
+    produce_in_order(settings, plan)
     good = [p for p in plan if p.kind == "good"]
     bad = [p for p in plan if p.reason is not None]
     tombstones = [p for p in plan if p.kind == "tombstone"]
@@ -520,7 +491,7 @@ def test_a_json_null_value_at_the_head_of_a_batch_does_not_crash_the_writer(
     for index in range(3):
         value = tx.event()
         plan.append(Planned("good", topic, 0, b"{}", value, [("poison.kind", b"good")], base_ms + 1 + index))
-    _produce(settings, plan)  # before the writer starts: the null heads its first batch of the partition
+    produce_in_order(settings, plan)  # before the writer starts: the null heads its first batch of the partition
 
     writer.env_overrides["CDCFLOW_KAFKA__TOPIC_PREFIX"] = prefix
     proc = writer.start()
