@@ -11,6 +11,8 @@ STAMP := $(VENV)/.installed
 JARS := connect/lib/.fetched
 BQEMU_VENV := .cdcflow/bqemulator-venv
 BQEMU_STAMP := $(BQEMU_VENV)/.installed
+MONITORING_TOOLS := .cdcflow/monitoring-tools
+MONITORING_STAMP := $(MONITORING_TOOLS)/.installed
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 200
 FRESHNESS_ARGS ?=
@@ -19,7 +21,7 @@ FUZZ_SECONDS ?= 600
 # rustup puts cargo here.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: install prereqs jars bqemulator demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform bench-freshness
+.PHONY: install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform bench-freshness
 
 install: prereqs $(STAMP)
 
@@ -68,6 +70,25 @@ $(BQEMU_STAMP): tests/bqemulator-requirements.txt tests/fixtures/bqemulator_exte
 	HOME=$(abspath $(BQEMU_VENV))/home $(BQEMU_VENV)/bin/python tests/fixtures/bqemulator_extensions.py
 	touch $@
 
+# Prometheus, promtool and Alertmanager from Debian's packages, unpacked under .cdcflow/monitoring-tools
+# instead of installed: installing them would start system services, and the tests start their own servers
+# on free ports. The binaries are static Go programs, so the packages' dependencies (init scripts, the
+# web UI's JavaScript) are not needed. `apt-get download` works without root; the list update needs it.
+monitoring-tools: $(MONITORING_STAMP)
+
+$(MONITORING_STAMP):
+	rm -rf $(MONITORING_TOOLS) && mkdir -p $(MONITORING_TOOLS)/debs
+	cd $(MONITORING_TOOLS)/debs && { apt-get download -qq prometheus prometheus-alertmanager 2>/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq prometheus prometheus-alertmanager; }; }
+	for deb in $(MONITORING_TOOLS)/debs/*.deb; do dpkg-deb -x $$deb $(MONITORING_TOOLS)/root; done
+	rm -rf $(MONITORING_TOOLS)/debs
+	$(MONITORING_TOOLS)/root/usr/bin/promtool --version >/dev/null
+	touch $@
+
+# Regenerate the Grafana dashboards' JSON (deploy/grafana/dashboards/) from their code in deploy/grafana/.
+dashboards: install
+	$(BIN)/python -m deploy.grafana
+
 $(JARS): connect/pom.xml
 	mvn -B -q -f connect/pom.xml package
 	touch $@
@@ -92,7 +113,7 @@ demo: install jars
 	$(CDCFLOW) demo --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE)
 
 # Every tier. The test session starts the stack if it is not up and stops it at the end.
-test: install jars bqemulator test-native
+test: install jars bqemulator monitoring-tools test-native
 	$(BIN)/pytest tests
 
 # The Rust crates' own tests: fixed cases and bounded property tests (PROPTEST_CASES raises the bound).
@@ -109,10 +130,10 @@ test-native: install
 fuzz: install
 	$(BIN)/python -m tests.fuzz --seconds $(FUZZ_SECONDS)
 
-test-unit: install
+test-unit: install monitoring-tools
 	$(BIN)/pytest tests/unit
 
-test-integration: install jars bqemulator
+test-integration: install jars bqemulator monitoring-tools
 	$(BIN)/pytest tests/integration tests/e2e
 
 lint: install
