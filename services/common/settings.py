@@ -23,6 +23,7 @@ __all__ = [
     "LakeSettings",
     "LoaderSettings",
     "LogSettings",
+    "MonitorSettings",
     "PostgresSettings",
     "Settings",
     "StackSettings",
@@ -117,6 +118,9 @@ class ConnectSettings(_Frozen):
 
     url: str = "http://127.0.0.1:18083"
     connector: str = "lending"
+    # The local worker's Prometheus JMX exporter (Debezium's streaming and snapshot metrics), on 127.0.0.1;
+    # 0 starts the worker without it.
+    jmx_exporter_port: int = Field(default=19404, ge=0, le=65535)
 
     @field_validator("url")
     @classmethod
@@ -317,6 +321,32 @@ class TransformSettings(_Frozen):
         return value.split() if isinstance(value, str) else value
 
 
+class MonitorSettings(_Frozen):
+    """``cdcflow monitor``: lag, slots, connectors, freshness and the DLQ, seen from outside the workers."""
+
+    interval_s: float = Field(default=10.0, gt=0)
+    # Consumer groups whose id starts with this are watched (the writer's default is cdcflow-lake-writer),
+    # and so are their DLQ topics, _cdcflow.dlq.<group>.
+    group_prefix: str = "cdcflow"
+    probes: list[Literal["kafka", "postgres", "connect", "warehouse", "transform", "dlq"]] = Field(
+        default_factory=lambda: ["kafka", "postgres", "connect", "warehouse", "transform", "dlq"]
+    )
+    # Each request to Kafka, PostgreSQL or Connect gives up after this long; a probe that fails is retried
+    # at its next poll and never stops the others.
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # Samples of each partition's high watermark kept to date the oldest uncommitted record (one per poll at
+    # most): 360 at 10 s cover an hour; older records are dated by reading their timestamp.
+    lag_samples: int = Field(default=360, ge=2, le=100_000)
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=9104, ge=0, le=65535)
+
+    @field_validator("probes", mode="before")
+    @classmethod
+    def _probe_list(cls, value: object) -> object:
+        # CDCFLOW_MONITOR__PROBES="kafka postgres": a space- or comma-separated list
+        return value.replace(",", " ").split() if isinstance(value, str) else value
+
+
 class LogSettings(_Frozen):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "console"] = "auto"
@@ -346,6 +376,7 @@ class Settings(BaseSettings):
     writer: WriterSettings = Field(default_factory=WriterSettings)
     loader: LoaderSettings = Field(default_factory=LoaderSettings)
     transform: TransformSettings = Field(default_factory=TransformSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="before")
