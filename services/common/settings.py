@@ -36,7 +36,9 @@ __all__ = [
 
 ENV_PREFIX = "CDCFLOW_"
 SECRETS_DIR_ENV = "CDCFLOW_SECRETS_DIR"
+HOME_ENV = "CDCFLOW_HOME"  # where connect/, schemas/ and dbt/ are: read by repo_root(), not a setting
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
+_NOT_SETTINGS = frozenset({SECRETS_DIR_ENV, HOME_ENV})
 _MASK = "**********"
 _SECRET_KEY = re.compile(r"(password|secret|token|credential|sasl\.|ssl\.key)", re.IGNORECASE)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -44,8 +46,19 @@ _URL_CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
 
 
 def repo_root() -> Path:
-    """The source tree that holds ``connect/``, ``schemas/`` and ``dbt/`` next to ``services/``."""
-    return Path(__file__).resolve().parents[2]
+    """The folder that holds ``connect/``, ``schemas/`` and ``dbt/``.
+
+    ``CDCFLOW_HOME`` when it is set (an installed package, e.g. the container image, keeps them there); else
+    the source tree around ``services/`` when it has them (a checkout, an editable install); else the current
+    directory (a wheel installed elsewhere, run from a copy of the project's files).
+    """
+    home = os.environ.get(HOME_ENV, "")
+    if home:
+        return Path(home).resolve()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "schemas").is_dir():
+        return checkout
+    return Path.cwd()
 
 
 class _Frozen(BaseModel):
@@ -463,7 +476,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
     secrets_dir = Path(env.get(SECRETS_DIR_ENV, str(DEFAULT_SECRETS_DIR)))
     merged = {**_secret_files(secrets_dir), **{k.upper(): v for k, v in env.items()}}
-    nested = _nest({k: v for k, v in merged.items() if k.startswith(ENV_PREFIX) and k != SECRETS_DIR_ENV})
+    nested = _nest({k: v for k, v in merged.items() if k.startswith(ENV_PREFIX) and k not in _NOT_SETTINGS})
     try:
         return Settings.model_validate(nested)
     except ValidationError as exc:
