@@ -18,11 +18,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from services.common.errors import ConfigError
 
 __all__ = [
+    "MONITOR_PROBES",
     "ConnectSettings",
     "KafkaSettings",
     "LakeSettings",
     "LoaderSettings",
     "LogSettings",
+    "MonitorProbe",
     "MonitorSettings",
     "PostgresSettings",
     "Settings",
@@ -334,6 +336,10 @@ class TransformSettings(_Frozen):
         return value.split() if isinstance(value, str) else value
 
 
+MonitorProbe = Literal["kafka", "postgres", "connect", "warehouse", "transform", "dlq"]
+MONITOR_PROBES: tuple[MonitorProbe, ...] = ("kafka", "postgres", "connect", "warehouse", "transform", "dlq")
+
+
 class MonitorSettings(_Frozen):
     """``cdcflow monitor``: lag, slots, connectors, freshness and the DLQ, seen from outside the workers."""
 
@@ -341,9 +347,7 @@ class MonitorSettings(_Frozen):
     # Consumer groups whose id starts with this are watched (the writer's default is cdcflow-lake-writer),
     # and so are their DLQ topics, _cdcflow.dlq.<group>.
     group_prefix: str = "cdcflow"
-    probes: list[Literal["kafka", "postgres", "connect", "warehouse", "transform", "dlq"]] = Field(
-        default_factory=lambda: ["kafka", "postgres", "connect", "warehouse", "transform", "dlq"]
-    )
+    probes: list[MonitorProbe] = Field(default_factory=lambda: list(MONITOR_PROBES))
     # Each request to Kafka, PostgreSQL or Connect gives up after this long; a probe that fails is retried
     # at its next poll and never stops the others.
     timeout_s: float = Field(default=5.0, gt=0, le=60)
