@@ -77,11 +77,19 @@ class WriterMetrics:
         self.tombstones_skipped = Counter(
             "cdcflow_tombstones_skipped_total", "Tombstones (null values) skipped.", ("topic",), registry=registry
         )
-        self.lag_records = Gauge(
-            "cdcflow_consumer_lag_records", "High watermark minus committed offset.", _PARTITION, registry=registry
+        # What this writer has still to *read*, not what its group has committed: the group's lag (against
+        # the committed offset, surviving the writer's death) is cdcflow monitor's cdcflow_consumer_lag_*.
+        self.consume_lag_records = Gauge(
+            "cdcflow_writer_consume_lag_records",
+            "High watermark minus this writer's consumed position (records it has not yet read).",
+            _PARTITION,
+            registry=registry,
         )
-        self.lag_seconds = Gauge(
-            "cdcflow_consumer_lag_seconds", "Age of the newest record consumed.", _PARTITION, registry=registry
+        self.consume_lag_seconds = Gauge(
+            "cdcflow_writer_consume_lag_seconds",
+            "Seconds since the newest record this writer has read was written, while it has records left to read.",
+            _PARTITION,
+            registry=registry,
         )
         self._init_flush(registry)
         self._init_group(registry)
@@ -133,7 +141,7 @@ class WriterMetrics:
         forever, so dashboards would sum stale lag and alerts would fire on a partition nobody owns here.
         Counters keep their series: a counter that disappears and comes back looks like a reset, not a lie.
         """
-        for gauge in (self.lag_records, self.lag_seconds):
+        for gauge in (self.consume_lag_records, self.consume_lag_seconds):
             gauge.remove(group, topic, str(partition))
 
 
@@ -204,11 +212,44 @@ class TransformMetrics:
 
 
 class MonitorMetrics:
-    """``cdcflow monitor``: replication slots (PostgreSQL) and connector/task state (Connect REST API)."""
+    """``cdcflow monitor``: what it sees of Kafka, PostgreSQL, Connect, the warehouse, dbt and the DLQ.
+
+    The consumer lag lives here, not in the writer: it is measured against the *committed* offset from
+    outside the workers, so a dead writer's lag keeps its series and keeps growing.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._init_lag(registry)
+        self._init_slots(registry)
+        self._init_pipeline(registry)
+        self._init_self(registry)
+
+    def _init_lag(self, registry: CollectorRegistry) -> None:
+        self.lag_records = Gauge(
+            "cdcflow_consumer_lag_records",
+            "High watermark minus the group's committed offset (minus the log start when nothing is committed).",
+            _PARTITION,
+            registry=registry,
+        )
+        self.lag_seconds = Gauge(
+            "cdcflow_consumer_lag_seconds",
+            "Age of the oldest record the group has not committed; 0 only when nothing is uncommitted.",
+            _PARTITION,
+            registry=registry,
+        )
+        self.committed_offset = Gauge(
+            "cdcflow_consumer_committed_offset", "The group's committed offset.", _PARTITION, registry=registry
+        )
+        self.end_offset = Gauge(
+            "cdcflow_topic_end_offset", "The partition's high watermark.", ("topic", "partition"), registry=registry
+        )
+
+    def _init_slots(self, registry: CollectorRegistry) -> None:
         self.slot_retained_bytes = Gauge(
-            "cdcflow_replication_slot_retained_bytes", "WAL bytes the slot holds back.", ("slot",), registry=registry
+            "cdcflow_replication_slot_retained_bytes",
+            "WAL bytes the slot holds back (current WAL position minus restart_lsn).",
+            ("slot",),
+            registry=registry,
         )
         self.slot_active = Gauge(
             "cdcflow_replication_slot_active",
@@ -216,11 +257,68 @@ class MonitorMetrics:
             ("slot",),
             registry=registry,
         )
+        self.slot_confirmed_flush_lag_bytes = Gauge(
+            "cdcflow_replication_slot_confirmed_flush_lag_bytes",
+            "Current WAL position minus the slot's confirmed_flush_lsn.",
+            ("slot",),
+            registry=registry,
+        )
+        self.slot_wal_status = Gauge(
+            "cdcflow_replication_slot_wal_status",
+            "1 for the slot's current wal_status (reserved, extended, unreserved, lost), 0 for the others.",
+            ("slot", "status"),
+            registry=registry,
+        )
+
+    def _init_pipeline(self, registry: CollectorRegistry) -> None:
         self.connector_up = Gauge(
             "cdcflow_connector_up", "1 when the connector is RUNNING.", ("connector",), registry=registry
         )
         self.connector_task_running = Gauge(
             "cdcflow_connector_task_running", "1 when the task is RUNNING.", ("connector", "task"), registry=registry
+        )
+        self.bronze_freshness = Gauge(
+            "cdcflow_bronze_freshness_seconds",
+            "Now minus the newest _source_ts in bronze.",
+            ("table",),
+            registry=registry,
+        )
+        self.bronze_last_load = Gauge(
+            "cdcflow_bronze_last_load_timestamp_seconds",
+            "Unix time of the newest load recorded in the load manifest.",
+            ("table",),
+            registry=registry,
+        )
+        self.transform_last_run = Gauge(
+            "cdcflow_transform_last_run_timestamp_seconds",
+            "Unix time the last transform run ended.",
+            registry=registry,
+        )
+        self.transform_last_run_success = Gauge(
+            "cdcflow_transform_last_run_success", "1 when the last transform run succeeded.", registry=registry
+        )
+        self.dlq_records = Counter(
+            "cdcflow_dlq_records_total",
+            "DLQ records read by the monitor, by reason; each original record counted once.",
+            ("group", "reason"),
+            registry=registry,
+        )
+        self.dlq_depth = Gauge(
+            "cdcflow_dlq_depth_records",
+            "Records held in the group's DLQ topic (end minus start offsets).",
+            ("group",),
+            registry=registry,
+        )
+
+    def _init_self(self, registry: CollectorRegistry) -> None:
+        self.probe_up = Gauge(
+            "cdcflow_monitor_probe_up", "1 when the probe's last poll succeeded.", ("probe",), registry=registry
+        )
+        self.probe_duration = Gauge(
+            "cdcflow_monitor_probe_duration_seconds",
+            "Duration of the probe's last poll.",
+            ("probe",),
+            registry=registry,
         )
 
 

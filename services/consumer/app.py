@@ -644,10 +644,10 @@ class LakeWriter:
             if high < 0:
                 continue
             lag = max(0, high - (position if position >= 0 else low))
-            self._metrics.lag_records.labels(group, tp[0], str(tp[1])).set(lag)
+            self._metrics.consume_lag_records.labels(group, tp[0], str(tp[1])).set(lag)
             last_ms = self._last_timestamp_ms.get(tp, 0)
             seconds = max(0.0, time.time() - last_ms / 1000) if lag and last_ms > 0 else 0.0
-            self._metrics.lag_seconds.labels(group, tp[0], str(tp[1])).set(seconds)
+            self._metrics.consume_lag_seconds.labels(group, tp[0], str(tp[1])).set(seconds)
 
 
 def _starts(settings: Settings, group_id: str, partitions: list[TP]) -> dict[TP, tuple[int, int, int]]:

@@ -135,7 +135,7 @@ def _per_table(writer: CollectorRegistry, loaders: list[CollectorRegistry], pref
         rows[labels["table"]]["lake rows"] += value
     for labels, value in _samples(writer, "cdcflow_records_dlq_total"):
         rows[table_of(labels["topic"])]["dlq"] += value
-    for labels, value in _samples(writer, "cdcflow_consumer_lag_records"):
+    for labels, value in _samples(writer, "cdcflow_writer_consume_lag_records"):
         rows[table_of(labels["topic"])][f"lag p{labels['partition']}"] = value
     for loader in loaders:
         for labels, value in _samples(loader, "cdcflow_loader_rows_loaded_total"):

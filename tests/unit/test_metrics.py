@@ -27,8 +27,8 @@ CONTRACT: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
         "cdcflow_records_written_total": ("counter", ("table",)),
         "cdcflow_records_dlq_total": ("counter", ("topic", "reason")),
         "cdcflow_tombstones_skipped_total": ("counter", ("topic",)),
-        "cdcflow_consumer_lag_records": ("gauge", ("group", "topic", "partition")),
-        "cdcflow_consumer_lag_seconds": ("gauge", ("group", "topic", "partition")),
+        "cdcflow_writer_consume_lag_records": ("gauge", ("group", "topic", "partition")),
+        "cdcflow_writer_consume_lag_seconds": ("gauge", ("group", "topic", "partition")),
         "cdcflow_flush_duration_seconds": ("histogram", ("table",)),
         "cdcflow_flush_records": ("histogram", ("table",)),
         "cdcflow_lake_files_written_total": ("counter", ("table",)),
@@ -56,10 +56,24 @@ CONTRACT: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
         "cdcflow_dbt_test_failures": ("gauge", ("model",)),
     },
     "monitor": {
+        "cdcflow_consumer_lag_records": ("gauge", ("group", "topic", "partition")),
+        "cdcflow_consumer_lag_seconds": ("gauge", ("group", "topic", "partition")),
+        "cdcflow_consumer_committed_offset": ("gauge", ("group", "topic", "partition")),
+        "cdcflow_topic_end_offset": ("gauge", ("topic", "partition")),
         "cdcflow_replication_slot_retained_bytes": ("gauge", ("slot",)),
         "cdcflow_replication_slot_active": ("gauge", ("slot",)),
+        "cdcflow_replication_slot_confirmed_flush_lag_bytes": ("gauge", ("slot",)),
+        "cdcflow_replication_slot_wal_status": ("gauge", ("slot", "status")),
         "cdcflow_connector_up": ("gauge", ("connector",)),
         "cdcflow_connector_task_running": ("gauge", ("connector", "task")),
+        "cdcflow_bronze_freshness_seconds": ("gauge", ("table",)),
+        "cdcflow_bronze_last_load_timestamp_seconds": ("gauge", ("table",)),
+        "cdcflow_transform_last_run_timestamp_seconds": ("gauge", ()),
+        "cdcflow_transform_last_run_success": ("gauge", ()),
+        "cdcflow_dlq_records_total": ("counter", ("group", "reason")),
+        "cdcflow_dlq_depth_records": ("gauge", ("group",)),
+        "cdcflow_monitor_probe_up": ("gauge", ("probe",)),
+        "cdcflow_monitor_probe_duration_seconds": ("gauge", ("probe",)),
     },
     "all": {
         "cdcflow_build_info": ("gauge", ("version",)),
@@ -95,19 +109,29 @@ def _registered_types(registry: CollectorRegistry) -> dict[str, str]:
     return {family.name: family.type for family in registry.collect()}
 
 
-def _full_registry() -> CollectorRegistry:
-    registry = new_registry(with_process_metrics=False)
-    for cls in COMPONENTS.values():
-        cls(registry)
-    register_build_info(registry, "1.2.3")
-    return registry
-
-
 def test_a_fresh_registry_holds_exactly_the_contract() -> None:
-    expected = {
-        _family_name(name, kind): kind for table in CONTRACT.values() for name, (kind, _labels) in table.items()
-    }
-    assert _registered_types(_full_registry()) == expected
+    """Each component's registry holds its table of the contract; build info is everyone's."""
+    for component, cls in COMPONENTS.items():
+        registry = new_registry(with_process_metrics=False)
+        cls(registry)
+        register_build_info(registry, "1.2.3")
+        expected = {
+            _family_name(name, kind): kind
+            for table in (CONTRACT[component], CONTRACT["all"])
+            for name, (kind, _labels) in table.items()
+        }
+        assert _registered_types(registry) == expected, component
+
+
+def test_only_bronze_freshness_is_exported_by_two_components() -> None:
+    """The loader reports freshness after each load, the monitor between loads and while the loader is down;
+    any other name shared by two components would be a collision on a dashboard."""
+    owners: dict[str, list[str]] = {}
+    for component in COMPONENTS:
+        for name in CONTRACT[component]:
+            owners.setdefault(name, []).append(component)
+    shared = {name: sorted(who) for name, who in owners.items() if len(who) > 1}
+    assert shared == {"cdcflow_bronze_freshness_seconds": ["loader", "monitor"]}
 
 
 @pytest.mark.parametrize("component", sorted(COMPONENTS))
@@ -223,13 +247,22 @@ def test_forget_partition_removes_only_that_partitions_lag() -> None:
     registry = new_registry(with_process_metrics=False)
     writer = WriterMetrics(registry)
     for partition in (0, 1):
-        writer.lag_records.labels(group="lake", topic="cdc.public.customers", partition=partition).set(10 + partition)
-        writer.lag_seconds.labels(group="lake", topic="cdc.public.customers", partition=partition).set(2.5)
+        labels = {"group": "lake", "topic": "cdc.public.customers", "partition": partition}
+        writer.consume_lag_records.labels(**labels).set(10 + partition)
+        writer.consume_lag_seconds.labels(**labels).set(2.5)
     writer.forget_partition("lake", "cdc.public.customers", 0)
     gone = {"group": "lake", "topic": "cdc.public.customers", "partition": "0"}
     kept = {**gone, "partition": "1"}
-    assert registry.get_sample_value("cdcflow_consumer_lag_records", gone) is None
-    assert registry.get_sample_value("cdcflow_consumer_lag_seconds", gone) is None
-    assert registry.get_sample_value("cdcflow_consumer_lag_records", kept) == 11
-    assert registry.get_sample_value("cdcflow_consumer_lag_seconds", kept) == 2.5
+    assert registry.get_sample_value("cdcflow_writer_consume_lag_records", gone) is None
+    assert registry.get_sample_value("cdcflow_writer_consume_lag_seconds", gone) is None
+    assert registry.get_sample_value("cdcflow_writer_consume_lag_records", kept) == 11
+    assert registry.get_sample_value("cdcflow_writer_consume_lag_seconds", kept) == 2.5
     writer.forget_partition("lake", "cdc.public.customers", 7)  # never reported: nothing to do, no error
+
+
+def test_the_writer_no_longer_exports_the_groups_lag() -> None:
+    """The group's lag (against the committed offset) belongs to cdcflow monitor alone."""
+    registry = new_registry(with_process_metrics=False)
+    WriterMetrics(registry)
+    names = {family.name for family in registry.collect()}
+    assert not {"cdcflow_consumer_lag_records", "cdcflow_consumer_lag_seconds"} & names
