@@ -20,6 +20,7 @@ from services.common.errors import ConfigError
 __all__ = [
     "MONITOR_PROBES",
     "ConnectSettings",
+    "DlqSettings",
     "KafkaSettings",
     "LakeSettings",
     "LoaderSettings",
@@ -364,6 +365,26 @@ class MonitorSettings(_Frozen):
         return value.replace(",", " ").split() if isinstance(value, str) else value
 
 
+class DlqSettings(_Frozen):
+    """The DLQ tool (``cdcflow dlq``)."""
+
+    # The consumer group whose DLQ (_cdcflow.dlq.<group>) the tool reads. Empty: the writer's group_id.
+    group_id: str = ""
+    # A record replayed this many times already is parked (recorded, not replayed again).
+    max_replays: int = Field(default=3, ge=1, le=1_000)
+    # Records per second a replay republishes at most (--rate overrides it).
+    rate: float = Field(default=500.0, gt=0)
+    # Each read of a whole topic and each Kafka transaction call gives up after this long.
+    timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("group_id")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if value and not re.match(r"^[A-Za-z0-9_\-.]+$", value):
+            raise ValueError("group_id may hold only letters, digits, '.', '_' and '-'")
+        return value
+
+
 class LogSettings(_Frozen):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "console"] = "auto"
@@ -394,6 +415,7 @@ class Settings(BaseSettings):
     loader: LoaderSettings = Field(default_factory=LoaderSettings)
     transform: TransformSettings = Field(default_factory=TransformSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    dlq: DlqSettings = Field(default_factory=DlqSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="before")
@@ -428,6 +450,10 @@ class Settings(BaseSettings):
     def writer_state_dir(self) -> Path:
         """The lake writer's own state: ``writer.state_dir``, else ``<state_dir>/writer``."""
         return Path(self.writer.state_dir) if self.writer.state_dir else self.stack.state_dir / "writer"
+
+    def dlq_group(self) -> str:
+        """The group whose DLQ the DLQ tool works on: ``dlq.group_id``, else the writer's."""
+        return self.dlq.group_id or self.writer.group_id
 
     def duckdb_path(self) -> Path:
         return Path(self.warehouse.duckdb_path or self.stack.state_dir / "warehouse.duckdb")
