@@ -1,0 +1,1 @@
+"""Deployment as code: Grafana dashboards (``deploy/grafana``) and Prometheus rules (``deploy/prometheus``)."""

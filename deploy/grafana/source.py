@@ -1,0 +1,147 @@
+"""The Source dashboard: what the pipeline costs PostgreSQL (slot WAL) and whether capture runs at all
+(connector and task state, Debezium's own lag from its JMX metrics on the Connect worker)."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard
+
+from deploy.grafana.common import (
+    PanelBuilder,
+    Query,
+    Section,
+    label_variable,
+    new_dashboard,
+    stat_panel,
+    timeseries_panel,
+)
+
+__all__ = ["DEBEZIUM_METRICS", "source_dashboard"]
+
+_SLOT = '{slot=~"$slot"}'
+_CONNECTOR = '{connector=~"$connector"}'
+
+#: Debezium's streaming metrics as the Connect worker's JMX exporter names them (connect/jmx-exporter.yml);
+#: ``name`` is the connector's topic prefix.
+DEBEZIUM_METRICS = {
+    "behind": "debezium_metrics_MilliSecondsBehindSource",
+    "queue": "debezium_metrics_QueueRemainingCapacity",
+    "since_event": "debezium_metrics_MilliSecondsSinceLastEvent",
+}
+_STREAMING = '{context="streaming"}'
+
+
+def _slots() -> list[PanelBuilder]:
+    return [
+        timeseries_panel(
+            "WAL retained by each slot",
+            "Bytes of WAL PostgreSQL keeps for the slot (pg_current_wal_lsn - restart_lsn); it fills the "
+            "source's disk when capture stops.",
+            "bytes",
+            Query(f"max by (slot) (cdcflow_replication_slot_retained_bytes{_SLOT})", "{{slot}}"),
+        ),
+        timeseries_panel(
+            "Confirmed-flush lag",
+            "Bytes between the server's WAL position and what the connector confirmed.",
+            "bytes",
+            Query(f"max by (slot) (cdcflow_replication_slot_confirmed_flush_lag_bytes{_SLOT})", "{{slot}}"),
+        ),
+        stat_panel(
+            "Slot active",
+            "1 while a client (the connector) streams from the slot.",
+            "bool",
+            Query(f"min by (slot) (cdcflow_replication_slot_active{_SLOT})", "{{slot}}"),
+            width=12,
+        ),
+        stat_panel(
+            "Slot WAL status",
+            "pg_replication_slots.wal_status: reserved and extended are fine; unreserved and lost are not.",
+            "bool",
+            Query(f"max by (slot, status) (cdcflow_replication_slot_wal_status{_SLOT}) > 0", "{{slot}} {{status}}"),
+            width=12,
+        ),
+    ]
+
+
+def _connectors() -> list[PanelBuilder]:
+    return [
+        stat_panel(
+            "Connector running",
+            "1 when Connect reports the connector RUNNING.",
+            "bool",
+            Query(f"min by (connector) (cdcflow_connector_up{_CONNECTOR})", "{{connector}}"),
+        ),
+        stat_panel(
+            "Tasks running",
+            "1 per task Connect reports RUNNING.",
+            "bool",
+            Query(f"min by (connector, task) (cdcflow_connector_task_running{_CONNECTOR})", "{{connector}}/{{task}}"),
+        ),
+        stat_panel(
+            "Connect worker scraped",
+            "1 when Prometheus reaches the worker's JMX exporter.",
+            "bool",
+            Query('min by (instance) (up{job="connect"})', "{{instance}}"),
+        ),
+    ]
+
+
+def _debezium() -> list[PanelBuilder]:
+    return [
+        timeseries_panel(
+            "Debezium: behind the source",
+            "Milliseconds between a change's commit in PostgreSQL and the connector reading it.",
+            "ms",
+            Query(f"max by (name) ({DEBEZIUM_METRICS['behind']}{_STREAMING})", "{{name}}"),
+            width=8,
+        ),
+        timeseries_panel(
+            "Debezium: queue remaining capacity",
+            "Free slots in the connector's queue to Kafka; near 0 means Kafka or Connect cannot keep up.",
+            "short",
+            Query(f"min by (name) ({DEBEZIUM_METRICS['queue']}{_STREAMING})", "{{name}}"),
+            width=8,
+        ),
+        timeseries_panel(
+            "Debezium: since the last event",
+            "Milliseconds since the connector read its last change (the heartbeat keeps it low when idle).",
+            "ms",
+            Query(f"max by (name) ({DEBEZIUM_METRICS['since_event']}{_STREAMING})", "{{name}}"),
+            width=8,
+        ),
+    ]
+
+
+def _monitor() -> list[PanelBuilder]:
+    return [
+        stat_panel(
+            "Monitor probes up",
+            "1 when cdcflow monitor's last poll of that system succeeded.",
+            "bool",
+            Query("min by (probe) (cdcflow_monitor_probe_up)", "{{probe}}"),
+            width=12,
+        ),
+        timeseries_panel(
+            "Monitor probe duration",
+            "Seconds each probe of cdcflow monitor took.",
+            "s",
+            Query("max by (probe) (cdcflow_monitor_probe_duration_seconds)", "{{probe}}"),
+        ),
+    ]
+
+
+def source_dashboard() -> dashboard.Dashboard:
+    return new_dashboard(
+        "cdcflow-source",
+        "cdcflow / Source",
+        "Replication slots, connector and task state, Debezium's lag, and cdcflow monitor's own probes.",
+        [
+            label_variable("slot", "Replication slot", "cdcflow_replication_slot_retained_bytes"),
+            label_variable("connector", "Connector", "cdcflow_connector_up"),
+        ],
+        [
+            Section("Replication slots", _slots()),
+            Section("Connectors", _connectors()),
+            Section("Debezium", _debezium()),
+            Section("cdcflow monitor", _monitor()),
+        ],
+    )
