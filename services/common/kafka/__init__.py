@@ -15,6 +15,17 @@ from services.common.kafka.clients import (
     ensure_topics,
     producer,
 )
+from services.common.kafka.transactions import (
+    ProducerFencedError,
+    TopicRead,
+    TransactionalProducer,
+    delete_records_before,
+    is_fenced,
+    read_record,
+    read_topic,
+    topic_names,
+    topic_watermarks,
+)
 
 __all__ = [
     "Admin",
@@ -24,11 +35,20 @@ __all__ = [
     "KafkaException",
     "Message",
     "Producer",
+    "ProducerFencedError",
     "TopicPartition",
+    "TopicRead",
+    "TransactionalProducer",
     "admin_client",
     "batch_consumer",
     "consumer",
+    "delete_records_before",
     "end_positions",
     "ensure_topics",
+    "is_fenced",
     "producer",
+    "read_record",
+    "read_topic",
+    "topic_names",
+    "topic_watermarks",
 ]

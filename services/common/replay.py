@@ -1,0 +1,76 @@
+"""What the DLQ replay tool and the lake writer agree on: the replay topic and the headers of a replayed record.
+
+A replayed record carries its original key, value and headers plus
+
+- ``cdcflow.replayed.from``: ``<topic>:<partition>:<offset>``, where the record was first read (Kafka topic
+  names cannot hold ``:``). The writer lands a record of the replay topic with these coordinates as
+  ``_kafka_topic/_kafka_partition/_kafka_offset``: bronze's idempotency key, so a record replayed twice is
+  loaded once.
+- ``cdcflow.replay.count``: how many times it has been replayed (1 the first time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "REPLAYED_FROM",
+    "REPLAY_COUNT",
+    "Coordinate",
+    "format_coordinate",
+    "header_text",
+    "parse_coordinate",
+    "replay_topic",
+    "replayed_from",
+]
+
+REPLAYED_FROM = "cdcflow.replayed.from"
+REPLAY_COUNT = "cdcflow.replay.count"
+
+Coordinate = tuple[str, int, int]
+"""``(topic, partition, offset)`` of one Kafka record."""
+
+Header = tuple[str, str | bytes | None]
+
+
+def replay_topic(group_id: str) -> str:
+    """The topic replayed records of ``group_id``'s DLQ go to by default; only that group reads it."""
+    return f"_cdcflow.replay.{group_id}"
+
+
+def format_coordinate(coordinate: Coordinate) -> str:
+    topic, partition, offset = coordinate
+    return f"{topic}:{partition}:{offset}"
+
+
+def parse_coordinate(text: str) -> Coordinate | None:
+    """``<topic>:<partition>:<offset>`` → a coordinate; None when it is not one."""
+    topic, sep, rest = text.partition(":")
+    partition, sep2, offset = rest.partition(":")
+    if not (topic and sep and sep2 and partition.isdigit() and offset.isdigit()):
+        return None
+    return topic, int(partition), int(offset)
+
+
+def header_text(headers: Iterable[Header] | None, name: str) -> str | None:
+    """The last value of header ``name`` as text (None when absent, null or not UTF-8)."""
+    found: str | None = None
+    for key, value in headers or ():
+        if key != name:
+            continue
+        if value is None:
+            found = None
+        elif isinstance(value, bytes):
+            try:
+                found = value.decode()
+            except UnicodeDecodeError:
+                found = None
+        else:
+            found = str(value)
+    return found
+
+
+def replayed_from(headers: Iterable[Header] | None) -> Coordinate | None:
+    """The original coordinates of a replayed record (None: not a replayed record, or a malformed header)."""
+    text = header_text(headers, REPLAYED_FROM)
+    return None if text is None else parse_coordinate(text)
