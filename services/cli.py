@@ -18,6 +18,7 @@ from services import __version__
 from services.common.errors import CdcflowError
 from services.common.logging import configure_logging
 from services.common.settings import Settings, load_settings
+from services.dlq.cli import dlq_app
 
 if TYPE_CHECKING:
     from services.common.contracts import TableContract
@@ -34,6 +35,7 @@ stack_app = typer.Typer(help="The local runtime: PostgreSQL, Kafka, Kafka Connec
 app.add_typer(stack_app, name="stack")
 schemas_app = typer.Typer(help="Table contracts in schemas/: generate from PostgreSQL, check compatibility.")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(dlq_app, name="dlq")
 
 console = Console()
 
