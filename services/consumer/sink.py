@@ -1,7 +1,7 @@
 """Rows of one partition → Parquet files in the lake, one per ``dt``/``hour`` folder.
 
 ``dt``/``hour`` come from the record (``_source_ts``, else the Kafka timestamp), never from the wall clock,
-and each file is named by the first offset it holds: re-processing after a crash rewrites the same names.
+and each file is named by the first and last offset it holds (:class:`~services.common.lake.LakeLayout`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from services.common.lake import Lake, LakeFile, lake_file_path
+from services.common.lake import Lake, LakeFile, LakeLayout
 
 __all__ = ["ParquetSink", "WrittenFile"]
 
@@ -33,6 +33,7 @@ class WrittenFile:
     file: LakeFile
     rows: int
     first_offset: int
+    last_offset: int
 
 
 def _micros(column: pa.ChunkedArray) -> pa.Array:
@@ -104,8 +105,18 @@ class ParquetSink:
         written = []
         for bucket, part in _by_hour(rows):
             hour = _EPOCH + timedelta(hours=bucket)
-            first_offset = int(part.column("_kafka_offset")[0].as_py())
-            path = lake_file_path(self._prefix, schema, table, hour.date(), hour.hour, partition, first_offset)
+            offsets = part.column("_kafka_offset")
+            first, last = int(offsets[0].as_py()), int(offsets[-1].as_py())
+            path = LakeLayout.path_for(
+                self._prefix,
+                schema,
+                table,
+                dt=hour.date(),
+                hour=hour.hour,
+                partition=partition,
+                first_offset=first,
+                last_offset=last,
+            )
             file = self._lake.write(path, _parquet_bytes(part))
-            written.append(WrittenFile(file, part.num_rows, first_offset))
+            written.append(WrittenFile(file, part.num_rows, first, last))
         return written

@@ -21,7 +21,14 @@ from datetime import UTC, datetime
 from services.common.contracts import ContractRegistry, TableContract, load_contracts
 from services.common.contracts.errors import UnknownTableError
 from services.common.contracts.store import contracts_from_lake
-from services.common.lake import Lake, LakeFile, LakeNotFoundError, LakeVersionChangedError
+from services.common.lake import (
+    Lake,
+    LakeFile,
+    LakeLayout,
+    LakeNotFoundError,
+    LakeVersionChangedError,
+    NotALakeFileError,
+)
 from services.common.logging import get_logger
 from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings
@@ -130,10 +137,14 @@ class Loader:
     def _pending_by_table(self, contracts: ContractRegistry) -> dict[str, list[LakeFile]]:
         by_table: dict[str, list[LakeFile]] = defaultdict(list)
         for file in self._lake.list(f"{self._prefix}/"):
-            parts = file.path.split("/")
-            if len(parts) < 3 or not file.path.endswith(".parquet"):
+            if not file.path.endswith(".parquet"):
                 continue
-            by_table[parts[1]].append(file)
+            try:
+                slot = LakeLayout.parse(file.path)
+            except NotALakeFileError as exc:
+                log.warning("loader.not_a_lake_file", path=file.path, error=str(exc))
+                continue
+            by_table[slot.qualified_table].append(file)
         pending: dict[str, list[LakeFile]] = {}
         for table, files in by_table.items():
             if not self._mine(table):

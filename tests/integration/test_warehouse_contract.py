@@ -193,21 +193,31 @@ def test_loading_the_same_files_twice_keeps_every_coordinate_once(backend: Backe
     assert set(coordinates) == _expected(p0.topic, 0, range(20)) | _expected(p1.topic, 1, range(15))
 
 
-def test_an_overwritten_file_is_loaded_again_and_deduplicated(backend: Backend) -> None:
+def test_a_recut_batch_is_a_new_file_loaded_and_deduplicated(backend: Backend) -> None:
     contract = _narrow()
     files = backend.files(contract)
     first = files.write(range(0, 10))
     assert backend.loader().cycle().rows_inserted == 10
-    # the writer's crash case: the batch re-cut longer under the same name (same first offset)
+    # the writer's crash case: the batch re-cut longer from the same committed offset
     second = files.write(range(0, 16))
-    assert [f.file.path for f in second] == [f.file.path for f in first]
-    assert second[0].file.version != first[0].file.version
+    assert second[0].file.path != first[0].file.path
     report = backend.loader().cycle()
     assert (report.files, report.rows_inserted, report.duplicates_skipped) == (1, 6, 10)
     assert sorted(backend.coordinates()) == sorted(_expected(files.topic, 0, range(16)))
+    # the same cut written again: the same name, a new version, loaded again and all duplicates
+    third = files.write(range(0, 16))
+    assert third[0].file.path == second[0].file.path
+    assert third[0].file.version != second[0].file.version
+    report = backend.loader().cycle()
+    assert (report.files, report.rows_inserted, report.duplicates_skipped) == (1, 0, 16)
+    assert sorted(backend.coordinates()) == sorted(_expected(files.topic, 0, range(16)))
     manifest = backend.rows("select lake_file, lake_version, rows from {manifest}")
     assert sorted(manifest) == sorted(
-        [(first[0].file.path, first[0].file.version, 10), (second[0].file.path, second[0].file.version, 16)]
+        [
+            (first[0].file.path, first[0].file.version, 10),
+            (second[0].file.path, second[0].file.version, 16),
+            (third[0].file.path, third[0].file.version, 16),
+        ]
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import socket
 import time
 import urllib.request
@@ -31,6 +30,7 @@ from services.common.contracts import Column, TableContract, load_contracts
 from services.common.debezium import UNAVAILABLE_VALUE, days_to_date, micros_to_datetime, variable_scale_decimal
 from services.common.debezium.records import Reason
 from services.common.kafka import Message, ensure_topics
+from services.common.lake import LakeLayout, NotALakeFileError
 from services.common.settings import Settings, repo_root
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import (
@@ -342,18 +342,22 @@ def _plan(settings: Settings, prefix: str, topics: dict[str, str], unknown_table
 def _files_outside_the_layout(base: Path, lake_root: Path, prefix: str) -> list[str]:
     """Files under the test's folder that are neither logs, the writer's own state (crash notes), nor lake files
     in the documented layout."""
-    layout = re.compile(
-        rf"{re.escape(prefix)}/lending\.(customers|facilities|transactions)/dt=\d{{4}}-\d{{2}}-\d{{2}}/hour=\d{{2}}/"
-        r"p\d+-\d{20}\.parquet"
-    )
     strays = []
     for path in sorted(base.rglob("*")):
         if path.is_dir() or path.parent == base / "logs" or path.is_relative_to(base / "writer-state"):
             continue
         relative = path.relative_to(lake_root).as_posix() if path.is_relative_to(lake_root) else None
-        if relative is None or not layout.fullmatch(relative):
+        if relative is None or not _in_layout(relative, prefix):
             strays.append(path.relative_to(base).as_posix())
     return strays
+
+
+def _in_layout(relative: str, prefix: str) -> bool:
+    try:
+        slot = LakeLayout.parse(relative)
+    except NotALakeFileError:
+        return False
+    return slot.topic_prefix == prefix and slot.last_offset is not None and slot.schema == "lending"
 
 
 # --- the test -----------------------------------------------------------------------------------------

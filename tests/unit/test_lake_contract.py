@@ -26,13 +26,13 @@ from services.common.errors import TerminalError, TransientError
 from services.common.lake import (
     Lake,
     LakeFile,
+    LakeLayout,
     LakeNotFoundError,
     LakeTerminalError,
     LakeTransientError,
     LakeVersionChangedError,
     LocalLake,
     UnsafePathError,
-    lake_file_path,
     open_lake,
 )
 from services.common.lake.gcs import gcs_error_kind
@@ -118,7 +118,9 @@ def _parquet() -> tuple[pa.Table, bytes]:
 
 
 def _path(table: str = "facilities", offset: int = 0, partition: int = 0) -> str:
-    return lake_file_path("cdcflow", "public", table, DAY, 5, partition, offset)
+    return LakeLayout.path_for(
+        "cdcflow", "public", table, dt=DAY, hour=5, partition=partition, first_offset=offset, last_offset=offset
+    )
 
 
 def test_both_backends_satisfy_the_protocol(lake: Lake) -> None:

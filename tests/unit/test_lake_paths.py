@@ -9,9 +9,10 @@ import pytest
 
 from services.common.errors import ConfigError
 from services.common.lake import (
+    LakeLayout,
     LocalLake,
+    NotALakeFileError,
     UnsafePathError,
-    lake_file_path,
     open_lake,
     parse_gcs_root,
     validate_prefix,
@@ -67,37 +68,66 @@ HOSTILE_PATHS = [
 ]
 
 
+def _path(  # noqa: PLR0917 - the layout's parts, positionally for short tests
+    prefix: str = "p",
+    schema: str = "s",
+    table: str = "t",
+    day: datetime.date = DAY,
+    hour: int = 0,
+    partition: int = 0,
+    first: int = 0,
+    last: int | None = None,
+) -> str:
+    return LakeLayout.path_for(
+        prefix,
+        schema,
+        table,
+        dt=day,
+        hour=hour,
+        partition=partition,
+        first_offset=first,
+        last_offset=first if last is None else last,
+    )
+
+
 def test_layout_matches_the_design() -> None:
-    path = lake_file_path("cdcflow", "public", "customers", DAY, 5, 3, 42)
-    assert path == "cdcflow/public.customers/dt=2024-03-07/hour=05/p3-00000000000000000042.parquet"
+    path = _path("cdcflow", "public", "customers", DAY, 5, 3, 42, 97)
+    assert path == (
+        "cdcflow/public.customers/dt=2024-03-07/hour=05/p3-00000000000000000042-00000000000000000097.parquet"
+    )
 
 
 @pytest.mark.parametrize(
     ("hour", "partition", "offset", "tail"),
     [
-        (0, 0, 0, "hour=00/p0-00000000000000000000.parquet"),
-        (9, 12, 123_456_789, "hour=09/p12-00000000000123456789.parquet"),
-        (23, 5, 10**20 - 1, "hour=23/p5-99999999999999999999.parquet"),
+        (0, 0, 0, "hour=00/p0-00000000000000000000-00000000000000000000.parquet"),
+        (9, 12, 123_456_789, "hour=09/p12-00000000000123456789-00000000000123456789.parquet"),
+        (23, 5, 10**20 - 1, "hour=23/p5-99999999999999999999-99999999999999999999.parquet"),
     ],
 )
 def test_hours_and_offsets_are_zero_padded(hour: int, partition: int, offset: int, tail: str) -> None:
-    assert lake_file_path("cdcflow", "public", "t", DAY, hour, partition, offset).endswith(tail)
+    assert _path("cdcflow", "public", "t", DAY, hour, partition, offset).endswith(tail)
 
 
 def test_dates_are_zero_padded() -> None:
-    assert "/dt=0999-01-02/" in lake_file_path("p", "s", "t", datetime.date(999, 1, 2), 0, 0, 0)
+    assert "/dt=0999-01-02/" in _path(day=datetime.date(999, 1, 2))
 
 
 def test_name_order_is_offset_order() -> None:
     """The loader lists files in path order; padding makes that the order they were written in."""
     offsets = [0, 9, 10, 99, 100, 1_000_000]
-    paths = [lake_file_path("p", "s", "t", DAY, 1, 0, offset) for offset in offsets]
+    paths = [_path(hour=1, first=offset, last=offset + 5) for offset in offsets]
     assert sorted(paths) == paths
 
 
+def test_a_different_cut_is_a_different_name() -> None:
+    """A zombie's shorter batch never replaces the file of the partition's new owner."""
+    assert _path(first=100, last=150) != _path(first=100, last=180)
+    assert _path(first=100, last=150) == _path(first=100, last=150)
+
+
 def test_dollar_underscore_and_dash_are_allowed() -> None:
-    path = lake_file_path("cdc-flow_1", "my$schema", "order_items-v2", DAY, 1, 0, 0)
-    assert path.startswith("cdc-flow_1/my$schema.order_items-v2/")
+    assert _path("cdc-flow_1", "my$schema", "order_items-v2", hour=1).startswith("cdc-flow_1/my$schema.order_items-v2/")
 
 
 @pytest.mark.parametrize("role", ["topic_prefix", "schema", "table"])
@@ -105,26 +135,80 @@ def test_dollar_underscore_and_dash_are_allowed() -> None:
 def test_hostile_names_are_rejected(role: str, name: str) -> None:
     names = {"topic_prefix": "cdcflow", "schema": "public", "table": "customers", role: name}
     with pytest.raises(UnsafePathError) as excinfo:
-        lake_file_path(names["topic_prefix"], names["schema"], names["table"], DAY, 0, 0, 0)
+        _path(names["topic_prefix"], names["schema"], names["table"])
     message = str(excinfo.value)
     assert role in message
     assert repr(name)[:40] in message
 
 
 @pytest.mark.parametrize(
-    ("hour", "partition", "offset"),
-    [(-1, 0, 0), (24, 0, 0), (0, -1, 0), (0, 0, -1), (0, 0, 10**20)],
+    ("hour", "partition", "first", "last"),
+    [(-1, 0, 0, 0), (24, 0, 0, 0), (0, -1, 0, 0), (0, 0, -1, 0), (0, 0, 10**20, 10**20), (0, 0, 5, 4)],
 )
-def test_numbers_out_of_range_are_value_errors(hour: int, partition: int, offset: int) -> None:
+def test_numbers_out_of_range_are_value_errors(hour: int, partition: int, first: int, last: int) -> None:
     with pytest.raises(ValueError, match="must"):
-        lake_file_path("p", "s", "t", DAY, hour, partition, offset)
+        _path(hour=hour, partition=partition, first=first, last=last)
 
 
 def test_a_datetime_is_not_a_date() -> None:
     """A datetime would be truncated silently, hiding a time-zone mistake in the caller."""
     moment = datetime.datetime(2024, 3, 7, 23, 30, tzinfo=datetime.UTC)
     with pytest.raises(TypeError, match="date"):
-        lake_file_path("p", "s", "t", moment, 23, 0, 0)
+        _path(day=moment, hour=23)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "schema", "table", "hour", "partition", "first", "last"),
+    [
+        ("cdcflow", "public", "customers", 5, 3, 42, 97),
+        ("cdc-flow_1", "my$schema", "order_items-v2", 0, 0, 0, 0),
+        ("p", "s", "t-2", 23, 11, 10**20 - 2, 10**20 - 1),
+    ],
+)
+def test_parse_reads_back_what_path_for_wrote(  # noqa: PLR0917 - one case per layout part
+    prefix: str, schema: str, table: str, hour: int, partition: int, first: int, last: int
+) -> None:
+    path = _path(prefix, schema, table, DAY, hour, partition, first, last)
+    slot = LakeLayout.parse(path)
+    assert (slot.topic_prefix, slot.schema, slot.table, slot.dt, slot.hour, slot.partition) == (
+        prefix,
+        schema,
+        table,
+        DAY,
+        hour,
+        partition,
+    )
+    assert (slot.first_offset, slot.last_offset, slot.path) == (first, last, path)
+    assert slot.table_folder == f"{prefix}/{schema}.{table}"
+    assert slot.holds(first)
+    assert slot.holds(last)
+    assert not slot.holds(first - 1)
+    assert not slot.holds(last + 1)
+
+
+def test_files_named_before_the_last_offset_still_parse() -> None:
+    slot = LakeLayout.parse("cdcflow/public.customers/dt=2024-03-07/hour=05/p3-00000000000000000042.parquet")
+    assert (slot.partition, slot.first_offset, slot.last_offset) == (3, 42, None)
+    assert slot.holds(10**6)
+    assert not slot.holds(41)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "cdcflow/public.customers/whatever.parquet",
+        "cdcflow/public.customers/dt=2024-03-07/hour=05/p3-42.parquet",
+        "cdcflow/public.customers/dt=2024-02-30/hour=05/p3-00000000000000000042.parquet",
+        "cdcflow/public.customers/dt=2024-03-07/hour=24/p3-00000000000000000042.parquet",
+        "cdcflow/customers/dt=2024-03-07/hour=05/p3-00000000000000000042.parquet",
+        "a/b/public.customers/dt=2024-03-07/hour=05/p3-00000000000000000042.parquet",
+        "cdcflow/public.customers/dt=2024-03-07/hour=05/p3-00000000000000000042-00000000000000000041.parquet",
+        "cdcflow/public.cu stomers/dt=2024-03-07/hour=05/p3-00000000000000000042.parquet",
+    ],
+)
+def test_parse_refuses_what_the_writer_cannot_have_written(path: str) -> None:
+    with pytest.raises(NotALakeFileError, match=r"not a lake file path|names no real date"):
+        LakeLayout.parse(path)
 
 
 @pytest.mark.parametrize("path", HOSTILE_PATHS)

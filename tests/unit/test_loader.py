@@ -344,11 +344,28 @@ def test_the_archive_takes_only_the_version_that_was_loaded(tmp_path: Path) -> N
     lake = _RewrittenBeforeTheMove(tmp_path / "lake")
     files = LakeFiles(lake, lending_contract("transactions"))
     files.write(range(0, 5))
-    lake.rewrite = lambda: files.write(range(0, 10))  # the same file name: it starts at the same offset
+    (first,) = lake.list()
+    # the same records under the same name, written again: a new version of the file
+    lake.rewrite = lambda: files.write(range(0, 5))
     assert _loader(lake, tmp_path, archive_prefix="_archive").run(once=True) == 0
+    (pending,) = lake.list()
+    assert pending.path == first.path
+    assert pending.version != first.version  # the version read was archived; the newer one stayed
     assert _loader(lake, tmp_path, archive_prefix="_archive").run(once=True) == 0
     offsets = "select count(*), min(_kafka_offset), max(_kafka_offset) from bronze.lending__transactions"
-    assert _bronze(tmp_path, offsets) == [(10, 0, 9)]
-    (archived,) = lake.list("_archive/")
-    assert pq.read_metadata(lake.root / archived.path).num_rows == 10
+    assert _bronze(tmp_path, offsets) == [(5, 0, 4)]
     assert [f.path for f in lake.list() if not f.path.startswith("_archive/")] == []
+
+
+def test_a_zombie_writers_shorter_batch_never_replaces_the_owners_file(tmp_path: Path) -> None:
+    """A writer dropped from the group flushes offsets 0-4 after the partition's new owner wrote 0-9."""
+    lake = LocalLake(tmp_path / "lake")
+    owner = LakeFiles(lake, lending_contract("transactions"))
+    zombie = LakeFiles(lake, lending_contract("transactions"))
+    (owners,) = owner.write(range(0, 10))
+    (zombies,) = zombie.write(range(0, 5))
+    assert owners.file.path != zombies.file.path
+    assert pq.read_metadata(lake.root / owners.file.path).num_rows == 10
+    assert _loader(lake, tmp_path).run(once=True) == 0
+    offsets = "select count(*), count(distinct _kafka_offset), min(_kafka_offset), max(_kafka_offset)"
+    assert _bronze(tmp_path, f"{offsets} from bronze.lending__transactions") == [(10, 10, 0, 9)]

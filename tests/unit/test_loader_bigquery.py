@@ -120,14 +120,17 @@ def test_uris_are_cut_at_ten_thousand_per_job() -> None:
 
 
 def test_file_slots_come_from_the_writers_names() -> None:
-    slot = file_slot("cdcflow/lending.transactions/dt=2026-11-22/hour=07/p3-00000000000000000042.parquet")
-    assert (slot.table_root, slot.dt, slot.hour, slot.partition, slot.first_offset) == (
+    slot = file_slot(
+        "cdcflow/lending.transactions/dt=2026-11-22/hour=07/p3-00000000000000000042-00000000000000000050.parquet"
+    )
+    assert (slot.table_folder, slot.dt.isoformat(), slot.hour, slot.partition, slot.first_offset) == (
         "cdcflow/lending.transactions",
         "2026-11-22",
         7,
         3,
         42,
     )
+    assert slot.last_offset == 50
     with pytest.raises(WarehouseError, match="not a lake file path"):
         file_slot("cdcflow/lending.transactions/whatever.parquet")
 

@@ -15,29 +15,31 @@ from services.common.lake.errors import (
     UnsafePathError,
 )
 from services.common.lake.factory import open_lake, parse_gcs_root
+from services.common.lake.layout import FileSlot, LakeLayout, NotALakeFileError
 from services.common.lake.local import LocalLake
 from services.common.lake.paths import (
     is_safe_relative_path,
     is_valid_bucket_name,
-    lake_file_path,
     validate_prefix,
     validate_relative_path,
 )
 
 __all__ = [
     "PARQUET_CONTENT_TYPE",
+    "FileSlot",
     "Lake",
     "LakeError",
     "LakeFile",
+    "LakeLayout",
     "LakeNotFoundError",
     "LakeTerminalError",
     "LakeTransientError",
     "LakeVersionChangedError",
     "LocalLake",
+    "NotALakeFileError",
     "UnsafePathError",
     "is_safe_relative_path",
     "is_valid_bucket_name",
-    "lake_file_path",
     "open_lake",
     "parse_gcs_root",
     "validate_prefix",

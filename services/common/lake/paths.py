@@ -1,7 +1,5 @@
-"""Lake paths: the one layout every file follows, and the checks that keep every call inside the root.
+"""Lake path safety: the checks that keep every call inside the root (the layout is in ``layout.py``).
 
-The layout (DESIGN.md, "Lake") is
-``<topic_prefix>/<schema>.<table>/dt=YYYY-MM-DD/hour=HH/p<partition>-<first_offset:020d>.parquet``.
 Names come from the source database and from Kafka, so they are untrusted: a table called ``..`` or
 ``a/b`` must not be able to write outside its folder. Paths are also kept to a small character set
 so that the same string is a valid local file name, a GCS object name and an unescaped URI.
@@ -9,16 +7,15 @@ so that the same string is a valid local file name, a GCS object name and an une
 
 from __future__ import annotations
 
-import datetime
 import re
 
 from services.common.lake.errors import UnsafePathError
 
 __all__ = [
     "MAX_SEGMENT_BYTES",
+    "check_name",
     "is_safe_relative_path",
     "is_valid_bucket_name",
-    "lake_file_path",
     "validate_prefix",
     "validate_relative_path",
 ]
@@ -26,36 +23,11 @@ __all__ = [
 MAX_SEGMENT_BYTES = 255
 """The longest file or folder name common file systems accept."""
 
-_OFFSET_DIGITS = 20
 _MAX_NAME = (MAX_SEGMENT_BYTES - 1) // 2  # schema + "." + table must fit one segment
 _NAME = re.compile(r"[A-Za-z0-9_$-]+")
 _SEGMENT = re.compile(r"[A-Za-z0-9_.=$-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9_.-]{1,220}[a-z0-9]")
-
-
-def lake_file_path(  # noqa: PLR0917 - the layout has seven parts; each is validated by name and range
-    topic_prefix: str,
-    schema: str,
-    table: str,
-    dt: datetime.date,
-    hour: int,
-    partition: int,
-    first_offset: int,
-) -> str:
-    """The lake-relative path of the file that starts at ``first_offset`` of one Kafka partition.
-
-    ``dt`` and ``hour`` come from the records (UTC), never the wall clock, so a batch reprocessed after
-    a crash lands in the same folder under the same name and overwrites its orphan.
-    """
-    for role, value in (("topic_prefix", topic_prefix), ("schema", schema), ("table", table)):
-        _check_name(role, value)
-    _check_numbers(dt, hour, partition, first_offset)
-    path = (
-        f"{topic_prefix}/{schema}.{table}/dt={dt.year:04d}-{dt.month:02d}-{dt.day:02d}/hour={hour:02d}/"
-        f"p{partition}-{first_offset:0{_OFFSET_DIGITS}d}.parquet"
-    )
-    return validate_relative_path(path)
 
 
 def validate_relative_path(path: str) -> str:
@@ -94,7 +66,7 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
-def _check_name(role: str, value: str) -> None:
+def check_name(role: str, value: str) -> None:
     """One name from the source (topic prefix, schema, table) must be a single safe path component."""
     problem = _text_problem(value) or _name_problem(value)
     if problem is not None:
@@ -111,17 +83,6 @@ def _name_problem(name: str) -> str | None:
     if len(name) > _MAX_NAME:
         return f"it is longer than {_MAX_NAME} characters"
     return None
-
-
-def _check_numbers(dt: datetime.date, hour: int, partition: int, first_offset: int) -> None:
-    if isinstance(dt, datetime.datetime):
-        raise TypeError("dt must be a datetime.date; convert the record's UTC timestamp with .date()")
-    if not 0 <= hour <= 23:
-        raise ValueError(f"hour must be within 0..23, got {hour}")
-    if partition < 0:
-        raise ValueError(f"partition must not be negative, got {partition}")
-    if not 0 <= first_offset < 10**_OFFSET_DIGITS:
-        raise ValueError(f"first_offset must be within 0..{10**_OFFSET_DIGITS - 1}, got {first_offset}")
 
 
 def _text_problem(text: str) -> str | None:

@@ -14,10 +14,9 @@ A batch is loaded in three steps:
 
 The load jobs read the lake's ``dt=…/hour=…`` folders as hive partition keys, so every staged row carries
 the folder it came from. Load jobs carry no source file name, so ``_lake_file`` is attributed from the
-writer's naming: a row of partition P staged from folder F comes from F's file of partition P with the
-largest first offset not above the row's offset (the writer cuts a partition's offsets into consecutive
-batches, one file per folder each; only overlapping files of a zombie writer are ambiguous, and their rows
-are the same changes).
+writer's naming: a row of partition P staged from folder F comes from F's file of partition P whose offset
+range holds the row's offset, the one with the largest first offset when files overlap (a restarted or
+zombie writer cut the partition differently; overlapping files hold the same changes).
 
 Google's exceptions become the loader's: transient ones (quota, rate limits, 5xx, network, concurrent
 transactions) :class:`WarehouseBusyError`, the rest :class:`WarehouseError`; a load job that cannot read a
@@ -31,7 +30,6 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,7 +41,7 @@ from google.cloud import bigquery
 
 from services.common.contracts import TableContract, lake_schema
 from services.common.errors import CdcflowError
-from services.common.lake import Lake
+from services.common.lake import FileSlot, Lake, LakeLayout, NotALakeFileError
 from services.loader.bronze import COORDINATES, LOADER_COLUMNS, LoadBatch, bronze_schema, bronze_table
 from services.loader.errors import BronzeSchemaError, CorruptFileError, WarehouseBusyError, WarehouseError
 from services.loader.warehouse.base import LoadedFile, LoadResult
@@ -54,7 +52,6 @@ __all__ = [
     "MAX_URIS_PER_JOB",
     "PARTITION_COLUMN",
     "BigQueryWarehouse",
-    "FileSlot",
     "bigquery_field",
     "bigquery_schema",
     "chunked",
@@ -74,7 +71,6 @@ PARTITION_COLUMN = "_source_ts"
 _STAGING_TTL = timedelta(days=1)
 _MAX_JOB_ID = 1024
 _JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-_FILE_NAME = re.compile(r"^(.+)/dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/p(\d+)-(\d+)\.parquet$")
 HIVE_KEYS = (("dt", "DATE"), ("hour", "INT64"))
 """The lake's folder levels, read by the load jobs as hive partition keys (the staging table's last columns)."""
 
@@ -235,25 +231,12 @@ def _timestamp(value: datetime) -> str:
     return f"TIMESTAMP '{value.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}+00'"
 
 
-@dataclass(frozen=True, slots=True)
-class FileSlot:
-    """Where the writer put a lake file: the table's folder, the ``dt``/``hour`` below it, partition, offset."""
-
-    path: str
-    table_root: str
-    dt: str
-    hour: int
-    partition: int
-    first_offset: int
-
-
 def file_slot(path: str) -> FileSlot:
-    """Parse ``<prefix>/<schema>.<table>/dt=YYYY-MM-DD/hour=HH/p<partition>-<first offset>.parquet``."""
-    found = _FILE_NAME.match(path)
-    if not found:
-        raise WarehouseError(f"{path} is not a lake file path (…/dt=YYYY-MM-DD/hour=HH/p<partition>-<offset>.parquet)")
-    root, dt, hour, partition, offset = found.groups()
-    return FileSlot(path, root, dt, int(hour), int(partition), int(offset))
+    """The parts of a lake file's path; a path the writer cannot have written is a :class:`WarehouseError`."""
+    try:
+        return LakeLayout.parse(path)
+    except NotALakeFileError as exc:
+        raise WarehouseError(str(exc)) from exc
 
 
 # --- the warehouse ----------------------------------------------------------------------------------------
@@ -406,7 +389,7 @@ class BigQueryWarehouse:
         contract, load_id = batch.contract, batch.load_id
         name = bronze_table(contract)
         uris = {self._uri(lake, f.path): f.path for f in batch.files}
-        roots = {file_slot(f.path).table_root for f in batch.files}
+        roots = {file_slot(f.path).table_folder for f in batch.files}
         if len(roots) != 1:
             raise WarehouseError(f"a batch of bronze.{name} spans several lake folders: {sorted(roots)}")
         hive_prefix = self._uri(lake, roots.pop())
@@ -539,13 +522,15 @@ class BigQueryWarehouse:
         table = self._sql_ref(self._staging, staging)
         key = ", ".join(f"s.{c}" for c in COORDINATES)
         files = ", ".join(
-            f"STRUCT({_text(f.path)} AS path, DATE {_text(f.dt)} AS dt, {f.hour} AS hour, {f.partition} AS part,"
-            f" {f.first_offset} AS first_offset)"
+            f"STRUCT({_text(f.path)} AS path, DATE {_text(f.dt.isoformat())} AS dt, {f.hour} AS hour,"
+            f" {f.partition} AS part, {f.first_offset} AS first_offset,"
+            f" {'NULL' if f.last_offset is None else f.last_offset} AS last_offset)"
             for f in (file_slot(file.path) for file in batch.files)
         )
         return (
             f"SELECT s.*, f.path AS _lake_file FROM {table} s LEFT JOIN UNNEST([{files}]) f"
             " ON f.dt = s.dt AND f.hour = s.hour AND f.part = s._kafka_partition AND f.first_offset <= s._kafka_offset"
+            " AND (f.last_offset IS NULL OR s._kafka_offset <= f.last_offset)"
             f" WHERE TRUE QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY f.first_offset DESC) = 1"
         )
 

@@ -1,0 +1,148 @@
+"""The lake's layout: the one place that builds and splits the path of a lake file.
+
+The layout (DESIGN.md, "Lake") is
+``<topic_prefix>/<schema>.<table>/dt=YYYY-MM-DD/hour=HH/p<partition>-<first_offset:020d>-<last_offset:020d>.parquet``.
+
+A name says which records its file holds: those of one Kafka partition from ``first_offset`` to
+``last_offset`` that fall into one hour. Two writers that cut a partition differently (a writer restarted
+after a crash, or a zombie that lost its partitions and flushes anyway) therefore write different names, and
+no file is ever replaced by one holding fewer records; the loader's de-duplication on Kafka coordinates
+absorbs the overlap. A name written twice holds the same records both times.
+
+Files named before the last offset was part of the name (``p<partition>-<first_offset:020d>.parquet``)
+still parse, with ``last_offset`` unknown.
+
+Names come from the source database and from Kafka, so they are untrusted: every part is validated
+(:mod:`services.common.lake.paths`) before it becomes a path.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass
+
+from services.common.lake.errors import UnsafePathError
+from services.common.lake.paths import check_name, validate_relative_path
+
+__all__ = ["OFFSET_DIGITS", "FileSlot", "LakeLayout", "NotALakeFileError"]
+
+OFFSET_DIGITS = 20
+_MAX_OFFSET = 10**OFFSET_DIGITS - 1
+_FILE = re.compile(
+    r"^(?P<prefix>[^/]+)/(?P<schema>[^/.]+)\.(?P<table>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/"
+    r"p(?P<partition>\d+)-(?P<first>\d{20})(?:-(?P<last>\d{20}))?\.parquet$"
+)
+
+
+class NotALakeFileError(UnsafePathError):
+    """A path that does not follow the lake's file layout."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileSlot:
+    """Where a lake file sits and which records its name says it holds."""
+
+    path: str
+    topic_prefix: str
+    schema: str
+    table: str
+    dt: datetime.date
+    hour: int
+    partition: int
+    first_offset: int
+    last_offset: int | None  # None: a file named before names carried their last offset
+
+    @property
+    def table_folder(self) -> str:
+        """``<topic_prefix>/<schema>.<table>``: the folder of every file of this table."""
+        return LakeLayout.table_folder(self.topic_prefix, self.schema, self.table)
+
+    @property
+    def qualified_table(self) -> str:
+        """``<schema>.<table>``, the table's folder name."""
+        return f"{self.schema}.{self.table}"
+
+    def holds(self, offset: int) -> bool:
+        """Whether the name covers ``offset`` (an unknown last offset covers everything from the first)."""
+        return self.first_offset <= offset and (self.last_offset is None or offset <= self.last_offset)
+
+
+class LakeLayout:
+    """Builds and parses lake paths; nothing else in the code joins or splits them."""
+
+    @staticmethod
+    def table_folder(topic_prefix: str, schema: str, table: str) -> str:
+        """The folder of one table's files, validated."""
+        for role, value in (("topic_prefix", topic_prefix), ("schema", schema), ("table", table)):
+            check_name(role, value)
+        return validate_relative_path(f"{topic_prefix}/{schema}.{table}")
+
+    @staticmethod
+    def path_for(
+        topic_prefix: str,
+        schema: str,
+        table: str,
+        *,
+        dt: datetime.date,
+        hour: int,
+        partition: int,
+        first_offset: int,
+        last_offset: int,
+    ) -> str:
+        """The path of the file holding one partition's records ``first_offset..last_offset`` of one hour.
+
+        ``dt`` and ``hour`` come from the records (UTC), never the wall clock, so a batch reprocessed after
+        a crash lands in the same folder.
+        """
+        folder = LakeLayout.table_folder(topic_prefix, schema, table)
+        _check_numbers(dt, hour, partition, first_offset, last_offset)
+        return validate_relative_path(
+            f"{folder}/dt={dt.year:04d}-{dt.month:02d}-{dt.day:02d}/hour={hour:02d}/"
+            f"p{partition}-{first_offset:0{OFFSET_DIGITS}d}-{last_offset:0{OFFSET_DIGITS}d}.parquet"
+        )
+
+    @staticmethod
+    def parse(path: str) -> FileSlot:
+        """Split a lake file's path into its parts; :class:`NotALakeFileError` for anything else."""
+        found = _FILE.match(path)
+        if found is None:
+            raise NotALakeFileError(
+                f"{path!r} is not a lake file path "
+                "(<prefix>/<schema>.<table>/dt=YYYY-MM-DD/hour=HH/p<partition>-<first>-<last>.parquet)"
+            )
+        try:
+            dt = datetime.date.fromisoformat(found["dt"])
+        except ValueError as exc:
+            raise NotALakeFileError(f"{path!r} names no real date: {exc}") from exc
+        last = found["last"]
+        slot = FileSlot(
+            path=path,
+            topic_prefix=found["prefix"],
+            schema=found["schema"],
+            table=found["table"],
+            dt=dt,
+            hour=int(found["hour"]),
+            partition=int(found["partition"]),
+            first_offset=int(found["first"]),
+            last_offset=None if last is None else int(last),
+        )
+        try:
+            LakeLayout.table_folder(slot.topic_prefix, slot.schema, slot.table)
+            _check_numbers(slot.dt, slot.hour, slot.partition, slot.first_offset, slot.last_offset)
+        except (UnsafePathError, ValueError) as exc:
+            raise NotALakeFileError(f"{path!r} is not a lake file path: {exc}") from exc
+        return slot
+
+
+def _check_numbers(dt: datetime.date, hour: int, partition: int, first_offset: int, last_offset: int | None) -> None:
+    if isinstance(dt, datetime.datetime):
+        raise TypeError("dt must be a datetime.date; convert the record's UTC timestamp with .date()")
+    if not 0 <= hour <= 23:
+        raise ValueError(f"hour must be within 0..23, got {hour}")
+    if partition < 0:
+        raise ValueError(f"partition must not be negative, got {partition}")
+    if not 0 <= first_offset <= _MAX_OFFSET:
+        raise ValueError(f"first_offset must be within 0..{_MAX_OFFSET}, got {first_offset}")
+    if last_offset is not None and not first_offset <= last_offset <= _MAX_OFFSET:
+        raise ValueError(f"last_offset must be within first_offset..{_MAX_OFFSET}, got {last_offset}")
