@@ -24,7 +24,7 @@ from services.common.metrics import TransformMetrics, new_registry, register_bui
 from services.common.settings import Settings, load_settings
 from services.common.signals import Shutdown
 from services.loader.warehouse.factory import open_warehouse
-from services.transform.app import Transformer
+from services.transform.app import LAST_RUN_FILE, Transformer
 from services.transform.dbt import Dbt
 
 __all__ = ["dbt_for", "main", "run_transform", "work_dir"]
@@ -101,6 +101,7 @@ def run_transform(
             exclude=list(exclude) or t.exclude,
             full_refresh=full_refresh,
             busy_timeout_s=t.busy_timeout_s,
+            last_run_file=work_dir(settings) / LAST_RUN_FILE,
         )
         if t.health_port and not once:
             stalled_after = max(900.0, 3 * interval)

@@ -8,6 +8,8 @@ schedule goes on: the next run starts after the interval whatever this one did.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +25,12 @@ from services.transform.dbt import BuildResult
 from services.transform.errors import SilverGenerationError
 from services.transform.project import materialize
 
-__all__ = ["Builder", "RunReport", "Transformer"]
+__all__ = ["LAST_RUN_FILE", "Builder", "LastRun", "RunReport", "Transformer", "read_last_run", "write_last_run"]
 
 log = get_logger(__name__)
+
+#: The record of the last run in the transform's work dir: what ``cdcflow monitor`` reports from outside.
+LAST_RUN_FILE = "last_run.json"
 
 Status = Literal["success", "failure", "error", "stopped"]
 """success: every model built and every test passed (warnings allowed); failure: a model or test failed;
@@ -53,6 +58,34 @@ class RunReport:
     project_changes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class LastRun:
+    status: str
+    finished_at: float  # unix time
+    seconds: float
+
+    @property
+    def success(self) -> bool:
+        return self.status == "success"
+
+
+def write_last_run(path: Path, run: LastRun) -> None:
+    """Replace the record atomically, so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps({"status": run.status, "finished_at": run.finished_at, "seconds": run.seconds}))
+    os.replace(temporary, path)
+
+
+def read_last_run(path: Path) -> LastRun | None:
+    """The last run's record; None when no run has finished yet."""
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    return LastRun(str(document["status"]), float(document["finished_at"]), float(document["seconds"]))
+
+
 class Transformer:
     """Runs ``dbt build`` once or on a schedule.
 
@@ -75,6 +108,7 @@ class Transformer:
         full_refresh: bool = False,
         busy_timeout_s: float = 60.0,
         busy_retry_s: float = 2.0,
+        last_run_file: Path | None = None,
     ) -> None:
         self._dbt = dbt
         self._source_project = source_project
@@ -88,6 +122,7 @@ class Transformer:
         self._full_refresh = full_refresh
         self._busy_timeout_s = busy_timeout_s
         self._busy_retry_s = busy_retry_s
+        self._last_run_file = last_run_file
         self._models_with_failures: set[str] = set()
         self.last_cycle_at = time.monotonic()
 
@@ -150,6 +185,8 @@ class Transformer:
         build = report.build
         if report.status == "success":
             metrics.last_success.set(time.time())
+        if self._last_run_file is not None:
+            write_last_run(self._last_run_file, LastRun(report.status, time.time(), round(report.seconds, 3)))
         if build is not None and build.error is None:
             failures = build.test_failures_by_model()
             for model in self._models_with_failures - set(failures):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from services.common.settings import load_settings, repo_root
 from services.common.signals import Shutdown
 from services.loader.errors import WarehouseBusyError
 from services.transform.__main__ import dbt_for
-from services.transform.app import Transformer
+from services.transform.app import LAST_RUN_FILE, Transformer, read_last_run
 from services.transform.dbt import BuildResult, NodeResult
 from tests.fixtures.lakefiles import lending_contract
 
@@ -222,3 +223,23 @@ def test_dbt_on_bigquery_reaches_the_loaders_endpoint_by_default(tmp_path: Path)
     dbt = dbt_for(settings)
     assert dbt.target == "bigquery"
     assert dbt.env["CDCFLOW_TRANSFORM__BIGQUERY_API_ENDPOINT"] == "http://127.0.0.1:9051"
+
+
+def test_every_run_leaves_a_record_of_its_outcome_for_the_monitor(tmp_path: Path) -> None:
+    record = tmp_path / "work" / LAST_RUN_FILE
+    transformer = _transformer(
+        tmp_path, CannedDbt(tmp_path / "project", [FAILED, PASSED]), CollectorRegistry(), last_run_file=record
+    )
+    before = time.time()
+    transformer.cycle()
+    failed = read_last_run(record)
+    assert failed is not None
+    assert failed.status == "failure"
+    assert not failed.success
+    assert failed.finished_at >= before
+    transformer.cycle()
+    passed = read_last_run(record)
+    assert passed is not None
+    assert passed.success
+    assert passed.finished_at >= failed.finished_at
+    assert [p.name for p in record.parent.iterdir()] == [LAST_RUN_FILE]  # no temporary file left behind
