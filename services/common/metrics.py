@@ -291,11 +291,13 @@ class MonitorMetrics:
         )
         self.transform_last_run = Gauge(
             "cdcflow_transform_last_run_timestamp_seconds",
-            "Unix time the last transform run ended.",
+            "Unix time the last transform run ended (0: no run recorded).",
             registry=registry,
         )
         self.transform_last_run_success = Gauge(
-            "cdcflow_transform_last_run_success", "1 when the last transform run succeeded.", registry=registry
+            "cdcflow_transform_last_run_success",
+            "1 when the last transform run succeeded (0 also when none is recorded).",
+            registry=registry,
         )
         self.dlq_records = Counter(
             "cdcflow_dlq_records_total",

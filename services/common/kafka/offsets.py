@@ -1,0 +1,158 @@
+"""Reading a cluster's offsets from outside its consumers: groups, committed offsets, watermarks, timestamps.
+
+:class:`OffsetsReader` serves ``cdcflow monitor``: it never joins a group and never commits. Committed offsets
+come from the group coordinator (``OffsetFetch``), so they are there whether or not the group's members are
+alive; log start and end offsets come in one ``ListOffsets`` request per poll for every partition at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
+
+from services.common.kafka.clients import admin_client, consumer
+from services.common.settings import KafkaSettings
+
+__all__ = ["DlqTail", "OffsetsReader", "Watermarks"]
+
+TP = tuple[str, int]
+
+# The reader's own group id: it only assigns partitions and never commits, so the group never exists on the
+# broker; it must still not look like a cdcflow group.
+_READER_GROUP = "_cdcflow-monitor-reader"
+_EARLIEST = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+_LATEST = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True, slots=True)
+class Watermarks:
+    """A partition's log start (oldest offset still held) and end (the high watermark: the next offset)."""
+
+    start: int
+    end: int
+
+
+class OffsetsReader:
+    """Groups, committed offsets, watermarks and record timestamps, each call bounded by ``timeout_s``."""
+
+    def __init__(self, settings: KafkaSettings, *, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        self._admin = admin_client(settings)
+        self._reader = consumer(settings, _READER_GROUP, **{"enable.partition.eof": False})
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def groups(self) -> list[str]:
+        """Every consumer group the cluster knows, with or without live members."""
+        result = self._admin.list_consumer_groups(request_timeout=self._timeout_s).result(timeout=self._timeout_s)
+        return sorted(str(g.group_id) for g in result.valid)
+
+    def committed(self, group: str) -> dict[TP, int]:
+        """The offsets ``group`` has committed, by partition (only partitions with a commit)."""
+        request = [ConsumerGroupTopicPartitions(group)]
+        futures = self._admin.list_consumer_group_offsets(request, request_timeout=self._timeout_s)
+        answer = futures[group].result(timeout=self._timeout_s)
+        return {
+            (str(tp.topic), int(tp.partition)): int(tp.offset)
+            for tp in answer.topic_partitions or []
+            if tp.error is None and tp.offset >= 0
+        }
+
+    def assigned_topics(self, group: str) -> set[str]:
+        """Topics assigned to the group's live members: a partition consumed but never committed has lag too."""
+        futures = self._admin.describe_consumer_groups([group], request_timeout=self._timeout_s)
+        description = futures[group].result(timeout=self._timeout_s)
+        return {
+            str(tp.topic)
+            for member in description.members or []
+            if member.assignment is not None
+            for tp in member.assignment.topic_partitions or []
+        }
+
+    def partitions(self, topics: Iterable[str]) -> list[TP]:
+        """Every partition of each topic that exists (a deleted topic has none)."""
+        metadata = self._admin.list_topics(timeout=self._timeout_s).topics
+        return [
+            (topic, p) for topic in sorted(set(topics)) if topic in metadata for p in sorted(metadata[topic].partitions)
+        ]
+
+    def topics(self, prefix: str) -> list[str]:
+        return sorted(t for t in self._admin.list_topics(timeout=self._timeout_s).topics if t.startswith(prefix))
+
+    def watermarks(self, partitions: Iterable[TP]) -> dict[TP, Watermarks]:
+        """Log start and end offset of every partition, in two batched requests; partitions that failed are left
+        out (their leader is moving, say) and reported again at the next poll."""
+        wanted = sorted(set(partitions))
+        if not wanted:
+            return {}
+        starts = self._list_offsets(wanted, _EARLIEST)
+        ends = self._list_offsets(wanted, _LATEST)
+        return {tp: Watermarks(starts[tp], ends[tp]) for tp in wanted if tp in starts and tp in ends}
+
+    def _list_offsets(self, partitions: list[TP], spec: OffsetSpec) -> dict[TP, int]:
+        request = {TopicPartition(t, p): spec for t, p in partitions}
+        futures = self._admin.list_offsets(request, request_timeout=self._timeout_s)
+        found: dict[TP, int] = {}
+        for tp, future in futures.items():
+            try:
+                found[(str(tp.topic), int(tp.partition))] = int(future.result(timeout=self._timeout_s).offset)
+            except KafkaException:
+                continue
+        return found
+
+    def timestamp_ms(self, topic: str, partition: int, offset: int) -> int | None:
+        """The timestamp of the record at ``offset`` (or the first one after it that still exists); None when
+        none could be read in time or the record carries no timestamp."""
+        self._reader.assign([TopicPartition(topic, partition, offset)])
+        try:
+            message = self._reader.poll(self._timeout_s)
+        finally:
+            self._reader.unassign()
+        if message is None or message.error() is not None:
+            return None
+        kind, value = message.timestamp()
+        return int(value) if kind and value > 0 else None
+
+
+class DlqTail:
+    """Reads what is new in some topics, from where it stopped (from their start the first time)."""
+
+    def __init__(self, settings: KafkaSettings, *, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        self._client = consumer(settings, _READER_GROUP, **{"enable.partition.eof": False})
+        self._next: dict[TP, int] = {}
+
+    def close(self) -> None:
+        self._client.close()
+
+    def read(self, ends: dict[TP, Watermarks], max_records: int = 50_000) -> list[Message]:
+        """The records from each partition's last read position (or its start) up to ``ends``; at most
+        ``max_records`` per call, so a large backlog is read over several polls."""
+        todo = {tp: max(self._next.get(tp, w.start), w.start) for tp, w in ends.items()}
+        todo = {tp: at for tp, at in todo.items() if at < ends[tp].end}
+        if not todo:
+            return []
+        self._client.assign([TopicPartition(t, p, at) for (t, p), at in todo.items()])
+        read: list[Message] = []
+        try:
+            while todo and len(read) < max_records:
+                batch = self._client.consume(num_messages=min(5_000, max_records - len(read)), timeout=self._timeout_s)
+                if not batch:
+                    break
+                for message in batch:
+                    if message.error() is not None:
+                        continue
+                    tp = (str(message.topic()), int(message.partition() or 0))
+                    offset = int(message.offset() or 0)
+                    if tp in todo and offset < ends[tp].end:
+                        read.append(message)
+                        self._next[tp] = offset + 1
+                        if offset + 1 >= ends[tp].end:
+                            del todo[tp]
+        finally:
+            self._client.unassign()
+        return read

@@ -1,0 +1,85 @@
+"""The monitor's wiring: settings → probes, metrics, health server → ``Monitor.run()``."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+from prometheus_client import CollectorRegistry
+
+from services import __version__
+from services.common.health import HealthServer
+from services.common.kafka.offsets import DlqTail, OffsetsReader
+from services.common.logging import get_logger
+from services.common.metrics import MonitorMetrics, new_registry, register_build_info
+from services.common.settings import Settings
+from services.common.signals import Shutdown
+from services.monitor.app import Monitor, Probe
+from services.monitor.connectors import ConnectorProbe
+from services.monitor.dlq import DlqProbe
+from services.monitor.lag import LagProbe
+from services.monitor.slots import SlotProbe
+from services.monitor.transform import TransformProbe
+from services.monitor.warehouse import WarehouseProbe
+from services.stack.connect import connector_names
+from services.transform.__main__ import work_dir
+from services.transform.app import LAST_RUN_FILE
+
+__all__ = ["build_probes", "run_monitor"]
+
+# /healthz fails when a probe has not finished a poll for this many intervals (and at least a minute)
+_STALLED_INTERVALS = 5
+
+
+def build_probes(settings: Settings, metrics: MonitorMetrics) -> list[Probe]:
+    """The probes ``settings.monitor.probes`` names, each with its own clients."""
+    m = settings.monitor
+    timeout = m.timeout_s
+    connect_dir = settings.stack.connect_dir
+    probes: list[Probe] = []
+    for name in m.probes:
+        if name == "kafka":
+            reader = OffsetsReader(settings.kafka, timeout_s=timeout)
+            probes.append(LagProbe(reader, metrics, group_prefix=m.group_prefix, max_samples=m.lag_samples))
+        elif name == "postgres":
+            probes.append(SlotProbe(settings.postgres.dsn(), metrics, timeout_s=timeout))
+        elif name == "connect":
+            probes.append(
+                ConnectorProbe(
+                    settings.connect.url, metrics, defined=lambda: connector_names(connect_dir), timeout_s=timeout
+                )
+            )
+        elif name == "warehouse":
+            if settings.warehouse.backend == "duckdb":
+                probes.append(WarehouseProbe(settings.duckdb_path(), metrics))
+            else:
+                get_logger(__name__).warning(
+                    "monitor.probe_unavailable", probe=name, why="bronze freshness is read from DuckDB only for now"
+                )
+        elif name == "transform":
+            probes.append(TransformProbe(work_dir(settings) / LAST_RUN_FILE, metrics))
+        elif name == "dlq":
+            reader = OffsetsReader(settings.kafka, timeout_s=timeout)
+            tail = DlqTail(settings.kafka, timeout_s=timeout)
+            probes.append(DlqProbe(reader, tail, metrics, group_prefix=m.group_prefix))
+    return probes
+
+
+def run_monitor(settings: Settings, shutdown: Shutdown, *, registry: CollectorRegistry | None = None) -> int:
+    """Run the monitor until ``shutdown``; ``registry`` lets an embedding process read its metrics."""
+    log = get_logger("services.monitor")
+    m = settings.monitor
+    if registry is None:
+        registry = new_registry()
+        register_build_info(registry, __version__)
+    log.info("monitor.config", settings=settings.safe_dump())
+    metrics = MonitorMetrics(registry)
+    monitor = Monitor(build_probes(settings, metrics), metrics, shutdown, interval_s=m.interval_s)
+    with ExitStack() as stack:
+        if m.health_port:
+            stalled_after = max(60.0, _STALLED_INTERVALS * m.interval_s)
+            health = HealthServer(
+                m.health_host, m.health_port, registry, live=lambda: monitor.live(stalled_after), ready=monitor.ready
+            )
+            stack.enter_context(health)
+            log.info("monitor.health", url=f"http://{m.health_host}:{health.port}/metrics")
+        return monitor.run()
