@@ -61,6 +61,19 @@ def consume() -> None:
 
 
 @app.command()
+def monitor() -> None:
+    """Export lag, replication slots, connectors, bronze freshness, transform runs and the DLQ as Prometheus
+    metrics, seen from outside the workers, until SIGTERM/SIGINT (CDCFLOW_MONITOR__HEALTH_PORT, 9104)."""
+    from services.common.signals import Shutdown
+    from services.monitor.wiring import run_monitor
+
+    settings = _settings()
+    shutdown = Shutdown()
+    shutdown.install()
+    raise typer.Exit(run_monitor(settings, shutdown))
+
+
+@app.command()
 def config() -> None:
     """Print the effective configuration with secrets masked."""
     typer.echo(json.dumps(_settings().safe_dump(), indent=2, default=str))
