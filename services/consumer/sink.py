@@ -98,8 +98,11 @@ class ParquetSink:
         self._lake = lake
         self._prefix = topic_prefix
 
-    def write(self, schema: str, table: str, partition: int, rows: pa.Table) -> list[WrittenFile]:
-        """Write ``rows`` (one partition, offset order); returns the files, in hour order."""
+    def write(
+        self, schema: str, table: str, partition: int, rows: pa.Table, *, replay: tuple[int, int, int] | None = None
+    ) -> list[WrittenFile]:
+        """Write ``rows`` (one partition, offset order); returns the files, in hour order. ``replay``: the rows
+        are replayed records read from these replay topic offsets (partition, first, last), named apart."""
         if rows.num_rows == 0:
             return []
         written = []
@@ -116,6 +119,7 @@ class ParquetSink:
                 partition=partition,
                 first_offset=first,
                 last_offset=last,
+                replay=replay,
             )
             file = self._lake.write(path, _parquet_bytes(part))
             written.append(WrittenFile(file, part.num_rows, first, last))

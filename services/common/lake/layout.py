@@ -12,6 +12,12 @@ absorbs the overlap. A name written twice holds the same records both times.
 Files named before the last offset was part of the name (``p<partition>-<first_offset:020d>.parquet``)
 still parse, with ``last_offset`` unknown.
 
+Records the DLQ tool replayed (read from the replay topic ``_cdcflow.replay.<group>``) land as rows of their
+original table with their original coordinates; their files add where in the replay topic they were read:
+``p<partition>-<first>-<last>-r<replay partition>-<replay first:020d>-<replay last:020d>.parquet``. The
+first part names the original records (so a file is attributed like any other), the suffix keeps the name
+apart from every file of the source topic and from every other cut of the replay topic.
+
 Names come from the source database and from Kafka, so they are untrusted: every part is validated
 (:mod:`services.common.lake.paths`) before it becomes a path.
 """
@@ -31,7 +37,8 @@ OFFSET_DIGITS = 20
 _MAX_OFFSET = 10**OFFSET_DIGITS - 1
 _FILE = re.compile(
     r"^(?P<prefix>[^/]+)/(?P<schema>[^/.]+)\.(?P<table>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/"
-    r"p(?P<partition>\d+)-(?P<first>\d{20})(?:-(?P<last>\d{20}))?\.parquet$"
+    r"p(?P<partition>\d+)-(?P<first>\d{20})(?:-(?P<last>\d{20}))?"
+    r"(?:-r(?P<replay_partition>\d+)-(?P<replay_first>\d{20})-(?P<replay_last>\d{20}))?\.parquet$"
 )
 
 
@@ -52,6 +59,8 @@ class FileSlot:
     partition: int
     first_offset: int
     last_offset: int | None  # None: a file named before names carried their last offset
+    # (partition, first offset, last offset) of the replay topic records a replayed file holds; None: not one
+    replay: tuple[int, int, int] | None = None
 
     @property
     def table_folder(self) -> str:
@@ -89,6 +98,7 @@ class LakeLayout:
         partition: int,
         first_offset: int,
         last_offset: int,
+        replay: tuple[int, int, int] | None = None,
     ) -> str:
         """The path of the file holding one partition's records ``first_offset..last_offset`` of one hour.
 
@@ -97,9 +107,14 @@ class LakeLayout:
         """
         folder = LakeLayout.table_folder(topic_prefix, schema, table)
         _check_numbers(dt, hour, partition, first_offset, last_offset)
+        suffix = ""
+        if replay is not None:
+            _check_replay(replay)
+            r_partition, r_first, r_last = replay
+            suffix = f"-r{r_partition}-{r_first:0{OFFSET_DIGITS}d}-{r_last:0{OFFSET_DIGITS}d}"
         return validate_relative_path(
             f"{folder}/dt={dt.year:04d}-{dt.month:02d}-{dt.day:02d}/hour={hour:02d}/"
-            f"p{partition}-{first_offset:0{OFFSET_DIGITS}d}-{last_offset:0{OFFSET_DIGITS}d}.parquet"
+            f"p{partition}-{first_offset:0{OFFSET_DIGITS}d}-{last_offset:0{OFFSET_DIGITS}d}{suffix}.parquet"
         )
 
     @staticmethod
@@ -126,10 +141,15 @@ class LakeLayout:
             partition=int(found["partition"]),
             first_offset=int(found["first"]),
             last_offset=None if last is None else int(last),
+            replay=None
+            if found["replay_partition"] is None
+            else (int(found["replay_partition"]), int(found["replay_first"]), int(found["replay_last"])),
         )
         try:
             LakeLayout.table_folder(slot.topic_prefix, slot.schema, slot.table)
             _check_numbers(slot.dt, slot.hour, slot.partition, slot.first_offset, slot.last_offset)
+            if slot.replay is not None:
+                _check_replay(slot.replay)
         except (UnsafePathError, ValueError) as exc:
             raise NotALakeFileError(f"{path!r} is not a lake file path: {exc}") from exc
         return slot
@@ -146,3 +166,9 @@ def _check_numbers(dt: datetime.date, hour: int, partition: int, first_offset: i
         raise ValueError(f"first_offset must be within 0..{_MAX_OFFSET}, got {first_offset}")
     if last_offset is not None and not first_offset <= last_offset <= _MAX_OFFSET:
         raise ValueError(f"last_offset must be within first_offset..{_MAX_OFFSET}, got {last_offset}")
+
+
+def _check_replay(replay: tuple[int, int, int]) -> None:
+    partition, first, last = replay
+    if partition < 0 or not 0 <= first <= last <= _MAX_OFFSET:
+        raise ValueError(f"replay coordinates must be a partition and first <= last offsets, got {replay}")
