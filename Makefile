@@ -113,7 +113,7 @@ demo: install jars
 	$(CDCFLOW) demo --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE)
 
 # Every tier. The test session starts the stack if it is not up and stops it at the end.
-test: install jars bqemulator monitoring-tools test-native
+test: install jars bqemulator monitoring-tools test-native deploy-tools
 	$(BIN)/pytest tests
 
 # The Rust crates' own tests: fixed cases and bounded property tests (PROPTEST_CASES raises the bound).
@@ -130,7 +130,7 @@ test-native: install
 fuzz: install
 	$(BIN)/python -m tests.fuzz --seconds $(FUZZ_SECONDS)
 
-test-unit: install monitoring-tools
+test-unit: install monitoring-tools deploy-tools
 	$(BIN)/pytest tests/unit
 
 test-integration: install jars bqemulator monitoring-tools
@@ -198,3 +198,21 @@ silver-models: install
 
 silver-check: install
 	$(CDCFLOW) schemas silver --check
+
+# --- deploy/ (the image, docker-compose.yml, Kubernetes) -----------------------------------------------------
+# The offline checks of tests/unit/test_deploy_*.py need the Compose project loader (compose-go, a small Go
+# program) and kustomize: kubectl's own when kubectl is installed, else kustomize's Go module.
+.PHONY: deploy-tools deploy-generate
+DEPLOY_TOOLS := deploy/tools/bin
+KUSTOMIZE_VERSION := v5.7.1
+deploy-tools: $(DEPLOY_TOOLS)/composecheck $(if $(shell command -v kubectl),,$(DEPLOY_TOOLS)/kustomize)
+
+$(DEPLOY_TOOLS)/composecheck: $(wildcard deploy/tools/composecheck/*.go) deploy/tools/composecheck/go.mod deploy/tools/composecheck/go.sum
+	cd deploy/tools/composecheck && go build -o ../bin/composecheck .
+
+$(DEPLOY_TOOLS)/kustomize:
+	GOBIN=$(abspath $(DEPLOY_TOOLS)) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+# Strimzi KafkaConnectors from connect/connectors/*.json, the PrometheusRule, the local overlay's demo schema.
+deploy-generate: install
+	$(CDCFLOW) deploy generate

@@ -36,6 +36,8 @@ app.add_typer(stack_app, name="stack")
 schemas_app = typer.Typer(help="Table contracts in schemas/: generate from PostgreSQL, check compatibility.")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
+deploy_app = typer.Typer(help="Deployment: Kubernetes manifests from the project's files, connector registration.")
+app.add_typer(deploy_app, name="deploy")
 
 console = Console()
 
@@ -366,6 +368,36 @@ def schemas_check(
         console.print(f"{live.qualified_name}: {'compatible' if compatible else '[red]INCOMPATIBLE[/]'}")
     if failed:
         raise typer.Exit(1)
+
+
+@deploy_app.command("generate")
+def deploy_generate(
+    check: Annotated[bool, typer.Option("--check", help="Change nothing; exit 1 when the files are stale.")] = False,
+) -> None:
+    """Write deploy/k8s/base/generated/: Strimzi KafkaConnectors from connect/connectors/*.json, the PrometheusRule."""
+    from services.common.settings import repo_root
+    from services.deploy.manifests import sync
+
+    report = sync(repo_root(), check=check)
+    for name in report.written:
+        console.print(f"{'stale' if check else 'wrote'}: {name}")
+    for name in report.removed:
+        console.print(f"{'stale' if check else 'removed'}: {name}")
+    console.print(f"{report.unchanged} file(s) up to date")
+    if check and report.changed:
+        console.print("[red]the generated manifests are stale[/]: run `cdcflow deploy generate`")
+        raise typer.Exit(1)
+
+
+@deploy_app.command("register")
+def deploy_register(
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for Connect and for each connector.")] = 300.0,
+) -> None:
+    """Register connect/connectors/*.json with the Connect worker at CDCFLOW_CONNECT__URL; wait until they run."""
+    from services.deploy.register import register_all
+
+    names = register_all(_settings(), timeout)
+    console.print(f"running: {', '.join(names)}")
 
 
 def _catalog_contracts(settings: Settings) -> list[TableContract]:

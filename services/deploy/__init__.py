@@ -1,0 +1,1 @@
+"""Deployment helpers: Kubernetes manifests generated from the project's files, connector registration."""

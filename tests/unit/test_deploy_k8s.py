@@ -1,0 +1,104 @@
+"""Every overlay renders, every object passes its published schema and cdcflow's deployment policies, and
+each deliberately broken manifest in tests/fixtures/deploy/broken/ is rejected for the reason it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.deploy import (
+    CHECKOUT,
+    OVERLAYS,
+    container_env,
+    containers,
+    load_documents,
+    policy_violations,
+    render,
+    schema_errors,
+)
+
+BROKEN = sorted((CHECKOUT / "tests" / "fixtures" / "deploy" / "broken").glob("*.yaml"))
+
+
+def _kinds(overlay: str) -> set[str]:
+    return {o["kind"] for o in render(overlay)}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_passes_its_schema(overlay: str) -> None:
+    objects = render(overlay)
+    assert len(objects) > 15
+    errors = [error for obj in objects for error in schema_errors(obj)]
+    assert errors == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_policy_holds(overlay: str) -> None:
+    assert policy_violations(render(overlay)) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_component_is_deployed(overlay: str) -> None:
+    objects = render(overlay)
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert {
+        ("Deployment", "cdcflow-writer"),
+        ("ScaledObject", "cdcflow-writer"),
+        ("PodDisruptionBudget", "cdcflow-writer"),
+        ("StatefulSet", "cdcflow-loader"),
+        ("CronJob", "cdcflow-transform"),
+        ("KafkaConnect", "cdcflow-connect"),
+        ("KafkaConnector", "lending"),
+        ("ServiceAccount", "cdcflow-writer"),
+    } <= names
+    assert {o["kind"] for o in objects} >= {"NetworkPolicy", "ServiceMonitor", "Role"}
+    assert all(o["metadata"].get("namespace") == "cdcflow" for o in objects if o["kind"] != "Namespace")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_workload_runs_as_its_own_service_account(overlay: str) -> None:
+    objects = render(overlay)
+    accounts = {o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"}
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "StatefulSet", "CronJob") and obj["metadata"]["name"].startswith("cdcflow-"):
+            spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+            pod = spec["template"]["spec"]
+            assert pod["serviceAccountName"] == obj["metadata"]["name"]
+            assert pod["serviceAccountName"] in accounts
+            assert pod["automountServiceAccountToken"] is False
+
+
+def test_gke_keeps_secrets_by_reference_and_uses_workload_identity() -> None:
+    objects = render("gke")
+    assert [o for o in objects if o["kind"] == "Secret"] == []
+    accounts = [o for o in objects if o["kind"] == "ServiceAccount"]
+    assert len(accounts) == 5
+    for account in accounts:
+        email = account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+        assert email.startswith(account["metadata"]["name"] + "@")
+    writer = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "cdcflow-writer")
+    env = container_env(next(containers(writer)), objects)
+    assert env["CDCFLOW_LAKE__BACKEND"] == "gcs"
+    assert env["CDCFLOW_WAREHOUSE__BACKEND"] == "bigquery"
+
+
+def test_gke_shards_the_loader_by_pod_ordinal() -> None:
+    loader = next(o for o in render("gke") if o["kind"] == "StatefulSet")
+    container = next(containers(loader))
+    assert loader["spec"]["replicas"] == 3
+    assert container["args"][-2:] == ["--shard", "$(LOADER_SHARD_INDEX)/$(LOADER_SHARDS)"]
+    index = next(e for e in container["env"] if e["name"] == "LOADER_SHARD_INDEX")
+    assert index["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+
+
+@pytest.mark.parametrize("fixture", BROKEN, ids=[p.stem for p in BROKEN])
+def test_a_broken_manifest_is_rejected_for_its_reason(fixture: Path) -> None:
+    expected = fixture.read_text(encoding="utf-8").splitlines()[0].removeprefix("# rejected: ")
+    objects = load_documents(fixture)
+    findings = [e for obj in objects for e in schema_errors(obj)] + policy_violations(objects)
+    assert any(expected in finding for finding in findings), findings
+
+
+def test_there_are_enough_broken_fixtures() -> None:
+    assert len(BROKEN) >= 10
