@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +26,7 @@ from prometheus_client.exposition import choose_encoder
 
 from services.common.logging import get_logger
 
-__all__ = ["HealthServer", "Probe"]
+__all__ = ["HealthServer", "Heartbeat", "Probe"]
 
 Probe = Callable[[], bool]
 """A health check: True when healthy. Called on every request of its endpoint."""
@@ -39,6 +40,29 @@ _STOP_TIMEOUT_S = 5.0
 # Requests served at once. Probes and scrapes need one or two; a flood of connections (or clients that never
 # finish a request, each held for the handler's timeout) must not become a thread each.
 MAX_CONCURRENT_REQUESTS = 8
+
+
+class Heartbeat:
+    """When a service last made progress, for a liveness probe that measures progress, not cycle ends.
+
+    A service beats at every step it begins or ends (a cycle, a table, a warehouse job); liveness fails only
+    when no step has begun or ended for longer than the slowest single step may take. A long BigQuery job
+    or a GCS retry deadline is one step: a pod in the middle of it is alive.
+    """
+
+    def __init__(self) -> None:
+        self._at = time.monotonic()
+
+    def beat(self) -> None:
+        self._at = time.monotonic()  # one float store: safe to read from the probe's thread
+
+    def age_s(self) -> float:
+        """Seconds since the last beat."""
+        return time.monotonic() - self._at
+
+    def alive_within(self, seconds: float) -> Probe:
+        """A probe that passes while the last beat is younger than ``seconds``."""
+        return lambda: self.age_s() < seconds
 
 
 class _ProbeHTTPServer(ThreadingHTTPServer):

@@ -168,6 +168,8 @@ class LakeSettings(_Frozen):
     backend: Literal["local", "gcs"] = "local"
     root: str = ""
     gcs_endpoint: str | None = None
+    # how long one GCS call retries transient errors (429, 5xx, network) before the caller hears of them
+    gcs_retry_deadline_s: float = Field(default=120.0, gt=0)
     # chaos testing: this share of writes fails with a transient error (0 = never)
     fault_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
     fault_seed: int = 0

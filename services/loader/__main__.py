@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 from contextlib import ExitStack
 
 from prometheus_client import CollectorRegistry
 
 from services import __version__
-from services.common.health import HealthServer
+from services.common.health import HealthServer, Heartbeat
 from services.common.lake import open_lake
 from services.common.logging import configure_logging, get_logger
 from services.common.metrics import LoaderMetrics, new_registry, register_build_info
@@ -18,7 +17,7 @@ from services.common.signals import Shutdown
 from services.loader.app import Loader
 from services.loader.warehouse.factory import open_warehouse
 
-__all__ = ["main", "run_loader"]
+__all__ = ["main", "run_loader", "stalled_after_s"]
 
 
 def run_loader(settings: Settings, shutdown: Shutdown, *, once: bool, registry: CollectorRegistry | None = None) -> int:
@@ -40,7 +39,8 @@ def run_loader(settings: Settings, shutdown: Shutdown, *, once: bool, registry: 
     with ExitStack() as stack:
         lake = open_lake(settings.lake, settings.lake_root())
         stack.callback(lake.close)
-        warehouse = open_warehouse(settings)
+        heartbeat = Heartbeat()
+        warehouse = open_warehouse(settings, heartbeat=heartbeat)
         stack.callback(warehouse.close)
         loader = Loader(
             loader_settings,
@@ -49,18 +49,32 @@ def run_loader(settings: Settings, shutdown: Shutdown, *, once: bool, registry: 
             warehouse=warehouse,
             metrics=LoaderMetrics(registry),
             shutdown=shutdown,
+            heartbeat=heartbeat,
         )
         if loader_settings.health_port and not once:
-            stalled_after = max(60.0, 3 * loader_settings.interval_s)
             health = HealthServer(
                 loader_settings.health_host,
                 loader_settings.health_port,
                 registry,
-                live=lambda: time.monotonic() - loader.last_cycle_at < stalled_after,
+                live=heartbeat.alive_within(stalled_after_s(settings)),
                 ready=lambda: True,
             )
             stack.enter_context(health)
         return loader.run(once=once)
+
+
+def stalled_after_s(settings: Settings) -> float:
+    """How long the loader may go without beginning or ending a step before liveness fails.
+
+    The slowest single step is one warehouse job with its retries (BigQuery) plus one lake call with its
+    retries (GCS), with a minute of margin; never less than three cycle intervals.
+    """
+    step = 60.0
+    if settings.warehouse.backend == "bigquery":
+        step += settings.warehouse.bigquery_job_timeout_s + settings.warehouse.bigquery_retry_deadline_s
+    if settings.lake.backend == "gcs":
+        step += settings.lake.gcs_retry_deadline_s
+    return max(step, 3 * settings.loader.interval_s)
 
 
 def main() -> None:

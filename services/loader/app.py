@@ -21,11 +21,14 @@ from datetime import UTC, datetime
 from services.common.contracts import ContractRegistry, TableContract, load_contracts
 from services.common.contracts.errors import UnknownTableError
 from services.common.contracts.store import contracts_from_lake
+from services.common.errors import TransientError
+from services.common.health import Heartbeat
 from services.common.lake import (
     Lake,
     LakeFile,
     LakeLayout,
     LakeNotFoundError,
+    LakeTransientError,
     LakeVersionChangedError,
     NotALakeFileError,
 )
@@ -49,6 +52,7 @@ class CycleReport:
     duplicates_skipped: int = 0
     failed_files: list[str] = field(default_factory=list)
     stopped_tables: list[str] = field(default_factory=list)
+    deferred_tables: list[str] = field(default_factory=list)  # a transient error: retried next cycle
     busy: bool = False
 
 
@@ -62,6 +66,7 @@ class Loader:
         warehouse: Warehouse,
         metrics: LoaderMetrics,
         shutdown: Shutdown,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self._settings = settings
         self._prefix = topic_prefix
@@ -70,26 +75,31 @@ class Loader:
         self._metrics = metrics
         self._shutdown = shutdown
         self._last_load: dict[str, float] = {}
-        self.last_cycle_at = time.monotonic()
+        self.heartbeat = heartbeat or Heartbeat()
+
+    def mark_progress(self) -> None:
+        """The loader is not stuck: it began or ended a step (a cycle, a table, a batch)."""
+        self.heartbeat.beat()
 
     def run(self, *, once: bool) -> int:
         cleaned = False
         while True:
             began = time.monotonic()
+            self.mark_progress()
             cleaned = cleaned or self._drop_stale_staging()
             report = self.cycle() if cleaned else CycleReport(busy=True)
-            self.last_cycle_at = time.monotonic()
+            self.mark_progress()
             if once:
                 return 1 if report.stopped_tables else 0
             # the interval is a period, not a pause: a file waits at most one interval plus one cycle
-            if self._shutdown.wait(max(0.0, self._settings.interval_s - (self.last_cycle_at - began))):
+            if self._shutdown.wait(max(0.0, self._settings.interval_s - (time.monotonic() - began))):
                 return 0
 
     def _drop_stale_staging(self) -> bool:
         """Drop staging tables a crash left behind; False while the warehouse is busy (the next cycle tries again)."""
         try:
             stale = self._warehouse.drop_stale_staging()
-        except WarehouseBusyError as exc:  # e.g. a transform run holds the DuckDB file
+        except TransientError as exc:  # e.g. a transform run holds the DuckDB file
             log.warning("loader.warehouse_busy", error=str(exc))
             return False
         if stale:
@@ -98,22 +108,25 @@ class Loader:
 
     def cycle(self) -> CycleReport:
         report = CycleReport()
-        contracts = self._contracts()
         try:
+            contracts = self._contracts()
             pending = self._pending_by_table(contracts)
-        except WarehouseBusyError as exc:  # e.g. a transform run holds the DuckDB file: the next cycle
-            log.warning("loader.warehouse_busy", error=str(exc))
+        except TransientError as exc:  # the lake or the warehouse is unreachable or busy: the next cycle
+            log.warning("loader.cycle_deferred", error=str(exc))
+            self._metrics.failures.labels("", "transient").inc()
             report.busy = True
             pending = {}
         for table, files in sorted(pending.items()):
             if self._shutdown.requested or report.busy:
                 break
+            self.mark_progress()
             try:
                 self._load_table(contracts.get(*table.split(".", 1)), files, report)
-            except WarehouseBusyError as exc:
-                log.warning("loader.warehouse_busy", error=str(exc))
-                self._metrics.failures.labels(table, "busy").inc()
-                report.busy = True
+            except TransientError as exc:  # this table retries next cycle; the others go on
+                log.warning("loader.table_deferred", table=table, error=str(exc))
+                self._metrics.failures.labels(table, "transient").inc()
+                report.deferred_tables.append(table)
+                report.busy = isinstance(exc, WarehouseBusyError) and exc.whole_warehouse
         log.info(
             "loader.cycle",
             files=report.files,
@@ -121,6 +134,7 @@ class Loader:
             duplicates=report.duplicates_skipped,
             failed=len(report.failed_files),
             stopped=report.stopped_tables,
+            deferred=report.deferred_tables,
         )
         return report
 
@@ -156,6 +170,7 @@ class Loader:
                 continue
             loaded = {(f.path, f.version) for f in self._warehouse.loaded_files(contract)}
             new = [f for f in files if (f.path, f.version) not in loaded]
+            self._archive([f for f in files if (f.path, f.version) in loaded])  # an earlier archive that failed
             self._metrics.pending_files.labels(table).set(len(new))
             self._metrics.pending_bytes.labels(table).set(sum(f.size for f in new))
             if new:
@@ -208,6 +223,7 @@ class Loader:
     def _load_batch(self, batch: LoadBatch, report: CycleReport) -> None:
         table = batch.contract.qualified_name
         while batch.files:
+            self.mark_progress()
             began = time.monotonic()
             try:
                 result = self._warehouse.load(batch, self._lake, before_commit=self._chaos_hook())
@@ -235,7 +251,8 @@ class Loader:
                 rows=result.rows_inserted,
                 duplicates=result.duplicates_skipped,
             )
-            self._archive(batch)
+            self.mark_progress()
+            self._archive(batch.files)
             return
 
     def _chaos_hook(self) -> Callable[[], None] | None:
@@ -255,13 +272,17 @@ class Loader:
         self._lake.write(f"{target}.reason.txt", f"{error.reason}\n".encode())
         log.error("loader.file_failed", file=error.path, moved_to=target, reason=error.reason)
 
-    def _archive(self, batch: LoadBatch) -> None:
+    def _archive(self, files: Iterable[LakeFile]) -> None:
+        """Move loaded files under the archive prefix; one that fails now stays and is moved next cycle."""
         if not self._settings.archive_prefix:
             return
-        for file in batch.files:
+        for file in files:
             try:
                 self._lake.move(file.path, f"{self._settings.archive_prefix}/{file.path}", version=file.version)
             except LakeNotFoundError:  # archived by an earlier, interrupted attempt
                 continue
             except LakeVersionChangedError:  # rewritten since it was listed: the newer file is loaded next cycle
                 log.info("loader.archive_skipped", file=file.path, loaded_version=file.version)
+            except LakeTransientError as exc:
+                log.warning("loader.archive_deferred", file=file.path, error=str(exc))
+                return

@@ -10,7 +10,15 @@ class WarehouseError(TerminalError):
 
 
 class WarehouseBusyError(TransientError):
-    """The warehouse is locked or unreachable right now (e.g. dbt holds the DuckDB file)."""
+    """The warehouse is locked or unreachable right now (e.g. dbt holds the DuckDB file).
+
+    ``whole_warehouse``: every table would get the same answer now (a locked DuckDB file), so the loader
+    waits for its next cycle instead of trying the other tables; otherwise only this table waits.
+    """
+
+    def __init__(self, message: str, *, whole_warehouse: bool = False) -> None:
+        super().__init__(message)
+        self.whole_warehouse = whole_warehouse
 
 
 class BronzeSchemaError(TerminalError):

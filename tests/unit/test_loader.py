@@ -6,7 +6,8 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -17,10 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from services.common.contracts import Column
 from services.common.contracts.arrow import arrow_type
-from services.common.lake import LakeFile, LocalLake
+from services.common.health import Heartbeat
+from services.common.lake import LakeFile, LakeTransientError, LocalLake
 from services.common.metrics import LoaderMetrics
-from services.common.settings import LoaderSettings, repo_root
+from services.common.settings import LoaderSettings, Settings, repo_root
 from services.common.signals import Shutdown
+from services.loader.__main__ import stalled_after_s
 from services.loader.app import Loader
 from services.loader.bronze import COORDINATES, bronze_schema
 from services.loader.parquet_pages import MalformedParquetError, declared_page_bytes
@@ -369,3 +372,110 @@ def test_a_zombie_writers_shorter_batch_never_replaces_the_owners_file(tmp_path:
     assert _loader(lake, tmp_path).run(once=True) == 0
     offsets = "select count(*), count(distinct _kafka_offset), min(_kafka_offset), max(_kafka_offset)"
     assert _bronze(tmp_path, f"{offsets} from bronze.lending__transactions") == [(10, 10, 0, 9)]
+
+
+class _Unreachable(LocalLake):
+    """A lake whose calls fail the way a storage outage does once the client's retries ran out."""
+
+    failing_reads: str | None = None  # a table folder whose files cannot be read
+    failing_listing = False
+    failing_moves = False
+
+    def read(self, path: str) -> bytes:
+        if self.failing_reads is not None and f"/{self.failing_reads}/" in path:
+            raise LakeTransientError(f"503 reading {path}")
+        return super().read(path)
+
+    def list(self, prefix: str = "") -> Iterator[LakeFile]:
+        if self.failing_listing:
+            raise LakeTransientError("503 listing")
+        return super().list(prefix)
+
+    def move(self, src: str, dst: str, *, version: str | None = None) -> LakeFile:
+        if self.failing_moves:
+            raise LakeTransientError(f"503 moving {src}")
+        return super().move(src, dst, version=version)
+
+
+def _customer_event(customer_id: int, ts_us: int) -> bytes:
+    row = {
+        "customer_id": customer_id,
+        "external_ref": f"00000000-0000-0000-0000-{customer_id:012d}",
+        "full_name": f"Customer {customer_id}",
+        "email": f"c{customer_id}@example.com",
+        "status": "ACTIVE",
+        "customer_type": "RETAIL",
+        "date_of_birth": None,
+        "credit_limit": "__N__100.00",
+        "profile": "{}",
+        "notes": None,
+        "created_at": "2026-11-22T10:00:00Z",
+        "updated_at": "2026-11-22T10:00:00Z",
+    }
+    source = {"ts_us": ts_us, "ts_ms": ts_us // 1000, "lsn": 5000 + customer_id, "txId": 9, "snapshot": "false"}
+    text = json.dumps({"before": None, "after": row, "source": source, "op": "c"})
+    return text.replace('"__N__100.00"', "100.00").encode()
+
+
+def test_a_storage_outage_of_one_table_defers_it_and_the_others_load(tmp_path: Path) -> None:
+    lake = _Unreachable(tmp_path / "lake")
+    LakeFiles(lake, lending_contract("transactions")).write(range(0, 5))
+    LakeFiles(lake, lending_contract("customers"), event=_customer_event).write(range(0, 3))
+    lake.failing_reads = "lending.customers"
+    registry = CollectorRegistry()
+    loader = _loader(lake, tmp_path, registry)
+    report = loader.cycle()
+    assert (report.deferred_tables, report.stopped_tables, report.rows_inserted) == (["lending.customers"], [], 5)
+    failures = registry.get_sample_value(
+        "cdcflow_loader_failures_total", {"table": "lending.customers", "kind": "transient"}
+    )
+    assert failures == 1
+    lake.failing_reads = None
+    report = loader.cycle()
+    assert (report.deferred_tables, report.rows_inserted) == ([], 3)
+    assert _bronze(tmp_path, "select count(*) from bronze.lending__customers") == [(3,)]
+
+
+def test_a_storage_outage_of_the_listing_waits_for_the_next_cycle(tmp_path: Path) -> None:
+    lake = _Unreachable(tmp_path / "lake")
+    LakeFiles(lake, lending_contract("transactions")).write(range(0, 5))
+    lake.failing_listing = True
+    loader = _loader(lake, tmp_path)
+    report = loader.cycle()
+    assert (report.busy, report.files) == (True, 0)
+    lake.failing_listing = False
+    assert loader.cycle().rows_inserted == 5
+
+
+def test_a_failed_archive_is_retried_on_the_next_cycle(tmp_path: Path) -> None:
+    lake = _Unreachable(tmp_path / "lake")
+    LakeFiles(lake, lending_contract("transactions")).write(range(0, 5))
+    lake.failing_moves = True
+    loader = _loader(lake, tmp_path, archive_prefix="_archive")
+    assert loader.cycle().rows_inserted == 5
+    assert [f.path for f in lake.list("_archive/")] == []
+    lake.failing_moves = False
+    report = loader.cycle()
+    assert (report.files, report.rows_inserted) == (0, 0)  # nothing loaded twice
+    assert len(list(lake.list("_archive/"))) == 1
+    assert [f.path for f in lake.list("cdcflow/")] == []
+
+
+def test_liveness_follows_progress_not_cycle_ends(tmp_path: Path) -> None:
+    """A cycle stuck in one long step is alive while it is within one step's deadline, and only then dead."""
+    heartbeat = Heartbeat()
+    alive = heartbeat.alive_within(0.2)
+    assert alive()
+    time.sleep(0.25)
+    assert not alive()
+    heartbeat.beat()
+    assert alive()
+    bigquery_on_gcs = Settings.model_validate(
+        {
+            "warehouse": {"backend": "bigquery", "bigquery_job_timeout_s": 600, "bigquery_retry_deadline_s": 120},
+            "lake": {"backend": "gcs", "root": "gs://lake-bucket", "gcs_retry_deadline_s": 120},
+            "loader": {"interval_s": 10},
+        }
+    )
+    assert stalled_after_s(bigquery_on_gcs) == 60 + 600 + 120 + 120
+    assert stalled_after_s(Settings.model_validate({"loader": {"interval_s": 100}})) == 300

@@ -46,7 +46,13 @@ def _open_backend(settings: LakeSettings, root: str) -> Lake:
     bucket, prefix = parse_gcs_root(root)
     from services.common.lake.gcs import GcsLake
 
-    return GcsLake(bucket, prefix, _gcs_client(settings.gcs_endpoint), owns_client=True)
+    return GcsLake(
+        bucket,
+        prefix,
+        _gcs_client(settings.gcs_endpoint),
+        owns_client=True,
+        retry_deadline_s=settings.gcs_retry_deadline_s,
+    )
 
 
 def parse_gcs_root(root: str) -> tuple[str, str]:

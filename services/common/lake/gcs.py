@@ -60,6 +60,7 @@ _TRANSIENT_NETWORK = (
     media.InvalidResponse,
 )
 _REQUEST_TIMEOUT = 408
+DEFAULT_RETRY_DEADLINE_S = 120.0  # the storage client's own default
 
 
 def gcs_error_kind(exc: BaseException) -> type[LakeError] | None:
@@ -88,7 +89,15 @@ class GcsLake:
     closes it.
     """
 
-    def __init__(self, bucket: str, prefix: str, client: storage.Client, *, owns_client: bool = False) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        client: storage.Client,
+        *,
+        owns_client: bool = False,
+        retry_deadline_s: float = DEFAULT_RETRY_DEADLINE_S,
+    ) -> None:
         if not is_valid_bucket_name(bucket):
             raise LakeTerminalError(f"{bucket!r} is not a valid GCS bucket name")
         prefix = prefix.removesuffix("/")
@@ -99,18 +108,21 @@ class GcsLake:
         self._client = client
         self._bucket = client.bucket(bucket)
         self._owns_client = owns_client
+        # every call retries transient errors until this deadline, then raises LakeTransientError: the caller
+        # (the writer pauses, the loader moves to its next table) decides what happens next
+        self._retry = DEFAULT_RETRY.with_deadline(retry_deadline_s)
 
     def write(self, path: str, data: bytes) -> LakeFile:
         blob = self._bucket.blob(self._name(path))
         with self._translated("write", path):
             # Same name, same content on a retry: re-uploading is idempotent, so retrying is safe.
-            blob.upload_from_string(data, content_type=_content_type(path), retry=DEFAULT_RETRY)
+            blob.upload_from_string(data, content_type=_content_type(path), retry=self._retry)
         return _lake_file(path, blob)
 
     def read(self, path: str) -> bytes:
         blob = self._bucket.blob(self._name(path))
         with self._translated("read", path):
-            return bytes(blob.download_as_bytes())
+            return bytes(blob.download_as_bytes(retry=self._retry))
 
     def list(self, prefix: str = "") -> Iterator[LakeFile]:
         validate_prefix(prefix)
@@ -120,7 +132,7 @@ class GcsLake:
         blob = self._bucket.blob(self._name(path))
         with self._translated("delete", path):
             try:
-                blob.delete()
+                blob.delete(retry=self._retry)
             except api.NotFound:
                 return
 
@@ -129,7 +141,7 @@ class GcsLake:
             raise ValueError(f"cannot move {src!r} onto itself")
         source_name, target_name = self._name(src), self._name(dst)
         with self._translated("move", src):
-            source = self._bucket.get_blob(source_name)
+            source = self._bucket.get_blob(source_name, retry=self._retry)
             if source is None:
                 return self._already_moved(src, dst)
             if version is not None and str(source.generation) != version:
@@ -137,7 +149,7 @@ class GcsLake:
             # the copy names its source generation and the delete is conditional on it: a generation written
             # meanwhile is neither archived nor deleted
             copied = self._bucket.copy_blob(
-                source, self._bucket, target_name, source_generation=source.generation, retry=DEFAULT_RETRY
+                source, self._bucket, target_name, source_generation=source.generation, retry=self._retry
             )
             self._delete_generation(source)
         return _lake_file(dst, copied)
@@ -148,7 +160,7 @@ class GcsLake:
     def exists(self, path: str) -> bool:
         blob = self._bucket.blob(self._name(path))
         with self._translated("stat", path):
-            return bool(blob.exists())
+            return bool(blob.exists(retry=self._retry))
 
     def close(self) -> None:
         if self._owns_client:
@@ -162,7 +174,9 @@ class GcsLake:
 
     def _list(self, prefix: str) -> Iterator[LakeFile]:
         with self._translated("list", prefix):
-            blobs = self._client.list_blobs(self._bucket, prefix=self._prefix + prefix, fields=_LIST_FIELDS)
+            blobs = self._client.list_blobs(
+                self._bucket, prefix=self._prefix + prefix, fields=_LIST_FIELDS, retry=self._retry
+            )
             for blob in blobs:
                 path = blob.name[len(self._prefix) :]
                 if is_safe_relative_path(path):  # objects written by other tools, folder placeholders
@@ -170,7 +184,7 @@ class GcsLake:
 
     def _already_moved(self, src: str, dst: str) -> LakeFile:
         """A retried move finds ``src`` gone and ``dst`` present: the first attempt completed."""
-        target = self._bucket.get_blob(self._name(dst))
+        target = self._bucket.get_blob(self._name(dst), retry=self._retry)
         if target is None:
             raise self._not_found("move", src)
         return _lake_file(dst, target)
@@ -178,7 +192,7 @@ class GcsLake:
     def _delete_generation(self, source: Any) -> None:
         """Delete only the generation that was copied: one written since stays and is listed as new."""
         try:
-            source.delete(if_generation_match=source.generation)
+            source.delete(if_generation_match=source.generation, retry=self._retry)
         except (api.NotFound, api.PreconditionFailed):
             return
 
@@ -205,7 +219,7 @@ class GcsLake:
 
     def _bucket_exists(self) -> bool:
         try:
-            return bool(self._bucket.exists())
+            return bool(self._bucket.exists(retry=self._retry))
         except Exception:  # cannot tell (network): report the file as missing rather than hide the 404
             return True
 

@@ -261,6 +261,7 @@ class BigQueryWarehouse:
         job_timeout_s: float = 600.0,
         retry_deadline_s: float = 60.0,
         owns_client: bool = True,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
         self._project = project
@@ -272,6 +273,7 @@ class BigQueryWarehouse:
         self._retry = bigquery.DEFAULT_RETRY.with_deadline(retry_deadline_s).with_timeout(retry_deadline_s)
         self._owns_client = owns_client
         self._datasets_ready = False
+        self._on_progress = on_progress or (lambda: None)  # after every job: a long load is still progress
 
     # -- names ---------------------------------------------------------------------------------------
 
@@ -313,7 +315,9 @@ class BigQueryWarehouse:
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         config = bigquery.QueryJobConfig(query_parameters=list(params))
         job = self._client.query(sql, job_config=config, location=self._location, retry=self._retry)
-        return list(job.result(timeout=self._job_timeout_s, retry=self._retry))
+        rows = list(job.result(timeout=self._job_timeout_s, retry=self._retry))
+        self._on_progress()
+        return rows
 
     # -- datasets ----------------------------------------------------------------------------------
 
@@ -492,6 +496,7 @@ class BigQueryWarehouse:
                 job = self._client.get_job(job_id, location=self._location, retry=self._retry)
             try:
                 job.result(timeout=self._job_timeout_s, retry=self._retry)
+                self._on_progress()
             except api.GoogleAPICallError as exc:
                 corrupt = _corrupt_file(job, exc, paths)
                 if corrupt is not None:

@@ -89,7 +89,7 @@ class DuckDBWarehouse:
         try:
             conn = duckdb.connect(str(self._path))
         except duckdb.IOException as exc:  # another process holds the file's write lock
-            raise WarehouseBusyError(f"{self._path} is in use: {exc}") from None
+            raise WarehouseBusyError(f"{self._path} is in use: {exc}", whole_warehouse=True) from None
         try:
             conn.execute(f"create schema if not exists bronze; create schema if not exists {_STAGING}")
             conn.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from services.common.errors import ConfigError
+from services.common.health import Heartbeat
 from services.common.settings import Settings
 from services.loader.warehouse.base import Warehouse
 
@@ -19,7 +20,8 @@ EMULATOR_PROJECT = "cdcflow-local"
 """The project named when an emulator endpoint is set and no project is."""
 
 
-def open_warehouse(settings: Settings) -> Warehouse:
+def open_warehouse(settings: Settings, *, heartbeat: Heartbeat | None = None) -> Warehouse:
+    """The configured backend; ``heartbeat`` beats after every BigQuery job, so liveness sees a long load move."""
     if settings.warehouse.backend == "duckdb":
         from services.loader.warehouse.duckdb import DuckDBWarehouse
 
@@ -37,6 +39,7 @@ def open_warehouse(settings: Settings) -> Warehouse:
         lake_uri=warehouse.bigquery_lake_uri,
         job_timeout_s=warehouse.bigquery_job_timeout_s,
         retry_deadline_s=warehouse.bigquery_retry_deadline_s,
+        on_progress=None if heartbeat is None else heartbeat.beat,
     )
 
 
