@@ -58,6 +58,7 @@ from services.common.kafka import (
     ensure_topics,
     producer,
 )
+from services.common.kafka.clients import ensure_topic_minimum
 from services.common.logging import get_logger
 from services.common.settings import KafkaSettings
 from services.consumer.errors import DlqDeliveryError, DlqRecordTooLargeError
@@ -132,6 +133,26 @@ class _Pending:
     failed: list[str] = field(default_factory=list)
 
 
+def _raise_size_limit(settings: KafkaSettings, topic: str) -> None:
+    """An existing DLQ topic keeps the limit it was created with; raise it to what the publisher needs.
+
+    Without the permission to alter it the writer still runs: a record over the topic's limit is then stored
+    deflated, or without its value (its coordinates and error are kept), and a warning says so now.
+    """
+    try:
+        limit = ensure_topic_minimum(settings, topic, "max.message.bytes", MAX_DLQ_MESSAGE_BYTES)
+    except KafkaException as exc:
+        log.warning(
+            "dlq.topic_limit_low",
+            topic=topic,
+            wanted=MAX_DLQ_MESSAGE_BYTES,
+            error=str(exc),
+            consequence="records over the topic's max.message.bytes are kept deflated or without their value",
+        )
+        return
+    log.debug("dlq.topic_limit", topic=topic, max_message_bytes=limit)
+
+
 class DlqPublisher:
     def __init__(
         self,
@@ -149,6 +170,7 @@ class DlqPublisher:
         self._queue_wait_s = queue_wait_s
         if create_topic:
             ensure_topics(settings, [self.topic], config={"max.message.bytes": str(MAX_DLQ_MESSAGE_BYTES)})
+            _raise_size_limit(settings, self.topic)
         config: dict[str, Any] = {"message.max.bytes": MAX_DLQ_MESSAGE_BYTES + (1 << 20), "linger.ms": 5}
         self._producer: Producer = producer(settings, **{**config, **producer_overrides})
         self._read_timeout_s = read_timeout_s

@@ -12,8 +12,12 @@ import time
 import uuid
 from collections import Counter
 
-from services.common.kafka import Message, ensure_topics, producer
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._resource import ResourceType
+
+from services.common.kafka import Message, admin_client, ensure_topics, producer
 from services.common.settings import Settings
+from services.consumer.dlq import MAX_DLQ_MESSAGE_BYTES, DlqPublisher, dlq_topic
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import (
     Coordinate,
@@ -140,3 +144,24 @@ def test_a_writer_killed_between_the_dlq_send_and_the_commit_does_not_publish_tw
     assert twice == {}, f"{len(twice)} bad records are in the DLQ more than once: {sorted(twice.items())[:5]}"
     assert set(counts) == bad
     assert writer.terminate(second) == 0
+
+
+def test_an_existing_dlq_topic_gets_the_size_limit_the_writer_needs(stack: Stack, settings: Settings) -> None:
+    """A DLQ topic made earlier with the broker's default limit (1 MB) would force large records to lose
+    their value; the publisher raises the topic's limit instead."""
+    group = f"dlqlimit{uuid.uuid4().hex[:8]}"
+    topic = dlq_topic(group)
+    ensure_topics(settings.kafka, [topic], config={"max.message.bytes": "100000"})
+    assert _max_message_bytes(settings, topic) == 100_000
+    publisher = DlqPublisher(settings.kafka, group, "worker-1")
+    try:
+        assert _max_message_bytes(settings, topic) >= MAX_DLQ_MESSAGE_BYTES
+    finally:
+        publisher.close()
+
+
+def _max_message_bytes(settings: Settings, topic: str) -> int:
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    admin = admin_client(settings.kafka)  # kept alive until the answer is in
+    (future,) = admin.describe_configs([resource]).values()
+    return int(future.result(timeout=30)["max.message.bytes"].value)

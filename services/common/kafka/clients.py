@@ -10,6 +10,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient as Admin
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource  # public, not re-exported
+from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from services.common.kafka.batch_consumer import LIBRDKAFKA_LOG, BatchConsumer
@@ -26,6 +28,7 @@ __all__ = [
     "batch_consumer",
     "consumer",
     "end_positions",
+    "ensure_topic_minimum",
     "ensure_topics",
     "producer",
 ]
@@ -91,6 +94,32 @@ def ensure_topics(
                 raise
     _wait_for_leaders(admin, wanted, timeout_s)
     return created
+
+
+def ensure_topic_minimum(
+    settings: KafkaSettings, topic: str, key: str, minimum: int, *, timeout_s: float = 30.0
+) -> int:
+    """Raise a numeric topic config (e.g. ``max.message.bytes``) of an existing topic to at least ``minimum``.
+
+    A topic created earlier, by hand or by an older release, keeps whatever it was created with; creating
+    it again changes nothing. Returns the value now in force. Raises :class:`KafkaException` when the
+    broker refuses the change (e.g. no ALTER_CONFIGS permission on the topic).
+    """
+    admin = admin_client(settings)
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    (future,) = admin.describe_configs([resource], request_timeout=timeout_s).values()
+    entries = future.result(timeout=timeout_s)
+    current = int(entries[key].value) if key in entries and entries[key].value is not None else 0
+    if current >= minimum:
+        return current
+    change = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[ConfigEntry(key, str(minimum), incremental_operation=AlterConfigOpType.SET)],
+    )
+    (altered,) = admin.incremental_alter_configs([change], request_timeout=timeout_s).values()
+    altered.result(timeout=timeout_s)
+    return minimum
 
 
 def _wait_for_leaders(admin: Admin, topics: list[str], timeout_s: float) -> None:
