@@ -48,6 +48,10 @@ def test_every_component_is_deployed(overlay: str) -> None:
         ("PodDisruptionBudget", "cdcflow-writer"),
         ("StatefulSet", "cdcflow-loader"),
         ("CronJob", "cdcflow-transform"),
+        ("Deployment", "cdcflow-monitor"),
+        ("ServiceMonitor", "cdcflow-monitor"),
+        ("CronJob", "cdcflow-dlq-replay"),
+        ("PrometheusRule", "cdcflow-alerts"),
         ("KafkaConnect", "cdcflow-connect"),
         ("KafkaConnector", "lending"),
         ("ServiceAccount", "cdcflow-writer"),
@@ -81,6 +85,23 @@ def test_gke_keeps_secrets_by_reference_and_uses_workload_identity() -> None:
     env = container_env(next(containers(writer)), objects)
     assert env["CDCFLOW_LAKE__BACKEND"] == "gcs"
     assert env["CDCFLOW_WAREHOUSE__BACKEND"] == "bigquery"
+
+
+def test_the_dlq_replay_is_a_template_that_never_runs_on_its_own() -> None:
+    for overlay in OVERLAYS:
+        replay = next(
+            o for o in render(overlay) if o["metadata"]["name"] == "cdcflow-dlq-replay" and o["kind"] == "CronJob"
+        )
+        assert replay["spec"]["suspend"] is True
+        assert next(containers(replay))["args"] == ["dlq", "replay"]  # a dry run unless --execute is added
+
+
+def test_the_alert_rules_are_the_prometheus_rule() -> None:
+    import yaml
+
+    rules = yaml.safe_load((CHECKOUT / "deploy" / "prometheus" / "cdcflow.rules.yml").read_text())
+    rule = next(o for o in render("gke") if o["kind"] == "PrometheusRule")
+    assert rule["spec"]["groups"] == rules["groups"]
 
 
 def test_gke_shards_the_loader_by_pod_ordinal() -> None:
