@@ -76,8 +76,12 @@ class PostgresSettings(_Frozen):
     user: str = "cdcflow"
     password: SecretStr = SecretStr("cdcflow")
     database: str = "lending"
+    # The writer reads table definitions (pg_catalog only) as this role, never as the owner above: a login
+    # with CONNECT and read-only transactions, no privilege on any table (README: "Capture your own database").
+    catalog_user: str = "cdcflow_catalog"
+    catalog_password: SecretStr = SecretStr("cdcflow_catalog")
 
-    @field_validator("user", "database")
+    @field_validator("user", "database", "catalog_user")
     @classmethod
     def _identifier(cls, value: str) -> str:
         if not _IDENTIFIER.match(value):
@@ -86,10 +90,15 @@ class PostgresSettings(_Frozen):
 
     def dsn(self, *, with_password: bool = True) -> str:
         """A libpq URI; without the password it is safe to print."""
-        secret = self.password.get_secret_value() if with_password else _MASK
-        return (
-            f"postgresql://{quote(self.user)}:{quote(secret, safe='*')}@{self.host}:{self.port}/{quote(self.database)}"
-        )
+        return self._uri(self.user, self.password, with_password=with_password)
+
+    def catalog_dsn(self, *, with_password: bool = True) -> str:
+        """The URI of the read-only catalog role, for the writer's table lookups."""
+        return self._uri(self.catalog_user, self.catalog_password, with_password=with_password)
+
+    def _uri(self, user: str, password: SecretStr, *, with_password: bool) -> str:
+        secret = password.get_secret_value() if with_password else _MASK
+        return f"postgresql://{quote(user)}:{quote(secret, safe='*')}@{self.host}:{self.port}/{quote(self.database)}"
 
 
 class KafkaSettings(_Frozen):

@@ -58,7 +58,7 @@ def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorReg
         metrics = WriterMetrics(registry)
         evolution = (
             CatalogEvolution(
-                settings.postgres.dsn(),
+                settings.postgres.catalog_dsn(),
                 lake,
                 metrics,
                 exclude_columns=w.exclude_columns,

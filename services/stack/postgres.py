@@ -133,6 +133,21 @@ class PostgresServer:
             rows = conn.execute("select slot_name, active from pg_replication_slots").fetchall()
         return [(str(name), bool(active)) for name, active in rows]
 
+    def ensure_catalog_role(self) -> None:
+        """The writer's read-only role for catalog lookups: a login that can connect and read pg_catalog, in
+        read-only transactions, with no privilege on any table (so it reads no row and changes nothing)."""
+        role, secret = self.settings.catalog_user, self.settings.catalog_password.get_secret_value()
+        with psycopg.connect(self.settings.dsn(), autocommit=True, connect_timeout=5) as conn:
+            exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
+            verb = "alter" if exists else "create"
+            # the names are validated identifiers; the password is a literal quoted by the server's rules
+            password = conn.execute("select quote_literal(%s)", (secret,)).fetchone()
+            assert password is not None
+            conn.execute(f'{verb} role "{role}" login nosuperuser nocreatedb nocreaterole noreplication'.encode())
+            conn.execute(f'alter role "{role}" password {password[0]}'.encode())
+            conn.execute(f'alter role "{role}" set default_transaction_read_only = on'.encode())
+            conn.execute(f'grant connect on database "{self.settings.database}" to "{role}"'.encode())
+
     def apply_sql(self, sql: str) -> None:
         with psycopg.connect(self.settings.dsn(), autocommit=True, connect_timeout=5) as conn:
             conn.execute(sql.encode())

@@ -89,6 +89,7 @@ class Stack:
         step("jars", lambda: ensure_jars(self.settings.stack.connect_dir))
         step("postgres", lambda: self.postgres.start(timeout))
         step("schema", lambda: self.postgres.apply_sql(demo_schema_sql()))
+        step("catalog role", self.postgres.ensure_catalog_role)
         step("kafka", lambda: self.kafka.start(timeout))
         step("connect", lambda: self.connect.start(timeout))
         step("connector", lambda: self._start_connector(timeout))
