@@ -73,7 +73,8 @@ $(BQEMU_STAMP): tests/bqemulator-requirements.txt tests/fixtures/bqemulator_exte
 # Prometheus, promtool and Alertmanager from Debian's packages, unpacked under .cdcflow/monitoring-tools
 # instead of installed: installing them would start system services, and the tests start their own servers
 # on free ports. The binaries are static Go programs, so the packages' dependencies (init scripts, the
-# web UI's JavaScript) are not needed. `apt-get download` works without root; the list update needs it.
+# web UI's JavaScript) are not needed. `apt-get download` works without root; the list update and the
+# templates' copy need it.
 monitoring-tools: $(MONITORING_STAMP)
 
 $(MONITORING_STAMP):
@@ -83,6 +84,11 @@ $(MONITORING_STAMP):
 	for deb in $(MONITORING_TOOLS)/debs/*.deb; do dpkg-deb -x $$deb $(MONITORING_TOOLS)/root; done
 	rm -rf $(MONITORING_TOOLS)/debs
 	$(MONITORING_TOOLS)/root/usr/bin/promtool --version >/dev/null
+	@# Debian's Alertmanager reads its default notification templates from this fixed path, not its binary.
+	if [ ! -e /usr/share/prometheus/alertmanager/default.tmpl ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "as root: install -D -m 644 -t /usr/share/prometheus/alertmanager $(MONITORING_TOOLS)/root/usr/share/prometheus/alertmanager/*.tmpl"; exit 1; fi; \
+	  install -D -m 644 -t /usr/share/prometheus/alertmanager $(MONITORING_TOOLS)/root/usr/share/prometheus/alertmanager/*.tmpl; \
+	fi
 	touch $@
 
 # Regenerate the Grafana dashboards' JSON (deploy/grafana/dashboards/) from their code in deploy/grafana/.
