@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from services.common.contracts import TableContract, lake_schema
 from services.common.lake import LakeFile
+from services.common.naming import bronze_name
 from services.loader.errors import CorruptFileError
 from services.loader.parquet_pages import MalformedParquetError, declared_page_bytes
 
@@ -42,8 +43,9 @@ LOADER_COLUMNS: tuple[pa.Field, ...] = (
 
 
 def bronze_table(contract: TableContract) -> str:
-    """``<schema>__<table>``, in the ``bronze`` schema (dataset)."""
-    return f"{contract.schema}__{contract.table}"
+    """The table's name in the ``bronze`` schema (dataset), unique across sources: ``<schema>__<table>`` for
+    the primary source (:func:`services.common.naming.bronze_name`)."""
+    return bronze_name(contract.source, contract.schema, contract.table)
 
 
 def bronze_schema(contract: TableContract) -> pa.Schema:

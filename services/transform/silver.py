@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.common import naming
 from services.common.contracts import Column, TableContract
 from services.transform.errors import SilverGenerationError
 
@@ -86,12 +87,13 @@ _BRONZE_METADATA: tuple[tuple[str, str], ...] = (
 
 
 def model_name(contract: TableContract) -> str:
-    """``silver.<table>``: the design names silver tables after the table alone."""
-    return contract.table
+    """``silver.<table>`` for the primary source, ``silver.<P>__<table>`` for another (services.common.naming)."""
+    return naming.silver_name(contract.source, contract.table)
 
 
 def bronze_name(contract: TableContract) -> str:
-    return f"{contract.schema}__{contract.table}"
+    """The bronze table silver reads: the loader's name for it (services.common.naming)."""
+    return naming.bronze_name(contract.source, contract.schema, contract.table)
 
 
 def _check(contracts: Sequence[TableContract]) -> None:
@@ -103,13 +105,19 @@ def _check(contracts: Sequence[TableContract]) -> None:
                 "Add one in PostgreSQL (ALTER TABLE … ADD PRIMARY KEY) and regenerate the contract, or leave "
                 "the table out of the connector."
             )
+        table = _described(contract)
         for name in (model_name(contract), f"{model_name(contract)}_history"):
             if name in taken:
                 raise SilverGenerationError(
-                    f"silver.{name} would hold both {taken[name]} and {contract.qualified_name}: silver tables "
-                    "are named after the table alone, so captured table names must be unique across schemas"
+                    f"silver.{name} would hold both {taken[name]} and {table}: a source's silver tables are "
+                    "named after the table alone, so its captured table names must be unique across its "
+                    "schemas; capture one of them as a source of its own, or leave it out of the connector"
                 )
-            taken[name] = contract.qualified_name
+            taken[name] = table
+
+
+def _described(contract: TableContract) -> str:
+    return f"{contract.qualified_name} of source {contract.source}" if contract.source else contract.qualified_name
 
 
 def _macro_argument(contract: TableContract) -> str:
@@ -353,7 +361,7 @@ def render_sources(contracts: Sequence[TableContract]) -> str:
 
 def render(contracts: Iterable[TableContract]) -> dict[str, str]:
     """Every generated file of the dbt project, by path relative to it."""
-    ordered = sorted(contracts, key=lambda c: c.qualified_name)
+    ordered = sorted(contracts, key=lambda c: (c.source, c.qualified_name))
     _check(ordered)
     files = {SOURCES_FILE: render_sources(ordered), SILVER_YAML: render_silver_yaml(ordered)}
     for contract in ordered:

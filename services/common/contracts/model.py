@@ -39,6 +39,7 @@ VARIABLE_DECIMAL_PRECISION = 76
 VARIABLE_DECIMAL_SCALE = 38
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_SOURCE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # Kafka's topic name characters and length
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +76,17 @@ class TableContract:
     # logical decoding before 18 never sends them) and columns excluded from capture. No lake, bronze or
     # silver column pretends to hold them, and verify names them as not compared.
     uncaptured: tuple[tuple[str, str], ...] = ()
+    # The topic prefix of the source (connector) the table belongs to; "" for the primary source, the one
+    # under the stack's default prefix. Two sources may both hold public.users: names across sources are
+    # in services.common.naming.
+    source: str = ""
 
     def __post_init__(self) -> None:
         for part in (self.schema, self.table):
             if not _NAME.match(part):
                 raise ContractError(f"{part!r} is not a safe schema or table name")
+        if self.source and not _SOURCE.match(self.source):
+            raise ContractError(f"{self.source!r} is not a topic prefix (letters, digits, '.', '_', '-')")
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise ContractError(f"{self.qualified_name}: duplicate column names")
@@ -108,9 +115,9 @@ class TableContract:
 
 @dataclass(slots=True)
 class ContractRegistry:
-    """The newest contract of every table, looked up by ``(schema, table)``."""
+    """The newest contract of every table, looked up by ``(schema, table)`` and its source (``""``: primary)."""
 
-    _by_name: dict[tuple[str, str], TableContract] = field(default_factory=dict)
+    _by_name: dict[tuple[str, str, str], TableContract] = field(default_factory=dict)
 
     @classmethod
     def of(cls, contracts: Iterable[TableContract]) -> ContractRegistry:
@@ -120,21 +127,22 @@ class ContractRegistry:
         return registry
 
     def put(self, contract: TableContract) -> None:
-        key = (contract.schema, contract.table)
+        key = (contract.source, contract.schema, contract.table)
         current = self._by_name.get(key)
         if current is None or contract.version >= current.version:
             self._by_name[key] = contract
 
-    def get(self, schema: str, table: str) -> TableContract:
+    def get(self, schema: str, table: str, source: str = "") -> TableContract:
         try:
-            return self._by_name[(schema, table)]
+            return self._by_name[(source, schema, table)]
         except KeyError:
+            of = f" of source {source!r}" if source else ""
             raise UnknownTableError(
-                f"no contract for table {schema}.{table}: run `cdcflow schemas generate` and add it to schemas/"
+                f"no contract for table {schema}.{table}{of}: run `cdcflow schemas generate` and add it to schemas/"
             ) from None
 
     def __iter__(self) -> Iterator[TableContract]:
-        return iter(sorted(self._by_name.values(), key=lambda c: c.qualified_name))
+        return iter(sorted(self._by_name.values(), key=lambda c: (c.source, c.qualified_name)))
 
     def __len__(self) -> int:
         return len(self._by_name)

@@ -94,6 +94,7 @@ def contract_to_avro(contract: TableContract) -> dict[str, Any]:
         "cdcflow.primary_key": list(contract.primary_key),
         "cdcflow.replica_identity": contract.replica_identity,
         **({"cdcflow.uncaptured": dict(contract.uncaptured)} if contract.uncaptured else {}),
+        **({"cdcflow.source": contract.source} if contract.source else {}),
         "fields": [_column_to_field(c) for c in contract.columns],
     }
 
@@ -136,6 +137,7 @@ def avro_to_contract(document: dict[str, Any]) -> TableContract:
             replica_identity=document.get("cdcflow.replica_identity", "default"),
             uncaptured=tuple((str(c), str(why)) for c, why in document.get("cdcflow.uncaptured", {}).items()),
             doc=str(document.get("doc", "")),
+            source=str(document.get("cdcflow.source", "")),
         )
     except KeyError as exc:
         raise ContractError(f"contract lacks {exc}") from None
