@@ -132,13 +132,12 @@ class LagProbe:
         for tp, mark in marks.items():
             self._histories.setdefault(tp, WatermarkHistory(self._max_samples)).observe(mark.end, now)
             self._metrics.end_offset.labels(tp[0], str(tp[1])).set(mark.end)
-        reported = set()
         for group, tps in partitions.items():
             for tp in tps:
-                if tp in marks:
+                if tp in marks:  # else its offsets could not be listed this time: its series stay as they were
                     self._report(group, tp, committed[group].get(tp), marks[tp], now)
-                    reported.add((group, *tp))
-        self._forget(reported, set(marks))
+        listed = {(group, *tp) for group, tps in partitions.items() for tp in tps}
+        self._forget(listed, {tp for tps in partitions.values() for tp in tps})
 
     def _partitions(self, group: str, committed: dict[TP, int]) -> list[TP]:
         """Every partition of the topics the group has committed on or is assigned: a partition it never
@@ -153,6 +152,8 @@ class LagProbe:
     def _report(self, group: str, tp: TP, committed: int | None, marks: Watermarks, now: float) -> None:
         labels = (group, tp[0], str(tp[1]))
         lag = partition_lag(committed, marks)
+        # dated first (it may read a record), so the gauges of one partition change together
+        written = None if lag.oldest_uncommitted is None else self._written_at(tp, lag.oldest_uncommitted)
         self._metrics.lag_records.labels(*labels).set(lag.records)
         if committed is None:
             self._metrics.committed_offset.remove(*labels)
@@ -160,9 +161,7 @@ class LagProbe:
             self._metrics.committed_offset.labels(*labels).set(committed)
         if lag.oldest_uncommitted is None:
             self._metrics.lag_seconds.labels(*labels).set(0)
-            return
-        written = self._written_at(tp, lag.oldest_uncommitted)
-        if written is not None:
+        elif written is not None:
             self._metrics.lag_seconds.labels(*labels).set(max(0.0, now - written))
 
     def _written_at(self, tp: TP, offset: int) -> float | None:
@@ -181,13 +180,13 @@ class LagProbe:
             return stamp_ms / 1000
         return history.first_seen() if history else None
 
-    def _forget(self, reported: set[tuple[str, str, int]], partitions: set[TP]) -> None:
+    def _forget(self, listed: set[tuple[str, str, int]], partitions: set[TP]) -> None:
         """Drop the series of groups and partitions that are gone (a deleted group or topic)."""
-        for group, topic, partition in self._reported - reported:
+        for group, topic, partition in self._reported - listed:
             for gauge in (self._metrics.lag_records, self._metrics.lag_seconds, self._metrics.committed_offset):
                 gauge.remove(group, topic, str(partition))
         for topic, partition in self._ends_reported - partitions:
             self._metrics.end_offset.remove(topic, str(partition))
             self._histories.pop((topic, partition), None)
             self._stamps.pop((topic, partition), None)
-        self._reported, self._ends_reported = reported, partitions
+        self._reported, self._ends_reported = listed, partitions

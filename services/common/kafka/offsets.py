@@ -7,6 +7,7 @@ alive; log start and end offsets come in one ``ListOffsets`` request per poll fo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ TP = tuple[str, int]
 # The reader's own group id: it only assigns partitions and never commits, so the group never exists on the
 # broker; it must still not look like a cdcflow group.
 _READER_GROUP = "_cdcflow-monitor-reader"
+_RETRY_PAUSE_S = 0.5
 _EARLIEST = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
 _LATEST = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 
@@ -94,14 +96,21 @@ class OffsetsReader:
         return {tp: Watermarks(starts[tp], ends[tp]) for tp in wanted if tp in starts and tp in ends}
 
     def _list_offsets(self, partitions: list[TP], spec: OffsetSpec) -> dict[TP, int]:
-        request = {TopicPartition(t, p): spec for t, p in partitions}
-        futures = self._admin.list_offsets(request, request_timeout=self._timeout_s)
+        """Offsets per partition; a partition that failed (its leader not yet known to the client: a topic created
+        a moment ago) is asked once more after a moment, then left for the next poll."""
         found: dict[TP, int] = {}
-        for tp, future in futures.items():
-            try:
-                found[(str(tp.topic), int(tp.partition))] = int(future.result(timeout=self._timeout_s).offset)
-            except KafkaException:
-                continue
+        for attempt in range(2):
+            missing = [tp for tp in partitions if tp not in found]
+            if not missing:
+                break
+            if attempt:
+                time.sleep(_RETRY_PAUSE_S)
+            request = {TopicPartition(t, p): spec for t, p in missing}
+            for tp, future in self._admin.list_offsets(request, request_timeout=self._timeout_s).items():
+                try:
+                    found[(str(tp.topic), int(tp.partition))] = int(future.result(timeout=self._timeout_s).offset)
+                except KafkaException:
+                    continue
         return found
 
     def timestamp_ms(self, topic: str, partition: int, offset: int) -> int | None:

@@ -1,0 +1,267 @@
+"""Against the real stack: ``cdcflow monitor`` as users run it, scraped over HTTP.
+
+- A scratch group that committed part of its topic: lag in records and seconds per partition, committed and
+  end offsets, and a partition it never committed on.
+- Its DLQ topic: records counted by reason, a duplicate of one original record counted once, the depth.
+- A real lake writer holding uncommitted records in its buffer: lag > 0 in records and seconds; then the
+  writer is killed and its lag series stay and keep growing.
+- The lending connector's slot and connector/task state.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.common.kafka import Message, TopicPartition, consumer, ensure_topics, producer
+from services.common.settings import Settings
+from services.stack.runtime import Stack
+from services.stack.workload import Workload
+from tests.fixtures.pipeline import (
+    WriterProcess,
+    partition_ends,
+    read_partitions,
+    wait_for_log_event,
+    wait_until,
+    wait_until_committed,
+)
+
+Labels = frozenset[tuple[str, str]]
+Scrape = dict[tuple[str, Labels], float]
+
+
+@dataclass
+class MonitorProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+    group_prefix: str
+    log: Path
+
+    def scrape(self) -> Scrape:
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.scrape().get((name, frozenset(labels.items())))
+
+    def wait_for(self, name: str, expected: float, timeout_s: float = 60.0, **labels: str) -> None:
+        wait_until(f"{name}{labels} == {expected}", lambda: self.value(name, **labels) == expected, timeout_s)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def monitor(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MonitorProcess]:
+    """``cdcflow monitor`` polling every second, watching only this module's groups."""
+    port, prefix = _free_port(), f"cdcflow-mon{uuid.uuid4().hex[:8]}"
+    log = tmp_path_factory.mktemp("monitor") / "monitor.log"
+    env = {
+        **os.environ,
+        "CDCFLOW_MONITOR__HEALTH_PORT": str(port),
+        "CDCFLOW_MONITOR__INTERVAL_S": "1",
+        "CDCFLOW_MONITOR__GROUP_PREFIX": prefix,
+        "CDCFLOW_LOG__FORMAT": "json",
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "monitor"], env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}"
+    running = MonitorProcess(proc, url, prefix, log)
+
+    def ready() -> bool:
+        assert proc.poll() is None, f"the monitor exited with {proc.returncode}:\n{log.read_text()}"
+        try:
+            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until("the monitor to be ready", ready, timeout_s=60)
+        yield running
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def _produce(settings: Settings, topic: str, counts: dict[int, int], headers: Headers | None = None) -> None:
+    client = producer(settings.kafka, **{"linger.ms": 5})
+    for partition, count in counts.items():
+        for i in range(count):
+            client.produce(topic, key=f"k{i}".encode(), value=b"{}", partition=partition, headers=headers)
+    assert client.flush(30) == 0
+
+
+def _commit(settings: Settings, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    client = consumer(settings.kafka, group)  # never subscribes: a commit from outside any generation
+    try:
+        client.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+    finally:
+        client.close()
+
+
+def test_lag_of_a_group_that_committed_part_of_its_topic(settings: Settings, monitor: MonitorProcess) -> None:
+    topic, group = f"montest{uuid.uuid4().hex[:8]}.scratch", f"{monitor.group_prefix}-scratch"
+    ensure_topics(settings.kafka, [topic])
+    produced_from = time.time()
+    _produce(settings, topic, {0: 30, 1: 5, 2: 4})
+    produced_to = time.time()
+    _commit(settings, group, {(topic, 0): 10, (topic, 1): 5})  # partition 2: nothing committed
+
+    def at(seen: Scrape, name: str, partition: int, **extra: str) -> float | None:
+        return seen.get((name, frozenset({"topic": topic, "partition": str(partition), **extra}.items())))
+
+    # 1: committed == end; 2: nothing committed, so end minus log start
+    expected = {0: 20, 1: 0, 2: 4}
+
+    def all_reported() -> bool:
+        seen = monitor.scrape()
+        lags = {p: at(seen, "cdcflow_consumer_lag_records", p, group=group) for p in expected}
+        return lags == expected and all(
+            at(seen, "cdcflow_consumer_lag_seconds", p, group=group) is not None for p in expected
+        )
+
+    wait_until("the lag of every partition", all_reported, timeout_s=60)
+    seen = monitor.scrape()
+    scraped_at = time.time()
+    assert at(seen, "cdcflow_consumer_committed_offset", 0, group=group) == 10
+    assert at(seen, "cdcflow_consumer_committed_offset", 2, group=group) is None
+    assert at(seen, "cdcflow_topic_end_offset", 0) == 30
+    assert at(seen, "cdcflow_consumer_lag_seconds", 1, group=group) == 0
+    first = at(seen, "cdcflow_consumer_lag_seconds", 0, group=group)
+    assert first is not None
+    # the age of record 10 itself (its timestamp: the monitor first saw the partition after it was written)
+    assert scraped_at - produced_to - 2 <= first <= scraped_at - produced_from + 2
+    assert (at(seen, "cdcflow_consumer_lag_seconds", 2, group=group) or 0) > 0
+
+    time.sleep(2.5)
+    later = monitor.value("cdcflow_consumer_lag_seconds", group=group, topic=topic, partition="0")
+    assert later is not None
+    assert later > first + 1  # nothing was committed since: the oldest uncommitted record only got older
+
+
+def test_dlq_records_are_counted_by_reason_once_per_original_record(
+    settings: Settings, monitor: MonitorProcess
+) -> None:
+    group = f"{monitor.group_prefix}-dlq"
+    dlq = f"_cdcflow.dlq.{group}"
+    ensure_topics(settings.kafka, [dlq])
+
+    def error(reason: str, offset: int) -> Headers:
+        return [
+            ("cdcflow.error.reason", reason.encode()),
+            ("cdcflow.source.topic", b"cdcflow.lending.transactions"),
+            ("cdcflow.source.partition", b"3"),
+            ("cdcflow.source.offset", str(offset).encode()),
+        ]
+
+    _produce(settings, dlq, {0: 1}, error("malformed_json", 7))
+    _produce(settings, dlq, {0: 1}, error("malformed_json", 7))  # a killed writer's second copy
+    _produce(settings, dlq, {1: 1}, error("wrong_type", 8))
+    monitor.wait_for("cdcflow_dlq_depth_records", 3, group=group)
+    monitor.wait_for("cdcflow_dlq_records_total", 1, group=group, reason="malformed_json")
+    monitor.wait_for("cdcflow_dlq_records_total", 1, group=group, reason="wrong_type")
+
+
+def _transactions(settings: Settings, count: int) -> list[Message]:
+    """Real change events of the shared stack's transactions topic (made by the workload if there are few)."""
+    topic = f"{settings.kafka.topic_prefix}.lending.transactions"
+    ensure_topics(settings.kafka, [topic])
+    if sum(partition_ends(settings, [topic]).values()) < count:
+        Workload(settings.postgres, seed=14).run(50.0, 10.0, 4 * count)
+        wait_until("change events", lambda: sum(partition_ends(settings, [topic]).values()) >= count, 60)
+    ends = partition_ends(settings, [topic])
+    return [m for m in read_partitions(settings, ends) if m.value()][:count]
+
+
+def test_a_dead_writers_lag_stays_and_keeps_growing(
+    settings: Settings, monitor: MonitorProcess, tmp_path: Path
+) -> None:
+    prefix = f"monw{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}.lending.transactions"
+    events = [m.value() for m in _transactions(settings, 30)]
+    ensure_topics(settings.kafka, [topic])
+    group = f"{monitor.group_prefix}-writer"
+    writer = WriterProcess(group=group, lake_root=tmp_path / "lake", log_dir=tmp_path)
+    writer.env_overrides.update(
+        {
+            "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
+            "CDCFLOW_WRITER__FLUSH_MAX_ROWS": "20",  # the first 20 are written and committed at once
+            "CDCFLOW_WRITER__FLUSH_MAX_AGE_S": "600",  # the 10 produced later stay in the buffer, uncommitted
+        }
+    )
+
+    def produce(values: list[bytes | None]) -> None:
+        client = producer(settings.kafka, **{"linger.ms": 5})
+        for value in values:
+            client.produce(topic, key=b"k", value=value, partition=0)
+        assert client.flush(30) == 0
+
+    produce(events[:20])
+    try:
+        proc = writer.start()
+        wait_for_log_event(writer, proc, "writer.assigned")
+        wait_until_committed(settings, group, {(topic, 0): 20})
+        produce(events[20:])  # read at once, then held: fewer than FLUSH_MAX_ROWS, younger than the max age
+        monitor.wait_for("cdcflow_consumer_lag_records", 10, group=group, topic=topic, partition="0")
+        labels = {"group": group, "topic": topic, "partition": "0"}
+        assert monitor.value("cdcflow_consumer_committed_offset", **labels) == 20
+        # the writer is alive and holds the 10 records: they age, uncommitted
+        wait_until(
+            "the held records to age 5 s", lambda: (monitor.value("cdcflow_consumer_lag_seconds", **labels) or 0) >= 5
+        )
+        assert monitor.value("cdcflow_consumer_committed_offset", **labels) == 20
+        assert proc.poll() is None, "the writer died on its own"
+
+        writer.kill(proc)
+        first = monitor.value("cdcflow_consumer_lag_seconds", **labels)
+        time.sleep(2.5)
+        second = monitor.value("cdcflow_consumer_lag_seconds", **labels)
+        assert first is not None
+        assert second is not None
+        assert second > first + 1  # the dead writer's lag is still reported, and ageing
+        assert monitor.value("cdcflow_consumer_lag_records", **labels) == 10
+    finally:
+        writer.stop_all()
+
+
+def test_the_lending_slot_and_connector_are_reported(settings: Settings, monitor: MonitorProcess) -> None:
+    seen = monitor.scrape()
+    slot = {"slot": "cdcflow_lending"}
+    assert seen[("cdcflow_replication_slot_active", frozenset(slot.items()))] == 1
+    assert seen[("cdcflow_replication_slot_retained_bytes", frozenset(slot.items()))] >= 0
+    assert ("cdcflow_replication_slot_confirmed_flush_lag_bytes", frozenset(slot.items())) in seen
+    statuses = [
+        value
+        for (name, labels), value in seen.items()
+        if name == "cdcflow_replication_slot_wal_status" and ("slot", "cdcflow_lending") in labels
+    ]
+    assert sorted(statuses) == [0, 0, 0, 1]  # exactly one current status
+    assert seen[("cdcflow_connector_up", frozenset({("connector", "lending")}))] == 1
+    assert seen[("cdcflow_connector_task_running", frozenset({("connector", "lending"), ("task", "0")}))] == 1
+    for probe in ("kafka", "postgres", "connect", "dlq", "transform"):
+        assert seen[("cdcflow_monitor_probe_up", frozenset({("probe", probe)}))] == 1, probe
+    assert any(name == "cdcflow_build_info" and value == 1 for (name, _), value in seen.items())
+    assert any(name == "process_resident_memory_bytes" for name, _ in seen)  # the default process metrics
