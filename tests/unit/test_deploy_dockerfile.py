@@ -58,6 +58,17 @@ def test_stages_and_runtime_user() -> None:
     assert "CDCFLOW_STACK__STATE_DIR=/var/lib/cdcflow" in env
 
 
+def test_every_base_image_is_pinned_to_a_version() -> None:
+    instructions = _instructions()
+    args = dict(a.split("=", 1) for ins, a in instructions if ins == "ARG" and "=" in a)
+    images = [a.split()[0] for ins, a in instructions if ins == "FROM"]
+    external = [args.get(i.strip("${}"), i) for i in images if i not in ("build", "connect-jars")]
+    assert len(external) == 4
+    for image in external:
+        _, _, tag = image.partition(":")
+        assert re.match(r"\d+\.\d+", tag), f"{image} is not pinned to a version"
+
+
 def test_the_entry_point_is_the_packages_console_script() -> None:
     scripts = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["cdcflow"] == "services.cli:main"
