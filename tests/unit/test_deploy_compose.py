@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,18 @@ def test_health_endpoints_listen_on_all_interfaces_on_the_configured_port() -> N
         assert f"http://127.0.0.1:{settings.health_port}/healthz" in service["healthcheck"]["test"], name
         checked += 1
     assert checked >= 3
+
+
+def test_every_volume_a_cdcflow_service_writes_is_prepared_by_the_image() -> None:
+    dockerfile = (CHECKOUT / "deploy" / "docker" / "Dockerfile").read_text()
+    joined = re.sub(r"\\\n\s*", " ", dockerfile)  # continuation lines
+    prepared = re.search(r"install -d -o 10001 -g 10001 -m 0750 ([^\n]+)", joined)
+    assert prepared is not None
+    folders = set(prepared.group(1).split())
+    for name, service in _cdcflow_services().items():
+        for volume in service.get("volumes", []):
+            if volume["type"] == "volume":
+                assert volume["target"] in folders, f"{name}: {volume['target']} would be owned by root"
 
 
 def test_the_cdcflow_services_run_from_a_read_only_root() -> None:
