@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import string
+from pathlib import Path
 
 import duckdb
 import pytest
 
-from services.common.contracts import Column, TableContract
+from services.common.contracts import Column, ContractRegistry, TableContract, load_contracts, write_contract
 from services.common.contracts.errors import ContractError
-from services.common.contracts.store import avro_to_contract, contract_to_avro
+from services.common.contracts.store import (
+    avro_to_contract,
+    contract_to_avro,
+    contracts_from_lake,
+    lake_contract_path,
+    publish_contract,
+)
+from services.common.lake.local import LocalLake
 from services.common.naming import (
     MAX_NAME,
     PRIMARY,
@@ -152,3 +161,35 @@ def test_silver_generation_keeps_two_sources_public_users_apart() -> None:
 def test_one_table_name_in_two_schemas_of_a_source_is_refused_loudly() -> None:
     with pytest.raises(silver.SilverGenerationError, match="shop__users would hold both"):
         silver.render([_contract("public", "users", "shop"), _contract("sales", "users", "shop")])
+
+
+def test_another_sources_contracts_have_their_own_folders(tmp_path: Path) -> None:
+    primary, shop = _contract("public", "users"), _contract("public", "users", "shop")
+    assert write_contract(tmp_path, primary) == tmp_path / "public.users.avsc"
+    assert write_contract(tmp_path, shop) == tmp_path / "shop" / "public.users.avsc"
+    assert sorted(load_contracts(tmp_path), key=lambda c: c.source) == [primary, shop]
+    assert lake_contract_path(primary) == "_contracts/public.users/v00001.avsc"
+    assert lake_contract_path(shop) == "_contracts/shop/public.users/v00001.avsc"
+    lake = LocalLake(tmp_path / "lake")
+    publish_contract(lake, primary)
+    publish_contract(lake, shop)
+    found = contracts_from_lake(lake)
+    assert found == [primary, shop]
+    registry = ContractRegistry.of(found)
+    assert registry.get("public", "users") == primary
+    assert registry.get("public", "users", "shop") == shop
+
+
+def test_a_contract_in_another_sources_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "crm").mkdir()
+    (tmp_path / "crm" / "public.users.avsc").write_text(
+        json.dumps(contract_to_avro(_contract("public", "users", "shop")))
+    )
+    with pytest.raises(ContractError, match="belongs in"):
+        load_contracts(tmp_path)
+    lake = LocalLake(tmp_path / "lake")
+    lake.write(
+        "_contracts/crm/public.users/v00001.avsc", json.dumps(contract_to_avro(_contract("public", "users"))).encode()
+    )
+    with pytest.raises(ContractError, match="not to the folder"):
+        contracts_from_lake(lake)

@@ -144,29 +144,36 @@ def avro_to_contract(document: dict[str, Any]) -> TableContract:
 
 
 def contract_path(directory: Path, contract: TableContract) -> Path:
-    return directory / f"{contract.qualified_name}.avsc"
+    """``<directory>/<schema>.<table>.avsc``; another source's in ``<directory>/<topic prefix>/``."""
+    folder = directory / contract.source if contract.source else directory
+    return folder / f"{contract.qualified_name}.avsc"
 
 
 def load_contracts(directory: Path) -> list[TableContract]:
-    """Every ``*.avsc`` table contract in ``directory`` (other Avro schemas there are skipped)."""
+    """Every ``*.avsc`` table contract in ``directory`` (the primary source's) and in its sub-folders (one per
+    other source, named by its topic prefix); other Avro schemas there are skipped."""
     contracts = []
-    for path in sorted(directory.glob("*.avsc")):
+    for path in sorted([*directory.glob("*.avsc"), *directory.glob("*/*.avsc")]):
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ContractError(f"{path}: not valid JSON: {exc}") from None
         if isinstance(document, dict) and "cdcflow.primary_key" in document:
             try:
-                contracts.append(avro_to_contract(document))
+                contract = avro_to_contract(document)
             except ContractError as exc:
                 raise ContractError(f"{path}: {exc}") from None
+            folder = contract_path(directory, contract).parent
+            if folder != path.parent:  # a file copied into another source's folder
+                raise ContractError(f"{path}: the contract of {contract.qualified_name} belongs in {folder}/")
+            contracts.append(contract)
     return contracts
 
 
 def write_contract(directory: Path, contract: TableContract) -> Path:
     """Write atomically, with stable formatting so diffs in review show only real changes."""
-    directory.mkdir(parents=True, exist_ok=True)
     path = contract_path(directory, contract)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".tmp-{path.name}")
     temp.write_text(json.dumps(contract_to_avro(contract), indent=2) + "\n", encoding="utf-8")
     os.replace(temp, path)
@@ -174,11 +181,27 @@ def write_contract(directory: Path, contract: TableContract) -> Path:
 
 
 LAKE_CONTRACTS = "_contracts"
-"""Contract versions evolved at run time live in the lake, beside the data they describe."""
+"""Contract versions evolved at run time live in the lake, beside the data they describe: the primary
+source's in ``_contracts/<schema>.<table>/``, another source's in ``_contracts/<topic prefix>/<schema>.<table>/``
+(two sources may both hold ``public.users``)."""
 
 
 def lake_contract_path(contract: TableContract) -> str:
-    return f"{LAKE_CONTRACTS}/{contract.qualified_name}/v{contract.version:05d}.avsc"
+    folder = f"{contract.source}/{contract.qualified_name}" if contract.source else contract.qualified_name
+    return f"{LAKE_CONTRACTS}/{folder}/v{contract.version:05d}.avsc"
+
+
+def _source_of_path(path: str) -> str:
+    """The source a contract's lake path says it belongs to: ``""`` for ``_contracts/<schema>.<table>/v….avsc``."""
+    parts = path.removeprefix(f"{LAKE_CONTRACTS}/").split("/")
+    return parts[0] if len(parts) == 3 else ""
+
+
+def _contract_at(lake: Lake, path: str) -> TableContract:
+    contract = avro_to_contract(json.loads(lake.read(path)))
+    if contract.source != _source_of_path(path):  # a file copied into another source's folder
+        raise ContractError(f"belongs to source {contract.source or '(primary)'!r}, not to the folder it is in")
+    return contract
 
 
 def publish_contract(lake: Lake, contract: TableContract) -> str:
@@ -189,12 +212,12 @@ def publish_contract(lake: Lake, contract: TableContract) -> str:
 
 
 def contracts_from_lake(lake: Lake) -> list[TableContract]:
-    """Every contract version published in the lake, oldest first per table."""
+    """Every contract version published in the lake, of every source, oldest first per table."""
     found = []
     for file in lake.list(f"{LAKE_CONTRACTS}/"):
         if file.path.endswith(".avsc"):
             try:
-                found.append(avro_to_contract(json.loads(lake.read(file.path))))
+                found.append(_contract_at(lake, file.path))
             except (ContractError, json.JSONDecodeError) as exc:
                 raise ContractError(f"{lake.uri(file.path)}: {exc}") from None
-    return sorted(found, key=lambda c: (c.qualified_name, c.version))
+    return sorted(found, key=lambda c: (c.source, c.qualified_name, c.version))
