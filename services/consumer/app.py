@@ -56,11 +56,13 @@ from services.common.kafka import (
     TopicPartition,
     batch_consumer,
     consumer,
+    ensure_topics,
 )
 from services.common.kafka.message_columns import MessageBatch, batches_by_topic
 from services.common.lake import Lake
 from services.common.logging import get_logger
 from services.common.metrics import WriterMetrics
+from services.common.replay import replay_topic
 from services.common.settings import Settings
 from services.common.signals import Shutdown
 from services.consumer.buffers import FlushPolicy, PartitionBuffer
@@ -87,6 +89,7 @@ from services.consumer.quarantine import (
     find_crashers,
     read_range,
 )
+from services.consumer.replayed import by_original_topic
 from services.consumer.routing import Route, Router
 from services.consumer.sink import ParquetSink, WrittenFile
 
@@ -131,6 +134,9 @@ class LakeWriter:
         self._note: InflightNote | None = None
         self._policy = FlushPolicy(w.flush_max_rows, w.flush_max_bytes, w.flush_max_age_s)
         self._dlq = DlqPublisher(settings.kafka, w.group_id, worker_id)
+        # records the DLQ tool replays for this group (services/consumer/replayed.py); only this group reads it
+        self._replay_topic = replay_topic(w.group_id)
+        ensure_topics(settings.kafka, [self._replay_topic])
         self._consumer: BatchConsumer = batch_consumer(
             settings.kafka,
             w.group_id,
@@ -178,7 +184,7 @@ class LakeWriter:
         try:
             self._recover_crashed()
             self._consumer.subscribe(
-                [self._router.subscription()],
+                [self._router.subscription(), self._replay_topic],
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
@@ -229,6 +235,9 @@ class LakeWriter:
     def _ingest(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> None:
         """One topic's records of a poll, decoded together (per-call costs are paid once, not per partition);
         each partition's rows go to its own buffer."""
+        if topic == self._replay_topic:
+            self._land_replayed(batch, ingested_at_us)
+            return
         spans = batch.partition_spans()
         taken = [span for span in spans if self._taking((topic, span[0]))]
         if not taken:
@@ -248,6 +257,47 @@ class LakeWriter:
             for table in rows.get(p, []):
                 buffer.add(table, ends[p])
             buffer.advance(ends[p])
+
+    def _land_replayed(self, batch: MessageBatch, ingested_at_us: int) -> None:
+        """Replayed records, written at once as rows of their original tables and committed (a replay is small
+        and its partition's rows belong to many tables, so it is not buffered)."""
+        topic = self._replay_topic
+        for partition, start, stop in batch.partition_spans():
+            tp = (topic, partition)
+            if not self._taking(tp):
+                continue
+            part = batch.part(start, stop)
+            buffer = self._take_in(topic, partition, part, 0, len(part))
+            end = int(part.offsets[-1]) + 1
+            try:
+                self._write_replayed(part, (partition, int(part.offsets[0]), end - 1), ingested_at_us)
+                self._dlq.confirm(topic, partition, _DLQ_CONFIRM_S)
+            except TransientError as exc:
+                self._retry_later(tp, buffer, exc)
+                continue
+            buffer.advance(end)
+            if self._commit(tp, end):
+                self._dlq.forget_below(topic, partition, end)
+                self._attempts.pop(tp, None)
+            buffer.committed()
+
+    def _write_replayed(self, part: MessageBatch, replay: tuple[int, int, int], ingested_at_us: int) -> None:
+        originals, failures = by_original_topic(part)
+        self._dead_letter(failures)
+        for original_topic, records in originals.items():
+            route = self._route(original_topic)
+            table = f"{route.schema}.{route.table}"
+            for partition, tables in self._rows(original_topic, records, ingested_at_us).items():
+                for rows in tables:
+                    try:
+                        files = self._sink.write(route.schema, route.table, partition, rows, replay=replay)
+                    except TransientError:
+                        raise
+                    except Exception as exc:  # retried like a transient failure: a replayed record is never skipped
+                        raise WriteFailedError(f"writing replayed rows of {table}: {describe(exc)}") from exc
+                    self._metrics.records_written.labels(table).inc(rows.num_rows)
+                    self._metrics.lake_files_written.labels(table).inc(len(files))
+                    log.info("writer.replayed", table=table, rows=rows.num_rows, files=[f.file.path for f in files])
 
     def _taking(self, tp: TP) -> bool:
         return tp in self._assigned and tp not in self._paused_until
