@@ -298,9 +298,9 @@ class _Run:
             (REPLAY_COUNT, str(record.replay_count + 1)),
             (REPLAYED_FROM, format_coordinate(item.original)),
         ]
-        self._producer.produce(
-            topic, key=record.key, value=value, headers=headers, partition=partition, timestamp_ms=record.timestamp_ms
-        )
+        # stamped now, not with the original time: a record older than the target's retention would be deleted
+        # before the writer reads it (the lake's dt/hour come from the event's own commit time anyway)
+        self._producer.produce(topic, key=record.key, value=value, headers=headers, partition=partition)
         self._progress(item, parked=False, note="")
         return "replay"
 

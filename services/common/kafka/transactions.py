@@ -137,10 +137,20 @@ def _watermarks(client: Any, topic: str, timeout_s: float) -> dict[int, tuple[in
     metadata = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
     if metadata is None or metadata.error is not None:
         raise KeyError(topic)
+    deadline = time.monotonic() + timeout_s
     found = {}
     for partition in sorted(metadata.partitions):
-        low, high = client.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-        found[partition] = (low, high)
+        while True:
+            try:
+                found[partition] = client.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+                break
+            except KafkaException as exc:  # a topic created a moment ago has no leader yet for a while
+                error = exc.args[0]
+                if time.monotonic() > deadline or not (
+                    error.retriable() or error.code() == KafkaError.NOT_LEADER_FOR_PARTITION
+                ):
+                    raise
+                time.sleep(0.2)
     return found
 
 
