@@ -12,10 +12,20 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from services.common.errors import ConfigError
+from services.common.naming import source_of
 
 __all__ = [
     "MONITOR_PROBES",
@@ -106,16 +116,24 @@ class KafkaSettings(_Frozen):
 
     bootstrap_servers: str = "127.0.0.1:19092"
     topic_prefix: str = "cdcflow"
+    # The stack's default topic prefix when this process serves another source under topic_prefix (a lake
+    # writer per source); empty: topic_prefix is the primary source's. Names across sources:
+    # docs/architecture.md.
+    primary_prefix: str = ""
     topic_partitions: int = Field(default=6, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=10)
     extra: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("topic_prefix")
+    @field_validator("topic_prefix", "primary_prefix")
     @classmethod
-    def _prefix(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9_\-]+$", value):
-            raise ValueError("topic_prefix may hold only letters, digits, '_' and '-'")
+    def _prefix(cls, value: str, info: ValidationInfo) -> str:
+        if (value or info.field_name == "topic_prefix") and not re.match(r"^[A-Za-z0-9_\-]+$", value):
+            raise ValueError(f"{info.field_name} may hold only letters, digits, '_' and '-'")
         return value
+
+    def source(self) -> str:
+        """The ``source`` of the contracts of the tables under ``topic_prefix``: ``""`` for the primary one."""
+        return source_of(self.topic_prefix, self.primary_prefix or self.topic_prefix)
 
     @field_validator("bootstrap_servers")
     @classmethod

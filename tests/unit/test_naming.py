@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from pydantic import ValidationError
 
 from services.common.contracts import Column, ContractRegistry, TableContract, load_contracts, write_contract
 from services.common.contracts.errors import ContractError
@@ -30,6 +31,7 @@ from services.common.naming import (
     silver_name,
     source_of,
 )
+from services.common.settings import KafkaSettings
 from services.loader.bronze import bronze_table
 from services.transform import silver
 
@@ -193,3 +195,11 @@ def test_a_contract_in_another_sources_folder_is_refused(tmp_path: Path) -> None
     )
     with pytest.raises(ContractError, match="not to the folder"):
         contracts_from_lake(lake)
+
+
+def test_a_process_serving_another_source_knows_it_from_its_settings() -> None:
+    assert KafkaSettings().source() == PRIMARY
+    assert KafkaSettings(topic_prefix="cdcflow", primary_prefix="cdcflow").source() == PRIMARY
+    assert KafkaSettings(topic_prefix="shop", primary_prefix="cdcflow").source() == "shop"
+    with pytest.raises(ValidationError, match="primary_prefix"):
+        KafkaSettings(primary_prefix="not/a/prefix")
