@@ -34,6 +34,7 @@ from services.common.naming import (
 from services.common.settings import KafkaSettings
 from services.loader.bronze import bronze_table
 from services.transform import silver
+from services.transform.errors import SilverGenerationError
 
 _VALID = re.compile(rf"[a-z0-9_]{{1,{MAX_NAME}}}")  # a BigQuery table name; DuckDB's quoted identifiers take any
 
@@ -161,7 +162,7 @@ def test_silver_generation_keeps_two_sources_public_users_apart() -> None:
 
 
 def test_one_table_name_in_two_schemas_of_a_source_is_refused_loudly() -> None:
-    with pytest.raises(silver.SilverGenerationError, match="shop__users would hold both"):
+    with pytest.raises(SilverGenerationError, match="shop__users would hold both"):
         silver.render([_contract("public", "users", "shop"), _contract("sales", "users", "shop")])
 
 
