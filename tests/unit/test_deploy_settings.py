@@ -4,12 +4,14 @@ the Strimzi connectors with connect/connectors/*.json, the generated files with 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from services.common.health import HealthServer
@@ -93,3 +95,20 @@ def test_generate_writes_what_check_reports_stale(tmp_path: Path) -> None:
     generated = (tmp_path / "deploy/k8s/base/generated/kafkaconnectors.yaml").read_text()
     assert "tasksMax: 2" in generated
     assert "tasks.max" not in generated
+
+
+def _env_references(config: dict[str, str]) -> set[str]:
+    return {m for value in config.values() for m in re.findall(r"\$\{env:([A-Za-z0-9_]+)\}", value)}
+
+
+def test_connect_has_every_variable_the_connectors_reference() -> None:
+    files = sorted((CHECKOUT / "connect" / "connectors").glob("*.json"))
+    wanted = set().union(*(_env_references(json.loads(f.read_text())["config"]) for f in files))
+    assert "CDCFLOW_POSTGRES__PASSWORD" in wanted
+    for overlay in OVERLAYS:
+        connect = next(o for o in render_overlay(overlay) if o["kind"] == "KafkaConnect")
+        env = {e["name"] for e in connect["spec"]["template"]["connectContainer"]["env"]}
+        assert wanted <= env, f"{overlay}: {sorted(wanted - env)}"
+        assert connect["spec"]["config"]["config.providers"] == "env"
+    compose = yaml.safe_load((CHECKOUT / "docker-compose.yml").read_text())
+    assert wanted <= set(compose["services"]["connect"]["environment"])
