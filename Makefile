@@ -164,7 +164,7 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) $(BQEMU_VENV) connect/lib connect/plugins .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(BQEMU_VENV) connect/lib connect/plugins connect/agents .mypy_cache .ruff_cache .pytest_cache
 
 # Loader throughput into DuckDB bronze with bronze at 1x and 10x a base size (BENCHMARKS.md).
 bench-loader: install

@@ -14,7 +14,7 @@ import httpx
 
 from services.common.settings import Settings
 from services.stack.errors import ComponentFailedError
-from services.stack.jvm import java_argv, plugin_root
+from services.stack.jvm import agent_jar, java_argv, plugin_root
 from services.stack.processes import ManagedProcess, ensure_port_free, wait_for
 
 __all__ = ["ConnectWorker", "connector_names", "load_connector", "resolve_env", "source_clashes"]
@@ -89,6 +89,26 @@ class ConnectWorker:
     def url(self) -> str:
         return self.settings.connect.url
 
+    @property
+    def jmx_exporter_url(self) -> str | None:
+        """Where Prometheus scrapes Debezium's metrics from this worker; None when the exporter is off."""
+        port = self.settings.connect.jmx_exporter_port
+        return f"http://127.0.0.1:{port}/metrics" if port else None
+
+    def jmx_exporter_options(self) -> list[str]:
+        """The JVM option that loads Prometheus's JMX exporter with ``connect/jmx-exporter.yml``, on 127.0.0.1."""
+        port = self.settings.connect.jmx_exporter_port
+        if not port:
+            return []
+        connect_dir = self.settings.stack.connect_dir
+        jar = agent_jar(connect_dir)
+        if jar is None:
+            raise ComponentFailedError(
+                f"the JMX exporter agent is missing from {connect_dir / 'agents'}: run `make jars`"
+            )
+        rules = (connect_dir / "jmx-exporter.yml").resolve()
+        return [f"-javaagent:{jar.resolve()}=127.0.0.1:{port}:{rules}"]
+
     def _get(self, path: str, timeout: float = 3.0) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", timeout=timeout)
 
@@ -106,12 +126,15 @@ class ConnectWorker:
         self._render_config()
         if not self.process.running():
             ensure_port_free("Kafka Connect", "127.0.0.1", self.settings.connect.port())
+            if self.settings.connect.jmx_exporter_port:
+                ensure_port_free("Connect's JMX exporter", "127.0.0.1", self.settings.connect.jmx_exporter_port)
             stack = self.settings.stack
             argv = java_argv(
                 stack.connect_dir,
                 stack.connect_heap,
                 "org.apache.kafka.connect.cli.ConnectDistributed",
                 str(self.config_file),
+                jvm_options=self.jmx_exporter_options(),
             )
             self.process.start(argv, env=self.settings.connector_env())
         wait_for("Kafka Connect", self.healthy, timeout_s, alive=self.process.running, log=self.process.log_file)

@@ -158,10 +158,12 @@ class Stack:
 
     def endpoints(self) -> dict[str, str]:
         """How scripts reach each part of the stack (the password is not included)."""
+        exporter = self.connect.jmx_exporter_url
         return {
             "postgres_dsn": self.settings.postgres.dsn(with_password=False),
             "kafka_bootstrap_servers": self.settings.kafka.bootstrap_servers,
             "connect_url": self.settings.connect.url,
+            **({"connect_jmx_exporter": exporter} if exporter else {}),
             "topic_prefix": self.settings.kafka.topic_prefix,
             "lake_root": self.settings.lake_root(),
             "warehouse_path": str(self.settings.duckdb_path()),
