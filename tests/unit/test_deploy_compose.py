@@ -139,3 +139,32 @@ def test_monitoring_mounts_exist(mounted: str) -> None:
     }
     assert (CHECKOUT / mounted).resolve() in {p.resolve() for p in sources}
     assert (CHECKOUT / mounted).exists()
+
+
+def test_prometheus_scrapes_each_service_on_its_health_port() -> None:
+    import yaml
+
+    config = yaml.safe_load((CHECKOUT / "deploy" / "docker" / "prometheus.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
+    expected = set()
+    for name, service in _cdcflow_services().items():
+        section = SECTIONS.get(service["command"][0])
+        if section is not None:
+            expected.add(f"{name}:{getattr(load_settings(service['environment']), section).health_port}")
+    assert expected == targets
+
+
+def test_the_compose_schema_rejects_an_unknown_key(tmp_path: Path) -> None:
+    broken = tmp_path / "compose.yml"
+    broken.write_text(
+        COMPOSE.read_text(encoding="utf-8").replace('    command: ["consume"]', '    commandz: ["consume"]')
+    )
+    done = subprocess.run(
+        [CHECK_JSONSCHEMA, "--builtin-schema", "vendor.compose-spec", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "commandz" in done.stdout
