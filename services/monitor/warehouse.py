@@ -24,9 +24,11 @@ _MANIFEST = "_cdcflow_load_manifest"
 
 
 def table_label(bronze_name: str) -> str:
-    """``lending__customers`` → ``lending.customers``, the ``table`` label the loader uses too."""
-    schema, sep, table = bronze_name.partition("__")
-    return f"{schema}.{table}" if sep else bronze_name
+    """The ``table`` label: ``lending__customers`` → ``lending.customers``, as the loader labels the primary
+    source's tables; any other bronze name (another source's ``P__schema__table``, a hashed one) stays whole,
+    since only the name itself is unambiguous there (services/common/naming.py)."""
+    parts = bronze_name.split("__")
+    return ".".join(parts) if len(parts) == 2 else bronze_name
 
 
 class WarehouseProbe:

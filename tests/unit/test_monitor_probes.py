@@ -202,7 +202,8 @@ def test_a_missing_warehouse_fails_the_probe_clearly(tmp_path: Path) -> None:
 
 def test_bronze_names_become_the_loaders_table_label() -> None:
     assert table_label("lending__customers") == "lending.customers"
-    assert table_label("sales__order__lines") == "sales.order__lines"
+    assert table_label("crm__public__users") == "crm__public__users"  # another source's table: whole
+    assert table_label("lending__users__h0123456789ab") == "lending__users__h0123456789ab"  # a hashed name
 
 
 def test_the_transforms_record_gives_the_last_run_and_its_outcome(tmp_path: Path) -> None:
