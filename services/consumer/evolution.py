@@ -55,11 +55,13 @@ class CatalogEvolution:
         *,
         exclude_columns: Sequence[str] = (),
         timeout_s: float = _TIMEOUT_S,
+        source: str = "",
     ) -> None:
         self._dsn = bounded_dsn(dsn, timeout_s)
         self._exclude_columns = list(exclude_columns)
         self._lake = lake
         self._metrics = metrics
+        self._source = source  # the source whose database ``dsn`` reaches: its contracts carry it
         self._refused_until: dict[str, float] = {}
 
     def _lookup(self, table: str) -> list[TableContract]:
@@ -78,7 +80,7 @@ class CatalogEvolution:
             found = []
         if not found:
             self._refused_until[table] = time.monotonic() + _RETRY_REFUSED_S
-        return found
+        return [replace(c, source=self._source) for c in found]
 
     def discover(self, schema: str, table: str) -> TableContract | None:
         """Contract v1 of a table that started streaming before anyone generated its contract (raises

@@ -53,8 +53,10 @@ class Router:
         *,
         value_format: ValueFormat = "json",
         schema_registry_url: str | None = None,
+        source: str = "",
     ) -> None:
         self._topic_prefix = topic_prefix
+        self._source = source  # the contracts' source of the topics under the prefix ("": the primary one)
         self._prefix = topic_prefix + "."
         self._contracts = contracts
         self._exclude = set(exclude)
@@ -88,6 +90,8 @@ class Router:
     def adopt(self, contract: TableContract) -> None:
         """Use a newer contract version from now on, for every topic of its table."""
         self._contracts.put(contract)
+        if contract.source != self._source:
+            return
         for topic, route in list(self._routes.items()):
             if (route.schema, route.table) == (contract.schema, contract.table):
                 self._routes[topic] = self._resolve(topic)
@@ -101,7 +105,7 @@ class Router:
         if f"{schema}.{table}" in self._exclude:
             return Route(schema, table, skip=True)
         try:
-            contract = self._contracts.get(schema, table)
+            contract = self._contracts.get(schema, table, self._source)
         except UnknownTableError as exc:
             return Route(schema, table, reason=Reason.UNKNOWN_TABLE, detail=str(exc))
         return Route(schema, table, self._decoder(contract))

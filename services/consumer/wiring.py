@@ -63,6 +63,7 @@ def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorReg
                 metrics,
                 exclude_columns=w.exclude_columns,
                 timeout_s=w.catalog_timeout_s,
+                source=settings.kafka.source(),
             )
             if w.schema_evolution == "catalog"
             else None
@@ -114,6 +115,7 @@ def _router(settings: Settings, contracts: ContractRegistry) -> Router:
         w.max_value_bytes,
         value_format=w.value_format,
         schema_registry_url=w.schema_registry_url,
+        source=settings.kafka.source(),
     )
 
 

@@ -6,6 +6,7 @@ import json
 import random
 import re
 import string
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -32,6 +33,7 @@ from services.common.naming import (
     source_of,
 )
 from services.common.settings import KafkaSettings
+from services.consumer.routing import Router
 from services.loader.bronze import bronze_table
 from services.transform import silver
 from services.transform.errors import SilverGenerationError
@@ -204,3 +206,17 @@ def test_a_process_serving_another_source_knows_it_from_its_settings() -> None:
     assert KafkaSettings(topic_prefix="shop", primary_prefix="cdcflow").source() == "shop"
     with pytest.raises(ValidationError, match="primary_prefix"):
         KafkaSettings(primary_prefix="not/a/prefix")
+
+
+def test_a_writer_of_another_source_routes_its_topics_to_that_sources_contracts() -> None:
+    primary, shop = _contract("public", "users"), _contract("public", "users", "shop")
+    router = Router("shop", ContractRegistry.of([primary, shop]), [], 1 << 20, source="shop")
+    decoder = router.route("shop.public.users").decoder
+    assert decoder is not None
+    assert decoder.contract == shop
+    router.adopt(replace(primary, version=2))  # another source's table of the same name changes nothing here
+    assert router.route("shop.public.users").decoder.contract == shop  # type: ignore[union-attr]
+    router.adopt(replace(shop, version=2))
+    assert router.route("shop.public.users").decoder.contract.version == 2  # type: ignore[union-attr]
+    only_primary = Router("shop", ContractRegistry.of([primary]), [], 1 << 20, source="shop")
+    assert only_primary.route("shop.public.users").reason == "unknown_table"

@@ -148,4 +148,4 @@ class ContractRegistry:
         return len(self._by_name)
 
     def as_dict(self) -> dict[str, Any]:
-        return {c.qualified_name: c.version for c in self}
+        return {f"{c.source}/{c.qualified_name}" if c.source else c.qualified_name: c.version for c in self}
