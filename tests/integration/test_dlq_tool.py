@@ -24,7 +24,7 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 
 from services.common.debezium.records import DecodeFailure, Reason
-from services.common.kafka import Message, ensure_topics, read_topic, topic_names, topic_watermarks
+from services.common.kafka import Message, ensure_topics, producer, read_topic, topic_names, topic_watermarks
 from services.common.replay import REPLAY_COUNT, REPLAYED_FROM, Coordinate, replay_topic, replayed_from
 from services.common.settings import Settings
 from services.consumer.dlq import DlqPublisher
@@ -145,8 +145,6 @@ def test_list_counts_each_original_once_and_a_dry_run_changes_nothing(scratch: S
     # a writer killed between the DLQ acknowledgement and its commit: the same record is in the DLQ twice
     dlq = f"_cdcflow.dlq.{scratch.group}"
     copy = next(m for m in read_topic(scratch.settings.kafka, dlq).messages)
-    from services.common.kafka import producer
-
     client = producer(scratch.settings.kafka)
     client.produce(
         dlq, key=copy.key(), value=copy.value(), headers=copy.headers(), partition=int(copy.partition() or 0)
@@ -376,3 +374,59 @@ def test_the_writer_lands_replayed_records_in_their_original_table_at_their_orig
     assert (shown["replay_count"], again["replay_count"]) == (0, 1)
     assert again["headers"][REPLAYED_FROM] == ":".join(map(str, next(iter(still_bad))))
     assert writer.terminate(proc) == 0
+
+
+def test_a_value_the_dlq_left_out_is_replayed_from_the_source_topic(scratch: Scratch) -> None:
+    """A record too large for the DLQ is published without its value; the replay reads the value back from the
+    source topic (checked against the SHA-256 the DLQ kept)."""
+    ensure_topics(scratch.settings.kafka, [scratch.source])
+    value = os.urandom(40_000)  # does not compress: over the publisher's limit below, it is left out
+    client = producer(scratch.settings.kafka)
+    client.produce(scratch.source, key=b"big", value=value, partition=1)
+    assert client.flush(30) == 0
+    (original,) = read_partitions(scratch.settings, partition_ends(scratch.settings, [scratch.source]))
+    limit: dict[str, Any] = {"message.max.bytes": 20_000}
+    publisher = DlqPublisher(scratch.settings.kafka, scratch.group, "test-worker", **limit)
+    try:
+        assert publisher.publish(DecodeFailure(original, Reason.OVERSIZED, "too large"))
+        publisher.confirm(scratch.source, 1, timeout_s=30)
+    finally:
+        publisher.close()
+
+    (shown,) = json.loads(scratch.cdcflow("dlq", "show", "-g", scratch.group, f"{scratch.source}:1:0").stdout)
+    assert shown["value_encoding"] == "omitted"
+    plan = scratch.plan("--reason", Reason.OVERSIZED)
+    scratch.cdcflow("dlq", "replay", "-g", scratch.group, "--reason", Reason.OVERSIZED, "--execute", plan["plan_id"])
+    (replayed,) = read_topic(scratch.settings.kafka, replay_topic(scratch.group)).messages
+    assert replayed.value() == value
+    assert replayed_from(replayed.headers()) == (scratch.source, 1, 0)
+
+
+def test_purge_is_a_dry_run_by_default_and_keeps_pending_records(scratch: Scratch) -> None:
+    replayed = scratch.publish(Reason.SCHEMA_MISMATCH, range(0, 6), partitions=1)
+    pending = scratch.publish(Reason.MALFORMED_JSON, range(6, 9), partitions=1)  # after them in the same DLQ partition
+    plan = scratch.plan("--reason", Reason.SCHEMA_MISMATCH)
+    scratch.cdcflow(
+        "dlq", "replay", "-g", scratch.group, "--reason", Reason.SCHEMA_MISMATCH, "--execute", plan["plan_id"]
+    )
+    dlq = f"_cdcflow.dlq.{scratch.group}"
+    before = topic_watermarks(scratch.settings.kafka, dlq)
+    until = "2100-01-01T00:00"
+
+    dry = scratch.cdcflow("dlq", "purge", "-g", scratch.group, "--until", until)
+    assert "would delete 6" in dry.stdout
+    assert topic_watermarks(scratch.settings.kafka, dlq) == before
+
+    scratch.cdcflow("dlq", "purge", "-g", scratch.group, "--until", until, "--execute")
+    left = {m.offset(): m for m in read_topic(scratch.settings.kafka, dlq).messages}
+    assert len(left) == len(pending)  # the replayed ones are gone, the pending ones held the cut
+    summary = json.loads(scratch.cdcflow("dlq", "list", "-g", scratch.group, "--json").stdout)["groups"][0]
+    assert (summary["records"], summary["pending"]) == (3, 3)
+
+    scratch.cdcflow("dlq", "purge", "-g", scratch.group, "--until", until, "--include-pending", "--execute")
+    assert read_topic(scratch.settings.kafka, dlq).messages == []
+    audits = [
+        json.loads(m.value() or b"{}") for m in read_topic(scratch.settings.kafka, audit_topic(scratch.group)).messages
+    ]
+    assert [a["deleted"] for a in audits if a.get("action") == "purge"] == [6, 3]
+    assert len(replayed) == 6
