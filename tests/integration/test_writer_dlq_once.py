@@ -8,9 +8,13 @@ record once and the writer must count it once.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._resource import ResourceType
@@ -143,7 +147,21 @@ def test_a_writer_killed_between_the_dlq_send_and_the_commit_does_not_publish_tw
     twice = {c: n for c, n in counts.items() if n > 1}
     assert twice == {}, f"{len(twice)} bad records are in the DLQ more than once: {sorted(twice.items())[:5]}"
     assert set(counts) == bad
+    assert _dlq_list(writer.group) == {"records": len(bad), "pending": len(bad), "dlq_records": sum(counts.values())}
     assert writer.terminate(second) == 0
+
+
+def _dlq_list(group: str) -> dict[str, int]:
+    """What ``cdcflow dlq list`` counts for the group: each failed coordinate once."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "cdcflow"), "dlq", "list", "--group", group, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    (found,) = json.loads(done.stdout)["groups"]
+    return {key: found[key] for key in ("records", "pending", "dlq_records")}
 
 
 def test_an_existing_dlq_topic_gets_the_size_limit_the_writer_needs(stack: Stack, settings: Settings) -> None:
