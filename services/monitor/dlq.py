@@ -1,8 +1,9 @@
 """The dead-letter topics of the watched groups: what arrives there, by reason, and how much they hold.
 
 Each ``_cdcflow.dlq.<group>`` topic is read from its start, then incrementally. A DLQ record is counted by its
-original coordinates (the ``cdcflow.source.*`` headers), never by its DLQ offset: a writer killed right after
-a send may leave a second copy of the same record, and that is still one bad record.
+original coordinates, never by its DLQ offset: a writer killed right after a send may leave a second copy of
+the same record, and that is still one bad record. The original is ``cdcflow.replayed.from`` for a record that
+failed again after a replay (its ``cdcflow.source.*`` then name the replay topic), else ``cdcflow.source.*``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 from services.common.kafka import Message
 from services.common.kafka.offsets import DlqTail, OffsetsReader
 from services.common.metrics import MonitorMetrics
+from services.common.replay import replayed_from
 from services.consumer.dlq import dlq_topic, source_coordinate
 
 __all__ = ["DlqCounter", "DlqProbe"]
@@ -41,10 +43,14 @@ class DlqCounter:
         reasons: Counter[str] = Counter()
         for record in records:
             # a record without source headers cannot be a duplicate of another: its DLQ coordinates identify it
-            origin = source_coordinate(record) or (
-                f"dlq:{record.topic()}",
-                record.partition() or 0,
-                record.offset() or 0,
+            origin = (
+                replayed_from(record.headers())
+                or source_coordinate(record)
+                or (
+                    f"dlq:{record.topic()}",
+                    record.partition() or 0,
+                    record.offset() or 0,
+                )
             )
             if origin in seen:
                 continue

@@ -61,8 +61,12 @@ def test_a_dropped_slot_loses_its_series() -> None:
     assert _wal_status(registry, "b")["extended"] == 1
 
 
-def _dlq_record(dlq_offset: int, source_offset: int | None, reason: str | None) -> Message:
+def _dlq_record(
+    dlq_offset: int, source_offset: int | None, reason: str | None, *, replayed_from: str | None = None
+) -> Message:
     headers: list[tuple[str, str | bytes | None]] = [("origin", b"\x00")]
+    if replayed_from is not None:
+        headers.append(("cdcflow.replayed.from", replayed_from.encode()))
     if reason is not None:
         headers.append(("cdcflow.error.reason", reason.encode()))
     if source_offset is not None:
@@ -88,6 +92,14 @@ def test_dlq_records_are_counted_once_per_original_coordinate_by_reason() -> Non
     assert counter.count("cdcflow-lake-writer", later) == {"unknown": 1}
     # another group's DLQ is its own: the same source coordinate counts there
     assert counter.count("cdcflow-demo", [_dlq_record(0, 10, "oversized")]) == {"oversized": 1}
+
+
+def test_a_record_that_fails_again_after_a_replay_is_still_one_record() -> None:
+    counter = DlqCounter()
+    assert counter.count("g", [_dlq_record(0, 10, "schema_mismatch")]) == {"schema_mismatch": 1}
+    # replayed, failed again: its source headers now name the replay topic, replayed.from the original
+    again = _dlq_record(1, 0, "schema_mismatch", replayed_from=f"{SOURCE}:2:10")
+    assert counter.count("g", [again]) == {}
 
 
 def test_dlq_records_without_source_headers_are_told_apart_by_their_dlq_offset() -> None:
