@@ -267,7 +267,12 @@ def load(
 @app.command()
 def verify(
     table: Annotated[
-        list[str] | None, typer.Option("--table", "-t", help="schema.table to compare (repeatable); default: all.")
+        list[str] | None,
+        typer.Option(
+            "--table",
+            "-t",
+            help="schema.table (another source's: prefix/schema.table) to compare (repeatable); default: all.",
+        ),
     ] = None,
     limit: Annotated[int, typer.Option(min=0, help="Differing keys to show per table.")] = 10,
 ) -> None:
@@ -281,10 +286,10 @@ def verify(
         )
     contracts = verify_contracts(settings)
     if table:
-        unknown = sorted(set(table) - {c.qualified_name for c in contracts})
+        unknown = sorted(set(table) - {c.full_name for c in contracts})
         if unknown:
             raise typer.BadParameter(f"no contract for {', '.join(unknown)}", param_hint="--table")
-        contracts = [c for c in contracts if c.qualified_name in table]
+        contracts = [c for c in contracts if c.full_name in table]
     report = verify_warehouse(settings, contracts, limit=limit, every_captured=not table)
     print_report(report, _wide_console())
     if report.drift:
