@@ -105,7 +105,7 @@ def _check(contracts: Sequence[TableContract]) -> None:
                 "Add one in PostgreSQL (ALTER TABLE … ADD PRIMARY KEY) and regenerate the contract, or leave "
                 "the table out of the connector."
             )
-        table = _described(contract)
+        table = contract.full_name
         for name in (model_name(contract), f"{model_name(contract)}_history"):
             if name in taken:
                 raise SilverGenerationError(
@@ -114,10 +114,6 @@ def _check(contracts: Sequence[TableContract]) -> None:
                     "schemas; capture one of them as a source of its own, or leave it out of the connector"
                 )
             taken[name] = table
-
-
-def _described(contract: TableContract) -> str:
-    return f"{contract.qualified_name} of source {contract.source}" if contract.source else contract.qualified_name
 
 
 def _macro_argument(contract: TableContract) -> str:

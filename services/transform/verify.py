@@ -36,6 +36,7 @@ from services.common.errors import ConfigError
 from services.common.lake import open_lake
 from services.common.settings import Settings
 from services.stack.connect import load_connector, resolve_env
+from services.stack.sources import sources
 from services.transform.canonical import canonical, row_digest
 from services.transform.errors import VerifyError
 from services.transform.silver import model_name
@@ -276,9 +277,7 @@ def _key_positions(contract: TableContract) -> list[int]:
 
 def compare_table(contract: TableContract, source: RowReader, silver: RowReader, limit: int = 10) -> TableComparison:
     """Compare one table; up to ``limit`` keys of each kind of difference are described."""
-    result = TableComparison(
-        contract.qualified_name, f"silver.{model_name(contract)}", not_compared=contract.uncaptured
-    )
+    result = TableComparison(contract.full_name, f"silver.{model_name(contract)}", not_compared=contract.uncaptured)
     if not source.exists(contract):
         result.skipped = "the source table does not exist (dropped?)"
         return result
@@ -332,7 +331,7 @@ def verify(
     contracts: Sequence[TableContract], source: RowReader, silver: RowReader, *, limit: int = 10
 ) -> VerifyReport:
     report = VerifyReport()
-    for contract in sorted(contracts, key=lambda c: c.qualified_name):
+    for contract in sorted(contracts, key=lambda c: c.full_name):
         report.tables.append(compare_table(contract, source, silver, limit))
     return report
 
@@ -362,22 +361,48 @@ def verify_warehouse(
     if settings.warehouse.backend != "duckdb":
         raise ConfigError("verify reads silver from DuckDB in this build (CDCFLOW_WAREHOUSE__BACKEND)")
     silver = DuckDBSilver(settings.duckdb_path(), busy_timeout_s=settings.transform.busy_timeout_s)
-    source = PostgresSource(settings.postgres.dsn())
-    report = verify(contracts, source, silver, limit=limit)
+    primary = PostgresSource(settings.postgres.dsn())
+    others = {s.source: s for s in sources(settings) if s.source}
+    report = VerifyReport()
+    for name in sorted({c.source for c in contracts}):
+        of_source = [c for c in contracts if c.source == name]
+        if name and name not in others:
+            report.tables += [_no_connector(c) for c in of_source]
+            continue
+        database = PostgresSource(others[name].dsn()) if name else primary
+        report.tables += verify(of_source, database, silver, limit=limit).tables
     if every_captured:
-        report.tables += _uncontracted(settings, source, {c.qualified_name for c in contracts})
-        report.tables.sort(key=lambda t: t.table)
+        contracted = {c.full_name for c in contracts}
+        report.tables += _uncontracted(settings, primary, "", contracted)
+        for name, source in others.items():
+            report.tables += _uncontracted(settings, PostgresSource(source.dsn()), name, contracted)
+    report.tables.sort(key=lambda t: t.table)
     return report
 
 
-def _uncontracted(settings: Settings, source: PostgresSource, contracted: set[str]) -> list[TableComparison]:
-    """The captured tables no contract describes, each as a comparison that says why it was not compared."""
-    config = load_connector(settings.stack.connect_dir, settings.connect.connector)
-    publication = resolve_env(config.get("publication.name", ""), settings.connector_env())
+def _no_connector(contract: TableContract) -> TableComparison:
+    result = TableComparison(contract.full_name, f"silver.{model_name(contract)}", not_compared=contract.uncaptured)
+    result.skipped = (
+        f"no connector file in connect/connectors/ has topic prefix {contract.source!r}: its database is unknown"
+    )
+    return result
+
+
+def _uncontracted(
+    settings: Settings, database: PostgresSource, source: str, contracted: set[str]
+) -> list[TableComparison]:
+    """The tables a source captures that no contract describes, each as a comparison that says why it was not
+    compared (``source``: ``""`` for the primary one)."""
+    if source:
+        publication = next(s.publication for s in sources(settings) if s.source == source)
+    else:
+        config = load_connector(settings.stack.connect_dir, settings.connect.connector)
+        publication = resolve_env(config.get("publication.name", ""), settings.connector_env())
     excluded = set(settings.writer.exclude_tables)
     found = []
-    for table, has_rows in sorted(source.published(publication).items()):
-        if table in contracted or table in excluded:
+    for qualified, has_rows in sorted(database.published(publication).items()):
+        table = f"{source}/{qualified}" if source else qualified
+        if table in contracted or qualified in excluded:
             continue
         result = TableComparison(table, "-")
         if has_rows:

@@ -8,14 +8,16 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from services.common.contracts import Column, TableContract
-from services.transform.verify import RowDifference, compare_table, print_report, verify
+from services.common.settings import load_settings
+from services.transform.verify import RowDifference, compare_table, print_report, verify, verify_warehouse
 
 ACCOUNTS = TableContract(
     "bank",
@@ -121,3 +123,15 @@ def test_generated_columns_are_listed_as_not_compared() -> None:
     console = Console(record=True, width=200)
     print_report(verify([with_generated], equal, equal), console)
     assert "not compared: in_cents — generated column" in console.export_text()
+
+
+def test_a_table_of_a_source_without_connector_is_listed_as_not_compared(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"CDCFLOW_STACK__CONNECT_DIR": str(tmp_path), "CDCFLOW_STACK__STATE_DIR": str(tmp_path / "state")}
+    )
+    ghost = replace(ACCOUNTS, source="ghost")
+    (result,) = verify_warehouse(settings, [ghost], every_captured=False).tables
+    assert result.table == "ghost/bank.accounts"
+    assert result.silver == "silver.ghost__accounts"
+    assert result.skipped is not None
+    assert "topic prefix 'ghost'" in result.skipped

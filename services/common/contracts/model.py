@@ -98,6 +98,11 @@ class TableContract:
     def qualified_name(self) -> str:
         return f"{self.schema}.{self.table}"
 
+    @property
+    def full_name(self) -> str:
+        """``<schema>.<table>``, or ``<source>/<schema>.<table>`` for another source's: unique across sources."""
+        return f"{self.source}/{self.qualified_name}" if self.source else self.qualified_name
+
     def column(self, name: str) -> Column:
         for column in self.columns:
             if column.name == name:
@@ -148,4 +153,4 @@ class ContractRegistry:
         return len(self._by_name)
 
     def as_dict(self) -> dict[str, Any]:
-        return {f"{c.source}/{c.qualified_name}" if c.source else c.qualified_name: c.version for c in self}
+        return {c.full_name: c.version for c in self}
