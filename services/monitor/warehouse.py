@@ -1,10 +1,13 @@
-"""Bronze freshness and the last load of each table, read from the DuckDB warehouse.
+"""Bronze freshness and the last load of each table, read from the warehouse (DuckDB or BigQuery).
+
+A reader returns, per bronze table, the newest ``_source_ts`` and the newest load in the load manifest; the
+probe turns them into gauges, and keeps freshness growing from the values last read while a read fails.
 
 DuckDB lets one process write a file, and a read-only reader shares its lock only with other readers: the
 probe opens the file read-only for the few milliseconds of its queries and closes it, so the loader (which
 opens it per call and tries again next cycle when it is taken) and dbt are not held up. While the file is
-taken (a ``dbt build`` holds it for its whole run) the probe fails, and freshness keeps growing from the
-newest ``_source_ts`` it last read — bronze cannot get fresher while nobody can write it.
+taken (a ``dbt build`` holds it for its whole run) the probe fails, and freshness keeps growing — bronze
+cannot get fresher while nobody can write it.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 
 from services.common.metrics import MonitorMetrics
 
-__all__ = ["WarehouseProbe", "table_label"]
+__all__ = ["BronzeReader", "DuckDBBronze", "WarehouseProbe", "table_label", "unix_time"]
 
-_MANIFEST = "_cdcflow_load_manifest"
+MANIFEST = "_cdcflow_load_manifest"
 
 
 def table_label(bronze_name: str) -> str:
@@ -31,30 +35,28 @@ def table_label(bronze_name: str) -> str:
     return ".".join(parts) if len(parts) == 2 else bronze_name
 
 
-class WarehouseProbe:
-    name = "warehouse"
+def unix_time(value: datetime) -> float:
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
-    def __init__(self, path: Path, metrics: MonitorMetrics, *, clock: Callable[[], float] = time.time) -> None:
+
+class BronzeReader(Protocol):
+    def read(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Per bronze table name: the newest ``_source_ts`` and the newest ``loaded_at`` (unix seconds)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class DuckDBBronze:
+    """The DuckDB file, opened read-only for each read and closed at once."""
+
+    def __init__(self, path: Path) -> None:
         self._path = path
-        self._metrics = metrics
-        self._clock = clock
-        self._newest: dict[str, float] = {}  # table → newest _source_ts (unix seconds) last read
 
     def close(self) -> None:
-        """Nothing stays open between polls."""
+        """Nothing stays open between reads."""
 
-    def poll(self) -> None:
-        try:
-            newest, loads = self._read()
-        except Exception:
-            self._report_freshness()  # from the values last read: bronze is at least that stale
-            raise
-        self._newest = newest
-        self._report_freshness()
-        for table, loaded_at in loads.items():
-            self._metrics.bronze_last_load.labels(table).set(loaded_at)
-
-    def _read(self) -> tuple[dict[str, float], dict[str, float]]:
+    def read(self) -> tuple[dict[str, float], dict[str, float]]:
         if not self._path.exists():
             raise FileNotFoundError(f"no warehouse at {self._path} yet")
         conn = duckdb.connect(str(self._path), read_only=True)
@@ -71,26 +73,48 @@ class WarehouseProbe:
                 quoted = '"' + name.replace('"', '""') + '"'
                 row = conn.execute(f"select max(_source_ts) from bronze.{quoted}").fetchone()  # noqa: S608
                 if row and isinstance(row[0], datetime):
-                    newest[table_label(name)] = _unix(row[0])
+                    newest[name] = unix_time(row[0])
             return newest, self._loads(conn)
         finally:
             conn.close()
 
     def _loads(self, conn: duckdb.DuckDBPyConnection) -> dict[str, float]:
         found = conn.execute(
-            "select 1 from information_schema.tables where table_schema = 'bronze' and table_name = ?", [_MANIFEST]
+            "select 1 from information_schema.tables where table_schema = 'bronze' and table_name = ?", [MANIFEST]
         ).fetchone()
         if not found:
             return {}
         query = "select bronze_table, max(loaded_at) from bronze._cdcflow_load_manifest group by 1"
         rows = conn.execute(query).fetchall()
-        return {table_label(str(t)): _unix(at) for t, at in rows if isinstance(at, datetime)}
+        return {str(t): unix_time(at) for t, at in rows if isinstance(at, datetime)}
+
+
+class WarehouseProbe:
+    name = "warehouse"
+
+    def __init__(
+        self, reader: BronzeReader, metrics: MonitorMetrics, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._reader = reader
+        self._metrics = metrics
+        self._clock = clock
+        self._newest: dict[str, float] = {}  # table label → newest _source_ts last read
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def poll(self) -> None:
+        try:
+            newest, loads = self._reader.read()
+        except Exception:
+            self._report_freshness()  # from the values last read: bronze is at least that stale
+            raise
+        self._newest = {table_label(name): at for name, at in newest.items()}
+        self._report_freshness()
+        for name, loaded_at in loads.items():
+            self._metrics.bronze_last_load.labels(table_label(name)).set(loaded_at)
 
     def _report_freshness(self) -> None:
         now = self._clock()
         for table, newest in self._newest.items():
             self._metrics.bronze_freshness.labels(table).set(max(0.0, now - newest))
-
-
-def _unix(value: datetime) -> float:
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()

@@ -19,7 +19,7 @@ from services.monitor.dlq import DlqProbe
 from services.monitor.lag import LagProbe
 from services.monitor.slots import SlotProbe
 from services.monitor.transform import TransformProbe
-from services.monitor.warehouse import WarehouseProbe
+from services.monitor.warehouse import BronzeReader, DuckDBBronze, WarehouseProbe
 from services.stack.connect import connector_names
 from services.transform.__main__ import work_dir
 from services.transform.app import LAST_RUN_FILE
@@ -49,12 +49,7 @@ def build_probes(settings: Settings, metrics: MonitorMetrics) -> list[Probe]:
                 )
             )
         elif name == "warehouse":
-            if settings.warehouse.backend == "duckdb":
-                probes.append(WarehouseProbe(settings.duckdb_path(), metrics))
-            else:
-                get_logger(__name__).warning(
-                    "monitor.probe_unavailable", probe=name, why="bronze freshness is read from DuckDB only for now"
-                )
+            probes.append(WarehouseProbe(_bronze_reader(settings), metrics))
         elif name == "transform":
             probes.append(TransformProbe(work_dir(settings) / LAST_RUN_FILE, metrics))
         elif name == "dlq":
@@ -62,6 +57,21 @@ def build_probes(settings: Settings, metrics: MonitorMetrics) -> list[Probe]:
             tail = DlqTail(settings.kafka, timeout_s=timeout)
             probes.append(DlqProbe(reader, tail, metrics, group_prefix=m.group_prefix))
     return probes
+
+
+def _bronze_reader(settings: Settings) -> BronzeReader:
+    w = settings.warehouse
+    if w.backend == "duckdb":
+        return DuckDBBronze(settings.duckdb_path())
+    from services.loader.warehouse.factory import bigquery_client
+    from services.monitor.warehouse_bigquery import BigQueryBronze
+
+    return BigQueryBronze(
+        bigquery_client(w),
+        dataset=w.bigquery_bronze_dataset,
+        location=w.bigquery_location,
+        timeout_s=settings.monitor.timeout_s,
+    )
 
 
 def run_monitor(settings: Settings, shutdown: Shutdown, *, registry: CollectorRegistry | None = None) -> int:

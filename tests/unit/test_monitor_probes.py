@@ -18,7 +18,7 @@ from services.monitor.app import Monitor
 from services.monitor.dlq import DlqCounter
 from services.monitor.slots import SlotState, report_slots
 from services.monitor.transform import TransformProbe
-from services.monitor.warehouse import WarehouseProbe, table_label
+from services.monitor.warehouse import DuckDBBronze, WarehouseProbe, table_label
 from services.transform.app import LastRun, write_last_run
 
 SOURCE = "cdcflow.lending.transactions"
@@ -178,7 +178,7 @@ def test_bronze_freshness_and_last_load_come_from_a_read_only_look_at_the_wareho
     _bronze(path, newest, loaded)
     metrics, registry = _metrics()
     now = [newest.timestamp() + 90]
-    probe = WarehouseProbe(path, metrics, clock=lambda: now[0])
+    probe = WarehouseProbe(DuckDBBronze(path), metrics, clock=lambda: now[0])
     probe.poll()
     table = {"table": "lending.customers"}
     get = registry.get_sample_value
@@ -193,7 +193,7 @@ def test_a_locked_warehouse_fails_the_probe_but_freshness_keeps_growing(tmp_path
     _bronze(path, newest, newest)
     metrics, registry = _metrics()
     now = [newest.timestamp() + 10]
-    probe = WarehouseProbe(path, metrics, clock=lambda: now[0])
+    probe = WarehouseProbe(DuckDBBronze(path), metrics, clock=lambda: now[0])
     probe.poll()
     writer = duckdb.connect(str(path))  # this process holds it now; another process would get a lock error
     try:
@@ -209,7 +209,7 @@ def test_a_locked_warehouse_fails_the_probe_but_freshness_keeps_growing(tmp_path
 def test_a_missing_warehouse_fails_the_probe_clearly(tmp_path: Path) -> None:
     metrics, _ = _metrics()
     with pytest.raises(FileNotFoundError, match="no warehouse"):
-        WarehouseProbe(tmp_path / "absent.duckdb", metrics).poll()
+        WarehouseProbe(DuckDBBronze(tmp_path / "absent.duckdb"), metrics).poll()
 
 
 def test_bronze_names_become_the_loaders_table_label() -> None:
