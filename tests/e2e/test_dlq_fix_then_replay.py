@@ -1,0 +1,112 @@
+"""Fix, then replay: records refused for a schema mismatch reach silver after the contract is updated.
+
+The writer runs with ``SCHEMA_EVOLUTION=dlq`` over contracts of the test's own (a copy of ``schemas/``), on a
+source of its own. A column is added to ``lending.facilities`` and rows are updated with it: those change
+events go to the DLQ as ``schema_mismatch`` and silver misses the updates (verify finds the drift). Then, as
+a user would: ``cdcflow schemas generate`` updates the contract, ``cdcflow dlq replay --reason
+schema_mismatch`` prints a plan id, ``--execute <plan id>`` replays it, the writer (restarted on the new
+contract) lands the replayed records, and verify finds zero drift; ``cdcflow dlq list`` shows them replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+from services.common.contracts import ContractRegistry, TableContract, load_contracts
+from services.common.contracts.store import contracts_from_lake
+from services.common.kafka import read_topic
+from services.common.lake import open_lake
+from services.common.replay import replay_topic
+from services.common.settings import load_settings, repo_root
+from services.stack.workload import Workload
+from services.transform.verify import DuckDBSilver, PostgresSource, verify
+from tests.fixtures.pipeline import WriterProcess, wait_for_log_event, wait_until_committed
+from tests.fixtures.source import IsolatedSource
+from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settle
+
+LENDING = ["lending.customers", "lending.facilities", "lending.transactions"]
+CDCFLOW = str(Path(sys.executable).parent / "cdcflow")
+
+
+def test_schema_mismatch_fixed_then_replayed_leaves_zero_drift(
+    isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
+) -> None:
+    settings = isolated_source.settings
+    contracts_dir = tmp_path / "schemas"
+    shutil.copytree(repo_root() / "schemas", contracts_dir)
+    own = {
+        **isolated_source.env(),
+        "CDCFLOW_WRITER__SCHEMA_EVOLUTION": "dlq",
+        "CDCFLOW_WRITER__CONTRACTS_DIR": str(contracts_dir),
+        "CDCFLOW_LOADER__CONTRACTS_DIR": str(contracts_dir),
+        "CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts_dir),
+    }
+    writer.env_overrides.update(own)
+    env = {**pipeline_env(writer, tmp_path), **own}
+    configured = load_settings(env)
+
+    def contracts() -> list[TableContract]:
+        lake = open_lake(configured.lake, configured.lake_root())
+        try:
+            published = contracts_from_lake(lake)
+        finally:
+            lake.close()
+        return list(ContractRegistry.of([*load_contracts(contracts_dir), *published]))
+
+    def cdcflow(*args: str, **extra: str) -> str:
+        done = subprocess.run(
+            [CDCFLOW, *args], capture_output=True, text=True, check=False, timeout=300, env={**env, **extra}
+        )
+        assert done.returncode == 0, f"cdcflow {' '.join(args)}: {done.stdout[-2000:]} {done.stderr[-3000:]}"
+        return done.stdout
+
+    Workload(settings.postgres, seed=7001).run(rate=50_000, duration_s=300, max_ops=1_500)
+    run_pipeline(settings, writer, env, LENDING)
+
+    with psycopg.connect(settings.postgres.dsn(), autocommit=True) as pg:
+        pg.execute("alter table lending.facilities add column risk_grade text")
+        graded = pg.execute(
+            "update lending.facilities set risk_grade = 'B', outstanding_balance = outstanding_balance + 1"
+            " where facility_id % 3 = 0"
+        ).rowcount
+    assert graded > 0
+    run_pipeline(settings, writer, env, LENDING)
+    before = verify(contracts(), PostgresSource(settings.postgres.dsn()), DuckDBSilver(configured.duckdb_path()))
+    assert before.drift, "the refused updates should be missing from silver"
+    listed = json.loads(cdcflow("dlq", "list", "--group", writer.group, "--json"))["groups"][0]
+    assert (listed["records"], listed["pending"]) == (graded, graded)
+    assert {row["reason"] for row in listed["by"]} == {"schema_mismatch"}
+
+    # the fix, as the README says: a new contract version from the live catalog
+    cdcflow("schemas", "generate", "--directory", str(contracts_dir), CDCFLOW_CONNECT__CONNECTOR="lending")
+    facilities = next(c for c in load_contracts(contracts_dir) if c.qualified_name == "lending.facilities")
+    assert "risk_grade" in [c.name for c in facilities.columns]
+
+    printed = cdcflow("dlq", "replay", "--group", writer.group, "--reason", "schema_mismatch")
+    found = re.search(r"plan ([0-9a-f]{16}):", printed)
+    assert found, printed
+    cdcflow("dlq", "replay", "--group", writer.group, "--reason", "schema_mismatch", "--execute", found[1])
+
+    ends: dict[tuple[str, int], int] = {}
+    for message in read_topic(settings.kafka, replay_topic(writer.group)).messages:
+        ends[(str(message.topic()), int(message.partition() or 0))] = int(message.offset() or 0) + 1
+    assert sum(1 for _ in ends) > 0
+    proc = writer.start()
+    try:
+        wait_until_committed(settings, writer.group, ends)
+        wait_for_log_event(writer, proc, "writer.started")
+    finally:
+        assert writer.terminate(proc) == 0, writer.logs()[-3000:]
+
+    report, _ = settle(settings, writer, env, LENDING, contracts)
+    assert not report.drift, describe(report)
+    assert all(t.source_rows == t.silver_rows > 0 for t in report.tables), describe(report)
+    listed = json.loads(cdcflow("dlq", "list", "--group", writer.group, "--json"))["groups"][0]
+    assert (listed["records"], listed["replayed"], listed["pending"]) == (graded, graded, 0)
