@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.pipeline",
     "tests.fixtures.source",
     "tests.fixtures.bqemulator",
+    "tests.fixtures.standalone_connect",
 ]
 
 _TIERS = ("unit", "integration", "e2e")
