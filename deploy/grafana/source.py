@@ -21,7 +21,7 @@ _SLOT = '{slot=~"$slot"}'
 _CONNECTOR = '{connector=~"$connector"}'
 
 #: Debezium's streaming metrics as the Connect worker's JMX exporter names them (connect/jmx-exporter.yml);
-#: ``name`` is the connector's topic prefix.
+#: their ``connector`` label is Debezium's logical server name, the connector's topic prefix.
 DEBEZIUM_METRICS = {
     "behind": "debezium_metrics_MilliSecondsBehindSource",
     "queue": "debezium_metrics_QueueRemainingCapacity",
@@ -89,23 +89,24 @@ def _debezium() -> list[PanelBuilder]:
     return [
         timeseries_panel(
             "Debezium: behind the source",
-            "Milliseconds between a change's commit in PostgreSQL and the connector reading it.",
+            "Milliseconds between a change's commit in PostgreSQL and the connector reading it, per source "
+            "(its topic prefix).",
             "ms",
-            Query(f"max by (name) ({DEBEZIUM_METRICS['behind']}{_STREAMING})", "{{name}}"),
+            Query(f"max by (connector) ({DEBEZIUM_METRICS['behind']}{_STREAMING})", "{{connector}}"),
             width=8,
         ),
         timeseries_panel(
             "Debezium: queue remaining capacity",
             "Free slots in the connector's queue to Kafka; near 0 means Kafka or Connect cannot keep up.",
             "short",
-            Query(f"min by (name) ({DEBEZIUM_METRICS['queue']}{_STREAMING})", "{{name}}"),
+            Query(f"min by (connector) ({DEBEZIUM_METRICS['queue']}{_STREAMING})", "{{connector}}"),
             width=8,
         ),
         timeseries_panel(
             "Debezium: since the last event",
             "Milliseconds since the connector read its last change (the heartbeat keeps it low when idle).",
             "ms",
-            Query(f"max by (name) ({DEBEZIUM_METRICS['since_event']}{_STREAMING})", "{{name}}"),
+            Query(f"max by (connector) ({DEBEZIUM_METRICS['since_event']}{_STREAMING})", "{{connector}}"),
             width=8,
         ),
     ]
