@@ -2,7 +2,8 @@
 
 ``connect/connectors/<name>.json`` becomes a Strimzi ``KafkaConnector`` (``connector.class`` → ``spec.class``,
 ``tasks.max`` → ``spec.tasksMax``: Strimzi refuses both inside ``config``; every other key unchanged), the
-Prometheus alert rules of ``deploy/prometheus/`` become a Prometheus Operator ``PrometheusRule``, and the local
+Prometheus alert rules of ``deploy/prometheus/`` become a Prometheus Operator ``PrometheusRule``, Connect's
+JMX exporter gets the local stack's rules (``connect/jmx-exporter.yml``), and the local
 overlay's demo PostgreSQL gets the local stack's schema. Each file carries a mark saying so;
 ``cdcflow deploy generate --check`` exits 1 when they are stale (a test runs it).
 """
@@ -24,6 +25,7 @@ __all__ = [
     "CONNECT_CLUSTER",
     "DEMO_SCHEMA",
     "GENERATED_DIR",
+    "JMX_RULES",
     "SyncReport",
     "connector_from_strimzi",
     "prometheus_rule",
@@ -34,6 +36,8 @@ __all__ = [
 ]
 
 GENERATED_DIR = "deploy/k8s/base/generated"
+# Connect's JMX exporter reads the local stack's rules (Debezium's metrics, which the alert rules use).
+JMX_RULES = f"{GENERATED_DIR}/connect-jmx-exporter.yml"
 # The local overlay's demo PostgreSQL starts with the schema the local stack creates.
 DEMO_SCHEMA = "deploy/k8s/overlays/local/generated/schema.sql"
 CONNECT_CLUSTER = "cdcflow-connect"  # the KafkaConnect resource the connectors belong to
@@ -110,6 +114,8 @@ def render(root: Path) -> dict[str, str]:
     if not connectors:
         raise DeployError(f"no connector files in {folder}")
     files = {f"{GENERATED_DIR}/kafkaconnectors.yaml": _yaml(connectors, "connect/connectors/*.json")}
+    jmx = (root / "connect" / "jmx-exporter.yml").read_text(encoding="utf-8")
+    files[JMX_RULES] = MARK.format(source="connect/jmx-exporter.yml") + jmx
     schema = (root / "services" / "stack" / "schema.sql").read_text(encoding="utf-8")
     files[DEMO_SCHEMA] = "-- " + MARK.format(source="services/stack/schema.sql").removeprefix("# ") + schema
     rules = rules_files(root)
@@ -143,7 +149,7 @@ def sync(root: Path, *, check: bool = False) -> SyncReport:
         report.written.append(relative)
         if not check:
             _write_atomically(path, text)
-    for path in sorted((root / GENERATED_DIR).glob("*.yaml")):
+    for path in sorted((root / GENERATED_DIR).glob("*.y*ml")):
         relative = path.relative_to(root).as_posix()
         if relative not in wanted and path.read_text(encoding="utf-8").startswith(MARK.split("{", 1)[0]):
             report.removed.append(relative)

@@ -145,13 +145,23 @@ def test_prometheus_scrapes_each_service_on_its_health_port() -> None:
     import yaml
 
     config = yaml.safe_load((CHECKOUT / "deploy" / "docker" / "prometheus.yml").read_text())
-    targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
-    expected = set()
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    expected = {"connect": ["connect:9404"]}  # the Connect image's JMX exporter
     for name, service in _cdcflow_services().items():
         section = SECTIONS.get(service["command"][0])
         if section is not None:
-            expected.add(f"{name}:{getattr(load_settings(service['environment']), section).health_port}")
-    assert expected == targets
+            expected[section] = [f"{name}:{getattr(load_settings(service['environment']), section).health_port}"]
+    assert jobs == expected
+
+
+def test_every_scrape_job_the_alert_rules_name_exists() -> None:
+    import yaml
+
+    rules = (CHECKOUT / "deploy" / "prometheus" / "cdcflow.rules.yml").read_text()
+    named = set(re.findall(r'job="([a-z]+)"', rules))
+    assert named
+    config = yaml.safe_load((CHECKOUT / "deploy" / "docker" / "prometheus.yml").read_text())
+    assert named <= {job["job_name"] for job in config["scrape_configs"]}
 
 
 def test_the_compose_schema_rejects_an_unknown_key(tmp_path: Path) -> None:

@@ -85,9 +85,10 @@ def test_generate_writes_what_check_reports_stale(tmp_path: Path) -> None:
     (tmp_path / "connect" / "connectors").mkdir(parents=True)
     (tmp_path / "services" / "stack").mkdir(parents=True)
     (tmp_path / "services" / "stack" / "schema.sql").write_text("create schema demo;\n")
+    (tmp_path / "connect" / "jmx-exporter.yml").write_text("rules: []\n")
     source = {"name": "shop", "config": {"connector.class": "C", "tasks.max": "2", "topic.prefix": "shop"}}
     (tmp_path / "connect" / "connectors" / "shop.json").write_text(json.dumps(source))
-    assert sync(tmp_path, check=True).written == sorted(render(tmp_path))
+    assert sorted(sync(tmp_path, check=True).written) == sorted(render(tmp_path))
     assert not (tmp_path / "deploy").exists()  # --check changes nothing
     report = sync(tmp_path)
     assert report.changed
