@@ -123,3 +123,20 @@ def test_a_broken_manifest_is_rejected_for_its_reason(fixture: Path) -> None:
 
 def test_there_are_enough_broken_fixtures() -> None:
     assert len(BROKEN) >= 10
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_scrape_jobs_are_those_the_alert_rules_name(overlay: str) -> None:
+    import re
+
+    rules = (CHECKOUT / "deploy" / "prometheus" / "cdcflow.rules.yml").read_text()
+    named = set(re.findall(r'job="([a-z]+)"', rules))
+    jobs = set()
+    for obj in render(overlay):
+        if obj["kind"] in ("ServiceMonitor", "PodMonitor"):
+            endpoints = obj["spec"].get("endpoints", []) + obj["spec"].get("podMetricsEndpoints", [])
+            jobs |= {r["replacement"] for e in endpoints for r in e.get("relabelings", []) if r["targetLabel"] == "job"}
+    # The transform is a CronJob here: between runs there is nothing to scrape, and its work dir (which the
+    # monitor reads locally) is gone with its pod. Its runs show in the Jobs' status only; the alert rules'
+    # transform alerts do not cover Kubernetes yet.
+    assert jobs == named - {"transform"}
