@@ -89,7 +89,7 @@ from services.consumer.quarantine import (
     find_crashers,
     read_range,
 )
-from services.consumer.replayed import by_original_topic
+from services.consumer.replayed import by_original_topic, under_original_topics
 from services.consumer.routing import Route, Router
 from services.consumer.sink import ParquetSink, WrittenFile
 
@@ -269,8 +269,9 @@ class LakeWriter:
             part = batch.part(start, stop)
             buffer = self._take_in(topic, partition, part, 0, len(part))
             end = int(part.offsets[-1]) + 1
+            records = self._quarantine.without_quarantined(topic, part)
             try:
-                self._write_replayed(part, (partition, int(part.offsets[0]), end - 1), ingested_at_us)
+                self._write_replayed(records, (partition, int(part.offsets[0]), end - 1), ingested_at_us)
                 self._dlq.confirm(topic, partition, _DLQ_CONFIRM_S)
             except TransientError as exc:
                 self._retry_later(tp, buffer, exc)
@@ -582,7 +583,8 @@ class LakeWriter:
                 for m in read_range(self._all_settings, self._settings.group_id, span)
                 if (topic, partition, int(m.offset() or 0)) not in self._quarantine
             ]
-        crashers = find_crashers(self._all_settings, records, self._settings.decode_timeout_s)
+        decoded_as = under_original_topics(records, self._replay_topic)
+        crashers = find_crashers(self._all_settings, decoded_as, self._settings.decode_timeout_s)
         if not crashers:
             return []
         self._dead_letter([crash_failure(message, death) for message, death in crashers])

@@ -16,10 +16,11 @@ from collections import defaultdict
 import numpy as np
 
 from services.common.debezium.records import DecodeFailure, Reason
+from services.common.kafka import Message
 from services.common.kafka.message_columns import MessageBatch
 from services.common.replay import REPLAYED_FROM, replayed_from
 
-__all__ = ["by_original_topic"]
+__all__ = ["by_original_topic", "under_original_topics"]
 
 
 def by_original_topic(batch: MessageBatch) -> tuple[dict[str, MessageBatch], list[DecodeFailure]]:
@@ -53,3 +54,13 @@ def _at_original(batch: MessageBatch, found: list[tuple[int, int, int]]) -> Mess
         part.message_at,
         part.positions,
     )
+
+
+def under_original_topics(records: dict[str, list[Message]], replay_topic: str) -> dict[str, list[Message]]:
+    """``records`` by the topic to decode them as: the replay topic's under their original topics (the
+    crash-loop guard re-decodes them as the writer did); the messages stay the replay topic's."""
+    regrouped = {topic: list(found) for topic, found in records.items() if topic != replay_topic}
+    for message in records.get(replay_topic, []):
+        original = replayed_from(message.headers())
+        regrouped.setdefault(original[0] if original else replay_topic, []).append(message)
+    return regrouped

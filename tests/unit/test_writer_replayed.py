@@ -7,7 +7,7 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from services.common.debezium.records import Reason
 from services.common.kafka.message_columns import MessageBatch
 from services.common.replay import REPLAY_COUNT, REPLAYED_FROM
-from services.consumer.replayed import by_original_topic
+from services.consumer.replayed import by_original_topic, under_original_topics
 
 REPLAY = "_cdcflow.replay.unit"
 
@@ -52,3 +52,12 @@ def test_records_are_grouped_by_original_topic_at_their_original_coordinates() -
         (15, Reason.MISSING_SOURCE),
     ]
     assert originals["p.lending.customers"].offsets.tolist() == [7]
+
+
+def test_the_crash_guard_re_decodes_replayed_records_as_their_original_topic() -> None:
+    source = Message(topic="p.lending.loans", partition=0, offset=3, value=b"{}")
+    replayed = _replayed(20, "p.lending.loans:2:77")
+    stray = _replayed(21, None)
+    regrouped = under_original_topics({"p.lending.loans": [source], REPLAY: [replayed, stray]}, REPLAY)
+    assert regrouped == {"p.lending.loans": [source, replayed], REPLAY: [stray]}
+    assert regrouped["p.lending.loans"][1].topic() == REPLAY  # the message itself is untouched
