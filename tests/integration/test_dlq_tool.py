@@ -28,6 +28,7 @@ from services.common.kafka import Message, ensure_topics, producer, read_topic, 
 from services.common.replay import REPLAY_COUNT, REPLAYED_FROM, Coordinate, replay_topic, replayed_from
 from services.common.settings import Settings
 from services.consumer.dlq import DlqPublisher
+from services.consumer.faults import CRASH_MARKER_ENV
 from services.dlq.progress import audit_topic, progress_topic
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import (
@@ -430,3 +431,53 @@ def test_purge_is_a_dry_run_by_default_and_keeps_pending_records(scratch: Scratc
     ]
     assert [a["deleted"] for a in audits if a.get("action") == "purge"] == [6, 3]
     assert len(replayed) == 6
+
+
+def test_a_replayed_record_that_kills_the_decoder_is_quarantined_and_dead_lettered_again(
+    scratch: Scratch, writer: WriterProcess
+) -> None:
+    """The crash-loop guard covers the replay topic: the writer that dies decoding a replayed record is restarted
+    once, re-decodes the record as a record of its original table in a child process, sends it back to the DLQ
+    (``decoder_crash``, replay count 1) and lands the others."""
+    settings = scratch.settings
+    real = [m for m in read_partitions(settings, {("cdcflow.lending.transactions", 1): 40}) if m.value()][:3]
+    assert real, "the shared stack has no transactions events to copy"
+    good: set[Coordinate] = set()
+    for index, event in enumerate(real):
+        good |= scratch.publish(Reason.DECODER_CRASH, range(700 + index, 701 + index), value=event.value())
+    marker = f"crash-here-{uuid.uuid4().hex}"
+    (crasher,) = scratch.publish(Reason.DECODER_CRASH, range(800, 801), value=f'{{"payload": "{marker}"}}'.encode())
+    plan = scratch.plan("--reason", Reason.DECODER_CRASH)
+    scratch.cdcflow(
+        "dlq", "replay", "-g", scratch.group, "--reason", Reason.DECODER_CRASH, "--execute", plan["plan_id"]
+    )
+
+    writer.group = scratch.group
+    writer.env_overrides.update(
+        {
+            "CDCFLOW_KAFKA__TOPIC_PREFIX": scratch.prefix,
+            "CDCFLOW_KAFKA__EXTRA__SESSION_TIMEOUT_MS": "6000",
+            CRASH_MARKER_ENV: marker,
+        }
+    )
+    first = writer.start()
+    wait_until("the writer to die on the replayed record", lambda: first.poll() is not None, timeout_s=90)
+    assert first.returncode == -signal.SIGSEGV, writer.logs()[-3000:]
+    second = writer.start()
+    replay_ends: dict[tuple[str, int], int] = {}
+    for message in read_topic(settings.kafka, replay_topic(scratch.group)).messages:
+        replay_ends[(str(message.topic()), int(message.partition() or 0))] = int(message.offset() or 0) + 1
+    wait_until_committed(settings, scratch.group, replay_ends, timeout_s=180)
+    assert second.poll() is None, writer.logs()[-3000:]
+
+    rows = read_lake_table(writer.lake_root, scratch.prefix, "lending.transactions")
+    columns = (rows.column(c).to_pylist() for c in ("_kafka_topic", "_kafka_partition", "_kafka_offset"))
+    assert Counter(zip(*columns, strict=True)) == Counter(dict.fromkeys(good, 1))
+    summary = json.loads(scratch.cdcflow("dlq", "list", "-g", scratch.group, "--json").stdout)["groups"][0]
+    assert (summary["records"], summary["replayed"], summary["pending"]) == (4, 3, 1)
+    copies = json.loads(scratch.cdcflow("dlq", "show", "-g", scratch.group, ":".join(map(str, crasher))).stdout)
+    assert sorted((c["replay_count"], c["error"]["reason"]) for c in copies) == [
+        (0, Reason.DECODER_CRASH),
+        (1, Reason.DECODER_CRASH),
+    ]
+    assert writer.terminate(second) == 0
