@@ -8,15 +8,32 @@ fills them: from the stack's settings, then from this process's environment.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from services.common.naming import source_of
 from services.common.settings import Settings
-from services.stack.connect import connector_names, load_connector, resolve_env
+from services.stack.connect import connector_names, load_connector, resolve_env, source_clashes
+from services.stack.errors import StackError
 
-__all__ = ["Source", "sources", "topic_prefixes"]
+__all__ = [
+    "FIDELITY",
+    "Source",
+    "ensure_heartbeat_table",
+    "new_connector",
+    "sources",
+    "topic_prefixes",
+    "write_connector",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +78,109 @@ def topic_prefixes(settings: Settings) -> list[str]:
     """The stack's topic prefix, then every other source's: where the lake holds their files."""
     prefixes = [settings.kafka.primary_prefix or settings.kafka.topic_prefix]
     return prefixes + sorted({s.topic_prefix for s in sources(settings)} - set(prefixes))
+
+
+# --- a new source: `cdcflow source add` ------------------------------------------------------------------
+
+# What keeps the warehouse equal to the source (DESIGN.md, "Sources"): set on every new source whatever the
+# template says. A NULL must stay NULL (not the column's default), a partitioned table arrives as its parent,
+# bytea as bytes, NUMERIC exact, and the heartbeat keeps an idle source's slot moving.
+FIDELITY = {
+    "plugin.name": "pgoutput",
+    "publication.autocreate.mode": "filtered",
+    "publish.via.partition.root": "true",
+    "key.converter.replace.null.with.default": "false",
+    "value.converter.replace.null.with.default": "false",
+    "binary.handling.mode": "bytes",
+    "decimal.handling.mode": "precise",
+    "heartbeat.interval.ms": "10000",
+}
+HEARTBEAT_DDL = (
+    "create schema if not exists cdcflow;\n"
+    "create table if not exists cdcflow.heartbeat (id integer primary key, beat_at timestamptz not null);"
+)
+_SOURCE_NAME = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")  # plain: its tables' names stay readable
+_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*")
+
+
+def new_connector(settings: Settings, name: str, dsn: str, tables: Sequence[str] = ()) -> dict[str, Any]:
+    """The connector document of a new source ``name`` (also its topic prefix) reading the database of ``dsn``.
+
+    The primary source's connector file is the template (converters, snapshot, type handling), with
+    :data:`FIDELITY` on top and the source's own database, topic prefix, slot and publication. A password is
+    never written: the stack's own PostgreSQL and user reuse the stack's ``${env:…}`` references, any other
+    database reads ``CDCFLOW_SOURCE_<NAME>_PASSWORD`` from the Connect worker's environment.
+    """
+    if not _SOURCE_NAME.fullmatch(name) or len(name) > 40:
+        raise StackError(f"source name {name!r}: lower-case letters and digits, runs joined by single '_'")
+    primary = settings.kafka.primary_prefix or settings.kafka.topic_prefix
+    if name == primary:
+        raise StackError(f"{name!r} is the stack's own topic prefix: pick another name for the source")
+    bad = [t for t in tables if not _TABLE.fullmatch(t)]
+    if bad:
+        raise StackError(f"--tables takes schema.table names: {bad}")
+    template = load_connector(settings.stack.connect_dir, settings.connect.connector)
+    config = {**template, **FIDELITY, **_database(settings, name, dsn)}
+    config.update({"topic.prefix": name, "slot.name": f"cdcflow_{name}", "publication.name": f"cdcflow_{name}"})
+    config.pop("schema.include.list", None)
+    config.pop("table.include.list", None)
+    if tables:
+        schemas = sorted({t.split(".", 1)[0] for t in tables} | {"cdcflow"})
+        config["schema.include.list"] = ",".join(schemas)
+        config["table.include.list"] = ",".join([*(re.escape(t) for t in tables), r"cdcflow\.heartbeat"])
+    return {"name": name, "config": config}
+
+
+def _database(settings: Settings, name: str, dsn: str) -> dict[str, str]:
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise StackError(f"--dsn is not a PostgreSQL connection string: {exc}") from None
+    pg = settings.postgres
+    host, port, user = str(parts.get("host", "")), str(parts.get("port", "5432")), str(parts.get("user", ""))
+    database = str(parts.get("dbname", ""))
+    if not (host and user and database):
+        raise StackError("--dsn must name the host, the user and the database (postgresql://user@host:port/db)")
+    if host in (pg.host, "localhost", "127.0.0.1") and port == str(pg.port) and user == pg.user:
+        return {
+            "database.hostname": "${env:CDCFLOW_POSTGRES__HOST}",
+            "database.port": "${env:CDCFLOW_POSTGRES__PORT}",
+            "database.user": "${env:CDCFLOW_POSTGRES__USER}",
+            "database.password": "${env:CDCFLOW_POSTGRES__PASSWORD}",
+            "database.dbname": database,
+        }
+    return {
+        "database.hostname": host,
+        "database.port": port,
+        "database.user": user,
+        "database.password": f"${{env:CDCFLOW_SOURCE_{name.upper()}_PASSWORD}}",
+        "database.dbname": database,
+    }
+
+
+def write_connector(settings: Settings, document: dict[str, Any]) -> Path:
+    """``connect/connectors/<name>.json``; refused when that source exists or would share a slot, publication
+    or topic prefix with another."""
+    connect_dir = settings.stack.connect_dir
+    name = str(document["name"])
+    path = connect_dir / "connectors" / f"{name}.json"
+    if path.exists():
+        raise StackError(f"{path} exists: source {name!r} is already defined")
+    configs = {n: load_connector(connect_dir, n) for n in connector_names(connect_dir)}
+    clashes = source_clashes({**configs, name: document["config"]}, {**os.environ, **settings.connector_env()})
+    if clashes:
+        raise StackError("; ".join(clashes))
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def ensure_heartbeat_table(dsn: str) -> None:
+    """The table the connector's heartbeat query writes, so that an idle source's slot still advances."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
+            conn.execute(HEARTBEAT_DDL.encode())
+    except psycopg.Error as exc:
+        raise StackError(
+            f"cannot create the heartbeat table in the source database ({exc}); create it as its owner:\n"
+            f"{HEARTBEAT_DDL}"
+        ) from None

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-from services.common.settings import load_settings
-from services.stack.sources import sources, topic_prefixes
+import pytest
+
+from services.common.settings import Settings, load_settings, repo_root
+from services.stack.errors import StackError
+from services.stack.sources import FIDELITY, new_connector, sources, topic_prefixes, write_connector
 
 
 def _connector(folder: Path, name: str, **config: str) -> None:
@@ -59,3 +63,78 @@ def test_without_connector_files_there_is_the_stacks_prefix_alone(tmp_path: Path
     settings = load_settings({"CDCFLOW_STACK__CONNECT_DIR": str(tmp_path)})
     assert sources(settings) == []
     assert topic_prefixes(settings) == [settings.kafka.topic_prefix]
+
+
+def _stack_with_lending(tmp_path: Path) -> Settings:
+    shutil.copytree(repo_root() / "connect" / "connectors", tmp_path / "connectors")
+    return load_settings({"CDCFLOW_STACK__CONNECT_DIR": str(tmp_path)})
+
+
+def test_a_new_source_on_the_stacks_postgres_reuses_its_credentials_and_keeps_the_fidelity_defaults(
+    tmp_path: Path,
+) -> None:
+    settings = _stack_with_lending(tmp_path)
+    pg = settings.postgres
+    document = new_connector(
+        settings, "shop", f"postgresql://{pg.user}:secret@{pg.host}:{pg.port}/shopdb", ["public.users", "sales.orders"]
+    )
+    config = document["config"]
+    assert document["name"] == "shop"
+    assert {k: config[k] for k in ("topic.prefix", "slot.name", "publication.name")} == {
+        "topic.prefix": "shop",
+        "slot.name": "cdcflow_shop",
+        "publication.name": "cdcflow_shop",
+    }
+    assert config["database.dbname"] == "shopdb"
+    assert config["database.password"] == "${env:CDCFLOW_POSTGRES__PASSWORD}"  # never the DSN's password
+    assert "secret" not in json.dumps(document)
+    assert config["schema.include.list"] == "cdcflow,public,sales"
+    assert config["table.include.list"] == r"public\.users,sales\.orders,cdcflow\.heartbeat"
+    for key, value in FIDELITY.items():
+        assert config[key] == value, key
+    lending = json.loads((tmp_path / "connectors" / "lending.json").read_text())["config"]
+    assert config["heartbeat.action.query"] == lending["heartbeat.action.query"]
+    assert config["snapshot.mode"] == lending["snapshot.mode"]
+
+    path = write_connector(settings, document)
+    assert path == tmp_path / "connectors" / "shop.json"
+    assert [s.source for s in sources(settings)] == ["", "shop"]
+    with pytest.raises(StackError, match="already defined"):
+        write_connector(settings, document)
+
+
+def test_another_servers_password_comes_from_the_workers_environment(tmp_path: Path) -> None:
+    settings = _stack_with_lending(tmp_path)
+    config = new_connector(settings, "crm", "postgresql://reader:pw@db.example:6543/crm")["config"]
+    assert (config["database.hostname"], config["database.port"], config["database.user"]) == (
+        "db.example",
+        "6543",
+        "reader",
+    )
+    assert config["database.password"] == "${env:CDCFLOW_SOURCE_CRM_PASSWORD}"
+    assert "table.include.list" not in config  # every table of the database
+
+
+@pytest.mark.parametrize(
+    ("name", "dsn", "tables", "why"),
+    [
+        ("Shop", "postgresql://u@h/db", [], "source name"),
+        ("my__shop", "postgresql://u@h/db", [], "source name"),
+        ("cdcflow", "postgresql://u@h/db", [], "stack's own topic prefix"),
+        ("shop", "postgresql://u@h/db", ["users"], "schema.table"),
+        ("shop", "postgresql:///db", [], "must name the host"),
+        ("shop", "host=h user=u dbname=d bogus==", [], "not a PostgreSQL connection string"),
+    ],
+)
+def test_a_bad_source_is_refused_with_why(tmp_path: Path, name: str, dsn: str, tables: list[str], why: str) -> None:
+    with pytest.raises(StackError, match=why):
+        new_connector(_stack_with_lending(tmp_path), name, dsn, tables)
+
+
+def test_a_source_sharing_a_slot_with_another_is_refused(tmp_path: Path) -> None:
+    settings = _stack_with_lending(tmp_path)
+    document = new_connector(settings, "shop", "postgresql://u@db.example/shop")
+    document["config"]["slot.name"] = "cdcflow_lending"
+    with pytest.raises(StackError, match=r"share slot\.name"):
+        write_connector(settings, document)
+    assert not (tmp_path / "connectors" / "shop.json").exists()
