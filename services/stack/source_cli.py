@@ -1,0 +1,61 @@
+"""``cdcflow source``: capture another PostgreSQL database (registered on the ``cdcflow`` app in ``services/cli.py``).
+
+Heavy modules are imported inside the commands, so ``cdcflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+__all__ = ["source_app"]
+
+source_app = typer.Typer(
+    help="Sources: one PostgreSQL database each, captured by one connector file in connect/connectors/.",
+    no_args_is_help=True,
+)
+console = Console()
+
+
+@source_app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="The source's name, also its topic prefix (e.g. shop).")],
+    dsn: Annotated[str, typer.Option("--dsn", help="postgresql://user[:password]@host:port/database")],
+    tables: Annotated[
+        str, typer.Option("--tables", help="schema.table,… to capture (default: every table of the database).")
+    ] = "",
+    register: Annotated[bool, typer.Option(help="Register the connector when Kafka Connect runs.")] = True,
+) -> None:
+    """Write connect/connectors/<name>.json for a database and, when the stack runs, register it."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from services.cli import _settings
+    from services.stack.connect import ConnectWorker
+    from services.stack.sources import ensure_heartbeat_table, new_connector, write_connector
+
+    settings = _settings()
+    document = new_connector(settings, name, dsn, [t.strip() for t in tables.split(",") if t.strip()])
+    config = document["config"]
+    if "password" not in conninfo_to_dict(dsn) and config["database.password"].startswith("${env:CDCFLOW_POSTGRES"):
+        dsn = make_conninfo(dsn, password=settings.postgres.password.get_secret_value())  # the stack's own user
+    ensure_heartbeat_table(dsn)
+    path = write_connector(settings, document)
+    console.print(f"[green]wrote[/] {path}")
+    if "${env:CDCFLOW_SOURCE_" in config["database.password"]:
+        console.print(f"the Connect worker reads the password from {config['database.password'][6:-1]}")
+    worker = ConnectWorker(settings)
+    if register and worker.healthy():
+        worker.register(name)
+        worker.wait_running(name, settings.stack.start_timeout_s)
+        console.print(f"[green]registered[/] connector {name}: topics {name}.<schema>.<table>")
+    else:
+        console.print("not registered: `cdcflow stack up` registers every connector file")
+    primary = settings.kafka.primary_prefix or settings.kafka.topic_prefix
+    console.print(
+        "its lake writer: CDCFLOW_KAFKA__TOPIC_PREFIX={0} CDCFLOW_KAFKA__PRIMARY_PREFIX={1} "
+        "CDCFLOW_WRITER__GROUP_ID=cdcflow-lake-writer-{0} CDCFLOW_POSTGRES__DATABASE={2} cdcflow consume".format(
+            name, primary, config["database.dbname"]
+        )
+    )
