@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from services.common.kafka import (
@@ -73,6 +73,7 @@ class DlqTool:
         self.settings = settings
         self.group = group
         self.topic = dlq_topic_of(group)
+        self.read_up_to: dict[str, dict[int, int]] = {}  # per group: each DLQ partition's end offset last read
 
     # --- reading ------------------------------------------------------------------------------------
 
@@ -82,6 +83,7 @@ class DlqTool:
             read = read_topic(self.kafka, dlq_topic_of(group), timeout_s=self.settings.timeout_s)
         except KeyError:
             raise DlqNotFoundError(f"group {group!r} has no DLQ topic {dlq_topic_of(group)}") from None
+        self.read_up_to[group] = {partition: high for partition, (_, high) in read.ends.items()}
         return [DlqRecord.of(m, group) for m in read.messages]
 
     def progress(self, group: str | None = None) -> Progress:
@@ -173,7 +175,7 @@ class DlqTool:
         plan = resolve(
             self.group, self.records(), progress, filters, target=target, max_replays=max_replays, for_plan=for_plan
         )
-        return plan, progress
+        return replace(plan, read_up_to=self.read_up_to.get(self.group, {})), progress
 
     def execute(
         self,

@@ -55,6 +55,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "last_original": format_coordinate(originals[-1]) if originals else None,
         "first_dlq": f"{dlq[0][0]}:{dlq[0][1]}" if dlq else None,
         "last_dlq": f"{dlq[-1][0]}:{dlq[-1][1]}" if dlq else None,
+        "dlq_read_up_to": {str(p): end for p, end in sorted(plan.read_up_to.items())},
     }
 
 
@@ -74,6 +75,8 @@ def print_plan(plan: Plan, out: Console, command: str) -> None:
         for key, count in plan.by.items():
             table.add_row(key, str(count))
         out.print(table)
+    ends = ", ".join(f"{p}:{end}" for p, end in sorted(plan.read_up_to.items()))
+    out.print(f"  read the DLQ up to (partition:end offset) {ends}")
     out.print(f"dry run: nothing was changed. To replay exactly this selection: {command} --execute {plan.plan_id}")
 
 

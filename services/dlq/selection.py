@@ -123,6 +123,7 @@ class Plan:
     plan_id: str
     duplicates: int = 0  # DLQ copies of selected records left out (the same record published twice)
     by: dict[str, int] = field(default_factory=dict)
+    read_up_to: dict[int, int] = field(default_factory=dict)  # the DLQ end offsets read (shown, not hashed)
 
     def count(self, action: Action, *, done: bool | None = None) -> int:
         return sum(1 for i in self.items if i.action == action and (done is None or i.done == done))
