@@ -207,17 +207,23 @@ silver-check: install
 
 # --- deploy/ (the image, docker-compose.yml, Kubernetes) -----------------------------------------------------
 # The offline checks of tests/unit/test_deploy_*.py need the Compose project loader (compose-go, a small Go
-# program) and kustomize: kubectl's own when kubectl is installed, else kustomize's Go module.
+# program), kustomize (kubectl's own when kubectl is installed, else kustomize's Go module) and terraform.
 .PHONY: deploy-tools deploy-generate
 DEPLOY_TOOLS := deploy/tools/bin
 KUSTOMIZE_VERSION := v5.7.1
-deploy-tools: $(DEPLOY_TOOLS)/composecheck $(if $(shell command -v kubectl),,$(DEPLOY_TOOLS)/kustomize)
+TERRAFORM_VERSION := v1.5.7
+deploy-tools: $(DEPLOY_TOOLS)/composecheck $(if $(shell command -v kubectl),,$(DEPLOY_TOOLS)/kustomize) \
+  $(if $(shell command -v terraform),,$(DEPLOY_TOOLS)/terraform)
 
 $(DEPLOY_TOOLS)/composecheck: $(wildcard deploy/tools/composecheck/*.go) deploy/tools/composecheck/go.mod deploy/tools/composecheck/go.sum
 	cd deploy/tools/composecheck && go build -o ../bin/composecheck .
 
 $(DEPLOY_TOOLS)/kustomize:
 	GOBIN=$(abspath $(DEPLOY_TOOLS)) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+# `terraform fmt` checks deploy/access/terraform; 1.5.7 is the last release under the MPL (a few minutes to build).
+$(DEPLOY_TOOLS)/terraform:
+	GOBIN=$(abspath $(DEPLOY_TOOLS)) go install github.com/hashicorp/terraform@$(TERRAFORM_VERSION)
 
 # Strimzi KafkaConnectors from connect/connectors/*.json, the PrometheusRule, the local overlay's demo schema.
 deploy-generate: install
