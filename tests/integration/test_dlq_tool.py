@@ -481,3 +481,37 @@ def test_a_replayed_record_that_kills_the_decoder_is_quarantined_and_dead_letter
         (1, Reason.DECODER_CRASH),
     ]
     assert writer.terminate(second) == 0
+
+
+def test_a_record_replayed_max_replays_times_is_parked_not_replayed(scratch: Scratch) -> None:
+    """A record that came back after its third replay (its DLQ copy says ``cdcflow.replay.count: 3``) is parked:
+    recorded as such, counted in the audit and by ``list``, and not republished."""
+    publisher = DlqPublisher(scratch.settings.kafka, scratch.group, "test-worker")
+    try:
+        for offset, count in ((1, 3), (2, 1)):
+            original = f"{scratch.source}:0:{offset}"
+            message = Message(
+                topic=replay_topic(scratch.group),
+                partition=0,
+                offset=offset,
+                key=b"k",
+                value=b'{"payload": 1}',
+                headers=[(REPLAY_COUNT, str(count).encode()), (REPLAYED_FROM, original.encode())],
+                timestamp=(TIMESTAMP_CREATE_TIME, int(time.time() * 1000)),
+            )
+            assert publisher.publish(DecodeFailure(message, Reason.WRONG_TYPE, "still wrong"))
+        publisher.confirm(replay_topic(scratch.group), 0, timeout_s=30)
+    finally:
+        publisher.close()
+
+    plan = scratch.plan("--reason", Reason.WRONG_TYPE)
+    assert (plan["replay"], plan["park"]) == (1, 1)
+    scratch.cdcflow("dlq", "replay", "-g", scratch.group, "--reason", Reason.WRONG_TYPE, "--execute", plan["plan_id"])
+    assert scratch.replayed() == Counter({(scratch.source, 0, 2): 1})
+    republished = read_topic(scratch.settings.kafka, replay_topic(scratch.group)).messages[0]
+    assert dict(republished.headers() or [])[REPLAY_COUNT] == b"2"
+    summary = json.loads(scratch.cdcflow("dlq", "list", "-g", scratch.group, "--json").stdout)["groups"][0]
+    assert (summary["records"], summary["replayed"], summary["parked"], summary["pending"]) == (2, 1, 1, 0)
+    audit = scratch.audit(plan["plan_id"])
+    assert (audit["replayed"], audit["parked"]) == (1, 1)
+    assert scratch.plan("--reason", Reason.WRONG_TYPE)["selected"] == 0  # parked stays parked
