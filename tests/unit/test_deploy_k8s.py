@@ -4,6 +4,8 @@ each deliberately broken manifest in tests/fixtures/deploy/broken/ is rejected f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -16,6 +18,7 @@ from tests.fixtures.deploy import (
     policy_violations,
     render,
     schema_errors,
+    settings_of,
 )
 
 BROKEN = sorted((CHECKOUT / "tests" / "fixtures" / "deploy" / "broken").glob("*.yaml"))
@@ -140,3 +143,56 @@ def test_the_scrape_jobs_are_those_the_alert_rules_name(overlay: str) -> None:
     # monitor reads locally) is gone with its pod. Its runs show in the Jobs' status only; the alert rules'
     # transform alerts do not cover Kubernetes yet.
     assert jobs == named - {"transform"}
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value = labels.get(expression["key"])
+        if expression["operator"] == "In" and value not in expression["values"]:
+            return False
+        if expression["operator"] == "NotIn" and value in expression["values"]:
+            return False
+    return True
+
+
+def _port(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_let_each_worker_reach_what_its_settings_name(overlay: str) -> None:
+    objects = render(overlay)
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    checked = 0
+    for obj in objects:
+        if obj["kind"] not in ("Deployment", "StatefulSet", "CronJob") or not obj["metadata"]["name"].startswith(
+            "cdcflow-"
+        ):
+            continue
+        spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+        labels = spec["template"]["metadata"]["labels"]
+        egress = [
+            p for p in policies if "Egress" in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], labels)
+        ]
+        assert egress, f"{obj['metadata']['name']}: no egress policy (everything allowed)"
+        allowed = {port["port"] for p in egress for rule in p["spec"]["egress"] for port in rule.get("ports", [])}
+        settings = settings_of(container_env(next(containers(obj)), objects))
+        needed = {53, settings.kafka.first_broker()[1], settings.postgres.port, settings.connect.port()}
+        needed.add(_port(settings.lake.gcs_endpoint) if settings.lake.gcs_endpoint else 443)
+        assert needed <= allowed, f"{obj['metadata']['name']}: {sorted(needed - allowed)} not allowed"
+        checked += 1
+    assert checked == 5
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_network_policy_touches_the_operators_pods(overlay: str) -> None:
+    strimzi = {
+        "strimzi.io/cluster": "cdcflow-kafka",
+        "strimzi.io/kind": "Kafka",
+        "app.kubernetes.io/part-of": "cdcflow",
+    }
+    for policy in (o for o in render(overlay) if o["kind"] == "NetworkPolicy"):
+        assert not _selects(policy["spec"]["podSelector"], strimzi), policy["metadata"]["name"]
