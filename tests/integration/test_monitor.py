@@ -3,8 +3,9 @@
 - A scratch group that committed part of its topic: lag in records and seconds per partition, committed and
   end offsets, and a partition it never committed on.
 - Its DLQ topic: records counted by reason, a duplicate of one original record counted once, the depth.
-- A real lake writer holding uncommitted records in its buffer: lag > 0 in records and seconds; then the
-  writer is killed and its lag series stay and keep growing.
+- A real lake writer that has read records but holds them uncommitted in its buffer for 20 s (its own consume
+  lag is 0): the group's lag is > 0 in records and seconds; then the writer is killed and its lag series stay
+  and keep growing.
 - The lending connector's slot and connector/task state.
 """
 
@@ -196,7 +197,20 @@ def _transactions(settings: Settings, count: int) -> list[Message]:
     return [m for m in read_partitions(settings, ends) if m.value()][:count]
 
 
-def test_a_dead_writers_lag_stays_and_keeps_growing(
+def _writer_read_all(url: str, labels: dict[str, str]) -> bool:
+    """The writer's own gauges: nothing left to read on the partition, and records in its buffer."""
+    try:
+        text = httpx.get(url, timeout=5).text
+    except httpx.HTTPError:
+        return False
+    seen = {
+        (s.name, frozenset(s.labels.items())): s.value for f in text_string_to_metric_families(text) for s in f.samples
+    }
+    consume_lag = seen.get(("cdcflow_writer_consume_lag_records", frozenset(labels.items())))
+    return consume_lag == 0 and seen.get(("cdcflow_buffered_bytes", frozenset())) not in (None, 0)
+
+
+def test_records_a_writer_holds_uncommitted_are_lag_and_it_outlives_the_writer(
     settings: Settings, monitor: MonitorProcess, tmp_path: Path
 ) -> None:
     prefix = f"monw{uuid.uuid4().hex[:8]}"
@@ -205,9 +219,11 @@ def test_a_dead_writers_lag_stays_and_keeps_growing(
     ensure_topics(settings.kafka, [topic])
     group = f"{monitor.group_prefix}-writer"
     writer = WriterProcess(group=group, lake_root=tmp_path / "lake", log_dir=tmp_path)
+    writer_port = _free_port()
     writer.env_overrides.update(
         {
             "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
+            "CDCFLOW_WRITER__HEALTH_PORT": str(writer_port),
             "CDCFLOW_WRITER__FLUSH_MAX_ROWS": "20",  # the first 20 are written and committed at once
             "CDCFLOW_WRITER__FLUSH_MAX_AGE_S": "600",  # the 10 produced later stay in the buffer, uncommitted
         }
@@ -228,11 +244,18 @@ def test_a_dead_writers_lag_stays_and_keeps_growing(
         monitor.wait_for("cdcflow_consumer_lag_records", 10, group=group, topic=topic, partition="0")
         labels = {"group": group, "topic": topic, "partition": "0"}
         assert monitor.value("cdcflow_consumer_committed_offset", **labels) == 20
-        # the writer is alive and holds the 10 records: they age, uncommitted
+        # the writer is alive and has read the 10 records (its own consume lag is 0, its buffer holds them) but
+        # not committed them: 20 s on, the group's lag is still 10 records and 20 s
+        writer_metrics = f"http://127.0.0.1:{writer_port}/metrics"
+        wait_until("the writer to have read everything", lambda: _writer_read_all(writer_metrics, labels), 60)
         wait_until(
-            "the held records to age 5 s", lambda: (monitor.value("cdcflow_consumer_lag_seconds", **labels) or 0) >= 5
+            "the held records to age 20 s",
+            lambda: (monitor.value("cdcflow_consumer_lag_seconds", **labels) or 0) >= 20,
+            timeout_s=60,
         )
+        assert monitor.value("cdcflow_consumer_lag_records", **labels) == 10
         assert monitor.value("cdcflow_consumer_committed_offset", **labels) == 20
+        assert _writer_read_all(writer_metrics, labels)
         assert proc.poll() is None, "the writer died on its own"
 
         writer.kill(proc)
