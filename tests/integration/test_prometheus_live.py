@@ -186,6 +186,13 @@ def _pause_fires_the_connector_alert(prometheus: PrometheusServer, source: OwnSo
 def _stopped_writer_keeps_lag_growing_and_alerts(
     pipeline: Pipeline, prometheus: PrometheusServer, webhook: WebhookReceiver
 ) -> None:
+    # a lag alert of the writer's start-up (its first poll may come after LAG_SLO_S) must be over first, or
+    # Alertmanager, which notifies changes, would have nothing new to say when the writer stops
+    poll(
+        "the lag alert of the start-up to be over",
+        lambda: not prometheus.alerts(LAG_ALERT, group=pipeline.group),
+        timeout_s=120,
+    )
     before = len(webhook.notifications)
     writer = pipeline.children["writer"]
     assert writer.stop(grace_s=60) == 0
