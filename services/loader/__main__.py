@@ -16,6 +16,7 @@ from services.common.settings import BIGQUERY_LOAD_JOBS_PER_TABLE_PER_DAY, Setti
 from services.common.signals import Shutdown
 from services.loader.app import Loader
 from services.loader.warehouse.factory import open_warehouse
+from services.stack.sources import topic_prefixes
 
 __all__ = ["main", "run_loader", "stalled_after_s"]
 
@@ -42,9 +43,11 @@ def run_loader(settings: Settings, shutdown: Shutdown, *, once: bool, registry: 
         heartbeat = Heartbeat()
         warehouse = open_warehouse(settings, heartbeat=heartbeat)
         stack.callback(warehouse.close)
+        prefixes = topic_prefixes(settings)  # every source's, from connect/connectors/
         loader = Loader(
             loader_settings,
-            topic_prefix=settings.kafka.topic_prefix,
+            topic_prefix=prefixes[0],
+            other_prefixes=prefixes[1:],
             lake=lake,
             warehouse=warehouse,
             metrics=LoaderMetrics(registry),

@@ -14,7 +14,7 @@ import signal
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -62,6 +62,7 @@ class Loader:
         settings: LoaderSettings,
         *,
         topic_prefix: str,
+        other_prefixes: Sequence[str] = (),
         lake: Lake,
         warehouse: Warehouse,
         metrics: LoaderMetrics,
@@ -69,7 +70,8 @@ class Loader:
         heartbeat: Heartbeat | None = None,
     ) -> None:
         self._settings = settings
-        self._prefix = topic_prefix
+        # the primary source's prefix first, then every other source's: where their lake files are
+        self._prefixes = [topic_prefix, *sorted(set(other_prefixes) - {topic_prefix})]
         self._lake = lake
         self._warehouse = warehouse
         self._metrics = metrics
@@ -121,7 +123,7 @@ class Loader:
                 break
             self.mark_progress()
             try:
-                self._load_table(contracts.get(*table.split(".", 1)), files, report)
+                self._load_table(_contract_of(contracts, table), files, report)
             except TransientError as exc:  # this table retries next cycle; the others go on
                 log.warning("loader.table_deferred", table=table, error=str(exc))
                 self._metrics.failures.labels(table, "transient").inc()
@@ -150,21 +152,23 @@ class Loader:
 
     def _pending_by_table(self, contracts: ContractRegistry) -> dict[str, list[LakeFile]]:
         by_table: dict[str, list[LakeFile]] = defaultdict(list)
-        for file in self._lake.list(f"{self._prefix}/"):
-            if not file.path.endswith(".parquet"):
-                continue
-            try:
-                slot = LakeLayout.parse(file.path)
-            except NotALakeFileError as exc:
-                log.warning("loader.not_a_lake_file", path=file.path, error=str(exc))
-                continue
-            by_table[slot.qualified_table].append(file)
+        for prefix in self._prefixes:
+            for file in self._lake.list(f"{prefix}/"):
+                if not file.path.endswith(".parquet"):
+                    continue
+                try:
+                    slot = LakeLayout.parse(file.path)
+                except NotALakeFileError as exc:
+                    log.warning("loader.not_a_lake_file", path=file.path, error=str(exc))
+                    continue
+                key = slot.qualified_table if prefix == self._prefixes[0] else f"{prefix}/{slot.qualified_table}"
+                by_table[key].append(file)
         pending: dict[str, list[LakeFile]] = {}
         for table, files in by_table.items():
             if not self._mine(table):
                 continue
             try:
-                contract = contracts.get(*table.split(".", 1))
+                contract = _contract_of(contracts, table)
             except (UnknownTableError, TypeError):
                 log.warning("loader.no_contract", table=table, files=len(files))
                 continue
@@ -180,7 +184,7 @@ class Loader:
     # --- loading --------------------------------------------------------------------------------
 
     def _load_table(self, contract: TableContract, files: list[LakeFile], report: CycleReport) -> None:
-        table = contract.qualified_name
+        table = contract.full_name
         since = time.monotonic() - self._last_load.get(table, float("-inf"))
         if since < self._settings.min_table_interval_s:
             return
@@ -221,7 +225,7 @@ class Loader:
             yield LoadBatch(contract, tuple(batch))
 
     def _load_batch(self, batch: LoadBatch, report: CycleReport) -> None:
-        table = batch.contract.qualified_name
+        table = batch.contract.full_name
         while batch.files:
             self.mark_progress()
             began = time.monotonic()
@@ -286,3 +290,10 @@ class Loader:
             except LakeTransientError as exc:
                 log.warning("loader.archive_deferred", file=file.path, error=str(exc))
                 return
+
+
+def _contract_of(contracts: ContractRegistry, table: str) -> TableContract:
+    """The contract of a table of the primary source (``schema.table``) or another (``prefix/schema.table``)."""
+    source, _, qualified = table.rpartition("/")
+    schema, table_name = qualified.split(".", 1)
+    return contracts.get(schema, table_name, source)

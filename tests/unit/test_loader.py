@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.contracts import Column
 from services.common.contracts.arrow import arrow_type
+from services.common.contracts.store import publish_contract
 from services.common.health import Heartbeat
 from services.common.lake import LakeFile, LakeTransientError, LocalLake
 from services.common.metrics import LoaderMetrics
@@ -479,3 +481,31 @@ def test_liveness_follows_progress_not_cycle_ends(tmp_path: Path) -> None:
     )
     assert stalled_after_s(bigquery_on_gcs) == 60 + 600 + 120 + 120
     assert stalled_after_s(Settings.model_validate({"loader": {"interval_s": 100}})) == 300
+
+
+def test_every_sources_prefix_is_loaded_into_its_own_bronze_table(lake: LocalLake, tmp_path: Path) -> None:
+    """Two sources both capture lending.transactions: one bronze table each, neither sees the other's rows."""
+    primary = lending_contract("transactions")
+    shop = replace(primary, source="shop")
+    publish_contract(lake, shop)
+    LakeFiles(lake, primary).write(range(10))
+    LakeFiles(lake, shop, prefix="shop").write(range(4))
+    assert _loader(lake, tmp_path).cycle().rows_inserted == 10  # the stack's prefix alone: shop's files wait
+    registry = CollectorRegistry()
+    loader = Loader(
+        LoaderSettings(),
+        topic_prefix="cdcflow",
+        other_prefixes=["shop", "cdcflow"],
+        lake=lake,
+        warehouse=DuckDBWarehouse(tmp_path / "wh.duckdb"),
+        metrics=LoaderMetrics(registry),
+        shutdown=Shutdown(),
+    )
+    report = loader.cycle()
+    assert (report.files, report.rows_inserted) == (1, 4)
+    assert _bronze(tmp_path, "select count(*) from bronze.lending__transactions") == [(10,)]
+    assert _bronze(
+        tmp_path, "select count(*), min(_kafka_topic), max(_kafka_topic) from bronze.shop__lending__transactions"
+    ) == [(4, "shop.lending.transactions", "shop.lending.transactions")]
+    labels = {"table": "shop/lending.transactions"}
+    assert registry.get_sample_value("cdcflow_loader_rows_loaded_total", labels) == 4
