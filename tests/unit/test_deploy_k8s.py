@@ -196,3 +196,12 @@ def test_no_network_policy_touches_the_operators_pods(overlay: str) -> None:
     }
     for policy in (o for o in render(overlay) if o["kind"] == "NetworkPolicy"):
         assert not _selects(policy["spec"]["podSelector"], strimzi), policy["metadata"]["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keda_alone_sets_the_writers_replicas(overlay: str) -> None:
+    objects = render(overlay)
+    scaled = {o["spec"]["scaleTargetRef"]["name"] for o in objects if o["kind"] == "ScaledObject"}
+    assert scaled == {"cdcflow-writer"}
+    writer = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "cdcflow-writer")
+    assert "replicas" not in writer["spec"]
