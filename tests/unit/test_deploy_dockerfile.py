@@ -10,6 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import dockerfile
 import pytest
 import yaml
 
@@ -20,10 +21,8 @@ CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
 
 
 def _instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+    """(INSTRUCTION, arguments) as BuildKit's parser reads them."""
+    return [(c.cmd.upper(), c.original.split(None, 1)[1]) for c in dockerfile.parse_file(str(DOCKERFILE))]
 
 
 def test_every_copied_file_exists_and_is_not_ignored() -> None:
