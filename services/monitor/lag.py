@@ -125,7 +125,7 @@ class LagProbe:
 
     def poll(self) -> None:
         groups = [g for g in self._reader.groups() if g.startswith(self._prefix)]
-        committed = {group: self._reader.committed(group) for group in groups}
+        committed, unread = self._committed(groups)
         partitions = {group: self._partitions(group, offsets) for group, offsets in committed.items()}
         marks = self._reader.watermarks(tp for tps in partitions.values() for tp in tps)
         now = self._clock()
@@ -136,8 +136,24 @@ class LagProbe:
             for tp in tps:
                 if tp in marks:  # else its offsets could not be listed this time: its series stay as they were
                     self._report(group, tp, committed[group].get(tp), marks[tp], now)
+        # a group whose offsets could not be read this time keeps its series as they were
         listed = {(group, *tp) for group, tps in partitions.items() for tp in tps}
-        self._forget(listed, {tp for tps in partitions.values() for tp in tps})
+        listed |= {key for key in self._reported if key[0] in unread}
+        self._forget(listed, {(topic, partition) for _, topic, partition in listed})
+        if unread and not committed:
+            raise RuntimeError(f"no group's committed offsets could be read ({len(unread)} tried)")
+
+    def _committed(self, groups: list[str]) -> tuple[dict[str, dict[TP, int]], set[str]]:
+        """Each group's committed offsets, and the groups whose offsets could not be read (one group being
+        deleted, or its coordinator moving, must not hide every other group's lag)."""
+        committed, unread = {}, set()
+        for group in groups:
+            try:
+                committed[group] = self._reader.committed(group)
+            except Exception as exc:
+                log.info("monitor.group_offsets_unread", group=group, error=str(exc))
+                unread.add(group)
+        return committed, unread
 
     def _partitions(self, group: str, committed: dict[TP, int]) -> list[TP]:
         """Every partition of the topics the group has committed on or is assigned: a partition it never
