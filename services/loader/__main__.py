@@ -15,6 +15,7 @@ from services.common.metrics import LoaderMetrics, new_registry, register_build_
 from services.common.settings import BIGQUERY_LOAD_JOBS_PER_TABLE_PER_DAY, Settings, load_settings
 from services.common.signals import Shutdown
 from services.loader.app import Loader
+from services.loader.lease import ShardLease
 from services.loader.warehouse.factory import open_warehouse
 from services.stack.sources import topic_prefixes
 
@@ -53,7 +54,9 @@ def run_loader(settings: Settings, shutdown: Shutdown, *, once: bool, registry: 
             metrics=LoaderMetrics(registry),
             shutdown=shutdown,
             heartbeat=heartbeat,
+            lease=ShardLease(lake, loader_settings.shard_of(), ttl_s=stalled_after_s(settings)),
         )
+        stack.callback(loader.release_lease)
         if loader_settings.health_port and not once:
             health = HealthServer(
                 loader_settings.health_host,

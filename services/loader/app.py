@@ -38,6 +38,7 @@ from services.common.settings import LoaderSettings
 from services.common.signals import Shutdown
 from services.loader.bronze import LoadBatch
 from services.loader.errors import BronzeSchemaError, CorruptFileError, WarehouseBusyError, WarehouseError
+from services.loader.lease import ShardLease
 from services.loader.warehouse import Warehouse
 
 __all__ = ["CycleReport", "Loader"]
@@ -54,6 +55,7 @@ class CycleReport:
     stopped_tables: list[str] = field(default_factory=list)
     deferred_tables: list[str] = field(default_factory=list)  # a transient error: retried next cycle
     busy: bool = False
+    standby: bool = False  # another loader holds this shard's lease
 
 
 class Loader:
@@ -68,6 +70,7 @@ class Loader:
         metrics: LoaderMetrics,
         shutdown: Shutdown,
         heartbeat: Heartbeat | None = None,
+        lease: ShardLease | None = None,
     ) -> None:
         self._settings = settings
         # the primary source's prefix first, then every other source's: where their lake files are
@@ -78,6 +81,7 @@ class Loader:
         self._shutdown = shutdown
         self._last_load: dict[str, float] = {}
         self.heartbeat = heartbeat or Heartbeat()
+        self._lease = lease
 
     def mark_progress(self) -> None:
         """The loader is not stuck: it began or ended a step (a cycle, a table, a batch)."""
@@ -88,14 +92,39 @@ class Loader:
         while True:
             began = time.monotonic()
             self.mark_progress()
-            cleaned = cleaned or self._drop_stale_staging()
-            report = self.cycle() if cleaned else CycleReport(busy=True)
+            if not self._leads():
+                # only the shard's leaseholder touches the warehouse: the staging tables a standby would
+                # drop as stale may be the leaseholder's, in use
+                cleaned = False
+                report = CycleReport(standby=True)
+            else:
+                cleaned = cleaned or self._drop_stale_staging()
+                report = self.cycle() if cleaned else CycleReport(busy=True)
             self.mark_progress()
             if once:
+                if report.standby:
+                    log.warning("loader.standby", why="another loader holds this shard's lease; it loads the files")
                 return 1 if report.stopped_tables else 0
             # the interval is a period, not a pause: a file waits at most one interval plus one cycle
             if self._shutdown.wait(max(0.0, self._settings.interval_s - (time.monotonic() - began))):
                 return 0
+
+    def release_lease(self) -> None:
+        """On a clean stop: let the next loader of this shard start at once."""
+        if self._lease is not None:
+            self._lease.release()
+
+    def _leads(self) -> bool:
+        """:meth:`_holds_lease`, with a storage error read as "not now" (the next cycle asks again)."""
+        try:
+            return self._holds_lease()
+        except TransientError as exc:
+            log.warning("loader.lease_unknown", error=str(exc))
+            return False
+
+    def _holds_lease(self) -> bool:
+        """Whether this loader may load now: it holds (and has just renewed) its shard's lease, if it has one."""
+        return self._lease is None or self._lease.hold()
 
     def _drop_stale_staging(self) -> bool:
         """Drop staging tables a crash left behind; False while the warehouse is busy (the next cycle tries again)."""
@@ -111,6 +140,9 @@ class Loader:
     def cycle(self) -> CycleReport:
         report = CycleReport()
         try:
+            if not self._holds_lease():
+                report.standby = True
+                return report
             contracts = self._contracts()
             pending = self._pending_by_table(contracts)
         except TransientError as exc:  # the lake or the warehouse is unreachable or busy: the next cycle
@@ -119,7 +151,7 @@ class Loader:
             report.busy = True
             pending = {}
         for table, files in sorted(pending.items()):
-            if self._shutdown.requested or report.busy:
+            if self._shutdown.requested or report.busy or report.standby:
                 break
             self.mark_progress()
             try:
@@ -198,6 +230,9 @@ class Loader:
         if added:
             log.info("loader.bronze_columns", table=table, added=added)
         for batch in self._batches(contract, files):
+            if not self._holds_lease():  # renewed before every batch: a lost lease stops loading at once
+                report.standby = True
+                return
             try:
                 self._load_batch(batch, report)
             except WarehouseError as exc:  # refused for a reason a retry will not fix: this table waits, not all

@@ -274,6 +274,9 @@ class _MemoryLake:
         self.files[path] = data
         return LakeFile(path, len(data), str(len(self.files)))
 
+    def write_if(self, path: str, data: bytes, *, version: str | None) -> Any:
+        return self.write(path, data)
+
     def read(self, path: str) -> bytes:
         return self.files[path]
 

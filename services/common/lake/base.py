@@ -43,6 +43,14 @@ class Lake(Protocol):
         """Store ``data`` under ``path`` atomically: readers see the old complete file or the new one."""
         ...
 
+    def write_if(self, path: str, data: bytes, *, version: str | None) -> LakeFile:
+        """:meth:`write`, only if ``path`` is still at ``version`` (``None``: only if there is no file).
+
+        Otherwise :class:`~services.common.lake.errors.LakeVersionChangedError` and nothing is written: two
+        callers that read the same version cannot both replace it (a lease, a marker).
+        """
+        ...
+
     def read(self, path: str) -> bytes:
         """The whole content; :class:`~services.common.lake.errors.LakeNotFoundError` if there is none."""
         ...

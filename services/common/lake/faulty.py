@@ -39,6 +39,9 @@ class FaultyLake:
         self.injected += 1
         raise LakeTransientError(f"injected fault {when} of {path}")
 
+    def write_if(self, path: str, data: bytes, *, version: str | None) -> LakeFile:
+        return self._inner.write_if(path, data, version=version)
+
     def read(self, path: str) -> bytes:
         return self._inner.read(path)
 

@@ -119,6 +119,18 @@ class GcsLake:
             blob.upload_from_string(data, content_type=_content_type(path), retry=self._retry)
         return _lake_file(path, blob)
 
+    def write_if(self, path: str, data: bytes, *, version: str | None) -> LakeFile:
+        blob = self._bucket.blob(self._name(path))
+        generation = 0 if version is None else int(version)  # 0: only if no live object exists
+        with self._translated("write", path):
+            try:
+                blob.upload_from_string(
+                    data, content_type=_content_type(path), if_generation_match=generation, retry=self._retry
+                )
+            except api.PreconditionFailed as exc:
+                raise LakeVersionChangedError(f"gcs lake: {path!r} is not at generation {version} now") from exc
+        return _lake_file(path, blob)
+
     def read(self, path: str) -> bytes:
         blob = self._bucket.blob(self._name(path))
         with self._translated("read", path):

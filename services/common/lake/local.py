@@ -9,6 +9,7 @@ one, and a committed offset never points at data that only lived in the page cac
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import time
 import uuid
@@ -76,6 +77,22 @@ class LocalLake:
             _make_dirs(target.parent)
             stat = _replace_atomically(target, data)
             _fsync_dir(target.parent)
+        return LakeFile(path=path, size=stat.st_size, version=str(stat.st_mtime_ns))
+
+    def write_if(self, path: str, data: bytes, *, version: str | None) -> LakeFile:
+        target = self._target(path)
+        with _os_errors("write", path, missing=LakeTerminalError):
+            _make_dirs(target.parent)
+            # processes of one machine share the local lake: an advisory lock beside the file makes the
+            # check and the replace one step for every caller of write_if
+            lock = target.with_name(f"{TEMP_PREFIX}lock-{target.name}"[:MAX_SEGMENT_BYTES])
+            with os.fdopen(os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)) as handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                found = _lake_file(path, target).version if target.is_file() else None
+                if found != version:
+                    raise LakeVersionChangedError(f"local lake: {path!r} is version {found} now, not {version}")
+                stat = _replace_atomically(target, data)
+                _fsync_dir(target.parent)
         return LakeFile(path=path, size=stat.st_size, version=str(stat.st_mtime_ns))
 
     def read(self, path: str) -> bytes:
