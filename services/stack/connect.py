@@ -95,6 +95,17 @@ class ConnectWorker:
         port = self.settings.connect.jmx_exporter_port
         return f"http://127.0.0.1:{port}/metrics" if port else None
 
+    def jmx_exporter_status(self) -> dict[str, str]:
+        """Whether the exporter answers: a worker started before it was configured serves none until restarted."""
+        url = self.jmx_exporter_url
+        if url is None:
+            return {}
+        try:
+            serving = httpx.get(url, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            serving = False
+        return {"jmx_exporter": url, "jmx_exporter_state": "serving" if serving else "not serving"}
+
     def jmx_exporter_options(self) -> list[str]:
         """The JVM option that loads Prometheus's JMX exporter with ``connect/jmx-exporter.yml``, on 127.0.0.1."""
         port = self.settings.connect.jmx_exporter_port

@@ -147,7 +147,13 @@ class Stack:
                 {"data_dir": str(pg.data_dir), "replication_slots": slots},
             ),
             ComponentStatus("kafka", kafka.process.running(), kafka.healthy(), kafka.process.pid()),
-            ComponentStatus("connect", connect.process.running(), connect.healthy(), connect.process.pid()),
+            ComponentStatus(
+                "connect",
+                connect.process.running(),
+                connect.healthy(),
+                connect.process.pid(),
+                connect.jmx_exporter_status(),
+            ),
             *(self._connector_status(name) for name in self.sources()),
         ]
 

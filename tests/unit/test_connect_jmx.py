@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.common.health import HealthServer
+from services.common.metrics import new_registry
 from services.common.settings import load_settings, repo_root
 from services.stack.connect import ConnectWorker
 from services.stack.errors import ComponentFailedError
@@ -71,3 +73,14 @@ def test_the_rules_name_debeziums_mbeans_and_their_labels() -> None:
     )
     assert rows is not None
     assert rows.groups() == ("postgres", "snapshot", "cdcflow", "lending.customers")
+
+
+def test_status_tells_whether_the_exporter_answers(tmp_path: Path) -> None:
+    registry = new_registry(with_process_metrics=False)
+    with HealthServer("127.0.0.1", 0, registry, live=lambda: True, ready=lambda: True) as server:
+        port = server.port
+        serving = _worker(tmp_path, port).jmx_exporter_status()
+    assert serving == {"jmx_exporter": f"http://127.0.0.1:{port}/metrics", "jmx_exporter_state": "serving"}
+    # the port is free again, as for a worker started before the exporter was configured
+    assert _worker(tmp_path, port).jmx_exporter_status()["jmx_exporter_state"] == "not serving"
+    assert _worker(tmp_path, 0).jmx_exporter_status() == {}
