@@ -17,10 +17,13 @@ import os
 import socket
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 from services.common.kafka import (
+    KafkaException,
     ProducerFencedError,
     TransactionalProducer,
     ensure_topics,
@@ -32,13 +35,19 @@ from services.common.kafka import (
 from services.common.logging import get_logger
 from services.common.replay import REPLAY_COUNT, REPLAYED_FROM, format_coordinate, parse_coordinate, replay_topic
 from services.common.settings import DlqSettings, KafkaSettings
-from services.dlq.errors import DlqNotFoundError, PlanMismatchError, RecordNotFoundError, ReplayFencedError
+from services.dlq.errors import (
+    DlqNotFoundError,
+    KafkaFailedError,
+    PlanMismatchError,
+    RecordNotFoundError,
+    ReplayFencedError,
+)
 from services.dlq.progress import Progress, ProgressEntry, audit_topic, progress_topic
 from services.dlq.ratelimit import Pacer, batch_size
 from services.dlq.records import DlqRecord, ValueOmittedError, pretty_value
 from services.dlq.selection import Filters, Plan, PlanItem, identities, representative, resolve, status_of
 
-__all__ = ["DlqTool", "ReplayOutcome", "dlq_topic_of", "who"]
+__all__ = ["DlqTool", "ReplayOutcome", "dlq_topic_of", "kafka_errors", "who"]
 
 log = get_logger(__name__)
 
@@ -48,6 +57,17 @@ _COMPACTED = {"cleanup.policy": "compact"}
 
 def dlq_topic_of(group: str) -> str:
     return f"{_DLQ_PREFIX}{group}"
+
+
+@contextmanager
+def kafka_errors(doing: str) -> Iterator[None]:
+    """A Kafka failure as a named error (exit 2 with a sentence) instead of a traceback."""
+    try:
+        yield
+    except ProducerFencedError:
+        raise
+    except KafkaException as exc:
+        raise KafkaFailedError(f"{doing}: {exc}") from exc
 
 
 def who() -> dict[str, str]:
@@ -80,7 +100,8 @@ class DlqTool:
     def records(self, group: str | None = None) -> list[DlqRecord]:
         group = group or self.group
         try:
-            read = read_topic(self.kafka, dlq_topic_of(group), timeout_s=self.settings.timeout_s)
+            with kafka_errors(f"reading {dlq_topic_of(group)}"):
+                read = read_topic(self.kafka, dlq_topic_of(group), timeout_s=self.settings.timeout_s)
         except KeyError:
             raise DlqNotFoundError(f"group {group!r} has no DLQ topic {dlq_topic_of(group)}") from None
         self.read_up_to[group] = {partition: high for partition, (_, high) in read.ends.items()}
@@ -88,14 +109,17 @@ class DlqTool:
 
     def progress(self, group: str | None = None) -> Progress:
         try:
-            read = read_topic(self.kafka, progress_topic(group or self.group), timeout_s=self.settings.timeout_s)
+            with kafka_errors(f"reading {progress_topic(group or self.group)}"):
+                read = read_topic(self.kafka, progress_topic(group or self.group), timeout_s=self.settings.timeout_s)
         except KeyError:
             return Progress()
         return Progress.of(read.messages)
 
     def groups(self) -> list[str]:
         """Every group with a DLQ topic."""
-        return [t.removeprefix(_DLQ_PREFIX) for t in topic_names(self.kafka, _DLQ_PREFIX)]
+        with kafka_errors("listing the DLQ topics"):
+            names = topic_names(self.kafka, _DLQ_PREFIX, timeout_s=self.settings.timeout_s)
+            return [t.removeprefix(_DLQ_PREFIX) for t in names]
 
     # --- list and show --------------------------------------------------------------------------------
 
@@ -190,6 +214,28 @@ class DlqTool:
         """Replay exactly the selection ``plan_id`` names (see the module docstring)."""
         began = time.monotonic()
         self._check(plan_id, self.plan(filters, to_source=to_source, max_replays=max_replays, for_plan=plan_id))
+        with kafka_errors(f"replaying plan {plan_id} (committed batches stay; the same --execute goes on)"):
+            return self._execute(
+                plan_id,
+                filters,
+                to_source=to_source,
+                max_replays=max_replays,
+                rate=rate,
+                arguments=arguments,
+                began=began,
+            )
+
+    def _execute(
+        self,
+        plan_id: str,
+        filters: Filters,
+        *,
+        to_source: bool,
+        max_replays: int,
+        rate: float | None,
+        arguments: list[str],
+        began: float,
+    ) -> ReplayOutcome:
         target = "" if to_source else replay_topic(self.group)
         ensure_topics(self.kafka, [progress_topic(self.group), audit_topic(self.group)], config=_COMPACTED)
         if target:

@@ -2,7 +2,14 @@
 
 from services.common.errors import TerminalError, TransientError
 
-__all__ = ["DlqNotFoundError", "DlqToolError", "PlanMismatchError", "RecordNotFoundError", "ReplayFencedError"]
+__all__ = [
+    "DlqNotFoundError",
+    "DlqToolError",
+    "KafkaFailedError",
+    "PlanMismatchError",
+    "RecordNotFoundError",
+    "ReplayFencedError",
+]
 
 
 class DlqToolError(TerminalError):
@@ -25,3 +32,8 @@ class PlanMismatchError(DlqToolError):
 class ReplayFencedError(TransientError):
     """Another replay of the same group started (same transactional id) and fenced this one; what this one
     committed stays committed, its open transaction was aborted."""
+
+
+class KafkaFailedError(TransientError):
+    """Kafka refused a request or did not answer in time. A replay stopped this way committed whole batches
+    only; running the same ``--execute`` again goes on where it stopped."""

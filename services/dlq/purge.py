@@ -10,8 +10,9 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from services.common.kafka import delete_records_before, ensure_topics, producer, topic_watermarks
-from services.dlq.app import DlqTool, who
+from services.common.kafka import KafkaException, delete_records_before, ensure_topics, producer, topic_watermarks
+from services.dlq.app import DlqTool, kafka_errors, who
+from services.dlq.errors import DlqNotFoundError
 from services.dlq.progress import audit_topic
 from services.dlq.selection import identities, representative, status_of
 
@@ -33,7 +34,11 @@ def plan_purge(
     tool: DlqTool, *, before_ms: int | None, before_offsets: dict[int, int] | None, include_pending: bool
 ) -> list[PartitionCut]:
     """Where each DLQ partition would start after the purge (nothing is changed)."""
-    marks = topic_watermarks(tool.kafka, tool.topic)
+    try:
+        with kafka_errors(f"reading {tool.topic}"):
+            marks = topic_watermarks(tool.kafka, tool.topic, timeout_s=tool.settings.timeout_s)
+    except KeyError:
+        raise DlqNotFoundError(f"group {tool.group!r} has no DLQ topic {tool.topic}") from None
     records = tool.records()
     progress = tool.progress()
     pending_at: set[tuple[int, int]] = set()
@@ -69,7 +74,13 @@ def plan_purge(
 def execute_purge(tool: DlqTool, cuts: list[PartitionCut], arguments: list[str]) -> dict[int, int]:
     """Delete below each cut; appends an audit record. Returns the new log start of each partition touched."""
     wanted = {c.partition: c.delete_before for c in cuts if c.delete_before > c.log_start}
-    starts = delete_records_before(tool.kafka, tool.topic, wanted)
+    with kafka_errors(f"deleting records of {tool.topic}"):
+        starts = delete_records_before(tool.kafka, tool.topic, wanted, timeout_s=tool.settings.timeout_s)
+        _audit_purge(tool, cuts, wanted, arguments)
+    return starts
+
+
+def _audit_purge(tool: DlqTool, cuts: list[PartitionCut], wanted: dict[int, int], arguments: list[str]) -> None:
     audit = {
         "action": "purge",
         "group": tool.group,
@@ -86,5 +97,5 @@ def execute_purge(tool: DlqTool, cuts: list[PartitionCut], arguments: list[str])
         key=f"purge:{audit['at_ms']}".encode(),
         value=json.dumps(audit, sort_keys=True).encode(),
     )
-    client.flush(30)
-    return starts
+    if client.flush(tool.settings.timeout_s):
+        raise KafkaException(f"the purge's audit record was not acknowledged within {tool.settings.timeout_s:g}s")

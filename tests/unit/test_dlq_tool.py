@@ -336,3 +336,13 @@ def test_digest_of_an_omitted_value_is_checked() -> None:
     assert omitted.omitted
     assert omitted.matches_omitted(value)
     assert not omitted.matches_omitted(b"other")
+
+
+def test_kafka_out_of_reach_is_a_named_error_not_a_traceback() -> None:
+    from services.common.settings import DlqSettings
+    from services.dlq.app import DlqTool
+    from services.dlq.errors import KafkaFailedError
+
+    tool = DlqTool(KafkaSettings(bootstrap_servers="127.0.0.1:9"), DlqSettings(timeout_s=0.5), GROUP)
+    with pytest.raises(KafkaFailedError, match="listing the DLQ topics"):
+        tool.groups()
