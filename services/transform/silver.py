@@ -101,7 +101,7 @@ def _check(contracts: Sequence[TableContract]) -> None:
     for contract in contracts:
         if not contract.primary_key:
             raise SilverGenerationError(
-                f"{contract.qualified_name} has no primary key: silver orders a row's versions by its key. "
+                f"{contract.full_name} has no primary key: silver orders a row's versions by its key. "
                 "Add one in PostgreSQL (ALTER TABLE … ADD PRIMARY KEY) and regenerate the contract, or leave "
                 "the table out of the connector."
             )
@@ -132,13 +132,13 @@ def _macro_argument(contract: TableContract) -> str:
 
 def _header(contract: TableContract) -> str:
     return (
-        f"-- {GENERATED_MARK} from the contract of {contract.qualified_name} (version {contract.version}).\n"
+        f"-- {GENERATED_MARK} from the contract of {contract.full_name} (version {contract.version}).\n"
         "-- Do not edit: change the contract in schemas/ and regenerate; the logic is in macros/silver.sql.\n"
     )
 
 
 def render_current(contract: TableContract) -> str:
-    meta = {"cdcflow_contract": contract.qualified_name, "cdcflow_delete_ops": list(DELETE_OPS)}
+    meta = {"cdcflow_contract": contract.full_name, "cdcflow_delete_ops": list(DELETE_OPS)}
     return (
         _header(contract)
         + f"{{{{ config(unique_key={json.dumps(list(contract.primary_key))}, meta={json.dumps(meta)}) }}}}\n"
@@ -148,7 +148,7 @@ def render_current(contract: TableContract) -> str:
 
 def render_history(contract: TableContract) -> str:
     key = [*contract.primary_key, *VERSION_ID]
-    meta = {"cdcflow_contract": contract.qualified_name}
+    meta = {"cdcflow_contract": contract.full_name}
     return (
         _header(contract)
         + f"{{{{ config(unique_key={json.dumps(key)}, meta={json.dumps(meta)}) }}}}\n"
@@ -264,7 +264,7 @@ def _silver_model(contract: TableContract) -> dict[str, Any]:
     return {
         "name": model_name(contract),
         "description": (
-            f"Current state of {contract.qualified_name}: one row per live primary key, its newest version by "
+            f"Current state of {contract.full_name}: one row per live primary key, its newest version by "
             "`_source_lsn` then `_kafka_offset`; deletes removed, truncates honoured, TOASTed values carried "
             f"forward. Contract version {contract.version}."
         ),
@@ -299,7 +299,7 @@ def _history_model(contract: TableContract) -> dict[str, Any]:
     return {
         "name": name,
         "description": (
-            f"Every version of {contract.qualified_name} (SCD type 2): valid from its commit until the next "
+            f"Every version of {contract.full_name} (SCD type 2): valid from its commit until the next "
             f"version, delete or truncate of the row. Contract version {contract.version}."
         ),
         "data_tests": [
@@ -333,7 +333,7 @@ def render_sources(contracts: Sequence[TableContract]) -> str:
             {
                 "name": bronze_name(contract),
                 "description": (
-                    f"Change log of {contract.qualified_name} (contract version {contract.version}, replica "
+                    f"Change log of {contract.full_name} (contract version {contract.version}, replica "
                     f"identity {contract.replica_identity}): one row per change event, loaded by the loader."
                 ),
                 "columns": columns,

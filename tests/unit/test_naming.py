@@ -220,3 +220,10 @@ def test_a_writer_of_another_source_routes_its_topics_to_that_sources_contracts(
     assert router.route("shop.public.users").decoder.contract.version == 2  # type: ignore[union-attr]
     only_primary = Router("shop", ContractRegistry.of([primary]), [], 1 << 20, source="shop")
     assert only_primary.route("shop.public.users").reason == "unknown_table"
+
+
+def test_another_sources_silver_files_name_their_source() -> None:
+    files = silver.render([_contract("public", "users", "shop")])
+    model = files["models/silver/shop__users.sql"]
+    assert "from the contract of shop/public.users" in model
+    assert '"cdcflow_contract": "shop/public.users"' in model
