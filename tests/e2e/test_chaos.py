@@ -5,8 +5,12 @@ connector, slot and topics), the lake writer and the loader run as real child pr
 
 - the writer is killed with SIGKILL three times and the loader three times, each at a random moment, and
   started again;
-- the Kafka broker is stopped and started once, and Kafka Connect once, through the stack's own code
-  (``Stack.kafka`` / ``Stack.connect``: SIGTERM by PID, then the same start as ``cdcflow stack up``);
+- a zombie writer: a second writer of the group is frozen (SIGSTOP) until the group has given its
+  partitions back to the first, then thawed — it flushes what it held and tries to commit, as a writer does
+  whose flush outlasted the session during a storage slowdown — and stopped;
+- the Kafka broker is stopped and started once, Kafka Connect once and PostgreSQL once (with the workload
+  paused around it), through the stack's own code (``Stack.kafka`` / ``Stack.connect`` /
+  ``Stack.postgres``: SIGTERM by PID or ``pg_ctl stop``, then the same start as ``cdcflow stack up``);
 - 20 poison records (malformed or truncated JSON, invalid UTF-8, not an object, an unknown op, no source
   block, no row image, a key of the wrong type) are produced into the captured topics, in two waves.
 
@@ -15,14 +19,18 @@ Then the workload stops and the pipeline drains, loads, runs ``dbt build`` and `
 - ``verify`` finds zero drift on every captured table;
 - no Kafka coordinate ``(topic, partition, offset)`` is in bronze twice;
 - every offset of every captured partition is a bronze row, a DLQ record or a tombstone (Debezium's null
-  value after a delete, which the design skips and counts) — and the DLQ holds exactly the 20 poison records.
+  value after a delete, which the design skips and counts) — and the DLQ holds exactly the 20 poison records,
+  each of them once.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -165,6 +173,31 @@ class Chaos:
         self.note("kill -9 loader")
         self.loader_proc = self.loader.start()
 
+    def zombie_writer(self, frozen_s: float) -> None:
+        """A second writer takes some partitions, freezes past its session, wakes up, and is stopped."""
+        self.pause()
+        zombie = self.writer.start()
+        wait_for_log_event(self.writer, zombie, "writer.assigned", timeout_s=90)
+        self.pause(1.0, 3.0)  # it reads and buffers its partitions' records
+        os.kill(zombie.pid, signal.SIGSTOP)
+        self.note("second writer frozen (SIGSTOP)")
+        time.sleep(frozen_s)  # the group evicts it; the first writer takes every partition back
+        os.kill(zombie.pid, signal.SIGCONT)
+        self.note("zombie writer thawed (SIGCONT)")
+        self.pause(2.0, 4.0)  # it flushes what it held, its commits fail, it rejoins
+        assert self.writer.terminate(zombie, timeout_s=60) == 0, self.writer.logs()[-3000:]
+        self.note("zombie writer stopped")
+
+    def restart_postgres(self, connectors: list[str]) -> None:
+        self.pause()
+        assert self.stack.postgres.stop(), "PostgreSQL was not running"
+        self.note("PostgreSQL stopped")
+        self.pause(2.0, 5.0)
+        self.stack.postgres.start(STACK_TIMEOUT_S)
+        for name in connectors:
+            self.stack.connect.wait_running(name, STACK_TIMEOUT_S)
+        self.note("PostgreSQL started, connectors running")
+
     def restart_broker(self) -> None:
         self.pause()
         assert self.stack.kafka.stop(), "the broker was not running"
@@ -180,6 +213,12 @@ class Chaos:
         for name in connectors:
             self.stack.connect.wait_running(name, STACK_TIMEOUT_S)
         self.note("Connect started, connectors running")
+
+
+def _stop(workload: WorkloadThread) -> None:
+    workload.stop.set()
+    workload.join(timeout=60)
+    assert not workload.is_alive(), "the workload did not stop"
 
 
 def _contracts(settings: Settings) -> Callable[[], list[TableContract]]:
@@ -216,8 +255,9 @@ def test_kill_9_restarts_and_poison_leave_zero_drift_and_every_offset_accounted_
     )
     env = {**pipeline_env(writer, tmp_path), **isolated_source.env()}
     loader.env_overrides.update({**env, "CDCFLOW_LOADER__INTERVAL_S": "1"})
-    workload = WorkloadThread(source, SEED, WORKLOAD_RATE, duration_s=600)
-    workload.start()
+    connectors = [stack.settings.connect.connector, source.connect.connector]
+    workloads = [WorkloadThread(source, SEED, WORKLOAD_RATE, duration_s=600)]
+    workloads[-1].start()
     poison: list[Coordinate] = []
     chaos = Chaos(stack, writer, loader, rng)
     try:
@@ -227,22 +267,29 @@ def test_kill_9_restarts_and_poison_leave_zero_drift_and_every_offset_accounted_
         poison += _inject(source, rng, real, POISON_PER_WAVE)
         chaos.note(f"{POISON_PER_WAVE} poison records")
         chaos.kill_loader()
+        chaos.zombie_writer(frozen_s=2.5 * int(SESSION_TIMEOUT_MS) / 1000)
         chaos.restart_broker()
         chaos.kill_writer()
         chaos.kill_loader()
-        chaos.restart_connect([stack.settings.connect.connector, source.connect.connector])
+        chaos.restart_connect(connectors)
         poison += _inject(source, rng, real, POISON_PER_WAVE)
         chaos.note(f"{POISON_PER_WAVE} poison records")
+        _stop(workloads[-1])  # the workload's connection would not survive the restart
+        chaos.restart_postgres(connectors)
+        workloads.append(WorkloadThread(source, SEED, WORKLOAD_RATE, duration_s=600))
+        workloads[-1].start()
         chaos.kill_writer()
         chaos.kill_loader()
         chaos.pause(3.0, 5.0)  # the last writer and loader work under load for a moment
     finally:
-        workload.stop.set()
-        workload.join(timeout=60)
-    assert not workload.is_alive(), "the workload did not stop"
-    assert workload.error is None, f"the workload failed: {workload.error!r}"
-    assert workload.result is not None
-    assert workload.result.total > 0
+        for workload in workloads:
+            _stop(workload)
+    operations = 0
+    for workload in workloads:
+        assert workload.error is None, f"the workload failed: {workload.error!r}"
+        assert workload.result is not None
+        operations += workload.result.total
+    assert all(w.result is not None and w.result.total > 0 for w in workloads)
 
     ends = partition_ends(source, topics)
     wait_until_committed(source, writer.group, ends, timeout_s=180)
@@ -253,9 +300,9 @@ def test_kill_9_restarts_and_poison_leave_zero_drift_and_every_offset_accounted_
     report, _ = settle(source, writer, env, LENDING, _contracts(configured))
     bronze = bronze_coordinates(configured.duckdb_path(), prefix)
     audit = audit_stored(source, writer.group, bronze, ends, store="bronze")
-    dead_lettered = {dlq_coordinate(m) for m in dlq_messages(source, writer.group)}
+    dead_lettered = Counter(dlq_coordinate(m) for m in dlq_messages(source, writer.group))
     print(
-        f"\n[chaos] {'; '.join(chaos.done)}\n[chaos] workload_ops={workload.result.total} poison={len(poison)} "
+        f"\n[chaos] {'; '.join(chaos.done)}\n[chaos] workload_ops={operations} poison={len(poison)} "
         f"{audit.summary()} verify: {describe(report)} runtime_s={time.monotonic() - began:.1f}"
     )
 
@@ -268,8 +315,12 @@ def test_kill_9_restarts_and_poison_leave_zero_drift_and_every_offset_accounted_
         audit.missing[:20]
     )
     assert len(poison) == 2 * POISON_PER_WAVE
-    assert dead_lettered == set(poison), f"DLQ {sorted(dead_lettered)} != poison {sorted(poison)}"
+    assert set(dead_lettered) == set(poison), f"DLQ {sorted(dead_lettered)} != poison {sorted(poison)}"
+    twice = {c: n for c, n in dead_lettered.items() if n > 1}
+    assert twice == {}, f"{len(twice)} poison records are in the DLQ more than once: {sorted(twice.items())}"
     assert audit.in_lake > 0
     assert audit.tombstones > 0
     assert sum(1 for d in chaos.done if d.endswith("kill -9 writer")) == 3
     assert sum(1 for d in chaos.done if d.endswith("kill -9 loader")) == 3
+    assert any(d.endswith("zombie writer thawed (SIGCONT)") for d in chaos.done)
+    assert any(d.endswith("PostgreSQL started, connectors running") for d in chaos.done)
