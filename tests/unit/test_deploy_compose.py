@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from services.common.settings import load_settings
 from tests.fixtures.deploy import CHECKOUT, setting_exists, tool
@@ -142,7 +143,6 @@ def test_monitoring_mounts_exist(mounted: str) -> None:
 
 
 def test_prometheus_scrapes_each_service_on_its_health_port() -> None:
-    import yaml
 
     config = yaml.safe_load((CHECKOUT / "deploy" / "docker" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
@@ -155,7 +155,6 @@ def test_prometheus_scrapes_each_service_on_its_health_port() -> None:
 
 
 def test_every_scrape_job_the_alert_rules_name_exists() -> None:
-    import yaml
 
     rules = (CHECKOUT / "deploy" / "prometheus" / "cdcflow.rules.yml").read_text()
     named = set(re.findall(r'job="([a-z]+)"', rules))

@@ -3,11 +3,13 @@ each deliberately broken manifest in tests/fixtures/deploy/broken/ is rejected f
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from tests.fixtures.deploy import (
     CHECKOUT,
@@ -100,7 +102,6 @@ def test_the_dlq_replay_is_a_template_that_never_runs_on_its_own() -> None:
 
 
 def test_the_alert_rules_are_the_prometheus_rule() -> None:
-    import yaml
 
     rules = yaml.safe_load((CHECKOUT / "deploy" / "prometheus" / "cdcflow.rules.yml").read_text())
     rule = next(o for o in render("gke") if o["kind"] == "PrometheusRule")
@@ -130,7 +131,6 @@ def test_there_are_enough_broken_fixtures() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_scrape_jobs_are_those_the_alert_rules_name(overlay: str) -> None:
-    import re
 
     rules = (CHECKOUT / "deploy" / "prometheus" / "cdcflow.rules.yml").read_text()
     named = set(re.findall(r'job="([a-z]+)"', rules))
@@ -205,3 +205,23 @@ def test_keda_alone_sets_the_writers_replicas(overlay: str) -> None:
     assert scaled == {"cdcflow-writer"}
     writer = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "cdcflow-writer")
     assert "replicas" not in writer["spec"]
+
+
+def _pom_property(name: str) -> str:
+    found = re.search(rf"<{re.escape(name)}>([^<]+)</", (CHECKOUT / "connect" / "pom.xml").read_text())
+    assert found is not None, name
+    return found.group(1)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kafka_and_debezium_versions_are_those_of_connect_pom(overlay: str) -> None:
+    objects = render(overlay)
+    kafka, debezium = _pom_property("kafka.version"), _pom_property("debezium.version")
+    connect = next(o for o in objects if o["kind"] == "KafkaConnect")
+    assert connect["spec"]["version"] == kafka
+    artifacts = [a for p in connect["spec"]["build"]["plugins"] for a in p["artifacts"]]
+    assert [(a["artifact"], a["version"]) for a in artifacts] == [("debezium-connector-postgres", debezium)]
+    for cluster in (o for o in objects if o["kind"] == "Kafka"):
+        assert cluster["spec"]["kafka"]["version"] == kafka
+    compose = yaml.safe_load((CHECKOUT / "docker-compose.yml").read_text())
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{kafka}"
