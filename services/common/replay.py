@@ -11,7 +11,7 @@ A replayed record carries its original key, value and headers plus
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 __all__ = [
     "REPLAYED_FROM",
@@ -31,6 +31,7 @@ Coordinate = tuple[str, int, int]
 """``(topic, partition, offset)`` of one Kafka record."""
 
 Header = tuple[str, str | bytes | None]
+Headers = Iterable[Header] | Mapping[str, str | bytes | None] | None
 
 
 def replay_topic(group_id: str) -> str:
@@ -52,10 +53,11 @@ def parse_coordinate(text: str) -> Coordinate | None:
     return topic, int(partition), int(offset)
 
 
-def header_text(headers: Iterable[Header] | None, name: str) -> str | None:
+def header_text(headers: Headers, name: str) -> str | None:
     """The last value of header ``name`` as text (None when absent, null or not UTF-8)."""
     found: str | None = None
-    for key, value in headers or ():
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for key, value in pairs:
         if key != name:
             continue
         if value is None:
@@ -70,7 +72,7 @@ def header_text(headers: Iterable[Header] | None, name: str) -> str | None:
     return found
 
 
-def replayed_from(headers: Iterable[Header] | None) -> Coordinate | None:
+def replayed_from(headers: Headers) -> Coordinate | None:
     """The original coordinates of a replayed record (None: not a replayed record, or a malformed header)."""
     text = header_text(headers, REPLAYED_FROM)
     return None if text is None else parse_coordinate(text)
