@@ -69,10 +69,10 @@ def test_the_loader_rejects_an_undefined_dependency_and_an_unset_variable(tmp_pa
     assert done.returncode == 1
     assert 'undefined service "no-such-service"' in done.stderr
     unset = tmp_path / "unset.yml"
-    unset.write_text(text.replace("${CDCFLOW_IMAGE:-cdcflow:0.1.0}", "${CDCFLOW_IMAGE}"))
+    unset.write_text(text.replace("${IMAGE:-cdcflow:0.1.0}", "${IMAGE}"))
     done = _load(unset)
     assert done.returncode == 1
-    assert "CDCFLOW_IMAGE" in done.stderr
+    assert "${IMAGE}" in done.stderr
     assert "no default" in done.stderr
 
 
@@ -99,6 +99,12 @@ def test_every_cdcflow_variable_is_a_real_setting() -> None:
         unknown = [k for k in env if not setting_exists(k)]
         assert unknown == [], f"{name}: {unknown}"
         load_settings(env)  # raises ConfigError on a value the settings refuse
+
+
+def test_every_cdcflow_variable_the_file_interpolates_is_a_real_setting() -> None:
+    names = set(re.findall(r"\$\{(CDCFLOW_[A-Z0-9_]+)", COMPOSE.read_text(encoding="utf-8")))
+    assert "CDCFLOW_LAKE__BACKEND" in names
+    assert [n for n in sorted(names) if not setting_exists(n)] == []
 
 
 def test_health_endpoints_listen_on_all_interfaces_on_the_configured_port() -> None:
