@@ -183,3 +183,24 @@ def test_the_compose_schema_rejects_an_unknown_key(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "commandz" in done.stdout
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_the_health_checks_pass_and_fail_with_the_health_server(live: bool) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from services.common.health import HealthServer
+
+    checked = 0
+    with HealthServer("127.0.0.1", 0, CollectorRegistry(), live=lambda: live, ready=lambda: True) as server:
+        for name, service in _cdcflow_services().items():
+            if "healthcheck" not in service:
+                continue
+            kind, *argv = service["healthcheck"]["test"]
+            assert kind == "CMD", name
+            argv = [re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{server.port}", a) for a in argv]
+            argv[0] = sys.executable if argv[0] == "python" else argv[0]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+            assert (done.returncode == 0) is live, f"{name}: {done.stderr[-500:]}"
+            checked += 1
+    assert checked >= 4
