@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from services.common.health import HealthServer
 from services.common.settings import load_settings
 from tests.fixtures.deploy import CHECKOUT, setting_exists, tool
 
@@ -187,10 +189,6 @@ def test_the_compose_schema_rejects_an_unknown_key(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("live", [True, False])
 def test_the_health_checks_pass_and_fail_with_the_health_server(live: bool) -> None:
-    from prometheus_client import CollectorRegistry
-
-    from services.common.health import HealthServer
-
     checked = 0
     with HealthServer("127.0.0.1", 0, CollectorRegistry(), live=lambda: live, ready=lambda: True) as server:
         for name, service in _cdcflow_services().items():
