@@ -7,8 +7,12 @@ A record's age comes from when the partition's high watermark passed its offset.
 partition's watermark into a :class:`WatermarkHistory`; the write time of any offset inside the history is
 interpolated between the last sighting at or below it and the first sighting above it, as kafka-lag-exporter
 does. An offset older than the history (the monitor just started) is dated by reading that record's timestamp
-once. Nothing here depends on the group's members being alive: a dead writer's committed offset stays put,
-the records after it keep ageing, and so does its lag.
+once, and so is the oldest uncommitted offset of a group that has not moved for a few polls: a read-committed
+read also tells when all that follows it are transaction markers or aborted records, which no consumer can
+read or commit past (after a transactional producer, such as ``cdcflow dlq replay``), so nothing is
+uncommitted and the lag is 0 s, however many offsets they take. Nothing here depends on the group's members
+being alive: a dead writer's committed offset stays put, the records after it keep ageing, and so does its
+lag.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.common.kafka.offsets import OffsetsReader, Watermarks
+from services.common.kafka.offsets import FirstRecord, OffsetsReader, Watermarks
 from services.common.logging import get_logger
 from services.common.metrics import MonitorMetrics
 
@@ -27,6 +31,11 @@ __all__ = ["LagProbe", "PartitionLag", "Sample", "WatermarkHistory", "partition_
 log = get_logger(__name__)
 
 TP = tuple[str, int]
+GroupTP = tuple[str, TP]
+
+# A committed offset unchanged for this many polls is looked at directly: the consumer is stopped, or what it
+# has not committed are only transaction markers or aborted records, which it can never read or commit past.
+_STUCK_POLLS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +125,8 @@ class LagProbe:
         self._max_samples = max_samples
         self._clock = clock
         self._histories: dict[TP, WatermarkHistory] = {}
-        self._stamps: dict[TP, tuple[int, float]] = {}  # the last offset dated by reading it, and its time
+        self._unchanged: dict[GroupTP, tuple[int | None, int]] = {}  # committed offset, polls it stayed put
+        self._firsts: dict[GroupTP, tuple[int, int, FirstRecord]] = {}  # asked offset, end then, what was found
         self._reported: set[tuple[str, str, int]] = set()
         self._ends_reported: set[TP] = set()
 
@@ -168,41 +178,63 @@ class LagProbe:
     def _report(self, group: str, tp: TP, committed: int | None, marks: Watermarks, now: float) -> None:
         labels = (group, tp[0], str(tp[1]))
         lag = partition_lag(committed, marks)
-        # dated first (it may read a record), so the gauges of one partition change together
-        written = None if lag.oldest_uncommitted is None else self._written_at(tp, lag.oldest_uncommitted)
+        # computed first (it may read a record), so the gauges of one partition change together
+        seconds = self._seconds((group, tp), committed, lag, marks.end, now)
         self._metrics.lag_records.labels(*labels).set(lag.records)
         if committed is None:
             self._metrics.committed_offset.remove(*labels)
         else:
             self._metrics.committed_offset.labels(*labels).set(committed)
-        if lag.oldest_uncommitted is None:
-            self._metrics.lag_seconds.labels(*labels).set(0)
-        elif written is not None:
-            self._metrics.lag_seconds.labels(*labels).set(max(0.0, now - written))
+        if seconds is not None:
+            self._metrics.lag_seconds.labels(*labels).set(seconds)
 
-    def _written_at(self, tp: TP, offset: int) -> float | None:
-        """The write time of ``offset``: from the history, else from the record itself (read once per offset),
-        else the first sighting of the partition (the record is at least that old)."""
-        history = self._histories.get(tp)
-        interpolated = history.written_at(offset) if history else None
-        if interpolated is not None:
-            return interpolated
-        known = self._stamps.get(tp)
-        if known is not None and known[0] == offset:
-            return known[1]
-        stamp_ms = self._reader.timestamp_ms(tp[0], tp[1], offset)
-        if stamp_ms is not None:
-            self._stamps[tp] = (offset, stamp_ms / 1000)
-            return stamp_ms / 1000
-        return history.first_seen() if history else None
+    def _seconds(self, key: GroupTP, committed: int | None, lag: PartitionLag, end: int, now: float) -> float | None:
+        """The age of the oldest uncommitted record; None when it cannot be told this time.
+
+        Dated from the watermark history while the group moves; read from the partition itself when the
+        history does not reach back that far, or when the committed offset has stayed put for a while: then
+        what lies after it may be only transaction markers or aborted records (nothing uncommitted, 0 s), and
+        otherwise the record itself gives its exact time.
+        """
+        previous, polls = self._unchanged.get(key, (committed, -1))
+        polls = polls + 1 if previous == committed else 0
+        self._unchanged[key] = (committed, polls)
+        oldest = lag.oldest_uncommitted
+        if oldest is None:
+            return 0.0
+        history = self._histories.get(key[1])
+        interpolated = history.written_at(oldest) if history else None
+        if interpolated is not None and polls < _STUCK_POLLS:
+            return max(0.0, now - interpolated)
+        first = self._first_record(key, oldest, end)
+        if first is not None and first.offset is None:
+            return 0.0
+        if first is not None and first.timestamp_ms is not None:
+            return max(0.0, now - first.timestamp_ms / 1000)
+        # the partition could not be read in time: the history's answer, else the record is at least as old as
+        # the first sighting of the partition
+        fallback = interpolated if interpolated is not None else history.first_seen() if history else None
+        return None if fallback is None else max(0.0, now - fallback)
+
+    def _first_record(self, key: GroupTP, offset: int, end: int) -> FirstRecord | None:
+        """The first readable record from ``offset`` on, read once per offset (again when none was found and
+        the partition has grown since)."""
+        known = self._firsts.get(key)
+        if known is not None and known[0] == offset and (known[2].offset is not None or known[1] == end):
+            return known[2]
+        found = self._reader.first_record(key[1][0], key[1][1], offset)
+        if found is not None:
+            self._firsts[key] = (offset, end, found)
+        return found
 
     def _forget(self, listed: set[tuple[str, str, int]], partitions: set[TP]) -> None:
         """Drop the series of groups and partitions that are gone (a deleted group or topic)."""
         for group, topic, partition in self._reported - listed:
             for gauge in (self._metrics.lag_records, self._metrics.lag_seconds, self._metrics.committed_offset):
                 gauge.remove(group, topic, str(partition))
+            self._unchanged.pop((group, (topic, partition)), None)
+            self._firsts.pop((group, (topic, partition)), None)
         for topic, partition in self._ends_reported - partitions:
             self._metrics.end_offset.remove(topic, str(partition))
             self._histories.pop((topic, partition), None)
-            self._stamps.pop((topic, partition), None)
         self._reported, self._ends_reported = listed, partitions

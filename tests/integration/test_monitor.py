@@ -163,6 +163,39 @@ def test_lag_of_a_group_that_committed_part_of_its_topic(settings: Settings, mon
     assert later > first + 1  # nothing was committed since: the oldest uncommitted record only got older
 
 
+def test_transaction_markers_and_aborted_records_are_not_lag_in_seconds(
+    settings: Settings, monitor: MonitorProcess
+) -> None:
+    """A group that committed every record of a transactional producer still sits before the commit marker,
+    which no consumer reads or commits past; aborted records are never read either. Neither is a record
+    waiting: 0 s, whatever the offsets say."""
+    topic, group = f"montest{uuid.uuid4().hex[:8]}.txn", f"{monitor.group_prefix}-txn"
+    ensure_topics(settings.kafka, [topic])
+    client = producer(settings.kafka, **{"transactional.id": f"{group}-producer"})
+    client.init_transactions(30)
+    client.begin_transaction()
+    for i in range(5):
+        client.produce(topic, key=f"k{i}".encode(), value=b"{}", partition=0)
+    client.commit_transaction(30)  # offsets 0..4, the commit marker at 5
+    client.begin_transaction()
+    for i in range(3):
+        client.produce(topic, key=f"k{i}".encode(), value=b"{}", partition=1)
+    assert client.flush(30) == 0  # written, then aborted: offsets 0..2 aborted, the abort marker at 3
+    client.abort_transaction(30)
+    _commit(settings, group, {(topic, 0): 5})  # every record of partition 0; nothing on partition 1
+
+    def lag(partition: int) -> tuple[float | None, float | None]:
+        labels = {"group": group, "topic": topic, "partition": str(partition)}
+        return monitor.value("cdcflow_consumer_lag_records", **labels), monitor.value(
+            "cdcflow_consumer_lag_seconds", **labels
+        )
+
+    wait_until("the transactional partitions' lag", lambda: lag(0) == (1, 0) and lag(1) == (4, 0), timeout_s=60)
+    time.sleep(4)  # a few polls later (the committed offset has stayed put): still nothing waiting
+    assert lag(0) == (1, 0)
+    assert lag(1) == (4, 0)
+
+
 def test_dlq_records_are_counted_by_reason_once_per_original_record(
     settings: Settings, monitor: MonitorProcess
 ) -> None:

@@ -11,13 +11,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Message, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
 from services.common.kafka.clients import admin_client, consumer
 from services.common.settings import KafkaSettings
 
-__all__ = ["DlqTail", "OffsetsReader", "Watermarks"]
+__all__ = ["DlqTail", "FirstRecord", "OffsetsReader", "Watermarks"]
 
 TP = tuple[str, int]
 
@@ -37,13 +37,23 @@ class Watermarks:
     end: int
 
 
+@dataclass(frozen=True, slots=True)
+class FirstRecord:
+    """The first readable record at or after an offset: its offset and timestamp; ``offset`` None when there is
+    none before the partition's end."""
+
+    offset: int | None
+    timestamp_ms: int | None
+
+
 class OffsetsReader:
     """Groups, committed offsets, watermarks and record timestamps, each call bounded by ``timeout_s``."""
 
     def __init__(self, settings: KafkaSettings, *, timeout_s: float) -> None:
         self._timeout_s = timeout_s
         self._admin = admin_client(settings)
-        self._reader = consumer(settings, _READER_GROUP, **{"enable.partition.eof": False})
+        # the end of a partition is an event, so "no record after this offset" differs from "no answer yet"
+        self._reader = consumer(settings, _READER_GROUP, **{"enable.partition.eof": True})
 
     def close(self) -> None:
         self._reader.close()
@@ -113,18 +123,29 @@ class OffsetsReader:
                     continue
         return found
 
-    def timestamp_ms(self, topic: str, partition: int, offset: int) -> int | None:
-        """The timestamp of the record at ``offset`` (or the first one after it that still exists); None when
-        none could be read in time or the record carries no timestamp."""
+    def first_record(self, topic: str, partition: int, offset: int) -> FirstRecord | None:
+        """The first record a read-committed consumer gets from ``offset`` on; None when it could not tell in time.
+
+        Transaction markers, and records of aborted or still open transactions, are no records to it: a
+        partition whose only offsets after ``offset`` are such has none (``FirstRecord(None, None)``).
+        """
         self._reader.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + self._timeout_s
         try:
-            message = self._reader.poll(self._timeout_s)
+            while (left := deadline - time.monotonic()) > 0:
+                message = self._reader.poll(min(left, 1.0))
+                if message is None:
+                    continue
+                error = message.error()
+                if error is None:
+                    kind, value = message.timestamp()
+                    return FirstRecord(int(message.offset() or 0), int(value) if kind and value > 0 else None)
+                if error.code() == KafkaError._PARTITION_EOF:
+                    return FirstRecord(None, None)
+                return None
+            return None
         finally:
             self._reader.unassign()
-        if message is None or message.error() is not None:
-            return None
-        kind, value = message.timestamp()
-        return int(value) if kind and value > 0 else None
 
 
 class DlqTail:
