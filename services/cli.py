@@ -327,11 +327,16 @@ def schemas_silver(
 ContractsDir = Annotated[
     Path | None, typer.Option(help="Where contracts live (default CDCFLOW_WRITER__CONTRACTS_DIR).")
 ]
+SourceName = Annotated[
+    str | None,
+    typer.Option("--source", help="Another source's connector name (default: the primary source, lending)."),
+]
 
 
 @schemas_app.command("generate")
 def schemas_generate(
     directory: ContractsDir = None,
+    source: SourceName = None,
 ) -> None:
     """Write a contract per captured table from the live PostgreSQL catalog (a new version on an added column)."""
     from services.common.contracts import load_contracts, write_contract
@@ -339,8 +344,9 @@ def schemas_generate(
 
     settings = _settings()
     folder = directory or settings.writer.contracts_dir
-    current = {c.qualified_name: c for c in load_contracts(folder)}
-    for live in _catalog_contracts(settings):
+    found = _catalog_contracts(settings, source)
+    current = {c.qualified_name: c for c in load_contracts(folder) if c.source == _source_of(found)}
+    for live in found:
         old = current.get(live.qualified_name)
         contract = evolve(old, live) if old else live
         for change in compare(old, live) if old else []:
@@ -353,15 +359,18 @@ def schemas_generate(
 @schemas_app.command("check")
 def schemas_check(
     directory: ContractsDir = None,
+    source: SourceName = None,
 ) -> None:
     """Compare the contracts with the live catalog; exit 1 on an incompatible change or a missing contract."""
     from services.common.contracts import load_contracts
     from services.common.contracts.compat import compare
 
     settings = _settings()
-    current = {c.qualified_name: c for c in load_contracts(directory or settings.writer.contracts_dir)}
+    found = _catalog_contracts(settings, source)
+    folder = directory or settings.writer.contracts_dir
+    current = {c.qualified_name: c for c in load_contracts(folder) if c.source == _source_of(found)}
     failed = False
-    for live in _catalog_contracts(settings):
+    for live in found:
         old = current.get(live.qualified_name)
         if old is None:
             console.print(f"[red]missing[/]: {live.qualified_name} has no contract; run `cdcflow schemas generate`")
@@ -407,16 +416,31 @@ def deploy_register(
     console.print(f"running: {', '.join(names)}")
 
 
-def _catalog_contracts(settings: Settings) -> list[TableContract]:
-    """Contracts, from the live catalog, of the tables the connector captures (less the excluded ones)."""
+def _catalog_contracts(settings: Settings, source: str | None = None) -> list[TableContract]:
+    """Contracts, from the live catalog, of the tables a connector captures (less the excluded ones): the
+    primary source's, or with ``source`` another connector file's, read from its database."""
+    from dataclasses import replace
+
     from services.common.contracts.catalog import contracts_from_catalog
     from services.stack.connect import load_connector
+    from services.stack.sources import sources
 
-    config = load_connector(settings.stack.connect_dir, settings.connect.connector)
-    include = [p.strip() for p in config.get("table.include.list", "").split(",") if p.strip()]
     w = settings.writer
     exclude = [re.escape(t) for t in w.exclude_tables]
-    return contracts_from_catalog(settings.postgres.dsn(), include, exclude, exclude_columns=w.exclude_columns)
+    if source is None:
+        config, dsn, stamp = load_connector(settings.stack.connect_dir, settings.connect.connector), None, ""
+    else:
+        other = next((s for s in sources(settings) if s.connector == source), None)
+        if other is None:
+            raise typer.BadParameter(f"no connector file connect/connectors/{source}.json", param_hint="--source")
+        config, dsn, stamp = other.config, other.dsn(), other.source
+    include = [p.strip() for p in config.get("table.include.list", "").split(",") if p.strip()]
+    found = contracts_from_catalog(dsn or settings.postgres.dsn(), include, exclude, exclude_columns=w.exclude_columns)
+    return [replace(c, source=stamp) for c in found]
+
+
+def _source_of(contracts: list[TableContract]) -> str:
+    return contracts[0].source if contracts else ""
 
 
 def _print_status(stack: Stack, components: list[ComponentStatus] | None = None) -> None:
