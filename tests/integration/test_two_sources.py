@@ -21,7 +21,7 @@ import duckdb
 import psycopg
 import pytest
 
-from services.common.contracts import TableContract
+from services.common.contracts import TableContract, load_contracts
 from services.common.contracts.store import contracts_from_lake
 from services.common.kafka import admin_client
 from services.common.lake import open_lake
@@ -135,28 +135,17 @@ def _remove(stack: Stack, settings: Settings, created: list[Captured]) -> None:
         future.result()
 
 
+def _cdcflow(env: dict[str, str], *args: str) -> str:
+    command = [str(repo_root() / ".venv" / "bin" / "cdcflow"), *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def _source_add(env: dict[str, str], source: Captured, settings: Settings) -> str:
     pg = settings.postgres
     dsn = f"postgresql://{pg.user}@{pg.host}:{pg.port}/{source.name}"
-    done = subprocess.run(
-        [
-            str(repo_root() / ".venv" / "bin" / "cdcflow"),
-            "source",
-            "add",
-            source.name,
-            "--dsn",
-            dsn,
-            "--tables",
-            "public.users",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    return _cdcflow(env, "source", "add", source.name, "--dsn", dsn, "--tables", "public.users")
 
 
 def _stream(settings: Settings, source: Captured) -> None:
@@ -236,6 +225,12 @@ def test_two_databases_with_public_users_land_apart_with_zero_drift(
     finally:
         lake.close()
     assert sorted(c.full_name for c in contracts) == sorted(f"{s.name}/public.users" for s in sources)
+    # `cdcflow schemas generate --source` reads the same catalog into the source's own folder
+    for source in sources:
+        _cdcflow(env, "schemas", "generate", "--source", source.name, "--directory", str(tmp_path / "schemas"))
+    generated = load_contracts(tmp_path / "schemas")
+    assert sorted(generated, key=lambda c: c.full_name) == sorted(contracts, key=lambda c: c.full_name)
+    assert (tmp_path / "schemas" / sources[0].name / "public.users.avsc").exists()
     report = verify_warehouse(configured, contracts, every_captured=False)
     assert not report.drift, describe(report)
     assert [(t.table, t.silver, t.source_rows, t.silver_rows) for t in report.tables] == [
