@@ -14,6 +14,7 @@ import dockerfile
 import pytest
 import yaml
 
+from services.common.settings import load_settings
 from tests.fixtures.deploy import CHECKOUT, OVERLAYS, containers, render
 
 DOCKERFILE = CHECKOUT / "deploy" / "docker" / "Dockerfile"
@@ -117,3 +118,11 @@ def test_every_command_the_image_runs_is_a_cdcflow_command(args: tuple[str, ...]
 def test_the_long_running_services_are_all_run() -> None:
     words = {_help_path(a)[0] for a in _image_commands()}
     assert {"consume", "load", "transform", "deploy"} <= words
+
+
+def test_the_runtime_exposes_each_services_health_port() -> None:
+    instructions = _instructions()
+    runtime = instructions[max(i for i, (ins, _) in enumerate(instructions) if ins == "FROM") :]
+    exposed = {int(port) for ins, args in runtime if ins == "EXPOSE" for port in args.split()}
+    defaults = load_settings({})
+    assert exposed == {getattr(defaults, s).health_port for s in ("writer", "loader", "transform", "monitor")}
