@@ -36,7 +36,7 @@ def build_probes(settings: Settings, metrics: MonitorMetrics) -> list[Probe]:
     timeout = m.timeout_s
     connect_dir = settings.stack.connect_dir
     probes: list[Probe] = []
-    for name in m.probes:
+    for name in dict.fromkeys(m.probes):  # each probe once, in the order given
         if name == "kafka":
             reader = OffsetsReader(settings.kafka, timeout_s=timeout)
             probes.append(LagProbe(reader, metrics, group_prefix=m.group_prefix, max_samples=m.lag_samples))

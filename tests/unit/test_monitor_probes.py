@@ -12,13 +12,16 @@ import pytest
 from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
 
+from services.common.errors import ConfigError
 from services.common.metrics import MonitorMetrics, new_registry
+from services.common.settings import load_settings
 from services.common.signals import Shutdown
 from services.monitor.app import Monitor
 from services.monitor.dlq import DlqCounter
 from services.monitor.slots import SlotState, report_slots
 from services.monitor.transform import TransformProbe
 from services.monitor.warehouse import DuckDBBronze, WarehouseProbe, table_label
+from services.monitor.wiring import build_probes
 from services.transform.app import LastRun, write_last_run
 
 SOURCE = "cdcflow.lending.transactions"
@@ -232,3 +235,19 @@ def test_the_transforms_record_gives_the_last_run_and_its_outcome(tmp_path: Path
     probe.poll()
     assert get("cdcflow_transform_last_run_timestamp_seconds") == 1_795_000_300.0
     assert get("cdcflow_transform_last_run_success") == 1
+
+
+def test_the_probes_named_in_the_settings_each_once_in_order(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "CDCFLOW_MONITOR__PROBES": "transform, warehouse transform connect postgres",
+            "CDCFLOW_STACK__STATE_DIR": str(tmp_path),
+        }
+    )
+    probes = build_probes(settings, MonitorMetrics(new_registry(with_process_metrics=False)))
+    assert [p.name for p in probes] == ["transform", "warehouse", "connect", "postgres"]
+
+
+def test_an_unknown_probe_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="CDCFLOW_MONITOR__PROBES"):
+        load_settings({"CDCFLOW_MONITOR__PROBES": "kafka lag"})
