@@ -48,10 +48,13 @@ class BronzeReader(Protocol):
 
 
 class DuckDBBronze:
-    """The DuckDB file, opened read-only for each read and closed at once."""
+    """The DuckDB file, opened read-only for each read and closed at once, and only when it changed: while
+    nothing was written (no new load, no dbt run) the last answer stands and the file is not even opened."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._last: tuple[tuple[int, int], ...] | None = None
+        self._answer: tuple[dict[str, float], dict[str, float]] = ({}, {})
 
     def close(self) -> None:
         """Nothing stays open between reads."""
@@ -59,6 +62,18 @@ class DuckDBBronze:
     def read(self) -> tuple[dict[str, float], dict[str, float]]:
         if not self._path.exists():
             raise FileNotFoundError(f"no warehouse at {self._path} yet")
+        signature = self._signature()
+        if signature != self._last:
+            self._answer = self._read()
+            self._last = signature
+        return self._answer
+
+    def _signature(self) -> tuple[tuple[int, int], ...]:
+        """Modification time and size of the file and of its write-ahead log: a commit changes one of them."""
+        files = (self._path, self._path.with_name(self._path.name + ".wal"))
+        return tuple((s.st_mtime_ns, s.st_size) for s in (f.stat() for f in files if f.exists()))
+
+    def _read(self) -> tuple[dict[str, float], dict[str, float]]:
         conn = duckdb.connect(str(self._path), read_only=True)
         try:
             tables = [

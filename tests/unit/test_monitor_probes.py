@@ -200,7 +200,10 @@ def test_a_locked_warehouse_fails_the_probe_but_freshness_keeps_growing(tmp_path
     probe.poll()
     writer = duckdb.connect(str(path))  # this process holds it now; another process would get a lock error
     try:
-        now[0] += 50
+        now[0] += 20
+        probe.poll()  # nothing was written since the last read: the file is not opened, the answer stands
+        writer.execute("insert into bronze.lending__customers values (3, ?)", [newest])  # a new commit
+        now[0] += 30
         with pytest.raises(duckdb.Error):
             probe.poll()  # read-only and read-write connections of one process to one file conflict
     finally:
