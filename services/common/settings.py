@@ -31,6 +31,7 @@ __all__ = [
     "MONITOR_PROBES",
     "ConnectSettings",
     "DlqSettings",
+    "EnricherSettings",
     "KafkaSettings",
     "LakeSettings",
     "LoaderSettings",
@@ -366,6 +367,38 @@ class TransformSettings(_Frozen):
         return value.split() if isinstance(value, str) else value
 
 
+class EnricherSettings(_Frozen):
+    """The stream-table join (``cdcflow enrich``): transactions joined with customers and facilities."""
+
+    group_id: str = "cdcflow-enricher"
+    # Fences a zombie: the transactional id is <group_id>.<instance_id>, stable across restarts of one instance
+    # (a StatefulSet's pod name). Empty: the host name.
+    instance_id: str = ""
+    # The local table store (LMDB). Empty: <stack.state_dir>/enricher/<group_id>.
+    state_dir: str = ""
+    store_map_bytes: int = Field(default=4 << 30, ge=1 << 20)
+    # Versions kept per customer and per facility (the newest): enough to join transactions that arrive late.
+    max_versions: int = Field(default=8, ge=1, le=1_000)
+    # A transaction waits at most this long for the table sides' watermark to pass its LSN, then goes out with
+    # the missing side marked.
+    max_wait_s: float = Field(default=30.0, ge=0)
+    # Each Kafka transaction holds at most this many records or this much time.
+    commit_max_records: int = Field(default=5_000, ge=1)
+    commit_interval_s: float = Field(default=0.5, gt=0)
+    poll_batch: int = Field(default=2_000, ge=1, le=1 << 20)
+    poll_timeout_s: float = Field(default=0.2, gt=0, le=1.0)
+    grace_s: float = Field(default=30.0, gt=0)
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=9467, ge=0, le=65535)
+
+    @field_validator("group_id", "instance_id")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value and not re.match(r"^[A-Za-z0-9_\-.]+$", value):
+            raise ValueError("may hold only letters, digits, '.', '_' and '-' (it names topics and transactions)")
+        return value
+
+
 MonitorProbe = Literal["kafka", "postgres", "connect", "warehouse", "transform", "dlq"]
 MONITOR_PROBES: tuple[MonitorProbe, ...] = ("kafka", "postgres", "connect", "warehouse", "transform", "dlq")
 
@@ -445,6 +478,7 @@ class Settings(BaseSettings):
     transform: TransformSettings = Field(default_factory=TransformSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     dlq: DlqSettings = Field(default_factory=DlqSettings)
+    enricher: EnricherSettings = Field(default_factory=EnricherSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="before")
@@ -479,6 +513,11 @@ class Settings(BaseSettings):
     def writer_state_dir(self) -> Path:
         """The lake writer's own state: ``writer.state_dir``, else ``<state_dir>/writer``."""
         return Path(self.writer.state_dir) if self.writer.state_dir else self.stack.state_dir / "writer"
+
+    def enricher_state_dir(self) -> Path:
+        """The enricher's table store: ``enricher.state_dir``, else ``<state_dir>/enricher/<group_id>``."""
+        e = self.enricher
+        return Path(e.state_dir) if e.state_dir else self.stack.state_dir / "enricher" / e.group_id
 
     def dlq_group(self) -> str:
         """The group whose DLQ the DLQ tool works on: ``dlq.group_id``, else the writer's."""
