@@ -225,3 +225,14 @@ def test_kafka_and_debezium_versions_are_those_of_connect_pom(overlay: str) -> N
         assert cluster["spec"]["kafka"]["version"] == kafka
     compose = yaml.safe_load((CHECKOUT / "docker-compose.yml").read_text())
     assert compose["services"]["kafka"]["image"] == f"apache/kafka:{kafka}"
+
+
+def test_metrics_are_scraped_from_unready_pods_too() -> None:
+    objects = render("gke")
+    monitored = {
+        o["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for o in objects if o["kind"] == "ServiceMonitor"
+    }
+    services = {o["metadata"]["labels"]["app.kubernetes.io/name"]: o for o in objects if o["kind"] == "Service"}
+    assert monitored == {"cdcflow-writer", "cdcflow-loader", "cdcflow-monitor"}
+    for name in monitored:
+        assert services[name]["spec"]["publishNotReadyAddresses"] is True, name
