@@ -28,6 +28,7 @@ __all__ = [
     "FLUSH_DURATION_BUCKETS",
     "FLUSH_RECORDS_BUCKETS",
     "LOADER_BATCH_DURATION_BUCKETS",
+    "EnricherMetrics",
     "LoaderMetrics",
     "MonitorMetrics",
     "TransformMetrics",
@@ -143,6 +144,63 @@ class WriterMetrics:
         """
         for gauge in (self.consume_lag_records, self.consume_lag_seconds):
             gauge.remove(group, topic, str(partition))
+
+
+class EnricherMetrics:
+    """The enricher: what it consumed, produced and dead-lettered, what it holds, its tables' progress."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records_consumed = Counter(
+            "cdcflow_enricher_records_consumed_total",
+            "Transaction changes read.",
+            ("topic", "partition"),
+            registry=registry,
+        )
+        self.records_produced = Counter(
+            "cdcflow_enricher_records_produced_total",
+            "Enriched records produced, by what released them (the watermark or the bounded wait).",
+            ("released_by",),
+            registry=registry,
+        )
+        self.sides_unjoined = Counter(
+            "cdcflow_enricher_sides_unjoined_total",
+            "Enriched records produced with a side not joined (missing, deleted, expired).",
+            ("side", "state"),
+            registry=registry,
+        )
+        self.records_dlq = Counter(
+            "cdcflow_enricher_records_dlq_total",
+            "Records sent to the dead-letter topic.",
+            ("topic", "reason"),
+            registry=registry,
+        )
+        self._init_state(registry)
+
+    def _init_state(self, registry: CollectorRegistry) -> None:
+        self.table_changes = Counter(
+            "cdcflow_enricher_table_changes_total",
+            "Customer and facility changes read into the table store, by outcome (stored, known, rejected).",
+            ("table", "outcome"),
+            registry=registry,
+        )
+        self.held_records = Gauge(
+            "cdcflow_enricher_held_records", "Transaction changes waiting for the table sides.", registry=registry
+        )
+        self.watermark_lsn = Gauge(
+            "cdcflow_enricher_watermark_lsn",
+            "The LSN up to which a table side is known (its topic read so far, heartbeats for idle partitions).",
+            ("table",),
+            registry=registry,
+        )
+        self.transaction_duration = Histogram(
+            "cdcflow_enricher_transaction_duration_seconds",
+            "Committing one Kafka transaction (records, DLQ records and input offsets).",
+            buckets=COMMIT_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.transactions = Counter(
+            "cdcflow_enricher_transactions_total", "Kafka transactions by outcome.", ("outcome",), registry=registry
+        )
 
 
 class LoaderMetrics:

@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.common.metrics import (
+    EnricherMetrics,
     LoaderMetrics,
     MonitorMetrics,
     TransformMetrics,
@@ -18,7 +19,7 @@ from services.common.metrics import (
 )
 
 Metric = Counter | Gauge | Histogram
-Component = WriterMetrics | LoaderMetrics | TransformMetrics | MonitorMetrics
+Component = WriterMetrics | LoaderMetrics | TransformMetrics | MonitorMetrics | EnricherMetrics
 
 # The table of DESIGN.md, as data: component → {exposed name: (type, label names)}.
 CONTRACT: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
@@ -75,6 +76,17 @@ CONTRACT: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
         "cdcflow_monitor_probe_up": ("gauge", ("probe",)),
         "cdcflow_monitor_probe_duration_seconds": ("gauge", ("probe",)),
     },
+    "enricher": {
+        "cdcflow_enricher_records_consumed_total": ("counter", ("topic", "partition")),
+        "cdcflow_enricher_records_produced_total": ("counter", ("released_by",)),
+        "cdcflow_enricher_sides_unjoined_total": ("counter", ("side", "state")),
+        "cdcflow_enricher_records_dlq_total": ("counter", ("topic", "reason")),
+        "cdcflow_enricher_table_changes_total": ("counter", ("table", "outcome")),
+        "cdcflow_enricher_held_records": ("gauge", ()),
+        "cdcflow_enricher_watermark_lsn": ("gauge", ("table",)),
+        "cdcflow_enricher_transaction_duration_seconds": ("histogram", ()),
+        "cdcflow_enricher_transactions_total": ("counter", ("outcome",)),
+    },
     "all": {
         "cdcflow_build_info": ("gauge", ("version",)),
     },
@@ -85,6 +97,7 @@ COMPONENTS: dict[str, type[Component]] = {
     "loader": LoaderMetrics,
     "transform": TransformMetrics,
     "monitor": MonitorMetrics,
+    "enricher": EnricherMetrics,
 }
 
 

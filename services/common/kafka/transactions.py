@@ -1,4 +1,4 @@
-"""Kafka clients for tools that read whole topics and write in transactions (the DLQ replay tool).
+"""Kafka clients for tools that read whole topics and write in transactions (DLQ replay, the enricher).
 
 - :class:`TransactionalProducer`: records of several topics committed together or not at all. Its
   ``transactional.id`` also fences: a second producer that starts with the same id aborts the first one's open
@@ -89,6 +89,14 @@ class TransactionalProducer:
                 raise _fenced_or(exc) from exc
         self._producer.poll(0)
 
+    def send_offsets(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
+        """Commit a consumer group's ``offsets`` as part of this transaction: they count only if it commits.
+
+        ``group_metadata`` is the consumer's ``consumer_group_metadata()``: with it the group coordinator
+        refuses the offsets of a member that has lost its partitions in a rebalance (a zombie).
+        """
+        self._call(self._producer.send_offsets_to_transaction, offsets, group_metadata, self._timeout_s)
+
     def commit(self) -> None:
         self._call(self._producer.commit_transaction, self._timeout_s)
 
@@ -171,26 +179,33 @@ def read_topic(settings: KafkaSettings, topic: str, *, timeout_s: float = 60.0) 
         messages: list[Message] = []
         if todo:
             client.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
-            messages = _read_until(client, topic, todo, timeout_s)
+            messages = _read_until(client, topic, {p: ends[p][0] for p in todo}, todo, timeout_s)
         messages.sort(key=lambda m: (int(m.partition() or 0), int(m.offset() or 0)))
         return TopicRead(messages, ends)
     finally:
         client.close()
 
 
-def _read_until(client: Any, topic: str, todo: dict[int, int], timeout_s: float) -> list[Message]:
+def _read_until(
+    client: Any, topic: str, starts: dict[int, int], todo: dict[int, int], timeout_s: float
+) -> list[Message]:
+    """The records of ``topic`` from ``starts`` (where ``client`` is assigned) below ``todo``'s end offsets."""
     deadline = time.monotonic() + timeout_s
     found: list[Message] = []
+    reached = dict(starts)
     while todo:
         if time.monotonic() > deadline:
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"reading {topic} took over {timeout_s:g}s"))
-        for message in client.consume(num_messages=5_000, timeout=0.5):
+        # ask for no more than is left: consume() waits for its whole count (or the timeout) before returning
+        left = sum(max(1, end - reached[p]) for p, end in todo.items())
+        for message in client.consume(num_messages=min(left, 5_000), timeout=0.1):
             error = message.error()
             if error is not None:
                 raise KafkaException(error)
             partition, offset = int(message.partition() or 0), int(message.offset() or 0)
             if partition in todo and offset < todo[partition]:
                 found.append(message)
+                reached[partition] = offset + 1
         for position in client.position([TopicPartition(topic, p) for p in todo]):
             if position.offset >= todo[position.partition]:
                 del todo[position.partition]
@@ -223,7 +238,7 @@ def read_record(
         if not low <= offset < high:
             return None
         client.assign([TopicPartition(topic, partition, offset)])
-        found = _read_until(client, topic, {partition: offset + 1}, timeout_s)
+        found = _read_until(client, topic, {partition: offset}, {partition: offset + 1}, timeout_s)
         return next((m for m in found if int(m.offset() or 0) == offset), None)
     finally:
         client.close()
