@@ -1,0 +1,1 @@
+"""The enricher: transactions joined, exactly once, with the customer and facility versions of their LSN."""

@@ -1,0 +1,294 @@
+"""The enricher's loop: read transactions, hold them until the table sides are known, emit exactly once.
+
+Every Kafka transaction holds the enriched records, the DLQ records and the input offsets they account for
+(``send_offsets_to_transaction``), so a crash at any moment leaves either all of them or none: the records
+of an aborted transaction are invisible to ``read_committed`` readers and their inputs are read again.
+
+The transactional id is ``<group>.<instance id>``, stable across restarts of one instance: a restarted
+instance aborts what its predecessor left open, and a second process started with the same id fences the
+first (every later call of the first fails; it exits with :data:`FENCED_EXIT`). Across rebalances the group
+metadata sent with the offsets fences a member that lost its partitions.
+
+Changes held when partitions are revoked, lost, or the process stops are not emitted: their offsets are not
+committed, so whoever owns the partition next reads them again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from services.common.kafka import (
+    Consumer,
+    KafkaException,
+    Message,
+    TopicPartition,
+    TransactionalProducer,
+    is_fenced,
+)
+from services.common.logging import get_logger
+from services.common.metrics import EnricherMetrics
+from services.common.settings import EnricherSettings
+from services.common.signals import Shutdown
+from services.consumer.dlq import dlq_partition
+from services.enricher.events import Rejected, decode_transaction
+from services.enricher.join import HoldQueue, Released, encode, enriched_value, join_side
+from services.enricher.store import TableStore
+from services.enricher.tables import TableReader
+
+__all__ = ["FENCED_EXIT", "Enricher", "Topics"]
+
+log = get_logger(__name__)
+
+FENCED_EXIT = 2
+"""The exit code of an instance fenced by another with the same transactional id."""
+
+TP = tuple[str, int]
+
+
+class Topics:
+    """The topics of one enricher: its input, its output and its DLQ (with its partition count)."""
+
+    def __init__(self, input_topic: str, output_topic: str, dlq_topic: str, dlq_partitions: int) -> None:
+        self.input = input_topic
+        self.output = output_topic
+        self.dlq = dlq_topic
+        self.dlq_partitions = dlq_partitions
+
+
+class Enricher:
+    """One instance: a member of the input's consumer group with its own transactional producer."""
+
+    def __init__(
+        self,
+        settings: EnricherSettings,
+        *,
+        topics: Topics,
+        store: TableStore,
+        tables: TableReader,
+        client: Consumer,
+        producer: TransactionalProducer,
+        metrics: EnricherMetrics,
+        shutdown: Shutdown,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._topics = topics
+        self._store = store
+        self._tables = tables
+        self._client = client
+        self._producer = producer
+        self._metrics = metrics
+        self._shutdown = shutdown
+        self._clock = clock
+        self._held = HoldQueue(settings.max_wait_s)
+        self._consumed: dict[TP, int] = {}  # next offset after the last record read, per input partition
+        self._committed: dict[TP, int] = {}
+        self._in_transaction = False
+        self._records_in_transaction = 0
+        self._transaction_began = 0.0
+        self._subscribed = False
+        self.last_poll_at = clock()
+
+    @property
+    def ready(self) -> bool:
+        return self._tables.ready and self._subscribed
+
+    def run(self) -> int:
+        """Until shutdown: 0 after a clean drain, :data:`FENCED_EXIT` when another instance took over."""
+        try:
+            self._producer.init()
+            self._tables.start()
+            if not self._tables.wait_ready(lambda: self._shutdown.requested, self._settings.poll_batch):
+                return 0
+            self._client.subscribe(
+                [self._topics.input], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+            self._subscribed = True
+            while not self._shutdown.requested:
+                self._step()
+            self._drain()
+            return 0
+        except KafkaException as exc:
+            if not is_fenced(exc):
+                raise
+            log.error("enricher.fenced", error=str(exc))
+            return FENCED_EXIT
+        finally:
+            self._client.close()  # leaves the group at once instead of after the session timeout
+            self._producer.close()
+
+    def _step(self) -> None:
+        s = self._settings
+        self._tables.poll(s.poll_batch, 0)
+        messages = self._client.consume(num_messages=s.poll_batch, timeout=s.poll_timeout_s)
+        self.last_poll_at = self._clock()
+        for message in messages:
+            self._take(message)
+        self._release()
+        self._metrics.held_records.set(len(self._held))
+        if self._due():
+            self._commit()
+
+    def _take(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            raise KafkaException(error)
+        topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
+        self._consumed[(topic, partition)] = offset + 1
+        self._metrics.records_consumed.labels(topic=topic, partition=str(partition)).inc()
+        change = decode_transaction(topic, partition, offset, message.key(), message.value())
+        if isinstance(change, Rejected):
+            if change.reason != "tombstone":  # Debezium's tombstone after a delete: the delete itself went out
+                self._dead_letter(message, change)
+            return
+        self._held.add(change, self._clock())
+
+    def _release(self) -> None:
+        for released in self._held.release(self._tables.watermark(), self._clock()):
+            self._emit(released)
+
+    def _emit(self, released: Released) -> None:
+        change = released.change
+        customer = join_side(self._store.as_of, "customers", change.customer_key, change.lsn)
+        facility = join_side(self._store.as_of, "facilities", change.facility_key, change.lsn)
+        value = encode(enriched_value(released, customer, facility))
+        self._begin()
+        self._producer.produce(
+            self._topics.output,
+            key=change.key,
+            value=value,
+            headers=[("cdcflow.source.op", change.op)],
+            timestamp_ms=change.committed_at_ms,
+        )
+        self._records_in_transaction += 1
+        self._metrics.records_produced.labels(released_by=released.released_by).inc()
+        for side, found in (("customer", customer), ("facility", facility)):
+            if found.state not in ("joined", "none"):
+                self._metrics.sides_unjoined.labels(side=side, state=found.state).inc()
+
+    def _dead_letter(self, message: Message, rejected: Rejected) -> None:
+        topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
+        _, timestamp = message.timestamp()
+        headers: list[tuple[str, str | bytes | None]] = [*(message.headers() or [])]
+        headers += [
+            ("cdcflow.error.class", "DecodeError"),
+            ("cdcflow.error.reason", rejected.reason),
+            ("cdcflow.error.message", rejected.detail[:2_000]),
+            ("cdcflow.error.stage", "enrich"),
+            ("cdcflow.error.time", str(time.time_ns() // 1_000_000)),
+            ("cdcflow.source.topic", topic),
+            ("cdcflow.source.partition", str(partition)),
+            ("cdcflow.source.offset", str(offset)),
+            ("cdcflow.source.timestamp", str(timestamp)),
+        ]
+        self._begin()
+        self._producer.produce(
+            self._topics.dlq,
+            key=message.key(),
+            value=message.value(),
+            headers=headers,
+            partition=dlq_partition(topic, partition, self._topics.dlq_partitions),
+        )
+        self._records_in_transaction += 1
+        self._metrics.records_dlq.labels(topic=topic, reason=rejected.reason).inc()
+        log.error("enricher.dead_lettered", topic=topic, partition=partition, offset=offset, reason=rejected.reason)
+
+    def _begin(self) -> None:
+        if not self._in_transaction:
+            self._producer.begin()
+            self._in_transaction = True
+            self._records_in_transaction = 0
+            self._transaction_began = self._clock()
+
+    def _offsets(self) -> dict[TP, int]:
+        """What may be committed per partition: up to the first held change, else all that was read."""
+        held = self._held.first_offsets()
+        return {tp: held.get(tp, consumed) for tp, consumed in self._consumed.items()}
+
+    def _due(self) -> bool:
+        if not (self._in_transaction or self._moved()):
+            return False
+        if self._records_in_transaction >= self._settings.commit_max_records:
+            return True
+        began = self._transaction_began if self._in_transaction else self.last_poll_at
+        return not self._in_transaction or self._clock() - began >= self._settings.commit_interval_s
+
+    def _commit(self) -> None:
+        """Commit what was produced together with the input offsets it accounts for."""
+        offsets = {tp: o for tp, o in self._offsets().items() if self._committed.get(tp) != o}
+        started = time.perf_counter()
+        try:
+            self._begin()
+            if offsets:
+                self._producer.send_offsets(
+                    [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                    self._client.consumer_group_metadata(),
+                )
+            self._producer.commit()
+        except KafkaException as exc:
+            if is_fenced(exc) or not _abortable(exc):
+                raise
+            log.warning("enricher.transaction_aborted", error=str(exc))
+            self._abort_and_rewind()
+            return
+        self._in_transaction = False
+        self._committed.update(offsets)
+        self._metrics.transaction_duration.observe(time.perf_counter() - started)
+        self._metrics.transactions.labels(outcome="committed").inc()
+
+    def _moved(self) -> bool:
+        return any(self._committed.get(tp) != offset for tp, offset in self._offsets().items())
+
+    def _abort_and_rewind(self, lost: frozenset[TP] = frozenset()) -> None:
+        """Abort the open transaction and read every assigned partition again from its committed offset."""
+        if self._in_transaction:
+            try:
+                self._producer.abort()
+            finally:
+                self._in_transaction = False
+            self._metrics.transactions.labels(outcome="aborted").inc()
+        self._held.forget()
+        self._consumed.clear()
+        self._committed.clear()
+        assigned = [tp for tp in self._client.assignment() if (tp.topic, tp.partition) not in lost]
+        if assigned:
+            for tp in self._client.committed(assigned, timeout=30):
+                self._client.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else -2))
+            log.info("enricher.rewound", partitions=len(assigned))
+
+    def _drain(self) -> None:
+        """SIGTERM: emit what the watermark allows, commit, and leave the group (in ``run``'s ``finally``)."""
+        self._release()
+        if self._in_transaction or self._moved():
+            self._commit()
+        log.info("enricher.drained", held_not_emitted=len(self._held))
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._held.forget(gone)
+        for tp in gone:
+            self._consumed.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def _on_assign(self, _client: Any, partitions: list[TopicPartition]) -> None:
+        log.info("enricher.assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _on_revoke(self, _client: Any, partitions: list[TopicPartition]) -> None:
+        """Commit what is done before the partitions go to another member; what is held is read again there."""
+        if self._in_transaction or self._moved():
+            self._commit()
+        self._forget(partitions)
+        log.info("enricher.revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _on_lost(self, _client: Any, partitions: list[TopicPartition]) -> None:
+        """Another member may own them already: commit nothing more, start again from the committed offsets."""
+        log.warning("enricher.lost", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+        self._forget(partitions)
+        self._abort_and_rewind(frozenset((tp.topic, tp.partition) for tp in partitions))
+
+
+def _abortable(exc: KafkaException) -> bool:
+    error = exc.args[0] if exc.args else None
+    return bool(getattr(error, "txn_requires_abort", lambda: False)())

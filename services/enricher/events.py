@@ -1,0 +1,163 @@
+"""Debezium change events as the enricher needs them: decoded into values, never raising.
+
+A decoder returns a change or a :class:`Rejected` carrying the reason, so the DLQ branch is ordinary data
+flow. Values are JSON as the connector writes it (``schemas.enable=false``; an envelope with ``schema`` and
+``payload`` is unwrapped). Numbers with a fraction are read as :class:`~decimal.Decimal`, so NUMERIC amounts
+keep every digit.
+
+``lsn`` is Debezium's ``source.lsn``: the position of the change in PostgreSQL's WAL, one order over every
+table of the database (docs/architecture.md, "The enricher").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+__all__ = [
+    "TABLE_ATTRIBUTES",
+    "Rejected",
+    "TableChange",
+    "TransactionChange",
+    "decode_lsn",
+    "decode_table_change",
+    "decode_transaction",
+]
+
+# The attributes of each table side the enriched record carries; the rest of a row is not kept.
+TABLE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "customers": ("customer_type", "status"),
+    "facilities": ("status", "interest_rate"),
+}
+_OPS = frozenset({"c", "u", "d", "r"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that cannot be used, and why (``reason`` is a short label for metrics and DLQ headers)."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class TableChange:
+    """One version of a customer or facility row: its attributes, or ``deleted``."""
+
+    table: str
+    key: str
+    lsn: int
+    committed_at_ms: int
+    deleted: bool
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionChange:
+    """One change of a transaction row, with where it was read (its idempotency key downstream)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    op: str
+    lsn: int
+    committed_at_ms: int
+    tx_id: int | None
+    row: dict[str, Any]  # the after image; for a delete, the before image
+
+    @property
+    def customer_key(self) -> str | None:
+        return _key_text(self.row.get("customer_id"))
+
+    @property
+    def facility_key(self) -> str | None:
+        return _key_text(self.row.get("facility_id"))
+
+
+def _key_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _document(value: bytes | None) -> dict[str, Any] | Rejected:
+    if value is None:
+        return Rejected("tombstone", "a null value")
+    try:
+        document = json.loads(value, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Rejected("not_json", str(exc))
+    if isinstance(document, dict) and "payload" in document and "schema" in document:
+        document = document["payload"]
+    if not isinstance(document, dict):
+        return Rejected("not_an_envelope", f"a JSON {type(document).__name__}, not an object")
+    return document
+
+
+def _source(document: dict[str, Any]) -> tuple[str, int, int, int | None] | Rejected:
+    """``(op, lsn, committed_at_ms, tx_id)`` of an envelope."""
+    op, source = document.get("op"), document.get("source")
+    if op not in _OPS:
+        return Rejected("bad_op", f"op {op!r} is none of c, u, d, r")
+    if not isinstance(source, dict):
+        return Rejected("no_source", "the envelope has no source block")
+    lsn, ts_ms, tx_id = source.get("lsn"), source.get("ts_ms"), source.get("txId")
+    if not isinstance(lsn, int) or isinstance(lsn, bool) or lsn < 0:
+        return Rejected("no_lsn", f"source.lsn is {lsn!r}, not a WAL position")
+    if not isinstance(ts_ms, int) or isinstance(ts_ms, bool):
+        return Rejected("no_commit_time", f"source.ts_ms is {ts_ms!r}")
+    return op, lsn, ts_ms, tx_id if isinstance(tx_id, int) else None
+
+
+def _image(document: dict[str, Any], op: str) -> dict[str, Any] | Rejected:
+    image = document.get("before" if op == "d" else "after")
+    if not isinstance(image, dict):
+        return Rejected("no_row_image", f"a {op!r} event without its {'before' if op == 'd' else 'after'} image")
+    return image
+
+
+def decode_transaction(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+) -> TransactionChange | Rejected:
+    document = _document(value)
+    if isinstance(document, Rejected):
+        return document
+    source = _source(document)
+    if isinstance(source, Rejected):
+        return source
+    op, lsn, ts_ms, tx_id = source
+    row = _image(document, op)
+    if isinstance(row, Rejected):
+        return row
+    if row.get("transaction_id") is None:
+        return Rejected("no_key", "the row image has no transaction_id")
+    return TransactionChange(topic, partition, offset, key, op, lsn, ts_ms, tx_id, row)
+
+
+def decode_table_change(table: str, key_column: str, value: bytes | None) -> TableChange | Rejected:
+    """A customers or facilities event; ``key_column`` names its primary key."""
+    document = _document(value)
+    if isinstance(document, Rejected):
+        return document
+    source = _source(document)
+    if isinstance(source, Rejected):
+        return source
+    op, lsn, ts_ms, _ = source
+    row = _image(document, op)
+    if isinstance(row, Rejected):
+        return row
+    key = _key_text(row.get(key_column))
+    if key is None:
+        return Rejected("no_key", f"the row image has no {key_column}")
+    attributes = {} if op == "d" else {name: row.get(name) for name in TABLE_ATTRIBUTES.get(table, ())}
+    return TableChange(table, key, lsn, ts_ms, op == "d", attributes)
+
+
+def decode_lsn(value: bytes | None) -> int | None:
+    """The ``source.lsn`` of any change event (the heartbeat table's), None when it has none."""
+    document = _document(value)
+    if isinstance(document, Rejected):
+        return None
+    source = _source(document)
+    return None if isinstance(source, Rejected) else source[1]

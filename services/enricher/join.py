@@ -1,0 +1,138 @@
+"""The join rule and the hold queue, free of Kafka so they are tested on their own.
+
+Rule: a transaction change at LSN *t* joins, per side, the version of its customer (facility) with the
+greatest commit LSN ≤ *t*. A side is decided once its watermark — how far its topic is known to be read,
+in LSN — has reached *t*: no version ≤ *t* can still arrive. Until both sides are decided the change is
+held, at most ``max_wait_s``; then it goes out with what is known and ``released_by = "timeout"``, and a side
+without a version is marked ``missing`` — never dropped.
+
+Held changes of one input partition leave in offset order (the first one blocks those behind it), so the
+offset to commit for a partition is always the offset of its first held change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+from services.enricher.events import TABLE_ATTRIBUTES, TransactionChange
+from services.enricher.store import Expired, Version
+
+__all__ = ["HoldQueue", "JoinState", "Released", "Side", "encode", "enriched_value", "join_side"]
+
+JoinState = Literal["joined", "missing", "deleted", "expired", "none"]
+ReleasedBy = Literal["watermark", "timeout"]
+Lookup = Callable[[str, str, int], Version | Expired | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """What one table side contributed to an enriched record."""
+
+    state: JoinState
+    lsn: int | None = None
+    committed_at_ms: int | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+def join_side(lookup: Lookup, table: str, key: str | None, lsn: int) -> Side:
+    """The side of ``table`` for a change at ``lsn`` whose row refers to ``key``."""
+    if key is None:
+        return Side("none")
+    found = lookup(table, key, lsn)
+    if found is None:
+        return Side("missing")
+    if isinstance(found, Expired):
+        return Side("expired")
+    if found.deleted:
+        return Side("deleted", found.lsn, found.committed_at_ms)
+    return Side("joined", found.lsn, found.committed_at_ms, found.attributes)
+
+
+@dataclass(slots=True)
+class _Held:
+    change: TransactionChange
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    change: TransactionChange
+    released_by: ReleasedBy
+
+
+class HoldQueue:
+    """Changes waiting for the table sides, per input partition in offset order."""
+
+    def __init__(self, max_wait_s: float) -> None:
+        self._max_wait_s = max_wait_s
+        self._held: dict[tuple[str, int], deque[_Held]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._held.values())
+
+    def add(self, change: TransactionChange, now: float) -> None:
+        self._held.setdefault((change.topic, change.partition), deque()).append(_Held(change, now))
+
+    def release(self, watermark: int, now: float) -> Iterator[Released]:
+        """Changes whose LSN the ``watermark`` (the smaller of the sides') has reached, or that waited long enough."""
+        for queue in self._held.values():
+            while queue:
+                first = queue[0]
+                if first.change.lsn <= watermark:
+                    by: ReleasedBy = "watermark"
+                elif now - first.since >= self._max_wait_s:
+                    by = "timeout"
+                else:
+                    break
+                queue.popleft()
+                yield Released(first.change, by)
+
+    def first_offsets(self) -> dict[tuple[str, int], int]:
+        """Each partition's first held offset: its committed offset may not pass it."""
+        return {tp: queue[0].change.offset for tp, queue in self._held.items() if queue}
+
+    def forget(self, partitions: set[tuple[str, int]] | None = None) -> None:
+        """Drop what is held of ``partitions`` (all when None): they are read again by whoever owns them next."""
+        if partitions is None:
+            self._held.clear()
+        for tp in partitions or ():
+            self._held.pop(tp, None)
+
+
+def _text(value: Any) -> Any:
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def enriched_value(released: Released, customer: Side, facility: Side) -> dict[str, Any]:
+    """The enriched record (schemas/enriched.transactions.avsc): the row, its origin, and both sides."""
+    change = released.change
+    record: dict[str, Any] = {"op": change.op}
+    record.update({name: _text(value) for name, value in change.row.items()})
+    record.update(
+        {
+            "source_lsn": change.lsn,
+            "source_committed_at_ms": change.committed_at_ms,
+            "source_tx_id": change.tx_id,
+            "source_topic": change.topic,
+            "source_partition": change.partition,
+            "source_offset": change.offset,
+            "released_by": released.released_by,
+        }
+    )
+    for prefix, table, side in (("customer", "customers", customer), ("facility", "facilities", facility)):
+        record[f"{prefix}_join"] = side.state
+        record[f"{prefix}_lsn"] = side.lsn
+        record[f"{prefix}_committed_at_ms"] = side.committed_at_ms
+        for name in TABLE_ATTRIBUTES[table]:
+            column = name if name.startswith(prefix) else f"{prefix}_{name}"
+            record[column] = _text(side.attributes.get(name))
+    return record
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()

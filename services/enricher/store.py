@@ -1,0 +1,143 @@
+"""The global tables: every version of customers and facilities the join may need, in a local LMDB file.
+
+Why LMDB (bench/enricher_store_bench.py, figures in docs/architecture.md): one write transaction covers any
+number of keys, so the table rows read from a poll and the topic offsets they were read up to commit
+together — after a crash the store is exactly as of some offset, and reading resumes there with nothing to
+replay or undo. Reads are memory-mapped and lock-free; the file grows to millions of keys without holding
+them in the process's memory.
+
+Layout: ``versions`` maps ``<table>\\0<key>`` to ``[floor, [[lsn, committed_at_ms, deleted, attributes], …]]``
+in LSN order, at most ``max_versions`` of the newest; ``floor`` is the LSN of the newest version dropped
+(0 when none was), below which the store cannot answer. ``positions`` maps ``<topic>\\0<partition>`` to
+``[next offset, max LSN read]``. The store is a cache of the topics: wiped, it is rebuilt by reading them
+from the start.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+
+from services.enricher.errors import StoreError
+from services.enricher.events import TableChange
+
+__all__ = ["EXPIRED", "Expired", "Position", "TableStore", "Version"]
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    lsn: int
+    committed_at_ms: int
+    deleted: bool
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """The version asked for was older than every version kept (``max_versions`` dropped it)."""
+
+
+EXPIRED = Expired()
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """How far a table topic's partition has been read into the store."""
+
+    next_offset: int
+    max_lsn: int
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # exact; the enriched record carries decimals as text
+    raise TypeError(f"cannot store a {type(value).__name__}")
+
+
+class TableStore:
+    """Versions per key and the offsets they were read up to, committed together."""
+
+    def __init__(self, path: Path, *, map_size: int, max_versions: int) -> None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self._env = lmdb.open(str(path), map_size=map_size, max_dbs=2, subdir=True)
+        except (OSError, lmdb.Error) as exc:
+            raise StoreError(f"cannot open the table store in {path}: {exc}") from exc
+        self._versions = self._env.open_db(b"versions")
+        self._positions = self._env.open_db(b"positions")
+        self._max_versions = max_versions
+
+    def apply(self, changes: Iterable[TableChange], positions: dict[tuple[str, int], Position]) -> dict[str, int]:
+        """Add ``changes`` and record ``positions``, all or nothing; returns how many versions were new, per table."""
+        added: dict[str, int] = {}
+        try:
+            with self._env.begin(write=True) as txn:
+                for change in changes:
+                    added[change.table] = added.get(change.table, 0) + self._add(txn, change)
+                for (topic, partition), position in positions.items():
+                    txn.put(
+                        _position_key(topic, partition),
+                        msgpack.packb([position.next_offset, position.max_lsn]),
+                        db=self._positions,
+                    )
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot write the table store: {exc}") from exc
+        return added
+
+    def _add(self, txn: Any, change: TableChange) -> int:
+        key = _version_key(change.table, change.key)
+        stored = txn.get(key, db=self._versions)
+        floor, versions = msgpack.unpackb(stored) if stored is not None else (0, [])
+        lsns = [v[0] for v in versions]
+        at = bisect.bisect_left(lsns, change.lsn)
+        if at < len(lsns) and lsns[at] == change.lsn:
+            return 0  # read again after a crash before its offset was stored: already here
+        if change.lsn <= floor:
+            return 0  # older than what was dropped already
+        versions.insert(at, [change.lsn, change.committed_at_ms, change.deleted, change.attributes])
+        if len(versions) > self._max_versions:
+            dropped = versions[: len(versions) - self._max_versions]
+            versions = versions[len(dropped) :]
+            floor = dropped[-1][0]
+        txn.put(key, msgpack.packb([floor, versions], default=_plain), db=self._versions)
+        return 1
+
+    def as_of(self, table: str, key: str, lsn: int) -> Version | Expired | None:
+        """The version of ``table``/``key`` with the greatest LSN ≤ ``lsn``; None when there is none."""
+        with self._env.begin() as txn:
+            stored = txn.get(_version_key(table, key), db=self._versions)
+        if stored is None:
+            return None
+        floor, versions = msgpack.unpackb(stored)
+        at = bisect.bisect_right([v[0] for v in versions], lsn)
+        if at == 0:
+            return EXPIRED if floor else None
+        found = versions[at - 1]
+        return Version(found[0], found[1], bool(found[2]), found[3])
+
+    def positions(self) -> dict[tuple[str, int], Position]:
+        found = {}
+        with self._env.begin() as txn:
+            for raw_key, raw_value in txn.cursor(db=self._positions):
+                topic, _, partition = bytes(raw_key).decode().rpartition("\0")
+                next_offset, max_lsn = msgpack.unpackb(raw_value)
+                found[(topic, int(partition))] = Position(next_offset, max_lsn)
+        return found
+
+    def close(self) -> None:
+        self._env.close()
+
+
+def _version_key(table: str, key: str) -> bytes:
+    return f"{table}\0{key}".encode()
+
+
+def _position_key(topic: str, partition: int) -> bytes:
+    return f"{topic}\0{partition}".encode()

@@ -1,0 +1,108 @@
+"""The enricher's wiring: settings → store, table reader, consumer, transactional producer, health → ``run``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from contextlib import ExitStack
+
+from prometheus_client import CollectorRegistry
+
+from services import __version__
+from services.common.health import HealthServer
+from services.common.kafka import TransactionalProducer, consumer, ensure_topics, topic_watermarks
+from services.common.logging import get_logger
+from services.common.metrics import EnricherMetrics, new_registry, register_build_info
+from services.common.settings import Settings
+from services.common.signals import Shutdown
+from services.consumer.dlq import dlq_topic
+from services.enricher.app import Enricher, Topics
+from services.enricher.store import TableStore
+from services.enricher.tables import TableReader, TableTopic
+
+__all__ = ["enricher_topics", "run_enricher", "transactional_id"]
+
+_STALLED_S = 60.0  # /healthz fails when the loop has not polled for this long
+SOURCE_SCHEMA = "lending"
+
+
+def enricher_topics(settings: Settings) -> dict[str, str]:
+    """The topics the enricher reads and writes, under the stack's topic prefix."""
+    prefix = settings.kafka.topic_prefix
+    return {
+        "input": f"{prefix}.{SOURCE_SCHEMA}.transactions",
+        "customers": f"{prefix}.{SOURCE_SCHEMA}.customers",
+        "facilities": f"{prefix}.{SOURCE_SCHEMA}.facilities",
+        "heartbeat": f"{prefix}.cdcflow.heartbeat",
+        "output": f"{prefix}.enriched.transactions",
+        "dlq": dlq_topic(settings.enricher.group_id),
+    }
+
+
+def transactional_id(settings: Settings) -> str:
+    """``<group>.<instance id>``: the same for every start of one instance, so a restart fences its predecessor."""
+    e = settings.enricher
+    return f"{e.group_id}.{e.instance_id or socket.gethostname()}"
+
+
+def run_enricher(settings: Settings, shutdown: Shutdown, *, registry: CollectorRegistry | None = None) -> int:
+    """Run the enricher until ``shutdown``; ``registry`` lets an embedding process read its metrics."""
+    log = get_logger("services.enricher")
+    e = settings.enricher
+    if threading.current_thread() is threading.main_thread():
+        shutdown.arm(e.grace_s)
+    if registry is None:
+        registry = new_registry()
+        register_build_info(registry, __version__)
+    names = enricher_topics(settings)
+    ensure_topics(settings.kafka, [names["output"], names["dlq"]])
+    with ExitStack() as stack:
+        store = TableStore(settings.enricher_state_dir(), map_size=e.store_map_bytes, max_versions=e.max_versions)
+        stack.callback(store.close)
+        metrics = EnricherMetrics(registry)
+        table_client = consumer(
+            settings.kafka, f"{e.group_id}.tables", **{"isolation.level": "read_committed"}
+        )  # assigned, never subscribed: joins no group and commits nothing
+        stack.callback(table_client.close)
+        tables = TableReader(
+            table_client,
+            store,
+            [
+                TableTopic(names["customers"], "customers", "customer_id"),
+                TableTopic(names["facilities"], "facilities", "facility_id"),
+            ],
+            names["heartbeat"],
+            metrics,
+        )
+        enricher = Enricher(
+            e,
+            topics=Topics(
+                names["input"], names["output"], names["dlq"], len(topic_watermarks(settings.kafka, names["dlq"]))
+            ),
+            store=store,
+            tables=tables,
+            client=consumer(settings.kafka, e.group_id, **{"isolation.level": "read_committed"}),
+            producer=TransactionalProducer(settings.kafka, transactional_id(settings)),
+            metrics=metrics,
+            shutdown=shutdown,
+        )
+        log.info(
+            "enricher.config",
+            settings=settings.safe_dump(),
+            transactional_id=transactional_id(settings),
+            pid=os.getpid(),
+            topics=names,
+        )
+        if e.health_port:
+            health = HealthServer(
+                e.health_host,
+                e.health_port,
+                registry,
+                live=lambda: time.monotonic() - enricher.last_poll_at < _STALLED_S or not enricher.ready,
+                ready=lambda: enricher.ready,
+            )
+            stack.enter_context(health)
+            log.info("enricher.health", url=f"http://{e.health_host}:{health.port}/metrics")
+        return enricher.run()

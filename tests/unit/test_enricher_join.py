@@ -1,0 +1,126 @@
+"""The enricher's join rule, hold queue and decoding, without Kafka."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from services.enricher.events import Rejected, TableChange, TransactionChange, decode_table_change, decode_transaction
+from services.enricher.join import HoldQueue, Released, enriched_value, join_side
+from services.enricher.store import TableStore
+
+
+def _event(op: str, lsn: int, row: dict[str, Any], *, table: str = "transactions") -> bytes:
+    image = {"before": row if op == "d" else None, "after": None if op == "d" else row}
+    source = {"connector": "postgresql", "table": table, "lsn": lsn, "ts_ms": 1_700_000_000_000 + lsn, "txId": lsn}
+    return json.dumps({**image, "source": source, "op": op, "ts_ms": 1}).encode()
+
+
+def _tx(
+    offset: int, lsn: int, *, partition: int = 0, customer: int | None = 1, facility: int | None = 2
+) -> TransactionChange:
+    row = {"transaction_id": offset, "customer_id": customer, "facility_id": facility, "amount": 1}
+    change = decode_transaction("p.lending.transactions", partition, offset, b"k", _event("c", lsn, row))
+    assert isinstance(change, TransactionChange)
+    return change
+
+
+def test_a_transaction_decodes_with_exact_amounts_and_its_coordinates() -> None:
+    raw = (
+        b'{"before":null,"after":{"transaction_id":9,"customer_id":4,"facility_id":null,"amount":14790.60},'
+        b'"source":{"lsn":137952288,"ts_ms":1796206394149,"txId":33591},"op":"c"}'
+    )
+    change = decode_transaction("t", 3, 41, b"{}", raw)
+    assert isinstance(change, TransactionChange)
+    assert (change.partition, change.offset, change.lsn, change.tx_id) == (3, 41, 137952288, 33591)
+    assert change.customer_key == "4"
+    assert change.facility_key is None
+    record = enriched_value(
+        Released(change, "watermark"),
+        join_side(lambda *_: None, "customers", "4", 1),
+        join_side(lambda *_: None, "facilities", None, 1),
+    )
+    assert record["amount"] == "14790.60"
+    assert (record["customer_join"], record["facility_join"]) == ("missing", "none")
+
+
+def test_a_delete_carries_its_before_image() -> None:
+    change = decode_transaction("t", 0, 1, None, _event("d", 5, {"transaction_id": 3, "customer_id": 1}))
+    assert isinstance(change, TransactionChange)
+    assert change.op == "d"
+    assert change.row["transaction_id"] == 3
+
+
+def test_records_that_cannot_be_used_are_rejected_with_a_reason() -> None:
+    cases = {
+        None: "tombstone",
+        b"{not json": "not_json",
+        b"[1]": "not_an_envelope",
+        b'{"op":"x","source":{"lsn":1,"ts_ms":1},"after":{}}': "bad_op",
+        b'{"op":"c","after":{"transaction_id":1}}': "no_source",
+        b'{"op":"c","source":{"ts_ms":1},"after":{"transaction_id":1}}': "no_lsn",
+        b'{"op":"c","source":{"lsn":1,"ts_ms":1},"after":null}': "no_row_image",
+        b'{"op":"c","source":{"lsn":1,"ts_ms":1},"after":{"amount":1}}': "no_key",
+    }
+    for value, reason in cases.items():
+        found = decode_transaction("t", 0, 0, None, value)
+        assert isinstance(found, Rejected), value
+        assert found.reason == reason, value
+
+
+def test_the_join_takes_the_version_at_or_before_the_transactions_lsn(tmp_path: Path) -> None:
+    store = TableStore(tmp_path / "s", map_size=16 << 20, max_versions=8)
+    for lsn, status in ((300, "SUSPENDED"), (100, "ACTIVE")):  # the later version arrives first
+        change = decode_table_change(
+            "customers", "customer_id", _event("u", lsn, {"customer_id": 1, "status": status, "customer_type": "SME"})
+        )
+        assert isinstance(change, TableChange)
+        store.apply([change], {})
+    before = join_side(store.as_of, "customers", "1", 200)
+    assert (before.state, before.lsn, before.attributes["status"]) == ("joined", 100, "ACTIVE")
+    after = join_side(store.as_of, "customers", "1", 300)
+    assert (after.state, after.attributes["status"]) == ("joined", "SUSPENDED")
+    assert join_side(store.as_of, "customers", "1", 99).state == "missing"
+    deleted = decode_table_change("customers", "customer_id", _event("d", 400, {"customer_id": 1}))
+    assert isinstance(deleted, TableChange)
+    store.apply([deleted], {})
+    assert join_side(store.as_of, "customers", "1", 500).state == "deleted"
+
+
+def test_held_changes_leave_when_the_watermark_passes_them_in_offset_order() -> None:
+    queue = HoldQueue(max_wait_s=10)
+    for offset, lsn in ((0, 100), (1, 300), (2, 200)):
+        queue.add(_tx(offset, lsn), now=0)
+    queue.add(_tx(0, 150, partition=1), now=0)
+    assert [r.change.offset for r in queue.release(watermark=99, now=1)] == []
+    assert queue.first_offsets() == {("p.lending.transactions", 0): 0, ("p.lending.transactions", 1): 0}
+    released = list(queue.release(watermark=250, now=1))
+    # offset 2 (LSN 200) is behind offset 1 (LSN 300) in its partition: it waits for it
+    assert [(r.change.partition, r.change.offset, r.released_by) for r in released] == [
+        (0, 0, "watermark"),
+        (1, 0, "watermark"),
+    ]
+    assert queue.first_offsets() == {("p.lending.transactions", 0): 1}
+    assert [r.change.offset for r in queue.release(watermark=300, now=1)] == [1, 2]
+    assert len(queue) == 0
+
+
+def test_a_change_waits_at_most_the_bound_and_is_then_released_as_late() -> None:
+    queue = HoldQueue(max_wait_s=5)
+    queue.add(_tx(0, 100), now=0)
+    queue.add(_tx(1, 101), now=3)
+    assert list(queue.release(watermark=0, now=4.9)) == []
+    late = list(queue.release(watermark=0, now=5))
+    assert [(r.change.offset, r.released_by) for r in late] == [(0, "timeout")]
+    assert [r.change.offset for r in queue.release(watermark=0, now=8)] == [1]
+
+
+def test_forgetting_partitions_drops_only_theirs() -> None:
+    queue = HoldQueue(max_wait_s=5)
+    queue.add(_tx(0, 1, partition=0), now=0)
+    queue.add(_tx(0, 1, partition=1), now=0)
+    queue.forget({("p.lending.transactions", 0)})
+    assert queue.first_offsets() == {("p.lending.transactions", 1): 0}
+    queue.forget()
+    assert len(queue) == 0
