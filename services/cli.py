@@ -78,6 +78,19 @@ def monitor() -> None:
 
 
 @app.command()
+def enrich() -> None:
+    """Join transactions with their customer and facility as of each change's LSN, exactly once, into
+    <prefix>.enriched.transactions, until SIGTERM/SIGINT (CDCFLOW_ENRICHER__*; health port 9467)."""
+    from services.common.signals import Shutdown
+    from services.enricher.wiring import run_enricher
+
+    settings = _settings()
+    shutdown = Shutdown()
+    shutdown.install()
+    raise typer.Exit(run_enricher(settings, shutdown))
+
+
+@app.command()
 def config() -> None:
     """Print the effective configuration with secrets masked."""
     typer.echo(json.dumps(_settings().safe_dump(), indent=2, default=str))
