@@ -11,10 +11,7 @@ so two never commit side by side.
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import socket
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -30,10 +27,8 @@ from services.common.kafka import (
     read_record,
     read_topic,
     topic_names,
-    topic_watermarks,
 )
-from services.common.logging import get_logger
-from services.common.replay import REPLAY_COUNT, REPLAYED_FROM, format_coordinate, parse_coordinate, replay_topic
+from services.common.replay import parse_coordinate, replay_topic
 from services.common.settings import DlqSettings, KafkaSettings
 from services.dlq.errors import (
     DlqNotFoundError,
@@ -42,14 +37,12 @@ from services.dlq.errors import (
     RecordNotFoundError,
     ReplayFencedError,
 )
-from services.dlq.progress import Progress, ProgressEntry, audit_topic, progress_topic
-from services.dlq.ratelimit import Pacer, batch_size
-from services.dlq.records import DlqRecord, ValueOmittedError, pretty_value
-from services.dlq.selection import Filters, Plan, PlanItem, identities, representative, resolve, status_of
+from services.dlq.progress import Progress, audit_topic, progress_topic
+from services.dlq.records import DlqRecord, pretty_value
+from services.dlq.run import ReplayRun
+from services.dlq.selection import Filters, Plan, identities, representative, resolve, status_of
 
-__all__ = ["DlqTool", "ReplayOutcome", "dlq_topic_of", "kafka_errors", "who"]
-
-log = get_logger(__name__)
+__all__ = ["DlqTool", "ReplayOutcome", "dlq_topic_of", "kafka_errors"]
 
 _DLQ_PREFIX = "_cdcflow.dlq."
 _COMPACTED = {"cleanup.policy": "compact"}
@@ -68,14 +61,6 @@ def kafka_errors(doing: str) -> Iterator[None]:
         raise
     except KafkaException as exc:
         raise KafkaFailedError(f"{doing}: {exc}") from exc
-
-
-def who() -> dict[str, str]:
-    try:
-        user = os.environ.get("USER") or getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return {"user": user, "host": socket.gethostname()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +232,7 @@ class DlqTool:
             producer.init()  # from here on, an earlier replay of this group can commit nothing more
             plan, progress = self._resolve(filters, to_source=to_source, max_replays=max_replays, for_plan=plan_id)
             self._check(plan_id, plan)
-            run = _Run(self, producer, plan, progress=progress, target=target, arguments=arguments, rate=rate)
+            run = ReplayRun(self, producer, plan, progress=progress, target=target, arguments=arguments, rate=rate)
             run.all()
         except ProducerFencedError as exc:
             raise ReplayFencedError(f"another replay of group {self.group} started and fenced this one: {exc}") from exc
@@ -271,132 +256,6 @@ class DlqTool:
         message = read_record(self.kafka, *record.source, timeout_s=self.settings.timeout_s)
         value = None if message is None else message.value()
         return value if record.matches_omitted(value) else None
-
-
-class _Run:
-    """One execution of a plan: batches of (records, progress entries, audit record), each one transaction."""
-
-    def __init__(
-        self,
-        tool: DlqTool,
-        producer: TransactionalProducer,
-        plan: Plan,
-        *,
-        progress: Progress,
-        target: str,
-        arguments: list[str],
-        rate: float | None,
-    ) -> None:
-        self._tool = tool
-        self._producer = producer
-        self._plan = plan
-        self._target = target
-        self._arguments = arguments
-        self._rate = rate
-        self._partitions = _partition_count(tool, target) if target else 0
-        self._started_ms = time.time_ns() // 1_000_000
-        self.replayed = 0
-        self.parked = 0
-        # what earlier runs of this plan did (a run killed part-way): the audit counts the whole plan
-        earlier = [progress.get(i.original) for i in plan.items if i.done]
-        self._earlier_parked = sum(1 for e in earlier if e is not None and e.parked)
-        self._earlier_replayed = len(earlier) - self._earlier_parked
-
-    def all(self) -> None:
-        todo = self._plan.todo()
-        pacer = Pacer(self._rate)
-        size = batch_size(self._rate)
-        batches = [todo[i : i + size] for i in range(0, len(todo), size)] or [[]]
-        for index, batch in enumerate(batches):
-            pacer.take(len(batch))
-            self._producer.begin()
-            try:
-                counts = [self._act(item) for item in batch]
-                self._audit(done=index == len(batches) - 1, pending=Counter(counts))
-                self._producer.commit()
-            except ProducerFencedError:
-                raise
-            except Exception:
-                self._producer.abort()
-                raise
-            self.replayed += counts.count("replay")
-            self.parked += counts.count("park")
-            log.info("dlq.replay_batch", plan=self._plan.plan_id, records=len(batch), replayed=self.replayed)
-
-    def _act(self, item: PlanItem) -> str:
-        record = item.record
-        if item.action == "park":
-            self._progress(
-                item, parked=True, note=f"replayed {record.replay_count} times (max {self._plan.max_replays})"
-            )
-            return "park"
-        try:
-            value = record.original_value()
-        except ValueOmittedError:
-            value = self._tool.source_value(record)
-            if value is None:
-                self._progress(item, parked=True, note="value left out of the DLQ and no longer in the source topic")
-                return "park"
-        except ValueError as exc:
-            self._progress(item, parked=True, note=f"value unreadable: {exc}")
-            return "park"
-        topic, partition = self._destination(item)
-        headers = [
-            *record.original_headers(),
-            (REPLAY_COUNT, str(record.replay_count + 1)),
-            (REPLAYED_FROM, format_coordinate(item.original)),
-        ]
-        # stamped now, not with the original time: a record older than the target's retention would be deleted
-        # before the writer reads it (the lake's dt/hour come from the event's own commit time anyway)
-        self._producer.produce(topic, key=record.key, value=value, headers=headers, partition=partition)
-        self._progress(item, parked=False, note="")
-        return "replay"
-
-    def _destination(self, item: PlanItem) -> tuple[str, int]:
-        topic, partition, _ = item.original
-        if not self._target:
-            return topic, partition  # the source partition: a key's changes stay in one partition
-        return self._target, partition % self._partitions
-
-    def _progress(self, item: PlanItem, *, parked: bool, note: str) -> None:
-        record = item.record
-        entry = ProgressEntry(
-            replays=record.replay_count + (0 if parked else 1),
-            parked=parked,
-            plan=self._plan.plan_id,
-            dlq=f"{record.dlq_partition}:{record.dlq_offset}",
-            target=self._target or item.original[0],
-            note=note,
-            at_ms=time.time_ns() // 1_000_000,
-        )
-        self._producer.produce(progress_topic(self._tool.group), key=Progress.key(item.original), value=entry.encode())
-
-    def _audit(self, *, done: bool, pending: Counter[str]) -> None:
-        plan = self._plan
-        replayed, parked = self.replayed + pending["replay"], self.parked + pending["park"]
-        document = {
-            "plan": plan.plan_id,
-            "group": plan.group,
-            "who": who(),
-            "arguments": self._arguments,
-            "filters": plan.filters.canonical(),
-            "target": self._target or "source",
-            "max_replays": plan.max_replays,
-            "status": "done" if done else "running",
-            "selected": len(plan.items),
-            "replayed": self._earlier_replayed + replayed,
-            "parked": self._earlier_parked + parked,
-            "this_run": {"replayed": replayed, "parked": parked},
-            "started_ms": self._started_ms,
-            "updated_ms": time.time_ns() // 1_000_000,
-        }
-        self._producer.produce(
-            audit_topic(plan.group), key=plan.plan_id.encode(), value=json.dumps(document, sort_keys=True).encode()
-        )
-
-
-def _partition_count(tool: DlqTool, topic: str) -> int:
-    return len(topic_watermarks(tool.kafka, topic))
 
 
 def _dlq_ref(ref: str) -> tuple[int, int] | None:

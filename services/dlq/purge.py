@@ -11,9 +11,10 @@ import time
 from dataclasses import asdict, dataclass
 
 from services.common.kafka import KafkaException, delete_records_before, ensure_topics, producer, topic_watermarks
-from services.dlq.app import DlqTool, kafka_errors, who
+from services.dlq.app import DlqTool, kafka_errors
 from services.dlq.errors import DlqNotFoundError
 from services.dlq.progress import audit_topic
+from services.dlq.run import who
 from services.dlq.selection import identities, representative, status_of
 
 __all__ = ["PartitionCut", "execute_purge", "plan_purge"]
