@@ -59,3 +59,14 @@ def add(
             name, primary, config["database.dbname"]
         )
     )
+
+
+@source_app.command("remove")
+def remove(name: Annotated[str, typer.Argument(help="The source's connector name.")]) -> None:
+    """Unregister a source, drop its replication slot and publication, delete its connector file (its topics,
+    lake files and tables stay)."""
+    from services.cli import _settings
+    from services.stack.sources import remove_source
+
+    for step in remove_source(_settings(), name):
+        console.print(step)

@@ -18,18 +18,21 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from services.common.naming import source_of
 from services.common.settings import Settings
-from services.stack.connect import connector_names, load_connector, resolve_env, source_clashes
+from services.stack.connect import ConnectWorker, connector_names, load_connector, resolve_env, source_clashes
 from services.stack.errors import StackError
+from services.stack.processes import wait_for
 
 __all__ = [
     "FIDELITY",
     "Source",
     "ensure_heartbeat_table",
     "new_connector",
+    "remove_source",
     "sources",
     "topic_prefixes",
     "write_connector",
@@ -184,3 +187,38 @@ def ensure_heartbeat_table(dsn: str) -> None:
             f"cannot create the heartbeat table in the source database ({exc}); create it as its owner:\n"
             f"{HEARTBEAT_DDL}"
         ) from None
+
+
+def remove_source(settings: Settings, name: str, *, timeout_s: float = 60.0) -> list[str]:
+    """Unregister source ``name``, drop its slot and publication, delete its connector file; what was done.
+
+    Its topics, lake files and warehouse tables stay: they are data, removed by their own retention.
+    """
+    found = next((s for s in sources(settings) if s.connector == name), None)
+    if found is None:
+        raise StackError(f"no connector file connect/connectors/{name}.json")
+    if not found.source:
+        raise StackError(f"{name!r} is the primary source: `cdcflow stack down` stops it")
+    done = []
+    worker = ConnectWorker(settings)
+    if worker.healthy() and worker.delete(name):
+        done.append(f"connector {name} unregistered")
+    slot = found.config.get("slot.name", "")
+    with psycopg.connect(found.dsn(), autocommit=True, connect_timeout=10) as conn:
+
+        def released() -> bool:
+            row = conn.execute("select active from pg_replication_slots where slot_name = %s", (slot,)).fetchone()
+            return row is None or not row[0]
+
+        wait_for(f"slot {slot} to be released", released, timeout_s)
+        dropped = conn.execute(
+            "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = %s", (slot,)
+        ).fetchone()
+        if dropped is not None:
+            done.append(f"slot {slot} dropped")
+        if found.publication:
+            conn.execute(sql.SQL("drop publication if exists {}").format(sql.Identifier(found.publication)))
+            done.append(f"publication {found.publication} dropped")
+    (settings.stack.connect_dir / "connectors" / f"{name}.json").unlink()
+    done.append(f"connect/connectors/{name}.json deleted")
+    return done

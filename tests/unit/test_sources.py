@@ -10,7 +10,14 @@ import pytest
 
 from services.common.settings import Settings, load_settings, repo_root
 from services.stack.errors import StackError
-from services.stack.sources import FIDELITY, new_connector, sources, topic_prefixes, write_connector
+from services.stack.sources import (
+    FIDELITY,
+    new_connector,
+    remove_source,
+    sources,
+    topic_prefixes,
+    write_connector,
+)
 
 
 def _connector(folder: Path, name: str, **config: str) -> None:
@@ -138,3 +145,12 @@ def test_a_source_sharing_a_slot_with_another_is_refused(tmp_path: Path) -> None
     with pytest.raises(StackError, match=r"share slot\.name"):
         write_connector(settings, document)
     assert not (tmp_path / "connectors" / "shop.json").exists()
+
+
+def test_removing_the_primary_or_an_unknown_source_is_refused(tmp_path: Path) -> None:
+    settings = _stack_with_lending(tmp_path)
+    with pytest.raises(StackError, match="primary source"):
+        remove_source(settings, "lending")
+    with pytest.raises(StackError, match="no connector file"):
+        remove_source(settings, "shop")
+    assert (tmp_path / "connectors" / "lending.json").exists()
