@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import httpx
 import psycopg
 import pytest
 
@@ -45,7 +46,8 @@ USERS = """
         score numeric(10, 2),
         avatar bytea,
         joined_at timestamptz default now()
-    )
+    );
+    create table public.extra (id integer primary key)  -- captured, never written
 """
 SNAPSHOT_ROWS, NEW_ROWS, UPDATES, DELETES = 30, 10, 5, 4
 EVENTS = SNAPSHOT_ROWS + NEW_ROWS + UPDATES + 2 * DELETES  # deletes are followed by tombstones
@@ -145,7 +147,7 @@ def _cdcflow(env: dict[str, str], *args: str) -> str:
 def _source_add(env: dict[str, str], source: Captured, settings: Settings) -> str:
     pg = settings.postgres
     dsn = f"postgresql://{pg.user}@{pg.host}:{pg.port}/{source.name}"
-    return _cdcflow(env, "source", "add", source.name, "--dsn", dsn, "--tables", "public.users")
+    return _cdcflow(env, "source", "add", source.name, "--dsn", dsn, "--tables", "public.users,public.extra")
 
 
 def _stream(settings: Settings, source: Captured) -> None:
@@ -196,6 +198,14 @@ def test_two_databases_with_public_users_land_apart_with_zero_drift(
 
         wait_until(f"{EVENTS} events in {topic}", arrived)
 
+    # each source's connector metrics are its own: Debezium names them after the topic prefix
+    exporter = stack.connect.jmx_exporter_url
+    assert exporter, "the Connect worker runs without its JMX exporter"
+    metrics = httpx.get(exporter, timeout=10).text
+    for source in sources:
+        connected = f'debezium_metrics_Connected{{connector="{source.name}",context="streaming",plugin="postgres"}} 1.0'
+        assert connected in metrics, f"no streaming metrics of {source.name}"
+
     (tmp_path / "logs").mkdir()
     for source in sources:
         writer = WriterProcess(
@@ -228,8 +238,9 @@ def test_two_databases_with_public_users_land_apart_with_zero_drift(
     # `cdcflow schemas generate --source` reads the same catalog into the source's own folder
     for source in sources:
         _cdcflow(env, "schemas", "generate", "--source", source.name, "--directory", str(tmp_path / "schemas"))
-    generated = load_contracts(tmp_path / "schemas")
-    assert sorted(generated, key=lambda c: c.full_name) == sorted(contracts, key=lambda c: c.full_name)
+    generated = {c.full_name: c for c in load_contracts(tmp_path / "schemas")}
+    assert sorted(generated) == sorted(f"{s.name}/public.{t}" for s in sources for t in ("extra", "users"))
+    assert [generated[c.full_name] for c in contracts] == contracts
     assert (tmp_path / "schemas" / sources[0].name / "public.users.avsc").exists()
     report = verify_warehouse(configured, contracts, every_captured=False)
     assert not report.drift, describe(report)
@@ -243,6 +254,15 @@ def test_two_databases_with_public_users_land_apart_with_zero_drift(
         for s in sources
     ]
 
+    # every captured table is listed: the empty one as not compared, with why
+    prefixes = {s.name for s in sources}
+    listed = verify_warehouse(configured, contracts, every_captured=True).tables
+    ours = {t.table: t for t in listed if t.table.split("/")[0] in prefixes}
+    assert sorted(ours) == sorted(f"{s.name}/public.{t}" for s in sources for t in ("extra", "users"))
+    for source in sources:
+        assert ours[f"{source.name}/public.users"].drift is False
+        assert ours[f"{source.name}/public.extra"].skipped == "captured but empty: no change of it has been seen yet"
+
     with duckdb.connect(str(configured.duckdb_path()), read_only=True) as conn:
         for source in sources:
             names = conn.execute(
@@ -253,3 +273,11 @@ def test_two_databases_with_public_users_land_apart_with_zero_drift(
                 f'select list(distinct _kafka_topic) from bronze."{source.name}__public__users"'
             ).fetchone() or ([],)
             assert topics == [source.topic]
+
+    # `cdcflow source remove` leaves no slot, connector or file behind
+    for source in sources:
+        _cdcflow(env, "source", "remove", source.name)
+        assert not (connect_dir / "connectors" / f"{source.name}.json").exists()
+        assert stack.connect.connector_status(source.name) is None
+    left = {name for name, _ in stack.postgres.slots()}
+    assert not left & {s.slot for s in sources}, left
