@@ -47,6 +47,12 @@ def transactional_id(settings: Settings) -> str:
     return f"{e.group_id}.{e.instance_id or socket.gethostname()}"
 
 
+def _member(settings: Settings) -> dict[str, str]:
+    """Static membership under the instance id: a restarted instance takes its partitions back at once instead
+    of waiting for its predecessor's session to time out, and a second one with the same id fences the first."""
+    return {"isolation.level": "read_committed", "group.instance.id": transactional_id(settings)}
+
+
 def run_enricher(settings: Settings, shutdown: Shutdown, *, registry: CollectorRegistry | None = None) -> int:
     """Run the enricher until ``shutdown``; ``registry`` lets an embedding process read its metrics."""
     log = get_logger("services.enricher")
@@ -83,7 +89,7 @@ def run_enricher(settings: Settings, shutdown: Shutdown, *, registry: CollectorR
             ),
             store=store,
             tables=tables,
-            client=consumer(settings.kafka, e.group_id, **{"isolation.level": "read_committed"}),
+            client=consumer(settings.kafka, e.group_id, **_member(settings)),
             producer=TransactionalProducer(settings.kafka, transactional_id(settings)),
             metrics=metrics,
             shutdown=shutdown,

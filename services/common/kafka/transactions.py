@@ -32,7 +32,13 @@ __all__ = [
     "topic_watermarks",
 ]
 
-_FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+# FENCED_INSTANCE_ID: a consumer replaced by another started with the same group.instance.id (static membership)
+_FENCED_CODES = {
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.FENCED_INSTANCE_ID,
+}
 
 
 class ProducerFencedError(KafkaException):
@@ -42,7 +48,9 @@ class ProducerFencedError(KafkaException):
 def is_fenced(exc: BaseException) -> bool:
     if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
         return isinstance(exc, ProducerFencedError)
-    return exc.args[0].code() in _FENCED_CODES
+    error = exc.args[0]
+    # a consumer fenced by another with its group.instance.id reports _FATAL, naming the cause in its text only
+    return error.code() in _FENCED_CODES or (error.code() == KafkaError._FATAL and "fenced" in error.str().lower())
 
 
 class TransactionalProducer:

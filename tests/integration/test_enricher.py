@@ -1,0 +1,177 @@
+"""The enricher against the real stack, under each test's own topic prefix and group.
+
+Inputs are Debezium events copied from the stack's topics with their rows and LSNs rewritten
+(tests/fixtures/enricher.py), so each test knows the as-of join it must see; the output is read with
+``read_committed`` and every input change is counted by its coordinates.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common.settings import Settings
+from services.enricher.app import FENCED_EXIT
+from services.stack.runtime import Stack
+from tests.fixtures.enricher import EnricherProcess, Workload, expected_joins, output_records, unique_prefix
+
+
+@pytest.fixture
+def enricher(tmp_path: Path) -> Iterator[EnricherProcess]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    prefix = unique_prefix("enr")
+    process = EnricherProcess(prefix=prefix, group=f"{prefix}-group", state_dir=tmp_path / "store", log_dir=logs)
+    yield process
+    process.stop_all()
+
+
+def _wait_for(what: Callable[[], bool], timeout_s: float, message: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not what():
+        assert time.monotonic() < deadline, message()
+        time.sleep(0.5)
+
+
+def _input_count(settings: Settings, workload: Workload) -> int:
+    return len(expected_joins(settings, workload.prefix))
+
+
+def _wait_for_all(
+    settings: Settings, enricher: EnricherProcess, workload: Workload, timeout_s: float = 90
+) -> list[dict[str, Any]]:
+    wanted = _input_count(settings, workload)
+    found: list[dict[str, Any]] = []
+
+    def done() -> bool:
+        found[:] = output_records(settings, enricher.prefix)
+        return len(found) >= wanted
+
+    _wait_for(done, timeout_s, lambda: f"{len(found)} of {wanted} enriched records\n{enricher.logs()[-3000:]}")
+    return found
+
+
+def _side(record: dict[str, Any], side: str, *fields: str) -> Any:
+    """A side as expected_joins gives it: the attributes' text, or the join state when not joined."""
+    if record[f"{side}_join"] != "joined":
+        return record[f"{side}_join"]
+    return tuple(str(record[f]) for f in fields)
+
+
+def _assert_exactly_once_and_as_of(settings: Settings, workload: Workload, records: list[dict[str, Any]]) -> None:
+    expected = expected_joins(settings, workload.prefix)
+    counts = Counter((r["source_partition"], r["source_offset"]) for r in records)
+    twice = {c: n for c, n in counts.items() if n > 1}
+    assert twice == {}, f"{len(twice)} input changes were emitted more than once: {sorted(twice.items())[:5]}"
+    assert set(counts) == set(expected), f"missing {sorted(set(expected) - set(counts))[:5]}"
+    wrong = []
+    for record in records:
+        customer = _side(record, "customer", "customer_type", "customer_status")
+        facility = _side(record, "facility", "facility_status", "facility_interest_rate")
+        want_customer, want_facility = expected[(record["source_partition"], record["source_offset"])]
+        if (customer, facility) != (want_customer, want_facility) or record["released_by"] != "watermark":
+            wrong.append((record, want_customer, want_facility))
+    assert wrong == [], f"{len(wrong)} wrong joins, e.g. {wrong[:2]}"
+
+
+def test_exactly_once_and_as_of_across_five_kills(stack: Stack, settings: Settings, enricher: EnricherProcess) -> None:
+    workload = Workload(settings, enricher.prefix)
+    workload.snapshot()
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.is_set() and workload.next_tx < 2_000:
+            workload.round(transactions=60, updates=30)
+            time.sleep(0.1)
+
+    producing = threading.Thread(target=produce, daemon=True)
+    producing.start()
+    rng = random.Random(3)
+    for _ in range(5):
+        proc = enricher.start()
+        time.sleep(rng.uniform(2.0, 5.0))
+        assert proc.poll() is None, enricher.logs()[-3000:]
+        enricher.kill(proc)
+    producing.join(timeout=120)
+    stop.set()
+    proc = enricher.start()
+    records = _wait_for_all(settings, enricher, workload)
+    assert enricher.terminate(proc) == 0
+    assert enricher.logs().count('"event": "enricher.tables_caught_up"') == 6
+    _assert_exactly_once_and_as_of(settings, workload, records)
+
+
+def test_a_second_instance_with_the_same_id_fences_the_first(
+    stack: Stack, settings: Settings, enricher: EnricherProcess
+) -> None:
+    workload = Workload(settings, enricher.prefix)
+    workload.snapshot()
+    workload.round(transactions=200, updates=50)
+    first = enricher.start()
+    _wait_for(lambda: len(output_records(settings, enricher.prefix)) > 0, 60, lambda: enricher.logs()[-3000:])
+    second = enricher.start()  # same group, same instance id: same transactional id and group.instance.id
+    assert first.wait(timeout=60) == FENCED_EXIT, enricher.logs()[-3000:]
+    workload.round(transactions=200, updates=50)
+    records = _wait_for_all(settings, enricher, workload)
+    assert second.poll() is None
+    assert enricher.terminate(second) == 0
+    assert '"event": "enricher.fenced"' in enricher.logs()
+    _assert_exactly_once_and_as_of(settings, workload, records)
+
+
+def test_a_late_customer_is_joined_within_the_wait_and_marked_missing_after_it(
+    stack: Stack, settings: Settings, enricher: EnricherProcess
+) -> None:
+    enricher.env_overrides["CDCFLOW_ENRICHER__MAX_WAIT_S"] = "4"
+    workload = Workload(settings, enricher.prefix)
+    workload.snapshot()
+    proc = enricher.start()
+    # a transaction of customer 500 at LSN t; the customer's row (LSN < t) reaches Kafka only later
+    in_time = workload.transaction(500, 1)
+    workload.flush()
+    time.sleep(1.5)
+    workload.customer(500, "ACTIVE", op="c", lsn=in_time - 5)
+    workload.heartbeat()
+    # customer 501: its row arrives after the wait has ended
+    too_late = workload.transaction(501, 1)
+    workload.flush()
+    _wait_for(lambda: len(output_records(settings, enricher.prefix)) >= 2, 60, lambda: enricher.logs()[-3000:])
+    workload.customer(501, "ACTIVE", op="c", lsn=too_late - 5)
+    workload.heartbeat()
+    time.sleep(2)
+    records = {r["source_lsn"]: r for r in output_records(settings, enricher.prefix)}
+    assert enricher.terminate(proc) == 0
+    assert len(records) == 2
+    joined, missing = records[in_time], records[too_late]
+    assert (joined["customer_join"], joined["customer_lsn"], joined["released_by"]) == (
+        "joined",
+        in_time - 5,
+        "watermark",
+    )
+    assert (missing["customer_join"], missing["customer_type"], missing["released_by"]) == ("missing", None, "timeout")
+    assert missing["facility_join"] == "joined"
+
+
+def test_a_wiped_store_is_rebuilt_before_any_join(stack: Stack, settings: Settings, enricher: EnricherProcess) -> None:
+    workload = Workload(settings, enricher.prefix)
+    workload.snapshot()
+    workload.round(transactions=150, updates=150)
+    proc = enricher.start()
+    _wait_for_all(settings, enricher, workload)
+    assert enricher.terminate(proc) == 0
+    shutil.rmtree(enricher.state_dir)
+    for _ in range(3):
+        workload.round(transactions=150, updates=150)
+    proc = enricher.start()
+    records = _wait_for_all(settings, enricher, workload)
+    assert enricher.terminate(proc) == 0
+    assert enricher.logs().count('"event": "enricher.tables_caught_up"') == 2
+    _assert_exactly_once_and_as_of(settings, workload, records)
