@@ -7,6 +7,7 @@ Inputs are Debezium events copied from the stack's topics with their rows and LS
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import threading
@@ -16,9 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pytest
+from fastavro.validation import validate
 
-from services.common.settings import Settings
+from services.common.settings import Settings, repo_root
 from services.enricher.app import FENCED_EXIT
 from services.stack.runtime import Stack
 from tests.fixtures.enricher import EnricherProcess, Workload, expected_joins, output_records, unique_prefix
@@ -68,6 +71,8 @@ def _side(record: dict[str, Any], side: str, *fields: str) -> Any:
 
 def _assert_exactly_once_and_as_of(settings: Settings, workload: Workload, records: list[dict[str, Any]]) -> None:
     expected = expected_joins(settings, workload.prefix)
+    contract = fastavro.parse_schema(json.loads((repo_root() / "schemas" / "enriched.transactions.avsc").read_text()))
+    assert all(validate(record, contract) for record in records)
     counts = Counter((r["source_partition"], r["source_offset"]) for r in records)
     twice = {c: n for c, n in counts.items() if n > 1}
     assert twice == {}, f"{len(twice)} input changes were emitted more than once: {sorted(twice.items())[:5]}"
