@@ -249,6 +249,10 @@ class WriterSettings(_Frozen):
     """The lake writer (``cdcflow consume``)."""
 
     group_id: str = "cdcflow-lake-writer"
+    # native: the Rust consumer and JSON reader (fastest; built when the package was installed with cargo);
+    # confluent: confluent_kafka's consumer and Arrow's JSON reader (any configuration, no compiler);
+    # auto: native where it was built
+    consumer: Literal["auto", "native", "confluent"] = "auto"
     contracts_dir: Path = Field(default_factory=lambda: repo_root() / "schemas")
     exclude_tables: list[str] = Field(default_factory=lambda: ["cdcflow.heartbeat"])
     # regexes over ``schema.table.column``: columns the connector's column.exclude.list leaves out as well

@@ -112,6 +112,7 @@ class LakeWriter:
         self,
         settings: Settings,
         *,
+        native: bool = True,
         lake: Lake,
         router: Router,
         metrics: WriterMetrics,
@@ -140,6 +141,7 @@ class LakeWriter:
         self._consumer: BatchConsumer = batch_consumer(
             settings.kafka,
             w.group_id,
+            native=native,
             **{
                 "client.id": worker_id,
                 # bound librdkafka's prefetch queue: it is memory held outside the buffer budget, and beyond

@@ -54,8 +54,10 @@ class Router:
         value_format: ValueFormat = "json",
         schema_registry_url: str | None = None,
         source: str = "",
+        native_reader: bool = True,
     ) -> None:
         self._topic_prefix = topic_prefix
+        self._native_reader = native_reader
         self._source = source  # the contracts' source of the topics under the prefix ("": the primary one)
         self._prefix = topic_prefix + "."
         self._contracts = contracts
@@ -121,4 +123,4 @@ class Router:
             return AvroEventDecoder.single_object(
                 contract, topic_prefix=self._topic_prefix, earlier=earlier, max_value_bytes=limit
             )
-        return JsonEventDecoder(contract, max_value_bytes=limit)
+        return JsonEventDecoder(contract, max_value_bytes=limit, native_reader=self._native_reader)

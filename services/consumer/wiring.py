@@ -17,7 +17,10 @@ from prometheus_client import CollectorRegistry
 from services import __version__
 from services.common.contracts import ContractRegistry, load_contracts
 from services.common.contracts.store import contracts_from_lake
+from services.common.debezium.arrow_reader import NATIVE_READER
+from services.common.errors import ConfigError
 from services.common.health import HealthServer
+from services.common.kafka.batch_consumer import NATIVE_CONSUMER
 from services.common.lake import Lake, open_lake
 from services.common.logging import get_logger
 from services.common.metrics import WriterMetrics, new_registry, register_build_info
@@ -68,8 +71,16 @@ def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorReg
             if w.schema_evolution == "catalog"
             else None
         )
+        native = native_path(w.consumer)
+        log.info(
+            "writer.path",
+            consumer="native" if native else "confluent",
+            decoder="native JSON reader" if native else "Arrow's JSON reader",
+            why=f"CDCFLOW_WRITER__CONSUMER={w.consumer}",
+        )
         writer = LakeWriter(
             settings,
+            native=native,
             lake=lake,
             router=router,
             metrics=metrics,
@@ -106,6 +117,17 @@ def _contracts(settings: Settings, lake: Lake) -> ContractRegistry:
     return ContractRegistry.of([*load_contracts(settings.writer.contracts_dir), *contracts_from_lake(lake)])
 
 
+def native_path(choice: str) -> bool:
+    """Whether the writer consumes and decodes natively: ``CDCFLOW_WRITER__CONSUMER`` (auto: where built)."""
+    built = NATIVE_CONSUMER and NATIVE_READER
+    if choice == "native" and not built:
+        raise ConfigError(
+            "CDCFLOW_WRITER__CONSUMER=native, but the native extensions are not installed (the package was "
+            "built without a Rust toolchain): use confluent or auto, or reinstall with cargo on PATH"
+        )
+    return built if choice == "auto" else choice == "native"
+
+
 def _router(settings: Settings, contracts: ContractRegistry) -> Router:
     w = settings.writer
     return Router(
@@ -116,6 +138,7 @@ def _router(settings: Settings, contracts: ContractRegistry) -> Router:
         value_format=w.value_format,
         schema_registry_url=w.schema_registry_url,
         source=settings.kafka.source(),
+        native_reader=native_path(w.consumer),
     )
 
 

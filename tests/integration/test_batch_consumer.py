@@ -381,10 +381,12 @@ def _consume_until_raised(consumer: BatchConsumer, timeout_s: float = 60.0) -> E
 
 
 def test_a_bad_configuration_key_is_a_value_error_naming_it(settings: Settings) -> None:
+    unknown: dict[str, Any] = {"no.such.property": "1"}
     with pytest.raises(ValueError, match=r"no\.such\.property"):
-        batch_consumer(settings.kafka, "unused", **{"no.such.property": "1"})
+        batch_consumer(settings.kafka, "unused", **unknown)
+    malformed: dict[str, Any] = {"session.timeout.ms": "soon"}
     with pytest.raises(ValueError, match=r"session\.timeout\.ms"):
-        batch_consumer(settings.kafka, "unused", **{"session.timeout.ms": "soon"})
+        batch_consumer(settings.kafka, "unused", **malformed)
 
 
 def test_every_method_after_close_raises_kafka_exception(settings: Settings, unique_group: str) -> None:

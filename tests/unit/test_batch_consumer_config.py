@@ -10,9 +10,14 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from services.common.kafka import BatchConsumer, batch_consumer, clients
-from services.common.kafka.batch_consumer import native_config
+from services.common.debezium.arrow_reader import NATIVE_READER
+from services.common.errors import ConfigError
+from services.common.kafka import batch_consumer, clients, confluent_batch
+from services.common.kafka.batch_consumer import NATIVE_CONSUMER, NativeBatchConsumer, native_config
+from services.common.kafka.confluent_batch import ConfluentBatchConsumer
 from services.common.settings import KafkaSettings
+from services.consumer import wiring
+from services.consumer.wiring import native_path
 
 
 def _closed_port() -> int:
@@ -47,34 +52,65 @@ def test_the_logger_is_taken_out_and_defaults_to_librdkafkas() -> None:
 
 
 def test_a_value_librdkafka_cannot_take_is_a_type_error_naming_its_key() -> None:
-    with pytest.raises(TypeError, match=re.escape("error_cb:")):
-        native_config({"group.id": "g", "error_cb": print})
+    with pytest.raises(TypeError, match=re.escape("fetch.wait.max.ms:")):
+        native_config({"group.id": "g", "fetch.wait.max.ms": [50]})
     with pytest.raises(TypeError, match="logger"):
         native_config({"logger": "librdkafka"})
 
 
-def test_the_factory_builds_the_same_configuration_as_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ({"error_cb": print}, "error_cb"),
+        ({"oauth_cb": print}, "oauth_cb"),
+        ({"stats_cb": print}, "stats_cb"),
+        ({"sasl.mechanisms": "OAUTHBEARER"}, "OAUTHBEARER"),
+        ({"sasl.mechanism": "gssapi"}, "GSSAPI"),
+    ],
+)
+def test_what_the_native_consumer_cannot_honour_is_refused_and_points_at_confluent(
+    setting: dict[str, Any], named: str
+) -> None:
+    """Never dropped silently: the writer stops at start-up and says which path takes the setting."""
+    with pytest.raises(ConfigError, match=re.escape(named)) as refused:
+        native_config({"group.id": "g", **setting})
+    assert "CDCFLOW_WRITER__CONSUMER=confluent" in str(refused.value)
+
+
+def test_the_factory_builds_the_same_configuration_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     built: dict[str, dict[str, Any]] = {}
     monkeypatch.setattr(clients, "Consumer", lambda config: built.setdefault("consumer", config))
-    monkeypatch.setattr(clients, "BatchConsumer", lambda config: built.setdefault("batch", config))
+    monkeypatch.setattr(clients, "NativeBatchConsumer", lambda config: built.setdefault("native", config))
+    monkeypatch.setattr(confluent_batch, "Consumer", lambda config: built.setdefault("confluent", config))
     settings = KafkaSettings(extra={"session_timeout_ms": "6000"})
-    overrides = {"enable.auto.commit": True, "fetch.wait.max.ms": 5}
+    overrides: dict[str, Any] = {"enable.auto.commit": True, "fetch.wait.max.ms": 5}
     clients.consumer(settings, "g", **overrides)
     clients.batch_consumer(settings, "g", **overrides)
-    assert built["batch"] == built["consumer"]
-    assert built["batch"]["enable.auto.commit"] is False  # forced: only a checkpoint commits
-    assert built["batch"]["partition.assignment.strategy"] == "cooperative-sticky"
-    assert built["batch"]["session.timeout.ms"] == "6000"
-    assert built["batch"]["fetch.wait.max.ms"] == 5
+    assert isinstance(clients.batch_consumer(settings, "g", native=False, **overrides), ConfluentBatchConsumer)
+    assert built["native"] == built["consumer"] == built["confluent"]
+    assert built["native"]["enable.auto.commit"] is False  # forced: only a checkpoint commits
+    assert built["native"]["partition.assignment.strategy"] == "cooperative-sticky"
+    assert built["native"]["session.timeout.ms"] == "6000"
+    assert built["native"]["fetch.wait.max.ms"] == 5
+
+
+def test_the_writer_path_follows_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert native_path("confluent") is False
+    assert native_path("auto") is (NATIVE_CONSUMER and NATIVE_READER)
+    monkeypatch.setattr(wiring, "NATIVE_CONSUMER", False)  # an install built without a Rust toolchain
+    assert native_path("auto") is False
+    with pytest.raises(ConfigError, match="not installed"):
+        native_path("native")
 
 
 def test_a_bad_value_is_a_value_error_naming_its_key() -> None:
     with pytest.raises(ValueError, match=re.escape("fetch.wait.max.ms")):
-        batch_consumer(_settings(), "g", **{"fetch.wait.max.ms": "soon"})
+        bad: dict[str, Any] = {"fetch.wait.max.ms": "soon"}
+        batch_consumer(_settings(), "g", **bad)
 
 
 def test_calls_after_close_raise_kafka_exception_with_the_state_code() -> None:
-    client = BatchConsumer({"bootstrap.servers": _settings().bootstrap_servers, "group.id": "g"})
+    client = NativeBatchConsumer({"bootstrap.servers": _settings().bootstrap_servers, "group.id": "g"})
     client.close()
     with pytest.raises(KafkaException) as raised:
         client.assignment()

@@ -21,9 +21,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from services.common.debezium._jsonarrow import Reader, ReaderError
+try:
+    from services.common.debezium._jsonarrow import Reader, ReaderError
+except ImportError:  # installed without a Rust toolchain: Arrow's reader reads every value
+    NATIVE_READER = False
+else:
+    NATIVE_READER = True
 
-__all__ = ["VARIABLE_SCALE", "JsonArrowReader", "ReadResult", "UnsupportedSchemaError"]
+__all__ = ["NATIVE_READER", "VARIABLE_SCALE", "JsonArrowReader", "ReadResult", "UnsupportedSchemaError"]
 
 
 class UnsupportedSchemaError(ValueError):
@@ -50,6 +55,8 @@ class JsonArrowReader:
 
     def __init__(self, schema: pa.Schema, *, strict: Collection[str] = (), envelope: str | None = None) -> None:
         self.schema = schema
+        if not NATIVE_READER:
+            raise UnsupportedSchemaError("the native JSON reader is not installed")
         fields = [(f.name, _spec(f, strict=f.name in strict)) for f in schema]
         try:
             self._reader = Reader(("struct", fields, False), envelope)

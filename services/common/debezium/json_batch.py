@@ -27,7 +27,7 @@ import pyarrow.json as pj
 
 from services.common.contracts.arrow import arrow_type
 from services.common.contracts.model import TableContract
-from services.common.debezium.arrow_reader import VARIABLE_SCALE, JsonArrowReader, UnsupportedSchemaError
+from services.common.debezium.arrow_reader import NATIVE_READER, VARIABLE_SCALE, JsonArrowReader, UnsupportedSchemaError
 from services.common.debezium.envelope import EnvelopeConverter, Origin
 from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
 from services.common.kafka import Message
@@ -88,14 +88,18 @@ def _payload_of(value: bytes) -> bytes | None:
 class JsonEventDecoder:
     """Decodes the Debezium JSON events of one table into rows of its lake schema."""
 
-    def __init__(self, contract: TableContract, *, max_value_bytes: int = 8 << 20) -> None:
+    def __init__(self, contract: TableContract, *, max_value_bytes: int = 8 << 20, native_reader: bool = True) -> None:
+        """``native_reader=False`` (or an install without it) reads every value with Arrow's JSON reader."""
         self.contract = contract
         self._converter = EnvelopeConverter(contract)
         self.schema = self._converter.schema
         self._max_value_bytes = max_value_bytes
         self._decimal_columns = _decimal_columns(self._converter.wire_schema)
+        self._fast: JsonArrowReader | None = None
+        if not (native_reader and NATIVE_READER):
+            return
         try:
-            self._fast: JsonArrowReader | None = JsonArrowReader(
+            self._fast = JsonArrowReader(
                 _fast_wire_schema(contract, self._converter.wire_schema),
                 strict=("before", "after"),
                 envelope="payload",

@@ -1,11 +1,17 @@
-"""A consumer whose ``consume`` returns a whole batch as columns: no Python object per record.
+"""A consumer whose ``consume`` returns a whole batch as columns.
 
-:class:`BatchConsumer` speaks confluent_kafka's language — its configuration, ``TopicPartition``,
-``KafkaException``, rebalance callbacks called as ``callback(consumer, partitions)`` — but is built on
-the native consumer in ``batchconsumer/`` (Rust), which fetches a batch with one librdkafka call and hands
-it over as buffers: the values become one Arrow ``large_binary`` array and the offsets and timestamps
-int64 arrays, all without copying again. ``Fetch.message(i)`` rebuilds one record as a
-``confluent_kafka.Message`` for the rare path that needs one (the dead-letter queue).
+:class:`BatchConsumer` is the interface the lake writer consumes through; it speaks confluent_kafka's
+language — its configuration, ``TopicPartition``, ``KafkaException``, rebalance callbacks called as
+``callback(consumer, partitions)``. Two implementations:
+
+- :class:`NativeBatchConsumer`, on the native consumer (Rust, the optional ``_kafkabatch`` extension),
+  which fetches a batch with one librdkafka call and hands it over as buffers: the values become one Arrow
+  ``large_binary`` array and the offsets and timestamps int64 arrays, with no Python object per record;
+- :class:`ConfluentBatchConsumer`, on confluent_kafka's ``Consumer.consume``: a Python object per record,
+  every configuration confluent_kafka takes (callbacks included), no compiler needed to install.
+
+``Fetch.message(i)`` gives one record as a ``confluent_kafka.Message`` for the rare path that needs one
+(the dead-letter queue).
 """
 
 from __future__ import annotations
@@ -16,16 +22,32 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, Message, TopicPartition
 
-from services.common.kafka._kafkabatch import Fetched, KafkaCallError, NativeConsumer
+from services.common.errors import ConfigError
 from services.common.logging import get_logger
 
-__all__ = ["LIBRDKAFKA_LOG", "BatchConsumer", "CommitResult", "Fetch", "RebalanceCallback", "native_config"]
+try:
+    from services.common.kafka._kafkabatch import Fetched, KafkaCallError, NativeConsumer
+except ImportError:  # installed without a Rust toolchain: the confluent consumer is the only one
+    NATIVE_CONSUMER = False
+else:
+    NATIVE_CONSUMER = True
+
+__all__ = [
+    "LIBRDKAFKA_LOG",
+    "NATIVE_CONSUMER",
+    "BatchConsumer",
+    "CommitResult",
+    "Fetch",
+    "NativeBatchConsumer",
+    "RebalanceCallback",
+    "native_config",
+]
 
 log = get_logger(__name__)
 
@@ -52,11 +74,25 @@ _INT64 = np.dtype("<i8")
 _SEEK_TIMEOUT_S = 10.0
 
 
+# The native consumer's librdkafka is built without Kerberos (GSSAPI) and without OAUTHBEARER's callbacks.
+_NATIVE_REFUSES_MECHANISMS = frozenset({"GSSAPI", "OAUTHBEARER"})
+_TO_CONFLUENT = "set CDCFLOW_WRITER__CONSUMER=confluent to consume with confluent_kafka, which supports it"
+
+
 def native_config(config: dict[str, Any]) -> tuple[dict[str, str], logging.Logger]:
-    """librdkafka's string properties and the logger for its lines, from a confluent_kafka-style config."""
+    """librdkafka's string properties and the logger for its lines, from a confluent_kafka-style config.
+
+    A setting the native consumer cannot honour (a callback such as ``oauth_cb`` or ``stats_cb``, a SASL
+    mechanism its librdkafka lacks) is a :class:`ConfigError` naming the confluent consumer, never dropped.
+    """
     logger = config.get("logger", LIBRDKAFKA_LOG)
     if not isinstance(logger, logging.Logger):
         raise TypeError(f"logger: expected a logging.Logger, got {type(logger).__name__}")
+    mechanisms = {
+        m.strip().upper() for m in str(config.get("sasl.mechanisms", config.get("sasl.mechanism", ""))).split(",")
+    }
+    if refused := sorted(mechanisms & _NATIVE_REFUSES_MECHANISMS):
+        raise ConfigError(f"the native consumer cannot authenticate with SASL {', '.join(refused)}: {_TO_CONFLUENT}")
     return {key: _property(key, value) for key, value in config.items() if key != "logger"}, logger
 
 
@@ -65,6 +101,8 @@ def _property(key: str, value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str | int | float):
         return str(value)
+    if callable(value):
+        raise ConfigError(f"{key}: the native consumer takes no callbacks; {_TO_CONFLUENT}")
     raise TypeError(f"{key}: librdkafka takes str, int, float or bool values, not {type(value).__name__}")
 
 
@@ -79,10 +117,11 @@ class Fetch:
     values: pa.LargeBinaryArray
     offsets: np.ndarray
     timestamps_ms: np.ndarray
-    _batch: Fetched = field(repr=False)
+    _message: Callable[[int], Message] = field(repr=False)
 
     @classmethod
     def of(cls, batch: Fetched) -> Fetch:
+        """A batch the native consumer fetched, its buffers taken over without a copy."""
         validity, ends, data = batch.values()
         buffers = [None if validity is None else pa.py_buffer(validity), pa.py_buffer(ends), pa.py_buffer(data)]
         values = pa.Array.from_buffers(pa.large_binary(), len(batch), buffers, null_count=0 if validity is None else -1)
@@ -91,25 +130,54 @@ class Fetch:
             values=values,
             offsets=np.frombuffer(batch.offsets(), dtype=_INT64),
             timestamps_ms=np.frombuffer(batch.timestamps_ms(), dtype=_INT64),
-            _batch=batch,
+            _message=functools.partial(_native_message, batch),
+        )
+
+    @classmethod
+    def of_messages(cls, messages: list[Message]) -> Fetch:
+        """A batch of confluent_kafka messages (without errors), as columns."""
+        runs: list[tuple[str, int, int, int]] = []
+        for i, message in enumerate(messages):
+            topic, partition = str(message.topic()), int(message.partition() or 0)
+            if runs and runs[-1][0] == topic and runs[-1][1] == partition:
+                runs[-1] = (topic, partition, runs[-1][2], i + 1)
+            else:
+                runs.append((topic, partition, i, i + 1))
+        stamps = (message.timestamp() for message in messages)
+        values = pa.array([message.value() for message in messages], type=pa.large_binary())
+        assert isinstance(values, pa.LargeBinaryArray)
+        return cls(
+            runs=runs,
+            values=values,
+            offsets=np.fromiter((int(m.offset() or 0) for m in messages), dtype=_INT64, count=len(messages)),
+            timestamps_ms=np.fromiter(
+                (ms if kind != TIMESTAMP_NOT_AVAILABLE else -1 for kind, ms in stamps),
+                dtype=_INT64,
+                count=len(messages),
+            ),
+            _message=messages.__getitem__,
         )
 
     def __len__(self) -> int:
-        return len(self._batch)
+        return len(self.values)
 
     def message(self, i: int) -> Message:
         """Message ``i`` as confluent_kafka's ``Message`` (key, headers and all)."""
-        topic, partition, offset, timestamp_type, timestamp_ms, key, value, headers = self._batch.record(i)
-        header_list: list[tuple[str, str | bytes | None]] | None = None if headers is None else [*headers]
-        return Message(
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key,
-            value=value,
-            headers=header_list,
-            timestamp=(timestamp_type, timestamp_ms),
-        )
+        return self._message(i)
+
+
+def _native_message(batch: Fetched, i: int) -> Message:
+    topic, partition, offset, timestamp_type, timestamp_ms, key, value, headers = batch.record(i)
+    header_list: list[tuple[str, str | bytes | None]] | None = None if headers is None else [*headers]
+    return Message(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key,
+        value=value,
+        headers=header_list,
+        timestamp=(timestamp_type, timestamp_ms),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +191,39 @@ class CommitResult:
     error: KafkaError | None
 
 
-class BatchConsumer:
-    """A group consumer with confluent_kafka's interface whose ``consume`` returns a :class:`Fetch`.
+class BatchConsumer(Protocol):
+    """A group consumer with confluent_kafka's interface whose ``consume`` returns a :class:`Fetch`."""
+
+    def subscribe(
+        self,
+        topics: list[str],
+        *,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        on_lost: RebalanceCallback | None = None,
+    ) -> None: ...
+
+    def consume(self, num_messages: int, timeout: float) -> Fetch: ...
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool = False) -> list[CommitResult]: ...
+
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+
+    def seek(self, partition: TopicPartition) -> None: ...
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
+
+    def get_watermark_offsets(self, partition: TopicPartition, cached: bool = True) -> tuple[int, int]: ...
+
+    def assignment(self) -> list[TopicPartition]: ...
+
+    def close(self) -> None: ...
+
+
+class NativeBatchConsumer:
+    """:class:`BatchConsumer` on the native consumer: a batch as columns, no Python object per record.
 
     Every call fails with ``KafkaException``, as confluent_kafka's do. Rebalance callbacks run inside
     ``consume`` and ``close``; an exception they raise comes out of that call. Close it explicitly: one
@@ -135,6 +234,11 @@ class BatchConsumer:
     __slots__ = ("__weakref__", "_native", "_on_assign", "_on_lost", "_on_revoke")
 
     def __init__(self, config: dict[str, Any]) -> None:
+        if not NATIVE_CONSUMER:
+            raise ConfigError(
+                "the native consumer is not installed (the package was built without a Rust toolchain): "
+                "set CDCFLOW_WRITER__CONSUMER=confluent, or reinstall with cargo on PATH"
+            )
         properties, logger = native_config(config)
         self._on_assign: RebalanceCallback | None = None
         self._on_revoke: RebalanceCallback | None = None
@@ -220,7 +324,9 @@ class BatchConsumer:
         return self._on_revoke
 
 
-def _rebalance(consumer_ref: weakref.ReferenceType[BatchConsumer], kind: str, parts: list[tuple[str, int]]) -> None:
+def _rebalance(
+    consumer_ref: weakref.ReferenceType[NativeBatchConsumer], kind: str, parts: list[tuple[str, int]]
+) -> None:
     consumer = consumer_ref()
     if consumer is None:  # dropped without close(): there is no consumer to hand the partitions with
         return

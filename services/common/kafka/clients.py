@@ -14,7 +14,7 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
-from services.common.kafka.batch_consumer import LIBRDKAFKA_LOG, BatchConsumer
+from services.common.kafka.batch_consumer import LIBRDKAFKA_LOG, BatchConsumer, NativeBatchConsumer
 from services.common.settings import KafkaSettings
 
 __all__ = [
@@ -56,9 +56,15 @@ def consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> Consum
     return Consumer(_consumer_config(settings, group_id, overrides))
 
 
-def batch_consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> BatchConsumer:
-    """The same consumer as :func:`consumer`, whose ``consume`` returns a batch as columns."""
-    return BatchConsumer(_consumer_config(settings, group_id, overrides))
+def batch_consumer(settings: KafkaSettings, group_id: str, *, native: bool = True, **overrides: Any) -> BatchConsumer:
+    """The same consumer as :func:`consumer`, whose ``consume`` returns a batch as columns: on the native
+    consumer, or with ``native=False`` on confluent_kafka's."""
+    config = _consumer_config(settings, group_id, overrides)
+    if native:
+        return NativeBatchConsumer(config)
+    from services.common.kafka.confluent_batch import ConfluentBatchConsumer
+
+    return ConfluentBatchConsumer(config)
 
 
 def producer(settings: KafkaSettings, **overrides: Any) -> Producer:
