@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
+
 from services.common.settings import Settings
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import (
@@ -21,6 +23,9 @@ from tests.fixtures.pipeline import (
     wait_for_log_event,
     wait_until_committed,
 )
+
+# the writer's core behaviour holds on both of its paths (tests/fixtures/pipeline.py: writer_path)
+pytestmark = pytest.mark.usefixtures("writer_path")
 
 SEED = 20_261_122
 KILLS = 6

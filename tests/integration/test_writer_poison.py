@@ -51,6 +51,9 @@ from tests.fixtures.pipeline import (
     writer_log,
 )
 
+# the writer's core behaviour holds on both of its paths (tests/fixtures/pipeline.py: writer_path)
+pytestmark = pytest.mark.usefixtures("writer_path")
+
 SEED = 1_337
 TABLES = ("customers", "facilities", "transactions")
 MAX_VALUE_BYTES = 4096

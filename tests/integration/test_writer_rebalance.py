@@ -12,6 +12,8 @@ import json
 import random
 import time
 
+import pytest
+
 from services.common.settings import Settings
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import (
@@ -23,6 +25,9 @@ from tests.fixtures.pipeline import (
     wait_until_committed,
     writer_log,
 )
+
+# the writer's core behaviour holds on both of its paths (tests/fixtures/pipeline.py: writer_path)
+pytestmark = pytest.mark.usefixtures("writer_path")
 
 SEED = 4_242
 TABLES = ("customers", "facilities", "transactions")

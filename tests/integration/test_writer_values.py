@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import psycopg
+import pytest
 
 from services.common.kafka import TopicPartition, consumer, end_positions
 from services.common.settings import Settings
@@ -48,6 +49,7 @@ def _latest_by_key(lake: list[dict[str, Any]], key: str) -> dict[Any, dict[str, 
     return latest
 
 
+@pytest.mark.usefixtures("writer_path")  # on both of the writer's paths (tests/fixtures/pipeline.py)
 def test_lake_rows_equal_the_source_value_by_value(
     stack: object, settings: Settings, pg: Conn, writer: WriterProcess
 ) -> None:
