@@ -21,7 +21,7 @@ from tests.fixtures.deploy import CHECKOUT, setting_exists, tool
 
 COMPOSE = CHECKOUT / "docker-compose.yml"
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
-SECTIONS = {"consume": "writer", "load": "loader", "transform": "transform", "monitor": "monitor"}
+SECTIONS = {"consume": "writer", "load": "loader", "transform": "transform", "monitor": "monitor", "enrich": "enricher"}
 
 
 def _load(path: Path, *profiles: str) -> subprocess.CompletedProcess[str]:

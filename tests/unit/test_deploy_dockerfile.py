@@ -125,4 +125,6 @@ def test_the_runtime_exposes_each_services_health_port() -> None:
     runtime = instructions[max(i for i, (ins, _) in enumerate(instructions) if ins == "FROM") :]
     exposed = {int(port) for ins, args in runtime if ins == "EXPOSE" for port in args.split()}
     defaults = load_settings({})
-    assert exposed == {getattr(defaults, s).health_port for s in ("writer", "loader", "transform", "monitor")}
+    assert exposed == {
+        getattr(defaults, s).health_port for s in ("writer", "loader", "transform", "monitor", "enricher")
+    }

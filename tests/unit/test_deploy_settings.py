@@ -19,7 +19,7 @@ from services.deploy.manifests import connector_from_strimzi, render, strimzi_co
 from tests.fixtures.deploy import CHECKOUT, OVERLAYS, container_env, containers, settings_of
 from tests.fixtures.deploy import render as render_overlay
 
-SECTIONS = {"consume": "writer", "load": "loader", "transform": "transform", "monitor": "monitor"}
+SECTIONS = {"consume": "writer", "load": "loader", "transform": "transform", "monitor": "monitor", "enrich": "enricher"}
 CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
 
 
@@ -49,7 +49,7 @@ def test_ports_and_probe_paths_match_the_settings_and_the_health_server(overlay:
                 assert container[probe]["httpGet"]["port"] in ("health", settings.health_port)
                 paths.add(container[probe]["httpGet"]["path"])
             checked += 1
-    assert checked >= 2
+    assert checked >= 4
     assert {"/healthz", "/readyz"} <= paths
     assert _served_paths(paths) == dict.fromkeys(paths, 200)
 

@@ -6,6 +6,7 @@ locals {
     "cdcflow-transform"  = "cdcflow transform: reads bronze, writes silver and gold"
     "cdcflow-monitor"    = "cdcflow monitor: reads bronze freshness"
     "cdcflow-dlq-replay" = "cdcflow DLQ replay: Kafka only"
+    "cdcflow-enricher"   = "cdcflow enricher: Kafka only"
   }
   member = { for name, sa in google_service_account.component : name => "serviceAccount:${sa.email}" }
   # Who may run BigQuery jobs (queries, loads) in the project; what they may touch is the datasets' grants.
