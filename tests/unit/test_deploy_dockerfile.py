@@ -128,3 +128,14 @@ def test_the_runtime_exposes_each_services_health_port() -> None:
     assert exposed == {
         getattr(defaults, s).health_port for s in ("writer", "loader", "transform", "monitor", "enricher")
     }
+
+
+def test_the_build_stage_has_every_rust_crate_the_wheel_compiles() -> None:
+    modules = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["tool"]["setuptools-rust"]["ext-modules"]
+    instructions = _instructions()
+    build = instructions[: next(i for i, (ins, _) in enumerate(instructions) if ins == "FROM" and i > 1)]
+    copied = [s.rstrip("/") for ins, args in build if ins == "COPY" for s in shlex.split(args)[:-1]]
+    assert len(modules) == 2
+    for module in modules:
+        crate = str(Path(module["path"]).parent)
+        assert any(crate == c or crate.startswith(c + "/") for c in copied), f"the build stage lacks {crate}"
