@@ -1,4 +1,4 @@
-"""Types of the native reader built from ``jsonarrow/`` (Rust)."""
+"""Types of the native reader built from ``native/jsonarrow`` (Rust)."""
 
 from typing import Any
 

@@ -3,7 +3,7 @@
 Arrow's own JSON reader tokenizes each value into a generic form before it converts it; this reader
 scans each value once, straight into the column buffers of the schema, and is several times faster on
 change events. It is deliberately narrow: it accepts only values it can convert exactly (see
-``jsonarrow/src/lib.rs``) and stops at the first one it rejects, so the caller keeps the rows before it and
+``native/jsonarrow/src/lib.rs``) and stops at the first one it rejects, so the caller keeps the rows before it and
 lets Arrow's reader decide about the rejected value.
 
 No input makes it raise: a value it fails on inside itself (a bug) is rejected like any other, and a failure
@@ -94,7 +94,7 @@ _LEAVES: tuple[tuple[Callable[[Any], bool], Callable[[Any], tuple[Any, ...]]], .
 
 
 def _spec(field: pa.Field, *, strict: bool = False) -> tuple[Any, ...]:
-    """The reader's field tree for ``field`` (see ``jsonarrow/src/spec.rs``)."""
+    """The reader's field tree for ``field`` (see ``native/jsonarrow/src/spec.rs``)."""
     arrow = field.type
     if pa.types.is_list(arrow):
         return ("list", _spec(arrow.value_field))

@@ -1,4 +1,4 @@
-"""Types of the native batch consumer built from ``batchconsumer/`` (Rust)."""
+"""Types of the native batch consumer built from ``native/batchconsumer`` (Rust)."""
 
 from collections.abc import Callable
 
