@@ -21,7 +21,7 @@ FUZZ_SECONDS ?= 600
 # when it is on PATH at install time (rustup puts it here); without it the writer runs on confluent_kafka.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform bench-freshness bench-enricher
+.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform bench-freshness bench-enricher
 
 install: prereqs $(STAMP)
 
@@ -117,6 +117,28 @@ demo: install jars
 	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
 	$(CDCFLOW) stack up; \
 	$(CDCFLOW) demo --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE)
+
+# The demo on a machine without cargo: a fresh virtualenv gets the package (not editable, from a copy of the
+# project's files, so no extension built earlier rides along) with cargo hidden from PATH, so it installs
+# without the native accelerators, and `cdcflow demo` must still end with zero
+# drift, on the confluent path. CI runs it after `make test`.
+PURE_VENV := .cdcflow/pure-venv
+demo-without-cargo: jars
+	@nocargo=$$(printf '%s' "$$PATH" | tr ':' '\n' | grep -v '/\.cargo/' | paste -sd:); \
+	if PATH="$$nocargo" command -v cargo >/dev/null; then echo "cargo is on PATH outside ~/.cargo: cannot hide it"; exit 1; fi; \
+	rm -rf $(PURE_VENV) && $(PYTHON) -m venv $(PURE_VENV); \
+	PATH="$$nocargo" $(PURE_VENV)/bin/pip install --quiet --upgrade pip; \
+	src=$$(mktemp -d); trap 'rm -rf "$$src"' EXIT; \
+	git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$$src"; \
+	PATH="$$nocargo" $(PURE_VENV)/bin/pip install --quiet -c constraints.txt "$$src"; \
+	home=$$(pwd); cd $(PURE_VENV); \
+	bin/python -c "import importlib.util as u; found = [m for m in ('services.common.kafka._kafkabatch', 'services.common.debezium._jsonarrow') if u.find_spec(m)]; assert not found, found"; \
+	started=0; \
+	if ! CDCFLOW_HOME="$$home" bin/cdcflow stack status >/dev/null 2>&1; then started=1; fi; \
+	trap 'rm -rf "$$src"; if [ $$started = 1 ]; then CDCFLOW_HOME="$$home" bin/cdcflow stack down; fi' EXIT; \
+	CDCFLOW_HOME="$$home" bin/cdcflow stack up; \
+	CDCFLOW_HOME="$$home" bin/cdcflow demo --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE) | tee demo.out; \
+	grep -q "writer path: confluent" demo.out
 
 # Every tier. The test session starts the stack if it is not up and stops it at the end. The native crates'
 # own tests need cargo: a machine without it says so and runs the rest (the extensions are not built there).

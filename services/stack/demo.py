@@ -36,7 +36,7 @@ from rich.table import Table
 from services.common.kafka import TopicPartition, consumer, end_positions
 from services.common.settings import Settings
 from services.common.signals import Shutdown
-from services.consumer.wiring import run_writer
+from services.consumer.wiring import native_path, run_writer
 from services.loader.__main__ import run_loader
 from services.stack.children import ServiceChild, service_env
 from services.stack.workload import Workload, WorkloadResult
@@ -276,7 +276,7 @@ def run_demo(
     began = time.monotonic()
     console.print(
         f"demo: workload {rate:g} ops/s for {seconds:g}s; writer, loader (every {settings.loader.interval_s:g}s) and"
-        f" transform (every {transform_every_s:g}s, log {transform.log_file}) running"
+        f" transform (every {transform_every_s:g}s, log {transform.log_file}) running\n{_writer_path(settings)}"
     )
     writer = _thread("writer", lambda: run_writer(settings, writer_stop, registry=writer_registry), report.crashed)
     loader = _thread(
@@ -317,6 +317,14 @@ def run_demo(
         _finish(settings, console, stop, report)
     report.seconds = time.monotonic() - began
     return report
+
+
+def _writer_path(settings: Settings) -> str:
+    """Which of its two paths the writer runs, and why."""
+    choice = settings.writer.consumer
+    if native_path(choice):
+        return f"writer path: native (Rust consumer and JSON reader), CDCFLOW_WRITER__CONSUMER={choice}"
+    return f"writer path: confluent (confluent_kafka and Arrow's JSON reader), CDCFLOW_WRITER__CONSUMER={choice}"
 
 
 def _finish(settings: Settings, console: Console, stop: Shutdown, report: DemoReport) -> None:
