@@ -16,6 +16,7 @@ committed, so whoever owns the partition next reads them again.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -124,30 +125,38 @@ class Enricher:
         self._tables.poll(s.poll_batch, 0)
         messages = self._client.consume(num_messages=s.poll_batch, timeout=s.poll_timeout_s)
         self.last_poll_at = self._clock()
+        consumed: Counter[TP] = Counter()
         for message in messages:
-            self._take(message)
+            consumed[self._take(message)] += 1
+        for (topic, partition), count in consumed.items():  # one metric update per partition, not per record
+            self._metrics.records_consumed.labels(topic=topic, partition=str(partition)).inc(count)
         self._release()
         self._metrics.held_records.set(len(self._held))
         if self._due():
             self._commit()
 
-    def _take(self, message: Message) -> None:
+    def _take(self, message: Message) -> TP:
+        """Hold a change, or dead-letter what cannot be decoded; returns its partition."""
         error = message.error()
         if error is not None:
             raise KafkaException(error)
         topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
         self._consumed[(topic, partition)] = offset + 1
-        self._metrics.records_consumed.labels(topic=topic, partition=str(partition)).inc()
         change = decode_transaction(topic, partition, offset, message.key(), message.value())
         if isinstance(change, Rejected):
             if change.reason != "tombstone":  # Debezium's tombstone after a delete: the delete itself went out
                 self._dead_letter(message, change)
-            return
-        self._held.add(change, self._clock())
+        else:
+            self._held.add(change, self._clock())
+        return topic, partition
 
     def _release(self) -> None:
+        produced: Counter[str] = Counter()
         for released in self._held.release(self._tables.watermark(), self._clock()):
             self._emit(released)
+            produced[released.released_by] += 1
+        for released_by, count in produced.items():
+            self._metrics.records_produced.labels(released_by=released_by).inc(count)
 
     def _emit(self, released: Released) -> None:
         change = released.change
@@ -159,11 +168,8 @@ class Enricher:
             self._topics.output,
             key=change.key,
             value=value,
-            headers=[("cdcflow.source.op", change.op)],
-            timestamp_ms=change.committed_at_ms,
-        )
+        )  # the record's timestamp is when it was produced: a replay of old changes must not age out at once
         self._records_in_transaction += 1
-        self._metrics.records_produced.labels(released_by=released.released_by).inc()
         for side, found in (("customer", customer), ("facility", facility)):
             if found.state not in ("joined", "none"):
                 self._metrics.sides_unjoined.labels(side=side, state=found.state).inc()

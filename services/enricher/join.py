@@ -112,7 +112,7 @@ def enriched_value(released: Released, customer: Side, facility: Side) -> dict[s
     """The enriched record (schemas/enriched.transactions.avsc): the row, its origin, and both sides."""
     change = released.change
     record: dict[str, Any] = {"op": change.op}
-    record.update({name: _text(value) for name, value in change.row.items()})
+    record.update(change.row)  # decimals are text already (services/enricher/events.py)
     record.update(
         {
             "source_lsn": change.lsn,

@@ -73,6 +73,7 @@ class TableStore:
         self._versions = self._env.open_db(b"versions")
         self._positions = self._env.open_db(b"positions")
         self._max_versions = max_versions
+        self._reader: Any = None  # one read transaction for lookups until the next write: a snapshot is cheap
 
     def apply(self, changes: Iterable[TableChange], positions: dict[tuple[str, int], Position]) -> dict[str, int]:
         """Add ``changes`` and record ``positions``, all or nothing; returns how many versions were new, per table."""
@@ -89,7 +90,13 @@ class TableStore:
                     )
         except lmdb.Error as exc:
             raise StoreError(f"cannot write the table store: {exc}") from exc
+        self._drop_reader()  # lookups from now on see what was just written
         return added
+
+    def _drop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.abort()
+            self._reader = None
 
     def _add(self, txn: Any, change: TableChange) -> int:
         key = _version_key(change.table, change.key)
@@ -111,16 +118,16 @@ class TableStore:
 
     def as_of(self, table: str, key: str, lsn: int) -> Version | Expired | None:
         """The version of ``table``/``key`` with the greatest LSN ≤ ``lsn``; None when there is none."""
-        with self._env.begin() as txn:
-            stored = txn.get(_version_key(table, key), db=self._versions)
+        if self._reader is None:
+            self._reader = self._env.begin()
+        stored = self._reader.get(_version_key(table, key), db=self._versions)
         if stored is None:
             return None
         floor, versions = msgpack.unpackb(stored)
-        at = bisect.bisect_right([v[0] for v in versions], lsn)
-        if at == 0:
-            return EXPIRED if floor else None
-        found = versions[at - 1]
-        return Version(found[0], found[1], bool(found[2]), found[3])
+        for found in reversed(versions):  # the newest first: most changes join the latest version
+            if found[0] <= lsn:
+                return Version(found[0], found[1], bool(found[2]), found[3])
+        return EXPIRED if floor else None
 
     def positions(self) -> dict[tuple[str, int], Position]:
         found = {}
@@ -132,6 +139,7 @@ class TableStore:
         return found
 
     def close(self) -> None:
+        self._drop_reader()
         self._env.close()
 
 

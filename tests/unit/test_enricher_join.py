@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +138,7 @@ def test_the_enriched_record_meets_its_avro_contract() -> None:
         "customer_id": 4,
         "facility_id": 2,
         "transaction_type": "DEPOSIT",
-        "amount": Decimal("10.50"),
+        "amount": "10.50",
         "currency": "USD",
         "exchange_rate": {"scale": 2, "value": "AQ=="},
         "booked_at": "2026-12-02T10:13:14.148217Z",
