@@ -381,8 +381,10 @@ class EnricherSettings(_Frozen):
     # The local table store (LMDB). Empty: <stack.state_dir>/enricher/<group_id>.
     state_dir: str = ""
     store_map_bytes: int = Field(default=4 << 30, ge=1 << 20)
-    # Versions kept per customer and per facility (the newest): enough to join transactions that arrive late.
-    max_versions: int = Field(default=8, ge=1, le=1_000)
+    # Versions kept per customer and per facility (the newest). A transaction read again after a restart, or
+    # enriched for the first time long after it was written, needs the versions of its LSN; one older than every
+    # version kept is emitted with that side marked "expired".
+    max_versions: int = Field(default=64, ge=1, le=10_000)
     # A transaction waits at most this long for the table sides' watermark to pass its LSN, then goes out with
     # the missing side marked.
     max_wait_s: float = Field(default=30.0, ge=0)
