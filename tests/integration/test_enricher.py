@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import socket
 import threading
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import httpx
 import pytest
 from fastavro.validation import validate
 
@@ -35,6 +37,12 @@ def enricher(tmp_path: Path) -> Iterator[EnricherProcess]:
     process = EnricherProcess(prefix=prefix, group=f"{prefix}-group", state_dir=tmp_path / "store", log_dir=logs)
     yield process
     process.stop_all()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _wait_for(what: Callable[[], bool], timeout_s: float, message: Callable[[], str]) -> None:
@@ -175,8 +183,14 @@ def test_a_wiped_store_is_rebuilt_before_any_join(stack: Stack, settings: Settin
     shutil.rmtree(enricher.state_dir)
     for _ in range(3):
         workload.round(transactions=150, updates=150)
+    port = _free_port()
+    enricher.env_overrides["CDCFLOW_ENRICHER__HEALTH_PORT"] = str(port)
     proc = enricher.start()
     records = _wait_for_all(settings, enricher, workload)
+    assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'cdcflow_enricher_records_produced_total{released_by="watermark"}' in metrics
     assert enricher.terminate(proc) == 0
     assert enricher.logs().count('"event": "enricher.tables_caught_up"') == 2
     _assert_exactly_once_and_as_of(settings, workload, records)
