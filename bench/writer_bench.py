@@ -2,9 +2,11 @@
 
 All three consume the same events from the real local broker, each with its own consumer group:
 
-- ``writer``: the real lake writer (``python -m services.consumer``) as a child process. Its CPU time
-  (user + system, every thread) is read from /proc between its ``writer.started`` log line (imports and
-  wiring done) and the moment its group has committed the end of every partition.
+- ``writer``: the real lake writer (``python -m services.consumer``) as a child process, on its native path.
+  Its CPU time (user + system, every thread) is read from /proc between its ``writer.started`` log line
+  (imports and wiring done) and the moment its group has committed the end of every partition;
+- ``writer_confluent``: the same writer on its confluent path (``CDCFLOW_WRITER__CONSUMER=confluent``:
+  confluent_kafka's consumer and Arrow's JSON reader, what an install without cargo runs).
 - ``naive``: poll one message, ``json.loads``, a Python dict row, a pandas DataFrame to Parquet every
   10,000 rows, commit.
 - ``ceiling``: consume in batches and push the raw values through ``pyarrow.json`` into Parquet with no
@@ -92,10 +94,15 @@ def _committed_all(kafka: KafkaSettings, group: str, ends: dict[tuple[str, int],
         probe.close()
 
 
-def _run_writer(settings: Settings, prefix: str, ends: dict[tuple[str, int], int], lake: Path) -> float:
+def _run_writer(
+    settings: Settings, prefix: str, ends: dict[tuple[str, int], int], lake: Path, *, path: str = "native"
+) -> float:
     group = f"bench-writer-{uuid.uuid4().hex[:6]}"
+    lake = lake / path
+    lake.mkdir()
     env = {
         **os.environ,
+        "CDCFLOW_WRITER__CONSUMER": path,
         "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
         "CDCFLOW_WRITER__GROUP_ID": group,
         "CDCFLOW_LAKE__ROOT": str(lake),
@@ -211,6 +218,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="cdcflow-writer-bench-") as folder:
             base = Path(folder)
             writer_cpu = _run_writer(settings, prefix, ends, base)
+            confluent_cpu = _run_writer(settings, prefix, ends, base, path="confluent")
             naive_cpu = _baseline("naive", topic, args.events, base)
             ceiling_cpu = _baseline("ceiling", topic, args.events, base)
     finally:
@@ -221,6 +229,7 @@ def main() -> None:
                 "events": args.events,
                 "avg_event_bytes": round(sum(map(len, samples)) / len(samples)),
                 "writer_events_per_cpu_s": round(args.events / writer_cpu),
+                "writer_confluent_events_per_cpu_s": round(args.events / confluent_cpu),
                 "naive_events_per_cpu_s": round(args.events / naive_cpu),
                 "ceiling_events_per_cpu_s": round(args.events / ceiling_cpu),
             }

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
+import random
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
 from services.common.contracts import Column, TableContract, lake_schema
-from services.common.debezium import UNAVAILABLE_VALUE
+from services.common.debezium import UNAVAILABLE_VALUE, json_batch
 from services.common.debezium.json_batch import JsonEventDecoder
 from services.common.debezium.records import Reason
 from services.common.kafka.message_columns import MessageBatch
@@ -628,3 +631,30 @@ def test_the_first_and_last_day_of_years_1_to_9999_are_kept() -> None:
     assert (first["opened_on"], first["reviewed_at"]) == (date(1, 1, 1), datetime(1, 1, 1))
     assert (last["opened_on"], last["reviewed_at"]) == (date(9999, 12, 31), datetime(9999, 12, 31, 23, 59, 59, 999999))
     assert last["settled_at"] == datetime(9999, 12, 31, 23, 59, 59, 999000)
+
+
+def test_the_exponent_and_depth_screens_agree_with_a_plain_scan_of_every_value() -> None:
+    """The vectorised screens agree with a byte-by-byte reading, on seeded random values built from the bytes
+    that matter (digits, e/E, signs, backslash-u, brackets): values of every length, empty ones and values at
+    the batch's edges included. The exponent screen may also flag a value whose exponent's digits run on
+    into the next value's bytes (the exact check that follows clears it); it never misses one."""
+    rng = random.Random(20_261_202)
+    alphabet = b'0123456789eE+-\\u{[}]a" '
+    values = [bytes(rng.choice(alphabet) for _ in range(rng.randrange(0, 40))) for _ in range(3_000)]
+    column = pa.array(values, type=pa.large_binary())
+    exponent = re.compile(rb"[eE][+-]?[0-9]{7}|\\u")
+    expected = np.array([exponent.search(v) is not None for v in values])
+    joined = b"".join(values)
+    ends = np.cumsum([len(v) for v in values])
+    run_on = np.array(
+        [exponent.search(v + joined[end : end + 9]) is not None for v, end in zip(values, ends, strict=True)]
+    )
+    for flagged, low, high in (
+        (json_batch._maybe_huge_exponents(column), 0, 3_000),
+        (json_batch._maybe_huge_exponents(column.slice(7, 500)), 7, 507),
+    ):
+        assert (flagged >= expected[low:high]).all()  # never a miss
+        assert (flagged <= run_on[low:high]).all()  # a false alarm only where the next bytes make one
+    openers = np.array([v.count(b"{") + v.count(b"[") for v in values])
+    assert (json_batch._opener_counts(column) == openers).all()
+    assert (json_batch._opener_counts(column.slice(11, 300)) == openers[11:311]).all()

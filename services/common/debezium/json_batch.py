@@ -369,28 +369,37 @@ def _is_utf8(value: bytes) -> bool:
 def _maybe_huge_exponents(values: pa.LargeBinaryArray) -> np.ndarray:
     """Which values may hold an exponent of :data:`_EXPONENT_DIGITS` or more digits: ``e``/``E``, maybe a
     sign, then that many digits, or a ``\\u`` escape that could spell one. Vectorised over the batch's
-    bytes; a flagged value is then checked exactly."""
+    bytes, looking only after each ``e``/``E`` and backslash; a flagged value is then checked exactly."""
     data, offsets = _data(values)
     flagged = np.zeros(len(values), dtype=bool)
     if len(data) < _EXPONENT_DIGITS + 1:
         return flagged
-    digit = (data >= 0x30) & (data <= 0x39)
-    counts = np.zeros(len(data) + 1, dtype=np.int32)
-    np.cumsum(digit, out=counts[1:])
-    # run[i]: bytes i .. i+6 are all digits
-    run = (counts[_EXPONENT_DIGITS:] - counts[:-_EXPONENT_DIGITS]) == _EXPONENT_DIGITS
-    marker = (data | 0x20) == 0x65  # e or E
-    sign = (data == 0x2B) | (data == 0x2D)
-    after_marker = np.zeros(len(data), dtype=bool)
-    after_marker[1:] = marker[:-1]
-    after_marker[2:] |= sign[1:-1] & marker[:-2]
-    starts = after_marker[: len(run)] & run
-    escape = np.zeros(len(data), dtype=bool)
-    escape[:-1] = (data[:-1] == _BACKSLASH) & (data[1:] == 0x75)  # \u
-    hits = np.flatnonzero(np.concatenate([starts, np.zeros(len(data) - len(run), dtype=bool)]) | escape)
+    markers = np.flatnonzero((data | 0x20) == 0x65)  # e or E
+    signs = markers[markers + 1 < len(data)]
+    signs = signs[(data[signs + 1] == 0x2B) | (data[signs + 1] == 0x2D)]
+    backslashes = np.flatnonzero(data == _BACKSLASH)
+    backslashes = backslashes[backslashes + 1 < len(data)]
+    hits = np.concatenate(
+        [
+            markers[_digits_follow(data, markers + 1)],
+            signs[_digits_follow(data, signs + 2)],
+            backslashes[data[backslashes + 1] == 0x75],  # \u
+        ]
+    )
     if len(hits):
         flagged[np.searchsorted(offsets, hits, side="right") - 1] = True
     return flagged
+
+
+def _digits_follow(data: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """For each start, whether :data:`_EXPONENT_DIGITS` digits begin there (False past the end)."""
+    found = np.zeros(len(starts), dtype=bool)
+    inside = np.flatnonzero(starts + _EXPONENT_DIGITS <= len(data))
+    first = data[starts[inside]]
+    inside = inside[(first >= 0x30) & (first <= 0x39)]  # most letters e/E are followed by a letter: out early
+    block = data[starts[inside, None] + np.arange(1, _EXPONENT_DIGITS)]
+    found[inside] = ((block >= 0x30) & (block <= 0x39)).all(axis=1)
+    return found
 
 
 def _data(values: pa.LargeBinaryArray) -> tuple[np.ndarray, np.ndarray]:
@@ -425,12 +434,8 @@ def _opener_counts(values: pa.LargeBinaryArray) -> np.ndarray:
     data, offsets = _data(values)
     if not len(data):
         return np.zeros(len(values), dtype=np.int64)
-    openers = (data | 0x20) == _OPENERS
-    starts, lengths = offsets[:-1], np.diff(offsets)
-    # reduceat sums each value's run; an empty value would get its neighbour's first byte, so it is zeroed
-    counts = np.add.reduceat(openers, np.minimum(starts, len(data) - 1), dtype=np.int64)
-    counts[lengths == 0] = 0
-    return counts
+    at = np.flatnonzero((data | 0x20) == _OPENERS)  # where they are, in order: count them per value by bisection
+    return np.searchsorted(at, offsets[1:]) - np.searchsorted(at, offsets[:-1])
 
 
 def _depth(value: bytes) -> int:
