@@ -183,6 +183,27 @@ class ConnectWorker:
             raise ComponentFailedError(f"restarting connector {name!r} failed: {response.text}")
         self.wait_running(name, timeout_s)
 
+    def connectors(self) -> list[str]:
+        """The names of the connectors registered with the worker."""
+        response = self._get("/connectors", timeout=10)
+        if response.status_code >= 400:
+            raise ComponentFailedError(f"listing connectors failed: {response.text}")
+        return sorted(str(n) for n in response.json())
+
+    def request_restart(self, name: str, *, only_failed: bool) -> dict[str, Any] | None:
+        """Ask Connect to restart a connector and its tasks (only the failed ones with ``only_failed``); the
+        states it reports for them right after, or None when it answered without a body (nothing to do)."""
+        flag = "true" if only_failed else "false"
+        response = httpx.post(f"{self.url}/connectors/{name}/restart?includeTasks=true&onlyFailed={flag}", timeout=30)
+        if response.status_code == 404:
+            raise ComponentFailedError(f"no connector {name!r} is registered")
+        if response.status_code >= 400:
+            raise ComponentFailedError(f"restarting connector {name!r} failed: {response.text}")
+        if response.status_code == 204 or not response.content:
+            return None
+        body: dict[str, Any] = response.json()
+        return body
+
     def delete(self, name: str) -> bool:
         """Remove a connector (its replication slot stays: the caller drops it). False if there was none."""
         response = httpx.delete(f"{self.url}/connectors/{name}", timeout=60)
