@@ -31,6 +31,7 @@ TABLE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "facilities": ("status", "interest_rate"),
 }
 _OPS = frozenset({"c", "u", "d", "r"})
+_DECODER = json.JSONDecoder(parse_float=str)  # one decoder: json.loads with arguments builds one per call
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ def _document(value: bytes | None) -> dict[str, Any] | Rejected:
     if value is None:
         return Rejected("tombstone", "a null value")
     try:
-        document = json.loads(value, parse_float=str)
+        document = _DECODER.decode(value.decode())
     except (ValueError, UnicodeDecodeError) as exc:
         return Rejected("not_json", str(exc))
     if isinstance(document, dict) and "payload" in document and "schema" in document:

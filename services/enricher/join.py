@@ -134,5 +134,8 @@ def enriched_value(released: Released, customer: Side, facility: Side) -> dict[s
     return record
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps with arguments builds one per call
+
+
 def encode(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":")).encode()
+    return _ENCODER.encode(record).encode()

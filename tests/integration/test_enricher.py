@@ -23,10 +23,13 @@ import httpx
 import pytest
 from fastavro.validation import validate
 
+from services.common.kafka import read_topic
 from services.common.settings import Settings, repo_root
+from services.consumer.dlq import dlq_topic
 from services.enricher.app import FENCED_EXIT
 from services.stack.runtime import Stack
 from tests.fixtures.enricher import EnricherProcess, Workload, expected_joins, output_records, unique_prefix
+from tests.fixtures.pipeline import header_dict
 
 
 @pytest.fixture
@@ -193,4 +196,27 @@ def test_a_wiped_store_is_rebuilt_before_any_join(stack: Stack, settings: Settin
     assert 'cdcflow_enricher_records_produced_total{released_by="watermark"}' in metrics
     assert enricher.terminate(proc) == 0
     assert enricher.logs().count('"event": "enricher.tables_caught_up"') == 2
+    _assert_exactly_once_and_as_of(settings, workload, records)
+
+
+def test_a_change_that_cannot_be_decoded_goes_to_the_dlq_once_with_its_coordinates(
+    stack: Stack, settings: Settings, enricher: EnricherProcess
+) -> None:
+    workload = Workload(settings, enricher.prefix)
+    workload.snapshot()
+    workload.round(transactions=40, updates=10)
+    topic = workload.topic("transactions")
+    workload.producer.produce(topic, key=b"bad", value=b'{"payload": not json', partition=2)
+    workload.round(transactions=40, updates=10)
+    proc = enricher.start()
+    records = _wait_for_all(settings, enricher, workload)
+    dlq = read_topic(settings.kafka, dlq_topic(enricher.group)).messages
+    assert enricher.terminate(proc) == 0
+    assert len(dlq) == 1
+    headers = {name: (value or b"").decode() for name, value in header_dict(dlq[0]).items()}
+    assert headers["cdcflow.error.reason"] == "not_json"
+    assert (headers["cdcflow.source.topic"], headers["cdcflow.source.partition"]) == (topic, "2")
+    assert dlq[0].value() == b'{"payload": not json'
+    bad_offset = int(headers["cdcflow.source.offset"])
+    assert (2, bad_offset) not in {(r["source_partition"], r["source_offset"]) for r in records}
     _assert_exactly_once_and_as_of(settings, workload, records)
