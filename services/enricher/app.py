@@ -117,7 +117,9 @@ class Enricher:
             log.error("enricher.fenced", error=str(exc))
             return FENCED_EXIT
         finally:
-            self._client.close()  # leaves the group at once instead of after the session timeout
+            # a static member does not leave its group on close: its partitions wait for it (a restart takes them
+            # back at once) until its session times out
+            self._client.close()
             self._producer.close()
 
     def _step(self) -> None:
