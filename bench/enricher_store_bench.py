@@ -25,10 +25,6 @@ __all__ = ["main"]
 _BATCH = 1_000
 
 
-def _versions(key: int, lsn: int) -> bytes:
-    return msgpack.packb([[lsn, 1_700_000_000_000 + lsn, "u", {"status": "ACTIVE", "customer_type": "SME"}]])
-
-
 def _lmdb(path: Path, rows: int, keys: int) -> tuple[float, float]:
     env = lmdb.open(str(path), map_size=1 << 32, max_dbs=4, sync=True)
     versions, offsets = env.open_db(b"versions"), env.open_db(b"offsets")
@@ -73,7 +69,8 @@ def _rocks(path: Path, rows: int, keys: int) -> tuple[float, float]:
 def _merge(old: bytes | None, lsn: int) -> bytes:
     versions = msgpack.unpackb(old) if old else []
     versions.append([lsn, lsn, "u", {"status": "ACTIVE", "customer_type": "SME"}])
-    return msgpack.packb(versions[-8:])
+    packed: bytes = msgpack.packb(versions[-8:])
+    return packed
 
 
 def _probe(rows: int, keys: int) -> list[int]:
