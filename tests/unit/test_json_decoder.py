@@ -658,3 +658,31 @@ def test_the_exponent_and_depth_screens_agree_with_a_plain_scan_of_every_value()
     openers = np.array([v.count(b"{") + v.count(b"[") for v in values])
     assert (json_batch._opener_counts(column) == openers).all()
     assert (json_batch._opener_counts(column.slice(11, 300)) == openers[11:311]).all()
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        _event("c", after=_row(1)).replace(b'"table":"accounts"', b'"table":"accounts","table":null'),
+        _event("c", after=_row(1)).replace(b'"db":"lending"', b'"db":"lending","db":"other"'),
+        _event("c", after=_row(1)).replace(b'"transaction":null', b'"transaction":null,"transaction":1'),
+    ],
+    ids=["source-ignored-key", "source-ignored-key-same-type", "top-level-ignored-key"],
+)
+def test_a_key_given_twice_is_refused_on_both_paths_even_where_it_is_ignored(value: bytes, native_reader: bool) -> None:
+    """A duplicate key, even one no column reads, is refused by Arrow's reader; the native reader refuses it too,
+    so a record is a row or a DLQ record whichever path (and whichever batch) reads it."""
+    result = _decode([_event("c", after=_row(2)), value], native_reader=native_reader)
+    assert result.rows.num_rows == 1
+    (failure,) = result.failures
+    assert failure.message.offset() == 101
+    assert "twice" in failure.detail or "duplicate" in failure.detail
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+def test_a_wrapper_with_whitespace_around_its_keys_is_unwrapped_on_both_paths(native_reader: bool) -> None:
+    spaced = b'{ "schema" : {"type":"struct","optional":false} , "payload" : ' + _event("c", after=_row(7)) + b" }\n"
+    result = _decode([spaced, _wrapped(_event("c", after=_row(8)))], native_reader=native_reader)
+    assert result.failures == []
+    assert result.rows.column("account_id").to_pylist() == [7, 8]

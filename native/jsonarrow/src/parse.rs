@@ -196,14 +196,17 @@ fn object_into(
     depth: usize,
 ) -> Parsed<()> {
     let mut seen = Seen::new(fields.len());
+    // The keys skipped so far: a key given twice is refused wherever it is, as Arrow's reader refuses it,
+    // so a record is read or refused alike whichever reader its batch gives it to.
+    let mut skipped: Vec<Cow<'_, [u8]>> = Vec::new();
     let mut position = 0;
     cursor.items(depth, |cursor| {
+        let start = cursor.pos;
         // The key the last object had here, compared in place with its quotes and colon: one comparison
         // instead of a scan for the closing quote and the colon.
         let (index, key) = match shape.get(position) {
             Some(cached) if cursor.token_is(&cached.token) => (cached.field, None),
             _ => {
-                let start = cursor.pos;
                 let key = cursor.key()?;
                 let end = cursor.colon()?;
                 let index = fields.iter().position(|(name, _)| same(name, &key));
@@ -239,7 +242,21 @@ fn object_into(
                 };
                 return Err(format!("unknown key {:?}", String::from_utf8_lossy(name)));
             }
-            None => cursor.skip_value(depth)?,
+            None => {
+                // the key read here, or the remembered one matched in place (its name follows the quote)
+                let name = key.unwrap_or_else(|| {
+                    let length = shape.get(position).map_or(0, |cached| cached.name_len);
+                    Cow::Borrowed(&cursor.bytes[start + 1..start + 1 + length])
+                });
+                if skipped.contains(&name) {
+                    return Err(format!(
+                        "duplicate key {:?}",
+                        String::from_utf8_lossy(&name)
+                    ));
+                }
+                skipped.push(name);
+                cursor.skip_value(depth)?;
+            }
         }
         position += 1;
         Ok(())

@@ -39,7 +39,8 @@ _MIN_BLOCK = 1 << 22
 # After this many values of one batch rejected by the fast reader, Arrow's reader takes the rest: values in
 # a form only it reads (a new column, a decimal as a string) would otherwise be read one call each.
 _MAX_REJECTIONS = 16
-_WRAPPED = b'{"schema":'
+# JsonConverter's wrapper: an object whose first key is "schema" (JSON allows whitespace around the tokens)
+_WRAPPED = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"schema"[ \t\r\n]*:')
 MAX_DEPTH = 128
 """The deepest nesting a value may have (the top-level object is level 1). The deepest legitimate one is a
 JsonConverter value with its embedded Connect schema for an array column of PostgreSQL's most dimensions
@@ -55,8 +56,7 @@ _OPENERS = 0x7B  # "{" and, with the 0x20 bit set, "[" (0x5B): one comparison fi
 _CLOSERS = 0x7D
 _BACKSLASH = 0x5C
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_PAYLOAD = b',"payload":'
-_PAYLOAD_KEY = re.compile(re.escape(_PAYLOAD))
+_PAYLOAD_KEY = re.compile(rb',[ \t\r\n]*"payload"[ \t\r\n]*:')
 
 
 class _Screened(NamedTuple):
@@ -75,14 +75,15 @@ def _payload_of(value: bytes) -> bytes | None:
     named ``payload`` too: only the key at depth 1 counts. None when there is no such key; a value that
     only looks wrapped fails to parse later and goes to the DLQ with its original bytes.
     """
-    if not value.endswith(b"}"):
+    body = value.rstrip(b" \t\r\n")
+    if not body.endswith(b"}"):
         return None
-    starts = [m.start() for m in _PAYLOAD_KEY.finditer(value)]
-    if not starts:
+    keys = list(_PAYLOAD_KEY.finditer(body))
+    if not keys:
         return None
-    depths = _depths(value)
-    top = [start for start in starts if depths[start] == 1]  # a key's text is never inside a string
-    return value[top[-1] + len(_PAYLOAD) : -1] if top else None
+    depths = _depths(body)
+    top = [key for key in keys if depths[key.start()] == 1]  # a key's text is never inside a string
+    return body[top[-1].end() : -1] if top else None
 
 
 class JsonEventDecoder:
@@ -160,7 +161,7 @@ class JsonEventDecoder:
                 continue  # a tombstone: counted once for the whole batch
             if (refused := self._refusal(batch, index, value, screened)) is not None:
                 failures.append(refused)
-            elif value.startswith(_WRAPPED) and (payload := _payload_of(value)) is not None:
+            elif _WRAPPED.match(value) and (payload := _payload_of(value)) is not None:
                 if payload.lstrip()[:1] != b"{":  # never hand Arrow a value that is no object
                     detail = "the payload is not a JSON object"
                     failures.append(
