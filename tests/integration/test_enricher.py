@@ -7,6 +7,7 @@ Inputs are Debezium events copied from the stack's topics with their rows and LS
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -219,4 +220,28 @@ def test_a_change_that_cannot_be_decoded_goes_to_the_dlq_once_with_its_coordinat
     assert dlq[0].value() == b'{"payload": not json'
     bad_offset = int(headers["cdcflow.source.offset"])
     assert (2, bad_offset) not in {(r["source_partition"], r["source_offset"]) for r in records}
+    _assert_exactly_once_and_as_of(settings, workload, records)
+
+
+def test_not_ready_and_nothing_joined_until_the_tables_are_read(
+    stack: Stack, settings: Settings, enricher: EnricherProcess
+) -> None:
+    workload = Workload(settings, enricher.prefix, customers=15_000, facilities=15_000)
+    workload.snapshot()
+    workload.round(transactions=100, updates=20)
+    port = _free_port()
+    enricher.env_overrides["CDCFLOW_ENRICHER__HEALTH_PORT"] = str(port)
+    proc = enricher.start()
+    seen: list[int] = []
+    deadline = time.monotonic() + 60
+    while (not seen or seen[-1] != 200) and time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):  # not listening yet
+            seen.append(httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code)
+        if seen and seen[-1] == 503:
+            assert output_records(settings, enricher.prefix) == []  # nothing joined while the tables are read
+        time.sleep(0.05)
+    assert 503 in seen, f"never saw the enricher not ready: {seen[:5]}"
+    assert seen[-1] == 200
+    records = _wait_for_all(settings, enricher, workload)
+    assert enricher.terminate(proc) == 0
     _assert_exactly_once_and_as_of(settings, workload, records)
