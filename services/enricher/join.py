@@ -108,28 +108,33 @@ def _text(value: Any) -> Any:
     return str(value) if isinstance(value, Decimal) else value
 
 
+def _side_columns(prefix: str, table: str) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
+    """The record's columns of one side: join state, LSN, commit time, and (attribute, column) pairs."""
+    attributes = tuple((n, n if n.startswith(prefix) else f"{prefix}_{n}") for n in TABLE_ATTRIBUTES[table])
+    return f"{prefix}_join", f"{prefix}_lsn", f"{prefix}_committed_at_ms", attributes
+
+
+_CUSTOMER_COLUMNS = _side_columns("customer", "customers")
+_FACILITY_COLUMNS = _side_columns("facility", "facilities")
+
+
 def enriched_value(released: Released, customer: Side, facility: Side) -> dict[str, Any]:
     """The enriched record (schemas/enriched.transactions.avsc): the row, its origin, and both sides."""
     change = released.change
     record: dict[str, Any] = {"op": change.op}
     record.update(change.row)  # decimals are text already (services/enricher/events.py)
-    record.update(
-        {
-            "source_lsn": change.lsn,
-            "source_committed_at_ms": change.committed_at_ms,
-            "source_tx_id": change.tx_id,
-            "source_topic": change.topic,
-            "source_partition": change.partition,
-            "source_offset": change.offset,
-            "released_by": released.released_by,
-        }
-    )
-    for prefix, table, side in (("customer", "customers", customer), ("facility", "facilities", facility)):
-        record[f"{prefix}_join"] = side.state
-        record[f"{prefix}_lsn"] = side.lsn
-        record[f"{prefix}_committed_at_ms"] = side.committed_at_ms
-        for name in TABLE_ATTRIBUTES[table]:
-            column = name if name.startswith(prefix) else f"{prefix}_{name}"
+    record["source_lsn"] = change.lsn
+    record["source_committed_at_ms"] = change.committed_at_ms
+    record["source_tx_id"] = change.tx_id
+    record["source_topic"] = change.topic
+    record["source_partition"] = change.partition
+    record["source_offset"] = change.offset
+    record["released_by"] = released.released_by
+    for (join, lsn, committed_at, attributes), side in ((_CUSTOMER_COLUMNS, customer), (_FACILITY_COLUMNS, facility)):
+        record[join] = side.state
+        record[lsn] = side.lsn
+        record[committed_at] = side.committed_at_ms
+        for name, column in attributes:
             record[column] = _text(side.attributes.get(name))
     return record
 
