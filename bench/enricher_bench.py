@@ -2,7 +2,8 @@
 
 Under a prefix of its own it produces Debezium-shaped events (real events of the stack copied, rows and LSNs
 rewritten): ``--table-rows`` customer and facility versions, a heartbeat, ``--events`` transactions of random
-customers and facilities, a heartbeat. Then:
+customers and facilities, a heartbeat. Transactions refer to customers and facilities the real lending tables
+hold too, so the baseline's queries find rows. Then:
 
 - **enricher** — ``python -m services.enricher`` with an empty store: the seconds from its start until its
   ``enricher.tables_caught_up`` log line are the rebuild of the table rows from their topics; its CPU time
@@ -34,11 +35,13 @@ import psycopg
 
 from services.common.kafka import (
     TopicPartition,
+    admin_client,
     consumer,
     end_positions,
     ensure_topics,
     producer,
     read_record,
+    topic_names,
     topic_watermarks,
 )
 from services.common.settings import KafkaSettings, Settings, load_settings
@@ -201,6 +204,15 @@ def _baseline(settings: Settings, prefix: str, events: int) -> float:
     return cpu
 
 
+def _delete_topics(settings: Settings, prefix: str) -> None:
+    """The benchmark's topics, and the DLQ topics of its groups."""
+    doomed = [*topic_names(settings.kafka, f"{prefix}."), *topic_names(settings.kafka, "_cdcflow.dlq.bench-enricher-")]
+    if doomed:
+        admin = admin_client(settings.kafka)  # held until the deletions are done: a dropped client cancels them
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            future.result()
+
+
 def _id_ranges(settings: Settings) -> tuple[int, int]:
     with psycopg.connect(settings.postgres.dsn()) as pg:
         row = pg.execute(
@@ -224,9 +236,12 @@ def main() -> None:
         f"produced {args.table_rows:,} table rows and {args.events:,} transactions in "
         f"{time.monotonic() - started:.0f}s under {prefix}"
     )
-    with tempfile.TemporaryDirectory(prefix="enricher-bench-") as folder:
-        rebuild_s, enricher_cpu = _run_enricher(settings, prefix, Path(folder))
-    baseline_cpu = _baseline(settings, prefix, args.baseline_events)
+    try:
+        with tempfile.TemporaryDirectory(prefix="enricher-bench-") as folder:
+            rebuild_s, enricher_cpu = _run_enricher(settings, prefix, Path(folder))
+        baseline_cpu = _baseline(settings, prefix, args.baseline_events)
+    finally:
+        _delete_topics(settings, prefix)
     enricher_rate, baseline_rate = args.events / enricher_cpu, args.baseline_events / baseline_cpu
     print(f"rebuild   {args.table_rows:,} table rows from their topics in {rebuild_s:.1f}s")
     print(

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from fastavro.validation import validate
 
-from services.common.kafka import read_topic
+from services.common.kafka import admin_client, read_topic, topic_names
 from services.common.settings import Settings, repo_root
 from services.consumer.dlq import dlq_topic
 from services.enricher.app import FENCED_EXIT
@@ -34,13 +34,17 @@ from tests.fixtures.pipeline import header_dict
 
 
 @pytest.fixture
-def enricher(tmp_path: Path) -> Iterator[EnricherProcess]:
+def enricher(settings: Settings, tmp_path: Path) -> Iterator[EnricherProcess]:
     logs = tmp_path / "logs"
     logs.mkdir()
     prefix = unique_prefix("enr")
     process = EnricherProcess(prefix=prefix, group=f"{prefix}-group", state_dir=tmp_path / "store", log_dir=logs)
     yield process
     process.stop_all()
+    doomed = [*topic_names(settings.kafka, f"{prefix}."), *topic_names(settings.kafka, dlq_topic(process.group))]
+    admin = admin_client(settings.kafka)  # held until the deletions are done: a dropped client cancels them
+    for future in admin.delete_topics(doomed, operation_timeout=30).values():
+        future.result()
 
 
 def _free_port() -> int:
