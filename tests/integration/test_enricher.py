@@ -249,3 +249,29 @@ def test_not_ready_and_nothing_joined_until_the_tables_are_read(
     records = _wait_for_all(settings, enricher, workload)
     assert enricher.terminate(proc) == 0
     _assert_exactly_once_and_as_of(settings, workload, records)
+
+
+def test_sigterm_mid_stream_drains_and_the_next_start_goes_on_exactly_once(
+    stack: Stack, settings: Settings, enricher: EnricherProcess
+) -> None:
+    workload = Workload(settings, enricher.prefix)
+    workload.snapshot()
+
+    def produce() -> None:
+        for _ in range(15):
+            workload.round(transactions=60, updates=30)
+            time.sleep(0.2)
+
+    producing = threading.Thread(target=produce, daemon=True)
+    producing.start()
+    proc = enricher.start()
+    _wait_for(lambda: len(output_records(settings, enricher.prefix)) > 100, 60, lambda: enricher.logs()[-3000:])
+    began = time.monotonic()
+    assert enricher.terminate(proc) == 0  # stop polling, commit the open transaction, close
+    assert time.monotonic() - began < 30
+    assert '"event": "enricher.drained"' in enricher.logs()
+    producing.join(timeout=120)
+    proc = enricher.start()
+    records = _wait_for_all(settings, enricher, workload)
+    assert enricher.terminate(proc) == 0
+    _assert_exactly_once_and_as_of(settings, workload, records)
