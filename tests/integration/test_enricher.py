@@ -275,3 +275,35 @@ def test_sigterm_mid_stream_drains_and_the_next_start_goes_on_exactly_once(
     records = _wait_for_all(settings, enricher, workload)
     assert enricher.terminate(proc) == 0
     _assert_exactly_once_and_as_of(settings, workload, records)
+
+
+def test_two_instances_share_the_partitions_exactly_once_across_a_rebalance(
+    stack: Stack, settings: Settings, enricher: EnricherProcess
+) -> None:
+    workload = Workload(settings, enricher.prefix)
+    workload.snapshot()
+
+    def produce() -> None:
+        for _ in range(20):
+            workload.round(transactions=60, updates=30)
+            time.sleep(0.2)
+
+    producing = threading.Thread(target=produce, daemon=True)
+    producing.start()
+    first = enricher.start()
+    _wait_for(lambda: len(output_records(settings, enricher.prefix)) > 100, 60, lambda: enricher.logs()[-3000:])
+    enricher.env_overrides["CDCFLOW_ENRICHER__INSTANCE_ID"] = "two"
+    enricher.env_overrides["CDCFLOW_ENRICHER__STATE_DIR"] = str(enricher.state_dir.with_name("store-two"))
+    second = enricher.start()  # the group rebalances: the first commits and gives up some partitions
+    producing.join(timeout=120)
+    records = _wait_for_all(settings, enricher, workload)
+    assert enricher.terminate(second) == 0
+    assert enricher.terminate(first) == 0
+    assert '"event": "enricher.revoked"' in enricher.log_file(first).read_text()
+    second_took = [
+        json.loads(line)["partitions"]
+        for line in enricher.log_file(second).read_text().splitlines()
+        if '"event": "enricher.assigned"' in line
+    ]
+    assert any(second_took), "the second instance never got a partition: no rebalance was tested"
+    _assert_exactly_once_and_as_of(settings, workload, records)
