@@ -256,7 +256,9 @@ class WriterSettings(_Frozen):
     contracts_dir: Path = Field(default_factory=lambda: repo_root() / "schemas")
     # enriched.transactions: the enricher's output is no captured table; silver would name it like
     # lending.transactions (README, "The enricher")
-    exclude_tables: list[str] = Field(default_factory=lambda: ["cdcflow.heartbeat", "enriched.transactions"])
+    exclude_tables: list[str] = Field(
+        default_factory=lambda: ["cdcflow.heartbeat", "cdcflow.debezium_signal", "enriched.transactions"]
+    )
     # regexes over ``schema.table.column``: columns the connector's column.exclude.list leaves out as well
     exclude_columns: list[str] = Field(default_factory=list)
     flush_max_rows: int = Field(default=100_000, ge=1)

@@ -100,7 +100,9 @@ FIDELITY = {
 }
 HEARTBEAT_DDL = (
     "create schema if not exists cdcflow;\n"
-    "create table if not exists cdcflow.heartbeat (id integer primary key, beat_at timestamptz not null);"
+    "create table if not exists cdcflow.heartbeat (id integer primary key, beat_at timestamptz not null);\n"
+    "create table if not exists cdcflow.debezium_signal (id varchar(64) primary key, type varchar(32) not null, "
+    "data varchar(2048));"
 )
 _SOURCE_NAME = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")  # plain: its tables' names stay readable
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*")
@@ -125,6 +127,8 @@ def new_connector(settings: Settings, name: str, dsn: str, tables: Sequence[str]
     template = load_connector(settings.stack.connect_dir, settings.connect.connector)
     config = {**template, **FIDELITY, **_database(settings, name, dsn)}
     config.update({"topic.prefix": name, "slot.name": f"cdcflow_{name}", "publication.name": f"cdcflow_{name}"})
+    if "notification.sink.topic.name" in config:  # `cdcflow backfill status` reads each source's own
+        config["notification.sink.topic.name"] = f"_cdcflow.notifications.{name}"
     config.pop("schema.include.list", None)
     config.pop("table.include.list", None)
     if tables:
