@@ -70,3 +70,19 @@ def remove(name: Annotated[str, typer.Argument(help="The source's connector name
 
     for step in remove_source(_settings(), name):
         console.print(step)
+
+
+@source_app.command("add-table")
+def add_table(
+    table: Annotated[str, typer.Argument(help="schema.table to capture from now on.")],
+    source: Annotated[
+        str | None, typer.Option("--source", help="The source's connector name (default: the primary source).")
+    ] = None,
+) -> None:
+    """Capture one more table without restarting Connect: include list, publication, connector config (its task
+    restarts), then an incremental snapshot of its existing rows (`cdcflow backfill status` follows it)."""
+    from services.cli import _settings
+    from services.stack.backfill import add_table as capture
+
+    for step in capture(_settings(), table, source):
+        console.print(step)

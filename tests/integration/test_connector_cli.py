@@ -33,7 +33,12 @@ def throwaway(stack: Stack, settings: Settings, pg: psycopg.Connection[tuple[obj
     name = f"it_restart_{uuid.uuid4().hex[:8]}"
     pg.execute(f'create publication "{name}"'.encode())  # no tables: the connector streams nothing
     config = load_connector(settings.stack.connect_dir, settings.connect.connector)
-    for key in ("heartbeat.interval.ms", "heartbeat.action.query", "signal.data.collection"):
+    for key in (
+        "heartbeat.interval.ms",
+        "heartbeat.action.query",
+        "signal.data.collection",
+        "notification.enabled.channels",
+    ):
         config.pop(key, None)
     config.update(
         {

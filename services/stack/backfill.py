@@ -1,0 +1,328 @@
+"""Backfills without a restart: Debezium's incremental snapshots, asked for through its signal table.
+
+``cdcflow backfill start`` inserts an ``execute-snapshot`` signal (type INCREMENTAL, ``additional-conditions``
+for ``--where``) into the source database's ``cdcflow.debezium_signal``; the connector reads it from the WAL
+like any change and snapshots the tables in chunks of primary keys while streaming goes on. The signal's id
+is derived from the request, and the table's primary key keeps one row per id: the same request sent twice
+runs one snapshot. ``status`` reads Debezium's notifications (the sink channel: a topic per connector, named
+in the connector's ``notification.sink.topic.name``), whose id is the signal's id. ``stop`` inserts a
+``stop-snapshot`` signal.
+
+How snapshot reads and streamed changes of one row resolve: see ``dbt/macros/silver.sql`` (an incremental
+snapshot's read carries no LSN; it takes its place after the versions emitted before it in its partition).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+
+from services.common.kafka import read_topic, topic_names
+from services.common.settings import Settings
+from services.stack.connect import load_connector, resolve_env
+from services.stack.errors import StackError
+
+__all__ = [
+    "SIGNAL_TABLE",
+    "SignalTarget",
+    "Snapshot",
+    "add_table",
+    "captured",
+    "signal_id",
+    "snapshot_status",
+    "start_snapshot",
+    "stop_snapshot",
+    "target",
+    "widened",
+]
+
+SIGNAL_TABLE = "cdcflow.debezium_signal"
+_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*")
+
+
+@dataclass(frozen=True, slots=True)
+class SignalTarget:
+    connector: str
+    dsn: str
+    config: dict[str, str]  # the connector's config, ${env:…} references filled in
+
+    @property
+    def signal_table(self) -> str:
+        return self.config.get("signal.data.collection", "")
+
+    @property
+    def notification_topic(self) -> str:
+        return self.config.get("notification.sink.topic.name", "")
+
+
+def target(settings: Settings, source: str | None = None) -> SignalTarget:
+    """The connector to signal: ``source``'s connector file, or the primary one (``CDCFLOW_CONNECT__CONNECTOR``).
+
+    The config is the one Connect runs when the connector is registered, else the file's.
+    """
+    from services.stack.sources import sources
+
+    env = {**os.environ, **settings.connector_env()}
+    if source is not None:
+        found = next((s for s in sources(settings) if s.connector == source), None)
+        if found is None:
+            raise StackError(f"no connector file connect/connectors/{source}.json")
+        name, dsn = found.connector, found.dsn()
+    else:
+        name, dsn = settings.connect.connector, settings.postgres.dsn()
+    config = {k: resolve_env(v, env) for k, v in _config(settings, name).items()}
+    if config.get("signal.data.collection") != SIGNAL_TABLE:
+        raise StackError(
+            f"connector {name!r} has no signal table: set signal.data.collection={SIGNAL_TABLE} and "
+            f"signal.enabled.channels=source in its connector file (see connect/connectors/lending.json)"
+        )
+    return SignalTarget(name, dsn, config)
+
+
+def _config(settings: Settings, name: str) -> dict[str, str]:
+    try:
+        response = httpx.get(f"{settings.connect.url}/connectors/{name}/config", timeout=10)
+    except httpx.HTTPError:
+        response = None
+    if response is not None and response.status_code == 200:
+        return {str(k): str(v) for k, v in response.json().items()}
+    return load_connector(settings.stack.connect_dir, name)
+
+
+def captured(config: dict[str, str], table: str) -> bool:
+    """Whether the connector's include lists take ``schema.table`` (Debezium matches them as whole regexes)."""
+
+    def takes(key: str, name: str) -> bool:
+        patterns = [p.strip() for p in config.get(key, "").split(",") if p.strip()]
+        return not patterns or any(re.fullmatch(p, name) for p in patterns)
+
+    return takes("schema.include.list", table.split(".", 1)[0]) and takes("table.include.list", table)
+
+
+def signal_id(tables: Sequence[str], where: str | None, *, again: bool = False) -> str:
+    """The id of an execute-snapshot request: the same tables and condition give the same id."""
+    request = json.dumps({"tables": sorted(set(tables)), "where": where or ""}, sort_keys=True)
+    if again:
+        request += f"#{time.time_ns()}"
+    return "backfill-" + hashlib.sha256(request.encode()).hexdigest()[:32]
+
+
+def _check_tables(signal: SignalTarget, tables: Sequence[str]) -> None:
+    bad = [t for t in tables if not _TABLE.fullmatch(t)]
+    if bad or not tables:
+        raise StackError(f"backfill takes schema.table names: {list(bad) or 'none given'}")
+    missing = [t for t in tables if not captured(signal.config, t)]
+    if missing:
+        raise StackError(
+            f"connector {signal.connector!r} does not capture {', '.join(missing)}: "
+            "add it first with `cdcflow source add-table`"
+        )
+
+
+def start_snapshot(
+    signal: SignalTarget, tables: Sequence[str], where: str | None = None, *, again: bool = False
+) -> tuple[str, bool]:
+    """Ask for an incremental snapshot of ``tables`` (rows matching ``where``); (signal id, newly sent).
+
+    False when the same request was sent before: its snapshot ran or runs, none is added.
+    """
+    _check_tables(signal, tables)
+    data: dict[str, Any] = {"data-collections": list(tables), "type": "INCREMENTAL"}
+    if where:
+        data["additional-conditions"] = [{"data-collection": t, "filter": where} for t in tables]
+    sid = signal_id(tables, where, again=again)
+    return sid, _insert(signal, sid, "execute-snapshot", data)
+
+
+def stop_snapshot(signal: SignalTarget, tables: Sequence[str] = ()) -> str:
+    """Stop the running incremental snapshot (of ``tables`` only, when given); the stop signal's id."""
+    if tables:
+        _check_tables(signal, tables)
+    data: dict[str, Any] = {"type": "INCREMENTAL"}
+    if tables:
+        data["data-collections"] = list(tables)
+    sid = f"stop-{time.time_ns()}"
+    _insert(signal, sid, "stop-snapshot", data)
+    return sid
+
+
+def _insert(signal: SignalTarget, sid: str, kind: str, data: dict[str, Any]) -> bool:
+    try:
+        with psycopg.connect(signal.dsn, autocommit=True, connect_timeout=10) as conn:
+            inserted = conn.execute(
+                "insert into cdcflow.debezium_signal (id, type, data) values (%s, %s, %s) on conflict (id) do nothing",
+                (sid, kind, json.dumps(data)),
+            )
+            return inserted.rowcount == 1
+    except psycopg.Error as exc:
+        raise StackError(f"cannot write the signal to {SIGNAL_TABLE} of the source database: {exc}") from None
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """One incremental snapshot, as its notifications tell it."""
+
+    id: str
+    state: str = "REQUESTED"  # STARTED, IN_PROGRESS, PAUSED, RESUMED, ABORTED, COMPLETED; REQUESTED: not seen yet
+    tables: str = ""
+    current: str = ""  # the table being read
+    last_key: str = ""  # the last primary key read of it, and the highest it will read
+    max_key: str = ""
+    rows: dict[str, int] = field(default_factory=dict)  # rows read per finished table
+    updated_ms: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "tables": self.tables,
+            "current": self.current,
+            "last_key": self.last_key,
+            "max_key": self.max_key,
+            "rows": self.rows,
+            "updated_ms": self.updated_ms,
+        }
+
+
+def snapshot_status(settings: Settings, signal: SignalTarget) -> list[Snapshot]:
+    """Every incremental snapshot of the connector, oldest first: requested ones from the signal table, their
+    progress from the connector's notifications."""
+    snapshots: dict[str, Snapshot] = {}
+    for sid, data in _requested(signal):
+        snapshots[sid] = Snapshot(sid, tables=",".join(data.get("data-collections", [])))
+    for note in _notifications(settings, signal):
+        apply_notification(snapshots, note)
+    return sorted(snapshots.values(), key=lambda s: (s.updated_ms or 2**62, s.id))
+
+
+def apply_notification(snapshots: dict[str, Snapshot], note: dict[str, Any]) -> None:
+    """Fold one Debezium notification (in timestamp order) into the snapshot it is about."""
+    extra = note.get("additional_data") or {}
+    sid = str(note.get("id", ""))
+    snap = snapshots.setdefault(sid, Snapshot(sid))
+    kind = str(note.get("type", ""))
+    snap.updated_ms = int(note.get("timestamp", 0))
+    if "data_collections" in extra:
+        snap.tables = str(extra["data_collections"])
+    if kind == "TABLE_SCAN_COMPLETED":
+        snap.rows[str(extra.get("scanned_collection", ""))] = int(extra.get("total_rows_scanned", 0))
+        snap.current, snap.last_key = "", ""
+    else:
+        snap.state = kind
+    if kind == "IN_PROGRESS":
+        snap.current = str(extra.get("current_collection_in_progress", ""))
+        snap.last_key, snap.max_key = str(extra.get("last_processed_key", "")), str(extra.get("maximum_key", ""))
+
+
+def _requested(signal: SignalTarget) -> list[tuple[str, dict[str, Any]]]:
+    with psycopg.connect(signal.dsn, autocommit=True, connect_timeout=10) as conn:
+        rows = conn.execute("select id, data from cdcflow.debezium_signal where type = 'execute-snapshot'").fetchall()
+    return [(str(sid), json.loads(str(data or "{}"))) for sid, data in rows]
+
+
+def _notifications(settings: Settings, signal: SignalTarget) -> list[dict[str, Any]]:
+    topic = signal.notification_topic
+    if not topic or topic not in topic_names(settings.kafka, topic):
+        return []
+    notes = []
+    for message in read_topic(settings.kafka, topic).messages:
+        try:
+            note = json.loads(message.value() or b"{}")
+        except ValueError:
+            continue  # not a notification: nothing to report about it
+        extra = note.get("additional_data") or {}
+        # Debezium names the connector by its logical name, the topic prefix
+        mine = extra.get("connector_name") in (signal.connector, signal.config.get("topic.prefix"))
+        if note.get("aggregate_type") == "Incremental Snapshot" and mine:
+            notes.append(note)
+    return sorted(notes, key=lambda n: int(n.get("timestamp", 0)))
+
+
+# --- a table more to capture: `cdcflow source add-table` ----------------------------------------------------
+
+
+def add_table(settings: Settings, table: str, source: str | None = None, *, timeout_s: float = 120.0) -> list[str]:
+    """Capture ``table`` too, without restarting Connect, and snapshot its existing rows; what was done.
+
+    The table joins the connector's include list (in its connector file when it has one) and its filtered
+    publication; the new config is PUT to Connect, which restarts the connector's task (not the worker); then
+    an incremental snapshot copies the rows the table already holds while its changes stream.
+    """
+    from services.stack.connect import ConnectWorker
+
+    if not _TABLE.fullmatch(table):
+        raise StackError(f"add-table takes a schema.table name, not {table!r}")
+    signal = target(settings, source)
+    raw = _config(settings, signal.connector)
+    done = []
+    if not captured(signal.config, table):
+        raw = widened(raw, table)
+        _rewrite_file(settings, signal.connector, raw)
+        done.append(f"{table} added to connector {signal.connector}'s include list")
+    if _publish(signal, table):
+        done.append(f"{table} added to publication {signal.config.get('publication.name')}")
+    worker = ConnectWorker(settings)
+    worker.put(signal.connector, raw)
+    worker.wait_running(signal.connector, timeout_s)
+    sid, sent = start_snapshot(target(settings, source), [table])
+    done.append(f"incremental snapshot {sid} {'requested' if sent else 'already requested'}")
+    return done
+
+
+def widened(config: dict[str, str], table: str) -> dict[str, str]:
+    """``config`` with ``table`` in its include lists."""
+    schema = table.split(".", 1)[0]
+    out = dict(config)
+    tables = [p.strip() for p in config.get("table.include.list", "").split(",") if p.strip()]
+    if tables:
+        out["table.include.list"] = ",".join([*tables, re.escape(table)])
+    schemas = [p.strip() for p in config.get("schema.include.list", "").split(",") if p.strip()]
+    if schemas and not any(re.fullmatch(p, schema) for p in schemas):
+        out["schema.include.list"] = ",".join([*schemas, re.escape(schema)])
+    return out
+
+
+def _rewrite_file(settings: Settings, name: str, config: dict[str, str]) -> None:
+    """The connector file keeps what Connect runs; a connector registered without one has nothing to keep."""
+    path = settings.stack.connect_dir / "connectors" / f"{name}.json"
+    if not path.exists():
+        return
+    document = json.loads(path.read_text())
+    inner = document.get("config", document)
+    for key in ("table.include.list", "schema.include.list"):
+        if key in config:
+            inner[key] = config[key]
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def _publish(signal: SignalTarget, table: str) -> bool:
+    """Add ``table`` to the connector's publication; False when it is published already (or will be created
+    by the connector)."""
+    from psycopg import sql
+
+    publication = signal.config.get("publication.name", "")
+    schema, name = table.split(".", 1)
+    with psycopg.connect(signal.dsn, autocommit=True, connect_timeout=10) as conn:
+        exists = conn.execute("select puballtables from pg_publication where pubname = %s", (publication,)).fetchone()
+        if exists is None or exists[0]:
+            return False
+        published = conn.execute(
+            "select 1 from pg_publication_tables where pubname = %s and schemaname = %s and tablename = %s",
+            (publication, schema, name),
+        ).fetchone()
+        if published:
+            return False
+        statement = sql.SQL("alter publication {} add table {}.{}").format(
+            sql.Identifier(publication), sql.Identifier(schema), sql.Identifier(name)
+        )
+        conn.execute(statement)
+        return True

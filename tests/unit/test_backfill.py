@@ -1,0 +1,87 @@
+"""Backfill signals: one id per request, include lists, and the status folded from Debezium's notifications."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from services.common.settings import repo_root
+from services.stack.backfill import Snapshot, apply_notification, captured, signal_id, widened
+
+
+def test_the_same_request_gives_the_same_signal_id_and_again_a_new_one() -> None:
+    first = signal_id(["lending.extra", "lending.other"], "id > 5")
+    assert first == signal_id(["lending.other", "lending.extra"], "id > 5")
+    assert first != signal_id(["lending.other", "lending.extra"], "id > 6")
+    assert first != signal_id(["lending.extra"], "id > 5")
+    assert first != signal_id(["lending.extra", "lending.other"], "id > 5", again=True)
+    assert len(first) <= 64  # the signal table's id column
+
+
+def test_captured_follows_debeziums_whole_match_of_the_include_lists() -> None:
+    config = {"schema.include.list": "lending,cdcflow", "table.include.list": r"lending\.cust.*,cdcflow\.heartbeat"}
+    assert captured(config, "lending.customers")
+    assert not captured(config, "lending.facilities")
+    assert not captured(config, "shop.customers")
+    assert captured({}, "any.table")  # no lists: every table
+
+
+def test_widened_adds_the_table_and_its_schema_once() -> None:
+    config = {"schema.include.list": "lending,cdcflow", "table.include.list": r"lending\.customers,cdcflow\.heartbeat"}
+    wider = widened(config, "shop.order_lines")
+    assert wider["table.include.list"] == r"lending\.customers,cdcflow\.heartbeat,shop\.order_lines"
+    assert wider["schema.include.list"] == "lending,cdcflow,shop"
+    assert captured(wider, "shop.order_lines")
+    assert widened(config, "lending.facilities")["schema.include.list"] == "lending,cdcflow"
+    assert "table.include.list" not in widened({}, "a.b")  # every table is captured already
+
+
+def _note(kind: str, ts: int, **extra: str) -> dict[str, object]:
+    data = {"connector_name": "lending", **extra}
+    return {
+        "id": "sig",
+        "type": kind,
+        "aggregate_type": "Incremental Snapshot",
+        "additional_data": data,
+        "timestamp": ts,
+    }
+
+
+def test_status_folds_notifications_into_progress_and_rows_per_table() -> None:
+    snapshots = {"sig": Snapshot("sig", tables="lending.a,lending.b")}
+    apply_notification(snapshots, _note("STARTED", 1, data_collections="lending.a,lending.b"))
+    apply_notification(
+        snapshots,
+        _note(
+            "IN_PROGRESS", 2, current_collection_in_progress="lending.a", last_processed_key="2048", maximum_key="5000"
+        ),
+    )
+    snap = snapshots["sig"]
+    assert (snap.state, snap.current, snap.last_key, snap.max_key) == ("IN_PROGRESS", "lending.a", "2048", "5000")
+    apply_notification(
+        snapshots, _note("TABLE_SCAN_COMPLETED", 3, scanned_collection="lending.a", total_rows_scanned="5000")
+    )
+    apply_notification(
+        snapshots, _note("TABLE_SCAN_COMPLETED", 4, scanned_collection="lending.b", total_rows_scanned="0")
+    )
+    apply_notification(snapshots, _note("COMPLETED", 5))
+    assert snap.as_dict() == {
+        "id": "sig",
+        "state": "COMPLETED",
+        "tables": "lending.a,lending.b",
+        "current": "",
+        "last_key": "",
+        "max_key": "5000",
+        "rows": {"lending.a": 5000, "lending.b": 0},
+        "updated_ms": 5,
+    }
+
+
+def test_the_primary_connector_has_a_signal_table_and_a_notification_topic() -> None:
+    config = json.loads((repo_root() / "connect" / "connectors" / "lending.json").read_text())["config"]
+    assert config["signal.data.collection"] == "cdcflow.debezium_signal"
+    assert "source" in config["signal.enabled.channels"].split(",")
+    assert config["notification.enabled.channels"] == "sink"
+    assert config["notification.sink.topic.name"].startswith("_cdcflow.notifications.")
+    schema_sql = (repo_root() / "services" / "stack" / "schema.sql").read_text()
+    assert re.search(r"create table if not exists cdcflow\.debezium_signal", schema_sql)
