@@ -19,6 +19,7 @@ from services.common.errors import CdcflowError
 from services.common.logging import configure_logging
 from services.common.settings import Settings, load_settings
 from services.dlq.cli import dlq_app
+from services.stack.backfill_cli import backfill_app
 from services.stack.connector_cli import connector_app
 from services.stack.source_cli import source_app
 
@@ -40,6 +41,7 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(source_app, name="source")
 app.add_typer(connector_app, name="connector")
+app.add_typer(backfill_app, name="backfill")
 deploy_app = typer.Typer(help="Deployment: Kubernetes manifests from the project's files, connector registration.")
 app.add_typer(deploy_app, name="deploy")
 
