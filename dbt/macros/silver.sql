@@ -9,7 +9,11 @@
     — and all the logic is here, so onboarding a table writes no SQL.
 
     The versions of a row are its bronze change events ('c', 'u', 'r', 'd'), ordered by `_source_lsn`, then
-    `_kafka_offset` (a row's key always maps to one partition; snapshot rows share one LSN). On that order:
+    `_kafka_offset` (a row's key always maps to one partition; snapshot rows share one LSN). A read of an
+    incremental snapshot (`cdcflow backfill`) carries no LSN: Debezium emits it where its chunk's window closes
+    in the stream, after dropping the keys that changed inside the window, so within its partition it follows
+    every version emitted before it and precedes every one emitted after. It takes the highest LSN of its key's
+    earlier versions in the same topic partition (or sorts first), then its offset. On that order:
 
     - TOAST: a version whose `_unavailable_columns` names a column did not carry its value (PostgreSQL left
       the out-of-line value untouched); it takes the value of the newest earlier version that had it.
@@ -95,15 +99,30 @@
     columns both models need. -#}
 {% macro _silver_versions(table, src, truncated_lsn=none) -%}
     {%- set key_list = _silver_keys(table) -%}
-    versions as (
-        select b.*
+    ordered as (
+        select
+            b.*,
+            coalesce(
+                b._source_lsn,
+                max(b._source_lsn) over (
+                    partition by {{ _silver_keys(table, "b") }}, b._kafka_topic, b._kafka_partition
+                    order by b._kafka_offset
+                    rows between unbounded preceding and 1 preceding
+                ),
+                -1
+            ) as _order_lsn
         from {{ src }} as b
         {%- if is_incremental() %}
         inner join changed_keys as k on {{ _silver_key_match(table, 'b', 'k') }}
         {%- endif %}
         where b._op in ('c', 'u', 'r', 'd')
+    ),
+
+    versions as (
+        select *
+        from ordered
         {%- if truncated_lsn %}
-          and coalesce(b._source_lsn, 0) > {{ truncated_lsn }}
+        where coalesce(_source_lsn, 0) > {{ truncated_lsn }}
         {%- endif %}
     ),
 
@@ -118,7 +137,7 @@
                     ignore nulls
                 ) over (
                     partition by {{ key_list }}
-                    order by coalesce(_source_lsn, -1), _kafka_offset
+                    order by _order_lsn, _kafka_offset
                     rows between unbounded preceding and current row
                 )
                 else {{ name }}
@@ -134,14 +153,14 @@
             _kafka_offset,
             _loaded_at,
             row_number() over (
-                partition by {{ key_list }} order by coalesce(_source_lsn, -1) desc, _kafka_offset desc
+                partition by {{ key_list }} order by _order_lsn desc, _kafka_offset desc
             ) as _recency,
             max(_loaded_at) over (partition by {{ key_list }}) as _key_loaded_at,
             lead(coalesce(_source_lsn, 0)) over (
-                partition by {{ key_list }} order by coalesce(_source_lsn, -1), _kafka_offset
+                partition by {{ key_list }} order by _order_lsn, _kafka_offset
             ) as _next_lsn,
             lead(_source_ts) over (
-                partition by {{ key_list }} order by coalesce(_source_lsn, -1), _kafka_offset
+                partition by {{ key_list }} order by _order_lsn, _kafka_offset
             ) as _next_ts
         from versions
     ),

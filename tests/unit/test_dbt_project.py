@@ -257,6 +257,36 @@ _PROBE = """
 """
 
 
+def _incremental_read(offset: int, customer_id: int, status: str) -> dict[str, Any]:
+    """A read of an incremental snapshot: Debezium gives it no LSN."""
+    return _change("r", offset, 1, customer_id, status=status, offset=offset) | {
+        "_source_lsn": None,
+        "_is_snapshot": True,
+    }
+
+
+def test_an_incremental_snapshot_read_takes_its_place_in_its_partition(env: dict[str, str]) -> None:
+    warehouse = Path(env["CDCFLOW_WAREHOUSE__DUCKDB_PATH"])
+    assert _transform(env)[0] == 0
+    _load(
+        warehouse,
+        [
+            # a re-snapshot repairs a key whose update at LSN 20 never reached bronze
+            _change("c", 10, 1, 1, offset=10),
+            _incremental_read(30, 1, "SUSPENDED"),
+            # a change committed after the chunk's window closed, with an LSN below the window's: it wins
+            _incremental_read(40, 2, "ACTIVE"),
+            _change("u", 15, 1, 2, status="INACTIVE", offset=41),
+            # a change after the read, as usual
+            _change("c", 12, 1, 3, offset=12),
+            _incremental_read(50, 3, "ACTIVE"),
+            _change("u", 60, 1, 3, status="INACTIVE", offset=51),
+        ],
+    )
+    assert _transform(env)[0] == 0
+    assert [row[:2] for row in _current(warehouse)] == [(1, "SUSPENDED"), (2, "INACTIVE"), (3, "INACTIVE")]
+
+
 def test_the_project_compiles_for_bigquery_offline(env: dict[str, str], empty_bigquery: str, tmp_path: Path) -> None:
     """The BigQuery profile (oauth-secrets, a dummy token, api_endpoint) and every bigquery__ variant render."""
     env |= {"CDCFLOW_TRANSFORM__TARGET": "bigquery", "CDCFLOW_TRANSFORM__BIGQUERY_API_ENDPOINT": empty_bigquery}

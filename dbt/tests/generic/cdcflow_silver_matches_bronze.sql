@@ -2,7 +2,8 @@
 
     An independent, deliberately naive recomputation from the whole bronze table (no incremental state, no
     carry-forward): per key the newest version by `_source_lsn`, then `_kafka_offset`, among the versions
-    after the last truncate; live unless it is a delete. Fails with one row per key that is
+    after the last truncate; live unless it is a delete. A read of an incremental snapshot has no LSN and
+    takes the highest LSN of its key's earlier versions in its topic partition (see macros/silver.sql). Fails with one row per key that is
     - `missing`: live in bronze, absent from silver;
     - `not_live`: in silver, but deleted, truncated or unknown in bronze;
     - `wrong_version`: silver holds another version;
@@ -23,15 +24,28 @@ with truncated as (
     select coalesce(max(_source_lsn), -1) as lsn from {{ src }} where _op = 't'
 ),
 
-ranked as (
+placed as (
     select
         b.*,
-        row_number() over (
-            partition by {{ keys }} order by coalesce(b._source_lsn, -1) desc, b._kafka_offset desc
-        ) as recency
+        coalesce(
+            b._source_lsn,
+            max(b._source_lsn) over (
+                partition by {{ keys }}, b._kafka_topic, b._kafka_partition
+                order by b._kafka_offset
+                rows between unbounded preceding and 1 preceding
+            ),
+            -1
+        ) as place_lsn
     from {{ src }} as b
     where b._op in ('c', 'u', 'r', 'd')
-      and coalesce(b._source_lsn, 0) > (select lsn from truncated)
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (partition by {{ keys }} order by place_lsn desc, _kafka_offset desc) as recency
+    from placed
+    where coalesce(_source_lsn, 0) > (select lsn from truncated)
 ),
 
 expected as (
