@@ -1,0 +1,163 @@
+"""A table with existing rows captured while a workload writes to it, without restarting Connect.
+
+``extra.accounts`` holds 20,000 rows in a source of its own and is not captured. While a workload updates,
+inserts and deletes its rows and the lake writer runs, ``cdcflow source add-table`` adds it to the connector
+(include list, publication, a PUT of the config: the task restarts, the worker does not) and asks for an
+incremental snapshot of it. Then: the same request again runs no second snapshot; silver equals the source
+(``verify``, zero drift); a re-snapshot changes nothing in silver; ``--where`` reads exactly the matching rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pytest
+
+from services.common.contracts import ContractRegistry, TableContract, load_contracts
+from services.common.contracts.store import contracts_from_lake
+from services.common.lake import open_lake
+from services.common.settings import load_settings, repo_root
+from services.stack.runtime import Stack
+from tests.fixtures.pipeline import WriterProcess, partition_ends, read_partitions, wait_until
+from tests.fixtures.source import IsolatedSource
+from tests.fixtures.transform import describe, pipeline_env, settle
+
+ROWS = 20_000
+ACCOUNTS = f"""
+create schema extra;
+create table extra.accounts (id bigint primary key, owner text not null, balance numeric(14, 2) not null);
+insert into extra.accounts select g, 'owner ' || g, g * 1.25 from generate_series(1, {ROWS}) g;
+"""
+CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
+TABLES = ["extra.accounts"]
+
+
+def _cdcflow(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([CDCFLOW, *args], capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert done.returncode == 0, f"cdcflow {' '.join(args)}: {done.stdout[-2000:]} {done.stderr[-3000:]}"
+    return done.stdout
+
+
+def _snapshots(env: dict[str, str]) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = json.loads(_cdcflow(env, "backfill", "status", "--json"))
+    return found
+
+
+def _wait_completed(env: dict[str, str], count: int) -> list[dict[str, object]]:
+    def done() -> bool:
+        snaps = _snapshots(env)
+        return len(snaps) == count and all(s["state"] == "COMPLETED" for s in snaps)
+
+    wait_until(f"{count} completed backfill(s)", done, timeout_s=300, interval_s=2)
+    return _snapshots(env)
+
+
+class _Workload(threading.Thread):
+    """Updates, inserts and deletes on extra.accounts until stopped."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.stop, self.operations = dsn, threading.Event(), 0
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                key = (n * 7919) % ROWS + 1
+                conn.execute("update extra.accounts set balance = balance + 1 where id = %s", (key,))
+                if n % 5 == 0:
+                    conn.execute("insert into extra.accounts values (%s, 'new', 1)", (ROWS + n,))
+                if n % 11 == 0:
+                    conn.execute("delete from extra.accounts where id = %s", ((key * 13) % ROWS + 1,))
+                self.operations += 1
+                time.sleep(0.002)
+
+
+def _silver_rows(path: Path) -> list[tuple[object, ...]]:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return conn.execute("select id, owner, balance from silver.accounts order by id").fetchall()
+
+
+@pytest.mark.parametrize("isolated_source", [ACCOUNTS], indirect=True)
+def test_a_table_added_while_written_is_backfilled_with_zero_drift(
+    isolated_source: IsolatedSource, writer: WriterProcess, stack: Stack, tmp_path: Path
+) -> None:
+    settings = isolated_source.settings
+    writer.env_overrides.update(isolated_source.env())
+    env = {**pipeline_env(writer, tmp_path), **isolated_source.env()}
+    cli_env = {**os.environ, **isolated_source.env()}
+    configured = load_settings(env)
+    dsn = settings.postgres.dsn()
+    worker_pid = stack.connect.process.pid()
+
+    def contracts() -> list[TableContract]:
+        lake = open_lake(configured.lake, configured.lake_root())
+        try:
+            published = contracts_from_lake(lake)
+        finally:
+            lake.close()
+        return [
+            c
+            for c in ContractRegistry.of([*load_contracts(repo_root() / "schemas"), *published])
+            if c.schema == "extra"
+        ]
+
+    writing = writer.start()
+    workload = _Workload(dsn)
+    workload.start()
+    try:
+        time.sleep(2)
+        added = _cdcflow(cli_env, "source", "add-table", "extra.accounts")
+        assert "extra.accounts added to connector" in added
+        assert "incremental snapshot" in added
+        again = _cdcflow(cli_env, "backfill", "start", "extra.accounts")  # the same request: no second snapshot
+        assert "already requested" in again
+        [snapshot] = _wait_completed(cli_env, 1)
+        time.sleep(2)
+    finally:
+        workload.stop.set()
+        workload.join(timeout=30)
+    assert writer.terminate(writing) == 0, writer.logs()[-3000:]
+    assert workload.operations > 100
+    assert stack.connect.process.pid() == worker_pid  # Connect was not restarted
+    rows = snapshot["rows"]
+    assert isinstance(rows, dict)
+    assert rows["extra.accounts"] >= ROWS - workload.operations // 11
+
+    report, _ = settle(settings, writer, env, TABLES, contracts)
+    assert not report.drift, describe(report)
+    [accounts] = report.tables
+    assert accounts.source_rows == accounts.silver_rows > ROWS - workload.operations // 11
+    before = _silver_rows(configured.duckdb_path())
+
+    # a re-snapshot of a captured table: new read events, nothing changes in silver
+    _cdcflow(cli_env, "backfill", "start", "extra.accounts", "--again")
+    _wait_completed(cli_env, 2)
+    report, _ = settle(settings, writer, env, TABLES, contracts)
+    assert not report.drift, describe(report)
+    assert _silver_rows(configured.duckdb_path()) == before
+
+    # --where: exactly the matching rows are read
+    topic = f"{settings.kafka.topic_prefix}.extra.accounts"
+    start = partition_ends(settings, [topic])
+    _cdcflow(cli_env, "backfill", "start", "extra.accounts", "--where", "id % 7 = 0")
+    _wait_completed(cli_env, 3)
+    end = partition_ends(settings, [topic])
+    read = set()
+    for message in read_partitions(settings, end):
+        if (message.offset() or 0) >= start.get((topic, message.partition() or 0), 0):
+            event = json.loads(message.value() or b"null")
+            assert event["op"] == "r"
+            read.add(event["after"]["id"])
+    with psycopg.connect(dsn) as conn:
+        matching = {r[0] for r in conn.execute("select id from extra.accounts where id % 7 = 0").fetchall()}
+    assert read == matching
