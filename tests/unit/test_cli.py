@@ -15,6 +15,7 @@ from services.common.settings import repo_root
 from tests.fixtures.lakefiles import LakeFiles, lending_contract
 
 CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
+_GROUPS = ("schemas", "stack", "source", "backfill", "connector")  # commands whose second word is a subcommand
 
 
 def _readme_command_paths() -> set[tuple[str, ...]]:
@@ -35,12 +36,22 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 def test_every_command_the_readme_shows_exists() -> None:
     paths = _readme_command_paths()
-    assert {("load",), ("schemas", "generate"), ("schemas", "check"), ("stack", "up"), ("verify",)} <= {
-        p[:2] if p[0] in ("schemas", "stack") else p[:1] for p in paths
-    }
+    assert {
+        ("load",),
+        ("schemas", "generate"),
+        ("schemas", "check"),
+        ("stack", "up"),
+        ("verify",),
+        ("source", "add-table"),
+        ("backfill", "start"),
+        ("backfill", "status"),
+        ("backfill", "stop"),
+        ("connector", "status"),
+        ("connector", "restart"),
+    } <= {p[:2] if p[0] in _GROUPS else p[:1] for p in paths}
     for words in sorted(paths):
         # a second word is a subcommand only under a group; elsewhere it is prose after the command
-        command = list(words) if words[0] in ("schemas", "stack") else list(words[:1])
+        command = list(words) if words[0] in _GROUPS else list(words[:1])
         done = _run(*command, "--help")
         assert done.returncode == 0, f"`cdcflow {' '.join(command)}`: {done.stderr[-500:]}"
 
