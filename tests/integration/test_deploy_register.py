@@ -3,15 +3,15 @@ the connector files are PUT idempotently and the command returns once each conne
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
-from services.common.settings import Settings, repo_root
+from services.common.settings import Settings
 from services.stack.runtime import Stack
 
 CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
@@ -20,10 +20,12 @@ CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
 def test_register_puts_the_connector_files_and_waits_until_they_run(
     stack: Stack, settings: Settings, tmp_path: Path
 ) -> None:
-    # the repository's own connector only: the same config the stack registered, so the PUT changes nothing
-    (tmp_path / "connectors").mkdir()
-    shutil.copy(repo_root() / "connect" / "connectors" / "lending.json", tmp_path / "connectors")
+    # The running connector's own config as the file: the PUT changes nothing on the shared stack, even when
+    # the repository's connector file has moved on since the stack registered it.
     before = httpx.get(f"{settings.connect.url}/connectors/lending/config", timeout=10).json()
+    (tmp_path / "connectors").mkdir()
+    config = {k: v for k, v in before.items() if k != "name"}
+    (tmp_path / "connectors" / "lending.json").write_text(json.dumps({"name": "lending", "config": config}))
     env = {**os.environ, "CDCFLOW_STACK__CONNECT_DIR": str(tmp_path), "CDCFLOW_LOG__FORMAT": "json"}
     done = subprocess.run(
         [CDCFLOW, "deploy", "register", "--timeout", "60"],
