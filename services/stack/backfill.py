@@ -43,6 +43,7 @@ __all__ = [
     "stop_snapshot",
     "target",
     "widened",
+    "write_include_lists",
 ]
 
 SIGNAL_TABLE = "cdcflow.debezium_signal"
@@ -266,7 +267,7 @@ def add_table(settings: Settings, table: str, source: str | None = None, *, time
     done = []
     if not captured(signal.config, table):
         raw = widened(raw, table)
-        _rewrite_file(settings, signal.connector, raw)
+        write_include_lists(settings, signal.connector, raw)
         done.append(f"{table} added to connector {signal.connector}'s include list")
     if _publish(signal, table):
         done.append(f"{table} added to publication {signal.config.get('publication.name')}")
@@ -291,7 +292,7 @@ def widened(config: dict[str, str], table: str) -> dict[str, str]:
     return out
 
 
-def _rewrite_file(settings: Settings, name: str, config: dict[str, str]) -> None:
+def write_include_lists(settings: Settings, name: str, config: dict[str, str]) -> None:
     """The connector file keeps what Connect runs; a connector registered without one has nothing to keep."""
     path = settings.stack.connect_dir / "connectors" / f"{name}.json"
     if not path.exists():

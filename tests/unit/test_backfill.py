@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
-from services.common.settings import repo_root
-from services.stack.backfill import Snapshot, apply_notification, captured, signal_id, widened
+from services.common.settings import load_settings, repo_root
+from services.stack.backfill import Snapshot, apply_notification, captured, signal_id, widened, write_include_lists
 
 
 def test_the_same_request_gives_the_same_signal_id_and_again_a_new_one() -> None:
@@ -85,3 +86,20 @@ def test_the_primary_connector_has_a_signal_table_and_a_notification_topic() -> 
     assert config["notification.sink.topic.name"].startswith("_cdcflow.notifications.")
     schema_sql = (repo_root() / "services" / "stack" / "schema.sql").read_text()
     assert re.search(r"create table if not exists cdcflow\.debezium_signal", schema_sql)
+
+
+def test_the_connector_file_keeps_the_widened_lists_and_everything_else(tmp_path: Path) -> None:
+    (tmp_path / "connectors").mkdir()
+    original = json.loads((repo_root() / "connect" / "connectors" / "lending.json").read_text())
+    path = tmp_path / "connectors" / "lending.json"
+    path.write_text(json.dumps(original, indent=2))
+    settings = load_settings({"CDCFLOW_STACK__CONNECT_DIR": str(tmp_path)})
+    write_include_lists(settings, "lending", widened(original["config"], "audit.events"))
+    written = json.loads(path.read_text())
+    assert written["config"]["table.include.list"] == original["config"]["table.include.list"] + r",audit\.events"
+    assert written["config"]["schema.include.list"] == "lending,cdcflow,audit"
+    assert written["config"]["database.password"] == "${env:CDCFLOW_POSTGRES__PASSWORD}"  # never resolved
+    rest = {k: v for k, v in written["config"].items() if not k.endswith("include.list")}
+    assert rest == {k: v for k, v in original["config"].items() if not k.endswith("include.list")}
+    write_include_lists(settings, "unfiled", {"table.include.list": "x"})  # a connector without a file: nothing written
+    assert sorted(p.name for p in (tmp_path / "connectors").iterdir()) == ["lending.json"]
