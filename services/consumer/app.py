@@ -1,9 +1,9 @@
 """The lake writer's run loop: consume → decode in bulk → buffer per partition → flush → commit.
 
-Order of a checkpoint (per partition): write the Parquet files, wait for the partition's DLQ records to be
-acknowledged, then commit ``end`` synchronously and check the result. Only the checkpoint commits.
-A transient failure (lake or DLQ) drops the partition's buffer, seeks back to the committed position and
-pauses the partition with a backoff, so memory stays bounded and nothing is skipped.
+Only a partition's checkpoint commits (``checkpoint.py``: write the Parquet files, wait for the partition's
+DLQ records to be acknowledged, commit ``end`` synchronously, check the result). A transient failure (lake
+or DLQ) drops the partition's buffer, seeks back to the committed position and pauses the partition with a
+backoff, so memory stays bounded and nothing is skipped.
 
 No failure of one record ends the process:
 
@@ -66,6 +66,7 @@ from services.common.replay import replay_topic
 from services.common.settings import Settings
 from services.common.signals import Shutdown
 from services.consumer.buffers import FlushPolicy, PartitionBuffer
+from services.consumer.checkpoint import TP, Checkpoint
 from services.consumer.dlq import DlqPublisher
 from services.consumer.errors import OffsetsOutOfRangeError, WriteFailedError
 from services.consumer.evolution import CatalogEvolution
@@ -97,7 +98,6 @@ __all__ = ["LakeWriter"]
 
 log = get_logger(__name__)
 
-TP = tuple[str, int]
 _LAG_EVERY_S = 5.0
 _DLQ_CONFIRM_S = 30.0
 _METADATA_REFRESH_MS = 5_000  # how soon a newly created topic that matches the subscription is consumed
@@ -163,6 +163,7 @@ class LakeWriter:
                 "topic.metadata.refresh.interval.ms": _METADATA_REFRESH_MS,
             },
         )
+        self._checkpoint = Checkpoint(self._consumer, self._dlq, self._write_rows, dlq_timeout_s=_DLQ_CONFIRM_S)
         self._expected: dict[TP, int] = {}  # the offset a partition's next record must have (its committed one)
         self._buffers: dict[TP, PartitionBuffer] = {}
         self._paused_until: dict[TP, float] = {}
@@ -274,15 +275,14 @@ class LakeWriter:
             records = self._quarantine.without_quarantined(topic, part)
             try:
                 self._write_replayed(records, (partition, int(part.offsets[0]), end - 1), ingested_at_us)
-                self._dlq.confirm(topic, partition, _DLQ_CONFIRM_S)
+                buffer.advance(end)
+                committed, commit_s = self._checkpoint.settle(tp, buffer)
             except TransientError as exc:
                 self._retry_later(tp, buffer, exc)
                 continue
-            buffer.advance(end)
-            if self._commit(tp, end):
-                self._dlq.forget_below(topic, partition, end)
+            self._metrics.commit_duration.observe(commit_s)
+            if committed:
                 self._attempts.pop(tp, None)
-            buffer.committed()
 
     def _write_replayed(self, part: MessageBatch, replay: tuple[int, int, int], ingested_at_us: int) -> None:
         originals, failures = by_original_topic(part)
@@ -408,50 +408,52 @@ class LakeWriter:
             self._flush(tp, reason)
 
     def _flush(self, tp: TP, reason: str) -> bool:
+        """The partition's checkpoint (``checkpoint.py``); a transient failure seeks back and pauses it."""
         buffer = self._buffers[tp]
         if not buffer.pending:
             return True
-        topic, partition = tp
-        route = self._router.route(topic)
-        rows = buffer.take()
+        route = self._router.route(tp[0])
         began = time.monotonic()
         try:
-            try:
-                written = self._write(self._sink, route, partition, rows) if rows is not None else []
-            except TransientError:
-                raise
-            except Exception as exc:  # a defect: some rows cannot be written
-                written, rows = self._write_without_failing_rows(tp, route, rows, exc)
-            except BaseException as exc:
-                if not is_native_panic(exc):
-                    raise
-                written, rows = self._write_without_failing_rows(tp, route, rows, exc)
-            self._dlq.confirm(topic, partition, _DLQ_CONFIRM_S)
+            outcome = self._checkpoint.run(tp, buffer)
         except TransientError as exc:
             self._retry_later(tp, buffer, exc)
             return False
         table = f"{route.schema}.{route.table}"
-        for file in written:
+        for file in outcome.written:
             self._metrics.lake_files_written.labels(table).inc()
             self._metrics.lake_bytes_written.labels(table).inc(file.file.size)
-        if rows is not None:
-            self._metrics.records_written.labels(table).inc(rows.num_rows)
-            self._metrics.flush_records.labels(table).observe(rows.num_rows)
-            self._metrics.flush_duration.labels(table).observe(time.monotonic() - began)
-        committed = self._commit(tp, buffer.end)
-        log.debug("writer.flushed", topic=topic, partition=partition, reason=reason, end=buffer.end, files=len(written))
-        if committed:
-            self._dlq.forget_below(topic, partition, buffer.end)
+        if outcome.rows is not None:
+            self._metrics.records_written.labels(table).inc(outcome.rows.num_rows)
+            self._metrics.flush_records.labels(table).observe(outcome.rows.num_rows)
+            self._metrics.flush_duration.labels(table).observe(time.monotonic() - began - outcome.commit_s)
+        self._metrics.commit_duration.observe(outcome.commit_s)
+        log.debug(
+            "writer.flushed", topic=tp[0], partition=tp[1], reason=reason, end=buffer.end, files=len(outcome.written)
+        )
+        if outcome.committed:
             self._attempts.pop(tp, None)
-        buffer.committed()
-        return committed
+        return outcome.committed
+
+    def _write_rows(self, tp: TP, rows: pa.Table) -> tuple[list[WrittenFile], pa.Table]:
+        """Step 1 of a checkpoint: the rows in the lake; rows that cannot be written at all go to the DLQ."""
+        route = self._router.route(tp[0])
+        try:
+            return self._write(self._sink, route, tp[1], rows), rows
+        except TransientError:
+            raise
+        except Exception as exc:  # a defect: some rows cannot be written
+            return self._write_without_failing_rows(tp, route, rows, exc)
+        except BaseException as exc:
+            if not is_native_panic(exc):
+                raise
+            return self._write_without_failing_rows(tp, route, rows, exc)
 
     def _write_without_failing_rows(
-        self, tp: TP, route: Route, rows: pa.Table | None, error: BaseException
-    ) -> tuple[list[WrittenFile], pa.Table | None]:
+        self, tp: TP, route: Route, rows: pa.Table, error: BaseException
+    ) -> tuple[list[WrittenFile], pa.Table]:
         """The rows that can be written, written; the records of the others DLQ'd. Raises a transient error
         when no row explains ``error`` (the partition is then retried later, nothing is skipped)."""
-        assert rows is not None  # an empty write cannot fail
         topic, partition = tp
         failing = failing_rows(lambda part: self._write(self._probe, route, partition, part), rows)
         if not failing:
@@ -595,22 +597,6 @@ class LakeWriter:
             self._dlq.confirm(topic, partition, _DLQ_CONFIRM_S)  # in the DLQ before it is skipped for good
         self._quarantine.add(coordinates)
         return coordinates
-
-    def _commit(self, tp: TP, end: int) -> bool:
-        began = time.monotonic()
-        try:
-            results = self._consumer.commit(offsets=[TopicPartition(tp[0], tp[1], end)], asynchronous=False)
-        except KafkaException as exc:
-            # The data is durable; whoever owns the partition next re-reads from the last commit and
-            # rewrites the same file names, so nothing is lost or doubled.
-            log.warning("writer.commit_failed", topic=tp[0], partition=tp[1], offset=end, error=str(exc))
-            return False
-        finally:
-            self._metrics.commit_duration.observe(time.monotonic() - began)
-        failed = [r for r in results or [] if r.error is not None]
-        for result in failed:
-            log.warning("writer.commit_failed", topic=result.topic, partition=result.partition, error=str(result.error))
-        return not failed
 
     def _retry_later(self, tp: TP, buffer: PartitionBuffer, exc: Exception) -> None:
         """Drop what was buffered, seek back to the committed position and pause with backoff."""

@@ -76,6 +76,11 @@ class PartitionBuffer:
     def committed(self) -> None:
         """Everything up to ``end`` is durable and committed: start over from there."""
         self.start = self.end
+        self.durable()
+
+    def durable(self) -> None:
+        """The rows are in the lake but ``end`` is not committed: drop them, keep ``start`` (the committed
+        position), so the partition stays pending and its next checkpoint commits again."""
         self.tables.clear()
         self.rows = 0
         self.bytes = 0
