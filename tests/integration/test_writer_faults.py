@@ -35,9 +35,7 @@ def test_transient_lake_failures_and_backpressure_lose_nothing(
     assert writer.terminate(proc) == 0
 
     audit = audit_offsets(settings, writer.group, writer.lake_root, prefix, ends)
-    print(
-        f"faults: checked={audit.checked} in_lake={audit.in_lake} missing={len(audit.missing)} dup={audit.duplicates}"
-    )
+    print(f"faults: {audit.summary()}")
     assert audit.missing == []
     assert audit.duplicates == 0
     assert audit.temp_files == 0
