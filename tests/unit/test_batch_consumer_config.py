@@ -104,8 +104,8 @@ def test_the_writer_path_follows_the_setting(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_a_bad_value_is_a_value_error_naming_its_key() -> None:
+    bad: dict[str, Any] = {"fetch.wait.max.ms": "soon"}
     with pytest.raises(ValueError, match=re.escape("fetch.wait.max.ms")):
-        bad: dict[str, Any] = {"fetch.wait.max.ms": "soon"}
         batch_consumer(_settings(), "g", **bad)
 
 
