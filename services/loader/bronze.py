@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,7 +30,11 @@ __all__ = [
     "bronze_schema",
     "bronze_table",
     "read_lake_file",
+    "staging_name",
 ]
+
+_LOADER_RUN = uuid.uuid4().hex[:8]
+"""This loader process's mark in its staging tables' names."""
 
 COORDINATES = ("_kafka_topic", "_kafka_partition", "_kafka_offset")
 """A change's identity: each one is in bronze at most once."""
@@ -66,6 +71,13 @@ class LoadBatch:
         for file in sorted(self.files, key=lambda f: f.path):
             digest.update(f"\0{file.path}\0{file.version}".encode())
         return digest.hexdigest()[:24]
+
+    @property
+    def staging(self) -> str:
+        """The batch's staging table: its bronze table, its load id and this loader process, so two loaders
+        of one batch (a rolling update's old and new pod) never share one, and a retry in one process
+        replaces its own."""
+        return staging_name(bronze_table(self.contract), self.load_id)
 
     @property
     def bytes(self) -> int:
@@ -212,3 +224,8 @@ def concat_files(tables: Sequence[tuple[str, pa.Table]]) -> pa.Table:
     """Rows of several files, each tagged with the file it came from (``_lake_file``)."""
     tagged = [t.append_column("_lake_file", pa.array([path] * t.num_rows, pa.string())) for path, t in tables]
     return pa.concat_tables(tagged)
+
+
+def staging_name(bronze: str, load_id: str) -> str:
+    """See :attr:`LoadBatch.staging`."""
+    return f"{bronze}__{load_id}__{_LOADER_RUN}"

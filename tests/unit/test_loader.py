@@ -509,3 +509,18 @@ def test_every_sources_prefix_is_loaded_into_its_own_bronze_table(lake: LocalLak
     ) == [(4, "shop.lending.transactions", "shop.lending.transactions")]
     labels = {"table": "shop/lending.transactions"}
     assert registry.get_sample_value("cdcflow_loader_rows_loaded_total", labels) == 4
+
+
+def test_two_loader_processes_never_share_a_staging_table() -> None:
+    """A rolling update's old and new loader may stage the same batch: each gets a table of its own, and a
+    retry within one process replaces its own."""
+    code = "from services.loader.bronze import staging_name; print(staging_name('lending__transactions', 'abc'))"
+    names = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        for _ in range(2)
+    ]
+    assert names[0] != names[1]
+    assert all(n.startswith("lending__transactions__abc__") for n in names)
+    from services.loader.bronze import staging_name
+
+    assert staging_name("t", "id") == staging_name("t", "id")

@@ -397,7 +397,7 @@ class BigQueryWarehouse:
         if len(roots) != 1:
             raise WarehouseError(f"a batch of bronze.{name} spans several lake folders: {sorted(roots)}")
         hive_prefix = self._uri(lake, roots.pop())
-        staging = f"{name}__{load_id}"
+        staging = batch.staging
         try:
             created_ms = self._create_staging(staging, contract)
             for chunk, part in enumerate(chunked(list(uris))):

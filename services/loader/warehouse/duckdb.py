@@ -137,7 +137,7 @@ class DuckDBWarehouse:
         contract = batch.contract
         rows = concat_files([(f.path, read_lake_file(lake.read(f.path), f.path, contract)) for f in batch.files])
         name, load_id = bronze_table(contract), batch.load_id
-        staging = f"{_STAGING}.{_quote(f'{name}__{load_id}')}"
+        staging = f"{_STAGING}.{_quote(batch.staging)}"
         columns = [f.name for f in bronze_schema(contract) if f.name not in {c.name for c in LOADER_COLUMNS}]
         column_list = ", ".join(_quote(c) for c in [*columns, "_lake_file"])
         with self._connect() as conn:
