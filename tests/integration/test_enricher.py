@@ -284,9 +284,9 @@ def test_two_instances_share_the_partitions_exactly_once_across_a_rebalance(
     workload.snapshot()
 
     def produce() -> None:
-        for _ in range(20):
-            workload.round(transactions=60, updates=30)
-            time.sleep(0.2)
+        for _ in range(60):
+            workload.round(transactions=30, updates=15)
+            time.sleep(0.25)
 
     producing = threading.Thread(target=produce, daemon=True)
     producing.start()
@@ -295,15 +295,16 @@ def test_two_instances_share_the_partitions_exactly_once_across_a_rebalance(
     enricher.env_overrides["CDCFLOW_ENRICHER__INSTANCE_ID"] = "two"
     enricher.env_overrides["CDCFLOW_ENRICHER__STATE_DIR"] = str(enricher.state_dir.with_name("store-two"))
     second = enricher.start()  # the group rebalances: the first commits and gives up some partitions
+
+    def second_took() -> bool:
+        lines = enricher.log_file(second).read_text().splitlines()
+        return any(json.loads(x)["partitions"] for x in lines if '"event": "enricher.assigned"' in x)
+
+    _wait_for(second_took, 60, lambda: enricher.logs()[-3000:])
+    assert producing.is_alive(), "the workload ended before the rebalance: nothing was tested mid-stream"
     producing.join(timeout=120)
     records = _wait_for_all(settings, enricher, workload)
     assert enricher.terminate(second) == 0
     assert enricher.terminate(first) == 0
     assert '"event": "enricher.revoked"' in enricher.log_file(first).read_text()
-    second_took = [
-        json.loads(line)["partitions"]
-        for line in enricher.log_file(second).read_text().splitlines()
-        if '"event": "enricher.assigned"' in line
-    ]
-    assert any(second_took), "the second instance never got a partition: no rebalance was tested"
     _assert_exactly_once_and_as_of(settings, workload, records)
