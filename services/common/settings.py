@@ -354,8 +354,9 @@ class TransformSettings(_Frozen):
     # The working copy of the dbt project (with silver rendered from every contract, the repository's and
     # those published in the lake), dbt's target/ and logs/. Empty: <state_dir>/transform.
     work_dir: str = ""
-    # The dbt target (a profile output in dbt/profiles.yml). Empty: the warehouse backend.
-    target: Literal["", "duckdb", "bigquery"] = ""
+    # The dbt target (a profile output in dbt/profiles.yml). Empty: the warehouse backend. bigquery_adc:
+    # BigQuery with application default credentials (Workload Identity), bigquery: with a token.
+    target: Literal["", "duckdb", "bigquery", "bigquery_adc"] = ""
     interval_s: float = Field(default=300.0, gt=0)
     select: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
