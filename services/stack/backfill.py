@@ -168,6 +168,9 @@ def _insert(signal: SignalTarget, sid: str, kind: str, data: dict[str, Any]) -> 
         raise StackError(f"cannot write the signal to {SIGNAL_TABLE} of the source database: {exc}") from None
 
 
+_RUNNING = frozenset({"STARTED", "IN_PROGRESS", "PAUSED", "RESUMED"})
+
+
 @dataclass(slots=True)
 class Snapshot:
     """One incremental snapshot, as its notifications tell it."""
@@ -209,16 +212,21 @@ def apply_notification(snapshots: dict[str, Snapshot], note: dict[str, Any]) -> 
     """Fold one Debezium notification (in timestamp order) into the snapshot it is about."""
     extra = note.get("additional_data") or {}
     sid = str(note.get("id", ""))
-    snap = snapshots.setdefault(sid, Snapshot(sid))
     kind = str(note.get("type", ""))
+    running = [s for s in snapshots.values() if s.state in _RUNNING]
+    if kind == "ABORTED" and sid not in snapshots and running:
+        sid = max(running, key=lambda s: s.updated_ms).id  # Debezium gives a stop its own id, not the snapshot's
+    snap = snapshots.setdefault(sid, Snapshot(sid))
     snap.updated_ms = int(note.get("timestamp", 0))
     if "data_collections" in extra:
         snap.tables = str(extra["data_collections"])
     if kind == "TABLE_SCAN_COMPLETED":
         snap.rows[str(extra.get("scanned_collection", ""))] = int(extra.get("total_rows_scanned", 0))
         snap.current, snap.last_key = "", ""
-    else:
+    elif not (kind == "COMPLETED" and snap.state == "ABORTED"):  # a stopped snapshot also reports COMPLETED
         snap.state = kind
+    if kind in ("ABORTED", "COMPLETED"):
+        snap.current, snap.last_key = "", ""
     if kind == "IN_PROGRESS":
         snap.current = str(extra.get("current_collection_in_progress", ""))
         snap.last_key, snap.max_key = str(extra.get("last_processed_key", "")), str(extra.get("maximum_key", ""))

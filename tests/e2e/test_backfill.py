@@ -1,6 +1,6 @@
 """A table with existing rows captured while a workload writes to it, without restarting Connect.
 
-``extra.accounts`` holds 20,000 rows in a source of its own and is not captured. While a workload updates,
+``extra.accounts`` holds 100,000 rows in a source of its own and is not captured. While a workload updates,
 inserts and deletes its rows and the lake writer runs, ``cdcflow source add-table`` adds it to the connector
 (include list, publication, a PUT of the config: the task restarts, the worker does not) and asks for an
 incremental snapshot of it. Then: the same request again runs no second snapshot; silver equals the source
@@ -30,7 +30,7 @@ from tests.fixtures.pipeline import WriterProcess, partition_ends, read_partitio
 from tests.fixtures.source import IsolatedSource
 from tests.fixtures.transform import describe, pipeline_env, settle
 
-ROWS = 20_000
+ROWS = 100_000
 ACCOUNTS = f"""
 create schema extra;
 create table extra.accounts (id bigint primary key, owner text not null, balance numeric(14, 2) not null);
@@ -161,3 +161,14 @@ def test_a_table_added_while_written_is_backfilled_with_zero_drift(
     with psycopg.connect(dsn) as conn:
         matching = {r[0] for r in conn.execute("select id from extra.accounts where id % 7 = 0").fetchall()}
     assert read == matching
+
+    # stop: a re-snapshot stopped right after it was asked for ends ABORTED, short of every row
+    _cdcflow(cli_env, "backfill", "start", "extra.accounts", "--again")
+    _cdcflow(cli_env, "backfill", "stop")
+
+    def ended() -> bool:
+        return len(snaps := _snapshots(cli_env)) == 4 and snaps[-1]["state"] in ("ABORTED", "COMPLETED")
+
+    wait_until("the stopped backfill to end", ended, timeout_s=300, interval_s=2)
+    stopped = _snapshots(cli_env)[-1]
+    assert stopped["state"] == "ABORTED", stopped

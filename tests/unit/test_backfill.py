@@ -103,3 +103,19 @@ def test_the_connector_file_keeps_the_widened_lists_and_everything_else(tmp_path
     assert rest == {k: v for k, v in original["config"].items() if not k.endswith("include.list")}
     write_include_lists(settings, "unfiled", {"table.include.list": "x"})  # a connector without a file: nothing written
     assert sorted(p.name for p in (tmp_path / "connectors").iterdir()) == ["lending.json"]
+
+
+def test_a_stop_ends_the_running_snapshot_aborted() -> None:
+    snapshots = {"old": Snapshot("old", state="COMPLETED", updated_ms=1), "sig": Snapshot("sig")}
+    apply_notification(snapshots, _note("STARTED", 2))
+    apply_notification(
+        snapshots,
+        _note("IN_PROGRESS", 3, current_collection_in_progress="lending.a", last_processed_key="10", maximum_key="99"),
+    )
+    # Debezium's ABORTED carries an id of its own, then the snapshot reports COMPLETED
+    apply_notification(snapshots, {**_note("ABORTED", 4), "id": "3b1b94a1-stop"})
+    apply_notification(snapshots, _note("COMPLETED", 5))
+    assert sorted(snapshots) == ["old", "sig"]
+    snap = snapshots["sig"]
+    assert (snap.state, snap.current, snap.rows) == ("ABORTED", "", {})
+    assert snapshots["old"].state == "COMPLETED"
