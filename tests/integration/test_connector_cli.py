@@ -79,9 +79,11 @@ def test_restart_brings_a_connector_back_running(stack: Stack, throwaway: str) -
     done = _cdcflow("connector", "restart", throwaway)
     assert done.returncode == 0, done.stderr[-2000:]
     assert throwaway in done.stdout
+    assert "RESTARTING" in done.stdout  # Connect's answer: the connector and its task are being restarted
     stack.connect.wait_running(throwaway, timeout_s=120)
     nothing_failed = _cdcflow("connector", "restart", throwaway, "--failed-only")
     assert nothing_failed.returncode == 0, nothing_failed.stderr[-2000:]
+    assert "RESTARTING" not in nothing_failed.stdout  # nothing had failed: nothing restarts
     listed = _cdcflow("connector", "status", "--json")
     names = {s["name"] for s in json.loads(listed.stdout)}
     assert throwaway in names
