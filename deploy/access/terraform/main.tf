@@ -40,9 +40,11 @@ resource "google_storage_bucket_iam_member" "writer_lake" {
   member = local.member["cdcflow-writer"]
 }
 
+# The loader writes the lake too: its shard lease (_leases/), unreadable files moved to the failed prefix
+# (a move deletes the original) and, with ARCHIVE_PREFIX set, loaded files moved to the archive.
 resource "google_storage_bucket_iam_member" "loader_lake" {
   bucket = var.lake_bucket
-  role   = var.loader_archives ? "roles/storage.objectUser" : "roles/storage.objectViewer"
+  role   = "roles/storage.objectUser"
   member = local.member["cdcflow-loader"]
 }
 

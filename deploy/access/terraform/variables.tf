@@ -13,13 +13,6 @@ variable "lake_bucket" {
   description = "The GCS bucket of CDCFLOW_LAKE__ROOT (gs://<bucket>/<prefix>)."
   type        = string
 }
-
-variable "loader_archives" {
-  description = "Whether the loader moves loaded files (CDCFLOW_LOADER__ARCHIVE_PREFIX set): it then writes the lake too."
-  type        = bool
-  default     = false
-}
-
 variable "datasets" {
   description = "The BigQuery datasets of each layer (CDCFLOW_WAREHOUSE__BIGQUERY_*_DATASET, dbt's silver and gold)."
   type = object({
