@@ -37,6 +37,7 @@ __all__ = [
     "Snapshot",
     "add_table",
     "captured",
+    "in_order",
     "signal_id",
     "snapshot_status",
     "start_snapshot",
@@ -253,7 +254,15 @@ def _notifications(settings: Settings, signal: SignalTarget) -> list[dict[str, A
         mine = extra.get("connector_name") in (signal.connector, signal.config.get("topic.prefix"))
         if note.get("aggregate_type") == "Incremental Snapshot" and mine:
             notes.append(note)
-    return sorted(notes, key=lambda n: int(n.get("timestamp", 0)))
+    return in_order(notes)
+
+
+def in_order(notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Notifications as Debezium sent them (they are spread over the topic's partitions by their id).
+
+    A stopped snapshot's COMPLETED and the stop's ABORTED can share a millisecond: the abort comes first.
+    """
+    return sorted(notes, key=lambda n: (int(n.get("timestamp", 0)), n.get("type") != "ABORTED"))
 
 
 # --- a table more to capture: `cdcflow source add-table` ----------------------------------------------------
