@@ -102,6 +102,9 @@ def test_a_new_source_on_the_stacks_postgres_reuses_its_credentials_and_keeps_th
     lending = json.loads((tmp_path / "connectors" / "lending.json").read_text())["config"]
     assert config["heartbeat.action.query"] == lending["heartbeat.action.query"]
     assert config["snapshot.mode"] == lending["snapshot.mode"]
+    # backfills: the same signal table, notifications on a topic of its own
+    assert config["signal.data.collection"] == lending["signal.data.collection"]
+    assert config["notification.sink.topic.name"] == "_cdcflow.notifications.shop"
 
     path = write_connector(settings, document)
     assert path == tmp_path / "connectors" / "shop.json"
