@@ -58,7 +58,7 @@ from services.common.kafka import (
     ensure_topics,
     producer,
 )
-from services.common.kafka.clients import ensure_topic_minimum
+from services.common.kafka.clients import ensure_topic_minimum, watermarks
 from services.common.logging import get_logger
 from services.common.settings import KafkaSettings
 from services.consumer.errors import DlqDeliveryError, DlqRecordTooLargeError
@@ -363,7 +363,7 @@ class _DlqIndex:
             config = {"bootstrap.servers": brokers(), "fetch.wait.max.ms": 10}
             self._reader = consumer(self._settings, f"{self._topic}.reader", **config)
         where = TopicPartition(self._topic, dlq_partition)
-        low, high = self._reader.get_watermark_offsets(where, timeout=self._timeout_s)
+        low, high = watermarks(self._reader, where, timeout_s=self._timeout_s)
         start = max(self._read_to.get(dlq_partition, low), low)
         if start < high:
             self._reader.assign([TopicPartition(self._topic, dlq_partition, start)])

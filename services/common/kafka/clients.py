@@ -31,6 +31,7 @@ __all__ = [
     "ensure_topic_minimum",
     "ensure_topics",
     "producer",
+    "watermarks",
 ]
 
 _FORCED_CONSUMER = {"enable.auto.commit": False, "enable.auto.offset.store": False}
@@ -85,6 +86,8 @@ def ensure_topics(
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [n for n in names if n not in existing]
     if not wanted:
+        # made a moment ago by another client, perhaps: usable only once every partition has its leader
+        _wait_for_leaders(admin, names, timeout_s)
         return []
     futures = admin.create_topics(
         [NewTopic(n, settings.topic_partitions, settings.replication_factor, config=config or {}) for n in wanted],
@@ -158,15 +161,24 @@ def end_positions(client: Consumer, topics: list[str], *, timeout_s: float = 30.
     positions = []
     for topic in topics:
         for partition in sorted(metadata[topic].partitions):
-            while True:
-                try:
-                    _, high = client.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-                    break
-                except KafkaException as exc:
-                    if not exc.args[0].retriable() and exc.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
-                        raise
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+            left = max(0.1, deadline - time.monotonic())
+            _, high = watermarks(client, TopicPartition(topic, partition), timeout_s=left)
             positions.append(TopicPartition(topic, partition, high))
     return positions
+
+
+def watermarks(client: Consumer, partition: TopicPartition, *, timeout_s: float = 30.0) -> tuple[int, int]:
+    """The partition's low and high watermarks from the broker. A leader being elected, or not yet known to
+    this client (a topic created a moment ago, a broker restarted), answers NOT_LEADER_FOR_PARTITION for a
+    while: that and other retriable errors are retried until ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = client.get_watermark_offsets(partition, timeout=max(0.1, deadline - time.monotonic()))
+            return int(low), int(high)
+        except KafkaException as exc:
+            if not exc.args[0].retriable() and exc.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
