@@ -43,7 +43,15 @@ def pid_alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return True
-    return state != "Z"
+    if state != "Z":
+        return True
+    # The leader thread of a process that is still running shows "Z" too once it has exited on its own (a
+    # JVM's main thread while its shutdown hooks run): the process lives, and holds its ports, while any
+    # other thread of it does.
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except OSError:
+        return False
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>

@@ -161,3 +161,25 @@ def test_each_service_gets_the_death_signal_of_its_kind(tmp_path: Path) -> None:
     assert kind("services.consumer") == signal.SIGTERM  # drains: flushes and commits what it has
     assert kind("services.loader") == signal.SIGTERM
     assert kind("services.transform") == signal.SIGKILL  # a dbt run holding the DuckDB lock must end now
+
+
+def test_a_process_whose_main_thread_exited_first_is_alive_while_its_other_threads_run() -> None:
+    """A JVM's main thread may end before its shutdown hooks do; the kernel then shows the process's leader
+    as a zombie while the process still runs and holds its ports. It is alive until its last thread ends."""
+    code = (
+        "import ctypes, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,)).start()\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # the leader has exited
+        assert pid_alive(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not pid_alive(proc.pid)
