@@ -19,7 +19,8 @@ FRESHNESS_ARGS ?=
 FUZZ_SECONDS ?= 600
 # The bulk JSON reader and the batch Kafka consumer are optional Rust accelerators (native/), built by cargo
 # when it is on PATH at install time (rustup puts it here); without it the writer runs on confluent_kafka.
-export PATH := $(HOME)/.cargo/bin:$(PATH)
+# Go (the compose checker, terraform) is where its official archive and `go install` put it.
+export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
 .PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform bench-freshness bench-enricher
 
