@@ -99,7 +99,7 @@ class Loader:
                 report = CycleReport(standby=True)
             else:
                 cleaned = cleaned or self._drop_stale_staging()
-                report = self.cycle() if cleaned else CycleReport(busy=True)
+                report = self.cycle(leased=True) if cleaned else CycleReport(busy=True)
             self.mark_progress()
             if once:
                 if report.standby:
@@ -137,10 +137,11 @@ class Loader:
             log.info("loader.dropped_stale_staging", tables=list(stale))
         return True
 
-    def cycle(self) -> CycleReport:
+    def cycle(self, *, leased: bool = False) -> CycleReport:
+        """One cycle; ``leased``: the caller has just taken or renewed the shard's lease (no second write)."""
         report = CycleReport()
         try:
-            if not self._holds_lease():
+            if not leased and not self._holds_lease():
                 report.standby = True
                 return report
             contracts = self._contracts()
