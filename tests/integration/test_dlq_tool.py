@@ -31,6 +31,7 @@ from services.consumer.dlq import DlqPublisher
 from services.consumer.faults import CRASH_MARKER_ENV
 from services.dlq.progress import audit_topic, progress_topic
 from services.stack.runtime import Stack
+from services.stack.workload import Workload
 from tests.fixtures.pipeline import (
     WriterProcess,
     partition_ends,
@@ -141,11 +142,20 @@ def _ends(settings: Settings, topics: list[str]) -> dict[str, dict[int, tuple[in
 
 
 def _real_events(settings: Settings, partition: int, wanted: int) -> list[Message]:
-    """Up to ``wanted`` real change events of the stack's transactions topic, from one partition, reading only
-    as far as the partition goes (a fresh stack's may hold fewer than 40 records)."""
+    """``wanted`` real change events of the stack's transactions topic, from one partition. A fresh stack's
+    partition may hold none yet: the seeded workload then writes transactions until it holds enough."""
     topic = "cdcflow.lending.transactions"
-    end = partition_ends(settings, [topic]).get((topic, partition), 0)
-    return [m for m in read_partitions(settings, {(topic, partition): min(end, 40)}) if m.value()][:wanted]
+    for seed in range(700, 710):
+        end = partition_ends(settings, [topic]).get((topic, partition), 0)
+        if end >= wanted:
+            return [m for m in read_partitions(settings, {(topic, partition): min(end, 40)}) if m.value()][:wanted]
+        Workload(settings.postgres, seed=seed).run(rate=300, duration_s=2)
+        wait_until(
+            "the workload's transactions to reach Kafka",
+            lambda: partition_ends(settings, [topic]).get((topic, partition), 0) > end,
+            timeout_s=60,
+        )
+    raise AssertionError(f"{topic}[{partition}] did not reach {wanted} events")
 
 
 def test_list_counts_each_original_once_and_a_dry_run_changes_nothing(scratch: Scratch) -> None:
