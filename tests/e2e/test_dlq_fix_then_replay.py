@@ -27,7 +27,13 @@ from services.common.replay import replay_topic
 from services.common.settings import load_settings, repo_root
 from services.stack.workload import Workload
 from services.transform.verify import DuckDBSilver, PostgresSource, verify
-from tests.fixtures.pipeline import WriterProcess, wait_for_log_event, wait_until_committed
+from tests.fixtures.pipeline import (
+    WriterProcess,
+    partition_ends,
+    wait_for_log_event,
+    wait_until,
+    wait_until_committed,
+)
 from tests.fixtures.source import IsolatedSource
 from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settle
 
@@ -70,6 +76,8 @@ def test_schema_mismatch_fixed_then_replayed_leaves_zero_drift(
     Workload(settings.postgres, seed=7001).run(rate=50_000, duration_s=300, max_ops=1_500)
     run_pipeline(settings, writer, env, LENDING)
 
+    facilities_topic = f"{settings.kafka.topic_prefix}.lending.facilities"
+    facilities_before = sum(partition_ends(settings, [facilities_topic]).values())
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as pg:
         pg.execute("alter table lending.facilities add column risk_grade text")
         graded = pg.execute(
@@ -77,6 +85,11 @@ def test_schema_mismatch_fixed_then_replayed_leaves_zero_drift(
             " where facility_id % 3 = 0"
         ).rowcount
     assert graded > 0
+    # the drain below reads the topics' ends: the updates must be in Kafka by then, not still in Debezium
+    wait_until(
+        "the graded updates to reach Kafka",
+        lambda: sum(partition_ends(settings, [facilities_topic]).values()) >= facilities_before + graded,
+    )
     run_pipeline(settings, writer, env, LENDING)
     before = verify(contracts(), PostgresSource(settings.postgres.dsn()), DuckDBSilver(configured.duckdb_path()))
     assert before.drift, "the refused updates should be missing from silver"

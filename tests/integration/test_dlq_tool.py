@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +151,12 @@ def _real_events(settings: Settings, partition: int, wanted: int) -> list[Messag
         if end >= wanted:
             return [m for m in read_partitions(settings, {(topic, partition): min(end, 40)}) if m.value()][:wanted]
         Workload(settings.postgres, seed=seed).run(rate=300, duration_s=2)
-        wait_until(
-            "the workload's transactions to reach Kafka",
-            lambda: partition_ends(settings, [topic]).get((topic, partition), 0) > end,
-            timeout_s=60,
-        )
+        wait_until("the workload's transactions to reach Kafka", partial(_grew, settings, topic, partition, end), 60)
     raise AssertionError(f"{topic}[{partition}] did not reach {wanted} events")
+
+
+def _grew(settings: Settings, topic: str, partition: int, end: int) -> bool:
+    return partition_ends(settings, [topic]).get((topic, partition), 0) > end
 
 
 def test_list_counts_each_original_once_and_a_dry_run_changes_nothing(scratch: Scratch) -> None:
