@@ -257,12 +257,17 @@ def _notifications(settings: Settings, signal: SignalTarget) -> list[dict[str, A
     return in_order(notes)
 
 
+# Debezium's order of a snapshot's notifications; a stop's ABORTED comes before the stopped snapshot's COMPLETED
+_LIFECYCLE = {"STARTED": 0, "PAUSED": 1, "RESUMED": 1, "IN_PROGRESS": 1, "TABLE_SCAN_COMPLETED": 2, "ABORTED": 3}
+
+
 def in_order(notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Notifications as Debezium sent them (they are spread over the topic's partitions by their id).
 
-    A stopped snapshot's COMPLETED and the stop's ABORTED can share a millisecond: the abort comes first.
+    Their timestamps are in milliseconds: a snapshot stopped right after it was asked for reports STARTED,
+    ABORTED and COMPLETED in one, which are then put in the order Debezium sends them.
     """
-    return sorted(notes, key=lambda n: (int(n.get("timestamp", 0)), n.get("type") != "ABORTED"))
+    return sorted(notes, key=lambda n: (int(n.get("timestamp", 0)), _LIFECYCLE.get(str(n.get("type")), 4)))
 
 
 # --- a table more to capture: `cdcflow source add-table` ----------------------------------------------------

@@ -127,3 +127,15 @@ def test_a_stop_ends_the_running_snapshot_aborted() -> None:
     snap = snapshots["sig"]
     assert (snap.state, snap.current, snap.rows) == ("ABORTED", "", {})
     assert snapshots["old"].state == "COMPLETED"
+
+
+def test_a_snapshot_stopped_within_the_millisecond_it_started_ends_aborted() -> None:
+    """STARTED, the stop's ABORTED and COMPLETED sharing a timestamp: one snapshot, ABORTED, whatever order
+    the topic's partitions gave them in."""
+    notes = [_note("COMPLETED", 7), {**_note("ABORTED", 7), "id": "stop-1"}, _note("STARTED", 7)]
+    for shuffled in (notes, notes[::-1], [notes[1], notes[0], notes[2]]):
+        snapshots = {"old": Snapshot("old", state="COMPLETED", updated_ms=1), "sig": Snapshot("sig")}
+        for note in in_order(shuffled):
+            apply_notification(snapshots, note)
+        assert sorted(snapshots) == ["old", "sig"]
+        assert snapshots["sig"].state == "ABORTED"
