@@ -25,8 +25,8 @@ from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings, LogSettings
 from services.common.signals import Shutdown
 from services.loader.app import Loader
-from services.loader.bronze import bronze_table
-from services.loader.warehouse.duckdb import DuckDBWarehouse
+from services.warehouse.bronze import bronze_table
+from services.warehouse.duckdb import DuckDBWarehouse
 from tests.fixtures.lakefiles import PREFIX, LakeFiles, lending_contract
 
 

@@ -27,8 +27,8 @@ from services.common.contracts import load_contracts
 from services.common.logging import configure_logging
 from services.common.settings import LogSettings, Settings, load_settings, repo_root
 from services.common.signals import Shutdown
-from services.loader.warehouse.duckdb import DuckDBWarehouse
 from services.transform.__main__ import run_transform
+from services.warehouse.duckdb import DuckDBWarehouse
 
 _METADATA = (
     "_op, _source_ts, _source_lsn, _source_txid, _is_snapshot, _unavailable_columns, _kafka_topic,"

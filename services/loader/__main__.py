@@ -16,8 +16,8 @@ from services.common.settings import BIGQUERY_LOAD_JOBS_PER_TABLE_PER_DAY, Setti
 from services.common.signals import Shutdown
 from services.loader.app import Loader
 from services.loader.lease import ShardLease
-from services.loader.warehouse.factory import open_warehouse
 from services.stack.sources import topic_prefixes
+from services.warehouse.factory import open_warehouse
 
 __all__ = ["main", "run_loader", "stalled_after_s"]
 

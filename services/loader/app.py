@@ -36,10 +36,10 @@ from services.common.logging import get_logger
 from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings
 from services.common.signals import Shutdown
-from services.loader.bronze import LoadBatch
-from services.loader.errors import BronzeSchemaError, CorruptFileError, WarehouseBusyError, WarehouseError
 from services.loader.lease import ShardLease
-from services.loader.warehouse import Warehouse
+from services.warehouse import Warehouse
+from services.warehouse.bronze import LoadBatch
+from services.warehouse.errors import BronzeSchemaError, CorruptFileError, WarehouseBusyError, WarehouseError
 
 __all__ = ["CycleReport", "Loader"]
 

@@ -21,10 +21,10 @@ from typing import Protocol
 import duckdb
 
 from services.common.metrics import MonitorMetrics
+from services.common.sql import quote_name
+from services.warehouse.bronze import MANIFEST_TABLE
 
 __all__ = ["BronzeReader", "DuckDBBronze", "WarehouseProbe", "table_label", "unix_time"]
-
-MANIFEST = "_cdcflow_load_manifest"
 
 
 def table_label(bronze_name: str) -> str:
@@ -85,7 +85,7 @@ class DuckDBBronze:
             ]
             newest = {}
             for name in tables:
-                quoted = '"' + name.replace('"', '""') + '"'
+                quoted = quote_name(name)
                 row = conn.execute(f"select max(_source_ts) from bronze.{quoted}").fetchone()  # noqa: S608
                 if row and isinstance(row[0], datetime):
                     newest[name] = unix_time(row[0])
@@ -95,11 +95,11 @@ class DuckDBBronze:
 
     def _loads(self, conn: duckdb.DuckDBPyConnection) -> dict[str, float]:
         found = conn.execute(
-            "select 1 from information_schema.tables where table_schema = 'bronze' and table_name = ?", [MANIFEST]
+            "select 1 from information_schema.tables where table_schema = 'bronze' and table_name = ?", [MANIFEST_TABLE]
         ).fetchone()
         if not found:
             return {}
-        query = "select bronze_table, max(loaded_at) from bronze._cdcflow_load_manifest group by 1"
+        query = f"select bronze_table, max(loaded_at) from bronze.{MANIFEST_TABLE} group by 1"  # noqa: S608
         rows = conn.execute(query).fetchall()
         return {str(t): unix_time(at) for t, at in rows if isinstance(at, datetime)}
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from google.cloud import bigquery
 
-from services.monitor.warehouse import MANIFEST, unix_time
+from services.monitor.warehouse import unix_time
+from services.warehouse.bronze import MANIFEST_TABLE
 
 __all__ = ["BigQueryBronze"]
 
@@ -32,9 +33,9 @@ class BigQueryBronze:
     def read(self) -> tuple[dict[str, float], dict[str, float]]:
         names = [t.table_id for t in self._client.list_tables(self._dataset, timeout=self._timeout_s)]
         for name in names:
-            if name != MANIFEST and not name.startswith("_"):
+            if name != MANIFEST_TABLE and not name.startswith("_"):
                 self._read_newest(name)
-        if MANIFEST in names:
+        if MANIFEST_TABLE in names:
             self._read_loads()
         return dict(self._newest), dict(self._loads)
 
@@ -47,7 +48,7 @@ class BigQueryBronze:
 
     def _read_loads(self) -> None:
         since = min(self._loads.values()) if self._loads else None
-        sql = f"SELECT bronze_table, MAX(loaded_at) FROM `{self._dataset}.{MANIFEST}`"  # noqa: S608
+        sql = f"SELECT bronze_table, MAX(loaded_at) FROM `{self._dataset}.{MANIFEST_TABLE}`"  # noqa: S608
         sql += (" WHERE loaded_at >= @since" if since is not None else "") + " GROUP BY 1"
         for table, loaded_at in self._rows(sql, since):
             if isinstance(loaded_at, datetime):

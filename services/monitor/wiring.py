@@ -63,8 +63,8 @@ def _bronze_reader(settings: Settings) -> BronzeReader:
     w = settings.warehouse
     if w.backend == "duckdb":
         return DuckDBBronze(settings.duckdb_path())
-    from services.loader.warehouse.factory import bigquery_client
     from services.monitor.warehouse_bigquery import BigQueryBronze
+    from services.warehouse.bigquery import bigquery_client
 
     return BigQueryBronze(
         bigquery_client(w),

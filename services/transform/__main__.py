@@ -23,9 +23,9 @@ from services.common.logging import configure_logging, get_logger
 from services.common.metrics import TransformMetrics, new_registry, register_build_info
 from services.common.settings import Settings, load_settings
 from services.common.signals import Shutdown
-from services.loader.warehouse.factory import open_warehouse
 from services.transform.app import LAST_RUN_FILE, Transformer
 from services.transform.dbt import Dbt
+from services.warehouse.factory import open_warehouse
 
 __all__ = ["dbt_for", "main", "run_transform", "work_dir"]
 

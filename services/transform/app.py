@@ -20,10 +20,10 @@ from services.common.contracts import ContractRegistry, TableContract
 from services.common.logging import get_logger
 from services.common.metrics import TransformMetrics
 from services.common.signals import Shutdown
-from services.loader.errors import WarehouseBusyError
 from services.transform.dbt import BuildResult
 from services.transform.errors import SilverGenerationError
 from services.transform.project import materialize
+from services.warehouse.errors import WarehouseBusyError
 
 __all__ = ["LAST_RUN_FILE", "Builder", "LastRun", "RunReport", "Transformer", "read_last_run", "write_last_run"]
 

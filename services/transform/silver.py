@@ -30,6 +30,7 @@ from typing import Any
 from services.common import naming
 from services.common.contracts import Column, TableContract
 from services.transform.errors import SilverGenerationError
+from services.warehouse.bronze import bronze_table
 
 __all__ = [
     "GENERATED_MARK",
@@ -91,11 +92,6 @@ def model_name(contract: TableContract) -> str:
     return naming.silver_name(contract.source, contract.table)
 
 
-def bronze_name(contract: TableContract) -> str:
-    """The bronze table silver reads: the loader's name for it (services.common.naming)."""
-    return naming.bronze_name(contract.source, contract.schema, contract.table)
-
-
 def _check(contracts: Sequence[TableContract]) -> None:
     taken: dict[str, str] = {}
     for contract in contracts:
@@ -123,7 +119,7 @@ def _macro_argument(contract: TableContract) -> str:
         "{\n"
         f'    "schema": {json.dumps(contract.schema)},\n'
         f'    "table": {json.dumps(contract.table)},\n'
-        f'    "source": {json.dumps(bronze_name(contract))},\n'
+        f'    "source": {json.dumps(bronze_table(contract))},\n'
         f'    "primary_key": {json.dumps(list(contract.primary_key))},\n'
         f'    "columns": [\n{columns}\n    ]\n'
         "}"
@@ -244,7 +240,7 @@ def _silver_model(contract: TableContract) -> dict[str, Any]:
         "cdcflow_silver_matches_bronze": {
             "name": f"silver_matches_bronze__{model_name(contract)}",
             "arguments": {
-                "source_table": bronze_name(contract),
+                "source_table": bronze_table(contract),
                 "primary_key": list(contract.primary_key),
                 "columns": [{"name": c.name, "semantic": c.semantic} for c in contract.columns],
             },
@@ -331,7 +327,7 @@ def render_sources(contracts: Sequence[TableContract]) -> str:
             columns.append(entry)
         tables.append(
             {
-                "name": bronze_name(contract),
+                "name": bronze_table(contract),
                 "description": (
                     f"Change log of {contract.full_name} (contract version {contract.version}, replica "
                     f"identity {contract.replica_identity}): one row per change event, loaded by the loader."

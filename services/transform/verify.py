@@ -35,6 +35,7 @@ from services.common.contracts.store import contracts_from_lake
 from services.common.errors import ConfigError
 from services.common.lake import open_lake
 from services.common.settings import Settings
+from services.common.sql import quote_name
 from services.stack.connect import load_connector, resolve_env
 from services.stack.sources import sources
 from services.transform.canonical import canonical, row_digest
@@ -59,10 +60,6 @@ Problem = Literal["missing", "extra", "different"]
 
 _TEXT_TYPES = ("text", "character", "char", "varchar", "bpchar", "name", "citext")
 _BATCH = 5_000
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class RowReader(Protocol):
@@ -143,7 +140,7 @@ _PG_SPELLINGS: tuple[tuple[Callable[[Column], bool], str], ...] = (
 
 
 def _pg_expression(column: Column) -> str:
-    name = _quote(column.name)
+    name = quote_name(column.name)
     return next((template.format(name) for applies, template in _PG_SPELLINGS if applies(column)), name)
 
 
@@ -163,13 +160,13 @@ class PostgresSource:
     def exists(self, contract: TableContract) -> bool:
         with self._connect() as conn:
             found = conn.execute(
-                "select to_regclass(%s) is not null", (f"{_quote(contract.schema)}.{_quote(contract.table)}",)
+                "select to_regclass(%s) is not null", (f"{quote_name(contract.schema)}.{quote_name(contract.table)}",)
             ).fetchone()
         return bool(found and found[0])
 
     def _select(self, contract: TableContract) -> str:
         columns = ", ".join(_pg_expression(c) for c in contract.columns)
-        return f"select {columns} from {_quote(contract.schema)}.{_quote(contract.table)}"  # noqa: S608
+        return f"select {columns} from {quote_name(contract.schema)}.{quote_name(contract.table)}"  # noqa: S608
 
     def rows(self, contract: TableContract) -> Iterator[Sequence[Any]]:
         with self._connect() as conn:
@@ -197,7 +194,7 @@ class PostgresSource:
         return holds_rows
 
     def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
-        where = " and ".join(f"{_quote(k)} = %s" for k in contract.primary_key)
+        where = " and ".join(f"{quote_name(k)} = %s" for k in contract.primary_key)
         with self._connect() as conn:
             found = conn.execute(f"{self._select(contract)} where {where}".encode(), list(key)).fetchone()
         return _decode_arrays(contract, found) if found is not None else None
@@ -248,8 +245,8 @@ class DuckDBSilver:
         return bool(found and found[0])
 
     def _select(self, contract: TableContract) -> str:
-        columns = ", ".join(_quote(c.name) for c in contract.columns)
-        return f"select {columns} from silver.{_quote(model_name(contract))}"  # noqa: S608
+        columns = ", ".join(quote_name(c.name) for c in contract.columns)
+        return f"select {columns} from silver.{quote_name(model_name(contract))}"  # noqa: S608
 
     def rows(self, contract: TableContract) -> Iterator[Sequence[Any]]:
         with self._connect() as conn:
@@ -258,7 +255,7 @@ class DuckDBSilver:
                 yield from batch
 
     def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
-        where = " and ".join(f"{_quote(k)} = ?" for k in contract.primary_key)
+        where = " and ".join(f"{quote_name(k)} = ?" for k in contract.primary_key)
         with self._connect() as conn:
             return conn.execute(f"{self._select(contract)} where {where}", list(key)).fetchone()
 

@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry
 
 from services.common.metrics import MonitorMetrics, new_registry
 from services.common.settings import load_settings
-from services.loader.warehouse.factory import bigquery_client
 from services.monitor.warehouse import WarehouseProbe
 from services.monitor.warehouse_bigquery import BigQueryBronze
+from services.warehouse.bigquery import bigquery_client
 from tests.fixtures.bqemulator import PROJECT, BigQueryEmulator
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

@@ -21,10 +21,10 @@ from services.common.lake import LocalLake
 from services.common.settings import load_settings, repo_root
 from services.common.signals import Shutdown
 from services.loader.__main__ import run_loader
-from services.loader.errors import WarehouseBusyError
-from services.loader.warehouse.factory import open_warehouse
 from services.transform.__main__ import dbt_for
 from services.transform.project import materialize
+from services.warehouse.errors import WarehouseBusyError
+from services.warehouse.factory import open_warehouse
 from tests.fixtures.bqemulator import BigQueryEmulator
 from tests.fixtures.lakefiles import LakeFiles, lending_contract
 

@@ -29,10 +29,10 @@ from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings, load_settings
 from services.common.signals import Shutdown
 from services.loader.app import Loader
-from services.loader.bronze import LoadBatch
-from services.loader.errors import BronzeSchemaError, WarehouseBusyError
-from services.loader.warehouse import Warehouse
-from services.loader.warehouse.factory import open_warehouse
+from services.warehouse import Warehouse
+from services.warehouse.bronze import LoadBatch
+from services.warehouse.errors import BronzeSchemaError, WarehouseBusyError
+from services.warehouse.factory import open_warehouse
 from tests.fixtures.bqemulator import BigQueryEmulator
 from tests.fixtures.lakefiles import LakeFiles, lending_contract, transaction_event
 

@@ -8,7 +8,7 @@ import pytest
 
 from services.common.lake import LakeLayout
 from services.common.lake.layout import NotALakeFileError
-from services.loader.warehouse.bigquery import file_slot
+from services.warehouse.bigquery import file_slot
 
 DAY = datetime.date(2026, 12, 2)
 

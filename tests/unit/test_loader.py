@@ -27,9 +27,9 @@ from services.common.settings import LoaderSettings, Settings, repo_root
 from services.common.signals import Shutdown
 from services.loader.__main__ import stalled_after_s
 from services.loader.app import Loader
-from services.loader.bronze import COORDINATES, bronze_schema
-from services.loader.parquet_pages import MalformedParquetError, declared_page_bytes
-from services.loader.warehouse.duckdb import DuckDBWarehouse, duckdb_type
+from services.warehouse.bronze import COORDINATES, bronze_schema
+from services.warehouse.duckdb import DuckDBWarehouse, duckdb_type
+from services.warehouse.parquet_pages import MalformedParquetError, declared_page_bytes
 from tests.fixtures.lakefiles import LakeFiles, lending_contract
 
 
@@ -198,8 +198,8 @@ def test_every_bronze_type_is_spelled_as_duckdb_reports_it(semantic: str) -> Non
 _MUTATE_AND_READ = """
 import json, random, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a file that makes the reader allocate without end fails
-from services.loader.bronze import read_lake_file
-from services.loader.errors import CorruptFileError
+from services.warehouse.lakefile import read_lake_file
+from services.warehouse.errors import CorruptFileError
 from tests.fixtures.lakefiles import lending_contract
 
 real = open(sys.argv[1], "rb").read()
@@ -514,13 +514,13 @@ def test_every_sources_prefix_is_loaded_into_its_own_bronze_table(lake: LocalLak
 def test_two_loader_processes_never_share_a_staging_table() -> None:
     """A rolling update's old and new loader may stage the same batch: each gets a table of its own, and a
     retry within one process replaces its own."""
-    code = "from services.loader.bronze import staging_name; print(staging_name('lending__transactions', 'abc'))"
+    code = "from services.warehouse.bronze import staging_name; print(staging_name('lending__transactions', 'abc'))"
     names = [
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         for _ in range(2)
     ]
     assert names[0] != names[1]
     assert all(n.startswith("lending__transactions__abc__") for n in names)
-    from services.loader.bronze import staging_name
+    from services.warehouse.bronze import staging_name
 
     assert staging_name("t", "id") == staging_name("t", "id")

@@ -15,9 +15,7 @@ from services.common.contracts import Column
 from services.common.errors import ConfigError
 from services.common.lake import LakeFile
 from services.common.settings import load_settings
-from services.loader.bronze import LoadBatch
-from services.loader.errors import WarehouseBusyError, WarehouseError
-from services.loader.warehouse.bigquery import (
+from services.warehouse.bigquery import (
     HIVE_KEYS,
     MAX_URIS_PER_JOB,
     bigquery_schema,
@@ -27,6 +25,8 @@ from services.loader.warehouse.bigquery import (
     load_job_id,
     staging_schema,
 )
+from services.warehouse.bronze import LoadBatch
+from services.warehouse.errors import WarehouseBusyError, WarehouseError
 from tests.fixtures.lakefiles import lending_contract
 
 

@@ -19,7 +19,7 @@ from services.common.settings import LoaderSettings
 from services.common.signals import Shutdown
 from services.loader.app import Loader
 from services.loader.lease import LeaseHolder, ShardLease, lease_path
-from services.loader.warehouse.duckdb import DuckDBWarehouse
+from services.warehouse.duckdb import DuckDBWarehouse
 from tests.fixtures.lakefiles import LakeFiles, lending_contract
 
 SHARD = (0, 1)

@@ -34,9 +34,9 @@ from services.common.naming import (
 )
 from services.common.settings import KafkaSettings
 from services.consumer.routing import Router
-from services.loader.bronze import bronze_table
 from services.transform import silver
 from services.transform.errors import SilverGenerationError
+from services.warehouse.bronze import bronze_table
 
 _VALID = re.compile(rf"[a-z0-9_]{{1,{MAX_NAME}}}")  # a BigQuery table name; DuckDB's quoted identifiers take any
 
@@ -51,7 +51,6 @@ def test_the_primary_sources_plain_names_are_unchanged() -> None:
     assert silver_name(PRIMARY, "loan_events") == "loan_events"
     assert bronze_table(_contract("lending", "customers")) == "lending__customers"
     assert silver.model_name(_contract("lending", "customers")) == "customers"
-    assert silver.bronze_name(_contract("lending", "customers")) == "lending__customers"
 
 
 def test_another_source_is_prefixed_and_two_public_users_differ() -> None:

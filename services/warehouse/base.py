@@ -1,4 +1,4 @@
-"""The warehouse seam of the loader."""
+"""The warehouse seam: what the loader needs of a backend."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Protocol
 
 from services.common.contracts import TableContract
 from services.common.lake import Lake
-from services.loader.bronze import LoadBatch
+from services.warehouse.bronze import LoadBatch
 
 __all__ = ["LoadResult", "LoadedFile", "Warehouse"]
 

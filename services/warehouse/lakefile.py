@@ -1,88 +1,21 @@
-"""Bronze: the append-only change log of every captured table, derived from its contract.
-
-Bronze holds the lake's columns (the row image, then the writer's metadata) plus the loader's own:
-``_loaded_at``, ``_load_id`` and ``_lake_file``. Columns only ever get added, and every one is nullable.
-"""
+"""A lake file read for loading: every way a file can be unreadable, hostile or of another table is refused
+with its reason (:class:`~services.warehouse.errors.CorruptFileError`) before it can take the loader down."""
 
 from __future__ import annotations
 
-import hashlib
 import io
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from services.common.contracts import TableContract, lake_schema
-from services.common.lake import LakeFile
-from services.common.naming import bronze_name
-from services.loader.errors import CorruptFileError
-from services.loader.parquet_pages import MalformedParquetError, declared_page_bytes
+from services.warehouse.bronze import COORDINATES
+from services.warehouse.errors import CorruptFileError
+from services.warehouse.parquet_pages import MalformedParquetError, declared_page_bytes
 
-__all__ = [
-    "COORDINATES",
-    "LOADER_COLUMNS",
-    "MAX_DECODED_FILE_BYTES",
-    "LoadBatch",
-    "bronze_schema",
-    "bronze_table",
-    "read_lake_file",
-    "staging_name",
-]
-
-_LOADER_RUN = uuid.uuid4().hex[:8]
-"""This loader process's mark in its staging tables' names."""
-
-COORDINATES = ("_kafka_topic", "_kafka_partition", "_kafka_offset")
-"""A change's identity: each one is in bronze at most once."""
-
-_UTC = pa.timestamp("us", tz="UTC")
-LOADER_COLUMNS: tuple[pa.Field, ...] = (
-    pa.field("_loaded_at", _UTC),
-    pa.field("_load_id", pa.string()),
-    pa.field("_lake_file", pa.string()),
-)
-
-
-def bronze_table(contract: TableContract) -> str:
-    """The table's name in the ``bronze`` schema (dataset), unique across sources: ``<schema>__<table>`` for
-    the primary source (:func:`services.common.naming.bronze_name`)."""
-    return bronze_name(contract.source, contract.schema, contract.table)
-
-
-def bronze_schema(contract: TableContract) -> pa.Schema:
-    fields = [f.with_nullable(True) for f in lake_schema(contract)]
-    return pa.schema([*fields, *LOADER_COLUMNS])
-
-
-@dataclass(frozen=True, slots=True)
-class LoadBatch:
-    """Files of one table loaded together. The id is derived from the files, so a retry reuses it."""
-
-    contract: TableContract
-    files: tuple[LakeFile, ...]
-
-    @property
-    def load_id(self) -> str:
-        digest = hashlib.sha256(bronze_table(self.contract).encode())
-        for file in sorted(self.files, key=lambda f: f.path):
-            digest.update(f"\0{file.path}\0{file.version}".encode())
-        return digest.hexdigest()[:24]
-
-    @property
-    def staging(self) -> str:
-        """The batch's staging table: its bronze table, its load id and this loader process, so two loaders
-        of one batch (a rolling update's old and new pod) never share one, and a retry in one process
-        replaces its own."""
-        return staging_name(bronze_table(self.contract), self.load_id)
-
-    @property
-    def bytes(self) -> int:
-        return sum(f.size for f in self.files)
-
+__all__ = ["MAX_DECODED_FILE_BYTES", "concat_files", "read_lake_file"]
 
 MAX_DECODED_FILE_BYTES = 2 << 30
 """The most one lake file may take in memory once decoded. A writer's file holds one flush (64 MiB by
@@ -224,8 +157,3 @@ def concat_files(tables: Sequence[tuple[str, pa.Table]]) -> pa.Table:
     """Rows of several files, each tagged with the file it came from (``_lake_file``)."""
     tagged = [t.append_column("_lake_file", pa.array([path] * t.num_rows, pa.string())) for path, t in tables]
     return pa.concat_tables(tagged)
-
-
-def staging_name(bronze: str, load_id: str) -> str:
-    """See :attr:`LoadBatch.staging`."""
-    return f"{bronze}__{load_id}__{_LOADER_RUN}"

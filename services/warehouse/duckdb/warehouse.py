@@ -2,7 +2,6 @@
 
 DuckDB has no partitions; the dedup is bounded by a primary key on the Kafka coordinates instead (an ART
 index: each staged row costs one index probe, whatever bronze's size), with ``INSERT OR IGNORE``.
-Unconstrained NUMERIC (76 digits) is wider than DuckDB's DECIMAL (38): it is stored as exact text.
 The file is opened per call and closed after, so dbt and ``cdcflow verify`` can open it in between.
 """
 
@@ -20,63 +19,32 @@ import pyarrow.compute as pc
 
 from services.common.contracts import TableContract
 from services.common.lake import Lake
-from services.loader.bronze import (
+from services.common.sql import quote_name
+from services.warehouse.base import LoadedFile, LoadResult
+from services.warehouse.bronze import (
     COORDINATES,
     LOADER_COLUMNS,
+    MANIFEST_COLUMNS,
+    MANIFEST_KEY,
+    MANIFEST_TABLE,
     LoadBatch,
     bronze_schema,
     bronze_table,
-    concat_files,
-    read_lake_file,
+    evolve,
 )
-from services.loader.errors import BronzeSchemaError, WarehouseBusyError, WarehouseError
-from services.loader.warehouse.base import LoadedFile, LoadResult
+from services.warehouse.duckdb.types import duckdb_type, for_duckdb
+from services.warehouse.errors import WarehouseBusyError, WarehouseError
+from services.warehouse.lakefile import concat_files, read_lake_file
 
-__all__ = ["DuckDBWarehouse", "duckdb_type"]
+__all__ = ["DuckDBWarehouse"]
 
-MANIFEST = "bronze._cdcflow_load_manifest"
+MANIFEST = f"bronze.{MANIFEST_TABLE}"
 _STAGING = "staging"
-
-
-def duckdb_type(data_type: pa.DataType) -> str:
-    """The DuckDB type, spelled as ``information_schema.columns`` reports it (so changes can be detected)."""
-    if pa.types.is_decimal(data_type):
-        if data_type.precision > 38:
-            return "VARCHAR"
-        return f"DECIMAL({data_type.precision},{data_type.scale})"
-    if pa.types.is_list(data_type):
-        return f"{duckdb_type(data_type.value_type)}[]"
-    if pa.types.is_timestamp(data_type):
-        return "TIMESTAMP WITH TIME ZONE" if data_type.tz else "TIMESTAMP"
-    simple = {
-        pa.int16(): "SMALLINT",
-        pa.int32(): "INTEGER",
-        pa.int64(): "BIGINT",
-        pa.bool_(): "BOOLEAN",
-        pa.float32(): "FLOAT",  # single precision; information_schema spells REAL so
-        pa.float64(): "DOUBLE",
-        pa.string(): "VARCHAR",
-        pa.date32(): "DATE",
-        pa.time64("us"): "TIME",
-        pa.binary(): "BLOB",
-    }
-    if data_type in simple:
-        return simple[data_type]
-    raise WarehouseError(f"no DuckDB type for {data_type}")
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _for_duckdb(table: pa.Table) -> pa.Table:
-    """Decimals wider than DuckDB's 38 digits become their exact text."""
-    columns, fields = [], []
-    for field, column in zip(table.schema, table.columns, strict=True):
-        too_wide = pa.types.is_decimal(field.type) and field.type.precision > 38
-        columns.append(pc.cast(column, pa.string()) if too_wide else column)
-        fields.append(field.with_type(pa.string()) if too_wide else field)
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+_MANIFEST_DDL = (
+    f"create table if not exists {MANIFEST} ("
+    + ", ".join(f"{f.name} {duckdb_type(f.type)} not null" for f in MANIFEST_COLUMNS)
+    + f", primary key ({', '.join(MANIFEST_KEY)}))"
+)
 
 
 class DuckDBWarehouse:
@@ -92,11 +60,7 @@ class DuckDBWarehouse:
             raise WarehouseBusyError(f"{self._path} is in use: {exc}", whole_warehouse=True) from None
         try:
             conn.execute(f"create schema if not exists bronze; create schema if not exists {_STAGING}")
-            conn.execute(
-                f"create table if not exists {MANIFEST} (load_id varchar not null, bronze_table varchar not null,"
-                " lake_file varchar not null, lake_version varchar not null, rows bigint not null,"
-                " loaded_at timestamptz not null, primary key (lake_file, lake_version))"
-            )
+            conn.execute(_MANIFEST_DDL)
             yield conn
         finally:
             conn.close()
@@ -113,17 +77,13 @@ class DuckDBWarehouse:
                 ).fetchall()
             )
             if not existing:
-                columns = ", ".join(f"{_quote(c)} {t}" for c, t in wanted.items())
+                columns = ", ".join(f"{quote_name(c)} {t}" for c, t in wanted.items())
                 key = ", ".join(COORDINATES)
-                conn.execute(f"create table bronze.{_quote(name)} ({columns}, primary key ({key}))")
+                conn.execute(f"create table bronze.{quote_name(name)} ({columns}, primary key ({key}))")
                 return list(wanted)
-            changed = [c for c, t in wanted.items() if c in existing and existing[c] != t]
-            if changed:
-                detail = ", ".join(f"{c}: {existing[c]} → {wanted[c]}" for c in changed)
-                raise BronzeSchemaError(f"bronze.{name}: incompatible change ({detail}); bronze only adds columns")
-            added = [c for c in wanted if c not in existing]
+            added = evolve(name, existing, list(wanted.items()), changed=str.__ne__, describe=str)
             for column in added:
-                conn.execute(f"alter table bronze.{_quote(name)} add column {_quote(column)} {wanted[column]}")
+                conn.execute(f"alter table bronze.{quote_name(name)} add column {quote_name(column)} {wanted[column]}")
             return added
 
     def loaded_files(self, contract: TableContract) -> set[LoadedFile]:
@@ -137,11 +97,11 @@ class DuckDBWarehouse:
         contract = batch.contract
         rows = concat_files([(f.path, read_lake_file(lake.read(f.path), f.path, contract)) for f in batch.files])
         name, load_id = bronze_table(contract), batch.load_id
-        staging = f"{_STAGING}.{_quote(batch.staging)}"
+        staging = f"{_STAGING}.{quote_name(batch.staging)}"
         columns = [f.name for f in bronze_schema(contract) if f.name not in {c.name for c in LOADER_COLUMNS}]
-        column_list = ", ".join(_quote(c) for c in [*columns, "_lake_file"])
+        column_list = ", ".join(quote_name(c) for c in [*columns, "_lake_file"])
         with self._connect() as conn:
-            staged = _for_duckdb(rows)  # noqa: F841 - DuckDB reads the Arrow table by its variable name
+            staged = for_duckdb(rows)  # noqa: F841 - DuckDB reads the Arrow table by its variable name
             try:
                 conn.execute(f"create or replace table {staging} as select * from staged")
             except duckdb.Error as exc:
@@ -149,7 +109,7 @@ class DuckDBWarehouse:
             try:
                 conn.execute("begin transaction")
                 inserted = conn.execute(
-                    f"insert or ignore into bronze.{_quote(name)} ({column_list}, _load_id, _loaded_at)"
+                    f"insert or ignore into bronze.{quote_name(name)} ({column_list}, _load_id, _loaded_at)"
                     f" select {column_list}, ?, now() from {staging}",
                     [load_id],
                 ).fetchone()
@@ -175,7 +135,7 @@ class DuckDBWarehouse:
             ).fetchone()
             if not found:
                 return None
-            row = conn.execute(f"select max(_source_ts) from bronze.{_quote(bronze_table(contract))}").fetchone()
+            row = conn.execute(f"select max(_source_ts) from bronze.{quote_name(bronze_table(contract))}").fetchone()
         value: Any = row[0] if row else None
         return value if isinstance(value, datetime) else None
 
@@ -188,7 +148,7 @@ class DuckDBWarehouse:
                 ).fetchall()
             ]
             for name in names:
-                conn.execute(f"drop table if exists {_STAGING}.{_quote(name)}")
+                conn.execute(f"drop table if exists {_STAGING}.{quote_name(name)}")
         return names
 
     def close(self) -> None:

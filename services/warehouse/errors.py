@@ -1,4 +1,4 @@
-"""Errors of the loader and its warehouses."""
+"""Errors of the warehouses, as the loader and the transform see them."""
 
 from services.common.errors import TerminalError, TransientError
 

@@ -1,0 +1,71 @@
+"""Google's exceptions as the loader's: what a retry may fix and what it will not."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any
+
+import requests
+from google.api_core import exceptions as api
+from google.auth import exceptions as auth
+
+from services.common.errors import CdcflowError
+from services.warehouse.errors import CorruptFileError, WarehouseBusyError, WarehouseError
+
+__all__ = ["corrupt_file", "error_kind"]
+
+# Errors a later attempt may not hit. The reasons come from BigQuery's error payloads.
+_TRANSIENT_API = (
+    api.TooManyRequests,
+    api.InternalServerError,
+    api.BadGateway,
+    api.ServiceUnavailable,
+    api.GatewayTimeout,
+    api.RetryError,  # the client's own retries ran out of time
+)
+_TRANSIENT_REASONS = frozenset(
+    {"rateLimitExceeded", "quotaExceeded", "backendError", "internalError", "jobBackendError"}
+)
+_TRANSIENT_MESSAGES = ("concurrent update", "could not serialize access", "transaction is aborted")
+_TRANSIENT_NETWORK = (
+    requests.ConnectionError,
+    requests.Timeout,
+    ConnectionError,
+    TimeoutError,
+    concurrent.futures.TimeoutError,
+    auth.TransportError,
+)
+
+
+def error_kind(exc: BaseException) -> type[CdcflowError] | None:
+    """Which loader error a Google client exception means; ``None`` when it is not a BigQuery error.
+
+    Transient (:class:`WarehouseBusyError`): 429 and 5xx, rate limits and quota (they reset), a transaction
+    aborted by a concurrent one, the client's retries running out of time, network failures. Everything else
+    the API refuses (bad SQL, a missing dataset, no permission) fails the same way again: :class:`WarehouseError`.
+    """
+    if isinstance(exc, (*_TRANSIENT_API, *_TRANSIENT_NETWORK)):
+        return WarehouseBusyError
+    if isinstance(exc, api.GoogleAPICallError):
+        reasons = {str(e.get("reason", "")) for e in exc.errors if isinstance(e, dict)}
+        transient = reasons & _TRANSIENT_REASONS or any(m in str(exc.message).lower() for m in _TRANSIENT_MESSAGES)
+        return WarehouseBusyError if transient else WarehouseError
+    if isinstance(exc, auth.GoogleAuthError):
+        return WarehouseBusyError if getattr(exc, "retryable", False) else WarehouseError
+    if isinstance(exc, api.GoogleAPIError):
+        return WarehouseError
+    return None
+
+
+def corrupt_file(job: Any, exc: Exception, paths: dict[str, str]) -> CorruptFileError | None:
+    """The lake file a failed load job could not read, when its errors name one."""
+    details = [exc.message if isinstance(exc, api.GoogleAPICallError) else str(exc)]
+    for error in getattr(job, "errors", None) or []:
+        if isinstance(error, dict):
+            details.extend(str(error.get(k, "")) for k in ("location", "message"))
+    for uri, path in paths.items():
+        local_tail = uri.removeprefix("gs://")
+        if any(uri in d or local_tail in d for d in details):
+            reason = "; ".join(d for d in details if d)
+            return CorruptFileError(path, f"not loadable as Parquet of its table: {reason}")
+    return None

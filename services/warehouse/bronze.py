@@ -1,0 +1,127 @@
+"""Bronze: the append-only change log of every captured table, derived from its contract.
+
+Bronze holds the lake's columns (the row image, then the writer's metadata) plus the loader's own:
+``_loaded_at``, ``_load_id`` and ``_lake_file``. Columns only ever get added, and every one is nullable.
+What every backend shares lives here: the table's name, its columns, the load manifest's columns, the
+batch a load takes, and the rule that decides how bronze may change (:func:`evolve`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pyarrow as pa
+
+from services.common.contracts import TableContract, lake_schema
+from services.common.lake import LakeFile
+from services.common.naming import bronze_name
+from services.warehouse.errors import BronzeSchemaError
+
+__all__ = [
+    "COORDINATES",
+    "LOADER_COLUMNS",
+    "MANIFEST_COLUMNS",
+    "MANIFEST_KEY",
+    "MANIFEST_TABLE",
+    "LoadBatch",
+    "bronze_schema",
+    "bronze_table",
+    "evolve",
+    "staging_name",
+]
+
+_Type = TypeVar("_Type")
+
+_LOADER_RUN = uuid.uuid4().hex[:8]
+"""This loader process's mark in its staging tables' names."""
+
+COORDINATES = ("_kafka_topic", "_kafka_partition", "_kafka_offset")
+"""A change's identity: each one is in bronze at most once."""
+
+_UTC = pa.timestamp("us", tz="UTC")
+LOADER_COLUMNS: tuple[pa.Field, ...] = (
+    pa.field("_loaded_at", _UTC),
+    pa.field("_load_id", pa.string()),
+    pa.field("_lake_file", pa.string()),
+)
+
+
+def bronze_table(contract: TableContract) -> str:
+    """The table's name in the ``bronze`` schema (dataset), unique across sources: ``<schema>__<table>`` for
+    the primary source (:func:`services.common.naming.bronze_name`)."""
+    return bronze_name(contract.source, contract.schema, contract.table)
+
+
+MANIFEST_TABLE = "_cdcflow_load_manifest"
+"""The load manifest, beside the bronze tables: one row per version of a lake file loaded."""
+MANIFEST_COLUMNS: tuple[pa.Field, ...] = (
+    pa.field("load_id", pa.string(), nullable=False),
+    pa.field("bronze_table", pa.string(), nullable=False),
+    pa.field("lake_file", pa.string(), nullable=False),
+    pa.field("lake_version", pa.string(), nullable=False),
+    pa.field("rows", pa.int64(), nullable=False),
+    pa.field("loaded_at", _UTC, nullable=False),
+)
+MANIFEST_KEY = ("lake_file", "lake_version")
+
+
+def bronze_schema(contract: TableContract) -> pa.Schema:
+    fields = [f.with_nullable(True) for f in lake_schema(contract)]
+    return pa.schema([*fields, *LOADER_COLUMNS])
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBatch:
+    """Files of one table loaded together. The id is derived from the files, so a retry reuses it."""
+
+    contract: TableContract
+    files: tuple[LakeFile, ...]
+
+    @property
+    def load_id(self) -> str:
+        digest = hashlib.sha256(bronze_table(self.contract).encode())
+        for file in sorted(self.files, key=lambda f: f.path):
+            digest.update(f"\0{file.path}\0{file.version}".encode())
+        return digest.hexdigest()[:24]
+
+    @property
+    def staging(self) -> str:
+        """The batch's staging table: its bronze table, its load id and this loader process, so two loaders
+        of one batch (a rolling update's old and new pod) never share one, and a retry in one process
+        replaces its own."""
+        return staging_name(bronze_table(self.contract), self.load_id)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def staging_name(bronze: str, load_id: str) -> str:
+    """See :attr:`LoadBatch.staging`."""
+    return f"{bronze}__{load_id}__{_LOADER_RUN}"
+
+
+def evolve(
+    table: str,
+    existing: Mapping[str, _Type],
+    wanted: Sequence[tuple[str, _Type]],
+    *,
+    changed: Callable[[_Type, _Type], bool],
+    describe: Callable[[_Type], str],
+) -> list[str]:
+    """The columns of ``wanted`` bronze ``table`` lacks, in order: bronze only ever adds columns.
+
+    ``existing`` and ``wanted`` map column names to a backend's column types, which ``changed`` compares and
+    ``describe`` spells; a column whose type changed is a :class:`BronzeSchemaError` naming every such column.
+    """
+    differ = [
+        (name, existing[name], kind) for name, kind in wanted if name in existing and changed(existing[name], kind)
+    ]
+    if differ:
+        detail = ", ".join(f"{name}: {describe(old)} → {describe(new)}" for name, old, new in differ)
+        raise BronzeSchemaError(f"bronze.{table}: incompatible change ({detail}); bronze only adds columns")
+    return [name for name, _ in wanted if name not in existing]

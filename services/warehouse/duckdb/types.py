@@ -1,0 +1,50 @@
+"""Arrow types as DuckDB columns.
+
+Unconstrained NUMERIC (76 digits) is wider than DuckDB's DECIMAL (38): it is stored as exact text.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from services.warehouse.errors import WarehouseError
+
+__all__ = ["duckdb_type", "for_duckdb"]
+
+
+def duckdb_type(data_type: pa.DataType) -> str:
+    """The DuckDB type, spelled as ``information_schema.columns`` reports it (so changes can be detected)."""
+    if pa.types.is_decimal(data_type):
+        if data_type.precision > 38:
+            return "VARCHAR"
+        return f"DECIMAL({data_type.precision},{data_type.scale})"
+    if pa.types.is_list(data_type):
+        return f"{duckdb_type(data_type.value_type)}[]"
+    if pa.types.is_timestamp(data_type):
+        return "TIMESTAMP WITH TIME ZONE" if data_type.tz else "TIMESTAMP"
+    simple = {
+        pa.int16(): "SMALLINT",
+        pa.int32(): "INTEGER",
+        pa.int64(): "BIGINT",
+        pa.bool_(): "BOOLEAN",
+        pa.float32(): "FLOAT",  # single precision; information_schema spells REAL so
+        pa.float64(): "DOUBLE",
+        pa.string(): "VARCHAR",
+        pa.date32(): "DATE",
+        pa.time64("us"): "TIME",
+        pa.binary(): "BLOB",
+    }
+    if data_type in simple:
+        return simple[data_type]
+    raise WarehouseError(f"no DuckDB type for {data_type}")
+
+
+def for_duckdb(table: pa.Table) -> pa.Table:
+    """Decimals wider than DuckDB's 38 digits become their exact text."""
+    columns, fields = [], []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        too_wide = pa.types.is_decimal(field.type) and field.type.precision > 38
+        columns.append(pc.cast(column, pa.string()) if too_wide else column)
+        fields.append(field.with_type(pa.string()) if too_wide else field)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
