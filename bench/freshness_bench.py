@@ -39,7 +39,7 @@ from services.common.settings import Settings, load_settings
 from services.stack.children import ServiceChild, service_env
 from services.stack.runtime import Stack, require_healthy
 from services.stack.workload import Workload, WorkloadResult
-from services.transform.__main__ import work_dir
+from services.transform.wiring import work_dir
 
 _MARGIN_S = 3.0  # the target: bronze p95 <= writer max batch age + loader interval + this
 

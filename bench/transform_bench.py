@@ -27,7 +27,7 @@ from services.common.contracts import load_contracts
 from services.common.logging import configure_logging
 from services.common.settings import LogSettings, Settings, load_settings, repo_root
 from services.common.signals import Shutdown
-from services.transform.__main__ import run_transform
+from services.transform.wiring import run_transform
 from services.warehouse.duckdb import DuckDBWarehouse
 
 _METADATA = (

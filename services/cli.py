@@ -239,7 +239,7 @@ def transform(
 ) -> None:
     """Build silver and gold with `dbt build`: once, or on a schedule (a failed run is logged, the next one runs)."""
     from services.common.signals import Shutdown
-    from services.transform.__main__ import run_transform
+    from services.transform.wiring import run_transform
 
     if once and every is not None:
         raise typer.BadParameter("choose --once or --every", param_hint="--once/--every")
@@ -267,7 +267,7 @@ def load(
 
     from services.common.settings import LoaderSettings
     from services.common.signals import Shutdown
-    from services.loader.__main__ import run_loader
+    from services.loader.wiring import run_loader
 
     if once and every is not None:
         raise typer.BadParameter("choose --once or --every", param_hint="--once/--every")

@@ -21,8 +21,8 @@ from services.monitor.slots import SlotProbe
 from services.monitor.transform import TransformProbe
 from services.monitor.warehouse import BronzeReader, DuckDBBronze, WarehouseProbe
 from services.stack.connect import connector_names
-from services.transform.__main__ import work_dir
 from services.transform.app import LAST_RUN_FILE
+from services.transform.wiring import work_dir
 
 __all__ = ["build_probes", "run_monitor"]
 

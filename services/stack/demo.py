@@ -37,11 +37,11 @@ from services.common.kafka import TopicPartition, consumer, end_positions
 from services.common.settings import Settings
 from services.common.signals import Shutdown
 from services.consumer.wiring import native_path, run_writer
-from services.loader.__main__ import run_loader
+from services.loader.wiring import run_loader
 from services.stack.children import ServiceChild, service_env
 from services.stack.workload import Workload, WorkloadResult
-from services.transform.__main__ import run_transform, work_dir
 from services.transform.verify import VerifyReport, print_report, verify_contracts, verify_warehouse
+from services.transform.wiring import run_transform, work_dir
 
 __all__ = ["DemoReport", "demo_settings", "run_demo"]
 

@@ -1,4 +1,4 @@
-"""``python -m services.transform [--once | --every SECONDS] [--select …]``.
+"""``python -m services.transform [--once | --every SECONDS] [--select …]`` (and ``cdcflow transform``).
 
 Settings → wiring → ``Transformer.run()``, like every service.
 """
@@ -7,113 +7,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
-from contextlib import ExitStack
-from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
-from services import __version__
-from services.common.contracts import TableContract, load_contracts
-from services.common.contracts.store import contracts_from_lake
-from services.common.health import HealthServer
-from services.common.lake import open_lake
-from services.common.logging import configure_logging, get_logger
-from services.common.metrics import TransformMetrics, new_registry, register_build_info
-from services.common.settings import Settings, load_settings
+from services.common.logging import configure_logging
+from services.common.settings import load_settings
 from services.common.signals import Shutdown
-from services.transform.app import LAST_RUN_FILE, Transformer
-from services.transform.dbt import Dbt
-from services.warehouse.factory import open_warehouse
+from services.transform.wiring import run_transform
 
-__all__ = ["dbt_for", "main", "run_transform", "work_dir"]
-
-
-def work_dir(settings: Settings) -> Path:
-    """Where the working copy of the dbt project, dbt's target/ and its logs live."""
-    return Path(settings.transform.work_dir or settings.stack.state_dir / "transform")
-
-
-def dbt_for(settings: Settings) -> Dbt:
-    """dbt on the transform's working copy, with the profile's variables taken from ``settings``."""
-    t, w = settings.transform, settings.warehouse
-    target = t.target or w.backend
-    base = work_dir(settings)
-    env = {
-        "CDCFLOW_TRANSFORM__TARGET": target,
-        "CDCFLOW_TRANSFORM__THREADS": str(t.threads),
-        "CDCFLOW_WAREHOUSE__DUCKDB_PATH": str(settings.duckdb_path().resolve()),
-        "CDCFLOW_WAREHOUSE__BIGQUERY_LOCATION": w.bigquery_location,
-        "CDCFLOW_TRANSFORM__BIGQUERY_TOKEN": t.bigquery_token.get_secret_value(),
-    }
-    if w.bigquery_project:
-        env["CDCFLOW_WAREHOUSE__BIGQUERY_PROJECT"] = w.bigquery_project
-    endpoint = t.bigquery_api_endpoint or w.bigquery_api_endpoint  # by default, where the loader writes bronze
-    if endpoint:
-        env["CDCFLOW_TRANSFORM__BIGQUERY_API_ENDPOINT"] = endpoint
-    return Dbt(
-        project_dir=base / "project",
-        target=target,
-        target_path=base / "target",
-        log_path=base / "logs",
-        env=env,
-    )
-
-
-def run_transform(
-    settings: Settings,
-    shutdown: Shutdown,
-    *,
-    once: bool,
-    every_s: float | None = None,
-    select: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    full_refresh: bool = False,
-    registry: CollectorRegistry | None = None,
-) -> int:
-    """Run ``dbt build`` once (exit status 1 when a model or test failed) or every ``every_s`` seconds."""
-    log = get_logger("services.transform")
-    t = settings.transform
-    if registry is None:
-        registry = new_registry()
-        register_build_info(registry, __version__)
-    interval = every_s or t.interval_s
-    log.info("transform.config", settings=settings.safe_dump(), once=once, interval_s=interval)
-    with ExitStack() as stack:
-        lake = open_lake(settings.lake, settings.lake_root())
-        stack.callback(lake.close)
-        warehouse = open_warehouse(settings)
-        stack.callback(warehouse.close)
-
-        def contracts() -> list[TableContract]:
-            return [*load_contracts(t.contracts_dir), *contracts_from_lake(lake)]
-
-        transformer = Transformer(
-            dbt=dbt_for(settings),
-            source_project=t.project_dir,
-            contracts=contracts,
-            ensure_bronze=warehouse.ensure_bronze,
-            metrics=TransformMetrics(registry),
-            shutdown=shutdown,
-            interval_s=interval,
-            select=list(select) or t.select,
-            exclude=list(exclude) or t.exclude,
-            full_refresh=full_refresh,
-            busy_timeout_s=t.busy_timeout_s,
-            last_run_file=work_dir(settings) / LAST_RUN_FILE,
-        )
-        if t.health_port and not once:
-            stalled_after = max(900.0, 3 * interval)
-            health = HealthServer(
-                t.health_host,
-                t.health_port,
-                registry,
-                live=lambda: time.monotonic() - transformer.last_cycle_at < stalled_after,
-                ready=lambda: True,
-            )
-            stack.enter_context(health)
-        return transformer.run(once=once)
+__all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from services.common.settings import Settings, load_settings
 from services.common.signals import Shutdown
-from services.loader.__main__ import run_loader
+from services.loader.wiring import run_loader
 from services.stack.workload import Workload
 from tests.fixtures.pipeline import (
     WriterProcess,

@@ -20,9 +20,9 @@ from services.common.contracts.store import write_contract
 from services.common.lake import LocalLake
 from services.common.settings import load_settings, repo_root
 from services.common.signals import Shutdown
-from services.loader.__main__ import run_loader
-from services.transform.__main__ import dbt_for
+from services.loader.wiring import run_loader
 from services.transform.project import materialize
+from services.transform.wiring import dbt_for
 from services.warehouse.errors import WarehouseBusyError
 from services.warehouse.factory import open_warehouse
 from tests.fixtures.bqemulator import BigQueryEmulator

@@ -28,11 +28,11 @@ from services.common.kafka import admin_client
 from services.common.lake import open_lake
 from services.common.settings import Settings, load_settings, repo_root
 from services.common.signals import Shutdown
-from services.loader.__main__ import run_loader
+from services.loader.wiring import run_loader
 from services.stack.processes import wait_for
 from services.stack.runtime import Stack
-from services.transform.__main__ import run_transform
 from services.transform.verify import verify_warehouse
+from services.transform.wiring import run_transform
 from tests.fixtures.pipeline import WriterProcess, partition_ends, wait_until, wait_until_committed
 from tests.fixtures.transform import describe
 

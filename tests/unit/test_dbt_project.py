@@ -26,9 +26,9 @@ from prometheus_client import CollectorRegistry
 from services.common.contracts import Column, TableContract, load_contracts, write_contract
 from services.common.settings import load_settings, repo_root
 from services.common.signals import Shutdown
-from services.transform.__main__ import dbt_for, run_transform
 from services.transform.project import materialize
 from services.transform.verify import DuckDBSilver, compare_table
+from services.transform.wiring import dbt_for, run_transform
 from services.warehouse.duckdb import DuckDBWarehouse
 
 _BASE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -25,8 +25,8 @@ from services.common.lake import LakeFile, LakeTransientError, LocalLake
 from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings, Settings, repo_root
 from services.common.signals import Shutdown
-from services.loader.__main__ import stalled_after_s
 from services.loader.app import Loader
+from services.loader.wiring import stalled_after_s
 from services.warehouse.bronze import COORDINATES, bronze_schema
 from services.warehouse.duckdb import DuckDBWarehouse, duckdb_type
 from services.warehouse.parquet_pages import MalformedParquetError, declared_page_bytes

@@ -14,9 +14,9 @@ from services.common.contracts import TableContract
 from services.common.metrics import TransformMetrics
 from services.common.settings import load_settings, repo_root
 from services.common.signals import Shutdown
-from services.transform.__main__ import dbt_for
 from services.transform.app import LAST_RUN_FILE, Transformer, read_last_run
 from services.transform.dbt import BuildResult, NodeResult
+from services.transform.wiring import dbt_for
 from services.warehouse.errors import WarehouseBusyError
 from tests.fixtures.lakefiles import lending_contract
 
