@@ -1,19 +1,24 @@
 """Settings from the environment (``CDCFLOW_…``, ``__`` for nesting) and from mounted secret files.
 
-Every service reads one :class:`Settings`. Values are frozen once loaded; secrets are ``SecretStr`` and
-:meth:`Settings.safe_dump` is the only form that may be logged.
+Every service reads one :class:`Settings` through :func:`load_settings`: pydantic-settings' environment source
+(over the mapping given) and its secrets-directory source, the variables first. Values are not decoded as JSON:
+a list takes the space-separated form its field documents. Values are frozen once loaded; secrets are
+``SecretStr`` and :meth:`Settings.safe_dump` is the only form that may be logged.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -22,7 +27,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from services.common.errors import ConfigError
 from services.common.naming import source_of
@@ -56,6 +69,7 @@ _NOT_SETTINGS = frozenset({SECRETS_DIR_ENV, HOME_ENV})
 _MASK = "**********"
 _SECRET_KEY = re.compile(r"(password|secret|token|credential|sasl\.|ssl\.key)", re.IGNORECASE)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_KAFKA_NAME = re.compile(r"^[A-Za-z0-9_\-.]+$")
 _URL_CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
 
 
@@ -75,6 +89,53 @@ def repo_root() -> Path:
     return Path.cwd()
 
 
+def _identifier(value: str) -> str:
+    if not _IDENTIFIER.match(value):
+        raise ValueError(f"{value!r} is not a plain SQL identifier (letters, digits, underscore)")
+    return value
+
+
+def _kafka_name(value: str) -> str:
+    if value and not _KAFKA_NAME.match(value):
+        raise ValueError(
+            "may hold only letters, digits, '.', '_' and '-' (it names Kafka groups, topics, transactions)"
+        )
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if value and (parts.scheme not in {"http", "https"} or not parts.hostname):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+def _words(value: object) -> object:
+    return value.split() if isinstance(value, str) else value
+
+
+def _words_or_commas(value: object) -> object:
+    return value.replace(",", " ").split() if isinstance(value, str) else value
+
+
+_Identifier = Annotated[str, AfterValidator(_identifier)]
+"""A plain SQL identifier (a role, a database, a BigQuery dataset): it is put into statements unquoted."""
+_KafkaName = Annotated[str, AfterValidator(_kafka_name)]
+"""A consumer group or instance id: empty, or the characters a Kafka topic or transactional id may hold."""
+_HttpUrl = Annotated[str, AfterValidator(_http_url)]
+"""Empty, or an http(s) URL, kept without its trailing slash."""
+_Words = Annotated[list[str], BeforeValidator(_words)]
+"""A list, given in a variable space-separated (``CDCFLOW_TRANSFORM__SELECT="silver +fct_payments"``): dbt
+selectors and regexes may hold commas."""
+_HealthPort = Annotated[int, Field(ge=0, le=65535)]
+"""The port of a service's /healthz, /readyz and /metrics; 0 turns the endpoint off."""
+
+
+def _contracts_dir() -> Any:
+    """The field of where the repository's contracts are: every service that reads them has the same default."""
+    return Field(default_factory=lambda: repo_root() / "schemas")
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -84,20 +145,13 @@ class PostgresSettings(_Frozen):
 
     host: str = "127.0.0.1"
     port: int = Field(default=15432, ge=1, le=65535)
-    user: str = "cdcflow"
+    user: _Identifier = "cdcflow"
     password: SecretStr = SecretStr("cdcflow")
-    database: str = "lending"
+    database: _Identifier = "lending"
     # The writer reads table definitions (pg_catalog only) as this role, never as the owner above: a login
     # with CONNECT and read-only transactions, no privilege on any table (README: "Capture your own database").
-    catalog_user: str = "cdcflow_catalog"
+    catalog_user: _Identifier = "cdcflow_catalog"
     catalog_password: SecretStr = SecretStr("cdcflow_catalog")
-
-    @field_validator("user", "database", "catalog_user")
-    @classmethod
-    def _identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
-            raise ValueError(f"{value!r} is not a plain SQL identifier (letters, digits, underscore)")
-        return value
 
     def dsn(self, *, with_password: bool = True) -> str:
         """A libpq URI; without the password it is safe to print."""
@@ -160,19 +214,11 @@ class KafkaSettings(_Frozen):
 class ConnectSettings(_Frozen):
     """The Kafka Connect REST API that runs the Debezium connector."""
 
-    url: str = "http://127.0.0.1:18083"
+    url: _HttpUrl = Field(default="http://127.0.0.1:18083", min_length=1)
     connector: str = "lending"
     # The local worker's Prometheus JMX exporter (Debezium's streaming and snapshot metrics), on 127.0.0.1;
     # 0 starts the worker without it.
     jmx_exporter_port: int = Field(default=19404, ge=0, le=65535)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value.rstrip("/")
 
     def port(self) -> int:
         parts = urlsplit(self.url)
@@ -211,31 +257,16 @@ class WarehouseSettings(_Frozen):
     bigquery_project: str | None = None
     bigquery_location: str = "US"
     # One dataset per layer, named like the DuckDB schemas; staging tables live in a dataset of their own.
-    bigquery_bronze_dataset: str = "bronze"
-    bigquery_staging_dataset: str = "bronze_staging"
+    bigquery_bronze_dataset: _Identifier = "bronze"
+    bigquery_staging_dataset: _Identifier = "bronze_staging"
     # Empty: Google's endpoint with application default credentials (or the service-account key file below).
     # An http(s) URL (a local emulator): anonymous credentials.
-    bigquery_api_endpoint: str = ""
+    bigquery_api_endpoint: _HttpUrl = ""
     bigquery_credentials_file: str = ""
     # The lake root as BigQuery reads it (gs://bucket/prefix). Empty: the gcs lake's own gs:// URIs.
     bigquery_lake_uri: str = ""
     bigquery_job_timeout_s: float = Field(default=600.0, gt=0)
     bigquery_retry_deadline_s: float = Field(default=120.0, gt=0)
-
-    @field_validator("bigquery_bronze_dataset", "bigquery_staging_dataset")
-    @classmethod
-    def _dataset(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
-            raise ValueError(f"{value!r} is not a BigQuery dataset name (letters, digits, underscore)")
-        return value
-
-    @field_validator("bigquery_api_endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if value and (parts.scheme not in {"http", "https"} or not parts.hostname):
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value.rstrip("/")
 
     @field_validator("bigquery_lake_uri")
     @classmethod
@@ -248,19 +279,20 @@ class WarehouseSettings(_Frozen):
 class WriterSettings(_Frozen):
     """The lake writer (``cdcflow consume``)."""
 
-    group_id: str = "cdcflow-lake-writer"
+    # it names the DLQ topic, _cdcflow.dlq.<group_id>
+    group_id: _KafkaName = Field(default="cdcflow-lake-writer", min_length=1)
     # native: the Rust consumer and JSON reader (fastest; built when the package was installed with cargo);
     # confluent: confluent_kafka's consumer and Arrow's JSON reader (any configuration, no compiler);
     # auto: native where it was built
     consumer: Literal["auto", "native", "confluent"] = "auto"
-    contracts_dir: Path = Field(default_factory=lambda: repo_root() / "schemas")
+    contracts_dir: Path = _contracts_dir()
     # enriched.transactions: the enricher's output is no captured table; silver would name it like
     # lending.transactions (README, "The enricher")
-    exclude_tables: list[str] = Field(
+    exclude_tables: _Words = Field(
         default_factory=lambda: ["cdcflow.heartbeat", "cdcflow.debezium_signal", "enriched.transactions"]
     )
     # regexes over ``schema.table.column``: columns the connector's column.exclude.list leaves out as well
-    exclude_columns: list[str] = Field(default_factory=list)
+    exclude_columns: _Words = Field(default_factory=list)
     flush_max_rows: int = Field(default=100_000, ge=1)
     flush_max_bytes: int = Field(default=64 << 20, ge=1024)
     flush_max_age_s: float = Field(default=30.0, gt=0)
@@ -272,7 +304,7 @@ class WriterSettings(_Frozen):
     retry_backoff_s: float = Field(default=1.0, gt=0)
     retry_backoff_max_s: float = Field(default=30.0, gt=0)
     health_host: str = "127.0.0.1"
-    health_port: int = Field(default=9464, ge=0, le=65535)
+    health_port: _HealthPort = 9464
     worker_id: str = ""
     # "catalog": a column that arrives before its contract is looked up in PostgreSQL's catalog and, if
     # the change is additive, becomes a new contract version; "dlq": such records go to the DLQ.
@@ -283,30 +315,13 @@ class WriterSettings(_Frozen):
     # How Kafka Connect serialised the values: JsonConverter, or AvroConverter in the Confluent wire format
     # (writer schemas from the registry below) or in Avro single-object encoding (schemas from contracts).
     value_format: Literal["json", "avro-confluent", "avro-single-object"] = "json"
-    schema_registry_url: str | None = None
+    schema_registry_url: _HttpUrl | None = None
     # The note of the offsets being decoded and the quarantined records (the crash-loop guard,
     # services/consumer/quarantine.py). Empty: <stack.state_dir>/writer.
     state_dir: str = ""
     # A decode of one poll's records that takes longer is a hang: the process ends (SIGALRM) and the next start
     # quarantines the record responsible. 0: no limit.
     decode_timeout_s: float = Field(default=120.0, ge=0)
-
-    @field_validator("group_id")
-    @classmethod
-    def _group(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9_\-.]+$", value):
-            raise ValueError("group_id may hold only letters, digits, '.', '_' and '-' (it names the DLQ topic)")
-        return value
-
-    @field_validator("schema_registry_url")
-    @classmethod
-    def _registry_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError("schema_registry_url must be an http(s) URL")
-        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _registry_needed(self) -> WriterSettings:
@@ -318,7 +333,7 @@ class WriterSettings(_Frozen):
 class LoaderSettings(_Frozen):
     """The loader (``cdcflow load``)."""
 
-    contracts_dir: Path = Field(default_factory=lambda: repo_root() / "schemas")
+    contracts_dir: Path = _contracts_dir()
     interval_s: float = Field(default=10.0, gt=0)
     max_batch_files: int = Field(default=1_000, ge=1, le=10_000)  # BigQuery takes 10,000 URIs per load job
     max_batch_bytes: int = Field(default=2 << 30, ge=1)
@@ -329,7 +344,7 @@ class LoaderSettings(_Frozen):
     failed_prefix: str = "_failed"
     shard: str = "0/1"
     health_host: str = "127.0.0.1"
-    health_port: int = Field(default=9465, ge=0, le=65535)
+    health_port: _HealthPort = 9465
     # chaos testing: kill the process (SIGKILL) after staging, before the commit
     crash_before_commit: bool = False
 
@@ -350,7 +365,7 @@ class TransformSettings(_Frozen):
     """The scheduled dbt runs (``cdcflow transform``) and ``cdcflow verify``."""
 
     project_dir: Path = Field(default_factory=lambda: repo_root() / "dbt")
-    contracts_dir: Path = Field(default_factory=lambda: repo_root() / "schemas")
+    contracts_dir: Path = _contracts_dir()
     # The working copy of the dbt project (with silver rendered from every contract, the repository's and
     # those published in the lake), dbt's target/ and logs/. Empty: <state_dir>/transform.
     work_dir: str = ""
@@ -358,8 +373,8 @@ class TransformSettings(_Frozen):
     # BigQuery with application default credentials (Workload Identity), bigquery: with a token.
     target: Literal["", "duckdb", "bigquery", "bigquery_adc"] = ""
     interval_s: float = Field(default=300.0, gt=0)
-    select: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=list)
+    select: _Words = Field(default_factory=list)
+    exclude: _Words = Field(default_factory=list)
     threads: int = Field(default=2, ge=1, le=64)
     # The DuckDB file is locked while the loader writes: wait this long (in total) for it before a run fails.
     busy_timeout_s: float = Field(default=60.0, ge=0)
@@ -367,22 +382,16 @@ class TransformSettings(_Frozen):
     bigquery_token: SecretStr = SecretStr("offline-dummy-token")
     bigquery_api_endpoint: str = ""
     health_host: str = "127.0.0.1"
-    health_port: int = Field(default=9466, ge=0, le=65535)
-
-    @field_validator("select", "exclude", mode="before")
-    @classmethod
-    def _selection(cls, value: object) -> object:
-        # CDCFLOW_TRANSFORM__SELECT="silver +fct_payments": dbt's own space-separated form
-        return value.split() if isinstance(value, str) else value
+    health_port: _HealthPort = 9466
 
 
 class EnricherSettings(_Frozen):
     """The stream-table join (``cdcflow enrich``): transactions joined with customers and facilities."""
 
-    group_id: str = "cdcflow-enricher"
+    group_id: _KafkaName = "cdcflow-enricher"
     # Fences a zombie: the transactional id is <group_id>.<instance_id>, stable across restarts of one instance
     # (a StatefulSet's pod name). Empty: the host name.
-    instance_id: str = ""
+    instance_id: _KafkaName = ""
     # The local table store (LMDB). Empty: <stack.state_dir>/enricher/<group_id>.
     state_dir: str = ""
     store_map_bytes: int = Field(default=4 << 30, ge=1 << 20)
@@ -400,14 +409,7 @@ class EnricherSettings(_Frozen):
     poll_timeout_s: float = Field(default=0.2, gt=0, le=1.0)
     grace_s: float = Field(default=30.0, gt=0)
     health_host: str = "127.0.0.1"
-    health_port: int = Field(default=9467, ge=0, le=65535)
-
-    @field_validator("group_id", "instance_id")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if value and not re.match(r"^[A-Za-z0-9_\-.]+$", value):
-            raise ValueError("may hold only letters, digits, '.', '_' and '-' (it names topics and transactions)")
-        return value
+    health_port: _HealthPort = 9467
 
 
 MonitorProbe = Literal["kafka", "postgres", "connect", "warehouse", "transform", "dlq"]
@@ -421,7 +423,10 @@ class MonitorSettings(_Frozen):
     # Consumer groups whose id starts with this are watched (the writer's default is cdcflow-lake-writer),
     # and so are their DLQ topics, _cdcflow.dlq.<group>.
     group_prefix: str = "cdcflow"
-    probes: list[MonitorProbe] = Field(default_factory=lambda: list(MONITOR_PROBES))
+    # CDCFLOW_MONITOR__PROBES="kafka postgres": a space- or comma-separated list
+    probes: Annotated[list[MonitorProbe], BeforeValidator(_words_or_commas)] = Field(
+        default_factory=lambda: list(MONITOR_PROBES)
+    )
     # Each request to Kafka, PostgreSQL or Connect gives up after this long; a probe that fails is retried
     # at its next poll and never stops the others.
     timeout_s: float = Field(default=5.0, gt=0, le=60)
@@ -429,33 +434,20 @@ class MonitorSettings(_Frozen):
     # most): 360 at 10 s cover an hour; older records are dated by reading their timestamp.
     lag_samples: int = Field(default=360, ge=2, le=100_000)
     health_host: str = "127.0.0.1"
-    health_port: int = Field(default=9104, ge=0, le=65535)
-
-    @field_validator("probes", mode="before")
-    @classmethod
-    def _probe_list(cls, value: object) -> object:
-        # CDCFLOW_MONITOR__PROBES="kafka postgres": a space- or comma-separated list
-        return value.replace(",", " ").split() if isinstance(value, str) else value
+    health_port: _HealthPort = 9104
 
 
 class DlqSettings(_Frozen):
     """The DLQ tool (``cdcflow dlq``)."""
 
     # The consumer group whose DLQ (_cdcflow.dlq.<group>) the tool reads. Empty: the writer's group_id.
-    group_id: str = ""
+    group_id: _KafkaName = ""
     # A record replayed this many times already is parked (recorded, not replayed again).
     max_replays: int = Field(default=3, ge=1, le=1_000)
     # Records per second a replay republishes at most (--rate overrides it).
     rate: float = Field(default=500.0, gt=0)
     # Each read of a whole topic and each Kafka transaction call gives up after this long.
     timeout_s: float = Field(default=60.0, gt=0)
-
-    @field_validator("group_id")
-    @classmethod
-    def _group(cls, value: str) -> str:
-        if value and not re.match(r"^[A-Za-z0-9_\-.]+$", value):
-            raise ValueError("group_id may hold only letters, digits, '.', '_' and '-'")
-        return value
 
 
 class LogSettings(_Frozen):
@@ -474,6 +466,8 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         case_sensitive=False,
+        # no JSON: a value is the string the variable holds, lists split by their fields (_Words)
+        enable_decoding=False,
         frozen=True,
         extra="ignore",
     )
@@ -513,9 +507,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # load_settings() reads the environment it is given (and the secret files) itself; the process
-        # environment must not leak in behind it, or load_settings({}) would not mean "the defaults".
-        return (init_settings,)
+        # Settings() reads what load_settings() reads (the process environment and its secret files), below
+        # the values passed explicitly
+        return (init_settings, *_sources(settings_cls, os.environ))
 
     def lake_root(self) -> str:
         """The lake root: the configured one, else ``<state_dir>/lake``."""
@@ -568,43 +562,66 @@ def _mask(value: Any, key: str = "") -> Any:
     return value
 
 
-def _secret_files(secrets_dir: Path) -> dict[str, str]:
-    """Secrets mounted as files named like the variables, e.g. ``cdcflow_postgres__password``."""
-    found: dict[str, str] = {}
-    if not secrets_dir.is_dir():
+class _GivenEnvironment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ  # before super().__init__(), which loads the variables
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        found = {
+            name.lower(): value
+            for name, value in self._environ.items()
+            if name.upper().startswith(ENV_PREFIX) and name.upper() not in _NOT_SETTINGS
+        }
+        _refuse_conflicts(found)
         return found
-    for path in sorted(secrets_dir.iterdir()):
-        name = path.name.upper()
-        if path.is_file() and name.startswith(ENV_PREFIX):
-            found[name] = path.read_text(encoding="utf-8").strip()
-    return found
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Read the settings; variables win over secret files. Raises :class:`ConfigError` with every problem."""
-    env = dict(os.environ if environ is None else environ)
-    secrets_dir = Path(env.get(SECRETS_DIR_ENV, str(DEFAULT_SECRETS_DIR)))
-    merged = {**_secret_files(secrets_dir), **{k.upper(): v for k, v in env.items()}}
-    nested = _nest({k: v for k, v in merged.items() if k.startswith(ENV_PREFIX) and k not in _NOT_SETTINGS})
+class _SecretFiles(NestedSecretsSettingsSource):
+    """Secrets mounted as files named like the variables, e.g. ``cdcflow_postgres__password``."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        found = super()._load_env_vars()
+        _refuse_conflicts(found)
+        return found
+
+
+def _refuse_conflicts(names: Iterable[str]) -> None:
+    """``CDCFLOW_KAFKA__EXTRA`` beside ``CDCFLOW_KAFKA__EXTRA__ACKS`` gives one setting both whole and in parts;
+    pydantic-settings would keep one of them silently, depending on their order."""
+    given = {name.lower() for name in names}
+    for name in sorted(given):
+        parts = name.split("__")
+        for end in range(1, len(parts)):
+            whole = "__".join(parts[:end])
+            if whole in given:
+                raise ConfigError(f"{name.upper()} conflicts with {whole.upper()}")
+
+
+def _sources(settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> tuple[PydanticBaseSettingsSource, ...]:
+    """The variables of ``environ``, then the files of its secrets directory (when there is one)."""
+    secrets_dir = Path(environ.get(SECRETS_DIR_ENV, str(DEFAULT_SECRETS_DIR)))
+    secrets = _SecretFiles(
+        SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir if secrets_dir.is_dir() else None)
+    )
+    return _GivenEnvironment(settings_cls, environ), secrets
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from ``environ`` (else ``os.environ``) and the secret files; variables win over files.
+
+    Only ``environ`` is read: ``load_settings({})`` is the defaults. Raises :class:`ConfigError` with every
+    problem, each named as its variable.
+    """
+    sources = _sources(Settings, os.environ if environ is None else environ)
     try:
-        return Settings.model_validate(nested)
+        return Settings(_build_sources=(sources, {}))
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{ENV_PREFIX}{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
-
-
-def _nest(flat: dict[str, str]) -> dict[str, Any]:
-    """``CDCFLOW_KAFKA__EXTRA__ACKS=all`` → ``{"kafka": {"extra": {"acks": "all"}}}``."""
-    tree: dict[str, Any] = {}
-    for key, value in flat.items():
-        parts = key[len(ENV_PREFIX) :].lower().split("__")
-        node = tree
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{key} conflicts with {ENV_PREFIX}{'__'.join(parts[:-1]).upper()}")
-            node = child
-        node[parts[-1]] = value
-    return tree

@@ -67,6 +67,60 @@ def test_a_scalar_and_a_nested_value_for_one_name_conflict() -> None:
         load_settings({"CDCFLOW_POSTGRES": "x", "CDCFLOW_POSTGRES__PORT": "1"})
 
 
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"CDCFLOW_KAFKA__EXTRA": "x", "CDCFLOW_KAFKA__EXTRA__ACKS": "all"},
+        {"CDCFLOW_KAFKA__EXTRA__ACKS": "all", "CDCFLOW_KAFKA__EXTRA": "x"},
+        # a valid scalar would otherwise win silently
+        {"CDCFLOW_KAFKA__TOPIC_PREFIX__X": "y", "CDCFLOW_KAFKA__TOPIC_PREFIX": "shop"},
+    ],
+)
+def test_a_dict_given_whole_and_in_parts_names_both_variables(environ: dict[str, str]) -> None:
+    name, whole = sorted(environ, key=len, reverse=True)
+    with pytest.raises(ConfigError, match=f"^{name} conflicts with {whole}$"):
+        load_settings(environ)
+
+
+def test_a_value_is_not_read_as_json() -> None:
+    with pytest.raises(ConfigError, match="CDCFLOW_KAFKA__EXTRA: Input should be a valid dictionary"):
+        load_settings({"CDCFLOW_KAFKA__EXTRA": '{"acks": "all"}'})
+
+
+def test_lists_are_space_separated() -> None:
+    settings = load_settings(
+        {
+            "CDCFLOW_WRITER__EXCLUDE_TABLES": "cdcflow.heartbeat  lending.audit",
+            "CDCFLOW_WRITER__EXCLUDE_COLUMNS": r"lending\.customers\.ssn lending\..*\.note_{1,3}",
+            "CDCFLOW_TRANSFORM__SELECT": "silver +fct_payments",
+            "CDCFLOW_TRANSFORM__EXCLUDE": "tag:slow,tag:big",
+        }
+    )
+    assert settings.writer.exclude_tables == ["cdcflow.heartbeat", "lending.audit"]
+    assert settings.writer.exclude_columns == [r"lending\.customers\.ssn", r"lending\..*\.note_{1,3}"]
+    assert settings.transform.select == ["silver", "+fct_payments"]
+    assert settings.transform.exclude == ["tag:slow,tag:big"]  # a dbt intersection stays one selector
+
+
+def test_variables_that_are_no_settings_are_ignored(tmp_path: Path) -> None:
+    settings = load_settings({"CDCFLOW_HOME": str(tmp_path), "CDCFLOW_SECRETS_DIR": str(tmp_path), "CDCFLOW_X": "1"})
+    assert settings == load_settings({})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CDCFLOW_WRITER__GROUP_ID", "a/b"),
+        ("CDCFLOW_WRITER__GROUP_ID", ""),
+        ("CDCFLOW_ENRICHER__INSTANCE_ID", "pod 1"),
+        ("CDCFLOW_DLQ__GROUP_ID", "a:b"),
+    ],
+)
+def test_group_ids_are_kafka_names(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"{variable}: "):
+        load_settings({variable: value})
+
+
 def test_secrets_are_masked_in_every_dump() -> None:
     settings = load_settings(
         {
@@ -97,6 +151,13 @@ def test_secrets_come_from_mounted_files_and_variables_win(tmp_path: Path) -> No
     settings = load_settings({"CDCFLOW_SECRETS_DIR": str(tmp_path), "CDCFLOW_POSTGRES__USER": "env_user"})
     assert settings.postgres.password.get_secret_value() == "from-file"
     assert settings.postgres.user == "env_user"
+    assert load_settings({"CDCFLOW_SECRETS_DIR": str(tmp_path)}).postgres.user == "file_user"
+
+
+def test_a_secrets_dir_that_is_no_directory_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    for missing in (tmp_path / "file", tmp_path / "nothing"):
+        assert load_settings({"CDCFLOW_SECRETS_DIR": str(missing)}) == load_settings({})
 
 
 def test_connector_environment_carries_the_credentials_for_connect() -> None:
