@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from services import __version__
 from services.common.health import HealthServer
 from services.common.kafka.offsets import DlqTail, OffsetsReader
+from services.common.lake import open_lake
 from services.common.logging import get_logger
 from services.common.metrics import MonitorMetrics, new_registry, register_build_info
 from services.common.settings import Settings
@@ -21,8 +22,6 @@ from services.monitor.slots import SlotProbe
 from services.monitor.transform import TransformProbe
 from services.monitor.warehouse import BronzeReader, DuckDBBronze, WarehouseProbe
 from services.stack.connect import connector_names
-from services.transform.app import LAST_RUN_FILE
-from services.transform.wiring import work_dir
 
 __all__ = ["build_probes", "run_monitor"]
 
@@ -51,7 +50,7 @@ def build_probes(settings: Settings, metrics: MonitorMetrics) -> list[Probe]:
         elif name == "warehouse":
             probes.append(WarehouseProbe(_bronze_reader(settings), metrics))
         elif name == "transform":
-            probes.append(TransformProbe(work_dir(settings) / LAST_RUN_FILE, metrics))
+            probes.append(TransformProbe(open_lake(settings.lake, settings.lake_root()), metrics))
         elif name == "dlq":
             reader = OffsetsReader(settings.kafka, timeout_s=timeout)
             tail = DlqTail(settings.kafka, timeout_s=timeout)

@@ -9,7 +9,6 @@ schedule goes on: the next run starts after the interval whatever this one did.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from services.common.contracts import ContractRegistry, TableContract
+from services.common.lake import Lake, LakeNotFoundError
 from services.common.logging import get_logger
 from services.common.metrics import TransformMetrics
 from services.common.signals import Shutdown
@@ -25,12 +25,13 @@ from services.transform.errors import SilverGenerationError
 from services.transform.project import materialize
 from services.warehouse.errors import WarehouseBusyError
 
-__all__ = ["LAST_RUN_FILE", "Builder", "LastRun", "RunReport", "Transformer", "read_last_run", "write_last_run"]
+__all__ = ["LAST_RUN_PATH", "Builder", "LastRun", "RunReport", "Transformer", "read_last_run", "write_last_run"]
 
 log = get_logger(__name__)
 
-#: The record of the last run in the transform's work dir: what ``cdcflow monitor`` reports from outside.
-LAST_RUN_FILE = "last_run.json"
+#: The record of the last run, in the lake: what ``cdcflow monitor`` reports from outside, wherever the
+#: transform ran (a Kubernetes CronJob's pod and its volumes are gone when the monitor looks).
+LAST_RUN_PATH = "_transform/last_run.json"
 
 Status = Literal["success", "failure", "error", "stopped"]
 """success: every model built and every test passed (warnings allowed); failure: a model or test failed;
@@ -69,19 +70,17 @@ class LastRun:
         return self.status == "success"
 
 
-def write_last_run(path: Path, run: LastRun) -> None:
-    """Replace the record atomically, so a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps({"status": run.status, "finished_at": run.finished_at, "seconds": run.seconds}))
-    os.replace(temporary, path)
+def write_last_run(lake: Lake, run: LastRun) -> None:
+    """Replace the record; a lake write is whole or absent, so a reader never sees half of it."""
+    document = {"status": run.status, "finished_at": run.finished_at, "seconds": run.seconds}
+    lake.write(LAST_RUN_PATH, json.dumps(document).encode())
 
 
-def read_last_run(path: Path) -> LastRun | None:
+def read_last_run(lake: Lake) -> LastRun | None:
     """The last run's record; None when no run has finished yet."""
     try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
+        document = json.loads(lake.read(LAST_RUN_PATH))
+    except LakeNotFoundError:
         return None
     return LastRun(str(document["status"]), float(document["finished_at"]), float(document["seconds"]))
 
@@ -108,7 +107,7 @@ class Transformer:
         full_refresh: bool = False,
         busy_timeout_s: float = 60.0,
         busy_retry_s: float = 2.0,
-        last_run_file: Path | None = None,
+        record_run: Callable[[LastRun], None] | None = None,
     ) -> None:
         self._dbt = dbt
         self._source_project = source_project
@@ -122,7 +121,7 @@ class Transformer:
         self._full_refresh = full_refresh
         self._busy_timeout_s = busy_timeout_s
         self._busy_retry_s = busy_retry_s
-        self._last_run_file = last_run_file
+        self._record_run = record_run
         self._models_with_failures: set[str] = set()
         self.last_cycle_at = time.monotonic()
 
@@ -185,8 +184,8 @@ class Transformer:
         build = report.build
         if report.status == "success":
             metrics.last_success.set(time.time())
-        if self._last_run_file is not None:
-            write_last_run(self._last_run_file, LastRun(report.status, time.time(), round(report.seconds, 3)))
+        if self._record_run is not None:
+            self._record_run(LastRun(report.status, time.time(), round(report.seconds, 3)))
         if build is not None and build.error is None:
             failures = build.test_failures_by_model()
             for model in self._models_with_failures - set(failures):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -13,12 +14,12 @@ from services import __version__
 from services.common.contracts import TableContract, load_contracts
 from services.common.contracts.store import contracts_from_lake
 from services.common.health import HealthServer
-from services.common.lake import open_lake
+from services.common.lake import Lake, LakeError, open_lake
 from services.common.logging import get_logger
 from services.common.metrics import TransformMetrics, new_registry, register_build_info
 from services.common.settings import Settings
 from services.common.signals import Shutdown
-from services.transform.app import LAST_RUN_FILE, Transformer
+from services.transform.app import LastRun, Transformer, write_last_run
 from services.transform.dbt import Dbt
 from services.warehouse.factory import open_warehouse
 
@@ -96,7 +97,7 @@ def run_transform(
             exclude=list(exclude) or t.exclude,
             full_refresh=full_refresh,
             busy_timeout_s=t.busy_timeout_s,
-            last_run_file=work_dir(settings) / LAST_RUN_FILE,
+            record_run=partial(_record_run, lake),
         )
         if t.health_port and not once:
             stalled_after = max(900.0, 3 * interval)
@@ -109,3 +110,11 @@ def run_transform(
             )
             stack.enter_context(health)
         return transformer.run(once=once)
+
+
+def _record_run(lake: Lake, run: LastRun) -> None:
+    """The run's record for ``cdcflow monitor``; a lake that fails now costs the record, not the run."""
+    try:
+        write_last_run(lake, run)
+    except LakeError as exc:
+        get_logger("services.transform").warning("transform.run_not_recorded", error=str(exc))

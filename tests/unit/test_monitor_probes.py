@@ -13,8 +13,9 @@ from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
 
 from services.common.errors import ConfigError
+from services.common.lake import open_lake
 from services.common.metrics import MonitorMetrics, new_registry
-from services.common.settings import load_settings
+from services.common.settings import LakeSettings, load_settings
 from services.common.signals import Shutdown
 from services.monitor.app import Monitor
 from services.monitor.dlq import DlqCounter
@@ -225,16 +226,17 @@ def test_bronze_names_become_the_loaders_table_label() -> None:
 
 
 def test_the_transforms_record_gives_the_last_run_and_its_outcome(tmp_path: Path) -> None:
-    record = tmp_path / "transform" / "last_run.json"
+    lake = open_lake(LakeSettings(), str(tmp_path / "lake"))
     metrics, registry = _metrics()
-    probe = TransformProbe(record, metrics)
+    probe = TransformProbe(open_lake(LakeSettings(), str(tmp_path / "lake")), metrics)
     probe.poll()  # no run yet: nothing to report, not a failure
-    write_last_run(record, LastRun("failure", 1_795_000_000.5, 12.0))
+    assert registry.get_sample_value("cdcflow_transform_last_run_timestamp_seconds") == 0
+    write_last_run(lake, LastRun("failure", 1_795_000_000.5, 12.0))
     probe.poll()
     get = registry.get_sample_value
     assert get("cdcflow_transform_last_run_timestamp_seconds") == 1_795_000_000.5
     assert get("cdcflow_transform_last_run_success") == 0
-    write_last_run(record, LastRun("success", 1_795_000_300.0, 11.0))
+    write_last_run(lake, LastRun("success", 1_795_000_300.0, 11.0))
     probe.poll()
     assert get("cdcflow_transform_last_run_timestamp_seconds") == 1_795_000_300.0
     assert get("cdcflow_transform_last_run_success") == 1

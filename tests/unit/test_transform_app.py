@@ -5,16 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from services.common.contracts import TableContract
+from services.common.lake import open_lake
 from services.common.metrics import TransformMetrics
-from services.common.settings import load_settings, repo_root
+from services.common.settings import LakeSettings, load_settings, repo_root
 from services.common.signals import Shutdown
-from services.transform.app import LAST_RUN_FILE, Transformer, read_last_run
+from services.transform.app import LAST_RUN_PATH, Transformer, read_last_run, write_last_run
 from services.transform.dbt import BuildResult, NodeResult
 from services.transform.wiring import dbt_for
 from services.warehouse.errors import WarehouseBusyError
@@ -226,20 +228,24 @@ def test_dbt_on_bigquery_reaches_the_loaders_endpoint_by_default(tmp_path: Path)
 
 
 def test_every_run_leaves_a_record_of_its_outcome_for_the_monitor(tmp_path: Path) -> None:
-    record = tmp_path / "work" / LAST_RUN_FILE
+    lake = open_lake(LakeSettings(), str(tmp_path / "lake"))
     transformer = _transformer(
-        tmp_path, CannedDbt(tmp_path / "project", [FAILED, PASSED]), CollectorRegistry(), last_run_file=record
+        tmp_path,
+        CannedDbt(tmp_path / "project", [FAILED, PASSED]),
+        CollectorRegistry(),
+        record_run=partial(write_last_run, lake),
     )
     before = time.time()
+    assert read_last_run(lake) is None
     transformer.cycle()
-    failed = read_last_run(record)
+    failed = read_last_run(lake)
     assert failed is not None
     assert failed.status == "failure"
     assert not failed.success
     assert failed.finished_at >= before
     transformer.cycle()
-    passed = read_last_run(record)
+    passed = read_last_run(lake)
     assert passed is not None
     assert passed.success
     assert passed.finished_at >= failed.finished_at
-    assert [p.name for p in record.parent.iterdir()] == [LAST_RUN_FILE]  # no temporary file left behind
+    assert [f.path for f in lake.list("_transform/")] == [LAST_RUN_PATH]  # one record, no temporary file

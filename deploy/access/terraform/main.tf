@@ -4,11 +4,13 @@ locals {
     "cdcflow-writer"     = "cdcflow lake writer: writes Parquet to the lake"
     "cdcflow-loader"     = "cdcflow loader: reads the lake, writes bronze"
     "cdcflow-transform"  = "cdcflow transform: reads bronze, writes silver and gold"
-    "cdcflow-monitor"    = "cdcflow monitor: reads bronze freshness"
+    "cdcflow-monitor"    = "cdcflow monitor: reads bronze freshness and the transform's run record"
     "cdcflow-dlq-replay" = "cdcflow DLQ replay: Kafka only"
     "cdcflow-enricher"   = "cdcflow enricher: Kafka only"
   }
   member = { for name, sa in google_service_account.component : name => "serviceAccount:${sa.email}" }
+  # The transform's record of its last run, read by the monitor (services/transform/app.py, LAST_RUN_PATH).
+  run_record_objects = "projects/_/buckets/${var.lake_bucket}/objects/${var.lake_prefix == "" ? "" : "${var.lake_prefix}/"}_transform/"
   # Who may run BigQuery jobs (queries, loads) in the project; what they may touch is the datasets' grants.
   job_users = concat(
     [local.member["cdcflow-loader"], local.member["cdcflow-transform"], local.member["cdcflow-monitor"]],
@@ -46,6 +48,34 @@ resource "google_storage_bucket_iam_member" "loader_lake" {
   bucket = var.lake_bucket
   role   = "roles/storage.objectUser"
   member = local.member["cdcflow-loader"]
+}
+
+# The transform reads the contracts the writer publishes (_contracts/) and writes its run record (_transform/).
+resource "google_storage_bucket_iam_member" "transform_reads_lake" {
+  bucket = var.lake_bucket
+  role   = "roles/storage.objectViewer"
+  member = local.member["cdcflow-transform"]
+}
+
+resource "google_storage_bucket_iam_member" "transform_writes_run_record" {
+  bucket = var.lake_bucket
+  role   = "roles/storage.objectUser"
+  member = local.member["cdcflow-transform"]
+  condition {
+    title      = "transform-run-record"
+    expression = "resource.name.startsWith(\"${local.run_record_objects}\")"
+  }
+}
+
+# The monitor reads the transform's run record and nothing else of the lake.
+resource "google_storage_bucket_iam_member" "monitor_reads_run_record" {
+  bucket = var.lake_bucket
+  role   = "roles/storage.objectViewer"
+  member = local.member["cdcflow-monitor"]
+  condition {
+    title      = "transform-run-record"
+    expression = "resource.name.startsWith(\"${local.run_record_objects}\")"
+  }
 }
 
 # --- the warehouse ----------------------------------------------------------------------------------------

@@ -13,6 +13,12 @@ variable "lake_bucket" {
   description = "The GCS bucket of CDCFLOW_LAKE__ROOT (gs://<bucket>/<prefix>)."
   type        = string
 }
+
+variable "lake_prefix" {
+  description = "The <prefix> of CDCFLOW_LAKE__ROOT (gs://<bucket>/<prefix>), without slashes; empty for the bucket root."
+  type        = string
+  default     = "lake"
+}
 variable "datasets" {
   description = "The BigQuery datasets of each layer (CDCFLOW_WAREHOUSE__BIGQUERY_*_DATASET, dbt's silver and gold)."
   type = object({
