@@ -214,9 +214,8 @@ def apply_notification(snapshots: dict[str, Snapshot], note: dict[str, Any]) -> 
     extra = note.get("additional_data") or {}
     sid = str(note.get("id", ""))
     kind = str(note.get("type", ""))
-    running = [s for s in snapshots.values() if s.state in _RUNNING]
-    if kind == "ABORTED" and sid not in snapshots and running:
-        sid = max(running, key=lambda s: s.updated_ms).id  # Debezium gives a stop its own id, not the snapshot's
+    if kind in ("ABORTED", "COMPLETED") and sid not in snapshots:
+        sid = _ended_by(snapshots, kind) or sid
     snap = snapshots.setdefault(sid, Snapshot(sid))
     snap.updated_ms = int(note.get("timestamp", 0))
     if "data_collections" in extra:
@@ -231,6 +230,16 @@ def apply_notification(snapshots: dict[str, Snapshot], note: dict[str, Any]) -> 
     if kind == "IN_PROGRESS":
         snap.current = str(extra.get("current_collection_in_progress", ""))
         snap.last_key, snap.max_key = str(extra.get("last_processed_key", "")), str(extra.get("maximum_key", ""))
+
+
+def _ended_by(snapshots: dict[str, Snapshot], kind: str) -> str | None:
+    """The snapshot an ABORTED or COMPLETED of an unknown id ends: the newest running one (or, for COMPLETED,
+    just aborted). Debezium names such a notification by the snapshot's correlation id while it has one; a
+    stop that arrives before the snapshot has one, or a COMPLETED sent after a stop cleared it, carries an id
+    of its own (a random UUID)."""
+    ending = _RUNNING | ({"ABORTED"} if kind == "COMPLETED" else set())
+    candidates = [s for s in snapshots.values() if s.state in ending]
+    return max(candidates, key=lambda s: s.updated_ms).id if candidates else None
 
 
 def _requested(signal: SignalTarget) -> list[tuple[str, dict[str, Any]]]:

@@ -169,6 +169,9 @@ def test_a_table_added_while_written_is_backfilled_with_zero_drift(
     def ended() -> bool:
         return len(snaps := _snapshots(cli_env)) == 4 and snaps[-1]["state"] in ("ABORTED", "COMPLETED")
 
-    wait_until("the stopped backfill to end", ended, timeout_s=300, interval_s=2)
+    try:
+        wait_until("the stopped backfill to end", ended, timeout_s=300, interval_s=2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {_snapshots(cli_env)}") from None
     stopped = _snapshots(cli_env)[-1]
     assert stopped["state"] == "ABORTED", stopped

@@ -139,3 +139,20 @@ def test_a_snapshot_stopped_within_the_millisecond_it_started_ends_aborted() -> 
             apply_notification(snapshots, note)
         assert sorted(snapshots) == ["old", "sig"]
         assert snapshots["sig"].state == "ABORTED"
+
+
+def test_a_completed_without_the_snapshots_id_after_a_stop_adds_no_snapshot() -> None:
+    """A stop mid-scan clears the snapshot's correlation id; the COMPLETED sent after it has a random id."""
+    snapshots = {"old": Snapshot("old", state="COMPLETED", updated_ms=1), "sig": Snapshot("sig")}
+    notes = [
+        _note("STARTED", 2),
+        _note("IN_PROGRESS", 3, current_collection_in_progress="extra.a", last_processed_key="9", maximum_key="99"),
+        _note("TABLE_SCAN_COMPLETED", 4, scanned_collection="extra.a", total_rows_scanned="9"),
+        _note("ABORTED", 4),
+        {**_note("COMPLETED", 5), "id": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"},
+    ]
+    for note in in_order(notes):
+        apply_notification(snapshots, note)
+    assert sorted(snapshots) == ["old", "sig"]
+    assert snapshots["sig"].state == "ABORTED"
+    assert snapshots["old"].state == "COMPLETED"
