@@ -19,6 +19,9 @@ the process ends before the commit and, restarted, meets the same record again. 
    and the fsync would put the record in the DLQ twice: the window is one write.)
 
 Offsets the group has committed since the crash (another member decoded them) are not examined again.
+
+Its length (past the ~400 lines of most modules): the note, the quarantine file and the search in child
+processes are the three halves of one protocol whose invariants refer to each other.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ read ``schemas/``. Rendering is a pure function of the contracts: ``cdcflow sche
 repository's copy (``--check`` fails when it is stale), and ``cdcflow transform`` renders its working copy
 of the project from the repository's contracts plus the versions the writers published in the lake, so a
 table or column added at run time reaches silver without anyone touching the tree.
+
+Its length (past the ~400 lines of most modules): the sources file, the models and their tests are
+rendered from one contract walk and must agree on every name.
 """
 
 from __future__ import annotations

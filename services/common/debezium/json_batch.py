@@ -12,6 +12,9 @@ Arrow's reader is a C++ parser that trusts its input's shape: it crashes the pro
 does not check UTF-8. So every value it is given is first bounded, with vectorised scans of the batch's
 bytes: nesting depth (:data:`MAX_DEPTH`) and UTF-8, and no decimal column may hold an exponent of
 millions (Arrow's decimal conversion crashes on one). What fails them is refused before any parser sees it.
+
+Its length (past the ~400 lines of most modules): the bounds that keep Arrow's reader from crashing and
+the fallback they send values to are one safety argument, read together or not at all.
 """
 
 from __future__ import annotations
