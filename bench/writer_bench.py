@@ -37,64 +37,13 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from services.common.kafka import TopicPartition, admin_client, consumer, end_positions, ensure_topics, producer
+from bench.events import SOURCE_TOPIC, committed_all, cpu_seconds, end_offsets, produce_events, sample_events
+from services.common.kafka import admin_client, consumer
 from services.common.settings import KafkaSettings, Settings, load_settings
 from services.stack.processes import die_with_parent
-from services.stack.workload import Workload
-
-SOURCE_TOPIC = "lending.transactions"
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _samples(settings: Settings, wanted: int = 2_000) -> list[bytes]:
-    """Real change events of the source topic (a short workload first if it has too few)."""
-    topic = f"{settings.kafka.topic_prefix}.{SOURCE_TOPIC}"
-    for _ in range(2):
-        reader = consumer(settings.kafka, f"bench-sample-{uuid.uuid4().hex[:6]}")
-        try:
-            ensure_topics(settings.kafka, [topic])
-            reader.assign([TopicPartition(p.topic, p.partition, 0) for p in end_positions(reader, [topic])])
-            values = [m.value() for m in reader.consume(wanted * 2, timeout=5) if m.error() is None and m.value()]
-        finally:
-            reader.close()
-        if len(values) >= wanted // 4:
-            return [v for v in values if v is not None][:wanted]
-        Workload(settings.postgres, seed=99).run(rate=1_000, duration_s=3)
-    raise SystemExit("no change events to sample: is the stack up?")
-
-
-def _produce(kafka: KafkaSettings, topic: str, samples: list[bytes], count: int) -> None:
-    ensure_topics(kafka, [topic])
-    out = producer(kafka, **{"compression.type": "lz4", "linger.ms": 50, "batch.size": 1 << 20})
-    for i in range(count):
-        value = samples[i % len(samples)]
-        while True:
-            try:
-                out.produce(topic, value=value, key=str(i).encode())
-                break
-            except BufferError:
-                out.poll(0.05)
-        if i % 10_000 == 0:
-            out.poll(0)
-    if out.flush(60):
-        raise SystemExit("the benchmark events were not all delivered")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
-
-
-def _committed_all(kafka: KafkaSettings, group: str, ends: dict[tuple[str, int], int]) -> bool:
-    probe = consumer(kafka, group)
-    try:
-        done = probe.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
-        return all(c.offset >= ends[(c.topic, c.partition)] for c in done)
-    finally:
-        probe.close()
-
-
-def _run_writer(
+def run_writer(
     settings: Settings, prefix: str, ends: dict[tuple[str, int], int], lake: Path, *, path: str = "native"
 ) -> float:
     group = f"bench-writer-{uuid.uuid4().hex[:6]}"
@@ -128,10 +77,10 @@ def _run_writer(
             if proc.poll() is not None:
                 raise SystemExit(f"the writer exited: {log.read_text()[-2000:]}")
             time.sleep(0.01)
-        began = _cpu_seconds(proc.pid)
-        while not _committed_all(settings.kafka, group, ends):
+        began = cpu_seconds(proc.pid)
+        while not committed_all(settings.kafka, group, ends):
             time.sleep(0.2)
-        return _cpu_seconds(proc.pid) - began
+        return cpu_seconds(proc.pid) - began
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -209,16 +158,14 @@ def main() -> None:
     settings = load_settings()
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.{SOURCE_TOPIC}"
-    samples = _samples(settings)
-    _produce(settings.kafka, topic, samples, args.events)
-    reader = consumer(settings.kafka, "bench-ends")
-    ends = {(p.topic, p.partition): p.offset for p in end_positions(reader, [topic]) if p.offset > 0}
-    reader.close()
+    samples = sample_events(settings)
+    produce_events(settings.kafka, topic, samples, args.events)
+    ends = end_offsets(settings.kafka, topic)
     try:
         with tempfile.TemporaryDirectory(prefix="cdcflow-writer-bench-") as folder:
             base = Path(folder)
-            writer_cpu = _run_writer(settings, prefix, ends, base)
-            confluent_cpu = _run_writer(settings, prefix, ends, base, path="confluent")
+            writer_cpu = run_writer(settings, prefix, ends, base)
+            confluent_cpu = run_writer(settings, prefix, ends, base, path="confluent")
             naive_cpu = _baseline("naive", topic, args.events, base)
             ceiling_cpu = _baseline("ceiling", topic, args.events, base)
     finally:
