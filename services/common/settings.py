@@ -244,9 +244,6 @@ class LakeSettings(_Frozen):
     gcs_endpoint: str | None = None
     # how long one GCS call retries transient errors (429, 5xx, network) before the caller hears of them
     gcs_retry_deadline_s: float = Field(default=120.0, gt=0)
-    # chaos testing: this share of writes fails with a transient error (0 = never)
-    fault_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
-    fault_seed: int = 0
 
 
 class WarehouseSettings(_Frozen):
@@ -345,8 +342,6 @@ class LoaderSettings(_Frozen):
     shard: str = "0/1"
     health_host: str = "127.0.0.1"
     health_port: _HealthPort = 9465
-    # chaos testing: kill the process (SIGKILL) after staging, before the commit
-    crash_before_commit: bool = False
 
     @field_validator("shard")
     @classmethod

@@ -7,15 +7,22 @@ The signal handlers go in before anything heavy is imported: a SIGTERM while the
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from services.common.signals import Shutdown
+
+if TYPE_CHECKING:
+    from services.common.lake import LakeOpener
 
 __all__ = ["main"]
 
 
-def main() -> None:
+def main(lake_opener: LakeOpener | None = None) -> None:
+    """Run the writer with the settings of the environment; ``lake_opener`` replaces ``open_lake`` (a test's
+    entry point passes one that wraps the lake)."""
     shutdown = Shutdown()
     shutdown.install()
+    from services.common.lake import open_lake
     from services.common.logging import configure_logging
     from services.common.settings import load_settings
     from services.consumer.wiring import run_writer, tune_allocator, tune_collector
@@ -24,7 +31,7 @@ def main() -> None:
     configure_logging(settings.log)
     tune_collector()
     tune_allocator(settings.writer.buffer_max_bytes)
-    sys.exit(run_writer(settings, shutdown))
+    sys.exit(run_writer(settings, shutdown, lake_opener=lake_opener or open_lake))
 
 
 if __name__ == "__main__":

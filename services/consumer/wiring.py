@@ -21,7 +21,7 @@ from services.common.debezium.arrow_reader import NATIVE_READER
 from services.common.errors import ConfigError
 from services.common.health import HealthServer
 from services.common.kafka.batch_consumer import NATIVE_CONSUMER
-from services.common.lake import Lake, open_lake
+from services.common.lake import Lake, LakeOpener, open_lake
 from services.common.logging import get_logger
 from services.common.metrics import WriterMetrics, new_registry, register_build_info
 from services.common.settings import Settings
@@ -39,8 +39,15 @@ _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts on every version
 
 
-def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorRegistry | None = None) -> int:
-    """Run the lake writer until ``shutdown``; ``registry`` lets an embedding process read its metrics."""
+def run_writer(
+    settings: Settings,
+    shutdown: Shutdown,
+    *,
+    registry: CollectorRegistry | None = None,
+    lake_opener: LakeOpener = open_lake,
+) -> int:
+    """Run the lake writer until ``shutdown``; ``registry`` lets an embedding process read its metrics, and
+    ``lake_opener`` opens the lake it writes to (a test's may wrap the real one)."""
     log = get_logger("services.consumer")
     w = settings.writer
     if threading.current_thread() is threading.main_thread():
@@ -52,7 +59,7 @@ def run_writer(settings: Settings, shutdown: Shutdown, *, registry: CollectorReg
         registry = new_registry()
         register_build_info(registry, __version__)
     with ExitStack() as stack:
-        lake = open_lake(settings.lake, settings.lake_root())
+        lake = lake_opener(settings.lake, settings.lake_root())
         stack.callback(lake.close)
         contracts = _contracts(settings, lake)
         log.info("writer.config", settings=settings.safe_dump(), contracts=contracts.as_dict(), worker=worker_id)

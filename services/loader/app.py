@@ -9,8 +9,6 @@ the other tables go on.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 import zlib
 from collections import defaultdict
@@ -71,7 +69,9 @@ class Loader:
         shutdown: Shutdown,
         heartbeat: Heartbeat | None = None,
         lease: ShardLease | None = None,
+        before_commit: Callable[[], None] | None = None,
     ) -> None:
+        """``before_commit`` runs after each batch is staged, before its commit (a test's crash goes there)."""
         self._settings = settings
         # the primary source's prefix first, then every other source's: where their lake files are
         self._prefixes = [topic_prefix, *sorted(set(other_prefixes) - {topic_prefix})]
@@ -82,6 +82,7 @@ class Loader:
         self._last_load: dict[str, float] = {}
         self.heartbeat = heartbeat or Heartbeat()
         self._lease = lease
+        self._before_commit = before_commit
 
     def mark_progress(self) -> None:
         """The loader is not stuck: it began or ended a step (a cycle, a table, a batch)."""
@@ -266,7 +267,7 @@ class Loader:
             self.mark_progress()
             began = time.monotonic()
             try:
-                result = self._warehouse.load(batch, self._lake, before_commit=self._chaos_hook())
+                result = self._warehouse.load(batch, self._lake, before_commit=self._before_commit)
             except CorruptFileError as exc:
                 self._set_aside(exc, next((f.version for f in batch.files if f.path == exc.path), None))
                 report.failed_files.append(exc.path)
@@ -294,11 +295,6 @@ class Loader:
             self.mark_progress()
             self._archive(batch.files)
             return
-
-    def _chaos_hook(self) -> Callable[[], None] | None:
-        if not self._settings.crash_before_commit:
-            return None
-        return lambda: os.kill(os.getpid(), signal.SIGKILL)
 
     def _set_aside(self, error: CorruptFileError, version: str | None) -> None:
         """Move an unreadable file under the failed prefix, with its reason beside it — only the version that

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 
 from prometheus_client import CollectorRegistry
@@ -21,8 +22,16 @@ from services.warehouse.factory import open_warehouse
 __all__ = ["run_loader", "stalled_after_s"]
 
 
-def run_loader(settings: Settings, shutdown: Shutdown, *, once: bool, registry: CollectorRegistry | None = None) -> int:
-    """Run the loader (one cycle with ``once``); ``registry`` lets an embedding process read its metrics."""
+def run_loader(
+    settings: Settings,
+    shutdown: Shutdown,
+    *,
+    once: bool,
+    registry: CollectorRegistry | None = None,
+    before_commit: Callable[[], None] | None = None,
+) -> int:
+    """Run the loader (one cycle with ``once``); ``registry`` lets an embedding process read its metrics, and
+    ``before_commit`` runs between staging a batch and committing it (a test's crash)."""
     log = get_logger("services.loader")
     loader_settings = settings.loader
     if registry is None:
@@ -54,6 +63,7 @@ def run_loader(settings: Settings, shutdown: Shutdown, *, once: bool, registry: 
             shutdown=shutdown,
             heartbeat=heartbeat,
             lease=ShardLease(lake, loader_settings.shard_of(), ttl_s=stalled_after_s(settings)),
+            before_commit=before_commit,
         )
         stack.callback(loader.release_lease)
         if loader_settings.health_port and not once:

@@ -30,6 +30,7 @@ from tests.fixtures.pipeline import (
     read_lake_table,
     wait_until,
     wait_until_committed,
+    with_tests_importable,
 )
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -119,8 +120,9 @@ def test_kill_9_between_staging_and_commit(
     settings: Settings, lake_with_changes: WriterProcess, tmp_path: Path
 ) -> None:
     writer, warehouse = lake_with_changes, tmp_path / "wh.duckdb"
-    env = {**_loader_env(writer, warehouse), "CDCFLOW_LOADER__CRASH_BEFORE_COMMIT": "true"}
-    crashed = subprocess.run([sys.executable, "-m", "services.loader", "--once"], env=env, check=False, timeout=120)
+    env = with_tests_importable(_loader_env(writer, warehouse))
+    loader = [sys.executable, "-m", "tests.fixtures.crashing_loader", "--once"]
+    crashed = subprocess.run(loader, env=env, check=False, timeout=120)
     assert crashed.returncode == -signal.SIGKILL
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         staging = conn.execute(

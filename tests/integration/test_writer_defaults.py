@@ -17,7 +17,9 @@ from services.common.signals import OVERDUE_EXIT
 from services.consumer.app import OFFSETS_OUT_OF_RANGE_EXIT
 from services.consumer.faults import HANG_MARKER_ENV
 from services.stack.runtime import Stack
+from tests.fixtures.faulty_writer import FAULT_RATE_ENV
 from tests.fixtures.pipeline import (
+    FaultyWriterProcess,
     WriterProcess,
     committed_offsets,
     partition_ends,
@@ -84,7 +86,7 @@ def test_a_committed_offset_retention_has_overtaken_stops_the_writer_with_a_name
 
 
 def test_retention_overtaking_a_partition_the_writer_is_retrying_stops_it_with_the_named_error(
-    stack: Stack, settings: Settings, writer: WriterProcess
+    stack: Stack, settings: Settings, faulty_writer: FaultyWriterProcess
 ) -> None:
     """Every lake write fails, so the writer keeps seeking partition 0 back to offset 0; retention then deletes
     0..11 and librdkafka, reading again, jumps to 12. The writer notices instead of writing 12.. and committing."""
@@ -92,23 +94,23 @@ def test_retention_overtaking_a_partition_the_writer_is_retrying_stops_it_with_t
     topic = f"{prefix}.lending.transactions"
     ensure_topics(settings.kafka, [topic])
     _produce(settings, topic, [m.value() for m in _real_events(settings, RECORDS)])
-    writer.env_overrides.update(
+    faulty_writer.env_overrides.update(
         {
             "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
-            "CDCFLOW_LAKE__FAULT_RATE": "0.999",
+            FAULT_RATE_ENV: "0.999",
             "CDCFLOW_WRITER__RETRY_BACKOFF_S": "0.5",
             "CDCFLOW_WRITER__RETRY_BACKOFF_MAX_S": "1",
         }
     )
-    proc = writer.start()
-    wait_for_log_event(writer, proc, "writer.retry_later", timeout_s=120)
+    proc = faulty_writer.start()
+    wait_for_log_event(faulty_writer, proc, "writer.retry_later", timeout_s=120)
     admin = admin_client(settings.kafka)
     for future in admin.delete_records([TopicPartition(topic, 0, LOG_START)]).values():
         future.result(timeout=30)
-    assert proc.wait(timeout=120) == OFFSETS_OUT_OF_RANGE_EXIT, writer.logs()[-3000:]
-    (lost,) = _log_events(writer, "writer.offsets_out_of_range")
+    assert proc.wait(timeout=120) == OFFSETS_OUT_OF_RANGE_EXIT, faulty_writer.logs()[-3000:]
+    (lost,) = _log_events(faulty_writer, "writer.offsets_out_of_range")
     assert (lost["topic"], lost["partition"], lost["committed"], lost["log_start"]) == (topic, 0, 0, LOG_START)
-    assert committed_offsets(settings, writer.group, [(topic, 0)])[(topic, 0)] < 0  # nothing committed past it
+    assert committed_offsets(settings, faulty_writer.group, [(topic, 0)])[(topic, 0)] < 0  # nothing committed past it
 
 
 def test_a_new_group_still_starts_at_the_beginning_of_every_partition(

@@ -23,8 +23,10 @@ from services.common.kafka import Message, admin_client, ensure_topics, producer
 from services.common.settings import Settings
 from services.consumer.dlq import MAX_DLQ_MESSAGE_BYTES, DlqPublisher, dlq_topic
 from services.stack.runtime import Stack
+from tests.fixtures.faulty_writer import FAULT_RATE_ENV, FAULT_SEED_ENV
 from tests.fixtures.pipeline import (
     Coordinate,
+    FaultyWriterProcess,
     WriterProcess,
     committed_offsets,
     dlq_coordinate,
@@ -92,29 +94,31 @@ def _assert_once(settings: Settings, writer: WriterProcess, bad: set[Coordinate]
 
 
 def test_transient_lake_faults_do_not_publish_a_dlq_record_twice(
-    stack: Stack, settings: Settings, writer: WriterProcess
+    stack: Stack, settings: Settings, faulty_writer: FaultyWriterProcess
 ) -> None:
     prefix = f"dlqonce{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.lending.transactions"
     ensure_topics(settings.kafka, [topic])
     bad = _produce_mixed(settings, topic)
-    writer.env_overrides.update(
+    faulty_writer.env_overrides.update(
         {
             "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
-            "CDCFLOW_LAKE__FAULT_RATE": "0.5",
-            "CDCFLOW_LAKE__FAULT_SEED": "11",
+            FAULT_RATE_ENV: "0.5",
+            FAULT_SEED_ENV: "11",
             "CDCFLOW_WRITER__POLL_BATCH": "20",
             "CDCFLOW_WRITER__FLUSH_MAX_ROWS": "10",
             "CDCFLOW_WRITER__RETRY_BACKOFF_S": "0.05",
             "CDCFLOW_WRITER__RETRY_BACKOFF_MAX_S": "0.2",
         }
     )
-    proc = writer.start()
-    wait_until_committed(settings, writer.group, partition_ends(settings, [topic]), timeout_s=180)
-    assert proc.poll() is None, writer.logs()[-3000:]
-    assert writer.logs().count('"event": "writer.retry_later"') > 0, "no fault was injected: the test proves nothing"
-    _assert_once(settings, writer, bad)
-    assert writer.terminate(proc) == 0
+    proc = faulty_writer.start()
+    wait_until_committed(settings, faulty_writer.group, partition_ends(settings, [topic]), timeout_s=180)
+    assert proc.poll() is None, faulty_writer.logs()[-3000:]
+    assert faulty_writer.logs().count('"event": "writer.retry_later"') > 0, (
+        "no fault was injected: the test proves nothing"
+    )
+    _assert_once(settings, faulty_writer, bad)
+    assert faulty_writer.terminate(proc) == 0
 
 
 def test_a_writer_killed_between_the_dlq_send_and_the_commit_does_not_publish_twice(

@@ -524,3 +524,34 @@ def test_two_loader_processes_never_share_a_staging_table() -> None:
     from services.warehouse.bronze import staging_name
 
     assert staging_name("t", "id") == staging_name("t", "id")
+
+
+class _CrashError(Exception):
+    pass
+
+
+def test_before_commit_runs_once_per_batch_after_staging_and_before_the_commit(lake: LocalLake, tmp_path: Path) -> None:
+    LakeFiles(lake, lending_contract("transactions")).write(range(10))
+    calls: list[None] = []
+
+    def crash() -> None:
+        calls.append(None)
+        raise _CrashError  # a process killed here commits nothing
+
+    warehouse = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    loader = Loader(
+        LoaderSettings(),
+        topic_prefix="cdcflow",
+        lake=lake,
+        warehouse=warehouse,
+        metrics=LoaderMetrics(CollectorRegistry()),
+        shutdown=Shutdown(),
+        before_commit=crash,
+    )
+    with pytest.raises(_CrashError):
+        loader.cycle()
+    warehouse.close()
+    assert len(calls) == 1
+    assert _bronze(tmp_path, "select count(*) from information_schema.tables where table_schema = 'staging'") == [(1,)]
+    assert _bronze(tmp_path, "select count(*) from bronze._cdcflow_load_manifest") == [(0,)]
+    assert _loader(lake, tmp_path).cycle().rows_inserted == 10  # the next run cleans up and loads it

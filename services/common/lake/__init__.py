@@ -14,7 +14,7 @@ from services.common.lake.errors import (
     LakeVersionChangedError,
     UnsafePathError,
 )
-from services.common.lake.factory import open_lake, parse_gcs_root
+from services.common.lake.factory import LakeOpener, open_lake, parse_gcs_root
 from services.common.lake.layout import FileSlot, LakeLayout, NotALakeFileError
 from services.common.lake.local import LocalLake
 from services.common.lake.paths import (
@@ -32,6 +32,7 @@ __all__ = [
     "LakeFile",
     "LakeLayout",
     "LakeNotFoundError",
+    "LakeOpener",
     "LakeTerminalError",
     "LakeTransientError",
     "LakeVersionChangedError",

@@ -6,6 +6,7 @@ directory) never pays for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
@@ -21,10 +22,14 @@ if TYPE_CHECKING:
 
     from services.common.settings import LakeSettings
 
-__all__ = ["EMULATOR_PROJECT", "open_lake", "parse_gcs_root"]
+__all__ = ["EMULATOR_PROJECT", "LakeOpener", "open_lake", "parse_gcs_root"]
 
 EMULATOR_PROJECT = "cdcflow-local"
 """The project the client names when it talks to a storage emulator (which ignores it)."""
+
+
+LakeOpener = Callable[["LakeSettings", str], Lake]
+"""What :func:`open_lake` is: a service takes one to open its lake, so a test can hand it a wrapped lake."""
 
 
 def open_lake(settings: LakeSettings, default_root: str) -> Lake:
@@ -32,15 +37,7 @@ def open_lake(settings: LakeSettings, default_root: str) -> Lake:
 
     Raises :class:`ConfigError` when the root does not fit the backend. The caller closes the lake.
     """
-    lake = _open_backend(settings, settings.root or default_root)
-    if settings.fault_rate > 0:
-        from services.common.lake.faulty import FaultyLake
-
-        return FaultyLake(lake, settings.fault_rate, settings.fault_seed)
-    return lake
-
-
-def _open_backend(settings: LakeSettings, root: str) -> Lake:
+    root = settings.root or default_root
     if settings.backend == "local":
         return LocalLake(_local_root(root))
     bucket, prefix = parse_gcs_root(root)
