@@ -22,7 +22,7 @@ FUZZ_SECONDS ?= 600
 # Go (the compose checker, terraform) is where its official archive and `go install` put it.
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-transform bench-freshness bench-enricher
+.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher
 
 install: prereqs $(STAMP)
 
@@ -212,6 +212,21 @@ bench-writer: install jars
 	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
 	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
 	$(BIN)/python -m bench.writer_bench
+
+# The writer beside a peer, Apache Iceberg's Kafka Connect sink (Parquet, Hadoop catalog on local disk), in
+# events per CPU-second over the same events (BENCHMARKS.md). The peer's jars come from bench/peer/pom.xml,
+# fetched here only; it runs in a Connect worker of its own, stopped at the end. Needs the local stack
+# (started here if it is not up, and stopped again).
+PEER_JARS := bench/peer/plugins/.fetched
+$(PEER_JARS): bench/peer/pom.xml
+	mvn -B -q -f bench/peer/pom.xml package
+	touch $@
+
+bench-peer: install jars $(PEER_JARS)
+	@started=0; \
+	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
+	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
+	$(BIN)/python -m bench.peer_bench $(PEER_BENCH_ARGS)
 
 # Enricher throughput in enriched events per CPU-second beside a per-event PostgreSQL lookup, and the table
 # store's rebuild from its topics (BENCHMARKS.md). Needs the local stack (started here if it is not up, and

@@ -46,6 +46,8 @@ from services.stack.processes import die_with_parent
 def run_writer(
     settings: Settings, prefix: str, ends: dict[tuple[str, int], int], lake: Path, *, path: str = "native"
 ) -> float:
+    """CPU seconds of the lake writer (``path``: native or confluent) over the topics under ``prefix``, from
+    its ``writer.started`` log line until its group has committed ``ends``; its lake is ``lake/<path>``."""
     group = f"bench-writer-{uuid.uuid4().hex[:6]}"
     lake = lake / path
     lake.mkdir()
