@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "PeerRun",
     "connector_config",
     "kept_events",
+    "table_columns",
     "table_snapshot",
     "worker_properties",
 ]
@@ -58,6 +59,7 @@ NAMESPACE, TABLE = "bench", "transactions"
 _SINK_CLASS = "org.apache.iceberg.connect.IcebergSinkConnector"
 _IDLE_S = 5.0
 _TIMEOUT_S = 900.0
+_GROUP_GRACE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ class PeerRun:
     wall_s: float
     rows: int
     data_files: int
+    group_committed: bool = True
+    columns: dict[str, str] = field(default_factory=dict)
 
     @property
     def cpu_s(self) -> float:
@@ -265,16 +269,35 @@ def _owns_every_partition(kafka: KafkaSettings, group: str, ends: dict[tuple[str
 
 def _wait_until_written(
     kafka: KafkaSettings, worker: Worker, name: str, table_dir: Path, *, ends: dict[tuple[str, int], int], rows: int
-) -> Snapshot:
-    """Waits until the table's current snapshot holds ``rows`` rows and the sink's group has committed ``ends``."""
+) -> tuple[Snapshot, bool]:
+    """Waits until the table's current snapshot holds ``rows`` rows and the group ``connect-<name>`` has
+    committed ``ends``; returns the snapshot and whether the group did.
+
+    The sink commits the group's offsets in the same Kafka transaction as the files it hands the coordinator,
+    so they come before the snapshot; should they not, the wait for them ends after ``_GROUP_GRACE_S``.
+    """
     deadline = time.monotonic() + _TIMEOUT_S
+    complete_at: float | None = None
     while time.monotonic() < deadline:
         snapshot = table_snapshot(table_dir)
-        if snapshot is not None and snapshot.records >= rows and committed_all(kafka, f"connect-{name}", ends):
-            return snapshot
+        if snapshot is not None and snapshot.records >= rows:
+            complete_at = complete_at or time.monotonic()
+            if committed_all(kafka, f"connect-{name}", ends):
+                return snapshot, True
+            if time.monotonic() - complete_at > _GROUP_GRACE_S:
+                return snapshot, False
         worker.wait_state(name, "RUNNING", timeout_s=30)
         time.sleep(0.2)
     raise SystemExit(f"the sink did not write every event in {_TIMEOUT_S:.0f} s: {table_snapshot(table_dir)}")
+
+
+def table_columns(table_dir: Path) -> dict[str, str]:
+    """The current schema's top-level columns of a Hadoop-catalog table and their Iceberg types."""
+    metadata = table_dir / "metadata"
+    version = int((metadata / "version-hint.text").read_text().strip())
+    table = json.loads((metadata / f"v{version}.metadata.json").read_text())
+    schema = next(s for s in table["schemas"] if s["schema-id"] == table["current-schema-id"])
+    return {f["name"]: f["type"] if isinstance(f["type"], str) else f["type"]["type"] for f in schema["fields"]}
 
 
 def _run_peer(
@@ -311,15 +334,19 @@ def _run_peer(
         idle_rate = (cpu_seconds(worker.process.pid) - idle_from) / _IDLE_S
         began_cpu, began = cpu_seconds(worker.process.pid), time.monotonic()
         worker.resume(name)
-        snapshot = _wait_until_written(
-            settings.kafka, worker, name, warehouse / NAMESPACE / TABLE, ends=ends, rows=expected
+        table_dir = warehouse / NAMESPACE / TABLE
+        snapshot, group_committed = _wait_until_written(
+            settings.kafka, worker, name, table_dir, ends=ends, rows=expected
         )
+        cpu, wall = cpu_seconds(worker.process.pid) - began_cpu, time.monotonic() - began
         run = PeerRun(
-            raw_cpu_s=cpu_seconds(worker.process.pid) - began_cpu,
+            raw_cpu_s=cpu,
             idle_cpu_per_s=idle_rate,
-            wall_s=time.monotonic() - began,
+            wall_s=wall,
             rows=snapshot.records,
             data_files=snapshot.data_files,
+            group_committed=group_committed,
+            columns=table_columns(table_dir),
         )
     if run.rows != expected:
         raise SystemExit(f"the peer's table holds {run.rows} rows, {expected} expected")
@@ -360,6 +387,8 @@ def _figures(
         "peer": "iceberg-kafka-connect",
         "peer_rows": peer.rows,
         "peer_data_files": peer.data_files,
+        "peer_group_committed": peer.group_committed,
+        "peer_columns": peer.columns,
         "peer_cpu_s": round(peer.cpu_s, 2),
         "peer_raw_cpu_s": round(peer.raw_cpu_s, 2),
         "peer_idle_cpu_per_s": round(peer.idle_cpu_per_s, 3),

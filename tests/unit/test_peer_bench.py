@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from bench.events import wait_until_settled
-from bench.peer_bench import PeerRun, Snapshot, connector_config, kept_events, table_snapshot, worker_properties
+from bench.peer_bench import (
+    PeerRun,
+    Snapshot,
+    connector_config,
+    kept_events,
+    table_columns,
+    table_snapshot,
+    worker_properties,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,6 +66,17 @@ def test_table_snapshot_is_none_before_the_first_commit(tmp_path: Path) -> None:
     assert table_snapshot(tmp_path) is None
     (tmp_path / "metadata" / "version-hint.text").write_text("")  # caught mid-write
     assert table_snapshot(tmp_path) is None
+
+
+def test_table_columns_are_those_of_the_current_schema(tmp_path: Path) -> None:
+    cdc = {"type": "struct", "fields": [{"id": 3, "name": "op", "required": False, "type": "string"}]}
+    amount = {"id": 1, "name": "amount", "type": "double"}
+    first = {"type": "struct", "schema-id": 0, "fields": [amount]}
+    evolved = {"type": "struct", "schema-id": 1, "fields": [amount, {"id": 2, "name": "_cdc", "type": cdc}]}
+    _write_table(tmp_path, 4, [], None)
+    path = tmp_path / "metadata" / "v4.metadata.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "schemas": [first, evolved], "current-schema-id": 1}))
+    assert table_columns(tmp_path) == {"amount": "double", "_cdc": "struct"}
 
 
 def test_connector_config_writes_row_images_to_a_hadoop_catalog(tmp_path: Path) -> None:
