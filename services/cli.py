@@ -24,6 +24,7 @@ from services.stack.schemas_cli import schemas_app
 from services.stack.source_cli import source_app
 
 if TYPE_CHECKING:
+    from services.common.generated import SyncReport
     from services.stack.runtime import ComponentStatus, Stack
 
 __all__ = ["app", "main"]
@@ -326,15 +327,7 @@ def deploy_generate(
     from services.common.settings import repo_root
     from services.deploy.manifests import sync
 
-    report = sync(repo_root(), check=check)
-    for name in report.written:
-        console.print(f"{'stale' if check else 'wrote'}: {name}")
-    for name in report.removed:
-        console.print(f"{'stale' if check else 'removed'}: {name}")
-    console.print(f"{report.unchanged} file(s) up to date")
-    if check and report.changed:
-        console.print("[red]the generated manifests are stale[/]: run `cdcflow deploy generate`")
-        raise typer.Exit(1)
+    print_sync(sync(repo_root(), check=check), check=check, what="the generated manifests", fix="deploy generate")
 
 
 @deploy_app.command("register")
@@ -346,6 +339,18 @@ def deploy_register(
 
     names = register_all(_settings(), timeout)
     console.print(f"running: {', '.join(names)}")
+
+
+def print_sync(report: SyncReport, *, check: bool, what: str, fix: str) -> None:
+    """Each generated file written or removed (with ``check``: stale); exit 1 when ``check`` found any."""
+    for name in report.written:
+        console.print(f"{'stale' if check else 'wrote'}: {name}")
+    for name in report.removed:
+        console.print(f"{'stale' if check else 'removed'}: {name}")
+    console.print(f"{report.unchanged} file(s) up to date")
+    if check and report.changed:
+        console.print(f"[red]{what} are stale[/]: run `cdcflow {fix}`")
+        raise typer.Exit(1)
 
 
 def _print_status(stack: Stack, components: list[ComponentStatus] | None = None) -> None:

@@ -11,14 +11,12 @@ overlay's demo PostgreSQL gets the local stack's schema. Each file carries a mar
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from services.common.generated import SyncReport, sync_files
 from services.deploy.errors import DeployError
 
 __all__ = [
@@ -124,42 +122,12 @@ def render(root: Path) -> dict[str, str]:
     return files
 
 
-@dataclass(slots=True)
-class SyncReport:
-    """What :func:`sync` changed (or, with ``check``, would change)."""
-
-    written: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    unchanged: int = 0
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.written or self.removed)
-
-
 def sync(root: Path, *, check: bool = False) -> SyncReport:
-    """Make ``deploy/k8s/base/generated/`` what :func:`render` says; ``check`` only reports."""
-    wanted = render(root)
-    report = SyncReport()
-    for relative, text in wanted.items():
-        path = root / relative
-        if path.is_file() and path.read_text(encoding="utf-8") == text:
-            report.unchanged += 1
-            continue
-        report.written.append(relative)
-        if not check:
-            _write_atomically(path, text)
-    for path in sorted((root / GENERATED_DIR).glob("*.y*ml")):
-        relative = path.relative_to(root).as_posix()
-        if relative not in wanted and path.read_text(encoding="utf-8").startswith(MARK.split("{", 1)[0]):
-            report.removed.append(relative)
-            if not check:
-                path.unlink()
-    return report
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
+    """Make ``deploy/k8s/base/generated/`` (and the overlays' generated files) what :func:`render` says;
+    ``check`` only reports."""
+    marked = [
+        path.relative_to(root).as_posix()
+        for path in sorted((root / GENERATED_DIR).glob("*.y*ml"))
+        if path.read_text(encoding="utf-8").startswith(MARK.split("{", 1)[0])
+    ]
+    return sync_files(root, render(root), marked, check=check)

@@ -28,21 +28,14 @@ def schemas_silver(
     check: Annotated[bool, typer.Option("--check", help="Change nothing; exit 1 when the files are stale.")] = False,
 ) -> None:
     """Write dbt's bronze sources and silver models (dbt/models) from the contracts in schemas/."""
-    from services.cli import _settings
+    from services.cli import _settings, print_sync
     from services.common.contracts import load_contracts
     from services.transform.silver import sync
 
     settings = _settings()
     t = settings.transform
     report = sync(t.project_dir, load_contracts(t.contracts_dir), check=check)
-    for name in report.written:
-        console.print(f"{'stale' if check else 'wrote'}: {name}")
-    for name in report.removed:
-        console.print(f"{'stale' if check else 'removed'}: {name}")
-    console.print(f"{report.unchanged} file(s) up to date")
-    if check and report.changed:
-        console.print("[red]the silver models are stale[/]: run `cdcflow schemas silver`")
-        raise typer.Exit(1)
+    print_sync(report, check=check, what="the silver models", fix="schemas silver")
 
 
 ContractsDir = Annotated[

@@ -23,15 +23,14 @@ rendered from one contract walk and must agree on every name.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from services.common import naming
 from services.common.contracts import Column, TableContract
+from services.common.generated import SyncReport, sync_files
 from services.transform.errors import SilverGenerationError
 from services.warehouse.bronze import bronze_table
 
@@ -365,19 +364,6 @@ def render(contracts: Iterable[TableContract]) -> dict[str, str]:
     return files
 
 
-@dataclass(slots=True)
-class SyncReport:
-    """What :func:`sync` changed (or, with ``check``, would change)."""
-
-    written: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    unchanged: int = 0
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.written or self.removed)
-
-
 def _generated_files(project_dir: Path) -> list[str]:
     """Files a previous run generated: they carry the mark, so hand-written files are never touched."""
     found = []
@@ -392,26 +378,4 @@ def _generated_files(project_dir: Path) -> list[str]:
 
 def sync(project_dir: Path, contracts: Iterable[TableContract], *, check: bool = False) -> SyncReport:
     """Make the generated files of ``project_dir`` those of ``contracts``; ``check`` only reports."""
-    wanted = render(contracts)
-    report = SyncReport()
-    for relative, text in wanted.items():
-        path = project_dir / relative
-        if path.is_file() and path.read_text(encoding="utf-8") == text:
-            report.unchanged += 1
-            continue
-        report.written.append(relative)
-        if not check:
-            _write_atomically(path, text)
-    for relative in _generated_files(project_dir):
-        if relative not in wanted:
-            report.removed.append(relative)
-            if not check:
-                (project_dir / relative).unlink()
-    return report
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".tmp-{path.name}")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
+    return sync_files(project_dir, render(contracts), _generated_files(project_dir), check=check)
