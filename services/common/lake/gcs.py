@@ -21,6 +21,7 @@ from google.cloud import storage
 from google.cloud.storage import exceptions as media
 from google.cloud.storage.retry import DEFAULT_RETRY
 
+from services.common.google_errors import TRANSIENT_API, TRANSIENT_NETWORK
 from services.common.lake.base import PARQUET_CONTENT_TYPE, LakeFile
 from services.common.lake.errors import (
     LakeError,
@@ -41,21 +42,9 @@ __all__ = ["GcsLake", "gcs_error_kind"]
 
 _MAX_OBJECT_NAME_BYTES = 1024
 _LIST_FIELDS = "items(name,size,generation),nextPageToken"
-_TRANSIENT_API = (
-    api.TooManyRequests,
-    api.InternalServerError,
-    api.BadGateway,
-    api.ServiceUnavailable,
-    api.GatewayTimeout,
-    api.RetryError,  # the client's own retries ran out of time
-)
 _TRANSIENT_NETWORK = (
-    requests.ConnectionError,
-    requests.Timeout,
+    *TRANSIENT_NETWORK,
     requests.exceptions.ChunkedEncodingError,
-    ConnectionError,
-    TimeoutError,
-    auth.TransportError,
     media.DataCorruption,  # checksum mismatch in transit
     media.InvalidResponse,
 )
@@ -71,7 +60,7 @@ def gcs_error_kind(exc: BaseException) -> type[LakeError] | None:
     """
     if isinstance(exc, api.NotFound):
         return LakeNotFoundError
-    if isinstance(exc, _TRANSIENT_API) or (isinstance(exc, api.GoogleAPICallError) and exc.code == _REQUEST_TIMEOUT):
+    if isinstance(exc, TRANSIENT_API) or (isinstance(exc, api.GoogleAPICallError) and exc.code == _REQUEST_TIMEOUT):
         return LakeTransientError
     if isinstance(exc, api.GoogleAPIError):  # Unauthorized, Forbidden, BadRequest, …: the same call fails again
         return LakeTerminalError

@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 from typing import Any
 
-import requests
 from google.api_core import exceptions as api
 from google.auth import exceptions as auth
 
 from services.common.errors import CdcflowError
+from services.common.google_errors import TRANSIENT_API, TRANSIENT_NETWORK
 from services.warehouse.errors import CorruptFileError, WarehouseBusyError, WarehouseError
 
 __all__ = ["corrupt_file", "error_kind"]
 
-# Errors a later attempt may not hit. The reasons come from BigQuery's error payloads.
-_TRANSIENT_API = (
-    api.TooManyRequests,
-    api.InternalServerError,
-    api.BadGateway,
-    api.ServiceUnavailable,
-    api.GatewayTimeout,
-    api.RetryError,  # the client's own retries ran out of time
-)
+# BigQuery's own transient errors; the reasons come from its error payloads.
 _TRANSIENT_REASONS = frozenset(
     {"rateLimitExceeded", "quotaExceeded", "backendError", "internalError", "jobBackendError"}
 )
 _TRANSIENT_MESSAGES = ("concurrent update", "could not serialize access", "transaction is aborted")
-_TRANSIENT_NETWORK = (
-    requests.ConnectionError,
-    requests.Timeout,
-    ConnectionError,
-    TimeoutError,
-    concurrent.futures.TimeoutError,
-    auth.TransportError,
-)
 
 
 def error_kind(exc: BaseException) -> type[CdcflowError] | None:
@@ -44,7 +27,7 @@ def error_kind(exc: BaseException) -> type[CdcflowError] | None:
     aborted by a concurrent one, the client's retries running out of time, network failures. Everything else
     the API refuses (bad SQL, a missing dataset, no permission) fails the same way again: :class:`WarehouseError`.
     """
-    if isinstance(exc, (*_TRANSIENT_API, *_TRANSIENT_NETWORK)):
+    if isinstance(exc, (*TRANSIENT_API, *TRANSIENT_NETWORK)):
         return WarehouseBusyError
     if isinstance(exc, api.GoogleAPICallError):
         reasons = {str(e.get("reason", "")) for e in exc.errors if isinstance(e, dict)}
