@@ -12,7 +12,13 @@ by single underscores, at most :data:`MAX_PLAIN_PART` characters — so that the
 =========  ============================  ==========================
 primary    ``<schema>__<table>``         ``<table>``
 other      ``<P>__<schema>__<table>``    ``<P>__<table>``
+produced   ``<schema>__<table>``         ``<schema>__<table>``
 =========  ============================  ==========================
+
+A *produced* table is one a cdcflow service writes (``enriched.transactions``, by ``cdcflow enrich``) under the
+primary source's prefix: it is named like a table of a source whose topic prefix is its schema, so a source
+with topic prefix ``enriched`` that captures a ``transactions`` table would take the same silver name, and
+silver generation refuses that loudly, as it refuses one table name in two schemas of a source.
 
 Any other name (a part with ``__``, an edge ``_``, an upper-case letter — DuckDB matches names without
 regard to case —, a ``$``, a ``-`` or ``.`` of a topic prefix, or a table named like a hash suffix) becomes
@@ -84,10 +90,15 @@ def bronze_name(source: str, schema: str, table: str) -> str:
     return _name((schema, table) if source == PRIMARY else (source, schema, table))
 
 
-def silver_name(source: str, table: str) -> str:
+def silver_name(source: str, table: str, *, produced_in: str | None = None) -> str:
     """The table's name in ``silver``: ``<table>``, ``<P>__<table>`` or hashed.
+
+    ``produced_in``: the schema of a table a cdcflow service produces rather than captures, which keeps it
+    in the name (``<schema>__<table>``; with another source's prefix ``<P>__<schema>__<table>``), so the
+    enricher's ``enriched.transactions`` does not take ``lending.transactions``' name.
 
     A source holding one table name in two schemas gets one silver name for both; silver generation
     refuses that loudly rather than merge them.
     """
-    return _name((table,) if source == PRIMARY else (source, table))
+    parts = (table,) if produced_in is None else (produced_in, table)
+    return _name(parts if source == PRIMARY else (source, *parts))

@@ -90,8 +90,10 @@ _BRONZE_METADATA: tuple[tuple[str, str], ...] = (
 
 
 def model_name(contract: TableContract) -> str:
-    """``silver.<table>`` for the primary source, ``silver.<P>__<table>`` for another (services.common.naming)."""
-    return naming.silver_name(contract.source, contract.table)
+    """``silver.<table>`` for the primary source, ``silver.<P>__<table>`` for another, ``silver.<schema>__<table>``
+    for a table a cdcflow service produces (services.common.naming)."""
+    produced_in = contract.schema if contract.produced_by else None
+    return naming.silver_name(contract.source, contract.table, produced_in=produced_in)
 
 
 def _check(contracts: Sequence[TableContract]) -> None:
@@ -109,7 +111,9 @@ def _check(contracts: Sequence[TableContract]) -> None:
                 raise SilverGenerationError(
                     f"silver.{name} would hold both {taken[name]} and {table}: a source's silver tables are "
                     "named after the table alone, so its captured table names must be unique across its "
-                    "schemas; capture one of them as a source of its own, or leave it out of the connector"
+                    "schemas (and a table cdcflow produces is named <schema>__<table>, like a table of a source "
+                    "with that topic prefix); capture one of them as a source of its own, or leave it out of "
+                    "the connector"
                 )
             taken[name] = table
 

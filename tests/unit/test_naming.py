@@ -147,6 +147,44 @@ def test_silver_names_are_injective_and_valid_over_hostile_parts() -> None:
     assert len(set(names)) == len(pairs)
 
 
+def test_produced_silver_names_are_injective_over_their_parts() -> None:
+    """A produced table's silver name is that of the parts ``(P?, schema, table)``: distinct parts, distinct
+    names. The parts of a primary produced table are those of another source's table whose prefix is the
+    schema; that one meeting is refused by silver generation (the next test)."""
+    triples = sorted(_tuples(20_000))
+    named: dict[str, set[tuple[str, ...]]] = {}
+    for source, schema, table in triples:
+        for produced_in, given in ((None, (source, table)), (schema, (source, schema, table))):
+            parts = tuple(p for p in given if p)  # the primary source's "" is no part
+            name = silver_name(source, table, produced_in=produced_in)
+            assert _VALID.fullmatch(name), name
+            named.setdefault(name, set()).add(parts)
+    assert [n for n, parts in named.items() if len(parts) > 1] == []
+
+
+def test_a_produced_table_keeps_its_schema_in_silver() -> None:
+    enriched = replace(_contract("enriched", "transactions"), produced_by="cdcflow enrich")
+    assert silver_name(PRIMARY, "transactions", produced_in="enriched") == "enriched__transactions"
+    assert silver.model_name(enriched) == "enriched__transactions"
+    assert silver.model_name(replace(enriched, source="shop")) == "shop__enriched__transactions"
+    assert bronze_table(enriched) == "enriched__transactions"  # bronze names keep every schema already
+    files = silver.render([_contract("lending", "transactions"), enriched])
+    assert {"models/silver/transactions.sql", "models/silver/enriched__transactions.sql"} <= set(files)
+    assert '"source": "enriched__transactions"' in files["models/silver/enriched__transactions.sql"]
+    assert avro_to_contract(contract_to_avro(enriched)) == enriched
+    assert "cdcflow.produced_by" not in contract_to_avro(_contract("lending", "transactions"))
+    with pytest.raises(SilverGenerationError, match="enriched__transactions would hold both"):
+        silver.render([enriched, _contract("public", "transactions", "enriched")])
+
+
+def test_the_repositorys_contracts_give_each_table_its_own_silver_name() -> None:
+    contracts = load_contracts(Path(__file__).parents[2] / "schemas")
+    models = {c.full_name: silver.model_name(c) for c in contracts}
+    assert models["lending.transactions"] == "transactions"
+    assert models["enriched.transactions"] == "enriched__transactions"
+    assert len(set(models.values())) == len(models)
+
+
 def test_a_contract_keeps_its_source_through_avro() -> None:
     shop = _contract("public", "users", "shop")
     assert avro_to_contract(contract_to_avro(shop)) == shop

@@ -80,6 +80,10 @@ class TableContract:
     # under the stack's default prefix. Two sources may both hold public.users: names across sources are
     # in services.common.naming.
     source: str = ""
+    # The cdcflow service that writes the table's topic ("cdcflow enrich"); "" for a table captured from
+    # PostgreSQL. Such a table has no source table to verify against, and its silver name keeps its schema
+    # (services.common.naming.silver_name): enriched.transactions must not take lending.transactions' name.
+    produced_by: str = ""
 
     def __post_init__(self) -> None:
         for part in (self.schema, self.table):

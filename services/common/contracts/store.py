@@ -95,6 +95,7 @@ def contract_to_avro(contract: TableContract) -> dict[str, Any]:
         "cdcflow.replica_identity": contract.replica_identity,
         **({"cdcflow.uncaptured": dict(contract.uncaptured)} if contract.uncaptured else {}),
         **({"cdcflow.source": contract.source} if contract.source else {}),
+        **({"cdcflow.produced_by": contract.produced_by} if contract.produced_by else {}),
         "fields": [_column_to_field(c) for c in contract.columns],
     }
 
@@ -138,6 +139,7 @@ def avro_to_contract(document: dict[str, Any]) -> TableContract:
             uncaptured=tuple((str(c), str(why)) for c, why in document.get("cdcflow.uncaptured", {}).items()),
             doc=str(document.get("doc", "")),
             source=str(document.get("cdcflow.source", "")),
+            produced_by=str(document.get("cdcflow.produced_by", "")),
         )
     except KeyError as exc:
         raise ContractError(f"contract lacks {exc}") from None
