@@ -67,6 +67,10 @@ class TransactionChange:
     committed_at_ms: int
     tx_id: int | None
     row: dict[str, Any]  # the after image; for a delete, the before image
+    # the rest of the source block the output's envelope repeats: Debezium's snapshot marker and, when the
+    # connector sends it, the commit time in microseconds
+    snapshot: str = "false"
+    committed_at_us: int | None = None
 
     @property
     def customer_key(self) -> str | None:
@@ -132,7 +136,21 @@ def decode_transaction(
         return row
     if row.get("transaction_id") is None:
         return Rejected("no_key", "the row image has no transaction_id")
-    return TransactionChange(topic, partition, offset, key, op, lsn, ts_ms, tx_id, row)
+    source_block = document["source"]
+    snapshot, ts_us = source_block.get("snapshot"), source_block.get("ts_us")
+    return TransactionChange(
+        topic,
+        partition,
+        offset,
+        key,
+        op,
+        lsn,
+        ts_ms,
+        tx_id,
+        row,
+        snapshot if isinstance(snapshot, str) else "false",
+        ts_us if isinstance(ts_us, int) and not isinstance(ts_us, bool) else None,
+    )
 
 
 def decode_table_change(table: str, key_column: str, value: bytes | None) -> TableChange | Rejected:

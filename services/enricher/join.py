@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from services.enricher.events import TABLE_ATTRIBUTES, TransactionChange
+from services.enricher.contract import side_columns
+from services.enricher.events import TransactionChange
 from services.enricher.store import Expired, Version
 
 __all__ = ["HoldQueue", "JoinState", "Released", "Side", "encode", "enriched_value", "join_side"]
@@ -108,35 +109,35 @@ def _text(value: Any) -> Any:
     return str(value) if isinstance(value, Decimal) else value
 
 
-def _side_columns(prefix: str, table: str) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
-    """The record's columns of one side: join state, LSN, commit time, and (attribute, column) pairs."""
-    attributes = tuple((n, n if n.startswith(prefix) else f"{prefix}_{n}") for n in TABLE_ATTRIBUTES[table])
-    return f"{prefix}_join", f"{prefix}_lsn", f"{prefix}_committed_at_ms", attributes
-
-
-_CUSTOMER_COLUMNS = _side_columns("customer", "customers")
-_FACILITY_COLUMNS = _side_columns("facility", "facilities")
+_CUSTOMER_COLUMNS = side_columns("customer", "customers")
+_FACILITY_COLUMNS = side_columns("facility", "facilities")
 
 
 def enriched_value(released: Released, customer: Side, facility: Side) -> dict[str, Any]:
-    """The enriched record (schemas/enriched.transactions.avsc): the row, its origin, and both sides."""
+    """The enriched change as a Debezium envelope, so the lake writer lands it like a captured table's.
+
+    The op and the source block (LSN, commit time, txId, snapshot) are the transaction change's; the row
+    image — ``after``, or ``before`` for a delete — is a row of ``schemas/enriched.transactions.avsc``
+    (services/enricher/contract.py): the transaction's row, its input coordinates and both sides.
+    """
     change = released.change
-    record: dict[str, Any] = {"op": change.op}
-    record.update(change.row)  # decimals are text already (services/enricher/events.py)
-    record["source_lsn"] = change.lsn
-    record["source_committed_at_ms"] = change.committed_at_ms
-    record["source_tx_id"] = change.tx_id
-    record["source_topic"] = change.topic
-    record["source_partition"] = change.partition
-    record["source_offset"] = change.offset
-    record["released_by"] = released.released_by
+    row: dict[str, Any] = dict(change.row)  # decimals are text already (services/enricher/events.py)
+    row["source_topic"] = change.topic
+    row["source_partition"] = change.partition
+    row["source_offset"] = change.offset
+    row["released_by"] = released.released_by
     for (join, lsn, committed_at, attributes), side in ((_CUSTOMER_COLUMNS, customer), (_FACILITY_COLUMNS, facility)):
-        record[join] = side.state
-        record[lsn] = side.lsn
-        record[committed_at] = side.committed_at_ms
+        row[join] = side.state
+        row[lsn] = side.lsn
+        row[committed_at] = side.committed_at_ms
         for name, column in attributes:
-            record[column] = _text(side.attributes.get(name))
-    return record
+            row[column] = _text(side.attributes.get(name))
+    source: dict[str, Any] = {"lsn": change.lsn, "ts_ms": change.committed_at_ms, "txId": change.tx_id}
+    if change.committed_at_us is not None:
+        source["ts_us"] = change.committed_at_us
+    source["snapshot"] = change.snapshot
+    deleted = change.op == "d"
+    return {"before": row if deleted else None, "after": None if deleted else row, "source": source, "op": change.op}
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps with arguments builds one per call

@@ -69,6 +69,18 @@ def schemas_generate(
         path = write_contract(folder, contract)
         state = "new" if old is None else ("unchanged" if contract.version == old.version else "evolved")
         console.print(f"{contract.qualified_name}: v{contract.version} {state} → {path}")
+    _derive_produced(folder, _source_of(found))
+
+
+def _derive_produced(folder: Path, source: str) -> None:
+    """The enricher's output contract follows its inputs' (services/enricher/contract.py)."""
+    from services.common.contracts import load_contracts, write_contract
+    from services.enricher.contract import derive
+
+    produced = derive(load_contracts(folder)) if not source else None
+    if produced is not None:
+        path = write_contract(folder, produced)
+        console.print(f"{produced.qualified_name}: v{produced.version} derived → {path}")
 
 
 @schemas_app.command("check")
