@@ -310,6 +310,9 @@ def test_the_project_compiles_for_bigquery_offline(env: dict[str, str], empty_bi
     assert "list_contains" not in current
     risk = (compiled / "models" / "gold" / "facility_performance.sql").read_text()
     assert "date_diff(" in risk
+    payments = (compiled / "models" / "gold" / "monthly_payments_by_customer_type_and_facility_status.sql").read_text()
+    assert "date_trunc(value_date, month)" in payments
+    assert "`cdcflow-local`.`silver`.`enriched__transactions`" in payments
     merge = " ".join((compiled / "analyses" / "probe_merge.sql").read_text().split())
     assert "when matched and dbt_internal_source._op in ('d', 't') then delete" in merge
     assert "when not matched and not (dbt_internal_source._op in ('d', 't')) then insert" in merge
@@ -332,6 +335,9 @@ def test_duckdb_silver_uses_the_cdcflow_merge_strategy(env: dict[str, str]) -> N
         assert node.config.unique_key == [key]
     unit_tests = {u.name for u in manifest.unit_tests.values()}
     assert {"current_state_carries_toasted_values_forward", "current_state_honours_truncate"} <= unit_tests
+    assert "payments_group_by_the_segment_as_of_each_payment" in unit_tests
+    # a gold unit test reads its silver input's columns from the warehouse: build that table, empty
+    assert dbt.invoke(["run"], "--select", "enriched__transactions", "--empty").success
 
     outcome = dbt.invoke(["test"], "--select", "test_type:unit")
     assert outcome.success, outcome.exception
