@@ -23,12 +23,23 @@ import duckdb
 import pytest
 
 from services.common.kafka import admin_client, topic_names
+from services.common.replay import replay_topic
 from services.common.settings import Settings, load_settings
+from services.common.signals import Shutdown
 from services.consumer.dlq import dlq_topic
+from services.loader.wiring import run_loader
 from services.stack.runtime import Stack
-from tests.fixtures.enricher import EnricherProcess, Workload, output_records, undecodable, unique_prefix
-from tests.fixtures.pipeline import WriterProcess
-from tests.fixtures.transform import pipeline_env, run_pipeline
+from services.transform.wiring import run_transform
+from tests.fixtures.enricher import (
+    EnricherProcess,
+    Workload,
+    output_messages,
+    output_records,
+    undecodable,
+    unique_prefix,
+)
+from tests.fixtures.pipeline import WriterProcess, wait_for_log_event, wait_until_committed
+from tests.fixtures.transform import pipeline_env
 
 MART = "monthly_payments_by_customer_type_and_facility_status"
 EPOCH = dt.date(1970, 1, 1)
@@ -144,6 +155,24 @@ class Traffic:
         self.workload.heartbeat()
 
 
+def _land(settings: Settings, writer: WriterProcess) -> None:
+    """Run the writer until it has committed every enriched record, then stop it.
+
+    Not up to the topic's end offsets (tests/fixtures/transform.py's ``drain``): in a topic written in Kafka
+    transactions the last offset of a partition is a commit marker, which no consumer commits past.
+    """
+    last: dict[tuple[str, int], int] = {}
+    for message in output_messages(settings, settings.kafka.topic_prefix):
+        tp = (str(message.topic()), int(message.partition() or 0))
+        last[tp] = max(last.get(tp, 0), int(message.offset() or 0) + 1)
+    proc = writer.start()
+    try:
+        wait_until_committed(settings, writer.group, last)
+        wait_for_log_event(writer, proc, "writer.started")
+    finally:
+        assert writer.terminate(proc) == 0, writer.logs()[-3000:]
+
+
 @pytest.fixture
 def processes(settings: Settings, tmp_path: Path) -> Iterator[tuple[EnricherProcess, WriterProcess]]:
     prefix = unique_prefix("gold")
@@ -157,7 +186,7 @@ def processes(settings: Settings, tmp_path: Path) -> Iterator[tuple[EnricherProc
     yield enricher, writer
     enricher.stop_all()
     writer.stop_all()
-    doomed = [f"{prefix}.", dlq_topic(enricher.group), dlq_topic(writer.group)]
+    doomed = [f"{prefix}.", dlq_topic(enricher.group), dlq_topic(writer.group), replay_topic(writer.group)]
     admin = admin_client(settings.kafka)  # held until the deletions are done: a dropped client cancels them
     topics = [t for start in doomed for t in topic_names(settings.kafka, start)]
     for future in admin.delete_topics(topics, operation_timeout=30).values():
@@ -186,7 +215,9 @@ def test_payments_by_segment_in_gold_equal_the_as_of_join(
         "CDCFLOW_TRANSFORM__SELECT": f"+{MART}",  # the mart, silver.enriched__transactions and their tests
     }
     prefixed = load_settings({**env})
-    run_pipeline(prefixed, writer, env, ["enriched.transactions"])
+    _land(prefixed, writer)
+    assert run_loader(prefixed, Shutdown(), once=True) == 0
+    assert run_transform(prefixed, Shutdown(), once=True) == 0, "dbt build failed (logs above)"
 
     expected = traffic.ledger.expected()
     with duckdb.connect(str(prefixed.duckdb_path()), read_only=True) as db:
