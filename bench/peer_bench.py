@@ -262,7 +262,8 @@ def _worker(settings: Settings, folder: Path, max_poll: int) -> Iterator[Worker]
 
 def _owns_every_partition(kafka: KafkaSettings, group: str, ends: dict[tuple[str, int], int]) -> bool:
     """Whether the group is stable with every partition of the topic assigned to a member."""
-    described = admin_client(kafka).describe_consumer_groups([group])[group].result(timeout=10)
+    admin = admin_client(kafka)  # held until the answer: a collected client never resolves its futures
+    described = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
     assigned = {(tp.topic, tp.partition) for member in described.members for tp in member.assignment.topic_partitions}
     return str(described.state).endswith("STABLE") and set(ends) <= assigned
 
