@@ -7,10 +7,11 @@ on the real local broker and write Parquet:
   of its own (``ConnectStandalone``, loopback, a free port, offsets in a temporary file), one task, its
   ``DebeziumTransform``, a table auto-created in a Hadoop catalog whose warehouse is a temporary directory,
   Parquet data files (zstd). The worker starts on the empty topic; once its task is RUNNING and owns every
-  partition it is paused, the events are produced, the worker's idle CPU rate is read over a few seconds,
-  and it is resumed. Counted: user + system CPU of the whole JVM from the resume until the table's current
+  partition, the JVM's idle CPU rate is read over a few seconds, then the events are produced. Counted: user
+  + system CPU of the whole JVM from just before the first event is produced until the table's current
   snapshot holds a row for every event the transform keeps and the group ``connect-<name>`` has committed
-  the end of every partition, less the idle rate times that wall time (commits wait for their interval);
+  the end of every partition, less the idle rate times that wall time (commits wait for their interval).
+  (Not paused while producing: a resumed Iceberg sink gets new task configs, so Connect restarts its task.)
 - ``writer`` and ``writer_confluent``: the lake writer on its two paths, measured as in bench/writer_bench.py,
   over the same topic afterwards.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,6 +60,7 @@ PLUGIN_DIR = PLUGIN_ROOT / "iceberg-kafka-connect"
 NAMESPACE, TABLE = "bench", "transactions"
 _SINK_CLASS = "org.apache.iceberg.connect.IcebergSinkConnector"
 _IDLE_S = 5.0
+_SETTLE_S = 3.0
 _TIMEOUT_S = 900.0
 _GROUP_GRACE_S = 60.0
 
@@ -216,13 +219,6 @@ class Worker:
             time.sleep(0.2)
         raise SystemExit(f"the connector did not reach {state}: {self.status(name)}")
 
-    def pause(self, name: str) -> None:
-        httpx.put(f"{self.url}/connectors/{name}/pause", timeout=30).raise_for_status()
-        self.wait_state(name, "PAUSED")
-
-    def resume(self, name: str) -> None:
-        httpx.put(f"{self.url}/connectors/{name}/resume", timeout=30).raise_for_status()
-
 
 @contextmanager
 def _worker(settings: Settings, folder: Path, max_poll: int) -> Iterator[Worker]:
@@ -326,20 +322,20 @@ def _run_peer(
             if time.monotonic() > deadline:
                 raise SystemExit("the sink's consumer was not assigned every partition")
             time.sleep(0.5)
-        time.sleep(2)  # the coordinator's own consumer joins the control topic
-        worker.pause(name)
-        produce_events(settings.kafka, topic, samples, events)
-        ends = end_offsets(settings.kafka, topic)
+        time.sleep(_SETTLE_S)  # the coordinator's own consumer joins the control topic
         idle_from = cpu_seconds(worker.process.pid)
         time.sleep(_IDLE_S)
         idle_rate = (cpu_seconds(worker.process.pid) - idle_from) / _IDLE_S
         began_cpu, began = cpu_seconds(worker.process.pid), time.monotonic()
-        worker.resume(name)
+        produce_events(settings.kafka, topic, samples, events)
+        ends = end_offsets(settings.kafka, topic)
         table_dir = warehouse / NAMESPACE / TABLE
         snapshot, group_committed = _wait_until_written(
             settings.kafka, worker, name, table_dir, ends=ends, rows=expected
         )
         cpu, wall = cpu_seconds(worker.process.pid) - began_cpu, time.monotonic() - began
+        if args.worker_log is not None:
+            shutil.copyfile(worker.log, args.worker_log)
         run = PeerRun(
             raw_cpu_s=cpu,
             idle_cpu_per_s=idle_rate,
@@ -360,6 +356,7 @@ def main() -> None:
     parser.add_argument("--commit-interval-ms", type=int, default=10_000)
     parser.add_argument("--max-poll", type=int, default=20_000)
     parser.add_argument("--no-confluent", action="store_true", help="skip the writer's confluent path")
+    parser.add_argument("--worker-log", type=Path, help="keep a copy of the Connect worker's log here")
     args = parser.parse_args()
     if not any(PLUGIN_DIR.glob("iceberg-kafka-connect-*.jar")):
         raise SystemExit(f"{PLUGIN_DIR} is empty: run `mvn -q -f bench/peer/pom.xml package` (make bench-peer)")
