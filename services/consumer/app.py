@@ -1,5 +1,11 @@
 """The lake writer's run loop: consume → decode in bulk → buffer per partition → flush → commit.
 
+This module is the loop and the state only it changes (buffers, pauses, retries, the assignment), which is
+why it is longer than the others; every step that needs none of that state lives beside it:
+``checkpoint.py`` (a partition's commit), ``writing.py`` (rows into files), ``continuity.py`` (where a
+partition starts), ``recovery.py`` and ``quarantine.py`` (the crash-loop guard), ``guard.py`` (isolating a
+decoder that raises).
+
 Only a partition's checkpoint commits (``checkpoint.py``: write the Parquet files, wait for the partition's
 DLQ records to be acknowledged, commit ``end`` synchronously, check the result). A transient failure (lake
 or DLQ) drops the partition's buffer, seeks back to the committed position and pauses the partition with a
@@ -10,10 +16,9 @@ No failure of one record ends the process:
 - A decoder that raises (any exception but a transient one, or a native panic) is retried on halves of the
   batch down to the records that make it raise; those go to the DLQ (``decoder_error``), the rest land
   (``guard.py``).
-- A write that fails for another reason than a transient one is probed by bisection (the rows encoded to
-  Parquet, nothing stored); rows that cannot be written go to the DLQ (``decoder_error``, stage ``write``)
-  with their records read again from Kafka, the rest are written and committed. A failure no row explains is
-  retried later like a transient one.
+- A write that fails for another reason than a transient one is probed by bisection; rows that cannot be
+  written go to the DLQ (``decoder_error``, stage ``write``), the rest are written and committed
+  (``writing.py``). A failure no row explains is retried later like a transient one.
 - A record that kills the process while it decodes (a native crash, or a decode longer than
   ``decode_timeout_s``) is found after the restart and quarantined (``decoder_crash``, ``quarantine.py``).
 
@@ -52,10 +57,8 @@ from services.common.kafka import (
     BatchConsumer,
     Fetch,
     KafkaException,
-    Message,
     TopicPartition,
     batch_consumer,
-    consumer,
     ensure_topics,
 )
 from services.common.kafka.message_columns import MessageBatch, batches_by_topic
@@ -67,32 +70,25 @@ from services.common.settings import Settings
 from services.common.signals import Shutdown
 from services.consumer.buffers import FlushPolicy, PartitionBuffer
 from services.consumer.checkpoint import TP, Checkpoint
+from services.consumer.continuity import Continuity
 from services.consumer.dlq import DlqPublisher
 from services.consumer.errors import OffsetsOutOfRangeError, WriteFailedError
 from services.consumer.evolution import CatalogEvolution
-from services.consumer.faults import crash_if_marked, fail_write_if_marked, raise_if_marked
+from services.consumer.faults import crash_if_marked, raise_if_marked
 from services.consumer.guard import (
-    DiscardLake,
     decode_isolating,
-    defect_failure,
     describe,
-    failing_rows,
-    is_native_panic,
 )
 from services.consumer.quarantine import (
-    DeadNote,
     DecodeWatchdog,
     InflightNote,
     Quarantine,
     Range,
-    crash_failure,
-    dead_notes,
-    find_crashers,
-    read_range,
 )
-from services.consumer.replayed import by_original_topic, under_original_topics
+from services.consumer.recovery import CrashRecovery
+from services.consumer.replayed import by_original_topic
 from services.consumer.routing import Route, Router
-from services.consumer.sink import ParquetSink, WrittenFile
+from services.consumer.writing import RowWriter
 
 __all__ = ["LakeWriter"]
 
@@ -103,7 +99,6 @@ _DLQ_CONFIRM_S = 30.0
 _METADATA_REFRESH_MS = 5_000  # how soon a newly created topic that matches the subscription is consumed
 _PREFETCH_MAX_KB = 8 << 10  # librdkafka prefetch per consumer, in KiB: about one poll batch of change events
 _PREFETCH_BACKOFF_MS = 20  # how soon librdkafka fetches again once a full prefetch queue has room (default 1 s)
-_OFFSETS_TIMEOUT_S = 10.0
 OFFSETS_OUT_OF_RANGE_EXIT = 2
 
 
@@ -127,8 +122,7 @@ class LakeWriter:
         self._shutdown = shutdown
         self._router = router
         self._evolution = evolution
-        self._sink = ParquetSink(lake, settings.kafka.topic_prefix)
-        self._probe = ParquetSink(DiscardLake(), settings.kafka.topic_prefix)  # encodes, stores nothing
+        self._writer = RowWriter(settings, lake, router, self._dead_letter)
         self._state_dir = settings.writer_state_dir() / w.group_id
         self._quarantine = Quarantine(self._state_dir)
         self._watchdog = DecodeWatchdog(w.decode_timeout_s)
@@ -151,8 +145,7 @@ class LakeWriter:
                 "enable.partition.eof": False,
                 # with the prefetch queue bounded, it is often full when librdkafka looks; by default it then
                 # waits a whole second before fetching that partition again, and that wait, not the writer, set
-                # the pace of a catch-up (a writer with a 1 MiB budget: 65,229 rows in a minute; with 20 ms, all
-                # 539,113 of the topics in less)
+                # the pace of a catch-up (BENCHMARKS.md, "Catch-up with a small buffer budget")
                 "fetch.queue.backoff.ms": _PREFETCH_BACKOFF_MS,
                 # catching up, bigger fetches per partition mean fewer requests for librdkafka to build,
                 # send and parse: up to 8 MiB (default 1 MiB), a small share of the buffer budget, because
@@ -163,8 +156,11 @@ class LakeWriter:
                 "topic.metadata.refresh.interval.ms": _METADATA_REFRESH_MS,
             },
         )
-        self._checkpoint = Checkpoint(self._consumer, self._dlq, self._write_rows, dlq_timeout_s=_DLQ_CONFIRM_S)
-        self._expected: dict[TP, int] = {}  # the offset a partition's next record must have (its committed one)
+        self._checkpoint = Checkpoint(self._consumer, self._dlq, self._writer.write, dlq_timeout_s=_DLQ_CONFIRM_S)
+        self._continuity = Continuity(settings, self._watermarks)
+        self._recovery = CrashRecovery(
+            settings, self._quarantine, self._replay_topic, self._dlq, self._dead_letter, _DLQ_CONFIRM_S
+        )
         self._buffers: dict[TP, PartitionBuffer] = {}
         self._paused_until: dict[TP, float] = {}
         self._attempts: dict[TP, int] = defaultdict(int)
@@ -197,7 +193,7 @@ class LakeWriter:
                 self._poll_once()
             self._flush_all("shutdown")
         except OffsetsOutOfRangeError as exc:
-            self._report_lost(exc)
+            self._continuity.report(exc)
             return OFFSETS_OUT_OF_RANGE_EXIT
         finally:
             self.polling = False
@@ -293,7 +289,7 @@ class LakeWriter:
             for partition, tables in self._rows(original_topic, records, ingested_at_us).items():
                 for rows in tables:
                     try:
-                        files = self._sink.write(route.schema, route.table, partition, rows, replay=replay)
+                        files = self._writer.write_replayed(route, partition, rows, replay)
                     except TransientError:
                         raise
                     except Exception as exc:  # retried like a transient failure: a replayed record is never skipped
@@ -301,6 +297,10 @@ class LakeWriter:
                     self._metrics.records_written.labels(table).inc(rows.num_rows)
                     self._metrics.lake_files_written.labels(table).inc(len(files))
                     log.info("writer.replayed", table=table, rows=rows.num_rows, files=[f.file.path for f in files])
+
+    def _watermarks(self, tp: TP) -> tuple[int, int]:
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+        return int(low), int(high)
 
     def _taking(self, tp: TP) -> bool:
         return tp in self._assigned and tp not in self._paused_until
@@ -356,10 +356,10 @@ class LakeWriter:
         tp = (topic, partition)
         buffer = self._buffers.get(tp)
         first = int(batch.offsets[start])
-        self._check_continuous(tp, first)
+        self._continuity.check_next(tp, first)
         if buffer is None:
             buffer = self._buffers[tp] = PartitionBuffer(topic, partition, start=first, end=first)
-        self._expected[tp] = int(batch.offsets[stop - 1]) + 1
+        self._continuity.expect(tp, int(batch.offsets[stop - 1]) + 1)
         self._metrics.records_consumed.labels(topic, str(partition)).inc(stop - start)
         self._last_timestamp_ms[tp] = int(batch.timestamps_ms[stop - 1])
         return buffer
@@ -435,107 +435,6 @@ class LakeWriter:
             self._attempts.pop(tp, None)
         return outcome.committed
 
-    def _write_rows(self, tp: TP, rows: pa.Table) -> tuple[list[WrittenFile], pa.Table]:
-        """Step 1 of a checkpoint: the rows in the lake; rows that cannot be written at all go to the DLQ."""
-        route = self._router.route(tp[0])
-        try:
-            return self._write(self._sink, route, tp[1], rows), rows
-        except TransientError:
-            raise
-        except Exception as exc:  # a defect: some rows cannot be written
-            return self._write_without_failing_rows(tp, route, rows, exc)
-        except BaseException as exc:
-            if not is_native_panic(exc):
-                raise
-            return self._write_without_failing_rows(tp, route, rows, exc)
-
-    def _write_without_failing_rows(
-        self, tp: TP, route: Route, rows: pa.Table, error: BaseException
-    ) -> tuple[list[WrittenFile], pa.Table]:
-        """The rows that can be written, written; the records of the others DLQ'd. Raises a transient error
-        when no row explains ``error`` (the partition is then retried later, nothing is skipped)."""
-        topic, partition = tp
-        failing = failing_rows(lambda part: self._write(self._probe, route, partition, part), rows)
-        if not failing:
-            raise WriteFailedError(f"writing {topic}[{partition}] failed, yet every row encodes: {describe(error)}")
-        offsets = rows.column("_kafka_offset").to_numpy()
-        bad = {int(offsets[index]): exc for index, exc in failing}
-        log.error(
-            "writer.rows_unwritable", topic=topic, partition=partition, offsets=sorted(bad)[:20], error=describe(error)
-        )
-        records = self._records_at(topic, partition, sorted(bad))
-        self._dead_letter([defect_failure(records[offset], exc, stage="write") for offset, exc in bad.items()])
-        keep = np.ones(rows.num_rows, dtype=bool)
-        keep[[index for index, _ in failing]] = False
-        rest = rows.filter(pa.array(keep))
-        written = self._write(self._sink, route, partition, rest) if rest.num_rows else []
-        return written, rest
-
-    @staticmethod
-    def _write(sink: ParquetSink, route: Route, partition: int, rows: pa.Table) -> list[WrittenFile]:
-        fail_write_if_marked(rows)
-        return sink.write(route.schema, route.table, partition, rows)
-
-    def _records_at(self, topic: str, partition: int, offsets: list[int]) -> dict[int, Message]:
-        """The records at ``offsets`` read again from Kafka (the buffer keeps rows, not records); one no longer
-        there (retention) is represented by its coordinates alone."""
-        wanted = set(offsets)
-        try:
-            read = read_range(self._all_settings, self._settings.group_id, (topic, partition, offsets[0], offsets[-1]))
-        except KafkaException as exc:
-            raise WriteFailedError(f"reading the unwritable records of {topic}[{partition}] again: {exc}") from exc
-        found = {int(m.offset() or 0): m for m in read if int(m.offset() or 0) in wanted}
-        for offset in wanted - found.keys():
-            found[offset] = Message(topic=topic, partition=partition, offset=offset)
-        return found
-
-    # --- where partitions start ------------------------------------------------------------------
-
-    def _check_starts(self, partitions: list[TP]) -> None:
-        """Each newly assigned partition's committed offset must still be in its log (see the module docstring)."""
-        try:
-            starts = _starts(self._all_settings, self._settings.group_id, partitions)
-        except KafkaException as exc:  # a broker hiccup: this check is skipped, loudly; the partitions start as usual
-            log.warning("writer.start_check_failed", partitions=len(partitions), error=str(exc))
-            return
-        lost: list[tuple[str, int, int, int, int]] = []
-        for tp, (committed, low, high) in starts.items():
-            if committed < 0:
-                continue  # never committed: librdkafka starts it at the beginning of its log
-            if committed < low or committed > high:
-                lost.append((tp[0], tp[1], committed, low, high))
-            self._expected[tp] = committed
-        if lost:
-            raise OffsetsOutOfRangeError(lost)
-
-    def _check_continuous(self, tp: TP, first: int) -> None:
-        """A partition that resumes past the offset it was expected at, below the log start, lost records to
-        retention while it was behind: librdkafka jumped to the log start (a gap above it is a transaction
-        marker or compaction, not a loss)."""
-        expected = self._expected.get(tp)
-        if expected is None or first <= expected:
-            return
-        low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
-        if expected < low:
-            raise OffsetsOutOfRangeError([(tp[0], tp[1], expected, low, high)])
-
-    def _report_lost(self, error: OffsetsOutOfRangeError) -> None:
-        for topic, partition, committed, low, high in error.lost:
-            log.error(
-                "writer.offsets_out_of_range",
-                topic=topic,
-                partition=partition,
-                committed=committed,
-                log_start=low,
-                log_end=high,
-                unrecoverable_records=max(0, low - committed),
-                action=(
-                    f"offsets {committed}..{low - 1} are gone from Kafka: re-capture the table (incremental snapshot),"
-                    f" then, writers stopped, kafka-consumer-groups.sh --group {self._settings.group_id}"
-                    f" --topic {topic}:{partition} --reset-offsets --to-earliest --execute"
-                ),
-            )
-
     def _report_left(self) -> None:
         """What this writer still held when the grace period ran out (called from the shutdown timer)."""
         with contextlib.suppress(RuntimeError):  # the loop may change the buffers meanwhile: best effort
@@ -554,49 +453,10 @@ class LakeWriter:
         """Quarantine the records that killed earlier writers of this group here while they decoded."""
         self.examining = True
         try:
-            for note in dead_notes(self._state_dir):
-                self._examine(note)
+            self._recovery.run(self._state_dir)
         finally:
             self.examining = False
             self.last_poll_at = time.monotonic()
-
-    def _examine(self, note: DeadNote) -> None:
-        log.warning("writer.crashed_while_decoding", note=note.path.name, ranges=note.ranges)
-        began = time.monotonic()
-        try:
-            crashers = self._quarantine_crashers(note.ranges)
-        except (TransientError, KafkaException) as exc:
-            log.error("writer.quarantine_failed", note=note.path.name, error=str(exc))
-            note.release()  # examined again at the next start
-            return
-        note.done()
-        log.warning(
-            "writer.crash_examined",
-            note=note.path.name,
-            quarantined=[list(c) for c in crashers],
-            duration_s=round(time.monotonic() - began, 2),
-        )
-
-    def _quarantine_crashers(self, ranges: list[Range]) -> list[tuple[str, int, int]]:
-        """Find the records of ``ranges`` that kill a decoder, DLQ them, then remember them for good."""
-        records: dict[str, list[Message]] = defaultdict(list)
-        for span in ranges:
-            topic, partition = span[0], span[1]
-            records[topic] += [
-                m
-                for m in read_range(self._all_settings, self._settings.group_id, span)
-                if (topic, partition, int(m.offset() or 0)) not in self._quarantine
-            ]
-        decoded_as = under_original_topics(records, self._replay_topic)
-        crashers = find_crashers(self._all_settings, decoded_as, self._settings.decode_timeout_s)
-        if not crashers:
-            return []
-        self._dead_letter([crash_failure(message, death) for message, death in crashers])
-        coordinates = [(str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)) for m, _ in crashers]
-        for topic, partition in {(t, p) for t, p, _ in coordinates}:
-            self._dlq.confirm(topic, partition, _DLQ_CONFIRM_S)  # in the DLQ before it is skipped for good
-        self._quarantine.add(coordinates)
-        return coordinates
 
     def _retry_later(self, tp: TP, buffer: PartitionBuffer, exc: Exception) -> None:
         """Drop what was buffered, seek back to the committed position and pause with backoff."""
@@ -609,7 +469,7 @@ class LakeWriter:
         except KafkaException as seek_error:  # not assigned any more: the next owner starts from the commit
             log.warning("writer.seek_failed", topic=tp[0], partition=tp[1], error=str(seek_error))
         self._buffers[tp] = PartitionBuffer(tp[0], tp[1], start=buffer.start, end=buffer.start)
-        self._expected[tp] = buffer.start
+        self._continuity.expect(tp, buffer.start)
         self._paused_until[tp] = time.monotonic() + delay
         log.warning(
             "writer.retry_later",
@@ -632,7 +492,8 @@ class LakeWriter:
     # --- rebalances -----------------------------------------------------------------------------
 
     def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
-        self._check_starts([(p.topic, p.partition) for p in partitions])  # raises before any of their records
+        # raises before any of their records
+        self._continuity.check_assigned([(p.topic, p.partition) for p in partitions])
         self._assigned |= {(p.topic, p.partition) for p in partitions}
         self._metrics.rebalances.labels("assign").inc()
         log.info("writer.assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
@@ -659,7 +520,7 @@ class LakeWriter:
         self._paused_until.pop(tp, None)
         self._attempts.pop(tp, None)
         self._last_timestamp_ms.pop(tp, None)
-        self._expected.pop(tp, None)
+        self._continuity.forget(tp)
         self._assigned.discard(tp)
         self._dlq.drop(*tp)
         self._metrics.forget_partition(self._settings.group_id, tp[0], tp[1])
@@ -688,23 +549,6 @@ class LakeWriter:
             last_ms = self._last_timestamp_ms.get(tp, 0)
             seconds = max(0.0, time.time() - last_ms / 1000) if lag and last_ms > 0 else 0.0
             self._metrics.consume_lag_seconds.labels(group, tp[0], str(tp[1])).set(seconds)
-
-
-def _starts(settings: Settings, group_id: str, partitions: list[TP]) -> dict[TP, tuple[int, int, int]]:
-    """``(committed, log start, log end)`` of each partition (committed negative: never), read by a consumer that
-    joins no group."""
-    if not partitions:
-        return {}
-    client = consumer(settings.kafka, group_id)  # assigned nothing, subscribed to nothing: it does not join
-    try:
-        committed = client.committed([TopicPartition(t, p) for t, p in partitions], timeout=_OFFSETS_TIMEOUT_S)
-        starts = {}
-        for c in committed:
-            low, high = client.get_watermark_offsets(TopicPartition(c.topic, c.partition), timeout=_OFFSETS_TIMEOUT_S)
-            starts[(c.topic, c.partition)] = (c.offset, low, high)
-        return starts
-    finally:
-        client.close()
 
 
 def _in_hand(fetched: Fetch) -> list[Range]:
