@@ -106,6 +106,10 @@ def worker_properties(*, bootstrap: str, port: int, offsets_file: Path, plugin_r
             "value.converter.schemas.enable=false",
             # The writer polls batches of 20,000 (bench/writer_bench.py): the sink's consumer may too.
             f"consumer.max.poll.records={max_poll}",
+            # As the stack's worker (connect-distributed.properties). It matters here: a sink task that gets
+            # no more records answers the coordinator's commit request only from preCommit, so with the
+            # default 60 s the last events wait up to two minutes for their snapshot (Iceberg issue 17811).
+            "offset.flush.interval.ms=1000",
             "",
         ]
     )

@@ -107,6 +107,8 @@ def test_worker_properties_bind_loopback_and_read_schemaless_json(tmp_path: Path
     assert props["value.converter.schemas.enable"] == "false"
     assert props["offset.storage.file.filename"] == str(tmp_path / "o")
     assert props["consumer.max.poll.records"] == "20000"
+    # an idle sink task answers a commit request only from preCommit: once a second, not once a minute
+    assert props["offset.flush.interval.ms"] == "1000"
 
 
 def test_peer_cpu_is_net_of_the_idle_rate() -> None:
