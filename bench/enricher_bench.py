@@ -33,6 +33,7 @@ from typing import Any
 
 import psycopg
 
+from bench.events import committed_all, cpu_seconds
 from services.common.kafka import (
     TopicPartition,
     admin_client,
@@ -49,7 +50,6 @@ from services.stack.processes import die_with_parent
 
 __all__ = ["main"]
 
-_TICKS = os.sysconf("SC_CLK_TCK")
 _KEYS = {"customers": "customer_id", "facilities": "facility_id", "transactions": "transaction_id", "heartbeat": "id"}
 
 
@@ -111,20 +111,6 @@ def _produce(settings: Settings, prefix: str, events: int, table_rows: int, ids:
     made.flush()
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
-
-
-def _committed_all(kafka: KafkaSettings, group: str, ends: dict[tuple[str, int], int]) -> bool:
-    probe = consumer(kafka, group)
-    try:
-        done = probe.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
-        return all(c.offset >= ends[(c.topic, c.partition)] for c in done)
-    finally:
-        probe.close()
-
-
 def _input_ends(kafka: KafkaSettings, topic: str) -> dict[tuple[str, int], int]:
     probe = consumer(kafka, f"bench-probe-{uuid.uuid4().hex[:6]}")
     try:
@@ -160,12 +146,12 @@ def _run_enricher(settings: Settings, prefix: str, folder: Path) -> tuple[float,
             if proc.poll() is not None:
                 raise SystemExit(f"the enricher exited: {log.read_text()[-2000:]}")
             time.sleep(0.01)
-        began = _cpu_seconds(proc.pid)
+        began = cpu_seconds(proc.pid)
         line = next(x for x in log.read_text().splitlines() if '"enricher.tables_caught_up"' in x)
         rebuild_s = float(json.loads(line)["seconds"])
-        while not _committed_all(settings.kafka, group, ends):
+        while not committed_all(settings.kafka, group, ends):
             time.sleep(0.2)
-        return rebuild_s, _cpu_seconds(proc.pid) - began
+        return rebuild_s, cpu_seconds(proc.pid) - began
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -180,7 +166,7 @@ def _baseline(settings: Settings, prefix: str, events: int) -> float:
     ensure_topics(settings.kafka, [target])
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as pg:
         backend = int(pg.execute("select pg_backend_pid()").fetchone()[0])  # type: ignore[index]
-        began, began_pg, done = time.process_time(), _cpu_seconds(backend), 0
+        began, began_pg, done = time.process_time(), cpu_seconds(backend), 0
         while done < events:
             for message in source.consume(500, timeout=1.0):
                 if done >= events or message.error() or not message.value():
@@ -199,7 +185,7 @@ def _baseline(settings: Settings, prefix: str, events: int) -> float:
                 if done % 500 == 0:
                     source.commit(message=message, asynchronous=True)
         out.flush(60)
-        cpu = time.process_time() - began + _cpu_seconds(backend) - began_pg
+        cpu = time.process_time() - began + cpu_seconds(backend) - began_pg
     source.close()
     return cpu
 
