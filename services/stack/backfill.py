@@ -185,6 +185,11 @@ class Snapshot:
     rows: dict[str, int] = field(default_factory=dict)  # rows read per finished table
     updated_ms: int = 0
 
+    def scanned_all(self) -> bool:
+        """Whether every table of the snapshot reported its scan complete (a stopped one did not)."""
+        tables = [t for t in self.tables.split(",") if t]
+        return bool(tables) and all(t in self.rows for t in tables)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -233,12 +238,23 @@ def apply_notification(snapshots: dict[str, Snapshot], note: dict[str, Any]) -> 
 
 
 def _ended_by(snapshots: dict[str, Snapshot], kind: str) -> str | None:
-    """The snapshot an ABORTED or COMPLETED of an unknown id ends: the newest running one (or, for COMPLETED,
-    just aborted). Debezium names such a notification by the snapshot's correlation id while it has one; a
-    stop that arrives before the snapshot has one, or a COMPLETED sent after a stop cleared it, carries an id
-    of its own (a random UUID)."""
-    ending = _RUNNING | ({"ABORTED"} if kind == "COMPLETED" else set())
-    candidates = [s for s in snapshots.values() if s.state in ending]
+    """The snapshot an ABORTED or COMPLETED of an unknown id ends, the newest of those it can end.
+
+    Debezium names a notification by the snapshot's correlation id while it has one. A stop in the middle of a
+    scan sends the stopped snapshot's COMPLETED (by its id) and then, the id cleared, the ABORTED with a random
+    one — in one millisecond or in two; a stop before the snapshot has an id gives its ABORTED a random one
+    too. So an ABORTED ends a running snapshot or one that COMPLETED without scanning all its tables, and a
+    COMPLETED a running or just aborted one.
+    """
+
+    def ends(snap: Snapshot) -> bool:
+        if snap.state in _RUNNING:
+            return True
+        if kind == "ABORTED":
+            return snap.state == "COMPLETED" and not snap.scanned_all()
+        return snap.state == "ABORTED"
+
+    candidates = [s for s in snapshots.values() if ends(s)]
     return max(candidates, key=lambda s: s.updated_ms).id if candidates else None
 
 
