@@ -291,11 +291,12 @@ def test_a_second_concurrent_replay_fences_the_first_and_nothing_is_replayed_twi
     selected = scratch.publish(Reason.TOO_DEEP, range(0, 40))
     plan = scratch.plan("--reason", Reason.TOO_DEEP)
     execute = ("dlq", "replay", "-g", scratch.group, "--reason", Reason.TOO_DEEP, "--execute", plan["plan_id"])
-    first = scratch.start(*execute, "--rate", "2")  # 40 records take 20 s: the second starts long before
+    # 40 records take 80 s: the second starts long before, even on a host busy enough to take seconds per start
+    first = scratch.start(*execute, "--rate", "0.5")
     wait_until("the first replay to commit a batch", lambda: scratch.progress_count(plan["plan_id"]) > 0, 60, 0.1)
     second = scratch.cdcflow(*execute)
     assert second.returncode == 0
-    _, stderr = first.communicate(timeout=60)
+    _, stderr = first.communicate(timeout=150)
     stderr = stderr or ""
     assert first.returncode == 3, stderr[-2000:]
     assert "fenced" in stderr
