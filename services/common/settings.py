@@ -4,6 +4,9 @@ Every service reads one :class:`Settings` through :func:`load_settings`: pydanti
 (over the mapping given) and its secrets-directory source, the variables first. Values are not decoded as JSON:
 a list takes the space-separated form its field documents. Values are frozen once loaded; secrets are
 ``SecretStr`` and :meth:`Settings.safe_dump` is the only form that may be logged.
+
+Its length (past the ~400 lines of most modules): every section of the configuration is declared here, so
+one file is the reference of every ``CDCFLOW_*`` variable, and the shared field types are declared once.
 """
 
 from __future__ import annotations
