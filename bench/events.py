@@ -13,7 +13,15 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from services.common.kafka import TopicPartition, consumer, end_positions, ensure_topics, producer, topic_watermarks
+from services.common.kafka import (
+    TopicPartition,
+    admin_client,
+    consumer,
+    end_positions,
+    ensure_topics,
+    producer,
+    topic_watermarks,
+)
 from services.common.settings import KafkaSettings, Settings
 from services.stack.workload import Workload
 
@@ -21,6 +29,7 @@ __all__ = [
     "SOURCE_TOPIC",
     "committed_all",
     "cpu_seconds",
+    "delete_topics",
     "end_offsets",
     "produce_events",
     "sample_events",
@@ -150,3 +159,11 @@ def committed_all(kafka: KafkaSettings, group: str, ends: dict[tuple[str, int], 
         return all(c.offset >= ends[(c.topic, c.partition)] for c in done)
     finally:
         probe.close()
+
+
+def delete_topics(kafka: KafkaSettings, topics: list[str], timeout_s: float = 30.0) -> None:
+    """Deletes ``topics`` and waits for the broker's answer: an admin client dropped before its futures
+    resolve may never send the request, and the benchmark's topics (up to ~1 GB each) would stay behind."""
+    admin = admin_client(kafka)
+    for future in admin.delete_topics(topics, operation_timeout=timeout_s).values():
+        future.result(timeout=timeout_s)

@@ -39,7 +39,15 @@ from typing import Any
 
 import httpx
 
-from bench.events import SOURCE_TOPIC, committed_all, cpu_seconds, end_offsets, produce_events, sample_events
+from bench.events import (
+    SOURCE_TOPIC,
+    committed_all,
+    cpu_seconds,
+    delete_topics,
+    end_offsets,
+    produce_events,
+    sample_events,
+)
 from bench.writer_bench import run_writer
 from services.common.kafka import admin_client, ensure_topics, topic_watermarks
 from services.common.settings import KafkaSettings, Settings, load_settings
@@ -376,7 +384,7 @@ def main() -> None:
             writer_cpu = run_writer(settings, prefix, ends, base)
             confluent_cpu = None if args.no_confluent else run_writer(settings, prefix, ends, base, path="confluent")
     finally:
-        admin_client(settings.kafka).delete_topics([topic, f"{topic}.iceberg-control"], operation_timeout=30)
+        delete_topics(settings.kafka, [topic, f"{topic}.iceberg-control"])
     print(json.dumps(_figures(args.events, samples, peer, writer_cpu, confluent_cpu)))
 
 

@@ -37,8 +37,16 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from bench.events import SOURCE_TOPIC, committed_all, cpu_seconds, end_offsets, produce_events, sample_events
-from services.common.kafka import admin_client, consumer
+from bench.events import (
+    SOURCE_TOPIC,
+    committed_all,
+    cpu_seconds,
+    delete_topics,
+    end_offsets,
+    produce_events,
+    sample_events,
+)
+from services.common.kafka import consumer
 from services.common.settings import KafkaSettings, Settings, load_settings
 from services.stack.processes import die_with_parent
 
@@ -171,7 +179,7 @@ def main() -> None:
             naive_cpu = _baseline("naive", topic, args.events, base)
             ceiling_cpu = _baseline("ceiling", topic, args.events, base)
     finally:
-        admin_client(settings.kafka).delete_topics([topic], operation_timeout=30)
+        delete_topics(settings.kafka, [topic])
     print(
         json.dumps(
             {
