@@ -686,3 +686,28 @@ def test_a_wrapper_with_whitespace_around_its_keys_is_unwrapped_on_both_paths(na
     result = _decode([spaced, _wrapped(_event("c", after=_row(8)))], native_reader=native_reader)
     assert result.failures == []
     assert result.rows.column("account_id").to_pylist() == [7, 8]
+
+
+_UNINFERABLE = {"mixed-list": b'[1,"a"]', "mixed-objects": b'{"a":[{"b":1},{"b":"x"}]}', "huge-exponent": b"1e999"}
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+@pytest.mark.parametrize("where", ["top-level", "source"])
+@pytest.mark.parametrize("unknown", sorted(_UNINFERABLE))
+def test_a_member_no_column_reads_is_ignored_on_both_paths_whatever_it_holds(
+    unknown: str, where: str, native_reader: bool
+) -> None:
+    """A member the envelope has no place for (outside the row images) is ignored by the native reader;
+    Arrow's reader infers it, and refuses what it cannot infer: that record is read again without it, so
+    it is the same row whichever path reads it."""
+    hostile = _UNINFERABLE[unknown]
+    plain = _event("c", after=_row(1))
+    if where == "top-level":
+        value = plain.replace(b'"op":"c"', b'"op":"c","unknown_1":' + hostile)
+    else:
+        value = plain.replace(b'"db":"lending"', b'"db":"lending","version":' + hostile)
+    assert value != plain
+    result = _decode([value, _event("c", after=_row(2))], native_reader=native_reader)
+    assert result.failures == []
+    expected = _decode([plain, _event("c", after=_row(2))], native_reader=native_reader).rows
+    assert result.rows.drop_columns(["_ingested_at"]).equals(expected.drop_columns(["_ingested_at"]))

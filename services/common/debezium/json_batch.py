@@ -249,12 +249,38 @@ class JsonEventDecoder:
                 raise pa.ArrowInvalid(f"{wire.num_rows} rows parsed from {len(batch)} values")
         except pa.ArrowInvalid as exc:
             if len(batch) == 1:
-                failures.append(_classify(batch.message(0), values[0], str(exc)))
+                self._decode_alone(batch, origin, out, failures, arrow_error=str(exc))
                 return
             for half in batch.split():
                 self._decode_bisect(half, origin, out, failures)
             return
         self._convert(wire, batch, origin, out, failures)
+
+    def _decode_alone(
+        self,
+        batch: MessageBatch,
+        origin: Origin,
+        out: list[pa.Table],
+        failures: list[DecodeFailure],
+        *,
+        arrow_error: str,
+    ) -> None:
+        """One value Arrow's reader refused. Members of the envelope the wire schema has no place for are
+        ignored, as the native reader ignores them: Arrow's reader infers them instead (so that new columns
+        of a row image show), and refuses a value whose unknown member it cannot infer. So the value is read
+        again with only its known members, their text untouched; refused again, it is a failure."""
+        value = cast(bytes, batch.value_list()[0])
+        known = _known_members_only(value, self._converter.wire_schema)
+        if known is not None:
+            try:
+                wire = self._read([known])
+            except pa.ArrowInvalid:
+                pass
+            else:
+                if wire.num_rows == 1:
+                    self._convert(wire, batch, origin, out, failures)
+                    return
+        failures.append(_classify(batch.message(0), value, arrow_error))
 
     def _read(self, values: Sequence[bytes]) -> pa.Table:
         payload = b"\n".join(values)
@@ -274,6 +300,78 @@ class JsonEventDecoder:
         table.validate(full=True)  # the reader does not check UTF-8; invalid text must not reach Parquet
         _check_declared_columns(table.schema, self._converter.wire_schema)
         return table
+
+
+_SPACE = " \t\r\n"
+
+
+_IMAGES = frozenset({"before", "after"})
+"""Their unknown members are new columns, which Arrow's reader must see: never dropped."""
+
+
+def _known_members_only(value: bytes, schema: pa.Schema) -> bytes | None:
+    """The JSON envelope ``value`` without the members ``schema`` has no place for — at its top level and in
+    its structs other than the row images — every kept member's text as it was; None when nothing is
+    dropped, a name repeats, or ``value`` is not one well-formed object."""
+    try:
+        kept = _kept(value.decode("utf-8"), {f.name: f.type for f in schema})
+    except (UnicodeDecodeError, ValueError, RecursionError):  # not JSON, or deeper than Python parses
+        return None
+    return None if kept is None or kept[1] is False else kept[0].encode()
+
+
+def _kept(text: str, fields: dict[str, pa.DataType]) -> tuple[str, bool] | None:
+    """``text`` (one JSON object) with only the members ``fields`` names, and whether any was dropped."""
+    members = _members(text)
+    if members is None or len({name for name, _ in members}) < len(members):
+        return None
+    dropped, parts = False, []
+    for name, text_of in members:
+        kind = fields.get(name)
+        if kind is None:
+            dropped = True
+            continue
+        item = text_of
+        if pa.types.is_struct(kind) and name not in _IMAGES and item.startswith("{"):
+            inner = _kept(item, {f.name: f.type for f in kind})
+            if inner is None:
+                return None
+            item, dropped = inner[0], dropped or inner[1]
+        parts.append(f"{json.dumps(name)}:{item}")
+    return "{" + ",".join(parts) + "}", dropped
+
+
+def _members(text: str) -> list[tuple[str, str]] | None:
+    """The members of the one JSON object ``text`` holds, as (name, the value's text); None when ``text`` is
+    not one object. Raises ValueError on a member that is not JSON."""
+    decoder = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str)
+    at = _skip_space(text, 0)
+    if text[at : at + 1] != "{":
+        return None
+    members: list[tuple[str, str]] = []
+    at = _skip_space(text, at + 1)
+    closed = text[at : at + 1] == "}"
+    while not closed:
+        name, at = decoder.raw_decode(text, at)
+        at = _skip_space(text, at)
+        if not isinstance(name, str) or text[at : at + 1] != ":":
+            return None
+        start = _skip_space(text, at + 1)
+        _, at = decoder.raw_decode(text, start)
+        members.append((name, text[start:at]))
+        at = _skip_space(text, at)
+        separator = text[at : at + 1]
+        if separator not in (",", "}"):
+            return None
+        closed = separator == "}"
+        at = _skip_space(text, at + 1)
+    return members if at == len(text) else None
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at] in _SPACE:
+        at += 1
+    return at
 
 
 def _check_declared_columns(read: pa.Schema, wire: pa.Schema) -> None:
