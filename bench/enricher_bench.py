@@ -33,19 +33,18 @@ from typing import Any
 
 import psycopg
 
-from bench.events import committed_all, cpu_seconds
+from bench.events import committed_all, cpu_seconds, end_offsets
 from services.common.kafka import (
     TopicPartition,
     admin_client,
     consumer,
-    end_positions,
     ensure_topics,
     producer,
     read_record,
     topic_names,
     topic_watermarks,
 )
-from services.common.settings import KafkaSettings, Settings, load_settings
+from services.common.settings import Settings, load_settings
 from services.stack.processes import die_with_parent
 
 __all__ = ["main"]
@@ -111,14 +110,6 @@ def _produce(settings: Settings, prefix: str, events: int, table_rows: int, ids:
     made.flush()
 
 
-def _input_ends(kafka: KafkaSettings, topic: str) -> dict[tuple[str, int], int]:
-    probe = consumer(kafka, f"bench-probe-{uuid.uuid4().hex[:6]}")
-    try:
-        return {(tp.topic, tp.partition): tp.offset for tp in end_positions(probe, [topic])}
-    finally:
-        probe.close()
-
-
 def _run_enricher(settings: Settings, prefix: str, folder: Path) -> tuple[float, float]:
     """``(rebuild seconds, CPU seconds of the join)``."""
     group = f"bench-enricher-{uuid.uuid4().hex[:6]}"
@@ -131,7 +122,7 @@ def _run_enricher(settings: Settings, prefix: str, folder: Path) -> tuple[float,
         "CDCFLOW_ENRICHER__HEALTH_PORT": "0",
         "CDCFLOW_LOG__FORMAT": "json",
     }
-    ends = _input_ends(settings.kafka, _topic(prefix, "transactions"))
+    ends = end_offsets(settings.kafka, _topic(prefix, "transactions"))
     log = folder / "enricher.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -160,7 +151,7 @@ def _run_enricher(settings: Settings, prefix: str, folder: Path) -> tuple[float,
 def _baseline(settings: Settings, prefix: str, events: int) -> float:
     """CPU seconds (this process and its PostgreSQL backend) of the per-event lookup over ``events``."""
     source = consumer(settings.kafka, f"bench-baseline-{uuid.uuid4().hex[:6]}")
-    source.assign([TopicPartition(t, p, 0) for (t, p) in _input_ends(settings.kafka, _topic(prefix, "transactions"))])
+    source.assign([TopicPartition(t, p, 0) for (t, p) in end_offsets(settings.kafka, _topic(prefix, "transactions"))])
     out = producer(settings.kafka, **{"linger.ms": 5})
     target = _topic(prefix, "baseline")
     ensure_topics(settings.kafka, [target])
