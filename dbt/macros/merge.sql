@@ -84,3 +84,14 @@
         {{ default__get_merge_sql(target, source, unique_key, dest_columns, incremental_predicates) }}
     {%- endif -%}
 {%- endmacro %}
+
+
+{#- A silver column whose bronze column widened (a wider integer or decimal: `services/warehouse/bronze.py`)
+    changes type in place under `on_schema_change: sync_all_columns`. dbt's default adds a column, copies,
+    drops and renames, which moves the column to the end and needs DROP … CASCADE; DuckDB alters it in place.
+    BigQuery's own variant rewrites the table with a CAST. -#}
+{% macro duckdb__alter_column_type(relation, column_name, new_column_type) -%}
+    {% call statement('alter_column_type') %}
+        alter table {{ relation.render() }} alter column {{ adapter.quote(column_name) }} set data type {{ new_column_type }}
+    {% endcall %}
+{%- endmacro %}

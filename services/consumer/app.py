@@ -88,6 +88,7 @@ from services.consumer.quarantine import (
 from services.consumer.recovery import CrashRecovery
 from services.consumer.replayed import by_original_topic
 from services.consumer.routing import Route, Router
+from services.consumer.type_changes import TypeChangeCheck
 from services.consumer.writing import RowWriter
 
 __all__ = ["LakeWriter"]
@@ -114,6 +115,7 @@ class LakeWriter:
         shutdown: Shutdown,
         worker_id: str,
         evolution: CatalogEvolution | None = None,
+        type_check: TypeChangeCheck | None = None,
     ) -> None:
         w = settings.writer
         self._settings = w
@@ -122,6 +124,7 @@ class LakeWriter:
         self._shutdown = shutdown
         self._router = router
         self._evolution = evolution
+        self._type_check = type_check
         self._writer = RowWriter(settings, lake, router, self._dead_letter)
         self._state_dir = settings.writer_state_dir() / w.group_id
         self._quarantine = Quarantine(self._state_dir)
@@ -333,22 +336,22 @@ class LakeWriter:
 
     def _decode(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> DecodeResult:
         """The decoded batch; columns new to the contract become its next version when evolution is on, and
-        the batch is decoded again under it."""
+        the batch is decoded again under it; values refused because a column changed type are schema
+        mismatches."""
         decoder = self._router.route(topic).decoder  # the newest: an earlier part of the batch may have evolved it
         assert decoder is not None
         crash_if_marked(batch.values)
         raise_if_marked(batch.values)
         result = decoder.decode(topic, batch, ingested_at_us)
         unknown = result.unknown_columns()
-        if not unknown or self._evolution is None:
-            return result
-        evolved = self._evolution.evolve(decoder.contract, unknown)
-        if evolved is None:
-            return result
-        self._router.adopt(evolved)
-        evolved_decoder = self._router.route(topic).decoder
-        assert evolved_decoder is not None
-        return evolved_decoder.decode(topic, batch, ingested_at_us)
+        if unknown and self._evolution is not None and (evolved := self._evolution.evolve(decoder.contract, unknown)):
+            self._router.adopt(evolved)
+            decoder = self._router.route(topic).decoder
+            assert decoder is not None
+            result = decoder.decode(topic, batch, ingested_at_us)
+        if self._type_check is not None and result.failures:
+            result.failures = self._type_check.relabel(decoder.contract, result.failures)
+        return result
 
     def _take_in(self, topic: str, partition: int, batch: MessageBatch, start: int, stop: int) -> PartitionBuffer:
         """The partition's buffer (opened at its first offset in the batch if there is none), with the

@@ -29,6 +29,7 @@ from services.common.signals import Shutdown
 from services.consumer.app import LakeWriter
 from services.consumer.evolution import CatalogEvolution
 from services.consumer.routing import Router
+from services.consumer.type_changes import TypeChangeCheck
 
 __all__ = ["open_router", "run_writer", "tune_allocator", "tune_collector"]
 
@@ -94,6 +95,9 @@ def run_writer(
             shutdown=shutdown,
             worker_id=worker_id,
             evolution=evolution,
+            type_check=TypeChangeCheck(
+                settings.postgres.catalog_dsn(), exclude_columns=w.exclude_columns, timeout_s=w.catalog_timeout_s
+            ),
         )
         if w.health_port:
             health = HealthServer(

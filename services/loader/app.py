@@ -223,14 +223,14 @@ class Loader:
         if since < self._settings.min_table_interval_s:
             return
         try:
-            added = self._warehouse.ensure_bronze(contract)
+            change = self._warehouse.ensure_bronze(contract)
         except BronzeSchemaError as exc:
             log.error("loader.table_stopped", table=table, error=str(exc))
             self._metrics.failures.labels(table, "schema").inc()
             report.stopped_tables.append(table)
             return
-        if added:
-            log.info("loader.bronze_columns", table=table, added=added)
+        if change.added or change.widened:
+            log.info("loader.bronze_columns", table=table, added=change.added, widened=change.widened)
         for batch in self._batches(contract, files):
             if not self._holds_lease():  # renewed before every batch: a lost lease stops loading at once
                 report.standby = True

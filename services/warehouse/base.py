@@ -9,7 +9,7 @@ from typing import Protocol
 
 from services.common.contracts import TableContract
 from services.common.lake import Lake
-from services.warehouse.bronze import LoadBatch
+from services.warehouse.bronze import BronzeChange, LoadBatch
 
 __all__ = ["LoadResult", "LoadedFile", "Warehouse"]
 
@@ -42,10 +42,12 @@ class Warehouse(Protocol):
     staging table. Running it again for the same batch changes nothing.
     """
 
-    def ensure_bronze(self, contract: TableContract) -> list[str]:
-        """Create the bronze table or add the contract's new columns; returns the columns added.
+    def ensure_bronze(self, contract: TableContract) -> BronzeChange:
+        """Create the bronze table, or add the contract's new columns and widen the columns whose type widened
+        (:func:`services.warehouse.bronze.widens`); returns the columns added (all, for a new table) and widened.
 
-        Raises BronzeSchemaError when a column changed type (the table stops; the others go on).
+        Raises BronzeSchemaError when a column's type changed in any other way (the table stops; the others
+        go on).
         """
         ...
 

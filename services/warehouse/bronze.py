@@ -1,7 +1,8 @@
 """Bronze: the append-only change log of every captured table, derived from its contract.
 
 Bronze holds the lake's columns (the row image, then the writer's metadata) plus the loader's own:
-``_loaded_at``, ``_load_id`` and ``_lake_file``. Columns only ever get added, and every one is nullable.
+``_loaded_at``, ``_load_id`` and ``_lake_file``. Columns get added, or widened when every value they hold
+fits the new type (a wider integer or decimal); none is ever removed or rewritten, and every one is nullable.
 What every backend shares lives here: the table's name, its columns, the load manifest's columns, the
 batch a load takes, and the rule that decides how bronze may change (:func:`evolve`).
 """
@@ -27,11 +28,13 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "MANIFEST_KEY",
     "MANIFEST_TABLE",
+    "BronzeChange",
     "LoadBatch",
     "bronze_schema",
     "bronze_table",
     "evolve",
     "staging_name",
+    "widens",
 ]
 
 _Type = TypeVar("_Type")
@@ -105,6 +108,14 @@ def staging_name(bronze: str, load_id: str) -> str:
     return f"{bronze}__{load_id}__{_LOADER_RUN}"
 
 
+@dataclass(frozen=True, slots=True)
+class BronzeChange:
+    """What a new contract version does to an existing bronze table."""
+
+    added: list[str]
+    widened: list[str]
+
+
 def evolve(
     table: str,
     existing: Mapping[str, _Type],
@@ -112,16 +123,52 @@ def evolve(
     *,
     changed: Callable[[_Type, _Type], bool],
     describe: Callable[[_Type], str],
-) -> list[str]:
-    """The columns of ``wanted`` bronze ``table`` lacks, in order: bronze only ever adds columns.
+    widens: Callable[[_Type, _Type], bool],
+) -> BronzeChange:
+    """The columns of ``wanted`` bronze ``table`` lacks, and those whose type widens, each in order.
 
-    ``existing`` and ``wanted`` map column names to a backend's column types, which ``changed`` compares and
-    ``describe`` spells; a column whose type changed is a :class:`BronzeSchemaError` naming every such column.
+    ``existing`` and ``wanted`` map column names to a backend's column types, which ``changed`` compares,
+    ``widens`` judges (every value of the old type is one of the new, see :func:`widens`) and ``describe``
+    spells. Any other type change is a :class:`BronzeSchemaError` naming every such column: bronze never
+    rewrites what it already holds.
     """
     differ = [
         (name, existing[name], kind) for name, kind in wanted if name in existing and changed(existing[name], kind)
     ]
-    if differ:
-        detail = ", ".join(f"{name}: {describe(old)} → {describe(new)}" for name, old, new in differ)
-        raise BronzeSchemaError(f"bronze.{table}: incompatible change ({detail}); bronze only adds columns")
-    return [name for name, _ in wanted if name not in existing]
+    refused = [(name, old, new) for name, old, new in differ if not widens(old, new)]
+    if refused:
+        detail = ", ".join(f"{name}: {describe(old)} → {describe(new)}" for name, old, new in refused)
+        raise BronzeSchemaError(
+            f"bronze.{table}: incompatible change ({detail}); bronze only adds columns and widens numeric types"
+        )
+    return BronzeChange(
+        added=[name for name, _ in wanted if name not in existing], widened=[name for name, _, _ in differ]
+    )
+
+
+_INTEGER_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
+"""Decimal digits a signed integer of that many bits may need."""
+
+
+def widens(old: pa.DataType, new: pa.DataType) -> bool:
+    """Whether every value of the lake type ``old`` is exactly a value of ``new``, so a bronze column can
+    change from one to the other in place: a wider integer, an integer into a decimal or a double that holds
+    all of it, a float into a double, a decimal with no fewer integer digits and no smaller scale; and the
+    same for the elements of a list."""
+    if pa.types.is_list(old) and pa.types.is_list(new):
+        return old.value_type == new.value_type or widens(old.value_type, new.value_type)
+    if pa.types.is_signed_integer(old):
+        return _integer_widens(old, new)
+    if pa.types.is_float32(old):
+        return bool(pa.types.is_float64(new))
+    if pa.types.is_decimal(old) and pa.types.is_decimal(new):
+        return bool(new.scale >= old.scale and new.precision - new.scale >= old.precision - old.scale)
+    return False
+
+
+def _integer_widens(old: pa.DataType, new: pa.DataType) -> bool:
+    if pa.types.is_signed_integer(new):
+        return bool(new.bit_width > old.bit_width)
+    if pa.types.is_decimal(new):
+        return bool(new.precision - new.scale >= _INTEGER_DIGITS[old.bit_width])
+    return bool(pa.types.is_float64(new)) and old.bit_width <= 32  # a double holds 53 bits exactly

@@ -256,7 +256,7 @@ def test_manifest_and_lake_file_of_every_row(backend: Backend) -> None:
 def test_an_added_column_reaches_bronze_and_earlier_rows_read_null(backend: Backend) -> None:
     v2 = dataclasses.replace(_narrow(), version=2)
     v1 = dataclasses.replace(v2, version=1, columns=tuple(c for c in v2.columns if c.name != "reference"))
-    assert backend.warehouse.ensure_bronze(v1)
+    assert backend.warehouse.ensure_bronze(v1).added
 
     def before_the_column(offset: int, ts_us: int) -> bytes:
         document = json.loads(transaction_event(offset, ts_us=ts_us))
@@ -266,13 +266,73 @@ def test_an_added_column_reaches_bronze_and_earlier_rows_read_null(backend: Back
     old = LakeFiles(backend.lake, v1, event=before_the_column).write(range(0, 3))
     backend.warehouse.load(LoadBatch(v1, tuple(w.file for w in old)), backend.lake)
 
-    assert backend.warehouse.ensure_bronze(v2) == ["reference"]
-    assert backend.warehouse.ensure_bronze(v2) == []  # nothing more to add
+    assert backend.warehouse.ensure_bronze(v2).added == ["reference"]
+    assert backend.warehouse.ensure_bronze(v2).added == []  # nothing more to add
     new = backend.files(v2).write(range(3, 6))
     result = backend.warehouse.load(LoadBatch(v2, tuple(w.file for w in new)), backend.lake)
     assert result.rows_inserted == 3
     rows = sorted(backend.rows("select _kafka_offset, reference from {bronze}"))
     assert rows == [(0, None), (1, None), (2, None), (3, "r3"), (4, "r4"), (5, "r5")]
+
+
+def test_a_widened_decimal_is_widened_in_place_and_keeps_every_earlier_value(backend: Backend) -> None:
+    """numeric(20,2) → numeric(24,4) in PostgreSQL: the column changes type where it is; rows loaded before
+    keep their values and a value only the new type holds is loaded exactly."""
+    v1 = _narrow()
+    v2 = dataclasses.replace(
+        v1,
+        version=2,
+        columns=tuple(
+            dataclasses.replace(c, pg_type="numeric(24,4)", precision=24, scale=4) if c.name == "amount" else c
+            for c in v1.columns
+        ),
+    )
+    old = LakeFiles(
+        backend.lake, v1, event=lambda o, ts: transaction_event(o, amount="123456789012345678.99", ts_us=ts)
+    )
+    backend.warehouse.ensure_bronze(v1)
+    backend.warehouse.load(LoadBatch(v1, tuple(w.file for w in old.write(range(0, 2)))), backend.lake)
+
+    change = backend.warehouse.ensure_bronze(v2)
+    # BigQuery's emulator keeps no NUMERIC parameters: its bronze column already holds NUMERIC(38, 9)
+    enforced = backend.name == "duckdb" or _reported_precision(backend, "amount") is not None
+    assert (change.added, change.widened) == ([], ["amount"] if enforced else [])
+    assert backend.warehouse.ensure_bronze(v2).widened == []  # done once
+    new = LakeFiles(
+        backend.lake, v2, event=lambda o, ts: transaction_event(o, amount="12345678901234567890.1234", ts_us=ts)
+    )
+    assert (
+        backend.warehouse.load(LoadBatch(v2, tuple(w.file for w in new.write(range(2, 3)))), backend.lake).rows_inserted
+        == 1
+    )
+    rows = dict(backend.rows("select _kafka_offset, amount from {bronze}"))
+    assert {o: Decimal(str(v)) for o, v in rows.items()} == {
+        0: Decimal("123456789012345678.99"),
+        1: Decimal("123456789012345678.99"),
+        2: Decimal("12345678901234567890.1234"),
+    }
+
+
+def _reported_precision(backend: Backend, column: str) -> int | None:
+    """The precision BigQuery reports for a column of bronze ``lending__payments``."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    settings = load_settings(backend.env).warehouse
+    anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]  # google-auth leaves __init__ untyped
+    client = bigquery.Client(
+        project=settings.bigquery_project,
+        credentials=anonymous,
+        client_options=ClientOptions(api_endpoint=settings.bigquery_api_endpoint),
+    )
+    try:
+        dataset = f"{settings.bigquery_project}.{settings.bigquery_bronze_dataset}"
+        table = client.get_table(f"{dataset}.lending__payments")
+        precision: int | None = next(f.precision for f in table.schema if f.name == column)
+        return precision
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
 
 
 def test_an_incompatible_change_stops_only_its_table(backend: Backend) -> None:
@@ -335,7 +395,7 @@ def test_unconstrained_numeric_is_exact(backend: Backend, request: pytest.Fixtur
 
     contract = lending_contract("transactions")
     LakeFiles(backend.lake, contract, event=event).write(range(len(rates)))
-    assert backend.warehouse.ensure_bronze(contract)
+    assert backend.warehouse.ensure_bronze(contract).added
     batch = LoadBatch(contract, tuple(backend.lake.list("cdcflow/lending.transactions/")))
     assert backend.warehouse.load(batch, backend.lake).rows_inserted == len(rates)
     rows = dict(backend.rows("select _kafka_offset, exchange_rate from {bronze}", "lending__transactions"))

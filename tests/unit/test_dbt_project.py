@@ -8,6 +8,7 @@ all exercised on the warehouse, not only in dbt's unit tests (which test the SEL
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import threading
@@ -413,3 +414,55 @@ def test_a_new_table_gets_silver_and_verify_with_no_sql_written(env: dict[str, s
         ("0.5",),
         ("0.000000000000000000000000000001",),
     ]
+
+
+def test_a_widened_decimal_widens_bronze_and_silver_in_place(env: dict[str, str], tmp_path: Path) -> None:
+    """numeric(12,2) → numeric(16,4) in PostgreSQL: bronze and silver change type in place, earlier rows keep
+    their values exactly and a value only the new type holds lands exactly, in current state and history."""
+    contracts_dir = tmp_path / "schemas"
+    for contract in load_contracts(repo_root() / "schemas"):
+        write_contract(contracts_dir, contract)
+    write_contract(contracts_dir, GADGETS)
+    env |= {"CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts_dir)}
+    settings = load_settings(env)
+    warehouse = DuckDBWarehouse(settings.duckdb_path())
+    warehouse.ensure_bronze(GADGETS)
+    select = ["gadgets", "gadgets_history"]
+
+    def insert(gadget_id: int, price: str, lsn: int) -> None:
+        with duckdb.connect(str(settings.duckdb_path())) as conn:
+            conn.execute(
+                "insert into bronze.lending__gadgets (gadget_id, price, _op, _source_lsn, _kafka_offset, _source_ts,"
+                " _loaded_at, _ingested_at, _is_snapshot, _kafka_topic, _kafka_partition, _unavailable_columns)"
+                " values (?, ?, 'c', ?, ?, now(), now(), now(), false, 'cdcflow.lending.gadgets', 0, [])",
+                [gadget_id, price, lsn, lsn],
+            )
+
+    def transform() -> None:
+        assert run_transform(settings, Shutdown(), once=True, select=select, registry=CollectorRegistry()) == 0
+
+    insert(1, "9999999999.99", 10)
+    transform()
+    widened = dataclasses.replace(
+        GADGETS,
+        version=2,
+        columns=tuple(
+            dataclasses.replace(c, pg_type="numeric(16,4)", precision=16, scale=4) if c.name == "price" else c
+            for c in GADGETS.columns
+        ),
+    )
+    write_contract(contracts_dir, widened)
+    change = warehouse.ensure_bronze(widened)
+    assert (change.added, change.widened) == ([], ["price"])
+    insert(2, "999999999999.1234", 11)
+    transform()
+
+    for model in select:
+        types = _query(
+            settings.duckdb_path(),
+            f"select data_type from information_schema.columns where table_schema = 'silver'"
+            f" and table_name = '{model}' and column_name = 'price'",
+        )
+        assert types == [("DECIMAL(16,4)",)], model
+        prices = _query(settings.duckdb_path(), f"select gadget_id, price from silver.{model} order by gadget_id")
+        assert prices == [(1, Decimal("9999999999.99")), (2, Decimal("999999999999.1234"))], model

@@ -6,10 +6,18 @@ import pyarrow as pa
 from google.cloud import bigquery
 
 from services.common.contracts import TableContract, lake_schema
-from services.warehouse.bronze import bronze_schema
+from services.warehouse.bronze import bronze_schema, widens
 from services.warehouse.errors import WarehouseError
 
-__all__ = ["HIVE_KEYS", "bigquery_field", "bigquery_schema", "describe_type", "staging_schema", "type_changed"]
+__all__ = [
+    "HIVE_KEYS",
+    "bigquery_field",
+    "bigquery_schema",
+    "bigquery_widens",
+    "describe_type",
+    "staging_schema",
+    "type_changed",
+]
 
 HIVE_KEYS = (("dt", "DATE"), ("hour", "INT64"))
 """The lake's folder levels, read by the load jobs as hive partition keys (the staging table's last columns)."""
@@ -90,3 +98,27 @@ def type_changed(existing: bigquery.SchemaField, wanted: bigquery.SchemaField) -
         return True
     # BigQuery reports the parameters it enforces; a table without them (created by hand) is not refused.
     return existing.precision is not None and (existing.precision, existing.scale) != (wanted.precision, wanted.scale)
+
+
+def bigquery_widens(existing: bigquery.SchemaField, wanted: bigquery.SchemaField) -> bool:
+    """Whether a bronze column can change from ``existing`` to ``wanted`` in place (:func:`bronze.widens`);
+    every such change is one BigQuery's ``ALTER COLUMN … SET DATA TYPE`` accepts (INT64 to NUMERIC, a NUMERIC
+    to a wider NUMERIC or BIGNUMERIC)."""
+    before, after = _lake_type(existing), _lake_type(wanted)
+    return before is not None and after is not None and widens(before, after)
+
+
+def _lake_type(field: bigquery.SchemaField) -> pa.DataType | None:
+    """The widest lake type a numeric BigQuery column holds (NUMERIC without parameters: 38 digits, scale 9)."""
+    field_type, mode = _normalized(field)
+    if mode == "REPEATED":
+        return None  # BigQuery changes no array's element type in place
+    if field_type == "INT64":
+        return pa.int64()
+    if field_type == "FLOAT64":
+        return pa.float64()
+    if field_type == "NUMERIC":
+        return pa.decimal128(field.precision or 38, field.scale if field.precision is not None else 9)
+    if field_type == "BIGNUMERIC":
+        return pa.decimal256(field.precision or 76, field.scale if field.precision is not None else 38)
+    return None

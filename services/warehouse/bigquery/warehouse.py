@@ -46,11 +46,20 @@ from services.warehouse.bigquery.types import (
     HIVE_KEYS,
     bigquery_field,
     bigquery_schema,
+    bigquery_widens,
     describe_type,
     staging_schema,
     type_changed,
 )
-from services.warehouse.bronze import COORDINATES, MANIFEST_COLUMNS, MANIFEST_TABLE, LoadBatch, bronze_table, evolve
+from services.warehouse.bronze import (
+    COORDINATES,
+    MANIFEST_COLUMNS,
+    MANIFEST_TABLE,
+    BronzeChange,
+    LoadBatch,
+    bronze_table,
+    evolve,
+)
 from services.warehouse.errors import WarehouseError
 
 __all__ = ["BigQueryWarehouse"]
@@ -160,7 +169,7 @@ class BigQueryWarehouse:
 
     # -- the Warehouse protocol ------------------------------------------------------------------------
 
-    def ensure_bronze(self, contract: TableContract) -> list[str]:
+    def ensure_bronze(self, contract: TableContract) -> BronzeChange:
         self._ensure_datasets()
         name = bronze_table(contract)
         wanted = bigquery_schema(contract)
@@ -175,10 +184,17 @@ class BigQueryWarehouse:
                 table.clustering_fields = list(COORDINATES)
                 table.description = f"Change log of {contract.qualified_name} (cdcflow bronze)."
                 self._client.create_table(table, retry=self._retry)
-                return [f.name for f in wanted]
+                return BronzeChange(added=[f.name for f in wanted], widened=[])
             existing = {f.name: f for f in table.schema}
-            names = evolve(name, existing, [(f.name, f) for f in wanted], changed=type_changed, describe=describe_type)
-            added = [f for f in wanted if f.name in names]
+            change = evolve(
+                name,
+                existing,
+                [(f.name, f) for f in wanted],
+                changed=type_changed,
+                describe=describe_type,
+                widens=bigquery_widens,
+            )
+            added = [f for f in wanted if f.name in change.added]
             if added:
                 # The schema patch is BigQuery's own way; the DDL after it is a no-op there (IF NOT EXISTS) and
                 # is what makes the local emulator add the column to its storage too.
@@ -188,7 +204,12 @@ class BigQueryWarehouse:
                     f"ADD COLUMN IF NOT EXISTS {googlesql_name(f.name)} {describe_type(f)}" for f in added
                 )
                 self._query(f"ALTER TABLE {self._sql_ref(self._bronze, name)} {columns}")
-            return [f.name for f in added]
+            for field in (f for f in wanted if f.name in change.widened):
+                self._query(
+                    f"ALTER TABLE {self._sql_ref(self._bronze, name)}"
+                    f" ALTER COLUMN {googlesql_name(field.name)} SET DATA TYPE {describe_type(field)}"
+                )
+            return change
 
     def loaded_files(self, contract: TableContract) -> set[LoadedFile]:
         self._ensure_datasets()

@@ -5,12 +5,24 @@ Unconstrained NUMERIC (76 digits) is wider than DuckDB's DECIMAL (38): it is sto
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from services.warehouse.bronze import widens
 from services.warehouse.errors import WarehouseError
 
-__all__ = ["duckdb_type", "for_duckdb"]
+__all__ = ["duckdb_type", "duckdb_widens", "for_duckdb"]
+
+_NUMERIC: dict[str, pa.DataType] = {
+    "SMALLINT": pa.int16(),
+    "INTEGER": pa.int32(),
+    "BIGINT": pa.int64(),
+    "FLOAT": pa.float32(),
+    "REAL": pa.float32(),
+    "DOUBLE": pa.float64(),
+}
 
 
 def duckdb_type(data_type: pa.DataType) -> str:
@@ -38,6 +50,22 @@ def duckdb_type(data_type: pa.DataType) -> str:
     if data_type in simple:
         return simple[data_type]
     raise WarehouseError(f"no DuckDB type for {data_type}")
+
+
+def duckdb_widens(old: str, new: str) -> bool:
+    """Whether a bronze column of DuckDB type ``old`` can become ``new`` in place (:func:`bronze.widens`)."""
+    before, after = _numeric(old), _numeric(new)
+    return before is not None and after is not None and widens(before, after)
+
+
+def _numeric(spelled: str) -> pa.DataType | None:
+    """The lake type of a numeric DuckDB type (or a list of one), as ``information_schema`` spells it."""
+    if spelled.endswith("[]"):
+        element = _numeric(spelled[:-2])
+        return None if element is None else pa.list_(element)
+    if found := re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", spelled):
+        return pa.decimal128(int(found[1]), int(found[2]))
+    return _NUMERIC.get(spelled)
 
 
 def for_duckdb(table: pa.Table) -> pa.Table:

@@ -27,12 +27,13 @@ from services.warehouse.bronze import (
     MANIFEST_COLUMNS,
     MANIFEST_KEY,
     MANIFEST_TABLE,
+    BronzeChange,
     LoadBatch,
     bronze_schema,
     bronze_table,
     evolve,
 )
-from services.warehouse.duckdb.types import duckdb_type, for_duckdb
+from services.warehouse.duckdb.types import duckdb_type, duckdb_widens, for_duckdb
 from services.warehouse.errors import WarehouseBusyError, WarehouseError
 from services.warehouse.lakefile import concat_files, read_lake_file
 
@@ -65,7 +66,7 @@ class DuckDBWarehouse:
         finally:
             conn.close()
 
-    def ensure_bronze(self, contract: TableContract) -> list[str]:
+    def ensure_bronze(self, contract: TableContract) -> BronzeChange:
         name = bronze_table(contract)
         wanted = {f.name: duckdb_type(f.type) for f in bronze_schema(contract)}
         with self._connect() as conn:
@@ -80,11 +81,16 @@ class DuckDBWarehouse:
                 columns = ", ".join(f"{quote_name(c)} {t}" for c, t in wanted.items())
                 key = ", ".join(COORDINATES)
                 conn.execute(f"create table bronze.{quote_name(name)} ({columns}, primary key ({key}))")
-                return list(wanted)
-            added = evolve(name, existing, list(wanted.items()), changed=str.__ne__, describe=str)
-            for column in added:
-                conn.execute(f"alter table bronze.{quote_name(name)} add column {quote_name(column)} {wanted[column]}")
-            return added
+                return BronzeChange(added=list(wanted), widened=[])
+            change = evolve(
+                name, existing, list(wanted.items()), changed=str.__ne__, describe=str, widens=duckdb_widens
+            )
+            table = f"bronze.{quote_name(name)}"
+            for column in change.added:
+                conn.execute(f"alter table {table} add column {quote_name(column)} {wanted[column]}")
+            for column in change.widened:
+                conn.execute(f"alter table {table} alter column {quote_name(column)} set data type {wanted[column]}")
+            return change
 
     def loaded_files(self, contract: TableContract) -> set[LoadedFile]:
         with self._connect() as conn:
