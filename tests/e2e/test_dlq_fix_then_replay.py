@@ -1,11 +1,13 @@
 """Fix, then replay: records refused for a schema mismatch reach silver after the contract is updated.
 
-The writer runs with ``SCHEMA_EVOLUTION=dlq`` over contracts of the test's own (a copy of ``schemas/``), on a
-source of its own. A column is added to ``lending.facilities`` and rows are updated with it: those change
-events go to the DLQ as ``schema_mismatch`` and silver misses the updates (verify finds the drift). Then, as
-a user would: ``cdcflow schemas generate`` updates the contract, ``cdcflow dlq replay --reason
-schema_mismatch`` prints a plan id, ``--execute <plan id>`` replays it, the writer (restarted on the new
-contract) lands the replayed records, and verify finds zero drift; ``cdcflow dlq list`` shows them replayed.
+The writer runs over contracts of the test's own (a copy of ``schemas/``), on a source of its own. A column
+of ``lending.facilities`` changes type in PostgreSQL (``interest_rate numeric(7,4)`` → ``numeric(9,6)``) and
+rows are updated with values only the new type holds: those change events go to the DLQ as
+``schema_mismatch`` (the writer finds the change in the catalog) and silver misses the updates (verify finds
+the drift). Then, as a user would: ``cdcflow schemas generate`` writes the next contract version,
+``cdcflow dlq replay --reason schema_mismatch`` prints a plan id, ``--execute <plan id>`` replays it, the
+writer (restarted on the new contract) lands the replayed records, bronze and silver widen the column in
+place, and verify finds zero drift; ``cdcflow dlq list`` shows them replayed.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ def test_schema_mismatch_fixed_then_replayed_leaves_zero_drift(
     shutil.copytree(repo_root() / "schemas", contracts_dir)
     own = {
         **isolated_source.env(),
-        "CDCFLOW_WRITER__SCHEMA_EVOLUTION": "dlq",
         "CDCFLOW_WRITER__CONTRACTS_DIR": str(contracts_dir),
         "CDCFLOW_LOADER__CONTRACTS_DIR": str(contracts_dir),
         "CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts_dir),
@@ -79,10 +80,9 @@ def test_schema_mismatch_fixed_then_replayed_leaves_zero_drift(
     facilities_topic = f"{settings.kafka.topic_prefix}.lending.facilities"
     facilities_before = sum(partition_ends(settings, [facilities_topic]).values())
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as pg:
-        pg.execute("alter table lending.facilities add column risk_grade text")
+        pg.execute("alter table lending.facilities alter column interest_rate type numeric(9,6)")
         graded = pg.execute(
-            "update lending.facilities set risk_grade = 'B', outstanding_balance = outstanding_balance + 1"
-            " where facility_id % 3 = 0"
+            "update lending.facilities set interest_rate = interest_rate + 0.000001 where facility_id % 3 = 0"
         ).rowcount
     assert graded > 0
     # the drain below reads the topics' ends: the updates must be in Kafka by then, not still in Debezium
@@ -100,7 +100,8 @@ def test_schema_mismatch_fixed_then_replayed_leaves_zero_drift(
     # the fix, as the README says: a new contract version from the live catalog
     cdcflow("schemas", "generate", "--directory", str(contracts_dir), CDCFLOW_CONNECT__CONNECTOR="lending")
     facilities = next(c for c in load_contracts(contracts_dir) if c.qualified_name == "lending.facilities")
-    assert "risk_grade" in [c.name for c in facilities.columns]
+    rate = next(c for c in facilities.columns if c.name == "interest_rate")
+    assert (facilities.version, rate.precision, rate.scale) == (2, 9, 6)
 
     printed = cdcflow("dlq", "replay", "--group", writer.group, "--reason", "schema_mismatch")
     found = re.search(r"plan ([0-9a-f]{16}):", printed)
