@@ -22,7 +22,7 @@ FUZZ_SECONDS ?= 600
 # Go (the compose checker, terraform) is where its official archive and `go install` put it.
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher
+.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher bench-scale bench-snapshot
 
 install: prereqs $(STAMP)
 
@@ -236,6 +236,24 @@ bench-enricher: install jars
 	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
 	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
 	$(BIN)/python -m bench.enricher_bench $(ENRICHER_BENCH_ARGS)
+
+# The writer over 1, 20 and 200 captured tables (6 partitions each) and one table of 64 partitions: events per
+# CPU-second and peak RSS of each (BENCHMARKS.md). Its tables and connector are its own, removed at the end.
+# Needs the local stack (started here if it is not up, and stopped again).
+bench-scale: install jars
+	@started=0; \
+	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
+	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
+	$(BIN)/python -m bench.scale_bench $(SCALE_BENCH_ARGS)
+
+# An initial snapshot of a 5,000,000-row table from connector start to silver with zero drift, the share of
+# each stage (BENCHMARKS.md); SNAPSHOT_BENCH_ARGS="--rows N" for a smaller one. Needs the local stack
+# (started here if it is not up, and stopped again).
+bench-snapshot: install jars
+	@started=0; \
+	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
+	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
+	$(BIN)/python -m bench.snapshot_bench $(SNAPSHOT_BENCH_ARGS)
 
 # --- silver, gold and verify (dbt/; services/transform) ---------------------------------------------------
 .PHONY: transform verify silver-models silver-check

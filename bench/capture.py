@@ -29,7 +29,9 @@ from bench.events import committed_all, cpu_seconds, delete_topics
 from services.common.contracts import write_contract
 from services.common.contracts.catalog import contracts_from_catalog
 from services.common.kafka import admin_client, topic_watermarks
+from services.common.replay import replay_topic
 from services.common.settings import KafkaSettings, Settings
+from services.consumer.dlq import dlq_topic
 from services.stack.connect import ConnectWorker, load_connector
 from services.stack.processes import die_with_parent
 
@@ -40,6 +42,7 @@ __all__ = [
     "bench_connector",
     "bench_source",
     "clone_tables",
+    "drop_group",
     "generate_rows",
     "insert_rows_sql",
     "kib_field",
@@ -214,7 +217,7 @@ class BenchSource:
         finally:
             with self.connect() as conn:
                 conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(self.schema)))
-            topics = topics_under(self.settings.kafka, self.prefix) + (extra_topics or [])
+            topics = sorted({*topics_under(self.settings.kafka, self.prefix), *(extra_topics or [])})
             if topics:
                 delete_topics(self.settings.kafka, topics)
 
@@ -311,6 +314,18 @@ def run_writer(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+        drop_group(settings.kafka, group)
+
+
+def drop_group(kafka: KafkaSettings, group: str, timeout_s: float = 30.0) -> None:
+    """Deletes what a writer's group leaves on the broker: its DLQ and replay topics and its offsets."""
+    made = set(admin_client(kafka).list_topics(timeout=timeout_s).topics)
+    topics = [t for t in (dlq_topic(group), replay_topic(group)) if t in made]
+    if topics:
+        delete_topics(kafka, topics)
+    admin = admin_client(kafka)  # held until the answer: a collected client never resolves its futures
+    for future in admin.delete_consumer_groups([group], request_timeout=timeout_s).values():
+        future.result(timeout=timeout_s)
 
 
 @contextmanager
