@@ -18,8 +18,8 @@
     - TOAST: a version whose `_unavailable_columns` names a column did not carry its value (PostgreSQL left
       the out-of-line value untouched); it takes the value of the newest earlier version that had it.
       Only columns PostgreSQL can store out of line (variable-length types) are looked at.
-    - Truncate: a 't' event removes every version with a lower LSN, of every key. Current state ignores
-      those versions; in history they stay, closed at the truncate.
+    - Truncate: a 't' event removes every version with a lower LSN (a snapshot read: the LSN it takes above),
+      of every key. Current state ignores those versions; in history they stay, closed at the truncate.
     - Deletes: a key whose newest version is 'd' is not live; in history a delete closes the version before.
 
     Incremental runs read only the keys with bronze rows loaded after silver's newest `_loaded_at` (or every
@@ -122,7 +122,7 @@
         select *
         from ordered
         {%- if truncated_lsn %}
-        where coalesce(_source_lsn, 0) > {{ truncated_lsn }}
+        where _order_lsn > {{ truncated_lsn }}
         {%- endif %}
     ),
 
@@ -149,6 +149,7 @@
             _op,
             _source_ts,
             _source_lsn,
+            _order_lsn,
             _kafka_partition,
             _kafka_offset,
             _loaded_at,
@@ -156,7 +157,7 @@
                 partition by {{ key_list }} order by _order_lsn desc, _kafka_offset desc
             ) as _recency,
             max(_loaded_at) over (partition by {{ key_list }}) as _key_loaded_at,
-            lead(coalesce(_source_lsn, 0)) over (
+            lead(_order_lsn) over (
                 partition by {{ key_list }} order by _order_lsn, _kafka_offset
             ) as _next_lsn,
             lead(_source_ts) over (
@@ -247,7 +248,7 @@ with
     closed_by_truncate as (
         select {{ _silver_keys(table, 'c') }}, c._kafka_partition, c._kafka_offset, min(t.lsn) as lsn
         from carried as c
-        inner join truncates as t on t.lsn > coalesce(c._source_lsn, 0)
+        inner join truncates as t on t.lsn > c._order_lsn
         group by {{ _silver_keys(table, 'c') }}, c._kafka_partition, c._kafka_offset
     ),
 

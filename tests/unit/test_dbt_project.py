@@ -288,6 +288,30 @@ def test_an_incremental_snapshot_read_takes_its_place_in_its_partition(env: dict
     assert [row[:2] for row in _current(warehouse)] == [(1, "SUSPENDED"), (2, "INACTIVE"), (3, "INACTIVE")]
 
 
+def test_a_backfill_after_a_truncate_keeps_its_reads(env: dict[str, str]) -> None:
+    """A read of an incremental snapshot has no LSN of its own; after a truncate it still follows the key's
+    versions streamed since, so it is live in current state and open in history, not cut by the truncate."""
+    warehouse = Path(env["CDCFLOW_WAREHOUSE__DUCKDB_PATH"])
+    assert _transform(env)[0] == 0
+    truncate = _change("t", 20, 1, offset=20)
+    _load(
+        warehouse,
+        [
+            _change("c", 10, 1, 1, offset=10),  # gone with the truncate
+            truncate,
+            _change("c", 30, 1, 2, offset=30),  # inserted after it, then read by a backfill
+            _incremental_read(40, 2, "SUSPENDED"),
+        ],
+    )
+    assert _transform(env)[0] == 0
+    assert [row[:2] for row in _current(warehouse)] == [(2, "SUSPENDED")]
+    history = _query(
+        warehouse,
+        "select customer_id, status, _kafka_offset, valid_to is null from silver.customers_history order by 1, 3",
+    )
+    assert history == [(1, "ACTIVE", 10, False), (2, "ACTIVE", 30, False), (2, "SUSPENDED", 40, True)]
+
+
 def test_the_project_compiles_for_bigquery_offline(env: dict[str, str], empty_bigquery: str, tmp_path: Path) -> None:
     """The BigQuery profile (oauth-secrets, a dummy token, api_endpoint) and every bigquery__ variant render."""
     env |= {"CDCFLOW_TRANSFORM__TARGET": "bigquery", "CDCFLOW_TRANSFORM__BIGQUERY_API_ENDPOINT": empty_bigquery}

@@ -3,7 +3,8 @@
     An independent, deliberately naive recomputation from the whole bronze table (no incremental state, no
     carry-forward): per key the newest version by `_source_lsn`, then `_kafka_offset`, among the versions
     after the last truncate; live unless it is a delete. A read of an incremental snapshot has no LSN and
-    takes the highest LSN of its key's earlier versions in its topic partition (see macros/silver.sql). Fails with one row per key that is
+    takes the highest LSN of its key's earlier versions in its topic partition, for its order and against a
+    truncate alike (see macros/silver.sql). Fails with one row per key that is
     - `missing`: live in bronze, absent from silver;
     - `not_live`: in silver, but deleted, truncated or unknown in bronze;
     - `wrong_version`: silver holds another version;
@@ -45,7 +46,7 @@ ranked as (
         *,
         row_number() over (partition by {{ keys }} order by place_lsn desc, _kafka_offset desc) as recency
     from placed
-    where coalesce(_source_lsn, 0) > (select lsn from truncated)
+    where place_lsn > (select lsn from truncated)
 ),
 
 expected as (
