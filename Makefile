@@ -22,7 +22,7 @@ FUZZ_SECONDS ?= 600
 # Go (the compose checker, terraform) is where its official archive and `go install` put it.
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher bench-scale bench-snapshot
+.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher bench-scale bench-snapshot bench-lake
 
 install: prereqs $(STAMP)
 
@@ -192,6 +192,11 @@ clean:
 # Loader throughput into DuckDB bronze with bronze at 1x and 10x a base size (BENCHMARKS.md).
 bench-loader: install
 	$(BIN)/python -m bench.loader_bench
+
+# The loader's cycle with 10,000 and 100,000 files already loaded, archiving on and off, beside a small
+# lake (BENCHMARKS.md). LAKE_BENCH_ARGS="--files 10000 --state-dir /var/tmp/lake-bench" for a shorter run.
+bench-lake: install
+	$(BIN)/python -m bench.lake_scale_bench $(LAKE_BENCH_ARGS)
 
 # An incremental silver run after a 1% change beside a full refresh of the same data (BENCHMARKS.md).
 bench-transform: install
