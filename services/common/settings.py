@@ -341,6 +341,9 @@ class LoaderSettings(_Frozen):
     archive_prefix: str = ""  # e.g. "_archive": loaded files move there; empty keeps them in place
     failed_prefix: str = "_failed"
     shard: str = "0/1"
+    # Run the transform in this process too (`cdcflow load --with-transform`): on DuckDB, one process then owns
+    # the file and loads and dbt no longer wait for each other's lock; silver steps follow the loads.
+    with_transform: bool = False
     health_host: str = "127.0.0.1"
     health_port: _HealthPort = 9465
 
@@ -369,6 +372,10 @@ class TransformSettings(_Frozen):
     # BigQuery with application default credentials (Workload Identity), bigquery: with a token.
     target: Literal["", "duckdb", "bigquery", "bigquery_adc"] = ""
     interval_s: float = Field(default=300.0, gt=0)
+    # Between full runs, build the silver of the tables whose bronze changed every this many seconds (models
+    # only; tests and gold stay with the full runs). 0: silver only in the full runs; in the loader's process
+    # (`cdcflow load --with-transform`) 0 means every loader interval.
+    silver_every_s: float = Field(default=0.0, ge=0)
     select: _Words = Field(default_factory=list)
     exclude: _Words = Field(default_factory=list)
     threads: int = Field(default=2, ge=1, le=64)

@@ -4,14 +4,20 @@ A run's outcome becomes metrics (``cdcflow_transform_*``, ``cdcflow_dbt_test_fai
 one ``transform.run`` line per run, an error line per failed model or test, a warning per warned test. A
 failed run is loud (ERROR logs, ``runs_total{status="failure"}``, exit status 1 with ``--once``) and the
 schedule goes on: the next run starts after the interval whatever this one did.
+
+With ``silver_every_s`` the schedule has two lanes. Every ``silver_every_s`` a *silver step* runs only the
+silver models (current state and history) of the tables whose bronze changed since the last step — ``dbt run``,
+no tests — so silver follows bronze within seconds; every ``interval_s`` the *full run* builds and tests
+everything, in two invocations (silver, then the rest) with a silver step between them, so silver never waits
+for a whole build. Each invocation holds a DuckDB file only for its own length.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -23,9 +29,21 @@ from services.common.signals import Shutdown
 from services.transform.dbt import BuildResult
 from services.transform.errors import SilverGenerationError
 from services.transform.project import materialize
+from services.transform.silver import model_name
 from services.warehouse.errors import WarehouseBusyError
 
-__all__ = ["LAST_RUN_PATH", "Builder", "LastRun", "RunReport", "Transformer", "read_last_run", "write_last_run"]
+__all__ = [
+    "LAST_RUN_PATH",
+    "Builder",
+    "LastRun",
+    "RunReport",
+    "StepReport",
+    "Transformer",
+    "merge_builds",
+    "read_last_run",
+    "silver_models",
+    "write_last_run",
+]
 
 log = get_logger(__name__)
 
@@ -46,7 +64,13 @@ class Builder(Protocol):
     def project_dir(self) -> Path: ...
 
     def build(
-        self, *, select: Sequence[str] = (), exclude: Sequence[str] = (), full_refresh: bool = False
+        self,
+        *,
+        select: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        full_refresh: bool = False,
+        models_only: bool = False,
+        indirect_selection: str | None = None,
     ) -> BuildResult: ...
 
 
@@ -56,7 +80,17 @@ class RunReport:
     build: BuildResult | None = None
     reason: str = ""
     seconds: float = 0.0
-    project_changes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StepReport:
+    """A silver step: ``status`` as a run's; ``tables`` the contracts' full names it built silver for."""
+
+    status: Status
+    tables: list[str]
+    build: BuildResult | None = None
+    reason: str = ""
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +110,23 @@ def write_last_run(lake: Lake, run: LastRun) -> None:
     lake.write(LAST_RUN_PATH, json.dumps(document).encode())
 
 
+def silver_models(contracts: Sequence[TableContract], tables: Collection[str]) -> list[str]:
+    """The dbt models of the named tables' silver: ``<silver name>`` and ``<silver name>_history`` each."""
+    wanted = set(tables)
+    names = sorted(model_name(c) for c in contracts if c.full_name in wanted)
+    return [model for name in names for model in (name, f"{name}_history")]
+
+
+def merge_builds(first: BuildResult, second: BuildResult) -> BuildResult:
+    """Two invocations reported as one run: the nodes of both; an error is the first one's."""
+    return BuildResult(
+        success=first.success and second.success,
+        nodes=first.nodes + second.nodes,
+        error=first.error if first.error is not None else second.error,
+        seconds=first.seconds + second.seconds,
+    )
+
+
 def read_last_run(lake: Lake) -> LastRun | None:
     """The last run's record; None when no run has finished yet."""
     try:
@@ -86,10 +137,12 @@ def read_last_run(lake: Lake) -> LastRun | None:
 
 
 class Transformer:
-    """Runs ``dbt build`` once or on a schedule.
+    """Runs ``dbt build`` once or on a schedule, and silver steps between builds when ``silver_every_s`` is set.
 
     ``contracts`` returns every table contract (read again before each run, so new versions are seen);
-    ``ensure_bronze`` creates a table's bronze table if the loader has not yet (silver needs its source).
+    ``ensure_bronze`` creates a table's bronze table if the loader has not yet (silver needs its source);
+    ``changed`` returns the full names of the tables whose bronze gained rows since it was last called (the
+    loader's, in its process); without it every silver step builds every table's silver.
     """
 
     def __init__(
@@ -108,6 +161,8 @@ class Transformer:
         busy_timeout_s: float = 60.0,
         busy_retry_s: float = 2.0,
         record_run: Callable[[LastRun], None] | None = None,
+        silver_every_s: float = 0.0,
+        changed: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self._dbt = dbt
         self._source_project = source_project
@@ -122,18 +177,28 @@ class Transformer:
         self._busy_timeout_s = busy_timeout_s
         self._busy_retry_s = busy_retry_s
         self._record_run = record_run
+        self._silver_every_s = silver_every_s
+        self._changed = changed
+        self._pending: set[str] = set()  # tables a failed or skipped step still owes silver
         self._models_with_failures: set[str] = set()
         self.last_cycle_at = time.monotonic()
 
     def run(self, *, once: bool) -> int:
-        while True:
-            began = time.monotonic()
+        if once:
             report = self.cycle()
             self.last_cycle_at = time.monotonic()
-            if once:
-                return 0 if report.status == "success" else 1
-            wait = max(0.0, self._interval_s - (time.monotonic() - began))
-            if self._shutdown.wait(wait):
+            return 0 if report.status == "success" else 1
+        next_run = time.monotonic()
+        while True:
+            began = time.monotonic()
+            if began >= next_run:
+                self.cycle()
+                next_run = began + self._interval_s  # a period: a long run shortens the pause after it
+            else:
+                self.silver_step()
+            self.last_cycle_at = time.monotonic()
+            wake = next_run if not self._silver_every_s else min(next_run, began + self._silver_every_s)
+            if self._shutdown.wait(max(0.0, wake - time.monotonic())):
                 return 0
 
     def cycle(self) -> RunReport:
@@ -146,34 +211,117 @@ class Transformer:
         self._record(report)
         return report
 
+    def silver_step(self) -> StepReport | None:
+        """Build the silver of the tables whose bronze changed; None when none did (nothing ran)."""
+        began = time.monotonic()
+        taken = set(self._changed()) if self._changed is not None else None
+        try:
+            contracts = self._project()
+        except SilverGenerationError as exc:
+            self._pending |= taken or set()
+            return self._step_done(StepReport("error", sorted(self._pending), reason=str(exc)), began)
+        everything = {c.full_name for c in contracts}
+        tables = self._pending | (everything if taken is None else taken & everything)
+        if not tables:
+            return None
+        self._pending = tables  # cleared only by a step that built them
+        report = StepReport("success", sorted(tables))
+        try:
+            for contract in contracts:
+                if contract.full_name in tables:
+                    self._ensure_bronze(contract)
+            build = self._dbt.build(select=silver_models(contracts, tables), models_only=True)
+        except WarehouseBusyError as exc:  # the loader of another process holds DuckDB: the next step
+            report.status, report.reason = "stopped", str(exc)
+            return self._step_done(report, began)
+        report.build = build
+        if build.error is not None:
+            report.status, report.reason = "error", build.error
+        elif not build.success or build.failed:
+            report.status, report.reason = "failure", _first_failure(build)
+        else:
+            self._pending = set()
+        return self._step_done(report, began)
+
+    def _step_done(self, report: StepReport, began: float) -> StepReport:
+        report.seconds = time.monotonic() - began
+        build = report.build
+        summary = {
+            "status": report.status,
+            "seconds": round(report.seconds, 3),
+            "tables": report.tables,
+            "nodes": build.counts() if build is not None else {},
+        }
+        if report.status == "success":
+            log.info("transform.silver_step", **summary)
+        elif report.status == "stopped":
+            log.info("transform.silver_step", **summary, reason=report.reason)
+        else:
+            log.error("transform.silver_step", **summary, reason=report.reason)
+            if build is not None and build.error is None:
+                self._log_nodes(build)
+        return report
+
     # --- one run --------------------------------------------------------------------------------
 
-    def _run(self) -> RunReport:
+    def _project(self) -> list[TableContract]:
+        """The contracts, with the working copy of the project rendered from them."""
         contracts = list(ContractRegistry.of(self._contracts()))
         project = materialize(self._source_project, self._dbt.project_dir, contracts)
         if project.changed:
             log.info("transform.project", path=str(project.path), written=project.written, removed=project.removed)
+        return contracts
+
+    def _parts(self) -> list[tuple[list[str], list[str], str | None]]:
+        """The invocations of a full run as (select, exclude, indirect selection): one ``dbt build``, or with
+        silver steps two — silver with the tests of silver alone, then the rest (gold, and every test that reads
+        gold) — unless a selection was asked for."""
+        if not self._silver_every_s or self._select or self._exclude or self._full_refresh:
+            return [(self._select, self._exclude, None)]
+        return [(["silver"], [], "cautious"), ([], ["silver"], None)]
+
+    def _run(self) -> RunReport:
+        contracts = self._project()
+        result: BuildResult | None = None
+        for index, (select, exclude, indirect) in enumerate(self._parts()):
+            if index:
+                self.silver_step()  # between the halves: silver waits for one half, never a whole build
+            outcome = self._build(contracts, select, exclude, indirect)
+            if isinstance(outcome, RunReport):
+                return outcome
+            result = outcome if result is None else merge_builds(result, outcome)
+            if outcome.error is not None:
+                break
+        assert result is not None  # _parts() is never empty
+        if result.error is not None:
+            return RunReport("error", result, reason=result.error)
+        status: Status = "success" if result.success and not result.failed else "failure"
+        return RunReport(status, result)
+
+    def _build(
+        self, contracts: Sequence[TableContract], select: list[str], exclude: list[str], indirect: str | None = None
+    ) -> BuildResult | RunReport:
+        """One ``dbt build``, waiting up to ``busy_timeout_s`` for a warehouse another process holds; a
+        RunReport when it never got the warehouse."""
         deadline = time.monotonic() + self._busy_timeout_s
         while True:
             try:
                 for contract in contracts:
                     self._ensure_bronze(contract)
-                build = self._dbt.build(select=self._select, exclude=self._exclude, full_refresh=self._full_refresh)
+                build = self._dbt.build(
+                    select=select, exclude=exclude, full_refresh=self._full_refresh, indirect_selection=indirect
+                )
             except WarehouseBusyError as exc:
                 reason = str(exc)
             else:
                 if build.error is None or not _locked(build.error):
-                    break
+                    return build
                 reason = build.error
             if time.monotonic() >= deadline:
                 return RunReport("error", reason=f"the warehouse stayed locked: {reason}")
             if self._shutdown.wait(self._busy_retry_s):
                 return RunReport("stopped", reason=f"shutdown while waiting for the warehouse: {reason}")
             log.info("transform.warehouse_busy", retry_in_s=self._busy_retry_s, reason=reason)
-        if build.error is not None:
-            return RunReport("error", build, reason=build.error, project_changes=project.written)
-        status: Status = "success" if build.success and not build.failed else "failure"
-        return RunReport(status, build, project_changes=project.written)
 
     # --- metrics and logs -----------------------------------------------------------------------
 

@@ -5,6 +5,9 @@ and metrics from its run results instead, and dbt's detailed log goes to ``<work
 The profile (``dbt/profiles.yml``) reads its settings from ``CDCFLOW_…`` variables; :class:`Dbt` sets them
 for the length of an invocation only.
 
+:class:`Dbt` keeps the manifest it parsed and hands it to every invocation until a file of the project changes:
+a silver step of two models costs about 0.9 s then, against 1.4 s when dbt parses again (BENCHMARKS.md).
+
 dbt-duckdb keeps the DuckDB file open after an invocation (its connection environment is a class
 attribute, made for many invocations in one process). A scheduled transform must not: the loader writes
 the same file between runs. :func:`release_duckdb` closes it after every invocation.
@@ -30,7 +33,7 @@ from typing import Any
 from services.common.logging import get_logger
 from services.transform.errors import DbtInvocationError
 
-__all__ = ["BuildResult", "Dbt", "NodeResult", "close_log_files", "release_duckdb"]
+__all__ = ["BuildResult", "Dbt", "NodeResult", "close_log_files", "project_fingerprint", "release_duckdb"]
 
 log = get_logger(__name__)
 
@@ -155,6 +158,21 @@ def release_duckdb() -> None:
         environment.close()
 
 
+def project_fingerprint(project_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    """Every source file of the project with its size and modification time: a parsed manifest is valid while
+    this stays the same (dbt's own output, ``target/`` and ``logs/``, is left out)."""
+    from services.transform.project import IGNORED
+
+    found: list[tuple[str, int, int]] = []
+    for path in sorted(project_dir.rglob("*")):
+        relative = path.relative_to(project_dir)
+        if relative.parts[0] in IGNORED or not path.is_file():
+            continue
+        stat = path.stat()
+        found.append((relative.as_posix(), stat.st_size, stat.st_mtime_ns))
+    return tuple(found)
+
+
 @contextlib.contextmanager
 def _environment(values: Mapping[str, str]) -> Iterator[None]:
     with _ENV_LOCK:
@@ -180,6 +198,8 @@ class Dbt:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     profiles_dir: Path | None = None  # default: the project directory
+    _manifest: Any = field(default=None, init=False, repr=False)
+    _parsed_from: tuple[tuple[str, int, int], ...] = field(default=(), init=False, repr=False)
 
     def _common(self) -> list[str]:
         return [
@@ -195,17 +215,26 @@ class Dbt:
             str(self.log_path),
         ]
 
-    def invoke(self, command: Sequence[str], *options: str) -> Any:
-        """Run ``dbt <command> <options>`` quietly; returns dbt's ``dbtRunnerResult``."""
+    def invoke(self, command: Sequence[str], *options: str, manifest: Any = None) -> Any:
+        """Run ``dbt <command> <options>`` quietly (on ``manifest`` when given, without parsing); returns dbt's
+        ``dbtRunnerResult``."""
         from dbt.cli.main import dbtRunner
 
         args = [*command, *self._common(), "--log-level", "none", "--log-level-file", "info", *options]
         with _environment(self.env):
             try:
-                return dbtRunner().invoke(args)
+                return dbtRunner(manifest=manifest).invoke(args)
             finally:
                 release_duckdb()
                 close_log_files()
+
+    def manifest(self) -> Any:
+        """The parsed project: kept while no file of the project changes, parsed again when one does."""
+        fingerprint = project_fingerprint(self.project_dir)
+        if self._manifest is None or fingerprint != self._parsed_from:
+            self._manifest = self.parse()
+            self._parsed_from = fingerprint
+        return self._manifest
 
     def build(
         self,
@@ -214,10 +243,17 @@ class Dbt:
         exclude: Sequence[str] = (),
         full_refresh: bool = False,
         variables: Mapping[str, Any] | None = None,
+        models_only: bool = False,
+        indirect_selection: str | None = None,
     ) -> BuildResult:
+        """``dbt build`` (``dbt run`` with ``models_only``: the models, no tests) on the kept manifest;
+        ``indirect_selection``: dbt's rule for the tests of selected models (``cautious``: only tests whose
+        every parent is selected)."""
         options: list[str] = []
         if select:
             options += ["--select", *select]
+        if indirect_selection:
+            options += ["--indirect-selection", indirect_selection]
         if exclude:
             options += ["--exclude", *exclude]
         if full_refresh:
@@ -227,7 +263,11 @@ class Dbt:
 
             options += ["--vars", json.dumps(dict(variables))]
         began = time.monotonic()
-        outcome = self.invoke(["build"], *options)
+        try:  # variables are read while parsing: a run with its own parses its own
+            manifest = None if variables else self.manifest()
+        except DbtInvocationError as exc:
+            return BuildResult(success=False, error=str(exc), seconds=time.monotonic() - began)
+        outcome = self.invoke(["run" if models_only else "build"], *options, manifest=manifest)
         seconds = time.monotonic() - began
         if outcome.exception is not None or outcome.result is None:
             error = repr(outcome.exception) if outcome.exception is not None else "dbt returned no result"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
@@ -21,9 +21,10 @@ from services.common.settings import Settings
 from services.common.signals import Shutdown
 from services.transform.app import LastRun, Transformer, write_last_run
 from services.transform.dbt import Dbt
+from services.warehouse import Warehouse
 from services.warehouse.factory import open_warehouse
 
-__all__ = ["dbt_for", "run_transform", "work_dir"]
+__all__ = ["dbt_for", "run_transform", "transformer_for", "work_dir"]
 
 
 def work_dir(settings: Settings) -> Path:
@@ -57,6 +58,44 @@ def dbt_for(settings: Settings) -> Dbt:
     )
 
 
+def transformer_for(
+    settings: Settings,
+    shutdown: Shutdown,
+    *,
+    lake: Lake,
+    warehouse: Warehouse,
+    registry: CollectorRegistry,
+    interval_s: float,
+    select: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    full_refresh: bool = False,
+    silver_every_s: float | None = None,
+    changed: Callable[[], Collection[str]] | None = None,
+) -> Transformer:
+    """The transform on ``lake`` and ``warehouse`` (opened by the caller: its own, or the loader's in its process)."""
+    t = settings.transform
+
+    def contracts() -> list[TableContract]:
+        return [*load_contracts(t.contracts_dir), *contracts_from_lake(lake)]
+
+    return Transformer(
+        dbt=dbt_for(settings),
+        source_project=t.project_dir,
+        contracts=contracts,
+        ensure_bronze=warehouse.ensure_bronze,
+        metrics=TransformMetrics(registry),
+        shutdown=shutdown,
+        interval_s=interval_s,
+        select=list(select) or t.select,
+        exclude=list(exclude) or t.exclude,
+        full_refresh=full_refresh,
+        busy_timeout_s=t.busy_timeout_s,
+        record_run=partial(_record_run, lake),
+        silver_every_s=t.silver_every_s if silver_every_s is None else silver_every_s,
+        changed=changed,
+    )
+
+
 def run_transform(
     settings: Settings,
     shutdown: Shutdown,
@@ -81,23 +120,16 @@ def run_transform(
         stack.callback(lake.close)
         warehouse = open_warehouse(settings)
         stack.callback(warehouse.close)
-
-        def contracts() -> list[TableContract]:
-            return [*load_contracts(t.contracts_dir), *contracts_from_lake(lake)]
-
-        transformer = Transformer(
-            dbt=dbt_for(settings),
-            source_project=t.project_dir,
-            contracts=contracts,
-            ensure_bronze=warehouse.ensure_bronze,
-            metrics=TransformMetrics(registry),
-            shutdown=shutdown,
+        transformer = transformer_for(
+            settings,
+            shutdown,
+            lake=lake,
+            warehouse=warehouse,
+            registry=registry,
             interval_s=interval,
-            select=list(select) or t.select,
-            exclude=list(exclude) or t.exclude,
+            select=select,
+            exclude=exclude,
             full_refresh=full_refresh,
-            busy_timeout_s=t.busy_timeout_s,
-            record_run=partial(_record_run, lake),
         )
         if t.health_port and not once:
             stalled_after = max(900.0, 3 * interval)

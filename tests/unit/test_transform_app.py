@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -16,7 +16,8 @@ from services.common.lake import open_lake
 from services.common.metrics import TransformMetrics
 from services.common.settings import LakeSettings, load_settings, repo_root
 from services.common.signals import Shutdown
-from services.transform.app import LAST_RUN_PATH, Transformer, read_last_run, write_last_run
+from services.transform.app import LAST_RUN_PATH, Transformer, read_last_run, silver_models, write_last_run
+from services.transform.changes import ChangedTables
 from services.transform.dbt import BuildResult, NodeResult
 from services.transform.wiring import dbt_for
 from services.warehouse.errors import WarehouseBusyError
@@ -53,11 +54,20 @@ class CannedDbt:
     project_dir: Path
     results: list[BuildResult]
     calls: list[tuple[list[str], bool]] = field(default_factory=list)
+    invocations: list[tuple[str, list[str], list[str]]] = field(default_factory=list)  # command, select, exclude
 
     def build(
-        self, *, select: Sequence[str] = (), exclude: Sequence[str] = (), full_refresh: bool = False
+        self,
+        *,
+        select: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        full_refresh: bool = False,
+        models_only: bool = False,
+        indirect_selection: str | None = None,
     ) -> BuildResult:
         self.calls.append((list(select), full_refresh))
+        command = "run" if models_only else f"build{'/' + indirect_selection if indirect_selection else ''}"
+        self.invocations.append((command, list(select), list(exclude)))
         return self.results.pop(0)
 
 
@@ -86,9 +96,7 @@ def _transformer(
         ensure_bronze=bronze or Bronze(),
         metrics=TransformMetrics(registry),
         shutdown=Shutdown(),
-        interval_s=0.01,
-        busy_retry_s=0.01,
-        **kwargs,  # type: ignore[arg-type]
+        **{"interval_s": 0.01, "busy_retry_s": 0.01, **kwargs},  # type: ignore[arg-type]
     )
 
 
@@ -249,3 +257,148 @@ def test_every_run_leaves_a_record_of_its_outcome_for_the_monitor(tmp_path: Path
     assert passed.success
     assert passed.finished_at >= failed.finished_at
     assert [f.path for f in lake.list("_transform/")] == [LAST_RUN_PATH]  # one record, no temporary file
+
+
+# --- silver steps between full runs ---------------------------------------------------------------------
+
+
+def test_a_silver_step_runs_only_the_models_of_the_tables_whose_bronze_changed(tmp_path: Path) -> None:
+    changes = ChangedTables()
+    dbt = CannedDbt(tmp_path / "project", [PASSED])
+    transformer = _transformer(tmp_path, dbt, CollectorRegistry(), silver_every_s=1.0, changed=changes.take)
+    assert transformer.silver_step() is None  # nothing loaded: dbt is not invoked at all
+    assert dbt.invocations == []
+    changes.add("lending.transactions")
+    changes.add("lending.unknown")  # a table without a contract here has no silver
+    with capture_logs() as logs:
+        step = transformer.silver_step()
+    assert step is not None
+    assert (step.status, step.tables) == ("success", ["lending.transactions"])
+    assert dbt.invocations == [("run", ["transactions", "transactions_history"], [])]
+    line = next(e for e in logs if e["event"] == "transform.silver_step")
+    assert (line["status"], line["tables"]) == ("success", ["lending.transactions"])
+    assert transformer.silver_step() is None  # taken: the next step has nothing to do
+
+
+def test_a_failed_silver_step_is_retried_with_the_tables_loaded_since(tmp_path: Path) -> None:
+    changes = ChangedTables()
+    failed = BuildResult(success=False, nodes=(_node("customers", "error", kind="model"),))
+    dbt = CannedDbt(tmp_path / "project", [failed, PASSED])
+    transformer = _transformer(tmp_path, dbt, CollectorRegistry(), silver_every_s=1.0, changed=changes.take)
+    changes.add("lending.customers")
+    with capture_logs() as logs:
+        step = transformer.silver_step()
+    assert step is not None
+    assert step.status == "failure"
+    assert any(e["event"] == "transform.node_failed" for e in logs)
+    changes.add("lending.transactions")
+    again = transformer.silver_step()
+    assert again is not None
+    assert again.status == "success"
+    assert dbt.invocations[1] == (
+        "run",
+        ["customers", "customers_history", "transactions", "transactions_history"],
+        [],
+    )
+    assert transformer.silver_step() is None
+
+
+def test_a_silver_step_without_a_change_feed_builds_every_tables_silver(tmp_path: Path) -> None:
+    dbt = CannedDbt(tmp_path / "project", [PASSED])
+    step = _transformer(tmp_path, dbt, CollectorRegistry(), silver_every_s=1.0).silver_step()
+    assert step is not None
+    assert step.tables == ["lending.customers", "lending.transactions"]
+    assert dbt.invocations == [("run", ["customers", "customers_history", "transactions", "transactions_history"], [])]
+
+
+def test_a_silver_step_kept_from_the_warehouse_keeps_its_tables(tmp_path: Path) -> None:
+    changes = ChangedTables()
+    dbt = CannedDbt(tmp_path / "project", [PASSED])
+    bronze = Bronze(busy=1)
+    transformer = _transformer(
+        tmp_path, dbt, CollectorRegistry(), bronze=bronze, silver_every_s=1.0, changed=changes.take
+    )
+    changes.add("lending.customers")
+    step = transformer.silver_step()
+    assert step is not None
+    assert step.status == "stopped"
+    assert dbt.invocations == []
+    step = transformer.silver_step()  # nothing new was loaded, the table is still owed its silver
+    assert step is not None
+    assert step.status == "success"
+    assert dbt.invocations == [("run", ["customers", "customers_history"], [])]
+
+
+def test_with_silver_steps_a_full_run_is_two_builds_with_a_step_between(tmp_path: Path) -> None:
+    changes = ChangedTables()
+    registry = CollectorRegistry()
+    dbt = CannedDbt(tmp_path / "project", [PASSED, PASSED, FAILED])
+    transformer = _transformer(tmp_path, dbt, registry, silver_every_s=1.0, changed=changes.take)
+    original = dbt.build
+
+    def load_while_building(**kwargs: object) -> BuildResult:
+        changes.add("lending.customers")  # the loader goes on while dbt builds
+        return original(**kwargs)  # type: ignore[arg-type]
+
+    dbt.build = load_while_building  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        report = transformer.cycle()
+    assert dbt.invocations == [
+        ("build/cautious", ["silver"], []),  # silver's tests only: gold is built in the second half
+        ("run", ["customers", "customers_history"], []),
+        ("build", [], ["silver"]),
+    ]
+    assert report.status == "failure"  # the second half's failed test fails the run
+    assert report.build is not None
+    assert len(report.build.nodes) == len(PASSED.nodes) + len(FAILED.nodes)
+    assert [e["status"] for e in logs if e["event"] == "transform.run"] == ["failure"]
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "failure"}) == 1
+
+
+def test_a_selection_keeps_a_full_run_one_build(tmp_path: Path) -> None:
+    dbt = CannedDbt(tmp_path / "project", [PASSED])
+    _transformer(tmp_path, dbt, CollectorRegistry(), select=["customers+"], silver_every_s=1.0).cycle()
+    assert dbt.invocations == [("build", ["customers+"], [])]
+
+
+def test_the_schedule_runs_silver_steps_between_full_runs(tmp_path: Path) -> None:
+    changes = ChangedTables()
+    shutdown = Shutdown()
+    dbt = CannedDbt(tmp_path / "project", [PASSED] * 20)
+    transformer = _transformer(
+        tmp_path, dbt, CollectorRegistry(), silver_every_s=0.01, changed=changes.take, interval_s=3600.0
+    )
+    transformer._shutdown = shutdown
+    original = dbt.build
+
+    def build(**kwargs: object) -> BuildResult:
+        result = original(**kwargs)  # type: ignore[arg-type]
+        changes.add("lending.transactions")
+        if len(dbt.invocations) == 5:
+            shutdown.request("test")
+        return result
+
+    dbt.build = build  # type: ignore[method-assign]
+    assert transformer.run(once=False) == 0
+    assert [command for command, _, _ in dbt.invocations] == ["build/cautious", "run", "build", "run", "run"]
+
+
+def test_changed_tables_are_taken_once() -> None:
+    changes = ChangedTables()
+    changes.add("lending.customers")
+    changes.add("lending.customers")
+    changes.add("eu/lending.customers")
+    assert changes.take() == {"lending.customers", "eu/lending.customers"}
+    assert changes.take() == frozenset()
+
+
+def test_silver_models_name_both_models_of_each_table_by_its_silver_name() -> None:
+    other = replace(lending_contract("customers"), source="eu")
+    contracts = [lending_contract("customers"), lending_contract("transactions"), other]
+    assert silver_models(contracts, {"eu/lending.customers", "lending.transactions"}) == [
+        "eu__customers",
+        "eu__customers_history",
+        "transactions",
+        "transactions_history",
+    ]
+    assert silver_models(contracts, set()) == []
