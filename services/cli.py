@@ -260,6 +260,14 @@ def load(
         float | None, typer.Option("--every", min=0.1, help="Seconds between cycles (CDCFLOW_LOADER__INTERVAL_S).")
     ] = None,
     shard: Annotated[str | None, typer.Option("--shard", help="I/N: load only this replica's share of tables.")] = None,
+    with_transform: Annotated[
+        bool,
+        typer.Option(
+            "--with-transform",
+            help="Run the transform in this process too: silver steps after loads, a full dbt build every "
+            "CDCFLOW_TRANSFORM__INTERVAL_S (DuckDB: one process owns the file).",
+        ),
+    ] = False,
 ) -> None:
     """Load new lake files into bronze, idempotently: once, or a cycle every few seconds until SIGTERM."""
     from pydantic import ValidationError
@@ -271,7 +279,9 @@ def load(
     if once and every is not None:
         raise typer.BadParameter("choose --once or --every", param_hint="--once/--every")
     settings = _settings()
-    chosen = {k: v for k, v in (("interval_s", every), ("shard", shard)) if v is not None}
+    chosen: dict[str, object] = {k: v for k, v in (("interval_s", every), ("shard", shard)) if v is not None}
+    if with_transform:
+        chosen["with_transform"] = True
     try:
         loader = LoaderSettings.model_validate({**settings.loader.model_dump(), **chosen})
     except ValidationError as exc:

@@ -70,8 +70,10 @@ class Loader:
         heartbeat: Heartbeat | None = None,
         lease: ShardLease | None = None,
         before_commit: Callable[[], None] | None = None,
+        on_loaded: Callable[[str], None] | None = None,
     ) -> None:
-        """``before_commit`` runs after each batch is staged, before its commit (a test's crash goes there)."""
+        """``before_commit`` runs after each batch is staged, before its commit (a test's crash goes there);
+        ``on_loaded`` gets a table's full name after each batch that inserted rows into its bronze."""
         self._settings = settings
         # the primary source's prefix first, then every other source's: where their lake files are
         self._prefixes = [topic_prefix, *sorted(set(other_prefixes) - {topic_prefix})]
@@ -83,6 +85,7 @@ class Loader:
         self.heartbeat = heartbeat or Heartbeat()
         self._lease = lease
         self._before_commit = before_commit
+        self._on_loaded = on_loaded
 
     def mark_progress(self) -> None:
         """The loader is not stuck: it began or ended a step (a cycle, a table, a batch)."""
@@ -284,6 +287,8 @@ class Loader:
             report.files += result.files
             report.rows_inserted += result.rows_inserted
             report.duplicates_skipped += result.duplicates_skipped
+            if result.rows_inserted and self._on_loaded is not None:  # before the log line, which says "in bronze"
+                self._on_loaded(table)
             log.info(
                 "loader.loaded",
                 table=table,

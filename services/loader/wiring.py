@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -17,6 +20,9 @@ from services.common.signals import Shutdown
 from services.loader.app import Loader
 from services.loader.lease import ShardLease
 from services.stack.sources import topic_prefixes
+from services.transform.app import Transformer
+from services.transform.changes import ChangedTables
+from services.transform.wiring import transformer_for
 from services.warehouse.factory import open_warehouse
 
 __all__ = ["run_loader", "stalled_after_s"]
@@ -53,6 +59,7 @@ def run_loader(
         warehouse = open_warehouse(settings, heartbeat=heartbeat)
         stack.callback(warehouse.close)
         prefixes = topic_prefixes(settings)  # every source's, from connect/connectors/
+        changes = ChangedTables() if loader_settings.with_transform else None
         loader = Loader(
             loader_settings,
             topic_prefix=prefixes[0],
@@ -64,8 +71,29 @@ def run_loader(
             heartbeat=heartbeat,
             lease=ShardLease(lake, loader_settings.shard_of(), ttl_s=stalled_after_s(settings)),
             before_commit=before_commit,
+            on_loaded=changes.add if changes is not None else None,
         )
         stack.callback(loader.release_lease)
+        if changes is not None:
+            if settings.warehouse.backend == "duckdb":
+                stack.enter_context(_database_held_open(settings.duckdb_path()))
+            transformer = transformer_for(
+                settings,
+                shutdown,
+                lake=lake,
+                warehouse=warehouse,
+                registry=registry,
+                interval_s=settings.transform.interval_s,
+                silver_every_s=settings.transform.silver_every_s or loader_settings.interval_s,
+                changed=changes.take,
+            )
+            if once:
+                code = loader.run(once=True)
+                return max(code, transformer.run(once=True))
+            beside = _TransformThread(transformer, shutdown)
+            beside.start()
+            stack.callback(beside.join)  # before the warehouse and the lake close
+            return max(loader.run(once=False), beside.join())
         if loader_settings.health_port and not once:
             health = HealthServer(
                 loader_settings.health_host,
@@ -76,6 +104,46 @@ def run_loader(
             )
             stack.enter_context(health)
         return loader.run(once=once)
+
+
+@contextlib.contextmanager
+def _database_held_open(path: Path) -> Iterator[None]:
+    """One connection open for the process's life, so the loader's and dbt's connections always find the
+    database instance DuckDB keeps per file. Without it, the instance closes with the last connection, and a
+    connection opened while it closes opens the file a second time, which DuckDB refuses."""
+    import duckdb
+
+    conn = duckdb.connect(str(path))
+    try:
+        yield
+    finally:
+        conn.close()
+
+
+class _TransformThread(threading.Thread):
+    """The transform beside the loader, in its process: DuckDB shares one database instance between the
+    connections of a process, so a load and a dbt invocation run at once instead of taking turns at the
+    file's lock. A transform that crashes stops the process (exit 1), so it is restarted, not left dead."""
+
+    def __init__(self, transformer: Transformer, shutdown: Shutdown) -> None:
+        super().__init__(name="transform", daemon=True)
+        self._transformer = transformer
+        self._shutdown = shutdown
+        self.code = 0
+
+    def run(self) -> None:
+        try:
+            self.code = self._transformer.run(once=False)
+        except Exception:
+            get_logger("services.transform").exception("transform.crashed")
+            self.code = 1
+            self._shutdown.request("the transform beside the loader crashed")
+
+    def join(self, timeout: float | None = None) -> int:  # type: ignore[override]
+        """Wait for the thread; its exit status."""
+        if self.is_alive():
+            super().join(timeout)
+        return self.code
 
 
 def stalled_after_s(settings: Settings) -> float:

@@ -454,3 +454,24 @@ def test_before_commit_runs_once_per_batch_after_staging_and_before_the_commit(l
     assert _bronze(tmp_path, "select count(*) from information_schema.tables where table_schema = 'staging'") == [(1,)]
     assert _bronze(tmp_path, "select count(*) from bronze._cdcflow_load_manifest") == [(0,)]
     assert _loader(lake, tmp_path).cycle().rows_inserted == 10  # the next run cleans up and loads it
+
+
+def test_the_transform_beside_the_loader_hears_of_tables_that_gained_rows(lake: LocalLake, tmp_path: Path) -> None:
+    heard: list[str] = []
+    files = LakeFiles(lake, lending_contract("transactions"))
+    files.write(range(0, 10))
+    loader = Loader(
+        LoaderSettings(),
+        topic_prefix="cdcflow",
+        lake=lake,
+        warehouse=DuckDBWarehouse(tmp_path / "wh.duckdb"),
+        metrics=LoaderMetrics(CollectorRegistry()),
+        shutdown=Shutdown(),
+        on_loaded=heard.append,
+    )
+    assert loader.cycle().rows_inserted == 10
+    assert heard == ["lending.transactions"]
+    files.write(range(5, 10))  # only rows bronze holds: silver has nothing new to build
+    report = loader.cycle()
+    assert (report.files, report.rows_inserted) == (1, 0)
+    assert heard == ["lending.transactions"]

@@ -63,6 +63,10 @@ class DuckDBWarehouse:
             conn.execute(f"create schema if not exists bronze; create schema if not exists {_STAGING}")
             conn.execute(_MANIFEST_DDL)
             yield conn
+        except duckdb.TransactionException as exc:
+            # another connection of this process (the transform beside the loader) changed the same catalog
+            # entry at once, e.g. both created a schema or a bronze table: the next attempt sees it done
+            raise WarehouseBusyError(f"{self._path}: {exc}") from None
         finally:
             conn.close()
 

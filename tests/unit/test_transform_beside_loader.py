@@ -1,0 +1,110 @@
+"""The transform beside the loader, in one process, on a local lake and a DuckDB file (no servers): loads and
+dbt share the file instead of taking turns at its lock, and silver follows the tables that were loaded."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+from structlog.testing import capture_logs
+
+from services.common.contracts import load_contracts
+from services.common.lake import LocalLake
+from services.common.settings import load_settings
+from services.common.signals import Shutdown
+from services.loader.wiring import run_loader
+from services.transform.dbt import project_fingerprint
+from services.transform.project import materialize
+from services.transform.wiring import dbt_for
+from tests.fixtures.lakefiles import LakeFiles, lending_contract
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "CDCFLOW_WAREHOUSE__DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "CDCFLOW_TRANSFORM__WORK_DIR": str(tmp_path / "transform"),
+        "CDCFLOW_LAKE__ROOT": str(tmp_path / "lake"),
+        "CDCFLOW_SECRETS_DIR": str(tmp_path / "no-secrets"),
+        "CDCFLOW_LOADER__HEALTH_PORT": "0",
+        "CDCFLOW_LOADER__INTERVAL_S": "0.3",
+        "CDCFLOW_LOADER__WITH_TRANSFORM": "true",
+        "CDCFLOW_TRANSFORM__INTERVAL_S": "3600",  # one full run, at the start; silver steps after that
+        "CDCFLOW_TRANSFORM__SELECT": "silver",  # the full run: silver and its tests, to keep the test short
+        "CDCFLOW_TRANSFORM__EXCLUDE": "test_type:unit test_type:singular",
+    }
+
+
+def _count(path: Path, sql: str) -> int:
+    conn = duckdb.connect(str(path))  # the process's instance, shared with the loader and dbt
+    try:
+        row = conn.execute(sql).fetchone()
+    except duckdb.CatalogException:  # silver not built yet
+        return -1
+    finally:
+        conn.close()
+    return int(row[0]) if row else 0
+
+
+def test_loads_and_silver_steps_share_the_file_in_one_process(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    settings = load_settings(env)
+    warehouse = tmp_path / "warehouse.duckdb"
+    files = LakeFiles(LocalLake(tmp_path / "lake"), lending_contract("transactions"))
+    shutdown = Shutdown()
+    codes: list[int] = []
+    loader = threading.Thread(target=lambda: codes.append(run_loader(settings, shutdown, once=False)))
+    with capture_logs() as logs:
+        loader.start()
+        try:
+            files.write(range(0, 10))  # loaded while the first full run builds
+            while not [e for e in logs if e["event"] == "transform.run"]:
+                assert loader.is_alive(), f"the loader stopped: {[e for e in logs if e['log_level'] == 'error']}"
+                time.sleep(0.2)
+            for start in range(10, 60, 10):  # after it: only silver steps can bring these to silver
+                files.write(range(start, start + 10))
+                time.sleep(0.5)
+            deadline = time.monotonic() + 90
+            while _count(warehouse, "select count(*) from silver.transactions") != 60:
+                assert time.monotonic() < deadline, "silver did not follow bronze"
+                assert loader.is_alive(), "the loader stopped"
+                time.sleep(0.2)
+        finally:
+            shutdown.request("test")
+            loader.join(timeout=120)
+    assert codes == [0]
+    events = {e["event"] for e in logs}
+    assert "loader.warehouse_busy" not in events
+    assert not [e for e in logs if e["event"] == "loader.table_deferred"]
+    steps = [e for e in logs if e["event"] == "transform.silver_step"]
+    assert steps
+    assert {s["status"] for s in steps} == {"success"}
+    assert all(s["tables"] == ["lending.transactions"] for s in steps)  # only the table that was loaded
+    assert [e["status"] for e in logs if e["event"] == "transform.run"] == ["success"]
+    assert _count(warehouse, "select count(*) from bronze.lending__transactions") == 60
+
+
+def test_a_parsed_manifest_is_kept_until_a_file_of_the_project_changes(tmp_path: Path) -> None:
+    settings = load_settings(_env(tmp_path))
+    dbt = dbt_for(settings)
+    materialize(settings.transform.project_dir, dbt.project_dir, load_contracts(settings.transform.contracts_dir))
+    first = dbt.manifest()
+    assert dbt.manifest() is first  # dbt's own output (target/, logs/) changes nothing
+    model = dbt.project_dir / "models" / "gold" / "dim_customers.sql"
+    stat = model.stat()
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert dbt.manifest() is not first
+
+
+def test_the_fingerprint_leaves_out_dbts_output(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "a.sql").write_text("select 1")
+    before = project_fingerprint(tmp_path)
+    for output in ("target", "logs"):
+        (tmp_path / output).mkdir()
+        (tmp_path / output / "x.json").write_text("{}")
+    assert project_fingerprint(tmp_path) == before
+    (tmp_path / "models" / "b.sql").write_text("select 2")
+    assert project_fingerprint(tmp_path) != before
