@@ -3,7 +3,9 @@
 A decoder returns a change or a :class:`Rejected` carrying the reason, so the DLQ branch is ordinary data
 flow. Values are JSON as the connector writes it (``schemas.enable=false``; an envelope with ``schema`` and
 ``payload`` is unwrapped). Numbers with a fraction are kept as their text, so NUMERIC amounts keep every digit
-(and cost no conversion: the enriched record carries decimals as text).
+(and cost no conversion: the enriched record carries decimals as text). JSON is read with msgspec, which
+parses the raw bytes about three times as fast as ``json`` (decoding was a third of the enricher's CPU time,
+BENCHMARKS.md); text that is not UTF-8, or escapes a lone surrogate, is not JSON to it: it is rejected.
 
 ``lsn`` is Debezium's ``source.lsn``: the position of the change in PostgreSQL's WAL, one order over every
 table of the database (docs/architecture.md, "The enricher").
@@ -11,9 +13,10 @@ table of the database (docs/architecture.md, "The enricher").
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 __all__ = [
     "TABLE_ATTRIBUTES",
@@ -31,7 +34,7 @@ TABLE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "facilities": ("status", "interest_rate"),
 }
 _OPS = frozenset({"c", "u", "d", "r"})
-_DECODER = json.JSONDecoder(parse_float=str)  # one decoder: json.loads with arguments builds one per call
+_DECODER = msgspec.json.Decoder(float_hook=str)  # a float literal as its text: exact, whatever its digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +92,8 @@ def _document(value: bytes | None) -> dict[str, Any] | Rejected:
     if value is None:
         return Rejected("tombstone", "a null value")
     try:
-        document = _DECODER.decode(value.decode())
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = _DECODER.decode(value)
+    except msgspec.DecodeError as exc:
         return Rejected("not_json", str(exc))
     if isinstance(document, dict) and "payload" in document and "schema" in document:
         document = document["payload"]

@@ -12,12 +12,13 @@ offset to commit for a partition is always the offset of its first held change.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
+
+import msgspec
 
 from services.enricher.contract import side_columns
 from services.enricher.events import TransactionChange
@@ -140,8 +141,8 @@ def enriched_value(released: Released, customer: Side, facility: Side) -> dict[s
     return {"before": row if deleted else None, "after": None if deleted else row, "source": source, "op": change.op}
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps with arguments builds one per call
+_ENCODER = msgspec.json.Encoder()  # compact UTF-8 JSON, about eight times as fast as ``json``'s encoder
 
 
 def encode(record: dict[str, Any]) -> bytes:
-    return _ENCODER.encode(record).encode()
+    return _ENCODER.encode(record)

@@ -277,6 +277,9 @@ def test_sigterm_mid_stream_drains_and_the_next_start_goes_on_exactly_once(
     producing.join(timeout=120)
     proc = enricher.start()
     records = _wait_for_all(settings, enricher, workload)
+    # the first instance may have emitted everything before it stopped: a signal sent before this one has
+    # installed its handlers would end it by default, not drain it
+    _wait_for(lambda: enricher.logs().count('"event": "enricher.assigned"') >= 2, 60, lambda: enricher.logs()[-3000:])
     assert enricher.terminate(proc) == 0
     _assert_exactly_once_and_as_of(settings, workload, records)
 

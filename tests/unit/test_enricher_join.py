@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from services.enricher.events import Rejected, TableChange, TransactionChange, decode_table_change, decode_transaction
-from services.enricher.join import HoldQueue, Released, enriched_value, join_side
+from services.enricher.join import HoldQueue, Released, encode, enriched_value, join_side
 from services.enricher.store import TableStore
 
 
@@ -54,10 +54,29 @@ def test_a_delete_carries_its_before_image() -> None:
     assert change.row["transaction_id"] == 3
 
 
+def test_text_and_big_numbers_come_out_as_they_went_in() -> None:
+    """Integers of any size stay integers, fractions keep their digits, text is UTF-8 JSON either way."""
+    raw = (
+        '{"op":"u","source":{"lsn":7,"ts_ms":1},"after":{"transaction_id":123456789012345678901234567890,'
+        '"amount":-0.000000000000000000012345678901234567890,"rate":1e-30,'
+        '"reference":"Zoë \\u00e9 \\ud83d\\ude00 \\"q\\""}}'
+    ).encode()
+    change = decode_transaction("t", 0, 0, None, raw)
+    assert isinstance(change, TransactionChange)
+    assert change.row["transaction_id"] == 123456789012345678901234567890
+    assert (change.row["amount"], change.row["rate"]) == ("-0.000000000000000000012345678901234567890", "1e-30")
+    assert change.row["reference"] == 'Zoë é \U0001f600 "q"'
+    none = join_side(lambda *_: None, "customers", None, 7)
+    after = json.loads(encode(enriched_value(Released(change, "watermark"), none, none)))["after"]
+    assert {name: after[name] for name in change.row} == change.row
+
+
 def test_records_that_cannot_be_used_are_rejected_with_a_reason() -> None:
     cases = {
         None: "tombstone",
         b"{not json": "not_json",
+        b'{"op":"c","source":{"lsn":1,"ts_ms":1},"after":{"transaction_id":1,"r":"\\ud800"}}': "not_json",
+        b'{"op":"c","source":{"lsn":1,"ts_ms":1},"after":{"transaction_id":1,"r":"\xff"}}': "not_json",
         b"[1]": "not_an_envelope",
         b'{"op":"x","source":{"lsn":1,"ts_ms":1},"after":{}}': "bad_op",
         b'{"op":"c","after":{"transaction_id":1}}': "no_source",
