@@ -13,7 +13,8 @@
     incremental snapshot (`cdcflow backfill`) carries no LSN: Debezium emits it where its chunk's window closes
     in the stream, after dropping the keys that changed inside the window, so within its partition it follows
     every version emitted before it and precedes every one emitted after. It takes the highest LSN of its key's
-    earlier versions in the same topic partition (or sorts first), then its offset. On that order:
+    earlier versions in the same topic partition (or 0 when it has none: first, and before any truncate),
+    then its offset. On that order:
 
     - TOAST: a version whose `_unavailable_columns` names a column did not carry its value (PostgreSQL left
       the out-of-line value untouched); it takes the value of the newest earlier version that had it.
@@ -109,7 +110,7 @@
                     order by b._kafka_offset
                     rows between unbounded preceding and 1 preceding
                 ),
-                -1
+                0
             ) as _order_lsn
         from {{ src }} as b
         {%- if is_incremental() %}

@@ -282,10 +282,17 @@ def test_an_incremental_snapshot_read_takes_its_place_in_its_partition(env: dict
             _change("c", 12, 1, 3, offset=12),
             _incremental_read(50, 3, "ACTIVE"),
             _change("u", 60, 1, 3, status="INACTIVE", offset=51),
+            # a row no change of which is in bronze (its table was added to capture after it was written)
+            _incremental_read(70, 4, "SUSPENDED"),
         ],
     )
     assert _transform(env)[0] == 0
-    assert [row[:2] for row in _current(warehouse)] == [(1, "SUSPENDED"), (2, "INACTIVE"), (3, "INACTIVE")]
+    assert [row[:2] for row in _current(warehouse)] == [
+        (1, "SUSPENDED"),
+        (2, "INACTIVE"),
+        (3, "INACTIVE"),
+        (4, "SUSPENDED"),
+    ]
 
 
 def test_a_backfill_after_a_truncate_keeps_its_reads(env: dict[str, str]) -> None:
@@ -298,6 +305,7 @@ def test_a_backfill_after_a_truncate_keeps_its_reads(env: dict[str, str]) -> Non
         warehouse,
         [
             _change("c", 10, 1, 1, offset=10),  # gone with the truncate
+            _incremental_read(15, 3, "ACTIVE"),  # read by an earlier backfill: gone with the truncate too
             truncate,
             _change("c", 30, 1, 2, offset=30),  # inserted after it, then read by a backfill
             _incremental_read(40, 2, "SUSPENDED"),
@@ -309,7 +317,12 @@ def test_a_backfill_after_a_truncate_keeps_its_reads(env: dict[str, str]) -> Non
         warehouse,
         "select customer_id, status, _kafka_offset, valid_to is null from silver.customers_history order by 1, 3",
     )
-    assert history == [(1, "ACTIVE", 10, False), (2, "ACTIVE", 30, False), (2, "SUSPENDED", 40, True)]
+    assert history == [
+        (1, "ACTIVE", 10, False),
+        (2, "ACTIVE", 30, False),
+        (2, "SUSPENDED", 40, True),
+        (3, "ACTIVE", 15, False),
+    ]
 
 
 def test_the_project_compiles_for_bigquery_offline(env: dict[str, str], empty_bigquery: str, tmp_path: Path) -> None:
