@@ -209,7 +209,10 @@ class Loader:
             except (UnknownTableError, TypeError):
                 log.warning("loader.no_contract", table=table, files=len(files))
                 continue
-            loaded = {(f.path, f.version) for f in self._warehouse.loaded_files(contract)}
+            # only the listed files' manifest rows: with archiving on, the cost follows the files still in
+            # place, not every file ever loaded
+            listed = [f.path for f in files]
+            loaded = {(f.path, f.version) for f in self._warehouse.loaded_files(contract, listed)}
             new = [f for f in files if (f.path, f.version) not in loaded]
             self._archive([f for f in files if (f.path, f.version) in loaded])  # an earlier archive that failed
             self._metrics.pending_files.labels(table).set(len(new))

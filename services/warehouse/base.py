@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -51,7 +51,13 @@ class Warehouse(Protocol):
         """
         ...
 
-    def loaded_files(self, contract: TableContract) -> set[LoadedFile]: ...
+    def loaded_files(self, contract: TableContract, paths: Collection[str] | None = None) -> set[LoadedFile]:
+        """The load manifest's rows of the table's bronze: each version of a lake file that was loaded.
+
+        With ``paths`` (what a listing found), the rows of those files — a backend may return more, never
+        fewer — so the cost follows the listing, not every file ever loaded.
+        """
+        ...
 
     def load(self, batch: LoadBatch, lake: Lake, *, before_commit: Callable[[], None] | None = None) -> LoadResult:
         """Load the batch's files, read from ``lake``; ``before_commit`` runs between staging and commit.

@@ -18,7 +18,7 @@ the loader's: :mod:`services.warehouse.bigquery.errors`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,6 +65,9 @@ from services.warehouse.errors import WarehouseError
 __all__ = ["BigQueryWarehouse"]
 
 _STAGING_TTL = timedelta(days=1)
+_MAX_LISTED_PATHS = 10_000
+"""The most lake paths a manifest query names (about 1 MB, far below BigQuery's 10 MB request); a longer
+listing (archiving off) reads the table's whole manifest instead."""
 
 
 class BigQueryWarehouse:
@@ -211,13 +214,17 @@ class BigQueryWarehouse:
                 )
             return change
 
-    def loaded_files(self, contract: TableContract) -> set[LoadedFile]:
+    def loaded_files(self, contract: TableContract, paths: Collection[str] | None = None) -> set[LoadedFile]:
+        if paths is not None and not paths:
+            return set()
         self._ensure_datasets()
+        sql = f"SELECT lake_file, lake_version FROM {self._manifest} WHERE bronze_table = @bronze_table"
+        params: list[Any] = [bigquery.ScalarQueryParameter("bronze_table", "STRING", bronze_table(contract))]
+        if paths is not None and len(paths) <= _MAX_LISTED_PATHS:
+            sql += " AND lake_file IN UNNEST(@paths)"
+            params.append(bigquery.ArrayQueryParameter("paths", "STRING", sorted(set(paths))))
         with self._translated("reading the load manifest"):
-            rows = self._query(
-                f"SELECT lake_file, lake_version FROM {self._manifest} WHERE bronze_table = @bronze_table",
-                [bigquery.ScalarQueryParameter("bronze_table", "STRING", bronze_table(contract))],
-            )
+            rows = self._query(sql, params)
         return {LoadedFile(str(r[0]), str(r[1])) for r in rows}
 
     def load(self, batch: LoadBatch, lake: Lake, *, before_commit: Callable[[], None] | None = None) -> LoadResult:

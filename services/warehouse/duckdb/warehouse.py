@@ -8,7 +8,7 @@ The file is opened per call and closed after, so dbt and ``cdcflow verify`` can 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -96,11 +96,18 @@ class DuckDBWarehouse:
                 conn.execute(f"alter table {table} alter column {quote_name(column)} set data type {wanted[column]}")
             return change
 
-    def loaded_files(self, contract: TableContract) -> set[LoadedFile]:
+    def loaded_files(self, contract: TableContract, paths: Collection[str] | None = None) -> set[LoadedFile]:
+        if paths is not None and not paths:
+            return set()
+        query = f"select lake_file, lake_version from {MANIFEST} where bronze_table = ?"
         with self._connect() as conn:
-            rows = conn.execute(
-                f"select lake_file, lake_version from {MANIFEST} where bronze_table = ?", [bronze_table(contract)]
-            ).fetchall()
+            if paths is None:
+                rows = conn.execute(query, [bronze_table(contract)]).fetchall()
+            else:  # a join in DuckDB: only the listed files' rows come back to Python
+                listed = pa.table({"lake_file": pa.array(sorted(set(paths)), pa.string())})  # noqa: F841 - by name
+                rows = conn.execute(
+                    f"{query} and lake_file in (select lake_file from listed)", [bronze_table(contract)]
+                ).fetchall()
         return {LoadedFile(str(p), str(v)) for p, v in rows}
 
     def load(self, batch: LoadBatch, lake: Lake, *, before_commit: Callable[[], None] | None = None) -> LoadResult:
