@@ -6,9 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
-from bench.lake_scale_bench import FILES_PER_HOUR, PARTITIONS, ROWS_PER_FILE, Slot, lay_down
-from services.common.lake import LakeLayout, LocalLake
+from bench.lake_scale_bench import FILES_PER_HOUR, PARTITIONS, ROWS_PER_FILE, Slot, UnsyncedLake, lay_down
+from services.common.lake import LakeLayout, LocalLake, UnsafePathError
 
 
 def test_files_follow_the_writers_layout_and_a_second_call_adds_new_names(tmp_path: Path) -> None:
@@ -43,3 +44,15 @@ def test_a_partitions_files_hold_consecutive_offsets_and_hours() -> None:
     assert Counter(hours).most_common(1)[0][1] == FILES_PER_HOUR
     assert Slot(1).partition == 1
     assert Slot(1).offsets == Slot(0).offsets  # each partition counts its own offsets
+
+
+def test_the_unsynced_lake_writes_what_the_local_lake_lists(tmp_path: Path) -> None:
+    lake = UnsyncedLake(tmp_path)
+    assert lay_down(lake, 0, 3) == 3
+    listed = list(LocalLake(tmp_path).list())
+    assert len(listed) == 3
+    again = lake.write(listed[0].path, b"rewritten")
+    assert again in list(LocalLake(tmp_path).list())
+    assert again.version != listed[0].version
+    with pytest.raises(UnsafePathError):
+        lake.write("../outside.parquet", b"x")
