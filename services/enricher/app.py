@@ -154,27 +154,26 @@ class Enricher:
 
     def _release(self) -> None:
         produced: Counter[str] = Counter()
-        for released in self._held.release(self._tables.watermark(), self._clock()):
-            self._emit(released)
-            produced[released.released_by] += 1
+        released = self._held.release(self._tables.watermark(), self._clock())
+        records = [self._enriched(each, produced) for each in released]
+        if records:
+            self._begin()
+            # the records' timestamp is when they were produced: a replay of old changes must not age out at once
+            self._producer.produce_many(self._topics.output, records)
+            self._records_in_transaction += len(records)
         for released_by, count in produced.items():
             self._metrics.records_produced.labels(released_by=released_by).inc(count)
 
-    def _emit(self, released: Released) -> None:
+    def _enriched(self, released: Released, produced: Counter[str]) -> tuple[bytes | None, bytes]:
+        """The output record of a released change: its key and its joined value."""
         change = released.change
         customer = join_side(self._store.as_of, "customers", change.customer_key, change.lsn)
         facility = join_side(self._store.as_of, "facilities", change.facility_key, change.lsn)
-        value = encode(enriched_value(released, customer, facility))
-        self._begin()
-        self._producer.produce(
-            self._topics.output,
-            key=change.key,
-            value=value,
-        )  # the record's timestamp is when it was produced: a replay of old changes must not age out at once
-        self._records_in_transaction += 1
+        produced[released.released_by] += 1
         for side, found in (("customer", customer), ("facility", facility)):
             if found.state not in ("joined", "none"):
                 self._metrics.sides_unjoined.labels(side=side, state=found.state).inc()
+        return change.key, encode(enriched_value(released, customer, facility))
 
     def _dead_letter(self, message: Message, rejected: Rejected) -> None:
         topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -31,14 +30,13 @@ ReleasedBy = Literal["watermark", "timeout"]
 Lookup = Callable[[str, str, int], Version | Expired | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Side:
+class Side(msgspec.Struct, frozen=True, gc=False):  # built per event: a Struct, as in events.py
     """What one table side contributed to an enriched record."""
 
     state: JoinState
     lsn: int | None = None
     committed_at_ms: int | None = None
-    attributes: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = {}  # msgspec gives each instance its own
 
 
 def join_side(lookup: Lookup, table: str, key: str | None, lsn: int) -> Side:
@@ -55,14 +53,12 @@ def join_side(lookup: Lookup, table: str, key: str | None, lsn: int) -> Side:
     return Side("joined", found.lsn, found.committed_at_ms, found.attributes)
 
 
-@dataclass(slots=True)
-class _Held:
+class _Held(msgspec.Struct, frozen=True, gc=False):
     change: TransactionChange
     since: float
 
 
-@dataclass(frozen=True, slots=True)
-class Released:
+class Released(msgspec.Struct, frozen=True, gc=False):
     change: TransactionChange
     released_by: ReleasedBy
 

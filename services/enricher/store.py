@@ -24,6 +24,7 @@ from typing import Any
 
 import lmdb
 import msgpack
+import msgspec
 
 from services.enricher.errors import StoreError
 from services.enricher.events import TableChange
@@ -31,8 +32,7 @@ from services.enricher.events import TableChange
 __all__ = ["EXPIRED", "Expired", "Position", "TableStore", "Version"]
 
 
-@dataclass(frozen=True, slots=True)
-class Version:
+class Version(msgspec.Struct, frozen=True, gc=False):  # one per lookup: cheap to build (events.py)
     lsn: int
     committed_at_ms: int
     deleted: bool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import threading
@@ -51,6 +52,17 @@ def _member(settings: Settings) -> dict[str, str]:
     """Static membership under the instance id: a restarted instance takes its partitions back at once instead
     of waiting for its predecessor's session to time out, and a second one with the same id fences the first."""
     return {"isolation.level": "read_committed", "group.instance.id": transactional_id(settings)}
+
+
+def _tune_collector() -> None:
+    """Freeze what start-up made and collect less often, as the lake writer does (services/consumer/wiring.py).
+
+    Each event makes a handful of short-lived objects and no reference cycles; with the default thresholds
+    the cyclic collector ran every 700 allocations and re-scanned the modules and clients that stay alive —
+    a tenth of the enricher's CPU time.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def run_enricher(settings: Settings, shutdown: Shutdown, *, registry: CollectorRegistry | None = None) -> int:
@@ -111,4 +123,6 @@ def run_enricher(settings: Settings, shutdown: Shutdown, *, registry: CollectorR
             )
             stack.enter_context(health)
             log.info("enricher.health", url=f"http://{e.health_host}:{health.port}/metrics")
+        if threading.current_thread() is threading.main_thread():  # its own process, not embedded (the demo)
+            _tune_collector()
         return enricher.run()

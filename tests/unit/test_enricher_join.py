@@ -71,6 +71,15 @@ def test_text_and_big_numbers_come_out_as_they_went_in() -> None:
     assert {name: after[name] for name in change.row} == change.row
 
 
+def test_an_envelope_with_its_schema_decodes_as_the_bare_one() -> None:
+    bare = _event("u", 42, {"transaction_id": 5, "customer_id": 1, "amount": 1.25})
+    wrapped = b'{"schema":{"type":"struct"},"payload":' + bare + b"}"
+    assert decode_transaction("t", 0, 0, None, wrapped) == decode_transaction("t", 0, 0, None, bare)
+    change = decode_transaction("t", 0, 0, None, bare)
+    assert isinstance(change, TransactionChange)
+    assert (change.op, change.lsn, change.tx_id, change.row["amount"]) == ("u", 42, 42, "1.25")
+
+
 def test_records_that_cannot_be_used_are_rejected_with_a_reason() -> None:
     cases = {
         None: "tombstone",
@@ -80,6 +89,8 @@ def test_records_that_cannot_be_used_are_rejected_with_a_reason() -> None:
         b"[1]": "not_an_envelope",
         b'{"op":"x","source":{"lsn":1,"ts_ms":1},"after":{}}': "bad_op",
         b'{"op":"c","after":{"transaction_id":1}}': "no_source",
+        b'{"op":"c","source":"x","after":{"transaction_id":1}}': "no_source",
+        b'{"schema":{},"payload":[1]}': "not_an_envelope",
         b'{"op":"c","source":{"ts_ms":1},"after":{"transaction_id":1}}': "no_lsn",
         b'{"op":"c","source":{"lsn":1,"ts_ms":1},"after":null}': "no_row_image",
         b'{"op":"c","source":{"lsn":1,"ts_ms":1},"after":{"amount":1}}': "no_key",

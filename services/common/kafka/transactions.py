@@ -97,6 +97,21 @@ class TransactionalProducer:
                 raise _fenced_or(exc) from exc
         self._producer.poll(0)
 
+    def produce_many(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+        """``(key, value)`` records to ``topic``, partitioned by key: :meth:`produce` for a batch, serving the
+        producer's events once at the end rather than after every record."""
+        produce = self._producer.produce
+        for key, value in records:
+            while True:
+                try:
+                    produce(topic, value, key)
+                    break
+                except BufferError:  # the local queue is full: let deliveries make room
+                    self._producer.poll(0.1)
+                except KafkaException as exc:
+                    raise _fenced_or(exc) from exc
+        self._producer.poll(0)
+
     def send_offsets(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
         """Commit a consumer group's ``offsets`` as part of this transaction: they count only if it commits.
 
