@@ -70,11 +70,14 @@ def test_new_table_and_added_column_flow_through(
     assert '"event": "writer.contract_discovered"' in logs
     assert '"event": "writer.contract_evolved"' in logs
 
-    # a type change is not additive: its records go to the DLQ and the contract stays at v2
+    # a type change is not additive: its records go to the DLQ as schema mismatches naming the change, and
+    # the contract stays at v2
     pg.execute(f"alter table lending.{table} alter column amount type numeric(12, 4)".encode())
     pg.execute(f"insert into lending.{table} values (6, 6.1234, 'six')".encode())
     wait_until("the DLQ record of the retyped column", lambda: len(_dlq(settings, writer.group, topic)) == 1)
     (dead,) = _dlq(settings, writer.group, topic)
-    assert dead["cdcflow.error.reason"] in {"decimal_overflow", "wrong_type"}
+    assert dead["cdcflow.error.reason"] == "schema_mismatch"
+    assert f"lending.{table} changed type in PostgreSQL (amount: numeric(" in dead["cdcflow.error.message"]
+    assert "→ numeric(12,4))" in dead["cdcflow.error.message"]
     assert len(list((writer.lake_root / "_contracts" / f"lending.{table}").glob("*.avsc"))) == 2
     assert all(p.poll() is None for p in writer.procs)  # still running
