@@ -8,8 +8,9 @@ schedule goes on: the next run starts after the interval whatever this one did.
 With ``silver_every_s`` the schedule has two lanes. Every ``silver_every_s`` a *silver step* runs only the
 silver models (current state and history) of the tables whose bronze changed since the last step — ``dbt run``,
 no tests — so silver follows bronze within seconds; every ``interval_s`` the *full run* builds and tests
-everything, in two invocations (silver, then the rest) with a silver step between them, so silver never waits
-for a whole build. Each invocation holds a DuckDB file only for its own length.
+everything in several invocations (each table's silver with its tests, then the rest) with a silver step
+between two of them, so silver never waits for a whole build. Each invocation holds a DuckDB file only for its
+own length.
 """
 
 from __future__ import annotations
@@ -272,27 +273,32 @@ class Transformer:
             log.info("transform.project", path=str(project.path), written=project.written, removed=project.removed)
         return contracts
 
-    def _parts(self) -> list[tuple[list[str], list[str], str | None]]:
+    def _parts(self, contracts: Sequence[TableContract]) -> list[tuple[list[str], list[str], str | None]]:
         """The invocations of a full run as (select, exclude, indirect selection): one ``dbt build``, or with
-        silver steps two — silver with the tests of silver alone, then the rest (gold, and every test that reads
-        gold) — unless a selection was asked for."""
+        silver steps one per table — its two silver models and the tests that read only silver — then the rest
+        (gold, and every test that reads gold), unless a selection was asked for. A silver step runs between
+        two parts, so silver waits for one part of a build, never all of it."""
         if not self._silver_every_s or self._select or self._exclude or self._full_refresh:
             return [(self._select, self._exclude, None)]
-        return [(["silver"], [], "cautious"), ([], ["silver"], None)]
+        tables = sorted(contracts, key=model_name)
+        return [
+            *[(silver_models(contracts, {c.full_name}), [], "cautious") for c in tables],
+            ([], ["silver"], None),
+        ]
 
     def _run(self) -> RunReport:
         contracts = self._project()
         result: BuildResult | None = None
-        for index, (select, exclude, indirect) in enumerate(self._parts()):
+        for index, (select, exclude, indirect) in enumerate(self._parts(contracts)):
             if index:
-                self.silver_step()  # between the halves: silver waits for one half, never a whole build
+                self.silver_step()
             outcome = self._build(contracts, select, exclude, indirect)
             if isinstance(outcome, RunReport):
                 return outcome
             result = outcome if result is None else merge_builds(result, outcome)
             if outcome.error is not None:
                 break
-        assert result is not None  # _parts() is never empty
+        assert result is not None  # there is always a part
         if result.error is not None:
             return RunReport("error", result, reason=result.error)
         status: Status = "success" if result.success and not result.failed else "failure"

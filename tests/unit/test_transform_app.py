@@ -329,28 +329,31 @@ def test_a_silver_step_kept_from_the_warehouse_keeps_its_tables(tmp_path: Path) 
     assert dbt.invocations == [("run", ["customers", "customers_history"], [])]
 
 
-def test_with_silver_steps_a_full_run_is_two_builds_with_a_step_between(tmp_path: Path) -> None:
+def test_with_silver_steps_a_full_run_is_a_build_per_table_then_the_rest_with_steps_between(tmp_path: Path) -> None:
     changes = ChangedTables()
     registry = CollectorRegistry()
-    dbt = CannedDbt(tmp_path / "project", [PASSED, PASSED, FAILED])
+    dbt = CannedDbt(tmp_path / "project", [PASSED, PASSED, PASSED, PASSED, FAILED])
     transformer = _transformer(tmp_path, dbt, registry, silver_every_s=1.0, changed=changes.take)
     original = dbt.build
 
     def load_while_building(**kwargs: object) -> BuildResult:
-        changes.add("lending.customers")  # the loader goes on while dbt builds
+        if not kwargs.get("models_only"):
+            changes.add("lending.customers")  # the loader goes on while dbt builds
         return original(**kwargs)  # type: ignore[arg-type]
 
     dbt.build = load_while_building  # type: ignore[method-assign]
     with capture_logs() as logs:
         report = transformer.cycle()
     assert dbt.invocations == [
-        ("build/cautious", ["silver"], []),  # silver's tests only: gold is built in the second half
+        ("build/cautious", ["customers", "customers_history"], []),  # tests of silver only: gold comes last
+        ("run", ["customers", "customers_history"], []),
+        ("build/cautious", ["transactions", "transactions_history"], []),
         ("run", ["customers", "customers_history"], []),
         ("build", [], ["silver"]),
     ]
-    assert report.status == "failure"  # the second half's failed test fails the run
+    assert report.status == "failure"  # the last part's failed test fails the run
     assert report.build is not None
-    assert len(report.build.nodes) == len(PASSED.nodes) + len(FAILED.nodes)
+    assert len(report.build.nodes) == 2 * len(PASSED.nodes) + len(FAILED.nodes)  # builds, not the steps
     assert [e["status"] for e in logs if e["event"] == "transform.run"] == ["failure"]
     assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "failure"}) == 1
 
@@ -374,13 +377,14 @@ def test_the_schedule_runs_silver_steps_between_full_runs(tmp_path: Path) -> Non
     def build(**kwargs: object) -> BuildResult:
         result = original(**kwargs)  # type: ignore[arg-type]
         changes.add("lending.transactions")
-        if len(dbt.invocations) == 5:
+        if len(dbt.invocations) == 7:
             shutdown.request("test")
         return result
 
     dbt.build = build  # type: ignore[method-assign]
     assert transformer.run(once=False) == 0
-    assert [command for command, _, _ in dbt.invocations] == ["build/cautious", "run", "build", "run", "run"]
+    commands = [command for command, _, _ in dbt.invocations]
+    assert commands == ["build/cautious", "run", "build/cautious", "run", "build", "run", "run"]
 
 
 def test_changed_tables_are_taken_once() -> None:
