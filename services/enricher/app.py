@@ -46,6 +46,7 @@ FENCED_EXIT = 2
 """The exit code of an instance fenced by another with the same transactional id."""
 
 TP = tuple[str, int]
+_JOINED_OR_NONE = frozenset({"joined", "none"})  # the join states not counted as unjoined
 
 
 class Topics:
@@ -126,10 +127,10 @@ class Enricher:
         s = self._settings
         self._tables.poll(s.poll_batch, 0)
         messages = self._client.consume(num_messages=s.poll_batch, timeout=s.poll_timeout_s)
-        self.last_poll_at = self._clock()
+        self.last_poll_at = now = self._clock()  # what one poll returned is held from the same moment
         consumed: Counter[TP] = Counter()
         for message in messages:
-            consumed[self._take(message)] += 1
+            consumed[self._take(message, now)] += 1
         for (topic, partition), count in consumed.items():  # one metric update per partition, not per record
             self._metrics.records_consumed.labels(topic=topic, partition=str(partition)).inc(count)
         self._release()
@@ -137,7 +138,7 @@ class Enricher:
         if self._due():
             self._commit()
 
-    def _take(self, message: Message) -> TP:
+    def _take(self, message: Message, now: float) -> TP:
         """Hold a change, or dead-letter what cannot be decoded; returns its partition."""
         error = message.error()
         if error is not None:
@@ -149,7 +150,7 @@ class Enricher:
             if change.reason != "tombstone":  # Debezium's tombstone after a delete: the delete itself went out
                 self._dead_letter(message, change)
         else:
-            self._held.add(change, self._clock())
+            self._held.add(change, now)
         return topic, partition
 
     def _release(self) -> None:
@@ -170,9 +171,10 @@ class Enricher:
         customer = join_side(self._store.as_of, "customers", change.customer_key, change.lsn)
         facility = join_side(self._store.as_of, "facilities", change.facility_key, change.lsn)
         produced[released.released_by] += 1
-        for side, found in (("customer", customer), ("facility", facility)):
-            if found.state not in ("joined", "none"):
-                self._metrics.sides_unjoined.labels(side=side, state=found.state).inc()
+        if customer.state not in _JOINED_OR_NONE:
+            self._metrics.sides_unjoined.labels(side="customer", state=customer.state).inc()
+        if facility.state not in _JOINED_OR_NONE:
+            self._metrics.sides_unjoined.labels(side="facility", state=facility.state).inc()
         return change.key, encode(enriched_value(released, customer, facility))
 
     def _dead_letter(self, message: Message, rejected: Rejected) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -74,7 +73,10 @@ class HoldQueue:
         return sum(len(q) for q in self._held.values())
 
     def add(self, change: TransactionChange, now: float) -> None:
-        self._held.setdefault((change.topic, change.partition), deque()).append(_Held(change, now))
+        queue = self._held.get((change.topic, change.partition))
+        if queue is None:  # not setdefault: that would build a deque for every change
+            queue = self._held[(change.topic, change.partition)] = deque()
+        queue.append(_Held(change, now))
 
     def release(self, watermark: int, now: float) -> Iterator[Released]:
         """Changes whose LSN the ``watermark`` (the smaller of the sides') has reached, or that waited long enough."""
@@ -102,10 +104,6 @@ class HoldQueue:
             self._held.pop(tp, None)
 
 
-def _text(value: Any) -> Any:
-    return str(value) if isinstance(value, Decimal) else value
-
-
 _CUSTOMER_COLUMNS = side_columns("customer", "customers")
 _FACILITY_COLUMNS = side_columns("facility", "facilities")
 
@@ -127,8 +125,9 @@ def enriched_value(released: Released, customer: Side, facility: Side) -> dict[s
         row[join] = side.state
         row[lsn] = side.lsn
         row[committed_at] = side.committed_at_ms
+        values = side.attributes
         for name, column in attributes:
-            row[column] = _text(side.attributes.get(name))
+            row[column] = values.get(name)  # a decimal is text already, or encoded as text (a Decimal)
     source: dict[str, Any] = {"lsn": change.lsn, "ts_ms": change.committed_at_ms, "txId": change.tx_id}
     if change.committed_at_us is not None:
         source["ts_us"] = change.committed_at_us
