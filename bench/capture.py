@@ -248,6 +248,7 @@ class WriterRun:
     wall_s: float
     rss_at_start_mib: float  # at its ``writer.started`` line: interpreter, imports, wiring
     peak_rss_mib: float  # the kernel's high-water mark of the process's resident set (VmHWM)
+    lake_files: int = 0  # Parquet files it wrote: each costs a fixed amount, whatever its rows
 
 
 def run_writer(
@@ -310,7 +311,7 @@ def run_writer(
             time.sleep(0.2)
         cpu, wall = cpu_seconds(proc.pid) - began, time.monotonic() - began_at
         peak = kib_field(_status(proc.pid), "VmHWM")
-        return WriterRun(cpu, wall, at_start / 1024, peak / 1024)
+        return WriterRun(cpu, wall, at_start / 1024, peak / 1024, sum(1 for _ in lake.rglob("*.parquet")))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)

@@ -194,6 +194,7 @@ def scale_figures(
                 "wall_s": round(run.wall_s, 1),
                 "rss_at_start_mib": round(run.rss_at_start_mib),
                 "peak_rss_mib": round(run.peak_rss_mib),
+                "lake_files": run.lake_files,
             }
         )
     return {
