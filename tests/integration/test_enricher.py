@@ -65,6 +65,11 @@ def _wait_for(what: Callable[[], bool], timeout_s: float, message: Callable[[], 
         time.sleep(0.5)
 
 
+def _caught_up(enricher: EnricherProcess) -> int:
+    """How many instances have read their tables up to the ends seen at their start."""
+    return enricher.logs().count('"event": "enricher.tables_caught_up"')
+
+
 def _input_count(settings: Settings, workload: Workload) -> int:
     return len(expected_joins(settings, workload.prefix))
 
@@ -120,9 +125,11 @@ def test_exactly_once_and_as_of_across_five_kills(stack: Stack, settings: Settin
     producing = threading.Thread(target=produce, daemon=True)
     producing.start()
     rng = random.Random(3)
-    for _ in range(5):
+    for started in range(1, 6):
         proc = enricher.start()
-        time.sleep(rng.uniform(2.0, 5.0))
+        # each instance rebuilds its tables first (slow on a busy host); the kill lands while it joins
+        _wait_for(lambda: _caught_up(enricher) >= started, 120, lambda: enricher.logs()[-3000:])  # noqa: B023
+        time.sleep(rng.uniform(0.5, 3.0))
         assert proc.poll() is None, enricher.logs()[-3000:]
         enricher.kill(proc)
     producing.join(timeout=120)
@@ -130,7 +137,7 @@ def test_exactly_once_and_as_of_across_five_kills(stack: Stack, settings: Settin
     proc = enricher.start()
     records = _wait_for_all(settings, enricher, workload)
     assert enricher.terminate(proc) == 0
-    assert enricher.logs().count('"event": "enricher.tables_caught_up"') == 6
+    assert _caught_up(enricher) == 6
     _assert_exactly_once_and_as_of(settings, workload, records)
 
 
