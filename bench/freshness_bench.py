@@ -9,14 +9,18 @@ timed:
 - **commit**: ``_source_ts`` of its bronze row, Debezium's ``source.ts_ms`` — PostgreSQL's commit time;
 - **bronze**: the ``loader.loaded`` log line of the load that inserted it (``_load_id``), written right after
   the load's transaction committed;
-- **silver**: the end of the first successful transform run (its ``transform.run`` log line) that began after
-  that load. On DuckDB the transform holds the file for the whole run, so a load either committed before a
-  run began or waits for it to end; the end of the run (silver, gold and every test built) is an upper bound
-  of the moment silver showed the row.
+- **silver**: the end of the first successful transform run (its ``transform.run`` log line), or silver step
+  of the row's table (``transform.silver_step`` with ``--silver-every``), that began after that load. A run or
+  step reads bronze as of its start; its end (for a full run: silver, gold and every test built) is an upper
+  bound of the moment silver showed the row.
+
+``--transform-in-loader`` runs the transform inside the loader's process (``CDCFLOW_LOADER__WITH_TRANSFORM``)
+instead of as a process of its own, so loads and dbt share the DuckDB file instead of taking turns at its lock.
 
 Prints one JSON line with p50/p95/p99 of each, the measured source rate and the settings used.
 
     .venv/bin/python -m bench.freshness_bench [--rate 700] [--seconds 120] [--transform-every 60]
+        [--silver-every 2 --transform-in-loader]
 """
 
 from __future__ import annotations
@@ -109,7 +113,15 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 def run(
-    *, rate: float, seconds: float, warmup_s: float, flush_age_s: float, loader_s: float, transform_s: float
+    *,
+    rate: float,
+    seconds: float,
+    warmup_s: float,
+    flush_age_s: float,
+    loader_s: float,
+    transform_s: float,
+    silver_s: float = 0.0,
+    in_loader: bool = False,
 ) -> dict[str, Any]:
     base_settings = load_settings()
     require_healthy(Stack(base_settings))
@@ -128,19 +140,23 @@ def run(
         CDCFLOW_WRITER__FLUSH_MAX_AGE_S=str(flush_age_s),
         CDCFLOW_LOADER__INTERVAL_S=str(loader_s),
         CDCFLOW_TRANSFORM__WORK_DIR=str(work_dir(settings)),
+        CDCFLOW_TRANSFORM__SILVER_EVERY_S=str(silver_s),
+        CDCFLOW_TRANSFORM__INTERVAL_S=str(transform_s or 300),
+        CDCFLOW_LOADER__WITH_TRANSFORM=str(bool(transform_s and in_loader)).lower(),
     )
     logs = base / "logs"
     writer = ServiceChild("services.consumer", env, logs / "writer.log")
     loader = ServiceChild("services.loader", env, logs / "loader.log")
     transform = ServiceChild("services.transform", env, logs / "transform.log", ["--every", str(transform_s)])
-    children = [writer, loader, *([transform] if transform_s else [])]
+    children = [writer, loader, *([transform] if transform_s and not in_loader else [])]
+    runner = loader if in_loader else transform  # the process whose log holds the transform's lines
     result = WorkloadResult()
     try:
         for child in children:
             child.start()
         _wait("the writer to join its group", lambda: bool(writer.events("writer.assigned")), 120)
         if transform_s:  # the first run renders the project and builds everything: not a steady-state run
-            _wait("the first transform run", lambda: bool(transform.events("transform.run")), 300)
+            _wait("the first transform run", lambda: bool(runner.events("transform.run")), 300)
 
         def drive() -> None:
             result.operations = Workload(settings.postgres, seed=4242).run(rate, warmup_s + seconds).operations
@@ -155,12 +171,14 @@ def run(
         writer.stop()  # everything is flushed and committed: the lake holds every change
         _wait("the loader to load every file", lambda: _loaded_all(loader, drained_at), 300)
         loaded_at = time.time()
-        if transform_s:
+        if transform_s and silver_s:  # the steps after the last loads; rows no step covered are not timed
+            time.sleep(silver_s + 15)
+        elif transform_s:
             _wait(
                 "a transform run after the last load",
                 lambda: any(
                     _epoch(e) - float(e["seconds"]) > loaded_at and e["status"] == "success"
-                    for e in transform.events("transform.run")
+                    for e in runner.events("transform.run")
                 ),
                 transform_s + 600,
             )
@@ -170,7 +188,7 @@ def run(
     return _measure(
         settings,
         loader,
-        transform if transform_s else None,
+        runner if transform_s else None,
         window=(began + warmup_s, ended),
         config={
             "rate_ops_per_s": rate,
@@ -179,6 +197,8 @@ def run(
             "writer_flush_max_age_s": flush_age_s,
             "loader_interval_s": loader_s,
             "transform_every_s": transform_s or None,
+            "silver_every_s": silver_s or None,
+            "transform_in_loader": bool(transform_s and in_loader),
             "partitions": partitions,
             "workload_ops": sum(result.operations.values()),
         },
@@ -201,6 +221,16 @@ def _measure(
         for e in (transform.events("transform.run") if transform else [])
         if e["status"] == "success"
     )
+    # (start, end, tables): a full run covers every table (None), a silver step the tables it names
+    covers = sorted(
+        [(start, end, None) for start, end in runs]
+        + [
+            (_epoch(e) - float(e["seconds"]), _epoch(e), frozenset(e["tables"]))
+            for e in (transform.events("transform.silver_step") if transform else [])
+            if e["status"] == "success"
+        ],
+        key=lambda c: c[0],
+    )
     low_us, high_us = int(window[0] * 1e6), int(window[1] * 1e6)
     with duckdb.connect(str(settings.duckdb_path()), read_only=True) as conn:
         tables = [
@@ -211,7 +241,7 @@ def _measure(
             ).fetchall()
         ]
         rows = [
-            (int(ts), str(load_id))
+            (int(ts), str(load_id), table.replace("__", ".", 1))  # lending__customers: lending.customers
             for table in tables
             for ts, load_id in conn.execute(
                 f'select epoch_us(_source_ts), _load_id from bronze."{table}"'  # noqa: S608
@@ -221,14 +251,17 @@ def _measure(
         ]
     bronze: list[float] = []
     silver: list[float] = []
-    starts = [start for start, _ in runs]
-    for source_us, load_id in rows:
+    starts = [start for start, _, _ in covers]
+    for source_us, load_id, table in rows:
         committed = source_us / 1e6
         loaded = loads[load_id]
         bronze.append(loaded - committed)
-        index = int(np.searchsorted(starts, loaded))
-        if index < len(runs):
-            silver.append(runs[index][1] - committed)
+        ends = (
+            end for _, end, names in covers[int(np.searchsorted(starts, loaded)) :] if names is None or table in names
+        )
+        end = next(ends, None)
+        if end is not None:
+            silver.append(end - committed)
     target = config["writer_flush_max_age_s"] + config["loader_interval_s"] + _MARGIN_S
     measured = _percentiles(bronze)
     return {
@@ -240,6 +273,7 @@ def _measure(
         "silver_s": _percentiles(silver),
         "silver_rows_timed": len(silver),
         "transform_runs": len(runs),
+        "silver_steps": len(covers) - len(runs),
         "transform_run_s": _percentiles([end - start for start, end in runs]),
         "bronze_p95_target_s": target,
         "bronze_p95_met": bool(measured) and measured["p95"] <= target,
@@ -255,6 +289,10 @@ def main() -> None:
     parser.add_argument("--flush-max-age", type=float, default=2.0, help="CDCFLOW_WRITER__FLUSH_MAX_AGE_S")
     parser.add_argument("--loader-every", type=float, default=2.0, help="CDCFLOW_LOADER__INTERVAL_S")
     parser.add_argument("--transform-every", type=float, default=60.0, help="0: no transform (bronze only)")
+    parser.add_argument("--silver-every", type=float, default=0.0, help="CDCFLOW_TRANSFORM__SILVER_EVERY_S")
+    parser.add_argument(
+        "--transform-in-loader", action="store_true", help="the transform in the loader's process (one DuckDB owner)"
+    )
     args = parser.parse_args()
     report = run(
         rate=args.rate,
@@ -263,6 +301,8 @@ def main() -> None:
         flush_age_s=args.flush_max_age,
         loader_s=args.loader_every,
         transform_s=args.transform_every,
+        silver_s=args.silver_every,
+        in_loader=args.transform_in_loader,
     )
     print(json.dumps(report))
 
