@@ -31,15 +31,18 @@ from services.transform.dbt import BuildResult
 from services.transform.errors import SilverGenerationError
 from services.transform.project import materialize
 from services.transform.silver import model_name
+from services.warehouse.bronze import bronze_table
 from services.warehouse.errors import WarehouseBusyError
 
 __all__ = [
     "LAST_RUN_PATH",
     "Builder",
     "LastRun",
+    "Part",
     "RunReport",
     "StepReport",
     "Transformer",
+    "full_run_parts",
     "merge_builds",
     "read_last_run",
     "silver_models",
@@ -116,6 +119,22 @@ def silver_models(contracts: Sequence[TableContract], tables: Collection[str]) -
     wanted = set(tables)
     names = sorted(model_name(c) for c in contracts if c.full_name in wanted)
     return [model for name in names for model in (name, f"{name}_history")]
+
+
+Part = tuple[list[str], list[str], str | None]
+"""One invocation of a full run: dbt's select, exclude and indirect selection."""
+
+
+def full_run_parts(contracts: Sequence[TableContract]) -> list[Part]:
+    """A full run in parts that a silver step can run between: per table its two silver models and its bronze
+    source with the tests that read nothing else (dbt's ``cautious`` indirect selection, so no test waits for a
+    gold model not built yet), then gold with every test that reads gold. Together they are every node of the
+    project once (a unit test checks it with ``dbt ls``)."""
+    per_table: list[Part] = [
+        ([*silver_models(contracts, {c.full_name}), f"source:bronze.{bronze_table(c)}"], [], "cautious")
+        for c in sorted(contracts, key=model_name)
+    ]
+    return [*per_table, (["gold"], [], None)]
 
 
 def merge_builds(first: BuildResult, second: BuildResult) -> BuildResult:
@@ -273,18 +292,12 @@ class Transformer:
             log.info("transform.project", path=str(project.path), written=project.written, removed=project.removed)
         return contracts
 
-    def _parts(self, contracts: Sequence[TableContract]) -> list[tuple[list[str], list[str], str | None]]:
-        """The invocations of a full run as (select, exclude, indirect selection): one ``dbt build``, or with
-        silver steps one per table — its two silver models and the tests that read only silver — then the rest
-        (gold, and every test that reads gold), unless a selection was asked for. A silver step runs between
-        two parts, so silver waits for one part of a build, never all of it."""
+    def _parts(self, contracts: Sequence[TableContract]) -> list[Part]:
+        """The invocations of a full run: one ``dbt build``, or with silver steps :func:`full_run_parts`,
+        unless a selection was asked for."""
         if not self._silver_every_s or self._select or self._exclude or self._full_refresh:
             return [(self._select, self._exclude, None)]
-        tables = sorted(contracts, key=model_name)
-        return [
-            *[(silver_models(contracts, {c.full_name}), [], "cautious") for c in tables],
-            ([], ["silver"], None),
-        ]
+        return full_run_parts(contracts)
 
     def _run(self) -> RunReport:
         contracts = self._project()

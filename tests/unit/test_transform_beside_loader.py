@@ -3,6 +3,7 @@ dbt share the file instead of taking turns at its lock, and silver follows the t
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -16,6 +17,7 @@ from services.common.lake import LocalLake
 from services.common.settings import load_settings
 from services.common.signals import Shutdown
 from services.loader.wiring import run_loader
+from services.transform.app import full_run_parts
 from services.transform.dbt import project_fingerprint
 from services.transform.project import materialize
 from services.transform.wiring import dbt_for
@@ -108,3 +110,27 @@ def test_the_fingerprint_leaves_out_dbts_output(tmp_path: Path) -> None:
     assert project_fingerprint(tmp_path) == before
     (tmp_path / "models" / "b.sql").write_text("select 2")
     assert project_fingerprint(tmp_path) != before
+
+
+def test_the_parts_of_a_full_run_are_every_node_of_the_project_once(tmp_path: Path) -> None:
+    settings = load_settings(_env(tmp_path))
+    dbt = dbt_for(settings)
+    contracts = load_contracts(settings.transform.contracts_dir)
+    materialize(settings.transform.project_dir, dbt.project_dir, contracts)
+
+    def nodes(select: list[str], indirect: str | None) -> list[str]:
+        options = ["--output", "json", "--output-keys", "unique_id"]
+        options += [flag for kind in ("model", "test", "unit_test") for flag in ("--resource-type", kind)]
+        options += ["--select", *select] if select else []
+        options += ["--indirect-selection", indirect] if indirect else []
+        outcome = dbt.invoke(["ls"], *options)
+        assert outcome.success, outcome.exception
+        return [json.loads(line)["unique_id"] for line in outcome.result]
+
+    everything = nodes([], None)
+    parts = full_run_parts(contracts)
+    assert len(parts) == len(contracts) + 1
+    assert all(not exclude for _, exclude, _ in parts)
+    chosen = [node for select, _, indirect in parts for node in nodes(select, indirect)]
+    assert sorted(chosen) == sorted(everything)  # each node in exactly one part
+    assert any(n.startswith("test.cdcflow.silver_matches_bronze__customers") for n in everything)
