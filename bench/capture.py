@@ -190,20 +190,21 @@ class BenchSource:
 
     def wait_slot_active(self, timeout_s: float = 120.0) -> None:
         """Streaming has begun once the slot is active: changes from now on are captured."""
-        query = "select active from pg_replication_slots where slot_name = %s"
         with self.connect() as conn:
-            _wait(f"slot {self.prefix}", lambda: (conn.execute(query, (self.prefix,)).fetchone() or (False,))[0],
-                  timeout_s)  # fmt: skip
+            _wait(f"slot {self.prefix}", lambda: self._slot_active(conn), timeout_s)
+
+    def _slot_active(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+        """Whether the slot exists and a walsender (the connector's task) holds it."""
+        row = conn.execute("select active from pg_replication_slots where slot_name = %s", (self.prefix,)).fetchone()
+        return bool(row and row[0])
 
     def unregister(self) -> None:
         """Deletes the connector, then its slot (once released) and its publication."""
         if self.registered:
             self.worker.delete(self.prefix)
             self.registered = False
-        query = "select active from pg_replication_slots where slot_name = %s"
         with self.connect() as conn:
-            _wait(f"slot {self.prefix} released", lambda: not (conn.execute(query, (self.prefix,)).fetchone()
-                                                                 or (False,))[0], 60)  # fmt: skip
+            _wait(f"slot {self.prefix} released", lambda: not self._slot_active(conn), 60)
             conn.execute(
                 "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = %s",
                 (self.prefix,),

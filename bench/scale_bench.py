@@ -108,10 +108,8 @@ def _write_changes(source: BenchSource, plan: ChangePlan) -> None:
         for name in _table_names(plan.tables):
             generate_rows(conn, source.schema, name, plan.inserts)
             table = sql.Identifier(source.schema, name)
-            conn.execute(
-                sql.SQL("update {} set amount = amount + 1, reference = reference || '-u' where transaction_id <= %s")
-                .format(table), (plan.updates,),
-            )  # fmt: skip
+            update = "update {} set amount = amount + 1, reference = reference || '-u' where transaction_id <= %s"
+            conn.execute(sql.SQL(update).format(table), (plan.updates,))
             conn.execute(
                 sql.SQL("delete from {} where transaction_id > %s").format(table), (plan.inserts - plan.deletes,)
             )

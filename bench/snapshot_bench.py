@@ -117,8 +117,12 @@ def _caught_up(source: BenchSource, timeout_s: float = 300.0) -> None:
         row = conn.execute("select pg_current_wal_lsn()").fetchone()
         lsn = row[0] if row else None
         query = "select count(*) from pg_stat_replication where sent_lsn < %s::pg_lsn"
-        _wait("the stack's connector to read the fill", lambda: (conn.execute(query, (lsn,)).fetchone() or (1,))[0]
-              == 0, timeout_s)  # fmt: skip
+
+        def read() -> bool:
+            behind = conn.execute(query, (lsn,)).fetchone()
+            return behind is not None and behind[0] == 0
+
+        _wait("the stack's connector to read the fill", read, timeout_s)
 
 
 def _contracts(settings: Settings, source: BenchSource, folder: Path) -> TableContract:
@@ -178,8 +182,9 @@ def run(settings: Settings, rows: int, base: Path) -> dict[str, Any]:
             writer_began = cpu_seconds(writer.pid or 0)
             loader.start()
             start = time.time()
-            source.register(partitions=settings.kafka.topic_partitions, snapshot_mode="initial",
-                            notification_topic=notes)  # fmt: skip
+            source.register(
+                partitions=settings.kafka.topic_partitions, snapshot_mode="initial", notification_topic=notes
+            )
             marks = {"debezium": _wait("the snapshot in Kafka", lambda: total_records(settings.kafka, [topic]) >= rows)}
             ends = {(topic, p): high for p, (_, high) in topic_watermarks(settings.kafka, topic).items() if high > 0}
             marks["writer"] = _wait("the writer's commits", lambda: committed_all(settings.kafka, group, ends))
