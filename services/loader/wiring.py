@@ -74,6 +74,15 @@ def run_loader(
             on_loaded=changes.add if changes is not None else None,
         )
         stack.callback(loader.release_lease)
+        if loader_settings.health_port and not once:
+            health = HealthServer(
+                loader_settings.health_host,
+                loader_settings.health_port,
+                registry,
+                live=heartbeat.alive_within(stalled_after_s(settings)),
+                ready=lambda: True,
+            )
+            stack.enter_context(health)
         if changes is not None:
             if settings.warehouse.backend == "duckdb":
                 stack.enter_context(_database_held_open(settings.duckdb_path()))
@@ -94,15 +103,6 @@ def run_loader(
             beside.start()
             stack.callback(beside.join)  # before the warehouse and the lake close
             return max(loader.run(once=False), beside.join())
-        if loader_settings.health_port and not once:
-            health = HealthServer(
-                loader_settings.health_host,
-                loader_settings.health_port,
-                registry,
-                live=heartbeat.alive_within(stalled_after_s(settings)),
-                ready=lambda: True,
-            )
-            stack.enter_context(health)
         return loader.run(once=once)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -50,8 +52,15 @@ def _count(path: Path, sql: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def test_loads_and_silver_steps_share_the_file_in_one_process(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    port = _free_port()
+    env = _env(tmp_path) | {"CDCFLOW_LOADER__HEALTH_PORT": str(port)}
     settings = load_settings(env)
     warehouse = tmp_path / "warehouse.duckdb"
     files = LakeFiles(LocalLake(tmp_path / "lake"), lending_contract("transactions"))
@@ -65,6 +74,8 @@ def test_loads_and_silver_steps_share_the_file_in_one_process(tmp_path: Path) ->
             while not [e for e in logs if e["event"] == "transform.run"]:
                 assert loader.is_alive(), f"the loader stopped: {[e for e in logs if e['log_level'] == 'error']}"
                 time.sleep(0.2)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as served:
+                assert "cdcflow_loader_" in served.read().decode()  # the loader's endpoint serves beside it
             for start in range(10, 60, 10):  # after it: only silver steps can bring these to silver
                 files.write(range(start, start + 10))
                 time.sleep(0.5)
