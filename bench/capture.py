@@ -10,11 +10,7 @@ publication, topics, schema) is removed on the way out.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +21,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from bench.events import committed_all, cpu_seconds, delete_topics
+from bench.events import committed_all, cpu_seconds, delete_topics, started_writer
 from services.common.contracts import write_contract
 from services.common.contracts.catalog import contracts_from_catalog
 from services.common.kafka import admin_client, topic_watermarks
@@ -33,7 +29,6 @@ from services.common.replay import replay_topic
 from services.common.settings import KafkaSettings, Settings
 from services.consumer.dlq import dlq_topic
 from services.stack.connect import ConnectWorker, load_connector
-from services.stack.processes import die_with_parent
 
 __all__ = [
     "TEMPLATE_TABLE",
@@ -272,50 +267,29 @@ def run_writer(
     lake = folder / "lake"
     lake.mkdir(parents=True, exist_ok=True)
     child_env = {
-        **os.environ,
         "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
         "CDCFLOW_KAFKA__PRIMARY_PREFIX": "",
         "CDCFLOW_WRITER__GROUP_ID": group,
         "CDCFLOW_WRITER__CONTRACTS_DIR": str(contracts),
         "CDCFLOW_LAKE__ROOT": str(lake),
-        "CDCFLOW_WRITER__FLUSH_MAX_ROWS": "100000",
-        "CDCFLOW_WRITER__POLL_BATCH": "20000",
-        "CDCFLOW_WRITER__FLUSH_MAX_AGE_S": "5",
-        "CDCFLOW_WRITER__HEALTH_PORT": "0",
-        "CDCFLOW_WRITER__SCHEMA_EVOLUTION": "dlq",
         "CDCFLOW_WRITER__STATE_DIR": str(folder / "writer-state"),
-        "CDCFLOW_LOG__LEVEL": "INFO",
-        "CDCFLOW_LOG__FORMAT": "json",
         **(env or {}),
     }
     log = folder / "writer.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.consumer"],
-            env=child_env,
-            stdout=out,
-            stderr=out,
-            preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 — an interrupted benchmark leaves no writer
-        )
     try:
-        while b'"writer.started"' not in log.read_bytes():
-            if proc.poll() is not None:
-                raise SystemExit(f"the writer exited: {log.read_text()[-2000:]}")
-            time.sleep(0.01)
-        began, began_at = cpu_seconds(proc.pid), time.monotonic()
-        at_start = kib_field(_status(proc.pid), "VmRSS")
-        if on_started is not None:
-            on_started()
-        while not (ends and committed_all(settings.kafka, group, ends)):
-            if proc.poll() is not None:
-                raise SystemExit(f"the writer exited: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
-        cpu, wall = cpu_seconds(proc.pid) - began, time.monotonic() - began_at
-        peak = kib_field(_status(proc.pid), "VmHWM")
-        return WriterRun(cpu, wall, at_start / 1024, peak / 1024, sum(1 for _ in lake.rglob("*.parquet")))
+        with started_writer(child_env, log) as proc:
+            began, began_at = cpu_seconds(proc.pid), time.monotonic()
+            at_start = kib_field(_status(proc.pid), "VmRSS")
+            if on_started is not None:
+                on_started()
+            while not (ends and committed_all(settings.kafka, group, ends)):
+                if proc.poll() is not None:
+                    raise SystemExit(f"the writer exited: {log.read_text()[-2000:]}")
+                time.sleep(0.2)
+            cpu, wall = cpu_seconds(proc.pid) - began, time.monotonic() - began_at
+            peak = kib_field(_status(proc.pid), "VmHWM")
+            return WriterRun(cpu, wall, at_start / 1024, peak / 1024, sum(1 for _ in lake.rglob("*.parquet")))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
         drop_group(settings.kafka, group)
 
 

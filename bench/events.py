@@ -8,9 +8,13 @@ sample is read once the connector has brought them to Kafka.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from services.common.kafka import (
@@ -23,6 +27,7 @@ from services.common.kafka import (
     topic_watermarks,
 )
 from services.common.settings import KafkaSettings, Settings
+from services.stack.processes import die_with_parent
 from services.stack.workload import Workload
 
 __all__ = [
@@ -42,6 +47,41 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 _WORKLOAD_RATE = 500.0
 _WORKLOAD_SECONDS = 5.0
 _WORKLOAD_ROUNDS = 6
+
+
+WRITER_BENCH_SETTINGS = {
+    "CDCFLOW_WRITER__FLUSH_MAX_ROWS": "100000",
+    "CDCFLOW_WRITER__POLL_BATCH": "20000",
+    "CDCFLOW_WRITER__FLUSH_MAX_AGE_S": "5",
+    "CDCFLOW_WRITER__HEALTH_PORT": "0",
+    "CDCFLOW_WRITER__SCHEMA_EVOLUTION": "dlq",
+    "CDCFLOW_LOG__LEVEL": "INFO",
+    "CDCFLOW_LOG__FORMAT": "json",
+}
+"""The lake writer as the benchmarks run it: flushes of 100,000 rows, polls of 20,000, no endpoint."""
+
+
+@contextmanager
+def started_writer(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m services.consumer`` with this environment, :data:`WRITER_BENCH_SETTINGS` and ``env``, its
+    output in ``log``; yielded once it logged ``writer.started``, stopped with SIGTERM after."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.consumer"],
+            env={**os.environ, **WRITER_BENCH_SETTINGS, **env},
+            stdout=out,
+            stderr=out,
+            preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 — an interrupted benchmark leaves no writer
+        )
+    try:
+        while b'"writer.started"' not in log.read_bytes():
+            if proc.poll() is not None:
+                raise SystemExit(f"the writer exited: {log.read_text()[-2000:]}")
+            time.sleep(0.01)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,10 +43,10 @@ from bench.events import (
     end_offsets,
     produce_events,
     sample_events,
+    started_writer,
 )
 from services.common.kafka import consumer
 from services.common.settings import KafkaSettings, Settings, load_settings
-from services.stack.processes import die_with_parent
 
 
 def run_writer(
@@ -60,40 +58,16 @@ def run_writer(
     lake = lake / path
     lake.mkdir()
     env = {
-        **os.environ,
         "CDCFLOW_WRITER__CONSUMER": path,
         "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
         "CDCFLOW_WRITER__GROUP_ID": group,
         "CDCFLOW_LAKE__ROOT": str(lake),
-        "CDCFLOW_WRITER__FLUSH_MAX_ROWS": "100000",
-        "CDCFLOW_WRITER__POLL_BATCH": "20000",
-        "CDCFLOW_WRITER__FLUSH_MAX_AGE_S": "5",
-        "CDCFLOW_WRITER__HEALTH_PORT": "0",
-        "CDCFLOW_WRITER__SCHEMA_EVOLUTION": "dlq",
-        "CDCFLOW_LOG__LEVEL": "INFO",
-        "CDCFLOW_LOG__FORMAT": "json",
     }
-    log = lake / "writer.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.consumer"],
-            env=env,
-            stdout=out,
-            stderr=out,
-            preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 — an interrupted benchmark leaves no writer
-        )
-    try:
-        while b'"writer.started"' not in log.read_bytes():
-            if proc.poll() is not None:
-                raise SystemExit(f"the writer exited: {log.read_text()[-2000:]}")
-            time.sleep(0.01)
+    with started_writer(env, lake / "writer.log") as proc:
         began = cpu_seconds(proc.pid)
         while not committed_all(settings.kafka, group, ends):
             time.sleep(0.2)
         return cpu_seconds(proc.pid) - began
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
 
 
 def _naive(kafka: KafkaSettings, topic: str, total: int, out_dir: Path) -> None:
