@@ -1,6 +1,10 @@
-"""Bronze on DuckDB (services/warehouse/duckdb/): the column types as DuckDB reports them."""
+"""Bronze on DuckDB (services/warehouse/duckdb/): the column types as DuckDB reports them, and catalog changes
+from two threads of one process (the transform beside the loader)."""
 
 from __future__ import annotations
+
+import threading
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -8,7 +12,8 @@ import pytest
 
 from services.common.contracts import Column
 from services.common.contracts.arrow import arrow_type
-from services.warehouse.duckdb import duckdb_type
+from services.warehouse.duckdb import DuckDBWarehouse, duckdb_type
+from tests.fixtures.lakefiles import lending_contract
 
 
 @pytest.mark.parametrize(
@@ -27,3 +32,31 @@ def test_every_bronze_type_is_spelled_as_duckdb_reports_it(semantic: str) -> Non
                 "select data_type from information_schema.columns where table_name = 't'"
             ).fetchone()  # type: ignore[misc]
         assert reported == spelled
+
+
+def test_two_threads_creating_the_same_bronze_tables_at_once_both_succeed(tmp_path: Path) -> None:
+    """The loader and the transform beside it share one instance and may both create a bronze table first;
+    without the instance's catalog lock one of them fails with a write-write conflict or "already exists"."""
+    contracts = [lending_contract(t) for t in ("customers", "facilities", "transactions")]
+    failures: list[BaseException] = []
+    for round_ in range(15):
+        path = tmp_path / f"w{round_}.duckdb"
+        warehouse = DuckDBWarehouse(path)
+        start = threading.Barrier(2)
+
+        def create(warehouse: DuckDBWarehouse = warehouse, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                for contract in contracts:
+                    warehouse.ensure_bronze(contract)
+                warehouse.drop_stale_staging()
+            except Exception as exc:
+                failures.append(exc)
+
+        with duckdb.connect(str(path)):  # held open, as beside the loader: both threads share the instance
+            threads = [threading.Thread(target=create) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    assert failures == []

@@ -3,11 +3,15 @@
 DuckDB has no partitions; the dedup is bounded by a primary key on the Kafka coordinates instead (an ART
 index: each staged row costs one index probe, whatever bronze's size), with ``INSERT OR IGNORE``.
 The file is opened per call and closed after, so dbt and ``cdcflow verify`` can open it in between.
+Catalog changes (the schemas, a bronze table and its columns) are made under a lock of the instance: the
+transform beside the loader shares it, and two connections of one process that create the same entry at once
+fail (a write-write conflict, or "already exists" after a check that both passed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +55,7 @@ _MANIFEST_DDL = (
 class DuckDBWarehouse:
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._catalog = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
 
     @contextlib.contextmanager
@@ -60,8 +65,9 @@ class DuckDBWarehouse:
         except duckdb.IOException as exc:  # another process holds the file's write lock
             raise WarehouseBusyError(f"{self._path} is in use: {exc}", whole_warehouse=True) from None
         try:
-            conn.execute(f"create schema if not exists bronze; create schema if not exists {_STAGING}")
-            conn.execute(_MANIFEST_DDL)
+            with self._catalog:
+                conn.execute(f"create schema if not exists bronze; create schema if not exists {_STAGING}")
+                conn.execute(_MANIFEST_DDL)
             yield conn
         except duckdb.TransactionException as exc:
             # another connection of this process (the transform beside the loader) changed the same catalog
@@ -73,7 +79,7 @@ class DuckDBWarehouse:
     def ensure_bronze(self, contract: TableContract) -> BronzeChange:
         name = bronze_table(contract)
         wanted = {f.name: duckdb_type(f.type) for f in bronze_schema(contract)}
-        with self._connect() as conn:
+        with self._connect() as conn, self._catalog:
             existing = dict(
                 conn.execute(
                     "select column_name, data_type from information_schema.columns"
@@ -157,7 +163,7 @@ class DuckDBWarehouse:
         return value if isinstance(value, datetime) else None
 
     def drop_stale_staging(self) -> Sequence[str]:
-        with self._connect() as conn:
+        with self._connect() as conn, self._catalog:
             names = [
                 str(r[0])
                 for r in conn.execute(
