@@ -15,7 +15,7 @@ from services.stack.errors import ComponentFailedError
 from services.stack.jvm import java_argv
 from services.stack.processes import ManagedProcess, ensure_port_free, wait_for
 
-__all__ = ["KafkaBroker"]
+__all__ = ["KafkaBroker", "new_cluster_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +79,6 @@ class KafkaBroker:
         """Format the KRaft log folder once; a formatted folder carries meta.properties."""
         if (self.home / "data" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         argv = java_argv(
             self.stack.connect_dir,
             "256m",
@@ -87,10 +86,19 @@ class KafkaBroker:
             "format",
             "--standalone",
             "-t",
-            cluster_id,
+            new_cluster_id(),
             "-c",
             str(self.config_file),
         )
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise ComponentFailedError(f"formatting Kafka storage failed: {done.stdout}\n{done.stderr}")
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes in URL-safe base64 that never starts with "-", which the storage
+    tool's argument parser would read as an option (Kafka's own ``Uuid.randomUuid`` draws again too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
