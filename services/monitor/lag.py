@@ -6,13 +6,13 @@ Seconds: the age of the oldest record the group has not committed, 0 only when e
 A record's age comes from when the partition's high watermark passed its offset. Every poll samples each
 partition's watermark into a :class:`WatermarkHistory`; the write time of any offset inside the history is
 interpolated between the last sighting at or below it and the first sighting above it, as kafka-lag-exporter
-does. An offset older than the history (the monitor just started) is dated by reading that record's timestamp
-once, and so is the oldest uncommitted offset of a group that has not moved for a few polls: a read-committed
-read also tells when all that follows it are transaction markers or aborted records, which no consumer can
-read or commit past (after a transactional producer, such as ``cdcflow dlq replay``), so nothing is
-uncommitted and the lag is 0 s, however many offsets they take. Nothing here depends on the group's members
-being alive: a dead writer's committed offset stays put, the records after it keep ageing, and so does its
-lag.
+does: an estimate within one poll of the truth, either way. An offset older than the history (the monitor just
+started) is dated by reading that record's timestamp once, and so is the oldest uncommitted offset of a group
+that has not moved for a few polls: a read-committed read also tells when all that follows it are transaction
+markers or aborted records, which no consumer can read or commit past (after a transactional producer, such as
+``cdcflow dlq replay``), so nothing is uncommitted and the lag is 0 s, however many offsets they take. Nothing
+here depends on the group's members being alive: a dead writer's committed offset stays put, the records after
+it keep ageing, and so does its lag.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from services.common.kafka.offsets import FirstRecord, OffsetsReader, Watermarks
 from services.common.logging import get_logger
 from services.common.metrics import MonitorMetrics
 
-__all__ = ["LagProbe", "PartitionLag", "Sample", "WatermarkHistory", "partition_lag"]
+__all__ = ["STUCK_POLLS", "LagProbe", "PartitionLag", "Sample", "WatermarkHistory", "partition_lag"]
 
 log = get_logger(__name__)
 
@@ -35,7 +35,7 @@ GroupTP = tuple[str, TP]
 
 # A committed offset unchanged for this many polls is looked at directly: the consumer is stopped, or what it
 # has not committed are only transaction markers or aborted records, which it can never read or commit past.
-_STUCK_POLLS = 3
+STUCK_POLLS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +204,7 @@ class LagProbe:
             return 0.0
         history = self._histories.get(key[1])
         interpolated = history.written_at(oldest) if history else None
-        if interpolated is not None and polls < _STUCK_POLLS:
+        if interpolated is not None and polls < STUCK_POLLS:
             return max(0.0, now - interpolated)
         first = self._first_record(key, oldest, end)
         if first is not None and first.offset is None:

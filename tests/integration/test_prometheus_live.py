@@ -32,6 +32,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.kafka import producer
+from services.monitor.lag import STUCK_POLLS
 from services.stack.children import ServiceChild, service_env
 from tests.fixtures.monitoring import (
     RULES_DIR,
@@ -63,16 +64,35 @@ class Pipeline:
 
     def monitor_lag_seconds(self) -> float:
         """The largest lag in seconds of the group, read straight from cdcflow monitor's /metrics."""
+        return max(self.monitor_lag_by_partition().values())
+
+    def monitor_lag_by_partition(self) -> dict[tuple[str, str], float]:
+        """The group's lag in seconds per topic and partition, from cdcflow monitor's /metrics."""
         text = httpx.get(f"http://127.0.0.1:{self.ports['monitor']}/metrics", timeout=5).text
-        values = [
-            sample.value
+        values = {
+            (sample.labels["topic"], sample.labels["partition"]): sample.value
             for family in text_string_to_metric_families(text)
             if family.name == "cdcflow_consumer_lag_seconds"
             for sample in family.samples
             if sample.labels.get("group") == self.group
-        ]
+        }
         assert values, f"cdcflow monitor reports no lag for {self.group}"
-        return max(values)
+        return values
+
+    def wait_for_monitor_polls(self, polls: int) -> None:
+        """Until the monitor has polled ``polls`` more times: each poll dates a partition's lag from a new
+        "now", so one partition's series takes a new value per poll (a slow poll on a busy host takes longer
+        than its interval)."""
+        series = max(self.monitor_lag_by_partition().items(), key=lambda kv: kv[1])[0]
+        seen = [self.monitor_lag_by_partition()[series]]
+
+        def polled() -> bool:
+            value = self.monitor_lag_by_partition().get(series)
+            if value is not None and value != seen[-1]:
+                seen.append(value)
+            return len(seen) > polls
+
+        poll(f"{polls} polls of the monitor", polled, timeout_s=120, interval_s=0.1)
 
 
 def _rules_for_the_test() -> dict[str, Any]:
@@ -196,6 +216,10 @@ def _stopped_writer_keeps_lag_growing_and_alerts(
     before = len(webhook.notifications)
     writer = pipeline.children["writer"]
     assert writer.stop(grace_s=60) == 0
+    # while the group moves, a record's age is interpolated between two sightings of the watermark and may
+    # exceed its true age by up to one poll; once the committed offsets have stayed put for STUCK_POLLS polls,
+    # the monitor reads the records' own timestamps, and from then on the lag must only grow
+    pipeline.wait_for_monitor_polls(STUCK_POLLS + 2)  # + the poll that saw the last commit, + one partial poll
     samples = []
     for _ in range(6):
         time.sleep(2)
