@@ -82,6 +82,9 @@ class Loader:
         self._metrics = metrics
         self._shutdown = shutdown
         self._last_load: dict[str, float] = {}
+        # per table, the listed files (path, version) known to be in bronze: the manifest is asked only about
+        # the others, so a cycle costs what changed, not every captured table's manifest lookup
+        self._loaded: dict[str, set[tuple[str, str]]] = {}
         self.heartbeat = heartbeat or Heartbeat()
         self._lease = lease
         self._before_commit = before_commit
@@ -201,6 +204,8 @@ class Loader:
                 key = slot.qualified_table if prefix == self._prefixes[0] else f"{prefix}/{slot.qualified_table}"
                 by_table[key].append(file)
         pending: dict[str, list[LakeFile]] = {}
+        known = self._loaded
+        self._loaded = {}  # only tables with files in place: what was archived or set aside is forgotten
         for table, files in by_table.items():
             if not self._mine(table):
                 continue
@@ -209,10 +214,9 @@ class Loader:
             except (UnknownTableError, TypeError):
                 log.warning("loader.no_contract", table=table, files=len(files))
                 continue
-            # only the listed files' manifest rows: with archiving on, the cost follows the files still in
-            # place, not every file ever loaded
-            listed = [f.path for f in files]
-            loaded = {(f.path, f.version) for f in self._warehouse.loaded_files(contract, listed)}
+            loaded = self._loaded[contract.full_name] = self._known_loaded(
+                contract, files, known.get(contract.full_name, set())
+            )
             new = [f for f in files if (f.path, f.version) not in loaded]
             self._archive([f for f in files if (f.path, f.version) in loaded])  # an earlier archive that failed
             self._metrics.pending_files.labels(table).set(len(new))
@@ -220,6 +224,19 @@ class Loader:
             if new:
                 pending[table] = new
         return pending
+
+    def _known_loaded(
+        self, contract: TableContract, files: list[LakeFile], known: set[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        """The listed ``files`` (path, version) that bronze holds: ``known`` ones (a file once in the manifest stays
+        there), and for the others the manifest's answer — only the listed files' rows, so with archiving on the
+        cost follows the files still in place, not every file ever loaded; with nothing new, no lookup at all."""
+        listed = {(f.path, f.version) for f in files}
+        loaded = known & listed
+        unknown = [f.path for f in files if (f.path, f.version) not in loaded]
+        if unknown:
+            loaded |= {(f.path, f.version) for f in self._warehouse.loaded_files(contract, unknown)} & listed
+        return loaded
 
     # --- loading --------------------------------------------------------------------------------
 
@@ -287,6 +304,7 @@ class Loader:
             self._metrics.files_loaded.labels(table).inc(result.files)
             self._metrics.rows_loaded.labels(table).inc(result.rows_inserted)
             self._metrics.last_success.labels(table).set(time.time())
+            self._loaded.setdefault(table, set()).update((f.path, f.version) for f in batch.files)
             report.files += result.files
             report.rows_inserted += result.rows_inserted
             report.duplicates_skipped += result.duplicates_skipped

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.common.contracts.store import publish_contract
+from services.common.contracts import TableContract
+from services.common.contracts.store import publish_contract, write_contract
 from services.common.health import Heartbeat
 from services.common.lake import LakeFile, LakeTransientError, LocalLake
 from services.common.metrics import LoaderMetrics
@@ -24,6 +25,7 @@ from services.common.settings import LoaderSettings, Settings
 from services.common.signals import Shutdown
 from services.loader.app import Loader
 from services.loader.wiring import stalled_after_s
+from services.warehouse.base import LoadedFile
 from services.warehouse.bronze import COORDINATES, bronze_schema
 from services.warehouse.duckdb import DuckDBWarehouse, duckdb_type
 from tests.fixtures.lakefiles import LakeFiles, lending_contract
@@ -475,3 +477,45 @@ def test_the_transform_beside_the_loader_hears_of_tables_that_gained_rows(lake: 
     report = loader.cycle()
     assert (report.files, report.rows_inserted) == (1, 0)
     assert heard == ["lending.transactions"]
+
+
+class _CountingWarehouse(DuckDBWarehouse):
+    """Counts the manifest lookups, by table."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.lookups: list[str] = []
+
+    def loaded_files(self, contract: TableContract, paths: Collection[str] | None = None) -> set[LoadedFile]:
+        self.lookups.append(contract.full_name)
+        return super().loaded_files(contract, paths)
+
+
+def test_a_cycle_looks_up_only_the_tables_with_new_files(lake: LocalLake, tmp_path: Path) -> None:
+    contracts = [replace(lending_contract("transactions"), table=f"clone_{i}") for i in range(4)]
+    for contract in contracts:
+        write_contract(tmp_path / "contracts", contract)
+        LakeFiles(lake, contract).write(range(0, 10))
+    warehouse = _CountingWarehouse(tmp_path / "wh.duckdb")
+    loader = Loader(
+        LoaderSettings(contracts_dir=tmp_path / "contracts"),
+        topic_prefix="cdcflow",
+        lake=lake,
+        warehouse=warehouse,
+        metrics=LoaderMetrics(CollectorRegistry()),
+        shutdown=Shutdown(),
+    )
+    assert loader.cycle().files == 4
+    warehouse.lookups.clear()
+    assert loader.cycle().files == 0  # nothing new: no table's manifest is read
+    assert warehouse.lookups == []
+    LakeFiles(lake, contracts[2]).write(range(10, 15))
+    report = loader.cycle()
+    assert (report.files, report.rows_inserted) == (1, 5)
+    assert warehouse.lookups == ["lending.clone_2"]
+    warehouse.lookups.clear()
+    LakeFiles(lake, contracts[1]).write(range(5, 15))  # overlaps what bronze holds: looked up, loaded once
+    report = _loader(lake, tmp_path, contracts_dir=tmp_path / "contracts").cycle()  # a new process asks again
+    assert (report.files, report.rows_inserted, report.duplicates_skipped) == (1, 5, 5)
+    assert loader.cycle().files == 0  # the other loader loaded it: the manifest says so
+    assert warehouse.lookups == ["lending.clone_1"]
