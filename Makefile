@@ -22,7 +22,7 @@ FUZZ_SECONDS ?= 600
 # Go (the compose checker, terraform) is where its official archive and `go install` put it.
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher bench-scale bench-snapshot bench-lake
+.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher bench-scale bench-snapshot bench-lake bench-tables
 
 install: prereqs $(STAMP)
 
@@ -197,6 +197,12 @@ bench-loader: install
 # lake (BENCHMARKS.md). LAKE_BENCH_ARGS="--files 10000 --state-dir /var/tmp/lake-bench" for a shorter run.
 bench-lake: install
 	$(BIN)/python -m bench.lake_scale_bench $(LAKE_BENCH_ARGS)
+
+# 50 captured tables with a trickle of changes beside 5: the loader's cycle with nothing new and with 1, 5 and 50
+# tables changed, a full dbt build beside silver steps of the changed tables, lake files per table-hour
+# (BENCHMARKS.md). No servers: a local lake and a DuckDB file in a temporary folder.
+bench-tables: install
+	$(BIN)/python -m bench.many_tables_bench $(TABLES_BENCH_ARGS)
 
 # An incremental silver run after a 1% change beside a full refresh of the same data (BENCHMARKS.md).
 bench-transform: install
