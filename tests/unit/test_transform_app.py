@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
@@ -18,7 +20,7 @@ from services.common.settings import LakeSettings, load_settings, repo_root
 from services.common.signals import Shutdown
 from services.transform.app import LAST_RUN_PATH, Transformer, read_last_run, silver_models, write_last_run
 from services.transform.changes import ChangedTables
-from services.transform.dbt import BuildResult, NodeResult
+from services.transform.dbt import BuildResult, Dbt, NodeResult
 from services.transform.wiring import dbt_for
 from services.warehouse.errors import WarehouseBusyError
 from tests.fixtures.lakefiles import lending_contract
@@ -406,3 +408,27 @@ def test_silver_models_name_both_models_of_each_table_by_its_silver_name() -> No
         "transactions_history",
     ]
     assert silver_models(contracts, set()) == []
+
+
+class _RecordingDbt(Dbt):
+    """Records each invocation's arguments instead of running dbt."""
+
+    invoked: list[list[str]]
+
+    def manifest(self) -> Any:
+        return object()
+
+    def invoke(self, command: Sequence[str], *options: str, manifest: Any = None) -> Any:
+        self.invoked.append([*command, *options])
+        return SimpleNamespace(exception=None, result=SimpleNamespace(results=[]), success=True)
+
+
+def test_a_silver_step_writes_no_artifacts_of_the_whole_project(tmp_path: Path) -> None:
+    dbt = _RecordingDbt(tmp_path / "project", "duckdb", tmp_path / "target", tmp_path / "logs")
+    dbt.invoked = []
+    assert dbt.build(select=["customers", "customers_history"], models_only=True).success
+    assert dbt.build().success
+    step, full = dbt.invoked
+    assert step[:4] == ["run", "--select", "customers", "customers_history"]
+    assert "--no-write-json" in step
+    assert full == ["build"]  # a full run's manifest and run results stay in target/
