@@ -245,6 +245,11 @@ class Loader:
         since = time.monotonic() - self._last_load.get(table, float("-inf"))
         if since < self._settings.min_table_interval_s:
             return
+        with self._warehouse.session():  # one open of the warehouse per table loaded, not one per call
+            self._load_files(contract, files, report)
+
+    def _load_files(self, contract: TableContract, files: list[LakeFile], report: CycleReport) -> None:
+        table = contract.full_name
         try:
             change = self._warehouse.ensure_bronze(contract)
         except BronzeSchemaError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -41,6 +42,12 @@ class Warehouse(Protocol):
     records the files in the manifest — the insert and the manifest in one transaction — then drops the
     staging table. Running it again for the same batch changes nothing.
     """
+
+    def session(self) -> AbstractContextManager[None]:
+        """Keep open what the calls inside would each open: DuckDB opens its file once for them instead of once
+        per call (an open reads the whole catalog, so it costs more with every bronze table), and another
+        process waits for the file until the block ends. Raises WarehouseBusyError when the file is held."""
+        ...
 
     def ensure_bronze(self, contract: TableContract) -> BronzeChange:
         """Create the bronze table, or add the contract's new columns and widen the columns whose type widened

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -19,15 +21,16 @@ from prometheus_client import CollectorRegistry
 from services.common.contracts import TableContract
 from services.common.contracts.store import publish_contract, write_contract
 from services.common.health import Heartbeat
-from services.common.lake import LakeFile, LakeTransientError, LocalLake
+from services.common.lake import Lake, LakeFile, LakeTransientError, LocalLake
 from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings, Settings
 from services.common.signals import Shutdown
 from services.loader.app import Loader
 from services.loader.wiring import stalled_after_s
-from services.warehouse.base import LoadedFile
-from services.warehouse.bronze import COORDINATES, bronze_schema
+from services.warehouse.base import LoadedFile, LoadResult
+from services.warehouse.bronze import COORDINATES, BronzeChange, LoadBatch, bronze_schema
 from services.warehouse.duckdb import DuckDBWarehouse, duckdb_type
+from services.warehouse.errors import WarehouseBusyError
 from tests.fixtures.lakefiles import LakeFiles, lending_contract
 
 
@@ -519,3 +522,80 @@ def test_a_cycle_looks_up_only_the_tables_with_new_files(lake: LocalLake, tmp_pa
     assert (report.files, report.rows_inserted, report.duplicates_skipped) == (1, 5, 5)
     assert loader.cycle().files == 0  # the other loader loaded it: the manifest says so
     assert warehouse.lookups == ["lending.clone_1"]
+
+
+class _SessionWarehouse(DuckDBWarehouse):
+    """Records which calls ran inside a session, and how many sessions there were."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.sessions = 0
+        self.inside = False
+        self.calls: list[tuple[str, bool]] = []
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        with super().session():
+            self.sessions += 1
+            self.inside = True
+            try:
+                yield
+            finally:
+                self.inside = False
+
+    def ensure_bronze(self, contract: TableContract) -> BronzeChange:
+        self.calls.append(("ensure_bronze", self.inside))
+        return super().ensure_bronze(contract)
+
+    def load(self, batch: LoadBatch, lake: Lake, *, before_commit: Callable[[], None] | None = None) -> LoadResult:
+        self.calls.append(("load", self.inside))
+        return super().load(batch, lake, before_commit=before_commit)
+
+    def max_source_ts(self, contract: TableContract) -> datetime | None:
+        self.calls.append(("max_source_ts", self.inside))
+        return super().max_source_ts(contract)
+
+
+def test_a_tables_load_opens_the_warehouse_once(lake: LocalLake, tmp_path: Path) -> None:
+    files = LakeFiles(lake, lending_contract("transactions"))
+    for start in range(0, 30, 10):
+        files.write(range(start, start + 10))
+    LakeFiles(lake, lending_contract("transactions"), partition=1).write(range(0, 10))
+    warehouse = _SessionWarehouse(tmp_path / "wh.duckdb")
+    loader = Loader(
+        LoaderSettings(max_batch_files=2),
+        topic_prefix="cdcflow",
+        lake=lake,
+        warehouse=warehouse,
+        metrics=LoaderMetrics(CollectorRegistry()),
+        shutdown=Shutdown(),
+    )
+    assert loader.cycle().rows_inserted == 40
+    assert warehouse.sessions == 1
+    assert warehouse.calls == [("ensure_bronze", True), ("load", True), ("load", True), ("max_source_ts", True)]
+    assert loader.cycle().files == 0
+    assert warehouse.sessions == 1  # nothing new: the warehouse is not opened at all
+
+
+def test_a_session_on_a_file_another_process_holds_is_busy(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print(flush=True); input()",
+            str(tmp_path / "wh.duckdb"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        holder.stdout.readline()  # the file is open (and locked) now
+        with pytest.raises(WarehouseBusyError) as raised, warehouse.session():
+            pass
+        assert raised.value.whole_warehouse
+    finally:
+        holder.communicate(b"\n", timeout=30)
+    with warehouse.session():  # released: the next session opens it
+        assert warehouse.max_source_ts(lending_contract("transactions")) is None

@@ -19,7 +19,7 @@ the loader's: :mod:`services.warehouse.bigquery.errors`.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -265,6 +265,9 @@ class BigQueryWarehouse:
             with self._translated(f"dropping staging table {staging}"):
                 self._client.delete_table(self._ref(self._staging, staging), not_found_ok=True, retry=self._retry)
         return LoadResult(load_id, len(batch.files), count, int(inserted[0][0]) if inserted else 0)
+
+    def session(self) -> AbstractContextManager[None]:
+        return nullcontext()  # every call is a request of its own: nothing to keep open
 
     def max_source_ts(self, contract: TableContract) -> datetime | None:
         name = bronze_table(contract)

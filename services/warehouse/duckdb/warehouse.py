@@ -59,11 +59,23 @@ class DuckDBWarehouse:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     @contextlib.contextmanager
-    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def session(self) -> Iterator[None]:
+        # a connection open meanwhile keeps the database instance: the calls' own connections reuse it
+        conn = self._open()
         try:
-            conn = duckdb.connect(str(self._path))
+            yield
+        finally:
+            conn.close()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        try:
+            return duckdb.connect(str(self._path))
         except duckdb.IOException as exc:  # another process holds the file's write lock
             raise WarehouseBusyError(f"{self._path} is in use: {exc}", whole_warehouse=True) from None
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        conn = self._open()
         try:
             with self._catalog:
                 conn.execute(f"create schema if not exists bronze; create schema if not exists {_STAGING}")
