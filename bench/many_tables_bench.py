@@ -8,7 +8,7 @@ local lake and a DuckDB file in a temporary folder. The same run measures 5 capt
 first five of the same list), each size from a fresh folder:
 
 - **loader** (``cdcflow load``, its defaults: archiving off, the DuckDB file opened per call): the first cycle,
-  three cycles with nothing new, and three cycles each after 1, 5 and every table gained one file (medians,
+  five cycles with nothing new, and five cycles each after 1, 5 and every table gained one file (medians,
   wall and CPU seconds of the process, DuckDB's threads included);
 - **transform**: ``cdcflow transform --once`` (one ``dbt build`` of every model and test: what a new user runs),
   then the loader with the transform beside it (``CDCFLOW_LOADER__WITH_TRANSFORM``: the database held open, the
@@ -83,7 +83,7 @@ SHAPES = ("customers", "facilities", "transactions")
 PARTITIONS = 6
 HISTORY_FILES = 2  # per partition
 ROWS_PER_FILE = 5
-CYCLES = 3  # timed cycles of each kind (the median is reported)
+CYCLES = 5  # timed cycles of each kind (the median is reported)
 _PARTITION_SPAN = 10_000_000  # a partition's offsets (and so its keys) start at partition times this
 _BASE_US = 1_795_000_000_000_000 - 1_795_000_000_000_000 % 3_600_000_000  # on an hour
 _COST_GOAL = 1.5  # a cycle with k tables changed, 50 captured against 5 captured
@@ -275,8 +275,9 @@ def full_build(settings: Settings) -> dict[str, Any]:
 
 
 def silver_steps(base: Path, settings: Settings, contracts: Sequence[TableContract]) -> dict[str, Any]:
-    """The loader with the transform beside it: a cycle and a silver step with nothing new, then after 1, 1
-    again and 5 tables changed; each step must build exactly the silver models of the changed tables."""
+    """The loader with the transform beside it: after its first cycle, a cycle and a silver step with nothing
+    new, then after 1, 1 again and 5 tables changed; each step must build exactly the silver models of the
+    changed tables."""
     log = ChangeLog(LocalLake(base / "lake"), _written(LocalLake(base / "lake")))
     changes = ChangedTables()
     figures: dict[str, Any] = {}
@@ -292,6 +293,8 @@ def silver_steps(base: Path, settings: Settings, contracts: Sequence[TableContra
             silver_every_s=settings.loader.interval_s,
             changed=changes.take,
         )
+        first = _checked(_timed(loader), 0, "the first cycle beside the transform")  # reads every manifest once
+        figures["first_loader_cycle_s"] = round(first.wall_s, 3)
         for label, changed in (("nothing", 0), ("1_first", 1), ("1", 1), ("5", 5)):
             for contract in contracts[:changed]:
                 log.change(contract)
@@ -434,21 +437,40 @@ def _ratio(mine: float, theirs: float) -> float:
     return round(mine / max(theirs, 1e-6), 2)
 
 
-def goals(loader: dict[str, dict[str, float]], tables: int, baseline: int) -> dict[str, Any]:
-    """The issue's goals for the loader: a cycle with nothing new under 1 s, and a cycle's cost following the
-    tables that changed (each changed count against the same at ``baseline`` captured tables, CPU seconds)."""
+def goals(
+    loader: dict[str, dict[str, float]], transform: dict[str, dict[str, Any]], tables: int, baseline: int
+) -> dict[str, Any]:
+    """The issue's goals: a loader cycle with nothing new under 1 s, and the cost of a loader cycle and of a
+    silver step following the tables that changed — each changed count at ``tables`` captured tables against
+    the same at ``baseline`` (CPU seconds; at most :data:`_COST_GOAL` times)."""
     many, few = loader[str(tables)], loader[str(baseline)]
-    vs_baseline = {
-        f"changed_{k}": _ratio(many[f"changed_{k}_cycle_cpu_s"], few[f"changed_{k}_cycle_cpu_s"])
-        for k in (1, 5)
-        if f"changed_{k}_cycle_cpu_s" in many and f"changed_{k}_cycle_cpu_s" in few
+    steps, few_steps = transform[str(tables)]["silver_steps"], transform[str(baseline)]["silver_steps"]
+    standalone = {
+        f"changed_{k}": _ratio(many[f"changed_{k}_cycle_cpu_s"], few[f"changed_{k}_cycle_cpu_s"]) for k in (1, 5)
     }
-    vs_baseline["idle"] = _ratio(many["idle_cycle_cpu_s"], few["idle_cycle_cpu_s"])
+    beside = {
+        f"changed_{k}": _ratio(
+            steps[f"changed_{k}"]["loader_cycle_cpu_s"], few_steps[f"changed_{k}"]["loader_cycle_cpu_s"]
+        )
+        for k in (1, 5)
+    }
+    step = {
+        f"changed_{k}": _ratio(steps[f"changed_{k}"]["step_cpu_s"], few_steps[f"changed_{k}"]["step_cpu_s"])
+        for k in (1, 5)
+    }
     return {
         "idle_cycle_under_1s": many["idle_cycle_s"] < 1.0,
-        "cpu_vs_baseline": vs_baseline,
-        "cost_follows_changed_tables": all(vs_baseline[f"changed_{k}"] <= _COST_GOAL for k in (1, 5)),
+        "idle_cycle_cpu_vs_baseline": _ratio(many["idle_cycle_cpu_s"], few["idle_cycle_cpu_s"]),
+        "loader_cpu_vs_baseline": standalone,
+        "loader_cost_follows_changed_tables": all(r <= _COST_GOAL for r in standalone.values()),
+        "loader_beside_transform_cpu_vs_baseline": beside,
+        "loader_beside_transform_follows_changed_tables": all(r <= _COST_GOAL for r in beside.values()),
+        "silver_step_cpu_vs_baseline": step,
+        "silver_step_follows_changed_tables": all(r <= _COST_GOAL for r in step.values()),
         "all_changed_vs_one_changed": _ratio(many[f"changed_{tables}_cycle_cpu_s"], many["changed_1_cycle_cpu_s"]),
+        "full_build_vs_one_table_step": _ratio(
+            transform[str(tables)]["full_build"]["wall_s"], steps["changed_1"]["step_s"]
+        ),
     }
 
 
@@ -486,7 +508,7 @@ def main() -> None:
         "loader": loader,
         "transform": transform,
         "files": files,
-        "goals": goals(loader, args.tables, args.baseline_tables),
+        "goals": goals(loader, transform, args.tables, args.baseline_tables),
     }
     print(json.dumps(figures))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -78,23 +79,34 @@ def test_files_follow_the_age_of_each_partitions_buffer(tmp_path: Path) -> None:
     assert by_rows["rows_per_file"] == 2
 
 
-def test_the_goals_compare_each_changed_count_with_the_baseline() -> None:
-    def cycle(idle: float, one: float, five: float) -> dict[str, float]:
-        return {
-            "idle_cycle_s": idle,
-            "idle_cycle_cpu_s": idle,
-            "changed_1_cycle_cpu_s": one,
-            "changed_5_cycle_cpu_s": five,
-        }
+def _steps(cycle_cpu_s: float, step_cpu_s: float) -> dict[str, Any]:
+    step = {"loader_cycle_cpu_s": cycle_cpu_s, "step_s": step_cpu_s, "step_cpu_s": step_cpu_s}
+    return {"full_build": {"wall_s": 30.0}, "silver_steps": {"changed_1": step, "changed_5": step}}
 
-    many = {**cycle(0.02, 0.12, 0.6), "changed_50_cycle_cpu_s": 6.0}
-    met = goals({"50": many, "5": cycle(0.01, 0.1, 0.5)}, 50, 5)
+
+def _cycles(idle: float, one: float, five: float) -> dict[str, float]:
+    return {"idle_cycle_s": idle, "idle_cycle_cpu_s": idle, "changed_1_cycle_cpu_s": one, "changed_5_cycle_cpu_s": five}
+
+
+def test_the_goals_compare_each_changed_count_with_the_baseline() -> None:
+    many = {**_cycles(0.02, 0.12, 0.6), "changed_50_cycle_cpu_s": 6.0}
+    met = goals({"50": many, "5": _cycles(0.01, 0.1, 0.5)}, {"50": _steps(0.1, 0.4), "5": _steps(0.1, 0.4)}, 50, 5)
     assert met["idle_cycle_under_1s"]
-    assert met["cost_follows_changed_tables"]
-    assert met["cpu_vs_baseline"] == {"changed_1": 1.2, "changed_5": 1.2, "idle": 2.0}
+    assert met["loader_cost_follows_changed_tables"]
+    assert met["loader_cpu_vs_baseline"] == {"changed_1": 1.2, "changed_5": 1.2}
+    assert met["idle_cycle_cpu_vs_baseline"] == 2.0
+    assert met["silver_step_follows_changed_tables"]
+    assert met["loader_beside_transform_follows_changed_tables"]
     assert met["all_changed_vs_one_changed"] == 50.0
+    assert met["full_build_vs_one_table_step"] == 75.0
     missed = goals(
-        {"50": {**many, "idle_cycle_s": 1.4, "changed_5_cycle_cpu_s": 0.9}, "5": cycle(0.01, 0.1, 0.5)}, 50, 5
+        {"50": {**many, "idle_cycle_s": 1.4, "changed_5_cycle_cpu_s": 0.9}, "5": _cycles(0.01, 0.1, 0.5)},
+        {"50": _steps(0.2, 1.2), "5": _steps(0.1, 0.4)},
+        50,
+        5,
     )
     assert not missed["idle_cycle_under_1s"]
-    assert not missed["cost_follows_changed_tables"]
+    assert not missed["loader_cost_follows_changed_tables"]
+    assert missed["silver_step_cpu_vs_baseline"] == {"changed_1": 3.0, "changed_5": 3.0}
+    assert not missed["silver_step_follows_changed_tables"]
+    assert not missed["loader_beside_transform_follows_changed_tables"]
