@@ -157,7 +157,7 @@ class Timed:
     report: CycleReport
 
 
-def _timed(loader: Loader) -> Timed:
+def timed_cycle(loader: Loader) -> Timed:
     wall, cpu = time.perf_counter(), time.process_time()
     report = loader.cycle()
     return Timed(time.perf_counter() - wall, time.process_time() - cpu, report)
@@ -166,29 +166,29 @@ def _timed(loader: Loader) -> Timed:
 def measure(base: Path, archive_prefix: str, first_new: int, new_files: int) -> dict[str, float]:
     """One loader process's cycles over the lake in ``base`` (run in a child process: its RSS is its own)."""
     loader = _loader(base, archive_prefix)
-    first = _timed(loader)
-    idle = [_timed(loader) for _ in range(CYCLES)]
+    first = timed_cycle(loader)
+    idle = [timed_cycle(loader) for _ in range(CYCLES)]
     if first.report.files or any(cycle.report.files for cycle in idle):
         raise SystemExit(f"files were pending before the measurement: {first}, {idle}")
     new = [_new_files_cycle(loader, base, first_new + n * new_files, new_files) for n in range(CYCLES)]
     return {
         "first_cycle_s": round(first.wall_s, 3),
-        "idle_cycle_s": _median(cycle.wall_s for cycle in idle),
-        "idle_cycle_cpu_s": _median(cycle.cpu_s for cycle in idle),
-        "new_files_cycle_s": _median(cycle.wall_s for cycle in new),
-        "new_files_cycle_cpu_s": _median(cycle.cpu_s for cycle in new),
+        "idle_cycle_s": median(cycle.wall_s for cycle in idle),
+        "idle_cycle_cpu_s": median(cycle.cpu_s for cycle in idle),
+        "new_files_cycle_s": median(cycle.wall_s for cycle in new),
+        "new_files_cycle_cpu_s": median(cycle.cpu_s for cycle in new),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
-def _median(values: Iterable[float]) -> float:
+def median(values: Iterable[float]) -> float:
     return round(statistics.median(values), 4)
 
 
 def _new_files_cycle(loader: Loader, base: Path, first: int, count: int) -> Timed:
     """Lay down ``count`` new files, then time the cycle that loads them."""
     lay_down(LocalLake(base / "lake"), first, count)
-    cycle = _timed(loader)
+    cycle = timed_cycle(loader)
     if cycle.report.files != count or cycle.report.rows_inserted != count * ROWS_PER_FILE:
         raise SystemExit(f"the loader lost or doubled files: wrote {count}, loaded {cycle.report}")
     return cycle

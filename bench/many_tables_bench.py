@@ -47,7 +47,7 @@ import pyarrow as pa
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from prometheus_client import CollectorRegistry
 
-from bench.lake_scale_bench import Timed, UnsyncedLake, _median, _timed
+from bench.lake_scale_bench import Timed, UnsyncedLake, median, timed_cycle
 from services.common.contracts import TableContract, load_contracts
 from services.common.contracts.store import write_contract
 from services.common.debezium.json_batch import JsonEventDecoder
@@ -61,7 +61,6 @@ from services.consumer import buffers
 from services.consumer.buffers import FlushPolicy, PartitionBuffer
 from services.consumer.sink import ParquetSink
 from services.loader.app import Loader
-from services.loader.wiring import _database_held_open
 from services.transform.app import StepReport, silver_models
 from services.transform.changes import ChangedTables
 from services.transform.wiring import run_transform, transformer_for
@@ -219,23 +218,23 @@ def loader_figures(base: Path, contracts: Sequence[TableContract], contracts_dir
                 log.write(contract, partition)
     loader = _loader(base, contracts_dir)
     history = len(contracts) * PARTITIONS * HISTORY_FILES
-    first = _checked(_timed(loader), history, "the first cycle")
-    idle = [_checked(_timed(loader), 0, "a cycle with nothing new") for _ in range(CYCLES)]
+    first = _checked(timed_cycle(loader), history, "the first cycle")
+    idle = [_checked(timed_cycle(loader), 0, "a cycle with nothing new") for _ in range(CYCLES)]
     figures = {
         "captured_tables": len(contracts),
         "history_files": history,
         "first_cycle_s": round(first.wall_s, 2),
-        "idle_cycle_s": _median(c.wall_s for c in idle),
-        "idle_cycle_cpu_s": _median(c.cpu_s for c in idle),
+        "idle_cycle_s": median(c.wall_s for c in idle),
+        "idle_cycle_cpu_s": median(c.cpu_s for c in idle),
     }
     for changed in sorted({1, 5, len(contracts)}):
         cycles = []
         for _ in range(CYCLES):
             for contract in contracts[:changed]:
                 log.change(contract)
-            cycles.append(_checked(_timed(loader), changed, f"a cycle after {changed} tables changed"))
-        figures[f"changed_{changed}_cycle_s"] = _median(c.wall_s for c in cycles)
-        figures[f"changed_{changed}_cycle_cpu_s"] = _median(c.cpu_s for c in cycles)
+            cycles.append(_checked(timed_cycle(loader), changed, f"a cycle after {changed} tables changed"))
+        figures[f"changed_{changed}_cycle_s"] = median(c.wall_s for c in cycles)
+        figures[f"changed_{changed}_cycle_cpu_s"] = median(c.cpu_s for c in cycles)
     return figures
 
 
@@ -281,7 +280,7 @@ def silver_steps(base: Path, settings: Settings, contracts: Sequence[TableContra
     log = ChangeLog(LocalLake(base / "lake"), _written(LocalLake(base / "lake")))
     changes = ChangedTables()
     figures: dict[str, Any] = {}
-    with _database_held_open(settings.duckdb_path()):
+    with DuckDBWarehouse(settings.duckdb_path()).session():  # as beside the loader: one instance for both
         loader = _loader(base, settings.loader.contracts_dir, on_loaded=changes.add)
         transformer = transformer_for(
             settings,
@@ -293,12 +292,12 @@ def silver_steps(base: Path, settings: Settings, contracts: Sequence[TableContra
             silver_every_s=settings.loader.interval_s,
             changed=changes.take,
         )
-        first = _checked(_timed(loader), 0, "the first cycle beside the transform")  # reads every manifest once
+        first = _checked(timed_cycle(loader), 0, "the first cycle beside the transform")  # reads every manifest once
         figures["first_loader_cycle_s"] = round(first.wall_s, 3)
         for label, changed in (("nothing", 0), ("1_first", 1), ("1", 1), ("5", 5)):
             for contract in contracts[:changed]:
                 log.change(contract)
-            cycle = _checked(_timed(loader), changed, f"the loader beside the transform, {changed} changed")
+            cycle = _checked(timed_cycle(loader), changed, f"the loader beside the transform, {changed} changed")
             wall, cpu = time.perf_counter(), _cpu_s()
             step = transformer.silver_step()
             step_s, step_cpu_s = time.perf_counter() - wall, _cpu_s() - cpu

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -84,8 +82,10 @@ def run_loader(
             )
             stack.enter_context(health)
         if changes is not None:
-            if settings.warehouse.backend == "duckdb":
-                stack.enter_context(_database_held_open(settings.duckdb_path()))
+            # for the process's life, so the loader's and dbt's connections always find the database instance
+            # DuckDB keeps per file: it closes with the last connection, and a connection opened while it
+            # closes opens the file a second time, which DuckDB refuses (nothing to keep open on BigQuery)
+            stack.enter_context(warehouse.session())
             transformer = transformer_for(
                 settings,
                 shutdown,
@@ -104,20 +104,6 @@ def run_loader(
             stack.callback(beside.join)  # before the warehouse and the lake close
             return max(loader.run(once=False), beside.join())
         return loader.run(once=once)
-
-
-@contextlib.contextmanager
-def _database_held_open(path: Path) -> Iterator[None]:
-    """One connection open for the process's life, so the loader's and dbt's connections always find the
-    database instance DuckDB keeps per file. Without it, the instance closes with the last connection, and a
-    connection opened while it closes opens the file a second time, which DuckDB refuses."""
-    import duckdb
-
-    conn = duckdb.connect(str(path))
-    try:
-        yield
-    finally:
-        conn.close()
 
 
 class _TransformThread(threading.Thread):
