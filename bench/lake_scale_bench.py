@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -137,14 +137,16 @@ def _decoded(slots: Sequence[Slot], partition: int) -> pa.Table:
     return result.rows
 
 
-def _loader(base: Path, archive_prefix: str) -> Loader:
+def bench_loader(base: Path, settings: LoaderSettings, on_loaded: Callable[[str], None] | None = None) -> Loader:
+    """The real loader over the lake in ``base/lake`` and the DuckDB file ``base/wh.duckdb``."""
     return Loader(
-        LoaderSettings(archive_prefix=archive_prefix),
+        settings,
         topic_prefix=PREFIX,
         lake=LocalLake(base / "lake"),
         warehouse=DuckDBWarehouse(base / "wh.duckdb"),
         metrics=LoaderMetrics(CollectorRegistry()),
         shutdown=Shutdown(),
+        on_loaded=on_loaded,
     )
 
 
@@ -165,7 +167,7 @@ def timed_cycle(loader: Loader) -> Timed:
 
 def measure(base: Path, archive_prefix: str, first_new: int, new_files: int) -> dict[str, float]:
     """One loader process's cycles over the lake in ``base`` (run in a child process: its RSS is its own)."""
-    loader = _loader(base, archive_prefix)
+    loader = bench_loader(base, LoaderSettings(archive_prefix=archive_prefix))
     first = timed_cycle(loader)
     idle = [timed_cycle(loader) for _ in range(CYCLES)]
     if first.report.files or any(cycle.report.files for cycle in idle):
@@ -245,7 +247,7 @@ def _loaded_lake(base: Path, files: int, state_dir: Path | None) -> dict[str, fl
         raise SystemExit(f"could not lay down {files} files")
     lay_down_s = time.perf_counter() - began
     began = time.perf_counter()
-    report = _loader(base, "").cycle()
+    report = bench_loader(base, LoaderSettings(archive_prefix="")).cycle()
     if report.files != files:
         raise SystemExit(f"the initial load took {report.files} of {files} files")
     built = {"lay_down_s": round(lay_down_s, 1), "initial_load_s": round(time.perf_counter() - began, 1)}

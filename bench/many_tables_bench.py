@@ -34,45 +34,45 @@ import resource
 import sys
 import tempfile
 import time
-import types
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pyarrow as pa
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from prometheus_client import CollectorRegistry
 
-from bench.lake_scale_bench import Timed, UnsyncedLake, median, timed_cycle
+from bench.lake_scale_bench import Timed, UnsyncedLake, bench_loader, median, timed_cycle
 from services.common.contracts import TableContract, load_contracts
 from services.common.contracts.store import write_contract
 from services.common.debezium.json_batch import JsonEventDecoder
 from services.common.kafka.message_columns import MessageBatch
 from services.common.lake import Lake, LakeLayout, LocalLake
 from services.common.logging import configure_logging
-from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings, LogSettings, Settings, WriterSettings, load_settings, repo_root
 from services.common.signals import Shutdown
-from services.consumer import buffers
 from services.consumer.buffers import FlushPolicy, PartitionBuffer
 from services.consumer.sink import ParquetSink
-from services.loader.app import Loader
 from services.transform.app import StepReport, silver_models
 from services.transform.changes import ChangedTables
 from services.transform.wiring import run_transform, transformer_for
 from services.warehouse.duckdb import DuckDBWarehouse
-from tests.fixtures.lakefiles import PREFIX, LakeFiles, lending_contract, transaction_event
+from tests.fixtures.lakefiles import (
+    PREFIX,
+    LakeFiles,
+    customer_event,
+    facility_event,
+    lending_contract,
+    transaction_event,
+)
 
 __all__ = [
     "PARTITIONS",
     "ChangeLog",
     "Trickle",
-    "customer_event",
-    "facility_event",
     "goals",
     "table_contracts",
     "trickle_files",
@@ -104,52 +104,6 @@ def _write_contracts(folder: Path, contracts: Sequence[TableContract]) -> Path:
     for contract in [*contracts, *produced]:
         write_contract(folder, contract)
     return folder
-
-
-def customer_event(customer_id: int, ts_us: int) -> bytes:
-    """An insert of ``lending.customers`` whose values pass gold's tests."""
-    row = {
-        "customer_id": customer_id,
-        "external_ref": f"00000000-0000-0000-0000-{customer_id:012d}",
-        "full_name": f"Customer {customer_id}",
-        "email": f"c{customer_id}@example.com",
-        "status": ("ACTIVE", "INACTIVE", "SUSPENDED")[customer_id % 3],
-        "customer_type": ("INDIVIDUAL", "BUSINESS")[customer_id % 2],
-        "date_of_birth": None,
-        "credit_limit": "__N__100.00",
-        "profile": "{}",
-        "notes": None,
-        "created_at": "2026-11-22T10:00:00Z",
-        "updated_at": "2026-11-22T10:00:00Z",
-    }
-    return _insert(row, customer_id, ts_us)
-
-
-def facility_event(facility_id: int, ts_us: int) -> bytes:
-    """An insert of ``lending.facilities`` (of customer 1) whose values pass gold's tests."""
-    row = {
-        "facility_id": facility_id,
-        "customer_id": 1,
-        "facility_type": ("TERM_LOAN", "REVOLVING", "MORTGAGE")[facility_id % 3],
-        "principal_amount": "__N__1000.00",
-        "outstanding_balance": "__N__500.00",
-        "interest_rate": "__N__0.0500",
-        "status": ("PENDING", "ACTIVE", "CLOSED", "DEFAULTED")[facility_id % 4],
-        "originated_on": 20_000,
-        "maturity_date": 21_000,
-        "last_reviewed_at": None,
-        "created_at": "2026-11-22T10:00:00Z",
-        "updated_at": "2026-11-22T10:00:00Z",
-    }
-    return _insert(row, facility_id, ts_us)
-
-
-def _insert(row: dict[str, Any], key: int, ts_us: int) -> bytes:
-    source = {"ts_us": ts_us, "ts_ms": ts_us // 1000, "lsn": 1000 + key, "txId": 7, "snapshot": "false"}
-    text = json.dumps({"before": None, "after": row, "source": source, "op": "c"})
-    for number in ("1000.00", "500.00", "0.0500", "100.00"):  # decimals as JSON numbers, as Debezium sends them
-        text = text.replace(f'"__N__{number}"', number)
-    return text.encode()
 
 
 def _transaction(transaction_id: int, ts_us: int) -> bytes:
@@ -191,18 +145,6 @@ class ChangeLog:
 # --- the loader ------------------------------------------------------------------------------------
 
 
-def _loader(base: Path, contracts_dir: Path, on_loaded: Callable[[str], None] | None = None) -> Loader:
-    return Loader(
-        LoaderSettings(contracts_dir=contracts_dir),
-        topic_prefix=PREFIX,
-        lake=LocalLake(base / "lake"),
-        warehouse=DuckDBWarehouse(base / "wh.duckdb"),
-        metrics=LoaderMetrics(CollectorRegistry()),
-        shutdown=Shutdown(),
-        on_loaded=on_loaded,
-    )
-
-
 def _checked(timed: Timed, files: int, what: str) -> Timed:
     if timed.report.files != files or timed.report.stopped_tables or timed.report.failed_files:
         raise SystemExit(f"{what}: expected {files} files loaded, the cycle reported {timed.report}")
@@ -216,7 +158,7 @@ def loader_figures(base: Path, contracts: Sequence[TableContract], contracts_dir
         for partition in range(PARTITIONS):
             for _ in range(HISTORY_FILES):
                 log.write(contract, partition)
-    loader = _loader(base, contracts_dir)
+    loader = bench_loader(base, LoaderSettings(contracts_dir=contracts_dir))
     history = len(contracts) * PARTITIONS * HISTORY_FILES
     first = _checked(timed_cycle(loader), history, "the first cycle")
     idle = [_checked(timed_cycle(loader), 0, "a cycle with nothing new") for _ in range(CYCLES)]
@@ -281,7 +223,7 @@ def silver_steps(base: Path, settings: Settings, contracts: Sequence[TableContra
     changes = ChangedTables()
     figures: dict[str, Any] = {}
     with DuckDBWarehouse(settings.duckdb_path()).session():  # as beside the loader: one instance for both
-        loader = _loader(base, settings.loader.contracts_dir, on_loaded=changes.add)
+        loader = bench_loader(base, LoaderSettings(contracts_dir=settings.loader.contracts_dir), on_loaded=changes.add)
         transformer = transformer_for(
             settings,
             Shutdown(),
@@ -358,7 +300,7 @@ class Trickle:
 
 
 class _Clock:
-    """The simulated ``time`` module of the writer's buffers."""
+    """The simulated clock of the writer's buffers."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -380,23 +322,24 @@ def trickle_files(lake: Lake, trickle: Trickle, writer: WriterSettings) -> dict[
     offsets: Counter[tuple[int, int]] = Counter()
     pending = list(trickle.changes())
     due_at = 0
-    with mock.patch.object(buffers, "time", types.SimpleNamespace(monotonic=clock.monotonic)):
-        while due_at < len(pending) or any(b.pending for b in held.values()):
-            clock.now += writer.poll_timeout_s
-            while due_at < len(pending) and pending[due_at][0] <= clock.now:
-                _, table, key = pending[due_at]
-                tp = (table, trickle.partition(key))
-                buffer = held.setdefault(tp, PartitionBuffer(str(table), tp[1], 0, 0, opened_at=clock.now))
-                buffer.add(_row(contract, tp, offsets[tp], clock.now), offsets[tp] + 1)
-                offsets[tp] += 1
-                due_at += 1
-            ended = due_at >= len(pending)
-            for (table, partition), buffer in held.items():
-                if buffer.pending and (ended or policy.due(buffer, clock.now)):
-                    rows = buffer.take()
-                    assert rows is not None
-                    sink.write(contract.schema, f"t{table:02d}", partition, rows)
-                    buffer.committed()
+    while due_at < len(pending) or any(b.pending for b in held.values()):
+        clock.now += writer.poll_timeout_s
+        while due_at < len(pending) and pending[due_at][0] <= clock.now:
+            _, table, key = pending[due_at]
+            tp = (table, trickle.partition(key))
+            buffer = held.setdefault(
+                tp, PartitionBuffer(str(table), tp[1], 0, 0, opened_at=clock.now, clock=clock.monotonic)
+            )
+            buffer.add(_row(contract, tp, offsets[tp], clock.now), offsets[tp] + 1)
+            offsets[tp] += 1
+            due_at += 1
+        ended = due_at >= len(pending)
+        for (table, partition), buffer in held.items():
+            if buffer.pending and (ended or policy.due(buffer, clock.now)):
+                rows = buffer.take()
+                assert rows is not None
+                sink.write(contract.schema, f"t{table:02d}", partition, rows)
+                buffer.committed()
     files = [f for f in lake.list(f"{PREFIX}/") if f.path.endswith(".parquet")]
     table_hours = trickle.tables * trickle.hours
     changes = trickle.tables * int(trickle.hours * 3600 / trickle.every_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -45,6 +46,7 @@ class PartitionBuffer:
     rows: int = 0
     bytes: int = 0
     opened_at: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic  # when a buffer opens; a simulation passes its own
 
     @property
     def pending(self) -> bool:
@@ -61,7 +63,7 @@ class PartitionBuffer:
     def advance(self, next_offset: int) -> None:
         """Offsets up to ``next_offset`` were consumed; those without rows are DLQ'd, tombstones or skipped."""
         if not self.pending:
-            self.opened_at = time.monotonic()
+            self.opened_at = self.clock()
         self.end = next_offset
 
     def take(self) -> pa.Table | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from services.warehouse.base import LoadedFile, LoadResult
 from services.warehouse.bronze import COORDINATES, BronzeChange, LoadBatch, bronze_schema
 from services.warehouse.duckdb import DuckDBWarehouse, duckdb_type
 from services.warehouse.errors import WarehouseBusyError
-from tests.fixtures.lakefiles import LakeFiles, lending_contract
+from tests.fixtures.lakefiles import LakeFiles, customer_event, lending_contract
 
 
 @pytest.fixture
@@ -125,15 +124,15 @@ def test_min_interval_between_loads_of_a_table(lake: LocalLake, tmp_path: Path) 
     assert loader.cycle().files == 0  # too soon for this table
 
 
-def test_a_warehouse_held_by_another_process_is_waited_for(lake: LocalLake, tmp_path: Path) -> None:
-    """A transform run may hold the DuckDB file at start or at a cycle: the loader waits, it does not exit."""
-    LakeFiles(lake, lending_contract("transactions")).write(range(10), ts_us=1_795_000_000_000_000)
+@contextlib.contextmanager
+def _held_by_another_process(path: Path) -> Iterator[None]:
+    """The DuckDB file open (and so locked) in another process until the block ends."""
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print(flush=True); input()",
-            str(tmp_path / "wh.duckdb"),
+            str(path),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -141,12 +140,19 @@ def test_a_warehouse_held_by_another_process_is_waited_for(lake: LocalLake, tmp_
     try:
         assert holder.stdout is not None
         holder.stdout.readline()  # the file is open (and locked) now
+        yield
+    finally:
+        holder.communicate(b"\n", timeout=30)
+
+
+def test_a_warehouse_held_by_another_process_is_waited_for(lake: LocalLake, tmp_path: Path) -> None:
+    """A transform run may hold the DuckDB file at start or at a cycle: the loader waits, it does not exit."""
+    LakeFiles(lake, lending_contract("transactions")).write(range(10), ts_us=1_795_000_000_000_000)
+    with _held_by_another_process(tmp_path / "wh.duckdb"):
         registry = CollectorRegistry()
         assert _loader(lake, tmp_path, registry).run(once=True) == 0
         assert registry.get_sample_value("cdcflow_loader_rows_loaded_total", {"table": "lending.transactions"}) is None
         assert _loader(lake, tmp_path).cycle().busy  # a cycle while it is held: skipped, not fatal
-    finally:
-        holder.communicate(b"\n", timeout=30)
     assert _loader(lake, tmp_path).run(once=True) == 0
     assert _bronze(tmp_path, "select count(*) from bronze.lending__transactions") == [(10,)]
 
@@ -303,30 +309,10 @@ class _Unreachable(LocalLake):
         return super().move(src, dst, version=version)
 
 
-def _customer_event(customer_id: int, ts_us: int) -> bytes:
-    row = {
-        "customer_id": customer_id,
-        "external_ref": f"00000000-0000-0000-0000-{customer_id:012d}",
-        "full_name": f"Customer {customer_id}",
-        "email": f"c{customer_id}@example.com",
-        "status": "ACTIVE",
-        "customer_type": "RETAIL",
-        "date_of_birth": None,
-        "credit_limit": "__N__100.00",
-        "profile": "{}",
-        "notes": None,
-        "created_at": "2026-11-22T10:00:00Z",
-        "updated_at": "2026-11-22T10:00:00Z",
-    }
-    source = {"ts_us": ts_us, "ts_ms": ts_us // 1000, "lsn": 5000 + customer_id, "txId": 9, "snapshot": "false"}
-    text = json.dumps({"before": None, "after": row, "source": source, "op": "c"})
-    return text.replace('"__N__100.00"', "100.00").encode()
-
-
 def test_a_storage_outage_of_one_table_defers_it_and_the_others_load(tmp_path: Path) -> None:
     lake = _Unreachable(tmp_path / "lake")
     LakeFiles(lake, lending_contract("transactions")).write(range(0, 5))
-    LakeFiles(lake, lending_contract("customers"), event=_customer_event).write(range(0, 3))
+    LakeFiles(lake, lending_contract("customers"), event=customer_event).write(range(0, 3))
     lake.failing_reads = "lending.customers"
     registry = CollectorRegistry()
     loader = _loader(lake, tmp_path, registry)
@@ -579,23 +565,9 @@ def test_a_tables_load_opens_the_warehouse_once(lake: LocalLake, tmp_path: Path)
 
 def test_a_session_on_a_file_another_process_holds_is_busy(tmp_path: Path) -> None:
     warehouse = DuckDBWarehouse(tmp_path / "wh.duckdb")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print(flush=True); input()",
-            str(tmp_path / "wh.duckdb"),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert holder.stdout is not None
-        holder.stdout.readline()  # the file is open (and locked) now
+    with _held_by_another_process(tmp_path / "wh.duckdb"):
         with pytest.raises(WarehouseBusyError) as raised, warehouse.session():
             pass
         assert raised.value.whole_warehouse
-    finally:
-        holder.communicate(b"\n", timeout=30)
     with warehouse.session():  # released: the next session opens it
         assert warehouse.max_source_ts(lending_contract("transactions")) is None
