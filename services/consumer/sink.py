@@ -6,7 +6,6 @@ and each file is named by the first and last offset it holds (:class:`~services.
 
 from __future__ import annotations
 
-import functools
 import io
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,7 @@ import pyarrow.parquet as pq
 
 from services.common.lake import Lake, LakeFile, LakeLayout
 
-__all__ = ["ParquetSink", "WrittenFile"]
+__all__ = ["SMALL_FILE_ROWS", "ParquetSink", "WrittenFile"]
 
 _HOUR_US = 3_600_000_000
 # A folder is a date of years 1-9999 (what Python's datetime and every warehouse hold). Decoding refuses
@@ -43,6 +42,19 @@ def _micros(column: pa.ChunkedArray) -> pa.Array:
     return pc.if_else(inside, micros, pa.scalar(None, pa.int64()))
 
 
+def _event_micros(rows: pa.Table) -> np.ndarray:
+    """Each row's event time in microseconds: ``_source_ts``, else the Kafka timestamp, else the intake time,
+    the first of them that is a date at all (the epoch if none is)."""
+    source = rows.column("_source_ts")
+    if source.null_count == 0:  # nearly every batch: one cast, not a dozen calls choosing per row
+        micros = np.asarray(source.cast(pa.int64()).to_numpy(), dtype=np.int64)
+        if micros.min() >= _FIRST_US and micros.max() <= _LAST_US:
+            return micros
+    times = [_micros(rows.column(name)) for name in ("_source_ts", "_kafka_timestamp", "_ingested_at")]
+    event_time = pc.fill_null(pc.coalesce(*times), 0)
+    return np.asarray(event_time.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
 def _by_hour(rows: pa.Table) -> list[tuple[int, pa.Table]]:
     """``(hours since the epoch, rows of that hour)`` in hour order, each in offset order.
 
@@ -51,10 +63,7 @@ def _by_hour(rows: pa.Table) -> list[tuple[int, pa.Table]]:
     zero-copy slices: a batch that spans many hours (a backfill, a snapshot of old rows) costs the same as
     one that spans a few.
     """
-    times = [_micros(rows.column(name)) for name in ("_source_ts", "_kafka_timestamp", "_ingested_at")]
-    event_time = pc.fill_null(pc.coalesce(*times), 0)  # the epoch only if even the intake time is absurd
-    micros = np.asarray(event_time.to_numpy(zero_copy_only=False), dtype=np.int64)
-    hours = micros // _HOUR_US
+    hours = _event_micros(rows) // _HOUR_US
     if (hours[1:] == hours[:-1]).all():  # most batches: one hour, nothing to move
         return [(int(hours[0]), rows)]
     order = np.argsort(hours, kind="stable")
@@ -64,31 +73,29 @@ def _by_hour(rows: pa.Table) -> list[tuple[int, pa.Table]]:
     return [(int(hours[a]), rows.slice(a, b - a)) for a, b in zip(starts, stops, strict=True)]
 
 
-# Metadata columns with a new value on (nearly) every row. A dictionary would hold every value once more plus
-# an index per row; plain encoding under zstd is smaller for them and cheaper to write.
-_DISTINCT_PER_ROW = frozenset({"_source_ts", "_source_lsn", "_kafka_offset", "_kafka_timestamp"})
+# Below this many rows a file is written with snappy: zstd sets up a compression context for every column
+# chunk, which on a file of a few hundred rows costs more CPU than the rest of the file, to save a few
+# kilobytes (BENCHMARKS.md, "How the writer encodes").
+SMALL_FILE_ROWS = 4_096
 
 
-@functools.lru_cache(maxsize=256)
-def _dictionary_columns(schema: pa.Schema) -> tuple[str, ...]:
-    """The Parquet leaf paths (``tags.list.element``) of every column that keeps dictionary encoding."""
-    empty = io.BytesIO()
-    pq.write_table(schema.empty_table(), empty)
-    leaves = pq.ParquetFile(io.BytesIO(empty.getvalue())).schema
-    paths = (leaves.column(i).path for i in range(len(leaves)))
-    return tuple(path for path in paths if path not in _DISTINCT_PER_ROW)
+def _codec(rows: int) -> str:
+    """The compression of a lake file of ``rows`` rows."""
+    return "snappy" if rows < SMALL_FILE_ROWS else "zstd"
 
 
 def _parquet_bytes(rows: pa.Table) -> bytes:
+    """Plain-encoded Parquet: under compression a dictionary makes change rows' files no smaller, while its
+    builders hash every value of every column (write CPU and encoder memory)."""
     out = io.BytesIO()
     pq.write_table(
         rows,
         out,
-        compression="zstd",
+        compression=_codec(rows.num_rows),
         write_statistics=True,
         store_schema=True,
         write_page_checksum=True,  # a page changed at rest is refused on read, never loaded as other values
-        use_dictionary=list(_dictionary_columns(rows.schema)),
+        use_dictionary=False,
     )
     return out.getvalue()
 

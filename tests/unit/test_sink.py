@@ -13,7 +13,7 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from services.common.debezium.json_batch import JsonEventDecoder
 from services.common.kafka.message_columns import MessageBatch
 from services.common.lake import LocalLake
-from services.consumer.sink import ParquetSink
+from services.consumer.sink import SMALL_FILE_ROWS, ParquetSink
 from tests.fixtures.lakefiles import LakeFiles, lending_contract, transaction_event
 
 HOUR_US = 3_600_000_000
@@ -49,18 +49,34 @@ def test_a_batch_within_one_hour_is_one_file(tmp_path: Path) -> None:
     assert _offsets(lake, files[0].file.path) == [5, 6, 7, 8]
 
 
-def test_columns_distinct_per_row_are_not_dictionary_encoded(tmp_path: Path) -> None:
+def test_no_column_is_dictionary_encoded_nested_leaves_included(tmp_path: Path) -> None:
     lake = LocalLake(tmp_path / "lake")
     (file,) = LakeFiles(lake, lending_contract("transactions")).write(range(200), ts_us=BASE_US)
     row_group = pq.ParquetFile(io.BytesIO(lake.read(file.file.path))).metadata.row_group(0)
-    dictionary = {
-        row_group.column(i).path_in_schema: "RLE_DICTIONARY" in row_group.column(i).encodings
-        for i in range(row_group.num_columns)
+    encodings = {
+        row_group.column(i).path_in_schema: row_group.column(i).encodings for i in range(row_group.num_columns)
     }
-    distinct = ["_source_ts", "_source_lsn", "_kafka_offset", "_kafka_timestamp"]
-    assert [dictionary[name] for name in distinct] == [False] * 4
-    repeated = ["transaction_type", "currency", "_op", "_kafka_topic", "_unavailable_columns.list.element"]
-    assert [dictionary[name] for name in repeated] == [True] * 5  # nested leaves keep it too
+    assert "_unavailable_columns.list.element" in encodings
+    dictionary = sorted(path for path, used in encodings.items() if {"RLE_DICTIONARY", "PLAIN_DICTIONARY"} & set(used))
+    assert dictionary == []
+
+
+def _codecs(lake: LocalLake, path: str) -> set[str]:
+    metadata = pq.ParquetFile(io.BytesIO(lake.read(path))).metadata
+    return {
+        metadata.row_group(g).column(c).compression
+        for g in range(metadata.num_row_groups)
+        for c in range(metadata.num_columns)
+    }
+
+
+def test_small_files_are_snappy_and_larger_ones_zstd(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    files = LakeFiles(lake, lending_contract("transactions"))
+    (small,) = files.write(range(SMALL_FILE_ROWS - 1), ts_us=BASE_US)
+    (large,) = files.write(range(SMALL_FILE_ROWS, 2 * SMALL_FILE_ROWS), ts_us=BASE_US)
+    assert (small.rows, _codecs(lake, small.file.path)) == (SMALL_FILE_ROWS - 1, {"SNAPPY"})
+    assert (large.rows, _codecs(lake, large.file.path)) == (SMALL_FILE_ROWS, {"ZSTD"})
 
 
 def _decoded(offsets: range, ts_us: int) -> pa.Table:
@@ -106,3 +122,13 @@ def test_no_event_time_an_int64_can_hold_makes_the_sink_raise(tmp_path: Path) ->
         0: "/dt=2026-11-18/hour=12/",  # the Kafka timestamp
         1: "/dt=2026-11-18/hour=13/",  # neither: when it was taken in
     }
+
+
+def test_a_row_without_source_time_is_foldered_by_its_kafka_timestamp(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    rows = _with_micros(_decoded(range(3), BASE_US), "_source_ts", [BASE_US, None, BASE_US + 1])
+    rows = _with_micros(rows, "_kafka_timestamp", [BASE_US + 2 * HOUR_US, BASE_US + HOUR_US, BASE_US + HOUR_US])
+    files = ParquetSink(lake, "cdcflow").write("lending", "transactions", 0, rows)
+    folders = {f.first_offset: re.findall(r"/hour=\d+/", f.file.path)[0] for f in files}
+    assert [(f.first_offset, _offsets(lake, f.file.path)) for f in files] == [(0, [0, 2]), (1, [1])]
+    assert folders == {0: "/hour=11/", 1: "/hour=12/"}
