@@ -68,7 +68,7 @@ from services.common.metrics import WriterMetrics
 from services.common.replay import replay_topic
 from services.common.settings import Settings
 from services.common.signals import Shutdown
-from services.consumer.buffers import FlushPolicy, PartitionBuffer
+from services.consumer.buffers import FlushPolicy, PartitionBuffer, PollSize
 from services.consumer.checkpoint import TP, Checkpoint
 from services.consumer.continuity import Continuity
 from services.consumer.dlq import DlqPublisher
@@ -126,6 +126,7 @@ class LakeWriter:
         self._evolution = evolution
         self._type_check = type_check
         self._writer = RowWriter(settings, lake, router, self._dead_letter)
+        self._poll_size = PollSize.within(w.poll_batch, w.buffer_max_bytes)
         self._state_dir = settings.writer_state_dir() / w.group_id
         self._quarantine = Quarantine(self._state_dir)
         self._watchdog = DecodeWatchdog(w.decode_timeout_s)
@@ -146,14 +147,17 @@ class LakeWriter:
                 # quarter of the budget made the client fault in fresh pages for most of what it fetched)
                 "queued.max.messages.kbytes": min(_PREFETCH_MAX_KB, max(1024, w.buffer_max_bytes // 4096)),
                 "enable.partition.eof": False,
+                # one fetch response of many partitions, by default up to 50 MiB, held the same way
+                "fetch.max.bytes": max(4 << 20, min(50 << 20, w.buffer_max_bytes // 8)),
                 # with the prefetch queue bounded, it is often full when librdkafka looks; by default it then
                 # waits a whole second before fetching that partition again, and that wait, not the writer, set
                 # the pace of a catch-up (BENCHMARKS.md, "Catch-up with a small buffer budget")
                 "fetch.queue.backoff.ms": _PREFETCH_BACKOFF_MS,
                 # catching up, bigger fetches per partition mean fewer requests for librdkafka to build,
-                # send and parse: up to 8 MiB (default 1 MiB), a small share of the buffer budget, because
-                # a retry's seek throws away what was fetched beyond the committed offset
-                "max.partition.fetch.bytes": max(1 << 20, min(8 << 20, w.buffer_max_bytes // 64)),
+                # send and parse: up to 8 MiB, a small share of the buffer budget, because a retry's seek
+                # throws away what was fetched beyond the committed offset, and librdkafka holds a fetch
+                # decompressed outside the budget until its last record is polled
+                "max.partition.fetch.bytes": max(256 << 10, min(8 << 20, w.buffer_max_bytes // 256)),
                 # the subscription is a pattern: a topic Debezium creates for a new table (or for the first
                 # change of a fresh stack) joins it at the next metadata refresh, 5 minutes by default
                 "topic.metadata.refresh.interval.ms": _METADATA_REFRESH_MS,
@@ -220,11 +224,12 @@ class LakeWriter:
     def _consume(self) -> None:
         """One batch into the buffers. The batch (librdkafka's messages and the copy of their values) is
         released when this returns, before anything is flushed."""
-        fetched = self._consumer.consume(num_messages=self._settings.poll_batch, timeout=self._settings.poll_timeout_s)
+        fetched = self._consumer.consume(num_messages=self._poll_size.next(), timeout=self._settings.poll_timeout_s)
         self.last_poll_at = time.monotonic()
         self.polling = True
         if not len(fetched):
             return
+        self._poll_size.saw(len(fetched), fetched.values.nbytes)
         ingested_at_us = time.time_ns() // 1_000
         self._quarantine.refresh()
         assert self._note is not None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-__all__ = ["FlushPolicy", "PartitionBuffer"]
+__all__ = ["POLL_SHARE_OF_BUDGET", "FlushPolicy", "PartitionBuffer", "PollSize"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +96,32 @@ def _align(table: pa.Table, schema: pa.Schema) -> pa.Table:
         table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+# A poll's values are copied, decoded and converted before they are buffered: a poll's working set is a few
+# times its values, held outside the buffers. A sixteenth of the budget in values keeps it a small share.
+POLL_SHARE_OF_BUDGET = 16
+
+
+@dataclass(slots=True)
+class PollSize:
+    """How many records the next poll asks for: at most ``most``, and no more than ``value_bytes`` of values
+    at the mean size of the last poll's records (the first poll asks for ``most``)."""
+
+    most: int
+    value_bytes: int
+    record_bytes: float = 0.0
+
+    @classmethod
+    def within(cls, poll_batch: int, buffer_max_bytes: int) -> PollSize:
+        return cls(poll_batch, buffer_max_bytes // POLL_SHARE_OF_BUDGET)
+
+    def next(self) -> int:
+        if self.record_bytes <= 0:
+            return self.most
+        return max(1, min(self.most, int(self.value_bytes / self.record_bytes)))
+
+    def saw(self, records: int, value_bytes: int) -> None:
+        """A poll returned ``records`` records holding ``value_bytes`` bytes of values."""
+        if records:
+            self.record_bytes = max(1.0, value_bytes / records)
