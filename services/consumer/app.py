@@ -147,8 +147,6 @@ class LakeWriter:
                 # quarter of the budget made the client fault in fresh pages for most of what it fetched)
                 "queued.max.messages.kbytes": min(_PREFETCH_MAX_KB, max(1024, w.buffer_max_bytes // 4096)),
                 "enable.partition.eof": False,
-                # one fetch response of many partitions, by default up to 50 MiB, held the same way
-                "fetch.max.bytes": max(4 << 20, min(50 << 20, w.buffer_max_bytes // 8)),
                 # with the prefetch queue bounded, it is often full when librdkafka looks; by default it then
                 # waits a whole second before fetching that partition again, and that wait, not the writer, set
                 # the pace of a catch-up (BENCHMARKS.md, "Catch-up with a small buffer budget")
