@@ -48,6 +48,7 @@ def test_fifty_thousand_operations_with_an_added_column_leave_zero_drift(
     writing = writer.start()
     first = Workload(settings.postgres, seed=5001).run(rate=50_000, duration_s=900, max_ops=OPERATIONS_PER_HALF)
     assert writer.terminate(writing) == 0, writer.logs()[-3000:]
+    isolated_source.wait_captured()  # a drain reads the topics' ends: the changes must be in Kafka by then
     run_pipeline(settings, writer, env, LENDING)  # silver exists before the column does: the next run is incremental
 
     writing = writer.start()

@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient as Admin
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource  # public, not re-exported
+from confluent_kafka.admin._metadata import TopicMetadata  # public, not re-exported
 from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
@@ -153,11 +154,11 @@ def _wait_for_leaders(admin: Admin, topics: list[str], timeout_s: float) -> None
 def end_positions(client: Consumer, topics: list[str], *, timeout_s: float = 30.0) -> list[TopicPartition]:
     """Every partition of ``topics`` positioned at its current end (high watermark).
 
-    A partition whose leader is still being elected (a topic created a moment ago) answers
-    NOT_LEADER_FOR_PARTITION for a while: that is retried until ``timeout_s``.
+    A topic the broker does not list yet (Debezium creates one with its table's first change) and a
+    partition whose leader is still being elected answer for a while: both are retried until ``timeout_s``.
     """
     deadline = time.monotonic() + timeout_s
-    metadata = client.list_topics(timeout=timeout_s).topics
+    metadata = _listed(client, topics, deadline)
     positions = []
     for topic in topics:
         for partition in sorted(metadata[topic].partitions):
@@ -165,6 +166,18 @@ def end_positions(client: Consumer, topics: list[str], *, timeout_s: float = 30.
             _, high = watermarks(client, TopicPartition(topic, partition), timeout_s=left)
             positions.append(TopicPartition(topic, partition, high))
     return positions
+
+
+def _listed(client: Consumer, topics: list[str], deadline: float) -> dict[str, TopicMetadata]:
+    """The cluster's topic metadata once it lists every one of ``topics`` with its partitions."""
+    while True:
+        metadata: dict[str, TopicMetadata] = client.list_topics(timeout=max(0.1, deadline - time.monotonic())).topics
+        missing = [t for t in topics if t not in metadata or not metadata[t].partitions]
+        if not missing:
+            return metadata
+        if time.monotonic() > deadline:
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"no such topic: {', '.join(missing)}"))
+        time.sleep(0.2)
 
 
 def watermarks(client: Consumer, partition: TopicPartition, *, timeout_s: float = 30.0) -> tuple[int, int]:
