@@ -69,7 +69,7 @@ from services.common.replay import replay_topic
 from services.common.settings import Settings
 from services.common.signals import Shutdown
 from services.consumer.buffers import FlushPolicy, PartitionBuffer, PollSize
-from services.consumer.checkpoint import TP, Checkpoint
+from services.consumer.checkpoint import TP, Checkpoint, CheckpointOutcome
 from services.consumer.continuity import Continuity
 from services.consumer.dlq import DlqPublisher
 from services.consumer.errors import OffsetsOutOfRangeError, WriteFailedError
@@ -398,33 +398,38 @@ class LakeWriter:
 
     def _flush_due(self) -> None:
         now = time.monotonic()
-        for tp, buffer in list(self._buffers.items()):
-            reason = self._policy.due(buffer, now)
-            if reason:
-                self._flush(tp, reason)
+        self._flush([(tp, reason) for tp, buffer in self._buffers.items() if (reason := self._policy.due(buffer, now))])
 
     def _enforce_budget(self) -> None:
         """Flush the biggest buffers while the byte budget is exceeded (a failed flush frees its buffer too)."""
         while sum(b.bytes for b in self._buffers.values()) > self._settings.buffer_max_bytes:
             tp = max(self._buffers, key=lambda k: self._buffers[k].bytes)
-            self._flush(tp, "budget")
+            self._flush([(tp, "budget")])
 
     def _flush_all(self, reason: str) -> None:
-        for tp in list(self._buffers):
-            self._flush(tp, reason)
+        self._flush([(tp, reason) for tp in self._buffers])
 
-    def _flush(self, tp: TP, reason: str) -> bool:
-        """The partition's checkpoint (``checkpoint.py``); a transient failure seeks back and pauses it."""
-        buffer = self._buffers[tp]
-        if not buffer.pending:
-            return True
+    def _flush(self, due: list[tuple[TP, str]]) -> None:
+        """The partitions' checkpoint, one commit for all (``checkpoint.py``); a partition that failed with a
+        transient error is sought back and paused."""
+        pending = [(tp, reason) for tp, reason in due if self._buffers[tp].pending]
+        if not pending:
+            return
+        outcomes = self._checkpoint.run([(tp, self._buffers[tp]) for tp, _ in pending])
+        commit_s = None
+        for tp, reason in pending:
+            outcome = outcomes[tp]
+            if isinstance(outcome, TransientError):
+                self._retry_later(tp, self._buffers[tp], outcome)
+                continue
+            self._flushed(tp, reason, outcome)
+            commit_s = outcome.commit_s
+        if commit_s is not None:
+            self._metrics.commit_duration.observe(commit_s)
+
+    def _flushed(self, tp: TP, reason: str, outcome: CheckpointOutcome) -> None:
+        """Metrics and log of one partition's checkpoint."""
         route = self._router.route(tp[0])
-        began = time.monotonic()
-        try:
-            outcome = self._checkpoint.run(tp, buffer)
-        except TransientError as exc:
-            self._retry_later(tp, buffer, exc)
-            return False
         table = f"{route.schema}.{route.table}"
         for file in outcome.written:
             self._metrics.lake_files_written.labels(table).inc()
@@ -432,14 +437,13 @@ class LakeWriter:
         if outcome.rows is not None:
             self._metrics.records_written.labels(table).inc(outcome.rows.num_rows)
             self._metrics.flush_records.labels(table).observe(outcome.rows.num_rows)
-            self._metrics.flush_duration.labels(table).observe(time.monotonic() - began - outcome.commit_s)
-        self._metrics.commit_duration.observe(outcome.commit_s)
+            self._metrics.flush_duration.labels(table).observe(outcome.write_s)
+        buffer = self._buffers[tp]
         log.debug(
             "writer.flushed", topic=tp[0], partition=tp[1], reason=reason, end=buffer.end, files=len(outcome.written)
         )
         if outcome.committed:
             self._attempts.pop(tp, None)
-        return outcome.committed
 
     def _report_left(self) -> None:
         """What this writer still held when the grace period ran out (called from the shutdown timer)."""
@@ -507,10 +511,9 @@ class LakeWriter:
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         """Flush and commit what we hold of the revoked partitions, then let them go."""
         self._metrics.rebalances.labels("revoke").inc()
-        for p in partitions:
-            tp = (p.topic, p.partition)
-            if tp in self._buffers and tp not in self._paused_until:
-                self._flush(tp, "revoke")
+        revoked = [(p.topic, p.partition) for p in partitions]
+        self._flush([(tp, "revoke") for tp in revoked if tp in self._buffers and tp not in self._paused_until])
+        for tp in revoked:
             self._forget(tp)
         log.info("writer.revoked", partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
 

@@ -1,17 +1,21 @@
-"""A partition's checkpoint: the lake writer's commit protocol, in its numbered steps.
+"""The partitions' checkpoint: the lake writer's commit protocol, in its numbered steps.
 
-1. Write the partition's buffered rows to the lake: the files are durable when the write returns.
+1. Write each partition's buffered rows to the lake: the files are durable when the write returns.
 2. Wait until the DLQ has acknowledged every record of the partition sent to it so far.
-3. Commit the buffer's end offset, synchronously.
-4. Check the partition's own result of that commit.
+3. Commit the end offsets of every partition that got through 1 and 2, in one synchronous commit.
+4. Check each partition's own result of that commit.
 
-Then, when the commit succeeded, the buffer starts over at its end and the DLQ forgets what is below it.
-When it failed, the rows are durable, so they are dropped, but the committed position stays where it was:
-the next checkpoint of the partition (its age makes one due soon) commits again, with or without new rows.
+The partitions due at the same moment (a flush round, a revoke, the shutdown) share step 3: one request to
+the group coordinator instead of one per partition, which with hundreds of partitions is most of a round.
+
+Then, for each partition whose commit succeeded, the buffer starts over at its end and the DLQ forgets what is
+below it. Where it failed, the rows are durable, so they are dropped, but the committed position stays where
+it was: the next checkpoint of the partition (its age makes one due soon) commits again, with or without new
+rows.
 
 Nothing is ever committed past a record that is not in a file or acknowledged by the DLQ: a transient
-failure of step 1 or 2 raises before step 3, with the buffer as it was, and the caller seeks back to the
-committed position and pauses the partition.
+failure of step 1 or 2 leaves that partition out of step 3, with its buffer as it was, and returns the error
+for it; the caller seeks back to the committed position and pauses the partition. The others go on.
 
 The checkpoint is typed against the few calls it makes (:class:`Committer`, :class:`DlqAcks`), so its
 invariants are unit-tested without a broker (``tests/unit/test_checkpoint.py``).
@@ -26,13 +30,14 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from services.common.errors import TransientError
 from services.common.kafka import KafkaException, TopicPartition
 from services.common.kafka.batch_consumer import CommitResult
 from services.common.logging import get_logger
 from services.consumer.buffers import PartitionBuffer
 from services.consumer.sink import WrittenFile
 
-__all__ = ["TP", "Checkpoint", "CheckpointOutcome", "Committer", "DlqAcks", "WriteRows"]
+__all__ = ["TP", "Checkpoint", "CheckpointOutcome", "Committer", "DlqAcks", "Outcomes", "WriteRows"]
 
 log = get_logger(__name__)
 
@@ -64,7 +69,23 @@ class CheckpointOutcome:
     written: list[WrittenFile]
     rows: pa.Table | None  # the rows now in the lake (None: there were none to write)
     committed: bool
-    commit_s: float
+    write_s: float  # step 1: writing the partition's files
+    commit_s: float  # step 3: the commit this partition shared with the others of its round
+
+
+Outcomes = dict[TP, CheckpointOutcome | TransientError]
+"""Per partition: what its checkpoint did, or the transient error of step 1 or 2 that kept it from step 3."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Durable:
+    """A partition through steps 1 and 2: its files are written and its DLQ records acknowledged."""
+
+    tp: TP
+    buffer: PartitionBuffer
+    written: list[WrittenFile]
+    rows: pa.Table | None
+    write_s: float
 
 
 class Checkpoint:
@@ -74,37 +95,69 @@ class Checkpoint:
         self._write = write
         self._dlq_timeout_s = dlq_timeout_s
 
-    def run(self, tp: TP, buffer: PartitionBuffer) -> CheckpointOutcome:
-        """Steps 1 to 4 for ``buffer`` (see the module doc); a transient error of 1 or 2 leaves it untouched."""
-        rows = buffer.take()
-        written, rows = self._write(tp, rows) if rows is not None else ([], None)  # 1
-        committed, commit_s = self.settle(tp, buffer)
-        return CheckpointOutcome(written, rows, committed, commit_s)
+    def run(self, due: list[tuple[TP, PartitionBuffer]]) -> Outcomes:
+        """Steps 1 to 4 for every buffer of ``due`` (see the module doc); each partition's outcome."""
+        outcomes: Outcomes = {}
+        durable: list[_Durable] = []
+        for tp, buffer in due:
+            try:
+                durable.append(self._make_durable(tp, buffer))
+            except TransientError as exc:
+                outcomes[tp] = exc
+        committed, commit_s = self._commit_all(durable)
+        for done in durable:
+            outcomes[done.tp] = CheckpointOutcome(done.written, done.rows, done.tp in committed, done.write_s, commit_s)
+        return outcomes
 
     def settle(self, tp: TP, buffer: PartitionBuffer) -> tuple[bool, float]:
         """Steps 2 to 4, for a buffer whose rows the caller has written itself: whether ``end`` is committed,
-        and how long the commit took."""
-        topic, partition = tp
-        self._dlq.confirm(topic, partition, self._dlq_timeout_s)  # 2
+        and how long the commit took. A transient error of step 2 is raised."""
+        self._dlq.confirm(tp[0], tp[1], self._dlq_timeout_s)  # 2
+        committed, commit_s = self._commit_all([_Durable(tp, buffer, [], None, 0.0)])
+        return tp in committed, commit_s
+
+    def _make_durable(self, tp: TP, buffer: PartitionBuffer) -> _Durable:
+        """Steps 1 and 2; a transient error leaves the buffer as it was."""
         began = time.monotonic()
-        committed = self._commit(tp, buffer.end)  # 3 and 4
+        rows = buffer.take()
+        written, rows = self._write(tp, rows) if rows is not None else ([], None)  # 1
+        write_s = time.monotonic() - began
+        self._dlq.confirm(tp[0], tp[1], self._dlq_timeout_s)  # 2
+        return _Durable(tp, buffer, written, rows, write_s)
+
+    def _commit_all(self, durable: list[_Durable]) -> tuple[set[TP], float]:
+        """Steps 3 and 4, and what follows for each buffer; the partitions committed and the commit's time."""
+        if not durable:
+            return set(), 0.0
+        began = time.monotonic()
+        committed = self._commit({done.tp: done.buffer.end for done in durable})  # 3 and 4
         commit_s = time.monotonic() - began
-        if committed:
-            self._dlq.forget_below(topic, partition, buffer.end)
-            buffer.committed()
-        else:
-            buffer.durable()
+        for done in durable:
+            if done.tp in committed:
+                self._dlq.forget_below(done.tp[0], done.tp[1], done.buffer.end)
+                done.buffer.committed()
+            else:
+                done.buffer.durable()
         return committed, commit_s
 
-    def _commit(self, tp: TP, end: int) -> bool:
+    def _commit(self, ends: dict[TP, int]) -> set[TP]:
+        """One synchronous commit of ``ends``; the partitions whose own result is a success."""
         try:
-            results = self._committer.commit([TopicPartition(tp[0], tp[1], end)], asynchronous=False)
+            results = self._committer.commit(
+                [TopicPartition(topic, partition, end) for (topic, partition), end in ends.items()],
+                asynchronous=False,
+            )
         except KafkaException as exc:
-            # The data is durable; whoever owns the partition next re-reads from the last commit, and the
+            # The data is durable; whoever owns the partitions next re-reads from the last commit, and the
             # loader's de-duplication absorbs what it writes again: nothing is lost or doubled.
-            log.warning("writer.commit_failed", topic=tp[0], partition=tp[1], offset=end, error=str(exc))
-            return False
-        failed = [r for r in results or [] if r.error is not None]
-        for result in failed:
-            log.warning("writer.commit_failed", topic=result.topic, partition=result.partition, error=str(result.error))
-        return not failed
+            for (topic, partition), end in ends.items():
+                log.warning("writer.commit_failed", topic=topic, partition=partition, offset=end, error=str(exc))
+            return set()
+        committed = set(ends)
+        for result in results or []:
+            if result.error is not None:
+                log.warning(
+                    "writer.commit_failed", topic=result.topic, partition=result.partition, error=str(result.error)
+                )
+                committed.discard((result.topic, result.partition))
+        return committed
