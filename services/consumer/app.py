@@ -435,8 +435,8 @@ class LakeWriter:
             self._metrics.lake_files_written.labels(table).inc()
             self._metrics.lake_bytes_written.labels(table).inc(file.file.size)
         if outcome.rows is not None:
-            self._metrics.records_written.labels(table).inc(outcome.rows.num_rows)
-            self._metrics.flush_records.labels(table).observe(outcome.rows.num_rows)
+            self._metrics.records_written.labels(table).inc(outcome.rows)
+            self._metrics.flush_records.labels(table).observe(outcome.rows)
             self._metrics.flush_duration.labels(table).observe(outcome.write_s)
         buffer = self._buffers[tp]
         log.debug(

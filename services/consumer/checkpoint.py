@@ -14,8 +14,9 @@ it was: the next checkpoint of the partition (its age makes one due soon) commit
 rows.
 
 Nothing is ever committed past a record that is not in a file or acknowledged by the DLQ: a transient
-failure of step 1 or 2 leaves that partition out of step 3, with its buffer as it was, and returns the error
-for it; the caller seeks back to the committed position and pauses the partition. The others go on.
+failure of step 1 or 2 leaves that partition out of step 3, with its buffer's positions as they were, and
+returns the error for it; the caller seeks back to the committed position and pauses the partition, so the
+records are read and written again. The others go on.
 
 The checkpoint is typed against the few calls it makes (:class:`Committer`, :class:`DlqAcks`), so its
 invariants are unit-tested without a broker (``tests/unit/test_checkpoint.py``).
@@ -67,7 +68,7 @@ class DlqAcks(Protocol):
 @dataclass(frozen=True, slots=True)
 class CheckpointOutcome:
     written: list[WrittenFile]
-    rows: pa.Table | None  # the rows now in the lake (None: there were none to write)
+    rows: int | None  # how many rows are now in the lake (None: there were none to write)
     committed: bool
     write_s: float  # step 1: writing the partition's files
     commit_s: float  # step 3: the commit this partition shared with the others of its round
@@ -84,7 +85,7 @@ class _Durable:
     tp: TP
     buffer: PartitionBuffer
     written: list[WrittenFile]
-    rows: pa.Table | None
+    rows: int | None
     write_s: float
 
 
@@ -117,13 +118,15 @@ class Checkpoint:
         return tp in committed, commit_s
 
     def _make_durable(self, tp: TP, buffer: PartitionBuffer) -> _Durable:
-        """Steps 1 and 2; a transient error leaves the buffer as it was."""
+        """Steps 1 and 2. A transient error of step 1 leaves the buffer as it was; once its rows are in the lake
+        the buffer lets go of them (the round's other files need the memory) and keeps its positions."""
         began = time.monotonic()
         rows = buffer.take()
         written, rows = self._write(tp, rows) if rows is not None else ([], None)  # 1
         write_s = time.monotonic() - began
+        buffer.durable()
         self._dlq.confirm(tp[0], tp[1], self._dlq_timeout_s)  # 2
-        return _Durable(tp, buffer, written, rows, write_s)
+        return _Durable(tp, buffer, written, None if rows is None else rows.num_rows, write_s)
 
     def _commit_all(self, durable: list[_Durable]) -> tuple[set[TP], float]:
         """Steps 3 and 4, and what follows for each buffer; the partitions committed and the commit's time."""
