@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.common.contracts import ContractRegistry, TableContract, load_contracts
+from services.common.contracts import ContractRegistry, TableContract
 from services.common.contracts.errors import UnknownTableError
-from services.common.contracts.store import contracts_from_lake
+from services.common.contracts.store import ContractReader
 from services.common.errors import TransientError
 from services.common.health import Heartbeat
 from services.common.lake import (
@@ -82,9 +82,14 @@ class Loader:
         self._metrics = metrics
         self._shutdown = shutdown
         self._last_load: dict[str, float] = {}
+        self._contract_reader = ContractReader(settings.contracts_dir, lake)
+        self._registry: tuple[list[TableContract], ContractRegistry] | None = None  # the contracts it was built of
         # per table, the listed files (path, version) known to be in bronze: the manifest is asked only about
         # the others, so a cycle costs what changed, not every captured table's manifest lookup
         self._loaded: dict[str, set[tuple[str, str]]] = {}
+        # per listed lake file, its table: a path is parsed (and validated) once, not every cycle; only the
+        # files of the last listing are kept
+        self._table_of: dict[str, str] = {}
         self.heartbeat = heartbeat or Heartbeat()
         self._lease = lease
         self._before_commit = before_commit
@@ -163,7 +168,7 @@ class Loader:
                 break
             self.mark_progress()
             try:
-                self._load_table(_contract_of(contracts, table), files, report)
+                self._load_table(table, _contract_of(contracts, table), files, report)
             except TransientError as exc:  # this table retries next cycle; the others go on
                 log.warning("loader.table_deferred", table=table, error=str(exc))
                 self._metrics.failures.labels(table, "transient").inc()
@@ -183,26 +188,29 @@ class Loader:
     # --- discovery ------------------------------------------------------------------------------
 
     def _contracts(self) -> ContractRegistry:
-        """The repository's contracts plus every version the writers published (re-read each cycle)."""
-        return ContractRegistry.of([*load_contracts(self._settings.contracts_dir), *contracts_from_lake(self._lake)])
+        """The repository's contracts plus every version the writers published (read again when one changed)."""
+        contracts = self._contract_reader.contracts()
+        if self._registry is None or self._registry[0] is not contracts:
+            self._registry = (contracts, ContractRegistry.of(contracts))
+        return self._registry[1]
 
     def _mine(self, table: str) -> bool:
         index, count = self._settings.shard_of()
         return zlib.crc32(table.encode()) % count == index
 
     def _pending_by_table(self, contracts: ContractRegistry) -> dict[str, list[LakeFile]]:
+        """Per table of this shard, its listed files not known to be in bronze. Nothing here asks the warehouse:
+        the manifest is asked about a table's files when it loads (:meth:`_load_table`)."""
         by_table: dict[str, list[LakeFile]] = defaultdict(list)
+        known_tables, self._table_of = self._table_of, {}
         for prefix in self._prefixes:
             for file in self._lake.list(f"{prefix}/"):
                 if not file.path.endswith(".parquet"):
                     continue
-                try:
-                    slot = LakeLayout.parse(file.path)
-                except NotALakeFileError as exc:
-                    log.warning("loader.not_a_lake_file", path=file.path, error=str(exc))
-                    continue
-                key = slot.qualified_table if prefix == self._prefixes[0] else f"{prefix}/{slot.qualified_table}"
-                by_table[key].append(file)
+                table = known_tables.get(file.path) or self._table_of_file(prefix, file.path)
+                if table is not None:
+                    self._table_of[file.path] = table
+                    by_table[table].append(file)
         pending: dict[str, list[LakeFile]] = {}
         known = self._loaded
         self._loaded = {}  # only tables with files in place: what was archived or set aside is forgotten
@@ -214,39 +222,53 @@ class Loader:
             except (UnknownTableError, TypeError):
                 log.warning("loader.no_contract", table=table, files=len(files))
                 continue
-            loaded = self._loaded[contract.full_name] = self._known_loaded(
-                contract, files, known.get(contract.full_name, set())
-            )
-            new = [f for f in files if (f.path, f.version) not in loaded]
+            listed = {(f.path, f.version) for f in files}
+            loaded = self._loaded[contract.full_name] = known.get(contract.full_name, set()) & listed
             self._archive([f for f in files if (f.path, f.version) in loaded])  # an earlier archive that failed
-            self._metrics.pending_files.labels(table).set(len(new))
-            self._metrics.pending_bytes.labels(table).set(sum(f.size for f in new))
-            if new:
-                pending[table] = new
+            unknown = [f for f in files if (f.path, f.version) not in loaded]
+            self._set_pending(table, unknown)
+            if unknown:
+                pending[table] = unknown
         return pending
 
-    def _known_loaded(
-        self, contract: TableContract, files: list[LakeFile], known: set[tuple[str, str]]
-    ) -> set[tuple[str, str]]:
-        """The listed ``files`` (path, version) that bronze holds: ``known`` ones (a file once in the manifest stays
-        there), and for the others the manifest's answer — only the listed files' rows, so with archiving on the
-        cost follows the files still in place, not every file ever loaded; with nothing new, no lookup at all."""
+    def _table_of_file(self, prefix: str, path: str) -> str | None:
+        """The table a listed file belongs to (``schema.table``, or ``prefix/schema.table`` for another source's);
+        None, with a warning, for a path that is not a lake file's."""
+        try:
+            slot = LakeLayout.parse(path)
+        except NotALakeFileError as exc:
+            log.warning("loader.not_a_lake_file", path=path, error=str(exc))
+            return None
+        return slot.qualified_table if prefix == self._prefixes[0] else f"{prefix}/{slot.qualified_table}"
+
+    def _set_pending(self, table: str, files: list[LakeFile]) -> None:
+        self._metrics.pending_files.labels(table).set(len(files))
+        self._metrics.pending_bytes.labels(table).set(sum(f.size for f in files))
+
+    def _not_loaded(self, table: str, contract: TableContract, files: list[LakeFile]) -> list[LakeFile]:
+        """Of ``files`` (not known to be in bronze), those the manifest does not hold either. Only the listed
+        files' rows are asked for, so with archiving on the cost follows the files still in place, not every
+        file ever loaded; a file found there is known from then on (a file once in the manifest stays there)."""
         listed = {(f.path, f.version) for f in files}
-        loaded = known & listed
-        unknown = [f.path for f in files if (f.path, f.version) not in loaded]
-        if unknown:
-            loaded |= {(f.path, f.version) for f in self._warehouse.loaded_files(contract, unknown)} & listed
-        return loaded
+        in_bronze = {(f.path, f.version) for f in self._warehouse.loaded_files(contract, [f.path for f in files])}
+        self._loaded.setdefault(contract.full_name, set()).update(in_bronze & listed)
+        self._archive([f for f in files if (f.path, f.version) in in_bronze])
+        new = [f for f in files if (f.path, f.version) not in in_bronze]
+        self._set_pending(table, new)
+        return new
 
     # --- loading --------------------------------------------------------------------------------
 
-    def _load_table(self, contract: TableContract, files: list[LakeFile], report: CycleReport) -> None:
-        table = contract.full_name
-        since = time.monotonic() - self._last_load.get(table, float("-inf"))
+    def _load_table(self, table: str, contract: TableContract, files: list[LakeFile], report: CycleReport) -> None:
+        """``files``: the table's listed files not known to be in bronze. The manifest's answer about them and
+        the load of the rest share one open of the warehouse (on DuckDB an open reads the whole catalog)."""
+        since = time.monotonic() - self._last_load.get(contract.full_name, float("-inf"))
         if since < self._settings.min_table_interval_s:
             return
-        with self._warehouse.session():  # one open of the warehouse per table loaded, not one per call
-            self._load_files(contract, files, report)
+        with self._warehouse.session():
+            new = self._not_loaded(table, contract, files)
+            if new:
+                self._load_files(contract, new, report)
 
     def _load_files(self, contract: TableContract, files: list[LakeFile], report: CycleReport) -> None:
         table = contract.full_name

@@ -11,8 +11,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from services import __version__
-from services.common.contracts import TableContract, load_contracts
-from services.common.contracts.store import contracts_from_lake
+from services.common.contracts.store import ContractReader
 from services.common.health import HealthServer
 from services.common.lake import Lake, LakeError, open_lake
 from services.common.logging import get_logger
@@ -74,14 +73,10 @@ def transformer_for(
 ) -> Transformer:
     """The transform on ``lake`` and ``warehouse`` (opened by the caller: its own, or the loader's in its process)."""
     t = settings.transform
-
-    def contracts() -> list[TableContract]:
-        return [*load_contracts(t.contracts_dir), *contracts_from_lake(lake)]
-
     return Transformer(
         dbt=dbt_for(settings),
         source_project=t.project_dir,
-        contracts=contracts,
+        contracts=ContractReader(t.contracts_dir, lake).contracts,
         ensure_bronze=warehouse.ensure_bronze,
         metrics=TransformMetrics(registry),
         shutdown=shutdown,

@@ -13,7 +13,14 @@ from services.common.contracts.arrow import LAKE_METADATA, arrow_schema
 from services.common.contracts.catalog import column_from_catalog
 from services.common.contracts.compat import compare, evolve
 from services.common.contracts.errors import ContractError, UnknownTableError
-from services.common.contracts.store import contract_to_avro, write_contract
+from services.common.contracts.store import (
+    ContractReader,
+    contract_to_avro,
+    contracts_from_lake,
+    publish_contract,
+    write_contract,
+)
+from services.common.lake import LocalLake
 
 CONTRACT = TableContract(
     schema="lending",
@@ -114,3 +121,28 @@ def test_registry_keeps_the_newest_version() -> None:
     assert registry.get("lending", "loans").version == 3
     with pytest.raises(UnknownTableError, match="cdcflow schemas generate"):
         registry.get("lending", "nope")
+
+
+def test_a_contract_reader_reads_again_only_when_a_contract_file_changed(tmp_path: Path) -> None:
+    directory, lake = tmp_path / "schemas", LocalLake(tmp_path / "lake")
+    write_contract(directory, CONTRACT)
+    reader = ContractReader(directory, lake)
+    first = reader.contracts()
+    assert [(c.qualified_name, c.version) for c in first] == [("lending.loans", 1)]
+    assert reader.contracts() is first  # nothing changed: the same contracts, not read again
+
+    evolved = replace(CONTRACT, version=2, columns=(*CONTRACT.columns, Column("note", "string", "text")))
+    publish_contract(lake, evolved)  # a writer published a version in the lake
+    second = reader.contracts()
+    assert [(c.qualified_name, c.version) for c in second] == [("lending.loans", 1), ("lending.loans", 2)]
+    assert second[1].column("note").semantic == "string"
+
+    write_contract(directory, replace(CONTRACT, doc="loans booked"))  # the repository's file rewritten
+    assert reader.contracts()[0].doc == "loans booked"
+    assert reader.contracts() == [
+        *load_contracts(directory),
+        *contracts_from_lake(lake),
+    ]  # what reading everything gives
+
+    (directory / "lending.loans.avsc").unlink()
+    assert [c.version for c in reader.contracts()] == [2]

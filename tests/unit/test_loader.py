@@ -529,6 +529,10 @@ class _SessionWarehouse(DuckDBWarehouse):
             finally:
                 self.inside = False
 
+    def loaded_files(self, contract: TableContract, paths: Collection[str] | None = None) -> set[LoadedFile]:
+        self.calls.append(("loaded_files", self.inside))
+        return super().loaded_files(contract, paths)
+
     def ensure_bronze(self, contract: TableContract) -> BronzeChange:
         self.calls.append(("ensure_bronze", self.inside))
         return super().ensure_bronze(contract)
@@ -542,7 +546,7 @@ class _SessionWarehouse(DuckDBWarehouse):
         return super().max_source_ts(contract)
 
 
-def test_a_tables_load_opens_the_warehouse_once(lake: LocalLake, tmp_path: Path) -> None:
+def test_a_tables_lookup_and_load_open_the_warehouse_once(lake: LocalLake, tmp_path: Path) -> None:
     files = LakeFiles(lake, lending_contract("transactions"))
     for start in range(0, 30, 10):
         files.write(range(start, start + 10))
@@ -558,9 +562,31 @@ def test_a_tables_load_opens_the_warehouse_once(lake: LocalLake, tmp_path: Path)
     )
     assert loader.cycle().rows_inserted == 40
     assert warehouse.sessions == 1
-    assert warehouse.calls == [("ensure_bronze", True), ("load", True), ("load", True), ("max_source_ts", True)]
+    assert warehouse.calls == [
+        ("loaded_files", True),
+        ("ensure_bronze", True),
+        ("load", True),
+        ("load", True),
+        ("max_source_ts", True),
+    ]
     assert loader.cycle().files == 0
     assert warehouse.sessions == 1  # nothing new: the warehouse is not opened at all
+    files.write(range(30, 40))
+    warehouse.calls.clear()
+    assert loader.cycle().rows_inserted == 10
+    assert warehouse.sessions == 2
+    assert {inside for _, inside in warehouse.calls} == {True}
+    # a new process knows no file: one open per table finds the manifest holds them all and loads nothing
+    again = _SessionWarehouse(tmp_path / "wh.duckdb")
+    report = Loader(
+        LoaderSettings(max_batch_files=2),
+        topic_prefix="cdcflow",
+        lake=lake,
+        warehouse=again,
+        metrics=LoaderMetrics(CollectorRegistry()),
+        shutdown=Shutdown(),
+    ).cycle()
+    assert (report.files, again.sessions, again.calls) == (0, 1, [("loaded_files", True)])
 
 
 def test_a_session_on_a_file_another_process_holds_is_busy(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from services.common.lake import Lake
 
 __all__ = [
     "LAKE_CONTRACTS",
+    "ContractReader",
     "avro_to_contract",
     "contract_path",
     "contract_to_avro",
@@ -155,7 +156,7 @@ def load_contracts(directory: Path) -> list[TableContract]:
     """Every ``*.avsc`` table contract in ``directory`` (the primary source's) and in its sub-folders (one per
     other source, named by its topic prefix); other Avro schemas there are skipped."""
     contracts = []
-    for path in sorted([*directory.glob("*.avsc"), *directory.glob("*/*.avsc")]):
+    for path in _contract_files(directory):
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
@@ -170,6 +171,10 @@ def load_contracts(directory: Path) -> list[TableContract]:
                 raise ContractError(f"{path}: the contract of {contract.qualified_name} belongs in {folder}/")
             contracts.append(contract)
     return contracts
+
+
+def _contract_files(directory: Path) -> list[Path]:
+    return sorted([*directory.glob("*.avsc"), *directory.glob("*/*.avsc")])
 
 
 def write_contract(directory: Path, contract: TableContract) -> Path:
@@ -215,11 +220,48 @@ def publish_contract(lake: Lake, contract: TableContract) -> str:
 
 def contracts_from_lake(lake: Lake) -> list[TableContract]:
     """Every contract version published in the lake, of every source, oldest first per table."""
+    return _contracts_at(lake, [f.path for f in lake.list(f"{LAKE_CONTRACTS}/") if f.path.endswith(".avsc")])
+
+
+def _contracts_at(lake: Lake, paths: list[str]) -> list[TableContract]:
     found = []
-    for file in lake.list(f"{LAKE_CONTRACTS}/"):
-        if file.path.endswith(".avsc"):
-            try:
-                found.append(_contract_at(lake, file.path))
-            except (ContractError, json.JSONDecodeError) as exc:
-                raise ContractError(f"{lake.uri(file.path)}: {exc}") from None
+    for path in paths:
+        try:
+            found.append(_contract_at(lake, path))
+        except (ContractError, json.JSONDecodeError) as exc:
+            raise ContractError(f"{lake.uri(path)}: {exc}") from None
     return sorted(found, key=lambda c: (c.source, c.qualified_name, c.version))
+
+
+class ContractReader:
+    """The repository's contracts in ``directory`` and every version published in ``lake``, read again only
+    when one of their files changed: a service that asks every cycle lists and stats the files then, instead of
+    reading and parsing every contract (with 50 tables most of a loader cycle that finds nothing new)."""
+
+    def __init__(self, directory: Path, lake: Lake) -> None:
+        self._directory = directory
+        self._lake = lake
+        self._stamp: tuple[object, ...] | None = None
+        self._contracts: list[TableContract] = []
+
+    def contracts(self) -> list[TableContract]:
+        """As ``[*load_contracts(directory), *contracts_from_lake(lake)]``."""
+        published = [f for f in self._lake.list(f"{LAKE_CONTRACTS}/") if f.path.endswith(".avsc")]
+        stamp = (_file_stamps(_contract_files(self._directory)), tuple((f.path, f.version) for f in published))
+        if stamp != self._stamp:
+            lake_contracts = _contracts_at(self._lake, [f.path for f in published])
+            self._contracts = [*load_contracts(self._directory), *lake_contracts]
+            self._stamp = stamp  # a file changed since it was stamped is read again at the next call
+        return self._contracts
+
+
+def _file_stamps(paths: list[Path]) -> tuple[tuple[str, int, int, int], ...]:
+    """Each file's identity and version: a rewrite (``write_contract`` replaces the file) changes the inode."""
+    stamps = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # removed since it was listed
+            continue
+        stamps.append((str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
