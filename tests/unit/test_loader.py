@@ -43,13 +43,14 @@ def _loader(
     tmp_path: Path,
     registry: CollectorRegistry | None = None,
     shutdown: Shutdown | None = None,
+    warehouse: DuckDBWarehouse | None = None,
     **settings: object,
 ) -> Loader:
     return Loader(
         LoaderSettings.model_validate(settings),
         topic_prefix="cdcflow",
         lake=lake,
-        warehouse=DuckDBWarehouse(tmp_path / "wh.duckdb"),
+        warehouse=warehouse or DuckDBWarehouse(tmp_path / "wh.duckdb"),
         metrics=LoaderMetrics(registry or CollectorRegistry()),
         shutdown=shutdown or Shutdown(),
     )
@@ -486,14 +487,7 @@ def test_a_cycle_looks_up_only_the_tables_with_new_files(lake: LocalLake, tmp_pa
         write_contract(tmp_path / "contracts", contract)
         LakeFiles(lake, contract).write(range(0, 10))
     warehouse = _CountingWarehouse(tmp_path / "wh.duckdb")
-    loader = Loader(
-        LoaderSettings(contracts_dir=tmp_path / "contracts"),
-        topic_prefix="cdcflow",
-        lake=lake,
-        warehouse=warehouse,
-        metrics=LoaderMetrics(CollectorRegistry()),
-        shutdown=Shutdown(),
-    )
+    loader = _loader(lake, tmp_path, warehouse=warehouse, contracts_dir=tmp_path / "contracts")
     assert loader.cycle().files == 4
     warehouse.lookups.clear()
     assert loader.cycle().files == 0  # nothing new: no table's manifest is read
@@ -552,14 +546,7 @@ def test_a_tables_lookup_and_load_open_the_warehouse_once(lake: LocalLake, tmp_p
         files.write(range(start, start + 10))
     LakeFiles(lake, lending_contract("transactions"), partition=1).write(range(0, 10))
     warehouse = _SessionWarehouse(tmp_path / "wh.duckdb")
-    loader = Loader(
-        LoaderSettings(max_batch_files=2),
-        topic_prefix="cdcflow",
-        lake=lake,
-        warehouse=warehouse,
-        metrics=LoaderMetrics(CollectorRegistry()),
-        shutdown=Shutdown(),
-    )
+    loader = _loader(lake, tmp_path, warehouse=warehouse, max_batch_files=2)
     assert loader.cycle().rows_inserted == 40
     assert warehouse.sessions == 1
     assert warehouse.calls == [
@@ -578,14 +565,7 @@ def test_a_tables_lookup_and_load_open_the_warehouse_once(lake: LocalLake, tmp_p
     assert {inside for _, inside in warehouse.calls} == {True}
     # a new process knows no file: one open per table finds the manifest holds them all and loads nothing
     again = _SessionWarehouse(tmp_path / "wh.duckdb")
-    report = Loader(
-        LoaderSettings(max_batch_files=2),
-        topic_prefix="cdcflow",
-        lake=lake,
-        warehouse=again,
-        metrics=LoaderMetrics(CollectorRegistry()),
-        shutdown=Shutdown(),
-    ).cycle()
+    report = _loader(lake, tmp_path, warehouse=again, max_batch_files=2).cycle()
     assert (report.files, again.sessions, again.calls) == (0, 1, [("loaded_files", True)])
 
 
