@@ -9,12 +9,17 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from services.common.imports import refuse_imports
 from services.common.signals import Shutdown
 
 if TYPE_CHECKING:
     from services.common.lake import LakeOpener
 
-__all__ = ["main"]
+__all__ = ["UNUSED", "main"]
+
+UNUSED = ("pandas",)
+"""Installed beside the writer (the BigQuery adapter needs it) and never used by it: pyarrow would load it on
+its first conversion of Python values, ~33 MiB resident (services/common/imports.py)."""
 
 
 def main(lake_opener: LakeOpener | None = None) -> None:
@@ -22,6 +27,7 @@ def main(lake_opener: LakeOpener | None = None) -> None:
     entry point passes one that wraps the lake)."""
     shutdown = Shutdown()
     shutdown.install()
+    refuse_imports(*UNUSED, why="the lake writer never uses it (services/consumer/__main__.py)")
     from services.common.lake import open_lake
     from services.common.logging import configure_logging
     from services.common.settings import load_settings

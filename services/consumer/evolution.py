@@ -18,32 +18,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-import psycopg
-from psycopg.conninfo import make_conninfo
-
 from services.common.contracts import TableContract
 from services.common.contracts.catalog import contracts_from_catalog
 from services.common.contracts.compat import compare, evolve
-from services.common.contracts.errors import ContractError
+from services.common.contracts.errors import CatalogUnreachableError, ContractError
 from services.common.contracts.store import publish_contract
 from services.common.lake import Lake
 from services.common.logging import get_logger
 from services.common.metrics import WriterMetrics
 from services.consumer.errors import CatalogUnavailableError
 
-__all__ = ["CatalogEvolution", "bounded_dsn"]
+__all__ = ["CatalogEvolution"]
 
 log = get_logger(__name__)
 
 _RETRY_REFUSED_S = 60.0
 _TIMEOUT_S = 5.0
-
-
-def bounded_dsn(dsn: str, timeout_s: float) -> str:
-    """``dsn`` whose connection attempt and statements give up after ``timeout_s``."""
-    return make_conninfo(
-        dsn, connect_timeout=max(1, round(timeout_s)), options=f"-c statement_timeout={int(timeout_s * 1000)}"
-    )
 
 
 class CatalogEvolution:
@@ -57,7 +47,8 @@ class CatalogEvolution:
         timeout_s: float = _TIMEOUT_S,
         source: str = "",
     ) -> None:
-        self._dsn = bounded_dsn(dsn, timeout_s)
+        self._dsn = dsn
+        self._timeout_s = timeout_s
         self._exclude_columns = list(exclude_columns)
         self._lake = lake
         self._metrics = metrics
@@ -71,11 +62,13 @@ class CatalogEvolution:
         if time.monotonic() < self._refused_until.get(table, 0.0):
             return []
         try:
-            found = contracts_from_catalog(self._dsn, [re.escape(table)], exclude_columns=self._exclude_columns)
-        except psycopg.OperationalError as exc:  # unreachable, shutting down, timed out: an outage, not an answer
-            log.warning("writer.catalog_unavailable", table=table, error=str(exc).strip()[:300])
-            raise CatalogUnavailableError(f"PostgreSQL's catalog is out of reach looking up {table}: {exc}") from exc
-        except (ContractError, psycopg.Error) as exc:
+            found = contracts_from_catalog(
+                self._dsn, [re.escape(table)], exclude_columns=self._exclude_columns, timeout_s=self._timeout_s
+            )
+        except CatalogUnreachableError as exc:
+            log.warning("writer.catalog_unavailable", table=table, error=str(exc)[:300])
+            raise CatalogUnavailableError(f"looking up {table}: {exc}") from exc
+        except ContractError as exc:
             log.warning("writer.catalog_lookup_failed", table=table, error=str(exc))
             found = []
         if not found:

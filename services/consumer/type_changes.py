@@ -21,15 +21,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-import psycopg
-
 from services.common.contracts import TableContract
 from services.common.contracts.catalog import contracts_from_catalog
 from services.common.contracts.compat import compare
-from services.common.contracts.errors import ContractError
+from services.common.contracts.errors import CatalogUnreachableError, ContractError
 from services.common.debezium.records import DecodeFailure, Reason
 from services.common.logging import get_logger
-from services.consumer.evolution import bounded_dsn
 
 __all__ = ["VALUE_REASONS", "TypeChangeCheck", "relabel"]
 
@@ -45,7 +42,8 @@ class TypeChangeCheck:
     def __init__(
         self, dsn: str, *, exclude_columns: Sequence[str] = (), timeout_s: float = 5.0, ttl_s: float = _TTL_S
     ) -> None:
-        self._dsn = bounded_dsn(dsn, timeout_s)
+        self._dsn = dsn
+        self._timeout_s = timeout_s
         self._exclude_columns = list(exclude_columns)
         self._ttl_s = ttl_s
         self._known: dict[tuple[str, int], tuple[float, dict[str, str]]] = {}
@@ -78,11 +76,13 @@ class TypeChangeCheck:
     def _look_up(self, contract: TableContract) -> dict[str, str]:
         table = contract.qualified_name
         try:
-            found = contracts_from_catalog(self._dsn, [re.escape(table)], exclude_columns=self._exclude_columns)
-        except psycopg.OperationalError as exc:
-            log.warning("writer.type_check_unavailable", table=table, error=str(exc).strip()[:300])
+            found = contracts_from_catalog(
+                self._dsn, [re.escape(table)], exclude_columns=self._exclude_columns, timeout_s=self._timeout_s
+            )
+        except CatalogUnreachableError as exc:
+            log.warning("writer.type_check_unavailable", table=table, error=str(exc)[:300])
             return {}
-        except (ContractError, psycopg.Error) as exc:
+        except ContractError as exc:
             log.warning("writer.type_check_failed", table=table, error=str(exc).strip()[:300])
             return {}
         if not found:

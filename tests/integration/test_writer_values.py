@@ -139,6 +139,11 @@ def test_lake_rows_equal_the_source_value_by_value(
         assert row["_source_lsn"] > 0
         assert row["_kafka_topic"] == f"{prefix}.lending.facilities"
 
+    # what the writer holds is its own: libraries it never uses are not loaded (services/common/imports.py)
+    loaded = Path(f"/proc/{proc.pid}/maps").read_text()
+    assert "pandas" not in loaded
+    assert "psycopg" not in loaded
+
     # SIGTERM: exit 0 within the grace period, with everything consumed written and committed
     began = time.monotonic()
     assert writer.terminate(proc, timeout_s=settings.writer.grace_s) == 0

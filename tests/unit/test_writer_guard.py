@@ -18,6 +18,8 @@ import pyarrow as pa
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
+from services.common.contracts.catalog import bounded_dsn, contracts_from_catalog
+from services.common.contracts.errors import CatalogUnreachableError
 from services.common.debezium.records import DecodeResult, Reason
 from services.common.errors import TransientError
 from services.common.kafka.message_columns import MessageBatch
@@ -25,7 +27,7 @@ from services.common.lake import open_lake
 from services.common.metrics import WriterMetrics, new_registry
 from services.common.settings import LakeSettings, load_settings, repo_root
 from services.consumer.errors import CatalogUnavailableError
-from services.consumer.evolution import CatalogEvolution, bounded_dsn
+from services.consumer.evolution import CatalogEvolution
 from services.consumer.faults import CRASH_MARKER_ENV
 from services.consumer.guard import decode_isolating, failing_rows, is_native_panic
 from services.consumer.quarantine import InflightNote, Quarantine, dead_notes, find_crashers
@@ -244,3 +246,9 @@ def test_catalog_connections_are_bounded_in_time() -> None:
     dsn = bounded_dsn("postgresql://cdcflow:secret@db.example:5432/lending", 5)
     assert "connect_timeout=5" in dsn
     assert "statement_timeout=5000" in dsn
+
+
+def test_a_catalog_out_of_reach_is_our_transient_error_not_the_drivers() -> None:
+    with pytest.raises(CatalogUnreachableError, match="out of reach") as raised:
+        contracts_from_catalog("postgresql://cdcflow:secret@127.0.0.1:9/lending", [r"lending\..*"], timeout_s=2)
+    assert isinstance(raised.value, TransientError)

@@ -7,14 +7,20 @@ through the root, so a partition is never a table of its own downstream.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-
-from services.common.contracts.errors import NoPrimaryKeyError, UnsupportedColumnError
+from services.common.contracts.errors import (
+    CatalogQueryError,
+    CatalogUnreachableError,
+    NoPrimaryKeyError,
+    UnsupportedColumnError,
+)
 from services.common.contracts.model import Column, Semantic, TableContract
 
-__all__ = ["GENERATED", "UNSUPPORTED_TYPES", "column_from_catalog", "contracts_from_catalog"]
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["GENERATED", "UNSUPPORTED_TYPES", "bounded_dsn", "column_from_catalog", "contracts_from_catalog"]
 
 _SEMANTIC_BY_TYPE: dict[str, Semantic] = {
     "int2": "int16",
@@ -168,7 +174,9 @@ def _captured(
 
 
 def _contract(conn: psycopg.Connection[Any], schema: str, table: str, excluded: list[re.Pattern[str]]) -> TableContract:
-    with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+    from psycopg.rows import dict_row
+
+    with conn.cursor(row_factory=dict_row) as cursor:
         rows, uncaptured = _captured(schema, table, cursor.execute(_COLUMNS_SQL, (schema, table)).fetchall(), excluded)
     key = tuple(str(r[0]) for r in conn.execute(_KEY_ORDER_SQL, (schema, table)).fetchall())
     if not key:
@@ -191,20 +199,46 @@ def _contract(conn: psycopg.Connection[Any], schema: str, table: str, excluded: 
 
 
 def contracts_from_catalog(
-    dsn: str, include: list[str], exclude: list[str] | None = None, exclude_columns: list[str] | None = None
+    dsn: str,
+    include: list[str],
+    exclude: list[str] | None = None,
+    exclude_columns: list[str] | None = None,
+    *,
+    timeout_s: float | None = None,
 ) -> list[TableContract]:
     """Contracts of the tables whose ``schema.table`` fully matches one ``include`` regex and no ``exclude``;
     columns whose ``schema.table.column`` fully matches an ``exclude_columns`` regex are left out (named in
     the contract as uncaptured). A column of a type the connector cannot carry raises
-    :class:`UnsupportedColumnError` unless it is excluded."""
+    :class:`UnsupportedColumnError` unless it is excluded.
+
+    With ``timeout_s`` the connection attempt and each statement give up after it. A catalog out of reach
+    raises :class:`CatalogUnreachableError`, an error PostgreSQL answers with :class:`CatalogQueryError`.
+    """
+    # Loaded here, not with the module: the lake writer reads the catalog only when a table's schema changes.
+    import psycopg
+
     included = [re.compile(p) for p in include]
     excluded = [re.compile(p) for p in exclude or []]
     excluded_columns = [re.compile(p) for p in exclude_columns or []]
-    with psycopg.connect(dsn) as conn:
-        tables = [(str(s), str(t)) for s, t in conn.execute(_TABLES_SQL).fetchall()]
-        wanted = [
-            (s, t)
-            for s, t in tables
-            if any(p.fullmatch(f"{s}.{t}") for p in included) and not any(p.fullmatch(f"{s}.{t}") for p in excluded)
-        ]
-        return [_contract(conn, s, t, excluded_columns) for s, t in wanted]
+    try:
+        with psycopg.connect(dsn if timeout_s is None else bounded_dsn(dsn, timeout_s)) as conn:
+            tables = [(str(s), str(t)) for s, t in conn.execute(_TABLES_SQL).fetchall()]
+            wanted = [
+                (s, t)
+                for s, t in tables
+                if any(p.fullmatch(f"{s}.{t}") for p in included) and not any(p.fullmatch(f"{s}.{t}") for p in excluded)
+            ]
+            return [_contract(conn, s, t, excluded_columns) for s, t in wanted]
+    except psycopg.OperationalError as exc:  # unreachable, shutting down, timed out: an outage, not an answer
+        raise CatalogUnreachableError(f"PostgreSQL's catalog is out of reach: {str(exc).strip()}") from exc
+    except psycopg.Error as exc:
+        raise CatalogQueryError(f"PostgreSQL refused the catalog query: {str(exc).strip()}") from exc
+
+
+def bounded_dsn(dsn: str, timeout_s: float) -> str:
+    """``dsn`` whose connection attempt and statements give up after ``timeout_s``."""
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(
+        dsn, connect_timeout=max(1, round(timeout_s)), options=f"-c statement_timeout={int(timeout_s * 1000)}"
+    )

@@ -1,8 +1,10 @@
 """Errors of table contracts."""
 
-from services.common.errors import TerminalError
+from services.common.errors import TerminalError, TransientError
 
 __all__ = [
+    "CatalogQueryError",
+    "CatalogUnreachableError",
     "ContractError",
     "IncompatibleChangeError",
     "NoPrimaryKeyError",
@@ -29,3 +31,11 @@ class NoPrimaryKeyError(ContractError):
 
 class UnsupportedColumnError(ContractError):
     """A column whose type the connector cannot carry exactly: captured, it would silently change."""
+
+
+class CatalogUnreachableError(TransientError):
+    """PostgreSQL's catalog could not be asked (unreachable, restarting, timed out): not an answer about the table."""
+
+
+class CatalogQueryError(ContractError):
+    """PostgreSQL answered the catalog query with an error (a role without access, a statement refused)."""

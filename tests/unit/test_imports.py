@@ -1,0 +1,74 @@
+"""A process can refuse libraries it never uses, where another library would load them on its own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from services.common.settings import repo_root
+
+
+def _run(script: str) -> subprocess.CompletedProcess[str]:
+    """In a process of its own: this one may have loaded pandas already."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], cwd=repo_root(), capture_output=True, text=True, check=False
+    )
+
+
+def test_a_refused_package_is_absent_and_pyarrow_converts_python_values_without_it() -> None:
+    done = _run(
+        """
+        import sys
+        from services.common.imports import refuse_imports
+        refuse_imports("pandas", why="not used here")
+        import pyarrow as pa
+        assert pa.array(["c", "u", None]).to_pylist() == ["c", "u", None]
+        assert pa.table({"a": [1, 2]}).num_rows == 2
+        try:
+            import pandas.core.frame
+        except ModuleNotFoundError as exc:
+            assert exc.name == "pandas" and "not used here" in str(exc), exc
+        else:
+            raise AssertionError("pandas was imported")
+        assert not any(name.split(".")[0] == "pandas" for name in sys.modules)
+        print("ok")
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_allowing_again_undoes_a_refusal_and_other_packages_are_untouched() -> None:
+    done = _run(
+        """
+        from services.common.imports import allow_imports, refuse_imports
+        finder = refuse_imports("pandas", why="not used here")
+        import numpy  # another package: untouched
+        allow_imports(finder)
+        import pandas
+        print(pandas.__name__)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pandas"
+
+
+def test_the_lake_writer_starts_without_pandas_or_the_postgresql_driver() -> None:
+    """What ``python -m services.consumer`` imports before its first poll, pandas refused as its main() does."""
+    done = _run(
+        """
+        import sys
+        from services.consumer.__main__ import UNUSED
+        from services.common.imports import refuse_imports
+        refuse_imports(*UNUSED, why="test")
+        from services.common.lake import open_lake
+        from services.common.logging import configure_logging
+        from services.common.settings import load_settings
+        from services.consumer.wiring import run_writer
+        import services.common.debezium.envelope
+        print(sorted({name.split(".")[0] for name in sys.modules} & {"pandas", "psycopg"}))
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
