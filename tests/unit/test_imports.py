@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -55,13 +56,12 @@ def test_allowing_again_undoes_a_refusal_and_other_packages_are_untouched() -> N
 
 
 def test_the_lake_writer_starts_without_pandas_or_the_postgresql_driver() -> None:
-    """What ``python -m services.consumer`` imports before its first poll, pandas refused as its main() does."""
+    """What ``python -m services.consumer`` imports before its first poll, prepared as its main() does."""
     done = _run(
         """
         import sys
-        from services.consumer.__main__ import UNUSED
-        from services.common.imports import refuse_imports
-        refuse_imports(*UNUSED, why="test")
+        from services.consumer.__main__ import prepare_process
+        prepare_process()
         from services.common.lake import open_lake
         from services.common.logging import configure_logging
         from services.common.settings import load_settings
@@ -72,3 +72,24 @@ def test_the_lake_writer_starts_without_pandas_or_the_postgresql_driver() -> Non
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_lake_writer_allocates_arrow_memory_from_the_c_heap_in_arrows_own_code_too() -> None:
+    """A dictionary-encoded Parquet file: Arrow's C++ allocates its builders from its own default pool."""
+    done = _run(
+        """
+        import io, json
+        from services.consumer.__main__ import prepare_process
+        prepare_process()
+        import pyarrow as pa, pyarrow.parquet as pq
+        table = pa.table({"s": [str(i % 5000) for i in range(200_000)]})
+        pq.write_table(table, io.BytesIO(), use_dictionary=True)
+        print(json.dumps({"pool": pa.default_memory_pool().backend_name,
+                          "bundled_peak": pa.mimalloc_memory_pool().max_memory(),
+                          "c_heap_peak": pa.system_memory_pool().max_memory()}))
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result == {"pool": "system", "bundled_peak": 0, "c_heap_peak": result["c_heap_peak"]}
+    assert result["c_heap_peak"] > 1_000_000
