@@ -50,7 +50,7 @@ from services.stack.runtime import Stack, require_healthy
 __all__ = ["FIXED_OVERHEAD_MIB", "SHAPES", "ChangePlan", "Shape", "plan_changes", "scale_figures"]
 
 # What the writer holds beyond its buffer budget, whatever the number of tables: the interpreter with
-# pyarrow, librdkafka and the native extensions loaded (~165 MiB at writer.started), librdkafka's bounded
+# pyarrow, librdkafka and the native extensions loaded (~150 MiB at writer.started), librdkafka's bounded
 # prefetch queue and fetches (a share of the budget), one poll's values (at most a sixteenth of the budget)
 # and their decoded columns, and the Parquet encoder's buffers for the file being flushed.
 FIXED_OVERHEAD_MIB = 256
