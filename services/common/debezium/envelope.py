@@ -195,18 +195,25 @@ class EnvelopeConverter:
         found = []
         for image in (before, after):
             for index in range(image.type.num_fields):
-                present = pc.is_valid(pc.struct_field(image, index))
                 try:
                     name = image.type.field(index).name
                 except UnicodeDecodeError:  # a reader kept a key whose bytes are not UTF-8
-                    found.append(_Check(present, Reason.INVALID_UTF8, "a column name is not valid UTF-8"))
+                    found.append(
+                        _Check(_present(image, index), Reason.INVALID_UTF8, "a column name is not valid UTF-8")
+                    )
                     continue
                 if name not in self._columns:
                     detail = (
                         f"column {name!r} is not in contract v{self.contract.version} of {self.contract.qualified_name}"
                     )
-                    found.append(_Check(present, Reason.SCHEMA_MISMATCH, detail, name))
+                    found.append(_Check(_present(image, index), Reason.SCHEMA_MISMATCH, detail, name))
         return found
+
+
+def _present(image: pa.Array, index: int) -> pa.Array:
+    """The rows whose image holds field ``index`` (only an unknown field's are needed: the contract's are
+    not checked here)."""
+    return pc.is_valid(pc.struct_field(image, index))
 
 
 def _convert(column: Column, raw: pa.Array) -> tuple[pa.Array, list[_Check]]:
