@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
-__all__ = ["RefusedImports", "allow_imports", "refuse_imports"]
+__all__ = ["RefusedImports", "refuse_imports"]
 
 
 class RefusedImports:
@@ -32,16 +32,8 @@ class RefusedImports:
         return None
 
 
-def refuse_imports(*names: str, why: str) -> RefusedImports:
+def refuse_imports(*names: str, why: str) -> None:
     """From now on, importing any of ``names`` (top-level packages) in this process fails as if it were not
-    installed; returns the finder, which :func:`allow_imports` removes. A package loaded already stays usable
-    (an import finds it in ``sys.modules`` first): refusing it then saves nothing."""
-    finder = RefusedImports(frozenset(names), why)
-    sys.meta_path.insert(0, finder)
-    return finder
-
-
-def allow_imports(finder: RefusedImports) -> None:
-    """Undo :func:`refuse_imports`."""
-    if finder in sys.meta_path:
-        sys.meta_path.remove(finder)
+    installed, for the rest of the process. A package loaded already stays usable (an import finds it in
+    ``sys.modules`` first): refusing it then saves nothing."""
+    sys.meta_path.insert(0, RefusedImports(frozenset(names), why))

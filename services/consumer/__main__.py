@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from services.common.imports import refuse_imports
+from services.common.libc import is_glibc
 from services.common.signals import Shutdown
 
 if TYPE_CHECKING:
@@ -33,15 +34,8 @@ def prepare_process() -> None:
     ``ARROW_DEFAULT_MEMORY_POOL`` is kept, and so are the defaults outside glibc.
     """
     refuse_imports(*UNUSED, why="the lake writer never uses it (services/consumer/__main__.py)")
-    if _glibc():
+    if is_glibc():
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-
-
-def _glibc() -> bool:
-    try:
-        return bool(os.confstr("CS_GNU_LIBC_VERSION"))
-    except (ValueError, OSError):
-        return False
 
 
 def main(lake_opener: LakeOpener | None = None) -> None:

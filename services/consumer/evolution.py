@@ -13,13 +13,12 @@ later; none goes to the DLQ because of an outage. Every connection attempt and e
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 
 from services.common.contracts import TableContract
-from services.common.contracts.catalog import contracts_from_catalog
+from services.common.contracts.catalog import table_contract
 from services.common.contracts.compat import compare, evolve
 from services.common.contracts.errors import CatalogUnreachableError, ContractError
 from services.common.contracts.store import publish_contract
@@ -55,33 +54,31 @@ class CatalogEvolution:
         self._source = source  # the source whose database ``dsn`` reaches: its contracts carry it
         self._refused_until: dict[str, float] = {}
 
-    def _lookup(self, table: str) -> list[TableContract]:
+    def _lookup(self, table: str) -> TableContract | None:
         """The table's contract from the catalog; a refusal is remembered for a while (this runs per batch).
 
         Raises :class:`CatalogUnavailableError` when PostgreSQL cannot answer (nothing is remembered then)."""
         if time.monotonic() < self._refused_until.get(table, 0.0):
-            return []
+            return None
         try:
-            found = contracts_from_catalog(
-                self._dsn, [re.escape(table)], exclude_columns=self._exclude_columns, timeout_s=self._timeout_s
-            )
+            found = table_contract(self._dsn, table, exclude_columns=self._exclude_columns, timeout_s=self._timeout_s)
         except CatalogUnreachableError as exc:
             log.warning("writer.catalog_unavailable", table=table, error=str(exc)[:300])
             raise CatalogUnavailableError(f"looking up {table}: {exc}") from exc
         except ContractError as exc:
             log.warning("writer.catalog_lookup_failed", table=table, error=str(exc))
-            found = []
-        if not found:
+            found = None
+        if found is None:
             self._refused_until[table] = time.monotonic() + _RETRY_REFUSED_S
-        return [replace(c, source=self._source) for c in found]
+            return None
+        return replace(found, source=self._source)
 
     def discover(self, schema: str, table: str) -> TableContract | None:
         """Contract v1 of a table that started streaming before anyone generated its contract (raises
         :class:`CatalogUnavailableError` when the catalog is out of reach)."""
-        found = self._lookup(f"{schema}.{table}")
-        if not found:
+        contract = self._lookup(f"{schema}.{table}")
+        if contract is None:
             return None
-        contract = found[0]
         path = publish_contract(self._lake, contract)
         self._metrics.schema_changes.labels(contract.qualified_name, "discovered").inc()
         log.info("writer.contract_discovered", table=contract.qualified_name, contract=path)
@@ -92,12 +89,12 @@ class CatalogEvolution:
         :class:`CatalogUnavailableError` when the catalog is out of reach)."""
         table = contract.qualified_name
         live = self._lookup(table)
-        if not live:
+        if live is None:
             log.warning("writer.evolution_refused", table=table, columns=sorted(unknown), why="table not in catalog")
             return None
         known = {c.name for c in contract.columns}
         relaxed = replace(
-            live[0], columns=tuple(c if c.name in known else replace(c, nullable=True) for c in live[0].columns)
+            live, columns=tuple(c if c.name in known else replace(c, nullable=True) for c in live.columns)
         )
         changes = compare(contract, relaxed)
         missing = unknown - {c.name for c in relaxed.columns}

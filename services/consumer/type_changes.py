@@ -16,13 +16,12 @@ way, and a decode must not wait on PostgreSQL for a label.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 
 from services.common.contracts import TableContract
-from services.common.contracts.catalog import contracts_from_catalog
+from services.common.contracts.catalog import table_contract
 from services.common.contracts.compat import compare
 from services.common.contracts.errors import CatalogUnreachableError, ContractError
 from services.common.debezium.records import DecodeFailure, Reason
@@ -76,18 +75,16 @@ class TypeChangeCheck:
     def _look_up(self, contract: TableContract) -> dict[str, str]:
         table = contract.qualified_name
         try:
-            found = contracts_from_catalog(
-                self._dsn, [re.escape(table)], exclude_columns=self._exclude_columns, timeout_s=self._timeout_s
-            )
+            found = table_contract(self._dsn, table, exclude_columns=self._exclude_columns, timeout_s=self._timeout_s)
         except CatalogUnreachableError as exc:
             log.warning("writer.type_check_unavailable", table=table, error=str(exc)[:300])
             return {}
         except ContractError as exc:
             log.warning("writer.type_check_failed", table=table, error=str(exc).strip()[:300])
             return {}
-        if not found:
+        if found is None:
             return {}
-        return {c.column: c.detail for c in compare(contract, found[0]) if c.kind == "type_changed"}
+        return {c.column: c.detail for c in compare(contract, found) if c.kind == "type_changed"}
 
 
 def relabel(contract: TableContract, failures: list[DecodeFailure], changed: dict[str, str]) -> list[DecodeFailure]:

@@ -22,6 +22,7 @@ from services.common.errors import ConfigError
 from services.common.health import HealthServer
 from services.common.kafka.batch_consumer import NATIVE_CONSUMER
 from services.common.lake import Lake, LakeOpener, open_lake
+from services.common.libc import is_glibc
 from services.common.logging import get_logger
 from services.common.metrics import WriterMetrics, new_registry, register_build_info
 from services.common.settings import Settings
@@ -173,10 +174,9 @@ def tune_allocator(buffer_max_bytes: int) -> bool:
     free at its top keeps those pages in use; peak memory is unchanged. Returns False where the C library
     is not glibc: the defaults stay.
     """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except AttributeError:
+    if not is_glibc():
         return False
+    mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     trim = max(128 << 10, min(buffer_max_bytes // 4, (1 << 31) - 1))
     if not (mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, trim)):

@@ -40,19 +40,21 @@ def test_a_refused_package_is_absent_and_pyarrow_converts_python_values_without_
     assert done.stdout.strip() == "ok"
 
 
-def test_allowing_again_undoes_a_refusal_and_other_packages_are_untouched() -> None:
+def test_only_the_named_packages_are_refused() -> None:
     done = _run(
         """
-        from services.common.imports import allow_imports, refuse_imports
-        finder = refuse_imports("pandas", why="not used here")
-        import numpy  # another package: untouched
-        allow_imports(finder)
-        import pandas
-        print(pandas.__name__)
+        import sys
+        from services.common.imports import RefusedImports, refuse_imports
+        refuse_imports("pandas", why="not used here")
+        import numpy  # another package, loaded after the refusal
+        (finder,) = [f for f in sys.meta_path if isinstance(f, RefusedImports)]
+        # a package whose name only starts like a refused one is left to the other finders
+        assert finder.find_spec("pandas_gbq") is None
+        print(numpy.__name__)
         """
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "pandas"
+    assert done.stdout.strip() == "numpy"
 
 
 def test_the_lake_writer_starts_without_pandas_or_the_postgresql_driver() -> None:

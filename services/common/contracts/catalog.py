@@ -20,7 +20,14 @@ from services.common.contracts.model import Column, Semantic, TableContract
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["GENERATED", "UNSUPPORTED_TYPES", "bounded_dsn", "column_from_catalog", "contracts_from_catalog"]
+__all__ = [
+    "GENERATED",
+    "UNSUPPORTED_TYPES",
+    "bounded_dsn",
+    "column_from_catalog",
+    "contracts_from_catalog",
+    "table_contract",
+]
 
 _SEMANTIC_BY_TYPE: dict[str, Semantic] = {
     "int2": "int16",
@@ -233,6 +240,15 @@ def contracts_from_catalog(
         raise CatalogUnreachableError(f"PostgreSQL's catalog is out of reach: {str(exc).strip()}") from exc
     except psycopg.Error as exc:
         raise CatalogQueryError(f"PostgreSQL refused the catalog query: {str(exc).strip()}") from exc
+
+
+def table_contract(
+    dsn: str, table: str, *, exclude_columns: list[str] | None = None, timeout_s: float | None = None
+) -> TableContract | None:
+    """The contract of one ``schema.table`` as the catalog has it now, or None when there is no such table;
+    raises as :func:`contracts_from_catalog` does."""
+    found = contracts_from_catalog(dsn, [re.escape(table)], exclude_columns=exclude_columns, timeout_s=timeout_s)
+    return found[0] if found else None
 
 
 def bounded_dsn(dsn: str, timeout_s: float) -> str:
