@@ -10,6 +10,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from services.common.errors import CdcflowError
 from services.common.imports import refuse_imports
 from services.common.libc import is_glibc
 from services.common.signals import Shutdown
@@ -45,7 +46,7 @@ def main(lake_opener: LakeOpener | None = None) -> None:
     shutdown.install()
     prepare_process()
     from services.common.lake import open_lake
-    from services.common.logging import configure_logging
+    from services.common.logging import configure_logging, get_logger
     from services.common.settings import load_settings
     from services.consumer.wiring import run_writer, tune_allocator, tune_collector
 
@@ -53,8 +54,17 @@ def main(lake_opener: LakeOpener | None = None) -> None:
     configure_logging(settings.log)
     tune_collector()
     tune_allocator(settings.writer.buffer_max_bytes)
-    sys.exit(run_writer(settings, shutdown, lake_opener=lake_opener or open_lake))
+    try:
+        code = run_writer(settings, shutdown, lake_opener=lake_opener or open_lake)
+    except CdcflowError as exc:  # e.g. Kafka out of reach at start: one event, then the caller's one line
+        get_logger("services.consumer").error("writer.failed", error=str(exc), kind=type(exc).__name__)
+        raise
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CdcflowError as exc:  # as `cdcflow consume` reports it
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -15,6 +15,7 @@ from confluent_kafka.admin._metadata import TopicMetadata  # public, not re-expo
 from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
+from services.common.errors import TransientError
 from services.common.kafka.batch_consumer import LIBRDKAFKA_LOG, BatchConsumer, NativeBatchConsumer
 from services.common.settings import KafkaSettings
 
@@ -22,6 +23,7 @@ __all__ = [
     "Admin",
     "Consumer",
     "KafkaException",
+    "KafkaUnreachableError",
     "Message",
     "Producer",
     "TopicPartition",
@@ -34,6 +36,16 @@ __all__ = [
     "producer",
     "watermarks",
 ]
+
+# librdkafka's answers when no broker could be asked at all
+_UNREACHABLE = frozenset(
+    {KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE}
+)
+
+
+class KafkaUnreachableError(TransientError):
+    """No broker answered: Kafka is down or still starting, or the bootstrap servers point elsewhere."""
+
 
 _FORCED_CONSUMER = {"enable.auto.commit": False, "enable.auto.offset.store": False}
 
@@ -82,9 +94,11 @@ def admin_client(settings: KafkaSettings, **overrides: Any) -> Admin:
 def ensure_topics(
     settings: KafkaSettings, names: list[str], *, config: dict[str, str] | None = None, timeout_s: float = 30.0
 ) -> list[str]:
-    """Create the topics that do not exist yet (partitions and replication from settings); returns the new ones."""
+    """Create the topics that do not exist yet (partitions and replication from settings); returns the new ones.
+
+    Raises :class:`KafkaUnreachableError` when no broker answers within ``timeout_s``."""
     admin = admin_client(settings)
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    existing = _topic_names(admin, settings, timeout_s)
     wanted = [n for n in names if n not in existing]
     if not wanted:
         # made a moment ago by another client, perhaps: usable only once every partition has its leader
@@ -104,6 +118,19 @@ def ensure_topics(
                 raise
     _wait_for_leaders(admin, wanted, timeout_s)
     return created
+
+
+def _topic_names(admin: Admin, settings: KafkaSettings, timeout_s: float) -> set[str]:
+    try:
+        return set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        error = exc.args[0]
+        if error.code() not in _UNREACHABLE:
+            raise
+        raise KafkaUnreachableError(
+            f"no Kafka broker at {settings.bootstrap_servers} answered within {timeout_s:g} s ({error.str()}): "
+            "is Kafka running, and is CDCFLOW_KAFKA__BOOTSTRAP_SERVERS right?"
+        ) from exc
 
 
 def ensure_topic_minimum(
