@@ -86,7 +86,7 @@ def test_services_come_up_in_order() -> None:
     assert needs["register-connectors"]["connect"]["condition"] == "service_healthy"
     assert needs["writer"]["register-connectors"]["condition"] == "service_completed_successfully"
     assert needs["loader"]["writer"]["condition"] == "service_healthy"
-    for name in ("postgres", "kafka", "connect", "writer", "loader", "transform", "prometheus"):
+    for name in ("postgres", "kafka", "connect", "writer", "loader", "prometheus"):
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
     assert "wal_level=logical" in services["postgres"]["command"]
 
@@ -136,9 +136,24 @@ def test_every_volume_a_cdcflow_service_writes_is_prepared_by_the_image() -> Non
 
 def test_the_cdcflow_services_run_from_a_read_only_root() -> None:
     services = _cdcflow_services()
-    assert {"register-connectors", "writer", "loader", "transform"} <= set(services)
+    assert {"register-connectors", "writer", "loader"} <= set(services)
     for name, service in services.items():
         assert service.get("read_only") is True, name
+
+
+def test_the_loader_runs_the_transform_beside_its_loads_on_duckdb() -> None:
+    """One process writes the DuckDB file: loads and dbt share it instead of taking turns at its lock."""
+    services = _project()["services"]
+    loader = services["loader"]
+    settings = load_settings(loader["environment"])
+    assert settings.warehouse.backend == "duckdb"
+    assert "--with-transform" in loader["command"]
+    assert "transform" not in services  # no second process at the file
+    work_dir = str(settings.transform.work_dir)
+    assert any(v["type"] == "volume" and v["target"] == work_dir for v in loader["volumes"])
+    monitor = services["monitor"]  # reads the transform's runs from the same volume
+    assert load_settings(monitor["environment"]).transform.work_dir == settings.transform.work_dir
+    assert any(v["target"] == work_dir and v.get("read_only") for v in monitor["volumes"])
 
 
 @pytest.mark.parametrize("mounted", ["deploy/prometheus/cdcflow.rules.yml", "deploy/grafana/dashboards"])
@@ -168,7 +183,11 @@ def test_every_scrape_job_the_alert_rules_name_exists() -> None:
     named = set(re.findall(r'job="([a-z]+)"', rules))
     assert named
     config = yaml.safe_load((CHECKOUT / "deploy" / "docker" / "prometheus.yml").read_text())
-    assert named <= {job["job_name"] for job in config["scrape_configs"]}
+    scraped = {job["job_name"] for job in config["scrape_configs"]}
+    # CdcflowTransformDown finds a scheduler as job="transform" or as a loader that carries the transform's
+    # metrics: here the loader runs it (test_the_loader_runs_the_transform_beside_its_loads_on_duckdb)
+    assert named - {"transform"} <= scraped
+    assert "transform" not in scraped
 
 
 def test_the_compose_schema_rejects_an_unknown_key(tmp_path: Path) -> None:
