@@ -184,8 +184,8 @@ def test_every_scrape_job_the_alert_rules_name_exists() -> None:
     assert named
     config = yaml.safe_load((CHECKOUT / "deploy" / "docker" / "prometheus.yml").read_text())
     scraped = {job["job_name"] for job in config["scrape_configs"]}
-    # CdcflowTransformDown finds a scheduler as job="transform" or as a loader that carries the transform's
-    # metrics: here the loader runs it (test_the_loader_runs_the_transform_beside_its_loads_on_duckdb)
+    # CdcflowTransformDown looks for the transform's metrics from job="transform" or a loader that runs it:
+    # here the loader does (test_the_loader_runs_the_transform_beside_its_loads_on_duckdb)
     assert named - {"transform"} <= scraped
     assert "transform" not in scraped
 
