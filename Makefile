@@ -22,7 +22,7 @@ FUZZ_SECONDS ?= 600
 # Go (the compose checker, terraform) is where its official archive and `go install` put it.
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher bench-scale bench-snapshot bench-lake bench-tables
+.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher bench-scale bench-decode bench-snapshot bench-lake bench-tables
 
 install: prereqs $(STAMP)
 
@@ -189,6 +189,14 @@ lock:
 clean:
 	rm -rf $(VENV) $(BQEMU_VENV) connect/lib connect/plugins connect/agents .mypy_cache .ruff_cache .pytest_cache
 
+# A benchmark's command with the local stack up: started here if it was not up, and stopped again after.
+define with_stack
+	@started=0; \
+	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
+	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
+	$(1)
+endef
+
 # Loader throughput into DuckDB bronze with bronze at 1x and 10x a base size (BENCHMARKS.md).
 bench-loader: install
 	$(BIN)/python -m bench.loader_bench
@@ -211,18 +219,12 @@ bench-transform: install
 # PostgreSQL commit → bronze and → silver at a steady source rate, p50/p95/p99 (BENCHMARKS.md).
 # Needs the local stack (started here if it is not up, and stopped again).
 bench-freshness: install jars
-	@started=0; \
-	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
-	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
-	$(BIN)/python -m bench.freshness_bench $(FRESHNESS_ARGS)
+	$(call with_stack,$(BIN)/python -m bench.freshness_bench $(FRESHNESS_ARGS))
 
 # Writer throughput in events per CPU-second beside the naive and ceiling baselines (BENCHMARKS.md).
 # Needs the local stack (started here if it is not up, and stopped again).
 bench-writer: install jars
-	@started=0; \
-	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
-	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
-	$(BIN)/python -m bench.writer_bench
+	$(call with_stack,$(BIN)/python -m bench.writer_bench)
 
 # The writer beside a peer, Apache Iceberg's Kafka Connect sink (Parquet, Hadoop catalog on local disk), in
 # events per CPU-second over the same events (BENCHMARKS.md). The peer's jars come from bench/peer/pom.xml,
@@ -234,37 +236,30 @@ $(PEER_JARS): bench/peer/pom.xml
 	touch $@
 
 bench-peer: install jars $(PEER_JARS)
-	@started=0; \
-	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
-	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
-	$(BIN)/python -m bench.peer_bench $(PEER_BENCH_ARGS)
+	$(call with_stack,$(BIN)/python -m bench.peer_bench $(PEER_BENCH_ARGS))
 
 # Enricher throughput in enriched events per CPU-second beside a per-event PostgreSQL lookup, and the table
 # store's rebuild from its topics (BENCHMARKS.md). Needs the local stack (started here if it is not up, and
 # stopped again).
 bench-enricher: install jars
-	@started=0; \
-	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
-	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
-	$(BIN)/python -m bench.enricher_bench $(ENRICHER_BENCH_ARGS)
+	$(call with_stack,$(BIN)/python -m bench.enricher_bench $(ENRICHER_BENCH_ARGS))
 
 # The writer over 1, 20 and 200 captured tables (6 partitions each) and one table of 64 partitions: events per
 # CPU-second and peak RSS of each (BENCHMARKS.md). Its tables and connector are its own, removed at the end.
 # Needs the local stack (started here if it is not up, and stopped again).
 bench-scale: install jars
-	@started=0; \
-	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
-	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
-	$(BIN)/python -m bench.scale_bench $(SCALE_BENCH_ARGS)
+	$(call with_stack,$(BIN)/python -m bench.scale_bench $(SCALE_BENCH_ARGS))
+
+# The decoder's CPU per event and per call as a topic's batch shrinks, in process, on real change events
+# (BENCHMARKS.md); DECODE_BENCH_ARGS="--sizes 5000,100". Needs the local stack (started here if it is not up).
+bench-decode: install
+	$(call with_stack,$(BIN)/python -m bench.decode_bench $(DECODE_BENCH_ARGS))
 
 # An initial snapshot of a 5,000,000-row table from connector start to silver with zero drift, the share of
 # each stage (BENCHMARKS.md); SNAPSHOT_BENCH_ARGS="--rows N" for a smaller one. Needs the local stack
 # (started here if it is not up, and stopped again).
 bench-snapshot: install jars
-	@started=0; \
-	if ! $(CDCFLOW) stack status >/dev/null 2>&1; then started=1; $(CDCFLOW) stack up; fi; \
-	trap 'if [ $$started = 1 ]; then $(CDCFLOW) stack down; fi' EXIT; \
-	$(BIN)/python -m bench.snapshot_bench $(SNAPSHOT_BENCH_ARGS)
+	$(call with_stack,$(BIN)/python -m bench.snapshot_bench $(SNAPSHOT_BENCH_ARGS))
 
 # --- silver, gold and verify (dbt/; services/transform) ---------------------------------------------------
 .PHONY: transform verify silver-models silver-check

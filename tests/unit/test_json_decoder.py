@@ -209,6 +209,43 @@ def test_toast_placeholder_becomes_null_and_is_listed() -> None:
     assert UNAVAILABLE_VALUE not in json.dumps(result.rows.to_pylist(), default=str)
 
 
+def test_a_value_that_only_contains_the_placeholder_is_kept() -> None:
+    inside = f"see {UNAVAILABLE_VALUE} in the log"
+    result = _decode([_event("u", after=_row(1, notes=inside, profile=json.dumps({"note": UNAVAILABLE_VALUE})))])
+    (row,) = result.rows.to_pylist()
+    assert row["notes"] == inside
+    assert row["profile"] == json.dumps({"note": UNAVAILABLE_VALUE})
+    assert row["_unavailable_columns"] == []
+
+
+@pytest.mark.parametrize("op", ["", "cc", "dd", "C", "é", "ü"])
+def test_an_op_that_is_not_one_known_letter_is_refused(op: str) -> None:
+    values: list[bytes | None] = [_event("c", after=_row(i)) for i in range(1, 6)]
+    values.insert(2, _event(op, before=_row(9), after=_row(9)))
+    values.append(_event("d", before=_row(5), after=None))
+    result = _decode(values)
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [(Reason.UNKNOWN_OP, 102)]
+    assert result.rows.column("_op").to_pylist() == ["c", "c", "c", "c", "c", "d"]
+
+
+def test_a_null_op_is_refused() -> None:
+    result = _decode([_event("c", after=_row(1)), _event("c", after=_row(2)).replace(b'"op":"c"', b'"op":null')])
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [(Reason.UNKNOWN_OP, 101)]
+
+
+def test_a_delete_whose_images_differ_in_unknown_columns() -> None:
+    """Arrow's reader gives each image the columns it found: the two images' types then differ."""
+    result = _decode(
+        [
+            _event("c", after=_row(1)),
+            _event("d", before={**_row(2), "surprise": 1}, after=None),
+            _event("d", before=_row(3), after=None),
+        ]
+    )
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [(Reason.SCHEMA_MISMATCH, 101)]
+    assert [(r["_op"], r["account_id"]) for r in result.rows.to_pylist()] == [("c", 1), ("d", 3)]
+
+
 POISON: list[tuple[str, bytes]] = [
     (Reason.MALFORMED_JSON, b'{"op":"c","after":{"account_id":'),
     (Reason.MALFORMED_JSON, b"[1, 2, 3]"),

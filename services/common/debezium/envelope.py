@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Context, Decimal, localcontext
@@ -36,14 +37,23 @@ __all__ = ["EnvelopeConverter", "Origin", "wire_type"]
 class _Check(NamedTuple):
     """Rows failing one validation: a boolean mask, why, and (for schema mismatches) the column."""
 
-    mask: pa.Array
+    mask: np.ndarray
     reason: str
     detail: str
     column: str | None = None
 
 
 _OPS = pa.array(["c", "u", "d", "r", "t"])
+_KNOWN_OP = np.zeros(256, dtype=bool)  # by the op's one byte: c, u, d, r, t
+_KNOWN_OP[np.frombuffer(b"cudrt", dtype=np.uint8)] = True
 _UNAVAILABLE_BASE64 = base64.b64encode(UNAVAILABLE_VALUE.encode()).decode()
+# Whether a string column's bytes hold the placeholder anywhere: one scan that spares nearly every batch the
+# value-by-value comparison (the column's buffer is searched in place, not copied).
+_UNAVAILABLE_IN = {
+    "string": re.compile(re.escape(UNAVAILABLE_VALUE.encode())).search,
+    "json": re.compile(re.escape(UNAVAILABLE_VALUE.encode())).search,
+    "bytes": re.compile(re.escape(_UNAVAILABLE_BASE64.encode())).search,
+}
 _SNAPSHOT_FALSE = pa.array(["false"])
 # Event times (``source.ts_ms``/``ts_us``, the Kafka timestamp) choose the lake folder and land in bronze:
 # they must be a UTC instant of years 1-9999, what Python, Parquet readers and BigQuery all hold.
@@ -115,27 +125,26 @@ class EnvelopeConverter:
         op = _column(wire, "op")
         source = _column(wire, "source")
         before, after = _column(wire, "before"), _column(wire, "after")
-        is_delete = pc.fill_null(pc.equal(op, "d"), False)
-        is_truncate = pc.fill_null(pc.equal(op, "t"), False)
-        no_image = pc.if_else(is_delete, pc.is_null(before), pc.is_null(after))
-
-        has_deletes = bool(pc.any(is_delete).as_py())
+        ops = _ops(op)
+        has_deletes = bool(ops.delete.any())
+        is_delete = pa.array(ops.delete) if has_deletes else None
+        before_fields, after_fields = _Fields(before), _Fields(after)
 
         def image(name: str) -> pa.Array:
-            """The row image's column: the before image for deletes, else the after image."""
-            if not has_deletes:  # most batches: no per-row choice to make
-                return pc.struct_field(after, name)
-            return pc.if_else(is_delete, pc.struct_field(before, name), pc.struct_field(after, name))
+            """The row image's column: the before image for deletes, else the after image (the two images may
+            differ in their unknown columns, so the choice is made column by column)."""
+            if is_delete is None:  # most batches: no per-row choice to make
+                return after_fields[name]
+            return pc.if_else(is_delete, before_fields[name], after_fields[name])
 
+        has_image = np.where(ops.delete, _valid(before), _valid(after))
         reasons: list[_Check] = [
-            _Check(
-                pc.invert(pc.fill_null(pc.is_in(op, value_set=_OPS), False)), Reason.UNKNOWN_OP, "op is not c/u/d/r/t"
-            ),
-            _Check(pc.is_null(source), Reason.MISSING_SOURCE, "the event has no source block"),
-            _Check(pc.and_(pc.invert(is_truncate), no_image), Reason.MISSING_IMAGE, "no row image for the op"),
+            _Check(ops.unknown, Reason.UNKNOWN_OP, "op is not c/u/d/r/t"),
+            _Check(~_valid(source), Reason.MISSING_SOURCE, "the event has no source block"),
+            _Check(~ops.truncate & ~has_image, Reason.MISSING_IMAGE, "no row image for the op"),
         ]
         for key in self.contract.primary_key:
-            missing = pc.and_(pc.invert(is_truncate), pc.is_null(image(key)))
+            missing = ~ops.truncate & ~_valid(image(key))
             reasons.append(_Check(missing, Reason.MISSING_KEY, f"primary key column {key} is null"))
         reasons += self._unknown_columns(before, after)
         source_us = _source_micros(source, reasons)
@@ -146,11 +155,11 @@ class EnvelopeConverter:
         key_only_deletes = self.contract.replica_identity != "full" and has_deletes
         # A delete's after image is null, so its after fields already read null: no per-row choice to make
         # unless some delete carries an after image anyway.
-        deletes_carry_after = key_only_deletes and bool(pc.any(pc.and_(is_delete, pc.is_valid(after))).as_py())
+        deletes_carry_after = key_only_deletes and bool((ops.delete & _valid(after)).any())
         for column in self.contract.columns:
             if key_only_deletes and column.name not in self.contract.primary_key:
                 # a key-only delete's other columns are Debezium's filler, not data: null
-                raw = pc.struct_field(after, column.name)
+                raw = after_fields[column.name]
                 if deletes_carry_after:
                     raw = pc.if_else(is_delete, pa.scalar(None, raw.type), raw)
             else:
@@ -164,7 +173,7 @@ class EnvelopeConverter:
 
         bad_rows = np.zeros(n, dtype=bool)
         for check in reasons:
-            hits = np.asarray(pc.fill_null(check.mask, False)) & ~bad_rows
+            hits = check.mask & ~bad_rows
             for index in np.flatnonzero(hits):
                 message = batch.message(int(index))
                 failures.append(DecodeFailure(message, check.reason, check.detail, column=check.column))
@@ -213,7 +222,7 @@ class EnvelopeConverter:
 def _present(image: pa.Array, index: int) -> pa.Array:
     """The rows whose image holds field ``index`` (only an unknown field's are needed: the contract's are
     not checked here)."""
-    return pc.is_valid(pc.struct_field(image, index))
+    return np.asarray(pc.is_valid(pc.struct_field(image, index)))
 
 
 def _convert(column: Column, raw: pa.Array) -> tuple[pa.Array, list[_Check]]:
@@ -263,7 +272,7 @@ def _within(raw: pa.Array, low: int, high: int, what: str, why: str) -> tuple[pa
     outside = pc.fill_null(pc.or_(pc.less(raw, low), pc.greater(raw, high)), False)
     first = raw.filter(outside)[0].as_py()
     kept = pc.if_else(outside, pa.scalar(None, raw.type), raw)
-    return kept, [_Check(outside, Reason.OUT_OF_RANGE, f"{what}: {first} {why}")]
+    return kept, [_Check(np.asarray(outside), Reason.OUT_OF_RANGE, f"{what}: {first} {why}")]
 
 
 def _source_micros(source: pa.Array, reasons: list[_Check]) -> pa.Array:
@@ -275,6 +284,8 @@ def _source_micros(source: pa.Array, reasons: list[_Check]) -> pa.Array:
         pc.struct_field(source, "ts_ms"), _FIRST_EVENT_MS, _LAST_EVENT_MS, "source.ts_ms", _EVENT_YEARS
     )
     reasons += checks_us + checks_ms
+    if ts_us.null_count == 0:  # Debezium sends ts_us: nothing to fill in from ts_ms
+        return ts_us
     return pc.coalesce(ts_us, pc.multiply_checked(ts_ms, 1000))
 
 
@@ -283,9 +294,68 @@ def _kafka_micros(timestamps_ms: np.ndarray, reasons: list[_Check]) -> np.ndarra
     late = timestamps_ms > _LAST_EVENT_MS
     if late.any():
         first = int(timestamps_ms[late][0])
-        reasons.append(_Check(pa.array(late), Reason.OUT_OF_RANGE, f"the Kafka timestamp {first} ms {_EVENT_YEARS}"))
+        reasons.append(_Check(late, Reason.OUT_OF_RANGE, f"the Kafka timestamp {first} ms {_EVENT_YEARS}"))
     usable = (timestamps_ms >= 0) & ~late
     return np.where(usable, timestamps_ms, 0) * 1000
+
+
+class _Fields:
+    """The fields of a row image by name, null where the image is: all of them split off in one call, on the
+    first ask."""
+
+    def __init__(self, image: pa.StructArray) -> None:
+        self._image = image
+        self._fields: list[pa.Array] | None = None
+
+    def __getitem__(self, name: str) -> pa.Array:
+        index = self._image.type.get_field_index(name)
+        if index < 0:  # missing or not unique: the compute function says which
+            return pc.struct_field(self._image, name)
+        if self._fields is None:
+            self._fields = self._image.flatten()
+        return self._fields[index]
+
+
+class _Ops(NamedTuple):
+    """Per row of a batch: the op is a delete, a truncate, none Debezium sends."""
+
+    delete: np.ndarray
+    truncate: np.ndarray
+    unknown: np.ndarray
+
+
+def _ops(op: pa.Array) -> _Ops:
+    """The ops of a batch, read from the string column's bytes (every known op is one character), not with
+    a compute call per question."""
+    if op.type != pa.string():  # a column no reader should give: the general way
+        delete = np.asarray(pc.fill_null(pc.equal(op, "d"), False))
+        truncate = np.asarray(pc.fill_null(pc.equal(op, "t"), False))
+        return _Ops(delete, truncate, ~np.asarray(pc.fill_null(pc.is_in(op, value_set=_OPS), False)))
+    _, offsets_buffer, data_buffer = op.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[op.offset : op.offset + len(op) + 1]
+    one_char = _valid(op) & (np.diff(offsets) == 1)
+    first = np.zeros(len(op), dtype=np.uint8)
+    if data_buffer is not None and one_char.any():
+        first[one_char] = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[:-1][one_char]]
+    return _Ops(first == ord("d"), first == ord("t"), ~_KNOWN_OP[first])
+
+
+def _valid(array: pa.Array) -> np.ndarray:
+    """Which rows of ``array`` are not null, from its validity bitmap."""
+    n = len(array)
+    if array.null_count == 0:
+        return np.ones(n, dtype=bool)
+    bitmap = array.buffers()[0]
+    if bitmap is None:  # a null-typed array: no bitmap, every row null
+        return np.zeros(n, dtype=bool)
+    bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), bitorder="little")
+    return bits[array.offset : array.offset + n].astype(bool)
+
+
+def _holds(strings: pa.Array, scan: Callable[[memoryview], object]) -> bool:
+    """Whether ``scan`` finds its bytes in the character data of a string array (a superset of its values)."""
+    data = strings.buffers()[2]
+    return data is not None and scan(memoryview(data)) is not None
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
@@ -295,6 +365,9 @@ def _column(table: pa.Table, name: str) -> pa.Array:
 
 def _placeholder_mask(column: Column, raw: pa.Array) -> pa.Array | None:
     """Where Debezium sent the unavailable-value placeholder for an untouched TOASTed column."""
+    scan = _UNAVAILABLE_IN.get(column.semantic)
+    if scan is not None and raw.type == pa.string() and not _holds(raw, scan):
+        return None
     if column.semantic in ("string", "json"):
         mask = pc.fill_null(pc.equal(raw, UNAVAILABLE_VALUE), False)
     elif column.semantic == "bytes":
@@ -349,7 +422,7 @@ def _variable_decimals(raw: pa.Array, target: pa.DataType, name: str) -> tuple[p
     validity = pa.array(valid & ~overflow & ~out_of_range).buffers()[1]
     array = pa.Array.from_buffers(target, n, [validity, pa.py_buffer(bytes(data))])
     checks = [
-        _Check(pa.array(mask), reason, details[reason])
+        _Check(mask, reason, details[reason])
         for mask, reason in ((overflow, Reason.DECIMAL_OVERFLOW), (out_of_range, Reason.OUT_OF_RANGE))
         if mask.any()
     ]
@@ -395,9 +468,7 @@ def _per_value(
             rows[index] = True
             details.append(str(exc) or type(exc).__name__)
     array = pa.array(out, target)
-    return array, [
-        _Check(pa.array(rows), why, f"column {name}: {details[0]}") for why, (rows, details) in failed.items()
-    ]
+    return array, [_Check(rows, why, f"column {name}: {details[0]}") for why, (rows, details) in failed.items()]
 
 
 def _fit_decimal(value: Decimal, target: pa.DataType) -> Decimal:
@@ -447,6 +518,6 @@ def _convert_items(column: Column, raw: pa.Array, target: pa.DataType) -> tuple[
     checks = []
     for check in element_checks:
         rows = np.zeros(len(raw), dtype=bool)
-        rows[parents[np.asarray(pc.fill_null(check.mask, False))]] = True
-        checks.append(check._replace(mask=pa.array(rows)))
+        rows[parents[check.mask]] = True
+        checks.append(check._replace(mask=rows))
     return array, checks
