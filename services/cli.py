@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services import __version__
-from services.common.errors import CdcflowError
+from services.common.errors import exit_on_error
 from services.common.logging import configure_logging
 from services.common.settings import Settings, load_settings
 from services.dlq.cli import dlq_app
@@ -375,11 +375,7 @@ def _print_status(stack: Stack, components: list[ComponentStatus] | None = None)
 
 
 def main() -> None:
-    try:
-        app()
-    except CdcflowError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}")
-        sys.exit(2)
+    exit_on_error(app)
 
 
 if __name__ == "__main__":

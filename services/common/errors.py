@@ -5,7 +5,13 @@ again (the record goes to the DLQ, the command exits), a :class:`TransientError`
 (pause, back off, try again).
 """
 
-__all__ = ["CdcflowError", "ConfigError", "TerminalError", "TransientError"]
+import sys
+from collections.abc import Callable
+
+__all__ = ["ERROR_EXIT", "CdcflowError", "ConfigError", "TerminalError", "TransientError", "exit_on_error"]
+
+ERROR_EXIT = 2
+"""The exit status of a command that stopped on an error it expected (a traceback is for what nobody did)."""
 
 
 class CdcflowError(Exception):
@@ -22,3 +28,13 @@ class TransientError(CdcflowError):
 
 class ConfigError(TerminalError):
     """The configuration is invalid or incomplete."""
+
+
+def exit_on_error(main: Callable[[], object]) -> None:
+    """Run a command's ``main``: a :class:`CdcflowError` it raises ends the process with one ``error:`` line on
+    stderr and :data:`ERROR_EXIT`, the same from every entry point."""
+    try:
+        main()
+    except CdcflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(ERROR_EXIT)

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from services.common.errors import CdcflowError
+from services.common.errors import CdcflowError, exit_on_error
 from services.common.imports import refuse_imports
 from services.common.libc import is_glibc
 from services.common.signals import Shutdown
@@ -63,8 +63,4 @@ def main(lake_opener: LakeOpener | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CdcflowError as exc:  # as `cdcflow consume` reports it
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_error(main)
