@@ -17,7 +17,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +31,12 @@ from services.consumer.dlq import DlqPublisher
 from services.consumer.faults import CRASH_MARKER_ENV
 from services.dlq.progress import audit_topic, progress_topic
 from services.stack.runtime import Stack
-from services.stack.workload import Workload
 from tests.fixtures.pipeline import (
     WriterProcess,
     partition_ends,
     read_lake_table,
     read_partitions,
+    real_events,
     wait_until,
     wait_until_committed,
 )
@@ -140,23 +139,6 @@ def scratch(stack: Stack, settings: Settings) -> Scratch:
 
 def _ends(settings: Settings, topics: list[str]) -> dict[str, dict[int, tuple[int, int]]]:
     return {t: topic_watermarks(settings.kafka, t) for t in topics}
-
-
-def _real_events(settings: Settings, partition: int, wanted: int) -> list[Message]:
-    """``wanted`` real change events of the stack's transactions topic, from one partition. A fresh stack's
-    partition may hold none yet: the seeded workload then writes transactions until it holds enough."""
-    topic = "cdcflow.lending.transactions"
-    for seed in range(700, 710):
-        end = partition_ends(settings, [topic]).get((topic, partition), 0)
-        if end >= wanted:
-            return [m for m in read_partitions(settings, {(topic, partition): min(end, 40)}) if m.value()][:wanted]
-        Workload(settings.postgres, seed=seed).run(rate=300, duration_s=2)
-        wait_until("the workload's transactions to reach Kafka", partial(_grew, settings, topic, partition, end), 60)
-    raise AssertionError(f"{topic}[{partition}] did not reach {wanted} events")
-
-
-def _grew(settings: Settings, topic: str, partition: int, end: int) -> bool:
-    return partition_ends(settings, [topic]).get((topic, partition), 0) > end
 
 
 def test_list_counts_each_original_once_and_a_dry_run_changes_nothing(scratch: Scratch) -> None:
@@ -359,8 +341,7 @@ def test_the_writer_lands_replayed_records_in_their_original_table_at_their_orig
     rows of lending.transactions with their original coordinates; a record still bad goes back to the DLQ as
     the same record, replayed once."""
     settings = scratch.settings
-    real = _real_events(settings, 0, 8)
-    assert real, "the shared stack has no transactions events to copy"
+    real = real_events(settings, "transactions", 8, partition=0, per_partition=40)[:8]
     good = set()
     for index, event in enumerate(real):
         good |= scratch.publish(Reason.SCHEMA_MISMATCH, range(500 + index, 501 + index), value=event.value())
@@ -465,8 +446,7 @@ def test_a_replayed_record_that_kills_the_decoder_is_quarantined_and_dead_letter
     once, re-decodes the record as a record of its original table in a child process, sends it back to the DLQ
     (``decoder_crash``, replay count 1) and lands the others."""
     settings = scratch.settings
-    real = _real_events(settings, 1, 3)
-    assert real, "the shared stack has no transactions events to copy"
+    real = real_events(settings, "transactions", 3, partition=1, per_partition=40)[:3]
     good: set[Coordinate] = set()
     for index, event in enumerate(real):
         good |= scratch.publish(Reason.DECODER_CRASH, range(700 + index, 701 + index), value=event.value())

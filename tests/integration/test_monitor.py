@@ -28,11 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.common.kafka import Message, TopicPartition, consumer, ensure_topics, producer
 from services.common.settings import Settings
 from services.stack.runtime import Stack
-from services.stack.workload import Workload
 from tests.fixtures.pipeline import (
     WriterProcess,
-    partition_ends,
-    read_partitions,
+    real_events,
     wait_for_log_event,
     wait_until,
     wait_until_committed,
@@ -220,14 +218,7 @@ def test_dlq_records_are_counted_by_reason_once_per_original_record(
 
 
 def _transactions(settings: Settings, count: int) -> list[Message]:
-    """Real change events of the shared stack's transactions topic (made by the workload if there are few)."""
-    topic = f"{settings.kafka.topic_prefix}.lending.transactions"
-    ensure_topics(settings.kafka, [topic])
-    if sum(partition_ends(settings, [topic]).values()) < count:
-        Workload(settings.postgres, seed=14).run(50.0, 10.0, 4 * count)
-        wait_until("change events", lambda: sum(partition_ends(settings, [topic]).values()) >= count, 60)
-    ends = partition_ends(settings, [topic])
-    return [m for m in read_partitions(settings, ends) if m.value()][:count]
+    return real_events(settings, "transactions", count)[:count]
 
 
 def _writer_read_all(url: str, labels: dict[str, str]) -> bool:

@@ -22,8 +22,7 @@ from tests.fixtures.pipeline import (
     FaultyWriterProcess,
     WriterProcess,
     committed_offsets,
-    partition_ends,
-    read_partitions,
+    real_events,
     wait_for_log_event,
     wait_until,
 )
@@ -34,11 +33,7 @@ LOG_START = 12
 
 
 def _real_events(settings: Settings, count: int) -> list[Message]:
-    topic = f"{settings.kafka.topic_prefix}.lending.transactions"
-    ends = partition_ends(settings, [topic])
-    found = [m for m in read_partitions(settings, {tp: min(end, count) for tp, end in ends.items()}) if m.value()]
-    assert len(found) >= count, "the shared stack has too few transactions events to copy"
-    return found[:count]
+    return real_events(settings, "transactions", count)[:count]
 
 
 def _produce(settings: Settings, topic: str, values: list[bytes | None], partition: int = 0) -> None:

@@ -32,7 +32,7 @@ from tests.fixtures.pipeline import (
     dlq_coordinate,
     dlq_messages,
     partition_ends,
-    read_partitions,
+    real_events,
     wait_until,
     wait_until_committed,
 )
@@ -43,11 +43,7 @@ BAD_EVERY = 6  # one bad record after every sixth good one: good and bad share e
 
 
 def _real_events(settings: Settings) -> list[Message]:
-    topic = f"{settings.kafka.topic_prefix}.lending.transactions"
-    ends = partition_ends(settings, [topic])
-    found = [m for m in read_partitions(settings, {tp: min(end, REAL_EVENTS) for tp, end in ends.items()}) if m.value()]
-    assert found, "the shared stack has no transactions events to copy"
-    return found
+    return real_events(settings, "transactions", 1, per_partition=REAL_EVENTS)
 
 
 def _produce_mixed(settings: Settings, topic: str) -> set[Coordinate]:

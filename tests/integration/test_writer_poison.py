@@ -44,7 +44,7 @@ from tests.fixtures.pipeline import (
     partition_ends,
     produce_in_order,
     read_lake_table,
-    read_partitions,
+    real_events,
     wait_for_log_event,
     wait_until,
     wait_until_committed,
@@ -212,14 +212,8 @@ def _bad_kinds(prefix: str, unknown_table: str) -> dict[str, BadKind]:
 
 def _real_events(settings: Settings, table: str, count: int) -> list[Message]:
     """Up to ``count`` real change events of ``table`` from the shared topic (small enough to pass the limit)."""
-    topic = f"{settings.kafka.topic_prefix}.lending.{table}"
-    ends = partition_ends(settings, [topic])
-    found: list[Message] = []
-    for message in read_partitions(settings, {tp: min(end, 200) for tp, end in ends.items()}):
-        value = message.value()
-        if value is not None and len(value) <= MAX_VALUE_BYTES - 1024 and len(found) < count:
-            found.append(message)
-    return found
+    found = real_events(settings, table, count, per_partition=200)
+    return [m for m in found if len(m.value() or b"") <= MAX_VALUE_BYTES - 1024][:count]
 
 
 # --- checking lake rows -------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from tests.fixtures.pipeline import (
     dlq_messages,
     header_dict,
     partition_ends,
-    read_partitions,
+    real_events,
     wait_for_log_event,
     wait_until,
     wait_until_committed,
@@ -54,11 +54,7 @@ DECODE_TIMEOUT_S = 5  # a hang is found in seconds, and no real decode of this w
 
 def _real_events(settings: Settings, table: str) -> list[Message]:
     """Change events (and tombstones) of ``table`` from the shared stack's topic, to copy into ours."""
-    topic = f"{settings.kafka.topic_prefix}.lending.{table}"
-    ends = partition_ends(settings, [topic])
-    found = list(read_partitions(settings, {tp: min(end, REAL_PER_TABLE) for tp, end in ends.items()}))
-    assert found, f"the shared stack has no events of {table} to copy"
-    return found
+    return real_events(settings, table, 1, per_partition=REAL_PER_TABLE, tombstones=True)
 
 
 def _marked(event: Message, marker: str) -> bytes | None:
