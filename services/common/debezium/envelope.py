@@ -47,13 +47,11 @@ _OPS = pa.array(["c", "u", "d", "r", "t"])
 _KNOWN_OP = np.zeros(256, dtype=bool)  # by the op's one byte: c, u, d, r, t
 _KNOWN_OP[np.frombuffer(b"cudrt", dtype=np.uint8)] = True
 _UNAVAILABLE_BASE64 = base64.b64encode(UNAVAILABLE_VALUE.encode()).decode()
-# Whether a string column's bytes hold the placeholder anywhere: one scan that spares nearly every batch the
+# The placeholder as each string-typed wire column carries it (bytes arrive base64-encoded).
+_PLACEHOLDER = {"string": UNAVAILABLE_VALUE, "json": UNAVAILABLE_VALUE, "bytes": _UNAVAILABLE_BASE64}
+# Whether a string column's bytes hold a placeholder anywhere: one scan that spares nearly every batch the
 # value-by-value comparison (the column's buffer is searched in place, not copied).
-_UNAVAILABLE_IN = {
-    "string": re.compile(re.escape(UNAVAILABLE_VALUE.encode())).search,
-    "json": re.compile(re.escape(UNAVAILABLE_VALUE.encode())).search,
-    "bytes": re.compile(re.escape(_UNAVAILABLE_BASE64.encode())).search,
-}
+_FIND_PLACEHOLDER = {text: re.compile(re.escape(text.encode())).search for text in set(_PLACEHOLDER.values())}
 _SNAPSHOT_FALSE = pa.array(["false"])
 # Event times (``source.ts_ms``/``ts_us``, the Kafka timestamp) choose the lake folder and land in bronze:
 # they must be a UTC instant of years 1-9999, what Python, Parquet readers and BigQuery all hold.
@@ -219,7 +217,7 @@ class EnvelopeConverter:
         return found
 
 
-def _present(image: pa.Array, index: int) -> pa.Array:
+def _present(image: pa.Array, index: int) -> np.ndarray:
     """The rows whose image holds field ``index`` (only an unknown field's are needed: the contract's are
     not checked here)."""
     return np.asarray(pc.is_valid(pc.struct_field(image, index)))
@@ -365,13 +363,10 @@ def _column(table: pa.Table, name: str) -> pa.Array:
 
 def _placeholder_mask(column: Column, raw: pa.Array) -> pa.Array | None:
     """Where Debezium sent the unavailable-value placeholder for an untouched TOASTed column."""
-    scan = _UNAVAILABLE_IN.get(column.semantic)
-    if scan is not None and raw.type == pa.string() and not _holds(raw, scan):
-        return None
-    if column.semantic in ("string", "json"):
-        mask = pc.fill_null(pc.equal(raw, UNAVAILABLE_VALUE), False)
-    elif column.semantic == "bytes":
-        mask = pc.fill_null(pc.equal(raw, _UNAVAILABLE_BASE64), False)
+    if (placeholder := _PLACEHOLDER.get(column.semantic)) is not None:
+        if raw.type == pa.string() and not _holds(raw, _FIND_PLACEHOLDER[placeholder]):
+            return None
+        mask = pc.fill_null(pc.equal(raw, placeholder), False)
     elif column.semantic == "array" and column.items is not None and column.items.semantic in ("string", "json"):
         first = pc.list_element(pc.if_else(pc.greater(pc.list_value_length(raw), 0), raw, None), 0)
         mask = pc.fill_null(pc.equal(first, UNAVAILABLE_VALUE), False)
