@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-__all__ = ["POLL_SHARE_OF_BUDGET", "FlushPolicy", "PartitionBuffer", "PollSize"]
+__all__ = ["JOIN_ROWS", "POLL_SHARE_OF_BUDGET", "FlushPolicy", "PartitionBuffer", "PollSize"]
+
+# Parquet's encoders pay for every chunk of every column: a partition fed a few dozen rows a poll (many tables,
+# each with a trickle of changes) would make files of hundreds of tiny chunks, which take half again as long to
+# encode as one chunk of the same rows (BENCHMARKS.md, "How the writer encodes"). A buffer joins each run of
+# small tables into one chunk once the run holds this many rows, or when it is taken: a run at a time is copied.
+JOIN_ROWS = 1_024
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,8 @@ class PartitionBuffer:
     bytes: int = 0
     opened_at: float = field(default_factory=time.monotonic)
     clock: Callable[[], float] = time.monotonic  # when a buffer opens; a simulation passes its own
+    run_tables: int = 0  # the last tables added, each under JOIN_ROWS rows: not joined yet
+    run_rows: int = 0
 
     @property
     def pending(self) -> bool:
@@ -55,9 +63,16 @@ class PartitionBuffer:
     def add(self, rows: pa.Table | None, next_offset: int) -> None:
         """Rows decoded from offsets up to ``next_offset`` (exclusive), if any."""
         if rows is not None and rows.num_rows:
+            if rows.num_rows >= JOIN_ROWS:
+                self._join_run()
+            else:
+                self.run_tables += 1
+                self.run_rows += rows.num_rows
             self.tables.append(rows)
             self.rows += rows.num_rows
             self.bytes += rows.nbytes
+            if self.run_rows >= JOIN_ROWS:
+                self._join_run()
         self.advance(next_offset)
 
     def advance(self, next_offset: int) -> None:
@@ -70,6 +85,7 @@ class PartitionBuffer:
         """The buffered rows as one table (None when there are none), in the newest contract's schema."""
         if not self.tables:
             return None
+        self._join_run()
         if len(self.tables) == 1:
             return self.tables[0]
         newest = self.tables[-1].schema
@@ -86,6 +102,19 @@ class PartitionBuffer:
         self.tables.clear()
         self.rows = 0
         self.bytes = 0
+        self.run_tables = self.run_rows = 0
+
+    def _join_run(self) -> None:
+        """The last run of small tables as one table of one chunk (columns added since the run's first table
+        read NULL, as in :meth:`take`)."""
+        count, self.run_tables, self.run_rows = self.run_tables, 0, 0
+        if count < 2:
+            return
+        run = self.tables[-count:]
+        newest = run[-1].schema
+        joined = pa.concat_tables([_align(t, newest) for t in run]).combine_chunks()
+        self.bytes += joined.nbytes - sum(t.nbytes for t in run)
+        self.tables[-count:] = [joined]
 
 
 def _align(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -12,6 +12,7 @@ and ``cdcflow.replay.count`` headers, the same record to the DLQ tool.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 
@@ -45,14 +46,10 @@ def by_original_topic(batch: MessageBatch) -> tuple[dict[str, MessageBatch], lis
 
 def _at_original(batch: MessageBatch, found: list[tuple[int, int, int]]) -> MessageBatch:
     indices = np.array([index for _, _, index in found], dtype=np.int64)
-    part = batch.take(indices)
-    return MessageBatch(
-        part.values,
-        np.array([partition for partition, _, _ in found], dtype=np.int32),
-        np.array([offset for _, offset, _ in found], dtype=np.int64),
-        part.timestamps_ms,
-        part.message_at,
-        part.positions,
+    return replace(
+        batch.take(indices),
+        partitions=np.array([partition for partition, _, _ in found], dtype=np.int32),
+        offsets=np.array([offset for _, offset, _ in found], dtype=np.int64),
     )
 
 

@@ -1,10 +1,12 @@
-"""The size of the writer's next poll: the configured batch, bounded by a share of the buffer budget."""
+"""The writer's buffers: the size of the next poll (the configured batch, bounded by a share of the buffer
+budget), and a partition's small tables joined into chunks Parquet encodes at once."""
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
-from services.consumer.buffers import POLL_SHARE_OF_BUDGET, PollSize
+from services.consumer.buffers import JOIN_ROWS, POLL_SHARE_OF_BUDGET, PartitionBuffer, PollSize
 
 MIB = 1 << 20
 
@@ -43,3 +45,67 @@ def test_the_size_follows_the_last_poll() -> None:
     shrunk = size.next()
     size.saw(1_000, 1_000 * 500)
     assert (shrunk, size.next()) == (104, 8_388)
+
+
+def _rows(first: int, count: int, *, note: bool = False) -> pa.Table:
+    """``count`` rows from offset ``first``; ``note``: a column added by a newer contract version."""
+    columns = {"offset": pa.array(range(first, first + count), pa.int64()), "text": [f"r{i}" for i in range(count)]}
+    if note:
+        columns["note"] = pa.array([f"n{first + i}" for i in range(count)])
+    return pa.table(columns)
+
+
+def _chunk_lengths(table: pa.Table) -> list[int]:
+    return [len(chunk) for chunk in table.column("offset").chunks]
+
+
+def test_small_tables_are_joined_into_chunks_of_the_same_rows_in_order() -> None:
+    buffer = PartitionBuffer("t", 0, start=0, end=0)
+    offset = 0
+    for size in [37] * 60 + [5]:
+        buffer.add(_rows(offset, size), offset + size)
+        offset += size
+    taken = buffer.take()
+    assert taken is not None
+    assert taken.column("offset").to_pylist() == list(range(offset))
+    assert buffer.rows == taken.num_rows == offset
+    assert buffer.bytes == taken.nbytes
+    # one chunk per run of JOIN_ROWS rows and one for the rest, not one per table added
+    assert len(_chunk_lengths(taken)) == -(-offset // JOIN_ROWS) <= 3
+    assert all(length >= JOIN_ROWS for length in _chunk_lengths(taken)[:-1])
+
+
+def test_a_large_table_is_kept_as_it_came_and_ends_the_run_before_it() -> None:
+    buffer = PartitionBuffer("t", 0, start=0, end=0)
+    small = [_rows(i * 10, 10) for i in range(3)]
+    large = _rows(30, JOIN_ROWS)
+    for table in [*small, large]:
+        buffer.add(table, table.column("offset")[-1].as_py() + 1)
+    assert _chunk_lengths(buffer.tables[0]) == [30]  # the run of three, joined when the large one came
+    assert buffer.tables[1] is large
+    taken = buffer.take()
+    assert taken is not None
+    assert taken.column("offset").to_pylist() == list(range(30 + JOIN_ROWS))
+
+
+def test_a_run_across_a_new_contract_version_reads_null_in_the_new_column() -> None:
+    buffer = PartitionBuffer("t", 0, start=0, end=0)
+    buffer.add(_rows(0, JOIN_ROWS), JOIN_ROWS)
+    buffer.add(_rows(JOIN_ROWS, 3), JOIN_ROWS + 3)
+    buffer.add(_rows(JOIN_ROWS + 3, 2, note=True), JOIN_ROWS + 5)
+    taken = buffer.take()
+    assert taken is not None
+    assert taken.column("offset").to_pylist() == list(range(JOIN_ROWS + 5))
+    assert taken.column("note").to_pylist() == [None] * (JOIN_ROWS + 3) + [f"n{JOIN_ROWS + 3}", f"n{JOIN_ROWS + 4}"]
+
+
+def test_durable_forgets_the_run() -> None:
+    buffer = PartitionBuffer("t", 0, start=0, end=0)
+    buffer.add(_rows(0, 5), 5)
+    buffer.add(_rows(5, 5), 10)
+    buffer.durable()
+    assert (buffer.rows, buffer.bytes, buffer.run_tables, buffer.run_rows) == (0, 0, 0, 0)
+    buffer.add(_rows(10, 4), 14)
+    taken = buffer.take()
+    assert taken is not None
+    assert taken.column("offset").to_pylist() == [10, 11, 12, 13]

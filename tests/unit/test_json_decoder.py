@@ -339,6 +339,20 @@ def test_tombstones_and_poison_in_one_batch_keep_every_offset_in_place() -> None
     assert result.rows.column("account_id").to_pylist() == [1, 2, 3, 4]
 
 
+def test_a_bad_row_after_tombstones_is_traced_to_its_own_message() -> None:
+    # the fast reader skips tombstones, so its rows are not the batch's positions: each failure must still
+    # name the message it came from, and each row keep its own offset and partition
+    values: list[bytes | None] = [None, _event("c", after=_row(1)), None, None, _event("c", after=_row(None))]
+    values += [None, _event("d", before=_row(3)), None, _event("c", after=_row(4))]
+    result = _decode(values)
+    assert result.tombstones == 5
+    assert [(f.reason, f.message.offset(), f.message.value()) for f in result.failures] == [
+        (Reason.MISSING_KEY, 104, values[4])
+    ]
+    assert result.rows.column("_kafka_offset").to_pylist() == [101, 106, 108]
+    assert result.rows.column("account_id").to_pylist() == [1, 3, 4]
+
+
 def _decode_partitions(runs: Sequence[tuple[int, Sequence[bytes | None]]]) -> Any:
     """One batch of several partitions, as the writer hands a topic's poll over: runs of (partition, values)."""
     messages = [m for partition, values in runs for m in _messages(values, partition=partition)]

@@ -109,6 +109,20 @@ def test_a_part_and_a_take_keep_rows_and_messages_together() -> None:
     assert second.message(0).offset() == 3
 
 
+def test_origins_at_indices_point_where_a_take_points_without_the_values() -> None:
+    fetched = _Fetched.of([_record("a", p, o) for p, o in ((0, 4), (0, 5), (2, 9), (2, 10))])
+    batch = batches_by_topic(fetched)["a"]
+    chosen = np.array([3, 0, 2])
+    origins = batch.origins_at(chosen)
+    assert not hasattr(origins, "values")
+    taken = batch.take(chosen)
+    assert len(origins) == len(taken) == 3
+    for name in ("partitions", "offsets", "timestamps_ms", "positions"):
+        assert getattr(origins, name).tolist() == getattr(taken, name).tolist()
+    assert [origins.message(i).offset() for i in range(3)] == [10, 4, 9]
+    assert origins.message(0).value() == taken.values[0].as_py()
+
+
 def test_tombstones_are_null_values_and_counted() -> None:
     records = [_record("a", 0, 0), Message(topic="a", partition=0, offset=1, value=None, timestamp=(1, 1))]
     batch = batches_by_topic(_Fetched.of(records))["a"]

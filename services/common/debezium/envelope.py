@@ -29,7 +29,7 @@ from services.common.contracts.arrow import arrow_type, lake_schema
 from services.common.contracts.model import Column, TableContract
 from services.common.debezium.records import DecodeFailure, Reason
 from services.common.debezium.values import UNAVAILABLE_VALUE, OutOfRangeError, fit_unscaled
-from services.common.kafka.message_columns import MessageBatch
+from services.common.kafka.message_columns import RecordOrigins
 
 __all__ = ["EnvelopeConverter", "Origin", "wire_type"]
 
@@ -116,8 +116,10 @@ class EnvelopeConverter:
             [("before", image), ("after", image), ("source", SOURCE), ("op", pa.string()), ("ts_ms", pa.int64())]
         )
 
-    def to_lake(self, wire: pa.Table, batch: MessageBatch, origin: Origin, failures: list[DecodeFailure]) -> pa.Table:
-        """Lake rows of ``wire`` (one row per message of ``batch``); invalid rows are left out and added to
+    def to_lake(
+        self, wire: pa.Table, records: RecordOrigins, origin: Origin, failures: list[DecodeFailure]
+    ) -> pa.Table:
+        """Lake rows of ``wire`` (one row per record of ``records``); invalid rows are left out and added to
         ``failures``."""
         n = wire.num_rows
         op = _column(wire, "op")
@@ -146,7 +148,7 @@ class EnvelopeConverter:
             reasons.append(_Check(missing, Reason.MISSING_KEY, f"primary key column {key} is null"))
         reasons += self._unknown_columns(before, after)
         source_us = _source_micros(source, reasons)
-        kafka_us = _kafka_micros(batch.timestamps_ms, reasons)
+        kafka_us = _kafka_micros(records.timestamps_ms, reasons)
 
         columns: dict[str, pa.Array] = {}
         unavailable: list[tuple[str, np.ndarray]] = []
@@ -173,7 +175,7 @@ class EnvelopeConverter:
         for check in reasons:
             hits = check.mask & ~bad_rows
             for index in np.flatnonzero(hits):
-                message = batch.message(int(index))
+                message = records.message(int(index))
                 failures.append(DecodeFailure(message, check.reason, check.detail, column=check.column))
             bad_rows |= hits
         keep = pa.array(~bad_rows)
@@ -189,8 +191,8 @@ class EnvelopeConverter:
             "_unavailable_columns": _unavailable_lists(n, unavailable),
             # constants repeated in C: a string per row through Python objects cost ~300 ns a row
             "_kafka_topic": pa.repeat(pa.scalar(origin.topic, pa.string()), n),
-            "_kafka_partition": pa.array(batch.partitions),
-            "_kafka_offset": pa.array(batch.offsets),
+            "_kafka_partition": pa.array(records.partitions),
+            "_kafka_offset": pa.array(records.offsets),
             "_kafka_timestamp": pc.cast(pa.array(kafka_us), utc),
             "_ingested_at": pa.repeat(pa.scalar(origin.ingested_at_us, utc), n),
         }

@@ -34,7 +34,7 @@ from services.common.debezium.arrow_reader import NATIVE_READER, VARIABLE_SCALE,
 from services.common.debezium.envelope import EnvelopeConverter, Origin
 from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
 from services.common.kafka import Message
-from services.common.kafka.message_columns import MessageBatch
+from services.common.kafka.message_columns import MessageBatch, RecordOrigins
 
 __all__ = ["JsonEventDecoder"]
 
@@ -140,8 +140,9 @@ class JsonEventDecoder:
         while start < len(batch):
             read = reader.read(batch.values, start, max_bytes=self._max_value_bytes)
             if read.rows.num_rows:
-                rows = batch.part(start, read.stop) if read.taken is None else batch.take(read.taken)
-                self._convert(read.rows, rows, origin, out, failures)
+                # the values are read: what the rows need now is where they came from, not another copy
+                records = batch.part(start, read.stop) if read.taken is None else batch.origins_at(read.taken)
+                self._convert(read.rows, records, origin, out, failures)
             if read.rejected is None:
                 return
             rejections += 1
@@ -227,9 +228,14 @@ class JsonEventDecoder:
         return DecodeFailure(message, Reason.OUT_OF_RANGE, detail, "OutOfRange")
 
     def _convert(
-        self, wire: pa.Table, batch: MessageBatch, origin: Origin, out: list[pa.Table], failures: list[DecodeFailure]
+        self,
+        wire: pa.Table,
+        records: RecordOrigins,
+        origin: Origin,
+        out: list[pa.Table],
+        failures: list[DecodeFailure],
     ) -> None:
-        table = self._converter.to_lake(wire, batch, origin, failures)
+        table = self._converter.to_lake(wire, records, origin, failures)
         if table.num_rows:
             out.append(table)
 

@@ -20,6 +20,7 @@ from confluent_kafka import Message
 __all__ = [
     "Fetched",
     "MessageBatch",
+    "RecordOrigins",
     "batches_by_topic",
     "offsets",
     "partitions",
@@ -48,42 +49,56 @@ def timestamps_ms(messages: Sequence[Message]) -> np.ndarray:
 
 
 @dataclass(frozen=True, slots=True)
-class MessageBatch:
-    """Consumed messages as columns aligned by position: values (null for a tombstone), partitions, offsets
-    and timestamps.
+class RecordOrigins:
+    """Where each record of a batch came from: its partition, offset and timestamp, and its position in what was
+    consumed, from which its whole message (key, headers) is built when it is needed — for the dead-letter
+    queue — by ``message_at``. What lake rows carry of their records, without the records' values."""
 
-    Decoding reads only the columns; a record's whole message (key, headers) is built when it is needed —
-    for the dead-letter queue — by ``message_at`` from the record's position in what was consumed.
-    """
-
-    values: pa.LargeBinaryArray
     partitions: np.ndarray
     offsets: np.ndarray
     timestamps_ms: np.ndarray
     message_at: Callable[[int], Message]
     positions: np.ndarray
 
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def message(self, index: int) -> Message:
+        return self.message_at(int(self.positions[index]))
+
+    def origins_at(self, indices: np.ndarray) -> RecordOrigins:
+        """The origins of the records at ``indices``: unlike :meth:`MessageBatch.take`, no value is copied."""
+        return RecordOrigins(
+            self.partitions[indices],
+            self.offsets[indices],
+            self.timestamps_ms[indices],
+            self.message_at,
+            self.positions[indices],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MessageBatch(RecordOrigins):
+    """Consumed messages as columns aligned by position: values (null for a tombstone) beside their
+    :class:`RecordOrigins`. Decoding reads only the columns."""
+
+    values: pa.LargeBinaryArray
+
     @classmethod
     def of(cls, messages: Sequence[Message]) -> MessageBatch:
         """A batch of the client's ``Message`` objects."""
         return cls(
-            pa.array(values(messages), type=pa.large_binary()),
             partitions(messages),
             offsets(messages),
             timestamps_ms(messages),
             messages.__getitem__,
             np.arange(len(messages), dtype=np.int64),
+            values=pa.array(values(messages), type=pa.large_binary()),
         )
-
-    def __len__(self) -> int:
-        return len(self.positions)
 
     @property
     def tombstones(self) -> int:
         return int(self.values.null_count)
-
-    def message(self, index: int) -> Message:
-        return self.message_at(int(self.positions[index]))
 
     def value_list(self) -> list[bytes | None]:
         """The values as Python bytes, for the paths that look at one record at a time."""
@@ -98,22 +113,22 @@ class MessageBatch:
             return self
         span = slice(start, stop)
         return MessageBatch(
-            self.values[span],
             self.partitions[span],
             self.offsets[span],
             self.timestamps_ms[span],
             self.message_at,
             self.positions[span],
+            values=self.values[span],
         )
 
     def take(self, indices: np.ndarray) -> MessageBatch:
         return MessageBatch(
-            self.values.take(pa.array(indices, type=pa.int64())),
             self.partitions[indices],
             self.offsets[indices],
             self.timestamps_ms[indices],
             self.message_at,
             self.positions[indices],
+            values=self.values.take(pa.array(indices, type=pa.int64())),
         )
 
     def split(self) -> tuple[MessageBatch, MessageBatch]:
@@ -164,19 +179,19 @@ def _gather(fetched: Fetched, runs: dict[int, list[tuple[int, int]]]) -> Message
         first, last = ordered[0][0], ordered[-1][1]
         span = slice(first, last)
         return MessageBatch(
-            fetched.values.slice(first, last - first),
             numbers,
             fetched.offsets[span],
             fetched.timestamps_ms[span],
             fetched.message,
             np.arange(first, last, dtype=np.int64),
+            values=fetched.values.slice(first, last - first),
         )
     positions = np.concatenate([np.arange(start, stop, dtype=np.int64) for start, stop in ordered])
     return MessageBatch(
-        fetched.values.take(pa.array(positions)),
         numbers,
         fetched.offsets[positions],
         fetched.timestamps_ms[positions],
         fetched.message,
         positions,
+        values=fetched.values.take(pa.array(positions)),
     )
