@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
-from services.common.kafka.clients import admin_client, consumer
+from services.common.kafka.clients import Admin, admin_client, consumer
 from services.common.settings import KafkaSettings
 
-__all__ = ["DlqTail", "FirstRecord", "OffsetsReader", "Watermarks"]
+__all__ = ["DlqTail", "FirstRecord", "OffsetsReader", "Watermarks", "committed_offsets", "log_bounds"]
 
 TP = tuple[str, int]
 
@@ -65,14 +65,7 @@ class OffsetsReader:
 
     def committed(self, group: str) -> dict[TP, int]:
         """The offsets ``group`` has committed, by partition (only partitions with a commit)."""
-        request = [ConsumerGroupTopicPartitions(group)]
-        futures = self._admin.list_consumer_group_offsets(request, request_timeout=self._timeout_s)
-        answer = futures[group].result(timeout=self._timeout_s)
-        return {
-            (str(tp.topic), int(tp.partition)): int(tp.offset)
-            for tp in answer.topic_partitions or []
-            if tp.error is None and tp.offset >= 0
-        }
+        return committed_offsets(self._admin, group, timeout_s=self._timeout_s)
 
     def assigned_topics(self, group: str) -> set[str]:
         """Topics assigned to the group's live members: a partition consumed but never committed has lag too."""
@@ -96,32 +89,8 @@ class OffsetsReader:
         return sorted(t for t in self._admin.list_topics(timeout=self._timeout_s).topics if t.startswith(prefix))
 
     def watermarks(self, partitions: Iterable[TP]) -> dict[TP, Watermarks]:
-        """Log start and end offset of every partition, in two batched requests; partitions that failed are left
-        out (their leader is moving, say) and reported again at the next poll."""
-        wanted = sorted(set(partitions))
-        if not wanted:
-            return {}
-        starts = self._list_offsets(wanted, _EARLIEST)
-        ends = self._list_offsets(wanted, _LATEST)
-        return {tp: Watermarks(starts[tp], ends[tp]) for tp in wanted if tp in starts and tp in ends}
-
-    def _list_offsets(self, partitions: list[TP], spec: OffsetSpec) -> dict[TP, int]:
-        """Offsets per partition; a partition that failed (its leader not yet known to the client: a topic created
-        a moment ago) is asked once more after a moment, then left for the next poll."""
-        found: dict[TP, int] = {}
-        for attempt in range(2):
-            missing = [tp for tp in partitions if tp not in found]
-            if not missing:
-                break
-            if attempt:
-                time.sleep(_RETRY_PAUSE_S)
-            request = {TopicPartition(t, p): spec for t, p in missing}
-            for tp, future in self._admin.list_offsets(request, request_timeout=self._timeout_s).items():
-                try:
-                    found[(str(tp.topic), int(tp.partition))] = int(future.result(timeout=self._timeout_s).offset)
-                except KafkaException:
-                    continue
-        return found
+        """Log start and end offset of every partition (see :func:`log_bounds`)."""
+        return log_bounds(self._admin, partitions, timeout_s=self._timeout_s)
 
     def first_record(self, topic: str, partition: int, offset: int) -> FirstRecord | None:
         """The first record a read-committed consumer gets from ``offset`` on; None when it could not tell in time.
@@ -146,6 +115,48 @@ class OffsetsReader:
             return None
         finally:
             self._reader.unassign()
+
+
+def committed_offsets(admin: Admin, group: str, *, timeout_s: float) -> dict[TP, int]:
+    """The offsets ``group`` has committed, by partition (only partitions with a commit), in one request to the
+    group coordinator: whether or not the group's members are alive, and without joining it."""
+    futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout_s)
+    answer = futures[group].result(timeout=timeout_s)
+    return {
+        (str(tp.topic), int(tp.partition)): int(tp.offset)
+        for tp in answer.topic_partitions or []
+        if tp.error is None and tp.offset >= 0
+    }
+
+
+def log_bounds(admin: Admin, partitions: Iterable[TP], *, timeout_s: float) -> dict[TP, Watermarks]:
+    """Log start and end offset of every partition, in two batched requests (not one per partition);
+    partitions that failed (their leader is moving, say) are left out."""
+    wanted = sorted(set(partitions))
+    if not wanted:
+        return {}
+    starts = _list_offsets(admin, wanted, _EARLIEST, timeout_s)
+    ends = _list_offsets(admin, wanted, _LATEST, timeout_s)
+    return {tp: Watermarks(starts[tp], ends[tp]) for tp in wanted if tp in starts and tp in ends}
+
+
+def _list_offsets(admin: Admin, partitions: list[TP], spec: OffsetSpec, timeout_s: float) -> dict[TP, int]:
+    """Offsets per partition; a partition that failed (its leader not yet known to the client: a topic created
+    a moment ago) is asked once more after a moment, then left out."""
+    found: dict[TP, int] = {}
+    for attempt in range(2):
+        missing = [tp for tp in partitions if tp not in found]
+        if not missing:
+            break
+        if attempt:
+            time.sleep(_RETRY_PAUSE_S)
+        request = {TopicPartition(t, p): spec for t, p in missing}
+        for tp, future in admin.list_offsets(request, request_timeout=timeout_s).items():
+            try:
+                found[(str(tp.topic), int(tp.partition))] = int(future.result(timeout=timeout_s).offset)
+            except KafkaException:
+                continue
+    return found
 
 
 class DlqTail:
