@@ -53,8 +53,8 @@ class PartitionBuffer:
     bytes: int = 0
     opened_at: float = field(default_factory=time.monotonic)
     clock: Callable[[], float] = time.monotonic  # when a buffer opens; a simulation passes its own
-    run_tables: int = 0  # the last tables added, each under JOIN_ROWS rows: not joined yet
-    run_rows: int = 0
+    run_tables: int = field(default=0, init=False)  # the last tables added, each under JOIN_ROWS rows, not joined
+    run_rows: int = field(default=0, init=False)
 
     @property
     def pending(self) -> bool:

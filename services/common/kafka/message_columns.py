@@ -68,13 +68,13 @@ class RecordOrigins:
 
     def origins_at(self, indices: np.ndarray) -> RecordOrigins:
         """The origins of the records at ``indices``: unlike :meth:`MessageBatch.take`, no value is copied."""
-        return RecordOrigins(
-            self.partitions[indices],
-            self.offsets[indices],
-            self.timestamps_ms[indices],
-            self.message_at,
-            self.positions[indices],
-        )
+        return RecordOrigins(*self._selected(indices))
+
+    def _selected(
+        self, key: slice | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[int], Message], np.ndarray]:
+        """The fields of the records at ``key`` (a slice or positions), in the order of the constructor."""
+        return self.partitions[key], self.offsets[key], self.timestamps_ms[key], self.message_at, self.positions[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,24 +112,10 @@ class MessageBatch(RecordOrigins):
         if start == 0 and stop is None:
             return self
         span = slice(start, stop)
-        return MessageBatch(
-            self.partitions[span],
-            self.offsets[span],
-            self.timestamps_ms[span],
-            self.message_at,
-            self.positions[span],
-            values=self.values[span],
-        )
+        return MessageBatch(*self._selected(span), values=self.values[span])
 
     def take(self, indices: np.ndarray) -> MessageBatch:
-        return MessageBatch(
-            self.partitions[indices],
-            self.offsets[indices],
-            self.timestamps_ms[indices],
-            self.message_at,
-            self.positions[indices],
-            values=self.values.take(pa.array(indices, type=pa.int64())),
-        )
+        return MessageBatch(*self._selected(indices), values=self.values.take(pa.array(indices, type=pa.int64())))
 
     def split(self) -> tuple[MessageBatch, MessageBatch]:
         half = len(self) // 2
