@@ -9,6 +9,7 @@ the other tables go on.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
 from collections import defaultdict
@@ -42,6 +43,12 @@ from services.warehouse.errors import BronzeSchemaError, CorruptFileError, Wareh
 __all__ = ["CycleReport", "Loader"]
 
 log = get_logger(__name__)
+
+# How long one warehouse session serves the tables of a cycle before it is closed and opened again. On DuckDB
+# an open reads the whole catalog and the last close checkpoints: per table, with 50 bronze tables, half of a
+# small table's load (BENCHMARKS.md, "Many tables, little change"). Renewed this often, another process that
+# wants the file (dbt, `cdcflow verify`) still finds it free within this long plus one table's load.
+SESSION_HOLD_S = 1.0
 
 
 @dataclass(slots=True)
@@ -163,17 +170,19 @@ class Loader:
             self._metrics.failures.labels("", "transient").inc()
             report.busy = True
             pending = {}
-        for table, files in sorted(pending.items()):
-            if self._shutdown.requested or report.busy or report.standby:
-                break
-            self.mark_progress()
-            try:
-                self._load_table(table, _contract_of(contracts, table), files, report)
-            except TransientError as exc:  # this table retries next cycle; the others go on
-                log.warning("loader.table_deferred", table=table, error=str(exc))
-                self._metrics.failures.labels(table, "transient").inc()
-                report.deferred_tables.append(table)
-                report.busy = isinstance(exc, WarehouseBusyError) and exc.whole_warehouse
+        with _HeldSession(self._warehouse, SESSION_HOLD_S) as session:
+            for table, files in sorted(pending.items()):
+                if self._shutdown.requested or report.busy or report.standby:
+                    break
+                self.mark_progress()
+                try:
+                    self._load_table(table, _contract_of(contracts, table), files, report, session)
+                except TransientError as exc:  # this table retries next cycle; the others go on
+                    session.close()  # the next table opens the warehouse afresh, or finds it busy
+                    log.warning("loader.table_deferred", table=table, error=str(exc))
+                    self._metrics.failures.labels(table, "transient").inc()
+                    report.deferred_tables.append(table)
+                    report.busy = isinstance(exc, WarehouseBusyError) and exc.whole_warehouse
         log.info(
             "loader.cycle",
             files=report.files,
@@ -259,16 +268,18 @@ class Loader:
 
     # --- loading --------------------------------------------------------------------------------
 
-    def _load_table(self, table: str, contract: TableContract, files: list[LakeFile], report: CycleReport) -> None:
+    def _load_table(
+        self, table: str, contract: TableContract, files: list[LakeFile], report: CycleReport, session: _HeldSession
+    ) -> None:
         """``files``: the table's listed files not known to be in bronze. The manifest's answer about them and
-        the load of the rest share one open of the warehouse (on DuckDB an open reads the whole catalog)."""
+        the load of the rest run in the cycle's session (on DuckDB an open reads the whole catalog)."""
         since = time.monotonic() - self._last_load.get(contract.full_name, float("-inf"))
         if since < self._settings.min_table_interval_s:
             return
-        with self._warehouse.session():
-            new = self._not_loaded(table, contract, files)
-            if new:
-                self._load_files(contract, new, report)
+        session.ensure()
+        new = self._not_loaded(table, contract, files)
+        if new:
+            self._load_files(contract, new, report)
 
     def _load_files(self, contract: TableContract, files: list[LakeFile], report: CycleReport) -> None:
         table = contract.full_name
@@ -375,6 +386,37 @@ class Loader:
             except LakeTransientError as exc:
                 log.warning("loader.archive_deferred", file=file.path, error=str(exc))
                 return
+
+
+class _HeldSession:
+    """One warehouse session (:meth:`Warehouse.session`) for the tables of a cycle, opened when the first of them
+    needs it and renewed once it has been open ``hold_s``."""
+
+    def __init__(self, warehouse: Warehouse, hold_s: float) -> None:
+        self._warehouse = warehouse
+        self._hold_s = hold_s
+        self._open: contextlib.ExitStack | None = None
+        self._opened_at = 0.0
+
+    def __enter__(self) -> _HeldSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ensure(self) -> None:
+        """A session open for less than ``hold_s``; raises WarehouseBusyError when the warehouse is held."""
+        if self._open is not None and time.monotonic() - self._opened_at < self._hold_s:
+            return
+        self.close()
+        opened = contextlib.ExitStack()
+        opened.enter_context(self._warehouse.session())
+        self._open, self._opened_at = opened, time.monotonic()
+
+    def close(self) -> None:
+        opened, self._open = self._open, None
+        if opened is not None:
+            opened.close()
 
 
 def _contract_of(contracts: ContractRegistry, table: str) -> TableContract:

@@ -24,6 +24,7 @@ from services.common.lake import Lake, LakeFile, LakeTransientError, LocalLake
 from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings, Settings
 from services.common.signals import Shutdown
+from services.loader import app as loader_app
 from services.loader.app import Loader
 from services.loader.wiring import stalled_after_s
 from services.warehouse.base import LoadedFile, LoadResult
@@ -567,6 +568,27 @@ def test_a_tables_lookup_and_load_open_the_warehouse_once(lake: LocalLake, tmp_p
     again = _SessionWarehouse(tmp_path / "wh.duckdb")
     report = _loader(lake, tmp_path, warehouse=again, max_batch_files=2).cycle()
     assert (report.files, again.sessions, again.calls) == (0, 1, [("loaded_files", True)])
+
+
+def test_the_tables_of_a_cycle_share_a_session_renewed_once_held_long_enough(
+    lake: LocalLake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    contracts = [replace(lending_contract("transactions"), table=f"clone_{i}") for i in range(3)]
+    for contract in contracts:
+        write_contract(tmp_path / "contracts", contract)
+        LakeFiles(lake, contract).write(range(0, 10))
+    warehouse = _SessionWarehouse(tmp_path / "wh.duckdb")
+    loader = _loader(lake, tmp_path, warehouse=warehouse, contracts_dir=tmp_path / "contracts")
+    assert loader.cycle().rows_inserted == 30
+    assert warehouse.sessions == 1
+    assert [call for call, _ in warehouse.calls].count("load") == 3
+    assert {inside for _, inside in warehouse.calls} == {True}
+    assert _bronze(tmp_path, "select count(*) from bronze.lending__clone_2") == [(10,)]  # released at the end
+    monkeypatch.setattr(loader_app, "SESSION_HOLD_S", 0.0)
+    for contract in contracts:
+        LakeFiles(lake, contract).write(range(10, 20))
+    assert loader.cycle().rows_inserted == 30
+    assert warehouse.sessions == 4  # held no time at all: each table opened the warehouse again
 
 
 def test_a_session_on_a_file_another_process_holds_is_busy(tmp_path: Path) -> None:

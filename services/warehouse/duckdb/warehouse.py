@@ -3,7 +3,7 @@
 DuckDB has no partitions; the dedup is bounded by a primary key on the Kafka coordinates instead (an ART
 index: each staged row costs one index probe, whatever bronze's size), with ``INSERT OR IGNORE``.
 The file is opened per call and closed after, so dbt and ``cdcflow verify`` can open it in between; inside a
-``session()`` (the loader's, for one table) it is opened once for all the calls.
+``session()`` (the loader's, for a cycle's tables, renewed every second) it is opened once for all the calls.
 Catalog changes (the schemas, a bronze table and its columns) are made under a lock of the instance: the
 transform beside the loader shares it, and two connections of one process that create the same entry at once
 fail (a write-write conflict, or "already exists" after a check that both passed).
