@@ -22,7 +22,7 @@ FUZZ_SECONDS ?= 600
 # Go (the compose checker, terraform) is where its official archive and `go install` put it.
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher bench-scale bench-decode bench-snapshot bench-lake bench-tables
+.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher bench-scale bench-decode bench-buffers bench-snapshot bench-lake bench-tables
 
 install: prereqs $(STAMP)
 
@@ -254,6 +254,12 @@ bench-scale: install jars
 # (BENCHMARKS.md); DECODE_BENCH_ARGS="--sizes 5000,100". Needs the local stack (started here if it is not up).
 bench-decode: install
 	$(call with_stack,$(BIN)/python -m bench.decode_bench $(DECODE_BENCH_ARGS))
+
+# What a buffered table holds in memory beyond its values, beside the writer's budget estimate, in process, on
+# real change events (BENCHMARKS.md); BUFFER_BENCH_ARGS="--tables 2000 --rows 50". Needs the local stack
+# (started here if it is not up).
+bench-buffers: install
+	$(call with_stack,$(BIN)/python -m bench.buffer_bench $(BUFFER_BENCH_ARGS))
 
 # An initial snapshot of a 5,000,000-row table from connector start to silver with zero drift, the share of
 # each stage (BENCHMARKS.md); SNAPSHOT_BENCH_ARGS="--rows N" for a smaller one. Needs the local stack

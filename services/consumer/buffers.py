@@ -8,13 +8,32 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-__all__ = ["JOIN_ROWS", "POLL_SHARE_OF_BUDGET", "FlushPolicy", "PartitionBuffer", "PollSize"]
+__all__ = [
+    "COLUMN_OVERHEAD",
+    "JOIN_ROWS",
+    "POLL_SHARE_OF_BUDGET",
+    "FlushPolicy",
+    "PartitionBuffer",
+    "PollSize",
+    "held_bytes",
+]
 
 # Parquet's encoders pay for every chunk of every column: a partition fed a few dozen rows a poll (many tables,
 # each with a trickle of changes) would make files of hundreds of tiny chunks, which take half again as long to
 # encode as one chunk of the same rows (BENCHMARKS.md, "How the writer encodes"). A buffer joins each run of
 # small tables into one chunk once the run holds this many rows, or when it is taken: a run at a time is copied.
 JOIN_ROWS = 1_024
+
+# What a buffered table holds beyond its values (``Table.nbytes``), per column: the C++ objects that own the
+# column's buffers and the allocator's alignment and bookkeeping of each, whatever the rows — 0.9-1.0 KiB for a
+# change table (BENCHMARKS.md, "Lake writer at scale"), counted with a quarter to spare. A writer of hundreds of
+# partitions, each holding a few small tables, holds tens of MiB of it: the budget counts it like values.
+COLUMN_OVERHEAD = 1_280
+
+
+def held_bytes(rows: pa.Table) -> int:
+    """The memory buffering ``rows`` (one chunk per column) takes: its values and its columns' overhead."""
+    return int(rows.nbytes + rows.num_columns * COLUMN_OVERHEAD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +89,7 @@ class PartitionBuffer:
                 self.run_rows += rows.num_rows
             self.tables.append(rows)
             self.rows += rows.num_rows
-            self.bytes += rows.nbytes
+            self.bytes += held_bytes(rows)
             if self.run_rows >= JOIN_ROWS:
                 self._join_run()
         self.advance(next_offset)
@@ -113,7 +132,7 @@ class PartitionBuffer:
         run = self.tables[-count:]
         newest = run[-1].schema
         joined = pa.concat_tables([_align(t, newest) for t in run]).combine_chunks()
-        self.bytes += joined.nbytes - sum(t.nbytes for t in run)
+        self.bytes += held_bytes(joined) - sum(held_bytes(t) for t in run)
         self.tables[-count:] = [joined]
 
 

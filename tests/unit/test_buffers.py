@@ -6,7 +6,14 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from services.consumer.buffers import JOIN_ROWS, POLL_SHARE_OF_BUDGET, PartitionBuffer, PollSize
+from services.consumer.buffers import (
+    COLUMN_OVERHEAD,
+    JOIN_ROWS,
+    POLL_SHARE_OF_BUDGET,
+    PartitionBuffer,
+    PollSize,
+    held_bytes,
+)
 
 MIB = 1 << 20
 
@@ -69,7 +76,7 @@ def test_small_tables_are_joined_into_chunks_of_the_same_rows_in_order() -> None
     assert taken is not None
     assert taken.column("offset").to_pylist() == list(range(offset))
     assert buffer.rows == taken.num_rows == offset
-    assert buffer.bytes == taken.nbytes
+    assert buffer.bytes == taken.nbytes + len(buffer.tables) * taken.num_columns * COLUMN_OVERHEAD
     # one chunk per run of JOIN_ROWS rows and one for the rest, not one per table added
     assert len(_chunk_lengths(taken)) == -(-offset // JOIN_ROWS) <= 3
     assert all(length >= JOIN_ROWS for length in _chunk_lengths(taken)[:-1])
@@ -97,6 +104,21 @@ def test_a_run_across_a_new_contract_version_reads_null_in_the_new_column() -> N
     assert taken is not None
     assert taken.column("offset").to_pylist() == list(range(JOIN_ROWS + 5))
     assert taken.column("note").to_pylist() == [None] * (JOIN_ROWS + 3) + [f"n{JOIN_ROWS + 3}", f"n{JOIN_ROWS + 4}"]
+
+
+def test_each_table_held_counts_its_columns_overhead_and_a_join_gives_it_back() -> None:
+    buffer = PartitionBuffer("t", 0, start=0, end=0)
+    tables = [_rows(i * 3, 3) for i in range(40)]
+    for table in tables:
+        buffer.add(table, table.column("offset")[-1].as_py() + 1)
+    values = sum(t.nbytes for t in tables)
+    # 40 tables of 3 rows: what they hold beyond their values is most of what the buffer holds
+    assert buffer.bytes == values + 40 * 2 * COLUMN_OVERHEAD
+    assert buffer.bytes > 2 * values
+    taken = buffer.take()  # the run joined into one table: one table's overhead left
+    assert taken is not None
+    assert len(buffer.tables) == 1
+    assert buffer.bytes == held_bytes(taken) == taken.nbytes + 2 * COLUMN_OVERHEAD
 
 
 def test_durable_forgets_the_run() -> None:
