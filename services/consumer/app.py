@@ -79,6 +79,7 @@ from services.consumer.guard import (
     decode_isolating,
     describe,
 )
+from services.consumer.prefetch import fetch_limits
 from services.consumer.quarantine import (
     DecodeWatchdog,
     InflightNote,
@@ -98,7 +99,6 @@ log = get_logger(__name__)
 _LAG_EVERY_S = 5.0
 _DLQ_CONFIRM_S = 30.0
 _METADATA_REFRESH_MS = 5_000  # how soon a newly created topic that matches the subscription is consumed
-_PREFETCH_MAX_KB = 8 << 10  # librdkafka prefetch per consumer, in KiB: about one poll batch of change events
 _PREFETCH_BACKOFF_MS = 20  # how soon librdkafka fetches again once a full prefetch queue has room (default 1 s)
 OFFSETS_OUT_OF_RANGE_EXIT = 2
 
@@ -140,26 +140,18 @@ class LakeWriter:
             settings.kafka,
             w.group_id,
             native=native,
-            **{
-                "client.id": worker_id,
-                # bound librdkafka's prefetch queue: it is memory held outside the buffer budget, and beyond
-                # about a poll batch ahead it only keeps decompressed data waiting (catching up, a queue of a
-                # quarter of the budget made the client fault in fresh pages for most of what it fetched)
-                "queued.max.messages.kbytes": min(_PREFETCH_MAX_KB, max(1024, w.buffer_max_bytes // 4096)),
-                "enable.partition.eof": False,
+            # memory and pace, which an operator's kafka.extra may still set otherwise
+            tuning={
+                **fetch_limits(w.buffer_max_bytes),
                 # with the prefetch queue bounded, it is often full when librdkafka looks; by default it then
                 # waits a whole second before fetching that partition again, and that wait, not the writer, set
                 # the pace of a catch-up (BENCHMARKS.md, "Catch-up with a small buffer budget")
                 "fetch.queue.backoff.ms": _PREFETCH_BACKOFF_MS,
-                # catching up, bigger fetches per partition mean fewer requests for librdkafka to build,
-                # send and parse: up to 8 MiB, a small share of the buffer budget, because a retry's seek
-                # throws away what was fetched beyond the committed offset, and librdkafka holds a fetch
-                # decompressed outside the budget until its last record is polled
-                "max.partition.fetch.bytes": max(256 << 10, min(8 << 20, w.buffer_max_bytes // 256)),
                 # the subscription is a pattern: a topic Debezium creates for a new table (or for the first
                 # change of a fresh stack) joins it at the next metadata refresh, 5 minutes by default
                 "topic.metadata.refresh.interval.ms": _METADATA_REFRESH_MS,
             },
+            **{"client.id": worker_id, "enable.partition.eof": False},
         )
         self._checkpoint = Checkpoint(self._consumer, self._dlq, self._writer.write, dlq_timeout_s=_DLQ_CONFIRM_S)
         self._continuity = Continuity(settings, self._watermarks)

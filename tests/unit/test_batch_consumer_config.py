@@ -94,6 +94,20 @@ def test_the_factory_builds_the_same_configuration_on_both_paths(monkeypatch: py
     assert built["native"]["fetch.wait.max.ms"] == 5
 
 
+def test_a_callers_tuning_yields_to_the_operators_extra_and_to_its_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[dict[str, Any]] = []
+    monkeypatch.setattr(clients, "NativeBatchConsumer", built.append)
+    settings = KafkaSettings(extra={"fetch_max_bytes": "1048576"})
+    tuning = {"fetch.max.bytes": 4 << 20, "queued.max.messages.kbytes": 8192, "client.id": "tuned"}
+    overrides: dict[str, Any] = {"client.id": "w-1", "enable.auto.commit": True}
+    clients.batch_consumer(settings, "g", tuning=tuning, **overrides)
+    (config,) = built
+    assert config["fetch.max.bytes"] == "1048576"  # the operator's kafka.extra
+    assert config["queued.max.messages.kbytes"] == 8192  # the caller's tuning, nobody else's
+    assert config["client.id"] == "w-1"  # the caller's overrides
+    assert config["enable.auto.commit"] is False  # forced: only a checkpoint commits
+
+
 def test_the_writer_path_follows_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert native_path("confluent") is False
     assert native_path("auto") is (NATIVE_CONSUMER and NATIVE_READER)

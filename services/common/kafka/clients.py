@@ -6,6 +6,7 @@ Auto-commit is always off: only a checkpoint, after the data is durable, commits
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -54,8 +55,11 @@ def _base(settings: KafkaSettings) -> dict[str, Any]:
     return {"bootstrap.servers": settings.bootstrap_servers, "logger": LIBRDKAFKA_LOG, **settings.extra}
 
 
-def _consumer_config(settings: KafkaSettings, group_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
+def _consumer_config(
+    settings: KafkaSettings, group_id: str, overrides: dict[str, Any], tuning: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     return {
+        **(tuning or {}),
         **_base(settings),
         "group.id": group_id,
         "auto.offset.reset": "earliest",
@@ -70,10 +74,21 @@ def consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> Consum
     return Consumer(_consumer_config(settings, group_id, overrides))
 
 
-def batch_consumer(settings: KafkaSettings, group_id: str, *, native: bool = True, **overrides: Any) -> BatchConsumer:
+def batch_consumer(
+    settings: KafkaSettings,
+    group_id: str,
+    *,
+    native: bool = True,
+    tuning: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> BatchConsumer:
     """The same consumer as :func:`consumer`, whose ``consume`` returns a batch as columns: on the native
-    consumer, or with ``native=False`` on confluent_kafka's."""
-    config = _consumer_config(settings, group_id, overrides)
+    consumer, or with ``native=False`` on confluent_kafka's.
+
+    ``tuning`` is the caller's choice of librdkafka settings an operator may still override through
+    ``kafka.extra``; ``overrides`` win over it (what the caller's code depends on).
+    """
+    config = _consumer_config(settings, group_id, overrides, tuning)
     if native:
         return NativeBatchConsumer(config)
     from services.common.kafka.confluent_batch import ConfluentBatchConsumer
