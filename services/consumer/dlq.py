@@ -58,7 +58,7 @@ from services.common.kafka import (
     ensure_topics,
     producer,
 )
-from services.common.kafka.clients import ensure_topic_minimum, watermarks
+from services.common.kafka.clients import MAX_RECORD_BYTES, ensure_topic_minimum, watermarks
 from services.common.logging import get_logger
 from services.common.settings import KafkaSettings
 from services.consumer.errors import DlqDeliveryError, DlqRecordTooLargeError
@@ -67,7 +67,6 @@ __all__ = ["DlqPublisher", "dlq_partition", "dlq_topic", "fitted_value", "source
 
 log = get_logger(__name__)
 
-MAX_DLQ_MESSAGE_BYTES = 16 << 20
 _MAX_DETAIL = 2_000
 _QUEUE_WAIT_S = 30.0
 _TOO_LARGE = "MSG_SIZE_TOO_LARGE"
@@ -140,12 +139,12 @@ def _raise_size_limit(settings: KafkaSettings, topic: str) -> None:
     deflated, or without its value (its coordinates and error are kept), and a warning says so now.
     """
     try:
-        limit = ensure_topic_minimum(settings, topic, "max.message.bytes", MAX_DLQ_MESSAGE_BYTES)
+        limit = ensure_topic_minimum(settings, topic, "max.message.bytes", MAX_RECORD_BYTES)
     except KafkaException as exc:
         log.warning(
             "dlq.topic_limit_low",
             topic=topic,
-            wanted=MAX_DLQ_MESSAGE_BYTES,
+            wanted=MAX_RECORD_BYTES,
             error=str(exc),
             consequence="records over the topic's max.message.bytes are kept deflated or without their value",
         )
@@ -169,9 +168,9 @@ class DlqPublisher:
         self._worker = worker_id
         self._queue_wait_s = queue_wait_s
         if create_topic:
-            ensure_topics(settings, [self.topic], config={"max.message.bytes": str(MAX_DLQ_MESSAGE_BYTES)})
+            ensure_topics(settings, [self.topic])
             _raise_size_limit(settings, self.topic)
-        config: dict[str, Any] = {"message.max.bytes": MAX_DLQ_MESSAGE_BYTES + (1 << 20), "linger.ms": 5}
+        config: dict[str, Any] = {"message.max.bytes": MAX_RECORD_BYTES + (1 << 20), "linger.ms": 5}
         self._producer: Producer = producer(settings, **{**config, **producer_overrides})
         self._read_timeout_s = read_timeout_s
         self._index = _DlqIndex(settings, self.topic, read_timeout_s)

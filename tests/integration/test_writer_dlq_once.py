@@ -19,9 +19,9 @@ from pathlib import Path
 from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 
-from services.common.kafka import Message, admin_client, ensure_topics, producer
+from services.common.kafka import MAX_RECORD_BYTES, Message, admin_client, ensure_topics, producer
 from services.common.settings import Settings
-from services.consumer.dlq import MAX_DLQ_MESSAGE_BYTES, DlqPublisher, dlq_topic
+from services.consumer.dlq import DlqPublisher, dlq_topic
 from services.stack.runtime import Stack
 from tests.fixtures.faulty_writer import FAULT_RATE_ENV, FAULT_SEED_ENV
 from tests.fixtures.pipeline import (
@@ -173,7 +173,7 @@ def test_an_existing_dlq_topic_gets_the_size_limit_the_writer_needs(stack: Stack
     assert _max_message_bytes(settings, topic) == 100_000
     publisher = DlqPublisher(settings.kafka, group, "worker-1")
     try:
-        assert _max_message_bytes(settings, topic) >= MAX_DLQ_MESSAGE_BYTES
+        assert _max_message_bytes(settings, topic) >= MAX_RECORD_BYTES
     finally:
         publisher.close()
 

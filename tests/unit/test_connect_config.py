@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from services.common.kafka import MAX_RECORD_BYTES
 from services.common.settings import load_settings, repo_root
 from services.stack.connect import connector_names, load_connector, resolve_env, source_clashes
 
@@ -85,3 +86,25 @@ def test_env_references_resolve_as_the_worker_resolves_them() -> None:
     env = {"CDCFLOW_POSTGRES__HOST": "db.internal"}
     assert resolve_env("${env:CDCFLOW_POSTGRES__HOST}:5432", env) == "db.internal:5432"
     assert resolve_env("${env:UNSET}", env) == "${env:UNSET}"
+
+
+def test_every_connector_carries_records_as_large_as_cdcflows_topics() -> None:
+    """Kafka's defaults stop near 1 MB, and a record refused by the connector's producer or its topic fails
+    the task: the capture of the whole source stops on one large row."""
+    connect_dir = repo_root() / "connect"
+    for name in connector_names(connect_dir):
+        config = load_connector(connect_dir, name)
+        assert int(config["producer.override.max.request.size"]) == MAX_RECORD_BYTES, name
+        assert int(config["topic.creation.default.max.message.bytes"]) == MAX_RECORD_BYTES, name
+    # a value the lake writer refuses as too large still fits a record: it reaches the DLQ whole
+    assert load_settings({}).writer.max_value_bytes < MAX_RECORD_BYTES
+
+
+def test_no_worker_forbids_a_connectors_producer_overrides() -> None:
+    workers = [
+        repo_root() / "connect" / "connect-distributed.properties",
+        repo_root() / "deploy" / "docker" / "connect-distributed.properties",
+        repo_root() / "deploy" / "k8s" / "base" / "connect.yaml",
+    ]
+    for worker in workers:
+        assert "connector.client.config.override.policy" not in worker.read_text(), worker  # Kafka's default: All

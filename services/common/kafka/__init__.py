@@ -2,6 +2,7 @@
 
 from services.common.kafka.batch_consumer import BatchConsumer, Fetch
 from services.common.kafka.clients import (
+    MAX_RECORD_BYTES,
     Admin,
     Consumer,
     KafkaException,
@@ -28,6 +29,7 @@ from services.common.kafka.transactions import (
 )
 
 __all__ = [
+    "MAX_RECORD_BYTES",
     "Admin",
     "BatchConsumer",
     "Consumer",

@@ -50,6 +50,13 @@ class KafkaUnreachableError(TransientError):
 
 _FORCED_CONSUMER = {"enable.auto.commit": False, "enable.auto.offset.store": False}
 
+MAX_RECORD_BYTES = 16 << 20
+"""The largest record cdcflow's topics carry: a change event of a row holding documents or images of several
+MiB. Kafka's defaults stop near 1 MB, and a Debezium task whose record is refused fails, which stops the capture
+of its whole source. So the topics cdcflow creates, the topics the connector files create
+(``topic.creation.default.max.message.bytes``), the connectors' producers
+(``producer.override.max.request.size``) and cdcflow's producers all take records up to this size."""
+
 
 def _base(settings: KafkaSettings) -> dict[str, Any]:
     return {"bootstrap.servers": settings.bootstrap_servers, "logger": LIBRDKAFKA_LOG, **settings.extra}
@@ -98,7 +105,13 @@ def batch_consumer(
 
 def producer(settings: KafkaSettings, **overrides: Any) -> Producer:
     """An idempotent producer that waits for every in-sync replica."""
-    config = {**_base(settings), "enable.idempotence": True, "acks": "all", **overrides}
+    config = {
+        **_base(settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        "message.max.bytes": MAX_RECORD_BYTES,
+        **overrides,
+    }
     return Producer(config)
 
 
@@ -109,7 +122,8 @@ def admin_client(settings: KafkaSettings, **overrides: Any) -> Admin:
 def ensure_topics(
     settings: KafkaSettings, names: list[str], *, config: dict[str, str] | None = None, timeout_s: float = 30.0
 ) -> list[str]:
-    """Create the topics that do not exist yet (partitions and replication from settings); returns the new ones.
+    """Create the topics that do not exist yet (partitions and replication from settings, records up to
+    :data:`MAX_RECORD_BYTES` unless ``config`` says otherwise); returns the new ones.
 
     Raises :class:`KafkaUnreachableError` when no broker answers within ``timeout_s``."""
     admin = admin_client(settings)
@@ -119,8 +133,9 @@ def ensure_topics(
         # made a moment ago by another client, perhaps: usable only once every partition has its leader
         _wait_for_leaders(admin, names, timeout_s)
         return []
+    topic_config = {"max.message.bytes": str(MAX_RECORD_BYTES), **(config or {})}
     futures = admin.create_topics(
-        [NewTopic(n, settings.topic_partitions, settings.replication_factor, config=config or {}) for n in wanted],
+        [NewTopic(n, settings.topic_partitions, settings.replication_factor, config=topic_config) for n in wanted],
         operation_timeout=timeout_s,
     )
     created = []

@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from services.common.kafka.clients import _base, admin_client, consumer
+from services.common.kafka.clients import MAX_RECORD_BYTES, _base, admin_client, consumer
 from services.common.settings import KafkaSettings
 
 __all__ = [
@@ -64,6 +64,7 @@ class TransactionalProducer:
             "acks": "all",
             "linger.ms": 5,
             "transaction.timeout.ms": 60_000,
+            "message.max.bytes": MAX_RECORD_BYTES,
             **overrides,
         }
         self._producer = Producer(config)
