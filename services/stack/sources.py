@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from services.common.kafka import MAX_RECORD_BYTES
 from services.common.naming import source_of
 from services.common.settings import Settings
 from services.stack.connect import ConnectWorker, connector_names, load_connector, resolve_env, source_clashes
@@ -98,6 +99,9 @@ FIDELITY = {
     "decimal.handling.mode": "precise",
     "heartbeat.interval.ms": "10000",
 }
+# Records a new source's connector must carry at least (services.common.kafka.MAX_RECORD_BYTES): a larger
+# limit in the template stays, a smaller one would fail the task on the first large row.
+RECORD_SIZE_KEYS = ("producer.override.max.request.size", "topic.creation.default.max.message.bytes")
 HEARTBEAT_DDL = (
     "create schema if not exists cdcflow;\n"
     "create table if not exists cdcflow.heartbeat (id integer primary key, beat_at timestamptz not null);\n"
@@ -112,9 +116,10 @@ def new_connector(settings: Settings, name: str, dsn: str, tables: Sequence[str]
     """The connector document of a new source ``name`` (also its topic prefix) reading the database of ``dsn``.
 
     The primary source's connector file is the template (converters, snapshot, type handling), with
-    :data:`FIDELITY` on top and the source's own database, topic prefix, slot and publication. A password is
-    never written: the stack's own PostgreSQL and user reuse the stack's ``${env:…}`` references, any other
-    database reads ``CDCFLOW_SOURCE_<NAME>_PASSWORD`` from the Connect worker's environment.
+    :data:`FIDELITY` on top, records of at least ``MAX_RECORD_BYTES`` (:data:`RECORD_SIZE_KEYS`), and the
+    source's own database, topic prefix, slot and publication. A password is never written: the stack's own
+    PostgreSQL and user reuse the stack's ``${env:…}`` references, any other database reads
+    ``CDCFLOW_SOURCE_<NAME>_PASSWORD`` from the Connect worker's environment.
     """
     if not _SOURCE_NAME.fullmatch(name) or len(name) > 40:
         raise StackError(f"source name {name!r}: lower-case letters and digits, runs joined by single '_'")
@@ -126,6 +131,8 @@ def new_connector(settings: Settings, name: str, dsn: str, tables: Sequence[str]
         raise StackError(f"--tables takes schema.table names: {bad}")
     template = load_connector(settings.stack.connect_dir, settings.connect.connector)
     config = {**template, **FIDELITY, **_database(settings, name, dsn)}
+    for key in RECORD_SIZE_KEYS:
+        config[key] = str(max(int(template.get(key, 0)), MAX_RECORD_BYTES))
     config.update({"topic.prefix": name, "slot.name": f"cdcflow_{name}", "publication.name": f"cdcflow_{name}"})
     if "notification.sink.topic.name" in config:  # `cdcflow backfill status` reads each source's own
         config["notification.sink.topic.name"] = f"_cdcflow.notifications.{name}"

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from services.common.kafka import MAX_RECORD_BYTES
 from services.common.settings import Settings, load_settings, repo_root
 from services.stack.errors import StackError
 from services.stack.sources import (
     FIDELITY,
+    RECORD_SIZE_KEYS,
     new_connector,
     remove_source,
     sources,
@@ -99,6 +101,7 @@ def test_a_new_source_on_the_stacks_postgres_reuses_its_credentials_and_keeps_th
     assert config["table.include.list"] == r"public\.users,sales\.orders,cdcflow\.heartbeat"
     for key, value in FIDELITY.items():
         assert config[key] == value, key
+    assert [int(config[key]) for key in RECORD_SIZE_KEYS] == [MAX_RECORD_BYTES] * 2
     lending = json.loads((tmp_path / "connectors" / "lending.json").read_text())["config"]
     assert config["heartbeat.action.query"] == lending["heartbeat.action.query"]
     assert config["snapshot.mode"] == lending["snapshot.mode"]
@@ -157,3 +160,18 @@ def test_removing_the_primary_or_an_unknown_source_is_refused(tmp_path: Path) ->
     with pytest.raises(StackError, match="no connector file"):
         remove_source(settings, "shop")
     assert (tmp_path / "connectors" / "lending.json").exists()
+
+
+def test_a_new_source_carries_large_records_whatever_the_template_says(tmp_path: Path) -> None:
+    """Smaller than cdcflow's topics take, a limit would fail the task on the first large row; larger, it stays."""
+    settings = _stack_with_lending(tmp_path)
+    primary = tmp_path / "connectors" / "lending.json"
+    for in_template, on_the_source in ((None, MAX_RECORD_BYTES), (1 << 20, MAX_RECORD_BYTES), (64 << 20, 64 << 20)):
+        document = json.loads(primary.read_text())
+        for key in RECORD_SIZE_KEYS:
+            document["config"].pop(key, None)
+            if in_template is not None:
+                document["config"][key] = str(in_template)
+        primary.write_text(json.dumps(document))
+        config = new_connector(settings, "shop", "postgresql://reader@db.example:5432/shop")["config"]
+        assert [int(config[key]) for key in RECORD_SIZE_KEYS] == [on_the_source] * 2, in_template
