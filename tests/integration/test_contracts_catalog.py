@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from services.common.contracts.catalog import GENERATED, contracts_from_catalog
 from services.common.contracts.compat import compare
-from services.common.contracts.errors import NoPrimaryKeyError, UnsupportedColumnError
+from services.common.contracts.errors import ContractError, NoPrimaryKeyError, UnsupportedColumnError
 from services.common.settings import Settings
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -116,3 +118,32 @@ def test_a_table_without_primary_key_is_a_clear_error(pg: Conn, settings: Settin
     pg.execute(f"create table {scratch_schema}.keyless (x int)".encode())
     with pytest.raises(NoPrimaryKeyError, match=rf"{scratch_schema}\.keyless has no primary key"):
         contracts_from_catalog(settings.postgres.dsn(), [rf"{scratch_schema}\..*"])
+
+
+@pytest.mark.parametrize("odd", ["e-mail", "Unit Price", "naïve", "1st"])
+def test_a_column_name_a_contract_cannot_hold_is_refused_until_the_column_is_excluded(
+    pg: Conn, settings: Settings, scratch_schema: str, odd: str
+) -> None:
+    s = scratch_schema
+    pg.execute(
+        sql.SQL("create table {} (id int primary key, fine text, {} text)").format(
+            sql.Identifier(s, "named"), sql.Identifier(odd)
+        )
+    )
+    with pytest.raises(UnsupportedColumnError, match="a column name holds letters, digits") as refused:
+        contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\.named"])
+    assert odd in str(refused.value)
+    assert "column.exclude.list" in str(refused.value)
+    excluded = re.escape(f"{s}.named.{odd}")
+    (contract,) = contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\.named"], exclude_columns=[excluded])
+    assert [c.name for c in contract.columns] == ["id", "fine"]
+    assert [column for column, _ in contract.uncaptured] == [odd]
+
+
+def test_a_table_name_a_contract_cannot_hold_says_how_to_leave_it_out(
+    pg: Conn, settings: Settings, scratch_schema: str
+) -> None:
+    pg.execute(sql.SQL("create table {} (id int primary key)").format(sql.Identifier(scratch_schema, "order-items")))
+    with pytest.raises(ContractError, match="not a safe schema or table name") as refused:
+        contracts_from_catalog(settings.postgres.dsn(), [rf"{scratch_schema}\.order-items"])
+    assert "table.include.list" in str(refused.value)

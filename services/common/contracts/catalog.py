@@ -15,7 +15,7 @@ from services.common.contracts.errors import (
     NoPrimaryKeyError,
     UnsupportedColumnError,
 )
-from services.common.contracts.model import Column, Semantic, TableContract
+from services.common.contracts.model import NAME_RULE, Column, Semantic, TableContract, is_safe_name
 
 if TYPE_CHECKING:
     import psycopg
@@ -157,6 +157,13 @@ def _column(row: dict[str, Any]) -> Column:
     return column_from_catalog(name, str(row["base_type"]), int(row["typmod"]), pg_type, nullable)
 
 
+def _exclude_it(schema: str, table: str, column: str) -> str:
+    return (
+        "Exclude the column from capture in both the connector (column.exclude.list) and the writer "
+        f"(CDCFLOW_WRITER__EXCLUDE_COLUMNS) with {re.escape(f'{schema}.{table}.{column}')!r}"
+    )
+
+
 def _captured(
     schema: str, table: str, rows: list[dict[str, Any]], excluded: list[re.Pattern[str]]
 ) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
@@ -171,9 +178,12 @@ def _captured(
         elif why := _unsupported(row):
             raise UnsupportedColumnError(
                 f"{schema}.{table}.{name} ({row['formatted']}): {why}, so its values would change silently. "
-                f"Exclude the column from capture in both the connector (column.exclude.list) and the writer "
-                f"(CDCFLOW_WRITER__EXCLUDE_COLUMNS) with {re.escape(f'{schema}.{table}.{name}')!r}, "
-                "or change its type"
+                f"{_exclude_it(schema, table, name)}, or change its type"
+            )
+        elif not is_safe_name(name):
+            raise UnsupportedColumnError(
+                f"{schema}.{table}.{name!r}: a column name holds {NAME_RULE}. {_exclude_it(schema, table, name)}, "
+                "or rename the column"
             )
         else:
             captured.append(row)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from services.common.contracts.errors import ContractError, UnknownTableError
 
-__all__ = ["Column", "ContractRegistry", "Semantic", "TableContract"]
+__all__ = ["NAME_RULE", "Column", "ContractRegistry", "Semantic", "TableContract", "is_safe_name"]
 
 Semantic = Literal[
     "int16",
@@ -39,7 +39,15 @@ VARIABLE_DECIMAL_PRECISION = 76
 VARIABLE_DECIMAL_SCALE = 38
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+NAME_RULE = "letters, digits, '_' and '$', not starting with a digit"
+"""What a schema, table or column name of a contract may hold: contracts are Avro schemas, and the name is a
+lake folder, a Parquet column and a warehouse identifier as it stands."""
 _SOURCE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # Kafka's topic name characters and length
+
+
+def is_safe_name(name: str) -> bool:
+    """Whether ``name`` follows :data:`NAME_RULE`."""
+    return _NAME.match(name) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +62,7 @@ class Column:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ContractError(f"column name {self.name!r} is not a safe identifier")
+            raise ContractError(f"column name {self.name!r} is not a safe identifier ({NAME_RULE})")
         if self.semantic == "decimal" and (self.precision is None or self.scale is None):
             raise ContractError(f"column {self.name}: a decimal needs precision and scale")
         if self.semantic == "array" and self.items is None:
@@ -88,7 +96,10 @@ class TableContract:
     def __post_init__(self) -> None:
         for part in (self.schema, self.table):
             if not _NAME.match(part):
-                raise ContractError(f"{part!r} is not a safe schema or table name")
+                raise ContractError(
+                    f"{part!r} is not a safe schema or table name ({NAME_RULE}): leave the table out of the "
+                    "connector (table.include.list), or rename it"
+                )
         if self.source and not _SOURCE.match(self.source):
             raise ContractError(f"{self.source!r} is not a topic prefix (letters, digits, '.', '_', '-')")
         names = [c.name for c in self.columns]
