@@ -762,3 +762,58 @@ def test_a_member_no_column_reads_is_ignored_on_both_paths_whatever_it_holds(
     assert result.failures == []
     expected = _decode([plain, _event("c", after=_row(2))], native_reader=native_reader).rows
     assert result.rows.drop_columns(["_ingested_at"]).equals(expected.drop_columns(["_ingested_at"]))
+
+
+FLOATS = TableContract(
+    schema="lending",
+    table="accounts",
+    primary_key=("account_id",),
+    columns=(
+        Column("account_id", "int64", "bigint", nullable=False),
+        Column("single", "float32", "real"),
+        Column("double", "float64", "double precision"),
+        Column("series", "array", "double precision[]", items=Column("element", "float64", "double precision")),
+        Column("notes", "string", "text"),
+    ),
+)
+
+
+def _float_event(account_id: int, single: str, double: str, series: str, notes: str = '"NaN"') -> bytes:
+    """An insert as Kafka Connect's JsonConverter writes it: a float's NaN and infinities as strings."""
+    after = f'{{"account_id":{account_id},"single":{single},"double":{double},"series":{series},"notes":{notes}}}'
+    return _event("c", after={"account_id": 0}).replace(b'{"account_id":0}', after.encode())
+
+
+def _same(found: Any, expected: Any) -> bool:
+    if isinstance(expected, list):
+        return isinstance(found, list) and len(found) == len(expected) and all(map(_same, found, expected))
+    if isinstance(expected, float) and np.isnan(expected):
+        return isinstance(found, float) and bool(np.isnan(found))
+    return bool(found == expected)
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+def test_a_floats_nan_and_infinities_are_carried_on_both_paths(native_reader: bool) -> None:
+    nan, inf = float("nan"), float("inf")
+    values = [
+        _float_event(1, '"NaN"', '"-Infinity"', '["Infinity",1.5,null,"NaN"]'),
+        _float_event(2, '"Infinity"', '"NaN"', "[]"),
+        _float_event(3, "0.5", "2.5", '["-Infinity"]', notes='"Infinity"'),
+        _float_event(4, '"nan"', "1.0", "[]"),  # no spelling JsonConverter writes: refused, not guessed
+        _float_event(5, "1.0", "1.0", '["Infinity ","NaN"]'),
+    ]
+    decoder = JsonEventDecoder(FLOATS, native_reader=native_reader)
+    result = decoder.decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=1_795_387_790_000_000)
+    rows = {r["account_id"]: r for r in result.rows.to_pylist()}
+    expected = {
+        1: (nan, -inf, [inf, 1.5, None, nan], "NaN"),
+        2: (inf, nan, [], "NaN"),
+        3: (0.5, 2.5, [-inf], "Infinity"),  # a text column keeps the words as text
+    }
+    assert sorted(rows) == sorted(expected)
+    for key, (single, double, series, notes) in expected.items():
+        found = rows[key]
+        assert _same([found["single"], found["double"], found["series"]], [single, double, series]), found
+        assert found["notes"] == notes
+    assert sorted(int(f.message.offset() or 0) for f in result.failures) == [103, 104]
+    assert {f.reason for f in result.failures} == {Reason.WRONG_TYPE}

@@ -692,6 +692,9 @@ impl<'a> Cursor<'a> {
     }
 
     fn float(&mut self, node: &Node, bits: u32) -> Parsed<f64> {
+        if self.peek() == Some(b'"') {
+            return self.float_word(node);
+        }
         let start = self.pos;
         let (text, _) = self.number(node)?;
         // The grammar is checked, so the text is ASCII. Rust's parsers round correctly to the target width
@@ -706,6 +709,23 @@ impl<'a> Cursor<'a> {
             return Err(format!("number out of range at byte {start}"));
         }
         Ok(value)
+    }
+
+    /// A float JSON has no number for: Kafka Connect's JsonConverter writes NaN and the infinities as these
+    /// strings (Jackson's default), as they are spelled there and nowhere else.
+    fn float_word(&mut self, node: &Node) -> Parsed<f64> {
+        const WORDS: [(&[u8], f64); 3] = [
+            (b"\"NaN\"", f64::NAN),
+            (b"\"Infinity\"", f64::INFINITY),
+            (b"\"-Infinity\"", f64::NEG_INFINITY),
+        ];
+        for (word, value) in WORDS {
+            if self.bytes.get(self.pos..self.pos + word.len()) == Some(word) {
+                self.pos += word.len();
+                return Ok(value);
+            }
+        }
+        Err(self.mismatch(node))
     }
 
     /// A JSON number as decimal(precision, scale), exactly or not at all, appended to `out`.

@@ -271,15 +271,16 @@ class JsonEventDecoder:
         *,
         arrow_error: str,
     ) -> None:
-        """One value Arrow's reader refused. Members of the envelope the wire schema has no place for are
-        ignored, as the native reader ignores them: Arrow's reader infers them instead (so that new columns
-        of a row image show), and refuses a value whose unknown member it cannot infer. So the value is read
-        again with only its known members, their text untouched; refused again, it is a failure."""
+        """One value Arrow's reader refused, read again in the form the native reader reads it: without the
+        members of the envelope the wire schema has no place for (Arrow's reader infers them, so that new
+        columns of a row image show, and refuses a value whose unknown member it cannot infer), and with a
+        float column's NaN and infinities, which Kafka Connect writes as strings, as the bare words Arrow's
+        reader takes. Every other member's text is untouched; refused again, the value is a failure."""
         value = cast(bytes, batch.value_list()[0])
-        known = _known_members_only(value, self._converter.wire_schema)
-        if known is not None:
+        repaired = _as_the_native_reader_reads(value, self._converter.wire_schema)
+        if repaired is not None:
             try:
-                wire = self._read([known])
+                wire = self._read([repaired])
             except pa.ArrowInvalid:
                 pass
             else:
@@ -315,10 +316,15 @@ _IMAGES = frozenset({"before", "after"})
 """Their unknown members are new columns, which Arrow's reader must see: never dropped."""
 
 
-def _known_members_only(value: bytes, schema: pa.Schema) -> bytes | None:
+# Kafka Connect's JsonConverter writes a float's NaN and infinities as strings; Arrow's reader takes them bare.
+_FLOAT_WORDS = {'"NaN"': "NaN", '"Infinity"': "Infinity", '"-Infinity"': "-Infinity"}
+
+
+def _as_the_native_reader_reads(value: bytes, schema: pa.Schema) -> bytes | None:
     """The JSON envelope ``value`` without the members ``schema`` has no place for — at its top level and in
-    its structs other than the row images — every kept member's text as it was; None when nothing is
-    dropped, a name repeats, or ``value`` is not one well-formed object."""
+    its structs other than the row images — and with the float words of the row images' float columns bare,
+    every other member's text as it was; None when nothing changes, a name repeats, or ``value`` is not one
+    well-formed object."""
     try:
         kept = _kept(value.decode("utf-8"), {f.name: f.type for f in schema})
     except (UnicodeDecodeError, ValueError, RecursionError):  # not JSON, or deeper than Python parses
@@ -327,24 +333,77 @@ def _known_members_only(value: bytes, schema: pa.Schema) -> bytes | None:
 
 
 def _kept(text: str, fields: dict[str, pa.DataType]) -> tuple[str, bool] | None:
-    """``text`` (one JSON object) with only the members ``fields`` names, and whether any was dropped."""
+    """``text`` (one JSON object) with only the members ``fields`` names, and whether anything changed."""
     members = _members(text)
     if members is None or len({name for name, _ in members}) < len(members):
         return None
-    dropped, parts = False, []
+    changed, parts = False, []
     for name, text_of in members:
         kind = fields.get(name)
         if kind is None:
-            dropped = True
+            changed = True
             continue
         item = text_of
-        if pa.types.is_struct(kind) and name not in _IMAGES and item.startswith("{"):
-            inner = _kept(item, {f.name: f.type for f in kind})
+        if pa.types.is_struct(kind) and item.startswith("{"):
+            inner = _image(item, kind) if name in _IMAGES else _kept(item, {f.name: f.type for f in kind})
             if inner is None:
                 return None
-            item, dropped = inner[0], dropped or inner[1]
+            item, changed = inner[0], changed or inner[1]
         parts.append(f"{json.dumps(name)}:{item}")
-    return "{" + ",".join(parts) + "}", dropped
+    return "{" + ",".join(parts) + "}", changed
+
+
+def _image(text: str, kind: pa.StructType) -> tuple[str, bool] | None:
+    """A row image with its float columns' words bare (every member kept: unknown ones are new columns),
+    and whether any was."""
+    members = _members(text)
+    if members is None:
+        return None
+    floats = {
+        f.name: f.type for f in kind if _is_float(f.type) or (pa.types.is_list(f.type) and _is_float(f.type.value_type))
+    }
+    changed, parts = False, []
+    for name, item in members:
+        kind_of = floats.get(name)
+        bare = item
+        if kind_of is not None and pa.types.is_list(kind_of) and item.startswith("["):
+            elements = _elements(item)
+            if elements is None:
+                return None
+            bare = "[" + ",".join(_FLOAT_WORDS.get(e, e) for e in elements) + "]"
+        elif kind_of is not None:
+            bare = _FLOAT_WORDS.get(item, item)
+        changed = changed or bare != item
+        parts.append(f"{json.dumps(name)}:{bare}")
+    return "{" + ",".join(parts) + "}", changed
+
+
+def _is_float(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_floating(kind))
+
+
+def _elements(text: str) -> list[str] | None:
+    """The texts of the elements of the one JSON array ``text`` holds; None when it is not one array. Raises
+    ValueError on an element that is not JSON."""
+    decoder = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str)
+    at = _skip_space(text, 0)
+    if text[at : at + 1] != "[":
+        return None
+    elements: list[str] = []
+    at = _skip_space(text, at + 1)
+    if text[at : at + 1] == "]":
+        return elements if _skip_space(text, at + 1) == len(text) else None
+    while True:
+        start = at
+        _, at = decoder.raw_decode(text, start)
+        elements.append(text[start:at])
+        at = _skip_space(text, at)
+        separator = text[at : at + 1]
+        if separator not in (",", "]"):
+            return None
+        at = _skip_space(text, at + 1)
+        if separator == "]":
+            return elements if at == len(text) else None
 
 
 def _members(text: str) -> list[tuple[str, str]] | None:

@@ -301,3 +301,46 @@ fn a_value_over_the_limit_and_nulls_are_handled_before_parsing() {
     let none = read::read(&node, None, &column, 7, 12).expect("read");
     assert_eq!((none.stop, none.rejected, none.taken.len()), (7, None, 0));
 }
+
+fn floats_of(builder: &Builder) -> &[f64] {
+    match builder {
+        Builder::Float { values, .. } => values,
+        _ => panic!("a float column"),
+    }
+}
+
+#[test]
+fn a_floats_nan_and_infinities_read_as_kafka_connect_writes_them() {
+    let node = image(true);
+    let ratio = 3; // the float field of `image`
+    for (text, expected) in [
+        ("\"NaN\"", f64::NAN),
+        ("\"Infinity\"", f64::INFINITY),
+        ("\"-Infinity\"", f64::NEG_INFINITY),
+    ] {
+        let value = format!(r#"{{"id":1,"ratio":{text}}}"#);
+        let (outcome, root) = parse_one(&node, value.as_bytes());
+        assert_eq!(outcome, Ok(()), "{text}");
+        let Builder::Struct { children, .. } = &root else {
+            panic!("a struct")
+        };
+        let read = floats_of(&children[ratio])[0];
+        assert!(
+            read == expected || (read.is_nan() && expected.is_nan()),
+            "{text}: {read}"
+        );
+    }
+    // only those spellings: any other string, or a bare word, is still no float
+    for text in [
+        "\"nan\"",
+        "\"inf\"",
+        "\"+Infinity\"",
+        "\"NaN \"",
+        "\"\\u004eaN\"",
+        "NaN",
+        "Infinity",
+    ] {
+        let value = format!(r#"{{"id":1,"ratio":{text}}}"#);
+        rejection(&node, value.as_bytes());
+    }
+}
