@@ -49,6 +49,7 @@ from typing import Any
 
 from services.common.debezium.records import DecodeFailure, Headers
 from services.common.kafka import (
+    MAX_RECORD_BYTES,
     Consumer,
     KafkaException,
     Message,
@@ -58,7 +59,7 @@ from services.common.kafka import (
     ensure_topics,
     producer,
 )
-from services.common.kafka.clients import MAX_RECORD_BYTES, ensure_topic_minimum, watermarks
+from services.common.kafka.clients import ensure_topic_minimum, watermarks
 from services.common.logging import get_logger
 from services.common.settings import KafkaSettings
 from services.consumer.errors import DlqDeliveryError, DlqRecordTooLargeError

@@ -61,7 +61,7 @@ class Column:
     items: Column | None = None  # element of an array
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not is_safe_name(self.name):
             raise ContractError(f"column name {self.name!r} is not a safe identifier ({NAME_RULE})")
         if self.semantic == "decimal" and (self.precision is None or self.scale is None):
             raise ContractError(f"column {self.name}: a decimal needs precision and scale")
@@ -95,7 +95,7 @@ class TableContract:
 
     def __post_init__(self) -> None:
         for part in (self.schema, self.table):
-            if not _NAME.match(part):
+            if not is_safe_name(part):
                 raise ContractError(
                     f"{part!r} is not a safe schema or table name ({NAME_RULE}): leave the table out of the "
                     "connector (table.include.list), or rename it"
