@@ -7,6 +7,7 @@ import re
 from services.common.kafka import MAX_RECORD_BYTES
 from services.common.settings import load_settings, repo_root
 from services.stack.connect import connector_names, load_connector, resolve_env, source_clashes
+from services.stack.sources import RECORD_SIZE_KEYS
 
 
 def test_lending_connector_settings() -> None:
@@ -94,8 +95,7 @@ def test_every_connector_carries_records_as_large_as_cdcflows_topics() -> None:
     connect_dir = repo_root() / "connect"
     for name in connector_names(connect_dir):
         config = load_connector(connect_dir, name)
-        assert int(config["producer.override.max.request.size"]) == MAX_RECORD_BYTES, name
-        assert int(config["topic.creation.default.max.message.bytes"]) == MAX_RECORD_BYTES, name
+        assert [int(config[key]) for key in RECORD_SIZE_KEYS] == [MAX_RECORD_BYTES] * 2, name
     # a value the lake writer refuses as too large still fits a record: it reaches the DLQ whole
     assert load_settings({}).writer.max_value_bytes < MAX_RECORD_BYTES
 

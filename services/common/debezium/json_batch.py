@@ -385,52 +385,46 @@ def _is_float(kind: pa.DataType) -> bool:
 def _elements(text: str) -> list[str] | None:
     """The texts of the elements of the one JSON array ``text`` holds; None when it is not one array. Raises
     ValueError on an element that is not JSON."""
-    decoder = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str)
-    at = _skip_space(text, 0)
-    if text[at : at + 1] != "[":
-        return None
-    elements: list[str] = []
-    at = _skip_space(text, at + 1)
-    if text[at : at + 1] == "]":
-        return elements if _skip_space(text, at + 1) == len(text) else None
-    while True:
-        start = at
-        _, at = decoder.raw_decode(text, start)
-        elements.append(text[start:at])
-        at = _skip_space(text, at)
-        separator = text[at : at + 1]
-        if separator not in (",", "]"):
-            return None
-        at = _skip_space(text, at + 1)
-        if separator == "]":
-            return elements if at == len(text) else None
+    items = _items(text, "[]", keyed=False)
+    return None if items is None else [item for _, item in items]
 
 
 def _members(text: str) -> list[tuple[str, str]] | None:
     """The members of the one JSON object ``text`` holds, as (name, the value's text); None when ``text`` is
     not one object. Raises ValueError on a member that is not JSON."""
+    return _items(text, "{}", keyed=True)
+
+
+def _items(text: str, brackets: str, *, keyed: bool) -> list[tuple[str, str]] | None:
+    """(name, the value's text) of each item of the one JSON object or array ``text`` holds (``brackets``:
+    ``"{}"`` or ``"[]"``; names are "" in an array); None when ``text`` is not one."""
+    opening, closing = brackets[0], brackets[1]
     decoder = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str)
     at = _skip_space(text, 0)
-    if text[at : at + 1] != "{":
+    if text[at : at + 1] != opening:
         return None
-    members: list[tuple[str, str]] = []
+    items: list[tuple[str, str]] = []
     at = _skip_space(text, at + 1)
-    closed = text[at : at + 1] == "}"
-    while not closed:
-        name, at = decoder.raw_decode(text, at)
-        at = _skip_space(text, at)
-        if not isinstance(name, str) or text[at : at + 1] != ":":
-            return None
-        start = _skip_space(text, at + 1)
+    if text[at : at + 1] == closing:
+        return items if _skip_space(text, at + 1) == len(text) else None
+    while True:
+        name: object = ""
+        if keyed:
+            name, at = decoder.raw_decode(text, at)
+            at = _skip_space(text, at)
+            if not isinstance(name, str) or text[at : at + 1] != ":":
+                return None
+            at = _skip_space(text, at + 1)
+        start = at
         _, at = decoder.raw_decode(text, start)
-        members.append((name, text[start:at]))
+        items.append((str(name), text[start:at]))
         at = _skip_space(text, at)
         separator = text[at : at + 1]
-        if separator not in (",", "}"):
+        if separator not in (",", closing):
             return None
-        closed = separator == "}"
         at = _skip_space(text, at + 1)
-    return members if at == len(text) else None
+        if separator == closing:
+            return items if at == len(text) else None
 
 
 def _skip_space(text: str, at: int) -> int:

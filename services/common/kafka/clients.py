@@ -58,6 +58,10 @@ of its whole source. So the topics cdcflow creates, the topics the connector fil
 (``producer.override.max.request.size``) and cdcflow's producers all take records up to this size."""
 
 
+# Every producer's: idempotent, acknowledged by every in-sync replica, records up to the topics' limit.
+PRODUCER_DEFAULTS: dict[str, Any] = {"enable.idempotence": True, "acks": "all", "message.max.bytes": MAX_RECORD_BYTES}
+
+
 def _base(settings: KafkaSettings) -> dict[str, Any]:
     return {"bootstrap.servers": settings.bootstrap_servers, "logger": LIBRDKAFKA_LOG, **settings.extra}
 
@@ -105,14 +109,7 @@ def batch_consumer(
 
 def producer(settings: KafkaSettings, **overrides: Any) -> Producer:
     """An idempotent producer that waits for every in-sync replica."""
-    config = {
-        **_base(settings),
-        "enable.idempotence": True,
-        "acks": "all",
-        "message.max.bytes": MAX_RECORD_BYTES,
-        **overrides,
-    }
-    return Producer(config)
+    return Producer({**_base(settings), **PRODUCER_DEFAULTS, **overrides})
 
 
 def admin_client(settings: KafkaSettings, **overrides: Any) -> Admin:

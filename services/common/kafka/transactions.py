@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from services.common.kafka.clients import MAX_RECORD_BYTES, _base, admin_client, consumer
+from services.common.kafka.clients import PRODUCER_DEFAULTS, _base, admin_client, consumer
 from services.common.settings import KafkaSettings
 
 __all__ = [
@@ -59,12 +59,10 @@ class TransactionalProducer:
     def __init__(self, settings: KafkaSettings, transactional_id: str, *, timeout_s: float = 30.0, **overrides: Any):
         config = {
             **_base(settings),
+            **PRODUCER_DEFAULTS,
             "transactional.id": transactional_id,
-            "enable.idempotence": True,
-            "acks": "all",
             "linger.ms": 5,
             "transaction.timeout.ms": 60_000,
-            "message.max.bytes": MAX_RECORD_BYTES,
             **overrides,
         }
         self._producer = Producer(config)
