@@ -22,7 +22,7 @@ FUZZ_SECONDS ?= 600
 # Go (the compose checker, terraform) is where its official archive and `go install` put it.
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher bench-scale bench-decode bench-buffers bench-snapshot bench-lake bench-tables
+.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher bench-scale bench-decode bench-files bench-buffers bench-snapshot bench-lake bench-tables
 
 install: prereqs $(STAMP)
 
@@ -254,6 +254,11 @@ bench-scale: install jars
 # (BENCHMARKS.md); DECODE_BENCH_ARGS="--sizes 5000,100". Needs the local stack (started here if it is not up).
 bench-decode: install
 	$(call with_stack,$(BIN)/python -m bench.decode_bench $(DECODE_BENCH_ARGS))
+
+# The write step's CPU per event as a lake file's rows shrink, in process, on real change events
+# (BENCHMARKS.md); FILE_SIZE_BENCH_ARGS="--sizes 35000,175". Needs the local stack (started here if it is not up).
+bench-files: install
+	$(call with_stack,$(BIN)/python -m bench.file_size_bench $(FILE_SIZE_BENCH_ARGS))
 
 # What a buffered table holds in memory beyond its values, beside the writer's budget estimate, in process, on
 # real change events (BENCHMARKS.md); BUFFER_BENCH_ARGS="--tables 2000 --rows 50". Needs the local stack
