@@ -68,7 +68,7 @@ from services.common.metrics import WriterMetrics
 from services.common.replay import replay_topic
 from services.common.settings import Settings
 from services.common.signals import Shutdown
-from services.consumer.buffers import FlushPolicy, PartitionBuffer, PollSize
+from services.consumer.buffers import FlushPolicy, PartitionBuffer, PollSize, over_budget
 from services.consumer.checkpoint import TP, Checkpoint, CheckpointOutcome
 from services.consumer.continuity import Continuity
 from services.consumer.dlq import DlqPublisher
@@ -393,10 +393,9 @@ class LakeWriter:
         self._flush([(tp, reason) for tp, buffer in self._buffers.items() if (reason := self._policy.due(buffer, now))])
 
     def _enforce_budget(self) -> None:
-        """Flush the biggest buffers while the byte budget is exceeded (a failed flush frees its buffer too)."""
-        while sum(b.bytes for b in self._buffers.values()) > self._settings.buffer_max_bytes:
-            tp = max(self._buffers, key=lambda k: self._buffers[k].bytes)
-            self._flush([(tp, "budget")])
+        """Flush the biggest buffers, in one checkpoint round, until the rest is within the byte budget (a failed
+        flush frees its buffer too)."""
+        self._flush([(tp, "budget") for tp in over_budget(self._buffers, self._settings.buffer_max_bytes)])
 
     def _flush_all(self, reason: str) -> None:
         self._flush([(tp, reason) for tp in self._buffers])

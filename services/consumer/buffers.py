@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pyarrow as pa
 
@@ -16,7 +17,10 @@ __all__ = [
     "PartitionBuffer",
     "PollSize",
     "held_bytes",
+    "over_budget",
 ]
+
+K = TypeVar("K", bound=Hashable)
 
 # Parquet's encoders pay for every chunk of every column: a partition fed a few dozen rows a poll (many tables,
 # each with a trickle of changes) would make files of hundreds of tiny chunks, which take half again as long to
@@ -29,6 +33,19 @@ JOIN_ROWS = 1_024
 # change table (BENCHMARKS.md, "Lake writer at scale"), counted with a quarter to spare. A writer of hundreds of
 # partitions, each holding a few small tables, holds tens of MiB of it: the budget counts it like values.
 COLUMN_OVERHEAD = 1_280
+
+
+def over_budget(buffers: Mapping[K, PartitionBuffer], budget: int) -> list[K]:
+    """The biggest buffers, biggest first, whose flush brings what ``buffers`` hold within ``budget`` bytes
+    (none when they are within it already)."""
+    excess = sum(b.bytes for b in buffers.values()) - budget
+    chosen: list[K] = []
+    for key in sorted(buffers, key=lambda k: buffers[k].bytes, reverse=True):
+        if excess <= 0:
+            break
+        chosen.append(key)
+        excess -= buffers[key].bytes
+    return chosen
 
 
 def held_bytes(rows: pa.Table) -> int:

@@ -1,5 +1,6 @@
 """The writer's buffers: the size of the next poll (the configured batch, bounded by a share of the buffer
-budget), and a partition's small tables joined into chunks Parquet encodes at once."""
+budget), the buffers flushed when the budget is exceeded, and a partition's small tables joined into chunks
+Parquet encodes at once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from services.consumer.buffers import (
     PartitionBuffer,
     PollSize,
     held_bytes,
+    over_budget,
 )
 
 MIB = 1 << 20
@@ -35,6 +37,25 @@ def test_small_records_or_a_large_budget_keep_the_configured_batch() -> None:
     large = PollSize.within(10_000, 512 * MIB)
     large.saw(10_000, 10_000 * 1_250)
     assert (small.next(), large.next()) == (20_000, 10_000)
+
+
+def _holding(bytes_: int) -> PartitionBuffer:
+    buffer = PartitionBuffer("t", 0, start=0, end=1)
+    buffer.bytes = bytes_
+    return buffer
+
+
+def test_within_the_budget_no_buffer_is_flushed() -> None:
+    buffers = {("t", p): _holding(b) for p, b in enumerate([30, 50, 20])}
+    assert over_budget(buffers, 100) == []
+    assert over_budget({}, 0) == []
+
+
+def test_over_the_budget_the_biggest_buffers_that_bring_it_back_within_it_together() -> None:
+    buffers = {("t", p): _holding(b) for p, b in enumerate([30, 5, 50, 20, 40])}  # 145 bytes held
+    assert over_budget(buffers, 100) == [("t", 2)]  # 50 over 45 too many
+    assert over_budget(buffers, 60) == [("t", 2), ("t", 4)]  # 85 over, 90 freed
+    assert over_budget(buffers, 0) == [("t", 2), ("t", 4), ("t", 0), ("t", 3), ("t", 1)]
 
 
 @pytest.mark.parametrize(("records", "value_bytes"), [(0, 0), (3, 0)])
