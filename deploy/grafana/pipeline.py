@@ -74,14 +74,14 @@ def _latency() -> list[PanelBuilder]:
     return [
         timeseries_panel(
             "Lake flush duration (p95)",
-            "Writing one Parquet file, per table.",
+            "Writing one partition's flush (its Parquet files, usually one), per table.",
             "s",
             Query(_p95("cdcflow_flush_duration_seconds", _TABLE), "{{table}}"),
             width=6,
         ),
         timeseries_panel(
-            "Records per lake file (p50)",
-            "Small files mean flushes by age (idle partitions); large ones by rows or bytes.",
+            "Records per flush (p50)",
+            "Records in one partition's flush: small means flushes by age (idle partitions); large, by rows or bytes.",
             "short",
             Query(
                 f"histogram_quantile(0.5, sum by (le, table) (rate(cdcflow_flush_records_bucket{_TABLE}[{RATE}])))",

@@ -44,7 +44,7 @@ __all__ = [
 #: for a large batch uploaded to GCS. Anything above a minute is an incident, and +Inf catches it.
 FLUSH_DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
-#: Records in one flushed file: a single record when age flushes an idle partition, up to the row limit of
+#: Records in one partition's flush: a single record when age flushes an idle partition, up to the row limit of
 #: the flush policy for a busy one (10^6 is well above any sensible row limit).
 FLUSH_RECORDS_BUCKETS: tuple[float, ...] = (1, 10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1e6)
 
@@ -98,14 +98,14 @@ class WriterMetrics:
     def _init_flush(self, registry: CollectorRegistry) -> None:
         self.flush_duration = Histogram(
             "cdcflow_flush_duration_seconds",
-            "Time to write one lake file.",
+            "Time to write one partition's flush to the lake (its files: one per event hour, usually one).",
             ("table",),
             buckets=FLUSH_DURATION_BUCKETS,
             registry=registry,
         )
         self.flush_records = Histogram(
             "cdcflow_flush_records",
-            "Records in one lake file.",
+            "Records in one partition's flush (its files: one per event hour, usually one).",
             ("table",),
             buckets=FLUSH_RECORDS_BUCKETS,
             registry=registry,
