@@ -40,11 +40,13 @@ def over_budget(buffers: Mapping[K, PartitionBuffer], budget: int) -> list[K]:
     (none when they are within it already)."""
     excess = sum(b.bytes for b in buffers.values()) - budget
     chosen: list[K] = []
+    if excess <= 0:  # nearly every poll: no sort
+        return chosen
     for key in sorted(buffers, key=lambda k: buffers[k].bytes, reverse=True):
-        if excess <= 0:
-            break
         chosen.append(key)
         excess -= buffers[key].bytes
+        if excess <= 0:
+            break
     return chosen
 
 
