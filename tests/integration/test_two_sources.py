@@ -1,7 +1,10 @@
 """Two databases, both with ``public.users``, captured at once: each lands in its own tables, zero drift.
 
 ``cdcflow source add`` writes each source's connector file (into a connect folder of the test, beside a copy
-of the stack's own) and registers it with the running Connect worker. Each source has its own lake writer
+of the stack's own) and registers it with the running Connect worker. The primary connector file it copies
+carries a topic creation group that gives the second source's ``users`` topic one partition (README, "Lake
+files and partitions"): the group reaches the new files, Connect honours it, and a one-partition topic lands
+like a six-partition one. Each source has its own lake writer
 (its topic prefix, database and group); one loader loads both prefixes, one transform builds silver, and
 verify reads each source's table from its own database. The test removes what it created: connectors,
 slots, databases and topics. The stack is never restarted.
@@ -9,7 +12,9 @@ slots, databases and topics. The stack is never restarted.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -144,6 +149,22 @@ def _cdcflow(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+def _quiet_group(connect_dir: Path, settings: Settings, quiet: Captured) -> None:
+    """A topic creation group in the primary connector file: ``quiet``'s ``users`` topic gets one partition."""
+    path = connect_dir / "connectors" / f"{settings.connect.connector}.json"
+    document = json.loads(path.read_text())
+    document["config"] |= {
+        "topic.creation.groups": "quiet",
+        "topic.creation.quiet.include": re.escape(quiet.topic),
+        "topic.creation.quiet.partitions": "1",
+    }
+    path.write_text(json.dumps(document, indent=2))
+
+
+def _partitions(settings: Settings, topic: str) -> int:
+    return len(admin_client(settings.kafka).list_topics(topic, timeout=30).topics[topic].partitions)
+
+
 def _source_add(env: dict[str, str], source: Captured, settings: Settings) -> str:
     pg = settings.postgres
     dsn = f"postgresql://{pg.user}@{pg.host}:{pg.port}/{source.name}"
@@ -179,6 +200,7 @@ def test_two_databases_with_public_users_land_apart_with_zero_drift(
         "CDCFLOW_TRANSFORM__HEALTH_PORT": "0",
         "CDCFLOW_LOG__FORMAT": "json",
     }
+    _quiet_group(connect_dir, settings, sources[1])
     for source in sources:
         printed = _source_add(env, source, settings)
         assert f"CDCFLOW_KAFKA__TOPIC_PREFIX={source.name}" in printed
@@ -197,6 +219,7 @@ def test_two_databases_with_public_users_land_apart_with_zero_drift(
             return _published(settings, topic) >= EVENTS
 
         wait_until(f"{EVENTS} events in {topic}", arrived)
+    assert [_partitions(settings, s.topic) for s in sources] == [settings.kafka.topic_partitions, 1]
 
     # each source's connector metrics are its own: Debezium names them after the topic prefix
     exporter = stack.connect.jmx_exporter_url
