@@ -1,7 +1,8 @@
 """The lake writer at scale: events per CPU-second and peak resident memory as tables and partitions grow.
 
-Four shapes, each captured by a connector of its own from tables of its own (bench/capture.py): 1, 20 and 200
-clones of ``lending.transactions``' shape with 6 partitions per topic, and one table whose topic has 64
+Five shapes, each captured by a connector of its own from tables of its own (bench/capture.py): 1, 20 and 200
+clones of ``lending.transactions``' shape with 6 partitions per topic, the 200 with one partition each (quiet
+tables' topics given one partition, README "Lake files and partitions"), and one table whose topic has 64
 partitions. The same number of change events in each shape, spread evenly over its tables: inserts (80%),
 updates (15%) and deletes (5%, each followed by its tombstone) written through PostgreSQL while the
 connector streams (``snapshot.mode=no_data``), so the events are Debezium's own.
@@ -73,7 +74,7 @@ class Shape:
         return f"{self.tables}x{self.partitions}"
 
 
-SHAPES = (Shape(1, 6), Shape(20, 6), Shape(200, 6), Shape(1, 64))
+SHAPES = (Shape(1, 6), Shape(20, 6), Shape(200, 6), Shape(200, 1), Shape(1, 64))
 
 
 @dataclass(frozen=True, slots=True)
