@@ -4,10 +4,10 @@
 of the stack's own) and registers it with the running Connect worker. The primary connector file it copies
 carries a topic creation group that gives the second source's ``users`` topic one partition (README, "Lake
 files and partitions"): the group reaches the new files, Connect honours it, and a one-partition topic lands
-like a six-partition one. Each source has its own lake writer
-(its topic prefix, database and group); one loader loads both prefixes, one transform builds silver, and
-verify reads each source's table from its own database. The test removes what it created: connectors,
-slots, databases and topics. The stack is never restarted.
+like a six-partition one. Each source has its own lake writer (its topic prefix, database and group); one
+loader loads both prefixes, one transform builds silver, and verify reads each source's table from its own
+database. The test removes what it created: connectors, slots, databases and topics. The stack is never
+restarted.
 """
 
 from __future__ import annotations
