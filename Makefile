@@ -139,7 +139,7 @@ demo-without-cargo: jars
 	trap 'rm -rf "$$src"; if [ $$started = 1 ]; then CDCFLOW_HOME="$$home" bin/cdcflow stack down; fi' EXIT; \
 	CDCFLOW_HOME="$$home" bin/cdcflow stack up; \
 	CDCFLOW_HOME="$$home" bin/cdcflow demo --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE) | tee demo.out; \
-	grep -q "writer path: confluent" demo.out
+	grep -q "writer path: confluent_kafka's consumer and Arrow's JSON reader" demo.out
 
 # Every tier. The test session starts the stack if it is not up and stops it at the end. The native crates'
 # own tests need cargo: a machine without it says so and runs the rest (the extensions are not built there).

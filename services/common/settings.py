@@ -281,10 +281,12 @@ class WriterSettings(_Frozen):
 
     # it names the DLQ topic, _cdcflow.dlq.<group_id>
     group_id: _KafkaName = Field(default="cdcflow-lake-writer", min_length=1)
-    # native: the Rust consumer and JSON reader (fastest; built when the package was installed with cargo);
-    # confluent: confluent_kafka's consumer and Arrow's JSON reader (any configuration, no compiler);
-    # auto: native where it was built
+    # native: the Rust consumer (fastest; built when the package was installed with cargo); confluent:
+    # confluent_kafka's consumer (any configuration: OAUTHBEARER, GSSAPI, callbacks); auto: native where built
     consumer: Literal["auto", "native", "confluent"] = "auto"
+    # native: the Rust JSON reader (built with the consumer); arrow: Arrow's JSON reader (what an install
+    # without cargo runs); auto: native where built. Independent of the consumer: both read the same values
+    json_reader: Literal["auto", "native", "arrow"] = "auto"
     contracts_dir: Path = _contracts_dir()
     # enriched.transactions, the enricher's output, is landed like a captured table: its contract names its
     # silver table enriched__transactions (docs/architecture.md, "The enricher")

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
 import pyarrow as pa
 from prometheus_client import CollectorRegistry
@@ -32,7 +33,7 @@ from services.consumer.evolution import CatalogEvolution
 from services.consumer.routing import Router
 from services.consumer.type_changes import TypeChangeCheck
 
-__all__ = ["open_router", "run_writer", "tune_allocator", "tune_collector"]
+__all__ = ["WriterPath", "open_router", "run_writer", "tune_allocator", "tune_collector", "writer_path"]
 
 _STALLED_S = 60.0  # /healthz fails when the loop has not polled for this long
 # glibc's mallopt parameters
@@ -80,16 +81,16 @@ def run_writer(
             if w.schema_evolution == "catalog"
             else None
         )
-        native = native_path(w.consumer)
+        path = writer_path(w.consumer, w.json_reader)
         log.info(
             "writer.path",
-            consumer="native" if native else "confluent",
-            decoder="native JSON reader" if native else "Arrow's JSON reader",
-            why=f"CDCFLOW_WRITER__CONSUMER={w.consumer}",
+            consumer="native" if path.native_consumer else "confluent",
+            decoder="native JSON reader" if path.native_reader else "Arrow's JSON reader",
+            why=f"CDCFLOW_WRITER__CONSUMER={w.consumer} CDCFLOW_WRITER__JSON_READER={w.json_reader}",
         )
         writer = LakeWriter(
             settings,
-            native=native,
+            native=path.native_consumer,
             lake=lake,
             router=router,
             metrics=metrics,
@@ -129,15 +130,36 @@ def _contracts(settings: Settings, lake: Lake) -> ContractRegistry:
     return ContractRegistry.of([*load_contracts(settings.writer.contracts_dir), *contracts_from_lake(lake)])
 
 
-def native_path(choice: str) -> bool:
-    """Whether the writer consumes and decodes natively: ``CDCFLOW_WRITER__CONSUMER`` (auto: where built)."""
-    built = NATIVE_CONSUMER and NATIVE_READER
-    if choice == "native" and not built:
+@dataclass(frozen=True, slots=True)
+class WriterPath:
+    """What the writer consumes and decodes with: each native part where it was built, unless set otherwise."""
+
+    native_consumer: bool
+    native_reader: bool
+
+    def describe(self) -> str:
+        consumer = "the native consumer" if self.native_consumer else "confluent_kafka's consumer"
+        reader = "the native JSON reader" if self.native_reader else "Arrow's JSON reader"
+        return f"{consumer} and {reader}"
+
+
+def writer_path(consumer: str, json_reader: str) -> WriterPath:
+    """``CDCFLOW_WRITER__CONSUMER`` and ``CDCFLOW_WRITER__JSON_READER`` (auto: native where built). The two are
+    independent: the confluent consumer (OAUTHBEARER, GSSAPI, callbacks) still decodes natively where it can."""
+    missing = [
+        f"CDCFLOW_WRITER__{key}=native"
+        for key, choice, built in (("CONSUMER", consumer, NATIVE_CONSUMER), ("JSON_READER", json_reader, NATIVE_READER))
+        if choice == "native" and not built
+    ]
+    if missing:
         raise ConfigError(
-            "CDCFLOW_WRITER__CONSUMER=native, but the native extensions are not installed (the package was "
-            "built without a Rust toolchain): use confluent or auto, or reinstall with cargo on PATH"
+            f"{' and '.join(missing)}, but the native extensions are not installed (the package was built "
+            "without a Rust toolchain): use auto, or reinstall with cargo on PATH"
         )
-    return built if choice == "auto" else choice == "native"
+    return WriterPath(
+        native_consumer=NATIVE_CONSUMER if consumer == "auto" else consumer == "native",
+        native_reader=NATIVE_READER if json_reader == "auto" else json_reader == "native",
+    )
 
 
 def _router(settings: Settings, contracts: ContractRegistry) -> Router:
@@ -150,7 +172,7 @@ def _router(settings: Settings, contracts: ContractRegistry) -> Router:
         value_format=w.value_format,
         schema_registry_url=w.schema_registry_url,
         source=settings.kafka.source(),
-        native_reader=native_path(w.consumer),
+        native_reader=writer_path(w.consumer, w.json_reader).native_reader,
     )
 
 

@@ -36,7 +36,7 @@ from rich.table import Table
 from services.common.kafka import TopicPartition, consumer, end_positions
 from services.common.settings import Settings
 from services.common.signals import Shutdown
-from services.consumer.wiring import native_path, run_writer
+from services.consumer.wiring import run_writer, writer_path
 from services.loader.wiring import run_loader
 from services.stack.children import ServiceChild, service_env
 from services.stack.workload import Workload, WorkloadResult
@@ -320,11 +320,13 @@ def run_demo(
 
 
 def _writer_path(settings: Settings) -> str:
-    """Which of its two paths the writer runs, and why."""
-    choice = settings.writer.consumer
-    if native_path(choice):
-        return f"writer path: native (Rust consumer and JSON reader), CDCFLOW_WRITER__CONSUMER={choice}"
-    return f"writer path: confluent (confluent_kafka and Arrow's JSON reader), CDCFLOW_WRITER__CONSUMER={choice}"
+    """What the writer consumes and decodes with, and why."""
+    w = settings.writer
+    path = writer_path(w.consumer, w.json_reader)
+    return (
+        f"writer path: {path.describe()} "
+        f"(CDCFLOW_WRITER__CONSUMER={w.consumer}, CDCFLOW_WRITER__JSON_READER={w.json_reader})"
+    )
 
 
 def _finish(settings: Settings, console: Console, stop: Shutdown, report: DemoReport) -> None:

@@ -17,7 +17,7 @@ from services.common.kafka.batch_consumer import NATIVE_CONSUMER, NativeBatchCon
 from services.common.kafka.confluent_batch import ConfluentBatchConsumer
 from services.common.settings import KafkaSettings
 from services.consumer import wiring
-from services.consumer.wiring import native_path
+from services.consumer.wiring import WriterPath, writer_path
 
 
 def _closed_port() -> int:
@@ -108,13 +108,20 @@ def test_a_callers_tuning_yields_to_the_operators_extra_and_to_its_overrides(mon
     assert config["enable.auto.commit"] is False  # forced: only a checkpoint commits
 
 
-def test_the_writer_path_follows_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert native_path("confluent") is False
-    assert native_path("auto") is (NATIVE_CONSUMER and NATIVE_READER)
+def test_the_consumer_and_the_json_reader_are_chosen_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert writer_path("auto", "auto") == WriterPath(NATIVE_CONSUMER, NATIVE_READER)
+    # a writer that needs confluent_kafka's consumer (OAUTHBEARER, GSSAPI) still decodes natively where it can
+    assert writer_path("confluent", "auto") == WriterPath(False, NATIVE_READER)
+    assert writer_path("auto", "arrow") == WriterPath(NATIVE_CONSUMER, False)
+    assert writer_path("confluent", "arrow").describe() == "confluent_kafka's consumer and Arrow's JSON reader"
+    assert WriterPath(True, True).describe() == "the native consumer and the native JSON reader"
     monkeypatch.setattr(wiring, "NATIVE_CONSUMER", False)  # an install built without a Rust toolchain
-    assert native_path("auto") is False
+    monkeypatch.setattr(wiring, "NATIVE_READER", False)
+    assert writer_path("auto", "auto") == WriterPath(False, False)
+    with pytest.raises(ConfigError, match="CONSUMER=native and CDCFLOW_WRITER__JSON_READER=native, but"):
+        writer_path("native", "native")
     with pytest.raises(ConfigError, match="not installed"):
-        native_path("native")
+        writer_path("confluent", "native")
 
 
 def test_a_bad_value_is_a_value_error_naming_its_key() -> None:
