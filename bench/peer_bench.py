@@ -12,8 +12,9 @@ on the real local broker and write Parquet:
   snapshot holds a row for every event the transform keeps and the group ``connect-<name>`` has committed
   the end of every partition, less the idle rate times that wall time (commits wait for their interval).
   (Not paused while producing: a resumed Iceberg sink gets new task configs, so Connect restarts its task.)
-- ``writer`` and ``writer_confluent``: the lake writer on its two paths, measured as in bench/writer_bench.py,
-  over the same topic afterwards.
+- ``writer``, ``writer_confluent`` and ``writer_confluent_native``: the lake writer on its native path, on its
+  confluent path (an install without cargo) and with confluent_kafka's consumer and the native JSON reader,
+  measured as in bench/writer_bench.py, over the same topic afterwards.
 
 The worker is stopped by its PID at the end, and the topics are deleted. Prints one JSON line.
 
@@ -368,7 +369,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--commit-interval-ms", type=int, default=10_000)
     parser.add_argument("--max-poll", type=int, default=20_000)
-    parser.add_argument("--no-confluent", action="store_true", help="skip the writer's confluent path")
+    parser.add_argument("--no-confluent", action="store_true", help="skip the writer's confluent consumer")
     parser.add_argument("--worker-log", type=Path, help="keep a copy of the Connect worker's log here")
     args = parser.parse_args()
     if not any(PLUGIN_DIR.glob("iceberg-kafka-connect-*.jar")):
@@ -382,15 +383,22 @@ def main() -> None:
             base = Path(folder)
             peer, ends = _run_peer(settings, topic, samples, events=args.events, folder=base, args=args)
             writer_cpu = run_writer(settings, prefix, ends, base)
-            confluent_cpu = None if args.no_confluent else run_writer(settings, prefix, ends, base, path="confluent")
+            paths = () if args.no_confluent else tuple(_CONFLUENT)
+            confluent = {path: run_writer(settings, prefix, ends, base, path=path) for path in paths}
     finally:
         delete_topics(settings.kafka, [topic, f"{topic}.iceberg-control"])
-    print(json.dumps(_figures(args.events, samples, peer, writer_cpu, confluent_cpu)))
+    print(json.dumps(_figures(args.events, samples, peer, writer_cpu, confluent)))
+
+
+# The writer's paths with confluent_kafka's consumer, by the name of their figures: with Arrow's JSON reader (an
+# install without cargo) and with the native one.
+_CONFLUENT = {"confluent": "writer_confluent", "confluent-native": "writer_confluent_native"}
 
 
 def _figures(
-    events: int, samples: list[bytes], peer: PeerRun, writer_cpu: float, confluent_cpu: float | None
+    events: int, samples: list[bytes], peer: PeerRun, writer_cpu: float, confluent: dict[str, float]
 ) -> dict[str, object]:
+    """The JSON figures; ``confluent``: CPU seconds of each confluent-consumer path run (none when skipped)."""
     peer_rate = events / peer.cpu_s
     figures: dict[str, object] = {
         "events": events,
@@ -408,13 +416,14 @@ def _figures(
         "writer_events_per_cpu_s": round(events / writer_cpu),
         "writer_over_peer": round(events / writer_cpu / peer_rate, 2),
     }
-    if confluent_cpu is not None:
-        figures["writer_confluent_events_per_cpu_s"] = round(events / confluent_cpu)
-        figures["writer_confluent_over_peer"] = round(events / confluent_cpu / peer_rate, 2)
+    for path, cpu_s in confluent.items():
+        name = _CONFLUENT[path]
+        figures[f"{name}_events_per_cpu_s"] = round(events / cpu_s)
+        figures[f"{name}_over_peer"] = round(events / cpu_s / peer_rate, 2)
     # The goal: the writer at 3x the peer or more, per CPU-second.
     figures["native_goal_met"] = events / writer_cpu >= 3 * peer_rate
-    if confluent_cpu is not None:
-        figures["confluent_goal_met"] = events / confluent_cpu >= 3 * peer_rate
+    for path, cpu_s in confluent.items():
+        figures[f"{path.replace('-', '_')}_goal_met"] = events / cpu_s >= 3 * peer_rate
     return figures
 
 

@@ -5,8 +5,11 @@ All three consume the same events from the real local broker, each with its own 
 - ``writer``: the real lake writer (``python -m services.consumer``) as a child process, on its native path.
   Its CPU time (user + system, every thread) is read from /proc between its ``writer.started`` log line
   (imports and wiring done) and the moment its group has committed the end of every partition;
-- ``writer_confluent``: the same writer on its confluent path (``CDCFLOW_WRITER__CONSUMER=confluent``:
-  confluent_kafka's consumer and Arrow's JSON reader, what an install without cargo runs).
+- ``writer_confluent``: the same writer on its confluent path (``CDCFLOW_WRITER__CONSUMER=confluent`` and
+  ``CDCFLOW_WRITER__JSON_READER=arrow``: confluent_kafka's consumer and Arrow's JSON reader, what an install
+  without cargo runs);
+- ``writer_confluent_native``: confluent_kafka's consumer with the native JSON reader, what a writer that needs
+  confluent_kafka's consumer (OAUTHBEARER, GSSAPI) runs where the native extensions are built.
 - ``naive``: poll one message, ``json.loads``, a Python dict row, a pandas DataFrame to Parquet every
   10,000 rows, commit.
 - ``ceiling``: consume in batches and push the raw values through ``pyarrow.json`` into Parquet with no
@@ -48,17 +51,26 @@ from bench.events import (
 from services.common.kafka import consumer
 from services.common.settings import KafkaSettings, Settings, load_settings
 
+# A writer path: its consumer and its JSON reader (CDCFLOW_WRITER__CONSUMER, CDCFLOW_WRITER__JSON_READER).
+PATHS = {
+    "native": ("native", "native"),
+    "confluent": ("confluent", "arrow"),  # an install without cargo
+    "confluent-native": ("confluent", "native"),
+}
+
 
 def run_writer(
     settings: Settings, prefix: str, ends: dict[tuple[str, int], int], lake: Path, *, path: str = "native"
 ) -> float:
-    """CPU seconds of the lake writer (``path``: native or confluent) over the topics under ``prefix``, from
+    """CPU seconds of the lake writer (``path``: one of :data:`PATHS`) over the topics under ``prefix``, from
     its ``writer.started`` log line until its group has committed ``ends``; its lake is ``lake/<path>``."""
     group = f"bench-writer-{uuid.uuid4().hex[:6]}"
     lake = lake / path
     lake.mkdir()
+    consumer_choice, reader_choice = PATHS[path]
     env = {
-        "CDCFLOW_WRITER__CONSUMER": path,
+        "CDCFLOW_WRITER__CONSUMER": consumer_choice,
+        "CDCFLOW_WRITER__JSON_READER": reader_choice,
         "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
         "CDCFLOW_WRITER__GROUP_ID": group,
         "CDCFLOW_LAKE__ROOT": str(lake),
@@ -150,6 +162,7 @@ def main() -> None:
             base = Path(folder)
             writer_cpu = run_writer(settings, prefix, ends, base)
             confluent_cpu = run_writer(settings, prefix, ends, base, path="confluent")
+            confluent_native_cpu = run_writer(settings, prefix, ends, base, path="confluent-native")
             naive_cpu = _baseline("naive", topic, args.events, base)
             ceiling_cpu = _baseline("ceiling", topic, args.events, base)
     finally:
@@ -161,6 +174,7 @@ def main() -> None:
                 "avg_event_bytes": round(sum(map(len, samples)) / len(samples)),
                 "writer_events_per_cpu_s": round(args.events / writer_cpu),
                 "writer_confluent_events_per_cpu_s": round(args.events / confluent_cpu),
+                "writer_confluent_native_events_per_cpu_s": round(args.events / confluent_native_cpu),
                 "naive_events_per_cpu_s": round(args.events / naive_cpu),
                 "ceiling_events_per_cpu_s": round(args.events / ceiling_cpu),
             }
