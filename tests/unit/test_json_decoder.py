@@ -684,11 +684,16 @@ def test_the_first_and_last_day_of_years_1_to_9999_are_kept() -> None:
     assert last["settled_at"] == datetime(9999, 12, 31, 23, 59, 59, 999000)
 
 
-def test_the_exponent_and_depth_screens_agree_with_a_plain_scan_of_every_value() -> None:
+@pytest.mark.parametrize("scan_bytes", [1, 7, 64, json_batch._SCAN_BYTES])
+def test_the_exponent_and_depth_screens_agree_with_a_plain_scan_of_every_value(
+    scan_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The vectorised screens agree with a byte-by-byte reading, on seeded random values built from the bytes
     that matter (digits, e/E, signs, backslash-u, brackets): values of every length, empty ones and values at
-    the batch's edges included. The exponent screen may also flag a value whose exponent's digits run on
+    the batch's edges included, and the batch's bytes scanned in pieces of several sizes (a marker and what
+    follows it may straddle two). The exponent screen may also flag a value whose exponent's digits run on
     into the next value's bytes (the exact check that follows clears it); it never misses one."""
+    monkeypatch.setattr(json_batch, "_SCAN_BYTES", scan_bytes)
     rng = random.Random(20_261_202)
     alphabet = b'0123456789eE+-\\u{[}]a" '
     values = [bytes(rng.choice(alphabet) for _ in range(rng.randrange(0, 40))) for _ in range(3_000)]
@@ -817,3 +822,41 @@ def test_a_floats_nan_and_infinities_are_carried_on_both_paths(native_reader: bo
         assert found["notes"] == notes
     assert sorted(int(f.message.offset() or 0) for f in result.failures) == [103, 104]
     assert {f.reason for f in result.failures} == {Reason.WRONG_TYPE}
+
+
+def _forms() -> list[tuple[bytes | None, int | None, str | None]]:
+    """Values of every form a batch may mix, each with the account it decodes to (None: no row) and the
+    reason it is refused (None: not refused)."""
+    pretty = json.dumps(json.loads(_event("c", after=_row(3)).decode()), indent=1).encode()
+    return [
+        (_event("c", after=_row(1)), 1, None),
+        (None, None, None),  # a tombstone
+        (_wrapped(_event("c", after=_row(2))), 2, None),
+        (pretty, 3, None),  # newlines: read on its own
+        (b" \t" + _event("c", after=_row(4)), 4, None),  # whitespace before the object
+        (b'{ "schema" : {} , "payload" : ' + _event("c", after=_row(5)) + b"}", 5, None),
+        (b'{"schema_version":1}', None, Reason.UNKNOWN_OP),  # a first member only named like the wrapper's
+        (b"null", None, Reason.MALFORMED_JSON),
+        (b"{garbage", None, Reason.MALFORMED_JSON),
+        (b"{}", None, Reason.UNKNOWN_OP),
+        (b"{" + b"[" * 200 + b"]" * 200 + b"}", None, Reason.TOO_DEEP),
+        (b'{"op":"c","after":{"account_id":6,"name":"\xff"}}', None, Reason.INVALID_UTF8),
+        (_event("c", after=_row(7)), 7, None),
+    ]
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+@pytest.mark.parametrize("seed", range(6))
+def test_a_batch_mixing_every_form_keeps_each_values_fate_and_offset(native_reader: bool, seed: int) -> None:
+    """Wherever the unusual values fall in a batch (the Arrow path clears the usual ones over the batch's bytes
+    and looks at the rest one at a time), each value is a row at its own offset or a failure naming it."""
+    forms = _forms() * 2
+    random.Random(seed).shuffle(forms)
+    result = _decode([value for value, _, _ in forms], native_reader=native_reader)
+    rows = [(account, 100 + i) for i, (_, account, _) in enumerate(forms) if account is not None]
+    refused = [(reason, 100 + i) for i, (_, _, reason) in enumerate(forms) if reason is not None]
+    assert sorted(
+        zip(result.rows.column("account_id").to_pylist(), result.rows.column("_kafka_offset").to_pylist(), strict=True)
+    ) == sorted(rows)
+    assert sorted((f.reason, f.message.offset()) for f in result.failures) == sorted(refused)
+    assert result.tombstones == 2

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, Message
 
 from services.common.kafka import message_columns
+from services.common.kafka.batch_consumer import Fetch
 from services.common.kafka.message_columns import MessageBatch, batches_by_topic
 
 
@@ -22,37 +21,6 @@ def test_columns_follow_the_messages() -> None:
     assert message_columns.offsets(batch).tolist() == [41, 42]
     assert message_columns.partitions(batch).tolist() == [0, 0]
     assert message_columns.timestamps_ms(batch).tolist() == [1_700_000_000_123, 1_700_000_000_456]
-
-
-@dataclass(frozen=True)
-class _Fetched:
-    """A consumed batch as the batch consumer hands it over, built from real Message objects."""
-
-    messages: list[Message]
-    runs: list[tuple[str, int, int, int]]
-    values: pa.LargeBinaryArray
-    offsets: np.ndarray
-    timestamps_ms: np.ndarray
-
-    @classmethod
-    def of(cls, messages: list[Message]) -> _Fetched:
-        runs: list[tuple[str, int, int, int]] = []
-        for index, m in enumerate(messages):
-            topic, partition = str(m.topic()), int(m.partition() or 0)
-            if runs and runs[-1][:2] == (topic, partition):
-                runs[-1] = (topic, partition, runs[-1][2], index + 1)
-            else:
-                runs.append((topic, partition, index, index + 1))
-        return cls(
-            messages,
-            runs,
-            pa.array([m.value() for m in messages], type=pa.large_binary()),
-            np.array([m.offset() for m in messages], dtype=np.int64),
-            np.array([m.timestamp()[1] for m in messages], dtype=np.int64),
-        )
-
-    def message(self, index: int) -> Message:
-        return self.messages[index]
 
 
 def _record(topic: str, partition: int, offset: int) -> Message:
@@ -71,7 +39,7 @@ def _described(batch: MessageBatch) -> list[tuple[int, int, bytes | None, int, i
 
 
 def test_a_topic_in_one_stretch_is_sliced_and_another_gathered_by_partition() -> None:
-    fetched = _Fetched.of(
+    fetched = Fetch.of_messages(
         [
             _record("a", 1, 5),
             _record("a", 1, 6),
@@ -99,7 +67,7 @@ def test_a_topic_in_one_stretch_is_sliced_and_another_gathered_by_partition() ->
 
 
 def test_a_part_and_a_take_keep_rows_and_messages_together() -> None:
-    fetched = _Fetched.of([_record("a", 0, o) for o in range(6)])
+    fetched = Fetch.of_messages([_record("a", 0, o) for o in range(6)])
     batch = batches_by_topic(fetched)["a"]
     assert [o for _, o, *_ in _described(batch.part(2, 4))] == [2, 3]
     taken = batch.take(np.array([5, 1, 3]))
@@ -110,7 +78,7 @@ def test_a_part_and_a_take_keep_rows_and_messages_together() -> None:
 
 
 def test_origins_at_indices_point_where_a_take_points_without_the_values() -> None:
-    fetched = _Fetched.of([_record("a", p, o) for p, o in ((0, 4), (0, 5), (2, 9), (2, 10))])
+    fetched = Fetch.of_messages([_record("a", p, o) for p, o in ((0, 4), (0, 5), (2, 9), (2, 10))])
     batch = batches_by_topic(fetched)["a"]
     chosen = np.array([3, 0, 2])
     origins = batch.origins_at(chosen)
@@ -125,10 +93,36 @@ def test_origins_at_indices_point_where_a_take_points_without_the_values() -> No
 
 def test_tombstones_are_null_values_and_counted() -> None:
     records = [_record("a", 0, 0), Message(topic="a", partition=0, offset=1, value=None, timestamp=(1, 1))]
-    batch = batches_by_topic(_Fetched.of(records))["a"]
+    batch = batches_by_topic(Fetch.of_messages(records))["a"]
     assert batch.value_list() == [records[0].value(), None]
     assert batch.tombstones == 1
 
 
 def test_an_empty_fetch_has_no_topics() -> None:
-    assert batches_by_topic(_Fetched.of([])) == {}
+    assert batches_by_topic(Fetch.of_messages([])) == {}
+
+
+def test_confluent_messages_become_runs_of_one_partition_and_columns() -> None:
+    """What confluent_kafka's consumer returned, as the writer's columns: a run per stretch of one partition
+    (a topic or a partition changing starts one), a tombstone's null value, and -1 for a missing timestamp."""
+    messages = [
+        _record("a", 0, 1),
+        _record("a", 0, 2),
+        _record("a", 1, 2),
+        _record("b", 1, 3),
+        Message(topic="b", partition=1, offset=4, value=None, timestamp=(TIMESTAMP_NOT_AVAILABLE, 0)),
+        _record("a", 1, 3),
+    ]
+    fetched = Fetch.of_messages(messages)
+    assert fetched.runs == [("a", 0, 0, 2), ("a", 1, 2, 3), ("b", 1, 3, 5), ("a", 1, 5, 6)]
+    assert fetched.offsets.tolist() == [1, 2, 2, 3, 4, 3]
+    assert fetched.timestamps_ms.tolist() == [1_001, 1_002, 1_002, 1_003, -1, 1_003]
+    assert fetched.values.to_pylist() == [m.value() for m in messages]
+    assert fetched.values.null_count == 1
+    assert all(fetched.message(i) is m for i, m in enumerate(messages))
+    assert Fetch.of_messages([]).runs == []
+
+
+def test_a_create_time_is_kept_as_it_came() -> None:
+    stamp = Message(topic="a", partition=0, offset=0, value=b"{}", timestamp=(TIMESTAMP_CREATE_TIME, 0))
+    assert Fetch.of_messages([stamp]).timestamps_ms.tolist() == [0]

@@ -26,9 +26,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from services.common.errors import ConfigError
+from services.common.kafka import message_columns
 from services.common.logging import get_logger
 
 try:
@@ -136,25 +137,15 @@ class Fetch:
     @classmethod
     def of_messages(cls, messages: list[Message]) -> Fetch:
         """A batch of confluent_kafka messages (without errors), as columns."""
-        runs: list[tuple[str, int, int, int]] = []
-        for i, message in enumerate(messages):
-            topic, partition = str(message.topic()), int(message.partition() or 0)
-            if runs and runs[-1][0] == topic and runs[-1][1] == partition:
-                runs[-1] = (topic, partition, runs[-1][2], i + 1)
-            else:
-                runs.append((topic, partition, i, i + 1))
-        stamps = (message.timestamp() for message in messages)
-        values = pa.array([message.value() for message in messages], type=pa.large_binary())
+        topics = list(map(Message.topic, messages))
+        partitions = message_columns.partitions(messages)
+        values = pa.array(message_columns.values(messages), type=pa.large_binary())
         assert isinstance(values, pa.LargeBinaryArray)
         return cls(
-            runs=runs,
+            runs=_runs(topics, partitions),
             values=values,
-            offsets=np.fromiter((int(m.offset() or 0) for m in messages), dtype=_INT64, count=len(messages)),
-            timestamps_ms=np.fromiter(
-                (ms if kind != TIMESTAMP_NOT_AVAILABLE else -1 for kind, ms in stamps),
-                dtype=_INT64,
-                count=len(messages),
-            ),
+            offsets=message_columns.offsets(messages),
+            timestamps_ms=message_columns.timestamps_ms(messages),
             _message=messages.__getitem__,
         )
 
@@ -164,6 +155,17 @@ class Fetch:
     def message(self, i: int) -> Message:
         """Message ``i`` as confluent_kafka's ``Message`` (key, headers and all)."""
         return self._message(i)
+
+
+def _runs(topics: list[str | None], partitions: np.ndarray) -> list[tuple[str, int, int, int]]:
+    """``(topic, partition, start, stop)`` of each run of consecutive messages of one partition."""
+    if not topics:
+        return []
+    named = np.array(topics, dtype=object)
+    changes = (named[1:] != named[:-1]) | (partitions[1:] != partitions[:-1])
+    starts = [0, *(np.flatnonzero(changes) + 1).tolist()]
+    stops = [*starts[1:], len(topics)]
+    return [(str(topics[a]), int(partitions[a]), a, b) for a, b in zip(starts, stops, strict=True)]
 
 
 def _native_message(batch: Fetched, i: int) -> Message:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 __all__ = [
     "Fetched",
@@ -28,7 +28,7 @@ __all__ = [
     "values",
 ]
 
-_SECOND = operator.itemgetter(1)
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 
 def values(messages: Sequence[Message]) -> list[bytes | None]:
@@ -44,8 +44,12 @@ def partitions(messages: Sequence[Message]) -> np.ndarray:
 
 
 def timestamps_ms(messages: Sequence[Message]) -> np.ndarray:
-    """The timestamps' values (the client returns ``(type, value)`` pairs)."""
-    return np.fromiter(map(_SECOND, map(Message.timestamp, messages)), dtype=np.int64, count=len(messages))
+    """The timestamps' values (the client returns ``(type, value)`` pairs), -1 where the type says there is
+    none."""
+    stamps = list(map(Message.timestamp, messages))
+    found = np.fromiter(map(_SECOND, stamps), dtype=np.int64, count=len(stamps))
+    found[np.fromiter(map(_FIRST, stamps), dtype=np.int32, count=len(stamps)) == TIMESTAMP_NOT_AVAILABLE] = -1
+    return found
 
 
 @dataclass(frozen=True, slots=True)
