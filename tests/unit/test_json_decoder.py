@@ -860,3 +860,49 @@ def test_a_batch_mixing_every_form_keeps_each_values_fate_and_offset(native_read
     ) == sorted(rows)
     assert sorted((f.reason, f.message.offset()) for f in result.failures) == sorted(refused)
     assert result.tombstones == 2
+
+
+def test_values_with_float_words_are_read_with_the_batch_on_arrows_path() -> None:
+    """Arrow's reader refuses a float column's word as Kafka Connect writes it; such values are made bare and
+    read with the rest of the batch (not alone, after a bisection), and the rows are the native reader's."""
+    values = [
+        _float_event(i, '"NaN"' if i % 3 == 0 else "0.5", '"-Infinity"' if i % 5 == 0 else "1.5", "[]", notes='"x"')
+        for i in range(1, 61)
+    ]
+    values.append(_float_event(61, "0.5", "1.5", "[]", notes='"Infinity"'))  # the word as text, not a float
+    rows = {}
+    for native_reader in (True, False):
+        decoder = JsonEventDecoder(FLOATS, native_reader=native_reader)
+        result = decoder.decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=1_795_387_790_000_000)
+        assert result.failures == []
+        rows[native_reader] = result.rows.drop_columns(["_ingested_at"]).to_pylist()
+    assert len(rows[False]) == 61
+    assert all(_same(list(a.values()), list(b.values())) for a, b in zip(rows[False], rows[True], strict=True))
+    assert rows[False][-1]["notes"] == "Infinity"
+
+    decoder = JsonEventDecoder(FLOATS, native_reader=False)
+    batch = MessageBatch.of(_messages(values))
+    screened = decoder._screen(batch.values)
+    assert screened.float_words is not None
+    assert np.flatnonzero(screened.float_words).tolist() == [
+        i - 1 for i in range(1, 62) if i % 3 == 0 or i % 5 == 0 or i == 61
+    ]
+    failures: list[Any] = []
+    bulk, payloads, alone = decoder._sorted_out(batch, np.flatnonzero(screened.float_words), screened, failures)
+    assert (failures, alone) == ([], [])
+    assert bulk == np.flatnonzero(screened.float_words).tolist()
+    assert all(b'"NaN"' not in payloads[i] and b'"-Infinity"' not in payloads[i] for i in bulk[:-1])
+    assert b'"notes":"Infinity"' in payloads.get(60, values[60])  # a text column's word stays text
+
+
+@pytest.mark.parametrize("window", [(0, 40), (3, 20), (17, 23)])
+def test_float_words_are_found_wherever_they_sit(window: tuple[int, int]) -> None:
+    rng = random.Random(20_261_205)
+    pieces = [b'"NaN"', b'"Infinity"', b'"-Infinity"', b"NaN", b"Infinity", b'"', b"x", b"1"]
+    values = [b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 5))) for _ in range(40)]
+    words = re.compile(rb'"NaN"|"-?Infinity"')
+    start, stop = window
+    column = pa.array(values, type=pa.large_binary()).slice(start, stop - start)
+    expected = [words.search(v) is not None for v in values[start:stop]]
+    found = json_batch._float_words(column)
+    assert (found.tolist() if found is not None else [False] * len(expected)) == expected

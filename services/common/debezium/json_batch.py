@@ -64,11 +64,13 @@ _PAYLOAD_KEY = re.compile(rb',[ \t\r\n]*"payload"[ \t\r\n]*:')
 
 
 class _Screened(NamedTuple):
-    """Per value of a batch: nested too deep, not UTF-8 (None: all are), may hold a huge exponent."""
+    """Per value of a batch: nested too deep, not UTF-8 (None: all are), may hold a huge exponent, holds a
+    float word as Kafka Connect writes it (None: none does, or the table has no float column)."""
 
     too_deep: np.ndarray
     not_utf8: np.ndarray | None
     exponents: np.ndarray
+    float_words: np.ndarray | None
 
 
 def _payload_of(value: bytes) -> bytes | None:
@@ -100,6 +102,7 @@ class JsonEventDecoder:
         self.schema = self._converter.schema
         self._max_value_bytes = max_value_bytes
         self._decimal_columns = _decimal_columns(self._converter.wire_schema)
+        self._float_columns = _float_columns(self._converter.wire_schema)
         self._fast: JsonArrowReader | None = None
         if not (native_reader and NATIVE_READER):
             return
@@ -179,8 +182,9 @@ class JsonEventDecoder:
         self, batch: MessageBatch, indices: np.ndarray, screened: _Screened, failures: list[DecodeFailure]
     ) -> tuple[list[int], dict[int, bytes], list[int]]:
         """The values at ``indices`` (those :func:`_plain` did not clear) one at a time: refused ones become
-        failures; the others go to Arrow's reader with the batch (``bulk``; a JsonConverter wrapper's envelope
-        in ``payloads``) or alone (a value with a newline cannot share newline-delimited JSON)."""
+        failures; the others go to Arrow's reader with the batch (``bulk``; in ``payloads`` what it reads
+        instead: a JsonConverter wrapper's envelope, a value with its float words bare) or alone (a value with
+        a newline cannot share newline-delimited JSON)."""
         bulk: list[int] = []
         payloads: dict[int, bytes] = {}
         alone: list[int] = []
@@ -189,29 +193,38 @@ class JsonEventDecoder:
                 continue  # a tombstone: counted once for the whole batch
             if (refused := self._refusal(batch, index, value, screened)) is not None:
                 failures.append(refused)
-            elif _WRAPPED.match(value) and (payload := _payload_of(value)) is not None:
+                continue
+            envelope = value
+            if _WRAPPED.match(value) and (payload := _payload_of(value)) is not None:
                 if payload.lstrip()[:1] != b"{":  # never hand Arrow a value that is no object
                     detail = "the payload is not a JSON object"
                     failures.append(
                         DecodeFailure(batch.message(index), Reason.MALFORMED_JSON, detail, "JSONDecodeError")
                     )
                     continue
-                bulk.append(index)
-                payloads[index] = payload
+                envelope = payload
             elif value[:1] != b"{" and value.lstrip()[:1] != b"{":
                 # Not a JSON object: never hand it to Arrow (pyarrow 26 crashes on a leading `null`).
                 failures.append(_classify(batch.message(index), value, "the value is not a JSON object"))
+                continue
             elif b"\n" in value:  # cannot share newline-delimited JSON with others
                 alone.append(index)
-            else:
-                bulk.append(index)
+                continue
+            if screened.float_words is not None and screened.float_words[index]:
+                # Arrow's reader refuses a float column's word as Kafka Connect writes it ("NaN"): bare, the
+                # value is read with the others instead of alone after a bisection
+                envelope = _as_the_native_reader_reads(envelope, self._converter.wire_schema) or envelope
+            bulk.append(index)
+            if envelope is not value:
+                payloads[index] = envelope
         return bulk, payloads, alone
 
     def _screen(self, values: pa.LargeBinaryArray) -> _Screened:
         """The vectorised scans of values bound for Arrow's reader."""
         limit = self._max_value_bytes
         exponents = _maybe_huge_exponents(values) if self._decimal_columns else np.zeros(len(values), dtype=bool)
-        return _Screened(_too_deep(values, limit), _not_utf8(values), exponents)
+        words = _float_words(values) if self._float_columns else None
+        return _Screened(_too_deep(values, limit), _not_utf8(values), exponents, words)
 
     def _refusal(self, batch: MessageBatch, index: int, value: bytes, screened: _Screened) -> DecodeFailure | None:
         """Why a value must not reach Arrow's reader at all, or None."""
@@ -337,6 +350,8 @@ _IMAGES = frozenset({"before", "after"})
 
 # Kafka Connect's JsonConverter writes a float's NaN and infinities as strings; Arrow's reader takes them bare.
 _FLOAT_WORDS = {'"NaN"': "NaN", '"Infinity"': "Infinity", '"-Infinity"': "-Infinity"}
+# "-Infinity" holds "Infinity": two literal searches find all three
+_FIND_FLOAT_WORD = tuple(re.compile(re.escape(word)).finditer for word in (b'"NaN"', b'Infinity"'))
 
 
 def _as_the_native_reader_reads(value: bytes, schema: pa.Schema) -> bytes | None:
@@ -490,6 +505,28 @@ def _decimal_columns(wire: pa.Schema) -> frozenset[str]:
     return frozenset(f.name for f in wire.field("after").type if decimal(f.type))
 
 
+def _float_columns(wire: pa.Schema) -> frozenset[str]:
+    """The row-image columns of a float type (alone or in lists)."""
+    return frozenset(
+        f.name
+        for f in wire.field("after").type
+        if _is_float(f.type) or (pa.types.is_list(f.type) and _is_float(f.type.value_type))
+    )
+
+
+def _float_words(values: pa.LargeBinaryArray) -> np.ndarray | None:
+    """Which values hold a float word as Kafka Connect writes it (``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"``) anywhere, in a text column too (a superset); None when none does. One search of the
+    batch's bytes for each word."""
+    data, offsets = _data(values)
+    hits = [found.start() for search in _FIND_FLOAT_WORD for found in search(data.data)]
+    if not hits:
+        return None
+    flagged = np.zeros(len(values), dtype=bool)
+    flagged[np.searchsorted(offsets, np.array(hits), side="right") - 1] = True
+    return flagged
+
+
 def _has_huge_exponent(item: object) -> bool:
     if isinstance(item, str):
         return _HUGE_EXPONENT.search(item) is not None
@@ -633,8 +670,9 @@ def _plain(values: pa.LargeBinaryArray, screened: _Screened, max_bytes: int) -> 
     plain: np.ndarray = (lengths >= 2) & (lengths <= max_bytes) & ~screened.too_deep & ~screened.exponents
     if values.null_count:
         plain &= np.asarray(values.is_valid())
-    if screened.not_utf8 is not None:
-        plain &= ~screened.not_utf8
+    for flagged in (screened.not_utf8, screened.float_words):
+        if flagged is not None:
+            plain &= ~flagged
     at = np.flatnonzero(plain)
     plain[at] = (data[starts[at]] == ord("{")) & (data[starts[at] + 1] == ord('"'))
     at = np.flatnonzero(plain & (lengths > len(_SCHEMA_NAME)))
