@@ -176,6 +176,7 @@ def test_list_never_shows_temp_or_foreign_names(lake_case: LakeCase) -> None:
     lake_case.plant(f"{folder}/{TEMP_PREFIX}0123abcd-p0-00000000000000000000.parquet", b"partial")
     lake_case.plant(f"{folder}/.hidden/x", b"foreign")
     lake_case.plant(f"{folder}/with space", b"foreign")
+    lake_case.plant(f"{folder}/a folder/x.parquet", b"foreign")  # a safe name under an unsafe folder
     assert list(lake.list()) == [kept]
     assert list(lake.list(folder + "/")) == [kept]
 

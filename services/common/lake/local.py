@@ -31,6 +31,7 @@ from services.common.lake.errors import (
 from services.common.lake.paths import (
     MAX_SEGMENT_BYTES,
     is_safe_relative_path,
+    is_safe_segment,
     validate_prefix,
     validate_relative_path,
 )
@@ -168,25 +169,34 @@ class LocalLake:
         raise LakeNotFoundError(f"local lake: move {src!r} -> {dst!r} failed: no such file {src!r}")
 
 
-def _scan(directory: Path, rel_dir: str) -> Iterator[LakeFile]:
-    """Every listable file below ``directory``; symlinks are never followed, dot-names never listed."""
-    try:
-        with os.scandir(directory) as entries:
-            items = list(entries)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for entry in items:
-        rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-        if entry.name.startswith("."):
+def _scan(directory: Path, rel_dir: str) -> list[LakeFile]:
+    """Every listable file below ``directory``: symlinks never followed, dot-names never listed, and nothing
+    under a name :func:`validate_relative_path` would refuse (each folder's name is checked once, not again
+    in the path of every file it holds)."""
+    if rel_dir and not is_safe_relative_path(rel_dir):
+        return []
+    found: list[LakeFile] = []
+    folders = [(str(directory), rel_dir)]
+    while folders:
+        folder, rel_folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                items = list(entries)
+        except (FileNotFoundError, NotADirectoryError):
             continue
-        if entry.is_dir(follow_symlinks=False):
-            yield from _scan(Path(entry.path), rel)
-        elif entry.is_file(follow_symlinks=False) and is_safe_relative_path(rel):
-            try:
-                stat = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:  # deleted or moved while we listed
+        for entry in items:
+            if not is_safe_segment(entry.name):  # dot-names (the backends' temp files) included
                 continue
-            yield LakeFile(path=rel, size=stat.st_size, version=str(stat.st_mtime_ns))
+            rel = f"{rel_folder}/{entry.name}" if rel_folder else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                folders.append((entry.path, rel))
+            elif entry.is_file(follow_symlinks=False):
+                try:
+                    stat = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # deleted or moved while we listed
+                    continue
+                found.append(LakeFile(path=rel, size=stat.st_size, version=str(stat.st_mtime_ns)))
+    return found
 
 
 # Lake files hold the source's rows, personal data included: readable by their owner and group (a loader

@@ -15,6 +15,7 @@ __all__ = [
     "MAX_SEGMENT_BYTES",
     "check_name",
     "is_safe_relative_path",
+    "is_safe_segment",
     "is_valid_bucket_name",
     "validate_prefix",
     "validate_relative_path",
@@ -46,6 +47,12 @@ def validate_relative_path(path: str) -> str:
 def is_safe_relative_path(path: str) -> bool:
     """Whether :func:`validate_relative_path` accepts ``path``; listings skip every name it rejects."""
     return (_text_problem(path) or _path_problem(path)) is None
+
+
+def is_safe_segment(name: str) -> bool:
+    """Whether ``name`` may be one segment of a path :func:`validate_relative_path` accepts: a path is safe
+    exactly when each of its segments is, so a listing checks a folder's name once for all it holds."""
+    return _segment_problem(name) is None
 
 
 def is_valid_bucket_name(name: str) -> bool:
