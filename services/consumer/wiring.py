@@ -66,7 +66,8 @@ def run_writer(
         stack.callback(lake.close)
         contracts = _contracts(settings, lake)
         log.info("writer.config", settings=settings.safe_dump(), contracts=contracts.as_dict(), worker=worker_id)
-        router = _router(settings, contracts)
+        path = writer_path(w.consumer, w.json_reader)
+        router = _router(settings, contracts, path)
         stack.callback(router.close)
         metrics = WriterMetrics(registry)
         evolution = (
@@ -81,7 +82,6 @@ def run_writer(
             if w.schema_evolution == "catalog"
             else None
         )
-        path = writer_path(w.consumer, w.json_reader)
         log.info(
             "writer.path",
             consumer="native" if path.native_consumer else "confluent",
@@ -120,7 +120,8 @@ def open_router(settings: Settings) -> Iterator[Router]:
     with ExitStack() as stack:
         lake = open_lake(settings.lake, settings.lake_root())
         stack.callback(lake.close)
-        router = _router(settings, _contracts(settings, lake))
+        w = settings.writer
+        router = _router(settings, _contracts(settings, lake), writer_path(w.consumer, w.json_reader))
         stack.callback(router.close)
         yield router
 
@@ -162,7 +163,7 @@ def writer_path(consumer: str, json_reader: str) -> WriterPath:
     )
 
 
-def _router(settings: Settings, contracts: ContractRegistry) -> Router:
+def _router(settings: Settings, contracts: ContractRegistry, path: WriterPath) -> Router:
     w = settings.writer
     return Router(
         settings.kafka.topic_prefix,
@@ -172,7 +173,7 @@ def _router(settings: Settings, contracts: ContractRegistry) -> Router:
         value_format=w.value_format,
         schema_registry_url=w.schema_registry_url,
         source=settings.kafka.source(),
-        native_reader=writer_path(w.consumer, w.json_reader).native_reader,
+        native_reader=path.native_reader,
     )
 
 

@@ -393,9 +393,7 @@ def _image(text: str, kind: pa.StructType) -> tuple[str, bool] | None:
     members = _members(text)
     if members is None:
         return None
-    floats = {
-        f.name: f.type for f in kind if _is_float(f.type) or (pa.types.is_list(f.type) and _is_float(f.type.value_type))
-    }
+    floats = {f.name: f.type for f in kind if _holds_floats(f.type)}
     changed, parts = False, []
     for name, item in members:
         kind_of = floats.get(name)
@@ -412,8 +410,9 @@ def _image(text: str, kind: pa.StructType) -> tuple[str, bool] | None:
     return "{" + ",".join(parts) + "}", changed
 
 
-def _is_float(kind: pa.DataType) -> bool:
-    return bool(pa.types.is_floating(kind))
+def _holds_floats(kind: pa.DataType) -> bool:
+    """A float column, alone or in a list: where Kafka Connect writes NaN and the infinities as words."""
+    return bool(pa.types.is_floating(kind) or (pa.types.is_list(kind) and pa.types.is_floating(kind.value_type)))
 
 
 def _elements(text: str) -> list[str] | None:
@@ -507,11 +506,7 @@ def _decimal_columns(wire: pa.Schema) -> frozenset[str]:
 
 def _float_columns(wire: pa.Schema) -> frozenset[str]:
     """The row-image columns of a float type (alone or in lists)."""
-    return frozenset(
-        f.name
-        for f in wire.field("after").type
-        if _is_float(f.type) or (pa.types.is_list(f.type) and _is_float(f.type.value_type))
-    )
+    return frozenset(f.name for f in wire.field("after").type if _holds_floats(f.type))
 
 
 def _float_words(values: pa.LargeBinaryArray) -> np.ndarray | None:
