@@ -6,7 +6,6 @@ and each file is named by the first and last offset it holds (:class:`~services.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -86,8 +85,9 @@ def _codec(rows: int) -> str:
 
 def _parquet_bytes(rows: pa.Table) -> bytes:
     """Plain-encoded Parquet: under compression a dictionary makes change rows' files no smaller, while its
-    builders hash every value of every column (write CPU and encoder memory)."""
-    out = io.BytesIO()
+    builders hash every value of every column (write CPU and encoder memory). Encoded into Arrow's own buffer:
+    a Python file object would take a call back into the interpreter for every page the encoder writes."""
+    out = pa.BufferOutputStream()
     pq.write_table(
         rows,
         out,
@@ -97,7 +97,7 @@ def _parquet_bytes(rows: pa.Table) -> bytes:
         write_page_checksum=True,  # a page changed at rest is refused on read, never loaded as other values
         use_dictionary=False,
     )
-    return out.getvalue()
+    return out.getvalue().to_pybytes()
 
 
 class ParquetSink:
