@@ -9,6 +9,7 @@ values (extremes the Avro types still hold) and then as bytes.
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import json
 import random
@@ -132,6 +133,12 @@ _ODD_STRINGS = (
 _WRONG_TYPES: tuple[Any, ...] = (None, True, False, 0, -1, 1.5, "", "x", [], {}, [1, "a"], {"scale": 1}, [[[]]])
 
 
+def _wrong_type(rng: random.Random) -> Any:
+    """A value of another type than a field's, a copy of its own: later mutations change a tree in place, and a
+    shared one would carry their changes into every later batch, which then no seed and index rebuilds."""
+    return copy.deepcopy(rng.choice(_WRONG_TYPES))
+
+
 def _deep(rng: random.Random) -> Raw:
     depth = rng.choice(_DEPTHS)
     if rng.random() < 0.5:
@@ -188,7 +195,7 @@ _HOSTILE: tuple[Callable[[random.Random], Any], ...] = (
     _huge_string,
     _variable_decimal,
     lambda rng: rng.choice(_ODD_STRINGS),
-    lambda rng: rng.choice(_WRONG_TYPES),
+    _wrong_type,
 )
 
 
@@ -347,7 +354,7 @@ def _odd_op(rng: random.Random, tree: dict[str, Any]) -> str:
 
 
 def _retype_block(rng: random.Random, tree: dict[str, Any]) -> str:
-    tree[rng.choice(("after", "before", "source"))] = rng.choice(_WRONG_TYPES)
+    tree[rng.choice(("after", "before", "source"))] = _wrong_type(rng)
     return "retype_block"
 
 

@@ -23,7 +23,9 @@ from tests.fuzz.runner import (
     Finding,
     Record,
     Worker,
+    build_batch,
     load_crasher,
+    load_seeds,
     run_campaign,
 )
 from tests.fuzz.targets import FORMATS
@@ -59,6 +61,15 @@ def _describe(finding: Finding) -> str:
         f"{finding.verdict.kind} in {batch.target} ({batch.fmt}), {len(batch.records)} record(s) with {mutations}; "
         f"rerun: python -m tests.fuzz --batch {batch.seed}:{batch.index}\n{finding.verdict.detail[-1200:]}"
     )
+
+
+def test_a_batch_is_the_same_whatever_was_built_before_it() -> None:
+    """A finding is rerun from its seed and index alone (``--batch``), in a fresh process: what one batch's
+    mutations do must not reach the batches built after it."""
+    seeds = load_seeds()
+    built = [build_batch(SEED, index, seeds).records for index in range(300)]
+    again = [build_batch(SEED, index, seeds).records for index in reversed(range(300))][::-1]
+    assert [i for i, (a, b) in enumerate(zip(built, again, strict=True)) if a != b] == []
 
 
 def test_a_bounded_fuzz_run_finds_no_crash_hang_escape_or_lost_record() -> None:
