@@ -589,6 +589,16 @@ ARRAYS = TableContract(
 )
 
 
+def _limit_event(limit_id: int, steps: list[dict[str, Any]], before: list[dict[str, Any]] | None = None) -> bytes:
+    """An insert of ``steps`` into :data:`ARRAYS`' table; with ``before``, an update from those steps."""
+    source = {"ts_ms": 1_795_387_780_402, "lsn": 1, "txId": 1, "snapshot": "false"}
+    after = {"limit_id": limit_id, "steps": steps}
+    if before is None:
+        return json.dumps({"op": "c", "after": after, "source": source}).encode()
+    image = {"limit_id": limit_id, "steps": before}
+    return json.dumps({"op": "u", "before": image, "after": after, "source": source}).encode()
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("step", "reason"),
@@ -600,15 +610,58 @@ ARRAYS = TableContract(
     ],
 )
 def test_an_array_element_the_lake_decimal_cannot_hold_is_refused(step: dict[str, Any], reason: str) -> None:
-    def event(limit_id: int, steps: list[dict[str, Any]]) -> bytes:
-        source = {"ts_ms": 1_795_387_780_402, "lsn": 1, "txId": 1, "snapshot": "false"}
-        after = {"limit_id": limit_id, "steps": steps}
-        return json.dumps({"op": "c", "after": after, "source": source}).encode()
-
-    values: list[bytes | None] = [event(1, [_vsd("1.5")]), event(2, [_vsd("2"), step]), event(3, [])]
+    values: list[bytes | None] = [
+        _limit_event(1, [_vsd("1.5")]),
+        _limit_event(2, [_vsd("2"), step]),
+        _limit_event(3, []),
+    ]
     result = JsonEventDecoder(ARRAYS).decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=0)
     assert [(f.reason, f.message.offset()) for f in result.failures] == [(reason, 101)]
     assert result.rows.column("steps").to_pylist() == [[Decimal("1.5")], []]
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+@pytest.mark.parametrize("image", ["after", "before"])
+@pytest.mark.parametrize(
+    "step",
+    [{"scale": 1, "value": "Dw==", "unit": "ms"}, {"scalm": 1, "value": "Dw=="}],
+    ids=["extra-key", "misspelled-key"],
+)
+def test_an_element_with_a_key_its_struct_has_no_place_for_is_refused_on_both_paths(
+    step: dict[str, Any], image: str, native_reader: bool
+) -> None:
+    """Inside a row image a struct's unknown key is refused wherever the struct is — a column's own or an array
+    element's, in the image that lands or the other one — as a wrong type: a record is a row or a DLQ record
+    alike whichever path reads it."""
+    bad = _limit_event(2, [_vsd("2"), step], before=[_vsd("1")])
+    if image == "before":
+        bad = _limit_event(2, [_vsd("2")], before=[_vsd("1"), step])
+    values: list[bytes | None] = [_limit_event(1, [_vsd("1.5")]), bad, _limit_event(3, [])]
+    decoder = JsonEventDecoder(ARRAYS, native_reader=native_reader)
+    result = decoder.decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=0)
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [(Reason.WRONG_TYPE, 101)]
+    assert result.rows.column("limit_id").to_pylist() == [1, 3]
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+def test_a_column_named_like_a_decimal_with_a_wrong_type_is_a_wrong_type(native_reader: bool) -> None:
+    """The DLQ reason is what the value did, not a word of the column's name."""
+    contract = TableContract(
+        schema="lending",
+        table="rates",
+        primary_key=("rate_id",),
+        columns=(Column("rate_id", "int64", "bigint", nullable=False), Column("decimal_places", "int32", "integer")),
+    )
+    source = {"ts_ms": 1_795_387_780_402, "lsn": 1, "txId": 1, "snapshot": "false"}
+    values: list[bytes | None] = [
+        json.dumps({"op": "c", "after": {"rate_id": n, "decimal_places": places}, "source": source}).encode()
+        for n, places in ((1, 2), (2, "two"), (3, 4))
+    ]
+    result = JsonEventDecoder(contract, native_reader=native_reader).decode(
+        TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=0
+    )
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [(Reason.WRONG_TYPE, 101)]
+    assert result.rows.column("decimal_places").to_pylist() == [2, 4]
 
 
 TIMES = TableContract(

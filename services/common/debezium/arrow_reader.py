@@ -48,9 +48,9 @@ class ReadResult:
 class JsonArrowReader:
     """Reads JSON objects into a table of ``schema``.
 
-    Keys of the top-level fields named in ``strict`` (struct fields) must be in the schema; anywhere else an
-    unknown key is checked as JSON and skipped. With ``envelope``, a value whose first key is ``"schema"``
-    is Kafka Connect's wrapper and its row is the object under that key.
+    Keys of the top-level fields named in ``strict`` (struct fields), and of every struct inside them, must be
+    in the schema; anywhere else an unknown key is checked as JSON and skipped. With ``envelope``, a value
+    whose first key is ``"schema"`` is Kafka Connect's wrapper and its row is the object under that key.
     """
 
     def __init__(self, schema: pa.Schema, *, strict: Collection[str] = (), envelope: str | None = None) -> None:
@@ -94,12 +94,13 @@ _LEAVES: tuple[tuple[Callable[[Any], bool], Callable[[Any], tuple[Any, ...]]], .
 
 
 def _spec(field: pa.Field, *, strict: bool = False) -> tuple[Any, ...]:
-    """The reader's field tree for ``field`` (see ``native/jsonarrow/src/spec.rs``)."""
+    """The reader's field tree for ``field`` (see ``native/jsonarrow/src/spec.rs``); ``strict`` holds for every
+    struct inside it too."""
     arrow = field.type
     if pa.types.is_list(arrow):
-        return ("list", _spec(arrow.value_field))
+        return ("list", _spec(arrow.value_field, strict=strict))
     if pa.types.is_struct(arrow):
-        return ("struct", [(f.name, _spec(f)) for f in arrow], strict)
+        return ("struct", [(f.name, _spec(f, strict=strict)) for f in arrow], strict)
     if pa.types.is_decimal128(arrow) or pa.types.is_decimal256(arrow):
         encoding = "variable_scale" if field.metadata == VARIABLE_SCALE else "number"
         return ("decimal", arrow.precision, arrow.scale, arrow.byte_width, encoding)

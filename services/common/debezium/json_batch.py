@@ -477,9 +477,7 @@ def _check_declared_columns(read: pa.Schema, wire: pa.Schema) -> None:
         for column in wire.field(image).type:
             actual = found.field(column.name).type
             if not actual.equals(column.type):
-                raise pa.ArrowInvalid(
-                    f"column {column.name} read as {actual}, not {column.type}: a key it has no place for"
-                )
+                raise pa.ArrowInvalid(f"column {column.name} read as {actual}, not {column.type}: {_NO_PLACE}")
 
 
 def _fast_wire_schema(contract: TableContract, wire: pa.Schema) -> pa.Schema:
@@ -528,12 +526,20 @@ def _has_huge_exponent(item: object) -> bool:
     return isinstance(item, list) and any(_has_huge_exponent(element) for element in item)
 
 
+# Arrow's reader names the decimal type a number does not fit ("Failed to convert JSON to decimal128(10, 2):
+# 1.234 requires scale 3"); the word in a column's name ("list_variable_decimal") says nothing of the value.
+_ARROW_DECIMAL = re.compile(r"\bdecimal(?:32|64|128|256)\b")
+# How a column read as another type than declared is refused (:func:`_check_declared_columns`): a wrong type,
+# whatever types the message names.
+_NO_PLACE = "a key it has no place for"
+
+
 def _classify(message: Message, value: bytes, arrow_error: str) -> DecodeFailure:
     """Why one record alone does not parse. Total: whatever the value, a failure comes back."""
     shape = _shape_failure(message, value)
     if shape is not None:
         return shape
-    if "decimal" in arrow_error.lower():
+    if _ARROW_DECIMAL.search(arrow_error) and _NO_PLACE not in arrow_error:
         return DecodeFailure(message, Reason.DECIMAL_OVERFLOW, arrow_error, "DecimalOverflow")
     return DecodeFailure(message, Reason.WRONG_TYPE, arrow_error, "TypeMismatch")
 
