@@ -797,6 +797,37 @@ def test_a_wrapper_with_whitespace_around_its_keys_is_unwrapped_on_both_paths(na
     assert result.rows.column("account_id").to_pylist() == [7, 8]
 
 
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+def test_a_wrapper_member_after_the_payload_is_skipped_on_both_paths(native_reader: bool) -> None:
+    """JsonConverter writes the payload last; a wrapper with a member after it is read alike on both paths: the
+    member is checked as JSON and skipped, whatever it holds (here what looks like another envelope's end)."""
+    late = (
+        _wrapped(_event("c", after=_row(7)))[:-1] + b',"source":{"table":"other"},"op":"d","n":' + b"9" * 5_000 + b"}"
+    )
+    result = _decode([late, _wrapped(_event("c", after=_row(8)))], native_reader=native_reader)
+    assert result.failures == []
+    assert result.rows.column("account_id").to_pylist() == [7, 8]
+    assert result.rows.column("_op").to_pylist() == ["c", "c"]
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        _wrapped(_event("c", after=_row(7)))[:-1] + b',"payload":' + _event("c", after=_row(9)) + b"}",
+        _wrapped(_event("c", after=_row(7)), schema=b'{"type":"struct",}'),
+        _wrapped(_event("c", after=_row(7)))[:-1] + b',"trailer":[1,}',
+    ],
+    ids=["payload-twice", "schema-not-json", "member-after-not-json"],
+)
+def test_a_wrapper_that_is_not_one_well_formed_object_is_refused_on_both_paths(
+    value: bytes, native_reader: bool
+) -> None:
+    result = _decode([_wrapped(_event("c", after=_row(6))), value], native_reader=native_reader)
+    assert [f.message.offset() for f in result.failures] == [101]
+    assert result.rows.column("account_id").to_pylist() == [6]
+
+
 _UNINFERABLE = {"mixed-list": b'[1,"a"]', "mixed-objects": b'{"a":[{"b":1},{"b":"x"}]}', "huge-exponent": b"1e999"}
 
 

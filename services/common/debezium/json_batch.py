@@ -60,7 +60,6 @@ _OPENERS = 0x7B  # "{" and, with the 0x20 bit set, "[" (0x5B): one comparison fi
 _CLOSERS = 0x7D
 _BACKSLASH = 0x5C
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_PAYLOAD_KEY = re.compile(rb',[ \t\r\n]*"payload"[ \t\r\n]*:')
 
 
 class _Screened(NamedTuple):
@@ -74,22 +73,18 @@ class _Screened(NamedTuple):
 
 
 def _payload_of(value: bytes) -> bytes | None:
-    """The envelope inside JsonConverter's ``{"schema": …, "payload": …}`` (schemas.enable=true).
-
-    The converter writes ``schema`` first and ``payload`` last, so the envelope is the text after the
-    top-level object's ``,"payload":`` key up to its closing brace. A column, or a schema parameter, may be
-    named ``payload`` too: only the key at depth 1 counts. None when there is no such key; a value that
-    only looks wrapped fails to parse later and goes to the DLQ with its original bytes.
+    """The envelope inside JsonConverter's ``{"schema": …, "payload": …}`` (schemas.enable=true), as the native
+    reader unwraps it: the wrapper is one JSON object whose ``payload`` member, given once, holds the envelope;
+    its other members are checked as JSON and not read (the converter writes ``payload`` last, but one after it
+    is skipped like the others). None when there is no such member, it is given twice or the wrapper is not
+    one object: the value then fails to parse as it is and goes to the DLQ with its original bytes.
     """
-    body = value.rstrip(b" \t\r\n")
-    if not body.endswith(b"}"):
+    try:
+        members = _members(value.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-    keys = list(_PAYLOAD_KEY.finditer(body))
-    if not keys:
-        return None
-    depths = _depths(body)
-    top = [key for key in keys if depths[key.start()] == 1]  # a key's text is never inside a string
-    return body[top[-1].end() : -1] if top else None
+    payloads = [text for name, text in members or () if name == "payload"]
+    return payloads[0].encode() if len(payloads) == 1 else None
 
 
 class JsonEventDecoder:
@@ -720,16 +715,3 @@ def _depth(value: bytes) -> int:
     folded = outside | 0x20
     step = (folded == _OPENERS).astype(np.int8) - (folded == _CLOSERS).astype(np.int8)
     return int(np.cumsum(step, dtype=np.int32).max(initial=0))
-
-
-def _depths(value: bytes) -> np.ndarray:
-    """The nesting depth after each byte of ``value``, brackets inside strings not counted."""
-    data = np.frombuffer(value, dtype=np.uint8)
-    marks = np.zeros(len(data) + 1, dtype=np.int32)
-    for string in _STRING.finditer(value):
-        marks[string.start()] += 1
-        marks[string.end()] -= 1
-    folded = data | 0x20
-    step = (folded == _OPENERS).astype(np.int32) - (folded == _CLOSERS).astype(np.int32)
-    step[np.cumsum(marks[:-1]) > 0] = 0
-    return np.cumsum(step)
