@@ -97,7 +97,8 @@ def _parquet_bytes(rows: pa.Table) -> bytes:
         write_page_checksum=True,  # a page changed at rest is refused on read, never loaded as other values
         use_dictionary=False,
     )
-    return out.getvalue().to_pybytes()
+    encoded: bytes = out.getvalue().to_pybytes()
+    return encoded
 
 
 class ParquetSink:
