@@ -25,10 +25,9 @@ from tests.fuzz.runner import (
     Worker,
     build_batch,
     load_crasher,
-    load_seeds,
     run_campaign,
 )
-from tests.fuzz.targets import FORMATS
+from tests.fuzz.targets import FORMATS, load_seeds
 
 SEED = int(os.environ.get("FUZZ_SEED", "2121"))
 FUZZ_SECONDS = 45.0
