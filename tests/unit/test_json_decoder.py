@@ -664,6 +664,25 @@ def test_a_column_named_like_a_decimal_with_a_wrong_type_is_a_wrong_type(native_
     assert result.rows.column("decimal_places").to_pylist() == [2, 4]
 
 
+@pytest.mark.parametrize(
+    ("arrow_error", "reason"),
+    [
+        ("Failed to convert JSON to decimal128(10, 2): 1.234 requires scale 3", Reason.DECIMAL_OVERFLOW),
+        ("The string '1e80' cannot be represented as decimal256", Reason.DECIMAL_OVERFLOW),
+        ("Rescaling Decimal128 value would cause data loss", Reason.DECIMAL_OVERFLOW),
+        ("JSON parse error: Column(/after/decimal_places) changed from number to string in row 0", Reason.WRONG_TYPE),
+        ("JSON parse error: Column(/after/amount) changed from number to string in row 0", Reason.WRONG_TYPE),
+        (
+            "column amount read as struct<scale: int32>, not decimal128(10, 2): a key it has no place for",
+            Reason.WRONG_TYPE,
+        ),
+    ],
+)
+def test_a_refused_value_is_a_decimal_overflow_only_where_arrow_says_so(arrow_error: str, reason: str) -> None:
+    (message,) = _messages([_event("c", after=_row(1))])
+    assert json_batch._classify(message, _event("c", after=_row(1)), arrow_error).reason == reason
+
+
 TIMES = TableContract(
     schema="lending",
     table="schedules",

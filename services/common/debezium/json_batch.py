@@ -523,7 +523,7 @@ def _has_huge_exponent(item: object) -> bool:
 
 # Arrow's reader names the decimal type a number does not fit ("Failed to convert JSON to decimal128(10, 2):
 # 1.234 requires scale 3"); the word in a column's name ("list_variable_decimal") says nothing of the value.
-_ARROW_DECIMAL = re.compile(r"\bdecimal(?:32|64|128|256)\b")
+_ARROW_DECIMAL = re.compile(r"\bdecimal(?:32|64|128|256)\b", re.IGNORECASE)
 # How a column read as another type than declared is refused (:func:`_check_declared_columns`): a wrong type,
 # whatever types the message names.
 _NO_PLACE = "a key it has no place for"
