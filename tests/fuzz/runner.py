@@ -207,43 +207,62 @@ def _general_decoder(batch: Batch, decoders: dict[tuple[str, str], Any]) -> Any:
     return decoders[key]
 
 
-def _is_nan(value: object) -> bool:
-    return isinstance(value, float) and math.isnan(value)
+def _same_value(mine: object, theirs: object) -> bool:
+    """Equal values, a NaN equal to a NaN (in Arrow's equality, and Python's, a NaN equals nothing)."""
+    if isinstance(mine, float) and isinstance(theirs, float) and math.isnan(mine) and math.isnan(theirs):
+        return True
+    if isinstance(mine, list) and isinstance(theirs, list):
+        return len(mine) == len(theirs) and all(map(_same_value, mine, theirs))
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        return mine.keys() == theirs.keys() and all(_same_value(mine[k], theirs[k]) for k in mine)
+    return mine == theirs
 
 
-def _first_difference(mine: Any, theirs: Any, name: str) -> str:
-    """Where a column of two tables of the same rows differs first (values as text: a time out of Python's
-    range has no Python value)."""
+def _column_values(table: Any, name: str) -> list[Any]:
+    """A column's values, times as integers (a time out of Python's range has no Python value)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    def text(table: Any) -> list[Any]:
-        column = table.column(name)
-        if pa.types.is_date32(column.type):
-            column = pc.cast(column, pa.int32())
-        elif pa.types.is_timestamp(column.type) or pa.types.is_time(column.type):
-            column = pc.cast(column, pa.int64())
-        values: list[Any] = column.to_pylist()
-        return values
+    column = table.column(name)
+    if pa.types.is_date32(column.type):
+        column = pc.cast(column, pa.int32())
+    elif pa.types.is_timestamp(column.type) or pa.types.is_time(column.type):
+        column = pc.cast(column, pa.int64())
+    values: list[Any] = column.to_pylist()
+    return values
 
-    for index, (x, y) in enumerate(zip(text(mine), text(theirs), strict=True)):
-        if x != y and not (_is_nan(x) and _is_nan(y)):
+
+def _first_difference(mine: Any, theirs: Any, name: str) -> str | None:
+    """Where a column of two tables of the same rows differs first (the first table's value, then the second's);
+    None when its values are the same."""
+    if not mine.column(name).type.equals(theirs.column(name).type):
+        return f"types differ: {mine.column(name).type} != {theirs.column(name).type}"
+    for index, (x, y) in enumerate(zip(_column_values(mine, name), _column_values(theirs, name), strict=True)):
+        if not _same_value(x, y):
             where = (mine.column("_kafka_partition")[index].as_py(), mine.column("_kafka_offset")[index].as_py())
-            return f"at {where} native {x!r:.200} != general {y!r:.200}"
-    return "types or chunks differ"
+            return f"at {where}: {x!r:.200} != {y!r:.200}"
+    return None
+
+
+def _differing_columns(mine: Any, theirs: Any) -> list[str]:
+    """``column: where it differs first`` for each column of two tables of the same rows whose values differ."""
+    if mine.equals(theirs, check_metadata=False):  # nearly always: no value is looked at
+        return []
+    if mine.column_names != theirs.column_names or mine.num_rows != theirs.num_rows:
+        return [f"columns or rows differ: {mine.column_names} / {theirs.column_names}"]
+    found = [(name, _first_difference(mine, theirs, name)) for name in mine.column_names]
+    return [f"column {name}: {where}" for name, where in found if where is not None]
 
 
 def _differences(native: Any, general: Any) -> list[str]:
     """Where the two paths disagree: which records became rows, and the rows' values."""
 
-    def coordinates(result: Any) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+    def landed(result: Any) -> set[tuple[int, int]]:
         rows = result.rows
         partitions, offsets = rows.column("_kafka_partition").to_pylist(), rows.column("_kafka_offset").to_pylist()
-        landed = set(zip(partitions, offsets, strict=True))
-        failed = {(int(f.message.partition()), int(f.message.offset())) for f in result.failures}
-        return landed, failed
+        return set(zip(partitions, offsets, strict=True))
 
-    (native_rows, native_failed), (general_rows, _) = coordinates(native), coordinates(general)
+    native_rows, general_rows = landed(native), landed(general)
     problems = []
     if native_rows != general_rows:
         only_native, only_general = sorted(native_rows - general_rows), sorted(general_rows - native_rows)
@@ -254,12 +273,7 @@ def _differences(native: Any, general: Any) -> list[str]:
         problems += [f"  {c}: with the native reader a failure, {reasons.get(c)}" for c in only_general[:3]]
         return problems
     order = [("_kafka_partition", "ascending"), ("_kafka_offset", "ascending")]
-    mine, theirs = native.rows.sort_by(order), general.rows.sort_by(order)  # either may come in batch order
-    for name in mine.column_names:
-        if not mine.column(name).equals(theirs.column(name)):
-            problems.append(f"column {name}: {_first_difference(mine, theirs, name)}")
-    del native_failed
-    return problems
+    return _differing_columns(native.rows.sort_by(order), general.rows.sort_by(order))  # either in batch order
 
 
 class _MemoryLake:
@@ -316,9 +330,10 @@ def _through_the_sink(target: str, result: Any) -> list[str]:
     for partition, rows in result.rows_by_partition().items():
         files = sink.write(schema, table, partition, rows)
         back = pa.concat_tables([pq.read_table(io.BytesIO(lake.read(f.file.path))) for f in files])
-        back = back.sort_by([("_kafka_offset", "ascending")])
-        if not back.equals(rows.sort_by([("_kafka_offset", "ascending")]), check_metadata=False):
+        order = [("_kafka_offset", "ascending")]
+        if differing := _differing_columns(back.sort_by(order), rows.sort_by(order)):
             problems.append(f"partition {partition}: the Parquet files do not read back as the decoded rows")
+            problems += [f"  {difference}" for difference in differing[:3]]
         if sum(f.rows for f in files) != rows.num_rows:
             problems.append(f"partition {partition}: {sum(f.rows for f in files)} rows written of {rows.num_rows}")
     return problems

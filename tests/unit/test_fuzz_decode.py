@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from tests.fuzz.known import known_batches
@@ -24,6 +25,7 @@ from tests.fuzz.runner import (
     Finding,
     Record,
     Worker,
+    _differing_columns,
     build_batch,
     load_crasher,
     run_campaign,
@@ -70,6 +72,21 @@ def test_a_batch_is_the_same_whatever_was_built_before_it() -> None:
     built = [build_batch(SEED, index, seeds).records for index in range(300)]
     again = [build_batch(SEED, index, seeds).records for index in reversed(range(300))][::-1]
     assert [i for i, (a, b) in enumerate(zip(built, again, strict=True)) if a != b] == []
+
+
+def test_tables_compared_by_the_harness_hold_a_nan_equal_to_a_nan_and_nothing_else() -> None:
+    """Arrow's equality holds no NaN equal to anything: rows with a NaN read back from Parquet were a finding."""
+    nan = float("nan")
+
+    def rows(double: float, series: list[float], offset: int = 7) -> pa.Table:
+        return pa.table({"_kafka_partition": [1], "_kafka_offset": [offset], "double": [double], "series": [series]})
+
+    assert _differing_columns(rows(nan, [1.0, nan]), rows(nan, [1.0, nan])) == []
+    assert _differing_columns(rows(nan, [1.0, nan]), rows(0.5, [1.0, nan])) == ["column double: at (1, 7): nan != 0.5"]
+    assert _differing_columns(rows(nan, [nan]), rows(nan, [nan, nan])) == [
+        "column series: at (1, 7): [nan] != [nan, nan]"
+    ]
+    assert _differing_columns(rows(nan, []), rows(nan, [], offset=8)) == ["column _kafka_offset: at (1, 7): 7 != 8"]
 
 
 def test_a_bounded_fuzz_run_finds_no_crash_hang_escape_or_lost_record() -> None:
