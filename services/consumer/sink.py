@@ -97,8 +97,7 @@ def _parquet_bytes(rows: pa.Table) -> bytes:
         write_page_checksum=True,  # a page changed at rest is refused on read, never loaded as other values
         use_dictionary=False,
     )
-    encoded: bytes = out.getvalue().to_pybytes()
-    return encoded
+    return bytes(out.getvalue())
 
 
 class ParquetSink:

@@ -22,6 +22,7 @@ from services.common.debezium import UNAVAILABLE_VALUE, json_batch
 from services.common.debezium.json_batch import JsonEventDecoder
 from services.common.debezium.records import Reason
 from services.common.kafka.message_columns import MessageBatch
+from tests.fuzz.runner import _same_value
 
 TOPIC = "cdcflow.lending.accounts"
 CONTRACT = TableContract(
@@ -314,7 +315,7 @@ def test_values_that_are_not_objects_never_reach_the_batch_parser(value: bytes, 
     assert result.rows.num_rows == 9
 
 
-def test_events_with_the_embedded_connect_schema_decode_the_same() -> None:
+def test_events_with_the_embedded_connect_schema_decode_the_same_value() -> None:
     plain = [_event("c", after=_row(i)) for i in range(1, 4)]
     schema = {"type": "struct", "fields": [{"type": "struct", "field": "after", "optional": True}], "name": "x"}
     wrapped = [b'{"schema":' + json.dumps(schema).encode() + b',"payload":' + v + b"}" for v in plain]
@@ -892,14 +893,6 @@ def _float_event(account_id: int, single: str, double: str, series: str, notes: 
     return _event("c", after={"account_id": 0}).replace(b'{"account_id":0}', after.encode())
 
 
-def _same(found: Any, expected: Any) -> bool:
-    if isinstance(expected, list):
-        return isinstance(found, list) and len(found) == len(expected) and all(map(_same, found, expected))
-    if isinstance(expected, float) and np.isnan(expected):
-        return isinstance(found, float) and bool(np.isnan(found))
-    return bool(found == expected)
-
-
 @pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
 def test_a_floats_nan_and_infinities_are_carried_on_both_paths(native_reader: bool) -> None:
     nan, inf = float("nan"), float("inf")
@@ -921,7 +914,7 @@ def test_a_floats_nan_and_infinities_are_carried_on_both_paths(native_reader: bo
     assert sorted(rows) == sorted(expected)
     for key, (single, double, series, notes) in expected.items():
         found = rows[key]
-        assert _same([found["single"], found["double"], found["series"]], [single, double, series]), found
+        assert _same_value([found["single"], found["double"], found["series"]], [single, double, series]), found
         assert found["notes"] == notes
     assert sorted(int(f.message.offset() or 0) for f in result.failures) == [103, 104]
     assert {f.reason for f in result.failures} == {Reason.WRONG_TYPE}
@@ -980,7 +973,7 @@ def test_values_with_float_words_are_read_with_the_batch_on_arrows_path() -> Non
         assert result.failures == []
         rows[native_reader] = result.rows.drop_columns(["_ingested_at"]).to_pylist()
     assert len(rows[False]) == 61
-    assert all(_same(list(a.values()), list(b.values())) for a, b in zip(rows[False], rows[True], strict=True))
+    assert all(_same_value(list(a.values()), list(b.values())) for a, b in zip(rows[False], rows[True], strict=True))
     assert rows[False][-1]["notes"] == "Infinity"
 
     decoder = JsonEventDecoder(FLOATS, native_reader=False)
