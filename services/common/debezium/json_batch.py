@@ -56,6 +56,22 @@ a record is read or refused alike whichever reader its batch gives it to."""
 _EXPONENT_DIGITS = 7
 _HUGE_EXPONENT = re.compile(rf"[eE][+-]?0*[1-9][0-9]{{{_EXPONENT_DIGITS - 1},}}")
 _SCAN_BYTES = 1 << 20  # the batch's bytes are scanned this many at a time (see _found)
+
+
+def _byte_set(members: bytes) -> np.ndarray:
+    table = np.zeros(256, dtype=bool)
+    table[np.frombuffer(members, dtype=np.uint8)] = True
+    return table
+
+
+# A number Arrow reads as a decimal is a whole JSON token: a bare number, which only a structural byte or
+# whitespace may precede or follow, or all of a string's text, which a quote begins and ends. An exponent
+# whose token begins or ends with another byte (a letter of a hex id: "TX-2e9123848") is text Arrow refuses
+# unconverted, so the screen passes it; only a ``\u`` escape could hide a number's bytes, and it is flagged.
+_NUMBER_BYTES = _byte_set(b"0123456789.+-")
+_BEFORE_NUMBER = _byte_set(b'"{}[:, \t\r\n')
+_AFTER_NUMBER = _byte_set(b'"}], \t\r\n')
+_TOKEN_REACH = 32  # bytes looked at either side of an exponent; a token longer than that is flagged
 _OPENERS = 0x7B  # "{" and, with the 0x20 bit set, "[" (0x5B): one comparison finds both
 _CLOSERS = 0x7D
 _BACKSLASH = 0x5C
@@ -581,8 +597,9 @@ def _is_utf8(value: bytes) -> bool:
 
 def _maybe_huge_exponents(values: pa.LargeBinaryArray) -> np.ndarray:
     """Which values may hold an exponent of :data:`_EXPONENT_DIGITS` or more digits: ``e``/``E``, maybe a
-    sign, then that many digits, or a ``\\u`` escape that could spell one. Vectorised over the batch's
-    bytes, looking only after each ``e``/``E`` and backslash; a flagged value is then checked exactly."""
+    sign, then that many digits, in a token that may be a number (:func:`_may_be_a_number`), or a ``\\u``
+    escape that could spell one. Vectorised over the batch's bytes, looking only after each ``e``/``E`` and
+    backslash; a flagged value is then checked exactly."""
     data, offsets = _data(values)
     flagged = np.zeros(len(values), dtype=bool)
     if len(data) < _EXPONENT_DIGITS + 1:
@@ -591,16 +608,37 @@ def _maybe_huge_exponents(values: pa.LargeBinaryArray) -> np.ndarray:
     signs = markers[(data[markers + 1] == 0x2B) | (data[markers + 1] == 0x2D)]
     backslashes = _found(data, _backslashes)
     backslashes = backslashes[backslashes + 1 < len(data)]
+    unsigned = markers[_digits_follow(data, markers + 1)]
+    signs = signs[_digits_follow(data, signs + 2)]
     hits = np.concatenate(
         [
-            markers[_digits_follow(data, markers + 1)],
-            signs[_digits_follow(data, signs + 2)],
+            unsigned[_may_be_a_number(data, offsets, unsigned, unsigned + 1)],
+            signs[_may_be_a_number(data, offsets, signs, signs + 2)],
             backslashes[data[backslashes + 1] == 0x75],  # \u
         ]
     )
     if len(hits):
         flagged[np.searchsorted(offsets, hits, side="right") - 1] = True
     return flagged
+
+
+def _may_be_a_number(data: np.ndarray, offsets: np.ndarray, markers: np.ndarray, digits: np.ndarray) -> np.ndarray:
+    """For each exponent marker (its exponent's digits starting at ``digits``), whether its token may be a
+    number: the nearest byte before it that no number holds may begin one, and the first byte after its
+    digits may end one. A token that reaches its value's edges, or :data:`_TOKEN_REACH` bytes, is kept."""
+    value = np.searchsorted(offsets, markers, side="right") - 1
+    first, end = offsets[value][:, None], offsets[value + 1][:, None]
+    rows, reach = np.arange(len(markers)), np.arange(1, _TOKEN_REACH + 1)
+    before = markers[:, None] - reach
+    before_bytes = data[np.maximum(before, first)]
+    outside = ~_NUMBER_BYTES[before_bytes] & (before >= first)
+    begins = ~outside.any(axis=1) | _BEFORE_NUMBER[before_bytes[rows, outside.argmax(axis=1)]]
+    after = digits[:, None] + reach
+    after_bytes = data[np.minimum(after, end - 1)]
+    past = ((after_bytes < 0x30) | (after_bytes > 0x39)) & (after < end)
+    ends = ~past.any(axis=1) | _AFTER_NUMBER[after_bytes[rows, past.argmax(axis=1)]]
+    kept: np.ndarray = begins & ends
+    return kept
 
 
 def _exponent_markers(data: np.ndarray) -> np.ndarray:
