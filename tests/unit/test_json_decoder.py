@@ -488,6 +488,11 @@ HOSTILE: list[tuple[str, str, bytes]] = [
     ("decimal-exponent", Reason.OUT_OF_RANGE, _GOOD.replace(b"12345678901234567.89", b"1e-999999999")),
     ("decimal-exponent-text", Reason.OUT_OF_RANGE, _GOOD.replace(b"12345678901234567.89", b'"1e-999999999"')),
     ("zero-exponent-text", Reason.OUT_OF_RANGE, _GOOD.replace(b"12345678901234567.89", b'"0E-00010000000"')),
+    # text that is no number, an exponent inside it too: Arrow's reader refuses it unconverted
+    ("decimal-text", Reason.WRONG_TYPE, _GOOD.replace(b"12345678901234567.89", b'"twelve"')),
+    ("decimal-empty-text", Reason.WRONG_TYPE, _GOOD.replace(b"12345678901234567.89", b'""')),
+    ("decimal-text-exponent", Reason.WRONG_TYPE, _GOOD.replace(b"12345678901234567.89", b'"x1e-999999999"')),
+    ("decimal-text-exponent-after", Reason.WRONG_TYPE, _GOOD.replace(b"12345678901234567.89", b'"1e-999999999x"')),
     ("payload-not-an-object", Reason.MALFORMED_JSON, b'{"schema":{"type":"struct"},"payload":null}'),
     # an unknown key inside a column's own struct, in one image only: the images' types differed
     (
@@ -671,6 +676,9 @@ def test_a_column_named_like_a_decimal_with_a_wrong_type_is_a_wrong_type(native_
         ("Failed to convert JSON to decimal128(10, 2): 1.234 requires scale 3", Reason.DECIMAL_OVERFLOW),
         ("The string '1e80' cannot be represented as decimal256", Reason.DECIMAL_OVERFLOW),
         ("Rescaling Decimal128 value would cause data loss", Reason.DECIMAL_OVERFLOW),
+        ("The string 'x1e-9' is not a valid decimal128 number", Reason.WRONG_TYPE),
+        ("The string 'twelve' is not a valid Decimal256 number", Reason.WRONG_TYPE),
+        ("Empty string cannot be converted to decimal128", Reason.WRONG_TYPE),
         ("JSON parse error: Column(/after/decimal_places) changed from number to string in row 0", Reason.WRONG_TYPE),
         ("JSON parse error: Column(/after/amount) changed from number to string in row 0", Reason.WRONG_TYPE),
         (

@@ -540,9 +540,11 @@ def _has_huge_exponent(item: object) -> bool:
 # Arrow's reader names the decimal type a number does not fit ("Failed to convert JSON to decimal128(10, 2):
 # 1.234 requires scale 3"); the word in a column's name ("list_variable_decimal") says nothing of the value.
 _ARROW_DECIMAL = re.compile(r"\bdecimal(?:32|64|128|256)\b", re.IGNORECASE)
-# How a column read as another type than declared is refused (:func:`_check_declared_columns`): a wrong type,
-# whatever types the message names.
+# How a column read as another type than declared is refused (:func:`_check_declared_columns`), and how Arrow
+# refuses a decimal column's text that is no number ("The string 'x1e5' is not a valid decimal128 number",
+# "Empty string cannot be converted to decimal128"): a wrong type, whatever types the message names.
 _NO_PLACE = "a key it has no place for"
+_NOT_A_DECIMAL = (_NO_PLACE, "is not a valid", "Empty string")
 
 
 def _classify(message: Message, value: bytes, arrow_error: str) -> DecodeFailure:
@@ -550,7 +552,7 @@ def _classify(message: Message, value: bytes, arrow_error: str) -> DecodeFailure
     shape = _shape_failure(message, value)
     if shape is not None:
         return shape
-    if _ARROW_DECIMAL.search(arrow_error) and _NO_PLACE not in arrow_error:
+    if _ARROW_DECIMAL.search(arrow_error) and not any(words in arrow_error for words in _NOT_A_DECIMAL):
         return DecodeFailure(message, Reason.DECIMAL_OVERFLOW, arrow_error, "DecimalOverflow")
     return DecodeFailure(message, Reason.WRONG_TYPE, arrow_error, "TypeMismatch")
 
