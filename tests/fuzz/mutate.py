@@ -413,8 +413,15 @@ _NUMBER_FORMS = (
     b"1e39",
     b"3.4028236e38",
     b"0.1e1",
+    b"1e-4999999",  # an exponent Arrow's decimal conversion crashes on: refused before Arrow sees it
+    b"-2.5E+0004999999",
 )
 _STRING_FORMS = (
+    b'"1e-4999999"',  # a decimal column's text is converted too
+    b'"x1e-4999999"',  # text that cannot be a number, an exponent inside it: Arrow refuses it unconverted
+    b'"1e-4999999x"',
+    b'"c1e6852742"',
+    b'" 1e-4999999"',
     b'"\\u0000"',
     b'"\\/"',
     b'"\\ud83d\\ude00"',
