@@ -659,6 +659,21 @@ JSON_MUTATIONS = (
 )
 
 
+def run_on(rng: random.Random, seed: bytes, other: bytes) -> tuple[Mutant, ...]:
+    """Records that a reader of newline-delimited JSON could read as other documents than they hold: ``seed``
+    cut after one of its colons (left open), ``other`` with one more closing brace, then ``seed`` and
+    ``other`` in one record. Each is malformed alone; read together, the first two are one document and the
+    third is two, as many documents as records."""
+    colons = [i for i in range(len(seed)) if seed[i : i + 1] == b":"]
+    opened = seed[: rng.choice(colons) + 1] if colons else b"{"
+    both = seed + rng.choice((b"", b" ", b"\t")) + other
+    return (
+        Mutant(opened, ("run_on:open",)),
+        Mutant(other + b"}", ("run_on:closing",)),
+        Mutant(both, ("run_on:two_documents",)),
+    )
+
+
 def mutate(rng: random.Random, contract: TableContract, fmt: Format, seed: bytes, other: bytes) -> Mutant:
     """``seed`` (a JSON event of ``contract``) changed by one to three mutations; ``other`` is another seed
     of the same table, for splicing."""

@@ -107,7 +107,7 @@ def _encode_control(target: str, fmt: Format, value: bytes) -> bytes:
 def build_batch(seed: int, index: int, seeds: dict[str, list[Seed]]) -> Batch:
     """Batch ``index`` of the run seeded ``seed``: a table, a format, mutants among unmutated events and
     tombstones, spread over a few partitions in offset order."""
-    from tests.fuzz.mutate import mutate
+    from tests.fuzz.mutate import mutate, run_on
 
     rng = random.Random(f"{seed}:{index}")
     target = rng.choice(sorted(seeds))
@@ -126,6 +126,10 @@ def build_batch(seed: int, index: int, seeds: dict[str, list[Seed]]) -> Batch:
             records.append(Record(None, partition, offset, ("tombstone",)))
         elif roll < 0.3:
             records.append(Record(_encode_control(target, fmt, event), partition, offset, control=True))
+        elif roll < 0.33 and fmt == "json":  # records in a row that Arrow's reader could read as others
+            for step, mutant in enumerate(run_on(rng, event, rng.choice(events))):
+                records.append(Record(mutant.value, partition, offset + step, mutant.mutations))
+            next_offset[partition] += 2
         else:
             mutant = mutate(rng, table, fmt, event, rng.choice(events))
             records.append(Record(mutant.value, partition, offset, mutant.mutations))

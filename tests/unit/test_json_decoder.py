@@ -494,6 +494,9 @@ HOSTILE: list[tuple[str, str, bytes]] = [
     ("decimal-text-exponent", Reason.WRONG_TYPE, _GOOD.replace(b"12345678901234567.89", b'"x1e-999999999"')),
     ("decimal-text-exponent-after", Reason.WRONG_TYPE, _GOOD.replace(b"12345678901234567.89", b'"1e-999999999x"')),
     ("payload-not-an-object", Reason.MALFORMED_JSON, b'{"schema":{"type":"struct"},"payload":null}'),
+    ("two-documents", Reason.MALFORMED_JSON, _GOOD + b" " + _GOOD),
+    ("open-document", Reason.MALFORMED_JSON, b'{"before":null,"after":'),
+    ("text-after-the-document", Reason.MALFORMED_JSON, _GOOD + b" x"),
     # an unknown key inside a column's own struct, in one image only: the images' types differed
     (
         "key-inside-a-column-struct",
@@ -519,6 +522,30 @@ def test_hostile_values_are_refused_between_good_records(reason: str, value: byt
     assert result.failures[0].message.value() == value
     assert result.failures[0].detail
     assert result.rows.column("_kafka_offset").to_pylist() == [o for o in range(100, 140) if o != 117]
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+def test_values_that_are_not_one_document_never_shift_rows_onto_other_records(native_reader: bool) -> None:
+    """Arrow's reader reads every document a line holds and lets an open one run on over the next line: an open
+    value, one that closes it, and one of two documents read together as three rows would land the last two
+    events under the offsets of the records before them, and the middle record nowhere."""
+    values: list[bytes | None] = [
+        _event("c", after=_row(1)),
+        b'{"p":',
+        _event("c", after=_row(2)) + b"}",
+        _event("c", after=_row(3)) + _event("c", after=_row(4)),
+        _event("c", after=_row(5)),
+    ]
+    result = _decode(values, native_reader=native_reader)
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [
+        (Reason.MALFORMED_JSON, 101),
+        (Reason.MALFORMED_JSON, 102),
+        (Reason.MALFORMED_JSON, 103),
+    ]
+    assert result.rows.select(["account_id", "_kafka_offset"]).to_pylist() == [
+        {"account_id": 1, "_kafka_offset": 100},
+        {"account_id": 5, "_kafka_offset": 104},
+    ]
 
 
 def test_brackets_in_strings_are_not_depth() -> None:

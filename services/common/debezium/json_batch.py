@@ -221,6 +221,9 @@ class JsonEventDecoder:
             elif b"\n" in value:  # cannot share newline-delimited JSON with others
                 alone.append(index)
                 continue
+            if envelope.rstrip(_SPACE_BYTES)[-1:] != b"}":  # see _plain: it would shift the rows after it
+                failures.append(_classify(batch.message(index), value, "the value is not one JSON object"))
+                continue
             if screened.float_words is not None and screened.float_words[index]:
                 # Arrow's reader refuses a float column's word as Kafka Connect writes it ("NaN"): bare, the
                 # value is read with the others instead of alone after a bisection
@@ -353,6 +356,7 @@ class JsonEventDecoder:
 
 
 _SPACE = " \t\r\n"
+_SPACE_BYTES = _SPACE.encode()
 
 
 _IMAGES = frozenset({"before", "after"})
@@ -699,8 +703,13 @@ _SCHEMA_NAME = np.frombuffer(b'"schema"', dtype=np.uint8)
 def _plain(values: pa.LargeBinaryArray, screened: _Screened, max_bytes: int) -> np.ndarray:
     """Which values Arrow's reader takes as they stand, decided over the batch's bytes at once: present, within
     ``max_bytes``, cleared by every screen, on one line, and an object whose first member is not named
-    ``"schema"`` (``{"`` at its very start, so no JsonConverter wrapper). Every other value is looked at on
-    its own; this only spares the usual ones a Python step each."""
+    ``"schema"`` (``{"`` at its very start, so no JsonConverter wrapper) and whose last byte is ``}``. Every
+    other value is looked at on its own; this only spares the usual ones a Python step each.
+
+    Arrow's reader reads as many documents as a line holds and lets one run on over the next line, so the
+    batch's rows match its values only when no value is two documents or an open one; a value that begins
+    with ``{`` and ends with ``}`` cannot leave one open (a string may not hold a newline), so one with two
+    documents changes the row count, which :meth:`JsonEventDecoder._decode_bisect` checks."""
     data, offsets = _data(values)
     starts, lengths = offsets[:-1], np.diff(offsets)
     plain: np.ndarray = (lengths >= 2) & (lengths <= max_bytes) & ~screened.too_deep & ~screened.exponents
@@ -710,7 +719,9 @@ def _plain(values: pa.LargeBinaryArray, screened: _Screened, max_bytes: int) -> 
         if flagged is not None:
             plain &= ~flagged
     at = np.flatnonzero(plain)
-    plain[at] = (data[starts[at]] == ord("{")) & (data[starts[at] + 1] == ord('"'))
+    plain[at] = (
+        (data[starts[at]] == ord("{")) & (data[starts[at] + 1] == ord('"')) & (data[offsets[at + 1] - 1] == ord("}"))
+    )
     at = np.flatnonzero(plain & (lengths > len(_SCHEMA_NAME)))
     named = data[starts[at, None] + np.arange(1, len(_SCHEMA_NAME) + 1)]
     plain[at[(named == _SCHEMA_NAME).all(axis=1)]] = False
