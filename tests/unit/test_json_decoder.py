@@ -562,6 +562,56 @@ def test_brackets_in_strings_are_not_depth() -> None:
     assert result.rows.column("account_id").to_pylist() == [6, 7, 7, 8]
 
 
+def _after_payload(wrapped: bytes, member: bytes) -> bytes:
+    """``wrapped`` with one more member after its payload."""
+    return wrapped[:-1] + b"," + member + b"}"
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+def test_wrappers_unwrapped_by_their_head_are_read_as_in_full(native_reader: bool) -> None:
+    """Past the first wrapper, those that begin with its bytes before the payload are unwrapped by that head;
+    what Arrow's reader cannot read as one document each (a member after the payload, the payload given twice,
+    two documents in it) is unwrapped in full, as the native reader unwraps it."""
+    events = {n: _event("c", after=_row(n)) for n in range(1, 9)}
+    values: list[bytes | None] = [
+        _wrapped(events[1]),
+        _wrapped(events[2]) + b" \t",
+        _after_payload(_wrapped(events[3]), b'"x":{"a":1}'),
+        _after_payload(_wrapped(events[4]), b'"payload":' + events[5]),
+        _wrapped(events[6] + events[7]),
+        _wrapped(events[8]),
+    ]
+    result = _decode(values, native_reader=native_reader)
+    assert result.rows.column("account_id").to_pylist() == [1, 2, 3, 8]
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [
+        (Reason.WRONG_TYPE, 103),  # a wrapper without one payload is read as it is: "payload" given twice
+        (Reason.MALFORMED_JSON, 104),
+    ]
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+def test_a_member_after_the_payload_that_repeats_it_is_not_the_head(native_reader: bool) -> None:
+    """The head is what precedes the payload only when the payload is the last member: here the text before
+    the closing brace ends with the payload's text but belongs to the member ``x``, and a later wrapper whose
+    ``x`` holds another event must still give its payload."""
+    first, other = _event("c", after=_row(1)), _event("c", after=_row(3))
+    values: list[bytes | None] = [
+        _after_payload(_wrapped(first), b'"x":' + first),
+        _after_payload(_wrapped(first), b'"x":' + other),
+    ]
+    assert _decode(values, native_reader=native_reader).rows.column("account_id").to_pylist() == [1, 1]
+
+
+def test_wrappers_past_the_first_are_unwrapped_by_its_head() -> None:
+    values: list[bytes | None] = [_wrapped(_event("c", after=_row(n))) for n in range(1, 6)]
+    decoder = JsonEventDecoder(CONTRACT, native_reader=False)
+    batch = MessageBatch.of(_messages(values))
+    screened = decoder._screen(batch.values)
+    sorted_out = decoder._sorted_out(batch, np.arange(5), screened, [])
+    assert (sorted_out.bulk, sorted_out.unproven) == ([0], [1, 2, 3, 4])
+    assert sorted_out.payloads[3] == _event("c", after=_row(4))
+
+
 def test_the_payload_is_the_wrappers_own_whatever_the_schema_or_the_event_holds() -> None:
     schema = b'{"type":"struct","parameters":{"a":"1","payload":"2"},"optional":false}'
     values: list[bytes | None] = [
@@ -1074,8 +1124,10 @@ def test_values_with_float_words_are_read_with_the_batch_on_arrows_path() -> Non
         i - 1 for i in range(1, 62) if i % 3 == 0 or i % 5 == 0 or i == 61
     ]
     failures: list[Any] = []
-    bulk, payloads, alone = decoder._sorted_out(batch, np.flatnonzero(screened.float_words), screened, failures)
-    assert (failures, alone) == ([], [])
+    bulk, payloads, alone, unproven = decoder._sorted_out(
+        batch, np.flatnonzero(screened.float_words), screened, failures
+    )
+    assert (failures, alone, unproven) == ([], [], [])
     assert bulk == np.flatnonzero(screened.float_words).tolist()
     assert all(b'"NaN"' not in payloads[i] and b'"-Infinity"' not in payloads[i] for i in bulk[:-1])
     assert b'"notes":"Infinity"' in payloads.get(60, values[60])  # a text column's word stays text

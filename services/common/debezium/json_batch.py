@@ -88,7 +88,24 @@ class _Screened(NamedTuple):
     float_words: np.ndarray | None
 
 
-def _payload_of(value: bytes) -> bytes | None:
+class _Sorted(NamedTuple):
+    """Where :meth:`JsonEventDecoder._sorted_out` sends the values it looked at one at a time (indices into
+    the batch): with the batch to Arrow's reader, alone, or first in a read of their own (``unproven``:
+    wrappers unwrapped by their head, see :meth:`JsonEventDecoder._unwrapped`); in ``payloads`` what Arrow's
+    reader reads instead of a value."""
+
+    bulk: list[int]
+    payloads: dict[int, bytes]
+    alone: list[int]
+    unproven: list[int]
+
+
+class _Payload(NamedTuple):
+    text: bytes
+    last: bool  # the wrapper's last member: its text ends where the wrapper's closing brace begins
+
+
+def _payload_of(value: bytes) -> _Payload | None:
     """The envelope inside JsonConverter's ``{"schema": …, "payload": …}`` (schemas.enable=true), as the native
     reader unwraps it: the wrapper is one JSON object whose ``payload`` member, given once, holds the envelope;
     its other members are checked as JSON and not read (the converter writes ``payload`` last, but one after it
@@ -100,7 +117,9 @@ def _payload_of(value: bytes) -> bytes | None:
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     payloads = [text for name, text in members or () if name == "payload"]
-    return payloads[0].encode() if len(payloads) == 1 else None
+    if len(payloads) != 1:
+        return None
+    return _Payload(payloads[0].encode(), cast(list[tuple[str, str]], members)[-1][0] == "payload")
 
 
 class JsonEventDecoder:
@@ -114,6 +133,8 @@ class JsonEventDecoder:
         self._max_value_bytes = max_value_bytes
         self._decimal_columns = _decimal_columns(self._converter.wire_schema)
         self._float_columns = _float_columns(self._converter.wire_schema)
+        # a JsonConverter wrapper's bytes before its payload, as the last one unwrapped in full had them
+        self._wrapper_head: bytes | None = None
         self._fast: JsonArrowReader | None = None
         if not (native_reader and NATIVE_READER):
             return
@@ -176,62 +197,124 @@ class JsonEventDecoder:
         if plain.all():  # nearly every batch: nothing to ask of a value one at a time
             self._decode_bisect(batch, origin, out, failures)
             return
-        bulk, payloads, alone = self._sorted_out(batch, np.flatnonzero(~plain), screened, failures)
+        bulk, payloads, alone, unproven = self._sorted_out(batch, np.flatnonzero(~plain), screened, failures)
+        if unproven and (refused := self._decode_unproven(batch, unproven, origin, out, failures, payloads=payloads)):
+            again = self._sorted_out(batch, np.array(refused), screened, failures, by_head=False)
+            bulk, alone = bulk + again.bulk, alone + again.alone
+            for index in refused:  # what the full unwrapping gives, or the value as it is
+                payloads.pop(index)
+            payloads.update(again.payloads)
         indices = np.union1d(np.flatnonzero(plain), np.array(bulk, dtype=np.int64))
         if len(indices):
             chosen = batch.take(indices)
-            if payloads:  # unwrapped envelopes stand in for their values (the DLQ still gets the originals)
+            if payloads.keys() & set(bulk):  # unwrapped envelopes stand in for their values (the DLQ gets originals)
                 values = chosen.value_list()
-                for index, payload in payloads.items():
-                    values[int(np.searchsorted(indices, index))] = payload
+                for index in bulk:
+                    if index in payloads:
+                        values[int(np.searchsorted(indices, index))] = payloads[index]
                 chosen = chosen.with_values(values)
             self._decode_bisect(chosen, origin, out, failures)
         for index in alone:
             self._decode_bisect(batch.part(index, index + 1), origin, out, failures)
 
+    def _decode_unproven(
+        self,
+        batch: MessageBatch,
+        indices: list[int],
+        origin: Origin,
+        out: list[pa.Table],
+        failures: list[DecodeFailure],
+        *,
+        payloads: dict[int, bytes],
+    ) -> list[int]:
+        """The payloads of wrappers unwrapped by their head, read without the batch's other values: Arrow's
+        reader reading as many rows as payloads proves each one document, and so each wrapper what a full
+        unwrapping gives. Halves are read again down to single payloads; the indices of those refused come
+        back, to be unwrapped in full."""
+        chosen = batch.take(np.array(indices, dtype=np.int64)).with_values([payloads[i] for i in indices])
+        try:
+            wire = self._read(cast(list[bytes], chosen.value_list()))
+            if wire.num_rows != len(indices):
+                raise pa.ArrowInvalid(f"{wire.num_rows} rows parsed from {len(indices)} values")
+        except pa.ArrowInvalid:
+            if len(indices) == 1:
+                return indices
+            half = len(indices) // 2
+            return self._decode_unproven(batch, indices[:half], origin, out, failures, payloads=payloads) + (
+                self._decode_unproven(batch, indices[half:], origin, out, failures, payloads=payloads)
+            )
+        self._convert(wire, chosen, origin, out, failures)
+        return []
+
     def _sorted_out(
-        self, batch: MessageBatch, indices: np.ndarray, screened: _Screened, failures: list[DecodeFailure]
-    ) -> tuple[list[int], dict[int, bytes], list[int]]:
+        self,
+        batch: MessageBatch,
+        indices: np.ndarray,
+        screened: _Screened,
+        failures: list[DecodeFailure],
+        *,
+        by_head: bool = True,
+    ) -> _Sorted:
         """The values at ``indices`` (those :func:`_plain` did not clear) one at a time: refused ones become
         failures; the others go to Arrow's reader with the batch (``bulk``; in ``payloads`` what it reads
-        instead: a JsonConverter wrapper's envelope, a value with its float words bare) or alone (a value with
-        a newline cannot share newline-delimited JSON)."""
-        bulk: list[int] = []
-        payloads: dict[int, bytes] = {}
-        alone: list[int] = []
+        instead: a JsonConverter wrapper's envelope, a value with its float words bare), alone (a value with
+        a newline cannot share newline-delimited JSON) or, wrappers unwrapped by their head (``by_head``),
+        first on their own."""
+        sorted_out = _Sorted([], {}, [], [])
         for index, value in zip(indices.tolist(), batch.values.take(indices).to_pylist(), strict=True):
             if value is None:
                 continue  # a tombstone: counted once for the whole batch
             if (refused := self._refusal(batch, index, value, screened)) is not None:
                 failures.append(refused)
                 continue
-            envelope = value
-            if _WRAPPED.match(value) and (payload := _payload_of(value)) is not None:
-                if payload.lstrip()[:1] != b"{":  # never hand Arrow a value that is no object
+            envelope, proven = value, True
+            words = screened.float_words is not None and bool(screened.float_words[index])
+            if _WRAPPED.match(value) and (unwrapped := self._unwrapped(value, by_head and not words)) is not None:
+                envelope, proven = unwrapped
+                if envelope.lstrip()[:1] != b"{":  # never hand Arrow a value that is no object
                     detail = "the payload is not a JSON object"
                     failures.append(
                         DecodeFailure(batch.message(index), Reason.MALFORMED_JSON, detail, "JSONDecodeError")
                     )
                     continue
-                envelope = payload
             elif value[:1] != b"{" and value.lstrip()[:1] != b"{":
                 # Not a JSON object: never hand it to Arrow (pyarrow 26 crashes on a leading `null`).
                 failures.append(_classify(batch.message(index), value, "the value is not a JSON object"))
                 continue
             elif b"\n" in value:  # cannot share newline-delimited JSON with others
-                alone.append(index)
+                sorted_out.alone.append(index)
                 continue
             if envelope.rstrip(_SPACE_BYTES)[-1:] != b"}":  # see _plain: it would shift the rows after it
                 failures.append(_classify(batch.message(index), value, "the value is not one JSON object"))
                 continue
-            if screened.float_words is not None and screened.float_words[index]:
+            if words:
                 # Arrow's reader refuses a float column's word as Kafka Connect writes it ("NaN"): bare, the
                 # value is read with the others instead of alone after a bisection
                 envelope = _as_the_native_reader_reads(envelope, self._converter.wire_schema) or envelope
-            bulk.append(index)
+            (sorted_out.bulk if proven else sorted_out.unproven).append(index)
             if envelope is not value:
-                payloads[index] = envelope
-        return bulk, payloads, alone
+                sorted_out.payloads[index] = envelope
+        return sorted_out
+
+    def _unwrapped(self, value: bytes, by_head: bool) -> tuple[bytes, bool] | None:
+        """The payload of JsonConverter's wrapper ``value`` and whether it is proven (see :func:`_payload_of`;
+        None when there is none). A wrapper that begins with the bytes the last one unwrapped in full had
+        before its payload (its schema, the same for every record until the table changes) and ends with a
+        brace holds that schema and then its payload, the text in between: unproven until Arrow's reader has
+        read it as one document. Else the wrapper is parsed in full (~20 µs of Python) and its head kept."""
+        head = self._wrapper_head
+        if by_head and head is not None and value.startswith(head):
+            body = value[len(head) :].rstrip(_SPACE_BYTES)
+            inner = body[:-1].rstrip(_SPACE_BYTES)
+            if body[-1:] == b"}" and inner[:1] == b"{" and inner[-1:] == b"}":
+                return inner, False
+        payload = _payload_of(value)
+        if payload is None:
+            return None
+        if payload.last:  # its text ends the wrapper but for the closing brace: what precedes it is the head
+            before = value.rstrip(_SPACE_BYTES)[:-1].rstrip(_SPACE_BYTES)
+            self._wrapper_head = before[: len(before) - len(payload.text)]
+        return payload.text, True
 
     def _screen(self, values: pa.LargeBinaryArray) -> _Screened:
         """The vectorised scans of values bound for Arrow's reader."""
