@@ -548,6 +548,48 @@ def test_values_that_are_not_one_document_never_shift_rows_onto_other_records(na
     ]
 
 
+# Debezium's decimal.handling.mode=string: the number's text as a string; forms no JSON number takes too
+_DECIMAL_TEXTS = ("12.5", "-0.05", "0", "-0", "+1", "01", ".5", "5.", " 1", "1e2", "1.234", "abc", "", "1\\u0030")
+
+
+def test_decimal_strings_are_read_alike_on_both_paths() -> None:
+    """A decimal column's string that holds exactly a number as JSON writes one is read by the native reader
+    (a table whose connector writes decimals as strings keeps the fast path); any other form is left to Arrow's
+    reader, whose outcome is the record's on either path."""
+    values: list[bytes | None] = [
+        _event("c", after=_row(n)).replace(b"12345678901234567.89", b'"' + text.encode() + b'"')
+        for n, text in enumerate(_DECIMAL_TEXTS, start=1)
+    ]
+    results = [_decode(values, native_reader=native_reader) for native_reader in (True, False)]
+    outcomes = [
+        (r.rows.select(["account_id", "balance"]).to_pylist(), [(f.reason, f.message.offset()) for f in r.failures])
+        for r in results
+    ]
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == [
+        {"account_id": 1, "balance": Decimal("12.50")},
+        {"account_id": 2, "balance": Decimal("-0.05")},
+        {"account_id": 3, "balance": Decimal("0.00")},
+        {"account_id": 4, "balance": Decimal("0.00")},
+        {"account_id": 5, "balance": Decimal("1.00")},  # Arrow's reader takes a sign, leading zeros, a bare point
+        {"account_id": 6, "balance": Decimal("1.00")},
+        {"account_id": 7, "balance": Decimal("0.50")},
+        {"account_id": 8, "balance": Decimal("5.00")},
+        {"account_id": 10, "balance": Decimal("100.00")},
+        {"account_id": 14, "balance": Decimal("10.00")},  # an escape spells a digit
+    ]
+    assert outcomes[0][1] == [
+        (Reason.WRONG_TYPE, 108),
+        (Reason.DECIMAL_OVERFLOW, 110),
+        (Reason.WRONG_TYPE, 111),
+        (Reason.WRONG_TYPE, 112),
+    ]
+    fast = JsonEventDecoder(CONTRACT)._fast
+    assert fast is not None
+    read = fast.read(MessageBatch.of(_messages(values[:4])).values, 0, max_bytes=1 << 20)
+    assert (read.rejected, read.rows.num_rows) == (None, 4)
+
+
 def test_brackets_in_strings_are_not_depth() -> None:
     """A jsonb text full of brackets is an ordinary value, and 128 levels (the top object counted) are read
     by either reader."""

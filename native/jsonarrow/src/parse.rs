@@ -728,7 +728,8 @@ impl<'a> Cursor<'a> {
         Err(self.mismatch(node))
     }
 
-    /// A JSON number as decimal(precision, scale), exactly or not at all, appended to `out`.
+    /// A JSON number as decimal(precision, scale), exactly or not at all, appended to `out`; or a string
+    /// whose whole text is such a number (Debezium's `decimal.handling.mode=string`).
     fn decimal(&mut self, node: &Node, out: &mut Vec<u8>) -> Parsed<()> {
         let Node::Decimal {
             precision,
@@ -740,7 +741,11 @@ impl<'a> Cursor<'a> {
             unreachable!("only decimal nodes")
         };
         let start = self.pos;
-        let (text, _) = self.number(node)?;
+        let text = if self.peek() == Some(b'"') {
+            self.decimal_string(node)?
+        } else {
+            self.number(node)?.0
+        };
         let (negative, unsigned) = match text.split_first() {
             Some((b'-', rest)) => (true, rest),
             _ => (false, text),
@@ -766,6 +771,22 @@ impl<'a> Cursor<'a> {
         magnitude.scale_up(scale - fraction.len() as u32);
         magnitude.write(negative, width, out);
         Ok(())
+    }
+
+    /// The text of a string that holds exactly a number as JSON writes one. Any other string (a sign `+`,
+    /// leading zeros, spaces, an escape, no digit before the point, text) is rejected: Arrow's reader, which
+    /// takes more forms, decides it.
+    fn decimal_string(&mut self, node: &Node) -> Parsed<&'a [u8]> {
+        let open = self.pos;
+        self.pos += 1;
+        let (text, _) = self.number(node)?;
+        if self.peek() != Some(b'"') {
+            return Err(format!(
+                "the decimal string at byte {open} is not only a number"
+            ));
+        }
+        self.pos += 1;
+        Ok(text)
     }
 
     /// Kafka Connect's VariableScaleDecimal, `{"scale": s, "value": base64(unscaled, big-endian two's

@@ -40,7 +40,8 @@ __all__ = ["JsonEventDecoder"]
 
 _MIN_BLOCK = 1 << 22
 # After this many values of one batch rejected by the fast reader, Arrow's reader takes the rest: values in
-# a form only it reads (a new column, a decimal as a string) would otherwise be read one call each.
+# a form only it reads (a new column, a decimal's text with a sign or leading zeros) would otherwise cost the
+# fast reader a call each.
 _MAX_REJECTIONS = 16
 # JsonConverter's wrapper: an object whose first key is "schema" (JSON allows whitespace around the tokens)
 _WRAPPED = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"schema"[ \t\r\n]*:')
@@ -171,8 +172,9 @@ class JsonEventDecoder:
         out: list[pa.Table],
         failures: list[DecodeFailure],
     ) -> None:
-        """The fast reader over the batch; each value it rejects goes alone through the general path."""
-        start = rejections = 0
+        """The fast reader over the batch; the values it rejects go through the general path together (a call
+        of Arrow's reader costs ~0.4 ms however few values it reads)."""
+        start, rejected = 0, []
         while start < len(batch):
             read = reader.read(batch.values, start, max_bytes=self._max_value_bytes)
             if read.rows.num_rows:
@@ -180,13 +182,14 @@ class JsonEventDecoder:
                 records = batch.part(start, read.stop) if read.taken is None else batch.origins_at(read.taken)
                 self._convert(read.rows, records, origin, out, failures)
             if read.rejected is None:
-                return
-            rejections += 1
-            if rejections > _MAX_REJECTIONS:
-                self._decode_general(batch.part(read.stop), origin, out, failures)
-                return
-            self._decode_general(batch.part(read.stop, read.stop + 1), origin, out, failures)
+                break
+            rejected.append(read.stop)
             start = read.stop + 1
+            if len(rejected) > _MAX_REJECTIONS:
+                rejected.extend(range(start, len(batch)))
+                break
+        if rejected:
+            self._decode_general(batch.take(np.array(rejected, dtype=np.int64)), origin, out, failures)
 
     def _decode_general(
         self, batch: MessageBatch, origin: Origin, out: list[pa.Table], failures: list[DecodeFailure]

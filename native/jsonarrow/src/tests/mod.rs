@@ -182,6 +182,49 @@ fn numbers_beyond_every_width_are_rejected() {
 }
 
 #[test]
+fn a_decimal_string_is_read_when_it_holds_only_a_number() {
+    let node = event();
+    let read = |amount: &str| {
+        let value = format!(r#"{{"after":{{"amount":{amount}}}}}"#);
+        let (outcome, root) = parse_one(&node, value.as_bytes());
+        outcome
+            .map(|()| properties::decimal_at(properties::child(properties::child(&root, 1), 5), 0))
+    };
+    for (text, unscaled) in [
+        (r#""12.5""#, 1250),
+        (r#""-0.05""#, -5),
+        (r#""0""#, 0),
+        (r#""-0""#, 0),
+        (r#""9999999999.99""#, 999_999_999_999),
+    ] {
+        assert_eq!(read(text), Ok(unscaled), "{text}");
+        assert_eq!(
+            read(text.trim_matches('"')),
+            Ok(unscaled),
+            "the number {text}"
+        );
+    }
+    for text in [
+        r#""+1""#,
+        r#""01""#,
+        r#"".5""#,
+        r#""5.""#,
+        r#"" 1""#,
+        r#""1 ""#,
+        r#""1e2""#,
+        r#""1.234""#,
+        r#""10000000000""#,
+        r#""\u0031""#,
+        r#""1\u0030""#,
+        r#""""#,
+        r#""NaN""#,
+        r#""12.5"#,
+    ] {
+        assert!(read(text).is_err(), "{text} is left to Arrow's reader");
+    }
+}
+
+#[test]
 fn escapes_and_invalid_text_are_rejected_cleanly() {
     let node = event();
     for value in [

@@ -287,7 +287,7 @@ fn to_json(row: &Row, spelling: &mut impl Iterator<Item = bool>) -> String {
     )
 }
 
-fn child(root: &Builder, index: usize) -> &Builder {
+pub(crate) fn child(root: &Builder, index: usize) -> &Builder {
     match root {
         Builder::Struct { children, .. } => &children[index],
         _ => panic!("a struct"),
@@ -304,7 +304,7 @@ fn text_at(builder: &Builder, row: usize) -> String {
     }
 }
 
-fn decimal_at(builder: &Builder, row: usize) -> i128 {
+pub(crate) fn decimal_at(builder: &Builder, row: usize) -> i128 {
     match builder {
         Builder::Decimal { data, width, .. } => {
             let bytes = &data[row * width..(row + 1) * width];
