@@ -422,6 +422,11 @@ _STRING_FORMS = (
     b'"1e-4999999x"',
     b'"c1e6852742"',
     b'" 1e-4999999"',
+    b'"12.50"',  # a decimal's text (decimal.handling.mode=string): the native reader reads the plain forms
+    b'"-0.05"',
+    b'"+1"',
+    b'"01.5"',
+    b'"123456789012345678901234567890.5"',
     b'"\\u0000"',
     b'"\\/"',
     b'"\\ud83d\\ude00"',
