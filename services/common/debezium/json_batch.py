@@ -210,11 +210,11 @@ class JsonEventDecoder:
         indices = np.union1d(np.flatnonzero(plain), np.array(bulk, dtype=np.int64))
         if len(indices):
             chosen = batch.take(indices)
-            if payloads.keys() & set(bulk):  # unwrapped envelopes stand in for their values (the DLQ gets originals)
+            if replaced := [index for index in bulk if index in payloads]:
+                # unwrapped envelopes stand in for their values (the DLQ still gets the originals)
                 values = chosen.value_list()
-                for index in bulk:
-                    if index in payloads:
-                        values[int(np.searchsorted(indices, index))] = payloads[index]
+                for index in replaced:
+                    values[int(np.searchsorted(indices, index))] = payloads[index]
                 chosen = chosen.with_values(values)
             self._decode_bisect(chosen, origin, out, failures)
         for index in alone:
@@ -234,9 +234,10 @@ class JsonEventDecoder:
         reader reading as many rows as payloads proves each one document, and so each wrapper what a full
         unwrapping gives. Halves are read again down to single payloads; the indices of those refused come
         back, to be unwrapped in full."""
-        chosen = batch.take(np.array(indices, dtype=np.int64)).with_values([payloads[i] for i in indices])
+        values = [payloads[i] for i in indices]
+        chosen = batch.take(np.array(indices, dtype=np.int64)).with_values(values)
         try:
-            wire = self._read(cast(list[bytes], chosen.value_list()))
+            wire = self._read(values)
             if wire.num_rows != len(indices):
                 raise pa.ArrowInvalid(f"{wire.num_rows} rows parsed from {len(indices)} values")
         except pa.ArrowInvalid:
