@@ -117,10 +117,12 @@ def _payload_of(value: bytes) -> _Payload | None:
         members = _members(value.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-    payloads = [text for name, text in members or () if name == "payload"]
+    if not members:
+        return None
+    payloads = [text for name, text in members if name == "payload"]
     if len(payloads) != 1:
         return None
-    return _Payload(payloads[0].encode(), cast(list[tuple[str, str]], members)[-1][0] == "payload")
+    return _Payload(payloads[0].encode(), members[-1][0] == "payload")
 
 
 class JsonEventDecoder:
@@ -238,8 +240,6 @@ class JsonEventDecoder:
         chosen = batch.take(np.array(indices, dtype=np.int64)).with_values(values)
         try:
             wire = self._read(values)
-            if wire.num_rows != len(indices):
-                raise pa.ArrowInvalid(f"{wire.num_rows} rows parsed from {len(indices)} values")
         except pa.ArrowInvalid:
             if len(indices) == 1:
                 return indices
@@ -384,8 +384,6 @@ class JsonEventDecoder:
         values = cast(list[bytes], batch.value_list())  # the general path hands over no tombstones
         try:
             wire = self._read(values)
-            if wire.num_rows != len(batch):
-                raise pa.ArrowInvalid(f"{wire.num_rows} rows parsed from {len(batch)} values")
         except pa.ArrowInvalid as exc:
             if len(batch) == 1:
                 self._decode_alone(batch, origin, out, failures, arrow_error=str(exc))
@@ -417,12 +415,13 @@ class JsonEventDecoder:
             except pa.ArrowInvalid:
                 pass
             else:
-                if wire.num_rows == 1:
-                    self._convert(wire, batch, origin, out, failures)
-                    return
+                self._convert(wire, batch, origin, out, failures)
+                return
         failures.append(_classify(batch.message(0), value, arrow_error))
 
     def _read(self, values: Sequence[bytes]) -> pa.Table:
+        """Arrow's reader over ``values``, one row for each or ArrowInvalid: it reads every document a line holds,
+        so a value of two documents shows only in the count (see :func:`_plain`)."""
         payload = b"\n".join(values)
         block = max(_MIN_BLOCK, 2 * max(map(len, values)) + 2)
         try:
@@ -437,6 +436,8 @@ class JsonEventDecoder:
             ).combine_chunks()
         except UnicodeDecodeError as exc:  # an unexpected field whose *name* is not UTF-8: Arrow raises this
             raise pa.ArrowInvalid(f"a field name is not valid UTF-8: {exc}") from exc
+        if table.num_rows != len(values):
+            raise pa.ArrowInvalid(f"{table.num_rows} rows parsed from {len(values)} values")
         table.validate(full=True)  # the reader does not check UTF-8; invalid text must not reach Parquet
         _check_declared_columns(table.schema, self._converter.wire_schema)
         return table
@@ -796,7 +797,7 @@ def _plain(values: pa.LargeBinaryArray, screened: _Screened, max_bytes: int) -> 
     Arrow's reader reads as many documents as a line holds and lets one run on over the next line, so the
     batch's rows match its values only when no value is two documents or an open one; a value that begins
     with ``{`` and ends with ``}`` cannot leave one open (a string may not hold a newline), so one with two
-    documents changes the row count, which :meth:`JsonEventDecoder._decode_bisect` checks."""
+    documents changes the row count, which :meth:`JsonEventDecoder._read` checks."""
     data, offsets = _data(values)
     starts, lengths = offsets[:-1], np.diff(offsets)
     plain: np.ndarray = (lengths >= 2) & (lengths <= max_bytes) & ~screened.too_deep & ~screened.exponents
