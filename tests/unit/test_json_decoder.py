@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 import numpy as np
@@ -1186,3 +1186,65 @@ def test_float_words_are_found_wherever_they_sit(window: tuple[int, int]) -> Non
     expected = [words.search(v) is not None for v in values[start:stop]]
     found = json_batch._float_words(column)
     assert (found.tolist() if found is not None else [False] * len(expected)) == expected
+
+
+def _rate_texts(rng: random.Random) -> tuple[object, object]:
+    """A ``rate`` ``{scale, value}`` pair of some form: mostly what Debezium sends (a scale near the column's,
+    the fewest bytes of the unscaled value), else wider values, far scales, padding and text base64 does not
+    hold as Debezium writes it."""
+    width = rng.choice([1, 1, 2, 3, 4, 5, 6, 7, 7, 8, 9, 12, 16, 20])
+    unscaled = rng.choice([0, -1, 2 ** (8 * width - 1) - 1, -(2 ** (8 * width - 1)), rng.getrandbits(8 * width)])
+    unscaled -= 2 ** (8 * width) if unscaled >= 2 ** (8 * width - 1) else 0
+    raw = unscaled.to_bytes(width, "big", signed=True)
+    text: object = base64.b64encode(raw).decode()
+    scale: object = rng.choice([*range(-3, 24), 30, 37, 38, 39, 45, 60, 16_383, 16_384, -(10**7)])
+    match rng.randrange(12):
+        case 0:
+            text = str(text).rstrip("=")  # padding left off
+        case 1:
+            text = rng.choice(["", "A===", "AQ=A", "=AQ=", "AQ==AQ==", "AQ\u00e9=", " AQ=", "AQ== ", "A*Q="])
+        case 2:
+            text = base64.b64encode(b"\x00" * rng.randrange(1, 4) + raw).decode()  # sign bytes Debezium spares
+        case 3:
+            scale = None
+        case 4:
+            text = None
+    return scale, text
+
+
+def _expected_rate(scale: object, text: object) -> tuple[str | None, Decimal | None]:
+    """What ``rate`` (an unconstrained numeric, ``decimal(76, 38)`` in the lake) becomes, by Decimal arithmetic:
+    the refusal's reason or the value."""
+    if not isinstance(scale, int) or not isinstance(text, str):
+        return Reason.DECIMAL_OVERFLOW, None
+    try:  # the text is read first: one that holds no integer is refused as that, whatever its scale
+        raw = base64.b64decode(text)
+    except ValueError:  # binascii.Error, or text that is not ASCII
+        return Reason.DECIMAL_OVERFLOW, None
+    if abs(scale) > 16_383:
+        return Reason.OUT_OF_RANGE, None
+    with localcontext() as context:
+        context.prec = 200
+        value = Decimal(int.from_bytes(raw, "big", signed=True)).scaleb(-scale)
+        fits = value == value.quantize(Decimal(1).scaleb(-38)) and abs(value) < Decimal(10) ** 38
+    return (None, value) if fits else (Reason.DECIMAL_OVERFLOW, None)
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+@pytest.mark.parametrize("seed", range(3))
+def test_unconstrained_numerics_of_every_form_match_decimal_arithmetic(native_reader: bool, seed: int) -> None:
+    """A batch of ``{scale, value}`` pairs — most read and rescaled for the whole column at once, the rest one at
+    a time — gives each row the value Decimal arithmetic gives, and each refusal its reason, at its offset."""
+    rng = random.Random(seed)
+    pairs = [_rate_texts(rng) for _ in range(1_500)]
+    values = [
+        _event("c", after=_row(i, rate={"scale": scale, "value": text}))
+        for i, (scale, text) in enumerate(pairs, start=1)
+    ]
+    result = _decode(values, native_reader=native_reader)
+    expected = [_expected_rate(scale, text) for scale, text in pairs]
+    rows = {row["account_id"]: row["rate"] for row in result.rows.select(["account_id", "rate"]).to_pylist()}
+    assert rows == {i: value for i, (reason, value) in enumerate(expected, start=1) if reason is None}
+    assert sorted((f.message.offset(), f.reason) for f in result.failures) == [
+        (99 + i, reason) for i, (reason, _) in enumerate(expected, start=1) if reason is not None
+    ]

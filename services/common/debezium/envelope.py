@@ -28,7 +28,13 @@ import pyarrow.compute as pc
 from services.common.contracts.arrow import arrow_type, lake_schema
 from services.common.contracts.model import Column, TableContract
 from services.common.debezium.records import DecodeFailure, Reason
-from services.common.debezium.values import UNAVAILABLE_VALUE, OutOfRangeError, fit_unscaled
+from services.common.debezium.values import (
+    BULK_UNSCALED_DIGITS,
+    UNAVAILABLE_VALUE,
+    OutOfRangeError,
+    base64_unscaled,
+    fit_unscaled,
+)
 from services.common.kafka.message_columns import RecordOrigins
 
 __all__ = ["EnvelopeConverter", "Origin", "wire_type"]
@@ -389,41 +395,100 @@ def _unavailable_lists(n: int, masks: list[tuple[str, np.ndarray]]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), names)
 
 
+_WIRE_PRECISION = 38  # a decimal128's: room for any value base64_unscaled reads, at any scale up to 38
+
+
 def _variable_decimals(raw: pa.Array, target: pa.DataType, name: str) -> tuple[pa.Array, list[_Check]]:
     """``{scale, value}`` structs → fixed-scale decimals, with integer arithmetic on the unscaled values.
 
-    Decimal objects per value would cost ~30 µs each; rescaling the unscaled integer and writing its
-    two's-complement bytes straight into the Arrow buffer costs ~1 µs.
+    The usual value (at most seven bytes, a scale at most the column's) is decoded for the whole column at
+    once and rescaled by Arrow's cast, one call per scale the batch holds; the rest one at a time (a Decimal
+    object would cost ~30 µs; rescaling the unscaled integer and writing its two's-complement bytes straight
+    into the Arrow buffer ~1.5 µs).
     """
     n, width = len(raw), target.byte_width
     valid = np.asarray(pc.fill_null(pc.is_valid(raw), False))
-    scales = pc.struct_field(raw, "scale").to_pylist()
-    values = pc.struct_field(raw, "value").to_pylist()
-    data = bytearray(width * n)
+    scale_column, value_column = pc.struct_field(raw, "scale"), pc.struct_field(raw, "value")
+    if pa.types.is_integer(scale_column.type) and _holds_bytes(value_column.type):
+        present = valid & np.asarray(pc.is_valid(scale_column)) & np.asarray(pc.is_valid(value_column))
+        scales = np.asarray(pc.fill_null(scale_column, 0).cast(pa.int64()))
+        read, unscaled = base64_unscaled(*_string_bytes(value_column), present)
+    else:  # not what the wire schema declares: one at a time, refused with the reason that gives
+        scales = unscaled = np.zeros(n, dtype=np.int64)
+        read = np.zeros(n, dtype=bool)
+    data = np.zeros((n, width), dtype=np.uint8)
+    fitted = _fit_in_bulk(unscaled, scales, read, target, data)
     overflow, out_of_range = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     details = {Reason.DECIMAL_OVERFLOW: "", Reason.OUT_OF_RANGE: ""}
-    for index in np.flatnonzero(valid):
-        i = int(index)
+    one_at_a_time = np.flatnonzero(valid & ~fitted)
+    taken = pa.array(one_at_a_time, pa.int64())
+    for index, scale, value in zip(
+        one_at_a_time.tolist(), scale_column.take(taken).to_pylist(), value_column.take(taken).to_pylist(), strict=True
+    ):
         try:
-            unscaled = int.from_bytes(binascii.a2b_base64(values[i]), "big", signed=True)
-            unscaled = fit_unscaled(unscaled, int(scales[i]), target.precision, target.scale)
+            exact = int.from_bytes(binascii.a2b_base64(value), "big", signed=True)
+            exact = fit_unscaled(exact, int(scale), target.precision, target.scale)
         except OutOfRangeError as exc:
-            out_of_range[i] = True
+            out_of_range[index] = True
             details[Reason.OUT_OF_RANGE] = details[Reason.OUT_OF_RANGE] or f"column {name}: {exc}"
             continue
         except (ValueError, TypeError, binascii.Error) as exc:
-            overflow[i] = True
+            overflow[index] = True
             details[Reason.DECIMAL_OVERFLOW] = details[Reason.DECIMAL_OVERFLOW] or f"column {name}: {exc}"
             continue
-        data[width * i : width * (i + 1)] = unscaled.to_bytes(width, "little", signed=True)
+        data[index] = np.frombuffer(exact.to_bytes(width, "little", signed=True), dtype=np.uint8)
     validity = pa.array(valid & ~overflow & ~out_of_range).buffers()[1]
-    array = pa.Array.from_buffers(target, n, [validity, pa.py_buffer(bytes(data))])
+    array = pa.Array.from_buffers(target, n, [validity, pa.py_buffer(data)])
     checks = [
         _Check(mask, reason, details[reason])
         for mask, reason in ((overflow, Reason.DECIMAL_OVERFLOW), (out_of_range, Reason.OUT_OF_RANGE))
         if mask.any()
     ]
     return array, checks
+
+
+def _fit_in_bulk(
+    unscaled: np.ndarray, scales: np.ndarray, read: np.ndarray, target: pa.DataType, data: np.ndarray
+) -> np.ndarray:
+    """Writes into ``data`` (a row of ``target``'s bytes per value) the rows of ``read`` that Arrow's cast
+    takes up to the target's scale exactly, and returns them: those of a scale at most the target's and few
+    enough places below it that no unscaled value :func:`base64_unscaled` reads can exceed its precision.
+    The others are for :func:`fit_unscaled`, one at a time."""
+    places = target.scale - scales
+    fits = read & (places >= 0) & (places <= target.precision - BULK_UNSCALED_DIGITS) & (scales <= _WIRE_PRECISION)
+    width = target.byte_width
+    for scale in np.unique(scales[fits]).tolist():
+        rows = np.flatnonzero(fits & (scales == scale))
+        wire = np.zeros((len(rows), 16), dtype=np.uint8)  # each a decimal128 of the value's own scale
+        wire[:, :8] = unscaled[rows].astype("<i8").view(np.uint8).reshape(-1, 8)
+        wire[:, 8:] = np.where(unscaled[rows] < 0, 0xFF, 0).astype(np.uint8)[:, None]
+        exact = pa.Array.from_buffers(pa.decimal128(_WIRE_PRECISION, scale), len(rows), [None, pa.py_buffer(wire)])
+        cast = pc.cast(exact, target)
+        data[rows] = np.frombuffer(cast.buffers()[1], dtype=np.uint8).reshape(-1, width)[
+            cast.offset : cast.offset + len(rows)
+        ]
+    fitted: np.ndarray = fits
+    return fitted
+
+
+def _holds_bytes(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+    )
+
+
+def _string_bytes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string column's bytes and each value's start in them (with the end of the last), in place."""
+    _, offsets_buffer, data_buffer = texts.buffers()
+    wide = pa.types.is_large_string(texts.type) or pa.types.is_large_binary(texts.type)
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64 if wide else np.int32)[
+        texts.offset : texts.offset + len(texts) + 1
+    ]
+    data = np.zeros(1, dtype=np.uint8) if data_buffer is None else np.frombuffer(data_buffer, dtype=np.uint8)
+    return data, offsets.astype(np.int64)
 
 
 def _variable_decimal(value: object, target: pa.DataType) -> Decimal:

@@ -9,10 +9,14 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
+
 __all__ = [
+    "BULK_UNSCALED_DIGITS",
     "MAX_DECIMAL_SCALE",
     "UNAVAILABLE_VALUE",
     "OutOfRangeError",
+    "base64_unscaled",
     "days_to_date",
     "fit_unscaled",
     "micros_to_datetime",
@@ -32,6 +36,17 @@ _MAX_UNSCALED_BITS = math.ceil((131_072 + MAX_DECIMAL_SCALE) * math.log2(10))
 _LOG2_10 = math.log2(10)
 _EPOCH_DATE = date(1970, 1, 1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+BULK_UNSCALED_DIGITS = 17
+"""The most digits of an unscaled value :func:`base64_unscaled` reads (at most seven bytes: below 2**55)."""
+_BULK_BYTES = 7
+# Each byte's six bits in base64's alphabet; the padding is _PAD, any other byte _NOT_BASE64.
+_PAD, _NOT_BASE64 = 64, 255
+_SEXTETS = np.full(256, _NOT_BASE64, dtype=np.uint8)
+_SEXTETS[np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", dtype=np.uint8)] = (
+    np.arange(64)
+)
+_SEXTETS[ord("=")] = _PAD
 
 
 class OutOfRangeError(ValueError):
@@ -80,6 +95,41 @@ def fit_unscaled(unscaled: int, scale: int, precision: int, target_scale: int) -
     if abs(rescaled) >= 10**precision:
         raise ValueError(f"{rescaled}E-{target_scale} does not fit {_name(precision, target_scale)}")
     return rescaled
+
+
+def base64_unscaled(data: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The unscaled values of a column of ``{scale, value}`` structs read in bulk: for each text (``data``'s
+    bytes between consecutive ``offsets``) whether it is read — among ``rows``, canonical base64 (padded, the
+    padding last) of a two's-complement big-endian integer of 1 to :data:`_BULK_BYTES` bytes — and the
+    integer. Any other text is for :func:`fit_unscaled`'s caller to read one at a time, as before."""
+    n = len(offsets) - 1
+    read, unscaled = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    lengths = np.diff(offsets)
+    for length in (4, 8, 12):  # whole groups of four characters, up to nine bytes
+        at = np.flatnonzero(rows & (lengths == length))
+        if not len(at):
+            continue
+        sextets = _SEXTETS[data[offsets[at, None] + np.arange(length)]]
+        pads = (sextets[:, -1] == _PAD).astype(np.int64) + (sextets[:, -2] == _PAD)
+        canonical = (
+            (sextets[:, :-2] < _PAD).all(axis=1)
+            & (sextets[:, -2:] != _NOT_BASE64).all(axis=1)
+            & ((sextets[:, -2] != _PAD) | (sextets[:, -1] == _PAD))
+        )
+        bits = np.where(sextets == _PAD, 0, sextets).astype(np.int64).reshape(len(at), -1, 4)
+        groups = (bits[..., 0] << 18) | (bits[..., 1] << 12) | (bits[..., 2] << 6) | bits[..., 3]
+        decoded = np.stack([groups >> 16, (groups >> 8) & 0xFF, groups & 0xFF], axis=-1).reshape(len(at), -1)
+        for pad in (0, 1, 2):
+            size = decoded.shape[1] - pad
+            chosen = canonical & (pads == pad)
+            if size > _BULK_BYTES or not chosen.any():
+                continue
+            digits = decoded[chosen, :size]
+            value = np.where(digits[:, 0] >= 0x80, -1, 0)  # the sign, extended
+            for column in range(size):
+                value = (value << 8) | digits[:, column]
+            read[at[chosen]], unscaled[at[chosen]] = True, value
+    return read, unscaled
 
 
 def _name(precision: int, scale: int) -> str:
