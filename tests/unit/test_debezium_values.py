@@ -1,13 +1,21 @@
 from __future__ import annotations
 
 import base64
+import random
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+import numpy as np
 import pytest
 
 from services.common.debezium import days_to_date, micros_to_datetime, variable_scale_decimal
-from services.common.debezium.values import MAX_DECIMAL_SCALE, OutOfRangeError, fit_unscaled
+from services.common.debezium.values import (
+    MAX_DECIMAL_SCALE,
+    OutOfRangeError,
+    base64_decoded,
+    base64_unscaled,
+    fit_unscaled,
+)
 
 
 def _vsd(value: Decimal) -> dict[str, object]:
@@ -82,3 +90,55 @@ def test_days_and_micros_beyond_years_1_to_9999_are_out_of_range() -> None:
         days_to_date(3_000_000)
     with pytest.raises(OutOfRangeError):
         micros_to_datetime(10**18)
+
+
+def _base64_texts(rng: random.Random) -> list[str]:
+    """Texts of every length up to 40 characters and a few longer than the bulk decoder takes, most canonical
+    base64, the rest a character off: padding misplaced or missing, outside the alphabet, not ASCII,
+    whitespace."""
+    texts = []
+    for _ in range(3_000):
+        text = base64.b64encode(
+            rng.randbytes(rng.choice([rng.randrange(0, 28)] * 9 + [rng.randrange(180, 200)]))
+        ).decode()
+        if rng.random() < 0.3 and text:
+            at = rng.randrange(len(text))
+            text = text[:at] + rng.choice("=A/+\u00e9 \n*-_") + text[at + rng.randrange(0, 2) :]
+        texts.append(text)
+    return texts
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_base64_decoded_in_bulk_is_what_b64decode_reads(seed: int) -> None:
+    texts = _base64_texts(random.Random(seed))
+    encoded = [t.encode() for t in texts]
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    rows = np.array([i % 7 != 3 for i in range(len(texts))])  # some texts not asked about
+    read, data, ends = base64_decoded(np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets, rows)
+    for i, text in enumerate(texts):
+        got = data[ends[i] : ends[i + 1]].tobytes()
+        try:
+            expected: bytes | None = base64.b64decode(text, validate=True)
+        except ValueError:
+            expected = None
+        if read[i]:
+            assert rows[i], text
+            assert got == expected, text
+        else:  # left to the caller, to refuse or to read as before: never a text asked about and canonical
+            assert got == b"", text
+            assert not rows[i] or expected is None or len(text) % 4 or len(text) > 256, text
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_unscaled_values_read_in_bulk_are_the_big_endian_integers(seed: int) -> None:
+    rng = random.Random(seed)
+    raws = [rng.randbytes(rng.randrange(0, 10)) for _ in range(2_000)]
+    encoded = [base64.b64encode(raw) for raw in raws]
+    offsets = np.zeros(len(raws) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    read, unscaled = base64_unscaled(
+        np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets, np.ones(len(raws), bool)
+    )
+    assert read.tolist() == [len(raw) <= 7 for raw in raws]
+    assert unscaled[read].tolist() == [int.from_bytes(raw, "big", signed=True) for raw in raws if len(raw) <= 7]

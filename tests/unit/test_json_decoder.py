@@ -1248,3 +1248,46 @@ def test_unconstrained_numerics_of_every_form_match_decimal_arithmetic(native_re
     assert sorted((f.message.offset(), f.reason) for f in result.failures) == [
         (99 + i, reason) for i, (reason, _) in enumerate(expected, start=1) if reason is not None
     ]
+
+
+def _blob_text(rng: random.Random) -> str | None:
+    """A ``blob`` (bytea) as it may arrive: base64 of 0-40 bytes or of a few hundred, else a character off, the
+    TOAST placeholder or null."""
+    text = base64.b64encode(rng.randbytes(rng.choice([rng.randrange(0, 41), rng.randrange(150, 400)]))).decode()
+    match rng.randrange(10):
+        case 0 if text:
+            at = rng.randrange(len(text))
+            return text[:at] + rng.choice("=A/+\u00e9 *-_") + text[at + rng.randrange(0, 2) :]
+        case 1:
+            return rng.choice([None, base64.b64encode(UNAVAILABLE_VALUE.encode()).decode()])
+    return text
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+@pytest.mark.parametrize("seed", range(3))
+def test_bytea_of_every_form_is_what_b64decode_reads(native_reader: bool, seed: int) -> None:
+    """A batch of ``blob`` texts — most decoded for the whole column at once, the rest one at a time — gives
+    each row the bytes ``base64.b64decode`` reads, null and listed as unavailable for the TOAST placeholder,
+    and a wrong_type refusal for text that is not base64, at its offset."""
+    rng = random.Random(seed)
+    texts = [_blob_text(rng) for _ in range(1_500)]
+    result = _decode(
+        [_event("c", after=_row(i, blob=t)) for i, t in enumerate(texts, start=1)], native_reader=native_reader
+    )
+    placeholder = base64.b64encode(UNAVAILABLE_VALUE.encode()).decode()
+    expected: dict[int, bytes | None] = {}
+    refused = []
+    for i, text in enumerate(texts, start=1):
+        if text is None or text == placeholder:
+            expected[i] = None
+            continue
+        try:
+            expected[i] = base64.b64decode(text, validate=True)
+        except ValueError:
+            refused.append((99 + i, Reason.WRONG_TYPE))
+    rows = result.rows.select(["account_id", "blob", "_unavailable_columns"]).to_pylist()
+    assert {row["account_id"]: row["blob"] for row in rows} == expected
+    assert {row["account_id"] for row in rows if row["_unavailable_columns"] == ["blob"]} == {
+        i for i, text in enumerate(texts, start=1) if text == placeholder
+    }
+    assert sorted((f.message.offset(), f.reason) for f in result.failures) == refused

@@ -32,6 +32,7 @@ from services.common.debezium.values import (
     BULK_UNSCALED_DIGITS,
     UNAVAILABLE_VALUE,
     OutOfRangeError,
+    base64_decoded,
     base64_unscaled,
     fit_unscaled,
 )
@@ -240,7 +241,7 @@ def _convert(column: Column, raw: pa.Array) -> tuple[pa.Array, list[_Check]]:
         case "variable_decimal" if pa.types.is_struct(raw.type):  # a reader may have converted it already
             return _variable_decimals(raw, target, column.name)
         case "bytes":
-            return _per_value(raw, target, _base64, Reason.WRONG_TYPE, column.name)
+            return _base64_column(raw, target, column.name)
         case "array":
             return _convert_list(column, raw, target)
         case _:
@@ -469,6 +470,38 @@ def _fit_in_bulk(
         ]
     fitted: np.ndarray = fits
     return fitted
+
+
+def _base64_column(raw: pa.Array, target: pa.DataType, name: str) -> tuple[pa.Array, list[_Check]]:
+    """Base64 texts → bytes, decoded for the whole column at once (the TOAST placeholder too: the caller makes
+    it null); a text the bulk decoder leaves is decoded one at a time, refused when it is not base64."""
+    if not _holds_bytes(raw.type):
+        return _per_value(raw, target, _base64, Reason.WRONG_TYPE, name)
+    n = len(raw)
+    asked = np.asarray(pc.is_valid(raw))
+    read, data, ends = base64_decoded(*_string_bytes(raw), asked)
+    if not read.any() or ends[-1] >= _LARGEST_BINARY:  # none read (long texts), or more than int32 offsets hold
+        return _per_value(raw, target, _base64, Reason.WRONG_TYPE, name)
+    validity = pa.array(read).buffers()[1]
+    array = pa.Array.from_buffers(pa.binary(), n, [validity, pa.py_buffer(ends.astype(np.int32)), pa.py_buffer(data)])
+    rest = np.flatnonzero(asked & ~read)
+    if not len(rest):
+        return array.cast(target), []
+    one_at_a_time, checks = _per_value(raw.take(pa.array(rest)), target, _base64, Reason.WRONG_TYPE, name)
+    others = np.zeros(n, dtype=bool)
+    others[rest] = True
+    array = pc.replace_with_mask(array.cast(target), pa.array(others), one_at_a_time)
+    return array, [check._replace(mask=_spread(check.mask, rest, n)) for check in checks]
+
+
+def _spread(mask: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """A mask over ``rows`` (of ``n``) as one over all ``n``."""
+    spread = np.zeros(n, dtype=bool)
+    spread[rows[mask]] = True
+    return spread
+
+
+_LARGEST_BINARY = 2**31  # a binary array's int32 offsets
 
 
 def _holds_bytes(kind: pa.DataType) -> bool:
