@@ -1,5 +1,6 @@
-"""Debezium value conventions shared by every decoder: semantic types, the TOAST placeholder, and the
-bounds a value must be within before any arithmetic is done on it."""
+"""Debezium value conventions shared by every decoder: semantic types, the TOAST placeholder, the bounds a
+value must be within before any arithmetic is done on it, and base64 (bytea, unscaled numerics) decoded for
+a whole column at once."""
 
 from __future__ import annotations
 
