@@ -9,13 +9,17 @@ from typing import Literal, Protocol
 from services.common.contracts import ContractRegistry, TableContract
 from services.common.contracts.errors import UnknownTableError
 from services.common.debezium.avro import AvroEventDecoder
+from services.common.debezium.envelope import untouched_toast_arrives_null
 from services.common.debezium.json_batch import JsonEventDecoder
 from services.common.debezium.records import DecodeResult, Reason
 from services.common.debezium.registry import SchemaRegistryClient
 from services.common.errors import ConfigError
 from services.common.kafka.message_columns import MessageBatch
+from services.common.logging import get_logger
 
 __all__ = ["EventDecoder", "Route", "Router", "ValueFormat"]
+
+log = get_logger(__name__)
 
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
@@ -113,6 +117,10 @@ class Router:
         return Route(schema, table, self._decoder(contract))
 
     def _decoder(self, contract: TableContract) -> EventDecoder:
+        if columns := untouched_toast_arrives_null(contract):
+            table = contract.qualified_name
+            remedy = f"ALTER TABLE {table} REPLICA IDENTITY FULL"
+            log.warning("writer.untouched_toast_arrives_null", table=table, columns=columns, remedy=remedy)
         limit = self._max_value_bytes
         if self._registry is not None:
             return AvroEventDecoder.confluent(contract, self._registry, max_value_bytes=limit)

@@ -13,9 +13,11 @@ value by value in this file, must agree.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 import secrets
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,14 @@ create table lending.m_arrays (
 
 create table lending.m_large (id integer primary key, doc text, image bytea, version integer);
 
+-- arrays stored out of line, which Debezium sends, untouched by an update, in forms of their own
+create table lending.m_toasted (
+    id integer primary key, note text, counts integer[], totals bigint[], days date[], ids uuid[], images bytea[]
+);
+alter table lending.m_toasted alter column counts set storage external, alter column totals set storage external,
+    alter column days set storage external, alter column ids set storage external,
+    alter column images set storage external;
+
 create table lending.m_done (id integer primary key);
 
 create table lending.m_parts (
@@ -128,7 +138,7 @@ create table lending.m_parts_2024 partition of lending.m_parts for values from (
 create table lending.m_parts_rest partition of lending.m_parts default;
 """
 
-TABLES = ["m_numbers", "m_text", "m_time", "m_docs", "m_arrays", "m_parts", "m_large"]
+TABLES = ["m_numbers", "m_text", "m_time", "m_docs", "m_arrays", "m_parts", "m_large", "m_toasted"]
 LARGE_ROWS_SQL = "insert into lending.m_large (id, doc, image, version) values (1, %s, null, 1), (2, null, %s, 1)"
 
 ROWS_SQL = f"""
@@ -195,7 +205,16 @@ insert into lending.m_parts values
   (3, '2025-06-01', 3.00, null),
   (4, '2024-07-01', null, 'deleted later');
 
+insert into lending.m_toasted select 1, 'first',
+  (select array_agg(g) from generate_series(1, 2000) g),
+  (select array_agg(g::bigint << 40) from generate_series(1, 2000) g),
+  (select array_agg(date '2020-01-01' + g) from generate_series(1, 2000) g),
+  (select array_agg(md5(g::text)::uuid) from generate_series(1, 2000) g),
+  (select array_agg(decode(md5(g::text), 'hex')) from generate_series(1, 2000) g);
+insert into lending.m_toasted (id) values (2);
+
 -- updates that leave every TOASTed column untouched
+update lending.m_toasted set note = 'touched' where id = 1;
 update lending.m_numbers set i2 = 11 where id = 5;
 update lending.m_text set vc = 'touched' where id in (3, 5);
 update lending.m_docs set js = '{{"touched": true}}' where id in (3, 5);
@@ -300,9 +319,16 @@ EXPECTED: dict[str, dict[int, dict[str, Any]]] = {
         1: {"doc": HUGE_TEXT, "image": None, "version": 2},  # the document untouched by the update: carried
         2: {"doc": None, "image": HUGE_BYTES, "version": 1},
     },
+    "m_toasted": {  # every array untouched by the update: carried, not Debezium's placeholder in its form
+        1: {"note": "touched", "counts": list(range(1, 2001)), "totals": [g << 40 for g in range(1, 2001)],
+            "days": [dt.date(2020, 1, 1) + dt.timedelta(days=g) for g in range(1, 2001)],
+            "ids": [str(uuid.UUID(hashlib.md5(str(g).encode()).hexdigest())) for g in range(1, 2001)],
+            "images": [hashlib.md5(str(g).encode()).digest() for g in range(1, 2001)]},
+        2: {"note": None, "counts": None, "ids": None, "images": None},
+    },
 }  # fmt: skip
 ROW_IDS = {"m_numbers": [1, 2, 3, 5, 6, 7], "m_text": [1, 2, 3, 5], "m_time": [1, 2, 3, 5], "m_docs": [1, 2, 3, 5],
-           "m_arrays": [1, 2, 3, 5], "m_parts": [1, 2, 3], "m_large": [1, 2]}  # fmt: skip
+           "m_arrays": [1, 2, 3, 5], "m_parts": [1, 2, 3], "m_large": [1, 2], "m_toasted": [1, 2]}  # fmt: skip
 
 
 def _comparable(value: Any, like: Any) -> Any:

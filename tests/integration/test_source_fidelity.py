@@ -32,7 +32,11 @@ create table lending.nullable_defaults (
     label text default 'unlabelled',
     flags boolean[] default '{true}'
 );
-create table lending.blobs (id integer primary key, payload bytea, note text, tags text[], doc jsonb);
+create table lending.blobs (id integer primary key, payload bytea, note text, tags text[], doc jsonb,
+    counts integer[], totals bigint[], days date[], ids uuid[], images bytea[], amounts numeric[]);
+alter table lending.blobs alter column counts set storage external, alter column totals set storage external,
+    alter column days set storage external, alter column ids set storage external,
+    alter column images set storage external, alter column amounts set storage external;
 create table lending.measurements (
     id bigint not null,
     taken_on date not null,
@@ -130,16 +134,33 @@ def test_an_untouched_toasted_value_is_marked_unavailable_for_every_type(isolate
                     f'{{"a": "{secrets.token_hex(20_000)}"}}',
                 ),
             )
+            conn.execute(  # arrays of 2,000 elements, stored out of line uncompressed (storage external)
+                "update lending.blobs set counts = (select array_agg(g) from generate_series(1, 2000) g),"
+                " totals = (select array_agg(g::bigint << 40) from generate_series(1, 2000) g),"
+                " days = (select array_agg(date '2020-01-01' + g) from generate_series(1, 2000) g),"
+                " ids = (select array_agg(md5(g::text)::uuid) from generate_series(1, 2000) g),"
+                " images = (select array_agg(decode(md5(g::text), 'hex')) from generate_series(1, 2000) g),"
+                " amounts = (select array_agg(g / 7.0) from generate_series(1, 2000) g) where id = 1"
+            )
             conn.execute("update lending.blobs set id = id where id = 1")
-        events = tail.read_until(lambda got: len(_with_ids(got, {1})) >= 2)
+        events = tail.read_until(lambda got: len(_with_ids(got, {1})) >= 3)
     finally:
         tail.close()
-    inserted, updated = (e.value["after"] for e in _with_ids(events, {1}))
+    inserted, filled, updated = (e.value["after"] for e in _with_ids(events, {1}))
     assert base64.b64decode(inserted["payload"]) == payload
+    assert len(filled["counts"]) == len(filled["ids"]) == len(filled["amounts"]) == 2_000
     assert updated["payload"] == base64.b64encode(UNAVAILABLE_VALUE.encode()).decode()
     assert updated["note"] == UNAVAILABLE_VALUE
     assert updated["tags"] == [UNAVAILABLE_VALUE]
     assert updated["doc"] == UNAVAILABLE_VALUE
+    # arrays carry the placeholder in their elements' type (services/common/debezium/envelope.py reads each form)
+    placeholder_bytes = UNAVAILABLE_VALUE.encode()
+    assert updated["counts"] == updated["totals"] == updated["days"] == list(placeholder_bytes)
+    assert updated["ids"] == [str(uuid.UUID(bytes=hashlib.md5(placeholder_bytes).digest(), version=3))]
+    assert updated["images"] == [base64.b64encode(placeholder_bytes).decode()]
+    # ... but an array of numerics (floats, times, timestamps, booleans too) arrives as NULL, which no event tells
+    # from a NULL: README's known limit, whose remedy is REPLICA IDENTITY FULL
+    assert updated["amounts"] is None
 
 
 @pytest.mark.parametrize("isolated_source", [FIDELITY_SQL], indirect=True)

@@ -16,12 +16,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
+from structlog.testing import capture_logs
 
-from services.common.contracts import Column, TableContract, lake_schema
+from services.common.contracts import Column, ContractRegistry, TableContract, lake_schema
 from services.common.debezium import UNAVAILABLE_VALUE, json_batch
+from services.common.debezium.envelope import untouched_toast_arrives_null
 from services.common.debezium.json_batch import JsonEventDecoder
 from services.common.debezium.records import Reason
 from services.common.kafka.message_columns import MessageBatch
+from services.consumer.routing import Router
 from tests.fuzz.runner import _same_value
 
 TOPIC = "cdcflow.lending.accounts"
@@ -1291,3 +1294,79 @@ def test_bytea_of_every_form_is_what_b64decode_reads(native_reader: bool, seed: 
         i for i, text in enumerate(texts, start=1) if text == placeholder
     }
     assert sorted((f.message.offset(), f.reason) for f in result.failures) == refused
+
+
+TOASTED_ARRAYS = TableContract(
+    schema="lending",
+    table="series",
+    primary_key=("series_id",),
+    columns=(
+        Column("series_id", "int64", "bigint", nullable=False),
+        Column("counts", "array", "integer[]", items=Column("element", "int32", "integer")),
+        Column("totals", "array", "bigint[]", items=Column("element", "int64", "bigint")),
+        Column("days", "array", "date[]", items=Column("element", "date", "date")),
+        Column("ids", "array", "uuid[]", items=Column("element", "uuid", "uuid")),
+        Column("blobs", "array", "bytea[]", items=Column("element", "bytes", "bytea")),
+        Column("labels", "array", "text[]", items=Column("element", "string", "text")),
+    ),
+)
+# An untouched TOASTed array as Debezium 3.4 sends it (tests/integration/test_source_fidelity.py sees each form)
+_PLACEHOLDER_NUMBERS: list[object] = list(UNAVAILABLE_VALUE.encode())
+_UNAVAILABLE_ARRAYS: dict[str, list[object]] = {
+    "counts": _PLACEHOLDER_NUMBERS,
+    "totals": _PLACEHOLDER_NUMBERS,
+    "days": _PLACEHOLDER_NUMBERS,
+    "ids": ["b68a35a7-17ad-35b3-af2a-ae46edb4545a"],
+    "blobs": [base64.b64encode(UNAVAILABLE_VALUE.encode()).decode()],
+    "labels": [UNAVAILABLE_VALUE],
+}
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+@pytest.mark.parametrize("column", list(_UNAVAILABLE_ARRAYS))
+def test_an_untouched_toasted_array_of_each_form_is_null_and_listed(column: str, native_reader: bool) -> None:
+    """Debezium sends an untouched TOASTed array as its placeholder in the elements' type (an integer array as the
+    placeholder's bytes): null in the lake and listed as unavailable, so silver carries the value forward — not a
+    list of numbers, a made-up UUID or the placeholder's bytes. An array that only resembles it is a value."""
+    source = {"ts_ms": 1_795_387_780_402, "lsn": 1, "txId": 1, "snapshot": "false"}
+    placeholder = _UNAVAILABLE_ARRAYS[column]
+    other = {"ids": "b68a35a7-17ad-35b3-af2a-ae46edb4545b", "blobs": "AA==", "labels": "__debezium_available"}
+    resembling = [placeholder + placeholder[:1], placeholder[:-1], [*placeholder[:-1], other.get(column, 96)]]
+    images: list[dict[str, Any]] = [{"series_id": 1, column: placeholder}] + [
+        {"series_id": 2 + i, column: near} for i, near in enumerate(resembling)
+    ]
+    values = [json.dumps({"op": "u", "after": image, "source": source}).encode() for image in images]
+    decoder = JsonEventDecoder(TOASTED_ARRAYS, native_reader=native_reader)
+    result = decoder.decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=0)
+    assert result.failures == []
+    rows = {row["series_id"]: row for row in result.rows.to_pylist()}
+    assert (rows[1][column], rows[1]["_unavailable_columns"]) == (None, [column])
+    for series_id in (2, 3, 4):
+        assert rows[series_id][column] is not None
+        assert len(rows[series_id][column]) == len(images[series_id - 1][column])
+        assert rows[series_id]["_unavailable_columns"] == []
+
+
+def test_the_writer_names_arrays_whose_untouched_toast_arrives_null_unless_the_identity_is_full() -> None:
+    """Arrays of a type with no placeholder form arrive as NULL when stored out of line and left untouched: a route
+    to such a table warns with the remedy, once per contract, and a table whose identity is FULL is not named."""
+    contract = replace(
+        TOASTED_ARRAYS,
+        table="series_more",
+        columns=(
+            *TOASTED_ARRAYS.columns,
+            Column("rates", "array", "numeric[]", items=Column("element", "variable_decimal", "numeric")),
+            Column("flags", "array", "boolean[]", items=Column("element", "boolean", "boolean")),
+        ),
+    )
+    assert untouched_toast_arrives_null(contract) == ["rates", "flags"]
+    assert untouched_toast_arrives_null(TOASTED_ARRAYS) == []
+    full = replace(contract, table="series_full", replica_identity="full")
+    router = Router("cdcflow", ContractRegistry.of([contract, full]), [], 1 << 20)
+    with capture_logs() as logs:
+        for topic in ("cdcflow.lending.series_more", "cdcflow.lending.series_full", "cdcflow.lending.series_more"):
+            assert router.route(topic).decoder is not None
+    warned = [e for e in logs if e["event"] == "writer.untouched_toast_arrives_null"]
+    assert [(e["log_level"], e["table"], e["columns"], e["remedy"]) for e in warned] == [
+        ("warning", "lending.series_more", ["rates", "flags"], "ALTER TABLE lending.series_more REPLICA IDENTITY FULL")
+    ]

@@ -15,7 +15,9 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Context, Decimal, localcontext
@@ -38,7 +40,7 @@ from services.common.debezium.values import (
 )
 from services.common.kafka.message_columns import RecordOrigins
 
-__all__ = ["EnvelopeConverter", "Origin", "wire_type"]
+__all__ = ["EnvelopeConverter", "Origin", "untouched_toast_arrives_null", "wire_type"]
 
 
 class _Check(NamedTuple):
@@ -376,12 +378,57 @@ def _placeholder_mask(column: Column, raw: pa.Array) -> pa.Array | None:
         if raw.type == pa.string() and not _holds(raw, _FIND_PLACEHOLDER[placeholder]):
             return None
         mask = pc.fill_null(pc.equal(raw, placeholder), False)
-    elif column.semantic == "array" and column.items is not None and column.items.semantic in ("string", "json"):
-        first = pc.list_element(pc.if_else(pc.greater(pc.list_value_length(raw), 0), raw, None), 0)
-        mask = pc.fill_null(pc.equal(first, UNAVAILABLE_VALUE), False)
+    elif column.semantic == "array" and column.items is not None and column.items.semantic in _ARRAY_PLACEHOLDER:
+        mask = _equal_lists(raw, _ARRAY_PLACEHOLDER[column.items.semantic])
     else:
         return None
     return mask if pc.any(mask).as_py() else None
+
+
+def _equal_lists(raw: pa.Array, elements: pa.Array) -> pa.Array:
+    """Which lists of ``raw`` hold exactly ``elements``."""
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(raw), -1))
+    rows = np.flatnonzero(lengths == len(elements))
+    mask = np.zeros(len(raw), dtype=bool)
+    if len(rows):
+        flat = pc.list_flatten(raw.take(pa.array(rows)))
+        expected = pa.concat_arrays([elements.cast(flat.type)] * len(rows))
+        same = np.asarray(pc.fill_null(pc.equal(flat, expected), False)).reshape(len(rows), len(elements))
+        mask[rows] = same.all(axis=1)
+    return pa.array(mask)
+
+
+def _unavailable_uuid() -> str:
+    """The UUID Debezium sends in place of an untouched TOASTed uuid array: a name-based one (version 3) of the
+    placeholder's bytes, as Java's ``UUID.nameUUIDFromBytes`` makes it."""
+    digest = hashlib.md5(UNAVAILABLE_VALUE.encode(), usedforsecurity=False).digest()
+    return str(uuid.UUID(bytes=digest, version=3))
+
+
+# An untouched TOASTed array as Debezium sends it, by its elements' type: the placeholder as the one element of a
+# text-like array, its base64 in a bytea one, a UUID made from it in a uuid one, and its bytes, one a number, as
+# the elements of an integer or date one (observed on PostgreSQL 15 with Debezium 3.4). Arrays of other types
+# arrive as NULL, which no event tells from a NULL (README: REPLICA IDENTITY FULL sends their values).
+_ARRAY_PLACEHOLDER: dict[str, pa.Array] = {
+    "string": pa.array([UNAVAILABLE_VALUE]),
+    "json": pa.array([UNAVAILABLE_VALUE]),
+    "bytes": pa.array([_UNAVAILABLE_BASE64]),
+    "uuid": pa.array([_unavailable_uuid()]),
+    **dict.fromkeys(("int32", "int64", "date"), pa.array(list(UNAVAILABLE_VALUE.encode()), pa.int64())),
+}
+
+
+def untouched_toast_arrives_null(contract: TableContract) -> list[str]:
+    """The columns of ``contract`` whose value, stored out of line and left untouched by an update, Debezium sends
+    as NULL — arrays of a type :data:`_ARRAY_PLACEHOLDER` has no form for — unless the table's replica identity
+    is FULL (then it sends the value): there a NULL may stand for a value silver cannot carry forward."""
+    if contract.replica_identity == "full":
+        return []
+    return [
+        c.name
+        for c in contract.columns
+        if c.semantic == "array" and c.items is not None and c.items.semantic not in _ARRAY_PLACEHOLDER
+    ]
 
 
 def _unavailable_lists(n: int, masks: list[tuple[str, np.ndarray]]) -> pa.Array:
