@@ -119,11 +119,12 @@ create table lending.m_large (id integer primary key, doc text, image bytea, ver
 
 -- arrays stored out of line, which Debezium sends, untouched by an update, in forms of their own
 create table lending.m_toasted (
-    id integer primary key, note text, counts integer[], totals bigint[], days date[], ids uuid[], images bytea[]
+    id integer primary key, note text, counts integer[], totals bigint[], days date[], ids uuid[], images bytea[],
+    pairs hstore
 );
 alter table lending.m_toasted alter column counts set storage external, alter column totals set storage external,
     alter column days set storage external, alter column ids set storage external,
-    alter column images set storage external;
+    alter column images set storage external, alter column pairs set storage external;
 
 create table lending.m_done (id integer primary key);
 
@@ -210,7 +211,8 @@ insert into lending.m_toasted select 1, 'first',
   (select array_agg(g::bigint << 40) from generate_series(1, 2000) g),
   (select array_agg(date '2020-01-01' + g) from generate_series(1, 2000) g),
   (select array_agg(md5(g::text)::uuid) from generate_series(1, 2000) g),
-  (select array_agg(decode(md5(g::text), 'hex')) from generate_series(1, 2000) g);
+  (select array_agg(decode(md5(g::text), 'hex')) from generate_series(1, 2000) g),
+  (select hstore(array_agg(md5(g::text)), array_agg(md5((g + 1)::text))) from generate_series(1, 300) g);
 insert into lending.m_toasted (id) values (2);
 
 -- updates that leave every TOASTed column untouched
@@ -323,8 +325,10 @@ EXPECTED: dict[str, dict[int, dict[str, Any]]] = {
         1: {"note": "touched", "counts": list(range(1, 2001)), "totals": [g << 40 for g in range(1, 2001)],
             "days": [dt.date(2020, 1, 1) + dt.timedelta(days=g) for g in range(1, 2001)],
             "ids": [str(uuid.UUID(hashlib.md5(str(g).encode()).hexdigest())) for g in range(1, 2001)],
-            "images": [hashlib.md5(str(g).encode()).digest() for g in range(1, 2001)]},
-        2: {"note": None, "counts": None, "ids": None, "images": None},
+            "images": [hashlib.md5(str(g).encode()).digest() for g in range(1, 2001)],
+            "pairs": {hashlib.md5(str(g).encode()).hexdigest(): hashlib.md5(str(g + 1).encode()).hexdigest()
+                      for g in range(1, 301)}},
+        2: {"note": None, "counts": None, "ids": None, "images": None, "pairs": None},
     },
 }  # fmt: skip
 ROW_IDS = {"m_numbers": [1, 2, 3, 5, 6, 7], "m_text": [1, 2, 3, 5], "m_time": [1, 2, 3, 5], "m_docs": [1, 2, 3, 5],

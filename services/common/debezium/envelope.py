@@ -16,6 +16,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -56,11 +57,17 @@ _OPS = pa.array(["c", "u", "d", "r", "t"])
 _KNOWN_OP = np.zeros(256, dtype=bool)  # by the op's one byte: c, u, d, r, t
 _KNOWN_OP[np.frombuffer(b"cudrt", dtype=np.uint8)] = True
 _UNAVAILABLE_BASE64 = base64.b64encode(UNAVAILABLE_VALUE.encode()).decode()
-# The placeholder as each string-typed wire column carries it (bytes arrive base64-encoded).
-_PLACEHOLDER = {"string": UNAVAILABLE_VALUE, "json": UNAVAILABLE_VALUE, "bytes": _UNAVAILABLE_BASE64}
-# Whether a string column's bytes hold a placeholder anywhere: one scan that spares nearly every batch the
-# value-by-value comparison (the column's buffer is searched in place, not copied).
-_FIND_PLACEHOLDER = {text: re.compile(re.escape(text.encode())).search for text in set(_PLACEHOLDER.values())}
+_UNAVAILABLE_HSTORE = json.dumps({UNAVAILABLE_VALUE: UNAVAILABLE_VALUE}, separators=(",", ":"))
+# The placeholder as each string-typed wire column carries it: bytes base64-encoded, an hstore (a json column)
+# as a map of the placeholder to itself.
+_PLACEHOLDER = {
+    "string": (UNAVAILABLE_VALUE,),
+    "json": (UNAVAILABLE_VALUE, _UNAVAILABLE_HSTORE),
+    "bytes": (_UNAVAILABLE_BASE64,),
+}
+# Whether a string column's bytes hold a placeholder anywhere (every form of a type holds its first): one scan
+# that spares nearly every batch the value-by-value comparison (the column's buffer is searched in place).
+_FIND_PLACEHOLDER = {forms[0]: re.compile(re.escape(forms[0].encode())).search for forms in _PLACEHOLDER.values()}
 _SNAPSHOT_FALSE = pa.array(["false"])
 # Event times (``source.ts_ms``/``ts_us``, the Kafka timestamp) choose the lake folder and land in bronze:
 # they must be a UTC instant of years 1-9999, what Python, Parquet readers and BigQuery all hold.
@@ -374,10 +381,10 @@ def _column(table: pa.Table, name: str) -> pa.Array:
 
 def _placeholder_mask(column: Column, raw: pa.Array) -> pa.Array | None:
     """Where Debezium sent the unavailable-value placeholder for an untouched TOASTed column."""
-    if (placeholder := _PLACEHOLDER.get(column.semantic)) is not None:
-        if raw.type == pa.string() and not _holds(raw, _FIND_PLACEHOLDER[placeholder]):
+    if (forms := _PLACEHOLDER.get(column.semantic)) is not None:
+        if raw.type == pa.string() and not _holds(raw, _FIND_PLACEHOLDER[forms[0]]):
             return None
-        mask = pc.fill_null(pc.equal(raw, placeholder), False)
+        mask = pc.fill_null(pc.is_in(raw, value_set=pa.array(forms, raw.type)), False)
     elif column.semantic == "array" and column.items is not None and column.items.semantic in _ARRAY_PLACEHOLDER:
         mask = _equal_lists(raw, _ARRAY_PLACEHOLDER[column.items.semantic])
     else:
