@@ -269,6 +269,8 @@ POISON: list[tuple[str, bytes]] = [
     (Reason.MISSING_KEY, _event("c", after=_row(None))),
     (Reason.SCHEMA_MISMATCH, _event("c", after={**_row(7), "surprise": 1})),
     (Reason.WRONG_TYPE, _event("c", after=_row(7, blob="not base64!!"))),
+    # the placeholder's text where bytea carries its base64: not base64, not a value either
+    (Reason.WRONG_TYPE, _event("u", after=_row(7, blob=UNAVAILABLE_VALUE))),
 ]
 
 

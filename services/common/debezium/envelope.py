@@ -602,7 +602,7 @@ def _per_value(
     out: list[object] = []
     failed: dict[str, tuple[np.ndarray, list[str]]] = {}
     for index, value in enumerate(raw.to_pylist()):
-        if value is None or value in (UNAVAILABLE_VALUE, _UNAVAILABLE_BASE64):
+        if value is None:  # (a placeholder is converted like any value: the caller nulls its forms)
             out.append(None)
             continue
         try:
