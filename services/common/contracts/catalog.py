@@ -60,7 +60,7 @@ UNSUPPORTED_TYPES: dict[str, str] = {
     **dict.fromkeys(_NOT_SENT, "is not sent at all"),
 }
 # Element types whose arrays are not sent at all (the elements alone are fine).
-_UNSUPPORTED_ARRAY_ELEMENTS = {"xml": "is not sent at all", "interval": "is not sent at all"}
+_UNSUPPORTED_ARRAY_ELEMENTS = dict.fromkeys(("xml", "interval", "money"), "is not sent at all")
 GENERATED = "stored generated column: PostgreSQL's logical decoding (before 18) does not send it"
 _EXCLUDED = "excluded from capture (CDCFLOW_WRITER__EXCLUDE_COLUMNS and the connector's column.exclude.list)"
 
