@@ -1309,8 +1309,9 @@ TOASTED_ARRAYS = TableContract(
     primary_key=("series_id",),
     columns=(
         Column("series_id", "int64", "bigint", nullable=False),
-        Column("counts", "array", "integer[]", items=Column("element", "int32", "integer")),
-        Column("totals", "array", "bigint[]", items=Column("element", "int64", "bigint")),
+        # elements named as the catalog names them (services/common/contracts/catalog.py)
+        Column("counts", "array", "integer[]", items=Column("element", "int32", "int4")),
+        Column("totals", "array", "bigint[]", items=Column("element", "int64", "int8")),
         Column("days", "array", "date[]", items=Column("element", "date", "date")),
         Column("ids", "array", "uuid[]", items=Column("element", "uuid", "uuid")),
         Column("blobs", "array", "bytea[]", items=Column("element", "bytes", "bytea")),
@@ -1363,10 +1364,11 @@ def test_the_writer_names_arrays_whose_untouched_toast_arrives_null_unless_the_i
         columns=(
             *TOASTED_ARRAYS.columns,
             Column("rates", "array", "numeric[]", items=Column("element", "variable_decimal", "numeric")),
-            Column("flags", "array", "boolean[]", items=Column("element", "boolean", "boolean")),
+            Column("flags", "array", "boolean[]", items=Column("element", "boolean", "bool")),
+            Column("hosts", "array", "inet[]", items=Column("element", "string", "inet")),  # text on the wire
         ),
     )
-    assert untouched_toast_arrives_null(contract) == ["rates", "flags"]
+    assert untouched_toast_arrives_null(contract) == ["rates", "flags", "hosts"]
     assert untouched_toast_arrives_null(TOASTED_ARRAYS) == []
     full = replace(contract, table="series_full", replica_identity="full")
     router = Router("cdcflow", ContractRegistry.of([contract, full]), [], 1 << 20)
@@ -1375,5 +1377,10 @@ def test_the_writer_names_arrays_whose_untouched_toast_arrives_null_unless_the_i
             assert router.route(topic).decoder is not None
     warned = [e for e in logs if e["event"] == "writer.untouched_toast_arrives_null"]
     assert [(e["log_level"], e["table"], e["columns"], e["remedy"]) for e in warned] == [
-        ("warning", "lending.series_more", ["rates", "flags"], "ALTER TABLE lending.series_more REPLICA IDENTITY FULL")
+        (
+            "warning",
+            "lending.series_more",
+            ["rates", "flags", "hosts"],
+            "ALTER TABLE lending.series_more REPLICA IDENTITY FULL",
+        )
     ]

@@ -412,10 +412,11 @@ def _unavailable_uuid() -> str:
     return str(uuid.UUID(bytes=digest, version=3))
 
 
-# An untouched TOASTed array as Debezium sends it, by its elements' type: the placeholder as the one element of a
-# text-like array, its base64 in a bytea one, a UUID made from it in a uuid one, and its bytes, one a number, as
-# the elements of an integer or date one (observed on PostgreSQL 15 with Debezium 3.4). Arrays of other types
-# arrive as NULL, which no event tells from a NULL (README: REPLICA IDENTITY FULL sends their values).
+# An untouched TOASTed array as Debezium sends it, by its elements' wire type: the placeholder as the one element
+# of a text-like array, its base64 in a bytea one, a UUID made from it in a uuid one, and its bytes, one a number,
+# as the elements of an integer or date one (observed on PostgreSQL 15 with Debezium 3.4). Arrays of the types
+# outside _PLACEHOLDER_ELEMENTS arrive as NULL, which no event tells from a NULL (README: REPLICA IDENTITY FULL
+# sends their values); a list is read as the placeholder only when it is exactly one of these.
 _ARRAY_PLACEHOLDER: dict[str, pa.Array] = {
     "string": pa.array([UNAVAILABLE_VALUE]),
     "json": pa.array([UNAVAILABLE_VALUE]),
@@ -427,15 +428,22 @@ _ARRAY_PLACEHOLDER: dict[str, pa.Array] = {
 
 def untouched_toast_arrives_null(contract: TableContract) -> list[str]:
     """The columns of ``contract`` whose value, stored out of line and left untouched by an update, Debezium sends
-    as NULL — arrays of a type :data:`_ARRAY_PLACEHOLDER` has no form for — unless the table's replica identity
-    is FULL (then it sends the value): there a NULL may stand for a value silver cannot carry forward."""
+    as NULL — arrays whose elements are not of :data:`_PLACEHOLDER_ELEMENTS` — unless the table's replica
+    identity is FULL (then it sends the value): there a NULL may stand for a value silver cannot carry forward."""
     if contract.replica_identity == "full":
         return []
     return [
         c.name
         for c in contract.columns
-        if c.semantic == "array" and c.items is not None and c.items.semantic not in _ARRAY_PLACEHOLDER
+        if c.semantic == "array" and c.items is not None and c.items.pg_type not in _PLACEHOLDER_ELEMENTS
     ]
+
+
+# The element types (PostgreSQL's names, as the catalog gives an array's) of the arrays Debezium sends in a form
+# of :data:`_ARRAY_PLACEHOLDER` when they are stored out of line and left untouched (observed with Debezium 3.4).
+_PLACEHOLDER_ELEMENTS = frozenset(
+    {"text", "varchar", "bpchar", "char", "json", "jsonb", "int4", "int8", "date", "uuid", "bytea"}
+)
 
 
 def _unavailable_lists(n: int, masks: list[tuple[str, np.ndarray]]) -> pa.Array:
