@@ -37,6 +37,7 @@ from services.common.debezium.values import (
     OutOfRangeError,
     base64_decoded,
     base64_unscaled,
+    column_bytes,
     fit_unscaled,
 )
 from services.common.kafka.message_columns import RecordOrigins
@@ -347,12 +348,10 @@ def _ops(op: pa.Array) -> _Ops:
         delete = np.asarray(pc.fill_null(pc.equal(op, "d"), False))
         truncate = np.asarray(pc.fill_null(pc.equal(op, "t"), False))
         return _Ops(delete, truncate, ~np.asarray(pc.fill_null(pc.is_in(op, value_set=_OPS), False)))
-    _, offsets_buffer, data_buffer = op.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[op.offset : op.offset + len(op) + 1]
+    data, offsets = column_bytes(op)
     one_char = _valid(op) & (np.diff(offsets) == 1)
     first = np.zeros(len(op), dtype=np.uint8)
-    if data_buffer is not None and one_char.any():
-        first[one_char] = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[:-1][one_char]]
+    first[one_char] = data[offsets[:-1][one_char]]
     return _Ops(first == ord("d"), first == ord("t"), ~_KNOWN_OP[first])
 
 
@@ -385,8 +384,8 @@ def _placeholder_mask(column: Column, raw: pa.Array) -> pa.Array | None:
         if raw.type == pa.string() and not _holds(raw, _FIND_PLACEHOLDER[forms[0]]):
             return None
         mask = pc.fill_null(pc.is_in(raw, value_set=pa.array(forms, raw.type)), False)
-    elif column.semantic == "array" and column.items is not None and column.items.semantic in _ARRAY_PLACEHOLDER:
-        mask = _equal_lists(raw, _ARRAY_PLACEHOLDER[column.items.semantic])
+    elif column.semantic == "array" and column.items is not None and column.items.pg_type in _ARRAY_PLACEHOLDER:
+        mask = _equal_lists(raw, _ARRAY_PLACEHOLDER[column.items.pg_type])
     else:
         return None
     return mask if pc.any(mask).as_py() else None
@@ -412,38 +411,32 @@ def _unavailable_uuid() -> str:
     return str(uuid.UUID(bytes=digest, version=3))
 
 
-# An untouched TOASTed array as Debezium sends it, by its elements' wire type: the placeholder as the one element
-# of a text-like array, its base64 in a bytea one, a UUID made from it in a uuid one, and its bytes, one a number,
-# as the elements of an integer or date one (observed on PostgreSQL 15 with Debezium 3.4). Arrays of the types
-# outside _PLACEHOLDER_ELEMENTS arrive as NULL, which no event tells from a NULL (README: REPLICA IDENTITY FULL
-# sends their values); a list is read as the placeholder only when it is exactly one of these.
+_TEXT_PLACEHOLDER = pa.array([UNAVAILABLE_VALUE])
+_NUMBERS_PLACEHOLDER = pa.array(list(UNAVAILABLE_VALUE.encode()), pa.int64())
+# An untouched TOASTed array as Debezium sends it, by its elements' type (PostgreSQL's name, as the catalog gives
+# an array's; observed on PostgreSQL 15 with Debezium 3.4): the placeholder as the one element of a text-like array,
+# its base64 in a bytea one, a UUID made from it in a uuid one, and its bytes, one a number, as the elements of an
+# integer or date one. An array of any other type arrives as NULL, which no event tells from a NULL (README:
+# REPLICA IDENTITY FULL sends its value); a list is read as the placeholder only when it is exactly its form.
 _ARRAY_PLACEHOLDER: dict[str, pa.Array] = {
-    "string": pa.array([UNAVAILABLE_VALUE]),
-    "json": pa.array([UNAVAILABLE_VALUE]),
-    "bytes": pa.array([_UNAVAILABLE_BASE64]),
+    **dict.fromkeys(("text", "varchar", "bpchar", "char", "json", "jsonb"), _TEXT_PLACEHOLDER),
+    "bytea": pa.array([_UNAVAILABLE_BASE64]),
     "uuid": pa.array([_unavailable_uuid()]),
-    **dict.fromkeys(("int32", "int64", "date"), pa.array(list(UNAVAILABLE_VALUE.encode()), pa.int64())),
+    **dict.fromkeys(("int4", "int8", "date"), _NUMBERS_PLACEHOLDER),
 }
 
 
 def untouched_toast_arrives_null(contract: TableContract) -> list[str]:
     """The columns of ``contract`` whose value, stored out of line and left untouched by an update, Debezium sends
-    as NULL — arrays whose elements are not of :data:`_PLACEHOLDER_ELEMENTS` — unless the table's replica
+    as NULL — arrays whose elements have no form in :data:`_ARRAY_PLACEHOLDER` — unless the table's replica
     identity is FULL (then it sends the value): there a NULL may stand for a value silver cannot carry forward."""
     if contract.replica_identity == "full":
         return []
     return [
         c.name
         for c in contract.columns
-        if c.semantic == "array" and c.items is not None and c.items.pg_type not in _PLACEHOLDER_ELEMENTS
+        if c.semantic == "array" and c.items is not None and c.items.pg_type not in _ARRAY_PLACEHOLDER
     ]
-
-
-# The element types (PostgreSQL's names, as the catalog gives an array's) of the arrays Debezium sends in a form
-# of :data:`_ARRAY_PLACEHOLDER` when they are stored out of line and left untouched (observed with Debezium 3.4).
-_PLACEHOLDER_ELEMENTS = frozenset(
-    {"text", "varchar", "bpchar", "char", "json", "jsonb", "int4", "int8", "date", "uuid", "bytea"}
-)
 
 
 def _unavailable_lists(n: int, masks: list[tuple[str, np.ndarray]]) -> pa.Array:
@@ -475,7 +468,7 @@ def _variable_decimals(raw: pa.Array, target: pa.DataType, name: str) -> tuple[p
     if pa.types.is_integer(scale_column.type) and _holds_bytes(value_column.type):
         present = valid & np.asarray(pc.is_valid(scale_column)) & np.asarray(pc.is_valid(value_column))
         scales = np.asarray(pc.fill_null(scale_column, 0).cast(pa.int64()))
-        read, unscaled = base64_unscaled(*_string_bytes(value_column), present)
+        read, unscaled = base64_unscaled(*column_bytes(value_column), present)
     else:  # not what the wire schema declares: one at a time, refused with the reason that gives
         scales = unscaled = np.zeros(n, dtype=np.int64)
         read = np.zeros(n, dtype=bool)
@@ -541,7 +534,7 @@ def _base64_column(raw: pa.Array, target: pa.DataType, name: str) -> tuple[pa.Ar
         return _per_value(raw, target, _base64, Reason.WRONG_TYPE, name)
     n = len(raw)
     asked = np.asarray(pc.is_valid(raw))
-    read, data, ends = base64_decoded(*_string_bytes(raw), asked)
+    read, data, ends = base64_decoded(*column_bytes(raw), asked)
     if not read.any() or ends[-1] >= _LARGEST_BINARY:  # none read (long texts), or more than int32 offsets hold
         return _per_value(raw, target, _base64, Reason.WRONG_TYPE, name)
     validity = pa.array(read).buffers()[1]
@@ -573,17 +566,6 @@ def _holds_bytes(kind: pa.DataType) -> bool:
         or pa.types.is_binary(kind)
         or pa.types.is_large_binary(kind)
     )
-
-
-def _string_bytes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """A string column's bytes and each value's start in them (with the end of the last), in place."""
-    _, offsets_buffer, data_buffer = texts.buffers()
-    wide = pa.types.is_large_string(texts.type) or pa.types.is_large_binary(texts.type)
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64 if wide else np.int32)[
-        texts.offset : texts.offset + len(texts) + 1
-    ]
-    data = np.zeros(1, dtype=np.uint8) if data_buffer is None else np.frombuffer(data_buffer, dtype=np.uint8)
-    return data, offsets.astype(np.int64)
 
 
 def _variable_decimal(value: object, target: pa.DataType) -> Decimal:

@@ -33,6 +33,7 @@ from services.common.contracts.model import TableContract
 from services.common.debezium.arrow_reader import NATIVE_READER, VARIABLE_SCALE, JsonArrowReader, UnsupportedSchemaError
 from services.common.debezium.envelope import EnvelopeConverter, Origin
 from services.common.debezium.records import DecodeFailure, DecodeResult, Reason
+from services.common.debezium.values import column_bytes
 from services.common.kafka import Message
 from services.common.kafka.message_columns import MessageBatch, RecordOrigins
 
@@ -614,7 +615,7 @@ def _float_words(values: pa.LargeBinaryArray) -> np.ndarray | None:
     """Which values hold a float word as Kafka Connect writes it (``"NaN"``, ``"Infinity"``,
     ``"-Infinity"``) anywhere, in a text column too (a superset); None when none does. One search of the
     batch's bytes for each word."""
-    data, offsets = _data(values)
+    data, offsets = column_bytes(values)
     hits = [found.start() for search in _FIND_FLOAT_WORD for found in search(data.data)]
     if not hits:
         return None
@@ -694,7 +695,7 @@ def _maybe_huge_exponents(values: pa.LargeBinaryArray) -> np.ndarray:
     sign, then that many digits, in a token that may be a number (:func:`_may_be_a_number`), or a ``\\u``
     escape that could spell one. Vectorised over the batch's bytes, looking only after each ``e``/``E`` and
     backslash; a flagged value is then checked exactly."""
-    data, offsets = _data(values)
+    data, offsets = column_bytes(values)
     flagged = np.zeros(len(values), dtype=bool)
     if len(data) < _EXPONENT_DIGITS + 1:
         return flagged
@@ -774,17 +775,6 @@ def _digits_follow(data: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return found
 
 
-def _data(values: pa.LargeBinaryArray) -> tuple[np.ndarray, np.ndarray]:
-    """The values' bytes as one array, and each value's start in it (with the end of the last)."""
-    n = len(values)
-    _, offsets_buffer, data_buffer = values.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[values.offset : values.offset + n + 1]
-    if data_buffer is None or not n:
-        return np.zeros(0, dtype=np.uint8), np.zeros(n + 1, dtype=np.int64)
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
-    return data, offsets - offsets[0]
-
-
 _SCHEMA_NAME = np.frombuffer(b'"schema"', dtype=np.uint8)
 
 
@@ -798,7 +788,7 @@ def _plain(values: pa.LargeBinaryArray, screened: _Screened, max_bytes: int) -> 
     batch's rows match its values only when no value is two documents or an open one; a value that begins
     with ``{`` and ends with ``}`` cannot leave one open (a string may not hold a newline), so one with two
     documents changes the row count, which :meth:`JsonEventDecoder._read` checks."""
-    data, offsets = _data(values)
+    data, offsets = column_bytes(values)
     starts, lengths = offsets[:-1], np.diff(offsets)
     plain: np.ndarray = (lengths >= 2) & (lengths <= max_bytes) & ~screened.too_deep & ~screened.exponents
     if values.null_count:
@@ -837,7 +827,7 @@ def _too_deep(values: pa.LargeBinaryArray, max_bytes: int) -> np.ndarray:
 
 def _opener_counts(values: pa.LargeBinaryArray) -> np.ndarray:
     """The number of ``{`` and ``[`` bytes in each value, strings included."""
-    data, offsets = _data(values)
+    data, offsets = column_bytes(values)
     if not len(data):
         return np.zeros(len(values), dtype=np.int64)
     at = _found(data, _openers)  # where they are, in order: count them per value by bisection

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 __all__ = [
     "BULK_UNSCALED_DIGITS",
@@ -19,6 +20,7 @@ __all__ = [
     "OutOfRangeError",
     "base64_decoded",
     "base64_unscaled",
+    "column_bytes",
     "days_to_date",
     "fit_unscaled",
     "micros_to_datetime",
@@ -101,6 +103,18 @@ def fit_unscaled(unscaled: int, scale: int, precision: int, target_scale: int) -
     if abs(rescaled) >= 10**precision:
         raise ValueError(f"{rescaled}E-{target_scale} does not fit {_name(precision, target_scale)}")
     return rescaled
+
+
+def column_bytes(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string or binary column's bytes, in place, and each value's start in them (with the end of the last)."""
+    n = len(column)
+    _, offsets_buffer, data_buffer = column.buffers()
+    wide = pa.types.is_large_string(column.type) or pa.types.is_large_binary(column.type)
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64 if wide else np.int32)[column.offset : column.offset + n + 1]
+    if data_buffer is None or not n:
+        return np.zeros(0, dtype=np.uint8), np.zeros(n + 1, dtype=np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return data, offsets.astype(np.int64, copy=False) - offsets[0]
 
 
 def base64_decoded(
