@@ -15,6 +15,7 @@ from services.stack.errors import StackError
 from services.stack.jvm import ensure_jars
 from services.stack.kafka import KafkaBroker
 from services.stack.postgres import PostgresServer
+from services.stack.sources import capture_sql
 
 __all__ = ["ComponentStatus", "Stack", "demo_schema_sql"]
 
@@ -22,7 +23,8 @@ log = get_logger(__name__)
 
 
 def demo_schema_sql() -> str:
-    return files("services.stack").joinpath("schema.sql").read_text(encoding="utf-8")
+    """The demo source's database: what cdcflow keeps in any captured database, then the lending schema."""
+    return capture_sql() + "\n" + files("services.stack").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,14 +33,14 @@ def add(
 
     from services.cli import _settings
     from services.stack.connect import ConnectWorker
-    from services.stack.sources import ensure_heartbeat_table, new_connector, write_connector
+    from services.stack.sources import ensure_capture_objects, new_connector, write_connector
 
     settings = _settings()
     document = new_connector(settings, name, dsn, [t.strip() for t in tables.split(",") if t.strip()])
     config = document["config"]
     if "password" not in conninfo_to_dict(dsn) and config["database.password"].startswith("${env:CDCFLOW_POSTGRES"):
         dsn = make_conninfo(dsn, password=settings.postgres.password.get_secret_value())  # the stack's own user
-    ensure_heartbeat_table(dsn)
+    ensure_capture_objects(dsn)
     path = write_connector(settings, document)
     console.print(f"[green]wrote[/] {path}")
     if "${env:CDCFLOW_SOURCE_" in config["database.password"]:

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -31,7 +32,8 @@ from services.stack.processes import wait_for
 __all__ = [
     "FIDELITY",
     "Source",
-    "ensure_heartbeat_table",
+    "capture_sql",
+    "ensure_capture_objects",
     "new_connector",
     "remove_source",
     "sources",
@@ -102,12 +104,6 @@ FIDELITY = {
 # Records a new source's connector must carry at least (services.common.kafka.MAX_RECORD_BYTES): a larger
 # limit in the template stays, a smaller one would fail the task on the first large row.
 RECORD_SIZE_KEYS = ("producer.override.max.request.size", "topic.creation.default.max.message.bytes")
-HEARTBEAT_DDL = (
-    "create schema if not exists cdcflow;\n"
-    "create table if not exists cdcflow.heartbeat (id integer primary key, beat_at timestamptz not null);\n"
-    "create table if not exists cdcflow.debezium_signal (id varchar(64) primary key, type varchar(32) not null, "
-    "data varchar(2048));"
-)
 _SOURCE_NAME = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")  # plain: its tables' names stay readable
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*")
 
@@ -188,15 +184,21 @@ def write_connector(settings: Settings, document: dict[str, Any]) -> Path:
     return path
 
 
-def ensure_heartbeat_table(dsn: str) -> None:
-    """The table the connector's heartbeat query writes, so that an idle source's slot still advances."""
+def capture_sql() -> str:
+    """What cdcflow keeps in every captured database (``capture.sql``): the heartbeat table that moves an idle
+    source's slot on, the signal table of backfills, and the guard that opens a snapshot chunk's window only
+    once the transactions committing meanwhile are visible."""
+    return files("services.stack").joinpath("capture.sql").read_text(encoding="utf-8")
+
+
+def ensure_capture_objects(dsn: str) -> None:
+    """Apply :func:`capture_sql` to the source database of ``dsn``."""
     try:
         with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
-            conn.execute(HEARTBEAT_DDL.encode())
+            conn.execute(capture_sql().encode())
     except psycopg.Error as exc:
         raise StackError(
-            f"cannot create the heartbeat table in the source database ({exc}); create it as its owner:\n"
-            f"{HEARTBEAT_DDL}"
+            f"cannot create cdcflow's tables in the source database ({exc}); run this as its owner:\n{capture_sql()}"
         ) from None
 
 

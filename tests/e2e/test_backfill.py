@@ -5,6 +5,9 @@ inserts and deletes its rows and the lake writer runs, ``cdcflow source add-tabl
 (include list, publication, a PUT of the config: the task restarts, the worker does not) and asks for an
 incremental snapshot of it. Then: the same request again runs no second snapshot; silver equals the source
 (``verify``, zero drift); a re-snapshot changes nothing in silver; ``--where`` reads exactly the matching rows.
+
+And a backfill while an update's commit is streamed but not yet visible (it waits for a synchronous standby):
+the chunk's window waits for it, so the read carries the committed value instead of undoing the change.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -28,6 +33,7 @@ from services.common.settings import load_settings, repo_root
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import WriterProcess, partition_ends, read_partitions, wait_until
 from tests.fixtures.source import IsolatedSource
+from tests.fixtures.topics import TopicTail
 from tests.fixtures.transform import describe, pipeline_env, settle
 
 ROWS = 100_000
@@ -175,3 +181,97 @@ def test_a_table_added_while_written_is_backfilled_with_zero_drift(
         raise AssertionError(f"{exc}: {_snapshots(cli_env)}") from None
     stopped = _snapshots(cli_env)[-1]
     assert stopped["state"] == "ABORTED", stopped
+
+
+LEDGER_ROWS = 3_000
+LEDGER = f"""
+create table lending.ledger (id bigint primary key, balance bigint not null);
+insert into lending.ledger select g, 0 from generate_series(1, {LEDGER_ROWS}) g;
+"""
+ABSENT_STANDBY = "cdcflow_absent_standby"
+
+
+@contextmanager
+def _absent_synchronous_standby(admin: psycopg.Connection[tuple[object, ...]]) -> Iterator[None]:
+    """A synchronous standby that never answers: a session asking for it (`synchronous_commit = on`) writes its
+    commit to the WAL, where logical decoding streams it, then waits, invisible to other queries, until
+    cancelled. Every other session commits locally meanwhile."""
+    admin.execute("alter system set synchronous_commit = 'local'")
+    admin.execute(f"alter system set synchronous_standby_names = '{ABSENT_STANDBY}'".encode())
+    admin.execute("select pg_reload_conf()")
+    try:
+        yield
+    finally:
+        admin.execute("alter system reset synchronous_commit")
+        admin.execute("alter system reset synchronous_standby_names")
+        admin.execute("select pg_reload_conf()")
+
+
+class _WaitingCommit(threading.Thread):
+    """One update whose commit waits for the absent standby."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.pid = dsn, 0
+        self.waiting = threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            self.pid = int(conn.execute("select pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+            conn.execute("set synchronous_commit = on")
+            self.waiting.set()
+            conn.execute("update lending.ledger set balance = 42 where id = 7")  # returns once cancelled
+
+
+def _release_when_a_window_waits(
+    admin_dsn: str, commit: _WaitingCommit, released: threading.Event, done: threading.Event
+) -> None:
+    """Cancel the commit's wait for the standby (it becomes visible) once a snapshot window is held open for it."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        while not done.is_set():
+            held = conn.execute(
+                "select count(*) from pg_stat_activity where wait_event = 'PgSleep' "
+                "and query ilike 'insert into %debezium_signal%'"
+            ).fetchone()
+            if held and held[0]:
+                released.set()
+                break
+            time.sleep(0.05)
+        conn.execute("select pg_cancel_backend(%s)", (commit.pid,))
+
+
+@pytest.mark.parametrize("isolated_source", [LEDGER], indirect=True)
+def test_a_change_streamed_before_it_is_visible_is_not_undone_by_a_backfill(isolated_source: IsolatedSource) -> None:
+    """PostgreSQL streams a commit before other queries see it. A chunk read meanwhile would read the row as it
+    was and emit that after the change; the signal table's guard holds the window open until the commit is
+    visible, so the read carries the committed value."""
+    settings = isolated_source.settings
+    dsn = settings.postgres.dsn()
+    isolated_source.wait_captured()
+    topic = f"{settings.kafka.topic_prefix}.lending.ledger"
+    tail = TopicTail(settings, [topic], "backfill-in-flight")
+    cli_env = {**os.environ, **isolated_source.env()}
+    commit, released, done = _WaitingCommit(dsn), threading.Event(), threading.Event()
+    releaser = threading.Thread(target=_release_when_a_window_waits, args=(dsn, commit, released, done))
+    with psycopg.connect(dsn, autocommit=True) as admin, _absent_synchronous_standby(admin):
+        try:
+            commit.start()
+            assert commit.waiting.wait(30)
+            tail.read_until(lambda events: any(e.value and e.value["op"] == "u" for e in events))
+            invisible = admin.execute("select balance from lending.ledger where id = 7").fetchone()
+            assert invisible == (0,), "the update is streamed but must not be visible yet"
+            releaser.start()
+            _cdcflow(cli_env, "backfill", "start", "lending.ledger")
+            _wait_completed(cli_env, 1)
+        finally:
+            done.set()
+            if releaser.is_alive():
+                releaser.join(30)
+            admin.execute("select pg_cancel_backend(%s)", (commit.pid,))
+            commit.join(30)
+        assert admin.execute("select balance from lending.ledger where id = 7").fetchone() == (42,)
+    events = tail.read_until(lambda events: sum(1 for e in events if e.value and e.value["op"] == "r") >= LEDGER_ROWS)
+    seven = [(e.value["op"], e.value["after"]["balance"]) for e in events if e.value and e.value["after"]["id"] == 7]
+    assert seven == [("u", 42), ("r", 42)], f"the read undid the change: {seven}"
+    assert released.is_set(), "no snapshot window waited for the committing transaction"
+    tail.close()

@@ -92,7 +92,7 @@ def test_the_primary_connector_has_a_signal_table_and_a_notification_topic() -> 
     assert "source" in config["signal.enabled.channels"].split(",")
     assert config["notification.enabled.channels"] == "sink"
     assert config["notification.sink.topic.name"].startswith("_cdcflow.notifications.")
-    schema_sql = (repo_root() / "services" / "stack" / "schema.sql").read_text()
+    schema_sql = (repo_root() / "services" / "stack" / "capture.sql").read_text()
     assert re.search(r"create table if not exists cdcflow\.debezium_signal", schema_sql)
 
 

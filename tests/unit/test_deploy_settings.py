@@ -84,6 +84,7 @@ def test_the_generated_files_are_up_to_date() -> None:
 def test_generate_writes_what_check_reports_stale(tmp_path: Path) -> None:
     (tmp_path / "connect" / "connectors").mkdir(parents=True)
     (tmp_path / "services" / "stack").mkdir(parents=True)
+    (tmp_path / "services" / "stack" / "capture.sql").write_text("create schema cdcflow;\n")
     (tmp_path / "services" / "stack" / "schema.sql").write_text("create schema demo;\n")
     (tmp_path / "connect" / "jmx-exporter.yml").write_text("rules: []\n")
     source = {"name": "shop", "config": {"connector.class": "C", "tasks.max": "2", "topic.prefix": "shop"}}
