@@ -23,10 +23,10 @@ create table if not exists cdcflow.debezium_signal (
 -- other queries. A transaction caught between the two (waiting for a synchronous standby, or descheduled)
 -- is streamed before the window yet missed by the chunk's SELECT, which reads its row as it was before and
 -- emits that after the change: the newer value lost. So the window opens only once the transactions that
--- were running a statement when it was asked for have ended: up to 1 s each, up to 60 s while one waits for
--- a synchronous standby (it has committed). Transactions idle inside an open transaction are not committing
--- and are not waited for. Without pg_read_all_stats the connector's role sees no other role's sessions'
--- state: it then waits for those up to 1 s.
+-- were running a statement in this database when it was asked for have ended: waiting up to 1 s in all, or
+-- up to 60 s while one of them waits for a synchronous standby (it has committed). A session idle inside an
+-- open transaction is not committing and is not waited for; without pg_read_all_stats the connector's role
+-- cannot see other roles' sessions' state, and waits for those too (up to 1 s).
 create or replace function cdcflow.settle_commits_before_window() returns trigger
 language plpgsql as $$
 declare
@@ -44,6 +44,7 @@ begin
       left join pg_stat_activity as a on a.pid = l.pid
      where l.locktype = 'transactionid' and l.mode = 'ExclusiveLock' and l.granted
        and l.pid <> pg_backend_pid()
+       and coalesce(a.datname, current_database()) = current_database()
        and coalesce(a.state, 'active') not in ('idle in transaction', 'idle in transaction (aborted)');
     while cardinality(committing) > 0 loop
         waited := clock_timestamp() - started;
