@@ -130,6 +130,37 @@ def _check_tables(signal: SignalTarget, tables: Sequence[str]) -> None:
         )
 
 
+def _check_keys(signal: SignalTarget, tables: Sequence[str]) -> None:
+    """Each table is in the source database with a key to read it by: Debezium reads an incremental snapshot in
+    chunks of primary key (or of the columns ``message.key.columns`` names) and reports a table it cannot read,
+    or that does not exist, as completed with no row."""
+    keyed = {entry.split(":", 1)[0].strip() for entry in signal.config.get("message.key.columns", "").split(";")}
+    try:
+        with psycopg.connect(signal.dsn, autocommit=True, connect_timeout=10) as conn:
+            found = {
+                f"{schema}.{name}": has_key
+                for schema, name, has_key in conn.execute(
+                    "select n.nspname, c.relname, exists (select 1 from pg_constraint as k"
+                    " where k.conrelid = c.oid and k.contype = 'p')"
+                    " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+                    " where c.relkind in ('r', 'p') and n.nspname || '.' || c.relname = any (%s)",
+                    (list(tables),),
+                ).fetchall()
+            }
+    except psycopg.Error as exc:
+        raise StackError(f"cannot read the source database's tables: {exc}") from None
+    absent = [t for t in tables if t not in found]
+    if absent:
+        raise StackError(f"the source database of connector {signal.connector!r} has no table {', '.join(absent)}")
+    keyless = [t for t in tables if not found[t] and not any(re.fullmatch(k, t) for k in keyed if k)]
+    if keyless:
+        verb = "has" if len(keyless) == 1 else "have"
+        raise StackError(
+            f"{', '.join(keyless)} {verb} no primary key: an incremental snapshot reads a table in chunks of its "
+            "key and would read no row. Add a primary key (cdcflow's silver needs one too)."
+        )
+
+
 def start_snapshot(
     signal: SignalTarget, tables: Sequence[str], where: str | None = None, *, again: bool = False
 ) -> tuple[str, bool]:
@@ -138,6 +169,7 @@ def start_snapshot(
     False when the same request was sent before: its snapshot ran or runs, none is added.
     """
     _check_tables(signal, tables)
+    _check_keys(signal, tables)
     data: dict[str, Any] = {"data-collections": list(tables), "type": "INCREMENTAL"}
     if where:
         data["additional-conditions"] = [{"data-collection": t, "filter": where} for t in tables]

@@ -1,0 +1,56 @@
+"""``cdcflow backfill start`` refuses what Debezium would report as a completed snapshot of no row: a table the
+source database does not hold, and one without a primary key. Nothing reaches the signal table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from services.stack.runtime import Stack
+
+CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
+
+
+def _start(*tables: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CDCFLOW, "backfill", "start", *tables], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _signals(pg: psycopg.Connection[tuple[object, ...]]) -> object:
+    row = pg.execute("select count(*) from cdcflow.debezium_signal where type = 'execute-snapshot'").fetchone()
+    return row[0] if row else None
+
+
+@pytest.fixture
+def keyless(stack: Stack, pg: psycopg.Connection[tuple[object, ...]]) -> Iterator[str]:
+    """A table without a primary key in a captured schema (the filtered publication does not take it)."""
+    name = f"lending.keyless_{uuid.uuid4().hex[:8]}"
+    pg.execute(f"create table {name} (a integer, b text)".encode())
+    pg.execute(f"insert into {name} select g, 'x' from generate_series(1, 10) g".encode())
+    try:
+        yield name
+    finally:
+        pg.execute(f"drop table {name}".encode())
+
+
+def test_a_table_the_source_lacks_is_refused(stack: Stack, pg: psycopg.Connection[tuple[object, ...]]) -> None:
+    before = _signals(pg)
+    done = _start("lending.no_such_table")
+    assert done.returncode != 0
+    assert "has no table lending.no_such_table" in done.stdout + done.stderr
+    assert _signals(pg) == before
+
+
+def test_a_table_without_a_primary_key_is_refused(keyless: str, pg: psycopg.Connection[tuple[object, ...]]) -> None:
+    before = _signals(pg)
+    done = _start(keyless)
+    assert done.returncode != 0
+    assert f"{keyless} has no primary key" in done.stdout + done.stderr
+    assert _signals(pg) == before
