@@ -44,6 +44,7 @@ __all__ = [
     "stop_snapshot",
     "target",
     "widened",
+    "window_guarded",
     "write_include_lists",
 ]
 
@@ -159,6 +160,22 @@ def _check_keys(signal: SignalTarget, tables: Sequence[str]) -> None:
             f"{', '.join(keyless)} {verb} no primary key: an incremental snapshot reads a table in chunks of its "
             "key and would read no row. Add a primary key (cdcflow's silver needs one too)."
         )
+
+
+def window_guarded(signal: SignalTarget) -> bool:
+    """Whether the source's signal table holds the trigger of ``capture.sql`` that opens a snapshot chunk's
+    window only once the commits in flight are visible (without it, a chunk can read a row as it was before a
+    change already streamed, and undo that change)."""
+    try:
+        with psycopg.connect(signal.dsn, autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute(
+                "select exists (select 1 from pg_trigger where not tgisinternal"
+                " and tgrelid = to_regclass(%s) and tgname = 'settle_commits_before_window')",
+                (SIGNAL_TABLE,),
+            ).fetchone()
+    except psycopg.Error as exc:
+        raise StackError(f"cannot read the source database's triggers: {exc}") from None
+    return bool(row and row[0])
 
 
 def start_snapshot(

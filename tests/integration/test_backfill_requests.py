@@ -1,5 +1,6 @@
 """``cdcflow backfill start`` refuses what Debezium would report as a completed snapshot of no row: a table the
-source database does not hold, and one without a primary key. Nothing reaches the signal table."""
+source database does not hold, and one without a primary key (nothing reaches the signal table); and it warns
+when the source's signal table lacks capture.sql's snapshot window guard."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 
 from services.stack.runtime import Stack
+from services.stack.sources import capture_sql
 
 CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
 
@@ -54,3 +56,26 @@ def test_a_table_without_a_primary_key_is_refused(keyless: str, pg: psycopg.Conn
     assert done.returncode != 0
     assert f"{keyless} has no primary key" in done.stdout + done.stderr
     assert _signals(pg) == before
+
+
+@pytest.fixture
+def unguarded(stack: Stack, pg: psycopg.Connection[tuple[object, ...]]) -> Iterator[None]:
+    """The source's signal table without capture.sql's window guard, as one created by hand would be."""
+    pg.execute("drop trigger settle_commits_before_window on cdcflow.debezium_signal")
+    try:
+        yield
+    finally:
+        pg.execute(capture_sql().encode())
+
+
+def test_a_backfill_warns_when_the_source_lacks_the_window_guard(unguarded: None) -> None:
+    done = _start("lending.customers", "--where", "1 = 0", "--again")  # reads nothing
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no snapshot window guard" in " ".join(done.stdout.split())  # as rich wraps it
+
+
+def test_a_guarded_source_backfills_without_a_warning(stack: Stack) -> None:
+    done = _start("lending.customers", "--where", "1 = 0", "--again")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "requested" in done.stdout
+    assert "warning" not in done.stdout
