@@ -7,13 +7,15 @@ incremental snapshot of it. Then: the same request again runs no second snapshot
 (``verify``, zero drift); a re-snapshot changes nothing in silver; ``--where`` reads exactly the matching rows.
 
 And a backfill while an update's commit is streamed but not yet visible (it waits for a synchronous standby):
-the chunk's window waits for it, so the read carries the committed value instead of undoing the change.
+the chunk's window waits for it, so the read carries the committed value instead of undoing the change. And
+Kafka Connect killed with SIGKILL in the middle of a backfill under a workload: zero drift all the same.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -39,7 +41,9 @@ from tests.fixtures.transform import describe, pipeline_env, settle
 ROWS = 100_000
 ACCOUNTS = f"""
 create schema extra;
-create table extra.accounts (id bigint primary key, owner text not null, balance numeric(14, 2) not null);
+create table extra.accounts (
+    id bigint primary key, owner text not null default 'new', balance numeric(14, 2) not null
+);
 insert into extra.accounts select g, 'owner ' || g, g * 1.25 from generate_series(1, {ROWS}) g;
 """
 CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
@@ -67,23 +71,27 @@ def _wait_completed(env: dict[str, str], count: int) -> list[dict[str, object]]:
 
 
 class _Workload(threading.Thread):
-    """Updates, inserts and deletes on extra.accounts until stopped."""
+    """Updates, inserts and deletes on a table of ``rows`` rows (``id``, ``balance``) until stopped."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, table: str = "extra.accounts", rows: int = ROWS) -> None:
         super().__init__(daemon=True)
-        self.dsn, self.stop, self.operations = dsn, threading.Event(), 0
+        self.dsn, self.table, self.rows = dsn, table, rows
+        self.stop, self.operations = threading.Event(), 0
 
     def run(self) -> None:
+        update = f"update {self.table} set balance = balance + 1 where id = %s".encode()
+        insert = f"insert into {self.table} (id, balance) values (%s, 1)".encode()
+        delete = f"delete from {self.table} where id = %s".encode()
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             n = 0
             while not self.stop.is_set():
                 n += 1
-                key = (n * 7919) % ROWS + 1
-                conn.execute("update extra.accounts set balance = balance + 1 where id = %s", (key,))
+                key = (n * 7919) % self.rows + 1
+                conn.execute(update, (key,))
                 if n % 5 == 0:
-                    conn.execute("insert into extra.accounts values (%s, 'new', 1)", (ROWS + n,))
+                    conn.execute(insert, (self.rows + n,))
                 if n % 11 == 0:
-                    conn.execute("delete from extra.accounts where id = %s", ((key * 13) % ROWS + 1,))
+                    conn.execute(delete, ((key * 13) % self.rows + 1,))
                 self.operations += 1
                 time.sleep(0.002)
 
@@ -275,3 +283,63 @@ def test_a_change_streamed_before_it_is_visible_is_not_undone_by_a_backfill(isol
     assert seven == [("u", 42), ("r", 42)], f"the read undid the change: {seven}"
     assert released.is_set(), "no snapshot window waited for the committing transaction"
     tail.close()
+
+
+KILLED_ROWS = 20_000
+KILLED = f"""
+create table lending.ledger (id bigint primary key, balance bigint not null);
+insert into lending.ledger select g, 0 from generate_series(1, {KILLED_ROWS}) g;
+"""
+
+
+@pytest.mark.parametrize("isolated_source", [KILLED], indirect=True)
+def test_a_backfill_through_a_killed_connect_worker_ends_with_zero_drift(
+    isolated_source: IsolatedSource, writer: WriterProcess, stack: Stack, tmp_path: Path
+) -> None:
+    """Kafka Connect killed with SIGKILL as soon as an incremental snapshot's first reads reach Kafka, under a
+    workload: started again, the connector resumes from its committed offsets; whatever it sends twice, silver
+    equals the source."""
+    settings = isolated_source.settings
+    writer.env_overrides.update(isolated_source.env())
+    env = {**pipeline_env(writer, tmp_path), **isolated_source.env()}
+    cli_env = {**os.environ, **isolated_source.env()}
+    connectors = [stack.settings.connect.connector, settings.connect.connector]
+    isolated_source.wait_captured()
+
+    def contracts() -> list[TableContract]:
+        lake = open_lake(settings.lake, load_settings(env).lake_root())
+        try:
+            return [c for c in contracts_from_lake(lake) if c.qualified_name == "lending.ledger"]
+        finally:
+            lake.close()
+
+    writing = writer.start()
+    workload = _Workload(settings.postgres.dsn(), "lending.ledger", KILLED_ROWS)
+    workload.start()
+    try:
+        tail = TopicTail(settings, [f"{settings.kafka.topic_prefix}.lending.ledger"], "backfill-killed")
+        _cdcflow(cli_env, "backfill", "start", "lending.ledger")
+        tail.read_until(lambda events: any(e.value and e.value["op"] == "r" for e in events), timeout_s=120)
+        tail.close()
+        worker = stack.connect.process.pid()
+        assert worker is not None
+        os.kill(worker, signal.SIGKILL)
+        try:
+            wait_until("Kafka Connect to die", lambda: not stack.connect.process.running(), timeout_s=30)
+        finally:
+            stack.connect.start(stack.settings.stack.start_timeout_s)  # the stack is shared: never left down
+        for name in connectors:
+            stack.connect.wait_running(name, stack.settings.stack.start_timeout_s)
+        [snapshot] = _wait_completed(cli_env, 1)
+    finally:
+        workload.stop.set()
+        workload.join(timeout=30)
+    assert writer.terminate(writing) == 0, writer.logs()[-3000:]
+    assert workload.operations > 100
+    rows = snapshot["rows"]
+    assert isinstance(rows, dict), snapshot
+    assert rows["lending.ledger"] > 0, snapshot
+    report, _ = settle(settings, writer, env, ["lending.ledger"], contracts)
+    assert not report.drift, describe(report)
+    [ledger] = report.tables
+    assert ledger.source_rows == ledger.silver_rows > KILLED_ROWS - workload.operations // 11
