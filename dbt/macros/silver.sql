@@ -12,7 +12,8 @@
     `_kafka_offset` (a row's key always maps to one partition; snapshot rows share one LSN). A read of an
     incremental snapshot (`cdcflow backfill`) carries no LSN: Debezium emits it where its chunk's window closes
     in the stream, after dropping the keys that changed inside the window, so within its partition it follows
-    every version emitted before it and precedes every one emitted after. It takes the highest LSN of its key's
+    every version emitted before it and precedes every one emitted after (the chunk sees every change emitted
+    before its window: the source's `capture.sql` holds the window until commits in flight are visible). It takes the highest LSN of its key's
     earlier versions in the same topic partition (or 0 when it has none: first, and before any truncate),
     then its offset. On that order:
 

@@ -10,6 +10,8 @@ in the connector's ``notification.sink.topic.name``), whose id is the signal's i
 
 How snapshot reads and streamed changes of one row resolve: see ``dbt/macros/silver.sql`` (an incremental
 snapshot's read carries no LSN; it takes its place after the versions emitted before it in its partition).
+That holds because a chunk sees every change streamed before its window: ``capture.sql``'s trigger on the
+signal table holds the window open until the transactions committing meanwhile are visible.
 """
 
 from __future__ import annotations
