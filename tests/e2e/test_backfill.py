@@ -191,11 +191,15 @@ def test_a_table_added_while_written_is_backfilled_with_zero_drift(
     assert stopped["state"] == "ABORTED", stopped
 
 
-LEDGER_ROWS = 3_000
-LEDGER = f"""
+def _ledger(rows: int) -> str:
+    """A captured table of ``rows`` rows at balance 0 (created before the connector: it snapshots them)."""
+    return f"""
 create table lending.ledger (id bigint primary key, balance bigint not null);
-insert into lending.ledger select g, 0 from generate_series(1, {LEDGER_ROWS}) g;
+insert into lending.ledger select g, 0 from generate_series(1, {rows}) g;
 """
+
+
+LEDGER_ROWS = 3_000
 ABSENT_STANDBY = "cdcflow_absent_standby"
 
 
@@ -248,7 +252,7 @@ def _release_when_a_window_waits(
         conn.execute("select pg_cancel_backend(%s)", (commit.pid,))
 
 
-@pytest.mark.parametrize("isolated_source", [LEDGER], indirect=True)
+@pytest.mark.parametrize("isolated_source", [_ledger(LEDGER_ROWS)], indirect=True)
 def test_a_change_streamed_before_it_is_visible_is_not_undone_by_a_backfill(isolated_source: IsolatedSource) -> None:
     """PostgreSQL streams a commit before other queries see it. A chunk read meanwhile would read the row as it
     was and emit that after the change; the signal table's guard holds the window open until the commit is
@@ -286,13 +290,9 @@ def test_a_change_streamed_before_it_is_visible_is_not_undone_by_a_backfill(isol
 
 
 KILLED_ROWS = 20_000
-KILLED = f"""
-create table lending.ledger (id bigint primary key, balance bigint not null);
-insert into lending.ledger select g, 0 from generate_series(1, {KILLED_ROWS}) g;
-"""
 
 
-@pytest.mark.parametrize("isolated_source", [KILLED], indirect=True)
+@pytest.mark.parametrize("isolated_source", [_ledger(KILLED_ROWS)], indirect=True)
 def test_a_backfill_through_a_killed_connect_worker_ends_with_zero_drift(
     isolated_source: IsolatedSource, writer: WriterProcess, stack: Stack, tmp_path: Path
 ) -> None:
