@@ -22,10 +22,11 @@ create table if not exists cdcflow.debezium_signal (
 -- other queries. A transaction caught between the two (waiting for a synchronous standby, or descheduled)
 -- is streamed before the window yet missed by the chunk's SELECT, which reads its row as it was before and
 -- emits that after the change: the newer value lost. So the window opens only once the transactions that
--- were running a statement in this database when it was asked for have ended: waiting up to 1 s in all, or
--- up to 60 s while one of them waits for a synchronous standby (it has committed). A session idle inside an
--- open transaction is not committing and is not waited for; without pg_read_all_stats the connector's role
--- cannot see other roles' sessions' state, and waits for those too (up to 1 s).
+-- were running a statement in this database when it was asked for have ended: waiting up to 200 ms in all
+-- (a commit outside a synchronous wait is visible within microseconds; the bound only caps what a long
+-- statement costs each chunk), or up to 60 s while one of them waits for a synchronous standby (it has
+-- committed). A session idle inside an open transaction is not committing and is not waited for; without
+-- pg_read_all_stats the connector's role cannot see other roles' sessions' state and waits for those too.
 create or replace function cdcflow.settle_commits_before_window() returns trigger
 language plpgsql as $$
 declare
@@ -47,9 +48,11 @@ begin
        and coalesce(a.state, 'active') not in ('idle in transaction', 'idle in transaction (aborted)');
     while cardinality(committing) > 0 loop
         waited := clock_timestamp() - started;
-        if waited > interval '60 s' or (waited > interval '1 s' and not synchronous) then
-            raise warning 'cdcflow: an incremental snapshot window opens while % transaction(s) still commit; '
-                          'a row they changed may be read as it was before them', cardinality(committing);
+        exit when waited > interval '200 ms' and not synchronous;  -- running statements, not commits
+        if waited > interval '60 s' then
+            raise warning 'cdcflow: an incremental snapshot window opens while % transaction(s) wait for a '
+                          'synchronous standby; a row they changed may be read as it was before them',
+                          cardinality(committing);
             exit;
         end if;
         perform pg_sleep(0.001);

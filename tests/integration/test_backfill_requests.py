@@ -1,11 +1,17 @@
 """``cdcflow backfill start`` refuses what Debezium would report as a completed snapshot of no row: a table the
 source database does not hold, and one without a primary key (nothing reaches the signal table); and it warns
-when the source's signal table lacks capture.sql's snapshot window guard."""
+when the source's signal table lacks capture.sql's snapshot window guard; and a statement running for a minute
+holds the guard no longer than its bound."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +19,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from services.common.settings import Settings
 from services.stack.runtime import Stack
 from services.stack.sources import capture_sql
+from tests.fixtures.pipeline import wait_until
 
 CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
 
@@ -79,3 +87,45 @@ def test_a_guarded_source_backfills_without_a_warning(stack: Stack) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "requested" in done.stdout
     assert "warning" not in done.stdout
+
+
+class _LongStatement(threading.Thread):
+    """A transaction holding an id while one statement runs for a minute, then cancelled."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.pid, self.running = dsn, 0, threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn) as conn:
+            self.pid = int(conn.execute("select pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+            conn.execute("select pg_current_xact_id()")
+            self.running.set()
+            with contextlib.suppress(psycopg.errors.QueryCanceled):
+                conn.execute("select pg_sleep(60)")
+
+
+def test_a_long_statement_holds_a_snapshot_window_no_longer_than_the_bound(
+    stack: Stack, settings: Settings, pg: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    sleeper = _LongStatement(settings.postgres.dsn())
+    sleeper.start()
+    try:
+        assert sleeper.running.wait(10)
+        started = time.monotonic()
+        done = _start("lending.customers", "--where", "customer_id < 3", "--again")
+        assert done.returncode == 0, done.stdout + done.stderr
+        [sid] = re.findall(r"backfill-[0-9a-f]{32}", "".join(done.stdout.split()))
+
+        def completed() -> bool:
+            status = subprocess.run(
+                [CDCFLOW, "backfill", "status", "--json"], capture_output=True, text=True, timeout=60, check=True
+            )
+            return any(s["id"] == sid and s["state"] == "COMPLETED" for s in json.loads(status.stdout))
+
+        wait_until("the backfill to complete", completed, timeout_s=45, interval_s=0.5)
+        assert sleeper.is_alive(), "the statement ended before the backfill: nothing was shown"
+        assert time.monotonic() - started < 45
+    finally:
+        pg.execute("select pg_cancel_backend(%s)", (sleeper.pid,))
+        sleeper.join(30)
