@@ -29,7 +29,7 @@ from pathlib import Path
 
 from services.stack.errors import ComponentFailedError, StartTimeoutError
 
-__all__ = ["ManagedProcess", "die_with_parent", "ensure_port_free", "pid_alive", "wait_for"]
+__all__ = ["ManagedProcess", "die_with_parent", "ensure_port_free", "pid_alive", "runs_as", "wait_for"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -107,6 +107,30 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+_PF_KTHREAD = 0x00200000  # <linux/sched.h>: the task is a kernel thread
+
+
+def _kernel_thread(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return bool(int(fields[6]) & _PF_KTHREAD)  # field 9 of stat; the state is field 3
+
+
+def runs_as(pid: int, marker: str) -> bool:
+    """Whether ``pid`` is a live process started with ``marker`` in its command line.
+
+    A process killed with SIGKILL gives up its memory, and with it its command line, before its other threads
+    have closed its files: for that moment its command line reads empty while it still holds its ports. Such a
+    process is still the one started; a PID reused by another process shows that one's command line (a kernel
+    thread's is always empty)."""
+    if not pid_alive(pid):
+        return False
+    cmdline = _cmdline(pid)
+    return marker in cmdline if cmdline else not _kernel_thread(pid)
+
+
 def wait_for(
     what: str,
     ready: Callable[[], bool],
@@ -144,7 +168,7 @@ class ManagedProcess:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        if pid_alive(pid) and self.marker in _cmdline(pid):
+        if runs_as(pid, self.marker):
             return pid
         self.pid_file.unlink(missing_ok=True)
         return None

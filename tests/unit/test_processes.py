@@ -13,7 +13,14 @@ import pytest
 from services.common.settings import repo_root
 from services.stack.children import ServiceChild
 from services.stack.errors import ComponentFailedError, StartTimeoutError
-from services.stack.processes import ManagedProcess, die_with_parent, ensure_port_free, pid_alive, wait_for
+from services.stack.processes import (
+    ManagedProcess,
+    die_with_parent,
+    ensure_port_free,
+    pid_alive,
+    runs_as,
+    wait_for,
+)
 
 
 def _process(tmp_path: Path, marker: str) -> ManagedProcess:
@@ -183,3 +190,45 @@ def test_a_process_whose_main_thread_exited_first_is_alive_while_its_other_threa
         proc.kill()
         proc.wait()
     assert not pid_alive(proc.pid)
+
+
+def test_a_process_whose_command_line_is_gone_is_still_ours_while_it_runs(tmp_path: Path) -> None:
+    """A process killed with SIGKILL, or whose main thread has ended, reads an empty command line while its
+    other threads still hold its ports: it is still the process we started, not a stale PID."""
+    marker = f"marker-{tmp_path.name}"
+    code = (
+        f"# {marker}\n"
+        "import ctypes, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,)).start()\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    process = _process(tmp_path, marker)
+    process.pid_file.parent.mkdir(parents=True)
+    process.pid_file.write_text(f"{proc.pid}\n")
+    try:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cmdline.read_bytes() == b""  # the leader has given up its memory
+        assert runs_as(proc.pid, marker)
+        assert process.pid() == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not runs_as(proc.pid, marker)
+    assert process.pid() is None
+
+
+def _parent(stat: Path) -> str:
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[1]
+    except OSError:  # gone meanwhile
+        return ""
+
+
+def test_a_kernel_thread_is_never_taken_for_ours() -> None:
+    kernel_threads = [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat") if _parent(stat) == "2"]
+    assert kernel_threads, "no kernel thread visible in /proc"
+    assert not any(runs_as(pid, "") for pid in kernel_threads[:20])
