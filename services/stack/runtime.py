@@ -15,16 +15,19 @@ from services.stack.errors import StackError
 from services.stack.jvm import ensure_jars
 from services.stack.kafka import KafkaBroker
 from services.stack.postgres import PostgresServer
-from services.stack.sources import capture_sql
 
-__all__ = ["ComponentStatus", "Stack", "demo_schema_sql"]
+__all__ = ["DEMO_SQL_FILES", "ComponentStatus", "Stack", "demo_schema_sql"]
 
 log = get_logger(__name__)
 
 
+# The demo source's database: what cdcflow keeps in any captured database, then the lending schema.
+DEMO_SQL_FILES = ("capture.sql", "schema.sql")
+
+
 def demo_schema_sql() -> str:
-    """The demo source's database: what cdcflow keeps in any captured database, then the lending schema."""
-    return capture_sql() + "\n" + files("services.stack").joinpath("schema.sql").read_text(encoding="utf-8")
+    package = files("services.stack")
+    return "\n".join(package.joinpath(name).read_text(encoding="utf-8") for name in DEMO_SQL_FILES)
 
 
 @dataclass(frozen=True, slots=True)
