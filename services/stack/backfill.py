@@ -35,6 +35,7 @@ from services.stack.errors import StackError
 
 __all__ = [
     "SIGNAL_TABLE",
+    "WINDOW_GUARD",
     "SignalTarget",
     "Snapshot",
     "add_table",
@@ -46,11 +47,12 @@ __all__ = [
     "stop_snapshot",
     "target",
     "widened",
-    "window_guarded",
+    "window_guard_problem",
     "write_include_lists",
 ]
 
 SIGNAL_TABLE = "cdcflow.debezium_signal"
+WINDOW_GUARD = "settle_commits_before_window"  # capture.sql's trigger on it
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*")
 
 
@@ -164,20 +166,39 @@ def _check_keys(signal: SignalTarget, tables: Sequence[str]) -> None:
         )
 
 
-def window_guarded(signal: SignalTarget) -> bool:
-    """Whether the source's signal table holds the trigger of ``capture.sql`` that opens a snapshot chunk's
-    window only once the commits in flight are visible (without it, a chunk can read a row as it was before a
-    change already streamed, and undo that change)."""
+def window_guard_problem(signal: SignalTarget) -> str | None:
+    """What keeps the source's snapshot window guard (``capture.sql``'s trigger on the signal table) from holding
+    a chunk's window until the commits streamed before it are visible; None when nothing does. Without the
+    guard, a chunk can read a row as it was before a change already streamed, and undo that change."""
     try:
         with psycopg.connect(signal.dsn, autocommit=True, connect_timeout=10) as conn:
             row = conn.execute(
-                "select exists (select 1 from pg_trigger where not tgisinternal"
-                " and tgrelid = to_regclass(%s) and tgname = 'settle_commits_before_window')",
-                (SIGNAL_TABLE,),
+                "select p.prosecdef, pg_has_role(p.proowner, 'pg_read_all_stats', 'USAGE'), p.proowner::regrole::text"
+                " from pg_trigger as t join pg_proc as p on p.oid = t.tgfoid"
+                " where not t.tgisinternal and t.tgrelid = to_regclass(%s) and t.tgname = %s",
+                (SIGNAL_TABLE, WINDOW_GUARD),
             ).fetchone()
     except psycopg.Error as exc:
         raise StackError(f"cannot read the source database's triggers: {exc}") from None
-    return bool(row and row[0])
+    apply = "Apply services/stack/capture.sql to the source database (README: Backfills and tables added later)."
+    if row is None:
+        return (
+            f"{SIGNAL_TABLE} in the source database has no snapshot window guard: a row whose commit is streamed "
+            f"while a chunk is read can be read as it was before. {apply}"
+        )
+    definer, sees_all, owner = row
+    if not definer:
+        return (
+            "the source database's snapshot window guard is an older one, which sees other roles' commits only if "
+            f"the connector's role may read all statistics. {apply}"
+        )
+    if not sees_all:
+        return (
+            f"the source database's snapshot window guard runs as {owner}, which cannot see other roles' sessions: "
+            "a commit waiting for a synchronous standby would not hold a chunk's window. Grant pg_read_all_stats "
+            f"to {owner}, or apply services/stack/capture.sql as a role that has it."
+        )
+    return None
 
 
 def start_snapshot(

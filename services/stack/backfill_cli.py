@@ -34,16 +34,13 @@ def start(
     """Snapshot tables' existing rows into their topics while changes keep streaming; the same request sent
     twice runs one snapshot (its id is derived from the tables and --where)."""
     from services.cli import _settings
-    from services.stack.backfill import start_snapshot, target, window_guarded
+    from services.stack.backfill import start_snapshot, target, window_guard_problem
 
     signal = target(_settings(), source)
     sid, sent = start_snapshot(signal, tables, where, again=again)
-    if not window_guarded(signal):
-        console.print(
-            "[yellow]warning:[/] cdcflow.debezium_signal in the source database has no snapshot window guard: a row "
-            "whose commit is streamed while a chunk is read can be read as it was before. Apply "
-            "services/stack/capture.sql to the source database (README: Backfills and tables added later)."
-        )
+    problem = window_guard_problem(signal)
+    if problem:
+        console.print(f"[yellow]warning:[/] {problem}")
     if sent:
         console.print(f"[green]requested[/] incremental snapshot {sid} of {', '.join(tables)} ({signal.connector})")
     else:

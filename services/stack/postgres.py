@@ -180,11 +180,13 @@ class PostgresServer:
         finally:
             pwfile.unlink(missing_ok=True)
         conf = self.data_dir / "postgresql.auto.conf"
+        # prepared transactions allowed, as on a source whose applications commit in two phases
         with conf.open("a") as out:
             out.write(
                 "wal_level = logical\n"
                 "max_replication_slots = 10\n"
                 "max_wal_senders = 10\n"
+                "max_prepared_transactions = 10\n"
                 "unix_socket_directories = ''\n"
                 "fsync = on\n"
                 "shared_buffers = 128MB\n"

@@ -20,8 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -35,6 +33,7 @@ from services.common.settings import load_settings, repo_root
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import WriterProcess, partition_ends, read_partitions, wait_until
 from tests.fixtures.source import IsolatedSource
+from tests.fixtures.sync_standby import WaitingCommit, absent_synchronous_standby
 from tests.fixtures.topics import TopicTail
 from tests.fixtures.transform import describe, pipeline_env, settle
 
@@ -200,43 +199,10 @@ insert into lending.ledger select g, 0 from generate_series(1, {rows}) g;
 
 
 LEDGER_ROWS = 3_000
-ABSENT_STANDBY = "cdcflow_absent_standby"
-
-
-@contextmanager
-def _absent_synchronous_standby(admin: psycopg.Connection[tuple[object, ...]]) -> Iterator[None]:
-    """A synchronous standby that never answers: a session asking for it (`synchronous_commit = on`) writes its
-    commit to the WAL, where logical decoding streams it, then waits, invisible to other queries, until
-    cancelled. Every other session commits locally meanwhile."""
-    admin.execute("alter system set synchronous_commit = 'local'")
-    admin.execute(f"alter system set synchronous_standby_names = '{ABSENT_STANDBY}'".encode())
-    admin.execute("select pg_reload_conf()")
-    try:
-        yield
-    finally:
-        admin.execute("alter system reset synchronous_commit")
-        admin.execute("alter system reset synchronous_standby_names")
-        admin.execute("select pg_reload_conf()")
-
-
-class _WaitingCommit(threading.Thread):
-    """One update whose commit waits for the absent standby."""
-
-    def __init__(self, dsn: str) -> None:
-        super().__init__(daemon=True)
-        self.dsn, self.pid = dsn, 0
-        self.waiting = threading.Event()
-
-    def run(self) -> None:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            self.pid = int(conn.execute("select pg_backend_pid()").fetchone()[0])  # type: ignore[index]
-            conn.execute("set synchronous_commit = on")
-            self.waiting.set()
-            conn.execute("update lending.ledger set balance = 42 where id = 7")  # returns once cancelled
 
 
 def _release_when_a_window_waits(
-    admin_dsn: str, commit: _WaitingCommit, released: threading.Event, done: threading.Event
+    admin_dsn: str, commit: WaitingCommit, released: threading.Event, done: threading.Event
 ) -> None:
     """Cancel the commit's wait for the standby (it becomes visible) once a snapshot window is held open for it."""
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
@@ -263,12 +229,13 @@ def test_a_change_streamed_before_it_is_visible_is_not_undone_by_a_backfill(isol
     topic = f"{settings.kafka.topic_prefix}.lending.ledger"
     tail = TopicTail(settings, [topic], "backfill-in-flight")
     cli_env = {**os.environ, **isolated_source.env()}
-    commit, released, done = _WaitingCommit(dsn), threading.Event(), threading.Event()
+    commit = WaitingCommit(dsn, "update lending.ledger set balance = 42 where id = 7")
+    released, done = threading.Event(), threading.Event()
     releaser = threading.Thread(target=_release_when_a_window_waits, args=(dsn, commit, released, done))
-    with psycopg.connect(dsn, autocommit=True) as admin, _absent_synchronous_standby(admin):
+    with psycopg.connect(dsn, autocommit=True) as admin, absent_synchronous_standby(admin):
         try:
             commit.start()
-            assert commit.waiting.wait(30)
+            commit.wait_committing(admin)
             tail.read_until(lambda events: any(e.value and e.value["op"] == "u" for e in events))
             invisible = admin.execute("select balance from lending.ledger where id = 7").fetchone()
             assert invisible == (0,), "the update is streamed but must not be visible yet"
@@ -279,8 +246,7 @@ def test_a_change_streamed_before_it_is_visible_is_not_undone_by_a_backfill(isol
             done.set()
             if releaser.is_alive():
                 releaser.join(30)
-            admin.execute("select pg_cancel_backend(%s)", (commit.pid,))
-            commit.join(30)
+            commit.release()
         assert admin.execute("select balance from lending.ledger where id = 7").fetchone() == (42,)
     events = tail.read_until(lambda events: sum(1 for e in events if e.value and e.value["op"] == "r") >= LEDGER_ROWS)
     seven = [(e.value["op"], e.value["after"]["balance"]) for e in events if e.value and e.value["after"]["id"] == 7]

@@ -1,7 +1,9 @@
 """``cdcflow backfill start`` refuses what Debezium would report as a completed snapshot of no row: a table the
 source database does not hold, and one without a primary key (nothing reaches the signal table); and it warns
-when the source's signal table lacks capture.sql's snapshot window guard; and a statement running for a minute
-holds the guard no longer than its bound."""
+when the source's signal table lacks capture.sql's snapshot window guard, or the guard cannot see other roles'
+sessions. The guard itself: a statement running for a minute holds it no longer than its bound, and a commit
+streamed but not yet visible (a COMMIT or a COMMIT PREPARED waiting for a synchronous standby) holds it until
+the commit is visible, whatever role asks for the window."""
 
 from __future__ import annotations
 
@@ -18,11 +20,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from services.common.settings import Settings
+from services.stack.backfill import WINDOW_GUARD
 from services.stack.runtime import Stack
 from services.stack.sources import capture_sql
 from tests.fixtures.pipeline import wait_until
+from tests.fixtures.sync_standby import WaitingCommit, absent_synchronous_standby
 
 CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
 
@@ -129,3 +134,95 @@ def test_a_long_statement_holds_a_snapshot_window_no_longer_than_the_bound(
     finally:
         pg.execute("select pg_cancel_backend(%s)", (sleeper.pid,))
         sleeper.join(30)
+
+
+@pytest.fixture
+def plain_role(stack: Stack, settings: Settings, pg: psycopg.Connection[tuple[object, ...]]) -> Iterator[Settings]:
+    """Settings that connect as a role with nothing but INSERT on the signal table, as a connector's role may be:
+    no member of pg_read_all_stats, so other roles' sessions' state and wait events are hidden from it."""
+    name, password = f"cdcflow_plain_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    pg.execute(f"create role {name} login password '{password}'".encode())
+    pg.execute(f"grant connect on database {settings.postgres.database} to {name}".encode())
+    pg.execute(f"grant usage on schema cdcflow to {name}".encode())
+    pg.execute(f"grant insert on cdcflow.debezium_signal to {name}".encode())
+    try:
+        assert pg.execute("select pg_has_role(%s, 'pg_read_all_stats', 'USAGE')", (name,)).fetchone() == (False,)
+        yield settings.model_copy(
+            update={"postgres": settings.postgres.model_copy(update={"user": name, "password": SecretStr(password)})}
+        )
+    finally:
+        pg.execute(f"reassign owned by {name} to {settings.postgres.user}".encode())
+        pg.execute(f"drop owned by {name}".encode())
+        pg.execute(f"drop role {name}".encode())
+
+
+@pytest.fixture
+def scratch(stack: Stack, pg: psycopg.Connection[tuple[object, ...]]) -> Iterator[str]:
+    """An empty table the connector does not capture, for commits of the tests' own."""
+    schema = f"guard_{uuid.uuid4().hex[:8]}"
+    pg.execute(f"create schema {schema}; create table {schema}.t (i integer)".encode())
+    try:
+        yield f"{schema}.t"
+    finally:
+        for (gid,) in pg.execute("select gid from pg_prepared_xacts where gid like %s", (f"{schema}%",)).fetchall():
+            pg.execute(f"rollback prepared '{gid}'".encode())
+        pg.execute(f"drop schema {schema} cascade".encode())
+
+
+def _window_held_s(settings: Settings) -> float:
+    """Seconds an insert of a snapshot-window-open row takes, as Debezium's would; rolled back, so the
+    connector never reads it."""
+    with psycopg.connect(settings.postgres.dsn()) as conn:
+        started = time.monotonic()
+        conn.execute(
+            "insert into cdcflow.debezium_signal (id, type) values (%s, 'snapshot-window-open')",
+            (f"probe-{uuid.uuid4().hex}",),
+        )
+        held = time.monotonic() - started
+        conn.rollback()
+    return held
+
+
+RELEASE_AFTER_S = 2.0
+
+
+@pytest.mark.parametrize("prepared", [False, True], ids=["commit", "commit-prepared"])
+def test_a_commit_streamed_but_not_visible_holds_a_window_whatever_role_asks(
+    prepared: bool, plain_role: Settings, settings: Settings, scratch: str, pg: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    dsn = settings.postgres.dsn()
+    if prepared:
+        assert pg.execute("show max_prepared_transactions").fetchone() != ("0",), (
+            "the stack's PostgreSQL takes no prepared transaction: start it afresh (`cdcflow stack down --purge`)"
+        )
+        gid = f"{scratch.split('.', maxsplit=1)[0]}-1"
+        with psycopg.connect(dsn, autocommit=True) as preparer:
+            preparer.execute(f"begin; insert into {scratch} values (1); prepare transaction '{gid}'".encode())
+        commit = WaitingCommit(dsn, f"commit prepared '{gid}'")
+    else:
+        commit = WaitingCommit(dsn, f"insert into {scratch} values (1)")
+    with absent_synchronous_standby(pg):
+        commit.start()
+        try:
+            commit.wait_committing(pg)
+            assert pg.execute(f"select count(*) from {scratch}".encode()).fetchone() == (0,), "visible already"
+            release = threading.Timer(RELEASE_AFTER_S, commit.release)
+            release.start()
+            held = _window_held_s(plain_role)
+            release.join()
+        finally:
+            commit.release()
+    assert pg.execute(f"select count(*) from {scratch}".encode()).fetchone() == (1,)
+    assert held >= RELEASE_AFTER_S - 0.1, f"the window opened after {held:.3f} s, before the commit was visible"
+    assert held < RELEASE_AFTER_S + 10
+
+
+def test_a_backfill_warns_when_the_guard_cannot_see_other_roles(
+    plain_role: Settings, pg: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    pg.execute(f"alter function cdcflow.{WINDOW_GUARD}() owner to {plain_role.postgres.user}".encode())
+    done = _start("lending.customers", "--where", "1 = 0", "--again")
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = " ".join(done.stdout.split())
+    assert f"runs as {plain_role.postgres.user}, which cannot see other roles' sessions" in said
+    assert f"Grant pg_read_all_stats to {plain_role.postgres.user}" in said
