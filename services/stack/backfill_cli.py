@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from services.common.contracts import TableContract
+    from services.common.settings import Settings
 
 __all__ = ["backfill_app"]
 
@@ -83,3 +88,55 @@ def stop(
 
     sid = stop_snapshot(target(_settings(), source), tables or [])
     console.print(f"stop requested ({sid})")
+
+
+@backfill_app.command("deletes")
+def deletes(
+    tables: Annotated[list[str], typer.Argument(help="schema.table … whose silver rows the source no longer has.")],
+    source: Source = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count and show those rows; send nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Send a delete event for every row silver holds and the source no longer has (deleted while no replication
+    slot existed): each key is checked again with the table locked in SHARE mode, and its delete carries the
+    LSN of that moment. Reads silver from DuckDB in this build."""
+    from services.cli import _settings
+    from services.transform.deletes import emit_deletes
+
+    settings = _settings()
+    if settings.warehouse.backend != "duckdb":
+        raise typer.BadParameter(
+            "backfill deletes reads silver from DuckDB in this build", param_hint="CDCFLOW_WAREHOUSE__BACKEND"
+        )
+    results = emit_deletes(settings, _contracts(settings, tables, source), dry_run=dry_run)
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in results], indent=2))
+        return
+    table = Table("table", "topic", "silver rows", "not in the source", "back under the lock", "deletes sent", "LSN")
+    for r in results:
+        sent = "(dry run)" if dry_run else f"{r.sent:,}"
+        counts = (f"{r.silver_rows:,}", f"{r.absent:,}", f"{r.returned:,}")
+        table.add_row(r.table, r.topic, *counts, sent, str(r.lsn or ""))
+    console.print(table)
+    for r in results:
+        for key in r.first:
+            console.print(f"  {r.table}: ({', '.join(key)})")
+
+
+def _contracts(settings: Settings, tables: list[str], source: str | None) -> list[TableContract]:
+    """The contracts of ``tables`` of the primary source, or of the source whose connector is ``source``."""
+    from services.stack.sources import sources
+    from services.transform.verify import verify_contracts
+
+    prefix = ""
+    if source is not None:
+        found = next((s for s in sources(settings) if s.connector == source), None)
+        if found is None:
+            raise typer.BadParameter(f"no connector file connect/connectors/{source}.json", param_hint="--source")
+        prefix = found.source
+    wanted = [f"{prefix}/{t}" if prefix else t for t in tables]
+    known = {c.full_name: c for c in verify_contracts(settings)}
+    unknown = [t for t in wanted if t not in known]
+    if unknown:
+        raise typer.BadParameter(f"no contract for {', '.join(unknown)}", param_hint="TABLES")
+    return [known[t] for t in wanted]

@@ -19,6 +19,7 @@ small, but share the row-digest contract that makes a comparison meaningful.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,11 +48,14 @@ from services.transform.silver import model_name
 
 __all__ = [
     "DuckDBSilver",
+    "LockedTable",
     "PostgresSource",
     "RowDifference",
     "TableComparison",
     "VerifyReport",
+    "canonical_key",
     "compare_table",
+    "key_columns",
     "print_report",
     "verify",
     "verify_contracts",
@@ -157,6 +161,10 @@ class PostgresSource:
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
 
+    @property
+    def database(self) -> str:
+        return str(psycopg.conninfo.conninfo_to_dict(self._dsn).get("dbname", ""))
+
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(self._dsn, options=_SESSION)
 
@@ -201,6 +209,71 @@ class PostgresSource:
         with self._connect() as conn:
             found = conn.execute(f"{self._select(contract)} where {where}".encode(), list(key)).fetchone()
         return _decode_arrays(contract, found) if found is not None else None
+
+    def keys(self, contract: TableContract) -> set[Key]:
+        """Every row's primary key, canonical (as :func:`compare_table` keys rows), in one snapshot."""
+        columns = key_columns(contract)
+        select = f"select {', '.join(_pg_expression(c) for c in columns)} from {_table(contract)}"  # noqa: S608
+        found: set[Key] = set()
+        with self._connect() as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            with conn.cursor(name="cdcflow_keys") as cursor:
+                cursor.itersize = _BATCH
+                cursor.execute(select.encode())
+                found.update(canonical_key(columns, row) for row in cursor)
+            conn.rollback()
+        return found
+
+    @contextlib.contextmanager
+    def locked(self, contract: TableContract, *, lock_timeout_s: float = 30.0) -> Iterator[LockedTable]:
+        """The table under a SHARE lock, in a transaction of its own: its writers wait (and the transactions
+        that wrote to it before have ended, committed and visible), its readers do not."""
+        with self._connect() as conn:
+            conn.execute(f"set local lock_timeout = '{int(lock_timeout_s * 1000)}ms'".encode())
+            conn.execute(f"lock table {_table(contract)} in share mode".encode())
+            yield LockedTable(conn, contract)
+            conn.rollback()
+
+
+def _table(contract: TableContract) -> str:
+    return f"{quote_name(contract.schema)}.{quote_name(contract.table)}"
+
+
+def key_columns(contract: TableContract) -> tuple[Column, ...]:
+    return tuple(contract.column(k) for k in contract.primary_key)
+
+
+def canonical_key(columns: Sequence[Column], values: Sequence[Any]) -> Key:
+    return tuple(canonical(c, v) for c, v in zip(columns, values, strict=True))
+
+
+class LockedTable:
+    """A source table held by :meth:`PostgresSource.locked`."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], contract: TableContract) -> None:
+        self._conn, self._contract = conn, contract
+
+    def present(self, keys: Sequence[Sequence[Any]]) -> set[Key]:
+        """Which of ``keys`` (raw values, silver's) the table holds, canonical."""
+        columns = key_columns(self._contract)
+        spelled = ", ".join(_pg_expression(c) for c in columns)
+        names = ", ".join(quote_name(c.name) for c in columns)
+        found: set[Key] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = ", ".join(f"({', '.join(['%s'] * len(columns))})" for _ in chunk)
+            query = f"select {spelled} from {_table(self._contract)} where ({names}) in ({rows})"  # noqa: S608
+            params = [v for key in chunk for v in key]
+            found.update(canonical_key(columns, row) for row in self._conn.execute(query.encode(), params))
+        return found
+
+    def position(self) -> tuple[int, dt.datetime]:
+        """The WAL's insert position and the time now: every change of the table streamed later has a higher
+        LSN while the lock is held."""
+        row = self._conn.execute("select pg_current_wal_insert_lsn() - '0/0'::pg_lsn, clock_timestamp()").fetchone()
+        assert row is not None
+        return int(row[0]), row[1]
 
 
 def _decode_arrays(contract: TableContract, row: Sequence[Any]) -> Sequence[Any]:
@@ -261,6 +334,16 @@ class DuckDBSilver:
         where = " and ".join(f"{quote_name(k)} = ?" for k in contract.primary_key)
         with self._connect() as conn:
             return conn.execute(f"{self._select(contract)} where {where}", list(key)).fetchone()
+
+    def keys(self, contract: TableContract) -> Iterator[tuple[tuple[Any, ...], int]]:
+        """Every live row's primary key (raw values) and the topic partition of its newest version."""
+        names = ", ".join(quote_name(k) for k in contract.primary_key)
+        with self._connect() as conn:
+            query = f"select {names}, _kafka_partition from silver.{quote_name(model_name(contract))}"  # noqa: S608
+            cursor = conn.execute(query)
+            while batch := cursor.fetchmany(_BATCH):
+                for row in batch:
+                    yield tuple(row[:-1]), int(row[-1])
 
 
 # --- the comparison ------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ def test_every_command_the_readme_shows_exists() -> None:
         ("backfill", "start"),
         ("backfill", "status"),
         ("backfill", "stop"),
+        ("backfill", "deletes"),
         ("connector", "status"),
         ("connector", "restart"),
     } <= {p[:2] if p[0] in _GROUPS else p[:1] for p in paths}
