@@ -26,16 +26,16 @@ import duckdb
 import psycopg
 import pytest
 
-from services.common.contracts import ContractRegistry, TableContract, load_contracts
+from services.common.contracts import TableContract
 from services.common.contracts.store import contracts_from_lake
 from services.common.lake import open_lake
-from services.common.settings import load_settings, repo_root
+from services.common.settings import load_settings
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import WriterProcess, partition_ends, read_partitions, wait_until
 from tests.fixtures.source import IsolatedSource
 from tests.fixtures.sync_standby import WaitingCommit, absent_synchronous_standby
 from tests.fixtures.topics import TopicTail
-from tests.fixtures.transform import describe, pipeline_env, settle
+from tests.fixtures.transform import describe, pipeline_env, settle, verified_contracts
 
 ROWS = 100_000
 ACCOUNTS = f"""
@@ -112,17 +112,7 @@ def test_a_table_added_while_written_is_backfilled_with_zero_drift(
     dsn = settings.postgres.dsn()
     worker_pid = stack.connect.process.pid()
 
-    def contracts() -> list[TableContract]:
-        lake = open_lake(configured.lake, configured.lake_root())
-        try:
-            published = contracts_from_lake(lake)
-        finally:
-            lake.close()
-        return [
-            c
-            for c in ContractRegistry.of([*load_contracts(repo_root() / "schemas"), *published])
-            if c.schema == "extra"
-        ]
+    contracts = verified_contracts(configured, lambda c: c.schema == "extra")
 
     writing = writer.start()
     workload = _Workload(dsn)

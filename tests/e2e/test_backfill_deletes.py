@@ -23,16 +23,13 @@ import httpx
 import psycopg
 import pytest
 
-from services.common.contracts import ContractRegistry, TableContract, load_contracts
-from services.common.contracts.store import contracts_from_lake
-from services.common.lake import open_lake
-from services.common.settings import load_settings, repo_root
+from services.common.settings import load_settings
 from services.stack.runtime import Stack
 from services.transform.deletes import ORIGIN
 from services.transform.verify import DuckDBSilver, PostgresSource, verify
 from tests.fixtures.pipeline import WriterProcess, header_dict, partition_ends, read_partitions, wait_until
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settle
+from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settle, verified_contracts
 
 ROWS, DELETED = 300, 40
 HOLDINGS = f"""
@@ -116,14 +113,7 @@ def test_rows_deleted_while_the_slot_was_lost_leave_silver_after_backfill_delete
     configured = load_settings(env)
     dsn = settings.postgres.dsn()
 
-    def contracts() -> list[TableContract]:
-        lake = open_lake(configured.lake, configured.lake_root())
-        try:
-            published = contracts_from_lake(lake)
-        finally:
-            lake.close()
-        registry = ContractRegistry.of([*load_contracts(repo_root() / "schemas"), *published])
-        return [c for c in registry if c.qualified_name == TABLE]
+    contracts = verified_contracts(configured, lambda c: c.qualified_name == TABLE)
 
     isolated_source.wait_captured()
     report, _ = settle(settings, writer, env, [TABLE], contracts)

@@ -35,11 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from services.common.contracts import ContractRegistry, TableContract, load_contracts
-from services.common.contracts.store import contracts_from_lake
 from services.common.kafka import admin_client, producer
-from services.common.lake import open_lake
-from services.common.settings import Settings, load_settings, repo_root
+from services.common.settings import Settings, load_settings
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import (
     Coordinate,
@@ -57,7 +54,7 @@ from tests.fixtures.pipeline import (
     wait_until_committed,
 )
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, pipeline_env, settle
+from tests.fixtures.transform import describe, pipeline_env, settle, verified_contracts
 
 SEED = 20_261_123
 TABLES = {"customers": "customer_id", "facilities": "facility_id", "transactions": "transaction_id"}
@@ -221,19 +218,6 @@ def _stop(workload: WorkloadThread) -> None:
     assert not workload.is_alive(), "the workload did not stop"
 
 
-def _contracts(settings: Settings) -> Callable[[], list[TableContract]]:
-    def contracts() -> list[TableContract]:
-        lake = open_lake(settings.lake, settings.lake_root())
-        try:
-            published = contracts_from_lake(lake)
-        finally:
-            lake.close()
-        registry = ContractRegistry.of([*load_contracts(repo_root() / "schemas"), *published])
-        return [c for c in registry if c.qualified_name in LENDING]
-
-    return contracts
-
-
 def test_kill_9_restarts_and_poison_leave_zero_drift_and_every_offset_accounted_for(
     stack: Stack,
     isolated_source: IsolatedSource,
@@ -297,7 +281,9 @@ def test_kill_9_restarts_and_poison_leave_zero_drift_and_every_offset_accounted_
     assert loader.terminate(chaos.loader_proc) == 0, loader.logs()[-3000:]
 
     configured = load_settings(env)
-    report, _ = settle(source, writer, env, LENDING, _contracts(configured))
+    report, _ = settle(
+        source, writer, env, LENDING, verified_contracts(configured, lambda c: c.qualified_name in LENDING)
+    )
     bronze = bronze_coordinates(configured.duckdb_path(), prefix)
     audit = audit_stored(source, writer.group, bronze, ends, store="bronze")
     dead_lettered = Counter(dlq_coordinate(m) for m in dlq_messages(source, writer.group))

@@ -21,10 +21,8 @@ from pathlib import Path
 
 import psycopg
 
-from services.common.contracts import ContractRegistry, TableContract, load_contracts
-from services.common.contracts.store import contracts_from_lake
+from services.common.contracts import load_contracts
 from services.common.kafka import read_topic
-from services.common.lake import open_lake
 from services.common.replay import replay_topic
 from services.common.settings import load_settings, repo_root
 from services.stack.workload import Workload
@@ -35,7 +33,7 @@ from tests.fixtures.pipeline import (
     wait_until_committed,
 )
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settle
+from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settle, verified_contracts
 
 LENDING = ["lending.customers", "lending.facilities", "lending.transactions"]
 CDCFLOW = str(Path(sys.executable).parent / "cdcflow")
@@ -57,13 +55,7 @@ def test_schema_mismatch_fixed_then_replayed_leaves_zero_drift(
     env = {**pipeline_env(writer, tmp_path), **own}
     configured = load_settings(env)
 
-    def contracts() -> list[TableContract]:
-        lake = open_lake(configured.lake, configured.lake_root())
-        try:
-            published = contracts_from_lake(lake)
-        finally:
-            lake.close()
-        return list(ContractRegistry.of([*load_contracts(contracts_dir), *published]))
+    contracts = verified_contracts(configured)
 
     def cdcflow(*args: str, **extra: str) -> str:
         done = subprocess.run(

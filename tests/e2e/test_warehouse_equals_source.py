@@ -15,14 +15,11 @@ from pathlib import Path
 
 import psycopg
 
-from services.common.contracts import ContractRegistry, TableContract, load_contracts
-from services.common.contracts.store import contracts_from_lake
-from services.common.lake import open_lake
-from services.common.settings import load_settings, repo_root
+from services.common.settings import load_settings
 from services.stack.workload import Workload
 from tests.fixtures.pipeline import WriterProcess
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settle
+from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settle, verified_contracts
 
 LENDING = ["lending.customers", "lending.facilities", "lending.transactions"]
 OPERATIONS_PER_HALF = 25_000
@@ -36,14 +33,7 @@ def test_fifty_thousand_operations_with_an_added_column_leave_zero_drift(
     env = {**pipeline_env(writer, tmp_path), **isolated_source.env()}
     configured = load_settings(env)
 
-    def contracts() -> list[TableContract]:
-        """The repository's contracts, superseded by the newer versions the writer published."""
-        lake = open_lake(configured.lake, configured.lake_root())
-        try:
-            published = contracts_from_lake(lake)
-        finally:
-            lake.close()
-        return list(ContractRegistry.of([*load_contracts(repo_root() / "schemas"), *published]))
+    contracts = verified_contracts(configured)
 
     writing = writer.start()
     first = Workload(settings.postgres, seed=5001).run(rate=50_000, duration_s=900, max_ops=OPERATIONS_PER_HALF)
