@@ -308,10 +308,6 @@ def verify(
     from services.transform.verify import print_report, verify_contracts, verify_warehouse
 
     settings = _settings()
-    if settings.warehouse.backend != "duckdb":
-        raise typer.BadParameter(
-            "verify reads silver from DuckDB in this build", param_hint="CDCFLOW_WAREHOUSE__BACKEND"
-        )
     contracts = verify_contracts(settings)
     if table:
         unknown = sorted(set(table) - {c.full_name for c in contracts})

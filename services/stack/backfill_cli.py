@@ -99,15 +99,11 @@ def deletes(
 ) -> None:
     """Send a delete event for every row silver holds and the source no longer has (deleted while no replication
     slot existed): each key is checked again with the table locked in SHARE mode, and its delete carries the
-    LSN of that moment. Reads silver from DuckDB in this build."""
+    LSN of that moment."""
     from services.cli import _settings
     from services.transform.deletes import emit_deletes
 
     settings = _settings()
-    if settings.warehouse.backend != "duckdb":
-        raise typer.BadParameter(
-            "backfill deletes reads silver from DuckDB in this build", param_hint="CDCFLOW_WAREHOUSE__BACKEND"
-        )
     results = emit_deletes(settings, _contracts(settings, tables, source), dry_run=dry_run)
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in results], indent=2))

@@ -36,7 +36,7 @@ from services.common.kafka import producer
 from services.common.settings import Settings
 from services.stack.sources import Source, sources
 from services.transform.silver import model_name
-from services.transform.verify import DuckDBSilver, Key, PostgresSource, canonical_key, key_columns
+from services.transform.verify import Key, PostgresSource, SilverReader, canonical_key, key_columns, open_silver
 
 __all__ = ["ORIGIN", "DeleteError", "TableDeletes", "delete_event", "emit_deletes", "wire_value"]
 
@@ -71,7 +71,7 @@ def emit_deletes(
     counted with ``dry_run``)."""
     for contract in contracts:
         _check_captured(contract)
-    silver = DuckDBSilver(settings.duckdb_path(), busy_timeout_s=settings.transform.busy_timeout_s)
+    silver = open_silver(settings)
     others = {s.source: s for s in sources(settings) if s.source}
     results = []
     for contract in contracts:
@@ -101,7 +101,7 @@ def _delete_absent(
     settings: Settings,
     contract: TableContract,
     source: PostgresSource,
-    silver: DuckDBSilver,
+    silver: SilverReader,
     result: TableDeletes,
     *,
     prefix: str,

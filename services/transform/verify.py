@@ -36,7 +36,6 @@ from rich.table import Table
 
 from services.common.contracts import Column, ContractRegistry, TableContract, load_contracts
 from services.common.contracts.store import contracts_from_lake
-from services.common.errors import ConfigError
 from services.common.lake import open_lake
 from services.common.settings import Settings
 from services.common.sql import quote_name
@@ -51,11 +50,13 @@ __all__ = [
     "LockedTable",
     "PostgresSource",
     "RowDifference",
+    "SilverReader",
     "TableComparison",
     "VerifyReport",
     "canonical_key",
     "compare_table",
     "key_columns",
+    "open_silver",
     "print_report",
     "verify",
     "verify_contracts",
@@ -79,6 +80,12 @@ class RowReader(Protocol):
     def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
         """The row whose primary key columns hold ``key`` (raw values), if any."""
         ...
+
+
+class SilverReader(RowReader, Protocol):
+    """Silver's side: also every live row's key and the topic partition of its newest version."""
+
+    def keys(self, contract: TableContract) -> Iterator[tuple[tuple[Any, ...], int]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +353,16 @@ class DuckDBSilver:
                     yield tuple(row[:-1]), int(row[-1])
 
 
+def open_silver(settings: Settings) -> SilverReader:
+    """Silver in the configured warehouse: the DuckDB file, or the BigQuery project's ``silver`` dataset."""
+    if settings.warehouse.backend == "duckdb":
+        return DuckDBSilver(settings.duckdb_path(), busy_timeout_s=settings.transform.busy_timeout_s)
+    from services.transform.bigquery_silver import BigQuerySilver
+    from services.warehouse.bigquery import bigquery_client
+
+    return BigQuerySilver(bigquery_client(settings.warehouse), timeout_s=settings.warehouse.bigquery_job_timeout_s)
+
+
 # --- the comparison ------------------------------------------------------------------------------
 
 
@@ -438,14 +455,12 @@ def verify_contracts(settings: Settings) -> list[TableContract]:
 def verify_warehouse(
     settings: Settings, contracts: Sequence[TableContract], *, limit: int = 10, every_captured: bool = True
 ) -> VerifyReport:
-    """Compare the configured PostgreSQL database with silver in the configured DuckDB file.
+    """Compare the configured PostgreSQL database with silver in the configured warehouse.
 
     With ``every_captured``, a table the connector's publication captures but no contract describes is
     reported too: drift when it holds rows (none of them reached silver), skipped when it is empty.
     """
-    if settings.warehouse.backend != "duckdb":
-        raise ConfigError("verify reads silver from DuckDB in this build (CDCFLOW_WAREHOUSE__BACKEND)")
-    silver = DuckDBSilver(settings.duckdb_path(), busy_timeout_s=settings.transform.busy_timeout_s)
+    silver = open_silver(settings)
     primary = PostgresSource(settings.postgres.dsn())
     others = {s.source: s for s in sources(settings) if s.source}
     report = VerifyReport()

@@ -25,7 +25,7 @@ from services.transform.project import materialize
 from services.transform.wiring import dbt_for
 from services.warehouse.errors import WarehouseBusyError
 from services.warehouse.factory import open_warehouse
-from tests.fixtures.bqemulator import BigQueryEmulator
+from tests.fixtures.bqemulator import BigQueryEmulator, bigquery_env
 from tests.fixtures.lakefiles import LakeFiles, lending_contract
 
 PROJECT = "cdcflow-dbt"
@@ -105,25 +105,6 @@ def _writer(changes: list[tuple[str, dict[str, Any]]]) -> Callable[[int, int], b
     return event
 
 
-def _env(emulator: BigQueryEmulator, tmp_path: Path, bucket: str, lake_root: Path, contracts: Path) -> dict[str, str]:
-    return {
-        "CDCFLOW_WAREHOUSE__BACKEND": "bigquery",
-        "CDCFLOW_WAREHOUSE__BIGQUERY_PROJECT": PROJECT,
-        "CDCFLOW_WAREHOUSE__BIGQUERY_API_ENDPOINT": emulator.endpoint,
-        "CDCFLOW_WAREHOUSE__BIGQUERY_LAKE_URI": f"gs://{bucket}/lake",
-        "CDCFLOW_WAREHOUSE__BIGQUERY_RETRY_DEADLINE_S": "10",
-        "CDCFLOW_LAKE__ROOT": str(lake_root),
-        "CDCFLOW_LOADER__CONTRACTS_DIR": str(contracts),
-        "CDCFLOW_LOADER__HEALTH_PORT": "0",
-        "CDCFLOW_LOADER__MIN_TABLE_INTERVAL_S": "0",  # the emulator has no load quota; each pass loads at once
-        "CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts),
-        "CDCFLOW_TRANSFORM__WORK_DIR": str(tmp_path / "transform"),
-        "CDCFLOW_TRANSFORM__HEALTH_PORT": "0",
-        "CDCFLOW_TRANSFORM__BUSY_TIMEOUT_S": "0",
-        "CDCFLOW_SECRETS_DIR": str(tmp_path / "no-secrets"),
-    }
-
-
 def _rows(emulator: BigQueryEmulator, sql: str) -> list[tuple[Any, ...]]:
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
@@ -149,7 +130,9 @@ def test_dbt_builds_silver_on_bigquery(bigquery_emulator: BigQueryEmulator, tmp_
         write_contract(contracts, contract)
     LakeFiles(lake, customers, event=_writer(CUSTOMER_CHANGES)).write(range(len(CUSTOMER_CHANGES)), ts_us=T0)
     LakeFiles(lake, facilities, event=_writer(FACILITY_CHANGES)).write(range(len(FACILITY_CHANGES)), ts_us=T0)
-    settings = load_settings(_env(bigquery_emulator, tmp_path, bucket, folder / "lake", contracts))
+    settings = load_settings(
+        bigquery_env(bigquery_emulator, tmp_path, PROJECT, folder / "lake", contracts, bucket=bucket)
+    )
 
     assert run_loader(settings, Shutdown(), once=True) == 0
     # The repository's project as `cdcflow transform` renders it, built by its dbt runner; everything that
@@ -219,7 +202,9 @@ def test_the_emulator_cannot_hold_the_unconstrained_numeric(
     When this starts failing, the emulator holds BIGNUMERIC: run the whole project here and drop this test.
     """
     bucket, folder = bigquery_emulator.bucket()
-    settings = load_settings(_env(bigquery_emulator, tmp_path, bucket, folder / "lake", tmp_path))
+    settings = load_settings(
+        bigquery_env(bigquery_emulator, tmp_path, PROJECT, folder / "lake", tmp_path, bucket=bucket)
+    )
     warehouse = open_warehouse(settings)
     try:
         with pytest.raises(WarehouseBusyError, match="500"):
