@@ -148,11 +148,23 @@ def _send(
             failures.append(str(err))
 
     client = producer(settings.kafka)
+
+    def send(key: bytes, value: bytes | None, partition: int) -> None:
+        while True:
+            try:
+                client.produce(
+                    topic, key=key, value=value, partition=partition, headers=[ORIGIN], on_delivery=delivered
+                )
+            except BufferError:  # the client's queue is full: let deliveries drain it
+                client.poll(1.0)
+            else:
+                client.poll(0)
+                return
+
     for values, partition in keys:
         key, value = delete_event(contract, values, lsn=lsn, at=at, prefix=prefix, database=database)
-        client.produce(topic, key=key, value=value, partition=partition, headers=[ORIGIN], on_delivery=delivered)
-        client.produce(topic, key=key, value=None, partition=partition, headers=[ORIGIN], on_delivery=delivered)
-        client.poll(0)
+        send(key, value, partition)
+        send(key, None, partition)  # the tombstone, as Debezium sends after a delete
     remaining = client.flush(120)
     if remaining or failures:
         raise DeleteError(

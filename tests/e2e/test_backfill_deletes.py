@@ -6,7 +6,8 @@ no slot and snapshots the table afresh (``snapshot.mode=when_needed``), which do
 and sends no delete for them. ``verify`` shows them as extra rows of silver. ``backfill deletes --dry-run``
 counts them and sends nothing; then, while an open transaction holds one of them inserted again,
 ``backfill deletes`` waits for the table's SHARE lock, finds that key back and leaves it, and sends a delete
-for each of the other 39. Silver then equals the source.
+for each of the other 39 (through a producer queue far smaller than what it sends). Silver then equals the
+source.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def test_rows_deleted_while_the_slot_was_lost_leave_silver_after_backfill_delete
         committed = threading.Event()
         committer = threading.Thread(target=_commit_once_locked_out, args=(dsn, holder, committed), daemon=True)
         committer.start()
-        done = _deletes(env)
+        # a producer queue of 8 records: sending 78 fills it again and again
+        done = _deletes({**env, "CDCFLOW_KAFKA__EXTRA__QUEUE_BUFFERING_MAX_MESSAGES": "8"})
         committer.join(30)
     assert committed.is_set(), "the command never waited for the table's SHARE lock"
     assert (done["absent"], done["returned"], done["sent"]) == (DELETED, 1, DELETED - 1), done
