@@ -297,6 +297,19 @@ def test_two_databases_with_public_users_land_apart_with_zero_drift(
             ).fetchone() or ([],)
             assert topics == [source.topic]
 
+    # `backfill deletes --source`: the second source's table, read from its own database, sent to its own topic; a
+    # row just deleted there (its delete still on its way: no writer runs) is one silver holds and it lacks
+    second = sources[1]
+    second_dsn = settings.postgres.model_copy(update={"database": second.name}).dsn()
+    with psycopg.connect(second_dsn, autocommit=True) as source_db:
+        source_db.execute("delete from public.users where id = (select min(id) from public.users)")
+    counted = json.loads(
+        _cdcflow(env, "backfill", "deletes", "public.users", "--source", second.name, "--dry-run", "--json")
+    )
+    assert [(r["table"], r["topic"], r["absent"], r["sent"]) for r in counted] == [
+        (f"{second.name}/public.users", second.topic, 1, 0)
+    ]
+
     # `cdcflow source remove` leaves no slot, connector or file behind
     for source in sources:
         _cdcflow(env, "source", "remove", source.name)
