@@ -303,6 +303,7 @@ def verify(
         ),
     ] = None,
     limit: Annotated[int, typer.Option(min=0, help="Differing keys to show per table.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output; the same exit code.")] = False,
 ) -> None:
     """Compare every captured PostgreSQL table with its silver table, row for row; exit 1 on any drift."""
     from services.transform.verify import print_report, verify_contracts, verify_warehouse
@@ -315,7 +316,10 @@ def verify(
             raise typer.BadParameter(f"no contract for {', '.join(unknown)}", param_hint="--table")
         contracts = [c for c in contracts if c.full_name in table]
     report = verify_warehouse(settings, contracts, limit=limit, every_captured=not table)
-    print_report(report, _wide_console())
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        print_report(report, _wide_console())
     if report.drift:
         raise typer.Exit(1)
 

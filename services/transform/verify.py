@@ -23,7 +23,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -126,6 +126,10 @@ class VerifyReport:
     @property
     def drift(self) -> bool:
         return any(t.drift for t in self.tables)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as ``--json`` prints it: each table's counts, verdict and first differing keys."""
+        return {"drift": self.drift, "tables": [{**asdict(t), "drift": t.drift} for t in self.tables]}
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------

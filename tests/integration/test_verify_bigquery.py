@@ -3,7 +3,7 @@
 Customers reach silver in bqemulator through the BigQuery loader and the repository's dbt project; a PostgreSQL
 database of the test holds the same rows. ``verify`` finds them equal; after a name changes and a row is deleted
 in PostgreSQL, it reports the changed column and the extra row and exits 1, and ``backfill deletes --dry-run``
-counts the extra key (sending nothing).
+counts the extra key (sending nothing). ``verify --json`` says the same in JSON.
 """
 
 from __future__ import annotations
@@ -125,6 +125,17 @@ def test_verify_and_backfill_deletes_read_silver_in_bigquery(
     said = " ".join(drift.stdout.split())
     assert "lending.customers: different: (2) (columns: full_name)" in said
     assert "lending.customers: extra: (3)" in said
+    reported = _cdcflow(cli_env, "verify", "--table", "lending.customers", "--json")
+    assert reported.returncode == 1, reported.stdout + reported.stderr
+    report = json.loads(reported.stdout)
+    [customers_report] = report["tables"]
+    assert report["drift"] is True
+    counts = ("source_rows", "silver_rows", "missing", "extra", "different")
+    assert [customers_report[k] for k in counts] == [3, 4, 0, 1, 1]
+    assert {(d["problem"], tuple(d["key"]), tuple(d["columns"])) for d in customers_report["first"]} == {
+        ("different", ("2",), ("full_name",)),
+        ("extra", ("3",), ()),
+    }
 
     counted = _cdcflow(cli_env, "backfill", "deletes", "lending.customers", "--dry-run", "--json")
     assert counted.returncode == 0, counted.stdout + counted.stderr
