@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any
 
+import psycopg
+
 from services.common.contracts import Column, TableContract
 from services.common.errors import TerminalError
 from services.common.kafka import producer
@@ -120,14 +122,35 @@ def _delete_absent(
     if dry_run or not absent:
         result.first = [canonical_key(columns, k) for k, _ in absent[:limit]]
         return
-    with source.locked(contract) as table:
-        back = table.present([k for k, _ in absent])
-        lsn, at = table.position()
+    back, lsn, at = _look_again_locked(contract, source, [k for k, _ in absent])
     gone = [(k, p) for k, p in absent if canonical_key(columns, k) not in back]
     result.returned, result.lsn = len(absent) - len(gone), lsn
     result.first = [canonical_key(columns, k) for k, _ in gone[:limit]]
     sent = _send(settings, contract, result.topic, gone, lsn=lsn, at=at, prefix=prefix, database=source.database)
     result.sent = sent
+
+
+def _look_again_locked(
+    contract: TableContract, source: PostgresSource, keys: Sequence[Sequence[Any]]
+) -> tuple[set[Key], int, dt.datetime]:
+    """Which of ``keys`` the table holds, and the LSN and time a delete of the others carries, under its lock."""
+    try:
+        with source.locked(contract) as table:
+            back = table.present(keys)
+            lsn, at = table.position()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise DeleteError(
+            f"{contract.qualified_name} cannot be locked in SHARE mode as this role ({exc.diag.message_primary}): "
+            "PostgreSQL asks for UPDATE, DELETE or TRUNCATE on the table. Grant one to the role, or run the command "
+            "as a role that has one (CDCFLOW_POSTGRES__USER and CDCFLOW_POSTGRES__PASSWORD; another source's role "
+            "is its connector's database.user)."
+        ) from None
+    except psycopg.errors.LockNotAvailable:
+        raise DeleteError(
+            f"{contract.qualified_name} stayed locked by other transactions past the lock timeout; nothing was "
+            "sent, run the command again"
+        ) from None
+    return back, lsn, at
 
 
 def _send(
