@@ -4,19 +4,18 @@ asks for UPDATE, DELETE or TRUNCATE to lock a table in that mode, and a connecto
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import psycopg
 import pytest
-from pydantic import SecretStr
 
 from services.common.settings import Settings
 from services.stack.runtime import Stack
 from services.transform.deletes import DeleteError, emit_deletes
 from tests.fixtures.lakefiles import lending_contract
+from tests.fixtures.stack import login_role
 
 ABSENT_ID = 987_654_321_987
 
@@ -24,18 +23,8 @@ ABSENT_ID = 987_654_321_987
 @pytest.fixture
 def reader(stack: Stack, settings: Settings, pg: psycopg.Connection[tuple[object, ...]]) -> Iterator[Settings]:
     """Settings that connect as a role with SELECT on lending.customers and nothing else."""
-    name, password = f"cdcflow_reader_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    pg.execute(f"create role {name} login password '{password}'".encode())
-    pg.execute(f"grant connect on database {settings.postgres.database} to {name}".encode())
-    pg.execute(f"grant usage on schema lending to {name}".encode())
-    pg.execute(f"grant select on lending.customers to {name}".encode())
-    try:
-        yield settings.model_copy(
-            update={"postgres": settings.postgres.model_copy(update={"user": name, "password": SecretStr(password)})}
-        )
-    finally:
-        pg.execute(f"drop owned by {name}".encode())
-        pg.execute(f"drop role {name}".encode())
+    with login_role(pg, settings, "cdcflow_reader", ["usage on schema lending", "select on lending.customers"]) as role:
+        yield role
 
 
 def test_a_role_that_may_only_read_counts_but_sends_nothing(

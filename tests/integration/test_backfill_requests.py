@@ -20,13 +20,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pydantic import SecretStr
 
 from services.common.settings import Settings
 from services.stack.backfill import WINDOW_GUARD
 from services.stack.runtime import Stack
 from services.stack.sources import capture_sql
 from tests.fixtures.pipeline import wait_until
+from tests.fixtures.stack import login_role
 from tests.fixtures.sync_standby import WaitingCommit, absent_synchronous_standby
 
 CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
@@ -140,20 +140,11 @@ def test_a_long_statement_holds_a_snapshot_window_no_longer_than_the_bound(
 def plain_role(stack: Stack, settings: Settings, pg: psycopg.Connection[tuple[object, ...]]) -> Iterator[Settings]:
     """Settings that connect as a role with nothing but INSERT on the signal table, as a connector's role may be:
     no member of pg_read_all_stats, so other roles' sessions' state and wait events are hidden from it."""
-    name, password = f"cdcflow_plain_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    pg.execute(f"create role {name} login password '{password}'".encode())
-    pg.execute(f"grant connect on database {settings.postgres.database} to {name}".encode())
-    pg.execute(f"grant usage on schema cdcflow to {name}".encode())
-    pg.execute(f"grant insert on cdcflow.debezium_signal to {name}".encode())
-    try:
-        assert pg.execute("select pg_has_role(%s, 'pg_read_all_stats', 'USAGE')", (name,)).fetchone() == (False,)
-        yield settings.model_copy(
-            update={"postgres": settings.postgres.model_copy(update={"user": name, "password": SecretStr(password)})}
-        )
-    finally:
-        pg.execute(f"reassign owned by {name} to {settings.postgres.user}".encode())
-        pg.execute(f"drop owned by {name}".encode())
-        pg.execute(f"drop role {name}".encode())
+    grants = ["usage on schema cdcflow", "insert on cdcflow.debezium_signal"]
+    with login_role(pg, settings, "cdcflow_plain", grants) as plain:
+        member = pg.execute("select pg_has_role(%s, 'pg_read_all_stats', 'USAGE')", (plain.postgres.user,))
+        assert member.fetchone() == (False,)
+        yield plain
 
 
 @pytest.fixture
