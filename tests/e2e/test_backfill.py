@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,6 +29,7 @@ from services.common.contracts.store import contracts_from_lake
 from services.common.lake import open_lake
 from services.common.settings import load_settings
 from services.stack.runtime import Stack
+from tests.fixtures.cli import backfills, cdcflow, wait_backfills_completed
 from tests.fixtures.pipeline import WriterProcess, partition_ends, read_partitions, wait_until
 from tests.fixtures.source import IsolatedSource
 from tests.fixtures.sync_standby import WaitingCommit, absent_synchronous_standby
@@ -45,28 +44,7 @@ create table extra.accounts (
 );
 insert into extra.accounts select g, 'owner ' || g, g * 1.25 from generate_series(1, {ROWS}) g;
 """
-CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
 TABLES = ["extra.accounts"]
-
-
-def _cdcflow(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([CDCFLOW, *args], capture_output=True, text=True, env=env, timeout=300, check=False)
-    assert done.returncode == 0, f"cdcflow {' '.join(args)}: {done.stdout[-2000:]} {done.stderr[-3000:]}"
-    return done.stdout
-
-
-def _snapshots(env: dict[str, str]) -> list[dict[str, object]]:
-    found: list[dict[str, object]] = json.loads(_cdcflow(env, "backfill", "status", "--json"))
-    return found
-
-
-def _wait_completed(env: dict[str, str], count: int) -> list[dict[str, object]]:
-    def done() -> bool:
-        snaps = _snapshots(env)
-        return len(snaps) == count and all(s["state"] == "COMPLETED" for s in snaps)
-
-    wait_until(f"{count} completed backfill(s)", done, timeout_s=300, interval_s=2)
-    return _snapshots(env)
 
 
 class _Workload(threading.Thread):
@@ -119,12 +97,12 @@ def test_a_table_added_while_written_is_backfilled_with_zero_drift(
     workload.start()
     try:
         time.sleep(2)
-        added = _cdcflow(cli_env, "source", "add-table", "extra.accounts")
+        added = cdcflow(cli_env, "source", "add-table", "extra.accounts")
         assert "extra.accounts added to connector" in added
         assert "incremental snapshot" in added
-        again = _cdcflow(cli_env, "backfill", "start", "extra.accounts")  # the same request: no second snapshot
+        again = cdcflow(cli_env, "backfill", "start", "extra.accounts")  # the same request: no second snapshot
         assert "already requested" in again
-        [snapshot] = _wait_completed(cli_env, 1)
+        [snapshot] = wait_backfills_completed(cli_env, 1)
         time.sleep(2)
     finally:
         workload.stop.set()
@@ -143,8 +121,8 @@ def test_a_table_added_while_written_is_backfilled_with_zero_drift(
     before = _silver_rows(configured.duckdb_path())
 
     # a re-snapshot of a captured table: new read events, nothing changes in silver
-    _cdcflow(cli_env, "backfill", "start", "extra.accounts", "--again")
-    _wait_completed(cli_env, 2)
+    cdcflow(cli_env, "backfill", "start", "extra.accounts", "--again")
+    wait_backfills_completed(cli_env, 2)
     report, _ = settle(settings, writer, env, TABLES, contracts)
     assert not report.drift, describe(report)
     assert _silver_rows(configured.duckdb_path()) == before
@@ -152,8 +130,8 @@ def test_a_table_added_while_written_is_backfilled_with_zero_drift(
     # --where: exactly the matching rows are read
     topic = f"{settings.kafka.topic_prefix}.extra.accounts"
     start = partition_ends(settings, [topic])
-    _cdcflow(cli_env, "backfill", "start", "extra.accounts", "--where", "id % 7 = 0")
-    _wait_completed(cli_env, 3)
+    cdcflow(cli_env, "backfill", "start", "extra.accounts", "--where", "id % 7 = 0")
+    wait_backfills_completed(cli_env, 3)
     end = partition_ends(settings, [topic])
     read = set()
     for message in read_partitions(settings, end):
@@ -166,17 +144,17 @@ def test_a_table_added_while_written_is_backfilled_with_zero_drift(
     assert read == matching
 
     # stop: a re-snapshot stopped right after it was asked for ends ABORTED, short of every row
-    _cdcflow(cli_env, "backfill", "start", "extra.accounts", "--again")
-    _cdcflow(cli_env, "backfill", "stop")
+    cdcflow(cli_env, "backfill", "start", "extra.accounts", "--again")
+    cdcflow(cli_env, "backfill", "stop")
 
     def ended() -> bool:
-        return len(snaps := _snapshots(cli_env)) == 4 and snaps[-1]["state"] in ("ABORTED", "COMPLETED")
+        return len(snaps := backfills(cli_env)) == 4 and snaps[-1]["state"] in ("ABORTED", "COMPLETED")
 
     try:
         wait_until("the stopped backfill to end", ended, timeout_s=300, interval_s=2)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}: {_snapshots(cli_env)}") from None
-    stopped = _snapshots(cli_env)[-1]
+        raise AssertionError(f"{exc}: {backfills(cli_env)}") from None
+    stopped = backfills(cli_env)[-1]
     assert stopped["state"] == "ABORTED", stopped
 
 
@@ -230,8 +208,8 @@ def test_a_change_streamed_before_it_is_visible_is_not_undone_by_a_backfill(isol
             invisible = admin.execute("select balance from lending.ledger where id = 7").fetchone()
             assert invisible == (0,), "the update is streamed but must not be visible yet"
             releaser.start()
-            _cdcflow(cli_env, "backfill", "start", "lending.ledger")
-            _wait_completed(cli_env, 1)
+            cdcflow(cli_env, "backfill", "start", "lending.ledger")
+            wait_backfills_completed(cli_env, 1)
         finally:
             done.set()
             if releaser.is_alive():
@@ -274,7 +252,7 @@ def test_a_backfill_through_a_killed_connect_worker_ends_with_zero_drift(
     workload.start()
     try:
         tail = TopicTail(settings, [f"{settings.kafka.topic_prefix}.lending.ledger"], "backfill-killed")
-        _cdcflow(cli_env, "backfill", "start", "lending.ledger")
+        cdcflow(cli_env, "backfill", "start", "lending.ledger")
         tail.read_until(lambda events: any(e.value and e.value["op"] == "r" for e in events), timeout_s=120)
         tail.close()
         worker = stack.connect.process.pid()
@@ -286,7 +264,7 @@ def test_a_backfill_through_a_killed_connect_worker_ends_with_zero_drift(
             stack.connect.start(stack.settings.stack.start_timeout_s)  # the stack is shared: never left down
         for name in connectors:
             stack.connect.wait_running(name, stack.settings.stack.start_timeout_s)
-        [snapshot] = _wait_completed(cli_env, 1)
+        [snapshot] = wait_backfills_completed(cli_env, 1)
     finally:
         workload.stop.set()
         workload.join(timeout=30)

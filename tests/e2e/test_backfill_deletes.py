@@ -13,8 +13,6 @@ source.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from services.common.settings import load_settings
 from services.stack.runtime import Stack
 from services.transform.deletes import ORIGIN
 from services.transform.verify import DuckDBSilver, PostgresSource, verify
+from tests.fixtures.cli import cdcflow
 from tests.fixtures.pipeline import WriterProcess, header_dict, partition_ends, read_partitions, wait_until
 from tests.fixtures.source import IsolatedSource
 from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settle, verified_contracts
@@ -50,13 +49,6 @@ select 'acct ' || (g % 7) || E' \\u00e9''"\\\\', date '2020-01-01' + g, g * 1000
   from generate_series(1, {ROWS}) g;
 """
 TABLE = "lending.holdings"
-CDCFLOW = str(Path(sys.executable).with_name("cdcflow"))
-
-
-def _cdcflow(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([CDCFLOW, *args], capture_output=True, text=True, env=env, timeout=300, check=False)
-    assert done.returncode == 0, f"cdcflow {' '.join(args)}: {done.stdout[-2000:]} {done.stderr[-3000:]}"
-    return done.stdout
 
 
 def _lose_the_slot(stack: Stack, source: IsolatedSource, deleted: str) -> None:
@@ -99,7 +91,7 @@ def _commit_once_locked_out(dsn: str, holder: psycopg.Connection[Any], committed
 
 
 def _deletes(env: dict[str, str], *flags: str) -> dict[str, Any]:
-    [result] = json.loads(_cdcflow(env, "backfill", "deletes", TABLE, "--json", *flags))
+    [result] = json.loads(cdcflow(env, "backfill", "deletes", TABLE, "--json", *flags))
     assert isinstance(result, dict)
     return result
 

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from services.stack.processes import wait_for
 from services.stack.runtime import Stack
 from services.transform.verify import verify_warehouse
 from services.transform.wiring import run_transform
+from tests.fixtures.cli import cdcflow
 from tests.fixtures.pipeline import WriterProcess, partition_ends, wait_until, wait_until_committed
 from tests.fixtures.transform import describe
 
@@ -142,13 +142,6 @@ def _remove(stack: Stack, settings: Settings, created: list[Captured]) -> None:
         future.result()
 
 
-def _cdcflow(env: dict[str, str], *args: str) -> str:
-    command = [str(repo_root() / ".venv" / "bin" / "cdcflow"), *args]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
 def _quiet_group(connect_dir: Path, settings: Settings, quiet: Captured) -> None:
     """A topic creation group in the primary connector file: ``quiet``'s ``users`` topic gets one partition."""
     path = connect_dir / "connectors" / f"{settings.connect.connector}.json"
@@ -168,7 +161,7 @@ def _partitions(settings: Settings, topic: str) -> int:
 def _source_add(env: dict[str, str], source: Captured, settings: Settings) -> str:
     pg = settings.postgres
     dsn = f"postgresql://{pg.user}@{pg.host}:{pg.port}/{source.name}"
-    return _cdcflow(env, "source", "add", source.name, "--dsn", dsn, "--tables", "public.users,public.extra")
+    return cdcflow(env, "source", "add", source.name, "--dsn", dsn, "--tables", "public.users,public.extra")
 
 
 def _stream(settings: Settings, source: Captured) -> None:
@@ -260,7 +253,7 @@ def test_two_databases_with_public_users_land_apart_with_zero_drift(
     assert sorted(c.full_name for c in contracts) == sorted(f"{s.name}/public.users" for s in sources)
     # `cdcflow schemas generate --source` reads the same catalog into the source's own folder
     for source in sources:
-        _cdcflow(env, "schemas", "generate", "--source", source.name, "--directory", str(tmp_path / "schemas"))
+        cdcflow(env, "schemas", "generate", "--source", source.name, "--directory", str(tmp_path / "schemas"))
     generated = {c.full_name: c for c in load_contracts(tmp_path / "schemas")}
     assert sorted(generated) == sorted(f"{s.name}/public.{t}" for s in sources for t in ("extra", "users"))
     assert [generated[c.full_name] for c in contracts] == contracts
@@ -304,7 +297,7 @@ def test_two_databases_with_public_users_land_apart_with_zero_drift(
     with psycopg.connect(second_dsn, autocommit=True) as source_db:
         source_db.execute("delete from public.users where id = (select min(id) from public.users)")
     counted = json.loads(
-        _cdcflow(env, "backfill", "deletes", "public.users", "--source", second.name, "--dry-run", "--json")
+        cdcflow(env, "backfill", "deletes", "public.users", "--source", second.name, "--dry-run", "--json")
     )
     assert [(r["table"], r["topic"], r["absent"], r["sent"]) for r in counted] == [
         (f"{second.name}/public.users", second.topic, 1, 0)
@@ -312,7 +305,7 @@ def test_two_databases_with_public_users_land_apart_with_zero_drift(
 
     # `cdcflow source remove` leaves no slot, connector or file behind
     for source in sources:
-        _cdcflow(env, "source", "remove", source.name)
+        cdcflow(env, "source", "remove", source.name)
         assert not (connect_dir / "connectors" / f"{source.name}.json").exists()
         assert stack.connect.connector_status(source.name) is None
     left = {name for name, _ in stack.postgres.slots()}
