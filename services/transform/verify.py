@@ -269,7 +269,10 @@ class LockedTable:
         """Which of ``keys`` (raw values, silver's) the table holds, canonical."""
         columns = key_columns(self._contract)
         spelled = ", ".join(_pg_expression(c) for c in columns)
-        names = ", ".join(quote_name(c.name) for c in columns)
+        # silver holds money as a decimal, and PostgreSQL has no money = numeric operator
+        names = ", ".join(
+            f"{quote_name(c.name)}::numeric" if c.pg_type == "money" else quote_name(c.name) for c in columns
+        )
         found: set[Key] = set()
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]

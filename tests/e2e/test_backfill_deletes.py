@@ -1,13 +1,13 @@
 """Rows deleted while the replication slot was lost, removed from silver by ``cdcflow backfill deletes``.
 
-A table with a key of five types (hostile text among them) is captured and carried to silver. Then the slot is
-lost: the connector is removed, its slot dropped, 40 rows deleted, and the connector registered again — it finds
-no slot and snapshots the table afresh (``snapshot.mode=when_needed``), which does not read the deleted rows
-and sends no delete for them. ``verify`` shows them as extra rows of silver. ``backfill deletes --dry-run``
-counts them and sends nothing; then, while an open transaction holds one of them inserted again,
-``backfill deletes`` waits for the table's SHARE lock, finds that key back and leaves it, and sends a delete
-for each of the other 39 (through a producer queue far smaller than what it sends). Silver then equals the
-source.
+A table with a key of seven types (hostile text, money and an enum among them) is captured and carried to
+silver. Then the slot is lost: the connector is removed, its slot dropped, 40 rows deleted, and the connector
+registered again — it finds no slot and snapshots the table afresh (``snapshot.mode=when_needed``), which does
+not read the deleted rows and sends no delete for them. ``verify`` shows them as extra rows of silver.
+``backfill deletes --dry-run`` counts them and sends nothing; then, while an open transaction holds one of them
+inserted again, ``backfill deletes`` waits for the table's SHARE lock, finds that key back and leaves it, and
+sends a delete for each of the other 39 (through a producer queue far smaller than what it sends). Silver then
+equals the source.
 """
 
 from __future__ import annotations
@@ -33,19 +33,24 @@ from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settl
 
 ROWS, DELETED = 300, 40
 HOLDINGS = f"""
+create type lending.holding_kind as enum ('spot', 'term', 'call');
 create table lending.holdings (
     account   text not null,
     booked_on date not null,
     seq       bigint not null,
     ref       uuid not null,
     tier      numeric(6, 2) not null,
+    fee       money not null,
+    kind      lending.holding_kind not null,
     amount    numeric(14, 2) not null,
     note      text,
-    primary key (account, booked_on, seq, ref, tier)
+    primary key (account, booked_on, seq, ref, tier, fee, kind)
 );
 insert into lending.holdings
 select 'acct ' || (g % 7) || E' \\u00e9''"\\\\', date '2020-01-01' + g, g * 1000003, md5(g::text)::uuid,
-       (g % 5) * 1.25, g * 2.5, case when g % 3 = 0 then null else 'note ' || g end
+       (g % 5) * 1.25, ((g % 4) * 10.01)::numeric::money,
+       (array['spot', 'term', 'call'])[g % 3 + 1]::lending.holding_kind, g * 2.5,
+       case when g % 3 = 0 then null else 'note ' || g end
   from generate_series(1, {ROWS}) g;
 """
 TABLE = "lending.holdings"
