@@ -9,13 +9,21 @@
     — and all the logic is here, so onboarding a table writes no SQL.
 
     The versions of a row are its bronze change events ('c', 'u', 'r', 'd'), ordered by `_source_lsn`, then
-    `_kafka_offset` (a row's key always maps to one partition; snapshot rows share one LSN). A read of an
+    `_kafka_offset` (a row's key maps to one partition; snapshot rows share one LSN). A read of an
     incremental snapshot (`cdcflow backfill`) carries no LSN: Debezium emits it where its chunk's window closes
     in the stream, after dropping the keys that changed inside the window, so within its partition it follows
     every version emitted before it and precedes every one emitted after (the chunk sees every change emitted
-    before its window: the source's `capture.sql` holds the window until commits in flight are visible). It takes the highest LSN of its key's
-    earlier versions in the same topic partition (or 0 when it has none: first, and before any truncate),
-    then its offset. On that order:
+    before its window: the source's `capture.sql` holds the window until commits in flight are visible). It
+    takes the highest LSN of its key's earlier versions in the same topic partition (0 when it has none: first,
+    and before any truncate) and sorts after the version that LSN belongs to (a copy of that version emitted
+    again after a connector restart included), then by offset.
+
+    A topic whose partition count was raised (more partitions to scale out) sends a key's later changes to
+    another partition. Streamed versions keep their order (the LSN), but a read of such a key may have its
+    earlier versions in the partition the key left: a read of a key whose versions span partitions of a topic
+    also takes the highest LSN of the key's versions in the other partitions written before it — by Kafka
+    timestamp, the only order across partitions — and such a key's reads sort among themselves by timestamp.
+    On that order:
 
     - TOAST: a version whose `_unavailable_columns` names a column did not carry its value (PostgreSQL left
       the out-of-line value untouched); it takes the value of the newest earlier version that had it.
@@ -97,27 +105,83 @@
 {%- endmacro %}
 
 
+{#- The order of a key's versions, oldest first (`desc`: newest first); see the header. -#}
+{% macro _silver_order(desc=false) -%}
+    {%- set direction = ' desc' if desc else '' -%}
+    _order_lsn{{ direction }}, _order_read{{ direction }}, _order_moved_at{{ direction }}, _kafka_offset{{ direction }}
+{%- endmacro %}
+
+
 {#- CTE `versions`: every version of the keys in scope, TOAST values carried forward, with the window
     columns both models need. -#}
 {% macro _silver_versions(table, src, truncated_lsn=none) -%}
     {%- set key_list = _silver_keys(table) -%}
-    ordered as (
-        select
-            b.*,
-            coalesce(
-                b._source_lsn,
-                max(b._source_lsn) over (
-                    partition by {{ _silver_keys(table, "b") }}, b._kafka_topic, b._kafka_partition
-                    order by b._kafka_offset
-                    rows between unbounded preceding and 1 preceding
-                ),
-                0
-            ) as _order_lsn
+    scoped as (
+        select b.*
         from {{ src }} as b
         {%- if is_incremental() %}
         inner join changed_keys as k on {{ _silver_key_match(table, 'b', 'k') }}
         {%- endif %}
         where b._op in ('c', 'u', 'r', 'd')
+    ),
+
+    moved_keys as (
+        select {{ key_list }}, _kafka_topic
+        from scoped
+        group by {{ key_list }}, _kafka_topic
+        having min(_kafka_partition) != max(_kafka_partition)
+    ),
+
+    reads_of_moved_keys as (
+        select
+            {{ _silver_keys(table, 'r') }}, r._kafka_topic, r._kafka_partition, r._kafka_offset,
+            max(v._source_lsn) as lsn_elsewhere
+        from scoped as r
+        inner join moved_keys as m
+            on {{ _silver_key_match(table, 'r', 'm') }} and r._kafka_topic = m._kafka_topic
+        inner join scoped as v
+            on {{ _silver_key_match(table, 'r', 'v') }}
+            and v._kafka_topic = r._kafka_topic
+            and v._kafka_partition != r._kafka_partition
+            and v._kafka_timestamp < r._kafka_timestamp
+        where r._source_lsn is null
+        group by {{ _silver_keys(table, 'r') }}, r._kafka_topic, r._kafka_partition, r._kafka_offset
+    ),
+
+    placed as (
+        select
+            s.*,
+            coalesce(
+                max(s._source_lsn) over (
+                    partition by {{ _silver_keys(table, "s") }}, s._kafka_topic, s._kafka_partition
+                    order by s._kafka_offset
+                    rows between unbounded preceding and 1 preceding
+                ),
+                0
+            ) as _lsn_in_partition,
+            coalesce(e.lsn_elsewhere, 0) as _lsn_elsewhere,
+            m._kafka_topic is not null as _moved
+        from scoped as s
+        left join moved_keys as m
+            on {{ _silver_key_match(table, 's', 'm') }} and s._kafka_topic = m._kafka_topic
+        left join reads_of_moved_keys as e
+            on {{ _silver_key_match(table, 's', 'e') }}
+            and s._kafka_topic = e._kafka_topic
+            and s._kafka_partition = e._kafka_partition
+            and s._kafka_offset = e._kafka_offset
+    ),
+
+    ordered as (
+        select
+            *,
+            case
+                when _source_lsn is not null then _source_lsn
+                when _lsn_elsewhere > _lsn_in_partition then _lsn_elsewhere
+                else _lsn_in_partition
+            end as _order_lsn,
+            case when _source_lsn is null then 1 else 0 end as _order_read,
+            case when _source_lsn is null and _moved then _kafka_timestamp end as _order_moved_at
+        from placed
     ),
 
     versions as (
@@ -139,7 +203,7 @@
                     ignore nulls
                 ) over (
                     partition by {{ key_list }}
-                    order by _order_lsn, _kafka_offset
+                    order by {{ _silver_order() }}
                     rows between unbounded preceding and current row
                 )
                 else {{ name }}
@@ -156,14 +220,14 @@
             _kafka_offset,
             _loaded_at,
             row_number() over (
-                partition by {{ key_list }} order by _order_lsn desc, _kafka_offset desc
+                partition by {{ key_list }} order by {{ _silver_order(desc=true) }}
             ) as _recency,
             max(_loaded_at) over (partition by {{ key_list }}) as _key_loaded_at,
             lead(_order_lsn) over (
-                partition by {{ key_list }} order by _order_lsn, _kafka_offset
+                partition by {{ key_list }} order by {{ _silver_order() }}
             ) as _next_lsn,
             lead(_source_ts) over (
-                partition by {{ key_list }} order by _order_lsn, _kafka_offset
+                partition by {{ key_list }} order by {{ _silver_order() }}
             ) as _next_ts
         from versions
     ),

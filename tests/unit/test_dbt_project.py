@@ -73,8 +73,11 @@ def _change(
     notes: str | None = None,
     unavailable: tuple[str, ...] = (),
     offset: int | None = None,
+    partition: int = 0,
+    emitted: int | None = None,
 ) -> dict[str, Any]:
-    """One bronze row of lending.customers; the commit time follows the LSN, load batches are numbered."""
+    """One bronze row of lending.customers; the commit time follows the LSN, load batches are numbered, and the
+    Kafka timestamp is ``emitted`` seconds in (the LSN's by default)."""
     row: dict[str, Any] = {
         "_op": op,
         "_source_lsn": lsn,
@@ -82,8 +85,9 @@ def _change(
         "_is_snapshot": False,
         "_unavailable_columns": list(unavailable),
         "_kafka_topic": _TOPIC,
-        "_kafka_partition": 0,
+        "_kafka_partition": partition,
         "_kafka_offset": lsn if offset is None else offset,
+        "_kafka_timestamp": _BASE + dt.timedelta(seconds=lsn if emitted is None else emitted),
         "_ingested_at": _BASE,
         "_loaded_at": _BASE + dt.timedelta(hours=loaded),
     }
@@ -258,12 +262,12 @@ _PROBE = """
 """
 
 
-def _incremental_read(offset: int, customer_id: int, status: str) -> dict[str, Any]:
-    """A read of an incremental snapshot: Debezium gives it no LSN."""
-    return _change("r", offset, 1, customer_id, status=status, offset=offset) | {
-        "_source_lsn": None,
-        "_is_snapshot": True,
-    }
+def _incremental_read(
+    offset: int, customer_id: int, status: str, *, partition: int = 0, emitted: int | None = None
+) -> dict[str, Any]:
+    """A read of an incremental snapshot: Debezium gives it no LSN, and the time of the read as its commit time."""
+    row = _change("r", offset, 1, customer_id, status=status, offset=offset, partition=partition, emitted=emitted)
+    return row | {"_source_lsn": None, "_source_ts": row["_kafka_timestamp"], "_is_snapshot": True}
 
 
 def test_an_incremental_snapshot_read_takes_its_place_in_its_partition(env: dict[str, str]) -> None:
@@ -322,6 +326,54 @@ def test_a_backfill_after_a_truncate_keeps_its_reads(env: dict[str, str]) -> Non
         (2, "ACTIVE", 30, False),
         (2, "SUSPENDED", 40, True),
         (3, "ACTIVE", 15, False),
+    ]
+
+
+def test_a_read_after_a_partition_raise_follows_the_versions_the_key_left(env: dict[str, str]) -> None:
+    """Raising a topic's partition count sends a key's later changes to another partition. A backfill's read
+    there still follows the key's versions in the partition it left (written before it), so it repairs a
+    version that never reached bronze; a version written after it elsewhere still wins; history agrees."""
+    warehouse = Path(env["CDCFLOW_WAREHOUSE__DUCKDB_PATH"])
+    assert _transform(env)[0] == 0
+    _load(
+        warehouse,
+        [
+            _change("t", 5, 1, offset=5, emitted=5),
+            # written before the raise in partition 0; its update at LSN 20 was dead-lettered
+            _change("c", 10, 1, 1, offset=10, emitted=10),
+            _incremental_read(1, 1, "SUSPENDED", partition=3, emitted=100),
+            # read by a backfill before the raise, and again after it: the later read wins
+            _change("c", 11, 1, 2, offset=11, partition=1, emitted=11),
+            _incremental_read(20, 2, "INACTIVE", partition=1, emitted=50),
+            _incremental_read(2, 2, "SUSPENDED", partition=4, emitted=100),
+            # inserted after the truncate, moved by the raise, then read: the truncate does not cut the read
+            _change("c", 50, 1, 5, offset=50, emitted=50),
+            _incremental_read(3, 5, "SUSPENDED", partition=3, emitted=100),
+            # a change emitted after the read, in the partition the key left: it follows the read
+            _incremental_read(4, 6, "INACTIVE", partition=5, emitted=100),
+            _change("u", 45, 1, 6, status="SUSPENDED", offset=60, partition=2, emitted=110),
+        ],
+    )
+    assert _transform(env)[0] == 0
+    assert [row[:2] for row in _current(warehouse)] == [
+        (1, "SUSPENDED"),
+        (2, "SUSPENDED"),
+        (5, "SUSPENDED"),
+        (6, "SUSPENDED"),
+    ]
+    history = _query(
+        warehouse,
+        "select customer_id, status, _kafka_partition, valid_to is null from silver.customers_history"
+        " where customer_id in (1, 2, 5) order by 1, valid_from, _kafka_partition",
+    )
+    assert history == [
+        (1, "ACTIVE", 0, False),
+        (1, "SUSPENDED", 3, True),
+        (2, "ACTIVE", 1, False),
+        (2, "INACTIVE", 1, False),
+        (2, "SUSPENDED", 4, True),
+        (5, "ACTIVE", 0, False),
+        (5, "SUSPENDED", 3, True),
     ]
 
 

@@ -3,8 +3,10 @@
     An independent, deliberately naive recomputation from the whole bronze table (no incremental state, no
     carry-forward): per key the newest version by `_source_lsn`, then `_kafka_offset`, among the versions
     after the last truncate; live unless it is a delete. A read of an incremental snapshot has no LSN and
-    takes the highest LSN of its key's earlier versions in its topic partition, for its order and against a
-    truncate alike (see macros/silver.sql). Fails with one row per key that is
+    takes the highest LSN of its key's versions before it — earlier in its topic partition, or written earlier
+    (Kafka timestamp) in another partition of the topic when the key's versions span partitions — for its
+    order and against a truncate alike, and sorts after the versions of that LSN; the reads of a key spread
+    over partitions sort by timestamp (see macros/silver.sql). Fails with one row per key that is
     - `missing`: live in bronze, absent from silver;
     - `not_live`: in silver, but deleted, truncated or unknown in bronze;
     - `wrong_version`: silver holds another version;
@@ -23,6 +25,11 @@
 {%- set match -%}
     {%- for key in primary_key -%}
         e.{{ adapter.quote(key) }} = s.{{ adapter.quote(key) }}{{ ' and ' if not loop.last }}
+    {%- endfor -%}
+{%- endset -%}
+{%- set pair -%}
+    {%- for key in primary_key -%}
+        v.{{ adapter.quote(key) }} = r.{{ adapter.quote(key) }}{{ ' and ' if not loop.last }}
     {%- endfor -%}
 {%- endset %}
 
@@ -45,26 +52,53 @@ truncated as (
     select coalesce(max(_source_lsn), -1) as lsn from {{ src }} where _op = 't'
 ),
 
+read_places as (
+    select {% for key in primary_key %}r.{{ adapter.quote(key) }}, {% endfor %}r._kafka_topic, r._kafka_partition,
+        r._kafka_offset, max(v._source_lsn) as lsn
+    from {{ src }} as r
+    inner join {{ src }} as v
+        on {{ pair }}
+        and v._kafka_topic = r._kafka_topic
+        and v._op in ('c', 'u', 'r', 'd')
+        and (
+            (v._kafka_partition = r._kafka_partition and v._kafka_offset < r._kafka_offset)
+            or (v._kafka_partition != r._kafka_partition and v._kafka_timestamp < r._kafka_timestamp)
+        )
+    where r._source_lsn is null and r._op in ('c', 'u', 'r', 'd')
+    group by {% for key in primary_key %}r.{{ adapter.quote(key) }}, {% endfor %}r._kafka_topic, r._kafka_partition,
+        r._kafka_offset
+),
+
+spread_keys as (
+    select {{ keys }}, _kafka_topic
+    from {{ src }}
+    where _op in ('c', 'u', 'r', 'd')
+    group by {{ keys }}, _kafka_topic
+    having count(distinct _kafka_partition) > 1
+),
+
 placed as (
     select
         b.*,
-        coalesce(
-            b._source_lsn,
-            max(b._source_lsn) over (
-                partition by {{ keys }}, b._kafka_topic, b._kafka_partition
-                order by b._kafka_offset
-                rows between unbounded preceding and 1 preceding
-            ),
-            0
-        ) as place_lsn
+        case when b._source_lsn is null then coalesce(p.lsn, 0) else b._source_lsn end as place_lsn,
+        case when b._source_lsn is null then 1 else 0 end as is_read,
+        case when b._source_lsn is null and k._kafka_topic is not null then b._kafka_timestamp end as spread_read_at
     from {{ src }} as b
+    left join read_places as p
+        on {% for key in primary_key %}p.{{ adapter.quote(key) }} = b.{{ adapter.quote(key) }} and {% endfor -%}
+        p._kafka_topic = b._kafka_topic and p._kafka_partition = b._kafka_partition and p._kafka_offset = b._kafka_offset
+    left join spread_keys as k
+        on {% for key in primary_key %}k.{{ adapter.quote(key) }} = b.{{ adapter.quote(key) }} and {% endfor -%}
+        k._kafka_topic = b._kafka_topic
     where b._op in ('c', 'u', 'r', 'd')
 ),
 
 ranked as (
     select
         *,
-        row_number() over (partition by {{ keys }} order by place_lsn desc, _kafka_offset desc) as recency
+        row_number() over (
+            partition by {{ keys }} order by place_lsn desc, is_read desc, spread_read_at desc, _kafka_offset desc
+        ) as recency
     from placed
     where place_lsn > (select lsn from truncated)
 ),
