@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import json
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from http import HTTPStatus
@@ -31,166 +30,91 @@ from services.transform.project import materialize
 from services.transform.verify import DuckDBSilver, compare_table
 from services.transform.wiring import dbt_for, run_transform
 from services.warehouse.duckdb import DuckDBWarehouse
-
-_BASE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-_TOPIC = "cdcflow.lending.customers"
-_SELECT = ["customers", "customers_history"]
-_EXCLUDE = ["test_type:unit"]  # dbt's unit tests run once, in test_duckdb_silver_uses_the_cdcflow_merge_strategy
+from tests.fixtures.customers_bronze import (
+    BASE,
+    change,
+    incremental_read,
+    load_bronze,
+    query,
+    silver_env,
+    transform,
+)
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "CDCFLOW_WAREHOUSE__DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-        "CDCFLOW_TRANSFORM__WORK_DIR": str(tmp_path / "transform"),
-        "CDCFLOW_LAKE__ROOT": str(tmp_path / "lake"),
-        "CDCFLOW_TRANSFORM__HEALTH_PORT": "0",
-        "CDCFLOW_TRANSFORM__BUSY_TIMEOUT_S": "0",
-    }
-
-
-def _transform(env: dict[str, str], *, full_refresh: bool = False) -> tuple[int, CollectorRegistry]:
-    registry = CollectorRegistry()
-    code = run_transform(
-        load_settings(env),
-        Shutdown(),
-        once=True,
-        select=_SELECT,
-        exclude=_EXCLUDE,
-        full_refresh=full_refresh,
-        registry=registry,
-    )
-    return code, registry
-
-
-def _change(
-    op: str,
-    lsn: int,
-    loaded: int,
-    customer_id: int | None = None,
-    *,
-    status: str = "ACTIVE",
-    notes: str | None = None,
-    unavailable: tuple[str, ...] = (),
-    offset: int | None = None,
-    partition: int = 0,
-    emitted: int | None = None,
-) -> dict[str, Any]:
-    """One bronze row of lending.customers; the commit time follows the LSN, load batches are numbered, and the
-    Kafka timestamp is ``emitted`` seconds in (the LSN's by default)."""
-    row: dict[str, Any] = {
-        "_op": op,
-        "_source_lsn": lsn,
-        "_source_ts": _BASE + dt.timedelta(seconds=lsn),
-        "_is_snapshot": False,
-        "_unavailable_columns": list(unavailable),
-        "_kafka_topic": _TOPIC,
-        "_kafka_partition": partition,
-        "_kafka_offset": lsn if offset is None else offset,
-        "_kafka_timestamp": _BASE + dt.timedelta(seconds=lsn if emitted is None else emitted),
-        "_ingested_at": _BASE,
-        "_loaded_at": _BASE + dt.timedelta(hours=loaded),
-    }
-    if customer_id is not None:
-        row["customer_id"] = customer_id
-    if op in {"c", "u", "r"}:
-        row |= {
-            "external_ref": str(uuid.UUID(int=customer_id or 0)),
-            "full_name": f"Customer {customer_id}",
-            "email": f"c{customer_id}@example.com",
-            "status": status,
-            "customer_type": "INDIVIDUAL",
-            "credit_limit": "1000.00",
-            "profile": '{"sector": "retail", "score": 700}',
-            "notes": notes,
-            "created_at": _BASE,
-            "updated_at": _BASE + dt.timedelta(seconds=lsn),
-        }
-    return row
-
-
-def _load(path: Path, rows: list[dict[str, Any]]) -> None:
-    with duckdb.connect(str(path)) as conn:
-        for row in rows:
-            names = ", ".join(row)
-            marks = ", ".join("?" for _ in row)
-            conn.execute(f"insert into bronze.lending__customers ({names}) values ({marks})", list(row.values()))
-
-
-def _query(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    with duckdb.connect(str(path), read_only=True) as conn:
-        return conn.execute(sql).fetchall()
+    return silver_env(tmp_path)
 
 
 def _current(path: Path) -> list[tuple[Any, ...]]:
-    return _query(path, "select customer_id, status, notes, _source_lsn from silver.customers order by 1")
+    return query(path, "select customer_id, status, notes, _source_lsn from silver.customers order by 1")
 
 
 def test_incremental_silver_follows_deletes_toast_late_versions_and_truncates(env: dict[str, str]) -> None:
     warehouse = Path(env["CDCFLOW_WAREHOUSE__DUCKDB_PATH"])
 
     # a fresh warehouse: the transform creates the bronze tables from the contracts and builds empty silver
-    code, registry = _transform(env)
+    code, registry = transform(env)
     assert code == 0
     assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "success"}) == 1
     assert _current(warehouse) == []
 
-    _load(
+    load_bronze(
         warehouse,
         [
-            _change("c", 10, 1, 1, notes="first notes of 1"),
-            _change("c", 11, 1, 2, notes="notes of 2"),
-            _change("c", 12, 1, 3),
+            change("c", 10, 1, 1, notes="first notes of 1"),
+            change("c", 11, 1, 2, notes="notes of 2"),
+            change("c", 12, 1, 3),
         ],
     )
-    assert _transform(env)[0] == 0
+    assert transform(env)[0] == 0
     assert _current(warehouse) == [
         (1, "ACTIVE", "first notes of 1", 10),
         (2, "ACTIVE", "notes of 2", 11),
         (3, "ACTIVE", None, 12),
     ]
 
-    _load(
+    load_bronze(
         warehouse,
         [
-            _change("u", 20, 2, 1, status="SUSPENDED", unavailable=("notes",)),  # TOAST from the last run's rows
-            _change("d", 21, 2, 2),
-            _change("u", 30, 2, 3, status="INACTIVE"),
-            _change("u", 25, 2, 3, status="SUSPENDED", offset=31),  # older version, later offset
-            _change("c", 22, 2, 4),
+            change("u", 20, 2, 1, status="SUSPENDED", unavailable=("notes",)),  # TOAST from the last run's rows
+            change("d", 21, 2, 2),
+            change("u", 30, 2, 3, status="INACTIVE"),
+            change("u", 25, 2, 3, status="SUSPENDED", offset=31),  # older version, later offset
+            change("c", 22, 2, 4),
         ],
     )
-    assert _transform(env)[0] == 0
+    assert transform(env)[0] == 0
     assert _current(warehouse) == [
         (1, "SUSPENDED", "first notes of 1", 20),
         (3, "INACTIVE", None, 30),
         (4, "ACTIVE", None, 22),
     ]
 
-    _load(
+    load_bronze(
         warehouse,
         [
-            _change("u", 28, 3, 3, status="SUSPENDED", offset=100),  # arrives a run late: older than silver's
-            _change("c", 40, 3, 2, notes="notes of 2, again"),  # inserted again after its delete
-            _change("t", 50, 3),  # truncate: every version before it goes
-            _change("c", 60, 3, 5),
-            _change("c", 61, 3, 1, notes="second notes of 1"),
+            change("u", 28, 3, 3, status="SUSPENDED", offset=100),  # arrives a run late: older than silver's
+            change("c", 40, 3, 2, notes="notes of 2, again"),  # inserted again after its delete
+            change("t", 50, 3),  # truncate: every version before it goes
+            change("c", 60, 3, 5),
+            change("c", 61, 3, 1, notes="second notes of 1"),
         ],
     )
-    assert _transform(env)[0] == 0
+    assert transform(env)[0] == 0
     assert _current(warehouse) == [(1, "ACTIVE", "second notes of 1", 61), (5, "ACTIVE", None, 60)]
 
-    _load(warehouse, [_change("u", 70, 4, 1, status="INACTIVE", unavailable=("notes",))])
-    assert _transform(env)[0] == 0
+    load_bronze(warehouse, [change("u", 70, 4, 1, status="INACTIVE", unavailable=("notes",))])
+    assert transform(env)[0] == 0
     incremental = _current(warehouse)
     assert incremental == [(1, "INACTIVE", "second notes of 1", 70), (5, "ACTIVE", None, 60)]
 
-    history = _query(
+    history = query(
         warehouse,
         "select customer_id, _source_lsn, status, notes, valid_from, valid_to, is_current"
         " from silver.customers_history where customer_id in (1, 2) order by 1, 2",
     )
-    at = {lsn: _BASE + dt.timedelta(seconds=lsn) for lsn in (10, 11, 20, 21, 40, 50, 61, 70)}
+    at = {lsn: BASE + dt.timedelta(seconds=lsn) for lsn in (10, 11, 20, 21, 40, 50, 61, 70)}
     assert [(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in history] == [
         (1, 10, "ACTIVE", "first notes of 1", at[10], at[20], False),
         (1, 20, "SUSPENDED", "first notes of 1", at[20], at[50], False),  # closed by the truncate
@@ -201,7 +125,7 @@ def test_incremental_silver_follows_deletes_toast_late_versions_and_truncates(en
     ]
 
     # the incremental result is what a rebuild from bronze gives
-    assert _transform(env, full_refresh=True)[0] == 0
+    assert transform(env, full_refresh=True)[0] == 0
     assert _current(warehouse) == incremental
     executed = Path(env["CDCFLOW_TRANSFORM__WORK_DIR"]) / "target/run/cdcflow/models/silver/customers.sql"
     assert "merge into" not in executed.read_text().lower()  # a rebuild, not a merge
@@ -209,7 +133,7 @@ def test_incremental_silver_follows_deletes_toast_late_versions_and_truncates(en
     # silver that no longer matches bronze fails the run (an incremental run leaves key 5 alone)
     with duckdb.connect(str(warehouse)) as conn:
         conn.execute("update silver.customers set email = 'changed@example.com' where customer_id = 5")
-    code, registry = _transform(env)
+    code, registry = transform(env)
     assert code == 1
     assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "failure"}) == 1
     assert registry.get_sample_value("cdcflow_dbt_test_failures", {"model": "customers"}) == 1
@@ -262,35 +186,27 @@ _PROBE = """
 """
 
 
-def _incremental_read(
-    offset: int, customer_id: int, status: str, *, partition: int = 0, emitted: int | None = None
-) -> dict[str, Any]:
-    """A read of an incremental snapshot: Debezium gives it no LSN, and the time of the read as its commit time."""
-    row = _change("r", offset, 1, customer_id, status=status, offset=offset, partition=partition, emitted=emitted)
-    return row | {"_source_lsn": None, "_source_ts": row["_kafka_timestamp"], "_is_snapshot": True}
-
-
 def test_an_incremental_snapshot_read_takes_its_place_in_its_partition(env: dict[str, str]) -> None:
     warehouse = Path(env["CDCFLOW_WAREHOUSE__DUCKDB_PATH"])
-    assert _transform(env)[0] == 0
-    _load(
+    assert transform(env)[0] == 0
+    load_bronze(
         warehouse,
         [
             # a re-snapshot repairs a key whose update at LSN 20 never reached bronze
-            _change("c", 10, 1, 1, offset=10),
-            _incremental_read(30, 1, "SUSPENDED"),
+            change("c", 10, 1, 1, offset=10),
+            incremental_read(30, 1, "SUSPENDED"),
             # a change committed after the chunk's window closed, with an LSN below the window's: it wins
-            _incremental_read(40, 2, "ACTIVE"),
-            _change("u", 15, 1, 2, status="INACTIVE", offset=41),
+            incremental_read(40, 2, "ACTIVE"),
+            change("u", 15, 1, 2, status="INACTIVE", offset=41),
             # a change after the read, as usual
-            _change("c", 12, 1, 3, offset=12),
-            _incremental_read(50, 3, "ACTIVE"),
-            _change("u", 60, 1, 3, status="INACTIVE", offset=51),
+            change("c", 12, 1, 3, offset=12),
+            incremental_read(50, 3, "ACTIVE"),
+            change("u", 60, 1, 3, status="INACTIVE", offset=51),
             # a row no change of which is in bronze (its table was added to capture after it was written)
-            _incremental_read(70, 4, "SUSPENDED"),
+            incremental_read(70, 4, "SUSPENDED"),
         ],
     )
-    assert _transform(env)[0] == 0
+    assert transform(env)[0] == 0
     assert [row[:2] for row in _current(warehouse)] == [
         (1, "SUSPENDED"),
         (2, "INACTIVE"),
@@ -303,21 +219,21 @@ def test_a_backfill_after_a_truncate_keeps_its_reads(env: dict[str, str]) -> Non
     """A read of an incremental snapshot has no LSN of its own; after a truncate it still follows the key's
     versions streamed since, so it is live in current state and open in history, not cut by the truncate."""
     warehouse = Path(env["CDCFLOW_WAREHOUSE__DUCKDB_PATH"])
-    assert _transform(env)[0] == 0
-    truncate = _change("t", 20, 1, offset=20)
-    _load(
+    assert transform(env)[0] == 0
+    truncate = change("t", 20, 1, offset=20)
+    load_bronze(
         warehouse,
         [
-            _change("c", 10, 1, 1, offset=10),  # gone with the truncate
-            _incremental_read(15, 3, "ACTIVE"),  # read by an earlier backfill: gone with the truncate too
+            change("c", 10, 1, 1, offset=10),  # gone with the truncate
+            incremental_read(15, 3, "ACTIVE"),  # read by an earlier backfill: gone with the truncate too
             truncate,
-            _change("c", 30, 1, 2, offset=30),  # inserted after it, then read by a backfill
-            _incremental_read(40, 2, "SUSPENDED"),
+            change("c", 30, 1, 2, offset=30),  # inserted after it, then read by a backfill
+            incremental_read(40, 2, "SUSPENDED"),
         ],
     )
-    assert _transform(env)[0] == 0
+    assert transform(env)[0] == 0
     assert [row[:2] for row in _current(warehouse)] == [(2, "SUSPENDED")]
-    history = _query(
+    history = query(
         warehouse,
         "select customer_id, status, _kafka_offset, valid_to is null from silver.customers_history order by 1, 3",
     )
@@ -334,34 +250,34 @@ def test_a_read_after_a_partition_raise_follows_the_versions_the_key_left(env: d
     there still follows the key's versions in the partition it left (written before it), so it repairs a
     version that never reached bronze; a version written after it elsewhere still wins; history agrees."""
     warehouse = Path(env["CDCFLOW_WAREHOUSE__DUCKDB_PATH"])
-    assert _transform(env)[0] == 0
-    _load(
+    assert transform(env)[0] == 0
+    load_bronze(
         warehouse,
         [
-            _change("t", 5, 1, offset=5, emitted=5),
+            change("t", 5, 1, offset=5, emitted=5),
             # written before the raise in partition 0; its update at LSN 20 was dead-lettered
-            _change("c", 10, 1, 1, offset=10, emitted=10),
-            _incremental_read(1, 1, "SUSPENDED", partition=3, emitted=100),
+            change("c", 10, 1, 1, offset=10, emitted=10),
+            incremental_read(1, 1, "SUSPENDED", partition=3, emitted=100),
             # read by a backfill before the raise, and again after it: the later read wins
-            _change("c", 11, 1, 2, offset=11, partition=1, emitted=11),
-            _incremental_read(20, 2, "INACTIVE", partition=1, emitted=50),
-            _incremental_read(2, 2, "SUSPENDED", partition=4, emitted=100),
+            change("c", 11, 1, 2, offset=11, partition=1, emitted=11),
+            incremental_read(20, 2, "INACTIVE", partition=1, emitted=50),
+            incremental_read(2, 2, "SUSPENDED", partition=4, emitted=100),
             # inserted after the truncate, moved by the raise, then read: the truncate does not cut the read
-            _change("c", 50, 1, 5, offset=50, emitted=50),
-            _incremental_read(3, 5, "SUSPENDED", partition=3, emitted=100),
+            change("c", 50, 1, 5, offset=50, emitted=50),
+            incremental_read(3, 5, "SUSPENDED", partition=3, emitted=100),
             # a change emitted after the read, in the partition the key left: it follows the read
-            _incremental_read(4, 6, "INACTIVE", partition=5, emitted=100),
-            _change("u", 45, 1, 6, status="SUSPENDED", offset=60, partition=2, emitted=110),
+            incremental_read(4, 6, "INACTIVE", partition=5, emitted=100),
+            change("u", 45, 1, 6, status="SUSPENDED", offset=60, partition=2, emitted=110),
         ],
     )
-    assert _transform(env)[0] == 0
+    assert transform(env)[0] == 0
     assert [row[:2] for row in _current(warehouse)] == [
         (1, "SUSPENDED"),
         (2, "SUSPENDED"),
         (5, "SUSPENDED"),
         (6, "SUSPENDED"),
     ]
-    history = _query(
+    history = query(
         warehouse,
         "select customer_id, status, _kafka_partition, valid_to is null from silver.customers_history"
         " where customer_id in (1, 2, 5) order by 1, valid_from, _kafka_partition",
@@ -499,7 +415,7 @@ def test_a_new_table_gets_silver_and_verify_with_no_sql_written(env: dict[str, s
 
     result = compare_table(GADGETS, Source(), DuckDBSilver(settings.duckdb_path()))
     assert not result.drift, result
-    assert _query(settings.duckdb_path(), "select ratio from silver.gadgets order by gadget_id") == [
+    assert query(settings.duckdb_path(), "select ratio from silver.gadgets order by gadget_id") == [
         ("0.5",),
         ("0.000000000000000000000000000001",),
     ]
@@ -547,11 +463,11 @@ def test_a_widened_decimal_widens_bronze_and_silver_in_place(env: dict[str, str]
     transform()
 
     for model in select:
-        types = _query(
+        types = query(
             settings.duckdb_path(),
             f"select data_type from information_schema.columns where table_schema = 'silver'"
             f" and table_name = '{model}' and column_name = 'price'",
         )
         assert types == [("DECIMAL(16,4)",)], model
-        prices = _query(settings.duckdb_path(), f"select gadget_id, price from silver.{model} order by gadget_id")
+        prices = query(settings.duckdb_path(), f"select gadget_id, price from silver.{model} order by gadget_id")
         assert prices == [(1, Decimal("9999999999.99")), (2, Decimal("999999999999.1234"))], model
