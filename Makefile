@@ -213,9 +213,10 @@ bench-lake: install
 bench-tables: install
 	$(BIN)/python -m bench.many_tables_bench $(TABLES_BENCH_ARGS)
 
-# An incremental silver run after a 1% change beside a full refresh of the same data (BENCHMARKS.md).
+# An incremental silver run after a 1% change beside a full refresh of the same data (BENCHMARKS.md);
+# TRANSFORM_BENCH_ARGS="--backfilled" with a backfill's read of every key in bronze.
 bench-transform: install
-	$(BIN)/python -m bench.transform_bench
+	$(BIN)/python -m bench.transform_bench $(TRANSFORM_BENCH_ARGS)
 
 # PostgreSQL commit → bronze and → silver at a steady source rate, p50/p95/p99 (BENCHMARKS.md).
 # Needs the local stack (started here if it is not up, and stopped again).

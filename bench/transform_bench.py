@@ -6,9 +6,11 @@ new version — updates, and a few deletes — loaded later than everything silv
 copied, and on the two identical copies the same selection runs once incrementally and once with
 ``--full-refresh``: the full refresh is the baseline of the same run. Both must produce the same silver,
 row for row, or the figures mean nothing and the benchmark fails. Tests are left out of the timed runs:
-they read whole tables either way. Prints one JSON line.
+they read whole tables either way. ``--backfilled`` adds a backfill's read of every key (no LSN) before silver
+is first built, its versions spread over the topic's partitions: the most a read costs silver. Prints one JSON
+line.
 
-    .venv/bin/python -m bench.transform_bench [--customers 50000] [--change 0.01] [--select silver]
+    .venv/bin/python -m bench.transform_bench [--customers 50000] [--change 0.01] [--select silver] [--backfilled]
 """
 
 from __future__ import annotations
@@ -131,7 +133,17 @@ def _settings(base: Path, name: str) -> Settings:
     )
 
 
-def run(customers: int, change: float, select: list[str]) -> dict[str, object]:
+def _backfill(path: Path, sizes: dict[str, int], after: int) -> int:
+    """A read of every key, as an incremental snapshot sends it: no LSN."""
+    rows = 0
+    for table, keys in sizes.items():
+        rows += _fill(path, table, keys, sizes, versions=1, ops="rr", after=after)
+        with duckdb.connect(str(path)) as conn:
+            conn.execute(f"update bronze.lending__{table} set _source_lsn = null where _op = 'r'")  # noqa: S608
+    return rows
+
+
+def run(customers: int, change: float, select: list[str], *, backfilled: bool = False) -> dict[str, object]:
     sizes = {"customers": customers, "facilities": 2 * customers, "transactions": 10 * customers}
     tables = list(sizes)
     with tempfile.TemporaryDirectory(prefix="cdcflow-transform-bench-") as tmp:
@@ -144,6 +156,8 @@ def run(customers: int, change: float, select: list[str]) -> dict[str, object]:
         warehouse.close()
         path = incremental.duckdb_path()
         bronze = sum(_fill(path, t, n, sizes, versions=2, ops="cu", after=0) for t, n in sizes.items())
+        if backfilled:
+            bronze += _backfill(path, sizes, after=bronze)
         initial = _timed_run(incremental, full_refresh=True, select=select)
         changed = 0
         for table, n in sizes.items():
@@ -163,6 +177,7 @@ def run(customers: int, change: float, select: list[str]) -> dict[str, object]:
             "bronze_rows": bronze,
             "changed_rows": changed,
             "change_fraction": change,
+            "backfilled": backfilled,
             "silver_rows": _silver(path, tables),
             "initial_build": initial,
             "incremental": incremental_run,
@@ -177,9 +192,10 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=50_000, help="customer keys (facilities 2x, transactions 10x)")
     parser.add_argument("--change", type=float, default=0.01, help="fraction of keys with a new version")
     parser.add_argument("--select", nargs="+", default=["silver"], help="dbt selection timed (default: silver)")
+    parser.add_argument("--backfilled", action="store_true", help="a backfill's read of every key in bronze")
     args = parser.parse_args()
     configure_logging(LogSettings(level="WARNING", format="json"))
-    print(json.dumps(run(args.customers, args.change, args.select)))
+    print(json.dumps(run(args.customers, args.change, args.select, backfilled=args.backfilled)))
 
 
 if __name__ == "__main__":

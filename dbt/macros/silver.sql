@@ -116,59 +116,66 @@
     columns both models need. -#}
 {% macro _silver_versions(table, src, truncated_lsn=none) -%}
     {%- set key_list = _silver_keys(table) -%}
-    scoped as (
-        select b.*
+    {#- Reads, and the keys among theirs whose versions span partitions of a topic: narrow scans of bronze,
+        empty on a table never backfilled, so a build without reads pays next to nothing for them. -#}
+    reads as (
+        select {{ _silver_keys(table, 'b') }}, b._kafka_topic, b._kafka_partition, b._kafka_offset, b._kafka_timestamp
         from {{ src }} as b
         {%- if is_incremental() %}
         inner join changed_keys as k on {{ _silver_key_match(table, 'b', 'k') }}
         {%- endif %}
-        where b._op in ('c', 'u', 'r', 'd')
+        where b._op in ('c', 'u', 'r', 'd') and b._source_lsn is null
     ),
 
     moved_keys as (
-        select {{ key_list }}, _kafka_topic
-        from scoped
-        group by {{ key_list }}, _kafka_topic
-        having min(_kafka_partition) != max(_kafka_partition)
+        select {{ _silver_keys(table, 'v') }}, v._kafka_topic
+        from {{ src }} as v
+        inner join (select distinct {{ key_list }}, _kafka_topic from reads) as r
+            on {{ _silver_key_match(table, 'v', 'r') }} and v._kafka_topic = r._kafka_topic
+        where v._op in ('c', 'u', 'r', 'd')
+        group by {{ _silver_keys(table, 'v') }}, v._kafka_topic
+        having min(v._kafka_partition) != max(v._kafka_partition)
     ),
 
     reads_of_moved_keys as (
         select
             {{ _silver_keys(table, 'r') }}, r._kafka_topic, r._kafka_partition, r._kafka_offset,
             max(v._source_lsn) as lsn_elsewhere
-        from scoped as r
+        from reads as r
         inner join moved_keys as m
             on {{ _silver_key_match(table, 'r', 'm') }} and r._kafka_topic = m._kafka_topic
-        inner join scoped as v
+        left join {{ src }} as v
             on {{ _silver_key_match(table, 'r', 'v') }}
             and v._kafka_topic = r._kafka_topic
             and v._kafka_partition != r._kafka_partition
             and v._kafka_timestamp < r._kafka_timestamp
-        where r._source_lsn is null
+            and v._op in ('c', 'u', 'r', 'd')
         group by {{ _silver_keys(table, 'r') }}, r._kafka_topic, r._kafka_partition, r._kafka_offset
     ),
 
     placed as (
         select
-            s.*,
+            b.*,
             coalesce(
-                max(s._source_lsn) over (
-                    partition by {{ _silver_keys(table, "s") }}, s._kafka_topic, s._kafka_partition
-                    order by s._kafka_offset
+                max(b._source_lsn) over (
+                    partition by {{ _silver_keys(table, "b") }}, b._kafka_topic, b._kafka_partition
+                    order by b._kafka_offset
                     rows between unbounded preceding and 1 preceding
                 ),
                 0
             ) as _lsn_in_partition,
             coalesce(e.lsn_elsewhere, 0) as _lsn_elsewhere,
-            m._kafka_topic is not null as _moved
-        from scoped as s
-        left join moved_keys as m
-            on {{ _silver_key_match(table, 's', 'm') }} and s._kafka_topic = m._kafka_topic
+            e._kafka_topic is not null as _moved
+        from {{ src }} as b
+        {%- if is_incremental() %}
+        inner join changed_keys as k on {{ _silver_key_match(table, 'b', 'k') }}
+        {%- endif %}
         left join reads_of_moved_keys as e
-            on {{ _silver_key_match(table, 's', 'e') }}
-            and s._kafka_topic = e._kafka_topic
-            and s._kafka_partition = e._kafka_partition
-            and s._kafka_offset = e._kafka_offset
+            on {{ _silver_key_match(table, 'b', 'e') }}
+            and b._kafka_topic = e._kafka_topic
+            and b._kafka_partition = e._kafka_partition
+            and b._kafka_offset = e._kafka_offset
+        where b._op in ('c', 'u', 'r', 'd')
     ),
 
     ordered as (
