@@ -269,14 +269,14 @@ class LockedTable:
         """Which of ``keys`` (raw values, silver's) the table holds, canonical."""
         columns = key_columns(self._contract)
         spelled = ", ".join(_pg_expression(c) for c in columns)
-        # silver holds money as a decimal, and PostgreSQL has no money = numeric operator
-        names = ", ".join(
-            f"{quote_name(c.name)}::numeric" if c.pg_type == "money" else quote_name(c.name) for c in columns
-        )
+        names = ", ".join(quote_name(c.name) for c in columns)
+        # silver holds money as a decimal, and PostgreSQL has no money = numeric operator (the value is cast,
+        # not the column, so the lookup keeps the primary key's index)
+        row = ", ".join("%s::numeric::money" if c.pg_type == "money" else "%s" for c in columns)
         found: set[Key] = set()
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            rows = ", ".join(f"({', '.join(['%s'] * len(columns))})" for _ in chunk)
+            rows = ", ".join(f"({row})" for _ in chunk)
             query = f"select {spelled} from {_table(self._contract)} where ({names}) in ({rows})"  # noqa: S608
             params = [v for key in chunk for v in key]
             found.update(canonical_key(columns, row) for row in self._conn.execute(query.encode(), params))
