@@ -34,7 +34,7 @@ from tests.fixtures.pipeline import WriterProcess, partition_ends, read_partitio
 from tests.fixtures.source import IsolatedSource
 from tests.fixtures.sync_standby import WaitingCommit, absent_synchronous_standby
 from tests.fixtures.topics import TopicTail
-from tests.fixtures.transform import describe, pipeline_env, settle, verified_contracts
+from tests.fixtures.transform import describe, settle, verified_contracts
 
 ROWS = 100_000
 ACCOUNTS = f"""
@@ -83,9 +83,8 @@ def test_a_table_added_while_written_is_backfilled_with_zero_drift(
     isolated_source: IsolatedSource, writer: WriterProcess, stack: Stack, tmp_path: Path
 ) -> None:
     settings = isolated_source.settings
-    writer.env_overrides.update(isolated_source.env())
-    env = {**pipeline_env(writer, tmp_path), **isolated_source.env()}
-    cli_env = {**os.environ, **isolated_source.env()}
+    env = isolated_source.attach(writer, tmp_path)
+    cli_env = isolated_source.cli_env()
     configured = load_settings(env)
     dsn = settings.postgres.dsn()
     worker_pid = stack.connect.process.pid()
@@ -196,7 +195,7 @@ def test_a_change_streamed_before_it_is_visible_is_not_undone_by_a_backfill(isol
     isolated_source.wait_captured()
     topic = f"{settings.kafka.topic_prefix}.lending.ledger"
     tail = TopicTail(settings, [topic], "backfill-in-flight")
-    cli_env = {**os.environ, **isolated_source.env()}
+    cli_env = isolated_source.cli_env()
     commit = WaitingCommit(dsn, "update lending.ledger set balance = 42 where id = 7")
     released, done = threading.Event(), threading.Event()
     releaser = threading.Thread(target=_release_when_a_window_waits, args=(dsn, commit, released, done))
@@ -234,9 +233,8 @@ def test_a_backfill_through_a_killed_connect_worker_ends_with_zero_drift(
     workload: started again, the connector resumes from its committed offsets; whatever it sends twice, silver
     equals the source."""
     settings = isolated_source.settings
-    writer.env_overrides.update(isolated_source.env())
-    env = {**pipeline_env(writer, tmp_path), **isolated_source.env()}
-    cli_env = {**os.environ, **isolated_source.env()}
+    env = isolated_source.attach(writer, tmp_path)
+    cli_env = isolated_source.cli_env()
     connectors = [stack.settings.connect.connector, settings.connect.connector]
     isolated_source.wait_captured()
 

@@ -29,7 +29,7 @@ from services.transform.verify import DuckDBSilver, PostgresSource, verify
 from tests.fixtures.cli import cdcflow
 from tests.fixtures.pipeline import WriterProcess, header_dict, partition_ends, read_partitions, wait_until
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settle, verified_contracts
+from tests.fixtures.transform import describe, run_pipeline, settle, verified_contracts
 
 ROWS, DELETED = 300, 40
 HOLDINGS = f"""
@@ -106,8 +106,7 @@ def test_rows_deleted_while_the_slot_was_lost_leave_silver_after_backfill_delete
     isolated_source: IsolatedSource, writer: WriterProcess, stack: Stack, tmp_path: Path
 ) -> None:
     settings = isolated_source.settings
-    writer.env_overrides.update(isolated_source.env())
-    env = {**pipeline_env(writer, tmp_path), **isolated_source.env()}
+    env = isolated_source.attach(writer, tmp_path)
     configured = load_settings(env)
     dsn = settings.postgres.dsn()
 

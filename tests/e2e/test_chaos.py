@@ -54,7 +54,7 @@ from tests.fixtures.pipeline import (
     wait_until_committed,
 )
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, pipeline_env, settle, verified_contracts
+from tests.fixtures.transform import describe, settle, verified_contracts
 
 SEED = 20_261_123
 TABLES = {"customers": "customer_id", "facilities": "facility_id", "transactions": "transaction_id"}
@@ -230,14 +230,14 @@ def test_kill_9_restarts_and_poison_leave_zero_drift_and_every_offset_accounted_
     source = isolated_source.settings
     prefix = source.kafka.topic_prefix
     topics = [f"{prefix}.{t}" for t in LENDING]
-    writer.env_overrides.update(
+    env = isolated_source.attach(
+        writer,
+        tmp_path,
         {
-            **isolated_source.env(),
             "CDCFLOW_KAFKA__EXTRA__SESSION_TIMEOUT_MS": SESSION_TIMEOUT_MS,
             "CDCFLOW_WRITER__FLUSH_MAX_ROWS": "300",  # many small files: more moments to be killed mid-batch
-        }
+        },
     )
-    env = {**pipeline_env(writer, tmp_path), **isolated_source.env()}
     loader.env_overrides.update({**env, "CDCFLOW_LOADER__INTERVAL_S": "1"})
     connectors = [stack.settings.connect.connector, source.connect.connector]
     workloads = [WorkloadThread(source, SEED, WORKLOAD_RATE, duration_s=600)]

@@ -33,7 +33,7 @@ from tests.fixtures.pipeline import (
     wait_until_committed,
 )
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settle, verified_contracts
+from tests.fixtures.transform import describe, run_pipeline, settle, verified_contracts
 
 LENDING = ["lending.customers", "lending.facilities", "lending.transactions"]
 CDCFLOW = str(Path(sys.executable).parent / "cdcflow")
@@ -46,13 +46,11 @@ def test_schema_mismatch_fixed_then_replayed_leaves_zero_drift(
     contracts_dir = tmp_path / "schemas"
     shutil.copytree(repo_root() / "schemas", contracts_dir)
     own = {
-        **isolated_source.env(),
         "CDCFLOW_WRITER__CONTRACTS_DIR": str(contracts_dir),
         "CDCFLOW_LOADER__CONTRACTS_DIR": str(contracts_dir),
         "CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts_dir),
     }
-    writer.env_overrides.update(own)
-    env = {**pipeline_env(writer, tmp_path), **own}
+    env = {**isolated_source.attach(writer, tmp_path, own), **own}
     configured = load_settings(env)
 
     contracts = verified_contracts(configured)

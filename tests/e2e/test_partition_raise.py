@@ -15,7 +15,6 @@ its reads repair every row, the moved keys' included — zero drift.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from tests.fixtures.pipeline import (
     wait_until,
 )
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settle, verified_contracts
+from tests.fixtures.transform import describe, run_pipeline, settle, verified_contracts
 
 ROWS, PARTITIONS, RAISED = 200, 6, 12
 LEDGER = f"""
@@ -64,9 +63,8 @@ def test_a_backfill_after_a_partition_raise_repairs_moved_keys(
 ) -> None:
     settings = isolated_source.settings
     topic = f"{settings.kafka.topic_prefix}.{TABLE}"
-    writer.env_overrides.update(isolated_source.env() | {"CDCFLOW_WRITER__MAX_VALUE_BYTES": str(VALUE_LIMIT)})
-    env = {**pipeline_env(writer, tmp_path), **isolated_source.env()}
-    cli_env = {**os.environ, **isolated_source.env()}
+    env = isolated_source.attach(writer, tmp_path, {"CDCFLOW_WRITER__MAX_VALUE_BYTES": str(VALUE_LIMIT)})
+    cli_env = isolated_source.cli_env()
     contracts = verified_contracts(load_settings(env), lambda c: c.qualified_name == TABLE)
     isolated_source.wait_captured()
     report, _ = settle(settings, writer, env, [TABLE], contracts)

@@ -34,7 +34,7 @@ from services.common.lake import open_lake
 from services.common.settings import Settings, load_settings
 from tests.fixtures.pipeline import WriterProcess, partition_ends, wait_until
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, pipeline_env, settle
+from tests.fixtures.transform import describe, settle
 
 BIG = secrets.token_hex(12_000)  # incompressible text: stored out of line (TOAST)
 HUGE_TEXT = secrets.token_urlsafe(5 << 20)[: 5 << 20]  # a 5 MiB document
@@ -251,8 +251,7 @@ def test_every_type_family_reaches_silver_unchanged(
 ) -> None:
     source = isolated_source.settings
     # the smallest fetches the writer makes (a 256 KiB share a partition): a large record is 20 times that
-    writer.env_overrides.update({**isolated_source.env(), "CDCFLOW_WRITER__BUFFER_MAX_BYTES": str(64 << 20)})
-    env = {**pipeline_env(writer, tmp_path), **isolated_source.env()}
+    env = isolated_source.attach(writer, tmp_path, {"CDCFLOW_WRITER__BUFFER_MAX_BYTES": str(64 << 20)})
     with psycopg.connect(source.postgres.dsn(), autocommit=True) as conn:
         conn.execute(LARGE_ROWS_SQL, (HUGE_TEXT, HUGE_BYTES))
         conn.execute(ROWS_SQL.encode())

@@ -19,7 +19,7 @@ from services.common.settings import load_settings
 from services.stack.workload import Workload
 from tests.fixtures.pipeline import WriterProcess
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, pipeline_env, run_pipeline, settle, verified_contracts
+from tests.fixtures.transform import describe, run_pipeline, settle, verified_contracts
 
 LENDING = ["lending.customers", "lending.facilities", "lending.transactions"]
 OPERATIONS_PER_HALF = 25_000
@@ -29,8 +29,7 @@ def test_fifty_thousand_operations_with_an_added_column_leave_zero_drift(
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:
     settings = isolated_source.settings
-    writer.env_overrides.update(isolated_source.env())
-    env = {**pipeline_env(writer, tmp_path), **isolated_source.env()}
+    env = isolated_source.attach(writer, tmp_path)
     configured = load_settings(env)
 
     contracts = verified_contracts(configured)
