@@ -27,7 +27,6 @@ import argparse
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -54,6 +53,7 @@ from services.common.kafka import admin_client, ensure_topics, topic_watermarks
 from services.common.settings import KafkaSettings, Settings, load_settings
 from services.stack.jvm import java_argv
 from services.stack.processes import die_with_parent
+from tests.fixtures.net import free_port
 
 __all__ = [
     "PeerRun",
@@ -179,12 +179,6 @@ def table_snapshot(table_dir: Path) -> Snapshot | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class Worker:
     """A standalone Connect worker JVM of this benchmark's own, and its REST API."""
 
@@ -236,7 +230,7 @@ class Worker:
 @contextmanager
 def _worker(settings: Settings, folder: Path, max_poll: int) -> Iterator[Worker]:
     """Starts the worker JVM and stops it by its PID on the way out (SIGTERM, then SIGKILL after 60 s)."""
-    port = _free_port()
+    port = free_port()
     properties = folder / "worker.properties"
     properties.write_text(
         worker_properties(

@@ -8,7 +8,6 @@ serve the streaming and snapshot metrics under the names and labels of ``connect
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -24,16 +23,11 @@ from services.common.settings import Settings
 from services.stack.connect import ConnectWorker, load_connector, resolve_env
 from services.stack.jvm import java_argv, plugin_root
 from services.stack.runtime import Stack
+from tests.fixtures.net import free_port
 from tests.fixtures.pipeline import wait_until
 
 # Connector settings of the throw-away source that differ from the lending connector's.
 _KEPT_OUT = ("heartbeat.interval.ms", "heartbeat.action.query")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _properties(path: Path, values: dict[str, str]) -> Path:
@@ -45,7 +39,7 @@ def _properties(path: Path, values: dict[str, str]) -> Path:
 def throwaway_worker(stack: Stack, settings: Settings, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A standalone Connect worker with the JMX exporter and one Debezium connector; yields (metrics URL,
     the connector's topic prefix)."""
-    name, exporter_port = f"jmx{uuid.uuid4().hex[:8]}", _free_port()
+    name, exporter_port = f"jmx{uuid.uuid4().hex[:8]}", free_port()
     worker_settings = settings.model_copy(
         update={"connect": settings.connect.model_copy(update={"jmx_exporter_port": exporter_port})}
     )
@@ -70,7 +64,7 @@ def throwaway_worker(stack: Stack, settings: Settings, tmp_path: Path) -> Iterat
         tmp_path / "worker.properties",
         {
             "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "listeners": f"http://127.0.0.1:{_free_port()}",
+            "listeners": f"http://127.0.0.1:{free_port()}",
             "plugin.path": str(plugin_root(settings.stack.connect_dir).resolve()),
             "offset.storage.file.filename": str(tmp_path / "offsets"),
             "key.converter": "org.apache.kafka.connect.json.JsonConverter",

@@ -11,7 +11,6 @@ import contextlib
 import json
 import random
 import shutil
-import socket
 import threading
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ from tests.fixtures.enricher import (
     undecodable,
     unique_prefix,
 )
+from tests.fixtures.net import free_port
 from tests.fixtures.pipeline import header_dict
 
 
@@ -50,12 +50,6 @@ def enricher(settings: Settings, tmp_path: Path) -> Iterator[EnricherProcess]:
     admin = admin_client(settings.kafka)  # held until the deletions are done: a dropped client cancels them
     for future in admin.delete_topics(doomed, operation_timeout=30).values():
         future.result()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_for(what: Callable[[], bool], timeout_s: float, message: Callable[[], str]) -> None:
@@ -202,7 +196,7 @@ def test_a_wiped_store_is_rebuilt_before_any_join(stack: Stack, settings: Settin
     shutil.rmtree(enricher.state_dir)
     for _ in range(3):
         workload.round(transactions=150, updates=150)
-    port = _free_port()
+    port = free_port()
     enricher.env_overrides["CDCFLOW_ENRICHER__HEALTH_PORT"] = str(port)
     proc = enricher.start()
     records = _wait_for_all(settings, enricher, workload)
@@ -244,7 +238,7 @@ def test_not_ready_and_nothing_joined_until_the_tables_are_read(
     workload = Workload(settings, enricher.prefix, customers=15_000, facilities=15_000)
     workload.snapshot()
     workload.round(transactions=100, updates=20)
-    port = _free_port()
+    port = free_port()
     enricher.env_overrides["CDCFLOW_ENRICHER__HEALTH_PORT"] = str(port)
     proc = enricher.start()
     seen: list[int] = []

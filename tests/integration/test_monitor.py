@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.common.kafka import Message, TopicPartition, consumer, ensure_topics, producer
 from services.common.settings import Settings
 from services.stack.runtime import Stack
+from tests.fixtures.net import free_port
 from tests.fixtures.pipeline import (
     WriterProcess,
     real_events,
@@ -62,16 +62,10 @@ class MonitorProcess:
         wait_until(f"{name}{labels} == {expected}", lambda: self.value(name, **labels) == expected, timeout_s)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def monitor(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MonitorProcess]:
     """``cdcflow monitor`` polling every second, watching only this module's groups."""
-    port, prefix = _free_port(), f"cdcflow-mon{uuid.uuid4().hex[:8]}"
+    port, prefix = free_port(), f"cdcflow-mon{uuid.uuid4().hex[:8]}"
     log = tmp_path_factory.mktemp("monitor") / "monitor.log"
     env = {
         **os.environ,
@@ -243,7 +237,7 @@ def test_records_a_writer_holds_uncommitted_are_lag_and_it_outlives_the_writer(
     ensure_topics(settings.kafka, [topic])
     group = f"{monitor.group_prefix}-writer"
     writer = WriterProcess(group=group, lake_root=tmp_path / "lake", log_dir=tmp_path)
-    writer_port = _free_port()
+    writer_port = free_port()
     writer.env_overrides.update(
         {
             "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,

@@ -43,8 +43,9 @@ from tests.fixtures.monitoring import (
     selectors,
     variable_metrics,
 )
+from tests.fixtures.net import free_port
 from tests.fixtures.pipeline import WorkloadThread
-from tests.fixtures.prometheus import Alertmanager, PrometheusServer, WebhookReceiver, free_port, poll
+from tests.fixtures.prometheus import Alertmanager, PrometheusServer, WebhookReceiver, poll
 from tests.fixtures.standalone_connect import OwnSource
 
 FOR = "4s"  # every alert's `for` in the test copy of the rules

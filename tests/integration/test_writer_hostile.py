@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import time
 import uuid
 from collections import Counter
@@ -29,6 +28,7 @@ from services.common.contracts import TableContract, load_contracts
 from services.common.debezium.records import Reason
 from services.common.kafka import ensure_topics
 from services.common.settings import repo_root
+from tests.fixtures.net import free_port
 from tests.fixtures.pipeline import (
     Coordinate,
     WorkloadThread,
@@ -44,7 +44,7 @@ from tests.fixtures.pipeline import (
     writer_log,
 )
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, pipeline_env, settle
+from tests.fixtures.transform import describe, settle
 
 SEED = 2_100
 TABLES = ("customers", "facilities", "transactions")
@@ -230,13 +230,6 @@ def _contracts() -> list[TableContract]:
     return [c for c in load_contracts(repo_root() / "schemas") if c.schema == "lending" and c.table in TABLES]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 # --- the test ------------------------------------------------------------------------------------------------
 
 
@@ -248,7 +241,7 @@ def test_hostile_records_are_dead_lettered_and_the_writer_stays_up(
     topics = [f"{prefix}.lending.{table}" for table in TABLES]
     # before the writer starts: a pattern subscription sees new topics only at its next metadata refresh
     ensure_topics(source.kafka, topics)
-    writer.env_overrides.update({**isolated_source.env(), "CDCFLOW_WRITER__HEALTH_PORT": str(_free_port())})
+    env = isolated_source.attach(writer, tmp_path, {"CDCFLOW_WRITER__HEALTH_PORT": str(free_port())})
     proc = writer.start()
     wait_for_log_event(writer, proc, "writer.assigned")
 
@@ -298,7 +291,6 @@ def test_hostile_records_are_dead_lettered_and_the_writer_stays_up(
     print(f"\n[writer hostile] {audit.summary()}")
 
     # loaded and transformed, silver equals the source: no hostile record became a row
-    env = {**pipeline_env(writer, tmp_path), **isolated_source.env()}
     report, _ = settle(source, writer, env, [f"lending.{t}" for t in TABLES], _contracts)
     assert not report.drift, describe(report)
     assert all(t.source_rows == t.silver_rows > 0 for t in report.tables), describe(report)

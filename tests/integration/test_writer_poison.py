@@ -33,6 +33,7 @@ from services.common.kafka import Message, ensure_topics
 from services.common.lake import LakeLayout, NotALakeFileError
 from services.common.settings import Settings, repo_root
 from services.stack.runtime import Stack
+from tests.fixtures.net import free_port
 from tests.fixtures.pipeline import (
     Coordinate,
     WriterProcess,
@@ -267,13 +268,6 @@ def _assert_row_matches(row: dict[str, Any], planned: Planned, contract: TableCo
 # --- the writer's side --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _metrics_url(log: str) -> str:
     for line in log.splitlines():
         if line.startswith("{") and (entry := json.loads(line)).get("event") == "writer.health":
@@ -382,7 +376,7 @@ def test_poison_records_go_to_the_dlq_unchanged_and_the_writer_keeps_going(
             "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
             "CDCFLOW_WRITER__MAX_VALUE_BYTES": str(MAX_VALUE_BYTES),
             # 0 turns the health server off (services/consumer/__main__.py), so the test picks a free port
-            "CDCFLOW_WRITER__HEALTH_PORT": str(_free_port()),
+            "CDCFLOW_WRITER__HEALTH_PORT": str(free_port()),
         }
     )
     proc = writer.start()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -11,20 +10,14 @@ import pytest
 from services.common.settings import load_settings
 from services.deploy.errors import DeployError
 from services.deploy.register import register_all
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.fixtures.net import free_port
 
 
 def test_an_unreachable_worker_is_a_named_error_after_the_timeout(tmp_path: Path) -> None:
     (tmp_path / "connectors").mkdir()
     (tmp_path / "connectors" / "x.json").write_text('{"config": {"connector.class": "C"}}')
     settings = load_settings(
-        {"CDCFLOW_CONNECT__URL": f"http://127.0.0.1:{_free_port()}", "CDCFLOW_STACK__CONNECT_DIR": str(tmp_path)}
+        {"CDCFLOW_CONNECT__URL": f"http://127.0.0.1:{free_port()}", "CDCFLOW_STACK__CONNECT_DIR": str(tmp_path)}
     )
     began = time.monotonic()
     with pytest.raises(DeployError, match=r"had no Debezium plugin after 2s"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 import urllib.request
@@ -24,6 +23,7 @@ from services.transform.dbt import project_fingerprint
 from services.transform.project import materialize
 from services.transform.wiring import dbt_for
 from tests.fixtures.lakefiles import LakeFiles, lending_contract
+from tests.fixtures.net import free_port
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -52,14 +52,8 @@ def _count(path: Path, sql: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_loads_and_silver_steps_share_the_file_in_one_process(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = _env(tmp_path) | {"CDCFLOW_LOADER__HEALTH_PORT": str(port)}
     settings = load_settings(env)
     warehouse = tmp_path / "warehouse.duckdb"
