@@ -2,8 +2,9 @@
 
 The column's type comes from PostgreSQL's catalog (JSON events without an embedded schema do not carry
 it). Only additions are accepted; a column PostgreSQL now declares NOT NULL is still nullable in the lake,
-since earlier rows cannot have it. Anything else — a type change, a column the catalog does not know —
-leaves the contract as it is and the records go to the DLQ.
+since earlier rows cannot have it. A column the catalog no longer has is kept in the new version, marked
+dropped (see :func:`services.common.contracts.compat.evolve`). Anything else — a type change, a column the
+catalog does not know — leaves the contract as it is and the records go to the DLQ.
 
 PostgreSQL out of reach is not an answer: a lookup that cannot connect or is cut off raises
 :class:`CatalogUnavailableError` (transient), so the writer pauses the partition and reads its records again
@@ -107,7 +108,9 @@ class CatalogEvolution:
             return None
         evolved = evolve(contract, relaxed)
         path = publish_contract(self._lake, evolved)
-        added = [c.column for c in changes if c.kind == "added"]
-        self._metrics.schema_changes.labels(table, "added").inc(len(added))
-        log.info("writer.contract_evolved", table=table, version=evolved.version, added=added, contract=path)
+        by_kind = {kind: [c.column for c in changes if c.kind == kind] for kind in ("added", "dropped", "restored")}
+        for kind, columns in by_kind.items():
+            if columns:
+                self._metrics.schema_changes.labels(table, kind).inc(len(columns))
+        log.info("writer.contract_evolved", table=table, version=evolved.version, **by_kind, contract=path)
         return evolved

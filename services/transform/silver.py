@@ -222,6 +222,8 @@ def _column_doc(contract: TableContract, column: Column) -> str:
         parts.append("primary key")
     if column.semantic == "variable_decimal":
         parts.append("exact: text on DuckDB (beyond DECIMAL's 38 digits), BIGNUMERIC on BigQuery")
+    if column.name in contract.dropped:
+        parts.append("no longer captured (dropped in PostgreSQL or excluded): NULL in the versions written since")
     return " · ".join(parts)
 
 

@@ -23,7 +23,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -51,6 +51,7 @@ __all__ = [
     "PostgresSource",
     "RowDifference",
     "SilverReader",
+    "SourceReader",
     "TableComparison",
     "VerifyReport",
     "canonical_key",
@@ -79,6 +80,14 @@ class RowReader(Protocol):
 
     def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
         """The row whose primary key columns hold ``key`` (raw values), if any."""
+        ...
+
+
+class SourceReader(RowReader, Protocol):
+    """PostgreSQL's side: also which columns a table has now."""
+
+    def columns(self, contract: TableContract) -> frozenset[str] | None:
+        """The names of the table's columns; None when there is no such table."""
         ...
 
 
@@ -112,7 +121,7 @@ class TableComparison:
     first: list[RowDifference] = field(default_factory=list)
     error: str | None = None  # cannot compare: drift (e.g. silver table missing)
     skipped: str | None = None  # not compared on purpose (the source table was dropped)
-    not_compared: tuple[tuple[str, str], ...] = ()  # source columns no change event carries, and why
+    not_compared: tuple[tuple[str, str], ...] = ()  # columns not compared (uncaptured or dropped), and why
 
     @property
     def drift(self) -> bool:
@@ -180,11 +189,16 @@ class PostgresSource:
         return psycopg.connect(self._dsn, options=_SESSION)
 
     def exists(self, contract: TableContract) -> bool:
+        return self.columns(contract) is not None
+
+    def columns(self, contract: TableContract) -> frozenset[str] | None:
         with self._connect() as conn:
             found = conn.execute(
-                "select to_regclass(%s) is not null", (f"{quote_name(contract.schema)}.{quote_name(contract.table)}",)
+                "select to_regclass(%(t)s) is not null, array(select attname::text from pg_attribute"
+                " where attrelid = to_regclass(%(t)s) and attnum > 0 and not attisdropped)",
+                {"t": _table(contract)},
             ).fetchone()
-        return bool(found and found[0])
+        return frozenset(found[1]) if found and found[0] else None
 
     def _select(self, contract: TableContract) -> str:
         columns = ", ".join(_pg_expression(c) for c in contract.columns)
@@ -382,15 +396,25 @@ def _key_positions(contract: TableContract) -> list[int]:
     return [names.index(k) for k in contract.primary_key]
 
 
-def compare_table(contract: TableContract, source: RowReader, silver: RowReader, limit: int = 10) -> TableComparison:
-    """Compare one table; up to ``limit`` keys of each kind of difference are described."""
+def compare_table(contract: TableContract, source: SourceReader, silver: RowReader, limit: int = 10) -> TableComparison:
+    """Compare one table, on the columns PostgreSQL still has; up to ``limit`` keys of each kind of difference
+    are described."""
     result = TableComparison(contract.full_name, f"silver.{model_name(contract)}", not_compared=contract.uncaptured)
-    if not source.exists(contract):
+    present = source.columns(contract)
+    if present is None:
         result.skipped = "the source table does not exist (dropped?)"
+        return result
+    uncaptured = {name for name, _ in contract.uncaptured}  # a column excluded later is still in the lake
+    gone = [c.name for c in contract.columns if c.name not in present and c.name not in uncaptured]
+    result.not_compared += tuple((name, _gone(contract, name)) for name in gone)
+    if set(gone) & set(contract.primary_key):
+        result.error = f"primary key column(s) {sorted(set(gone) & set(contract.primary_key))} are not in PostgreSQL"
         return result
     if not silver.exists(contract):
         result.error = f"{result.silver} does not exist (has `cdcflow transform` run?)"
         return result
+    compared = tuple(c for c in contract.columns if c.name in present and c.name not in uncaptured)
+    contract = replace(contract, columns=compared, dropped=())
     positions = _key_positions(contract)
     expected: dict[Key, bytes] = {}
     for row in source.rows(contract):
@@ -424,6 +448,16 @@ def compare_table(contract: TableContract, source: RowReader, silver: RowReader,
     return result
 
 
+def _gone(contract: TableContract, column: str) -> str:
+    """Why a column of the contract that PostgreSQL no longer has is not compared."""
+    if column in contract.dropped:
+        return "dropped in PostgreSQL: silver keeps it, NULL in the versions written after the drop"
+    return (
+        f"not in PostgreSQL: dropped after contract version {contract.version}? `cdcflow schemas generate` "
+        "records the drop"
+    )
+
+
 def _differing_columns(
     contract: TableContract, source: RowReader, silver: RowReader, raw_key: Sequence[Any]
 ) -> tuple[str, ...]:
@@ -435,7 +469,7 @@ def _differing_columns(
 
 
 def verify(
-    contracts: Sequence[TableContract], source: RowReader, silver: RowReader, *, limit: int = 10
+    contracts: Sequence[TableContract], source: SourceReader, silver: RowReader, *, limit: int = 10
 ) -> VerifyReport:
     """Compare every captured table of ``contracts``. A table a cdcflow service produces (``produced_by``, e.g.
     the enricher's) has no source table and is left out; dbt's silver-matches-bronze test covers its silver."""

@@ -99,7 +99,7 @@ def test_catalog_types_map_to_semantics() -> None:
     assert column_from_catalog("a", "money", -1, "money", True).scale == 2
 
 
-def test_added_nullable_columns_are_compatible_everything_else_is_not() -> None:
+def test_added_nullable_and_dropped_columns_are_compatible_everything_else_is_not() -> None:
     added = replace(CONTRACT, columns=(*CONTRACT.columns, Column("note", "string", "text")))
     assert [(c.kind, c.compatible) for c in compare(CONTRACT, added)] == [("added", True)]
     assert evolve(CONTRACT, added).version == 2
@@ -107,8 +107,13 @@ def test_added_nullable_columns_are_compatible_everything_else_is_not() -> None:
 
     required = replace(CONTRACT, columns=(*CONTRACT.columns, Column("must", "string", "text", nullable=False)))
     assert [c.kind for c in compare(CONTRACT, required)] == ["added_not_null"]
-    removed = replace(CONTRACT, columns=CONTRACT.columns[:-1])
-    assert [(c.kind, c.compatible) for c in compare(CONTRACT, removed)] == [("removed", False)]
+    dropped = replace(CONTRACT, columns=CONTRACT.columns[:-1])
+    assert [(c.kind, c.column, c.compatible) for c in compare(CONTRACT, dropped)] == [("dropped", "ref", True)]
+    without_key = replace(CONTRACT, columns=CONTRACT.columns[1:], primary_key=("ref",))
+    assert [(c.kind, c.compatible) for c in compare(CONTRACT, without_key)] == [
+        ("removed", False),
+        ("key_changed", False),
+    ]
     retyped = replace(
         CONTRACT,
         columns=tuple(replace(c, precision=22) if c.name == "amount" else c for c in CONTRACT.columns),
@@ -146,3 +151,53 @@ def test_a_contract_reader_reads_again_only_when_a_contract_file_changed(tmp_pat
 
     (directory / "lending.loans.avsc").unlink()
     assert [c.version for c in reader.contracts()] == [2]
+
+
+def _live(*, without: tuple[str, ...] = (), extra: tuple[Column, ...] = ()) -> TableContract:
+    """The contract PostgreSQL's catalog gives for CONTRACT's table after columns were dropped or added."""
+    return replace(CONTRACT, columns=(*(c for c in CONTRACT.columns if c.name not in without), *extra))
+
+
+def test_a_dropped_column_is_kept_nullable_and_marked_in_every_later_version() -> None:
+    evolved = evolve(CONTRACT, _live(without=("amount",)))
+    assert (evolved.version, evolved.dropped) == (2, ("amount",))
+    assert [c.name for c in evolved.columns] == [c.name for c in CONTRACT.columns]  # the lake keeps its shape
+    assert evolved.column("amount") == replace(CONTRACT.column("amount"), nullable=True)
+    assert [c.name for c in evolved.live_columns] == [c.name for c in CONTRACT.columns if c.name != "amount"]
+
+    assert compare(evolved, _live(without=("amount",))) == []  # nothing new: the same version
+    assert evolve(evolved, _live(without=("amount",))) == evolved
+
+    note = Column("note", "string", "text")
+    later = evolve(evolved, _live(without=("amount",), extra=(note,)))
+    assert (later.version, later.dropped, later.columns[-1]) == (3, ("amount",), note)
+
+
+def test_a_dropped_column_captured_again_is_restored_with_its_type_or_refused_with_another() -> None:
+    evolved = evolve(CONTRACT, _live(without=("amount",)))
+    assert [(c.kind, c.column, c.compatible) for c in compare(evolved, CONTRACT)] == [("restored", "amount", True)]
+    restored = evolve(evolved, CONTRACT)
+    assert (restored.version, restored.dropped) == (3, ())
+    assert restored.column("amount").nullable  # the versions written while it was gone hold NULL
+
+    retyped = replace(
+        CONTRACT,
+        columns=tuple(
+            replace(c, semantic="string", pg_type="text", precision=None, scale=None) if c.name == "amount" else c
+            for c in CONTRACT.columns
+        ),
+    )
+    assert [(c.kind, c.compatible) for c in compare(evolved, retyped)] == [("type_changed", False)]
+
+
+def test_dropped_columns_survive_the_round_trip_and_must_be_non_key_columns(tmp_path: Path) -> None:
+    evolved = evolve(CONTRACT, _live(without=("wide", "ref")))
+    write_contract(tmp_path, evolved)
+    assert load_contracts(tmp_path) == [evolved]
+    assert contract_to_avro(evolved)["cdcflow.dropped"] == ["wide", "ref"]
+    assert "cdcflow.dropped" not in contract_to_avro(CONTRACT)  # existing files stay as they are
+    assert evolved.fingerprint() != replace(evolved, dropped=()).fingerprint()
+    with pytest.raises(ContractError, match="dropped column"):
+        replace(CONTRACT, dropped=("loan_id",))
+    with pytest.raises(ContractError, match="dropped column"):
+        replace(CONTRACT, dropped=("nope",))

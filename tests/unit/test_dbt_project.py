@@ -407,6 +407,9 @@ def test_a_new_table_gets_silver_and_verify_with_no_sql_written(env: dict[str, s
         def exists(self, contract: TableContract) -> bool:
             return True
 
+        def columns(self, contract: TableContract) -> frozenset[str]:
+            return frozenset(c.name for c in contract.columns)
+
         def rows(self, contract: TableContract) -> Iterator[Sequence[Any]]:
             yield from source
 

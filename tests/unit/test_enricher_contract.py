@@ -143,6 +143,9 @@ def test_verify_leaves_a_produced_table_out() -> None:
         def exists(self, contract: Any) -> bool:
             raise AssertionError("a produced table has no source table to read")
 
+        def columns(self, contract: Any) -> frozenset[str]:
+            raise AssertionError("a produced table has no source table to read")
+
     report = verify([_enriched()], NoReader(), NoReader())  # type: ignore[arg-type]
     assert report.tables == []
     assert "cdcflow.produced_by" in contract_to_avro(_enriched())

@@ -40,11 +40,19 @@ class Table:
     data: list[tuple[Any, ...]] = field(default_factory=list)
     present: bool = True
     lookups: list[tuple[Any, ...]] = field(default_factory=list)
+    names: frozenset[str] | None = None  # the table's columns; None: the contract's
+    asked: list[tuple[str, ...]] = field(default_factory=list)  # the columns each rows() call was for
 
     def exists(self, contract: TableContract) -> bool:
         return self.present
 
+    def columns(self, contract: TableContract) -> frozenset[str] | None:
+        if not self.present:
+            return None
+        return self.names if self.names is not None else frozenset(c.name for c in contract.columns)
+
     def rows(self, contract: TableContract) -> Iterator[Sequence[Any]]:
+        self.asked.append(tuple(c.name for c in contract.columns))
         yield from self.data
 
     def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
@@ -101,6 +109,45 @@ def test_a_missing_silver_table_is_drift_and_a_dropped_source_table_is_skipped()
     dropped = compare_table(ACCOUNTS, Table(present=False), Table([(1, "eu", None, None)]))
     assert not dropped.drift
     assert dropped.skipped is not None
+
+
+def test_columns_dropped_in_postgresql_are_named_and_the_others_compared() -> None:
+    contract = replace(ACCOUNTS, dropped=("balance",))
+    source = Table([(1, "eu", _AT), (2, "us", None)], names=frozenset({"account_id", "region", "opened_at"}))
+    silver = Table([(1, "eu", _AT), (2, "us", _AT)])
+    result = compare_table(contract, source, silver)
+    assert source.asked == silver.asked == [("account_id", "region", "opened_at")]  # balance left out on both sides
+    assert (result.different, result.first) == (1, [RowDifference(("2", "us"), "different", ("opened_at",))])
+    [(column, why)] = result.not_compared
+    assert column == "balance"
+    assert why.startswith("dropped in PostgreSQL")
+    assert not compare_table(contract, source, Table([(1, "eu", _AT), (2, "us", None)])).drift
+
+
+def test_a_column_postgresql_lost_after_the_contract_is_named_with_the_command_that_records_it() -> None:
+    source = Table([(1, "eu", None)], names=frozenset({"account_id", "region", "opened_at"}))
+    result = compare_table(ACCOUNTS, source, Table([(1, "eu", None)]))
+    assert not result.drift
+    [(column, why)] = result.not_compared
+    assert column == "balance"
+    assert "cdcflow schemas generate" in why
+
+
+def test_a_column_excluded_after_it_was_captured_is_named_once_and_not_compared() -> None:
+    contract = replace(ACCOUNTS, dropped=("balance",), uncaptured=(("balance", "excluded from capture"),))
+    source = Table([(1, "eu", None)])  # PostgreSQL still has balance: the contract's every column
+    result = compare_table(contract, source, Table([(1, "eu", None)]))
+    assert source.asked == [("account_id", "region", "opened_at")]
+    assert not result.drift
+    assert result.not_compared == (("balance", "excluded from capture"),)
+
+
+def test_a_key_column_postgresql_lost_is_drift() -> None:
+    source = Table([("eu", None, None)], names=frozenset({"region", "balance", "opened_at"}))
+    result = compare_table(ACCOUNTS, source, Table([(1, "eu", None, None)]))
+    assert result.drift
+    assert result.error == "primary key column(s) ['account_id'] are not in PostgreSQL"
+    assert source.asked == []
 
 
 def test_the_report_has_drift_when_any_table_has() -> None:

@@ -84,6 +84,10 @@ class TableContract:
     # logical decoding before 18 never sends them) and columns excluded from capture. No lake, bronze or
     # silver column pretends to hold them, and verify names them as not compared.
     uncaptured: tuple[tuple[str, str], ...] = ()
+    # Columns an earlier version captured that the change events no longer carry: dropped in PostgreSQL (or
+    # excluded from capture since, then also uncaptured). They stay in the lake, bronze and silver, so files
+    # and tables never lose a column and the history keeps their values; versions written since hold NULL.
+    dropped: tuple[str, ...] = ()
     # The topic prefix of the source (connector) the table belongs to; "" for the primary source, the one
     # under the stack's default prefix. Two sources may both hold public.users: names across sources are
     # in services.common.naming.
@@ -108,6 +112,9 @@ class TableContract:
         missing = [k for k in self.primary_key if k not in names]
         if missing:
             raise ContractError(f"{self.qualified_name}: primary key column(s) {missing} are not columns")
+        stray = [c for c in self.dropped if c not in names or c in self.primary_key]
+        if stray:
+            raise ContractError(f"{self.qualified_name}: dropped column(s) {stray} are not non-key columns")
 
     @property
     def qualified_name(self) -> str:
@@ -117,6 +124,11 @@ class TableContract:
     def full_name(self) -> str:
         """``<schema>.<table>``, or ``<source>/<schema>.<table>`` for another source's: unique across sources."""
         return f"{self.source}/{self.qualified_name}" if self.source else self.qualified_name
+
+    @property
+    def live_columns(self) -> tuple[Column, ...]:
+        """The columns PostgreSQL still has (every column but the dropped ones)."""
+        return tuple(c for c in self.columns if c.name not in self.dropped)
 
     def column(self, name: str) -> Column:
         for column in self.columns:
