@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from services.common.contracts import TableContract
-from services.common.contracts.catalog import table_contract
+from services.common.contracts.catalog import columns_with_defaults, table_contract
 from services.common.contracts.compat import compare, evolve
 from services.common.contracts.errors import CatalogUnreachableError, ContractError
 from services.common.contracts.store import publish_contract
@@ -113,4 +113,27 @@ class CatalogEvolution:
             if columns:
                 self._metrics.schema_changes.labels(table, kind).inc(len(columns))
         log.info("writer.contract_evolved", table=table, version=evolved.version, **by_kind, contract=path)
+        self._advise_backfill(table, by_kind["added"])
         return evolved
+
+    def _advise_backfill(self, table: str, added: list[str]) -> None:
+        """Warn when PostgreSQL filled added columns of existing rows (a default) without change events, which
+        only a backfill carries over. (A renamed column looks like a dropped and an added one: the catalog
+        cannot tell it, so the README says it instead.)"""
+        if not added:
+            return
+        try:
+            filled = columns_with_defaults(self._dsn, table, added, timeout_s=self._timeout_s)
+        except (CatalogUnreachableError, ContractError) as exc:  # advice only: the contract is published
+            log.warning("writer.catalog_lookup_failed", table=table, error=str(exc)[:300])
+            return
+        if filled:
+            command = f"cdcflow backfill start {table}" + (" --source <its connector>" if self._source else "")
+            log.warning(
+                "writer.backfill_advised",
+                table=table,
+                columns=filled,
+                why="PostgreSQL gave the table's existing rows these columns' defaults without change events: "
+                "silver holds NULL there until the rows are read again",
+                command=command,
+            )

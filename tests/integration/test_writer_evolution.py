@@ -49,7 +49,9 @@ def test_new_table_and_added_column_flow_through(
     writer.start()
     wait_until("v1 rows in the lake", lambda: len(_lake_rows(writer, prefix, table)) == 3)
 
-    pg.execute(f"alter table lending.{table} add column note text not null default 'n/a'".encode())
+    pg.execute(
+        f"alter table lending.{table} add column note text not null default 'n/a', add column memo text".encode()
+    )
     pg.execute(f"insert into lending.{table} values (4, 4.50, 'four'), (5, 5.50, 'five')".encode())
     pg.execute(f"update lending.{table} set amount = 1.75 where id = 1".encode())
     wait_until("rows of the new version", lambda: len(_lake_rows(writer, prefix, table)) == 6)
@@ -69,6 +71,11 @@ def test_new_table_and_added_column_flow_through(
     logs = writer.logs()
     assert '"event": "writer.contract_discovered"' in logs
     assert '"event": "writer.contract_evolved"' in logs
+    # rows 2 and 3 hold 'n/a' in PostgreSQL, which no event carried: the writer names the backfill that would
+    advice = [json.loads(line) for line in logs.splitlines() if '"event": "writer.backfill_advised"' in line]
+    assert [(a["table"], a["columns"], a["command"]) for a in advice] == [
+        (f"lending.{table}", ["note"], f"cdcflow backfill start lending.{table}")  # memo has no default
+    ]
 
     # a type change is not additive: its records go to the DLQ as schema mismatches naming the change, and
     # the contract stays at v2

@@ -173,6 +173,18 @@ def test_a_dropped_column_is_kept_nullable_and_marked_in_every_later_version() -
     assert (later.version, later.dropped, later.columns[-1]) == (3, ("amount",), note)
 
 
+def test_a_renamed_column_is_a_dropped_one_and_an_added_one() -> None:
+    renamed = replace(
+        CONTRACT, columns=tuple(replace(c, name="due_on") if c.name == "due" else c for c in CONTRACT.columns)
+    )
+    assert [(c.kind, c.column, c.compatible) for c in compare(CONTRACT, renamed)] == [
+        ("dropped", "due", True),
+        ("added", "due_on", True),
+    ]
+    evolved = evolve(CONTRACT, renamed)
+    assert (evolved.dropped, [c.name for c in evolved.columns][-2:]) == (("due",), ["ref", "due_on"])
+
+
 def test_a_dropped_column_captured_again_is_restored_with_its_type_or_refused_with_another() -> None:
     evolved = evolve(CONTRACT, _live(without=("amount",)))
     assert [(c.kind, c.column, c.compatible) for c in compare(evolved, CONTRACT)] == [("restored", "amount", True)]

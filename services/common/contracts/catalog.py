@@ -25,6 +25,7 @@ __all__ = [
     "UNSUPPORTED_TYPES",
     "bounded_dsn",
     "column_from_catalog",
+    "columns_with_defaults",
     "contracts_from_catalog",
     "table_contract",
 ]
@@ -259,6 +260,33 @@ def table_contract(
     raises as :func:`contracts_from_catalog` does."""
     found = contracts_from_catalog(dsn, [re.escape(table)], exclude_columns=exclude_columns, timeout_s=timeout_s)
     return found[0] if found else None
+
+
+_DEFAULTS_SQL = """
+select a.attname
+  from pg_attribute a
+  join pg_class c on c.oid = a.attrelid
+  join pg_namespace n on n.oid = c.relnamespace
+ where n.nspname = %s and c.relname = %s and a.attname = any(%s) and not a.attisdropped
+   and (a.atthasdef or a.atthasmissing)
+ order by a.attnum
+"""
+
+
+def columns_with_defaults(dsn: str, table: str, columns: list[str], *, timeout_s: float | None = None) -> list[str]:
+    """Of ``columns`` of ``schema.table``, those with a default: added with one, a column's existing rows hold
+    it (``atthasmissing``, or the table rewritten) though no change event carried it. Raises as
+    :func:`contracts_from_catalog` does."""
+    import psycopg
+
+    schema, name = table.split(".", 1)
+    try:
+        with psycopg.connect(dsn if timeout_s is None else bounded_dsn(dsn, timeout_s)) as conn:
+            return [str(r[0]) for r in conn.execute(_DEFAULTS_SQL, (schema, name, columns)).fetchall()]
+    except psycopg.OperationalError as exc:
+        raise CatalogUnreachableError(f"PostgreSQL's catalog is out of reach: {str(exc).strip()}") from exc
+    except psycopg.Error as exc:
+        raise CatalogQueryError(f"PostgreSQL refused the catalog query: {str(exc).strip()}") from exc
 
 
 def bounded_dsn(dsn: str, timeout_s: float) -> str:
