@@ -30,7 +30,7 @@ import psycopg
 
 from services.common.kafka import read_topic, topic_names
 from services.common.settings import Settings
-from services.stack.connect import load_connector, resolve_env
+from services.stack.connect import captured, load_connector, resolve_env
 from services.stack.errors import StackError
 
 __all__ = [
@@ -103,16 +103,6 @@ def _config(settings: Settings, name: str) -> dict[str, str]:
     if response is not None and response.status_code == 200:
         return {str(k): str(v) for k, v in response.json().items()}
     return load_connector(settings.stack.connect_dir, name)
-
-
-def captured(config: dict[str, str], table: str) -> bool:
-    """Whether the connector's include lists take ``schema.table`` (Debezium matches them as whole regexes)."""
-
-    def takes(key: str, name: str) -> bool:
-        patterns = [p.strip() for p in config.get(key, "").split(",") if p.strip()]
-        return not patterns or any(re.fullmatch(p, name) for p in patterns)
-
-    return takes("schema.include.list", table.split(".", 1)[0]) and takes("table.include.list", table)
 
 
 def signal_id(tables: Sequence[str], where: str | None, *, again: bool = False) -> str:

@@ -17,7 +17,7 @@ from services.stack.errors import ComponentFailedError
 from services.stack.jvm import agent_jar, java_argv, plugin_root
 from services.stack.processes import ManagedProcess, ensure_port_free, wait_for
 
-__all__ = ["ConnectWorker", "connector_names", "load_connector", "resolve_env", "source_clashes"]
+__all__ = ["ConnectWorker", "captured", "connector_names", "load_connector", "resolve_env", "source_clashes"]
 
 _DEBEZIUM_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
 
@@ -31,6 +31,21 @@ def load_connector(connect_dir: Path, name: str) -> dict[str, str]:
         raise ComponentFailedError(f"no connector definition at {path}") from None
     config = document.get("config", document)
     return {str(k): str(v) for k, v in config.items()}
+
+
+def captured(config: dict[str, str], table: str) -> bool:
+    """Whether the connector's lists take ``schema.table``: Debezium matches each as whole regexes, an include
+    list admitting only what it names and an exclude list (set instead of it) everything else."""
+
+    def takes(kind: str, name: str) -> bool:
+        def patterns(key: str) -> list[str]:
+            return [p.strip() for p in config.get(f"{kind}.{key}.list", "").split(",") if p.strip()]
+
+        if included := patterns("include"):
+            return any(re.fullmatch(p, name) for p in included)
+        return not any(re.fullmatch(p, name) for p in patterns("exclude"))
+
+    return takes("schema", table.split(".", 1)[0]) and takes("table", table)
 
 
 def connector_names(connect_dir: Path) -> list[str]:

@@ -159,12 +159,18 @@ def test_a_captured_table_without_a_contract_is_named_never_skipped_silently(
     settings: Settings, pg: Conn, tmp_path: Path
 ) -> None:
     """A table in the connector's publication that no contract describes: drift when it has rows (they never
-    reached silver), skipped with a reason when it is empty."""
+    reached silver), skipped with a reason when it is empty. A table the connector's include list takes but its
+    filtered publication lacks (created after the connector started): drift, naming the command that captures
+    it; its partitions and tables of other schemas are not named."""
     suffix = uuid.uuid4().hex[:8]
-    full, empty = f"verify_full_{suffix}", f"verify_empty_{suffix}"
+    full, empty, late, parts = (f"verify_{kind}_{suffix}" for kind in ("full", "empty", "late", "parts"))
     pg.execute(f"create table lending.{full} (id int primary key); insert into lending.{full} values (1)".encode())
     pg.execute(f"create table lending.{empty} (id int primary key)".encode())
-    pg.execute(f"alter publication cdcflow_lending add table lending.{full}, lending.{empty}".encode())
+    pg.execute(f"create table lending.{late} (id int primary key)".encode())
+    pg.execute(f"create table lending.{parts} (id int, k int, primary key (id, k)) partition by list (k)".encode())
+    pg.execute(f"create table lending.{parts}_1 partition of lending.{parts} for values in (1)".encode())
+    pg.execute(f"create table public.{late} (id int primary key)".encode())  # not in the include lists
+    pg.execute(f"alter publication cdcflow_lending add table lending.{full}, lending.{empty}, lending.{parts}".encode())
     try:
         configured = settings.model_copy(
             update={"warehouse": settings.warehouse.model_copy(update={"duckdb_path": tmp_path / "wh.duckdb"})}
@@ -176,7 +182,14 @@ def test_a_captured_table_without_a_contract_is_named_never_skipped_silently(
         assert found[f"lending.{empty}"].skipped is not None
         assert not found[f"lending.{empty}"].drift
         assert "cdcflow.heartbeat" not in found  # excluded from capture on purpose
+        unpublished = found[f"lending.{late}"].error or ""
+        assert "publication cdcflow_lending lacks it" in unpublished
+        assert f"`cdcflow source add-table lending.{late}`" in unpublished
+        assert f"lending.{parts}_1" not in found  # published through its root
+        assert f"public.{late}" not in found
         assert report.drift
         assert not verify_warehouse(configured, [], every_captured=False).tables  # --table asks for no more
     finally:
-        pg.execute(f"drop table lending.{full}, lending.{empty}".encode())
+        pg.execute(
+            f"drop table lending.{full}, lending.{empty}, lending.{late}, lending.{parts}, public.{late}".encode()
+        )

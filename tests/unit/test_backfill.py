@@ -10,12 +10,12 @@ from services.common.settings import load_settings, repo_root
 from services.stack.backfill import (
     Snapshot,
     apply_notification,
-    captured,
     in_order,
     signal_id,
     widened,
     write_include_lists,
 )
+from services.stack.connect import captured
 
 
 def test_the_same_request_gives_the_same_signal_id_and_again_a_new_one() -> None:
@@ -33,6 +33,10 @@ def test_captured_follows_debeziums_whole_match_of_the_include_lists() -> None:
     assert not captured(config, "lending.facilities")
     assert not captured(config, "shop.customers")
     assert captured({}, "any.table")  # no lists: every table
+    excluding = {"schema.exclude.list": "audit", "table.exclude.list": r"lending\.tmp_.*"}
+    assert captured(excluding, "lending.customers")
+    assert not captured(excluding, "lending.tmp_load")
+    assert not captured(excluding, "audit.events")
 
 
 def test_widened_adds_the_table_and_its_schema_once() -> None:
