@@ -69,18 +69,29 @@ def _connectors() -> list[PanelBuilder]:
             "1 when Connect reports the connector RUNNING.",
             "bool",
             Query(f"min by (connector) (cdcflow_connector_up{_CONNECTOR})", "{{connector}}"),
+            width=6,
         ),
         stat_panel(
             "Tasks running",
             "1 per task Connect reports RUNNING.",
             "bool",
             Query(f"min by (connector, task) (cdcflow_connector_task_running{_CONNECTOR})", "{{connector}}/{{task}}"),
+            width=6,
+        ),
+        stat_panel(
+            "Tables not published",
+            "Tables the connector's include lists take that its publication lacks (created after it started): "
+            "none of their changes are captured. `cdcflow verify` names them.",
+            "short",
+            Query(f"max by (connector) (cdcflow_source_unpublished_tables{_CONNECTOR})", "{{connector}}"),
+            width=6,
         ),
         stat_panel(
             "Connect worker scraped",
             "1 when Prometheus reaches the worker's JMX exporter.",
             "bool",
             Query('min by (instance) (up{job="connect"})', "{{instance}}"),
+            width=6,
         ),
     ]
 

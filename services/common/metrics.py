@@ -335,6 +335,12 @@ class MonitorMetrics:
         self.connector_task_running = Gauge(
             "cdcflow_connector_task_running", "1 when the task is RUNNING.", ("connector", "task"), registry=registry
         )
+        self.unpublished_tables = Gauge(
+            "cdcflow_source_unpublished_tables",
+            "Tables the connector's include lists take that its publication lacks: none of their changes are captured.",
+            ("connector",),
+            registry=registry,
+        )
         self.bronze_freshness = Gauge(
             "cdcflow_bronze_freshness_seconds",
             "Now minus the newest _source_ts in bronze.",

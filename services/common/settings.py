@@ -417,8 +417,16 @@ class EnricherSettings(_Frozen):
     health_port: _HealthPort = 9467
 
 
-MonitorProbe = Literal["kafka", "postgres", "connect", "warehouse", "transform", "dlq"]
-MONITOR_PROBES: tuple[MonitorProbe, ...] = ("kafka", "postgres", "connect", "warehouse", "transform", "dlq")
+MonitorProbe = Literal["kafka", "postgres", "publications", "connect", "warehouse", "transform", "dlq"]
+MONITOR_PROBES: tuple[MonitorProbe, ...] = (
+    "kafka",
+    "postgres",
+    "publications",
+    "connect",
+    "warehouse",
+    "transform",
+    "dlq",
+)
 
 
 class MonitorSettings(_Frozen):

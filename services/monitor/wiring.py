@@ -18,10 +18,12 @@ from services.monitor.app import Monitor, Probe
 from services.monitor.connectors import ConnectorProbe
 from services.monitor.dlq import DlqProbe
 from services.monitor.lag import LagProbe
+from services.monitor.publications import PublicationProbe
 from services.monitor.slots import SlotProbe
 from services.monitor.transform import TransformProbe
 from services.monitor.warehouse import BronzeReader, DuckDBBronze, WarehouseProbe
 from services.stack.connect import connector_names
+from services.stack.sources import sources
 
 __all__ = ["build_probes", "run_monitor"]
 
@@ -41,6 +43,9 @@ def build_probes(settings: Settings, metrics: MonitorMetrics) -> list[Probe]:
             probes.append(LagProbe(reader, metrics, group_prefix=m.group_prefix, max_samples=m.lag_samples))
         elif name == "postgres":
             probes.append(SlotProbe(settings.postgres.dsn(), metrics, timeout_s=timeout))
+        elif name == "publications":
+            exclude = settings.writer.exclude_tables
+            probes.append(PublicationProbe(lambda: sources(settings), metrics, exclude=exclude, timeout_s=timeout))
         elif name == "connect":
             probes.append(
                 ConnectorProbe(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -22,10 +22,18 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from services.common.contracts.catalog import bounded_dsn
 from services.common.kafka import MAX_RECORD_BYTES
 from services.common.naming import source_of
 from services.common.settings import Settings
-from services.stack.connect import ConnectWorker, connector_names, load_connector, resolve_env, source_clashes
+from services.stack.connect import (
+    ConnectWorker,
+    captured,
+    connector_names,
+    load_connector,
+    resolve_env,
+    source_clashes,
+)
 from services.stack.errors import StackError
 from services.stack.processes import wait_for
 
@@ -38,6 +46,7 @@ __all__ = [
     "remove_source",
     "sources",
     "topic_prefixes",
+    "unpublished_tables",
     "write_connector",
 ]
 
@@ -78,6 +87,34 @@ def sources(settings: Settings) -> list[Source]:
         prefix = config.get("topic.prefix", "")
         found.append(Source(name, prefix, source_of(prefix, primary), config))
     return sorted(found, key=lambda s: (s.source != "", s.source, s.connector))
+
+
+_UNPUBLISHED_SQL = """
+select n.nspname, c.relname
+  from pg_class c
+  join pg_namespace n on n.oid = c.relnamespace
+ where c.relkind in ('r', 'p') and not c.relispartition and c.relpersistence = 'p'
+   and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_%%'
+   and exists (select from pg_publication where pubname = %(publication)s and not puballtables)
+   and not exists (
+       select from pg_publication_tables p
+        where p.pubname = %(publication)s and p.schemaname = n.nspname and p.tablename = c.relname)
+ order by 1, 2
+"""
+
+
+def unpublished_tables(
+    dsn: str, config: dict[str, str], *, exclude: Collection[str] = (), timeout_s: float | None = None
+) -> list[str]:
+    """``schema.table`` of every table the connector's lists take (but ``exclude``) that its filtered
+    publication lacks: a table created, or dropped and created again, after the connector made the publication
+    is not in it, and none of its changes reach Kafka. A partitioned table counts by its root; none when the
+    publication publishes all tables or does not exist yet."""
+    publication = config.get("publication.name", "")
+    with psycopg.connect(dsn if timeout_s is None else bounded_dsn(dsn, timeout_s), autocommit=True) as conn:
+        rows = conn.execute(_UNPUBLISHED_SQL, {"publication": publication}).fetchall()
+    tables = [f"{schema}.{table}" for schema, table in rows]
+    return [t for t in tables if t not in exclude and captured(config, t)]
 
 
 def topic_prefixes(settings: Settings) -> list[str]:

@@ -39,8 +39,8 @@ from services.common.contracts.store import contracts_from_lake
 from services.common.lake import open_lake
 from services.common.settings import Settings
 from services.common.sql import quote_name
-from services.stack.connect import captured, load_connector, resolve_env
-from services.stack.sources import sources
+from services.stack.connect import load_connector, resolve_env
+from services.stack.sources import sources, unpublished_tables
 from services.transform.canonical import canonical, row_digest
 from services.transform.errors import VerifyError
 from services.transform.silver import model_name
@@ -171,19 +171,6 @@ def _pg_expression(column: Column) -> str:
     return next((template.format(name) for applies, template in _PG_SPELLINGS if applies(column)), name)
 
 
-_UNPUBLISHED_SQL = """
-select n.nspname, c.relname
-  from pg_class c
-  join pg_namespace n on n.oid = c.relnamespace
- where c.relkind in ('r', 'p') and not c.relispartition and c.relpersistence = 'p'
-   and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_%%'
-   and exists (select from pg_publication where pubname = %(publication)s and not puballtables)
-   and not exists (
-       select from pg_publication_tables p
-        where p.pubname = %(publication)s and p.schemaname = n.nspname and p.tablename = c.relname)
- order by 1, 2
-"""
-
 # Values spelled as Debezium spells them: zoned values (ranges of timestamptz) in UTC, intervals in ISO 8601.
 _SESSION = "-c TimeZone=UTC -c IntervalStyle=iso_8601"
 
@@ -193,6 +180,10 @@ class PostgresSource:
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
+
+    @property
+    def dsn(self) -> str:
+        return self._dsn
 
     @property
     def database(self) -> str:
@@ -241,14 +232,6 @@ class PostgresSource:
                 )
                 holds_rows[f"{schema}.{table}"] = conn.execute(query).fetchone() == (True,)
         return holds_rows
-
-    def unpublished(self, publication: str) -> list[str]:
-        """``schema.table`` of every table (a partitioned table's root, not its partitions) that the filtered
-        ``publication`` lacks; none when it publishes all tables or does not exist yet. A table created, or
-        dropped and created again, after the connector made its publication is not in it."""
-        with self._connect() as conn:
-            rows = conn.execute(_UNPUBLISHED_SQL, {"publication": publication}).fetchall()
-        return [f"{schema}.{table}" for schema, table in rows]
 
     def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
         where = " and ".join(f"{quote_name(k)} = %s" for k in contract.primary_key)
@@ -573,9 +556,7 @@ def _uncontracted(
         else:
             result.skipped = "captured but empty: no change of it has been seen yet"
         found.append(result)
-    for qualified in database.unpublished(publication):
-        if qualified in excluded or not captured(config, qualified):
-            continue
+    for qualified in unpublished_tables(database.dsn, {**config, "publication.name": publication}, exclude=excluded):
         result = TableComparison(f"{source}/{qualified}" if source else qualified, "-")
         add_table = f"cdcflow source add-table {qualified}" + (f" --source {connector}" if source else "")
         result.error = (

@@ -7,6 +7,8 @@
   lag is 0): the group's lag is > 0 in records and seconds; then the writer is killed and its lag series stay
   and keep growing.
 - The lending connector's slot and connector/task state.
+- A table created in a captured schema after the connector started (so not in its publication): counted for
+  the connector, and no longer once it is gone; a table in a schema the connector does not take is not.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -302,7 +305,23 @@ def test_the_lending_slot_and_connector_are_reported(settings: Settings, monitor
     assert sorted(statuses) == [0, 0, 0, 1]  # exactly one current status
     assert seen[("cdcflow_connector_up", frozenset({("connector", "lending")}))] == 1
     assert seen[("cdcflow_connector_task_running", frozenset({("connector", "lending"), ("task", "0")}))] == 1
-    for probe in ("kafka", "postgres", "connect", "dlq", "transform"):
+    for probe in ("kafka", "postgres", "publications", "connect", "dlq", "transform"):
         assert seen[("cdcflow_monitor_probe_up", frozenset({("probe", probe)}))] == 1, probe
     assert any(name == "cdcflow_build_info" and value == 1 for (name, _), value in seen.items())
     assert any(name == "process_resident_memory_bytes" for name, _ in seen)  # the default process metrics
+
+
+def test_a_table_missing_from_the_publication_is_counted_for_its_connector(
+    settings: Settings, monitor: MonitorProcess
+) -> None:
+    metric = "cdcflow_source_unpublished_tables"
+    assert monitor.value(metric, connector="lending") == 0
+    name = f"mon_unpublished_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(settings.postgres.dsn(), autocommit=True) as pg:
+        pg.execute(f"create table lending.{name} (id int primary key); create table public.{name} (id int)".encode())
+        try:
+            monitor.wait_for(metric, 1, connector="lending")  # lending.<name> alone
+            assert f'"tables": ["lending.{name}"]' in monitor.log.read_text()
+        finally:
+            pg.execute(f"drop table lending.{name}, public.{name}".encode())
+    monitor.wait_for(metric, 0, connector="lending")

@@ -19,6 +19,7 @@ from services.common.settings import LakeSettings, load_settings
 from services.common.signals import Shutdown
 from services.monitor.app import Monitor
 from services.monitor.dlq import DlqCounter
+from services.monitor.publications import report_unpublished
 from services.monitor.slots import SlotState, report_slots
 from services.monitor.transform import TransformProbe
 from services.monitor.warehouse import DuckDBBronze, WarehouseProbe, table_label
@@ -52,6 +53,19 @@ def test_wal_status_switches_from_one_status_to_the_next() -> None:
     assert get("cdcflow_replication_slot_active", {"slot": "cdcflow_lending"}) == 0
     assert get("cdcflow_replication_slot_retained_bytes", {"slot": "cdcflow_lending"}) == 9 << 30
     assert get("cdcflow_replication_slot_confirmed_flush_lag_bytes", {"slot": "cdcflow_lending"}) == 9 << 30
+
+
+def test_unpublished_tables_are_counted_per_connector_and_a_gone_connector_loses_its_series() -> None:
+    metrics, registry = _metrics()
+    seen = report_unpublished(metrics, {"lending": ["lending.late"], "shop": []}, {})
+    get = registry.get_sample_value
+    assert (
+        get("cdcflow_source_unpublished_tables", {"connector": "lending"}),
+        get("cdcflow_source_unpublished_tables", {"connector": "shop"}),
+    ) == (1, 0)
+    seen = report_unpublished(metrics, {"lending": []}, seen)
+    assert get("cdcflow_source_unpublished_tables", {"connector": "lending"}) == 0
+    assert get("cdcflow_source_unpublished_tables", {"connector": "shop"}) is None  # its connector file is gone
 
 
 def test_a_dropped_slot_loses_its_series() -> None:
