@@ -6,7 +6,9 @@ through the root, so a partition is never a table of its own downstream.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from services.common.contracts.errors import (
@@ -232,21 +234,29 @@ def contracts_from_catalog(
     With ``timeout_s`` the connection attempt and each statement give up after it. A catalog out of reach
     raises :class:`CatalogUnreachableError`, an error PostgreSQL answers with :class:`CatalogQueryError`.
     """
-    # Loaded here, not with the module: the lake writer reads the catalog only when a table's schema changes.
-    import psycopg
-
     included = [re.compile(p) for p in include]
     excluded = [re.compile(p) for p in exclude or []]
     excluded_columns = [re.compile(p) for p in exclude_columns or []]
+    with _catalog(dsn, timeout_s) as conn:
+        tables = [(str(s), str(t)) for s, t in conn.execute(_TABLES_SQL).fetchall()]
+        wanted = [
+            (s, t)
+            for s, t in tables
+            if any(p.fullmatch(f"{s}.{t}") for p in included) and not any(p.fullmatch(f"{s}.{t}") for p in excluded)
+        ]
+        return [_contract(conn, s, t, excluded_columns) for s, t in wanted]
+
+
+@contextlib.contextmanager
+def _catalog(dsn: str, timeout_s: float | None) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to read the catalog with; an outage raises :class:`CatalogUnreachableError`, an error
+    PostgreSQL answers :class:`CatalogQueryError`."""
+    # Loaded here, not with the module: the lake writer reads the catalog only when a table's schema changes.
+    import psycopg
+
     try:
         with psycopg.connect(dsn if timeout_s is None else bounded_dsn(dsn, timeout_s)) as conn:
-            tables = [(str(s), str(t)) for s, t in conn.execute(_TABLES_SQL).fetchall()]
-            wanted = [
-                (s, t)
-                for s, t in tables
-                if any(p.fullmatch(f"{s}.{t}") for p in included) and not any(p.fullmatch(f"{s}.{t}") for p in excluded)
-            ]
-            return [_contract(conn, s, t, excluded_columns) for s, t in wanted]
+            yield conn
     except psycopg.OperationalError as exc:  # unreachable, shutting down, timed out: an outage, not an answer
         raise CatalogUnreachableError(f"PostgreSQL's catalog is out of reach: {str(exc).strip()}") from exc
     except psycopg.Error as exc:
@@ -277,16 +287,9 @@ def columns_with_defaults(dsn: str, table: str, columns: list[str], *, timeout_s
     """Of ``columns`` of ``schema.table``, those with a default: added with one, a column's existing rows hold
     it (``atthasmissing``, or the table rewritten) though no change event carried it. Raises as
     :func:`contracts_from_catalog` does."""
-    import psycopg
-
     schema, name = table.split(".", 1)
-    try:
-        with psycopg.connect(dsn if timeout_s is None else bounded_dsn(dsn, timeout_s)) as conn:
-            return [str(r[0]) for r in conn.execute(_DEFAULTS_SQL, (schema, name, columns)).fetchall()]
-    except psycopg.OperationalError as exc:
-        raise CatalogUnreachableError(f"PostgreSQL's catalog is out of reach: {str(exc).strip()}") from exc
-    except psycopg.Error as exc:
-        raise CatalogQueryError(f"PostgreSQL refused the catalog query: {str(exc).strip()}") from exc
+    with _catalog(dsn, timeout_s) as conn:
+        return [str(r[0]) for r in conn.execute(_DEFAULTS_SQL, (schema, name, columns)).fetchall()]
 
 
 def bounded_dsn(dsn: str, timeout_s: float) -> str:
