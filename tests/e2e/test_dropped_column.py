@@ -17,14 +17,11 @@ import duckdb
 import psycopg
 import pytest
 
-from services.common.contracts import ContractRegistry, TableContract
-from services.common.contracts.store import contracts_from_lake
-from services.common.lake import open_lake
 from services.common.settings import load_settings
 from tests.fixtures.cli import cdcflow
 from tests.fixtures.pipeline import WriterProcess, dlq_messages
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, run_pipeline, settle
+from tests.fixtures.transform import describe, run_pipeline, settle, verified_contracts
 
 TABLE = "lending.d_accounts"
 SCHEMA_SQL = """
@@ -56,12 +53,7 @@ def test_dropped_columns_are_kept_and_a_column_added_after_still_flows(
     env = isolated_source.attach(writer, tmp_path)
     configured = load_settings(env)
 
-    def contracts() -> list[TableContract]:  # the newest version the writer published
-        lake = open_lake(configured.lake, configured.lake_root())
-        try:
-            return [c for c in ContractRegistry.of(contracts_from_lake(lake)) if c.qualified_name == TABLE]
-        finally:
-            lake.close()
+    contracts = verified_contracts(configured, lambda c: c.qualified_name == TABLE)  # the newest version
 
     writing = writer.start()
     isolated_source.wait_captured()
