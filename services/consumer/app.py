@@ -46,6 +46,7 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -370,6 +371,8 @@ class LakeWriter:
             if discovered is not None:
                 self._router.adopt(discovered)
                 route = self._router.route(topic)
+            elif why := self._evolution.refusal(route.schema, route.table):
+                route = replace(route, detail=f"{route.detail}; the catalog refused it: {why}")
         return route
 
     def _dead_letter(self, failures: Sequence[DecodeFailure]) -> None:

@@ -54,6 +54,7 @@ class CatalogEvolution:
         self._metrics = metrics
         self._source = source  # the source whose database ``dsn`` reaches: its contracts carry it
         self._refused_until: dict[str, float] = {}
+        self._refusals: dict[str, str] = {}  # why the catalog gave no contract for a table, while remembered
 
     def _lookup(self, table: str) -> TableContract | None:
         """The table's contract from the catalog; a refusal is remembered for a while (this runs per batch).
@@ -68,11 +69,19 @@ class CatalogEvolution:
             raise CatalogUnavailableError(f"looking up {table}: {exc}") from exc
         except ContractError as exc:
             log.warning("writer.catalog_lookup_failed", table=table, error=str(exc))
+            self._refusals[table] = str(exc).strip()
             found = None
+        else:
+            self._refusals.pop(table, None)
         if found is None:
             self._refused_until[table] = time.monotonic() + _RETRY_REFUSED_S
             return None
         return replace(found, source=self._source)
+
+    def refusal(self, schema: str, table: str) -> str | None:
+        """Why the catalog gave no contract for ``schema.table`` at its last lookup (no usable key, a column of
+        a type the connector changes), or None."""
+        return self._refusals.get(f"{schema}.{table}")
 
     def discover(self, schema: str, table: str) -> TableContract | None:
         """Contract v1 of a table that started streaming before anyone generated its contract (raises

@@ -127,32 +127,27 @@ def _check_tables(signal: SignalTarget, tables: Sequence[str]) -> None:
 
 def _check_keys(signal: SignalTarget, tables: Sequence[str]) -> None:
     """Each table is in the source database with a key to read it by: Debezium reads an incremental snapshot in
-    chunks of primary key (or of the columns ``message.key.columns`` names) and reports a table it cannot read,
-    or that does not exist, as completed with no row."""
+    chunks of its key (the primary key, else its first unique index, or the columns ``message.key.columns``
+    names) and reports a table it cannot read, or that does not exist, as completed with no row."""
+    from services.common.contracts.catalog import table_key
+    from services.common.contracts.errors import CatalogUnreachableError, ContractError, NoPrimaryKeyError
+
     keyed = {entry.split(":", 1)[0].strip() for entry in signal.config.get("message.key.columns", "").split(";")}
-    try:
-        with psycopg.connect(signal.dsn, autocommit=True, connect_timeout=10) as conn:
-            found = {
-                f"{schema}.{name}": has_key
-                for schema, name, has_key in conn.execute(
-                    "select n.nspname, c.relname, exists (select 1 from pg_constraint as k"
-                    " where k.conrelid = c.oid and k.contype = 'p')"
-                    " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
-                    " where c.relkind in ('r', 'p') and n.nspname || '.' || c.relname = any (%s)",
-                    (list(tables),),
-                ).fetchall()
-            }
-    except psycopg.Error as exc:
-        raise StackError(f"cannot read the source database's tables: {exc}") from None
-    absent = [t for t in tables if t not in found]
+    absent, keyless = [], []
+    for table in tables:
+        try:
+            if table_key(signal.dsn, table, timeout_s=10) is None:
+                absent.append(table)
+        except NoPrimaryKeyError as exc:
+            if not any(re.fullmatch(k, table) for k in keyed if k):
+                keyless.append(str(exc))
+        except (CatalogUnreachableError, ContractError) as exc:
+            raise StackError(f"cannot read the source database's tables: {exc}") from None
     if absent:
         raise StackError(f"the source database of connector {signal.connector!r} has no table {', '.join(absent)}")
-    keyless = [t for t in tables if not found[t] and not any(re.fullmatch(k, t) for k in keyed if k)]
     if keyless:
-        verb = "has" if len(keyless) == 1 else "have"
         raise StackError(
-            f"{', '.join(keyless)} {verb} no primary key: an incremental snapshot reads a table in chunks of its "
-            "key and would read no row. Add a primary key (cdcflow's silver needs one too)."
+            "an incremental snapshot reads a table in chunks of its key and would read no row: " + "; ".join(keyless)
         )
 
 
@@ -363,29 +358,56 @@ def in_order(notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def add_table(settings: Settings, table: str, source: str | None = None, *, timeout_s: float = 120.0) -> list[str]:
     """Capture ``table`` too, without restarting Connect, and snapshot its existing rows; what was done.
 
-    The table joins the connector's include list (in its connector file when it has one) and its filtered
-    publication; the new config is PUT to Connect, which restarts the connector's task (not the worker); then
-    an incremental snapshot copies the rows the table already holds while its changes stream.
+    Nothing changes unless the writer could take the table and publishing it keeps its UPDATE and DELETE
+    working (:func:`_check_capturable`). The table joins the connector's include list (in its connector file
+    when it has one) and its filtered publication; the connector's task restarts (not the worker) so it reads
+    the table's schema: Connect restarts it for a new config, cdcflow when the include list already took the
+    table. Then an incremental snapshot copies the rows the table already holds while its changes stream.
     """
     from services.stack.connect import ConnectWorker
 
     if not _TABLE.fullmatch(table):
         raise StackError(f"add-table takes a schema.table name, not {table!r}")
     signal = target(settings, source)
+    _check_capturable(signal, table, settings.writer.exclude_columns)
     raw = _config(settings, signal.connector)
     done = []
-    if not captured(signal.config, table):
+    widen = not captured(signal.config, table)
+    if widen:
         raw = widened(raw, table)
         write_include_lists(settings, signal.connector, raw)
         done.append(f"{table} added to connector {signal.connector}'s include list")
     if _publish(signal, table):
         done.append(f"{table} added to publication {signal.config.get('publication.name')}")
     worker = ConnectWorker(settings)
-    worker.put(signal.connector, raw)
-    worker.wait_running(signal.connector, timeout_s)
+    if widen:
+        worker.put(signal.connector, raw)  # a new config restarts the task
+        worker.wait_running(signal.connector, timeout_s)
+    else:
+        # The task learns the tables it captures when it starts: to one running since before the table was
+        # created it is unknown, and Debezium ends a snapshot of an unknown table at once, COMPLETED, no row read.
+        worker.restart(signal.connector, timeout_s)
+        done.append(f"connector {signal.connector}'s task restarted to learn {table}")
     sid, sent = start_snapshot(target(settings, source), [table])
     done.append(f"incremental snapshot {sid} {'requested' if sent else 'already requested'}")
     return done
+
+
+def _check_capturable(signal: SignalTarget, table: str, exclude_columns: Sequence[str]) -> None:
+    """Refuses, before anything changes, a table the writer could not take (no such table, no key, a column of a
+    type the connector changes) or one whose publishing would make PostgreSQL refuse its UPDATE and DELETE."""
+    from services.common.contracts.catalog import publishing_hazards, table_contract
+    from services.common.contracts.errors import CatalogUnreachableError, ContractError
+
+    try:
+        contract = table_contract(signal.dsn, table, exclude_columns=list(exclude_columns), timeout_s=10)
+        hazard = publishing_hazards(signal.dsn, timeout_s=10).get(table)
+    except (CatalogUnreachableError, ContractError) as exc:
+        raise StackError(f"{table} cannot be captured, nothing was changed: {exc}") from None
+    if contract is None:
+        raise StackError(f"the source database of connector {signal.connector!r} has no table {table}")
+    if hazard:
+        raise StackError(f"{hazard}. Nothing was changed")
 
 
 def widened(config: dict[str, str], table: str) -> dict[str, str]:

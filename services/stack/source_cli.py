@@ -33,13 +33,18 @@ def add(
 
     from services.cli import _settings
     from services.stack.connect import ConnectWorker
-    from services.stack.sources import ensure_capture_objects, new_connector, write_connector
+    from services.stack.errors import StackError
+    from services.stack.sources import ensure_capture_objects, new_connector, unpublishable_tables, write_connector
 
     settings = _settings()
     document = new_connector(settings, name, dsn, [t.strip() for t in tables.split(",") if t.strip()])
     config = document["config"]
     if "password" not in conninfo_to_dict(dsn) and config["database.password"].startswith("${env:CDCFLOW_POSTGRES"):
         dsn = make_conninfo(dsn, password=settings.postgres.password.get_secret_value())  # the stack's own user
+    if problems := unpublishable_tables(dsn, config):
+        raise StackError(
+            "; ".join(problems) + ". Nothing was written: fix them, or name the tables to capture with --tables"
+        )
     ensure_capture_objects(dsn)
     path = write_connector(settings, document)
     console.print(f"[green]wrote[/] {path}")

@@ -117,6 +117,19 @@ def unpublished_tables(
     return [t for t in tables if t not in exclude and captured(config, t)]
 
 
+def unpublishable_tables(dsn: str, config: dict[str, str], *, timeout_s: float = 10.0) -> list[str]:
+    """Why each table the connector's lists take cannot join its publication as it is (PostgreSQL would refuse
+    the table's UPDATE and DELETE from then on): a connector registered with them would break the application."""
+    from services.common.contracts.catalog import publishing_hazards
+    from services.common.contracts.errors import CatalogUnreachableError, ContractError
+
+    try:
+        hazards = publishing_hazards(dsn, timeout_s=timeout_s)
+    except (CatalogUnreachableError, ContractError) as exc:
+        raise StackError(f"cannot read the source database's tables: {exc}") from None
+    return [why for table, why in hazards.items() if captured(config, table)]
+
+
 def topic_prefixes(settings: Settings) -> list[str]:
     """The stack's topic prefix, then every other source's: where the lake holds their files."""
     prefixes = [settings.kafka.primary_prefix or settings.kafka.topic_prefix]

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from services.common.contracts.catalog import GENERATED, contracts_from_catalog
+from services.common.contracts.catalog import GENERATED, contracts_from_catalog, publishing_hazards, table_key
 from services.common.contracts.compat import compare
 from services.common.contracts.errors import ContractError, NoPrimaryKeyError, UnsupportedColumnError
 from services.common.settings import Settings
@@ -117,8 +117,108 @@ def test_evolution_against_the_catalog(pg: Conn, settings: Settings, scratch_sch
 
 def test_a_table_without_primary_key_is_a_clear_error(pg: Conn, settings: Settings, scratch_schema: str) -> None:
     pg.execute(f"create table {scratch_schema}.keyless (x int)".encode())
-    with pytest.raises(NoPrimaryKeyError, match=rf"{scratch_schema}\.keyless has no primary key"):
+    with pytest.raises(NoPrimaryKeyError, match=rf"{scratch_schema}\.keyless has no primary key and no unique index"):
         contracts_from_catalog(settings.postgres.dsn(), [rf"{scratch_schema}\..*"])
+
+
+# Each table: its DDL (``{s}`` the schema), then the key its contract takes. Debezium keys a table without a
+# primary key by its first unique index, clustered ones first, then by name: the contract takes the same.
+KEYED_BY = {
+    "by_primary_key": (
+        "create table {s}.t (a int not null, b int not null, c int primary key);"
+        "create unique index t_a on {s}.t (a); alter table {s}.t cluster on t_a",
+        ("c",),
+    ),
+    "by_unique_constraint": (
+        "create table {s}.t (code text not null, region int not null, note text, unique (code, region))",
+        ("code", "region"),
+    ),
+    "by_first_name": (
+        "create table {s}.t (a int not null, b int not null);"
+        "create unique index t_2 on {s}.t (a); create unique index t_1 on {s}.t (b)",
+        ("b",),
+    ),
+    "clustered_first": (
+        "create table {s}.t (a int not null, b int not null);"
+        "create unique index t_2 on {s}.t (a); create unique index t_1 on {s}.t (b); alter table {s}.t cluster on t_2",
+        ("a",),
+    ),
+    "by_replica_identity_index": (
+        "create table {s}.t (a int not null, b text); create unique index t_a on {s}.t (a);"
+        "alter table {s}.t replica identity using index t_a",
+        ("a",),
+    ),
+}
+
+
+@pytest.mark.parametrize(("ddl", "key"), list(KEYED_BY.values()), ids=list(KEYED_BY))
+def test_a_table_is_keyed_as_debezium_keys_it(
+    pg: Conn, settings: Settings, scratch_schema: str, ddl: str, key: tuple[str, ...]
+) -> None:
+    pg.execute(ddl.format(s=scratch_schema).encode())
+    (contract,) = contracts_from_catalog(settings.postgres.dsn(), [rf"{scratch_schema}\.t"])
+    assert contract.primary_key == key
+    assert table_key(settings.postgres.dsn(), f"{scratch_schema}.t") == key
+
+
+UNKEYED = {
+    "nullable": ("create table {s}.t (a int, b int); create unique index t_a on {s}.t (a)", "nullable column"),
+    "partial": (
+        "create table {s}.t (a int not null); create unique index t_a on {s}.t (a) where a > 0",
+        "is partial",
+    ),
+    "expression": (
+        "create table {s}.t (a text not null); create unique index t_a on {s}.t (lower(a))",
+        "indexes an expression",
+    ),
+    "nullable_first": (  # a usable index later does not help: Debezium keys by the first
+        "create table {s}.t (a int, b int not null);"
+        "create unique index t_1 on {s}.t (a); create unique index t_2 on {s}.t (b)",
+        r"first unique index, t_1, which has nullable column\(s\) \['a'\]",
+    ),
+    "identity_elsewhere": (
+        "create table {s}.t (a int not null, b int not null, c int primary key);"
+        "create unique index t_a on {s}.t (a); alter table {s}.t replica identity using index t_a",
+        r"REPLICA IDENTITY is an index other than its key t_pkey \['c'\]",
+    ),
+}
+
+
+@pytest.mark.parametrize(("ddl", "why"), list(UNKEYED.values()), ids=list(UNKEYED))
+def test_a_key_that_does_not_identify_a_row_is_refused_with_why(
+    pg: Conn, settings: Settings, scratch_schema: str, ddl: str, why: str
+) -> None:
+    pg.execute(ddl.format(s=scratch_schema).encode())
+    with pytest.raises(NoPrimaryKeyError, match=why):
+        contracts_from_catalog(settings.postgres.dsn(), [rf"{scratch_schema}\.t"])
+    with pytest.raises(NoPrimaryKeyError, match=why):
+        table_key(settings.postgres.dsn(), f"{scratch_schema}.t")
+
+
+def test_tables_whose_publishing_would_refuse_updates_are_named(
+    pg: Conn, settings: Settings, scratch_schema: str
+) -> None:
+    s = scratch_schema
+    pg.execute(
+        f"""create table {s}.keyed (id int primary key);
+            create table {s}.no_identity (id int primary key); alter table {s}.no_identity replica identity nothing;
+            create table {s}.unkeyed (a int not null unique);
+            create table {s}.full_row (a int); alter table {s}.full_row replica identity full;
+            create table {s}.by_index (a int not null); create unique index by_index_a on {s}.by_index (a);
+            alter table {s}.by_index replica identity using index by_index_a""".encode()
+    )
+    hazards = {t: why for t, why in publishing_hazards(settings.postgres.dsn()).items() if t.startswith(f"{s}.")}
+    assert sorted(hazards) == [f"{s}.no_identity", f"{s}.unkeyed"]
+    assert "REPLICA IDENTITY NOTHING" in hazards[f"{s}.no_identity"]
+    assert "no primary key and REPLICA IDENTITY DEFAULT" in hazards[f"{s}.unkeyed"]
+    assert f"ALTER TABLE {s}.unkeyed REPLICA IDENTITY USING INDEX" in hazards[f"{s}.unkeyed"]
+    # what the hazard is: PostgreSQL refuses such a table's UPDATE once it is in a publication
+    pg.execute(f"create publication {s}_pub for table {s}.unkeyed".encode())
+    try:
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="does not have a replica identity"):
+            pg.execute(f"update {s}.unkeyed set a = a + 1".encode())
+    finally:
+        pg.execute(f"drop publication {s}_pub".encode())
 
 
 @pytest.mark.parametrize("odd", ["e-mail", "Unit Price", "naïve", "1st"])

@@ -29,7 +29,9 @@ __all__ = [
     "column_from_catalog",
     "columns_with_defaults",
     "contracts_from_catalog",
+    "publishing_hazards",
     "table_contract",
+    "table_key",
 ]
 
 _SEMANTIC_BY_TYPE: dict[str, Semantic] = {
@@ -91,15 +93,27 @@ select a.attname,
  order by a.attnum
 """
 
-_KEY_ORDER_SQL = """
-select a.attname
+# Debezium keys a table's change events by its primary key, else by its first unique index in the order
+# PostgreSQL's JDBC driver lists them (clustered first, then by name): the contract must use the same key.
+_UNIQUE_INDEXES_SQL = """
+select ic.relname as index,
+       i.indisprimary as is_primary,
+       i.indisreplident as is_identity,
+       i.indisvalid as is_valid,
+       i.indpred is not null as is_partial,
+       0 = any(i.indkey::int2[]) as has_expression,
+       array(select a.attname::text from unnest(i.indkey::int2[]) with ordinality as k(attnum, position)
+               join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+              order by k.position) as columns,
+       array(select a.attname::text from unnest(i.indkey::int2[]) as k(attnum)
+               join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+              where not a.attnotnull) as nullable
   from pg_index i
   join pg_class c on c.oid = i.indrelid
   join pg_namespace n on n.oid = c.relnamespace
-  join lateral unnest(i.indkey) with ordinality as k(attnum, position) on true
-  join pg_attribute a on a.attrelid = c.oid and a.attnum = k.attnum
- where n.nspname = %s and c.relname = %s and i.indisprimary
- order by k.position
+  join pg_class ic on ic.oid = i.indexrelid
+ where n.nspname = %s and c.relname = %s and i.indisunique
+ order by i.indisprimary desc, not i.indisclustered, ic.relname
 """
 
 _IDENTITY = {"d": "default", "f": "full", "i": "index", "n": "nothing"}
@@ -198,15 +212,10 @@ def _contract(conn: psycopg.Connection[Any], schema: str, table: str, excluded: 
 
     with conn.cursor(row_factory=dict_row) as cursor:
         rows, uncaptured = _captured(schema, table, cursor.execute(_COLUMNS_SQL, (schema, table)).fetchall(), excluded)
-    key = tuple(str(r[0]) for r in conn.execute(_KEY_ORDER_SQL, (schema, table)).fetchall())
-    if not key:
-        raise NoPrimaryKeyError(
-            f"{schema}.{table} has no primary key: cdcflow orders a row's versions by its key; "
-            "add one (ALTER TABLE … ADD PRIMARY KEY) or leave the table out of the connector"
-        )
-    doc = f"Row image of {schema}.{table} as captured from PostgreSQL."
     identity_row = conn.execute(_IDENTITY_SQL, (schema, table)).fetchone()
     identity = _IDENTITY.get(str(identity_row[0]) if identity_row else "d", "default")
+    key = _row_key(conn, schema, table, identity)
+    doc = f"Row image of {schema}.{table} as captured from PostgreSQL."
     return TableContract(
         schema,
         table,
@@ -216,6 +225,96 @@ def _contract(conn: psycopg.Connection[Any], schema: str, table: str, excluded: 
         replica_identity=identity,  # type: ignore[arg-type]
         uncaptured=uncaptured,
     )
+
+
+def _row_key(conn: psycopg.Connection[Any], schema: str, table: str, identity: str) -> tuple[str, ...]:
+    """The columns Debezium keys the table's change events by, when they identify a row and every change event
+    carries them; otherwise :class:`NoPrimaryKeyError` says why and what to do."""
+    from psycopg.rows import dict_row
+
+    qualified = f"{schema}.{table}"
+    with conn.cursor(row_factory=dict_row) as cursor:
+        indexes = cursor.execute(_UNIQUE_INDEXES_SQL, (schema, table)).fetchall()
+    if not indexes:
+        raise NoPrimaryKeyError(
+            f"{qualified} has no primary key and no unique index: its change events carry no key, so cdcflow "
+            "cannot tell its rows apart. Add a primary key (ALTER TABLE … ADD PRIMARY KEY) or leave the table "
+            "out of the connector"
+        )
+    first = indexes[0]
+    name, columns = str(first["index"]), tuple(str(c) for c in first["columns"])
+    if not first["is_primary"] and (flaw := _unusable(first)):
+        raise NoPrimaryKeyError(
+            f"{qualified} has no primary key, and Debezium keys its change events by its first unique index, "
+            f"{name}, which {flaw}: it does not identify a row. Add a primary key, or mark a unique index on "
+            f"NOT NULL columns as the first (ALTER TABLE {qualified} CLUSTER ON <index>)"
+        )
+    if identity == "index" and not first["is_identity"]:
+        raise NoPrimaryKeyError(
+            f"{qualified}'s REPLICA IDENTITY is an index other than its key {name} {list(columns)}: a delete's "
+            f"change event would not carry the key. ALTER TABLE {qualified} REPLICA IDENTITY USING INDEX {name} "
+            "(or FULL)"
+        )
+    return columns
+
+
+def _unusable(index: dict[str, Any]) -> str | None:
+    """Why a unique index does not identify a row (NULLs are never equal, so a nullable column admits copies)."""
+    if index["has_expression"]:
+        return "indexes an expression, not columns"
+    if index["is_partial"]:
+        return "is partial (it holds only some rows)"
+    if not index["is_valid"]:
+        return "is not valid (a failed CREATE INDEX CONCURRENTLY)"
+    if index["nullable"]:
+        return f"has nullable column(s) {list(index['nullable'])}"
+    return None
+
+
+_EXISTS_SQL = """
+select c.relreplident from pg_class c join pg_namespace n on n.oid = c.relnamespace
+ where n.nspname = %s and c.relname = %s and c.relkind in ('r', 'p') and not c.relispartition
+"""
+
+
+def table_key(dsn: str, table: str, *, timeout_s: float | None = None) -> tuple[str, ...] | None:
+    """The key columns of ``schema.table`` (its contract's), or None when there is no such table; raises
+    :class:`NoPrimaryKeyError` as :func:`contracts_from_catalog` does for a table without a usable key."""
+    schema, name = table.split(".", 1)
+    with _catalog(dsn, timeout_s) as conn:
+        row = conn.execute(_EXISTS_SQL, (schema, name)).fetchone()
+        if row is None:
+            return None
+        return _row_key(conn, schema, name, _IDENTITY.get(str(row[0]), "default"))
+
+
+_PUBLISHING_SQL = """
+select n.nspname, c.relname, c.relreplident
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace
+ where c.relkind in ('r', 'p') and not c.relispartition
+   and n.nspname not in ('pg_catalog', 'information_schema')
+   and (c.relreplident = 'n' or c.relreplident = 'd' and not exists (
+        select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary))
+ order by 1, 2
+"""
+
+
+def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str, str]:
+    """Each ``schema.table`` whose adding to a publication would make PostgreSQL refuse its UPDATE and DELETE (a
+    table published without a replica identity cannot be changed), with why and the remedy. Raises as
+    :func:`contracts_from_catalog` does."""
+    with _catalog(dsn, timeout_s) as conn:
+        rows = conn.execute(_PUBLISHING_SQL).fetchall()
+    hazards = {}
+    for schema, name, identity in rows:
+        table = f"{schema}.{name}"
+        why = "REPLICA IDENTITY NOTHING" if identity == "n" else "no primary key and REPLICA IDENTITY DEFAULT"
+        hazards[table] = (
+            f"{table} has {why}: once published, PostgreSQL refuses every UPDATE and DELETE of it. Give it one "
+            f"first: ALTER TABLE {table} REPLICA IDENTITY USING INDEX <unique index on NOT NULL columns> "
+            "(or FULL, or add a primary key)"
+        )
+    return hazards
 
 
 def contracts_from_catalog(
