@@ -84,14 +84,22 @@ def _connectors() -> list[PanelBuilder]:
             "none of their changes are captured. `cdcflow verify` names them.",
             "short",
             Query(f"max by (connector) (cdcflow_source_unpublished_tables{_CONNECTOR})", "{{connector}}"),
-            width=6,
+            width=4,
+        ),
+        stat_panel(
+            "Tables without replica identity",
+            "Tables the connector's include lists take with no primary key and REPLICA IDENTITY DEFAULT (or "
+            "NOTHING): published, PostgreSQL refuses their UPDATE and DELETE. The monitor logs their names.",
+            "short",
+            Query(f"max by (connector) (cdcflow_source_tables_without_replica_identity{_CONNECTOR})", "{{connector}}"),
+            width=4,
         ),
         stat_panel(
             "Connect worker scraped",
             "1 when Prometheus reaches the worker's JMX exporter.",
             "bool",
             Query('min by (instance) (up{job="connect"})', "{{instance}}"),
-            width=6,
+            width=4,
         ),
     ]
 

@@ -341,6 +341,13 @@ class MonitorMetrics:
             ("connector",),
             registry=registry,
         )
+        self.unwritable_tables = Gauge(
+            "cdcflow_source_tables_without_replica_identity",
+            "Tables the connector's include lists take that have no replica identity: published, PostgreSQL"
+            " refuses their UPDATE and DELETE.",
+            ("connector",),
+            registry=registry,
+        )
         self.bronze_freshness = Gauge(
             "cdcflow_bronze_freshness_seconds",
             "Now minus the newest _source_ts in bronze.",

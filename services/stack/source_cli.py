@@ -43,7 +43,8 @@ def add(
         dsn = make_conninfo(dsn, password=settings.postgres.password.get_secret_value())  # the stack's own user
     if problems := unpublishable_tables(dsn, config):
         raise StackError(
-            "; ".join(problems) + ". Nothing was written: fix them, or name the tables to capture with --tables"
+            "; ".join(problems.values())
+            + ". Nothing was written: fix them, or name the tables to capture with --tables"
         )
     ensure_capture_objects(dsn)
     path = write_connector(settings, document)

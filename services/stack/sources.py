@@ -117,9 +117,10 @@ def unpublished_tables(
     return [t for t in tables if t not in exclude and captured(config, t)]
 
 
-def unpublishable_tables(dsn: str, config: dict[str, str], *, timeout_s: float = 10.0) -> list[str]:
-    """Why each table the connector's lists take cannot join its publication as it is (PostgreSQL would refuse
-    the table's UPDATE and DELETE from then on): a connector registered with them would break the application."""
+def unpublishable_tables(dsn: str, config: dict[str, str], *, timeout_s: float = 10.0) -> dict[str, str]:
+    """Each table the connector's lists take that has no replica identity, with why and the remedy: published
+    (as Debezium's filtered publication does with every table its lists take, whenever the connector starts),
+    PostgreSQL refuses its UPDATE and DELETE, so the application writing it breaks."""
     from services.common.contracts.catalog import publishing_hazards
     from services.common.contracts.errors import CatalogUnreachableError, ContractError
 
@@ -127,7 +128,7 @@ def unpublishable_tables(dsn: str, config: dict[str, str], *, timeout_s: float =
         hazards = publishing_hazards(dsn, timeout_s=timeout_s)
     except (CatalogUnreachableError, ContractError) as exc:
         raise StackError(f"cannot read the source database's tables: {exc}") from None
-    return [why for table, why in hazards.items() if captured(config, table)]
+    return {table: why for table, why in hazards.items() if captured(config, table)}
 
 
 def topic_prefixes(settings: Settings) -> list[str]:
