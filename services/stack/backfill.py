@@ -30,6 +30,7 @@ import psycopg
 
 from services.common.kafka import read_topic, topic_names
 from services.common.settings import Settings
+from services.common.sql import quote_name
 from services.stack.connect import captured, load_connector, resolve_env
 from services.stack.errors import StackError
 
@@ -196,10 +197,33 @@ def start_snapshot(
     _check_tables(signal, tables)
     _check_keys(signal, tables)
     data: dict[str, Any] = {"data-collections": list(tables), "type": "INCREMENTAL"}
-    if where:
-        data["additional-conditions"] = [{"data-collection": t, "filter": where} for t in tables]
+    conditions = _conditions(signal, tables, where)
+    if conditions:
+        data["additional-conditions"] = [{"data-collection": t, "filter": f} for t, f in conditions.items()]
     sid = signal_id(tables, where, again=again)
     return sid, _insert(signal, sid, "execute-snapshot", data)
+
+
+def _conditions(signal: SignalTarget, tables: Sequence[str], where: str | None) -> dict[str, str]:
+    """Each table's filter: ``where``, and for a table other tables inherit from, its own rows only — a query of
+    it reads its children's rows too, which PostgreSQL publishes as the children's."""
+    from services.common.contracts.catalog import inheritance_parents
+    from services.common.contracts.errors import CatalogUnreachableError, ContractError
+
+    try:
+        parents = set(inheritance_parents(signal.dsn, timeout_s=10))
+    except (CatalogUnreachableError, ContractError) as exc:
+        raise StackError(f"cannot read the source database's tables: {exc}") from None
+    conditions = {}
+    for table in tables:
+        schema, name = table.split(".", 1)
+        relation = f"{quote_name(schema)}.{quote_name(name)}".replace("'", "''")
+        own = f"tableoid = '{relation}'::regclass" if table in parents else ""
+        if where and own:
+            conditions[table] = f"({where}) and {own}"
+        elif where or own:
+            conditions[table] = where or own
+    return conditions
 
 
 def stop_snapshot(signal: SignalTarget, tables: Sequence[str] = ()) -> str:

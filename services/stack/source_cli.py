@@ -34,7 +34,13 @@ def add(
     from services.cli import _settings
     from services.stack.connect import ConnectWorker
     from services.stack.errors import StackError
-    from services.stack.sources import ensure_capture_objects, new_connector, unpublishable_tables, write_connector
+    from services.stack.sources import (
+        ensure_capture_objects,
+        new_connector,
+        own_rows_overrides,
+        unpublishable_tables,
+        write_connector,
+    )
 
     settings = _settings()
     document = new_connector(settings, name, dsn, [t.strip() for t in tables.split(",") if t.strip()])
@@ -46,6 +52,7 @@ def add(
             "; ".join(problems.values())
             + ". Nothing was written: fix them, or name the tables to capture with --tables"
         )
+    config.update(own_rows_overrides(dsn, config))
     ensure_capture_objects(dsn)
     path = write_connector(settings, document)
     console.print(f"[green]wrote[/] {path}")

@@ -26,6 +26,7 @@ from services.common.contracts.catalog import bounded_dsn
 from services.common.kafka import MAX_RECORD_BYTES
 from services.common.naming import source_of
 from services.common.settings import Settings
+from services.common.sql import quote_name
 from services.stack.connect import (
     ConnectWorker,
     captured,
@@ -129,6 +130,30 @@ def unpublishable_tables(dsn: str, config: dict[str, str], *, timeout_s: float =
     except (CatalogUnreachableError, ContractError) as exc:
         raise StackError(f"cannot read the source database's tables: {exc}") from None
     return {table: why for table, why in hazards.items() if captured(config, table)}
+
+
+SNAPSHOT_OVERRIDES = "snapshot.select.statement.overrides"
+
+
+def own_rows_overrides(dsn: str, config: dict[str, str], *, timeout_s: float = 10.0) -> dict[str, str]:
+    """The connector settings that make its initial snapshot read ``ONLY`` each captured table other tables
+    inherit from: Debezium's ``SELECT * FROM`` the table would read the children's rows too and send them as
+    the parent's, where no later change of them ever arrives (PostgreSQL publishes those as the child's)."""
+    from services.common.contracts.catalog import inheritance_parents
+    from services.common.contracts.errors import CatalogUnreachableError, ContractError
+
+    try:
+        parents = [t for t in inheritance_parents(dsn, timeout_s=timeout_s) if captured(config, t)]
+    except (CatalogUnreachableError, ContractError) as exc:
+        raise StackError(f"cannot read the source database's tables: {exc}") from None
+    listed = [t.strip() for t in config.get(SNAPSHOT_OVERRIDES, "").split(",") if t.strip()]
+    added = [t for t in parents if t not in listed]  # a statement the connector has already stays
+    overrides = {SNAPSHOT_OVERRIDES: ",".join([*listed, *added])} if added else {}
+    for table in added:
+        schema, name = table.split(".", 1)
+        statement = f"SELECT * FROM ONLY {quote_name(schema)}.{quote_name(name)}"  # noqa: S608 (quoted names)
+        overrides[f"{SNAPSHOT_OVERRIDES}.{table}"] = statement
+    return overrides
 
 
 def topic_prefixes(settings: Settings) -> list[str]:

@@ -180,6 +180,7 @@ class PostgresSource:
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
+        self._relations: dict[str, str] = {}
 
     @property
     def dsn(self) -> str:
@@ -204,17 +205,28 @@ class PostgresSource:
             ).fetchone()
         return frozenset(found[1]) if found and found[0] else None
 
-    def _select(self, contract: TableContract) -> str:
+    def _own_rows(self, conn: psycopg.Connection[tuple[Any, ...]], contract: TableContract) -> str:
+        """What to select the table's rows from: ``ONLY`` a plain table, whose children by inheritance have topics,
+        contracts and silver tables of their own (PostgreSQL publishes a child's changes as the child's), while
+        a partitioned table's rows are its partitions' (published through it)."""
+        table = _table(contract)
+        if table not in self._relations:
+            found = conn.execute("select relkind::text from pg_class where oid = to_regclass(%s)", (table,)).fetchone()
+            self._relations[table] = f"only {table}" if found and found[0] == "r" else table
+        return self._relations[table]
+
+    def _select(self, conn: psycopg.Connection[tuple[Any, ...]], contract: TableContract) -> str:
         columns = ", ".join(_pg_expression(c) for c in contract.columns)
-        return f"select {columns} from {quote_name(contract.schema)}.{quote_name(contract.table)}"  # noqa: S608
+        return f"select {columns} from {self._own_rows(conn, contract)}"  # noqa: S608
 
     def rows(self, contract: TableContract) -> Iterator[Sequence[Any]]:
         with self._connect() as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
+            select = self._select(conn, contract)
             with conn.cursor(name="cdcflow_verify") as cursor:
                 cursor.itersize = _BATCH
-                cursor.execute(self._select(contract).encode())
+                cursor.execute(select.encode())
                 for row in cursor:
                     yield _decode_arrays(contract, row)
             conn.rollback()
@@ -236,17 +248,18 @@ class PostgresSource:
     def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
         where = " and ".join(f"{quote_name(k)} = %s" for k in contract.primary_key)
         with self._connect() as conn:
-            found = conn.execute(f"{self._select(contract)} where {where}".encode(), list(key)).fetchone()
+            found = conn.execute(f"{self._select(conn, contract)} where {where}".encode(), list(key)).fetchone()
         return _decode_arrays(contract, found) if found is not None else None
 
     def keys(self, contract: TableContract) -> set[Key]:
         """Every row's primary key, canonical (as :func:`compare_table` keys rows), in one snapshot."""
         columns = key_columns(contract)
-        select = f"select {', '.join(_pg_expression(c) for c in columns)} from {_table(contract)}"  # noqa: S608
         found: set[Key] = set()
         with self._connect() as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
+            spelled = ", ".join(_pg_expression(c) for c in columns)
+            select = f"select {spelled} from {self._own_rows(conn, contract)}"  # noqa: S608
             with conn.cursor(name="cdcflow_keys") as cursor:
                 cursor.itersize = _BATCH
                 cursor.execute(select.encode())
@@ -261,7 +274,7 @@ class PostgresSource:
         with self._connect() as conn:
             conn.execute(f"set local lock_timeout = '{int(lock_timeout_s * 1000)}ms'".encode())
             conn.execute(f"lock table {_table(contract)} in share mode".encode())
-            yield LockedTable(conn, contract)
+            yield LockedTable(conn, contract, self._own_rows(conn, contract))
             conn.rollback()
 
 
@@ -280,8 +293,8 @@ def canonical_key(columns: Sequence[Column], values: Sequence[Any]) -> Key:
 class LockedTable:
     """A source table held by :meth:`PostgresSource.locked`."""
 
-    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], contract: TableContract) -> None:
-        self._conn, self._contract = conn, contract
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], contract: TableContract, relation: str) -> None:
+        self._conn, self._contract, self._relation = conn, contract, relation
 
     def present(self, keys: Sequence[Sequence[Any]]) -> set[Key]:
         """Which of ``keys`` (raw values, silver's) the table holds, canonical."""
@@ -295,7 +308,7 @@ class LockedTable:
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             rows = ", ".join(f"({row})" for _ in chunk)
-            query = f"select {spelled} from {_table(self._contract)} where ({names}) in ({rows})"  # noqa: S608
+            query = f"select {spelled} from {self._relation} where ({names}) in ({rows})"  # noqa: S608
             params = [v for key in chunk for v in key]
             found.update(canonical_key(columns, row) for row in self._conn.execute(query.encode(), params))
         return found

@@ -29,6 +29,7 @@ __all__ = [
     "column_from_catalog",
     "columns_with_defaults",
     "contracts_from_catalog",
+    "inheritance_parents",
     "publishing_hazards",
     "table_contract",
     "table_key",
@@ -315,6 +316,26 @@ def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str,
             "(or FULL, or add a primary key)"
         )
     return hazards
+
+
+_INHERITED_SQL = """
+select distinct n.nspname, c.relname
+  from pg_inherits i
+  join pg_class c on c.oid = i.inhparent
+  join pg_namespace n on n.oid = c.relnamespace
+  join pg_class child on child.oid = i.inhrelid
+ where c.relkind = 'r' and not child.relispartition
+ order by 1, 2
+"""
+
+
+def inheritance_parents(dsn: str, *, timeout_s: float | None = None) -> list[str]:
+    """``schema.table`` of each plain table another table inherits from (``CREATE TABLE … INHERITS``, not
+    declarative partitioning). A query of such a table reads its children's rows too, while PostgreSQL publishes
+    a child's changes as the child's own: its snapshots must read ``ONLY`` it. Raises as
+    :func:`contracts_from_catalog` does."""
+    with _catalog(dsn, timeout_s) as conn:
+        return [f"{schema}.{name}" for schema, name in conn.execute(_INHERITED_SQL).fetchall()]
 
 
 def contracts_from_catalog(
