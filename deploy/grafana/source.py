@@ -87,11 +87,15 @@ def _connectors() -> list[PanelBuilder]:
             width=4,
         ),
         stat_panel(
-            "Tables without replica identity",
-            "Tables the connector's include lists take with no primary key and REPLICA IDENTITY DEFAULT (or "
-            "NOTHING): published, PostgreSQL refuses their UPDATE and DELETE. The monitor logs their names.",
+            "Tables that cannot be published",
+            "Tables the connector's include lists take that must not be published as they are: unlogged (the "
+            "connector then captures nothing) or without a replica identity (PostgreSQL then refuses their UPDATE "
+            "and DELETE). The monitor logs their names.",
             "short",
-            Query(f"max by (connector) (cdcflow_source_tables_without_replica_identity{_CONNECTOR})", "{{connector}}"),
+            Query(
+                f"max by (connector, reason) (cdcflow_source_unpublishable_tables{_CONNECTOR})",
+                "{{connector}} {{reason}}",
+            ),
             width=4,
         ),
         stat_panel(

@@ -341,11 +341,11 @@ class MonitorMetrics:
             ("connector",),
             registry=registry,
         )
-        self.unwritable_tables = Gauge(
-            "cdcflow_source_tables_without_replica_identity",
-            "Tables the connector's include lists take that have no replica identity: published, PostgreSQL"
-            " refuses their UPDATE and DELETE.",
-            ("connector",),
+        self.unpublishable_tables = Gauge(
+            "cdcflow_source_unpublishable_tables",
+            "Tables the connector's include lists take that must not be published as they are, by reason: unlogged"
+            " (the connector then captures nothing), no_replica_identity (PostgreSQL refuses their UPDATE and DELETE).",
+            ("connector", "reason"),
             registry=registry,
         )
         self.bronze_freshness = Gauge(

@@ -5,9 +5,10 @@ captured schema, or a captured table dropped and created again (as some migratio
 PostgreSQL sends none of its changes and nothing fails: only a count, per connector, says so (``cdcflow
 verify`` lists them too).
 
-The other way round, a table the connector's lists take that has no replica identity (no primary key and
-``REPLICA IDENTITY DEFAULT``, or ``NOTHING``): once published — and Debezium publishes every table its lists
-take whenever the connector starts — PostgreSQL refuses the table's UPDATE and DELETE, so the application
+The other way round, Debezium publishes every table its lists take whenever the connector starts, and some
+tables must not be published as they are: an UNLOGGED one cannot be, so the publication fails to update and the
+connector captures nothing of its whole source; one without a replica identity (no primary key and ``REPLICA
+IDENTITY DEFAULT``, or ``NOTHING``) can, and then PostgreSQL refuses its UPDATE and DELETE, so the application
 writing it fails. Both counts log the tables' names when they change.
 """
 
@@ -15,13 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from prometheus_client import Gauge
-
 from services.common.logging import get_logger
 from services.common.metrics import MonitorMetrics
 from services.stack.sources import Source, unpublishable_tables, unpublished_tables
 
-__all__ = ["PublicationProbe", "report_unpublished", "report_unwritable"]
+__all__ = ["REASONS", "PublicationProbe", "report_unpublishable", "report_unpublished"]
 
 log = get_logger(__name__)
 
@@ -30,44 +29,51 @@ Found = dict[str, list[str]]
 
 
 def report_unpublished(metrics: MonitorMetrics, found: Found, previous: Found) -> Found:
-    """Set each connector's count of tables missing from its publication and log their names when they change;
-    drop the series of connectors that are gone. Returns what was reported."""
-    return _report(
-        metrics.unpublished_tables,
-        found,
-        previous,
-        ("monitor.tables_not_published", "monitor.tables_published"),
-        lambda connector: f"cdcflow source add-table <table> --source {connector}",
-    )
-
-
-def report_unwritable(metrics: MonitorMetrics, found: Found, previous: Found) -> Found:
-    """As :func:`report_unpublished`, for the tables without a replica identity."""
-    return _report(
-        metrics.unwritable_tables,
-        found,
-        previous,
-        ("monitor.tables_without_replica_identity", "monitor.tables_with_replica_identity"),
-        lambda _connector: "ALTER TABLE <table> REPLICA IDENTITY USING INDEX <unique index> (or FULL)",
-    )
-
-
-def _report(gauge: Gauge, found: Found, previous: Found, events: tuple[str, str], fix: Callable[[str], str]) -> Found:
-    found_event, cleared_event = events
+    """Set each connector's count of ``found`` tables and log their names when they change; drop the series of
+    connectors that are gone. Returns what was reported."""
     for connector, tables in found.items():
-        gauge.labels(connector).set(len(tables))
+        metrics.unpublished_tables.labels(connector).set(len(tables))
         if tables and tables != previous.get(connector, []):
-            log.warning(found_event, connector=connector, tables=tables, fix=fix(connector))
+            fix = f"cdcflow source add-table <table> --source {connector}"
+            log.warning("monitor.tables_not_published", connector=connector, tables=tables, fix=fix)
         elif previous.get(connector) and not tables:
-            log.info(cleared_event, connector=connector)
+            log.info("monitor.tables_published", connector=connector)
     for gone in set(previous) - set(found):
-        gauge.remove(gone)
+        metrics.unpublished_tables.remove(gone)
     return found
+
+
+REASONS = ("unlogged", "no_replica_identity")
+"""The reasons a table must not be published as it is (``PublishingHazard.kind``)."""
+
+
+def report_unpublishable(metrics: MonitorMetrics, found: dict[str, dict[str, str]], previous: Found) -> Found:
+    """Set each connector's count of tables that must not be published as they are, per reason (``found`` maps a
+    connector to each such table's reason), and log their names when they change; drop the series of connectors
+    that are gone. Returns the tables reported per connector."""
+    for connector, tables in found.items():
+        for reason in REASONS:
+            count = sum(1 for why in tables.values() if why == reason)
+            metrics.unpublishable_tables.labels(connector, reason).set(count)
+        names = sorted(tables)
+        if names and names != previous.get(connector, []):
+            log.warning(
+                "monitor.tables_unpublishable",
+                connector=connector,
+                tables=dict(sorted(tables.items())),
+                fix="docs/runbook.md#cdcflowtableunpublishable",
+            )
+        elif previous.get(connector) and not names:
+            log.info("monitor.tables_publishable", connector=connector)
+    for gone in set(previous) - set(found):
+        for reason in REASONS:
+            metrics.unpublishable_tables.remove(gone, reason)
+    return {connector: sorted(tables) for connector, tables in found.items()}
 
 
 class PublicationProbe:
     """Every source of ``sources()`` (one per connector file): its tables missing from its publication, and
-    those without a replica identity."""
+    those that must not be published as they are."""
 
     name = "publications"
 
@@ -84,19 +90,19 @@ class PublicationProbe:
         self._exclude = exclude
         self._timeout_s = timeout_s
         self._unpublished: Found = {}
-        self._unwritable: Found = {}
+        self._unpublishable: Found = {}
 
     def close(self) -> None:
         """A connection per source and poll, closed at once."""
 
     def poll(self) -> None:
-        unpublished, unwritable = {}, {}
+        unpublished, unpublishable = {}, {}
         for source in self._sources():
             dsn, config = source.dsn(), source.config
             unpublished[source.connector] = unpublished_tables(
                 dsn, config, exclude=self._exclude, timeout_s=self._timeout_s
             )
             hazards = unpublishable_tables(dsn, config, timeout_s=self._timeout_s)
-            unwritable[source.connector] = [t for t in hazards if t not in self._exclude]
+            unpublishable[source.connector] = {t: h.kind for t, h in hazards.items() if t not in self._exclude}
         self._unpublished = report_unpublished(self._metrics, unpublished, self._unpublished)
-        self._unwritable = report_unwritable(self._metrics, unwritable, self._unwritable)
+        self._unpublishable = report_unpublishable(self._metrics, unpublishable, self._unpublishable)

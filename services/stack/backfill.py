@@ -431,7 +431,7 @@ def _check_capturable(signal: SignalTarget, table: str, exclude_columns: Sequenc
     if contract is None:
         raise StackError(f"the source database of connector {signal.connector!r} has no table {table}")
     if hazard:
-        raise StackError(f"{hazard}. Nothing was changed")
+        raise StackError(f"{hazard.why}. Nothing was changed")
 
 
 def widened(config: dict[str, str], table: str) -> dict[str, str]:

@@ -49,7 +49,7 @@ def add(
         dsn = make_conninfo(dsn, password=settings.postgres.password.get_secret_value())  # the stack's own user
     if problems := unpublishable_tables(dsn, config):
         raise StackError(
-            "; ".join(problems.values())
+            "; ".join(hazard.why for hazard in problems.values())
             + ". Nothing was written: fix them, or name the tables to capture with --tables"
         )
     config.update(own_rows_overrides(dsn, config))

@@ -22,7 +22,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from services.common.contracts.catalog import bounded_dsn
+from services.common.contracts.catalog import PublishingHazard, bounded_dsn, inheritance_parents, publishing_hazards
+from services.common.contracts.errors import CatalogUnreachableError, ContractError
 from services.common.kafka import MAX_RECORD_BYTES
 from services.common.naming import source_of
 from services.common.settings import Settings
@@ -118,18 +119,15 @@ def unpublished_tables(
     return [t for t in tables if t not in exclude and captured(config, t)]
 
 
-def unpublishable_tables(dsn: str, config: dict[str, str], *, timeout_s: float = 10.0) -> dict[str, str]:
-    """Each table the connector's lists take that has no replica identity, with why and the remedy: published
-    (as Debezium's filtered publication does with every table its lists take, whenever the connector starts),
-    PostgreSQL refuses its UPDATE and DELETE, so the application writing it breaks."""
-    from services.common.contracts.catalog import publishing_hazards
-    from services.common.contracts.errors import CatalogUnreachableError, ContractError
-
+def unpublishable_tables(dsn: str, config: dict[str, str], *, timeout_s: float = 10.0) -> dict[str, PublishingHazard]:
+    """Each table the connector's lists take that must not join its publication as it is, with what that would do
+    and the remedy (:func:`~services.common.contracts.catalog.publishing_hazards`). Debezium's filtered
+    publication takes every table its lists take whenever the connector starts."""
     try:
         hazards = publishing_hazards(dsn, timeout_s=timeout_s)
     except (CatalogUnreachableError, ContractError) as exc:
         raise StackError(f"cannot read the source database's tables: {exc}") from None
-    return {table: why for table, why in hazards.items() if captured(config, table)}
+    return {table: hazard for table, hazard in hazards.items() if captured(config, table)}
 
 
 SNAPSHOT_OVERRIDES = "snapshot.select.statement.overrides"
@@ -139,9 +137,6 @@ def own_rows_overrides(dsn: str, config: dict[str, str], *, timeout_s: float = 1
     """The connector settings that make its initial snapshot read ``ONLY`` each captured table other tables
     inherit from: Debezium's ``SELECT * FROM`` the table would read the children's rows too and send them as
     the parent's, where no later change of them ever arrives (PostgreSQL publishes those as the child's)."""
-    from services.common.contracts.catalog import inheritance_parents
-    from services.common.contracts.errors import CatalogUnreachableError, ContractError
-
     try:
         parents = [t for t in inheritance_parents(dsn, timeout_s=timeout_s) if captured(config, t)]
     except (CatalogUnreachableError, ContractError) as exc:

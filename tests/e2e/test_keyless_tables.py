@@ -1,5 +1,5 @@
-"""Tables without a primary key, keyed by a unique index, reach silver with zero drift; one without a usable key
-is refused before anything changes.
+"""Tables without a primary key, keyed by a unique index, reach silver with zero drift; one that cannot be
+captured or published is refused before anything changes.
 
 Real schemas have them: a code table whose identity is a unique constraint over two columns, a device list
 whose replica identity is a unique index (with another, nullable, unique index whose name sorts first). Debezium
@@ -10,7 +10,9 @@ updates, key changes and deletes; a table added later with `cdcflow source add-t
 
 A table with no key at all and the default replica identity is another matter: once in a publication,
 PostgreSQL refuses its UPDATE and DELETE, so `cdcflow source add-table` used to break the application's writes
-to it (it published the table, then failed on the missing key). It now refuses before changing anything.
+to it (it published the table, then failed on the missing key). It now refuses before changing anything, as
+it does an UNLOGGED table, which no publication can take (Debezium's publication update then fails, and the
+connector captures nothing of its whole source); `cdcflow source add` refuses a database holding either.
 """
 
 from __future__ import annotations
@@ -150,12 +152,14 @@ def test_a_table_that_cannot_be_published_is_refused_and_nothing_changes(
     with psycopg.connect(source.postgres.dsn(), autocommit=True) as pg:
         pg.execute("create table lending.u_notes (id integer, note text)")  # no key at all
         pg.execute("create table lending.u_tags (tag text not null unique)")  # a key, but no replica identity
+        pg.execute("create unlogged table lending.u_stage (id integer primary key)")  # no publication takes it
         pg.execute("insert into lending.u_notes values (1, 'a'); insert into lending.u_tags values ('a')")
         published = pg.execute(publication.encode()).fetchall()
 
         for table, why in [
             ("lending.u_notes", "lending.u_notes has no primary key and no unique index"),
             ("lending.u_tags", "lending.u_tags has no primary key and REPLICA IDENTITY DEFAULT: once published"),
+            ("lending.u_stage", "lending.u_stage is UNLOGGED: PostgreSQL cannot publish it"),
         ]:
             done = subprocess.run(
                 [CDCFLOW, "source", "add-table", table],
@@ -182,6 +186,7 @@ def test_a_table_that_cannot_be_published_is_refused_and_nothing_changes(
     assert done.returncode != 0
     assert "lending.u_tags has no primary key and REPLICA IDENTITY DEFAULT" in done.stderr
     assert "lending.u_notes" in done.stderr
+    assert "lending.u_stage is UNLOGGED" in done.stderr
     assert not (connect_dir / "connectors" / "keyless.json").exists()
     added = cdcflow(env, "source", "add", "keyless", "--dsn", dsn, "--tables", "lending.customers", "--no-register")
     assert "wrote" in added

@@ -195,7 +195,7 @@ def test_a_key_that_does_not_identify_a_row_is_refused_with_why(
         table_key(settings.postgres.dsn(), f"{scratch_schema}.t")
 
 
-def test_tables_whose_publishing_would_refuse_updates_are_named(
+def test_tables_that_must_not_be_published_are_named_with_why(
     pg: Conn, settings: Settings, scratch_schema: str
 ) -> None:
     s = scratch_schema
@@ -205,14 +205,22 @@ def test_tables_whose_publishing_would_refuse_updates_are_named(
             create table {s}.unkeyed (a int not null unique);
             create table {s}.full_row (a int); alter table {s}.full_row replica identity full;
             create table {s}.by_index (a int not null); create unique index by_index_a on {s}.by_index (a);
-            alter table {s}.by_index replica identity using index by_index_a""".encode()
+            alter table {s}.by_index replica identity using index by_index_a;
+            create unlogged table {s}.staging (id int primary key)""".encode()
     )
-    hazards = {t: why for t, why in publishing_hazards(settings.postgres.dsn()).items() if t.startswith(f"{s}.")}
-    assert sorted(hazards) == [f"{s}.no_identity", f"{s}.unkeyed"]
-    assert "REPLICA IDENTITY NOTHING" in hazards[f"{s}.no_identity"]
-    assert "no primary key and REPLICA IDENTITY DEFAULT" in hazards[f"{s}.unkeyed"]
-    assert f"ALTER TABLE {s}.unkeyed REPLICA IDENTITY USING INDEX" in hazards[f"{s}.unkeyed"]
-    # what the hazard is: PostgreSQL refuses such a table's UPDATE once it is in a publication
+    hazards = {t: h for t, h in publishing_hazards(settings.postgres.dsn()).items() if t.startswith(f"{s}.")}
+    assert {t: h.kind for t, h in hazards.items()} == {
+        f"{s}.no_identity": "no_replica_identity",
+        f"{s}.staging": "unlogged",
+        f"{s}.unkeyed": "no_replica_identity",
+    }
+    assert "REPLICA IDENTITY NOTHING" in hazards[f"{s}.no_identity"].why
+    assert "no primary key and REPLICA IDENTITY DEFAULT" in hazards[f"{s}.unkeyed"].why
+    assert f"ALTER TABLE {s}.unkeyed REPLICA IDENTITY USING INDEX" in hazards[f"{s}.unkeyed"].why
+    assert f"ALTER TABLE {s}.staging SET LOGGED" in hazards[f"{s}.staging"].why
+    # what the hazards are: PostgreSQL refuses to publish the one, and the other's UPDATE once published
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="unlogged"):
+        pg.execute(f"create publication {s}_staging for table {s}.staging".encode())
     pg.execute(f"create publication {s}_pub for table {s}.unkeyed".encode())
     try:
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="does not have a replica identity"):

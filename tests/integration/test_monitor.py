@@ -327,23 +327,33 @@ def test_a_table_missing_from_the_publication_is_counted_for_its_connector(
     monitor.wait_for(metric, 0, connector="lending")
 
 
-def test_a_captured_table_without_replica_identity_is_counted_for_its_connector(
+def test_captured_tables_that_cannot_be_published_are_counted_by_reason(
     settings: Settings, monitor: MonitorProcess
 ) -> None:
-    metric = "cdcflow_source_tables_without_replica_identity"
-    assert monitor.value(metric, connector="lending") == 0
-    name = f"mon_unwritable_{uuid.uuid4().hex[:8]}"
+    metric = "cdcflow_source_unpublishable_tables"
+    keyless, unlogged = (
+        {"connector": "lending", "reason": "no_replica_identity"},
+        {"connector": "lending", "reason": "unlogged"},
+    )
+    assert (monitor.value(metric, **keyless), monitor.value(metric, **unlogged)) == (0, 0)
+    name = f"mon_unpublishable_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as pg:
-        # the lending one alone counts: public is not in the connector's lists, and the keyed one has an identity
+        # in lending alone: public is not in the connector's lists, and the keyed one has an identity
         pg.execute(
             f"create table lending.{name} (id int, note text); create table public.{name} (id int);"
+            f"create unlogged table lending.{name}_stage (id int primary key);"
             f"create table lending.{name}_keyed (id int not null unique, note text);"
             f"alter table lending.{name}_keyed replica identity full".encode()
         )
         try:
-            monitor.wait_for(metric, 1, connector="lending")
-            assert f'"tables": ["lending.{name}"]' in monitor.log.read_text()
-            pg.execute(f"alter table lending.{name} replica identity full".encode())  # the runbook's remedy
-            monitor.wait_for(metric, 0, connector="lending")
+            monitor.wait_for(metric, 1, **keyless)
+            monitor.wait_for(metric, 1, **unlogged)
+            logged = f'"lending.{name}": "no_replica_identity", "lending.{name}_stage": "unlogged"'
+            assert logged in monitor.log.read_text()
+            # the runbook's remedies
+            remedies = f"alter table lending.{name} replica identity full; alter table lending.{name}_stage set logged"
+            pg.execute(remedies.encode())
+            monitor.wait_for(metric, 0, **keyless)
+            monitor.wait_for(metric, 0, **unlogged)
         finally:
-            pg.execute(f"drop table lending.{name}, public.{name}, lending.{name}_keyed".encode())
+            pg.execute(f"drop table lending.{name}, public.{name}, lending.{name}_stage, lending.{name}_keyed".encode())

@@ -68,7 +68,7 @@ CONTRACT: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
         "cdcflow_connector_up": ("gauge", ("connector",)),
         "cdcflow_connector_task_running": ("gauge", ("connector", "task")),
         "cdcflow_source_unpublished_tables": ("gauge", ("connector",)),
-        "cdcflow_source_tables_without_replica_identity": ("gauge", ("connector",)),
+        "cdcflow_source_unpublishable_tables": ("gauge", ("connector", "reason")),
         "cdcflow_bronze_freshness_seconds": ("gauge", ("table",)),
         "cdcflow_bronze_last_load_timestamp_seconds": ("gauge", ("table",)),
         "cdcflow_transform_last_run_timestamp_seconds": ("gauge", ()),

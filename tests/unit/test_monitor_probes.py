@@ -19,7 +19,7 @@ from services.common.settings import LakeSettings, load_settings
 from services.common.signals import Shutdown
 from services.monitor.app import Monitor
 from services.monitor.dlq import DlqCounter
-from services.monitor.publications import report_unpublished, report_unwritable
+from services.monitor.publications import report_unpublishable, report_unpublished
 from services.monitor.slots import SlotState, report_slots
 from services.monitor.transform import TransformProbe
 from services.monitor.warehouse import DuckDBBronze, WarehouseProbe, table_label
@@ -68,14 +68,19 @@ def test_unpublished_tables_are_counted_per_connector_and_a_gone_connector_loses
     assert get("cdcflow_source_unpublished_tables", {"connector": "shop"}) is None  # its connector file is gone
 
 
-def test_tables_without_replica_identity_are_counted_apart_from_unpublished_ones() -> None:
+def test_unpublishable_tables_are_counted_per_reason_and_a_gone_connector_loses_its_series() -> None:
     metrics, registry = _metrics()
     get = registry.get_sample_value
-    seen = report_unwritable(metrics, {"lending": ["lending.log", "lending.tags"]}, {})
-    assert get("cdcflow_source_tables_without_replica_identity", {"connector": "lending"}) == 2
+    found = {"lending": {"lending.log": "no_replica_identity", "lending.tags": "no_replica_identity"}, "shop": {}}
+    seen = report_unpublishable(metrics, {**found, "stage": {"stage.load": "unlogged"}}, {})
+    metric = "cdcflow_source_unpublishable_tables"
+    assert get(metric, {"connector": "lending", "reason": "no_replica_identity"}) == 2
+    assert get(metric, {"connector": "lending", "reason": "unlogged"}) == 0
+    assert get(metric, {"connector": "stage", "reason": "unlogged"}) == 1
     assert get("cdcflow_source_unpublished_tables", {"connector": "lending"}) is None  # its own gauge only
-    report_unwritable(metrics, {"lending": []}, seen)
-    assert get("cdcflow_source_tables_without_replica_identity", {"connector": "lending"}) == 0
+    report_unpublishable(metrics, {"lending": {}, "shop": {}}, seen)
+    assert get(metric, {"connector": "lending", "reason": "no_replica_identity"}) == 0
+    assert get(metric, {"connector": "stage", "reason": "unlogged"}) is None  # its connector file is gone
 
 
 def test_a_dropped_slot_loses_its_series() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from services.common.contracts.errors import (
     CatalogQueryError,
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GENERATED",
     "UNSUPPORTED_TYPES",
+    "PublishingHazard",
     "bounded_dsn",
     "column_from_catalog",
     "columns_with_defaults",
@@ -290,31 +291,49 @@ def table_key(dsn: str, table: str, *, timeout_s: float | None = None) -> tuple[
 
 
 _PUBLISHING_SQL = """
-select n.nspname, c.relname, c.relreplident
+select n.nspname, c.relname, c.relpersistence = 'u' as unlogged, c.relreplident = 'n'
+       or c.relreplident = 'd' and not exists (
+          select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary) as without_identity,
+       c.relreplident
   from pg_class c join pg_namespace n on n.oid = c.relnamespace
  where c.relkind in ('r', 'p') and not c.relispartition
    and n.nspname not in ('pg_catalog', 'information_schema')
-   and (c.relreplident = 'n' or c.relreplident = 'd' and not exists (
-        select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary))
+   and c.relpersistence <> 't'
  order by 1, 2
 """
 
 
-def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str, str]:
-    """Each ``schema.table`` whose adding to a publication would make PostgreSQL refuse its UPDATE and DELETE (a
-    table published without a replica identity cannot be changed), with why and the remedy. Raises as
-    :func:`contracts_from_catalog` does."""
+class PublishingHazard(NamedTuple):
+    kind: str  # "unlogged" | "no_replica_identity"
+    why: str  # what publishing it does, and the remedy
+
+
+def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str, PublishingHazard]:
+    """Each ``schema.table`` that must not join a publication as it is, with what that would do and the remedy:
+    an UNLOGGED table cannot be published at all (the connector's filtered publication then fails to update and
+    the whole source stops), and PostgreSQL refuses UPDATE and DELETE on a published table without a replica
+    identity. Raises as :func:`contracts_from_catalog` does."""
     with _catalog(dsn, timeout_s) as conn:
         rows = conn.execute(_PUBLISHING_SQL).fetchall()
     hazards = {}
-    for schema, name, identity in rows:
+    for schema, name, unlogged, without_identity, identity in rows:
         table = f"{schema}.{name}"
-        why = "REPLICA IDENTITY NOTHING" if identity == "n" else "no primary key and REPLICA IDENTITY DEFAULT"
-        hazards[table] = (
-            f"{table} has {why}: once published, PostgreSQL refuses every UPDATE and DELETE of it. Give it one "
-            f"first: ALTER TABLE {table} REPLICA IDENTITY USING INDEX <unique index on NOT NULL columns> "
-            "(or FULL, or add a primary key)"
-        )
+        if unlogged:
+            remedy = f"ALTER TABLE {table} SET LOGGED"
+            hazards[table] = PublishingHazard(
+                "unlogged",
+                f"{table} is UNLOGGED: PostgreSQL cannot publish it, so Debezium fails to update its filtered "
+                "publication when the connector starts and captures nothing of the whole source (its task "
+                f"restarts over and over). {remedy}, or leave it out of the include list",
+            )
+        elif without_identity:
+            why = "REPLICA IDENTITY NOTHING" if identity == "n" else "no primary key and REPLICA IDENTITY DEFAULT"
+            hazards[table] = PublishingHazard(
+                "no_replica_identity",
+                f"{table} has {why}: once published, PostgreSQL refuses every UPDATE and DELETE of it. Give it one "
+                f"first: ALTER TABLE {table} REPLICA IDENTITY USING INDEX <unique index on NOT NULL columns> "
+                "(or FULL, or add a primary key)",
+            )
     return hazards
 
 
