@@ -12,15 +12,13 @@ alone, and verify compares each table's own rows.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import duckdb
 import psycopg
 import pytest
 
-from services.common.settings import load_settings, repo_root
+from services.common.settings import load_settings
 from tests.fixtures.cli import cdcflow, wait_backfills_completed
 from tests.fixtures.pipeline import WriterProcess, dlq_messages
 from tests.fixtures.source import IsolatedSource
@@ -99,12 +97,9 @@ def test_an_inheritance_tree_lands_table_by_table_with_zero_drift(
 def test_source_add_sets_the_snapshot_of_a_parent_to_its_own_rows(
     isolated_source: IsolatedSource, tmp_path: Path
 ) -> None:
-    connect_dir = tmp_path / "connect"
-    shutil.copytree(repo_root() / "connect" / "connectors", connect_dir / "connectors")
-    env = {**os.environ, "CDCFLOW_STACK__CONNECT_DIR": str(connect_dir)}  # the stack's connector is the template
-    pg = isolated_source.settings.postgres
-    dsn = f"postgresql://{pg.user}@{pg.host}:{pg.port}/{pg.database}"
+    env, dsn = isolated_source.source_add_env(tmp_path)
     cdcflow(env, "source", "add", "inherited", "--dsn", dsn, "--no-register")
-    config = json.loads((connect_dir / "connectors" / "inherited.json").read_text())["config"]
+    written = Path(env["CDCFLOW_STACK__CONNECT_DIR"]) / "connectors" / "inherited.json"
+    config = json.loads(written.read_text())["config"]
     assert config["snapshot.select.statement.overrides"] == "lending.i_events"  # the parent alone has children
     assert config["snapshot.select.statement.overrides.lending.i_events"] == 'SELECT * FROM ONLY "lending"."i_events"'

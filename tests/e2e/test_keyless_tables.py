@@ -18,8 +18,6 @@ connector captures nothing of its whole source); `cdcflow source add` refuses a 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import duckdb
 import psycopg
 import pytest
 
-from services.common.settings import load_settings, repo_root
+from services.common.settings import load_settings
 from tests.fixtures.cli import CDCFLOW, cdcflow, wait_backfills_completed
 from tests.fixtures.pipeline import WriterProcess, dlq_messages, header_dict, partition_ends, read_partitions
 from tests.fixtures.source import IsolatedSource
@@ -174,11 +172,8 @@ def test_a_table_that_cannot_be_published_is_refused_and_nothing_changes(
         assert pg.execute("update lending.u_tags set tag = 'b'").rowcount == 1
 
     # a new source over the whole database would publish lending.u_tags too: refused, no file written
-    connect_dir = tmp_path / "connect"
-    shutil.copytree(repo_root() / "connect" / "connectors", connect_dir / "connectors")
-    env = {**os.environ, "CDCFLOW_STACK__CONNECT_DIR": str(connect_dir)}  # the stack's connector is the template
-    pg_settings = source.postgres
-    dsn = f"postgresql://{pg_settings.user}@{pg_settings.host}:{pg_settings.port}/{pg_settings.database}"
+    env, dsn = isolated_source.source_add_env(tmp_path)
+    written = Path(env["CDCFLOW_STACK__CONNECT_DIR"]) / "connectors" / "keyless.json"
     done = subprocess.run(
         [CDCFLOW, "source", "add", "keyless", "--dsn", dsn, "--no-register"],
         capture_output=True, text=True, env=env, timeout=120, check=False,
@@ -187,7 +182,7 @@ def test_a_table_that_cannot_be_published_is_refused_and_nothing_changes(
     assert "lending.u_tags has no primary key and REPLICA IDENTITY DEFAULT" in done.stderr
     assert "lending.u_notes" in done.stderr
     assert "lending.u_stage is UNLOGGED" in done.stderr
-    assert not (connect_dir / "connectors" / "keyless.json").exists()
+    assert not written.exists()
     added = cdcflow(env, "source", "add", "keyless", "--dsn", dsn, "--tables", "lending.customers", "--no-register")
     assert "wrote" in added
-    assert (connect_dir / "connectors" / "keyless.json").exists()
+    assert written.exists()

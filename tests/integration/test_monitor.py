@@ -331,11 +331,11 @@ def test_captured_tables_that_cannot_be_published_are_counted_by_reason(
     settings: Settings, monitor: MonitorProcess
 ) -> None:
     metric = "cdcflow_source_unpublishable_tables"
-    keyless, unlogged = (
-        {"connector": "lending", "reason": "no_replica_identity"},
-        {"connector": "lending", "reason": "unlogged"},
-    )
-    assert (monitor.value(metric, **keyless), monitor.value(metric, **unlogged)) == (0, 0)
+
+    def counted(reason: str) -> float | None:
+        return monitor.value(metric, connector="lending", reason=reason)
+
+    assert (counted("no_replica_identity"), counted("unlogged")) == (0, 0)
     name = f"mon_unpublishable_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as pg:
         # in lending alone: public is not in the connector's lists, and the keyed one has an identity
@@ -346,14 +346,12 @@ def test_captured_tables_that_cannot_be_published_are_counted_by_reason(
             f"alter table lending.{name}_keyed replica identity full".encode()
         )
         try:
-            monitor.wait_for(metric, 1, **keyless)
-            monitor.wait_for(metric, 1, **unlogged)
+            wait_until("both counted", lambda: (counted("no_replica_identity"), counted("unlogged")) == (1, 1))
             logged = f'"lending.{name}": "no_replica_identity", "lending.{name}_stage": "unlogged"'
             assert logged in monitor.log.read_text()
             # the runbook's remedies
             remedies = f"alter table lending.{name} replica identity full; alter table lending.{name}_stage set logged"
             pg.execute(remedies.encode())
-            monitor.wait_for(metric, 0, **keyless)
-            monitor.wait_for(metric, 0, **unlogged)
+            wait_until("both remedied", lambda: (counted("no_replica_identity"), counted("unlogged")) == (0, 0))
         finally:
             pg.execute(f"drop table lending.{name}, public.{name}, lending.{name}_stage, lending.{name}_keyed".encode())
