@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
+from services.common.contracts.catalog import HAZARD_KINDS
 from services.common.logging import get_logger
 from services.common.metrics import MonitorMetrics
 from services.stack.sources import Source, unpublishable_tables, unpublished_tables
 
-__all__ = ["REASONS", "PublicationProbe", "report_unpublishable", "report_unpublished"]
+__all__ = ["PublicationProbe", "report_unpublishable", "report_unpublished"]
 
 log = get_logger(__name__)
 
@@ -43,16 +44,12 @@ def report_unpublished(metrics: MonitorMetrics, found: Found, previous: Found) -
     return found
 
 
-REASONS = ("unlogged", "no_replica_identity")
-"""The reasons a table must not be published as it is (``PublishingHazard.kind``)."""
-
-
 def report_unpublishable(metrics: MonitorMetrics, found: dict[str, dict[str, str]], previous: Found) -> Found:
     """Set each connector's count of tables that must not be published as they are, per reason (``found`` maps a
     connector to each such table's reason), and log their names when they change; drop the series of connectors
     that are gone. Returns the tables reported per connector."""
     for connector, tables in found.items():
-        for reason in REASONS:
+        for reason in HAZARD_KINDS:
             count = sum(1 for why in tables.values() if why == reason)
             metrics.unpublishable_tables.labels(connector, reason).set(count)
         names = sorted(tables)
@@ -66,7 +63,7 @@ def report_unpublishable(metrics: MonitorMetrics, found: dict[str, dict[str, str
         elif previous.get(connector) and not names:
             log.info("monitor.tables_publishable", connector=connector)
     for gone in set(previous) - set(found):
-        for reason in REASONS:
+        for reason in HAZARD_KINDS:
             metrics.unpublishable_tables.remove(gone, reason)
     return {connector: sorted(tables) for connector, tables in found.items()}
 

@@ -131,19 +131,19 @@ def _check_keys(signal: SignalTarget, tables: Sequence[str]) -> None:
     chunks of its key (the primary key, else its first unique index, or the columns ``message.key.columns``
     names) and reports a table it cannot read, or that does not exist, as completed with no row."""
     from services.common.contracts.catalog import table_key
-    from services.common.contracts.errors import CatalogUnreachableError, ContractError, NoPrimaryKeyError
+    from services.common.contracts.errors import NoPrimaryKeyError
+    from services.stack.sources import reading_source_tables
 
     keyed = {entry.split(":", 1)[0].strip() for entry in signal.config.get("message.key.columns", "").split(";")}
     absent, keyless = [], []
     for table in tables:
-        try:
-            if table_key(signal.dsn, table, timeout_s=10) is None:
-                absent.append(table)
-        except NoPrimaryKeyError as exc:
-            if not any(re.fullmatch(k, table) for k in keyed if k):
-                keyless.append(str(exc))
-        except (CatalogUnreachableError, ContractError) as exc:
-            raise StackError(f"cannot read the source database's tables: {exc}") from None
+        with reading_source_tables():
+            try:
+                if table_key(signal.dsn, table, timeout_s=10) is None:
+                    absent.append(table)
+            except NoPrimaryKeyError as exc:
+                if not any(re.fullmatch(k, table) for k in keyed if k):
+                    keyless.append(str(exc))
     if absent:
         raise StackError(f"the source database of connector {signal.connector!r} has no table {', '.join(absent)}")
     if keyless:
@@ -208,12 +208,10 @@ def _conditions(signal: SignalTarget, tables: Sequence[str], where: str | None) 
     """Each table's filter: ``where``, and for a table other tables inherit from, its own rows only — a query of
     it reads its children's rows too, which PostgreSQL publishes as the children's."""
     from services.common.contracts.catalog import inheritance_parents
-    from services.common.contracts.errors import CatalogUnreachableError, ContractError
+    from services.stack.sources import reading_source_tables
 
-    try:
+    with reading_source_tables():
         parents = set(inheritance_parents(signal.dsn, timeout_s=10))
-    except (CatalogUnreachableError, ContractError) as exc:
-        raise StackError(f"cannot read the source database's tables: {exc}") from None
     conditions = {}
     for table in tables:
         schema, name = table.split(".", 1)

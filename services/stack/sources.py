@@ -8,10 +8,11 @@ fills them: from the stack's settings, then from this process's environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -119,14 +120,21 @@ def unpublished_tables(
     return [t for t in tables if t not in exclude and captured(config, t)]
 
 
+@contextlib.contextmanager
+def reading_source_tables() -> Iterator[None]:
+    """The source database's catalog out of reach, or refusing a query, as a :class:`StackError` saying so."""
+    try:
+        yield
+    except (CatalogUnreachableError, ContractError) as exc:
+        raise StackError(f"cannot read the source database's tables: {exc}") from None
+
+
 def unpublishable_tables(dsn: str, config: dict[str, str], *, timeout_s: float = 10.0) -> dict[str, PublishingHazard]:
     """Each table the connector's lists take that must not join its publication as it is, with what that would do
     and the remedy (:func:`~services.common.contracts.catalog.publishing_hazards`). Debezium's filtered
     publication takes every table its lists take whenever the connector starts."""
-    try:
+    with reading_source_tables():
         hazards = publishing_hazards(dsn, timeout_s=timeout_s)
-    except (CatalogUnreachableError, ContractError) as exc:
-        raise StackError(f"cannot read the source database's tables: {exc}") from None
     return {table: hazard for table, hazard in hazards.items() if captured(config, table)}
 
 
@@ -137,10 +145,8 @@ def own_rows_overrides(dsn: str, config: dict[str, str], *, timeout_s: float = 1
     """The connector settings that make its initial snapshot read ``ONLY`` each captured table other tables
     inherit from: Debezium's ``SELECT * FROM`` the table would read the children's rows too and send them as
     the parent's, where no later change of them ever arrives (PostgreSQL publishes those as the child's)."""
-    try:
+    with reading_source_tables():
         parents = [t for t in inheritance_parents(dsn, timeout_s=timeout_s) if captured(config, t)]
-    except (CatalogUnreachableError, ContractError) as exc:
-        raise StackError(f"cannot read the source database's tables: {exc}") from None
     listed = [t.strip() for t in config.get(SNAPSHOT_OVERRIDES, "").split(",") if t.strip()]
     added = [t for t in parents if t not in listed]  # a statement the connector has already stays
     overrides = {SNAPSHOT_OVERRIDES: ",".join([*listed, *added])} if added else {}

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GENERATED",
+    "HAZARD_KINDS",
     "UNSUPPORTED_TYPES",
     "PublishingHazard",
     "bounded_dsn",
@@ -121,7 +122,7 @@ select ic.relname as index,
 _IDENTITY = {"d": "default", "f": "full", "i": "index", "n": "nothing"}
 _IDENTITY_SQL = """
 select c.relreplident from pg_class c join pg_namespace n on n.oid = c.relnamespace
- where n.nspname = %s and c.relname = %s
+ where n.nspname = %s and c.relname = %s and c.relkind in ('r', 'p') and not c.relispartition
 """
 
 _TABLES_SQL = """
@@ -273,18 +274,12 @@ def _unusable(index: dict[str, Any]) -> str | None:
     return None
 
 
-_EXISTS_SQL = """
-select c.relreplident from pg_class c join pg_namespace n on n.oid = c.relnamespace
- where n.nspname = %s and c.relname = %s and c.relkind in ('r', 'p') and not c.relispartition
-"""
-
-
 def table_key(dsn: str, table: str, *, timeout_s: float | None = None) -> tuple[str, ...] | None:
     """The key columns of ``schema.table`` (its contract's), or None when there is no such table; raises
     :class:`NoPrimaryKeyError` as :func:`contracts_from_catalog` does for a table without a usable key."""
     schema, name = table.split(".", 1)
     with _catalog(dsn, timeout_s) as conn:
-        row = conn.execute(_EXISTS_SQL, (schema, name)).fetchone()
+        row = conn.execute(_IDENTITY_SQL, (schema, name)).fetchone()
         if row is None:
             return None
         return _row_key(conn, schema, name, _IDENTITY.get(str(row[0]), "default"))
@@ -303,8 +298,13 @@ select n.nspname, c.relname, c.relpersistence = 'u' as unlogged, c.relreplident 
 """
 
 
+HAZARD_KINDS = ("unlogged", "no_replica_identity")
+"""Why a table must not be published as it is: no publication can take it, or PostgreSQL would then refuse its
+UPDATE and DELETE."""
+
+
 class PublishingHazard(NamedTuple):
-    kind: str  # "unlogged" | "no_replica_identity"
+    kind: str  # one of HAZARD_KINDS
     why: str  # what publishing it does, and the remedy
 
 
