@@ -72,6 +72,58 @@ def test_a_partitioned_table_is_one_contract_and_generated_columns_are_named_not
     assert contract.primary_key == ("id", "taken_on")
 
 
+# Types the connector leaves out of its events (it sends only the types it knows), each with the type it needs.
+NOT_SENT = {
+    "extension": ("{s}.cube", "create extension cube schema {s}", "cube is an extension's type, which is not sent"),
+    "extension_domain": (
+        "{s}.box3",
+        "create extension cube schema {s}; create domain {s}.box3 as {s}.cube",
+        "cube is an extension's type",
+    ),
+    "composite": ("{s}.pair", "create type {s}.pair as (a int, b text)", "pair is a composite type"),
+    "composite_array": ("{s}.pair[]", "create type {s}.pair as (a int)", "an array of pair is a composite type"),
+    "own_range": (
+        "{s}.floatrange",
+        "create type {s}.floatrange as range (subtype = float8)",
+        "floatrange is a range type of its own",
+    ),
+    "multirange": ("int4multirange", "", "int4multirange is a multirange"),
+    "regtype": ("regtype", "", "regtype is not sent at all"),
+    "snapshot": ("txid_snapshot", "", "txid_snapshot is not sent at all"),
+    "oidvector": ("oidvector", "", "oidvector arrives as an empty array"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_SENT.values()), ids=list(NOT_SENT))
+def test_a_type_the_connector_does_not_send_is_refused(
+    pg: Conn, settings: Settings, scratch_schema: str, case: tuple[str, str, str]
+) -> None:
+    s, (declared, setup, why) = scratch_schema, case
+    if setup:
+        pg.execute(setup.format(s=s).encode())
+    pg.execute(f"create table {s}.odd (id int primary key, odd {declared.format(s=s)})".encode())
+    with pytest.raises(UnsupportedColumnError, match=re.escape(why)):
+        contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\.odd"])
+
+
+def test_the_extension_types_and_enums_the_connector_sends_are_captured(
+    pg: Conn, settings: Settings, scratch_schema: str
+) -> None:
+    s = scratch_schema
+    pg.execute(
+        f"""create extension citext schema {s}; create extension ltree schema {s};
+            create type {s}.mood as enum ('a', 'b');
+            create table {s}.fine (id int primary key, c {s}.citext, l {s}.ltree, la {s}.ltree[], m {s}.mood,
+                                   ma {s}.mood[], r int4range, t tstzrange)""".encode()
+    )
+    (contract,) = contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\.fine"])
+    semantic = {c.name: c.semantic for c in contract.columns}
+    assert semantic == {
+        "id": "int32", "c": "string", "l": "string", "la": "array", "m": "string", "ma": "array", "r": "string",
+        "t": "string",
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("declared", "why"),
     [

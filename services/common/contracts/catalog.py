@@ -59,14 +59,22 @@ _SEMANTIC_BY_TYPE: dict[str, Semantic] = {
 
 # Types Debezium's PostgreSQL connector (3.4, pgoutput) does not carry as their value: captured, the column
 # would silently hold NULL or another encoding. A table with one is refused until the column is excluded.
-_NOT_SENT = ("line", "lseg", "box", "path", "polygon", "circle", "pg_lsn", "regclass", "jsonpath", "tsquery")
+_NOT_SENT = (
+    *("line", "lseg", "box", "path", "polygon", "circle", "pg_lsn", "jsonpath", "tsquery"),
+    *("txid_snapshot", "pg_snapshot", "aclitem"),
+    *("regclass", "regtype", "regproc", "regprocedure", "regoper", "regoperator", "regconfig", "regdictionary"),
+    *("regnamespace", "regrole", "regcollation"),
+)
 UNSUPPORTED_TYPES: dict[str, str] = {
     "name": "arrives as NULL",
     "bit": "arrives as a bit set in bytes (bit(1) as a boolean), not as its bits",
     "varbit": "arrives as a bit set in bytes, whose length is lost",
     "point": "arrives as a geometry struct, not as text",
+    **dict.fromkeys(("oidvector", "int2vector"), "arrives as an empty array"),
     **dict.fromkeys(_NOT_SENT, "is not sent at all"),
 }
+# Types of extensions the connector sends as cdcflow reads them; it sends no other extension's type.
+_EXTENSION_TYPES = frozenset({"citext", "ltree", "hstore"})
 # Element types whose arrays are not sent at all (the elements alone are fine).
 _UNSUPPORTED_ARRAY_ELEMENTS = dict.fromkeys(("xml", "interval", "money"), "is not sent at all")
 GENERATED = "stored generated column: PostgreSQL's logical decoding (before 18) does not send it"
@@ -81,6 +89,12 @@ select a.attname,
        coalesce(base.typelem, t.typelem) as elem_oid,
        coalesce(base.typcategory, t.typcategory) as category,
        (select et.typname from pg_type et where et.oid = coalesce(base.typelem, t.typelem)) as elem_type,
+       coalesce(base.typtype, t.typtype)::text as type_kind,
+       (select tn.nspname from pg_namespace tn where tn.oid = coalesce(base.typnamespace, t.typnamespace))
+         as type_schema,
+       (select et.typtype::text from pg_type et where et.oid = coalesce(base.typelem, t.typelem)) as elem_kind,
+       (select en.nspname from pg_type et join pg_namespace en on en.oid = et.typnamespace
+         where et.oid = coalesce(base.typelem, t.typelem)) as elem_schema,
        coalesce(pk.is_key, false) as is_key,
        a.attgenerated <> '' as is_generated,
        a.attndims as dimensions
@@ -156,14 +170,36 @@ def column_from_catalog(name: str, base_type: str, typmod: int, pg_type: str, nu
 
 def _unsupported(row: dict[str, Any]) -> str | None:
     """Why the column's type cannot be captured exactly, or None."""
+    base = str(row["base_type"])
+    if base in UNSUPPORTED_TYPES:  # oidvector and int2vector are arrays too
+        return f"{base} {UNSUPPORTED_TYPES[base]}"
     if row["category"] == "A" and row["elem_type"]:
         element = str(row["elem_type"])
         if int(row["dimensions"] or 0) > 1:
             return "a multi-dimensional array arrives as an array of NULLs"
-        why = UNSUPPORTED_TYPES.get(element) or _UNSUPPORTED_ARRAY_ELEMENTS.get(element)
+        why = (
+            UNSUPPORTED_TYPES.get(element)
+            or _UNSUPPORTED_ARRAY_ELEMENTS.get(element)
+            or _not_known(element, str(row["elem_kind"]), str(row["elem_schema"]))
+        )
         return f"an array of {element} {why}" if why else None
-    base = str(row["base_type"])
-    return f"{base} {UNSUPPORTED_TYPES[base]}" if base in UNSUPPORTED_TYPES else None
+    why = _not_known(base, str(row["type_kind"]), str(row["type_schema"]))
+    return f"{base} {why}" if why else None
+
+
+def _not_known(name: str, kind: str, schema: str) -> str | None:
+    """Why the connector does not send a type of this kind at all (it leaves out the columns of types it does not
+    know, so they would read as NULL), or None. Enums of any schema are sent, as text."""
+    if kind == "c":
+        return "is a composite type, which is not sent at all"
+    if kind == "m":
+        return "is a multirange, which is not sent at all"
+    if kind == "r" and schema != "pg_catalog":
+        return "is a range type of its own, which is not sent at all"
+    if kind == "b" and schema != "pg_catalog" and name not in _EXTENSION_TYPES:
+        known = ", ".join(sorted(_EXTENSION_TYPES))
+        return f"is an extension's type, which is not sent at all (of extensions' types the connector sends {known})"
+    return None
 
 
 def _column(row: dict[str, Any]) -> Column:
