@@ -49,7 +49,7 @@ __all__ = [
     "target",
     "widened",
     "window_guard_problem",
-    "write_include_lists",
+    "write_connector_settings",
 ]
 
 SIGNAL_TABLE = "cdcflow.debezium_signal"
@@ -381,12 +381,14 @@ def add_table(settings: Settings, table: str, source: str | None = None, *, time
     """Capture ``table`` too, without restarting Connect, and snapshot its existing rows; what was done.
 
     Nothing changes unless the writer could take the table and publishing it keeps its UPDATE and DELETE
-    working (:func:`_check_capturable`). The table joins the connector's include list (in its connector file
-    when it has one) and its filtered publication; the connector's task restarts (not the worker) so it reads
-    the table's schema: Connect restarts it for a new config, cdcflow when the include list already took the
-    table. Then an incremental snapshot copies the rows the table already holds while its changes stream.
+    working (:func:`_check_capturable`). The table joins the connector's include list and its filtered
+    publication, and a captured table other tables inherit from gets a snapshot that reads ``ONLY`` it (in the
+    connector file too, when it has one); the connector's task restarts (not the worker) so it reads the table's
+    schema: Connect restarts it for a new config, cdcflow when the config stays as it was. Then an incremental
+    snapshot copies the rows the table already holds while its changes stream.
     """
     from services.stack.connect import ConnectWorker
+    from services.stack.sources import SNAPSHOT_OVERRIDES, own_rows_overrides
 
     if not _TABLE.fullmatch(table):
         raise StackError(f"add-table takes a schema.table name, not {table!r}")
@@ -394,16 +396,19 @@ def add_table(settings: Settings, table: str, source: str | None = None, *, time
     _check_capturable(signal, table, settings.writer.exclude_columns)
     raw = _config(settings, signal.connector)
     done = []
-    widen = not captured(signal.config, table)
-    if widen:
-        raw = widened(raw, table)
-        write_include_lists(settings, signal.connector, raw)
+    changes: dict[str, str] = {}
+    if not captured(signal.config, table):
+        changes = {k: v for k, v in widened(raw, table).items() if raw.get(k) != v}
         done.append(f"{table} added to connector {signal.connector}'s include list")
+    if overrides := own_rows_overrides(signal.dsn, {**raw, **changes}):
+        changes.update(overrides)
+        done.append(f"connector {signal.connector}'s snapshots read ONLY {overrides[SNAPSHOT_OVERRIDES]}")
     if _publish(signal, table):
         done.append(f"{table} added to publication {signal.config.get('publication.name')}")
     worker = ConnectWorker(settings)
-    if widen:
-        worker.put(signal.connector, raw)  # a new config restarts the task
+    if changes:
+        write_connector_settings(settings, signal.connector, changes)
+        worker.put(signal.connector, {**raw, **changes})  # a new config restarts the task
         worker.wait_running(signal.connector, timeout_s)
     else:
         # The task learns the tables it captures when it starts: to one running since before the table was
@@ -445,16 +450,14 @@ def widened(config: dict[str, str], table: str) -> dict[str, str]:
     return out
 
 
-def write_include_lists(settings: Settings, name: str, config: dict[str, str]) -> None:
-    """The connector file keeps what Connect runs; a connector registered without one has nothing to keep."""
+def write_connector_settings(settings: Settings, name: str, changes: dict[str, str]) -> None:
+    """``changes`` into the connector file, which keeps what Connect runs (a connector registered without one has
+    nothing to keep); its other settings stay as written, ``${env:…}`` references unresolved."""
     path = settings.stack.connect_dir / "connectors" / f"{name}.json"
     if not path.exists():
         return
     document = json.loads(path.read_text())
-    inner = document.get("config", document)
-    for key in ("table.include.list", "schema.include.list"):
-        if key in config:
-            inner[key] = config[key]
+    document.get("config", document).update(changes)
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 

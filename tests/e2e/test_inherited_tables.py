@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import httpx
 import psycopg
 import pytest
 
@@ -91,6 +92,32 @@ def test_an_inheritance_tree_lands_table_by_table_with_zero_drift(
     report, _ = settle(source, writer, env, TABLES, contracts)
     assert not report.drift, describe(report)
     assert {t.table: t.silver_rows for t in report.tables}["lending.i_events"] == 10
+
+
+def test_a_parent_added_later_is_snapshot_as_its_own_rows(
+    isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
+) -> None:
+    source = isolated_source.settings
+    env = isolated_source.attach(writer, tmp_path)
+    cli_env = isolated_source.cli_env()
+    contracts = verified_contracts(load_settings(env), lambda c: c.qualified_name == "lending.i_events")
+    with psycopg.connect(source.postgres.dsn(), autocommit=True) as pg:
+        pg.execute(SCHEMA_SQL.encode())  # after the connector started: in no publication yet
+
+    added = cdcflow(cli_env, "source", "add-table", "lending.i_events")
+    assert "snapshots read ONLY lending.i_events" in added
+    connector = source.connect.connector
+    config = httpx.get(f"{source.connect.url}/connectors/{connector}/config", timeout=30).json()
+    assert config["snapshot.select.statement.overrides.lending.i_events"] == 'SELECT * FROM ONLY "lending"."i_events"'
+    [snapshot] = wait_backfills_completed(cli_env, 1)
+    assert snapshot["rows"] == {"lending.i_events": 10}  # its own rows, not its children's 35
+
+    writing = writer.start()
+    isolated_source.wait_captured()
+    assert writer.terminate(writing) == 0, writer.logs()[-3000:]
+    report, _ = settle(source, writer, env, ["lending.i_events"], contracts)
+    assert not report.drift, describe(report)
+    assert [(t.table, t.source_rows, t.silver_rows) for t in report.tables] == [("lending.i_events", 10, 10)]
 
 
 @pytest.mark.parametrize("isolated_source", [SCHEMA_SQL], indirect=True)

@@ -13,7 +13,7 @@ from services.stack.backfill import (
     in_order,
     signal_id,
     widened,
-    write_include_lists,
+    write_connector_settings,
 )
 from services.stack.connect import captured
 
@@ -106,14 +106,15 @@ def test_the_connector_file_keeps_the_widened_lists_and_everything_else(tmp_path
     path = tmp_path / "connectors" / "lending.json"
     path.write_text(json.dumps(original, indent=2))
     settings = load_settings({"CDCFLOW_STACK__CONNECT_DIR": str(tmp_path)})
-    write_include_lists(settings, "lending", widened(original["config"], "audit.events"))
+    lists = {k: v for k, v in widened(original["config"], "audit.events").items() if k.endswith("include.list")}
+    write_connector_settings(settings, "lending", lists)
     written = json.loads(path.read_text())
     assert written["config"]["table.include.list"] == original["config"]["table.include.list"] + r",audit\.events"
     assert written["config"]["schema.include.list"] == "lending,cdcflow,audit"
     assert written["config"]["database.password"] == "${env:CDCFLOW_POSTGRES__PASSWORD}"  # never resolved
     rest = {k: v for k, v in written["config"].items() if not k.endswith("include.list")}
     assert rest == {k: v for k, v in original["config"].items() if not k.endswith("include.list")}
-    write_include_lists(settings, "unfiled", {"table.include.list": "x"})  # a connector without a file: nothing written
+    write_connector_settings(settings, "unfiled", {"table.include.list": "x"})  # no file: nothing written
     assert sorted(p.name for p in (tmp_path / "connectors").iterdir()) == ["lending.json"]
 
 
