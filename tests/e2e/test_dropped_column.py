@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-import psycopg
 import pytest
 
 from services.common.settings import load_settings
@@ -55,16 +54,11 @@ def test_dropped_columns_are_kept_and_a_column_added_after_still_flows(
 
     contracts = verified_contracts(configured, lambda c: c.qualified_name == TABLE)  # the newest version
 
-    writing = writer.start()
-    isolated_source.wait_captured()
-    assert writer.terminate(writing) == 0, writer.logs()[-3000:]
+    isolated_source.run_writer(writer)
     run_pipeline(source, writer, env, [TABLE])  # silver holds the table before the drop
 
-    writing = writer.start()
-    with psycopg.connect(source.postgres.dsn(), autocommit=True) as pg:
+    with isolated_source.writing(writer) as pg:
         pg.execute(CHANGES_SQL.encode())
-    isolated_source.wait_captured()
-    assert writer.terminate(writing) == 0, writer.logs()[-3000:]
 
     report, _ = settle(source, writer, env, [TABLE], contracts)
     assert not report.drift, describe(report)

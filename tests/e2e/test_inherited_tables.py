@@ -57,11 +57,8 @@ def test_an_inheritance_tree_lands_table_by_table_with_zero_drift(
     configured = load_settings(env)
     contracts = verified_contracts(configured, lambda c: c.qualified_name in TABLES)
 
-    writing = writer.start()
-    with psycopg.connect(source.postgres.dsn(), autocommit=True) as pg:
+    with isolated_source.writing(writer) as pg:
         pg.execute(CHANGES_SQL.encode())
-    isolated_source.wait_captured()
-    assert writer.terminate(writing) == 0, writer.logs()[-3000:]
 
     report, _ = settle(source, writer, env, TABLES, contracts)
     assert not report.drift, describe(report)
@@ -86,9 +83,7 @@ def test_an_inheritance_tree_lands_table_by_table_with_zero_drift(
     cdcflow(cli_env, "backfill", "start", "lending.i_events")
     [snapshot] = wait_backfills_completed(cli_env, 1)
     assert snapshot["rows"] == {"lending.i_events": 10}
-    writing = writer.start()
-    isolated_source.wait_captured()
-    assert writer.terminate(writing) == 0, writer.logs()[-3000:]
+    isolated_source.run_writer(writer)
     report, _ = settle(source, writer, env, TABLES, contracts)
     assert not report.drift, describe(report)
     assert {t.table: t.silver_rows for t in report.tables}["lending.i_events"] == 10
@@ -112,9 +107,7 @@ def test_a_parent_added_later_is_snapshot_as_its_own_rows(
     [snapshot] = wait_backfills_completed(cli_env, 1)
     assert snapshot["rows"] == {"lending.i_events": 10}  # its own rows, not its children's 35
 
-    writing = writer.start()
-    isolated_source.wait_captured()
-    assert writer.terminate(writing) == 0, writer.logs()[-3000:]
+    isolated_source.run_writer(writer)
     report, _ = settle(source, writer, env, ["lending.i_events"], contracts)
     assert not report.drift, describe(report)
     assert [(t.table, t.source_rows, t.silver_rows) for t in report.tables] == [("lending.i_events", 10, 10)]

@@ -94,16 +94,13 @@ def test_tables_keyed_by_a_unique_index_reach_silver_with_zero_drift(
     configured = load_settings(env)
     contracts = verified_contracts(configured, lambda c: c.qualified_name in KEYS)
 
-    writing = writer.start()
-    with psycopg.connect(source.postgres.dsn(), autocommit=True) as pg:
+    with isolated_source.writing(writer) as pg:
         pg.execute(CHANGES_SQL.encode())
         added = cdcflow(cli_env, "source", "add-table", "lending.u_late")
         assert "lending.u_late added to publication" in added
         assert "task restarted to learn lending.u_late" in added  # the include list took it already
         wait_backfills_completed(cli_env, 1)
         pg.execute(LATE_CHANGES_SQL.encode())
-    isolated_source.wait_captured()
-    assert writer.terminate(writing) == 0, writer.logs()[-3000:]
 
     report, _ = settle(source, writer, env, list(KEYS), contracts)
     assert not report.drift, describe(report)
