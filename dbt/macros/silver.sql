@@ -99,7 +99,7 @@
             select {{ _silver_keys(table) }} from fresh where _op in ('c', 'u', 'r', 'd')
             union all
             select {{ _silver_keys(table) }} from {{ this }}
-            where exists (select 1 from fresh where _op = 't') {{ 'and is_current' if open_only }}
+            where exists (select 1 from fresh where _op = 't') {{ 'and ' ~ adapter.quote(table.period.current) if open_only }}
         ) as candidates
     ),
 {%- endmacro %}
@@ -140,7 +140,7 @@
     reads_of_moved_keys as (
         select
             {{ _silver_keys(table, 'r') }}, r._kafka_topic, r._kafka_partition, r._kafka_offset,
-            max(v._source_lsn) as lsn_elsewhere
+            max(v._source_lsn) as _lsn_elsewhere
         from reads as r
         inner join moved_keys as m
             on {{ _silver_key_match(table, 'r', 'm') }} and r._kafka_topic = m._kafka_topic
@@ -164,7 +164,7 @@
                 ),
                 0
             ) as _lsn_in_partition,
-            coalesce(e.lsn_elsewhere, 0) as _lsn_elsewhere,
+            coalesce(e._lsn_elsewhere, 0) as _lsn_elsewhere,
             e._kafka_topic is not null as _moved
         from {{ src }} as b
         {%- if is_incremental() %}
@@ -300,7 +300,9 @@ where n._op != 'd'
 
 
 {#- silver.<table>_history: every version (SCD2), valid from its commit until the next version, delete
-    or truncate of the row. -#}
+    or truncate of the row. The period's columns are named by `table.period`: `valid_from`, `valid_to` and
+    `is_current`, or `_valid_from`, `_valid_to` and `_is_current` for a table with a column of one of those
+    names (services/common/contracts/reserved.py). -#}
 {% macro silver_history(table) -%}
     {{- _silver_check(table) -}}
     {%- set src = source('bronze', table.source) -%}
@@ -312,33 +314,34 @@ with
     {{ _silver_versions(table, src) }}
 
     truncates as (
-        select coalesce(_source_lsn, 0) as lsn, min(_source_ts) as truncated_at
+        select coalesce(_source_lsn, 0) as _truncate_lsn, min(_source_ts) as _truncated_at
         from {{ src }}
         where _op = 't'
         group by coalesce(_source_lsn, 0)
     ),
 
     closed_by_truncate as (
-        select {{ _silver_keys(table, 'c') }}, c._kafka_partition, c._kafka_offset, min(t.lsn) as lsn
+        select
+            {{ _silver_keys(table, 'c') }}, c._kafka_partition, c._kafka_offset, min(t._truncate_lsn) as _truncate_lsn
         from carried as c
-        inner join truncates as t on t.lsn > c._order_lsn
+        inner join truncates as t on t._truncate_lsn > c._order_lsn
         group by {{ _silver_keys(table, 'c') }}, c._kafka_partition, c._kafka_offset
     ),
 
     validity as (
         select
             c.*,
-            c._source_ts as valid_from,
             case
-                when t.lsn is not null and (c._next_lsn is null or t.lsn < c._next_lsn) then t.truncated_at
+                when t._truncate_lsn is not null and (c._next_lsn is null or t._truncate_lsn < c._next_lsn)
+                    then t._truncated_at
                 else c._next_ts
-            end as valid_to
+            end as _valid_to
         from carried as c
         left join closed_by_truncate as x
             on {{ _silver_key_match(table, 'c', 'x') }}
             and c._kafka_partition = x._kafka_partition
             and c._kafka_offset = x._kafka_offset
-        left join truncates as t on t.lsn = x.lsn
+        left join truncates as t on t._truncate_lsn = x._truncate_lsn
     )
 
 select
@@ -351,9 +354,9 @@ select
     v._kafka_partition,
     v._kafka_offset,
     v._loaded_at,
-    v.valid_from,
-    v.valid_to,
-    v.valid_to is null as is_current
+    v._source_ts as {{ adapter.quote(table.period['from']) }},
+    v._valid_to as {{ adapter.quote(table.period.to) }},
+    v._valid_to is null as {{ adapter.quote(table.period.current) }}
 from validity as v
 where v._op != 'd'
 {%- endmacro %}

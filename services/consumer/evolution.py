@@ -44,12 +44,14 @@ class CatalogEvolution:
         metrics: WriterMetrics,
         *,
         exclude_columns: Sequence[str] = (),
+        reserved_columns: Sequence[str] = (),
         timeout_s: float = _TIMEOUT_S,
         source: str = "",
     ) -> None:
         self._dsn = dsn
         self._timeout_s = timeout_s
         self._exclude_columns = list(exclude_columns)
+        self._reserved_columns = tuple(reserved_columns)  # the warehouse's (services.common.contracts.reserved)
         self._lake = lake
         self._metrics = metrics
         self._source = source  # the source whose database ``dsn`` reaches: its contracts carry it
@@ -63,7 +65,13 @@ class CatalogEvolution:
         if time.monotonic() < self._refused_until.get(table, 0.0):
             return None
         try:
-            found = table_contract(self._dsn, table, exclude_columns=self._exclude_columns, timeout_s=self._timeout_s)
+            found = table_contract(
+                self._dsn,
+                table,
+                exclude_columns=self._exclude_columns,
+                reserved_columns=self._reserved_columns,
+                timeout_s=self._timeout_s,
+            )
         except CatalogUnreachableError as exc:
             log.warning("writer.catalog_unavailable", table=table, error=str(exc)[:300])
             raise CatalogUnavailableError(f"looking up {table}: {exc}") from exc

@@ -393,7 +393,7 @@ def add_table(settings: Settings, table: str, source: str | None = None, *, time
     if not _TABLE.fullmatch(table):
         raise StackError(f"add-table takes a schema.table name, not {table!r}")
     signal = target(settings, source)
-    _check_capturable(signal, table, settings.writer.exclude_columns)
+    _check_capturable(signal, table, settings)
     raw = _config(settings, signal.connector)
     done = []
     changes: dict[str, str] = {}
@@ -420,14 +420,21 @@ def add_table(settings: Settings, table: str, source: str | None = None, *, time
     return done
 
 
-def _check_capturable(signal: SignalTarget, table: str, exclude_columns: Sequence[str]) -> None:
+def _check_capturable(signal: SignalTarget, table: str, settings: Settings) -> None:
     """Refuses, before anything changes, a table the writer could not take (no such table, no key, a column of a
     type the connector changes) or one whose publishing would make PostgreSQL refuse its UPDATE and DELETE."""
     from services.common.contracts.catalog import publishing_hazards, table_contract
     from services.common.contracts.errors import CatalogUnreachableError, ContractError
+    from services.common.contracts.reserved import warehouse_reserved
 
     try:
-        contract = table_contract(signal.dsn, table, exclude_columns=list(exclude_columns), timeout_s=10)
+        contract = table_contract(
+            signal.dsn,
+            table,
+            exclude_columns=list(settings.writer.exclude_columns),
+            reserved_columns=warehouse_reserved(settings.warehouse.backend),
+            timeout_s=10,
+        )
         hazard = publishing_hazards(signal.dsn, timeout_s=10).get(table)
     except (CatalogUnreachableError, ContractError) as exc:
         raise StackError(f"{table} cannot be captured, nothing was changed: {exc}") from None

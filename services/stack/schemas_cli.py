@@ -120,6 +120,7 @@ def _catalog_contracts(settings: Settings, source: str | None = None) -> list[Ta
     from dataclasses import replace
 
     from services.common.contracts.catalog import contracts_from_catalog
+    from services.common.contracts.reserved import warehouse_reserved
     from services.stack.connect import load_connector
     from services.stack.sources import sources
 
@@ -133,7 +134,13 @@ def _catalog_contracts(settings: Settings, source: str | None = None) -> list[Ta
             raise typer.BadParameter(f"no connector file connect/connectors/{source}.json", param_hint="--source")
         config, dsn, stamp = other.config, other.dsn(), other.source
     include = [p.strip() for p in config.get("table.include.list", "").split(",") if p.strip()]
-    found = contracts_from_catalog(dsn or settings.postgres.dsn(), include, exclude, exclude_columns=w.exclude_columns)
+    found = contracts_from_catalog(
+        dsn or settings.postgres.dsn(),
+        include,
+        exclude,
+        exclude_columns=w.exclude_columns,
+        reserved_columns=warehouse_reserved(settings.warehouse.backend),
+    )
     return [replace(c, source=stamp) for c in found]
 
 

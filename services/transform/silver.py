@@ -30,6 +30,7 @@ from typing import Any
 
 from services.common import naming
 from services.common.contracts import Column, TableContract
+from services.common.contracts.reserved import HISTORY_PERIOD, history_period
 from services.common.generated import SyncReport, sync_files
 from services.transform.errors import SilverGenerationError
 from services.warehouse.bronze import bronze_table
@@ -67,9 +68,11 @@ _SILVER_METADATA: tuple[tuple[str, str], ...] = (
 _HISTORY_METADATA: tuple[tuple[str, str], ...] = (
     *_SILVER_METADATA[:5],
     ("_loaded_at", "When this version was loaded into bronze (the incremental watermark)."),
-    ("valid_from", "Commit time of this version (UTC)."),
-    ("valid_to", "Commit time of the next version, delete or truncate of the row; NULL while current."),
-    ("is_current", "True for the version that is valid now."),
+)
+_PERIOD_DOCS = (
+    "Commit time of this version (UTC).",
+    "Commit time of the next version, delete or truncate of the row; NULL while current.",
+    "True for the version that is valid now.",
 )
 _BRONZE_METADATA: tuple[tuple[str, str], ...] = (
     ("_op", "c, u, d, r (snapshot read) or t (truncate)."),
@@ -118,18 +121,29 @@ def _check(contracts: Sequence[TableContract]) -> None:
             taken[name] = table
 
 
-def _macro_argument(contract: TableContract) -> str:
-    """The table as a Jinja literal (JSON without nulls is one), one column per line."""
+def _macro_argument(contract: TableContract, *, period: bool = False) -> str:
+    """The table as a Jinja literal (JSON without nulls is one), one column per line; ``period``: with the
+    names of its history's period columns."""
     columns = ",\n".join(f"        {json.dumps({'name': c.name, 'semantic': c.semantic})}" for c in contract.columns)
+    named_period = (
+        f'    "period": {json.dumps(dict(zip(("from", "to", "current"), _period(contract), strict=True)))},\n'
+        if period
+        else ""
+    )
     return (
         "{\n"
         f'    "schema": {json.dumps(contract.schema)},\n'
         f'    "table": {json.dumps(contract.table)},\n'
         f'    "source": {json.dumps(bronze_table(contract))},\n'
         f'    "primary_key": {json.dumps(list(contract.primary_key))},\n'
+        f"{named_period}"
         f'    "columns": [\n{columns}\n    ]\n'
         "}"
     )
+
+
+def _period(contract: TableContract) -> tuple[str, str, str]:
+    return history_period(c.name for c in contract.columns)
 
 
 def _header(contract: TableContract) -> str:
@@ -154,7 +168,7 @@ def render_history(contract: TableContract) -> str:
     return (
         _header(contract)
         + f"{{{{ config(unique_key={json.dumps(key)}, meta={json.dumps(meta)}) }}}}\n"
-        + f"{{{{ silver_history({_macro_argument(contract)}) }}}}\n"
+        + f"{{{{ silver_history({_macro_argument(contract, period=True)}) }}}}\n"
     )
 
 
@@ -280,11 +294,13 @@ def _silver_model(contract: TableContract) -> dict[str, Any]:
 def _history_model(contract: TableContract) -> dict[str, Any]:
     name = f"{model_name(contract)}_history"
     version_key = [*contract.primary_key, *VERSION_ID]
+    period = _period(contract)
+    valid_from, _, is_current = period
     one_current = {
         "cdcflow_unique_combination": {
             "name": f"one_current_version__{name}",
             "arguments": {"columns": list(contract.primary_key)},
-            "config": {"where": "is_current"},
+            "config": {"where": is_current},
         }
     }
     columns: list[dict[str, Any]] = []
@@ -293,9 +309,9 @@ def _history_model(contract: TableContract) -> dict[str, Any]:
         if column.name in contract.primary_key:
             entry["data_tests"] = ["not_null"]
         columns.append(entry)
-    for meta_name, doc in _HISTORY_METADATA:
+    for meta_name, doc in [*_HISTORY_METADATA, *zip(period, _PERIOD_DOCS, strict=True)]:
         entry = {"name": meta_name, "description": doc}
-        if meta_name in {"valid_from", "is_current"}:
+        if meta_name in {valid_from, is_current}:
             entry["data_tests"] = ["not_null"]
         if meta_name == "_op":
             entry["data_tests"] = ["not_null", {"accepted_values": {"arguments": {"values": ["c", "u", "r"]}}}]
@@ -304,7 +320,7 @@ def _history_model(contract: TableContract) -> dict[str, Any]:
         "name": name,
         "description": (
             f"Every version of {contract.full_name} (SCD type 2): valid from its commit until the next "
-            f"version, delete or truncate of the row. Contract version {contract.version}."
+            f"version, delete or truncate of the row. Contract version {contract.version}." + _shadowed_note(period)
         ),
         "data_tests": [
             {"cdcflow_unique_combination": {"name": f"unique_version__{name}", "arguments": {"columns": version_key}}},
@@ -312,6 +328,13 @@ def _history_model(contract: TableContract) -> dict[str, Any]:
         ],
         "columns": columns,
     }
+
+
+def _shadowed_note(period: tuple[str, str, str]) -> str:
+    if period == HISTORY_PERIOD:
+        return ""
+    names = "`, `".join(period)
+    return f" A column of the table is named like a period column, so the period's columns are `{names}`."
 
 
 def render_silver_yaml(contracts: Sequence[TableContract]) -> str:

@@ -13,6 +13,7 @@ from psycopg import sql
 from services.common.contracts.catalog import GENERATED, contracts_from_catalog, publishing_hazards, table_key
 from services.common.contracts.compat import compare
 from services.common.contracts.errors import ContractError, NoPrimaryKeyError, UnsupportedColumnError
+from services.common.contracts.reserved import warehouse_reserved
 from services.common.settings import Settings
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -308,3 +309,51 @@ def test_a_table_name_a_contract_cannot_hold_says_how_to_leave_it_out(
     with pytest.raises(ContractError, match="not a safe schema or table name") as refused:
         contracts_from_catalog(settings.postgres.dsn(), [rf"{scratch_schema}\.order-items"])
     assert "table.include.list" in str(refused.value)
+
+
+@pytest.mark.parametrize("taken", ["_op", "_Source_Lsn", "_loaded_at", "_lake_file", "_order_lsn", "_is_current"])
+def test_a_column_named_like_one_cdcflow_adds_is_refused_until_the_column_is_excluded(
+    pg: Conn, settings: Settings, scratch_schema: str, taken: str
+) -> None:
+    s = scratch_schema
+    pg.execute(
+        sql.SQL("create table {} (id int primary key, valid_from date, is_current bool, {} text)").format(
+            sql.Identifier(s, "marked"), sql.Identifier(taken)
+        )
+    )
+    with pytest.raises(UnsupportedColumnError, match="cdcflow adds a column of that name") as refused:
+        contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\.marked"])
+    assert repr(taken) in str(refused.value)
+    assert "column.exclude.list" in str(refused.value)
+    (contract,) = contracts_from_catalog(
+        settings.postgres.dsn(), [rf"{s}\.marked"], exclude_columns=[re.escape(f"{s}.marked.{taken}")]
+    )
+    assert [c.name for c in contract.columns] == ["id", "valid_from", "is_current"]  # a history's names stay
+
+
+def test_columns_whose_names_differ_only_in_case_are_refused(pg: Conn, settings: Settings, scratch_schema: str) -> None:
+    s = scratch_schema
+    pg.execute(
+        sql.SQL('create table {} (id int primary key, "ID" int, "Note" text, note text)').format(
+            sql.Identifier(s, "cased")
+        )
+    )
+    with pytest.raises(UnsupportedColumnError, match="columns 'id' and 'ID' differ only in case"):
+        contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\.cased"])
+    (contract,) = contracts_from_catalog(
+        settings.postgres.dsn(), [rf"{s}\.cased"], exclude_columns=[re.escape(f"{s}.cased.") + "(ID|Note)"]
+    )
+    assert [c.name for c in contract.columns] == ["id", "note"]
+
+
+def test_a_column_named_like_a_lake_folder_is_refused_for_bigquery_alone(
+    pg: Conn, settings: Settings, scratch_schema: str
+) -> None:
+    s = scratch_schema
+    pg.execute(sql.SQL("create table {} (id int primary key, dt date, hour int)").format(sql.Identifier(s, "hourly")))
+    (contract,) = contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\.hourly"])
+    assert [c.name for c in contract.columns] == ["id", "dt", "hour"]
+    with pytest.raises(UnsupportedColumnError, match="'dt': the warehouse's loads read the lake's folders"):
+        contracts_from_catalog(
+            settings.postgres.dsn(), [rf"{s}\.hourly"], reserved_columns=warehouse_reserved("bigquery")
+        )

@@ -6,6 +6,7 @@
     "table": "customers",
     "source": "lending__customers",
     "primary_key": ["customer_id"],
+    "period": {"from": "valid_from", "to": "valid_to", "current": "is_current"},
     "columns": [
         {"name": "customer_id", "semantic": "int64"},
         {"name": "external_ref", "semantic": "uuid"},

@@ -6,6 +6,7 @@
     "table": "facilities",
     "source": "lending__facilities",
     "primary_key": ["facility_id"],
+    "period": {"from": "valid_from", "to": "valid_to", "current": "is_current"},
     "columns": [
         {"name": "facility_id", "semantic": "int64"},
         {"name": "customer_id", "semantic": "int64"},

@@ -6,6 +6,7 @@
     "table": "transactions",
     "source": "lending__transactions",
     "primary_key": ["transaction_id"],
+    "period": {"from": "valid_from", "to": "valid_to", "current": "is_current"},
     "columns": [
         {"name": "transaction_id", "semantic": "int64"},
         {"name": "facility_id", "semantic": "int64"},

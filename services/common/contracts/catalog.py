@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from services.common.contracts.errors import (
@@ -18,6 +18,7 @@ from services.common.contracts.errors import (
     UnsupportedColumnError,
 )
 from services.common.contracts.model import NAME_RULE, Column, Semantic, TableContract, is_safe_name
+from services.common.contracts.reserved import is_reserved
 
 if TYPE_CHECKING:
     import psycopg
@@ -221,7 +222,7 @@ def _exclude_it(schema: str, table: str, column: str) -> str:
 
 
 def _captured(
-    schema: str, table: str, rows: list[dict[str, Any]], excluded: list[re.Pattern[str]]
+    schema: str, table: str, rows: list[dict[str, Any]], excluded: list[re.Pattern[str]], reserved: Collection[str]
 ) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
     """The catalog rows of the columns change events carry, and the others with why."""
     captured, uncaptured = [], []
@@ -241,16 +242,47 @@ def _captured(
                 f"{schema}.{table}.{name!r}: a column name holds {NAME_RULE}. {_exclude_it(schema, table, name)}, "
                 "or rename the column"
             )
+        elif is_reserved(name, reserved):
+            raise UnsupportedColumnError(
+                f"{schema}.{table}.{name!r}: {_why_reserved(name, reserved)}. {_exclude_it(schema, table, name)}, "
+                "or rename the column"
+            )
         else:
             captured.append(row)
+    _refuse_names_alike(schema, table, [str(row["attname"]) for row in captured])
     return captured, tuple(uncaptured)
 
 
-def _contract(conn: psycopg.Connection[Any], schema: str, table: str, excluded: list[re.Pattern[str]]) -> TableContract:
+def _why_reserved(name: str, reserved: Collection[str]) -> str:
+    if name.lower() in reserved:
+        return (
+            "the warehouse's loads read the lake's folders as columns of that name (without regard to case), "
+            "so the table's rows could not be loaded"
+        )
+    return (
+        "cdcflow adds a column of that name (without regard to case) beside a table's own in the lake, bronze or silver"
+    )
+
+
+def _refuse_names_alike(schema: str, table: str, names: list[str]) -> None:
+    """DuckDB and BigQuery match column names without regard to case: ``id`` and ``ID`` would be one column."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if (other := seen.setdefault(name.lower(), name)) != name:
+            raise UnsupportedColumnError(
+                f"{schema}.{table}: columns {other!r} and {name!r} differ only in case, and the warehouse matches "
+                f"column names without regard to case. {_exclude_it(schema, table, name)}, or rename one of them"
+            )
+
+
+def _contract(
+    conn: psycopg.Connection[Any], schema: str, table: str, excluded: list[re.Pattern[str]], reserved: Collection[str]
+) -> TableContract:
     from psycopg.rows import dict_row
 
     with conn.cursor(row_factory=dict_row) as cursor:
-        rows, uncaptured = _captured(schema, table, cursor.execute(_COLUMNS_SQL, (schema, table)).fetchall(), excluded)
+        found = cursor.execute(_COLUMNS_SQL, (schema, table)).fetchall()
+        rows, uncaptured = _captured(schema, table, found, excluded, reserved)
     identity_row = conn.execute(_IDENTITY_SQL, (schema, table)).fetchone()
     identity = _IDENTITY.get(str(identity_row[0]) if identity_row else "d", "default")
     key = _row_key(conn, schema, table, identity)
@@ -399,11 +431,13 @@ def contracts_from_catalog(
     exclude: list[str] | None = None,
     exclude_columns: list[str] | None = None,
     *,
+    reserved_columns: Collection[str] = (),
     timeout_s: float | None = None,
 ) -> list[TableContract]:
     """Contracts of the tables whose ``schema.table`` fully matches one ``include`` regex and no ``exclude``;
     columns whose ``schema.table.column`` fully matches an ``exclude_columns`` regex are left out (named in
-    the contract as uncaptured). A column of a type the connector cannot carry raises
+    the contract as uncaptured). A column of a type the connector cannot carry, or named like a column cdcflow
+    adds or one of ``reserved_columns`` (the warehouse's, services.common.contracts.reserved), raises
     :class:`UnsupportedColumnError` unless it is excluded.
 
     With ``timeout_s`` the connection attempt and each statement give up after it. A catalog out of reach
@@ -419,7 +453,8 @@ def contracts_from_catalog(
             for s, t in tables
             if any(p.fullmatch(f"{s}.{t}") for p in included) and not any(p.fullmatch(f"{s}.{t}") for p in excluded)
         ]
-        return [_contract(conn, s, t, excluded_columns) for s, t in wanted]
+        reserved = {name.lower() for name in reserved_columns}
+        return [_contract(conn, s, t, excluded_columns, reserved) for s, t in wanted]
 
 
 @contextlib.contextmanager
@@ -439,11 +474,18 @@ def _catalog(dsn: str, timeout_s: float | None) -> Iterator[psycopg.Connection[A
 
 
 def table_contract(
-    dsn: str, table: str, *, exclude_columns: list[str] | None = None, timeout_s: float | None = None
+    dsn: str,
+    table: str,
+    *,
+    exclude_columns: list[str] | None = None,
+    reserved_columns: Collection[str] = (),
+    timeout_s: float | None = None,
 ) -> TableContract | None:
     """The contract of one ``schema.table`` as the catalog has it now, or None when there is no such table;
     raises as :func:`contracts_from_catalog` does."""
-    found = contracts_from_catalog(dsn, [re.escape(table)], exclude_columns=exclude_columns, timeout_s=timeout_s)
+    found = contracts_from_catalog(
+        dsn, [re.escape(table)], exclude_columns=exclude_columns, reserved_columns=reserved_columns, timeout_s=timeout_s
+    )
     return found[0] if found else None
 
 

@@ -6,8 +6,9 @@ import pyarrow as pa
 from google.cloud import bigquery
 
 from services.common.contracts import TableContract, lake_schema
+from services.common.contracts.reserved import LAKE_FOLDER_NAMES
 from services.warehouse.bronze import bronze_schema, widens
-from services.warehouse.errors import WarehouseError
+from services.warehouse.errors import BronzeSchemaError, WarehouseError
 
 __all__ = [
     "HIVE_KEYS",
@@ -15,11 +16,12 @@ __all__ = [
     "bigquery_schema",
     "bigquery_widens",
     "describe_type",
+    "refuse_hive_key_columns",
     "staging_schema",
     "type_changed",
 ]
 
-HIVE_KEYS = (("dt", "DATE"), ("hour", "INT64"))
+HIVE_KEYS: tuple[tuple[str, str], ...] = tuple(zip(LAKE_FOLDER_NAMES, ("DATE", "INT64"), strict=True))
 """The lake's folder levels, read by the load jobs as hive partition keys (the staging table's last columns)."""
 
 _NUMERIC_MAX_SCALE, _NUMERIC_MAX_INTEGER_DIGITS = 9, 29
@@ -79,6 +81,19 @@ def staging_schema(contract: TableContract) -> list[bigquery.SchemaField]:
     """The staging table: the lake file's columns in the file's order, then the folder's hive keys."""
     fields = [bigquery_field(f.with_nullable(True)) for f in lake_schema(contract)]
     return [*fields, *(bigquery.SchemaField(name, kind) for name, kind in HIVE_KEYS)]
+
+
+def refuse_hive_key_columns(contract: TableContract) -> None:
+    """A column named like a hive key (``dt``, ``hour``) would meet it in the staging table, which BigQuery
+    refuses to create (it matches names without regard to case): the table cannot be loaded."""
+    for column in contract.columns:
+        if column.name.lower() in LAKE_FOLDER_NAMES:
+            raise BronzeSchemaError(
+                f"{contract.qualified_name}.{column.name}: BigQuery's loads read the lake's folders "
+                f"({', '.join(f'{k}=' for k in LAKE_FOLDER_NAMES)}) as columns of those names, so a column named "
+                f"{column.name!r} cannot be loaded. The lake writer refuses such a column when its warehouse is "
+                "BigQuery; a contract written before that holds it: rename the column in PostgreSQL"
+            )
 
 
 def _normalized(field: bigquery.SchemaField) -> tuple[str, str]:

@@ -48,6 +48,7 @@ from services.warehouse.bigquery.types import (
     bigquery_schema,
     bigquery_widens,
     describe_type,
+    refuse_hive_key_columns,
     staging_schema,
     type_changed,
 )
@@ -173,6 +174,7 @@ class BigQueryWarehouse:
     # -- the Warehouse protocol ------------------------------------------------------------------------
 
     def ensure_bronze(self, contract: TableContract) -> BronzeChange:
+        refuse_hive_key_columns(contract)
         self._ensure_datasets()
         name = bronze_table(contract)
         wanted = bigquery_schema(contract)
