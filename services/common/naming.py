@@ -18,7 +18,7 @@ produced   ``<schema>__<table>``         ``<schema>__<table>``
 A *produced* table is one a cdcflow service writes (``enriched.transactions``, by ``cdcflow enrich``) under the
 primary source's prefix: it is named like a table of a source whose topic prefix is its schema, so a source
 with topic prefix ``enriched`` that captures a ``transactions`` table would take the same silver name, and
-silver generation refuses that loudly, as it refuses one table name in two schemas of a source.
+silver generation leaves both out loudly, as it does one table name in two schemas of a source.
 
 Any other name (a part with ``__``, an edge ``_``, an upper-case letter — DuckDB matches names without
 regard to case —, a ``$``, a ``-`` or ``.`` of a topic prefix, or a table named like a hash suffix) becomes
@@ -98,7 +98,7 @@ def silver_name(source: str, table: str, *, produced_in: str | None = None) -> s
     enricher's ``enriched.transactions`` does not take ``lending.transactions``' name.
 
     A source holding one table name in two schemas gets one silver name for both; silver generation
-    refuses that loudly rather than merge them.
+    leaves both out loudly rather than merge them (services.transform.silver.left_out).
     """
     parts = (table,) if produced_in is None else (produced_in, table)
     return _name(parts if source == PRIMARY else (source, *parts))

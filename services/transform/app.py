@@ -30,7 +30,7 @@ from services.common.signals import Shutdown
 from services.transform.dbt import BuildResult
 from services.transform.errors import SilverGenerationError
 from services.transform.project import materialize
-from services.transform.silver import model_name
+from services.transform.silver import buildable, history_name, model_name
 from services.warehouse.bronze import bronze_table
 from services.warehouse.errors import WarehouseBusyError
 
@@ -116,9 +116,8 @@ def write_last_run(lake: Lake, run: LastRun) -> None:
 
 def silver_models(contracts: Sequence[TableContract], tables: Collection[str]) -> list[str]:
     """The dbt models of the named tables' silver: ``<silver name>`` and ``<silver name>_history`` each."""
-    wanted = set(tables)
-    names = sorted(model_name(c) for c in contracts if c.full_name in wanted)
-    return [model for name in names for model in (name, f"{name}_history")]
+    wanted = sorted((c for c in contracts if c.full_name in set(tables)), key=model_name)
+    return [model for c in wanted for model in (model_name(c), history_name(c))]
 
 
 Part = tuple[list[str], list[str], str | None]
@@ -200,6 +199,7 @@ class Transformer:
         self._silver_every_s = silver_every_s
         self._changed = changed
         self._pending: set[str] = set()  # tables a failed or skipped step still owes silver
+        self._left_out: dict[str, str] = {}  # tables silver cannot hold beside the others, with why
         self._models_with_failures: set[str] = set()
         self.last_cycle_at = time.monotonic()
 
@@ -285,8 +285,13 @@ class Transformer:
     # --- one run --------------------------------------------------------------------------------
 
     def _project(self) -> list[TableContract]:
-        """The contracts, with the working copy of the project rendered from them."""
-        contracts = list(ContractRegistry.of(self._contracts()))
+        """The contracts silver can hold, with the working copy of the project rendered from them; the others
+        are left out, named in the log and in every full run's outcome, and the rest is built as usual."""
+        contracts, left_out = buildable(list(ContractRegistry.of(self._contracts())))
+        if left_out != self._left_out:
+            for table, why in sorted(left_out.items()):
+                log.error("transform.table_left_out", table=table, why=why)
+            self._left_out = left_out
         project = materialize(self._source_project, self._dbt.project_dir, contracts)
         if project.changed:
             log.info("transform.project", path=str(project.path), written=project.written, removed=project.removed)
@@ -315,6 +320,8 @@ class Transformer:
         if result.error is not None:
             return RunReport("error", result, reason=result.error)
         status: Status = "success" if result.success and not result.failed else "failure"
+        if self._left_out:  # the others' silver is built; these tables' is not, which a run must not call success
+            return RunReport("failure", result, reason=f"silver left out {', '.join(sorted(self._left_out))}")
         return RunReport(status, result)
 
     def _build(

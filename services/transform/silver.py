@@ -39,6 +39,9 @@ __all__ = [
     "GENERATED_MARK",
     "SOURCES_FILE",
     "SyncReport",
+    "buildable",
+    "history_name",
+    "left_out",
     "model_name",
     "render",
     "sync",
@@ -51,6 +54,7 @@ SILVER_YAML = f"{SILVER_DIR}/_models.yml"
 SOURCE_NAME = "bronze"
 DELETE_OPS = ("d", "t")
 VERSION_ID = ("_kafka_partition", "_kafka_offset")
+_HISTORY_SUFFIX = "_history"
 
 # Freshness of bronze (now minus the newest `_loaded_at`): the loader runs every few seconds, so an hour without a
 # load is worth a warning and a day an error.
@@ -99,26 +103,67 @@ def model_name(contract: TableContract) -> str:
     return naming.silver_name(contract.source, contract.table, produced_in=produced_in)
 
 
-def _check(contracts: Sequence[TableContract]) -> None:
-    taken: dict[str, str] = {}
+def history_name(contract: TableContract) -> str:
+    """``<silver name>_history``: the model of every version of the table."""
+    return f"{model_name(contract)}{_HISTORY_SUFFIX}"
+
+
+def left_out(contracts: Sequence[TableContract]) -> dict[str, str]:
+    """The tables silver cannot hold beside the others, by full name, each with why.
+
+    A table without a primary key (silver orders a row's versions by its key); tables that take one silver
+    name (one table name in two schemas of a source, or a produced table named like a source's): all of them,
+    as none has the better claim; a table named like another's history (``orders_history`` beside ``orders``):
+    that one, so the other keeps both its models. Every other table's silver is built as usual.
+    """
+    why: dict[str, str] = {}
+    by_name: dict[str, list[str]] = {}
     for contract in contracts:
+        by_name.setdefault(model_name(contract), []).append(contract.full_name)
         if not contract.primary_key:
-            raise SilverGenerationError(
-                f"{contract.full_name} has no primary key: silver orders a row's versions by its key. "
-                "Add one in PostgreSQL (ALTER TABLE … ADD PRIMARY KEY) and regenerate the contract, or leave "
-                "the table out of the connector."
+            why[contract.full_name] = (
+                f"{contract.full_name} has no primary key: silver orders a row's versions by its key. Add one in "
+                "PostgreSQL (ALTER TABLE … ADD PRIMARY KEY) and regenerate the contract, or leave the table out "
+                "of the connector"
             )
-        table = contract.full_name
-        for name in (model_name(contract), f"{model_name(contract)}_history"):
-            if name in taken:
-                raise SilverGenerationError(
-                    f"silver.{name} would hold both {taken[name]} and {table}: a source's silver tables are "
-                    "named after the table alone, so its captured table names must be unique across its "
-                    "schemas (and a table cdcflow produces is named <schema>__<table>, like a table of a source "
-                    "with that topic prefix); capture one of them as a source of its own, or leave it out of "
-                    "the connector"
+    for name, tables in by_name.items():
+        if len(tables) > 1:
+            for table in tables:
+                why.setdefault(
+                    table,
+                    f"silver.{name} would hold {_each(tables)}: a source's silver tables are named "
+                    "after the table alone, so its captured table names must be unique across its schemas (and "
+                    "a table cdcflow produces is named <schema>__<table>, like a table of a source with that "
+                    "topic prefix); capture one of them as a source of its own, or leave it out of the connector",
                 )
-            taken[name] = table
+    for name, tables in by_name.items():
+        if not name.endswith(_HISTORY_SUFFIX):
+            continue
+        owners = [t for t in by_name.get(name.removesuffix(_HISTORY_SUFFIX), []) if t not in why]
+        if owners:
+            for table in tables:
+                why.setdefault(
+                    table,
+                    f"silver.{name} is the history of {', '.join(owners)}, so {table} cannot take that name: "
+                    "capture it as a source of its own (its silver is then named <prefix>__<table>), or leave it "
+                    "out of the connector",
+                )
+    return why
+
+
+def _each(tables: list[str]) -> str:
+    return f"both {tables[0]} and {tables[1]}" if len(tables) == 2 else f"each of {', '.join(tables)}"
+
+
+def buildable(contracts: Sequence[TableContract]) -> tuple[list[TableContract], dict[str, str]]:
+    """The contracts silver can hold, and the others by full name with why (:func:`left_out`)."""
+    why = left_out(contracts)
+    return [c for c in contracts if c.full_name not in why], why
+
+
+def _check(contracts: Sequence[TableContract]) -> None:
+    if why := left_out(contracts):
+        raise SilverGenerationError("; ".join(why[table] for table in sorted(why)))
 
 
 def _macro_argument(contract: TableContract, *, period: bool = False) -> str:
@@ -292,7 +337,7 @@ def _silver_model(contract: TableContract) -> dict[str, Any]:
 
 
 def _history_model(contract: TableContract) -> dict[str, Any]:
-    name = f"{model_name(contract)}_history"
+    name = history_name(contract)
     version_key = [*contract.primary_key, *VERSION_ID]
     period = _period(contract)
     valid_from, _, is_current = period
@@ -389,7 +434,7 @@ def render(contracts: Iterable[TableContract]) -> dict[str, str]:
     files = {SOURCES_FILE: render_sources(ordered), SILVER_YAML: render_silver_yaml(ordered)}
     for contract in ordered:
         files[f"{SILVER_DIR}/{model_name(contract)}.sql"] = render_current(contract)
-        files[f"{SILVER_DIR}/{model_name(contract)}_history.sql"] = render_history(contract)
+        files[f"{SILVER_DIR}/{history_name(contract)}.sql"] = render_history(contract)
     return files
 
 

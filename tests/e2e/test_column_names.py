@@ -8,6 +8,10 @@ its history's period is ``_valid_from``, ``_valid_to`` and ``_is_current``; silv
 A column named like one of the lake's or bronze's own (``_op``) or two names that differ only in case (the
 warehouse matches names without regard to case) cannot be held as they stand: the catalog refuses the table,
 its changes go to the DLQ saying why, and excluding the column (or renaming it) is the remedy.
+
+A table named like another's history (``n_prices_history`` created beside ``n_prices``) cannot take its silver
+name. It used to stop the transform — silver of every table — from the moment the writer discovered it; now it
+alone is left out, each run says so, and every other table's silver goes on.
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ import psycopg
 import pytest
 
 from services.common.settings import load_settings
+from services.common.signals import Shutdown
+from services.loader.wiring import run_loader
+from services.transform.wiring import run_transform
+from tests.fixtures.cli import cdcflow, wait_backfills_completed
 from tests.fixtures.pipeline import WriterProcess, dlq_messages, header_dict
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, settle, verified_contracts
+from tests.fixtures.transform import describe, drain, settle, verified_contracts
 
 PRICES = "lending.n_prices"
 SCHEMA_SQL = """
@@ -91,3 +99,20 @@ def test_columns_named_like_a_historys_period_are_kept_and_names_cdcflow_adds_ar
     assert sorted(d["cdcflow.source.topic"].rsplit(".", 1)[1] for d in dead) == ["n_cased"] * 2 + ["n_marked"] * 2
     assert "lending.n_marked.'_op': cdcflow adds a column of that name" in why["n_marked"]
     assert "lending.n_cased: columns 'id' and 'ID' differ only in case" in why["n_cased"]
+
+    # a table named like n_prices' history, captured later: left out of silver, and n_prices' silver goes on
+    with isolated_source.writing(writer) as pg:
+        pg.execute(b"create table lending.n_prices_history (id integer primary key, note text)")
+        pg.execute(b"insert into lending.n_prices_history values (1, 'audit')")
+        assert "lending.n_prices_history added to publication" in cdcflow(
+            isolated_source.cli_env(), "source", "add-table", "lending.n_prices_history"
+        )
+        wait_backfills_completed(isolated_source.cli_env(), 1)
+        pg.execute(b'update lending.n_prices set "Price" = 99 where lsn = 2')
+    drain(source, writer, [PRICES, "lending.n_prices_history"])
+    assert run_loader(configured, Shutdown(), once=True) == 0
+    assert run_transform(configured, Shutdown(), once=True) == 1  # a run that leaves a table out is no success
+    with duckdb.connect(str(configured.duckdb_path()), read_only=True) as db:
+        assert db.execute('select "Price" from silver.n_prices where lsn = 2').fetchone() == (99,)
+        assert db.execute("select id, note from bronze.lending__n_prices_history").fetchall() == [(1, "audit")]
+        assert db.execute("select count(*) from silver.n_prices_history where lsn = 2").fetchone() == (4,)

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -186,13 +187,36 @@ def test_a_shutdown_while_the_warehouse_is_locked_stops_the_run_without_an_error
     assert run["reason"].startswith("shutdown while waiting for the warehouse")
 
 
-def test_a_contract_without_primary_key_is_an_error_not_a_crash(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "refused",
+    [
+        TableContract("lending", "events", lending_contract("customers").columns, ()),  # no primary key
+        replace(lending_contract("customers"), table="customers_history"),  # named like customers' history
+        replace(lending_contract("transactions"), schema="audit"),  # one table name in two schemas
+    ],
+    ids=["keyless", "named-like-a-history", "one-name-two-schemas"],
+)
+def test_a_table_silver_cannot_hold_is_left_out_and_the_others_are_built(
+    tmp_path: Path, refused: TableContract
+) -> None:
     registry = CollectorRegistry()
-    keyless = TableContract("lending", "events", lending_contract("customers").columns, ())
-    transformer = _transformer(tmp_path, CannedDbt(tmp_path / "project", [PASSED]), registry)
-    transformer._contracts = lambda: [keyless]
-    assert transformer.run(once=True) == 1
-    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "error"}) == 1
+    dbt = CannedDbt(tmp_path / "project", [PASSED, PASSED])
+    transformer = _transformer(tmp_path, dbt, registry)
+    transformer._contracts = lambda: [lending_contract("customers"), lending_contract("transactions"), refused]
+    with capture_logs() as logs:
+        assert transformer.run(once=True) == 1
+        assert transformer.run(once=True) == 1  # every full run says so, while the table is there
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "failure"}) == 2
+    silver = {p.name for p in (dbt.project_dir / "models" / "silver").glob("*.sql")}
+    kept = {"customers.sql", "customers_history.sql"}
+    if refused.table != "transactions":
+        kept |= {"transactions.sql", "transactions_history.sql"}
+    assert silver == kept
+    left_out = [e for e in logs if e["event"] == "transform.table_left_out"]
+    left = {refused.full_name} | ({"lending.transactions"} if refused.table == "transactions" else set())
+    assert {e["table"] for e in left_out} == left  # logged once, when it is first left out
+    runs = [e for e in logs if e["event"] == "transform.run"]
+    assert [r["reason"] for r in runs] == [f"silver left out {', '.join(sorted(left))}"] * 2
 
 
 def test_the_profile_variables_come_from_the_settings(tmp_path: Path) -> None:

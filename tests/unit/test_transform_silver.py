@@ -13,7 +13,7 @@ from services.common.contracts import Column, TableContract, load_contracts
 from services.common.settings import repo_root
 from services.transform.errors import SilverGenerationError
 from services.transform.project import materialize
-from services.transform.silver import GENERATED_MARK, SOURCES_FILE, render, sync
+from services.transform.silver import GENERATED_MARK, SOURCES_FILE, buildable, render, sync
 
 yaml: Any = importlib.import_module("yaml")  # PyYAML comes with dbt; it ships no type stubs
 
@@ -103,6 +103,22 @@ def test_two_schemas_with_one_table_name_cannot_share_silver() -> None:
         render([_contract(), _contract(schema="crm")])
     with pytest.raises(SilverGenerationError, match=r"silver\.accounts_history"):
         render([_contract(), _contract("accounts_history")])
+
+
+def test_the_tables_left_out_are_those_without_a_better_claim_to_the_name() -> None:
+    accounts, history, crm, keyless = (
+        _contract(),
+        _contract("accounts_history"),
+        _contract(schema="crm"),
+        _contract("branches", key=()),
+    )
+    kept, why = buildable([accounts, history, _contract("ledger"), keyless])
+    assert [c.full_name for c in kept] == ["bank.accounts", "bank.ledger"]  # accounts keeps both its models
+    assert sorted(why) == ["bank.accounts_history", "bank.branches"]
+    assert why["bank.accounts_history"].startswith("silver.accounts_history is the history of bank.accounts")
+    kept, why = buildable([accounts, crm, history])
+    assert kept == [history]  # the shared name leaves out both, and with them the history's claim
+    assert why["crm.accounts"] == why["bank.accounts"]
 
 
 def test_sync_writes_once_removes_what_it_generated_and_leaves_hand_written_files(tmp_path: Path) -> None:
