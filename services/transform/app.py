@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -32,7 +32,7 @@ from services.transform.errors import SilverGenerationError
 from services.transform.project import materialize
 from services.transform.silver import buildable, history_name, model_name
 from services.warehouse.bronze import bronze_table
-from services.warehouse.errors import WarehouseBusyError
+from services.warehouse.errors import BronzeSchemaError, WarehouseBusyError
 
 __all__ = [
     "LAST_RUN_PATH",
@@ -247,9 +247,7 @@ class Transformer:
         self._pending = tables  # cleared only by a step that built them
         report = StepReport("success", sorted(tables))
         try:
-            for contract in contracts:
-                if contract.full_name in tables:
-                    self._ensure_bronze(contract)
+            self._ensure_bronzes(c for c in contracts if c.full_name in tables)
             build = self._dbt.build(select=silver_models(contracts, tables), models_only=True)
         except WarehouseBusyError as exc:  # the loader of another process holds DuckDB: the next step
             report.status, report.reason = "stopped", str(exc)
@@ -332,8 +330,7 @@ class Transformer:
         deadline = time.monotonic() + self._busy_timeout_s
         while True:
             try:
-                for contract in contracts:
-                    self._ensure_bronze(contract)
+                self._ensure_bronzes(contracts)
                 build = self._dbt.build(
                     select=select, exclude=exclude, full_refresh=self._full_refresh, indirect_selection=indirect
                 )
@@ -348,6 +345,16 @@ class Transformer:
             if self._shutdown.wait(self._busy_retry_s):
                 return RunReport("stopped", reason=f"shutdown while waiting for the warehouse: {reason}")
             log.info("transform.warehouse_busy", retry_in_s=self._busy_retry_s, reason=reason)
+
+    def _ensure_bronzes(self, contracts: Iterable[TableContract]) -> None:
+        """Each table's bronze, as silver reads it. A table whose bronze cannot take its contract (the loader
+        stops loading it and says so too) is logged and passed over, so the other tables' silver is built; a
+        busy warehouse (:class:`WarehouseBusyError`) is for the caller to wait out."""
+        for contract in contracts:
+            try:
+                self._ensure_bronze(contract)
+            except BronzeSchemaError as exc:
+                log.error("transform.bronze_refused", table=contract.full_name, error=str(exc))
 
     # --- metrics and logs -----------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from services.transform.app import LAST_RUN_PATH, Transformer, read_last_run, si
 from services.transform.changes import ChangedTables
 from services.transform.dbt import BuildResult, Dbt, NodeResult
 from services.transform.wiring import dbt_for
-from services.warehouse.errors import WarehouseBusyError
+from services.warehouse.errors import BronzeSchemaError, WarehouseBusyError
 from tests.fixtures.lakefiles import lending_contract
 
 
@@ -217,6 +217,28 @@ def test_a_table_silver_cannot_hold_is_left_out_and_the_others_are_built(
     assert {e["table"] for e in left_out} == left  # logged once, when it is first left out
     runs = [e for e in logs if e["event"] == "transform.run"]
     assert [r["reason"] for r in runs] == [f"silver left out {', '.join(sorted(left))}"] * 2
+
+
+def test_a_table_whose_bronze_is_refused_is_passed_over_and_the_others_are_built(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    dbt = CannedDbt(tmp_path / "project", [PASSED])
+    ensured: list[str] = []
+
+    def ensure_bronze(contract: TableContract) -> object:
+        if contract.table == "customers":
+            raise BronzeSchemaError("bronze.lending__customers: column status changed type")
+        ensured.append(contract.full_name)
+        return []
+
+    transformer = _transformer(tmp_path, dbt, registry)
+    transformer._ensure_bronze = ensure_bronze
+    with capture_logs() as logs:
+        assert transformer.run(once=True) == 0
+    assert ensured == ["lending.transactions"]
+    assert dbt.calls == [([], False)]
+    (refused,) = [e for e in logs if e["event"] == "transform.bronze_refused"]
+    assert (refused["table"], refused["log_level"]) == ("lending.customers", "error")
+    assert "changed type" in refused["error"]
 
 
 def test_the_profile_variables_come_from_the_settings(tmp_path: Path) -> None:
