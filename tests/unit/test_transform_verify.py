@@ -111,6 +111,18 @@ def test_a_missing_silver_table_is_drift_and_a_dropped_source_table_is_skipped()
     assert dropped.skipped is not None
 
 
+def test_a_table_the_transform_leaves_out_is_drift_saying_why() -> None:
+    history = replace(ACCOUNTS, table="accounts_history")
+    rows = [(1, "eu", Decimal("1.00"), _AT)]
+    report = verify([ACCOUNTS, history], Table(rows), Table(rows))
+    kept, left = report.tables
+    assert (kept.table, kept.drift) == ("bank.accounts", False)
+    assert left.table == "bank.accounts_history"
+    assert left.drift
+    assert left.error is not None
+    assert left.error.startswith("left out of silver: silver.accounts_history is the history of bank.accounts")
+
+
 def test_columns_dropped_in_postgresql_are_named_and_the_others_compared() -> None:
     contract = replace(ACCOUNTS, dropped=("balance",))
     source = Table([(1, "eu", _AT), (2, "us", None)], names=frozenset({"account_id", "region", "opened_at"}))
