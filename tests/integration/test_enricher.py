@@ -285,16 +285,27 @@ def test_sigterm_mid_stream_drains_and_the_next_start_goes_on_exactly_once(
     _assert_exactly_once_and_as_of(settings, workload, records)
 
 
+MAX_ROUNDS = 600  # a bound on the workload of the rebalance test: 150 s of rounds at least
+
+
 def test_two_instances_share_the_partitions_exactly_once_across_a_rebalance(
     stack: Stack, settings: Settings, enricher: EnricherProcess
 ) -> None:
     workload = Workload(settings, enricher.prefix)
     workload.snapshot()
 
+    rebalanced = threading.Event()
+
     def produce() -> None:
-        for _ in range(60):
+        """Changes until 20 rounds after the rebalance, however long the instances take to get there."""
+        after = 0
+        for _ in range(MAX_ROUNDS):
             workload.round(transactions=30, updates=15)
             time.sleep(0.25)
+            if rebalanced.is_set():
+                after += 1
+            if after >= 20:
+                return
 
     producing = threading.Thread(target=produce, daemon=True)
     producing.start()
@@ -310,7 +321,9 @@ def test_two_instances_share_the_partitions_exactly_once_across_a_rebalance(
 
     _wait_for(second_took, 60, lambda: enricher.logs()[-3000:])
     assert producing.is_alive(), "the workload ended before the rebalance: nothing was tested mid-stream"
+    rebalanced.set()
     producing.join(timeout=120)
+    assert not producing.is_alive()
     records = _wait_for_all(settings, enricher, workload)
     assert enricher.terminate(second) == 0
     assert enricher.terminate(first) == 0
