@@ -344,7 +344,8 @@ class MonitorMetrics:
         self.unpublishable_tables = Gauge(
             "cdcflow_source_unpublishable_tables",
             "Tables the connector's include lists take that must not be published as they are, by reason: unlogged"
-            " (the connector then captures nothing), no_replica_identity (PostgreSQL refuses their UPDATE and DELETE).",
+            " and columns_differ_in_case (the connector then captures nothing), no_replica_identity (PostgreSQL"
+            " refuses their UPDATE and DELETE).",
             ("connector", "reason"),
             registry=registry,
         )

@@ -5,9 +5,10 @@ log by ``lsn``, and mix case (``"Price"``). Silver's history names its period wi
 table holding them broke its history model (two columns of one name). Now such a table keeps its columns and
 its history's period is ``_valid_from``, ``_valid_to`` and ``_is_current``; silver equals PostgreSQL row by row.
 
-A column named like one of the lake's or bronze's own (``_op``) or two names that differ only in case (the
-warehouse matches names without regard to case) cannot be held as they stand: the catalog refuses the table,
-its changes go to the DLQ saying why, and excluding the column (or renaming it) is the remedy.
+A column named like one of the lake's or bronze's own (``_op``) cannot be held as it stands: the catalog
+refuses the table, its changes go to the DLQ saying why, and excluding the column (or renaming it) is the
+remedy. (Two column names that differ only in case never get that far: Debezium fails the connector's task on
+such a table, so ``source add-table`` refuses it — tests/e2e/test_keyless_tables.py.)
 
 A table named like another's history (``n_prices_history`` created beside ``n_prices``) cannot take its silver
 name. It used to stop the transform — silver of every table — from the moment the writer discovered it; now it
@@ -47,8 +48,6 @@ select g, date '2025-01-01' + g, null, true, g * 1.5, g % 24, date '2025-06-01' 
 
 create table lending.n_marked (id integer primary key, _op text);
 insert into lending.n_marked values (1, 'mine');
-create table lending.n_cased (id integer primary key, "ID" integer);
-insert into lending.n_cased values (1, 10);
 """
 CHANGES_SQL = """
 update lending.n_prices set "Valid_To" = valid_from + 30, is_current = false where lsn <= 10;
@@ -57,7 +56,6 @@ select g, date '2025-03-01', null, true, g * 2.0, g % 24, null from generate_ser
   on conflict (lsn) do update set "Price" = excluded."Price", is_current = true, "Valid_To" = null;
 delete from lending.n_prices where lsn between 25 and 27;
 insert into lending.n_marked values (2, 'streamed');
-update lending.n_cased set "ID" = 11;
 """
 COLUMNS = 'lsn, valid_from, "Valid_To", is_current, "Price", hour, dt'
 
@@ -95,10 +93,8 @@ def test_columns_named_like_a_historys_period_are_kept_and_names_cdcflow_adds_ar
         assert db.execute("select count(*) from silver.n_prices_history where _is_current").fetchone() == (27,)
 
     dead = [{k: (v or b"").decode() for k, v in header_dict(m).items()} for m in dlq_messages(source, writer.group)]
-    why = {d["cdcflow.source.topic"].rsplit(".", 1)[1]: d["cdcflow.error.message"] for d in dead}
-    assert sorted(d["cdcflow.source.topic"].rsplit(".", 1)[1] for d in dead) == ["n_cased"] * 2 + ["n_marked"] * 2
-    assert "lending.n_marked.'_op': cdcflow adds a column of that name" in why["n_marked"]
-    assert "lending.n_cased: columns 'id' and 'ID' differ only in case" in why["n_cased"]
+    assert [d["cdcflow.source.topic"].rsplit(".", 1)[1] for d in dead] == ["n_marked"] * 2
+    assert all("lending.n_marked.'_op': cdcflow adds a column of that name" in d["cdcflow.error.message"] for d in dead)
 
     # a table named like n_prices' history, captured later: left out of silver, and n_prices' silver goes on
     with isolated_source.writing(writer) as pg:

@@ -148,6 +148,7 @@ def test_a_table_that_cannot_be_published_is_refused_and_nothing_changes(
         pg.execute("create table lending.u_notes (id integer, note text)")  # no key at all
         pg.execute("create table lending.u_tags (tag text not null unique)")  # a key, but no replica identity
         pg.execute("create unlogged table lending.u_stage (id integer primary key)")  # no publication takes it
+        pg.execute('create table lending.u_cased (id integer primary key, "ID" integer)')  # Debezium fails on it
         pg.execute("insert into lending.u_notes values (1, 'a'); insert into lending.u_tags values ('a')")
         published = pg.execute(publication.encode()).fetchall()
 
@@ -155,6 +156,7 @@ def test_a_table_that_cannot_be_published_is_refused_and_nothing_changes(
             ("lending.u_notes", "lending.u_notes has no primary key and no unique index"),
             ("lending.u_tags", "lending.u_tags has no primary key and REPLICA IDENTITY DEFAULT: once published"),
             ("lending.u_stage", "lending.u_stage is UNLOGGED: PostgreSQL cannot publish it"),
+            ("lending.u_cased", "lending.u_cased: columns 'id' and 'ID' differ only in case"),
         ]:
             done = subprocess.run(
                 [CDCFLOW, "source", "add-table", table],
@@ -179,6 +181,7 @@ def test_a_table_that_cannot_be_published_is_refused_and_nothing_changes(
     assert "lending.u_tags has no primary key and REPLICA IDENTITY DEFAULT" in done.stderr
     assert "lending.u_notes" in done.stderr
     assert "lending.u_stage is UNLOGGED" in done.stderr
+    assert "lending.u_cased has columns whose names differ only in case" in done.stderr
     assert not written.exists()
     added = cdcflow(env, "source", "add", "keyless", "--dsn", dsn, "--tables", "lending.customers", "--no-register")
     assert "wrote" in added

@@ -259,14 +259,19 @@ def test_tables_that_must_not_be_published_are_named_with_why(
             create table {s}.full_row (a int); alter table {s}.full_row replica identity full;
             create table {s}.by_index (a int not null); create unique index by_index_a on {s}.by_index (a);
             alter table {s}.by_index replica identity using index by_index_a;
-            create unlogged table {s}.staging (id int primary key)""".encode()
+            create unlogged table {s}.staging (id int primary key);
+            create table {s}.cased (id int primary key, "Note" text, "ID" int, note text, other text);
+            create table {s}.cased_once (id int primary key, "ID" int); alter table {s}.cased_once drop column "ID"
+            """.encode()
     )
     hazards = {t: h for t, h in publishing_hazards(settings.postgres.dsn()).items() if t.startswith(f"{s}.")}
     assert {t: h.kind for t, h in hazards.items()} == {
+        f"{s}.cased": "columns_differ_in_case",
         f"{s}.no_identity": "no_replica_identity",
         f"{s}.staging": "unlogged",
         f"{s}.unkeyed": "no_replica_identity",
     }
+    assert "differ only in case (id, Note, ID, note): Debezium fails" in hazards[f"{s}.cased"].why
     assert "REPLICA IDENTITY NOTHING" in hazards[f"{s}.no_identity"].why
     assert "no primary key and REPLICA IDENTITY DEFAULT" in hazards[f"{s}.unkeyed"].why
     assert f"ALTER TABLE {s}.unkeyed REPLICA IDENTITY USING INDEX" in hazards[f"{s}.unkeyed"].why

@@ -265,13 +265,15 @@ def _why_reserved(name: str, reserved: Collection[str]) -> str:
 
 
 def _refuse_names_alike(schema: str, table: str, names: list[str]) -> None:
-    """DuckDB and BigQuery match column names without regard to case: ``id`` and ``ID`` would be one column."""
+    """DuckDB and BigQuery match column names without regard to case: ``id`` and ``ID`` would be one column (and
+    Debezium fails the connector's task on such a table: see :func:`publishing_hazards`)."""
     seen: dict[str, str] = {}
     for name in names:
         if (other := seen.setdefault(name.lower(), name)) != name:
             raise UnsupportedColumnError(
-                f"{schema}.{table}: columns {other!r} and {name!r} differ only in case, and the warehouse matches "
-                f"column names without regard to case. {_exclude_it(schema, table, name)}, or rename one of them"
+                f"{schema}.{table}: columns {other!r} and {name!r} differ only in case: the warehouse matches column "
+                "names without regard to case, and Debezium fails the connector's task on such a table. Rename one "
+                "of them"
             )
 
 
@@ -357,7 +359,12 @@ _PUBLISHING_SQL = """
 select n.nspname, c.relname, c.relpersistence = 'u' as unlogged, c.relreplident = 'n'
        or c.relreplident = 'd' and not exists (
           select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary) as without_identity,
-       c.relreplident
+       c.relreplident,
+       (select array_agg(a.attname::text order by a.attnum) from pg_attribute a
+         where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and lower(a.attname) in (
+               select lower(b.attname) from pg_attribute b
+                where b.attrelid = c.oid and b.attnum > 0 and not b.attisdropped
+                group by lower(b.attname) having count(*) > 1)) as names_alike
   from pg_class c join pg_namespace n on n.oid = c.relnamespace
  where c.relkind in ('r', 'p') and not c.relispartition
    and n.nspname not in ('pg_catalog', 'information_schema')
@@ -366,7 +373,7 @@ select n.nspname, c.relname, c.relpersistence = 'u' as unlogged, c.relreplident 
 """
 
 
-HAZARD_KINDS = ("unlogged", "no_replica_identity")
+HAZARD_KINDS = ("unlogged", "columns_differ_in_case", "no_replica_identity")
 """Why a table must not be published as it is: no publication can take it, or PostgreSQL would then refuse its
 UPDATE and DELETE."""
 
@@ -379,12 +386,13 @@ class PublishingHazard(NamedTuple):
 def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str, PublishingHazard]:
     """Each ``schema.table`` that must not join a publication as it is, with what that would do and the remedy:
     an UNLOGGED table cannot be published at all (the connector's filtered publication then fails to update and
-    the whole source stops), and PostgreSQL refuses UPDATE and DELETE on a published table without a replica
-    identity. Raises as :func:`contracts_from_catalog` does."""
+    the whole source stops), Debezium fails the connector's task on a table with two column names that differ
+    only in case, and PostgreSQL refuses UPDATE and DELETE on a published table without a replica identity.
+    Raises as :func:`contracts_from_catalog` does."""
     with _catalog(dsn, timeout_s) as conn:
         rows = conn.execute(_PUBLISHING_SQL).fetchall()
     hazards = {}
-    for schema, name, unlogged, without_identity, identity in rows:
+    for schema, name, unlogged, without_identity, identity, names_alike in rows:
         table = f"{schema}.{name}"
         if unlogged:
             remedy = f"ALTER TABLE {table} SET LOGGED"
@@ -393,6 +401,13 @@ def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str,
                 f"{table} is UNLOGGED: PostgreSQL cannot publish it, so Debezium fails to update its filtered "
                 "publication when the connector starts and captures nothing of the whole source (its task "
                 f"restarts over and over). {remedy}, or leave it out of the include list",
+            )
+        elif names_alike:
+            hazards[table] = PublishingHazard(
+                "columns_differ_in_case",
+                f"{table} has columns whose names differ only in case ({', '.join(names_alike)}): Debezium fails the "
+                "connector's task on it (it reads the snapshot's columns without regard to case) and nothing of the "
+                "whole source is captured. Rename one of them, or leave the table out of the include list",
             )
         elif without_identity:
             why = "REPLICA IDENTITY NOTHING" if identity == "n" else "no primary key and REPLICA IDENTITY DEFAULT"
