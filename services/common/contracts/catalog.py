@@ -374,8 +374,8 @@ select n.nspname, c.relname, c.relpersistence = 'u' as unlogged, c.relreplident 
 
 
 HAZARD_KINDS = ("unlogged", "columns_differ_in_case", "no_replica_identity")
-"""Why a table must not be published as it is: no publication can take it, or PostgreSQL would then refuse its
-UPDATE and DELETE."""
+"""Why a table must not be published as it is: no publication can take it, Debezium fails on it, or PostgreSQL
+would then refuse its UPDATE and DELETE."""
 
 
 class PublishingHazard(NamedTuple):
@@ -406,8 +406,8 @@ def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str,
             hazards[table] = PublishingHazard(
                 "columns_differ_in_case",
                 f"{table} has columns whose names differ only in case ({', '.join(names_alike)}): Debezium fails the "
-                "connector's task on it (it reads the snapshot's columns without regard to case) and nothing of the "
-                "whole source is captured. Rename one of them, or leave the table out of the include list",
+                'connector\'s task on it ("has columns that differ only by case") and nothing of the whole source is '
+                "captured. Rename one of them, or leave the table out of the include list",
             )
         elif without_identity:
             why = "REPLICA IDENTITY NOTHING" if identity == "n" else "no primary key and REPLICA IDENTITY DEFAULT"
