@@ -18,7 +18,7 @@ from services.common.contracts.errors import (
     UnsupportedColumnError,
 )
 from services.common.contracts.model import NAME_RULE, Column, Semantic, TableContract, is_safe_name
-from services.common.contracts.reserved import is_reserved
+from services.common.contracts.reserved import why_reserved
 
 if TYPE_CHECKING:
     import psycopg
@@ -242,26 +242,14 @@ def _captured(
                 f"{schema}.{table}.{name!r}: a column name holds {NAME_RULE}. {_exclude_it(schema, table, name)}, "
                 "or rename the column"
             )
-        elif is_reserved(name, reserved):
+        elif why := why_reserved(name, reserved):
             raise UnsupportedColumnError(
-                f"{schema}.{table}.{name!r}: {_why_reserved(name, reserved)}. {_exclude_it(schema, table, name)}, "
-                "or rename the column"
+                f"{schema}.{table}.{name!r}: {why}. {_exclude_it(schema, table, name)}, or rename the column"
             )
         else:
             captured.append(row)
     _refuse_names_alike(schema, table, [str(row["attname"]) for row in captured])
     return captured, tuple(uncaptured)
-
-
-def _why_reserved(name: str, reserved: Collection[str]) -> str:
-    if name.lower() in reserved:
-        return (
-            "the warehouse's loads read the lake's folders as columns of that name (without regard to case), "
-            "so the table's rows could not be loaded"
-        )
-    return (
-        "cdcflow adds a column of that name (without regard to case) beside a table's own in the lake, bronze or silver"
-    )
 
 
 def _refuse_names_alike(schema: str, table: str, names: list[str]) -> None:
@@ -468,8 +456,7 @@ def contracts_from_catalog(
             for s, t in tables
             if any(p.fullmatch(f"{s}.{t}") for p in included) and not any(p.fullmatch(f"{s}.{t}") for p in excluded)
         ]
-        reserved = {name.lower() for name in reserved_columns}
-        return [_contract(conn, s, t, excluded_columns, reserved) for s, t in wanted]
+        return [_contract(conn, s, t, excluded_columns, reserved_columns) for s, t in wanted]
 
 
 @contextlib.contextmanager

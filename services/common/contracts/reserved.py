@@ -27,6 +27,7 @@ __all__ = [
     "history_period",
     "is_reserved",
     "warehouse_reserved",
+    "why_reserved",
 ]
 
 LOADER_METADATA_NAMES = ("_loaded_at", "_load_id", "_lake_file")
@@ -63,11 +64,26 @@ def warehouse_reserved(backend: str) -> tuple[str, ...]:
     return LAKE_FOLDER_NAMES if backend == "bigquery" else ()
 
 
-def is_reserved(name: str, also: Collection[str] = ()) -> bool:
-    """Whether a source column named ``name`` would meet a column cdcflow adds, or one of ``also`` (names the
-    warehouse reserves), without regard to case."""
+def why_reserved(name: str, also: Collection[str] = ()) -> str | None:
+    """Why a source column named ``name`` would meet a column cdcflow adds, or one of ``also`` (names the
+    warehouse reserves), without regard to case; None when it would not."""
     lowered = name.lower()
-    return lowered in RESERVED_NAMES or lowered in also
+    if lowered in RESERVED_NAMES:
+        return (
+            "cdcflow adds a column of that name (without regard to case) beside a table's own in the lake, bronze "
+            "or silver"
+        )
+    if lowered in {reserved.lower() for reserved in also}:
+        return (
+            "the warehouse's loads read the lake's folders as columns of that name (without regard to case), so "
+            "the table's rows could not be loaded"
+        )
+    return None
+
+
+def is_reserved(name: str, also: Collection[str] = ()) -> bool:
+    """Whether :func:`why_reserved` has a reason for ``name``."""
+    return why_reserved(name, also) is not None
 
 
 def history_period(columns: Iterable[str]) -> tuple[str, str, str]:
