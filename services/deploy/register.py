@@ -15,6 +15,7 @@ from services.common.settings import Settings
 from services.deploy.errors import DeployError
 from services.stack.connect import ConnectWorker, connector_names
 from services.stack.errors import StackError
+from services.stack.sources import registrations
 
 __all__ = ["register_all"]
 
@@ -50,17 +51,22 @@ def _wait_running(worker: ConnectWorker, name: str, timeout_s: float) -> None:
 
 
 def register_all(settings: Settings, timeout_s: float) -> list[str]:
-    """PUT each ``connect/connectors/<name>.json`` (idempotent) and wait until each runs; the names."""
+    """PUT each ``connect/connectors/<name>.json`` (idempotent) and wait until each runs; the names. A connector
+    whose lists take a table that must not be published as it is is not registered, the others are, then a
+    :class:`DeployError` names the tables (:func:`~services.stack.sources.registrations`)."""
     names = connector_names(settings.stack.connect_dir)
     if not names:
         raise DeployError(f"no connector files in {settings.stack.connect_dir / 'connectors'}")
     worker = ConnectWorker(settings)
     _wait_reachable(worker, timeout_s)
-    for name in names:
+    configs, refused = registrations(settings)
+    for name, config in configs.items():
         try:
-            worker.register(name)
+            worker.put(name, config)
         except (httpx.HTTPError, StackError) as exc:
             raise DeployError(f"connector {name!r} could not be registered at {worker.url}: {exc}") from None
         _wait_running(worker, name, timeout_s)
         _log.info("deploy.connector_running", connector=name, url=worker.url)
-    return names
+    if refused:
+        raise DeployError("; ".join(refused))
+    return list(configs)

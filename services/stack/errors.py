@@ -2,7 +2,13 @@
 
 from services.common.errors import TerminalError, TransientError
 
-__all__ = ["ComponentFailedError", "MissingPrerequisiteError", "StackError", "StartTimeoutError"]
+__all__ = [
+    "ComponentFailedError",
+    "MissingPrerequisiteError",
+    "SourceUnreachableError",
+    "StackError",
+    "StartTimeoutError",
+]
 
 
 class StackError(TerminalError):
@@ -15,6 +21,10 @@ class MissingPrerequisiteError(StackError):
 
 class ComponentFailedError(StackError):
     """A component exited or refused to start; the message points at its log."""
+
+
+class SourceUnreachableError(StackError):
+    """A source database is out of reach: down, refusing the connection or the credentials."""
 
 
 class StartTimeoutError(TransientError):

@@ -101,15 +101,21 @@ class Stack:
         return timings
 
     def _start_connector(self, timeout_s: float) -> None:
-        """Register every source's connector (a re-run updates their configs) and wait until they run."""
-        sources = self.sources()
-        clashes = source_clashes(sources, self.settings.connector_env())
+        """Register every source's connector (a re-run updates their configs) and wait until they run. One whose
+        lists take a table that must not be published as it is stays unregistered (the others are) and the step
+        fails naming the tables (:func:`~services.stack.sources.registrations`)."""
+        from services.stack.sources import registrations
+
+        clashes = source_clashes(self.sources(), self.settings.connector_env())
         if clashes:
             raise StackError("; ".join(clashes) + ": give each source its own (connect/connectors/*.json)")
-        for name in sources:
-            self.connect.register(name)
-        for name in sources:
+        configs, refused = registrations(self.settings)
+        for name, config in configs.items():
+            self.connect.put(name, config)
+        for name in configs:
             self.connect.wait_running(name, timeout_s)
+        if refused:
+            raise StackError("; ".join(refused))
 
     def down(self, *, purge: bool = False) -> list[str]:
         """Stop everything this stack started, by PID, and drop the replication slot of every source on the

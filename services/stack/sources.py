@@ -26,6 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 from services.common.contracts.catalog import PublishingHazard, bounded_dsn, inheritance_parents, publishing_hazards
 from services.common.contracts.errors import CatalogUnreachableError, ContractError
 from services.common.kafka import MAX_RECORD_BYTES
+from services.common.logging import get_logger
 from services.common.naming import source_of
 from services.common.settings import Settings
 from services.common.sql import quote_name
@@ -37,8 +38,10 @@ from services.stack.connect import (
     resolve_env,
     source_clashes,
 )
-from services.stack.errors import StackError
+from services.stack.errors import SourceUnreachableError, StackError
 from services.stack.processes import wait_for
+
+log = get_logger(__name__)
 
 __all__ = [
     "FIDELITY",
@@ -46,6 +49,8 @@ __all__ = [
     "capture_sql",
     "ensure_capture_objects",
     "new_connector",
+    "registration",
+    "registrations",
     "remove_source",
     "sources",
     "topic_prefixes",
@@ -125,7 +130,9 @@ def reading_source_tables() -> Iterator[None]:
     """The source database's catalog out of reach, or refusing a query, as a :class:`StackError` saying so."""
     try:
         yield
-    except (CatalogUnreachableError, ContractError) as exc:
+    except CatalogUnreachableError as exc:
+        raise SourceUnreachableError(f"cannot read the source database's tables: {exc}") from None
+    except ContractError as exc:
         raise StackError(f"cannot read the source database's tables: {exc}") from None
 
 
@@ -155,6 +162,44 @@ def own_rows_overrides(dsn: str, config: dict[str, str], *, timeout_s: float = 1
         statement = f"SELECT * FROM ONLY {quote_name(schema)}.{quote_name(name)}"  # noqa: S608 (quoted names)
         overrides[f"{SNAPSHOT_OVERRIDES}.{table}"] = statement
     return overrides
+
+
+def registration(settings: Settings, source: Source, *, timeout_s: float = 10.0) -> dict[str, str]:
+    """The config to register for ``source``'s connector file: the file's (``${env:…}`` references kept) with the
+    snapshot overrides of :func:`own_rows_overrides` on top.
+
+    Raises :class:`StackError` naming each table its lists take that must not be published as it is
+    (:func:`unpublishable_tables`): Debezium publishes every such table whenever the connector's task starts, so
+    registering it would stop the source or its application's UPDATE and DELETE. A database out of reach raises
+    :class:`SourceUnreachableError`: the caller decides whether the file's config may go as it is.
+    """
+    dsn = source.dsn()
+    if problems := unpublishable_tables(dsn, source.config, timeout_s=timeout_s):
+        raise StackError(
+            f"connector {source.connector!r} not registered: "
+            + "; ".join(hazard.why for hazard in problems.values())
+            + f" ({settings.stack.connect_dir / 'connectors' / source.connector}.json)"
+        )
+    config = load_connector(settings.stack.connect_dir, source.connector)
+    config.update(own_rows_overrides(dsn, source.config, timeout_s=timeout_s))
+    return config
+
+
+def registrations(settings: Settings, *, timeout_s: float = 10.0) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """The config to register of each connector file that may be registered (:func:`registration`), by
+    connector name, and why each other may not. A source database out of reach is not checked: its file's config
+    goes as it is, with a warning, as Connect's task will meet the same outage and the monitor checks its tables
+    once it can reach them."""
+    configs, refused = {}, []
+    for source in sources(settings):
+        try:
+            configs[source.connector] = registration(settings, source, timeout_s=timeout_s)
+        except SourceUnreachableError as exc:
+            log.warning("source.tables_unchecked", connector=source.connector, error=str(exc))
+            configs[source.connector] = load_connector(settings.stack.connect_dir, source.connector)
+        except StackError as exc:
+            refused.append(str(exc))
+    return configs, refused
 
 
 def topic_prefixes(settings: Settings) -> list[str]:

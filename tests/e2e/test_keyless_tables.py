@@ -18,10 +18,12 @@ connector captures nothing of its whole source); `cdcflow source add` refuses a 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import duckdb
+import httpx
 import psycopg
 import pytest
 
@@ -169,6 +171,27 @@ def test_a_table_that_cannot_be_published_is_refused_and_nothing_changes(
         assert pg.execute(publication.encode()).fetchall() == published  # neither was published
         assert pg.execute("update lending.u_notes set note = 'b'").rowcount == 1  # both still writable
         assert pg.execute("update lending.u_tags set tag = 'b'").rowcount == 1
+
+    # the running connector's lists take those tables too: registering its config again is refused, as it is
+    connector, url = source.connect.connector, source.connect.url
+    registered = httpx.get(f"{url}/connectors/{connector}/config", timeout=10).json()
+    connect_dir = tmp_path / "registered"
+    (connect_dir / "connectors").mkdir(parents=True)
+    config = {k: v for k, v in registered.items() if k != "name"}
+    (connect_dir / "connectors" / f"{connector}.json").write_text(json.dumps({"name": connector, "config": config}))
+    done = subprocess.run(
+        [CDCFLOW, "deploy", "register", "--timeout", "30"],
+        capture_output=True, text=True, env={**os.environ, "CDCFLOW_STACK__CONNECT_DIR": str(connect_dir)},
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert f"connector '{connector}' not registered" in done.stderr
+    assert "lending.u_tags has no primary key and REPLICA IDENTITY DEFAULT" in done.stderr
+    assert "lending.u_stage is UNLOGGED" in done.stderr
+    assert "lending.u_cased has columns whose names differ only in case" in done.stderr
+    assert httpx.get(f"{url}/connectors/{connector}/config", timeout=10).json() == registered
+    with psycopg.connect(source.postgres.dsn(), autocommit=True) as pg:
+        assert pg.execute(publication.encode()).fetchall() == published
 
     # a new source over the whole database would publish lending.u_tags too: refused, no file written
     env, dsn = isolated_source.source_add_env(tmp_path)

@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from services.stack.connect import load_connector
+from services.stack.errors import StackError
 from services.stack.processes import pid_alive
 from services.stack.runtime import Stack
+from services.stack.sources import SNAPSHOT_OVERRIDES, registrations
 from tests.fixtures.pipeline import wait_until
 
 
@@ -122,3 +125,49 @@ def test_every_source_is_started_shown_and_leaves_no_slot(stack: Stack, tmp_path
         with psycopg.connect(stack.settings.postgres.dsn(), autocommit=True) as conn:
             conn.execute("drop database if exists shop with (force)")
     assert {name for name, _ in stack.postgres.slots()} == {stack.slot_name}
+
+
+SHOP_HAZARD_SQL = """
+create table public.users (user_id bigint primary key, email text);
+create table public.tags (tag text not null unique);  -- a key, but no replica identity
+create table public.events (id bigint primary key);
+create table public.events_2025 (primary key (id)) inherits (public.events);
+insert into public.tags values ('a');
+"""
+
+
+def test_a_source_whose_tables_must_not_be_published_is_not_registered(stack: Stack, tmp_path: Path) -> None:
+    shop = stack.settings.postgres.model_copy(update={"database": "shop"}).dsn()
+    with psycopg.connect(stack.settings.postgres.dsn(), autocommit=True) as conn:
+        conn.execute("create database shop")
+    try:
+        with psycopg.connect(shop, autocommit=True) as conn:
+            conn.execute(SHOP_HAZARD_SQL.encode())
+        two = _with_second_source(stack, tmp_path / "connect")
+        shop_file = tmp_path / "connect" / "connectors" / "shop.json"
+        document = json.loads(shop_file.read_text())
+        document["config"]["table.include.list"] = "public\\..*"  # every table of the database
+        shop_file.write_text(json.dumps(document))
+
+        configs, refused = registrations(two.settings)
+        assert configs == {"lending": load_connector(stack.settings.stack.connect_dir, "lending")}
+        assert len(refused) == 1
+        assert refused[0].startswith("connector 'shop' not registered: public.tags has no primary key")
+
+        with pytest.raises(StackError, match=r"connector 'shop' not registered: public.tags has no primary key"):
+            two.up()
+        assert two.connect.connector_status("shop") is None
+        assert stack.connect.connector_status("lending")["connector"]["state"] == "RUNNING"  # type: ignore[index]
+        assert "cdcflow_shop" not in {name for name, _ in stack.postgres.slots()}
+        with psycopg.connect(shop, autocommit=True) as conn:  # never published: still writable
+            assert conn.execute("update public.tags set tag = 'b'").rowcount == 1
+            conn.execute("alter table public.tags replica identity using index tags_tag_key")
+
+        configs, refused = registrations(two.settings)  # the remedy applied: registered with a snapshot of ONLY
+        assert refused == []
+        assert configs["shop"][SNAPSHOT_OVERRIDES] == "public.events"
+        assert configs["shop"][f"{SNAPSHOT_OVERRIDES}.public.events"] == 'SELECT * FROM ONLY "public"."events"'
+        assert {k: v for k, v in configs["shop"].items() if not k.startswith(SNAPSHOT_OVERRIDES)} == document["config"]
+    finally:
+        with psycopg.connect(stack.settings.postgres.dsn(), autocommit=True) as conn:
+            conn.execute("drop database if exists shop with (force)")

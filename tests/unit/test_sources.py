@@ -7,19 +7,23 @@ import shutil
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from services.common.kafka import MAX_RECORD_BYTES
 from services.common.settings import Settings, load_settings, repo_root
+from services.stack.connect import load_connector
 from services.stack.errors import StackError
 from services.stack.sources import (
     FIDELITY,
     RECORD_SIZE_KEYS,
     new_connector,
+    registrations,
     remove_source,
     sources,
     topic_prefixes,
     write_connector,
 )
+from tests.fixtures.net import free_port
 
 
 def _connector(folder: Path, name: str, **config: str) -> None:
@@ -175,3 +179,29 @@ def test_a_new_source_carries_large_records_whatever_the_template_says(tmp_path:
         primary.write_text(json.dumps(document))
         config = new_connector(settings, "shop", "postgresql://reader@db.example:5432/shop")["config"]
         assert [int(config[key]) for key in RECORD_SIZE_KEYS] == [on_the_source] * 2, in_template
+
+
+def test_a_source_out_of_reach_is_registered_as_its_file_says_with_a_warning(tmp_path: Path) -> None:
+    # no server on the port: the tables cannot be checked, and Connect's task will meet the same outage
+    _connector(
+        tmp_path,
+        "far",
+        **{
+            "topic.prefix": "far",
+            "database.hostname": "127.0.0.1",
+            "database.port": str(free_port()),
+            "database.user": "cdcflow",
+            "database.password": "${env:CDCFLOW_SOURCE_FAR_PASSWORD}",
+            "database.dbname": "far",
+            "table.include.list": "public\\..*",
+        },
+    )
+    settings = load_settings({"CDCFLOW_STACK__CONNECT_DIR": str(tmp_path)})
+    with capture_logs() as logs:
+        configs, refused = registrations(settings, timeout_s=2)
+    assert configs == {"far": load_connector(tmp_path, "far")}  # the password stays a reference
+    assert configs["far"]["database.password"] == "${env:CDCFLOW_SOURCE_FAR_PASSWORD}"
+    assert refused == []
+    [warning] = [entry for entry in logs if entry["event"] == "source.tables_unchecked"]
+    assert warning["connector"] == "far"
+    assert "out of reach" in warning["error"]
