@@ -22,6 +22,7 @@ from services.common.contracts import TableContract
 from services.common.contracts.catalog import columns_with_defaults, table_contract
 from services.common.contracts.compat import compare, evolve
 from services.common.contracts.errors import CatalogUnreachableError, ContractError
+from services.common.contracts.reserved import WarehouseNames
 from services.common.contracts.store import publish_contract
 from services.common.lake import Lake
 from services.common.logging import get_logger
@@ -44,14 +45,14 @@ class CatalogEvolution:
         metrics: WriterMetrics,
         *,
         exclude_columns: Sequence[str] = (),
-        reserved_columns: Sequence[str] = (),
+        warehouse: WarehouseNames | None = None,
         timeout_s: float = _TIMEOUT_S,
         source: str = "",
     ) -> None:
         self._dsn = dsn
         self._timeout_s = timeout_s
         self._exclude_columns = list(exclude_columns)
-        self._reserved_columns = tuple(reserved_columns)  # the warehouse's (services.common.contracts.reserved)
+        self._warehouse = warehouse  # the column names the warehouse refuses
         self._lake = lake
         self._metrics = metrics
         self._source = source  # the source whose database ``dsn`` reaches: its contracts carry it
@@ -69,7 +70,7 @@ class CatalogEvolution:
                 self._dsn,
                 table,
                 exclude_columns=self._exclude_columns,
-                reserved_columns=self._reserved_columns,
+                warehouse=self._warehouse,
                 timeout_s=self._timeout_s,
             )
         except CatalogUnreachableError as exc:

@@ -425,14 +425,14 @@ def _check_capturable(signal: SignalTarget, table: str, settings: Settings) -> N
     type the connector changes) or one whose publishing would make PostgreSQL refuse its UPDATE and DELETE."""
     from services.common.contracts.catalog import publishing_hazards, table_contract
     from services.common.contracts.errors import CatalogUnreachableError, ContractError
-    from services.common.contracts.reserved import warehouse_reserved
+    from services.common.contracts.reserved import warehouse_names
 
     try:
         contract = table_contract(
             signal.dsn,
             table,
             exclude_columns=list(settings.writer.exclude_columns),
-            reserved_columns=warehouse_reserved(settings.warehouse.backend),
+            warehouse=warehouse_names(settings.warehouse.backend),
             timeout_s=10,
         )
         hazard = publishing_hazards(signal.dsn, timeout_s=10).get(table)

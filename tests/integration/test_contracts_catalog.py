@@ -13,7 +13,7 @@ from psycopg import sql
 from services.common.contracts.catalog import GENERATED, contracts_from_catalog, publishing_hazards, table_key
 from services.common.contracts.compat import compare
 from services.common.contracts.errors import ContractError, NoPrimaryKeyError, UnsupportedColumnError
-from services.common.contracts.reserved import warehouse_reserved
+from services.common.contracts.reserved import warehouse_names
 from services.common.settings import Settings
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -341,14 +341,31 @@ def test_columns_whose_names_differ_only_in_case_are_refused(pg: Conn, settings:
     assert [c.name for c in contract.columns] == ["id", "note"]
 
 
-def test_a_column_named_like_a_lake_folder_is_refused_for_bigquery_alone(
+BIGQUERY_REFUSES = {
+    "dt": "BigQuery's loads read the lake's folders as columns of that name",
+    "hour": "BigQuery's loads read the lake's folders as columns of that name",
+    "_file_name": "BigQuery keeps column names starting with _FILE_",
+    "amount$": "a BigQuery column name cannot hold '$'",
+}
+
+
+def test_a_column_bigquery_refuses_is_refused_for_bigquery_alone(
     pg: Conn, settings: Settings, scratch_schema: str
 ) -> None:
     s = scratch_schema
-    pg.execute(sql.SQL("create table {} (id int primary key, dt date, hour int)").format(sql.Identifier(s, "hourly")))
-    (contract,) = contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\.hourly"])
-    assert [c.name for c in contract.columns] == ["id", "dt", "hour"]
-    with pytest.raises(UnsupportedColumnError, match="'dt': the warehouse's loads read the lake's folders"):
-        contracts_from_catalog(
-            settings.postgres.dsn(), [rf"{s}\.hourly"], reserved_columns=warehouse_reserved("bigquery")
+    pg.execute(
+        sql.SQL('create table {} (id int primary key, dt date, hour int, _file_name text, "amount$" numeric)').format(
+            sql.Identifier(s, "hourly")
         )
+    )
+    dsn, hourly = settings.postgres.dsn(), [rf"{s}\.hourly"]
+    (contract,) = contracts_from_catalog(dsn, hourly)
+    assert [c.name for c in contract.columns] == ["id", *BIGQUERY_REFUSES]
+    bigquery = warehouse_names("bigquery")
+    for column, why in BIGQUERY_REFUSES.items():
+        others = [re.escape(f"{s}.hourly.{other}") for other in BIGQUERY_REFUSES if other != column]
+        with pytest.raises(UnsupportedColumnError, match=re.escape(f"{column!r}: {why}")):
+            contracts_from_catalog(dsn, hourly, exclude_columns=others, warehouse=bigquery)
+    every = [re.escape(f"{s}.hourly.{column}") for column in BIGQUERY_REFUSES]
+    (contract,) = contracts_from_catalog(dsn, hourly, exclude_columns=every, warehouse=bigquery)
+    assert [c.name for c in contract.columns] == ["id"]

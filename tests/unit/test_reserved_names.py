@@ -24,7 +24,8 @@ from services.common.contracts.reserved import (
     SHADOWED_PERIOD,
     history_period,
     is_reserved,
-    warehouse_reserved,
+    warehouse_names,
+    why_reserved,
 )
 from services.common.contracts.store import publish_contract
 from services.common.lake import open_lake
@@ -32,7 +33,7 @@ from services.common.settings import load_settings, repo_root
 from services.common.signals import Shutdown
 from services.transform.silver import render_history, render_silver_yaml
 from services.transform.wiring import run_transform
-from services.warehouse.bigquery.types import HIVE_KEYS, refuse_hive_key_columns
+from services.warehouse.bigquery.types import HIVE_KEYS, refuse_unloadable_columns
 from services.warehouse.bronze import LOADER_COLUMNS
 from services.warehouse.errors import BronzeSchemaError
 from tests.fixtures.customers_bronze import silver_env
@@ -87,17 +88,47 @@ def test_a_name_cdcflow_does_not_add_is_free(name: str) -> None:
 
 
 def test_the_lake_folders_are_reserved_on_bigquery_alone() -> None:
-    assert warehouse_reserved("duckdb") == ()
-    assert warehouse_reserved("bigquery") == LAKE_FOLDER_NAMES == tuple(name for name, _ in HIVE_KEYS)
-    assert is_reserved("HOUR", warehouse_reserved("bigquery"))
+    assert warehouse_names("duckdb").why_refused("hour") is None
+    assert warehouse_names("bigquery").folders == LAKE_FOLDER_NAMES == tuple(name for name, _ in HIVE_KEYS)
+    assert is_reserved("HOUR", warehouse_names("bigquery"))
 
 
-def test_a_bigquery_bronze_refuses_a_contract_with_a_column_named_like_a_lake_folder() -> None:
-    refuse_hive_key_columns(PRICES)  # nothing to refuse
-    columns = (Column("id", "int64", "bigint"), Column("Hour", "int32", "int"))
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("Hour", "BigQuery's loads read the lake's folders as columns of that name"),
+        ("_file_name", "BigQuery keeps column names starting with _FILE_ (without regard to case)"),
+        ("_Partition_key", "BigQuery keeps column names starting with _PARTITION (without regard to case)"),
+        ("_change_type", "BigQuery keeps column names starting with _CHANGE_TYPE"),
+        ("__root__id", "BigQuery keeps column names starting with __ROOT__"),
+        ("price$", "a BigQuery column name cannot hold '$'"),
+    ],
+)
+def test_a_name_bigquery_refuses_is_reserved_there_alone(name: str, why: str) -> None:
+    assert why in (why_reserved(name, warehouse_names("bigquery")) or "")
+    assert why_reserved(name, warehouse_names("duckdb")) is None
+    assert why_reserved(name) is None
+
+
+@pytest.mark.parametrize("name", ["file_name", "partition", "table_name", "_tablename", "row_timestamp", "dollars"])
+def test_a_name_near_what_bigquery_refuses_is_free(name: str) -> None:
+    assert why_reserved(name, warehouse_names("bigquery")) is None
+
+
+@pytest.mark.parametrize(
+    ("column", "why"),
+    [
+        ("Hour", r"lending\.hourly\.Hour: BigQuery's loads read the lake's folders"),
+        ("_TABLE_SUFFIX", r"lending\.hourly\._TABLE_SUFFIX: BigQuery keeps column names starting with _TABLE_"),
+        ("cost$", r"lending\.hourly\.cost\$: a BigQuery column name cannot hold '\$'"),
+    ],
+)
+def test_a_bigquery_bronze_refuses_a_contract_with_a_column_it_cannot_load(column: str, why: str) -> None:
+    refuse_unloadable_columns(PRICES)  # nothing to refuse
+    columns = (Column("id", "int64", "bigint"), Column(column, "int32", "int"))
     hourly = TableContract("lending", "hourly", columns, ("id",))
-    with pytest.raises(BronzeSchemaError, match=r"lending\.hourly\.Hour: BigQuery's loads read the lake's folders"):
-        refuse_hive_key_columns(hourly)
+    with pytest.raises(BronzeSchemaError, match=why):
+        refuse_unloadable_columns(hourly)
 
 
 def test_a_history_takes_the_shadowed_period_when_a_column_is_named_like_one_of_its_columns() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from services.common.contracts.errors import (
@@ -18,7 +18,7 @@ from services.common.contracts.errors import (
     UnsupportedColumnError,
 )
 from services.common.contracts.model import NAME_RULE, Column, Semantic, TableContract, is_safe_name
-from services.common.contracts.reserved import why_reserved
+from services.common.contracts.reserved import WarehouseNames, why_reserved
 
 if TYPE_CHECKING:
     import psycopg
@@ -222,7 +222,11 @@ def _exclude_it(schema: str, table: str, column: str) -> str:
 
 
 def _captured(
-    schema: str, table: str, rows: list[dict[str, Any]], excluded: list[re.Pattern[str]], reserved: Collection[str]
+    schema: str,
+    table: str,
+    rows: list[dict[str, Any]],
+    excluded: list[re.Pattern[str]],
+    warehouse: WarehouseNames | None,
 ) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
     """The catalog rows of the columns change events carry, and the others with why."""
     captured, uncaptured = [], []
@@ -242,7 +246,7 @@ def _captured(
                 f"{schema}.{table}.{name!r}: a column name holds {NAME_RULE}. {_exclude_it(schema, table, name)}, "
                 "or rename the column"
             )
-        elif why := why_reserved(name, reserved):
+        elif why := why_reserved(name, warehouse):
             raise UnsupportedColumnError(
                 f"{schema}.{table}.{name!r}: {why}. {_exclude_it(schema, table, name)}, or rename the column"
             )
@@ -266,13 +270,17 @@ def _refuse_names_alike(schema: str, table: str, names: list[str]) -> None:
 
 
 def _contract(
-    conn: psycopg.Connection[Any], schema: str, table: str, excluded: list[re.Pattern[str]], reserved: Collection[str]
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    excluded: list[re.Pattern[str]],
+    warehouse: WarehouseNames | None,
 ) -> TableContract:
     from psycopg.rows import dict_row
 
     with conn.cursor(row_factory=dict_row) as cursor:
         found = cursor.execute(_COLUMNS_SQL, (schema, table)).fetchall()
-        rows, uncaptured = _captured(schema, table, found, excluded, reserved)
+        rows, uncaptured = _captured(schema, table, found, excluded, warehouse)
     identity_row = conn.execute(_IDENTITY_SQL, (schema, table)).fetchone()
     identity = _IDENTITY.get(str(identity_row[0]) if identity_row else "d", "default")
     key = _row_key(conn, schema, table, identity)
@@ -434,13 +442,13 @@ def contracts_from_catalog(
     exclude: list[str] | None = None,
     exclude_columns: list[str] | None = None,
     *,
-    reserved_columns: Collection[str] = (),
+    warehouse: WarehouseNames | None = None,
     timeout_s: float | None = None,
 ) -> list[TableContract]:
     """Contracts of the tables whose ``schema.table`` fully matches one ``include`` regex and no ``exclude``;
     columns whose ``schema.table.column`` fully matches an ``exclude_columns`` regex are left out (named in
-    the contract as uncaptured). A column of a type the connector cannot carry, or named like a column cdcflow
-    adds or one of ``reserved_columns`` (the warehouse's, services.common.contracts.reserved), raises
+    the contract as uncaptured). A column of a type the connector cannot carry, named like a column cdcflow
+    adds, or named as ``warehouse`` refuses (services.common.contracts.reserved.warehouse_names), raises
     :class:`UnsupportedColumnError` unless it is excluded.
 
     With ``timeout_s`` the connection attempt and each statement give up after it. A catalog out of reach
@@ -456,7 +464,7 @@ def contracts_from_catalog(
             for s, t in tables
             if any(p.fullmatch(f"{s}.{t}") for p in included) and not any(p.fullmatch(f"{s}.{t}") for p in excluded)
         ]
-        return [_contract(conn, s, t, excluded_columns, reserved_columns) for s, t in wanted]
+        return [_contract(conn, s, t, excluded_columns, warehouse) for s, t in wanted]
 
 
 @contextlib.contextmanager
@@ -480,13 +488,13 @@ def table_contract(
     table: str,
     *,
     exclude_columns: list[str] | None = None,
-    reserved_columns: Collection[str] = (),
+    warehouse: WarehouseNames | None = None,
     timeout_s: float | None = None,
 ) -> TableContract | None:
     """The contract of one ``schema.table`` as the catalog has it now, or None when there is no such table;
     raises as :func:`contracts_from_catalog` does."""
     found = contracts_from_catalog(
-        dsn, [re.escape(table)], exclude_columns=exclude_columns, reserved_columns=reserved_columns, timeout_s=timeout_s
+        dsn, [re.escape(table)], exclude_columns=exclude_columns, warehouse=warehouse, timeout_s=timeout_s
     )
     return found[0] if found else None
 

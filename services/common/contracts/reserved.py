@@ -6,6 +6,9 @@ row: two ``_op`` columns in a lake file, a bronze table DuckDB or BigQuery refus
 without regard to case, so ``_OP`` is the same name), or a silver model whose SQL reads the wrong one. The
 catalog refuses such a column by name (:func:`is_reserved`), with the remedy: exclude it from capture.
 
+A warehouse may refuse more (:class:`WarehouseNames`): BigQuery's loads read the lake's folders as columns,
+it keeps some prefixes for columns of its own and refuses ``$`` in a column name.
+
 Silver's history names its period ``valid_from``, ``valid_to`` and ``is_current``, names real tables have:
 a table with a column of one of those names keeps it, and its history takes :data:`SHADOWED_PERIOD` instead
 (:func:`history_period`).
@@ -13,20 +16,23 @@ a table with a column of one of those names keeps it, and its history takes :dat
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from services.common.contracts.arrow import LAKE_METADATA
 
 __all__ = [
+    "BIGQUERY_NAMES",
     "HISTORY_PERIOD",
     "LAKE_FOLDER_NAMES",
     "LOADER_METADATA_NAMES",
     "RESERVED_NAMES",
     "SHADOWED_PERIOD",
     "SILVER_WORKING_NAMES",
+    "WarehouseNames",
     "history_period",
     "is_reserved",
-    "warehouse_reserved",
+    "warehouse_names",
     "why_reserved",
 ]
 
@@ -59,31 +65,68 @@ LAKE_FOLDER_NAMES = ("dt", "hour")
 """The lake's folder levels (services.common.lake.layout): BigQuery's loads read them as columns of these names."""
 
 
-def warehouse_reserved(backend: str) -> tuple[str, ...]:
-    """The names a warehouse backend reserves besides :data:`RESERVED_NAMES`."""
-    return LAKE_FOLDER_NAMES if backend == "bigquery" else ()
+@dataclass(frozen=True, slots=True)
+class WarehouseNames:
+    """What a warehouse refuses as a column name besides :data:`RESERVED_NAMES`, without regard to case."""
+
+    warehouse: str = ""
+    folders: tuple[str, ...] = ()  # the lake's folder levels, which its loads read as columns
+    prefixes: tuple[str, ...] = ()  # kept for columns of its own
+    characters: str = ""  # no column name of its may hold one
+
+    def why_refused(self, name: str) -> str | None:
+        """Why the warehouse would refuse a column named ``name``; None when it would not."""
+        lowered = name.lower()
+        if lowered in self.folders:
+            return (
+                f"{self.warehouse}'s loads read the lake's folders as columns of that name (without regard to case), "
+                "so the table's rows could not be loaded"
+            )
+        if prefix := next((p for p in self.prefixes if lowered.startswith(p.lower())), None):
+            return (
+                f"{self.warehouse} keeps column names starting with {prefix} (without regard to case) for its own, "
+                "so the table's rows could not be loaded"
+            )
+        if held := sorted({c for c in name if c in self.characters}):
+            return (
+                f"a {self.warehouse} column name cannot hold {' or '.join(repr(c) for c in held)}, so the table's "
+                "rows could not be loaded"
+            )
+        return None
 
 
-def why_reserved(name: str, also: Collection[str] = ()) -> str | None:
-    """Why a source column named ``name`` would meet a column cdcflow adds, or one of ``also`` (names the
-    warehouse reserves), without regard to case; None when it would not."""
-    lowered = name.lower()
-    if lowered in RESERVED_NAMES:
+BIGQUERY_NAMES = WarehouseNames(
+    "BigQuery",
+    folders=LAKE_FOLDER_NAMES,
+    prefixes=(
+        *("_TABLE_", "_FILE_", "_PARTITION", "_ROW_TIMESTAMP", "__ROOT__", "_COLIDENTIFIER"),
+        *("_CHANGE_SEQUENCE_NUMBER", "_CHANGE_TYPE", "_CHANGE_TIMESTAMP"),
+    ),
+    characters="$",
+)
+"""BigQuery's column names: letters, digits and ``_`` (``$``, which PostgreSQL allows, is not among them even
+in its flexible column names), not starting with its reserved prefixes."""
+
+
+def warehouse_names(backend: str) -> WarehouseNames:
+    """What the warehouse backend ``backend`` refuses as a column name besides :data:`RESERVED_NAMES`."""
+    return BIGQUERY_NAMES if backend == "bigquery" else WarehouseNames()
+
+
+def why_reserved(name: str, warehouse: WarehouseNames | None = None) -> str | None:
+    """Why a source column named ``name`` would meet a column cdcflow adds, without regard to case, or would be
+    refused by ``warehouse``; None when neither."""
+    if name.lower() in RESERVED_NAMES:
         return (
             "cdcflow adds a column of that name (without regard to case) beside a table's own in the lake, bronze "
             "or silver"
         )
-    if lowered in {reserved.lower() for reserved in also}:
-        return (
-            "the warehouse's loads read the lake's folders as columns of that name (without regard to case), so "
-            "the table's rows could not be loaded"
-        )
-    return None
+    return warehouse.why_refused(name) if warehouse else None
 
 
-def is_reserved(name: str, also: Collection[str] = ()) -> bool:
+def is_reserved(name: str, warehouse: WarehouseNames | None = None) -> bool:
     """Whether :func:`why_reserved` has a reason for ``name``."""
-    return why_reserved(name, also) is not None
+    return why_reserved(name, warehouse) is not None
 
 
 def history_period(columns: Iterable[str]) -> tuple[str, str, str]:

@@ -6,7 +6,7 @@ import pyarrow as pa
 from google.cloud import bigquery
 
 from services.common.contracts import TableContract, lake_schema
-from services.common.contracts.reserved import LAKE_FOLDER_NAMES
+from services.common.contracts.reserved import BIGQUERY_NAMES, LAKE_FOLDER_NAMES
 from services.warehouse.bronze import bronze_schema, widens
 from services.warehouse.errors import BronzeSchemaError, WarehouseError
 
@@ -16,7 +16,7 @@ __all__ = [
     "bigquery_schema",
     "bigquery_widens",
     "describe_type",
-    "refuse_hive_key_columns",
+    "refuse_unloadable_columns",
     "staging_schema",
     "type_changed",
 ]
@@ -83,16 +83,15 @@ def staging_schema(contract: TableContract) -> list[bigquery.SchemaField]:
     return [*fields, *(bigquery.SchemaField(name, kind) for name, kind in HIVE_KEYS)]
 
 
-def refuse_hive_key_columns(contract: TableContract) -> None:
-    """A column named like a hive key (``dt``, ``hour``) would meet it in the staging table, which BigQuery
-    refuses to create (it matches names without regard to case): the table cannot be loaded."""
+def refuse_unloadable_columns(contract: TableContract) -> None:
+    """A column named as BigQuery refuses (:data:`~services.common.contracts.reserved.BIGQUERY_NAMES`: like a hive
+    key of the staging table, a reserved prefix, a ``$``) would fail every load of the table."""
     for column in contract.columns:
-        if column.name.lower() in LAKE_FOLDER_NAMES:
+        if why := BIGQUERY_NAMES.why_refused(column.name):
             raise BronzeSchemaError(
-                f"{contract.qualified_name}.{column.name}: BigQuery's loads read the lake's folders "
-                f"({', '.join(f'{k}=' for k in LAKE_FOLDER_NAMES)}) as columns of those names, so a column named "
-                f"{column.name!r} cannot be loaded. The lake writer refuses such a column when its warehouse is "
-                "BigQuery; a contract written before that holds it: rename the column in PostgreSQL"
+                f"{contract.qualified_name}.{column.name}: {why}. The lake writer refuses such a column when its "
+                "warehouse is BigQuery; a contract written before that holds it: rename the column in PostgreSQL, "
+                "or exclude it from capture (CDCFLOW_WRITER__EXCLUDE_COLUMNS and the connector's column.exclude.list)"
             )
 
 

@@ -48,7 +48,7 @@ from services.warehouse.bigquery.types import (
     bigquery_schema,
     bigquery_widens,
     describe_type,
-    refuse_hive_key_columns,
+    refuse_unloadable_columns,
     staging_schema,
     type_changed,
 )
@@ -174,7 +174,7 @@ class BigQueryWarehouse:
     # -- the Warehouse protocol ------------------------------------------------------------------------
 
     def ensure_bronze(self, contract: TableContract) -> BronzeChange:
-        refuse_hive_key_columns(contract)
+        refuse_unloadable_columns(contract)
         self._ensure_datasets()
         name = bronze_table(contract)
         wanted = bigquery_schema(contract)
