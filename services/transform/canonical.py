@@ -74,7 +74,10 @@ def canonical_json(value: Any) -> str:
 
 def _timestamp(value: Any, *, with_zone: bool) -> str:
     if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return str(value)  # infinity, a year beyond 9999 or BC: compared as written
     if not isinstance(value, dt.datetime):
         raise TypeError(f"{value!r} is not a timestamp")
     if with_zone:
@@ -105,7 +108,12 @@ def _bytes(value: Any) -> str:
 
 
 def _date(value: Any) -> str:
-    return value.isoformat() if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)).isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    try:
+        return dt.date.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        return str(value)  # infinity, a year beyond 9999 or BC: compared as written
 
 
 def _time(value: Any) -> str:
@@ -178,14 +186,19 @@ def canonical(column: Column, value: Any) -> str:
         return NULL
     if column.semantic == "array":
         assert column.items is not None
-        items = column.items
-        return json.dumps([canonical(items, v) for v in value], ensure_ascii=False)
+        return json.dumps(_elements(column.items, value), ensure_ascii=False)
     if column.semantic == "string":
         for prefix, by_type in _BY_PG_TYPE:
             if column.pg_type.startswith(prefix):
                 return by_type(value)
     spell = _BY_SEMANTIC.get(column.semantic, str)
     return spell(value)
+
+
+def _elements(items: Column, value: Any) -> list[Any]:
+    """An array's canonical elements. PostgreSQL does not hold a column to the dimensions it declares: a value of
+    an ``integer[]`` may have two, read as nested lists and kept nested, so it differs from what arrived."""
+    return [_elements(items, v) if isinstance(v, list) else canonical(items, v) for v in value]
 
 
 def row_digest(values: Sequence[str]) -> bytes:

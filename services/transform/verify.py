@@ -31,6 +31,9 @@ from typing import Any, Literal, Protocol
 import duckdb
 import psycopg
 from psycopg import sql
+from psycopg.abc import AdaptContext
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 from rich.console import Console
 from rich.table import Table
 
@@ -175,6 +178,27 @@ def _pg_expression(column: Column) -> str:
 _SESSION = "-c TimeZone=UTC -c IntervalStyle=iso_8601"
 
 
+class _OrText(Loader):
+    """The driver's own loader of a date or timestamp, but a value Python cannot hold (``infinity``, a year beyond
+    9999 or BC) comes back as PostgreSQL's text instead of failing the whole read: the writer refuses such a
+    value, so the row is reported as differing or missing rather than verify stopping."""
+
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        own = psycopg.adapters.get_loader(oid, Format.TEXT)
+        assert own is not None
+        self._own = own(oid, context)
+
+    def load(self, data: Any) -> Any:
+        try:
+            return self._own.load(data)
+        except psycopg.DataError:
+            return bytes(data).decode()
+
+
+_OUT_OF_PYTHON = ("date", "timestamp", "timestamptz")
+
+
 class PostgresSource:
     """The captured tables, in one REPEATABLE READ snapshot per table."""
 
@@ -191,7 +215,10 @@ class PostgresSource:
         return str(psycopg.conninfo.conninfo_to_dict(self._dsn).get("dbname", ""))
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
-        return psycopg.connect(self._dsn, options=_SESSION)
+        conn = psycopg.connect(self._dsn, options=_SESSION)
+        for name in _OUT_OF_PYTHON:
+            conn.adapters.register_loader(name, _OrText)
+        return conn
 
     def exists(self, contract: TableContract) -> bool:
         return self.columns(contract) is not None

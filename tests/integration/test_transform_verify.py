@@ -13,8 +13,10 @@ drains and compares again (a few times) before calling drift a failure.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,11 @@ import duckdb
 import psycopg
 
 from services.common.contracts import TableContract, load_contracts
+from services.common.contracts.catalog import table_contract
 from services.common.settings import Settings, repo_root
+from services.stack.runtime import Stack
 from services.stack.workload import Workload
-from services.transform.verify import verify_warehouse
+from services.transform.verify import PostgresSource, compare_table, verify_warehouse
 from tests.fixtures.pipeline import WriterProcess
 from tests.fixtures.transform import describe, pipeline_env, settle
 
@@ -193,3 +197,54 @@ def test_a_captured_table_without_a_contract_is_named_never_skipped_silently(
         pg.execute(
             f"drop table lending.{full}, lending.{empty}, lending.{late}, lending.{parts}, public.{late}".encode()
         )
+
+
+ODD_SQL = """
+create table {schema}.odd (id integer primary key, at timestamptz, due date, ints integer[], stamps timestamptz[]);
+insert into {schema}.odd values
+  (1, 'infinity', '10000-01-01', '{{1}}', '{{"2024-01-01 00:00+00",infinity}}'),
+  (2, '2024-01-01 00:00+00', '2024-01-01', '{{{{1,2}},{{3,4}}}}', '{{}}'),
+  (3, '-infinity', '0044-03-15 BC', null, null),
+  (4, '2024-06-01 12:00+00', '2024-06-01', '{{5,null}}', '{{"2024-06-01 12:00+00"}}');
+"""
+
+
+class _Kept:
+    """Silver as the pipeline leaves it: the writer refused rows 1 and 3 (values outside years 1-9999), and
+    Debezium sent row 2's two-dimensional integers as [null, null]."""
+
+    def __init__(self) -> None:
+        at = dt.datetime(2024, 6, 1, 12, tzinfo=dt.UTC)
+        self.data = {
+            2: (2, dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.date(2024, 1, 1), [None, None], []),
+            4: (4, at, dt.date(2024, 6, 1), [5, None], [at]),
+        }
+
+    def exists(self, contract: TableContract) -> bool:
+        return True
+
+    def rows(self, contract: TableContract) -> Iterator[Sequence[Any]]:
+        yield from self.data.values()
+
+    def row(self, contract: TableContract, key: Sequence[Any]) -> Sequence[Any] | None:
+        return self.data.get(int(key[0]))
+
+
+def test_values_python_cannot_hold_are_drift_not_a_failed_verify(stack: Stack, settings: Settings) -> None:
+    schema = f"cdcflow_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(settings.postgres.dsn(), autocommit=True) as pg:
+        pg.execute(f"create schema {schema}".encode())
+        try:
+            pg.execute(ODD_SQL.format(schema=schema).encode())
+            contract = table_contract(settings.postgres.dsn(), f"{schema}.odd")
+            assert contract is not None
+            result = compare_table(contract, PostgresSource(settings.postgres.dsn()), _Kept())
+        finally:
+            pg.execute(f"drop schema {schema} cascade".encode())
+    assert (result.source_rows, result.silver_rows, result.missing, result.different) == (4, 2, 2, 1)
+    assert [(d.problem, d.key) for d in result.first] == [
+        ("missing", ("1",)),
+        ("missing", ("3",)),
+        ("different", ("2",)),
+    ]
+    assert result.first[2].columns == ("ints",)
