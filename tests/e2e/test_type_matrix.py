@@ -112,7 +112,8 @@ create table lending.m_arrays (
     days date[],
     ids uuid[],
     flags boolean[],
-    moods lending.mood[]
+    moods lending.mood[],
+    rates numeric[]
 );
 
 create table lending.m_large (id integer primary key, doc text, image bytea, version integer);
@@ -191,14 +192,15 @@ insert into lending.m_docs values
   (5, '"just a string"', 'null', '{{"big": "{BIG}", "n": 1}}', 'k=>"v with \\"quote\\""', '\\xdeadbeef',
    decode('{BIG}', 'hex'));
 
-insert into lending.m_arrays values (1, null, null, null, null, null, null, null, null);
+insert into lending.m_arrays values (1, null, null, null, null, null, null, null, null, null);
 insert into lending.m_arrays (id) values (2);
 insert into lending.m_arrays values
   (3, '{{2147483647,-2147483648,0}}', '{{99999999.99,-0.01,null}}', '{{"a,b","with \\"quote\\"","",null,"ü🚀"}}',
    array['{BIG}'], '{{9999-12-31,0001-01-01}}', '{{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}}', '{{true,false,null}}',
-   '{{calm,über}}'),
-  (4, '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}'),
-  (5, '{{null}}', '{{0}}', '{{x}}', array['{BIG}', 'second'], '{{1970-01-01}}', '{{}}', '{{false}}', '{{tense}}');
+   '{{calm,über}}', '{{12345678901234567890123456789012345678.12345678901234567890123456789012345678,-1e-38,null}}'),
+  (4, '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}', '{{}}'),
+  (5, '{{null}}', '{{0}}', '{{x}}', array['{BIG}', 'second'], '{{1970-01-01}}', '{{}}', '{{false}}', '{{tense}}',
+   '{{0,1.5}}');
 
 insert into lending.m_parts values
   (1, '2024-03-01', 1.00, 'stays in 2024'),
@@ -308,8 +310,10 @@ EXPECTED: dict[str, dict[int, dict[str, Any]]] = {
         3: {"ints": None, "big_texts": None, "texts": ["a,b", 'with "quote"', "", None, "ü🚀"],
             "days": [dt.date(9999, 12, 31), dt.date(1, 1, 1)],
             "amounts": [Decimal("99999999.99"), Decimal("-0.01"), None],
-            "moods": ["calm", "über"], "flags": [True, False, None]},
-        5: {"ints": [42], "big_texts": [BIG, "second"], "ids": []},
+            "moods": ["calm", "über"], "flags": [True, False, None],
+            "rates": [Decimal("12345678901234567890123456789012345678.12345678901234567890123456789012345678"),
+                      Decimal("-1E-38"), None]},
+        5: {"ints": [42], "big_texts": [BIG, "second"], "ids": [], "rates": [Decimal(0), Decimal("1.5")]},
     },
     "m_parts": {
         1: {"taken_on": dt.date(2025, 1, 15), "note": "stays in 2024"},
@@ -341,6 +345,8 @@ def _comparable(value: Any, like: Any) -> Any:
         return value.astimezone(dt.UTC)
     if isinstance(value, str) and isinstance(like, Decimal):
         return Decimal(value)
+    if isinstance(value, list) and isinstance(like, list) and len(value) == len(like):
+        return [_comparable(v, w) for v, w in zip(value, like, strict=True)]
     if isinstance(value, str) and isinstance(like, dict):
         return json.loads(value)
     return value

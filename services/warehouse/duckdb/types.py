@@ -1,6 +1,6 @@
 """Arrow types as DuckDB columns.
 
-Unconstrained NUMERIC (76 digits) is wider than DuckDB's DECIMAL (38): it is stored as exact text.
+Unconstrained NUMERIC (76 digits) is wider than DuckDB's DECIMAL (38): it is stored as exact text, in a list too.
 """
 
 from __future__ import annotations
@@ -69,10 +69,19 @@ def _numeric(spelled: str) -> pa.DataType | None:
 
 
 def for_duckdb(table: pa.Table) -> pa.Table:
-    """Decimals wider than DuckDB's 38 digits become their exact text."""
+    """Decimals wider than DuckDB's 38 digits, alone or in a list, become their exact text."""
     columns, fields = [], []
     for field, column in zip(table.schema, table.columns, strict=True):
-        too_wide = pa.types.is_decimal(field.type) and field.type.precision > 38
-        columns.append(pc.cast(column, pa.string()) if too_wide else column)
-        fields.append(field.with_type(pa.string()) if too_wide else field)
+        wanted = _held_type(field.type)
+        columns.append(column if wanted == field.type else pc.cast(column, wanted))
+        fields.append(field.with_type(wanted))
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _held_type(data_type: pa.DataType) -> pa.DataType:
+    """The Arrow type DuckDB is given for a lake column of ``data_type`` (:func:`duckdb_type` names it)."""
+    if pa.types.is_decimal(data_type) and data_type.precision > 38:
+        return pa.string()
+    if pa.types.is_list(data_type):
+        return pa.list_(data_type.value_field.with_type(_held_type(data_type.value_type)))
+    return data_type
