@@ -1384,3 +1384,24 @@ def test_the_writer_names_arrays_whose_untouched_toast_arrives_null_unless_the_i
             "ALTER TABLE lending.series_more REPLICA IDENTITY FULL",
         )
     ]
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+def test_a_text_array_of_more_dimensions_than_declared_is_refused_not_stored(native_reader: bool) -> None:
+    """PostgreSQL lets a text[] column hold {{a,b},{c,d}}; Debezium sends each inner array as Java's name for it."""
+    values: list[bytes | None] = [
+        _event("c", after=_row(1, tags=["[Ljava.lang.String;@209136a9", "[Ljava.lang.String;@41961c5"])),
+        _event("c", after=_row(2, tags=["[Lfoo", "[L", "x"])),  # near it, but real text
+        _event("c", after=_row(3, tags=["[Ljava.util.UUID;@719d536e"])),
+        _event("c", after=_row(4, tags=None)),
+    ]
+    result = _decode(values, native_reader=native_reader)
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [
+        (Reason.WRONG_TYPE, 100),
+        (Reason.WRONG_TYPE, 102),
+    ]
+    assert "column tags: an element reads '[Ljava.lang.String;@209136a9', Java's name for an array" in (
+        result.failures[0].detail
+    )
+    assert result.rows.column("account_id").to_pylist() == [2, 4]
+    assert result.rows.column("tags").to_pylist() == [["[Lfoo", "[L", "x"], None]

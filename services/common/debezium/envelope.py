@@ -633,13 +633,38 @@ def _convert_list(column: Column, raw: pa.Array, target: pa.DataType) -> tuple[p
     elif items.semantic == "bytes":
         convert = _base64
     else:
-        return pc.cast(raw, target), []
+        checks = _java_array_names(raw, column.name) if pa.types.is_string(raw.type.value_type) else []
+        return pc.cast(raw, target), checks
 
     def each(values: object) -> object:
         assert isinstance(values, list)
         return [None if v is None else convert(v) for v in values]
 
     return _per_value(raw, target, each, Reason.WRONG_TYPE, column.name)
+
+
+# Java's name for an array object, which is what Debezium sends for each inner array of a text-like value with more
+# dimensions than its column declares (PostgreSQL does not hold a column to them; other element types arrive as
+# NULLs, which no reader can tell from real ones).
+_JAVA_ARRAY_NAME = r"^\[L[A-Za-z0-9_.$]+;@[0-9a-f]+$"
+
+
+def _java_array_names(raw: pa.Array, name: str) -> list[_Check]:
+    """The rows of a list of strings holding an element that is Java's name for an array."""
+    flat = pc.list_flatten(raw)
+    if not pc.any(pc.starts_with(flat, "[L")).as_py():  # nearly always: one pass, nothing to do
+        return []
+    found = pc.fill_null(pc.match_substring_regex(flat, _JAVA_ARRAY_NAME), False)
+    if not pc.any(found).as_py():
+        return []
+    rows = np.zeros(len(raw), dtype=bool)
+    rows[np.asarray(pc.list_parent_indices(raw))[np.asarray(found)]] = True
+    first = flat.filter(found)[0].as_py()
+    detail = (
+        f"column {name}: an element reads {first!r}, Java's name for an array: the value has more dimensions than "
+        "the column declares (PostgreSQL does not enforce them), and Debezium sends no inner array's elements"
+    )
+    return [_Check(rows, Reason.WRONG_TYPE, detail)]
 
 
 def _convert_items(column: Column, raw: pa.Array, target: pa.DataType) -> tuple[pa.Array, list[_Check]]:
