@@ -406,7 +406,7 @@ def test_an_array_of_unconstrained_numeric_is_exact(backend: Backend, request: p
     if backend.name == "bigquery":
         request.applymarker(pytest.mark.xfail(raises=WarehouseBusyError, strict=True, reason="emulator: BIGNUMERIC"))
     # a numeric[] column: DuckDB's staging took no list of 76-digit decimals, so the table's every load failed
-    readings = [
+    readings: list[list[Decimal | None] | None] = [
         [Decimal("12345678901234567890123456789012345678.1234567890123456789012345678901234567"), None],
         [Decimal("-0.00000000000000000000000000000000000001"), Decimal("1.5"), Decimal("0")],
         [],
