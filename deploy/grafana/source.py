@@ -99,6 +99,15 @@ def _connectors() -> list[PanelBuilder]:
             width=4,
         ),
         stat_panel(
+            "Types that stop the connector",
+            "Types of the source database Debezium fails on when the connector's task starts (an enum with no "
+            "label, a domain over an enum): from that start on nothing of the source is captured. The monitor logs "
+            "their names.",
+            "short",
+            Query(f"max by (connector) (cdcflow_source_unloadable_types{_CONNECTOR})", "{{connector}}"),
+            width=4,
+        ),
+        stat_panel(
             "Connect worker scraped",
             "1 when Prometheus reaches the worker's JMX exporter.",
             "bool",

@@ -341,6 +341,13 @@ class MonitorMetrics:
             ("connector",),
             registry=registry,
         )
+        self.unloadable_types = Gauge(
+            "cdcflow_source_unloadable_types",
+            "Types of the connector's source database that Debezium fails on when the connector's task starts (an"
+            " enum with no label, a domain over an enum): the task then fails and nothing of the source is captured.",
+            ("connector",),
+            registry=registry,
+        )
         self.unpublishable_tables = Gauge(
             "cdcflow_source_unpublishable_tables",
             "Tables the connector's include lists take that must not be published as they are, by reason: unlogged"

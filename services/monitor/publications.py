@@ -10,18 +10,22 @@ tables must not be published as they are: an UNLOGGED one cannot be, so the publ
 connector captures nothing of its whole source; one without a replica identity (no primary key and ``REPLICA
 IDENTITY DEFAULT``, or ``NOTHING``) can, and then PostgreSQL refuses its UPDATE and DELETE, so the application
 writing it fails. Both counts log the tables' names when they change.
+
+And a type anywhere in the source database can stop the connector at its task's next start: Debezium fails on an
+enum with no label and on a domain over an enum (:func:`~services.common.contracts.catalog.unloadable_types`),
+counted per connector and named in the log when they change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from services.common.contracts.catalog import HAZARD_KINDS
+from services.common.contracts.catalog import HAZARD_KINDS, unloadable_types
 from services.common.logging import get_logger
 from services.common.metrics import MonitorMetrics
-from services.stack.sources import Source, unpublishable_tables, unpublished_tables
+from services.stack.sources import Source, reading_source_tables, unpublishable_tables, unpublished_tables
 
-__all__ = ["PublicationProbe", "report_unpublishable", "report_unpublished"]
+__all__ = ["PublicationProbe", "report_unloadable_types", "report_unpublishable", "report_unpublished"]
 
 log = get_logger(__name__)
 
@@ -68,6 +72,21 @@ def report_unpublishable(metrics: MonitorMetrics, found: dict[str, dict[str, str
     return {connector: sorted(tables) for connector, tables in found.items()}
 
 
+def report_unloadable_types(metrics: MonitorMetrics, found: Found, previous: Found) -> Found:
+    """Set each connector's count of types Debezium fails on (``found``: their names, per connector) and log the
+    names when they change; drop the series of connectors that are gone. Returns what was reported."""
+    for connector, types in found.items():
+        metrics.unloadable_types.labels(connector).set(len(types))
+        if types and types != previous.get(connector, []):
+            fix = "docs/runbook.md#cdcflowsourcetypeunloadable"
+            log.warning("monitor.types_unloadable", connector=connector, types=types, fix=fix)
+        elif previous.get(connector) and not types:
+            log.info("monitor.types_loadable", connector=connector)
+    for gone in set(previous) - set(found):
+        metrics.unloadable_types.remove(gone)
+    return found
+
+
 class PublicationProbe:
     """Every source of ``sources()`` (one per connector file): its tables missing from its publication, and
     those that must not be published as they are."""
@@ -88,12 +107,13 @@ class PublicationProbe:
         self._timeout_s = timeout_s
         self._unpublished: Found = {}
         self._unpublishable: Found = {}
+        self._unloadable: Found = {}
 
     def close(self) -> None:
         """A connection per source and poll, closed at once."""
 
     def poll(self) -> None:
-        unpublished, unpublishable = {}, {}
+        unpublished, unpublishable, unloadable = {}, {}, {}
         for source in self._sources():
             dsn, config = source.dsn(), source.config
             unpublished[source.connector] = unpublished_tables(
@@ -101,5 +121,8 @@ class PublicationProbe:
             )
             hazards = unpublishable_tables(dsn, config, timeout_s=self._timeout_s)
             unpublishable[source.connector] = {t: h.kind for t, h in hazards.items() if t not in self._exclude}
+            with reading_source_tables():
+                unloadable[source.connector] = sorted(unloadable_types(dsn, timeout_s=self._timeout_s))
         self._unpublished = report_unpublished(self._metrics, unpublished, self._unpublished)
         self._unpublishable = report_unpublishable(self._metrics, unpublishable, self._unpublishable)
+        self._unloadable = report_unloadable_types(self._metrics, unloadable, self._unloadable)

@@ -422,8 +422,9 @@ def add_table(settings: Settings, table: str, source: str | None = None, *, time
 
 def _check_capturable(signal: SignalTarget, table: str, settings: Settings) -> None:
     """Refuses, before anything changes, a table the writer could not take (no such table, no key, a column of a
-    type the connector changes) or one whose publishing would make PostgreSQL refuse its UPDATE and DELETE."""
-    from services.common.contracts.catalog import publishing_hazards, table_contract
+    type the connector changes), one whose publishing would make PostgreSQL refuse its UPDATE and DELETE, and any
+    table while the database holds a type Debezium fails on (adding a table restarts the connector's task)."""
+    from services.common.contracts.catalog import publishing_hazards, table_contract, unloadable_types
     from services.common.contracts.errors import CatalogUnreachableError, ContractError
     from services.common.contracts.reserved import warehouse_names
 
@@ -436,12 +437,15 @@ def _check_capturable(signal: SignalTarget, table: str, settings: Settings) -> N
             timeout_s=10,
         )
         hazard = publishing_hazards(signal.dsn, timeout_s=10).get(table)
+        types = unloadable_types(signal.dsn, timeout_s=10)
     except (CatalogUnreachableError, ContractError) as exc:
         raise StackError(f"{table} cannot be captured, nothing was changed: {exc}") from None
     if contract is None:
         raise StackError(f"the source database of connector {signal.connector!r} has no table {table}")
     if hazard:
         raise StackError(f"{hazard.why}. Nothing was changed")
+    if types:
+        raise StackError("; ".join(types.values()) + ". Nothing was changed: adding a table restarts the task")
 
 
 def widened(config: dict[str, str], table: str) -> dict[str, str]:

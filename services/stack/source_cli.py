@@ -35,10 +35,10 @@ def add(
     from services.stack.connect import ConnectWorker
     from services.stack.errors import StackError
     from services.stack.sources import (
+        capture_blockers,
         ensure_capture_objects,
         new_connector,
         own_rows_overrides,
-        unpublishable_tables,
         write_connector,
     )
 
@@ -47,10 +47,9 @@ def add(
     config = document["config"]
     if "password" not in conninfo_to_dict(dsn) and config["database.password"].startswith("${env:CDCFLOW_POSTGRES"):
         dsn = make_conninfo(dsn, password=settings.postgres.password.get_secret_value())  # the stack's own user
-    if problems := unpublishable_tables(dsn, config):
+    if problems := capture_blockers(dsn, config):
         raise StackError(
-            "; ".join(hazard.why for hazard in problems.values())
-            + ". Nothing was written: fix them, or name the tables to capture with --tables"
+            "; ".join(problems) + ". Nothing was written: fix them, or name the tables to capture with --tables"
         )
     config.update(own_rows_overrides(dsn, config))
     ensure_capture_objects(dsn)

@@ -23,7 +23,13 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from services.common.contracts.catalog import PublishingHazard, bounded_dsn, inheritance_parents, publishing_hazards
+from services.common.contracts.catalog import (
+    PublishingHazard,
+    bounded_dsn,
+    inheritance_parents,
+    publishing_hazards,
+    unloadable_types,
+)
 from services.common.contracts.errors import CatalogUnreachableError, ContractError
 from services.common.kafka import MAX_RECORD_BYTES
 from services.common.logging import get_logger
@@ -46,6 +52,7 @@ log = get_logger(__name__)
 __all__ = [
     "FIDELITY",
     "Source",
+    "capture_blockers",
     "capture_sql",
     "ensure_capture_objects",
     "new_connector",
@@ -145,6 +152,16 @@ def unpublishable_tables(dsn: str, config: dict[str, str], *, timeout_s: float =
     return {table: hazard for table, hazard in hazards.items() if captured(config, table)}
 
 
+def capture_blockers(dsn: str, config: dict[str, str], *, timeout_s: float = 10.0) -> list[str]:
+    """Why the connector of ``config`` must not start on the database of ``dsn`` as it is, with the remedies: each
+    type of the database Debezium fails on (:func:`~services.common.contracts.catalog.unloadable_types`), then each
+    table its lists take that must not be published (:func:`unpublishable_tables`). Empty when it may."""
+    with reading_source_tables():
+        types = unloadable_types(dsn, timeout_s=timeout_s)
+    tables = unpublishable_tables(dsn, config, timeout_s=timeout_s)
+    return [*types.values(), *(hazard.why for hazard in tables.values())]
+
+
 SNAPSHOT_OVERRIDES = "snapshot.select.statement.overrides"
 
 
@@ -168,16 +185,16 @@ def registration(settings: Settings, source: Source, *, timeout_s: float = 10.0)
     """The config to register for ``source``'s connector file: the file's (``${env:…}`` references kept) with the
     snapshot overrides of :func:`own_rows_overrides` on top.
 
-    Raises :class:`StackError` naming each table its lists take that must not be published as it is
-    (:func:`unpublishable_tables`): Debezium publishes every such table whenever the connector's task starts, so
-    registering it would stop the source or its application's UPDATE and DELETE. A database out of reach raises
+    Raises :class:`StackError` with each of :func:`capture_blockers`: a type Debezium fails on stops the source
+    at its task's next start, and Debezium publishes every table its lists take whenever the task starts, so
+    registering would stop the source or its application's UPDATE and DELETE. A database out of reach raises
     :class:`SourceUnreachableError`: the caller decides whether the file's config may go as it is.
     """
     dsn = source.dsn()
-    if problems := unpublishable_tables(dsn, source.config, timeout_s=timeout_s):
+    if problems := capture_blockers(dsn, source.config, timeout_s=timeout_s):
         raise StackError(
             f"connector {source.connector!r} not registered: "
-            + "; ".join(hazard.why for hazard in problems.values())
+            + "; ".join(problems)
             + f" ({settings.stack.connect_dir / 'connectors' / source.connector}.json)"
         )
     config = load_connector(settings.stack.connect_dir, source.connector)

@@ -355,3 +355,20 @@ def test_captured_tables_that_cannot_be_published_are_counted_by_reason(
             wait_until("both remedied", lambda: (counted("no_replica_identity"), counted("unlogged")) == (0, 0))
         finally:
             pg.execute(f"drop table lending.{name}, public.{name}, lending.{name}_stage, lending.{name}_keyed".encode())
+
+
+def test_types_the_connector_would_fail_on_are_counted_for_its_connector(
+    settings: Settings, monitor: MonitorProcess
+) -> None:
+    metric = "cdcflow_source_unloadable_types"
+    assert monitor.value(metric, connector="lending") == 0
+    name = f"mon_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(settings.postgres.dsn(), autocommit=True) as pg:
+        # in a schema the connector does not capture, used by no table: Debezium loads every type at start
+        pg.execute(f"create type public.{name} as enum ('a'); create domain public.{name}_d as public.{name}".encode())
+        try:
+            monitor.wait_for(metric, 1, connector="lending")
+            assert f'"types": ["public.{name}_d"]' in monitor.log.read_text()
+        finally:
+            pg.execute(f"drop domain public.{name}_d; drop type public.{name}".encode())
+    monitor.wait_for(metric, 0, connector="lending")

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from services.stack.connect import load_connector
-from services.stack.errors import StackError
+from services.stack.errors import ComponentFailedError, StackError
 from services.stack.processes import pid_alive
 from services.stack.runtime import Stack
 from services.stack.sources import SNAPSHOT_OVERRIDES, registrations
@@ -169,5 +169,48 @@ def test_a_source_whose_tables_must_not_be_published_is_not_registered(stack: St
         assert configs["shop"][f"{SNAPSHOT_OVERRIDES}.public.events"] == 'SELECT * FROM ONLY "public"."events"'
         assert {k: v for k, v in configs["shop"].items() if not k.startswith(SNAPSHOT_OVERRIDES)} == document["config"]
     finally:
+        with psycopg.connect(stack.settings.postgres.dsn(), autocommit=True) as conn:
+            conn.execute("drop database if exists shop with (force)")
+
+
+def test_a_source_holding_a_type_debezium_fails_on_is_not_registered(stack: Stack, tmp_path: Path) -> None:
+    shop = stack.settings.postgres.model_copy(update={"database": "shop"}).dsn()
+    with psycopg.connect(stack.settings.postgres.dsn(), autocommit=True) as conn:
+        conn.execute("create database shop")
+    two = _with_second_source(stack, tmp_path / "connect")
+    try:
+        with psycopg.connect(shop, autocommit=True) as conn:
+            conn.execute(SHOP_SQL)
+            # in a schema the connector does not capture, used by no table: Debezium loads every type at start
+            conn.execute(
+                "create schema other; create type other.mood as enum ('calm'); create domain other.moody as other.mood"
+            )
+            conn.execute("create type other.nothing as enum ()")
+
+        configs, refused = registrations(two.settings)
+        assert "shop" not in configs
+        [why] = refused
+        assert "type other.moody is a domain over the enum mood: Debezium's connector fails its task" in why
+        assert "type other.nothing is an enum with no label" in why
+        with pytest.raises(StackError, match=r"connector 'shop' not registered: type other.moody"):
+            two.up()
+        assert two.connect.connector_status("shop") is None
+
+        # what the refusal spares: registered anyway, the task fails before it captures anything
+        two.connect.put("shop", load_connector(two.settings.stack.connect_dir, "shop"))
+        with pytest.raises(ComponentFailedError, match="NullPointerException"):
+            two.connect.wait_running("shop", timeout_s=60)
+        two.connect.delete("shop")
+
+        with psycopg.connect(shop, autocommit=True) as conn:  # the remedies the refusal names
+            conn.execute("drop domain other.moody; alter type other.nothing add value 'placeholder'")
+        configs, refused = registrations(two.settings)
+        assert refused == []
+        assert "shop" in configs
+    finally:
+        stack.connect.delete("shop")
+        if ("cdcflow_shop", False) in stack.postgres.slots() or ("cdcflow_shop", True) in stack.postgres.slots():
+            wait_until("the shop slot to be released", lambda: ("cdcflow_shop", True) not in stack.postgres.slots())
+            stack.postgres.drop_slot("cdcflow_shop", "shop")
         with psycopg.connect(stack.settings.postgres.dsn(), autocommit=True) as conn:
             conn.execute("drop database if exists shop with (force)")

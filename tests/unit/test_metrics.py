@@ -69,6 +69,7 @@ CONTRACT: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
         "cdcflow_connector_task_running": ("gauge", ("connector", "task")),
         "cdcflow_source_unpublished_tables": ("gauge", ("connector",)),
         "cdcflow_source_unpublishable_tables": ("gauge", ("connector", "reason")),
+        "cdcflow_source_unloadable_types": ("gauge", ("connector",)),
         "cdcflow_bronze_freshness_seconds": ("gauge", ("table",)),
         "cdcflow_bronze_last_load_timestamp_seconds": ("gauge", ("table",)),
         "cdcflow_transform_last_run_timestamp_seconds": ("gauge", ()),

@@ -11,6 +11,7 @@ import duckdb
 import pytest
 from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from services.common.errors import ConfigError
 from services.common.lake import open_lake
@@ -19,7 +20,7 @@ from services.common.settings import LakeSettings, load_settings
 from services.common.signals import Shutdown
 from services.monitor.app import Monitor
 from services.monitor.dlq import DlqCounter
-from services.monitor.publications import report_unpublishable, report_unpublished
+from services.monitor.publications import report_unloadable_types, report_unpublishable, report_unpublished
 from services.monitor.slots import SlotState, report_slots
 from services.monitor.transform import TransformProbe
 from services.monitor.warehouse import DuckDBBronze, WarehouseProbe, table_label
@@ -81,6 +82,21 @@ def test_unpublishable_tables_are_counted_per_reason_and_a_gone_connector_loses_
     report_unpublishable(metrics, {"lending": {}, "shop": {}}, seen)
     assert get(metric, {"connector": "lending", "reason": "no_replica_identity"}) == 0
     assert get(metric, {"connector": "stage", "reason": "unlogged"}) is None  # its connector file is gone
+
+
+def test_unloadable_types_are_counted_per_connector_and_named_when_they_change() -> None:
+    metrics, registry = _metrics()
+    get = registry.get_sample_value
+    metric = "cdcflow_source_unloadable_types"
+    with capture_logs() as logs:
+        seen = report_unloadable_types(metrics, {"lending": ["public.moody"], "shop": []}, {})
+        assert (get(metric, {"connector": "lending"}), get(metric, {"connector": "shop"})) == (1, 0)
+        seen = report_unloadable_types(metrics, {"lending": ["public.moody"], "shop": []}, seen)  # unchanged
+        report_unloadable_types(metrics, {"lending": []}, seen)
+    assert get(metric, {"connector": "lending"}) == 0
+    assert get(metric, {"connector": "shop"}) is None  # its connector file is gone
+    named = [(e["event"], e.get("types")) for e in logs if e["event"].startswith("monitor.types_")]
+    assert named == [("monitor.types_unloadable", ["public.moody"]), ("monitor.types_loadable", None)]
 
 
 def test_a_dropped_slot_loses_its_series() -> None:

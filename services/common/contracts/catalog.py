@@ -36,6 +36,7 @@ __all__ = [
     "publishing_hazards",
     "table_contract",
     "table_key",
+    "unloadable_types",
 ]
 
 _SEMANTIC_BY_TYPE: dict[str, Semantic] = {
@@ -414,6 +415,41 @@ def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str,
                 "(or FULL, or add a primary key)",
             )
     return hazards
+
+
+# Debezium's connector (3.4) loads every type of the database when its task starts, reading the labels of each
+# type in the enum category; one with no label of its own fails the task (a NullPointerException in its type
+# registry), whatever tables the connector captures.
+_UNLOADABLE_TYPES_SQL = """
+select n.nspname, t.typname, t.typtype::text, (select b.typname from pg_type b where b.oid = t.typbasetype)
+  from pg_type t join pg_namespace n on n.oid = t.typnamespace
+ where t.typcategory = 'E' and n.nspname <> 'pg_toast'
+   and not exists (select 1 from pg_enum e where e.enumtypid = t.oid)
+ order by 1, 2
+"""
+
+
+def unloadable_types(dsn: str, *, timeout_s: float | None = None) -> dict[str, str]:
+    """Each ``schema.type`` of the database that Debezium's connector fails on when its task starts, with what that
+    does and the remedy: an enum declared with no label, or a domain over an enum. The whole source goes
+    uncaptured, whichever schema holds the type. Raises as :func:`contracts_from_catalog` does."""
+    with _catalog(dsn, timeout_s) as conn:
+        rows = conn.execute(_UNLOADABLE_TYPES_SQL).fetchall()
+    found = {}
+    for schema, name, kind, base in rows:
+        qualified = f"{schema}.{name}"
+        if kind == "d":
+            what, remedy = f"a domain over the enum {base}", f"give its columns the enum {base} and drop the domain"
+        elif kind == "e":
+            what, remedy = "an enum with no label", f"give it one (ALTER TYPE {qualified} ADD VALUE …) or drop it"
+        else:
+            what, remedy = "a type of the enum category with no label", "drop it"
+        found[qualified] = (
+            f"type {qualified} is {what}: Debezium's connector fails its task when it loads the database's types "
+            f"(a NullPointerException in its type registry) and captures nothing of the source. Before the "
+            f"connector starts, {remedy}"
+        )
+    return found
 
 
 _INHERITED_SQL = """
