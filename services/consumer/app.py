@@ -372,7 +372,7 @@ class LakeWriter:
                 self._router.adopt(discovered)
                 route = self._router.route(topic)
             elif why := self._evolution.refusal(route.schema, route.table):
-                route = replace(route, detail=f"{route.detail}; the catalog refused it: {why}")
+                route = replace(route, detail=f"no contract for table {route.schema}.{route.table}: {why}")
         return route
 
     def _dead_letter(self, failures: Sequence[DecodeFailure]) -> None:

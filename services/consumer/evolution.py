@@ -81,7 +81,14 @@ class CatalogEvolution:
             self._refusals[table] = str(exc).strip()
             found = None
         else:
-            self._refusals.pop(table, None)
+            if found is None:  # changes made before a DROP or a RENAME, read after it
+                self._refusals[table] = (
+                    f"{table} is not in PostgreSQL's catalog now: dropped, or renamed, since these changes were "
+                    "made. A renamed table's changes arrive under its new name from the rename on, as a new table: "
+                    "`cdcflow backfill start <schema.new_name>` copies the rows it holds"
+                )
+            else:
+                self._refusals.pop(table, None)
         if found is None:
             self._refused_until[table] = time.monotonic() + _RETRY_REFUSED_S
             return None
@@ -89,7 +96,7 @@ class CatalogEvolution:
 
     def refusal(self, schema: str, table: str) -> str | None:
         """Why the catalog gave no contract for ``schema.table`` at its last lookup (no usable key, a column of
-        a type the connector changes), or None."""
+        a type the connector changes, no such table), or None."""
         return self._refusals.get(f"{schema}.{table}")
 
     def discover(self, schema: str, table: str) -> TableContract | None:
