@@ -37,6 +37,13 @@ _RETRY_REFUSED_S = 60.0
 _TIMEOUT_S = 5.0
 
 
+_GONE = (
+    "{table} is not in PostgreSQL's catalog now: dropped, or renamed, since these changes were made. A renamed "
+    "table's changes arrive under its new name from the rename on, as a new table: `cdcflow backfill start "
+    "<schema.new_name>` copies the rows it holds"
+)
+
+
 class CatalogEvolution:
     def __init__(
         self,
@@ -81,14 +88,9 @@ class CatalogEvolution:
             self._refusals[table] = str(exc).strip()
             found = None
         else:
+            self._refusals.pop(table, None)
             if found is None:  # changes made before a DROP or a RENAME, read after it
-                self._refusals[table] = (
-                    f"{table} is not in PostgreSQL's catalog now: dropped, or renamed, since these changes were "
-                    "made. A renamed table's changes arrive under its new name from the rename on, as a new table: "
-                    "`cdcflow backfill start <schema.new_name>` copies the rows it holds"
-                )
-            else:
-                self._refusals.pop(table, None)
+                self._refusals[table] = _GONE.format(table=table)
         if found is None:
             self._refused_until[table] = time.monotonic() + _RETRY_REFUSED_S
             return None

@@ -52,8 +52,8 @@ def _wait_running(worker: ConnectWorker, name: str, timeout_s: float) -> None:
 
 def register_all(settings: Settings, timeout_s: float) -> list[str]:
     """PUT each ``connect/connectors/<name>.json`` (idempotent) and wait until each runs; the names. A connector
-    whose lists take a table that must not be published as it is is not registered, the others are, then a
-    :class:`DeployError` names the tables (:func:`~services.stack.sources.registrations`)."""
+    whose source must not be captured as it is is not registered, the others are, then a :class:`DeployError`
+    says why (:func:`~services.stack.sources.registrations`)."""
     names = connector_names(settings.stack.connect_dir)
     if not names:
         raise DeployError(f"no connector files in {settings.stack.connect_dir / 'connectors'}")

@@ -102,8 +102,8 @@ class Stack:
 
     def _start_connector(self, timeout_s: float) -> None:
         """Register every source's connector (a re-run updates their configs) and wait until they run. One whose
-        lists take a table that must not be published as it is stays unregistered (the others are) and the step
-        fails naming the tables (:func:`~services.stack.sources.registrations`)."""
+        source must not be captured as it is stays unregistered (the others are) and the step fails saying why
+        (:func:`~services.stack.sources.registrations`)."""
         from services.stack.sources import registrations
 
         clashes = source_clashes(self.sources(), self.settings.connector_env())

@@ -47,8 +47,6 @@ from services.stack.connect import (
 from services.stack.errors import SourceUnreachableError, StackError
 from services.stack.processes import wait_for
 
-log = get_logger(__name__)
-
 __all__ = [
     "FIDELITY",
     "Source",
@@ -64,6 +62,8 @@ __all__ = [
     "unpublished_tables",
     "write_connector",
 ]
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +134,8 @@ def unpublished_tables(
 
 @contextlib.contextmanager
 def reading_source_tables() -> Iterator[None]:
-    """The source database's catalog out of reach, or refusing a query, as a :class:`StackError` saying so."""
+    """The source database's catalog refusing a query as a :class:`StackError` saying so; out of reach, as a
+    :class:`SourceUnreachableError`."""
     try:
         yield
     except CatalogUnreachableError as exc:
@@ -206,7 +207,7 @@ def registrations(settings: Settings, *, timeout_s: float = 10.0) -> tuple[dict[
     """The config to register of each connector file that may be registered (:func:`registration`), by
     connector name, and why each other may not. A source database out of reach is not checked: its file's config
     goes as it is, with a warning, as Connect's task will meet the same outage and the monitor checks its tables
-    once it can reach them."""
+    and types once it can reach them."""
     configs, refused = {}, []
     for source in sources(settings):
         try:
