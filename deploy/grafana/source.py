@@ -88,9 +88,10 @@ def _connectors() -> list[PanelBuilder]:
         ),
         stat_panel(
             "Tables that cannot be published",
-            "Tables the connector's include lists take that must not be published as they are: unlogged (the "
-            "connector then captures nothing) or without a replica identity (PostgreSQL then refuses their UPDATE "
-            "and DELETE). The monitor logs their names.",
+            "Tables the connector's include lists take that must not be captured as they are: unlogged or with column "
+            "names differing only in case (the connector then captures nothing), without a replica identity "
+            "(PostgreSQL then refuses their UPDATE and DELETE), or with row-level security that hides rows from the "
+            "connector's snapshots. The monitor logs their names.",
             "short",
             Query(
                 f"max by (connector, reason) (cdcflow_source_unpublishable_tables{_CONNECTOR})",

@@ -350,9 +350,10 @@ class MonitorMetrics:
         )
         self.unpublishable_tables = Gauge(
             "cdcflow_source_unpublishable_tables",
-            "Tables the connector's include lists take that must not be published as they are, by reason: unlogged"
+            "Tables the connector's include lists take that must not be captured as they are, by reason: unlogged"
             " and columns_differ_in_case (the connector then captures nothing), no_replica_identity (PostgreSQL"
-            " refuses their UPDATE and DELETE).",
+            " refuses their UPDATE and DELETE), rows_hidden_by_policy (row-level security hides rows from the"
+            " connector's snapshots).",
             ("connector", "reason"),
             registry=registry,
         )

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg import sql
+from pydantic import SecretStr
 
 from services.common.contracts.catalog import GENERATED, contracts_from_catalog, publishing_hazards, table_key
 from services.common.contracts.compat import compare
@@ -285,6 +286,61 @@ def test_tables_that_must_not_be_published_are_named_with_why(
             pg.execute(f"update {s}.unkeyed set a = a + 1".encode())
     finally:
         pg.execute(f"drop publication {s}_pub".encode())
+
+
+RLS_SQL = """
+create table {s}.no_policy (id int primary key);
+create table {s}.tenants (id int primary key, tenant text);
+create table {s}.shown (id int primary key);
+create table {s}.narrowed (id int primary key);
+create table {s}.plain (id int primary key);
+insert into {s}.no_policy select generate_series(1, 4);
+insert into {s}.tenants select g, case when g < 3 then 'a' else 'b' end from generate_series(1, 4) g;
+insert into {s}.shown select generate_series(1, 4);
+insert into {s}.narrowed select generate_series(1, 4);
+insert into {s}.plain select generate_series(1, 4);
+alter table {s}.no_policy enable row level security;
+alter table {s}.tenants enable row level security;
+create policy tenant_a on {s}.tenants for select to {role} using (tenant = 'a');
+alter table {s}.shown enable row level security;
+create policy every_row on {s}.shown for select to {role} using (true);
+alter table {s}.narrowed enable row level security;
+create policy every_row on {s}.narrowed for select to public using (true);
+create policy first_only on {s}.narrowed as restrictive for select to {role} using (id < 2);
+grant usage on schema {s} to {role};
+grant select on all tables in schema {s} to {role};
+"""
+
+
+def test_row_level_security_that_hides_rows_from_the_connectors_user_is_a_hazard(
+    pg: Conn, settings: Settings, scratch_schema: str
+) -> None:
+    s, role = scratch_schema, f"{scratch_schema}_reader"
+    pg.execute(f"create role {role} login replication password 'reader'".encode())
+    try:
+        pg.execute(RLS_SQL.format(s=s, role=role).encode())
+        reader = settings.postgres.model_copy(update={"user": role, "password": SecretStr("reader")}).dsn()
+
+        def hidden(dsn: str) -> dict[str, str]:
+            return {t: h.kind for t, h in publishing_hazards(dsn).items() if t.startswith(f"{s}.")}
+
+        kind = "rows_hidden_by_policy"
+        assert hidden(reader) == {f"{s}.no_policy": kind, f"{s}.tenants": kind, f"{s}.narrowed": kind}
+        why = publishing_hazards(reader)[f"{s}.tenants"].why
+        assert f"row-level security that applies to {role}, the user the connector reads it as" in why
+        assert f"ALTER ROLE {role} BYPASSRLS" in why
+        # what the hazard is: the rows a snapshot's SELECT as that user reads, without an error
+        with psycopg.connect(reader) as conn:
+            seen = {t: conn.execute(f"select count(*) from {s}.{t}".encode()).fetchone() for t in RLS_TABLES}
+        assert seen == {"no_policy": (0,), "tenants": (2,), "shown": (4,), "narrowed": (1,), "plain": (4,)}
+        assert hidden(settings.postgres.dsn()) == {}  # the stack's own user is a superuser
+        pg.execute(f"alter role {role} bypassrls".encode())  # the remedy
+        assert hidden(reader) == {}
+    finally:
+        pg.execute(f"drop owned by {role}; drop role {role}".encode())
+
+
+RLS_TABLES = ("no_policy", "tenants", "shown", "narrowed", "plain")
 
 
 UNSAFE_NAME = "a column name holds letters, digits"

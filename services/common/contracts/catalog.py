@@ -361,7 +361,23 @@ select n.nspname, c.relname, c.relpersistence = 'u' as unlogged, c.relreplident 
          where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and lower(a.attname) in (
                select lower(b.attname) from pg_attribute b
                 where b.attrelid = c.oid and b.attnum > 0 and not b.attisdropped
-                group by lower(b.attname) having count(*) > 1)) as names_alike
+                group by lower(b.attname) having count(*) > 1)) as names_alike,
+       c.relrowsecurity and not (
+           (select r.rolsuper or r.rolbypassrls from pg_roles r where r.rolname = current_user)
+           or pg_has_role(current_user, c.relowner, 'USAGE') and not c.relforcerowsecurity
+           or exists (select 1 from pg_policy p where p.polrelid = c.oid and p.polpermissive
+                         and p.polcmd in ('r', '*') and pg_get_expr(p.polqual, p.polrelid) = 'true'
+                         and exists (select 1 from unnest(p.polroles) as g(role)
+                                      where case when g.role = 0 then true
+                                                 else pg_has_role(current_user, g.role, 'USAGE') end))
+              and not exists (select 1 from pg_policy p where p.polrelid = c.oid and not p.polpermissive
+                                 and p.polcmd in ('r', '*')
+                                 and coalesce(pg_get_expr(p.polqual, p.polrelid), 'true') <> 'true'
+                                 and exists (select 1 from unnest(p.polroles) as g(role)
+                                              where case when g.role = 0 then true
+                                                         else pg_has_role(current_user, g.role, 'USAGE') end))
+       ) as rows_hidden,
+       current_user
   from pg_class c join pg_namespace n on n.oid = c.relnamespace
  where c.relkind in ('r', 'p') and not c.relispartition
    and n.nspname not in ('pg_catalog', 'information_schema')
@@ -370,9 +386,9 @@ select n.nspname, c.relname, c.relpersistence = 'u' as unlogged, c.relreplident 
 """
 
 
-HAZARD_KINDS = ("unlogged", "columns_differ_in_case", "no_replica_identity")
-"""Why a table must not be published as it is: no publication can take it, Debezium fails on it, or PostgreSQL
-would then refuse its UPDATE and DELETE."""
+HAZARD_KINDS = ("unlogged", "columns_differ_in_case", "no_replica_identity", "rows_hidden_by_policy")
+"""Why a table must not be captured as it is: no publication can take it, Debezium fails on it, PostgreSQL would
+then refuse its UPDATE and DELETE, or its row-level security hides rows from the connector's snapshots."""
 
 
 class PublishingHazard(NamedTuple):
@@ -381,15 +397,16 @@ class PublishingHazard(NamedTuple):
 
 
 def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str, PublishingHazard]:
-    """Each ``schema.table`` that must not join a publication as it is, with what that would do and the remedy:
-    an UNLOGGED table cannot be published at all (the connector's filtered publication then fails to update and
-    the whole source stops), Debezium fails the connector's task on a table with two column names that differ
-    only in case, and PostgreSQL refuses UPDATE and DELETE on a published table without a replica identity.
-    Raises as :func:`contracts_from_catalog` does."""
+    """Each ``schema.table`` that must not be captured as it is, with what that would do and the remedy: an
+    UNLOGGED table cannot be published at all (the connector's filtered publication then fails to update and the
+    whole source stops), Debezium fails the connector's task on a table with two column names that differ only
+    in case, PostgreSQL refuses UPDATE and DELETE on a published table without a replica identity, and a table
+    whose row-level security applies to the user of ``dsn`` (the connector's) shows that user's snapshots only the
+    rows its policies let it see. Raises as :func:`contracts_from_catalog` does."""
     with _catalog(dsn, timeout_s) as conn:
         rows = conn.execute(_PUBLISHING_SQL).fetchall()
     hazards = {}
-    for schema, name, unlogged, without_identity, identity, names_alike in rows:
+    for schema, name, unlogged, without_identity, identity, names_alike, rows_hidden, user in rows:
         table = f"{schema}.{name}"
         if unlogged:
             remedy = f"ALTER TABLE {table} SET LOGGED"
@@ -414,7 +431,18 @@ def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str,
                 f"first: ALTER TABLE {table} REPLICA IDENTITY USING INDEX <unique index on NOT NULL columns> "
                 "(or FULL, or add a primary key)",
             )
+        elif rows_hidden:
+            hazards[table] = PublishingHazard("rows_hidden_by_policy", _rows_hidden(table, str(user)))
     return hazards
+
+
+def _rows_hidden(table: str, user: str) -> str:
+    return (
+        f"{table} has row-level security that applies to {user}, the user the connector reads it as: Debezium's "
+        "snapshots and backfills would read only the rows its policies show that user (none without a policy), "
+        f"with no error, and silver would lack the others. ALTER ROLE {user} BYPASSRLS (as a superuser), or give "
+        f"it every row: CREATE POLICY <name> ON {table} FOR SELECT TO {user} USING (true)"
+    )
 
 
 # Debezium's connector (3.4) loads every type of the database when its task starts, reading the labels of each

@@ -633,7 +633,8 @@ def _convert_list(column: Column, raw: pa.Array, target: pa.DataType) -> tuple[p
     elif items.semantic == "bytes":
         convert = _base64
     else:
-        checks = _java_array_names(raw, column.name) if pa.types.is_string(raw.type.value_type) else []
+        texts = pa.types.is_list(raw.type) and pa.types.is_string(raw.type.value_type)
+        checks = _java_array_names(raw, column.name) if texts else []
         return pc.cast(raw, target), checks
 
     def each(values: object) -> object:
