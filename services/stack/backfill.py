@@ -152,6 +152,19 @@ def _check_keys(signal: SignalTarget, tables: Sequence[str]) -> None:
         )
 
 
+def _check_visible(signal: SignalTarget, tables: Sequence[str]) -> None:
+    """Each table shows the connector's user all its rows: Debezium reads a snapshot's chunks as that user, and
+    row-level security would hide some of them without an error."""
+    from services.common.contracts.catalog import publishing_hazards
+    from services.stack.sources import reading_source_tables
+
+    with reading_source_tables():
+        hazards = publishing_hazards(signal.dsn, timeout_s=10)
+    hidden = [hazards[t].why for t in tables if t in hazards and hazards[t].kind == "rows_hidden_by_policy"]
+    if hidden:
+        raise StackError("; ".join(hidden) + ". Nothing was sent")
+
+
 def window_guard_problem(signal: SignalTarget) -> str | None:
     """What keeps the source's snapshot window guard (``capture.sql``'s trigger on the signal table) from holding
     a chunk's window until the commits streamed before it are visible; None when nothing does. Without the
@@ -196,6 +209,7 @@ def start_snapshot(
     """
     _check_tables(signal, tables)
     _check_keys(signal, tables)
+    _check_visible(signal, tables)
     data: dict[str, Any] = {"data-collections": list(tables), "type": "INCREMENTAL"}
     conditions = _conditions(signal, tables, where)
     if conditions:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -69,6 +70,27 @@ def test_a_table_without_a_primary_key_is_refused(keyless: str, pg: psycopg.Conn
     assert done.returncode != 0
     assert f"{keyless} has no primary key" in done.stdout + done.stderr
     assert _signals(pg) == before
+
+
+def test_a_table_whose_rows_row_level_security_hides_is_refused(
+    stack: Stack, settings: Settings, pg: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    name = f"lending.tenants_{uuid.uuid4().hex[:8]}"
+    pg.execute(f"create table {name} (id integer primary key); alter table {name} enable row level security".encode())
+    try:
+        with login_role(pg, settings, "rls_reader", ["usage on schema lending", f"select on {name}"]) as reader:
+            before = _signals(pg)
+            env = {**os.environ, "CDCFLOW_POSTGRES__USER": reader.postgres.user}
+            env["CDCFLOW_POSTGRES__PASSWORD"] = reader.postgres.password.get_secret_value()
+            done = subprocess.run(
+                [CDCFLOW, "backfill", "start", name], capture_output=True, text=True, env=env, timeout=120, check=False
+            )
+            assert done.returncode != 0
+            assert f"{name} has row-level security that applies to {reader.postgres.user}" in done.stderr
+            assert "Nothing was sent" in done.stderr
+            assert _signals(pg) == before
+    finally:
+        pg.execute(f"drop table {name}".encode())
 
 
 @pytest.fixture

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg import sql
-from pydantic import SecretStr
 
 from services.common.contracts.catalog import GENERATED, contracts_from_catalog, publishing_hazards, table_key
 from services.common.contracts.compat import compare
 from services.common.contracts.errors import ContractError, NoPrimaryKeyError, UnsupportedColumnError
 from services.common.contracts.reserved import warehouse_names
 from services.common.settings import Settings
+from tests.fixtures.stack import login_role
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -307,7 +307,6 @@ create policy every_row on {s}.shown for select to {role} using (true);
 alter table {s}.narrowed enable row level security;
 create policy every_row on {s}.narrowed for select to public using (true);
 create policy first_only on {s}.narrowed as restrictive for select to {role} using (id < 2);
-grant usage on schema {s} to {role};
 grant select on all tables in schema {s} to {role};
 """
 
@@ -315,11 +314,11 @@ grant select on all tables in schema {s} to {role};
 def test_row_level_security_that_hides_rows_from_the_connectors_user_is_a_hazard(
     pg: Conn, settings: Settings, scratch_schema: str
 ) -> None:
-    s, role = scratch_schema, f"{scratch_schema}_reader"
-    pg.execute(f"create role {role} login replication password 'reader'".encode())
-    try:
+    s = scratch_schema
+    grants = [f"usage on schema {s}"]
+    with login_role(pg, settings, "rls_reader", grants) as as_reader:
+        role, reader = as_reader.postgres.user, as_reader.postgres.dsn()
         pg.execute(RLS_SQL.format(s=s, role=role).encode())
-        reader = settings.postgres.model_copy(update={"user": role, "password": SecretStr("reader")}).dsn()
 
         def hidden(dsn: str) -> dict[str, str]:
             return {t: h.kind for t, h in publishing_hazards(dsn).items() if t.startswith(f"{s}.")}
@@ -336,8 +335,6 @@ def test_row_level_security_that_hides_rows_from_the_connectors_user_is_a_hazard
         assert hidden(settings.postgres.dsn()) == {}  # the stack's own user is a superuser
         pg.execute(f"alter role {role} bypassrls".encode())  # the remedy
         assert hidden(reader) == {}
-    finally:
-        pg.execute(f"drop owned by {role}; drop role {role}".encode())
 
 
 RLS_TABLES = ("no_policy", "tenants", "shown", "narrowed", "plain")
