@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
+from prometheus_client import Gauge
+
 from services.common.contracts.catalog import HAZARD_KINDS, unloadable_types
 from services.common.logging import get_logger
 from services.common.metrics import MonitorMetrics
@@ -36,15 +38,29 @@ Found = dict[str, list[str]]
 def report_unpublished(metrics: MonitorMetrics, found: Found, previous: Found) -> Found:
     """Set each connector's count of ``found`` tables and log their names when they change; drop the series of
     connectors that are gone. Returns what was reported."""
-    for connector, tables in found.items():
-        metrics.unpublished_tables.labels(connector).set(len(tables))
-        if tables and tables != previous.get(connector, []):
-            fix = f"cdcflow source add-table <table> --source {connector}"
-            log.warning("monitor.tables_not_published", connector=connector, tables=tables, fix=fix)
-        elif previous.get(connector) and not tables:
-            log.info("monitor.tables_published", connector=connector)
+    return _report_names(
+        metrics.unpublished_tables,
+        found,
+        previous,
+        events=("monitor.tables_not_published", "monitor.tables_published", "tables"),
+        fix=lambda connector: f"cdcflow source add-table <table> --source {connector}",
+    )
+
+
+def _report_names(
+    gauge: Gauge, found: Found, previous: Found, *, events: tuple[str, str, str], fix: Callable[[str], str]
+) -> Found:
+    """Set ``gauge`` per connector to how many names it has in ``found``; log them (``events``: the event when
+    they change, the event when they are gone, the key naming them) with ``fix``; drop gone connectors' series."""
+    changed, cleared, key = events
+    for connector, names in found.items():
+        gauge.labels(connector).set(len(names))
+        if names and names != previous.get(connector, []):
+            log.warning(changed, connector=connector, **{key: names}, fix=fix(connector))
+        elif previous.get(connector) and not names:
+            log.info(cleared, connector=connector)
     for gone in set(previous) - set(found):
-        metrics.unpublished_tables.remove(gone)
+        gauge.remove(gone)
     return found
 
 
@@ -75,16 +91,13 @@ def report_unpublishable(metrics: MonitorMetrics, found: dict[str, dict[str, str
 def report_unloadable_types(metrics: MonitorMetrics, found: Found, previous: Found) -> Found:
     """Set each connector's count of types Debezium fails on (``found``: their names, per connector) and log the
     names when they change; drop the series of connectors that are gone. Returns what was reported."""
-    for connector, types in found.items():
-        metrics.unloadable_types.labels(connector).set(len(types))
-        if types and types != previous.get(connector, []):
-            fix = "docs/runbook.md#cdcflowsourcetypeunloadable"
-            log.warning("monitor.types_unloadable", connector=connector, types=types, fix=fix)
-        elif previous.get(connector) and not types:
-            log.info("monitor.types_loadable", connector=connector)
-    for gone in set(previous) - set(found):
-        metrics.unloadable_types.remove(gone)
-    return found
+    return _report_names(
+        metrics.unloadable_types,
+        found,
+        previous,
+        events=("monitor.types_unloadable", "monitor.types_loadable", "types"),
+        fix=lambda _: "docs/runbook.md#cdcflowsourcetypeunloadable",
+    )
 
 
 class PublicationProbe:
