@@ -24,17 +24,13 @@ import duckdb
 import psycopg
 import pytest
 
-from services.common.contracts import TableContract
-from services.common.contracts.store import contracts_from_lake
-from services.common.lake import open_lake
-from services.common.settings import load_settings
 from services.stack.runtime import Stack
 from tests.fixtures.cli import backfills, cdcflow, wait_backfills_completed
 from tests.fixtures.pipeline import WriterProcess, partition_ends, read_partitions, wait_until
 from tests.fixtures.source import IsolatedSource
 from tests.fixtures.sync_standby import WaitingCommit, absent_synchronous_standby
 from tests.fixtures.topics import TopicTail
-from tests.fixtures.transform import describe, settle, verified_contracts
+from tests.fixtures.transform import describe
 
 ROWS = 100_000
 ACCOUNTS = f"""
@@ -83,13 +79,10 @@ def test_a_table_added_while_written_is_backfilled_with_zero_drift(
     isolated_source: IsolatedSource, writer: WriterProcess, stack: Stack, tmp_path: Path
 ) -> None:
     settings = isolated_source.settings
-    env = isolated_source.attach(writer, tmp_path)
+    pipeline = isolated_source.pipeline(writer, tmp_path, lambda c: c.schema == "extra")
     cli_env = isolated_source.cli_env()
-    configured = load_settings(env)
     dsn = settings.postgres.dsn()
     worker_pid = stack.connect.process.pid()
-
-    contracts = verified_contracts(configured, lambda c: c.schema == "extra")
 
     writing = writer.start()
     workload = _Workload(dsn)
@@ -113,18 +106,18 @@ def test_a_table_added_while_written_is_backfilled_with_zero_drift(
     assert isinstance(rows, dict)
     assert rows["extra.accounts"] >= ROWS - workload.operations // 11
 
-    report, _ = settle(settings, writer, env, TABLES, contracts)
+    report, _ = pipeline.settle(TABLES)
     assert not report.drift, describe(report)
     [accounts] = report.tables
     assert accounts.source_rows == accounts.silver_rows > ROWS - workload.operations // 11
-    before = _silver_rows(configured.duckdb_path())
+    before = _silver_rows(pipeline.settings.duckdb_path())
 
     # a re-snapshot of a captured table: new read events, nothing changes in silver
     cdcflow(cli_env, "backfill", "start", "extra.accounts", "--again")
     wait_backfills_completed(cli_env, 2)
-    report, _ = settle(settings, writer, env, TABLES, contracts)
+    report, _ = pipeline.settle(TABLES)
     assert not report.drift, describe(report)
-    assert _silver_rows(configured.duckdb_path()) == before
+    assert _silver_rows(pipeline.settings.duckdb_path()) == before
 
     # --where: exactly the matching rows are read
     topic = f"{settings.kafka.topic_prefix}.extra.accounts"
@@ -233,17 +226,10 @@ def test_a_backfill_through_a_killed_connect_worker_ends_with_zero_drift(
     workload: started again, the connector resumes from its committed offsets; whatever it sends twice, silver
     equals the source."""
     settings = isolated_source.settings
-    env = isolated_source.attach(writer, tmp_path)
+    pipeline = isolated_source.pipeline(writer, tmp_path, lambda c: c.qualified_name == "lending.ledger")
     cli_env = isolated_source.cli_env()
     connectors = [stack.settings.connect.connector, settings.connect.connector]
     isolated_source.wait_captured()
-
-    def contracts() -> list[TableContract]:
-        lake = open_lake(settings.lake, load_settings(env).lake_root())
-        try:
-            return [c for c in contracts_from_lake(lake) if c.qualified_name == "lending.ledger"]
-        finally:
-            lake.close()
 
     writing = writer.start()
     workload = _Workload(settings.postgres.dsn(), "lending.ledger", KILLED_ROWS)
@@ -271,7 +257,7 @@ def test_a_backfill_through_a_killed_connect_worker_ends_with_zero_drift(
     rows = snapshot["rows"]
     assert isinstance(rows, dict), snapshot
     assert rows["lending.ledger"] > 0, snapshot
-    report, _ = settle(settings, writer, env, ["lending.ledger"], contracts)
+    report, _ = pipeline.settle(["lending.ledger"])
     assert not report.drift, describe(report)
     [ledger] = report.tables
     assert ledger.source_rows == ledger.silver_rows > KILLED_ROWS - workload.operations // 11

@@ -22,14 +22,12 @@ import httpx
 import psycopg
 import pytest
 
-from services.common.settings import load_settings
 from services.stack.runtime import Stack
 from services.transform.deletes import ORIGIN
-from services.transform.verify import DuckDBSilver, PostgresSource, verify
 from tests.fixtures.cli import cdcflow
 from tests.fixtures.pipeline import WriterProcess, header_dict, partition_ends, read_partitions, wait_until
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, run_pipeline, settle, verified_contracts
+from tests.fixtures.transform import describe
 
 ROWS, DELETED = 300, 40
 HOLDINGS = f"""
@@ -106,19 +104,17 @@ def test_rows_deleted_while_the_slot_was_lost_leave_silver_after_backfill_delete
     isolated_source: IsolatedSource, writer: WriterProcess, stack: Stack, tmp_path: Path
 ) -> None:
     settings = isolated_source.settings
-    env = isolated_source.attach(writer, tmp_path)
-    configured = load_settings(env)
+    pipeline = isolated_source.pipeline(writer, tmp_path, lambda c: c.qualified_name == TABLE)
+    env = pipeline.env
     dsn = settings.postgres.dsn()
 
-    contracts = verified_contracts(configured, lambda c: c.qualified_name == TABLE)
-
     isolated_source.wait_captured()
-    report, _ = settle(settings, writer, env, [TABLE], contracts)
+    report, _ = pipeline.settle([TABLE])
     assert not report.drift, describe(report)
 
     _lose_the_slot(stack, isolated_source, f"seq <= {DELETED} * 1000003")
-    run_pipeline(settings, writer, env, [TABLE])
-    report = verify(contracts(), PostgresSource(dsn), DuckDBSilver(configured.duckdb_path()))
+    pipeline.run([TABLE])
+    report = pipeline.verify()
     [holdings] = report.tables
     assert (holdings.extra, holdings.missing, holdings.different) == (DELETED, 0, 0), describe(report)
 
@@ -153,7 +149,7 @@ def test_rows_deleted_while_the_slot_was_lost_leave_silver_after_backfill_delete
     assert sum(m.value() is not None for m in marked) == DELETED - 1
     assert sum(m.value() is None for m in marked) == DELETED - 1  # each delete's tombstone
 
-    report, _ = settle(settings, writer, env, [TABLE], contracts)
+    report, _ = pipeline.settle([TABLE])
     assert not report.drift, describe(report)
     [holdings] = report.tables
     assert holdings.source_rows == holdings.silver_rows == ROWS - DELETED + 1

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.kafka import admin_client, producer
-from services.common.settings import Settings, load_settings
+from services.common.settings import Settings
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import (
     Coordinate,
@@ -54,7 +54,7 @@ from tests.fixtures.pipeline import (
     wait_until_committed,
 )
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, settle, verified_contracts
+from tests.fixtures.transform import describe
 
 SEED = 20_261_123
 TABLES = {"customers": "customer_id", "facilities": "facility_id", "transactions": "transaction_id"}
@@ -230,15 +230,16 @@ def test_kill_9_restarts_and_poison_leave_zero_drift_and_every_offset_accounted_
     source = isolated_source.settings
     prefix = source.kafka.topic_prefix
     topics = [f"{prefix}.{t}" for t in LENDING]
-    env = isolated_source.attach(
+    pipeline = isolated_source.pipeline(
         writer,
         tmp_path,
+        lambda c: c.qualified_name in LENDING,
         {
             "CDCFLOW_KAFKA__EXTRA__SESSION_TIMEOUT_MS": SESSION_TIMEOUT_MS,
             "CDCFLOW_WRITER__FLUSH_MAX_ROWS": "300",  # many small files: more moments to be killed mid-batch
         },
     )
-    loader.env_overrides.update({**env, "CDCFLOW_LOADER__INTERVAL_S": "1"})
+    loader.env_overrides.update({**pipeline.env, "CDCFLOW_LOADER__INTERVAL_S": "1"})
     connectors = [stack.settings.connect.connector, source.connect.connector]
     workloads = [WorkloadThread(source, SEED, WORKLOAD_RATE, duration_s=600)]
     workloads[-1].start()
@@ -280,11 +281,8 @@ def test_kill_9_restarts_and_poison_leave_zero_drift_and_every_offset_accounted_
     assert writer.terminate(chaos.writer_proc, timeout_s=source.writer.grace_s) == 0, writer.logs()[-3000:]
     assert loader.terminate(chaos.loader_proc) == 0, loader.logs()[-3000:]
 
-    configured = load_settings(env)
-    report, _ = settle(
-        source, writer, env, LENDING, verified_contracts(configured, lambda c: c.qualified_name in LENDING)
-    )
-    bronze = bronze_coordinates(configured.duckdb_path(), prefix)
+    report, _ = pipeline.settle(LENDING)
+    bronze = bronze_coordinates(pipeline.settings.duckdb_path(), prefix)
     audit = audit_stored(source, writer.group, bronze, ends, store="bronze")
     dead_lettered = Counter(dlq_coordinate(m) for m in dlq_messages(source, writer.group))
     print(

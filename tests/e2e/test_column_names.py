@@ -23,14 +23,13 @@ import duckdb
 import psycopg
 import pytest
 
-from services.common.settings import load_settings
 from services.common.signals import Shutdown
 from services.loader.wiring import run_loader
 from services.transform.wiring import run_transform
 from tests.fixtures.cli import cdcflow, wait_backfills_completed
 from tests.fixtures.pipeline import WriterProcess, dlq_messages, header_dict
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, drain, settle, verified_contracts
+from tests.fixtures.transform import describe, drain
 
 PRICES = "lending.n_prices"
 SCHEMA_SQL = """
@@ -65,14 +64,13 @@ def test_columns_named_like_a_historys_period_are_kept_and_names_cdcflow_adds_ar
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:
     source = isolated_source.settings
-    env = isolated_source.attach(writer, tmp_path)
-    configured = load_settings(env)
-    contracts = verified_contracts(configured, lambda c: c.qualified_name == PRICES)
+    pipeline = isolated_source.pipeline(writer, tmp_path, lambda c: c.qualified_name == PRICES)
+    configured = pipeline.settings
 
     with isolated_source.writing(writer) as pg:
         pg.execute(CHANGES_SQL.encode())
 
-    report, _ = settle(source, writer, env, [PRICES], contracts)
+    report, _ = pipeline.settle([PRICES])
     assert not report.drift, describe(report)
     assert [(t.source_rows, t.silver_rows) for t in report.tables] == [(27, 27)]
 

@@ -24,16 +24,15 @@ import psycopg
 from services.common.contracts import load_contracts
 from services.common.kafka import read_topic
 from services.common.replay import replay_topic
-from services.common.settings import load_settings, repo_root
+from services.common.settings import repo_root
 from services.stack.workload import Workload
-from services.transform.verify import DuckDBSilver, PostgresSource, verify
 from tests.fixtures.pipeline import (
     WriterProcess,
     wait_for_log_event,
     wait_until_committed,
 )
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, run_pipeline, settle, verified_contracts
+from tests.fixtures.transform import describe
 
 LENDING = ["lending.customers", "lending.facilities", "lending.transactions"]
 CDCFLOW = str(Path(sys.executable).parent / "cdcflow")
@@ -50,10 +49,8 @@ def test_schema_mismatch_fixed_then_replayed_leaves_zero_drift(
         "CDCFLOW_LOADER__CONTRACTS_DIR": str(contracts_dir),
         "CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts_dir),
     }
-    env = {**isolated_source.attach(writer, tmp_path, own), **own}
-    configured = load_settings(env)
-
-    contracts = verified_contracts(configured)
+    pipeline = isolated_source.pipeline(writer, tmp_path, writer_env=own, loader_env=own)
+    env = pipeline.env
 
     def cdcflow(*args: str, **extra: str) -> str:
         done = subprocess.run(
@@ -65,7 +62,7 @@ def test_schema_mismatch_fixed_then_replayed_leaves_zero_drift(
     Workload(settings.postgres, seed=7001).run(rate=50_000, duration_s=300, max_ops=1_500)
     # a drain reads the topics' ends: the changes must be in Kafka by then, not still in Debezium
     isolated_source.wait_captured()
-    run_pipeline(settings, writer, env, LENDING)
+    pipeline.run(LENDING)
 
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as pg:
         pg.execute("alter table lending.facilities alter column interest_rate type numeric(9,6)")
@@ -74,8 +71,8 @@ def test_schema_mismatch_fixed_then_replayed_leaves_zero_drift(
         ).rowcount
     assert graded > 0
     isolated_source.wait_captured()
-    run_pipeline(settings, writer, env, LENDING)
-    before = verify(contracts(), PostgresSource(settings.postgres.dsn()), DuckDBSilver(configured.duckdb_path()))
+    pipeline.run(LENDING)
+    before = pipeline.verify()
     assert before.drift, "the refused updates should be missing from silver"
     listed = json.loads(cdcflow("dlq", "list", "--group", writer.group, "--json"))["groups"][0]
     assert (listed["records"], listed["pending"]) == (graded, graded)
@@ -103,7 +100,7 @@ def test_schema_mismatch_fixed_then_replayed_leaves_zero_drift(
     finally:
         assert writer.terminate(proc) == 0, writer.logs()[-3000:]
 
-    report, _ = settle(settings, writer, env, LENDING, contracts)
+    report, _ = pipeline.settle(LENDING)
     assert not report.drift, describe(report)
     assert all(t.source_rows == t.silver_rows > 0 for t in report.tables), describe(report)
     listed = json.loads(cdcflow("dlq", "list", "--group", writer.group, "--json"))["groups"][0]

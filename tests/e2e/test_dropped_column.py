@@ -16,11 +16,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from services.common.settings import load_settings
 from tests.fixtures.cli import cdcflow
 from tests.fixtures.pipeline import WriterProcess, dlq_messages
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, run_pipeline, settle, verified_contracts
+from tests.fixtures.transform import describe
 
 TABLE = "lending.d_accounts"
 SCHEMA_SQL = """
@@ -49,34 +48,31 @@ def test_dropped_columns_are_kept_and_a_column_added_after_still_flows(
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:
     source = isolated_source.settings
-    env = isolated_source.attach(writer, tmp_path)
-    configured = load_settings(env)
-
-    contracts = verified_contracts(configured, lambda c: c.qualified_name == TABLE)  # the newest version
+    pipeline = isolated_source.pipeline(writer, tmp_path, lambda c: c.qualified_name == TABLE)  # newest version
 
     isolated_source.run_writer(writer)
-    run_pipeline(source, writer, env, [TABLE])  # silver holds the table before the drop
+    pipeline.run([TABLE])  # silver holds the table before the drop
 
     with isolated_source.writing(writer) as pg:
         pg.execute(CHANGES_SQL.encode())
 
-    report, _ = settle(source, writer, env, [TABLE], contracts)
+    report, _ = pipeline.settle([TABLE])
     assert not report.drift, describe(report)
     [table] = report.tables
     assert table.source_rows == table.silver_rows == 32
     assert sorted(column for column, _ in table.not_compared) == ["note", "score"]
     assert dlq_messages(source, writer.group) == []  # the added column was not refused
 
-    [contract] = contracts()
+    [contract] = pipeline.contracts()
     assert (contract.version, contract.dropped) == (2, ("note", "score"))
     assert [c.name for c in contract.columns] == ["id", "region", "note", "score", "opened_on", "segment"]
 
-    shown = cdcflow(isolated_source.cli_env() | env, "verify", "--table", TABLE)
+    shown = cdcflow(isolated_source.cli_env() | pipeline.env, "verify", "--table", TABLE)
     assert "no drift" in shown
     assert "not compared: note — dropped in PostgreSQL" in shown
 
     # silver read without cdcflow's code: values from before the drop stay where no change came after it
-    with duckdb.connect(str(configured.duckdb_path()), read_only=True) as db:
+    with duckdb.connect(str(pipeline.settings.duckdb_path()), read_only=True) as db:
         rows = {
             r[0]: r[1:] for r in db.execute("select id, region, note, score, segment from silver.d_accounts").fetchall()
         }

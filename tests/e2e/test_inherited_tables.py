@@ -19,11 +19,10 @@ import httpx
 import psycopg
 import pytest
 
-from services.common.settings import load_settings
 from tests.fixtures.cli import cdcflow, wait_backfills_completed
 from tests.fixtures.pipeline import WriterProcess, dlq_messages
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, settle, verified_contracts
+from tests.fixtures.transform import describe
 
 TABLES = ["lending.i_events", "lending.i_events_2025", "lending.i_events_2026"]
 SCHEMA_SQL = """
@@ -52,15 +51,13 @@ def test_an_inheritance_tree_lands_table_by_table_with_zero_drift(
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:
     source = isolated_source.settings
-    env = isolated_source.attach(writer, tmp_path)
+    pipeline = isolated_source.pipeline(writer, tmp_path, lambda c: c.qualified_name in TABLES)
     cli_env = isolated_source.cli_env()
-    configured = load_settings(env)
-    contracts = verified_contracts(configured, lambda c: c.qualified_name in TABLES)
 
     with isolated_source.writing(writer) as pg:
         pg.execute(CHANGES_SQL.encode())
 
-    report, _ = settle(source, writer, env, TABLES, contracts)
+    report, _ = pipeline.settle(TABLES)
     assert not report.drift, describe(report)
     counts = {t.table: (t.source_rows, t.silver_rows) for t in report.tables}
     assert counts == {
@@ -72,7 +69,7 @@ def test_an_inheritance_tree_lands_table_by_table_with_zero_drift(
 
     with (
         psycopg.connect(source.postgres.dsn()) as pg,
-        duckdb.connect(str(configured.duckdb_path()), read_only=True) as db,
+        duckdb.connect(str(pipeline.settings.duckdb_path()), read_only=True) as db,
     ):
         for table in TABLES:
             expected = pg.execute(f'select id, kind, "at" from only {table} order by id'.encode()).fetchall()
@@ -84,7 +81,7 @@ def test_an_inheritance_tree_lands_table_by_table_with_zero_drift(
     [snapshot] = wait_backfills_completed(cli_env, 1)
     assert snapshot["rows"] == {"lending.i_events": 10}
     isolated_source.run_writer(writer)
-    report, _ = settle(source, writer, env, TABLES, contracts)
+    report, _ = pipeline.settle(TABLES)
     assert not report.drift, describe(report)
     assert {t.table: t.silver_rows for t in report.tables}["lending.i_events"] == 10
 
@@ -93,9 +90,8 @@ def test_a_parent_added_later_is_snapshot_as_its_own_rows(
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:
     source = isolated_source.settings
-    env = isolated_source.attach(writer, tmp_path)
+    pipeline = isolated_source.pipeline(writer, tmp_path, lambda c: c.qualified_name == "lending.i_events")
     cli_env = isolated_source.cli_env()
-    contracts = verified_contracts(load_settings(env), lambda c: c.qualified_name == "lending.i_events")
     with psycopg.connect(source.postgres.dsn(), autocommit=True) as pg:
         pg.execute(SCHEMA_SQL.encode())  # after the connector started: in no publication yet
 
@@ -108,7 +104,7 @@ def test_a_parent_added_later_is_snapshot_as_its_own_rows(
     assert snapshot["rows"] == {"lending.i_events": 10}  # its own rows, not its children's 35
 
     isolated_source.run_writer(writer)
-    report, _ = settle(source, writer, env, ["lending.i_events"], contracts)
+    report, _ = pipeline.settle(["lending.i_events"])
     assert not report.drift, describe(report)
     assert [(t.table, t.source_rows, t.silver_rows) for t in report.tables] == [("lending.i_events", 10, 10)]
 

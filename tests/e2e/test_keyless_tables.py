@@ -27,11 +27,10 @@ import httpx
 import psycopg
 import pytest
 
-from services.common.settings import load_settings
 from tests.fixtures.cli import CDCFLOW, cdcflow, wait_backfills_completed
 from tests.fixtures.pipeline import WriterProcess, dlq_messages, header_dict, partition_ends, read_partitions
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, settle, verified_contracts
+from tests.fixtures.transform import describe
 
 KEYS = {"lending.u_codes": ("code", "region"), "lending.u_devices": ("serial",), "lending.u_late": ("sku",)}
 SCHEMA_SQL = """
@@ -91,10 +90,8 @@ def test_tables_keyed_by_a_unique_index_reach_silver_with_zero_drift(
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:
     source = isolated_source.settings
-    env = isolated_source.attach(writer, tmp_path)
+    pipeline = isolated_source.pipeline(writer, tmp_path, lambda c: c.qualified_name in KEYS)
     cli_env = isolated_source.cli_env()
-    configured = load_settings(env)
-    contracts = verified_contracts(configured, lambda c: c.qualified_name in KEYS)
 
     with isolated_source.writing(writer) as pg:
         pg.execute(CHANGES_SQL.encode())
@@ -104,7 +101,7 @@ def test_tables_keyed_by_a_unique_index_reach_silver_with_zero_drift(
         wait_backfills_completed(cli_env, 1)
         pg.execute(LATE_CHANGES_SQL.encode())
 
-    report, _ = settle(source, writer, env, list(KEYS), contracts)
+    report, _ = pipeline.settle(list(KEYS))
     assert not report.drift, describe(report)
     rows = {t.table: (t.source_rows, t.silver_rows) for t in report.tables}
     assert rows == {"lending.u_codes": (39, 39), "lending.u_devices": (29, 29), "lending.u_late": (19, 19)}
@@ -118,7 +115,7 @@ def test_tables_keyed_by_a_unique_index_reach_silver_with_zero_drift(
         in d["cdcflow.error.message"]
         for d in dead
     )
-    assert {c.qualified_name: c.primary_key for c in contracts()} == KEYS
+    assert {c.qualified_name: c.primary_key for c in pipeline.contracts()} == KEYS
 
     # Debezium's own keys, read from Kafka, are the contract's key columns of each change's row image
     topics = [f"{source.kafka.topic_prefix}.{table}" for table in KEYS]
@@ -133,7 +130,7 @@ def test_tables_keyed_by_a_unique_index_reach_silver_with_zero_drift(
     # silver read with DuckDB alone equals PostgreSQL read with psycopg, row by row
     with (
         psycopg.connect(source.postgres.dsn()) as pg,
-        duckdb.connect(str(configured.duckdb_path()), read_only=True) as db,
+        duckdb.connect(str(pipeline.settings.duckdb_path()), read_only=True) as db,
     ):
         for table, columns in SILVER_COLUMNS.items():
             order = ", ".join(KEYS[table])

@@ -23,9 +23,7 @@ import pytest
 from confluent_kafka.cimpl import NewPartitions
 
 from services.common.kafka import admin_client
-from services.common.settings import load_settings
 from services.stack.runtime import Stack
-from services.transform.verify import DuckDBSilver, PostgresSource, verify
 from tests.fixtures.cli import cdcflow, wait_backfills_completed
 from tests.fixtures.pipeline import (
     WriterProcess,
@@ -36,7 +34,7 @@ from tests.fixtures.pipeline import (
     wait_until,
 )
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, run_pipeline, settle, verified_contracts
+from tests.fixtures.transform import describe
 
 ROWS, PARTITIONS, RAISED = 200, 6, 12
 LEDGER = f"""
@@ -63,11 +61,12 @@ def test_a_backfill_after_a_partition_raise_repairs_moved_keys(
 ) -> None:
     settings = isolated_source.settings
     topic = f"{settings.kafka.topic_prefix}.{TABLE}"
-    env = isolated_source.attach(writer, tmp_path, {"CDCFLOW_WRITER__MAX_VALUE_BYTES": str(VALUE_LIMIT)})
+    pipeline = isolated_source.pipeline(
+        writer, tmp_path, lambda c: c.qualified_name == TABLE, {"CDCFLOW_WRITER__MAX_VALUE_BYTES": str(VALUE_LIMIT)}
+    )
     cli_env = isolated_source.cli_env()
-    contracts = verified_contracts(load_settings(env), lambda c: c.qualified_name == TABLE)
     isolated_source.wait_captured()
-    report, _ = settle(settings, writer, env, [TABLE], contracts)
+    report, _ = pipeline.settle([TABLE])
     assert not report.drift, describe(report)
 
     admin = admin_client(settings.kafka)
@@ -83,11 +82,11 @@ def test_a_backfill_after_a_partition_raise_repairs_moved_keys(
     moved = {key for key, parts in _partitions_by_key(isolated_source, topic).items() if parts[0] != parts[-1]}
     assert len(moved) > ROWS // 4, f"only {len(moved)} of {ROWS} keys changed partition"
 
-    run_pipeline(settings, writer, env, [TABLE])
+    pipeline.run([TABLE])
     refused = [header_dict(m) for m in dlq_messages(settings, writer.group)]
     assert len(refused) == ROWS
     assert {h["cdcflow.error.reason"] for h in refused} == {b"oversized"}
-    lost = verify(contracts(), PostgresSource(settings.postgres.dsn()), DuckDBSilver(load_settings(env).duckdb_path()))
+    lost = pipeline.verify()
     [ledger] = lost.tables
     assert ledger.different == ROWS, describe(lost)
 
@@ -100,7 +99,7 @@ def test_a_backfill_after_a_partition_raise_repairs_moved_keys(
         lambda: all(len(parts) >= 3 for parts in _partitions_by_key(isolated_source, topic).values()),
         timeout_s=60,
     )
-    report, _ = settle(settings, writer, env, [TABLE], contracts)
+    report, _ = pipeline.settle([TABLE])
     assert not report.drift, describe(report)
     [ledger] = report.tables
     assert ledger.source_rows == ledger.silver_rows == ROWS

@@ -16,11 +16,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from services.common.settings import load_settings
 from tests.fixtures.cli import cdcflow, wait_backfills_completed
 from tests.fixtures.pipeline import WriterProcess, dlq_messages, header_dict, partition_ends, wait_until
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, settle, verified_contracts
+from tests.fixtures.transform import describe
 
 SCHEMA_SQL = """
 create table lending.r_old (id integer primary key, note text);
@@ -36,9 +35,7 @@ def test_a_renamed_table_is_a_new_one_a_backfill_completes_and_a_gone_one_is_nam
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:
     source = isolated_source.settings
-    env = isolated_source.attach(writer, tmp_path)
-    configured = load_settings(env)
-    contracts = verified_contracts(configured, lambda c: c.table in ("r_old", "r_new"))
+    pipeline = isolated_source.pipeline(writer, tmp_path, lambda c: c.table in ("r_old", "r_new"))
 
     # r_gone's snapshot reaches Kafka, then the table is dropped before the writer has read a record of it
     gone_topic = f"{source.kafka.topic_prefix}.lending.r_gone"
@@ -46,7 +43,7 @@ def test_a_renamed_table_is_a_new_one_a_backfill_completes_and_a_gone_one_is_nam
     with isolated_source.writing(writer) as pg:
         pg.execute(b"drop table lending.r_gone")
         pg.execute(b"update lending.r_old set note = 'before rename' where id = 1")
-    report, _ = settle(source, writer, env, ["lending.r_old"], contracts)
+    report, _ = pipeline.settle(["lending.r_old"])
     assert not report.drift, describe(report)
     dead = [{k: (v or b"").decode() for k, v in header_dict(m).items()} for m in dlq_messages(source, writer.group)]
     assert [(d["cdcflow.source.topic"], d["cdcflow.error.reason"]) for d in dead] == [(gone_topic, "unknown_table")] * 3
@@ -61,7 +58,7 @@ def test_a_renamed_table_is_a_new_one_a_backfill_completes_and_a_gone_one_is_nam
         pg.execute(b"update lending.r_new set note = 'after rename' where id = 2")
         pg.execute(b"insert into lending.r_new values (11, 'new row')")
         pg.execute(b"delete from lending.r_new where id = 3")
-    report, _ = settle(source, writer, env, RENAMED, contracts)
+    report, _ = pipeline.settle(RENAMED)
     found = {t.table: t for t in report.tables}
     assert (found["lending.r_new"].source_rows, found["lending.r_new"].silver_rows) == (10, 2)  # changed since
     assert found["lending.r_new"].missing == 8
@@ -70,9 +67,9 @@ def test_a_renamed_table_is_a_new_one_a_backfill_completes_and_a_gone_one_is_nam
     assert "requested incremental snapshot" in cdcflow(isolated_source.cli_env(), "backfill", "start", "lending.r_new")
     wait_backfills_completed(isolated_source.cli_env(), 1)
     isolated_source.run_writer(writer)
-    report, _ = settle(source, writer, env, RENAMED, contracts)
+    report, _ = pipeline.settle(RENAMED)
     assert not report.drift, describe(report)
-    with duckdb.connect(str(configured.duckdb_path()), read_only=True) as db:
+    with duckdb.connect(str(pipeline.settings.duckdb_path()), read_only=True) as db:
         assert db.execute("select id, note from silver.r_new where id <= 2 order by id").fetchall() == [
             (1, "before rename"),
             (2, "after rename"),

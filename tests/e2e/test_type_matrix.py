@@ -26,15 +26,12 @@ import duckdb
 import psycopg
 import pytest
 
-from services.common.contracts import TableContract
 from services.common.contracts.catalog import GENERATED
-from services.common.contracts.store import contracts_from_lake
 from services.common.kafka import topic_names
-from services.common.lake import open_lake
-from services.common.settings import Settings, load_settings
+from services.common.settings import Settings
 from tests.fixtures.pipeline import WriterProcess, partition_ends, wait_until
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, settle
+from tests.fixtures.transform import describe
 
 BIG = secrets.token_hex(12_000)  # incompressible text: stored out of line (TOAST)
 HUGE_TEXT = secrets.token_urlsafe(5 << 20)[: 5 << 20]  # a 5 MiB document
@@ -253,28 +250,22 @@ def test_every_type_family_reaches_silver_unchanged(
 ) -> None:
     source = isolated_source.settings
     # the smallest fetches the writer makes (a 256 KiB share a partition): a large record is 20 times that
-    env = isolated_source.attach(writer, tmp_path, {"CDCFLOW_WRITER__BUFFER_MAX_BYTES": str(64 << 20)})
+    qualified = [f"lending.{t}" for t in TABLES]
+    pipeline = isolated_source.pipeline(
+        writer, tmp_path, lambda c: c.qualified_name in qualified, {"CDCFLOW_WRITER__BUFFER_MAX_BYTES": str(64 << 20)}
+    )
     with psycopg.connect(source.postgres.dsn(), autocommit=True) as conn:
         conn.execute(LARGE_ROWS_SQL, (HUGE_TEXT, HUGE_BYTES))
         conn.execute(ROWS_SQL.encode())
-    qualified = [f"lending.{t}" for t in TABLES]
     done_topic = f"{source.kafka.topic_prefix}.lending.m_done"
     wait_until("the last change in Kafka", lambda: _published(source, done_topic) > 0)
 
-    def contracts() -> list[TableContract]:
-        configured = load_settings(env)
-        lake = open_lake(configured.lake, configured.lake_root())
-        try:
-            return [c for c in contracts_from_lake(lake) if c.qualified_name in qualified]
-        finally:
-            lake.close()
-
-    report, _ = settle(source, writer, env, qualified, contracts)
+    report, _ = pipeline.settle(qualified)
     assert sorted(t.table for t in report.tables) == sorted(qualified), describe(report)
     assert not report.drift, describe(report)
     not_compared = {t.table: t.not_compared for t in report.tables if t.not_compared}
     assert not_compared == {"lending.m_numbers": (("doubled", GENERATED),)}  # the generated column, named
-    _assert_silver_holds_what_was_written(load_settings(env).duckdb_path())
+    _assert_silver_holds_what_was_written(pipeline.settings.duckdb_path())
 
 
 # What the SQL above leaves in each row, read from silver without any of cdcflow's code: the check does not

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import psycopg
 
-from services.common.settings import load_settings
 from services.stack.workload import Workload
 from tests.fixtures.pipeline import WriterProcess
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, run_pipeline, settle, verified_contracts
+from tests.fixtures.transform import describe
 
 LENDING = ["lending.customers", "lending.facilities", "lending.transactions"]
 OPERATIONS_PER_HALF = 25_000
@@ -29,16 +28,13 @@ def test_fifty_thousand_operations_with_an_added_column_leave_zero_drift(
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:
     settings = isolated_source.settings
-    env = isolated_source.attach(writer, tmp_path)
-    configured = load_settings(env)
-
-    contracts = verified_contracts(configured)
+    pipeline = isolated_source.pipeline(writer, tmp_path)
 
     writing = writer.start()
     first = Workload(settings.postgres, seed=5001).run(rate=50_000, duration_s=900, max_ops=OPERATIONS_PER_HALF)
     assert writer.terminate(writing) == 0, writer.logs()[-3000:]
     isolated_source.wait_captured()  # a drain reads the topics' ends: the changes must be in Kafka by then
-    run_pipeline(settings, writer, env, LENDING)  # silver exists before the column does: the next run is incremental
+    pipeline.run(LENDING)  # silver exists before the column does: the next run is incremental
 
     writing = writer.start()
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as pg:
@@ -58,11 +54,11 @@ def test_fifty_thousand_operations_with_an_added_column_leave_zero_drift(
         assert operations[kind] > 0, f"the workload did no {kind}: {operations}"
     assert graded > 0
 
-    report, _ = settle(settings, writer, env, LENDING, contracts)
+    report, _ = pipeline.settle(LENDING)
     assert not report.drift, describe(report)
     assert sorted(t.table for t in report.tables) == LENDING
     assert all(t.source_rows == t.silver_rows > 0 for t in report.tables), describe(report)
-    facilities = next(c for c in contracts() if c.qualified_name == "lending.facilities")
+    facilities = next(c for c in pipeline.contracts() if c.qualified_name == "lending.facilities")
     assert "risk_grade" in [c.name for c in facilities.columns]
 
     results = json.loads((tmp_path / "transform" / "target" / "run_results.json").read_text())["results"]

@@ -25,7 +25,7 @@ from services.common.lake import open_lake
 from services.common.settings import Settings, load_settings, repo_root
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import WriterProcess, partition_ends, wait_until
-from tests.fixtures.transform import describe, pipeline_env, settle
+from tests.fixtures.transform import Pipeline, describe, pipeline_env
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -108,7 +108,7 @@ def test_a_table_created_at_run_time_reaches_silver_without_hand_written_sql(
 
     topic = f"{settings.kafka.topic_prefix}.{qualified}"
     wait_until(f"{EVENTS} change events in {topic}", lambda: _published(settings, topic) >= EVENTS)
-    report, _ = settle(settings, writer, env, [qualified], contracts)
+    report, _ = Pipeline(settings, writer, env, contracts).settle([qualified])
     assert [t.table for t in report.tables] == [qualified], describe(report)
     assert not report.drift, describe(report)
     (compared,) = report.tables

@@ -7,7 +7,7 @@ second (incremental) one. After each, every silver table equals its PostgreSQL t
 passed every test.
 
 The stack is shared: another test may write the lending tables while this one runs. Verify compares states,
-so such a write is drift until the pipeline has carried it too; ``settle`` (tests/fixtures/transform.py)
+so such a write is drift until the pipeline has carried it too; ``Pipeline.settle`` (tests/fixtures/transform.py)
 drains and compares again (a few times) before calling drift a failure.
 """
 
@@ -30,7 +30,7 @@ from services.stack.runtime import Stack
 from services.stack.workload import Workload
 from services.transform.verify import PostgresSource, compare_table, verify_warehouse
 from tests.fixtures.pipeline import WriterProcess
-from tests.fixtures.transform import describe, pipeline_env, settle
+from tests.fixtures.transform import Pipeline, describe, pipeline_env
 
 Conn = psycopg.Connection[tuple[object, ...]]
 TABLES = ("customers", "facilities", "transactions")
@@ -99,7 +99,7 @@ def _run_results(work_dir: Path) -> dict[str, str]:
 def test_silver_equals_postgres_after_full_and_incremental_runs(
     settings: Settings, pg: Conn, writer: WriterProcess, tmp_path: Path
 ) -> None:
-    env = pipeline_env(writer, tmp_path)
+    pipeline = Pipeline(settings, writer, pipeline_env(writer, tmp_path), _contracts)
     warehouse, work_dir = tmp_path / "warehouse.duckdb", tmp_path / "transform"
     first_new = pg.execute("select coalesce(max(customer_id), 0) from lending.customers").fetchone()
     assert first_new is not None
@@ -113,7 +113,7 @@ def test_silver_equals_postgres_after_full_and_incremental_runs(
     _reinsert_customer(pg, created[3], "SUSPENDED")
     _touch_without_notes(pg, [created[3]])
 
-    report, runs = settle(settings, writer, env, LENDING, _contracts)
+    report, runs = pipeline.settle(LENDING)
     assert not report.drift, describe(report)
     assert {t.table for t in report.tables} == {f"lending.{t}" for t in TABLES}
     assert all(t.source_rows == t.silver_rows > 0 for t in report.tables), describe(report)
@@ -144,7 +144,7 @@ def test_silver_equals_postgres_after_full_and_incremental_runs(
     _touch_without_notes(pg, [created[0]])
     pg.execute("delete from lending.customers where customer_id = %s", (created[1],))
 
-    report, more_runs = settle(settings, writer, env, LENDING, _contracts)
+    report, more_runs = pipeline.settle(LENDING)
     assert not report.drift, describe(report)
     executed = (work_dir / "target" / "run" / "cdcflow" / "models" / "silver" / "customers.sql").read_text()
     assert "merge into" in executed.lower(), "the second run was not incremental"

@@ -44,7 +44,7 @@ from tests.fixtures.pipeline import (
     writer_log,
 )
 from tests.fixtures.source import IsolatedSource
-from tests.fixtures.transform import describe, settle
+from tests.fixtures.transform import Pipeline, describe
 
 SEED = 2_100
 TABLES = ("customers", "facilities", "transactions")
@@ -291,6 +291,6 @@ def test_hostile_records_are_dead_lettered_and_the_writer_stays_up(
     print(f"\n[writer hostile] {audit.summary()}")
 
     # loaded and transformed, silver equals the source: no hostile record became a row
-    report, _ = settle(source, writer, env, [f"lending.{t}" for t in TABLES], _contracts)
+    report, _ = Pipeline(source, writer, env, _contracts).settle([f"lending.{t}" for t in TABLES])
     assert not report.drift, describe(report)
     assert all(t.source_rows == t.silver_rows > 0 for t in report.tables), describe(report)
