@@ -18,11 +18,11 @@ counted per connector and named in the log when they change.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 from prometheus_client import Gauge
 
-from services.common.contracts.catalog import HAZARD_KINDS, unloadable_types
+from services.common.contracts.catalog import HAZARD_KINDS, HazardKind, unloadable_types
 from services.common.logging import get_logger
 from services.common.metrics import MonitorMetrics
 from services.stack.sources import Source, reading_source_tables, unpublishable_tables, unpublished_tables
@@ -64,7 +64,9 @@ def _report_names(
     return found
 
 
-def report_unpublishable(metrics: MonitorMetrics, found: dict[str, dict[str, str]], previous: Found) -> Found:
+def report_unpublishable(
+    metrics: MonitorMetrics, found: Mapping[str, Mapping[str, HazardKind]], previous: Found
+) -> Found:
     """Set each connector's count of tables that must not be published as they are, per reason (``found`` maps a
     connector to each such table's reason), and log their names when they change; drop the series of connectors
     that are gone. Returns the tables reported per connector."""

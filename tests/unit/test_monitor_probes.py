@@ -13,6 +13,7 @@ from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from services.common.contracts.catalog import HazardKind
 from services.common.errors import ConfigError
 from services.common.lake import open_lake
 from services.common.metrics import MonitorMetrics, new_registry
@@ -72,7 +73,10 @@ def test_unpublished_tables_are_counted_per_connector_and_a_gone_connector_loses
 def test_unpublishable_tables_are_counted_per_reason_and_a_gone_connector_loses_its_series() -> None:
     metrics, registry = _metrics()
     get = registry.get_sample_value
-    found = {"lending": {"lending.log": "no_replica_identity", "lending.tags": "no_replica_identity"}, "shop": {}}
+    found: dict[str, dict[str, HazardKind]] = {
+        "lending": {"lending.log": "no_replica_identity", "lending.tags": "no_replica_identity"},
+        "shop": {},
+    }
     seen = report_unpublishable(metrics, {**found, "stage": {"stage.load": "unlogged"}}, {})
     metric = "cdcflow_source_unpublishable_tables"
     assert get(metric, {"connector": "lending", "reason": "no_replica_identity"}) == 2

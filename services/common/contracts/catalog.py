@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 from services.common.contracts.errors import (
     CatalogQueryError,
@@ -27,6 +27,7 @@ __all__ = [
     "GENERATED",
     "HAZARD_KINDS",
     "UNSUPPORTED_TYPES",
+    "HazardKind",
     "PublishingHazard",
     "bounded_dsn",
     "column_from_catalog",
@@ -386,13 +387,14 @@ select n.nspname, c.relname, c.relpersistence = 'u' as unlogged, c.relreplident 
 """
 
 
-HAZARD_KINDS = ("unlogged", "columns_differ_in_case", "no_replica_identity", "rows_hidden_by_policy")
+HazardKind = Literal["unlogged", "columns_differ_in_case", "no_replica_identity", "rows_hidden_by_policy"]
 """Why a table must not be captured as it is: no publication can take it, Debezium fails on it, PostgreSQL would
 then refuse its UPDATE and DELETE, or its row-level security hides rows from the connector's snapshots."""
+HAZARD_KINDS: tuple[HazardKind, ...] = get_args(HazardKind)
 
 
 class PublishingHazard(NamedTuple):
-    kind: str  # one of HAZARD_KINDS
+    kind: HazardKind
     why: str  # what publishing it does, and the remedy
 
 
