@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-__all__ = ["googlesql_name", "googlesql_string", "googlesql_timestamp", "quote_name"]
+__all__ = ["googlesql_name", "googlesql_string", "googlesql_timestamp", "quote_name", "quote_string"]
 
 
 def quote_name(name: str) -> str:
     """An identifier of PostgreSQL or DuckDB (standard SQL): in double quotes, a quote doubled."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def quote_string(value: str) -> str:
+    """A string literal of PostgreSQL or DuckDB (standard SQL), for statements that take no parameters."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def googlesql_name(name: str) -> str:

@@ -13,6 +13,7 @@ import pytest
 from services.common.contracts import Column
 from services.common.contracts.arrow import arrow_type
 from services.warehouse.duckdb import DuckDBWarehouse, duckdb_type
+from services.warehouse.duckdb.warehouse import STORAGE_VERSION
 from tests.fixtures.lakefiles import lending_contract
 
 
@@ -60,3 +61,35 @@ def test_two_threads_creating_the_same_bronze_tables_at_once_both_succeed(tmp_pa
             for thread in threads:
                 thread.join()
     assert failures == []
+
+
+def _storage_version(path: Path) -> str:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        (tags,) = conn.execute("select tags from duckdb_databases() where not internal").fetchone()  # type: ignore[misc]
+    return str(tags["storage_version"])
+
+
+def test_a_new_file_is_made_in_the_storage_format_of_many_tables(tmp_path: Path) -> None:
+    """DuckDB's default format opens and checkpoints slower the more tables the file holds; a load of one table
+    among fifty paid for the other forty-nine twice (BENCHMARKS.md, "Many tables, little change")."""
+    path = tmp_path / "nested" / "wh.duckdb"
+    warehouse = DuckDBWarehouse(path)
+    warehouse.ensure_bronze(lending_contract("customers"))
+    warehouse.close()
+    assert _storage_version(path) == f"{STORAGE_VERSION}+"
+
+
+def test_a_file_made_before_keeps_its_format_and_its_tables(tmp_path: Path) -> None:
+    path = tmp_path / "wh.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("create table kept as select 1 as n")
+    made_in = _storage_version(path)
+    assert made_in != f"{STORAGE_VERSION}+"
+    warehouse = DuckDBWarehouse(path)
+    warehouse.ensure_bronze(lending_contract("customers"))
+    warehouse.close()
+    assert _storage_version(path) == made_in
+    with duckdb.connect(str(path), read_only=True) as conn:
+        assert conn.execute("select n from kept").fetchall() == [(1,)]
+        tables = conn.execute("select table_name from information_schema.tables where table_schema = 'bronze'")
+        assert "lending__customers" in {name for (name,) in tables.fetchall()}
