@@ -352,8 +352,9 @@ class MonitorMetrics:
             "cdcflow_source_unpublishable_tables",
             "Tables the connector's include lists take that must not be captured as they are, by reason: unlogged"
             " and columns_differ_in_case (the connector then captures nothing), no_replica_identity (PostgreSQL"
-            " refuses their UPDATE and DELETE), rows_hidden_by_policy (row-level security hides rows from the"
-            " connector's snapshots).",
+            " refuses their UPDATE and DELETE), name_unroutable (a name that is not a plain identifier: changes"
+            " reach another table's topic, or one the writer dead-letters), rows_hidden_by_policy (row-level"
+            " security hides rows from the connector's snapshots).",
             ("connector", "reason"),
             registry=registry,
         )

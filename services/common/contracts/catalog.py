@@ -387,9 +387,12 @@ select n.nspname, c.relname, c.relpersistence = 'u' as unlogged, c.relreplident 
 """
 
 
-HazardKind = Literal["unlogged", "columns_differ_in_case", "no_replica_identity", "rows_hidden_by_policy"]
+HazardKind = Literal[
+    "unlogged", "columns_differ_in_case", "no_replica_identity", "name_unroutable", "rows_hidden_by_policy"
+]
 """Why a table must not be captured as it is: no publication can take it, Debezium fails on it, PostgreSQL would
-then refuse its UPDATE and DELETE, or its row-level security hides rows from the connector's snapshots."""
+then refuse its UPDATE and DELETE, its changes would reach a topic named after another table (or none cdcflow
+reads), or its row-level security hides rows from the connector's snapshots."""
 HAZARD_KINDS: tuple[HazardKind, ...] = get_args(HazardKind)
 
 
@@ -402,9 +405,11 @@ def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str,
     """Each ``schema.table`` that must not be captured as it is, with what that would do and the remedy: an
     UNLOGGED table cannot be published at all (the connector's filtered publication then fails to update and the
     whole source stops), Debezium fails the connector's task on a table with two column names that differ only
-    in case, PostgreSQL refuses UPDATE and DELETE on a published table without a replica identity, and a table
-    whose row-level security applies to the user of ``dsn`` (the connector's) shows that user's snapshots only the
-    rows its policies let it see. Raises as :func:`contracts_from_catalog` does."""
+    in case, PostgreSQL refuses UPDATE and DELETE on a published table without a replica identity, a table whose
+    schema or table name is not a plain identifier has its changes sent to a topic the writer cannot tell from
+    another table's (:func:`_unroutable`), and a table whose row-level security applies to the user of ``dsn``
+    (the connector's) shows that user's snapshots only the rows its policies let it see. Raises as
+    :func:`contracts_from_catalog` does."""
     with _catalog(dsn, timeout_s) as conn:
         rows = conn.execute(_PUBLISHING_SQL).fetchall()
     hazards = {}
@@ -433,9 +438,35 @@ def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str,
                 f"first: ALTER TABLE {table} REPLICA IDENTITY USING INDEX <unique index on NOT NULL columns> "
                 "(or FULL, or add a primary key)",
             )
+        elif unroutable := _unroutable(schema, name):
+            hazards[table] = PublishingHazard("name_unroutable", unroutable)
         elif rows_hidden:
             hazards[table] = PublishingHazard("rows_hidden_by_policy", _rows_hidden(table, str(user)))
     return hazards
+
+
+_PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OUTSIDE_TOPIC_NAMES = re.compile(r"[^A-Za-z0-9._-]")  # what Kafka refuses in a topic name
+
+
+def _unroutable(schema: str, name: str) -> str | None:
+    """Why the changes of ``schema.name`` would not reach its own table, or None: Debezium names a table's topic
+    ``<prefix>.<schema>.<table>`` with each character Kafka refuses made ``_`` (``t$x`` and ``t x`` write to
+    ``t_x``'s topic), and the writer finds a table by its topic's last two parts, plain identifiers only."""
+    if _PLAIN_IDENTIFIER.fullmatch(schema) and _PLAIN_IDENTIFIER.fullmatch(name):
+        return None
+    table = f"{schema}.{name}"
+    topic = [_OUTSIDE_TOPIC_NAMES.sub("_", part) for part in (schema, name)]
+    lands = (
+        f"Debezium sends its changes to the topic of {'.'.join(topic)} (each character Kafka refuses made '_'), "
+        f"where the writer takes them for {'.'.join(topic)}'s changes"
+        if all(_PLAIN_IDENTIFIER.fullmatch(part) for part in topic)
+        else f"the writer cannot name a table from its topic (<prefix>.{'.'.join(topic)}) and dead-letters every change"
+    )
+    return (
+        f"{table!r}: a schema or table name cdcflow captures is letters, digits and '_', not starting with a digit; "
+        f"{lands}. Rename it (ALTER TABLE … RENAME TO …), or leave it out of the include list"
+    )
 
 
 def _rows_hidden(table: str, user: str) -> str:
