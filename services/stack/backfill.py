@@ -30,7 +30,7 @@ import psycopg
 
 from services.common.kafka import read_topic, topic_names
 from services.common.settings import Settings
-from services.common.sql import quote_name
+from services.common.sql import quote_name, quote_string
 from services.stack.connect import captured, load_connector, resolve_env
 from services.stack.errors import StackError
 
@@ -229,8 +229,8 @@ def _conditions(signal: SignalTarget, tables: Sequence[str], where: str | None) 
     conditions = {}
     for table in tables:
         schema, name = table.split(".", 1)
-        relation = f"{quote_name(schema)}.{quote_name(name)}".replace("'", "''")
-        own = f"tableoid = '{relation}'::regclass" if table in parents else ""
+        relation = f"{quote_name(schema)}.{quote_name(name)}"
+        own = f"tableoid = {quote_string(relation)}::regclass" if table in parents else ""
         if where and own:
             conditions[table] = f"({where}) and {own}"
         elif where or own:

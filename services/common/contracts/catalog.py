@@ -456,12 +456,13 @@ def _unroutable(schema: str, name: str) -> str | None:
     if _PLAIN_IDENTIFIER.fullmatch(schema) and _PLAIN_IDENTIFIER.fullmatch(name):
         return None
     table = f"{schema}.{name}"
-    topic = [_OUTSIDE_TOPIC_NAMES.sub("_", part) for part in (schema, name)]
+    parts = [_OUTSIDE_TOPIC_NAMES.sub("_", part) for part in (schema, name)]
+    topic = ".".join(parts)
     lands = (
-        f"Debezium sends its changes to the topic of {'.'.join(topic)} (each character Kafka refuses made '_'), "
-        f"where the writer takes them for {'.'.join(topic)}'s changes"
-        if all(_PLAIN_IDENTIFIER.fullmatch(part) for part in topic)
-        else f"the writer cannot name a table from its topic (<prefix>.{'.'.join(topic)}) and dead-letters every change"
+        f"Debezium sends its changes to the topic of {topic} (each character Kafka refuses made '_'), where the "
+        f"writer takes them for {topic}'s changes"
+        if all(_PLAIN_IDENTIFIER.fullmatch(part) for part in parts)
+        else f"the writer cannot name a table from its topic (<prefix>.{topic}) and dead-letters every change"
     )
     return (
         f"{table!r}: a schema or table name cdcflow captures is letters, digits and '_', not starting with a digit; "
