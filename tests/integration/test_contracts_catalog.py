@@ -138,6 +138,11 @@ def test_the_extension_types_and_enums_the_connector_sends_are_captured(
         ("interval[]", "an array of interval is not sent at all"),
         ("money[]", "an array of money is not sent at all"),  # the column is missing from every event
         ("integer[][]", "a multi-dimensional array arrives as an array of NULLs"),
+        # valid NUMERICs no exact lake decimal holds (the writer would fail on the table at every start)
+        ("numeric(1000, 0)", r"numeric has more digits than the lake's widest exact decimal \(76\)"),
+        ("numeric(77, 2)[]", r"an array of numeric has more digits than the lake's widest exact decimal"),
+        ("numeric(2, -3)", "numeric has a scale below zero, which no Parquet decimal takes"),
+        ("numeric(3, 5)", "numeric has a scale above its precision, which no Parquet decimal takes"),
     ],
 )
 def test_a_type_the_connector_cannot_carry_is_refused_until_its_column_is_excluded(
@@ -154,6 +159,23 @@ def test_a_type_the_connector_cannot_carry_is_refused_until_its_column_is_exclud
     ((column, reason),) = contract.uncaptured
     assert column == "odd"
     assert "excluded" in reason
+
+
+def test_numerics_at_the_lakes_limits_keep_their_precision_and_scale(
+    pg: Conn, settings: Settings, scratch_schema: str
+) -> None:
+    s = scratch_schema
+    pg.execute(f"create domain {s}.wide as numeric(76, 38)".encode())
+    pg.execute(
+        f"create table {s}.edges (id int primary key, widest numeric(76, 0), w {s}.wide, tiny numeric(5, 5),"
+        " many numeric(76, 76)[])".encode()
+    )
+    (contract,) = contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\.edges"])
+    shapes = {c.name: (c.precision, c.scale) for c in contract.columns if c.semantic == "decimal"}
+    assert shapes == {"widest": (76, 0), "w": (76, 38), "tiny": (5, 5)}
+    many = contract.column("many").items
+    assert many is not None
+    assert (many.precision, many.scale) == (76, 76)
 
 
 def test_evolution_against_the_catalog(pg: Conn, settings: Settings, scratch_schema: str) -> None:

@@ -17,7 +17,15 @@ from services.common.contracts.errors import (
     NoPrimaryKeyError,
     UnsupportedColumnError,
 )
-from services.common.contracts.model import NAME_RULE, Column, Semantic, TableContract, is_safe_name
+from services.common.contracts.model import (
+    NAME_RULE,
+    VARIABLE_DECIMAL_PRECISION,
+    VARIABLE_DECIMAL_SCALE,
+    Column,
+    Semantic,
+    TableContract,
+    is_safe_name,
+)
 from services.common.contracts.reserved import WarehouseNames, why_reserved
 
 if TYPE_CHECKING:
@@ -152,10 +160,29 @@ select n.nspname, c.relname
 
 
 def _numeric(typmod: int) -> tuple[int, int] | None:
-    """NUMERIC(p, s) is encoded in the type modifier; -1 means unconstrained."""
+    """NUMERIC(p, s) is encoded in the type modifier; -1 means unconstrained. The scale is 11 bits, signed:
+    PostgreSQL 15 takes a scale below zero or above the precision (numeric(2, -3), numeric(3, 5))."""
     if typmod < 4:
         return None
-    return ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
+    return ((typmod - 4) >> 16) & 0xFFFF, (((typmod - 4) & 0x7FF) ^ 0x400) - 0x400
+
+
+def _unfit_numeric(type_name: str, typmod: int) -> str | None:
+    """Why a NUMERIC(p, s) has no exact decimal in the lake (Parquet's: 0 <= s <= p <= 76), or None. Without a
+    precision it has one (values beyond it go to the DLQ one by one)."""
+    shape = _numeric(typmod) if type_name == "numeric" else None
+    if shape is None:
+        return None
+    precision, scale = shape
+    if precision > VARIABLE_DECIMAL_PRECISION:
+        why = f"has more digits than the lake's widest exact decimal ({VARIABLE_DECIMAL_PRECISION})"
+    elif scale < 0:
+        why = "has a scale below zero, which no Parquet decimal takes"
+    elif scale > precision:
+        why = "has a scale above its precision, which no Parquet decimal takes"
+    else:
+        return None
+    return f"{why} (numeric without precision takes {VARIABLE_DECIMAL_SCALE} digits each side of the point)"
 
 
 def column_from_catalog(name: str, base_type: str, typmod: int, pg_type: str, nullable: bool) -> Column:
@@ -182,11 +209,12 @@ def _unsupported(row: dict[str, Any]) -> str | None:
             return "a multi-dimensional array arrives as an array of NULLs"
         why = (
             UNSUPPORTED_TYPES.get(element)
+            or _unfit_numeric(element, int(row["typmod"]))  # the array's typmod is its elements'
             or _UNSUPPORTED_ARRAY_ELEMENTS.get(element)
             or _not_known(element, str(row["elem_kind"]), str(row["elem_schema"]))
         )
         return f"an array of {element} {why}" if why else None
-    why = _not_known(base, str(row["type_kind"]), str(row["type_schema"]))
+    why = _unfit_numeric(base, int(row["typmod"])) or _not_known(base, str(row["type_kind"]), str(row["type_schema"]))
     return f"{base} {why}" if why else None
 
 
