@@ -179,9 +179,9 @@ _SESSION = "-c TimeZone=UTC -c IntervalStyle=iso_8601"
 
 
 class _OrText(Loader):
-    """The driver's own loader of a date or timestamp, but a value Python cannot hold (``infinity``, a year beyond
-    9999 or BC) comes back as PostgreSQL's text instead of failing the whole read: the writer refuses such a
-    value, so the row is reported as differing or missing rather than verify stopping."""
+    """The driver's own loader of a date, timestamp or time, but a value Python cannot hold (``infinity``, a year
+    beyond 9999 or BC, the time ``24:00:00``) comes back as PostgreSQL's text instead of failing the whole read: the
+    writer refuses such a value, so the row is reported as differing or missing rather than verify stopping."""
 
     def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
         super().__init__(oid, context)
@@ -196,7 +196,7 @@ class _OrText(Loader):
             return bytes(data).decode()
 
 
-_OUT_OF_PYTHON = ("date", "timestamp", "timestamptz")
+_OUT_OF_PYTHON = ("date", "timestamp", "timestamptz", "time")
 
 
 class PostgresSource:

@@ -200,24 +200,26 @@ def test_a_captured_table_without_a_contract_is_named_never_skipped_silently(
 
 
 ODD_SQL = """
-create table {schema}.odd (id integer primary key, at timestamptz, due date, ints integer[], stamps timestamptz[]);
+create table {schema}.odd (
+  id integer primary key, at timestamptz, due date, ints integer[], stamps timestamptz[], t time
+);
 insert into {schema}.odd values
-  (1, 'infinity', '10000-01-01', '{{1}}', '{{"2024-01-01 00:00+00",infinity}}'),
-  (2, '2024-01-01 00:00+00', '2024-01-01', '{{{{1,2}},{{3,4}}}}', '{{}}'),
-  (3, '-infinity', '0044-03-15 BC', null, null),
-  (4, '2024-06-01 12:00+00', '2024-06-01', '{{5,null}}', '{{"2024-06-01 12:00+00"}}');
+  (1, 'infinity', '10000-01-01', '{{1}}', '{{"2024-01-01 00:00+00",infinity}}', '24:00:00'),
+  (2, '2024-01-01 00:00+00', '2024-01-01', '{{{{1,2}},{{3,4}}}}', '{{}}', '00:00:00'),
+  (3, '-infinity', '0044-03-15 BC', null, null, null),
+  (4, '2024-06-01 12:00+00', '2024-06-01', '{{5,null}}', '{{"2024-06-01 12:00+00"}}', '23:59:59.999999');
 """
 
 
 class _Kept:
-    """Silver as the pipeline leaves it: the writer refused rows 1 and 3 (values outside years 1-9999), and
-    Debezium sent row 2's two-dimensional integers as [null, null]."""
+    """Silver as the pipeline leaves it: the writer refused rows 1 and 3 (values outside years 1-9999; row 1's
+    time, 24:00:00, is no Python time either), and Debezium sent row 2's two-dimensional integers as [null, null]."""
 
     def __init__(self) -> None:
         at = dt.datetime(2024, 6, 1, 12, tzinfo=dt.UTC)
         self.data = {
-            2: (2, dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.date(2024, 1, 1), [None, None], []),
-            4: (4, at, dt.date(2024, 6, 1), [5, None], [at]),
+            2: (2, dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.date(2024, 1, 1), [None, None], [], dt.time(0)),
+            4: (4, at, dt.date(2024, 6, 1), [5, None], [at], dt.time(23, 59, 59, 999999)),
         }
 
     def exists(self, contract: TableContract) -> bool:
