@@ -691,11 +691,15 @@ def test_huge_exponents_outside_decimal_columns_are_only_text() -> None:
     assert result.rows.column("balance").to_pylist()[0] == Decimal("15.00")
 
 
-def test_a_time_of_24_00_is_kept() -> None:
-    """PostgreSQL's time type includes 24:00:00; Debezium sends it as a whole day of microseconds."""
-    result = _decode([_event("c", after=_row(7, cutoff=86_400_000_000))])
-    assert result.failures == []
-    assert result.rows.column("cutoff").cast(pa.int64()).to_pylist() == [86_400_000_000]
+def test_a_time_of_24_00_is_refused_alone() -> None:
+    """PostgreSQL's time type includes 24:00:00 (Debezium sends a whole day of microseconds); Arrow's time ends
+    before it, and a lake file holding it fails the loader's validation with every other row of the file."""
+    last = 86_400_000_000 - 1
+    result = _decode([_event("c", after=_row(i, cutoff=t)) for i, t in ((7, last), (8, last + 1), (9, 0))])
+    assert [(f.reason, f.message.offset()) for f in result.failures] == [(Reason.OUT_OF_RANGE, 101)]
+    assert "column cutoff: 86400000000 µs is not a time of day before 24:00:00" in result.failures[0].detail
+    assert result.rows.column("cutoff").cast(pa.int64()).to_pylist() == [last, 0]
+    result.rows.validate(full=True)
 
 
 def test_a_kafka_timestamp_beyond_year_9999_is_refused() -> None:

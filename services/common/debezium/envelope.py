@@ -81,7 +81,9 @@ _EVENT_YEARS = "is outside years 1-9999"
 # Python nor BigQuery holds a year beyond 9999 or before 1.
 _FIRST_DAY, _LAST_DAY = -719_162, 2_932_896  # 0001-01-01 and 9999-12-31 in days since the epoch
 _COLUMN_YEARS = "is outside years 1-9999 (PostgreSQL's infinity arrives so)"
-_DAY_US = 86_400_000_000  # PostgreSQL's time type runs from 00:00:00 to 24:00:00 inclusive
+# PostgreSQL's time runs from 00:00:00 to 24:00:00 inclusive; Arrow's, Parquet readers' and BigQuery's end before
+# 24:00:00 (a lake file holding it fails the loader's validation, with every other row of the file)
+_DAY_US = 86_400_000_000
 _LEAF_UNITS = frozenset({"date", "timestamp", "timestamp_millis", "time"})
 # The source fields the lake keeps; the others (connector, db, schema, table, …) are skipped unread.
 SOURCE = pa.struct(
@@ -270,7 +272,7 @@ def _convert_unit(
             kept, checks = _within(raw, _FIRST_EVENT_MS, _LAST_EVENT_MS, what, _COLUMN_YEARS)
             return pc.cast(pc.multiply_checked(kept, 1000), target), checks
         case "time":
-            kept, checks = _within(raw, 0, _DAY_US, what, "µs is not a time of day")
+            kept, checks = _within(raw, 0, _DAY_US - 1, what, "µs is not a time of day before 24:00:00")
             return pc.cast(kept, target), checks
         case "timestamp":
             kept, checks = _within(raw, _FIRST_EVENT_US, _LAST_EVENT_US, what, _COLUMN_YEARS)
