@@ -8,7 +8,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
@@ -715,6 +715,63 @@ def test_a_kafka_timestamp_beyond_year_9999_is_refused() -> None:
     result = JsonEventDecoder(CONTRACT).decode(TOPIC, MessageBatch.of(messages), ingested_at_us=0)
     assert [(f.reason, f.message.offset()) for f in result.failures] == [(Reason.OUT_OF_RANGE, 101)]
     assert result.rows.column("_kafka_offset").to_pylist() == [100, 102]
+
+
+def _micros(at: datetime) -> int:
+    return (at.replace(tzinfo=None) - datetime(1970, 1, 1)) // timedelta(microseconds=1)
+
+
+STAMPS = TableContract(
+    schema="lending",
+    table="stamps",
+    primary_key=("id",),
+    columns=(
+        Column("id", "int64", "bigint", nullable=False),
+        Column("at", "timestamp", "timestamp without time zone"),
+        Column("at_ms", "timestamp_millis", "timestamp(3) without time zone"),
+        Column("at_tz", "timestamptz", "timestamp with time zone"),
+        Column("ats", "array", "timestamp[]", items=Column("element", "timestamp", "timestamp")),
+    ),
+)
+
+
+@pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
+def test_a_snapshots_timestamps_before_the_gregorian_calendar_get_their_dates_back(native_reader: bool) -> None:
+    """Debezium's snapshot sends the instant of the Julian date for a timestamp before 1582-10-15 (what
+    java.sql.Timestamp makes of PostgreSQL's fields); a streamed change sends the value itself."""
+    held = [datetime(1000, 1, 1, 12, 0, 0, 500_000), datetime(1582, 10, 4, 23, 59, 59), datetime(2, 3, 1)]
+    julian = [datetime(1000, 1, 6, 12, 0, 0, 500_000), datetime(1582, 10, 14, 23, 59, 59), datetime(2, 2, 27)]
+    unchanged = [datetime(1582, 10, 15), datetime(2026, 5, 6, 5, 8, 9)]  # Gregorian in java.util too
+
+    def event(op: str, key: int, at: datetime, in_array: list[datetime | None]) -> bytes:
+        row = {
+            "id": key,
+            "at": _micros(at),
+            "at_ms": _micros(at) // 1000,
+            "at_tz": at.isoformat() + "Z",
+            "ats": [None if a is None else _micros(a) for a in in_array],
+        }
+        return _event(op, after=row)
+
+    sent = [*julian, *unchanged]
+    values = [event("r", i, at, [at, None]) for i, at in enumerate(sent)]
+    values += [event("c", 10 + i, at, [at]) for i, at in enumerate(sent)]
+    values.append(_event("r", after={"id": 20, "at": None, "at_ms": None, "at_tz": None, "ats": None}))
+    decoder = JsonEventDecoder(STAMPS, native_reader=native_reader)
+    result = decoder.decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=0)
+    assert result.failures == []
+    rows = {r["id"]: r for r in result.rows.select(["id", "at", "at_ms", "at_tz", "ats"]).to_pylist()}
+    for key, want in enumerate([*held, *unchanged]):
+        utc = want.replace(tzinfo=UTC)
+        assert (rows[key]["at"], rows[key]["at_ms"], rows[key]["at_tz"], rows[key]["ats"]) == (
+            want,
+            want,
+            utc,
+            [want, None],
+        ), key
+    for key, at in enumerate(sent, start=10):  # streamed: as sent
+        assert (rows[key]["at"], rows[key]["at_tz"], rows[key]["ats"]) == (at, at.replace(tzinfo=UTC), [at])
+    assert (rows[20]["at"], rows[20]["ats"]) == (None, None)
 
 
 ARRAYS = TableContract(

@@ -84,6 +84,7 @@ _COLUMN_YEARS = "is outside years 1-9999 (PostgreSQL's infinity arrives so)"
 # PostgreSQL's time runs from 00:00:00 to 24:00:00 inclusive; Arrow's, Parquet readers' and BigQuery's end before
 # 24:00:00 (a lake file holding it fails the loader's validation, with every other row of the file)
 _DAY_US = 86_400_000_000
+_GREGORIAN_START_US = -12_219_292_800_000_000  # 1582-10-15T00:00:00Z, where java.util's calendar turns Gregorian
 _LEAF_UNITS = frozenset({"date", "timestamp", "timestamp_millis", "time"})
 # The source fields the lake keeps; the others (connector, db, schema, table, …) are skipped unread.
 SOURCE = pa.struct(
@@ -145,6 +146,7 @@ class EnvelopeConverter:
         source = _column(wire, "source")
         before, after = _column(wire, "before"), _column(wire, "after")
         ops = _ops(op)
+        has_reads = bool(ops.read.any())
         has_deletes = bool(ops.delete.any())
         is_delete = pa.array(ops.delete) if has_deletes else None
         before_fields, after_fields = _Fields(before), _Fields(after)
@@ -185,6 +187,8 @@ class EnvelopeConverter:
                 raw = image(column.name)
             converted, bad = _convert(column, raw)
             reasons += bad
+            if has_reads:
+                converted = _gregorian_reads(converted, ops.read)
             if (placeholder := _placeholder_mask(column, raw)) is not None:
                 converted = pc.if_else(placeholder, pa.scalar(None, converted.type), converted)
                 unavailable.append((column.name, np.asarray(placeholder)))
@@ -282,6 +286,55 @@ def _convert_unit(
             return pc.cast(kept, target), checks
 
 
+def _gregorian_reads(values: pa.Array, reads: np.ndarray) -> pa.Array:
+    """``values`` with the timestamps a snapshot read before 1582-10-15 moved to the dates PostgreSQL holds.
+
+    Debezium's snapshot reads a timestamp through ``java.sql.Timestamp``, whose calendar is Julian before
+    1582-10-15: it sends the instant of the Julian date with PostgreSQL's fields, days off the (proleptic
+    Gregorian) value PostgreSQL holds. Streamed changes are read from the WAL's text and are exact. Any other
+    column, and a batch with no such value, comes back as it is.
+    """
+    kind = values.type
+    if pa.types.is_list(kind) and pa.types.is_timestamp(kind.value_type):
+        assert isinstance(values, pa.ListArray)
+        parents = np.asarray(pc.list_parent_indices(values))
+        elements = _gregorian_reads(values.flatten(), reads[parents])
+        return pa.ListArray.from_arrays(
+            pc.subtract(values.offsets, values.offsets[0]), elements, type=kind, mask=pc.is_null(values)
+        )
+    if not pa.types.is_timestamp(kind):
+        return values
+    as_micros = values.cast(pa.int64())
+    smallest = pc.min(as_micros).as_py()
+    if smallest is None or smallest >= _GREGORIAN_START_US:  # nearly always: one pass, nothing to do
+        return values
+    micros, valid = np.asarray(pc.fill_null(as_micros, 0)), _valid(values)
+    early = reads & valid & (micros < _GREGORIAN_START_US)
+    fixed = np.where(early, _julian_as_gregorian(micros), micros)
+    return pa.array(fixed, pa.int64(), mask=~valid).cast(kind)
+
+
+def _julian_as_gregorian(micros: np.ndarray) -> np.ndarray:
+    """The proleptic Gregorian time with the fields of the Julian date at each instant (microseconds since the
+    epoch): the day's Julian calendar fields from its Julian day number, then their Gregorian day count."""
+    days, time_of_day = np.divmod(micros, _DAY_US)
+    c = days + 2_440_588 + 32_082  # the Julian day number, shifted so that every quotient below is positive
+    d = (4 * c + 3) // 1461
+    e = c - (1461 * d) // 4
+    m = (5 * e + 2) // 153
+    day = e - (153 * m + 2) // 5 + 1
+    month = m + 3 - 12 * (m // 10)
+    year = d - 4800 + m // 10
+    # days since 1970-01-01 of a proleptic Gregorian date (years from March, eras of 400 years)
+    year = year - (month <= 2)
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    gregorian: np.ndarray = (era * 146_097 + day_of_era - 719_468) * _DAY_US + time_of_day
+    return gregorian
+
+
 def _within(raw: pa.Array, low: int, high: int, what: str, why: str) -> tuple[pa.Array, list[_Check]]:
     """``raw`` with the values outside ``[low, high]`` nulled, and a check for their rows."""
     bounds = pc.min_max(raw)
@@ -336,10 +389,11 @@ class _Fields:
 
 
 class _Ops(NamedTuple):
-    """Per row of a batch: the op is a delete, a truncate, none Debezium sends."""
+    """Per row of a batch: the op is a delete, a truncate, a snapshot's read, none Debezium sends."""
 
     delete: np.ndarray
     truncate: np.ndarray
+    read: np.ndarray
     unknown: np.ndarray
 
 
@@ -349,12 +403,13 @@ def _ops(op: pa.Array) -> _Ops:
     if op.type != pa.string():  # a column no reader should give: the general way
         delete = np.asarray(pc.fill_null(pc.equal(op, "d"), False))
         truncate = np.asarray(pc.fill_null(pc.equal(op, "t"), False))
-        return _Ops(delete, truncate, ~np.asarray(pc.fill_null(pc.is_in(op, value_set=_OPS), False)))
+        read = np.asarray(pc.fill_null(pc.equal(op, "r"), False))
+        return _Ops(delete, truncate, read, ~np.asarray(pc.fill_null(pc.is_in(op, value_set=_OPS), False)))
     data, offsets = column_bytes(op)
     one_char = _valid(op) & (np.diff(offsets) == 1)
     first = np.zeros(len(op), dtype=np.uint8)
     first[one_char] = data[offsets[:-1][one_char]]
-    return _Ops(first == ord("d"), first == ord("t"), ~_KNOWN_OP[first])
+    return _Ops(first == ord("d"), first == ord("t"), first == ord("r"), ~_KNOWN_OP[first])
 
 
 def _valid(array: pa.Array) -> np.ndarray:
