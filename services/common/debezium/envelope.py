@@ -297,8 +297,10 @@ def _gregorian_reads(values: pa.Array, reads: np.ndarray) -> pa.Array:
     kind = values.type
     if pa.types.is_list(kind) and pa.types.is_timestamp(kind.value_type):
         assert isinstance(values, pa.ListArray)
-        parents = np.asarray(pc.list_parent_indices(values))
-        elements = _gregorian_reads(values.flatten(), reads[parents])
+        flat = values.flatten()
+        elements = _gregorian_reads(flat, reads[np.asarray(pc.list_parent_indices(values))])
+        if elements is flat:  # nothing moved: the lists as they are
+            return values
         return pa.ListArray.from_arrays(
             pc.subtract(values.offsets, values.offsets[0]), elements, type=kind, mask=pc.is_null(values)
         )
