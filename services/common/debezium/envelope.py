@@ -131,6 +131,8 @@ class EnvelopeConverter:
         self.contract = contract
         self.schema = lake_schema(contract)
         self._columns = {c.name: c for c in contract.columns}
+        # the columns a snapshot's read may hold early timestamps in (:func:`_gregorian_reads`)
+        self._timestamp_columns = frozenset(f.name for f in self.schema if _holds_timestamps(f.type))
         image = pa.struct([pa.field(c.name, wire_type(c)) for c in contract.columns])
         self.wire_schema = pa.schema(
             [("before", image), ("after", image), ("source", SOURCE), ("op", pa.string()), ("ts_ms", pa.int64())]
@@ -187,7 +189,7 @@ class EnvelopeConverter:
                 raw = image(column.name)
             converted, bad = _convert(column, raw)
             reasons += bad
-            if has_reads:
+            if has_reads and column.name in self._timestamp_columns:
                 converted = _gregorian_reads(converted, ops.read)
             if (placeholder := _placeholder_mask(column, raw)) is not None:
                 converted = pc.if_else(placeholder, pa.scalar(None, converted.type), converted)
@@ -286,13 +288,17 @@ def _convert_unit(
             return pc.cast(kept, target), checks
 
 
+def _holds_timestamps(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_timestamp(kind) or (pa.types.is_list(kind) and pa.types.is_timestamp(kind.value_type)))
+
+
 def _gregorian_reads(values: pa.Array, reads: np.ndarray) -> pa.Array:
     """``values`` with the timestamps a snapshot read before 1582-10-15 moved to the dates PostgreSQL holds.
 
     Debezium's snapshot reads a timestamp through ``java.sql.Timestamp``, whose calendar is Julian before
     1582-10-15: it sends the instant of the Julian date with PostgreSQL's fields, days off the (proleptic
-    Gregorian) value PostgreSQL holds. Streamed changes are read from the WAL's text and are exact. Any other
-    column, and a batch with no such value, comes back as it is.
+    Gregorian) value PostgreSQL holds. Streamed changes are read from the WAL's text and are exact. A batch with
+    no such value comes back as it is.
     """
     kind = values.type
     if pa.types.is_list(kind) and pa.types.is_timestamp(kind.value_type):
