@@ -22,7 +22,7 @@ from services.common.contracts import TableContract
 from services.common.contracts.catalog import columns_with_defaults, table_contract
 from services.common.contracts.compat import compare, evolve
 from services.common.contracts.errors import CatalogUnreachableError, ContractError
-from services.common.contracts.reserved import WarehouseNames
+from services.common.contracts.reserved import WarehouseLimits
 from services.common.contracts.store import publish_contract
 from services.common.lake import Lake
 from services.common.logging import get_logger
@@ -52,7 +52,7 @@ class CatalogEvolution:
         metrics: WriterMetrics,
         *,
         exclude_columns: Sequence[str] = (),
-        warehouse: WarehouseNames | None = None,
+        warehouse: WarehouseLimits | None = None,
         timeout_s: float = _TIMEOUT_S,
         source: str = "",
     ) -> None:

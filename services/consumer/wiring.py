@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from services import __version__
 from services.common.contracts import ContractRegistry, load_contracts
-from services.common.contracts.reserved import warehouse_names
+from services.common.contracts.reserved import warehouse_limits
 from services.common.contracts.store import contracts_from_lake
 from services.common.debezium.arrow_reader import NATIVE_READER
 from services.common.errors import ConfigError
@@ -77,7 +77,7 @@ def run_writer(
                 lake,
                 metrics,
                 exclude_columns=w.exclude_columns,
-                warehouse=warehouse_names(settings.warehouse.backend),
+                warehouse=warehouse_limits(settings.warehouse.backend),
                 timeout_s=w.catalog_timeout_s,
                 source=settings.kafka.source(),
             )

@@ -440,14 +440,14 @@ def _check_capturable(signal: SignalTarget, table: str, settings: Settings) -> N
     table while the database holds a type Debezium fails on (adding a table restarts the connector's task)."""
     from services.common.contracts.catalog import publishing_hazards, table_contract, unloadable_types
     from services.common.contracts.errors import CatalogUnreachableError, ContractError
-    from services.common.contracts.reserved import warehouse_names
+    from services.common.contracts.reserved import warehouse_limits
 
     try:
         contract = table_contract(
             signal.dsn,
             table,
             exclude_columns=list(settings.writer.exclude_columns),
-            warehouse=warehouse_names(settings.warehouse.backend),
+            warehouse=warehouse_limits(settings.warehouse.backend),
             timeout_s=10,
         )
         hazard = publishing_hazards(signal.dsn, timeout_s=10).get(table)

@@ -120,7 +120,7 @@ def _catalog_contracts(settings: Settings, source: str | None = None) -> list[Ta
     from dataclasses import replace
 
     from services.common.contracts.catalog import contracts_from_catalog
-    from services.common.contracts.reserved import warehouse_names
+    from services.common.contracts.reserved import warehouse_limits
     from services.stack.connect import load_connector
     from services.stack.sources import sources
 
@@ -139,7 +139,7 @@ def _catalog_contracts(settings: Settings, source: str | None = None) -> list[Ta
         include,
         exclude,
         exclude_columns=w.exclude_columns,
-        warehouse=warehouse_names(settings.warehouse.backend),
+        warehouse=warehouse_limits(settings.warehouse.backend),
     )
     return [replace(c, source=stamp) for c in found]
 

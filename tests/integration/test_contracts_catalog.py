@@ -13,7 +13,7 @@ from psycopg import sql
 from services.common.contracts.catalog import GENERATED, contracts_from_catalog, publishing_hazards, table_key
 from services.common.contracts.compat import compare
 from services.common.contracts.errors import ContractError, NoPrimaryKeyError, UnsupportedColumnError
-from services.common.contracts.reserved import warehouse_names
+from services.common.contracts.reserved import warehouse_limits
 from services.common.settings import Settings
 from tests.fixtures.stack import login_role
 
@@ -436,7 +436,7 @@ def test_a_column_bigquery_refuses_is_refused_for_bigquery_alone(
     dsn, hourly = settings.postgres.dsn(), [rf"{s}\.hourly"]
     (contract,) = contracts_from_catalog(dsn, hourly)
     assert [c.name for c in contract.columns] == ["id", *BIGQUERY_REFUSES]
-    bigquery = warehouse_names("bigquery")
+    bigquery = warehouse_limits("bigquery")
     for column, why in BIGQUERY_REFUSES.items():
         others = [re.escape(f"{s}.hourly.{other}") for other in BIGQUERY_REFUSES if other != column]
         with pytest.raises(UnsupportedColumnError, match=re.escape(f"{column!r}: {why}")):
@@ -444,3 +444,25 @@ def test_a_column_bigquery_refuses_is_refused_for_bigquery_alone(
     every = [re.escape(f"{s}.hourly.{column}") for column in BIGQUERY_REFUSES]
     (contract,) = contracts_from_catalog(dsn, hourly, exclude_columns=every, warehouse=bigquery)
     assert [c.name for c in contract.columns] == ["id"]
+
+
+def test_a_numeric_bigquery_holds_no_exact_type_for_is_refused_for_bigquery_alone(
+    pg: Conn, settings: Settings, scratch_schema: str
+) -> None:
+    s = scratch_schema
+    pg.execute(f"create domain {s}.wide as numeric(76, 38)".encode())
+    pg.execute(
+        f"create table {s}.ledger (id int primary key, w {s}.wide, n numeric, m money, fine numeric(38, 38),"
+        " big numeric(76, 0), tiny numeric(40, 40)[])".encode()
+    )
+    dsn, ledger, bigquery = settings.postgres.dsn(), [rf"{s}\.ledger"], warehouse_limits("bigquery")
+    (contract,) = contracts_from_catalog(dsn, ledger)
+    assert [c.name for c in contract.columns] == ["id", "w", "n", "m", "fine", "big", "tiny"]
+    refused = {"big": "numeric has more digits before", "tiny": "an array of numeric has more digits after"}
+    for column, why in refused.items():
+        others = [re.escape(f"{s}.ledger.{other}") for other in refused if other != column]
+        with pytest.raises(UnsupportedColumnError, match=rf"{column} \(.*\): {why} the point than BigQuery's widest"):
+            contracts_from_catalog(dsn, ledger, exclude_columns=others, warehouse=bigquery)
+    every = [re.escape(f"{s}.ledger.{column}") for column in refused]
+    (contract,) = contracts_from_catalog(dsn, ledger, exclude_columns=every, warehouse=bigquery)
+    assert [c.name for c in contract.columns] == ["id", "w", "n", "m", "fine"]

@@ -24,7 +24,7 @@ from services.common.contracts.reserved import (
     SHADOWED_PERIOD,
     history_period,
     is_reserved,
-    warehouse_names,
+    warehouse_limits,
     why_reserved,
 )
 from services.common.contracts.store import publish_contract
@@ -88,9 +88,9 @@ def test_a_name_cdcflow_does_not_add_is_free(name: str) -> None:
 
 
 def test_the_lake_folders_are_reserved_on_bigquery_alone() -> None:
-    assert warehouse_names("duckdb").why_refused("hour") is None
-    assert warehouse_names("bigquery").folders == LAKE_FOLDER_NAMES == tuple(name for name, _ in HIVE_KEYS)
-    assert is_reserved("HOUR", warehouse_names("bigquery"))
+    assert warehouse_limits("duckdb").why_refused("hour") is None
+    assert warehouse_limits("bigquery").folders == LAKE_FOLDER_NAMES == tuple(name for name, _ in HIVE_KEYS)
+    assert is_reserved("HOUR", warehouse_limits("bigquery"))
 
 
 @pytest.mark.parametrize(
@@ -105,14 +105,33 @@ def test_the_lake_folders_are_reserved_on_bigquery_alone() -> None:
     ],
 )
 def test_a_name_bigquery_refuses_is_reserved_there_alone(name: str, why: str) -> None:
-    assert why in (why_reserved(name, warehouse_names("bigquery")) or "")
-    assert why_reserved(name, warehouse_names("duckdb")) is None
+    assert why in (why_reserved(name, warehouse_limits("bigquery")) or "")
+    assert why_reserved(name, warehouse_limits("duckdb")) is None
     assert why_reserved(name) is None
+
+
+@pytest.mark.parametrize(
+    ("precision", "scale", "why"),
+    [
+        (76, 38, None),  # numeric without precision
+        (40, 1, "more digits before the point"),
+        (39, 1, None),
+        (40, 39, "more digits after the point"),
+        (76, 0, "more digits before the point"),
+        (38, 38, None),
+        (38, 0, None),
+    ],
+)
+def test_bigquery_refuses_a_decimal_wider_than_bignumeric_alone(precision: int, scale: int, why: str | None) -> None:
+    found = warehouse_limits("bigquery").why_unfit_decimal(precision, scale)
+    assert (found is None) == (why is None)
+    assert why is None or why in str(found)
+    assert warehouse_limits("duckdb").why_unfit_decimal(precision, scale) is None
 
 
 @pytest.mark.parametrize("name", ["file_name", "partition", "table_name", "_tablename", "row_timestamp", "dollars"])
 def test_a_name_near_what_bigquery_refuses_is_free(name: str) -> None:
-    assert why_reserved(name, warehouse_names("bigquery")) is None
+    assert why_reserved(name, warehouse_limits("bigquery")) is None
 
 
 @pytest.mark.parametrize(

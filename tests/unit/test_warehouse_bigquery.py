@@ -77,8 +77,11 @@ def test_decimal_widths_choose_numeric_or_bignumeric() -> None:
     assert mapped(38, 9) == ("NUMERIC", 38, 9)
     assert mapped(12, 10) == ("BIGNUMERIC", 12, 10)  # scale above NUMERIC's 9
     assert mapped(35, 2) == ("BIGNUMERIC", 35, 2)  # 33 integer digits: above NUMERIC's 29
-    with pytest.raises(WarehouseError, match="BIGNUMERIC"):
+    assert mapped(76, 38) == ("BIGNUMERIC", None, None)  # the widest: plain BIGNUMERIC
+    with pytest.raises(WarehouseError, match="more digits before the point than BigQuery's widest exact decimal"):
         mapped(60, 2)  # 58 integer digits
+    with pytest.raises(WarehouseError, match="more digits after the point than BigQuery's widest exact decimal"):
+        mapped(50, 40)
 
 
 def test_staging_is_the_lake_file_then_its_folder_keys() -> None:

@@ -26,7 +26,7 @@ from services.common.contracts.model import (
     TableContract,
     is_safe_name,
 )
-from services.common.contracts.reserved import WarehouseNames, why_reserved
+from services.common.contracts.reserved import WarehouseLimits, why_reserved
 
 if TYPE_CHECKING:
     import psycopg
@@ -167,9 +167,9 @@ def _numeric(typmod: int) -> tuple[int, int] | None:
     return ((typmod - 4) >> 16) & 0xFFFF, (((typmod - 4) & 0x7FF) ^ 0x400) - 0x400
 
 
-def _unfit_numeric(type_name: str, typmod: int) -> str | None:
-    """Why a NUMERIC(p, s) has no exact decimal in the lake (Parquet's: 0 <= s <= p <= 76), or None. Without a
-    precision it has one (values beyond it go to the DLQ one by one)."""
+def _unfit_numeric(type_name: str, typmod: int, warehouse: WarehouseLimits | None) -> str | None:
+    """Why a NUMERIC(p, s) has no exact decimal in the lake (Parquet's: 0 <= s <= p <= 76) or in ``warehouse``,
+    or None. Without a precision it has one in both (values beyond it go to the DLQ one by one)."""
     shape = _numeric(typmod) if type_name == "numeric" else None
     if shape is None:
         return None
@@ -180,6 +180,8 @@ def _unfit_numeric(type_name: str, typmod: int) -> str | None:
         why = "has a scale below zero, which no Parquet decimal takes"
     elif scale > precision:
         why = "has a scale above its precision, which no Parquet decimal takes"
+    elif warehouse and (unfit := warehouse.why_unfit_decimal(precision, scale)):
+        why = unfit
     else:
         return None
     return f"{why} (numeric without precision takes {VARIABLE_DECIMAL_SCALE} digits each side of the point)"
@@ -198,8 +200,8 @@ def column_from_catalog(name: str, base_type: str, typmod: int, pg_type: str, nu
     return Column(name, _SEMANTIC_BY_TYPE.get(base_type, "string"), pg_type, nullable)
 
 
-def _unsupported(row: dict[str, Any]) -> str | None:
-    """Why the column's type cannot be captured exactly, or None."""
+def _unsupported(row: dict[str, Any], warehouse: WarehouseLimits | None) -> str | None:
+    """Why the column's type cannot be captured exactly (into ``warehouse``), or None."""
     base = str(row["base_type"])
     if base in UNSUPPORTED_TYPES:  # oidvector and int2vector are arrays too
         return f"{base} {UNSUPPORTED_TYPES[base]}"
@@ -209,12 +211,14 @@ def _unsupported(row: dict[str, Any]) -> str | None:
             return "a multi-dimensional array arrives as an array of NULLs"
         why = (
             UNSUPPORTED_TYPES.get(element)
-            or _unfit_numeric(element, int(row["typmod"]))  # the array's typmod is its elements'
+            or _unfit_numeric(element, int(row["typmod"]), warehouse)  # the array's typmod is its elements'
             or _UNSUPPORTED_ARRAY_ELEMENTS.get(element)
             or _not_known(element, str(row["elem_kind"]), str(row["elem_schema"]))
         )
         return f"an array of {element} {why}" if why else None
-    why = _unfit_numeric(base, int(row["typmod"])) or _not_known(base, str(row["type_kind"]), str(row["type_schema"]))
+    why = _unfit_numeric(base, int(row["typmod"]), warehouse) or _not_known(
+        base, str(row["type_kind"]), str(row["type_schema"])
+    )
     return f"{base} {why}" if why else None
 
 
@@ -256,7 +260,7 @@ def _captured(
     table: str,
     rows: list[dict[str, Any]],
     excluded: list[re.Pattern[str]],
-    warehouse: WarehouseNames | None,
+    warehouse: WarehouseLimits | None,
 ) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
     """The catalog rows of the columns change events carry, and the others with why."""
     captured, uncaptured = [], []
@@ -266,7 +270,7 @@ def _captured(
             uncaptured.append((name, _EXCLUDED))
         elif row["is_generated"]:
             uncaptured.append((name, GENERATED))
-        elif why := _unsupported(row):
+        elif why := _unsupported(row, warehouse):
             raise UnsupportedColumnError(
                 f"{schema}.{table}.{name} ({row['formatted']}): {why}, so its values would change silently. "
                 f"{_exclude_it(schema, table, name)}, or change its type"
@@ -304,7 +308,7 @@ def _contract(
     schema: str,
     table: str,
     excluded: list[re.Pattern[str]],
-    warehouse: WarehouseNames | None,
+    warehouse: WarehouseLimits | None,
 ) -> TableContract:
     from psycopg.rows import dict_row
 
@@ -568,13 +572,13 @@ def contracts_from_catalog(
     exclude: list[str] | None = None,
     exclude_columns: list[str] | None = None,
     *,
-    warehouse: WarehouseNames | None = None,
+    warehouse: WarehouseLimits | None = None,
     timeout_s: float | None = None,
 ) -> list[TableContract]:
     """Contracts of the tables whose ``schema.table`` fully matches one ``include`` regex and no ``exclude``;
     columns whose ``schema.table.column`` fully matches an ``exclude_columns`` regex are left out (named in
     the contract as uncaptured). A column of a type the connector cannot carry, named like a column cdcflow
-    adds, or named as ``warehouse`` refuses (services.common.contracts.reserved.warehouse_names), raises
+    adds, or named as ``warehouse`` refuses (services.common.contracts.reserved.warehouse_limits), raises
     :class:`UnsupportedColumnError` unless it is excluded.
 
     With ``timeout_s`` the connection attempt and each statement give up after it. A catalog out of reach
@@ -614,7 +618,7 @@ def table_contract(
     table: str,
     *,
     exclude_columns: list[str] | None = None,
-    warehouse: WarehouseNames | None = None,
+    warehouse: WarehouseLimits | None = None,
     timeout_s: float | None = None,
 ) -> TableContract | None:
     """The contract of one ``schema.table`` as the catalog has it now, or None when there is no such table;

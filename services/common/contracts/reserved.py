@@ -6,8 +6,9 @@ row: two ``_op`` columns in a lake file, a bronze table DuckDB or BigQuery refus
 without regard to case, so ``_OP`` is the same name), or a silver model whose SQL reads the wrong one. The
 catalog refuses such a column by name (:func:`is_reserved`), with the remedy: exclude it from capture.
 
-A warehouse may refuse more (:class:`WarehouseNames`): BigQuery's loads read the lake's folders as columns,
-it keeps some prefixes for columns of its own and refuses ``$`` in a column name.
+A warehouse may refuse more (:class:`WarehouseLimits`): BigQuery's loads read the lake's folders as columns,
+it keeps some prefixes for columns of its own and refuses ``$`` in a column name; and its widest exact decimal
+holds fewer digits after the point than the lake's.
 
 Silver's history names its period ``valid_from``, ``valid_to`` and ``is_current``, names real tables have:
 a table with a column of one of those names keeps it, and its history takes :data:`SHADOWED_PERIOD` instead
@@ -22,17 +23,17 @@ from dataclasses import dataclass
 from services.common.contracts.arrow import LAKE_METADATA
 
 __all__ = [
-    "BIGQUERY_NAMES",
+    "BIGQUERY_LIMITS",
     "HISTORY_PERIOD",
     "LAKE_FOLDER_NAMES",
     "LOADER_METADATA_NAMES",
     "RESERVED_NAMES",
     "SHADOWED_PERIOD",
     "SILVER_WORKING_NAMES",
-    "WarehouseNames",
+    "WarehouseLimits",
     "history_period",
     "is_reserved",
-    "warehouse_names",
+    "warehouse_limits",
     "why_reserved",
 ]
 
@@ -66,13 +67,27 @@ LAKE_FOLDER_NAMES = ("dt", "hour")
 
 
 @dataclass(frozen=True, slots=True)
-class WarehouseNames:
-    """What a warehouse refuses as a column name besides :data:`RESERVED_NAMES`, without regard to case."""
+class WarehouseLimits:
+    """What a warehouse refuses besides :data:`RESERVED_NAMES`: column names (without regard to case), and
+    decimals it holds no exact type for."""
 
     warehouse: str = ""
     folders: tuple[str, ...] = ()  # the lake's folder levels, which its loads read as columns
     prefixes: tuple[str, ...] = ()  # kept for columns of its own
     characters: str = ""  # no column name of its may hold one
+    widest_decimal: tuple[int, int] | None = None  # its widest exact decimal's digits before and after the point
+
+    def why_unfit_decimal(self, precision: int, scale: int) -> str | None:
+        """Why the warehouse holds no exact type for a decimal(``precision``, ``scale``); None when it does."""
+        if self.widest_decimal is None:
+            return None
+        before, after = self.widest_decimal
+        if scale <= after and precision - scale <= before:
+            return None
+        return (
+            f"has more digits {'after' if scale > after else 'before'} the point than {self.warehouse}'s widest "
+            f"exact decimal ({before} before the point and {after} after), so the table's rows could not be loaded"
+        )
 
     def why_refused(self, name: str) -> str | None:
         """Why the warehouse would refuse a column named ``name``; None when it would not."""
@@ -95,7 +110,7 @@ class WarehouseNames:
         return None
 
 
-BIGQUERY_NAMES = WarehouseNames(
+BIGQUERY_LIMITS = WarehouseLimits(
     "BigQuery",
     folders=LAKE_FOLDER_NAMES,
     prefixes=(
@@ -103,17 +118,19 @@ BIGQUERY_NAMES = WarehouseNames(
         *("_CHANGE_SEQUENCE_NUMBER", "_CHANGE_TYPE", "_CHANGE_TIMESTAMP"),
     ),
     characters="$",
+    widest_decimal=(38, 38),
 )
 """BigQuery's column names: letters, digits and ``_`` (``$``, which PostgreSQL allows, is not among them even
-in its flexible column names), not starting with its reserved prefixes."""
+in its flexible column names), not starting with its reserved prefixes; its widest exact decimal, BIGNUMERIC:
+76 digits, 38 of them after the point."""
 
 
-def warehouse_names(backend: str) -> WarehouseNames:
-    """What the warehouse backend ``backend`` refuses as a column name besides :data:`RESERVED_NAMES`."""
-    return BIGQUERY_NAMES if backend == "bigquery" else WarehouseNames()
+def warehouse_limits(backend: str) -> WarehouseLimits:
+    """What the warehouse backend ``backend`` refuses besides :data:`RESERVED_NAMES`."""
+    return BIGQUERY_LIMITS if backend == "bigquery" else WarehouseLimits()
 
 
-def why_reserved(name: str, warehouse: WarehouseNames | None = None) -> str | None:
+def why_reserved(name: str, warehouse: WarehouseLimits | None = None) -> str | None:
     """Why a source column named ``name`` would meet a column cdcflow adds, without regard to case, or would be
     refused by ``warehouse``; None when neither."""
     if name.lower() in RESERVED_NAMES:
@@ -124,7 +141,7 @@ def why_reserved(name: str, warehouse: WarehouseNames | None = None) -> str | No
     return warehouse.why_refused(name) if warehouse else None
 
 
-def is_reserved(name: str, warehouse: WarehouseNames | None = None) -> bool:
+def is_reserved(name: str, warehouse: WarehouseLimits | None = None) -> bool:
     """Whether :func:`why_reserved` has a reason for ``name``."""
     return why_reserved(name, warehouse) is not None
 

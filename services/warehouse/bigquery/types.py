@@ -6,7 +6,7 @@ import pyarrow as pa
 from google.cloud import bigquery
 
 from services.common.contracts import TableContract, lake_schema
-from services.common.contracts.reserved import BIGQUERY_NAMES, LAKE_FOLDER_NAMES
+from services.common.contracts.reserved import BIGQUERY_LIMITS, LAKE_FOLDER_NAMES
 from services.warehouse.bronze import bronze_schema, widens
 from services.warehouse.errors import BronzeSchemaError, WarehouseError
 
@@ -25,7 +25,6 @@ HIVE_KEYS: tuple[tuple[str, str], ...] = tuple(zip(LAKE_FOLDER_NAMES, ("DATE", "
 """The lake's folder levels, read by the load jobs as hive partition keys (the staging table's last columns)."""
 
 _NUMERIC_MAX_SCALE, _NUMERIC_MAX_INTEGER_DIGITS = 9, 29
-_BIGNUMERIC_MAX_SCALE, _BIGNUMERIC_MAX_INTEGER_DIGITS = 38, 38
 
 _SIMPLE_TYPES: dict[pa.DataType, str] = {
     pa.int16(): "INT64",
@@ -58,13 +57,13 @@ def bigquery_field(field: pa.Field) -> bigquery.SchemaField:
         )
     if pa.types.is_decimal(data_type):
         precision, scale = data_type.precision, data_type.scale
+        if why := BIGQUERY_LIMITS.why_unfit_decimal(precision, scale):
+            raise WarehouseError(f"column {field.name}: {data_type} {why}")
         if scale <= _NUMERIC_MAX_SCALE and precision - scale <= _NUMERIC_MAX_INTEGER_DIGITS:
             return bigquery.SchemaField(field.name, "NUMERIC", precision=precision, scale=scale)
-        if scale == _BIGNUMERIC_MAX_SCALE and precision - scale == _BIGNUMERIC_MAX_INTEGER_DIGITS:
+        if (precision - scale, scale) == BIGQUERY_LIMITS.widest_decimal:
             return bigquery.SchemaField(field.name, "BIGNUMERIC")
-        if scale <= _BIGNUMERIC_MAX_SCALE and precision - scale <= _BIGNUMERIC_MAX_INTEGER_DIGITS:
-            return bigquery.SchemaField(field.name, "BIGNUMERIC", precision=precision, scale=scale)
-        raise WarehouseError(f"column {field.name}: {data_type} does not fit BigQuery's BIGNUMERIC")
+        return bigquery.SchemaField(field.name, "BIGNUMERIC", precision=precision, scale=scale)
     if pa.types.is_timestamp(data_type):
         return bigquery.SchemaField(field.name, "TIMESTAMP" if data_type.tz else "DATETIME")
     if data_type in _SIMPLE_TYPES:
@@ -84,10 +83,10 @@ def staging_schema(contract: TableContract) -> list[bigquery.SchemaField]:
 
 
 def refuse_unloadable_columns(contract: TableContract) -> None:
-    """A column named as BigQuery refuses (:data:`~services.common.contracts.reserved.BIGQUERY_NAMES`: like a hive
+    """A column named as BigQuery refuses (:data:`~services.common.contracts.reserved.BIGQUERY_LIMITS`: like a hive
     key of the staging table, a reserved prefix, a ``$``) would fail every load of the table."""
     for column in contract.columns:
-        if why := BIGQUERY_NAMES.why_refused(column.name):
+        if why := BIGQUERY_LIMITS.why_refused(column.name):
             raise BronzeSchemaError(
                 f"{contract.qualified_name}.{column.name}: {why}. The lake writer refuses such a column when its "
                 "warehouse is BigQuery; a contract written before that holds it: rename the column in PostgreSQL, "
