@@ -152,13 +152,29 @@ def _output_of(value: str) -> str:
     return f"(case when {{0}} is null then null else concat({value}) end)"
 
 
+def _is_hstore(column: Column | None) -> bool:
+    return column is not None and column.semantic == "json" and column.pg_type.rsplit(".", 1)[-1] == "hstore"
+
+
+def _holds_documents(column: Column) -> bool:
+    return column.semantic == "array" and column.items is not None and column.items.semantic == "json"
+
+
 # How to select a column so the driver returns what :func:`canonical` understands, first match wins.
 _PG_SPELLINGS: tuple[tuple[Callable[[Column], bool], str], ...] = (
     # Debezium sends hstore as a JSON object
-    (lambda c: c.semantic == "json" and c.pg_type.rsplit(".", 1)[-1] == "hstore", "cast(hstore_to_json({}) as text)"),
+    (_is_hstore, "cast(hstore_to_json({}) as text)"),
     (lambda c: c.semantic == "json", "{}::text"),
     # the driver returns money as text with a currency symbol
     (lambda c: c.pg_type == "money", "{}::numeric"),
+    # arrays of documents as arrays of their texts, which canonical() reads as documents: to_json would read them
+    # itself, and a document that is a JSON string or null would then look like text or a NULL element
+    (
+        lambda c: _holds_documents(c) and _is_hstore(c.items),
+        "case when {0} is null then null else (select coalesce(json_agg(hstore_to_json(e)::text order by n), '[]')"
+        " from unnest({0}) with ordinality as u(e, n))::text end",
+    ),
+    (_holds_documents, "to_json({}::text[])::text"),
     # element types the driver may not know (enums, domains)
     (lambda c: c.semantic == "array", "to_json({})::text"),
     # Debezium sends it normalised to UTC
