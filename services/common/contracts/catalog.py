@@ -87,7 +87,12 @@ UNSUPPORTED_TYPES: dict[str, str] = {
 # Types of extensions the connector sends as cdcflow reads them; it sends no other extension's type.
 _EXTENSION_TYPES = frozenset({"citext", "ltree", "hstore"})
 # Element types whose arrays are not sent at all (the elements alone are fine).
-_UNSUPPORTED_ARRAY_ELEMENTS = dict.fromkeys(("xml", "interval", "money"), "is not sent at all")
+_UNSUPPORTED_ARRAY_ELEMENTS = {
+    **dict.fromkeys(("xml", "interval", "money"), "is not sent at all"),
+    # the JDBC driver reads such an array's elements into java.sql.Time, which holds milliseconds
+    "time": "arrives with its microseconds cut to milliseconds and 24:00:00 as 00:00:00",
+    "timetz": "arrives with its fractions of a second cut off",
+}
 GENERATED = "stored generated column: PostgreSQL's logical decoding (before 18) does not send it"
 _EXCLUDED = "excluded from capture (CDCFLOW_WRITER__EXCLUDE_COLUMNS and the connector's column.exclude.list)"
 
