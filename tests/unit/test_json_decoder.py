@@ -731,47 +731,45 @@ STAMPS = TableContract(
         Column("at_ms", "timestamp_millis", "timestamp(3) without time zone"),
         Column("at_tz", "timestamptz", "timestamp with time zone"),
         Column("ats", "array", "timestamp[]", items=Column("element", "timestamp", "timestamp")),
+        Column("ats_tz", "array", "timestamptz[]", items=Column("element", "timestamptz", "timestamptz")),
     ),
 )
 
 
 @pytest.mark.parametrize("native_reader", [True, False], ids=["native", "arrow"])
-def test_a_snapshots_timestamps_before_the_gregorian_calendar_get_their_dates_back(native_reader: bool) -> None:
-    """Debezium's snapshot sends the instant of the Julian date for a timestamp before 1582-10-15 (what
-    java.sql.Timestamp makes of PostgreSQL's fields); a streamed change sends the value itself."""
+def test_timestamps_before_the_gregorian_calendar_read_through_java_get_their_dates_back(native_reader: bool) -> None:
+    """Debezium sends the instant of the Julian date for a timestamp before 1582-10-15 (what java.sql.Timestamp
+    makes of PostgreSQL's fields) in a snapshot's reads, and in a timestamp array whenever it reads one; a streamed
+    change's other timestamps, and a timestamptz array's elements (their text), arrive as PostgreSQL holds them."""
     held = [datetime(1000, 1, 1, 12, 0, 0, 500_000), datetime(1582, 10, 4, 23, 59, 59), datetime(2, 3, 1)]
     julian = [datetime(1000, 1, 6, 12, 0, 0, 500_000), datetime(1582, 10, 14, 23, 59, 59), datetime(2, 2, 27)]
     unchanged = [datetime(1582, 10, 15), datetime(2026, 5, 6, 5, 8, 9)]  # Gregorian in java.util too
 
-    def event(op: str, key: int, at: datetime, in_array: list[datetime | None]) -> bytes:
+    def event(op: str, key: int, sent: datetime, in_array: list[datetime | None], in_zoned: datetime) -> bytes:
         row = {
             "id": key,
-            "at": _micros(at),
-            "at_ms": _micros(at) // 1000,
-            "at_tz": at.isoformat() + "Z",
+            "at": _micros(sent),
+            "at_ms": _micros(sent) // 1000,
+            "at_tz": sent.isoformat() + "Z",
             "ats": [None if a is None else _micros(a) for a in in_array],
+            "ats_tz": [in_zoned.isoformat() + "Z", None],
         }
         return _event(op, after=row)
 
-    sent = [*julian, *unchanged]
-    values = [event("r", i, at, [at, None]) for i, at in enumerate(sent)]
-    values += [event("c", 10 + i, at, [at]) for i, at in enumerate(sent)]
-    values.append(_event("r", after={"id": 20, "at": None, "at_ms": None, "at_tz": None, "ats": None}))
+    pairs = list(enumerate(zip([*julian, *unchanged], [*held, *unchanged], strict=True)))
+    values = [event("r", i, sent, [sent, None], want) for i, (sent, want) in pairs]
+    values += [event("c", 10 + i, want, [sent], want) for i, (sent, want) in pairs]  # the array still as read
+    values.append(_event("r", after={"id": 20, "at": None, "at_ms": None, "at_tz": None, "ats": None, "ats_tz": None}))
     decoder = JsonEventDecoder(STAMPS, native_reader=native_reader)
     result = decoder.decode(TOPIC, MessageBatch.of(_messages(values)), ingested_at_us=0)
     assert result.failures == []
-    rows = {r["id"]: r for r in result.rows.select(["id", "at", "at_ms", "at_tz", "ats"]).to_pylist()}
+    columns = ["id", "at", "at_ms", "at_tz", "ats", "ats_tz"]
+    rows = {r["id"]: r for r in result.rows.select(columns).to_pylist()}
     for key, want in enumerate([*held, *unchanged]):
         utc = want.replace(tzinfo=UTC)
-        assert (rows[key]["at"], rows[key]["at_ms"], rows[key]["at_tz"], rows[key]["ats"]) == (
-            want,
-            want,
-            utc,
-            [want, None],
-        ), key
-    for key, at in enumerate(sent, start=10):  # streamed: as sent
-        assert (rows[key]["at"], rows[key]["at_tz"], rows[key]["ats"]) == (at, at.replace(tzinfo=UTC), [at])
-    assert (rows[20]["at"], rows[20]["ats"]) == (None, None)
+        assert [rows[key][c] for c in columns[1:]] == [want, want, utc, [want, None], [utc, None]], key
+        assert [rows[10 + key][c] for c in ("at", "at_tz", "ats", "ats_tz")] == [want, utc, [want], [utc, None]], key
+    assert [rows[20][c] for c in columns[1:]] == [None] * 5
 
 
 ARRAYS = TableContract(

@@ -131,12 +131,23 @@ class EnvelopeConverter:
         self.contract = contract
         self.schema = lake_schema(contract)
         self._columns = {c.name: c for c in contract.columns}
-        # the columns a snapshot's read may hold early timestamps in (:func:`_gregorian_reads`)
-        self._timestamp_columns = frozenset(f.name for f in self.schema if _holds_timestamps(f.type))
+        # the columns whose early timestamps Debezium sends in the Julian calendar (:func:`_as_gregorian`): a
+        # timestamp array's in every event, any other timestamp's in a snapshot's reads
+        self._julian_always = frozenset(f.name for f in self.schema if _julian_elements(f.type))
+        self._julian_in_reads = frozenset(f.name for f in self.schema if pa.types.is_timestamp(f.type))
         image = pa.struct([pa.field(c.name, wire_type(c)) for c in contract.columns])
         self.wire_schema = pa.schema(
             [("before", image), ("after", image), ("source", SOURCE), ("op", pa.string()), ("ts_ms", pa.int64())]
         )
+
+    def _gregorian(self, name: str, values: pa.Array, reads: np.ndarray | None) -> pa.Array:
+        """Column ``name``'s ``values`` with what Debezium sent in the Julian calendar moved back (``reads``: the
+        rows that are a snapshot's reads, None when none is)."""
+        if name in self._julian_always:
+            return _as_gregorian(values, np.ones(len(values), dtype=bool))
+        if reads is not None and name in self._julian_in_reads:
+            return _as_gregorian(values, reads)
+        return values
 
     def to_lake(
         self, wire: pa.Table, records: RecordOrigins, origin: Origin, failures: list[DecodeFailure]
@@ -189,8 +200,7 @@ class EnvelopeConverter:
                 raw = image(column.name)
             converted, bad = _convert(column, raw)
             reasons += bad
-            if has_reads and column.name in self._timestamp_columns:
-                converted = _gregorian_reads(converted, ops.read)
+            converted = self._gregorian(column.name, converted, ops.read if has_reads else None)
             if (placeholder := _placeholder_mask(column, raw)) is not None:
                 converted = pc.if_else(placeholder, pa.scalar(None, converted.type), converted)
                 unavailable.append((column.name, np.asarray(placeholder)))
@@ -288,23 +298,26 @@ def _convert_unit(
             return pc.cast(kept, target), checks
 
 
-def _holds_timestamps(kind: pa.DataType) -> bool:
-    return bool(pa.types.is_timestamp(kind) or (pa.types.is_list(kind) and pa.types.is_timestamp(kind.value_type)))
+def _julian_elements(kind: pa.DataType) -> bool:
+    """Whether ``kind`` is a list of timestamps without a time zone: PostgreSQL's JDBC driver reads such an array's
+    elements into ``java.sql.Timestamp`` for snapshots and streamed changes alike (a ``timestamptz[]``'s arrive as
+    their text)."""
+    return bool(pa.types.is_list(kind) and pa.types.is_timestamp(kind.value_type) and kind.value_type.tz is None)
 
 
-def _gregorian_reads(values: pa.Array, reads: np.ndarray) -> pa.Array:
-    """``values`` with the timestamps a snapshot read before 1582-10-15 moved to the dates PostgreSQL holds.
+def _as_gregorian(values: pa.Array, rows: np.ndarray) -> pa.Array:
+    """``values`` with the timestamps of ``rows`` before 1582-10-15 moved to the dates PostgreSQL holds.
 
-    Debezium's snapshot reads a timestamp through ``java.sql.Timestamp``, whose calendar is Julian before
-    1582-10-15: it sends the instant of the Julian date with PostgreSQL's fields, days off the (proleptic
-    Gregorian) value PostgreSQL holds. Streamed changes are read from the WAL's text and are exact. A batch with
-    no such value comes back as it is.
+    Debezium reads a snapshot's timestamps, and a timestamp array's elements whenever it reads one, through
+    ``java.sql.Timestamp``, whose calendar is Julian before 1582-10-15: it sends the instant of the Julian date
+    with PostgreSQL's fields, days off the (proleptic Gregorian) value PostgreSQL holds. Other streamed values are
+    read from the WAL's text and are exact. A batch with no such value comes back as it is.
     """
     kind = values.type
     if pa.types.is_list(kind) and pa.types.is_timestamp(kind.value_type):
         assert isinstance(values, pa.ListArray)
         flat = values.flatten()
-        elements = _gregorian_reads(flat, reads[np.asarray(pc.list_parent_indices(values))])
+        elements = _as_gregorian(flat, rows[np.asarray(pc.list_parent_indices(values))])
         if elements is flat:  # nothing moved: the lists as they are
             return values
         return pa.ListArray.from_arrays(
@@ -317,7 +330,7 @@ def _gregorian_reads(values: pa.Array, reads: np.ndarray) -> pa.Array:
     if smallest is None or smallest >= _GREGORIAN_START_US:  # nearly always: one pass, nothing to do
         return values
     micros, valid = np.asarray(pc.fill_null(as_micros, 0)), _valid(values)
-    early = reads & valid & (micros < _GREGORIAN_START_US)
+    early = rows & valid & (micros < _GREGORIAN_START_US)
     fixed = np.where(early, _julian_as_gregorian(micros), micros)
     return pa.array(fixed, pa.int64(), mask=~valid).cast(kind)
 
