@@ -1,7 +1,8 @@
 """Values Debezium does not carry as they are: the pipeline's checks must still see each one.
 
-Debezium's precise decimals have no NaN or infinity. Its converter fails on them and, by its default
-(``event.converting.failure.handling.mode=warn``), sends NULL in the value's place with an error line in
+Debezium's precise decimals have no NaN or infinity, and it fails on an enum array holding a NULL element. Its
+converter fails on them and, by its default (``event.converting.failure.handling.mode=warn``), sends NULL in
+the value's place with an error line in
 Connect's log: the change event is well formed, so the writer lands it and silver holds a NULL the source does
 not. What the README says of it is checked here on a real connector: the log names each such column (the
 isolated source's fixture reads it), and ``cdcflow verify`` reports exactly those rows as different, while every
@@ -28,20 +29,22 @@ from tests.fixtures.transform import describe
 
 TABLE = "lending.v_odd"
 SCHEMA_SQL = f"""
+create type lending.v_mood as enum ('calm', 'tense');
 create table {TABLE} (
     id integer primary key,
     free numeric,
     fixed numeric(10, 2),
-    note text
+    note text,
+    moods lending.v_mood[]
 );
-insert into {TABLE} values (1, 1.5, 2.25, 'plain'), (2, 'NaN', 'NaN', 'not a number');
+insert into {TABLE} values (1, 1.5, 2.25, 'plain', '{{calm}}'), (2, 'NaN', 'NaN', 'not a number', '{{}}');
 """
 CHANGES_SQL = f"""
-insert into {TABLE} values (3, 'Infinity', 3.5, 'infinite'), (4, '-Infinity', null, 'below every number');
-insert into {TABLE} values (5, 12345678901234567890.123456789, -99999999.99, 'wide');
+insert into {TABLE} values (3, 'Infinity', 3.5, 'infinite', null), (4, '-Infinity', null, 'below every number', null);
+insert into {TABLE} values (5, 12345678901234567890.123456789, -99999999.99, 'wide', '{{calm,tense}}');
 update {TABLE} set note = 'touched' where id = 1;
 update {TABLE} set free = 'NaN' where id = 5;
-update {TABLE} set free = 7 where id = 4;
+update {TABLE} set free = 7, moods = array['tense', null]::lending.v_mood[] where id = 4;
 """
 
 
@@ -49,16 +52,22 @@ update {TABLE} set free = 7 where id = 4;
 def test_nan_and_infinity_in_numeric_are_named_by_connect_and_verify(
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:
-    isolated_source.expect_conversion_failures({f"{TABLE}.free", f"{TABLE}.fixed"})
+    isolated_source.expect_conversion_failures({f"{TABLE}.free", f"{TABLE}.fixed", f"{TABLE}.moods"})
     pipeline = isolated_source.pipeline(writer, tmp_path, lambda c: c.qualified_name == TABLE)
     with isolated_source.writing(writer) as pg:
         pg.execute(CHANGES_SQL.encode())
     pipeline.run([TABLE])
 
-    # Connect's log names both columns: fixed's NaN only in the snapshot, free's values in the stream too
-    assert isolated_source.conversion_failures() == {f"{TABLE}.free": "numeric", f"{TABLE}.fixed": "numeric"}
+    # Connect's log names the columns: fixed's NaN only in the snapshot, free's values in the stream too, and the
+    # enum array holding a NULL element
+    assert isolated_source.conversion_failures() == {
+        f"{TABLE}.free": "numeric",
+        f"{TABLE}.fixed": "numeric",
+        f"{TABLE}.moods": "_v_mood",
+    }
 
-    # verify, as an operator runs it: the rows holding NaN or an infinity differ, in those columns only
+    # verify, as an operator runs it: the rows holding NaN, an infinity or the NULL element differ, in those columns
+    # only
     done = subprocess.run(
         [CDCFLOW, "verify", "--json", "--table", TABLE],
         capture_output=True, text=True, env={**isolated_source.cli_env(), **pipeline.env}, timeout=300, check=False,
@@ -70,6 +79,7 @@ def test_nan_and_infinity_in_numeric_are_named_by_connect_and_verify(
     assert differing == {
         ("2",): ("different", ("free", "fixed")),
         ("3",): ("different", ("free",)),
+        ("4",): ("different", ("moods",)),
         ("5",): ("different", ("free",)),
     }
 

@@ -93,6 +93,7 @@ _UNSUPPORTED_ARRAY_ELEMENTS = {
     "time": "arrives with its microseconds cut to milliseconds and 24:00:00 as 00:00:00",
     "timetz": "arrives with its fractions of a second cut off",
 }
+_DOMAIN_ELEMENTS = "is a domain: the connector sends such an array as NULL"
 GENERATED = "stored generated column: PostgreSQL's logical decoding (before 18) does not send it"
 _EXCLUDED = "excluded from capture (CDCFLOW_WRITER__EXCLUDE_COLUMNS and the connector's column.exclude.list)"
 
@@ -218,6 +219,7 @@ def _unsupported(row: dict[str, Any], warehouse: WarehouseLimits | None) -> str 
             UNSUPPORTED_TYPES.get(element)
             or _unfit_numeric(element, int(row["typmod"]), warehouse)  # the array's typmod is its elements'
             or _UNSUPPORTED_ARRAY_ELEMENTS.get(element)
+            or (_DOMAIN_ELEMENTS if row["elem_kind"] == "d" else None)
             or _not_known(element, str(row["elem_kind"]), str(row["elem_schema"]))
         )
         return f"an array of {element} {why}" if why else None
