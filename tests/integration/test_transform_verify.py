@@ -28,7 +28,7 @@ from services.common.contracts.catalog import table_contract
 from services.common.settings import Settings, repo_root
 from services.stack.runtime import Stack
 from services.stack.workload import Workload
-from services.transform.verify import PostgresSource, compare_table, verify_warehouse
+from services.transform.verify import PostgresSource, TableComparison, compare_table, verify_warehouse
 from tests.fixtures.pipeline import WriterProcess
 from tests.fixtures.transform import Pipeline, describe, pipeline_env
 
@@ -227,25 +227,30 @@ class _Silver:
         return self.data.get(int(key[0]))
 
 
-def test_values_python_cannot_hold_are_drift_not_a_failed_verify(stack: Stack, settings: Settings) -> None:
+def _compared(settings: Settings, setup_sql: str, table: str, silver: _Silver) -> TableComparison:
+    """verify's comparison of ``silver`` with the ``table`` that ``setup_sql`` makes in a scratch schema (its
+    ``{schema}``), dropped afterwards."""
     schema = f"cdcflow_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(settings.postgres.dsn(), autocommit=True) as pg:
         pg.execute(f"create schema {schema}".encode())
         try:
-            pg.execute(ODD_SQL.format(schema=schema).encode())
-            contract = table_contract(settings.postgres.dsn(), f"{schema}.odd")
+            pg.execute(setup_sql.format(schema=schema).encode())
+            contract = table_contract(settings.postgres.dsn(), f"{schema}.{table}")
             assert contract is not None
-            # silver as the pipeline leaves it: the writer refused rows 1 and 3 (values outside years 1-9999; row
-            # 1's time, 24:00:00, is no Python time either), and Debezium sent row 2's two-dimensional integers as
-            # [null, null]
-            at = dt.datetime(2024, 6, 1, 12, tzinfo=dt.UTC)
-            kept = _Silver(
-                (2, dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.date(2024, 1, 1), [None, None], [], dt.time(0)),
-                (4, at, dt.date(2024, 6, 1), [5, None], [at], dt.time(23, 59, 59, 999999)),
-            )
-            result = compare_table(contract, PostgresSource(settings.postgres.dsn()), kept)
+            return compare_table(contract, PostgresSource(settings.postgres.dsn()), silver)
         finally:
             pg.execute(f"drop schema {schema} cascade".encode())
+
+
+def test_values_python_cannot_hold_are_drift_not_a_failed_verify(stack: Stack, settings: Settings) -> None:
+    # silver as the pipeline leaves it: the writer refused rows 1 and 3 (values outside years 1-9999; row 1's time,
+    # 24:00:00, is no Python time either), and Debezium sent row 2's two-dimensional integers as [null, null]
+    at = dt.datetime(2024, 6, 1, 12, tzinfo=dt.UTC)
+    kept = _Silver(
+        (2, dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.date(2024, 1, 1), [None, None], [], dt.time(0)),
+        (4, at, dt.date(2024, 6, 1), [5, None], [at], dt.time(23, 59, 59, 999999)),
+    )
+    result = _compared(settings, ODD_SQL, "odd", kept)
     assert (result.source_rows, result.silver_rows, result.missing, result.different) == (4, 2, 2, 1)
     assert [(d.problem, d.key) for d in result.first] == [
         ("missing", ("1",)),
@@ -256,6 +261,7 @@ def test_values_python_cannot_hold_are_drift_not_a_failed_verify(stack: Stack, s
 
 
 DOCUMENTS_SQL = """
+create extension if not exists hstore with schema public;
 create table {schema}.docs (id integer primary key, js json[], jb jsonb[], hs public.hstore[]);
 insert into {schema}.docs values
   (1, array['"x"'::json, 'null', null, '{{"a": [1, 2.50]}}'], array['"y"'::jsonb, 'null'],
@@ -269,23 +275,14 @@ insert into {schema}.docs values
 def test_arrays_of_documents_compare_as_documents(stack: Stack, settings: Settings) -> None:
     """A document that is a JSON string or null is a document in an array too (it once stopped verify, and a
     'null' document read as a NULL element)."""
-    schema = f"cdcflow_test_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(settings.postgres.dsn(), autocommit=True) as pg:
-        pg.execute(f"create schema {schema}; create extension if not exists hstore with schema public".encode())
-        try:
-            pg.execute(DOCUMENTS_SQL.format(schema=schema).encode())
-            contract = table_contract(settings.postgres.dsn(), f"{schema}.docs")
-            assert contract is not None
-            # as Debezium sends them: each document's text, an hstore as a JSON object; row 4 differs
-            silver = _Silver(
-                (1, ['"x"', "null", None, '{"a":[1,2.50]}'], ['"y"', "null"], ['{"a":"1"}', None, '{"b":null}']),
-                (2, [], [], []),
-                (3, None, None, None),
-                (4, ['"x"'], None, None),
-            )
-            result = compare_table(contract, PostgresSource(settings.postgres.dsn()), silver)
-        finally:
-            pg.execute(f"drop schema {schema} cascade".encode())
+    # as Debezium sends them: each document's text, an hstore as a JSON object; row 4 differs
+    silver = _Silver(
+        (1, ['"x"', "null", None, '{"a":[1,2.50]}'], ['"y"', "null"], ['{"a":"1"}', None, '{"b":null}']),
+        (2, [], [], []),
+        (3, None, None, None),
+        (4, ['"x"'], None, None),
+    )
+    result = _compared(settings, DOCUMENTS_SQL, "docs", silver)
     assert result.error is None
     assert (result.source_rows, result.silver_rows, result.missing, result.extra, result.different) == (4, 4, 0, 0, 1)
     assert [(d.problem, d.key, d.columns) for d in result.first] == [("different", ("4",), ("js",))]
