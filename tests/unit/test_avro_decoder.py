@@ -842,6 +842,14 @@ HOSTILE: list[tuple[str, str, bytes]] = [
             ).replace(_zigzag(1_767_225_600_000_000), _zigzag(INFINITY_MS), 1),
         ),
     ),
+    # a timestamptz's infinity is a word where the ISO-8601 instant belongs; other text there is no instant
+    ("zoned-infinity", Reason.OUT_OF_RANGE, _confluent(_event("c", after=_row(7, created_at="infinity")))),
+    (
+        "zoned-array-minus-infinity",
+        Reason.OUT_OF_RANGE,
+        _confluent(_event("c", after=_row(7, seen_at=["2026-01-02T03:04:05Z", "-infinity"]))),
+    ),
+    ("zoned-not-an-instant", Reason.WRONG_TYPE, _confluent(_event("c", after=_row(7, created_at="yesterday")))),
     ("huge-string-length", Reason.MALFORMED_AVRO, _confluent(GOOD).replace(b"\x0ahello", _zigzag(2**62) + b"hello", 1)),
     (
         "negative-string-length",

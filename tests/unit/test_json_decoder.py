@@ -940,6 +940,27 @@ def test_infinity_and_years_beyond_9999_are_refused_not_stored(column: str, sent
     assert "years 1-9999" in failure.detail
 
 
+@pytest.mark.parametrize("native_reader", [True, False])
+def test_a_timestamptz_infinity_is_out_of_range_and_other_text_a_wrong_type(native_reader: bool) -> None:
+    """Debezium sends a timestamptz's infinity as a word where the ISO-8601 instant belongs."""
+    values = [
+        _event("c", after=_row(1)),
+        _event("c", after=_row(2, created_at="infinity")),
+        _event("u", before=_row(3, created_at="-infinity"), after=_row(3)),
+        _event("c", after=_row(4, created_at="yesterday")),
+        _event("c", after=_row(5, created_at="Infinity")),  # not PostgreSQL's spelling
+    ]
+    result = _decode(values, native_reader=native_reader)
+    assert [row["account_id"] for row in result.rows.to_pylist()] == [1]
+    reasons = [(f.reason, f.detail) for f in result.failures]
+    why = "is outside years 1-9999 (PostgreSQL's infinity arrives so)"
+    assert reasons[:2] == [
+        (Reason.OUT_OF_RANGE, f"column created_at: 'infinity' {why}"),
+        (Reason.OUT_OF_RANGE, f"column created_at: '-infinity' {why}"),
+    ]
+    assert [reason for reason, _ in reasons[2:]] == [Reason.WRONG_TYPE, Reason.WRONG_TYPE]
+
+
 def test_the_first_and_last_day_of_years_1_to_9999_are_kept() -> None:
     edges = [
         _row(1, opened_on=-719_162, reviewed_at=-62_135_596_800_000_000, settled_at=-62_135_596_800_000),

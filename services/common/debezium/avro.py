@@ -484,7 +484,7 @@ class AvroEventDecoder:
             wire = self._wire_table(batch.events, unknown)
         except _MISFIT as exc:
             if len(batch.events) == 1:
-                failures.append(_misfit(batch.messages.message(0), exc))
+                failures.append(self._misfit(batch.messages.message(0), batch.events[0], exc))
                 return
             half = len(batch.events) // 2
             for part in (slice(0, half), slice(half, None)):
@@ -494,6 +494,14 @@ class AvroEventDecoder:
         table = self._converter.to_lake(wire, batch.messages, origin, failures)
         if table.num_rows:
             out.append(table)
+
+    def _misfit(self, message: Message, event: dict[str, Any], exc: Exception) -> DecodeFailure:
+        """Why one record's values do not fit the contract's types."""
+        if detail := self._converter.infinity(event):
+            return DecodeFailure(message, Reason.OUT_OF_RANGE, detail, "OutOfRange")
+        if "decimal" in str(exc).lower():
+            return DecodeFailure(message, Reason.DECIMAL_OVERFLOW, str(exc), "DecimalOverflow")
+        return DecodeFailure(message, Reason.WRONG_TYPE, str(exc), "TypeMismatch")
 
     def _wire_table(self, events: Sequence[dict[str, Any]], unknown: frozenset[str]) -> pa.Table:
         loose, wire = self._schemas(unknown)
@@ -543,10 +551,3 @@ def _cast(array: pa.Array, target: pa.DataType) -> pa.Array:
 
 def _one_chunk(chunked: pa.ChunkedArray) -> pa.Array:
     return chunked.chunk(0) if chunked.num_chunks == 1 else pa.concat_arrays(chunked.chunks)
-
-
-def _misfit(message: Message, exc: Exception) -> DecodeFailure:
-    """Why one record's values do not fit the contract's types."""
-    if "decimal" in str(exc).lower():
-        return DecodeFailure(message, Reason.DECIMAL_OVERFLOW, str(exc), "DecimalOverflow")
-    return DecodeFailure(message, Reason.WRONG_TYPE, str(exc), "TypeMismatch")

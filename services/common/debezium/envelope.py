@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Context, Decimal, localcontext
 from typing import Any, NamedTuple
@@ -81,6 +81,9 @@ _EVENT_YEARS = "is outside years 1-9999"
 # Python nor BigQuery holds a year beyond 9999 or before 1.
 _FIRST_DAY, _LAST_DAY = -719_162, 2_932_896  # 0001-01-01 and 9999-12-31 in days since the epoch
 _COLUMN_YEARS = "is outside years 1-9999 (PostgreSQL's infinity arrives so)"
+# ... but a timestamptz's infinity and -infinity arrive as these words where an ISO-8601 instant belongs: no reader
+# takes them, and a record holding one is refused as out of range like the others (:meth:`EnvelopeConverter.infinity`)
+_INFINITIES = frozenset({"infinity", "-infinity"})
 # PostgreSQL's time runs from 00:00:00 to 24:00:00 inclusive; Arrow's, Parquet readers' and BigQuery's end before
 # 24:00:00 (a lake file holding it fails the loader's validation, with every other row of the file)
 _DAY_US = 86_400_000_000
@@ -135,6 +138,7 @@ class EnvelopeConverter:
         # timestamp array's in every event, any other timestamp's in a snapshot's reads
         self._julian_always = frozenset(f.name for f in self.schema if _julian_elements(f.type))
         self._julian_in_reads = frozenset(f.name for f in self.schema if pa.types.is_timestamp(f.type))
+        self._zoned = tuple(c.name for c in contract.columns if (c.items or c).semantic == "timestamptz")
         image = pa.struct([pa.field(c.name, wire_type(c)) for c in contract.columns])
         self.wire_schema = pa.schema(
             [("before", image), ("after", image), ("source", SOURCE), ("op", pa.string()), ("ts_ms", pa.int64())]
@@ -148,6 +152,20 @@ class EnvelopeConverter:
         if reads is not None and name in self._julian_in_reads:
             return _as_gregorian(values, reads)
         return values
+
+    def infinity(self, event: Mapping[str, Any]) -> str | None:
+        """Why a decoded event (a JSON object or an Avro record) no reader took is out of range: a timestamptz
+        column, or an element of an array of them, holding ``infinity`` or ``-infinity``; None when none does."""
+        for side in ("after", "before"):
+            image = event.get(side)
+            if not isinstance(image, Mapping):
+                continue
+            for name in self._zoned:
+                value = image.get(name)
+                values = value if isinstance(value, list) else [value]
+                if found := next((v for v in values if isinstance(v, str) and v in _INFINITIES), None):
+                    return f"column {name}: {found!r} {_COLUMN_YEARS}"
+        return None
 
     def to_lake(
         self, wire: pa.Table, records: RecordOrigins, origin: Origin, failures: list[DecodeFailure]

@@ -418,7 +418,18 @@ class JsonEventDecoder:
             else:
                 self._convert(wire, batch, origin, out, failures)
                 return
-        failures.append(_classify(batch.message(0), value, arrow_error))
+        failure = _classify(batch.message(0), value, arrow_error)
+        if failure.reason == Reason.WRONG_TYPE and (detail := self._infinity(value)):
+            failure = DecodeFailure(failure.message, Reason.OUT_OF_RANGE, detail, "OutOfRange")
+        failures.append(failure)
+
+    def _infinity(self, value: bytes) -> str | None:
+        """:meth:`EnvelopeConverter.infinity` of a value that is one JSON object (:func:`_classify` found no
+        other fault), wrapped by JsonConverter or not."""
+        event = json.loads(value, parse_int=str, parse_float=str, parse_constant=str)
+        if isinstance(event, dict) and isinstance(event.get("payload"), dict):
+            event = event["payload"]
+        return self._converter.infinity(event) if isinstance(event, dict) else None
 
     def _read(self, values: Sequence[bytes]) -> pa.Table:
         """Arrow's reader over ``values``, one row for each or ArrowInvalid: it reads every document a line holds,
