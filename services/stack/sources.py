@@ -49,11 +49,13 @@ from services.stack.processes import wait_for
 
 __all__ = [
     "FIDELITY",
+    "READ_BY",
     "Source",
     "capture_blockers",
     "capture_sql",
     "ensure_capture_objects",
     "new_connector",
+    "reading_hazards",
     "registration",
     "registrations",
     "remove_source",
@@ -192,7 +194,7 @@ def registration(settings: Settings, source: Source, *, timeout_s: float = 10.0)
     :class:`SourceUnreachableError`: the caller decides whether the file's config may go as it is.
     """
     dsn = source.dsn()
-    if problems := capture_blockers(dsn, source.config, timeout_s=timeout_s):
+    if problems := reading_hazards(source.config) or capture_blockers(dsn, source.config, timeout_s=timeout_s):
         raise StackError(
             f"connector {source.connector!r} not registered: "
             + "; ".join(problems)
@@ -228,19 +230,52 @@ def topic_prefixes(settings: Settings) -> list[str]:
 
 # --- a new source: `cdcflow source add` ------------------------------------------------------------------
 
-# What keeps the warehouse equal to the source (DESIGN.md, "Sources"): set on every new source whatever the
-# template says. A NULL must stay NULL (not the column's default), a partitioned table arrives as its parent,
-# bytea as bytes, NUMERIC exact, and the heartbeat keeps an idle source's slot moving.
-FIDELITY = {
-    "plugin.name": "pgoutput",
-    "publication.autocreate.mode": "filtered",
-    "publish.via.partition.root": "true",
-    "key.converter.replace.null.with.default": "false",
-    "value.converter.replace.null.with.default": "false",
-    "binary.handling.mode": "bytes",
-    "decimal.handling.mode": "precise",
-    "heartbeat.interval.ms": "10000",
+# The settings the writer reads change events by (DESIGN.md, "Sources"; README, "Types"), each with the value it
+# reads and the one Debezium takes when a connector file leaves it out: a partitioned table arrives as its parent,
+# bytea as bytes, NUMERIC exact, timestamps and times in microseconds, intervals as ISO 8601 text, hstore as JSON
+# and money with its two decimals. Any other value changes what arrives, most of it silently.
+READ_BY = {
+    "plugin.name": ("pgoutput", "decoderbufs"),
+    "publish.via.partition.root": ("true", "false"),
+    "binary.handling.mode": ("bytes", "bytes"),
+    "decimal.handling.mode": ("precise", "precise"),
+    "time.precision.mode": ("adaptive_time_microseconds", "adaptive"),
+    "interval.handling.mode": ("string", "numeric"),
+    "hstore.handling.mode": ("json", "json"),
+    "money.fraction.digits": ("2", "2"),
 }
+# ... and each side's JsonConverter by: a NULL stays NULL (not the column's default), decimals as JSON numbers.
+JSON_CONVERTER_READ_BY = {"replace.null.with.default": ("false", "true"), "decimal.format": ("NUMERIC", "BASE64")}
+_JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
+# What keeps the warehouse equal to the source, set on every new source whatever the template says: the above,
+# a filtered publication, and the heartbeat that keeps an idle source's slot moving.
+FIDELITY = {
+    **{key: value for key, (value, _) in READ_BY.items()},
+    **{f"{side}.{key}": value for side in ("key.converter", "value.converter")
+       for key, (value, _) in JSON_CONVERTER_READ_BY.items()},
+    "publication.autocreate.mode": "filtered",
+    "heartbeat.interval.ms": "10000",
+}  # fmt: skip
+
+
+def reading_hazards(config: dict[str, str]) -> list[str]:
+    """Each setting of a connector's ``config`` by which its change events would arrive other than the writer
+    reads them (:data:`READ_BY`); a value left to Connect's environment (``${env:…}``) is not judged."""
+    wanted = dict(READ_BY)
+    for side in ("key.converter", "value.converter"):
+        if config.get(side) == _JSON_CONVERTER:
+            wanted.update({f"{side}.{key}": pair for key, pair in JSON_CONVERTER_READ_BY.items()})
+    hazards = []
+    for key, (value, default) in wanted.items():
+        given = config.get(key)
+        if given is not None and "${" in given:
+            continue
+        if (given if given is not None else default).strip().lower() != value.lower():
+            now = repr(given) if given is not None else f"left out, so Debezium's default {default!r}"
+            hazards.append(f"{key} is {now}: cdcflow reads change events made with {value!r}")
+    return hazards
+
+
 # Records a new source's connector must carry at least (services.common.kafka.MAX_RECORD_BYTES): a larger
 # limit in the template stays, a smaller one would fail the task on the first large row.
 RECORD_SIZE_KEYS = ("producer.override.max.request.size", "topic.creation.default.max.message.bytes")

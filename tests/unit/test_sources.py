@@ -17,6 +17,7 @@ from services.stack.sources import (
     FIDELITY,
     RECORD_SIZE_KEYS,
     new_connector,
+    reading_hazards,
     registrations,
     remove_source,
     sources,
@@ -186,6 +187,7 @@ def test_a_source_out_of_reach_is_registered_as_its_file_says_with_a_warning(tmp
     _connector(
         tmp_path,
         "far",
+        **FIDELITY,
         **{
             "topic.prefix": "far",
             "database.hostname": "127.0.0.1",
@@ -205,3 +207,37 @@ def test_a_source_out_of_reach_is_registered_as_its_file_says_with_a_warning(tmp
     [warning] = [entry for entry in logs if entry["event"] == "source.tables_unchecked"]
     assert warning["connector"] == "far"
     assert "out of reach" in warning["error"]
+
+
+def test_a_connector_file_whose_events_would_arrive_otherwise_is_not_registered(tmp_path: Path) -> None:
+    lending = load_connector(repo_root() / "connect", "lending")
+    assert reading_hazards(lending) == []
+    changed = {
+        **lending,
+        "time.precision.mode": "connect",  # timestamps in milliseconds, read as microseconds
+        "decimal.handling.mode": "PRECISE",  # Debezium reads its modes without regard to case
+        "binary.handling.mode": "${env:BINARY_MODE}",  # Connect's to fill in: not judged
+    }
+    for key in ("interval.handling.mode", "value.converter.decimal.format", "publish.via.partition.root"):
+        del changed[key]
+    assert reading_hazards(changed) == [
+        "publish.via.partition.root is left out, so Debezium's default 'false': cdcflow reads change events made "
+        "with 'true'",
+        "time.precision.mode is 'connect': cdcflow reads change events made with 'adaptive_time_microseconds'",
+        "interval.handling.mode is left out, so Debezium's default 'numeric': cdcflow reads change events made with "
+        "'string'",
+        "value.converter.decimal.format is left out, so Debezium's default 'BASE64': cdcflow reads change events "
+        "made with 'NUMERIC'",
+    ]
+    # a converter of another kind has no such settings
+    avro = {**lending, "value.converter": "io.confluent.connect.avro.AvroConverter"}
+    del avro["value.converter.decimal.format"], avro["value.converter.replace.null.with.default"]
+    assert reading_hazards(avro) == []
+
+    _connector(tmp_path, "lending", **{**changed, "database.port": str(free_port())})
+    settings = load_settings({"CDCFLOW_STACK__CONNECT_DIR": str(tmp_path)})
+    configs, refused = registrations(settings, timeout_s=2)  # refused before its database is asked anything
+    assert configs == {}
+    [why] = refused
+    assert why.startswith("connector 'lending' not registered: publish.via.partition.root is left out")
+    assert "time.precision.mode is 'connect'" in why
