@@ -19,6 +19,7 @@ import yaml
 from services.common.generated import SyncReport, sync_files
 from services.deploy.errors import DeployError
 from services.stack.runtime import DEMO_SQL_FILES
+from services.stack.sources import reading_hazards
 
 __all__ = [
     "CONNECT_CLUSTER",
@@ -109,6 +110,9 @@ def render(root: Path) -> dict[str, str]:
             document = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise DeployError(f"{path}: not JSON ({exc})") from None
+        config = document.get("config", document)
+        if hazards := reading_hazards({str(k): str(v) for k, v in config.items()}):
+            raise DeployError(f"{path}: " + "; ".join(hazards))
         connectors.append(strimzi_connector(path.stem, document))
     if not connectors:
         raise DeployError(f"no connector files in {folder}")

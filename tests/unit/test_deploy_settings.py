@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.health import HealthServer
 from services.deploy.manifests import connector_from_strimzi, render, strimzi_connector, sync
+from services.stack.sources import FIDELITY
 from tests.fixtures.deploy import CHECKOUT, OVERLAYS, container_env, containers, settings_of
 from tests.fixtures.deploy import render as render_overlay
 
@@ -87,8 +88,8 @@ def test_generate_writes_what_check_reports_stale(tmp_path: Path) -> None:
     (tmp_path / "services" / "stack" / "capture.sql").write_text("create schema cdcflow;\n")
     (tmp_path / "services" / "stack" / "schema.sql").write_text("create schema demo;\n")
     (tmp_path / "connect" / "jmx-exporter.yml").write_text("rules: []\n")
-    source = {"name": "shop", "config": {"connector.class": "C", "tasks.max": "2", "topic.prefix": "shop"}}
-    (tmp_path / "connect" / "connectors" / "shop.json").write_text(json.dumps(source))
+    config = {"connector.class": "C", "tasks.max": "2", "topic.prefix": "shop", **FIDELITY}
+    (tmp_path / "connect" / "connectors" / "shop.json").write_text(json.dumps({"name": "shop", "config": config}))
     assert sorted(sync(tmp_path, check=True).written) == sorted(render(tmp_path))
     assert not (tmp_path / "deploy").exists()  # --check changes nothing
     report = sync(tmp_path)
@@ -97,6 +98,16 @@ def test_generate_writes_what_check_reports_stale(tmp_path: Path) -> None:
     generated = (tmp_path / "deploy/k8s/base/generated/kafkaconnectors.yaml").read_text()
     assert "tasksMax: 2" in generated
     assert "tasks.max" not in generated
+
+
+def test_a_connector_file_whose_events_the_writer_would_misread_is_refused(tmp_path: Path) -> None:
+    from services.deploy.errors import DeployError
+
+    (tmp_path / "connect" / "connectors").mkdir(parents=True)
+    config = {"connector.class": "C", "tasks.max": "1", **FIDELITY, "time.precision.mode": "connect"}
+    (tmp_path / "connect" / "connectors" / "shop.json").write_text(json.dumps({"name": "shop", "config": config}))
+    with pytest.raises(DeployError, match=r"shop\.json: time\.precision\.mode is 'connect'"):
+        render(tmp_path)
 
 
 def _env_references(config: dict[str, str]) -> set[str]:
