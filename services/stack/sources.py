@@ -31,6 +31,7 @@ from services.common.contracts.catalog import (
     unloadable_types,
 )
 from services.common.contracts.errors import CatalogUnreachableError, ContractError
+from services.common.debezium.values import UNAVAILABLE_VALUE
 from services.common.kafka import MAX_RECORD_BYTES
 from services.common.logging import get_logger
 from services.common.naming import source_of
@@ -233,7 +234,8 @@ def topic_prefixes(settings: Settings) -> list[str]:
 # The settings the writer reads change events by (DESIGN.md, "Sources"; README, "Types"), each with the value it
 # reads and the one Debezium takes when a connector file leaves it out: a partitioned table arrives as its parent,
 # bytea as bytes, NUMERIC exact, timestamps and times in microseconds, intervals as ISO 8601 text, hstore as JSON
-# and money with its two decimals. Any other value changes what arrives, most of it silently.
+# and money with its two decimals, every change (truncates too) sent, and an untouched TOASTed value as the
+# placeholder the writer looks for. Any other value changes what arrives, most of it silently.
 READ_BY = {
     "plugin.name": ("pgoutput", "decoderbufs"),
     "publish.via.partition.root": ("true", "false"),
@@ -243,7 +245,13 @@ READ_BY = {
     "interval.handling.mode": ("string", "numeric"),
     "hstore.handling.mode": ("json", "json"),
     "money.fraction.digits": ("2", "2"),
+    "skipped.operations": ("none", "t"),
+    "unavailable.value.placeholder": (UNAVAILABLE_VALUE, UNAVAILABLE_VALUE),
 }
+# Settings that change the values or the shape of the change events (masked or cut columns, single message
+# transforms, custom converters) whatever they say: set at all, they are a hazard.
+_RESHAPING_PREFIXES = ("column.mask.", "column.truncate.to.")
+_RESHAPING = frozenset({"transforms", "converters"})
 # ... and each side's JsonConverter by: a NULL stays NULL (not the column's default), decimals as JSON numbers.
 JSON_CONVERTER_READ_BY = {"replace.null.with.default": ("false", "true"), "decimal.format": ("NUMERIC", "BASE64")}
 _JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
@@ -273,6 +281,11 @@ def reading_hazards(config: dict[str, str]) -> list[str]:
         if (given if given is not None else default).strip().lower() != value.lower():
             now = repr(given) if given is not None else f"left out, so Debezium's default {default!r}"
             hazards.append(f"{key} is {now}: cdcflow reads change events made with {value!r}")
+    hazards.extend(
+        f"{key} is set: it changes the change events cdcflow reads (their values or their shape)"
+        for key, given in config.items()
+        if (key in _RESHAPING or key.startswith(_RESHAPING_PREFIXES)) and given.strip()
+    )
     return hazards
 
 

@@ -229,6 +229,18 @@ def test_a_connector_file_whose_events_would_arrive_otherwise_is_not_registered(
         "value.converter.decimal.format is left out, so Debezium's default 'BASE64': cdcflow reads change events "
         "made with 'NUMERIC'",
     ]
+    reshaped = {
+        **lending,
+        "skipped.operations": "t",  # truncates never reach silver
+        "column.mask.with.12.chars": "lending.customers.email",
+        "transforms": "unwrap",
+        "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState",
+    }
+    assert reading_hazards(reshaped) == [
+        "skipped.operations is 't': cdcflow reads change events made with 'none'",
+        "column.mask.with.12.chars is set: it changes the change events cdcflow reads (their values or their shape)",
+        "transforms is set: it changes the change events cdcflow reads (their values or their shape)",
+    ]
     # a converter of another kind has no such settings
     avro = {**lending, "value.converter": "io.confluent.connect.avro.AvroConverter"}
     del avro["value.converter.decimal.format"], avro["value.converter.replace.null.with.default"]
