@@ -50,7 +50,6 @@ from services.stack.processes import wait_for
 
 __all__ = [
     "FIDELITY",
-    "READ_BY",
     "Source",
     "capture_blockers",
     "capture_sql",
@@ -236,7 +235,7 @@ def topic_prefixes(settings: Settings) -> list[str]:
 # bytea as bytes, NUMERIC exact, timestamps and times in microseconds, intervals as ISO 8601 text, hstore as JSON
 # and money with its two decimals, every change (truncates too) sent, and an untouched TOASTed value as the
 # placeholder the writer looks for. Any other value changes what arrives, most of it silently.
-READ_BY = {
+_READ_BY = {
     "plugin.name": ("pgoutput", "decoderbufs"),
     "publish.via.partition.root": ("true", "false"),
     "binary.handling.mode": ("bytes", "bytes"),
@@ -253,14 +252,14 @@ READ_BY = {
 _RESHAPING_PREFIXES = ("column.mask.", "column.truncate.to.")
 _RESHAPING = frozenset({"transforms", "converters"})
 # ... and each side's JsonConverter by: a NULL stays NULL (not the column's default), decimals as JSON numbers.
-JSON_CONVERTER_READ_BY = {"replace.null.with.default": ("false", "true"), "decimal.format": ("NUMERIC", "BASE64")}
+_JSON_CONVERTER_READ_BY = {"replace.null.with.default": ("false", "true"), "decimal.format": ("NUMERIC", "BASE64")}
 _JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
 # What keeps the warehouse equal to the source, set on every new source whatever the template says: the above,
 # a filtered publication, and the heartbeat that keeps an idle source's slot moving.
 FIDELITY = {
-    **{key: value for key, (value, _) in READ_BY.items()},
+    **{key: value for key, (value, _) in _READ_BY.items()},
     **{f"{side}.{key}": value for side in ("key.converter", "value.converter")
-       for key, (value, _) in JSON_CONVERTER_READ_BY.items()},
+       for key, (value, _) in _JSON_CONVERTER_READ_BY.items()},
     "publication.autocreate.mode": "filtered",
     "heartbeat.interval.ms": "10000",
 }  # fmt: skip
@@ -268,11 +267,11 @@ FIDELITY = {
 
 def reading_hazards(config: dict[str, str]) -> list[str]:
     """Each setting of a connector's ``config`` by which its change events would arrive other than the writer
-    reads them (:data:`READ_BY`); a value left to Connect's environment (``${env:…}``) is not judged."""
-    wanted = dict(READ_BY)
+    reads them (:data:`_READ_BY`); a value left to Connect's environment (``${env:…}``) is not judged."""
+    wanted = dict(_READ_BY)
     for side in ("key.converter", "value.converter"):
         if config.get(side) == _JSON_CONVERTER:
-            wanted.update({f"{side}.{key}": pair for key, pair in JSON_CONVERTER_READ_BY.items()})
+            wanted.update({f"{side}.{key}": pair for key, pair in _JSON_CONVERTER_READ_BY.items()})
     hazards = []
     for key, (value, default) in wanted.items():
         given = config.get(key)
