@@ -425,8 +425,11 @@ class JsonEventDecoder:
 
     def _infinity(self, value: bytes) -> str | None:
         """:meth:`EnvelopeConverter.infinity` of a value that is one JSON object (:func:`_classify` found no
-        other fault), wrapped by JsonConverter or not."""
-        event = json.loads(value, parse_int=str, parse_float=str, parse_constant=str)
+        other fault), wrapped by JsonConverter or not; None when it does not parse after all (the failure stands)."""
+        try:
+            event = json.loads(value, parse_int=str, parse_float=str, parse_constant=str)
+        except (ValueError, RecursionError):
+            return None
         if isinstance(event, dict) and isinstance(event.get("payload"), dict):
             event = event["payload"]
         return self._converter.infinity(event) if isinstance(event, dict) else None
