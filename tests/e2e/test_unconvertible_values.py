@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.cli import CDCFLOW, cdcflow, wait_backfills_completed
-from tests.fixtures.pipeline import WriterProcess
+from tests.fixtures.pipeline import WriterProcess, dlq_messages, header_dict
 from tests.fixtures.source import IsolatedSource
 from tests.fixtures.transform import describe
 
@@ -122,3 +122,60 @@ def test_timestamps_before_the_gregorian_calendar_reach_silver_unchanged(
         pg.execute(f"update {EARLY} set d = d where id = 1".encode())  # a change after the reads
     report, _ = pipeline.settle([EARLY])
     assert not report.drift, describe(report)
+
+
+FAR = "lending.v_far"
+# One value no lake type holds in each row but the first; everything else in range.
+FAR_SQL = f"""
+create table {FAR} (
+    id integer primary key, d date, ts timestamp, ts3 timestamp(3), tstz timestamptz, t time,
+    ds date[], tstzs timestamptz[]
+);
+insert into {FAR} select id, coalesce(d, '2024-02-29'), coalesce(ts, '2024-02-29 12:00'),
+    coalesce(ts3, '2024-02-29 12:00:00.123'), coalesce(tstz, '2024-02-29 12:00+00'), coalesce(t, '23:59:59.999999'),
+    coalesce(ds, '{{2024-02-29}}'), coalesce(tstzs, '{{2024-02-29 12:00+00}}')
+from (values
+    (1, null::date, null::timestamp, null::timestamp(3), null::timestamptz, null::time, null::date[],
+     null::timestamptz[]),
+    (2, 'infinity', null, null, null, null, null, null),
+    (3, '10000-01-01', null, null, null, null, null, null),
+    (4, null, '-infinity', null, null, null, null, null),
+    (5, null, '0044-03-15 12:00 BC', null, null, null, null, null),
+    (6, null, null, 'infinity', null, null, null, null),
+    (7, null, null, null, 'infinity', null, null, null),
+    (8, null, null, null, '-infinity', null, null, null),
+    (9, null, null, null, null, '24:00:00', null, null),
+    (10, null, null, null, null, null, '{{2024-02-29,infinity}}', null),
+    (11, null, null, null, null, null, null, '{{2024-02-29 12:00+00,-infinity}}'),
+    (12, null, null, null, '0001-06-01 00:00+00 BC', null, null, null),
+    (13, null, null, null, '0044-03-15 12:00+00 BC', null, null, null),
+    (14, null, null, null, null, null, null, '{{infinity}}')
+) as v(id, d, ts, ts3, tstz, t, ds, tstzs);
+"""
+
+
+def _row_id(key: bytes | None) -> int:
+    """The ``id`` of a record key, with or without JsonConverter's schema wrapper."""
+    parsed = json.loads(key or b"null")
+    return int(parsed.get("payload", parsed)["id"])
+
+
+@pytest.mark.parametrize("isolated_source", [FAR_SQL], indirect=True)
+def test_dates_and_times_no_lake_type_holds_go_to_the_dlq_as_out_of_range(
+    isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
+) -> None:
+    """What the README promises of infinity, years beyond 1-9999 and 24:00:00, on PostgreSQL's own values: read
+    by the snapshot and streamed, each row holding one is in the DLQ once as out_of_range, and only those rows
+    are missing from silver."""
+    pipeline = isolated_source.pipeline(writer, tmp_path, lambda c: c.qualified_name == FAR)
+    with isolated_source.writing(writer) as pg:
+        pg.execute(f"insert into {FAR} select id + 100, d, ts, ts3, tstz, t, ds, tstzs from {FAR}".encode())
+    pipeline.run([FAR])
+
+    dead = dlq_messages(isolated_source.settings, writer.group)
+    reasons = sorted((_row_id(m.key()), header_dict(m)["cdcflow.error.reason"]) for m in dead)
+    far = [*range(2, 15), *range(102, 115)]
+    assert reasons == [(row, b"out_of_range") for row in far]
+    report = pipeline.verify()
+    (table,) = report.tables
+    assert (table.source_rows, table.silver_rows, table.missing, table.extra, table.different) == (28, 2, 26, 0, 0)

@@ -849,6 +849,12 @@ HOSTILE: list[tuple[str, str, bytes]] = [
         Reason.OUT_OF_RANGE,
         _confluent(_event("c", after=_row(7, seen_at=["2026-01-02T03:04:05Z", "-infinity"]))),
     ),
+    ("zoned-year-zero", Reason.OUT_OF_RANGE, _confluent(_event("c", after=_row(7, created_at="0000-06-01T00:00:00Z")))),
+    (
+        "zoned-array-year-292269055",
+        Reason.OUT_OF_RANGE,
+        _confluent(_event("c", after=_row(7, seen_at=["+292269055-12-02T23:00:00.000000Z"]))),
+    ),
     ("zoned-not-an-instant", Reason.WRONG_TYPE, _confluent(_event("c", after=_row(7, created_at="yesterday")))),
     ("huge-string-length", Reason.MALFORMED_AVRO, _confluent(GOOD).replace(b"\x0ahello", _zigzag(2**62) + b"hello", 1)),
     (

@@ -941,24 +941,40 @@ def test_infinity_and_years_beyond_9999_are_refused_not_stored(column: str, sent
 
 
 @pytest.mark.parametrize("native_reader", [True, False])
-def test_a_timestamptz_infinity_is_out_of_range_and_other_text_a_wrong_type(native_reader: bool) -> None:
-    """Debezium sends a timestamptz's infinity as a word where the ISO-8601 instant belongs."""
-    values = [
-        _event("c", after=_row(1)),
-        _event("c", after=_row(2, created_at="infinity")),
-        _event("u", before=_row(3, created_at="-infinity"), after=_row(3)),
-        _event("c", after=_row(4, created_at="yesterday")),
-        _event("c", after=_row(5, created_at="Infinity")),  # not PostgreSQL's spelling
-    ]
+def test_a_timestamptz_outside_years_1_to_9999_is_out_of_range_and_other_text_a_wrong_type(
+    native_reader: bool,
+) -> None:
+    """Debezium sends a timestamptz's infinity as a word where the ISO-8601 instant belongs, an array's -infinity as
+    an instant of year +292269055, and a year before 1 as year 0 or a signed one; each reader takes year 0."""
+    stamps = {
+        1: "0001-01-01T00:00:00Z",
+        2: "infinity",
+        3: "-infinity",
+        4: "0000-06-01T00:00:00Z",  # 1 BC
+        5: "-0044-03-15T12:00:00Z",
+        6: "+10000-01-01T00:00:00Z",
+        7: "+292269055-12-02T23:00:00.000000Z",
+        8: "9999-12-31T23:59:59.999999Z",
+        9: "yesterday",
+        10: "Infinity",  # not PostgreSQL's spelling
+    }
+    values = [_event("c", after=_row(key, created_at=stamp)) for key, stamp in stamps.items()]
+    values[2] = _event("u", before=_row(3, created_at="-infinity"), after=_row(3))
     result = _decode(values, native_reader=native_reader)
-    assert [row["account_id"] for row in result.rows.to_pylist()] == [1]
-    reasons = [(f.reason, f.detail) for f in result.failures]
+    assert [row["account_id"] for row in result.rows.to_pylist()] == [1, 8]
     why = "is outside years 1-9999 (PostgreSQL's infinity arrives so)"
-    assert reasons[:2] == [
-        (Reason.OUT_OF_RANGE, f"column created_at: 'infinity' {why}"),
-        (Reason.OUT_OF_RANGE, f"column created_at: '-infinity' {why}"),
-    ]
-    assert [reason for reason, _ in reasons[2:]] == [Reason.WRONG_TYPE, Reason.WRONG_TYPE]
+    by_key = {f.message.offset() - 99: (f.reason, f.detail) for f in result.failures}
+    assert by_key == {
+        2: (Reason.OUT_OF_RANGE, f"column created_at: 'infinity' {why}"),
+        3: (Reason.OUT_OF_RANGE, f"column created_at: '-infinity' {why}"),
+        4: (Reason.OUT_OF_RANGE, f"column created_at: -62154086400000000 {why}"),
+        5: (Reason.OUT_OF_RANGE, f"column created_at: '-0044-03-15T12:00:00Z' {why}"),
+        6: (Reason.OUT_OF_RANGE, f"column created_at: '+10000-01-01T00:00:00Z' {why}"),
+        7: (Reason.OUT_OF_RANGE, f"column created_at: '+292269055-12-02T23:00:00.000000Z' {why}"),
+        9: by_key[9],
+        10: by_key[10],
+    }
+    assert (by_key[9][0], by_key[10][0]) == (Reason.WRONG_TYPE, Reason.WRONG_TYPE)
 
 
 def test_the_first_and_last_day_of_years_1_to_9999_are_kept() -> None:

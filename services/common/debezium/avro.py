@@ -497,7 +497,7 @@ class AvroEventDecoder:
 
     def _misfit(self, message: Message, event: dict[str, Any], exc: Exception) -> DecodeFailure:
         """Why one record's values do not fit the contract's types."""
-        if detail := self._converter.infinity(event):
+        if detail := self._converter.outside_years(event):
             return DecodeFailure(message, Reason.OUT_OF_RANGE, detail, "OutOfRange")
         if "decimal" in str(exc).lower():
             return DecodeFailure(message, Reason.DECIMAL_OVERFLOW, str(exc), "DecimalOverflow")

@@ -81,14 +81,16 @@ _EVENT_YEARS = "is outside years 1-9999"
 # Python nor BigQuery holds a year beyond 9999 or before 1.
 _FIRST_DAY, _LAST_DAY = -719_162, 2_932_896  # 0001-01-01 and 9999-12-31 in days since the epoch
 _COLUMN_YEARS = "is outside years 1-9999 (PostgreSQL's infinity arrives so)"
-# ... but a timestamptz's infinity and -infinity arrive as these words where an ISO-8601 instant belongs: no reader
-# takes them, and a record holding one is refused as out of range like the others (:meth:`EnvelopeConverter.infinity`)
+# ... but a timestamptz's infinity and -infinity arrive as these words where an ISO-8601 instant belongs, and in an
+# array as instants of a signed year (-infinity as +292269055-12-02T23:00:00Z): no reader takes them, and a record
+# holding one is refused as out of range like the others (:meth:`EnvelopeConverter.outside_years`)
 _INFINITIES = frozenset({"infinity", "-infinity"})
+_SIGNED_YEAR = re.compile(r"[+-]\d{4,}-|0000-")
 # PostgreSQL's time runs from 00:00:00 to 24:00:00 inclusive; Arrow's, Parquet readers' and BigQuery's end before
 # 24:00:00 (a lake file holding it fails the loader's validation, with every other row of the file)
 _DAY_US = 86_400_000_000
 _GREGORIAN_START_US = -12_219_292_800_000_000  # 1582-10-15T00:00:00Z, where java.util's calendar turns Gregorian
-_LEAF_UNITS = frozenset({"date", "timestamp", "timestamp_millis", "time"})
+_LEAF_UNITS = frozenset({"date", "timestamp", "timestamp_millis", "time", "timestamptz"})
 # The source fields the lake keeps; the others (connector, db, schema, table, …) are skipped unread.
 SOURCE = pa.struct(
     [
@@ -99,6 +101,10 @@ SOURCE = pa.struct(
         ("snapshot", pa.string()),
     ]
 )
+
+
+def _outside_years(zoned: str) -> bool:
+    return zoned in _INFINITIES or _SIGNED_YEAR.match(zoned) is not None
 
 
 def wire_type(column: Column) -> pa.DataType:
@@ -153,9 +159,10 @@ class EnvelopeConverter:
             return _as_gregorian(values, reads)
         return values
 
-    def infinity(self, event: Mapping[str, Any]) -> str | None:
+    def outside_years(self, event: Mapping[str, Any]) -> str | None:
         """Why a decoded event (a JSON object or an Avro record) no reader took is out of range: a timestamptz
-        column, or an element of an array of them, holding ``infinity`` or ``-infinity``; None when none does."""
+        column, or an element of an array of them, holding PostgreSQL's infinity or an instant outside years
+        1-9999; None when none does."""
         for side in ("after", "before"):
             image = event.get(side)
             if not isinstance(image, Mapping):
@@ -163,7 +170,7 @@ class EnvelopeConverter:
             for name in self._zoned:
                 value = image.get(name)
                 values = value if isinstance(value, list) else [value]
-                if found := next((v for v in values if isinstance(v, str) and v in _INFINITIES), None):
+                if found := next((v for v in values if isinstance(v, str) and _outside_years(v)), None):
                     return f"column {name}: {found!r} {_COLUMN_YEARS}"
         return None
 
@@ -297,9 +304,9 @@ def _convert(column: Column, raw: pa.Array) -> tuple[pa.Array, list[_Check]]:
 def _convert_unit(
     column: Column, raw: pa.Array, target: pa.DataType, name: str | None = None
 ) -> tuple[pa.Array, list[_Check]]:
-    """Days, microseconds or milliseconds in their lake type; a value the unit change would overflow, or a
-    time outside a day, is refused instead of wrapped. ``name``: the column's, when ``column`` is an array's
-    element."""
+    """Days, microseconds or milliseconds in their lake type; a value the unit change would overflow, a date or
+    instant outside years 1-9999, or a time outside a day, is refused instead of wrapped. ``name``: the column's,
+    when ``column`` is an array's element."""
     what = f"column {name or column.name}"
     match column.semantic:
         case "timestamp_millis":
@@ -310,6 +317,9 @@ def _convert_unit(
             return pc.cast(kept, target), checks
         case "timestamp":
             kept, checks = _within(raw, _FIRST_EVENT_US, _LAST_EVENT_US, what, _COLUMN_YEARS)
+            return pc.cast(kept, target), checks
+        case "timestamptz":  # read as an instant already (year 0 among them): only its years are checked
+            kept, checks = _within(raw.view(pa.int64()), _FIRST_EVENT_US, _LAST_EVENT_US, what, _COLUMN_YEARS)
             return pc.cast(kept, target), checks
         case _:  # days → date32
             kept, checks = _within(raw, _FIRST_DAY, _LAST_DAY, what, _COLUMN_YEARS)

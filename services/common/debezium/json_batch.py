@@ -419,12 +419,12 @@ class JsonEventDecoder:
                 self._convert(wire, batch, origin, out, failures)
                 return
         failure = _classify(batch.message(0), value, arrow_error)
-        if failure.reason == Reason.WRONG_TYPE and (detail := self._infinity(value)):
+        if failure.reason == Reason.WRONG_TYPE and (detail := self._outside_years(value)):
             failure = DecodeFailure(failure.message, Reason.OUT_OF_RANGE, detail, "OutOfRange")
         failures.append(failure)
 
-    def _infinity(self, value: bytes) -> str | None:
-        """:meth:`EnvelopeConverter.infinity` of a value that is one JSON object (:func:`_classify` found no
+    def _outside_years(self, value: bytes) -> str | None:
+        """:meth:`EnvelopeConverter.outside_years` of a value that is one JSON object (:func:`_classify` found no
         other fault), wrapped by JsonConverter or not; None when it does not parse after all (the failure stands)."""
         try:
             event = json.loads(value, parse_int=str, parse_float=str, parse_constant=str)
@@ -432,7 +432,7 @@ class JsonEventDecoder:
             return None
         if isinstance(event, dict) and isinstance(event.get("payload"), dict):
             event = event["payload"]
-        return self._converter.infinity(event) if isinstance(event, dict) else None
+        return self._converter.outside_years(event) if isinstance(event, dict) else None
 
     def _read(self, values: Sequence[bytes]) -> pa.Table:
         """Arrow's reader over ``values``, one row for each or ArrowInvalid: it reads every document a line holds,
