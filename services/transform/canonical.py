@@ -186,6 +186,8 @@ def canonical(column: Column, value: Any) -> str:
         return NULL
     if column.semantic == "array":
         assert column.items is not None
+        if not isinstance(value, list):  # verify reads an array that does not start at 1 as PostgreSQL's text
+            return f"array {value}"  # ... which no list's spelling equals
         return json.dumps(_elements(column.items, value), ensure_ascii=False)
     if column.semantic == "string":
         for prefix, by_type in _BY_PG_TYPE:

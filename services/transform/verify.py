@@ -156,14 +156,23 @@ def _is_hstore(column: Column | None) -> bool:
     return column is not None and column.semantic == "json" and column.pg_type.rsplit(".", 1)[-1] == "hstore"
 
 
+def _hstore_to_json(column: Column) -> str:
+    """hstore's function in the schema that holds the type of ``column`` (an hstore or an array of them): the
+    catalog names the type with its schema when that schema is off the search path (``extensions.hstore``), as
+    it often is where extensions get a schema of their own."""
+    qualified = column.pg_type.removesuffix("[]")
+    return f"{qualified.rsplit('.', 1)[0]}.hstore_to_json" if "." in qualified else "hstore_to_json"
+
+
 def _holds_documents(column: Column) -> bool:
     return column.semantic == "array" and column.items is not None and column.items.semantic == "json"
 
 
-# How to select a column so the driver returns what :func:`canonical` understands, first match wins.
+# How to select a column so the driver returns what :func:`canonical` understands, first match wins: ``{0}`` is the
+# column, ``{1}`` hstore's function (:func:`_hstore_to_json`).
 _PG_SPELLINGS: tuple[tuple[Callable[[Column], bool], str], ...] = (
     # Debezium sends hstore as a JSON object
-    (_is_hstore, "cast(hstore_to_json({}) as text)"),
+    (_is_hstore, "cast({1}({0}) as text)"),
     (lambda c: c.semantic == "json", "{}::text"),
     # the driver returns money as text with a currency symbol
     (lambda c: c.pg_type == "money", "{}::numeric"),
@@ -171,7 +180,7 @@ _PG_SPELLINGS: tuple[tuple[Callable[[Column], bool], str], ...] = (
     # itself, and a document that is a JSON string or null would then look like text or a NULL element
     (
         lambda c: _holds_documents(c) and _is_hstore(c.items),
-        "case when {0} is null then null else (select coalesce(json_agg(hstore_to_json(e)::text order by n), '[]')"
+        "case when {0} is null then null else (select coalesce(json_agg({1}(e)::text order by n), '[]')"
         " from unnest({0}) with ordinality as u(e, n))::text end",
     ),
     (_holds_documents, "to_json({}::text[])::text"),
@@ -185,9 +194,17 @@ _PG_SPELLINGS: tuple[tuple[Callable[[Column], bool], str], ...] = (
 )
 
 
+# PostgreSQL keeps an array's lower bound ('[0:2]={1,2,3}'), which Debezium does not send: an array starting
+# elsewhere than 1 is read as PostgreSQL's text of it (a JSON string), which no list in silver equals, so the row
+# is reported.
+_FROM_ONE = "case when array_lower({0}, 1) <> 1 then to_json({0}::text)::text else {1} end"
+
+
 def _pg_expression(column: Column) -> str:
     name = quote_name(column.name)
-    return next((template.format(name) for applies, template in _PG_SPELLINGS if applies(column)), name)
+    spelling = next((template for applies, template in _PG_SPELLINGS if applies(column)), "{0}")
+    expression = spelling.format(name, _hstore_to_json(column))
+    return _FROM_ONE.format(name, expression) if column.semantic == "array" else expression
 
 
 # Values spelled as Debezium spells them: zoned values (ranges of timestamptz) in UTC, intervals in ISO 8601.
