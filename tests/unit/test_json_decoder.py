@@ -977,6 +977,27 @@ def test_a_timestamptz_outside_years_1_to_9999_is_out_of_range_and_other_text_a_
     assert (by_key[9][0], by_key[10][0]) == (Reason.WRONG_TYPE, Reason.WRONG_TYPE)
 
 
+def test_each_refused_record_names_its_own_value() -> None:
+    """Several records of a batch refused by one check: each DLQ detail holds the record's own value, not the
+    first one the batch met."""
+    values = [
+        _event("c", after=_row(1, opened_on=2_932_897)),
+        _event("c", after=_row(2, opened_on=-2_147_472_692)),
+        _event("c", after=_row(3, rate=_vsd("1" + "0" * 100))),
+        _event("c", after=_row(4, rate=_vsd("1e-100"))),
+        _event("c", after=_row(5, tags=["x"], cutoff=86_400_000_000)),
+        _event("c", after=_row(6)),
+    ]
+    result = _decode(values)
+    assert [row["account_id"] for row in result.rows.to_pylist()] == [6]
+    details = {f.message.offset() - 99: f.detail for f in result.failures}
+    assert details[1].startswith("column opened_on: 2932897 is outside years 1-9999")
+    assert details[2].startswith("column opened_on: -2147472692 is outside years 1-9999")
+    assert "333 bits at scale 0" in details[3]
+    assert details[4] == "column rate: a value with 100 decimal places does not fit decimal(76, 38)"
+    assert details[5] == "column cutoff: 86400000000 µs is not a time of day before 24:00:00"
+
+
 def test_the_first_and_last_day_of_years_1_to_9999_are_kept() -> None:
     edges = [
         _row(1, opened_on=-719_162, reviewed_at=-62_135_596_800_000_000, settled_at=-62_135_596_800_000),

@@ -46,12 +46,17 @@ __all__ = ["EnvelopeConverter", "Origin", "untouched_toast_arrives_null", "wire_
 
 
 class _Check(NamedTuple):
-    """Rows failing one validation: a boolean mask, why, and (for schema mismatches) the column."""
+    """Rows failing one validation: a boolean mask, why, and (for schema mismatches) the column. A check of
+    values says what each failing row holds (``each``, by row), so a record's DLQ detail names its own value."""
 
     mask: np.ndarray
     reason: str
     detail: str
     column: str | None = None
+    each: Mapping[int, str] | None = None
+
+    def detail_of(self, row: int) -> str:
+        return self.detail if self.each is None else self.each.get(row, self.detail)
 
 
 _OPS = pa.array(["c", "u", "d", "r", "t"])
@@ -236,7 +241,7 @@ class EnvelopeConverter:
             hits = check.mask & ~bad_rows
             for index in np.flatnonzero(hits):
                 message = records.message(int(index))
-                failures.append(DecodeFailure(message, check.reason, check.detail, column=check.column))
+                failures.append(DecodeFailure(message, check.reason, check.detail_of(int(index)), column=check.column))
             bad_rows |= hits
         keep = pa.array(~bad_rows)
 
@@ -391,9 +396,10 @@ def _within(raw: pa.Array, low: int, high: int, what: str, why: str) -> tuple[pa
     if smallest is None or (low <= smallest and largest <= high):  # nearly always: one pass, nothing to do
         return raw, []
     outside = pc.fill_null(pc.or_(pc.less(raw, low), pc.greater(raw, high)), False)
-    first = raw.filter(outside)[0].as_py()
+    values = raw.filter(outside).to_pylist()
+    each = {int(row): f"{what}: {value} {why}" for row, value in zip(np.flatnonzero(outside), values, strict=True)}
     kept = pc.if_else(outside, pa.scalar(None, raw.type), raw)
-    return kept, [_Check(np.asarray(outside), Reason.OUT_OF_RANGE, f"{what}: {first} {why}")]
+    return kept, [_Check(np.asarray(outside), Reason.OUT_OF_RANGE, next(iter(each.values())), each=each)]
 
 
 def _source_micros(source: pa.Array, reasons: list[_Check]) -> pa.Array:
@@ -581,7 +587,7 @@ def _variable_decimals(raw: pa.Array, target: pa.DataType, name: str) -> tuple[p
     data = np.zeros((n, width), dtype=np.uint8)
     fitted = _fit_in_bulk(unscaled, scales, read, target, data)
     overflow, out_of_range = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    details = {Reason.DECIMAL_OVERFLOW: "", Reason.OUT_OF_RANGE: ""}
+    details: dict[str, dict[int, str]] = {Reason.DECIMAL_OVERFLOW: {}, Reason.OUT_OF_RANGE: {}}
     one_at_a_time = np.flatnonzero(valid & ~fitted)
     taken = pa.array(one_at_a_time, pa.int64())
     for index, scale, value in zip(
@@ -592,17 +598,17 @@ def _variable_decimals(raw: pa.Array, target: pa.DataType, name: str) -> tuple[p
             exact = fit_unscaled(exact, int(scale), target.precision, target.scale)
         except OutOfRangeError as exc:
             out_of_range[index] = True
-            details[Reason.OUT_OF_RANGE] = details[Reason.OUT_OF_RANGE] or f"column {name}: {exc}"
+            details[Reason.OUT_OF_RANGE][index] = f"column {name}: {exc}"
             continue
         except (ValueError, TypeError, binascii.Error) as exc:
             overflow[index] = True
-            details[Reason.DECIMAL_OVERFLOW] = details[Reason.DECIMAL_OVERFLOW] or f"column {name}: {exc}"
+            details[Reason.DECIMAL_OVERFLOW][index] = f"column {name}: {exc}"
             continue
         data[index] = np.frombuffer(exact.to_bytes(width, "little", signed=True), dtype=np.uint8)
     validity = pa.array(valid & ~overflow & ~out_of_range).buffers()[1]
     array = pa.Array.from_buffers(target, n, [validity, pa.py_buffer(data)])
     checks = [
-        _Check(mask, reason, details[reason])
+        _Check(mask, reason, next(iter(details[reason].values())), each=details[reason])
         for mask, reason in ((overflow, Reason.DECIMAL_OVERFLOW), (out_of_range, Reason.OUT_OF_RANGE))
         if mask.any()
     ]
@@ -696,7 +702,7 @@ def _per_value(
     must never end the batch.
     """
     out: list[object] = []
-    failed: dict[str, tuple[np.ndarray, list[str]]] = {}
+    failed: dict[str, tuple[np.ndarray, dict[int, str]]] = {}
     for index, value in enumerate(raw.to_pylist()):
         if value is None:  # (a placeholder is converted like any value: the caller nulls its forms)
             out.append(None)
@@ -709,11 +715,11 @@ def _per_value(
         except Exception as exc:  # any failure of one value is its row's alone
             out.append(None)
             why = Reason.OUT_OF_RANGE if isinstance(exc, OutOfRangeError) else reason
-            rows, details = failed.setdefault(why, (np.zeros(len(raw), dtype=bool), []))
+            rows, details = failed.setdefault(why, (np.zeros(len(raw), dtype=bool), {}))
             rows[index] = True
-            details.append(str(exc) or type(exc).__name__)
+            details[index] = f"column {name}: {str(exc) or type(exc).__name__}"
     array = pa.array(out, target)
-    return array, [_Check(rows, why, f"column {name}: {details[0]}") for why, (rows, details) in failed.items()]
+    return array, [_Check(rows, why, next(iter(each.values())), each=each) for why, (rows, each) in failed.items()]
 
 
 def _fit_decimal(value: Decimal, target: pa.DataType) -> Decimal:
@@ -790,5 +796,8 @@ def _convert_items(column: Column, raw: pa.Array, target: pa.DataType) -> tuple[
     for check in element_checks:
         rows = np.zeros(len(raw), dtype=bool)
         rows[parents[check.mask]] = True
-        checks.append(check._replace(mask=rows))
+        each: dict[int, str] = {}  # a row's first failing element speaks for it
+        for element, detail in (check.each or {}).items():
+            each.setdefault(int(parents[element]), detail)
+        checks.append(check._replace(mask=rows, each=each or None))
     return array, checks
