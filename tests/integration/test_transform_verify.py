@@ -31,6 +31,7 @@ from services.stack.runtime import Stack
 from services.stack.workload import Workload
 from services.transform.verify import PostgresSource, TableComparison, compare_table, verify_warehouse
 from tests.fixtures.pipeline import WriterProcess
+from tests.fixtures.source import maintenance
 from tests.fixtures.transform import Pipeline, describe, pipeline_env
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -293,8 +294,7 @@ def test_arrays_of_documents_compare_as_documents(stack: Stack, settings: Settin
 def _scratch_database(settings: Settings) -> Iterator[Settings]:
     """``settings`` pointed at a database of the test's own, dropped afterwards."""
     name = f"cdcflow_test_{uuid.uuid4().hex[:8]}"
-    maintenance = settings.postgres.model_copy(update={"database": "postgres"}).dsn()
-    with psycopg.connect(maintenance, autocommit=True) as pg:
+    with maintenance(settings) as pg:
         pg.execute(f"create database {name}".encode())
         try:
             yield settings.model_copy(update={"postgres": settings.postgres.model_copy(update={"database": name})})

@@ -39,6 +39,7 @@ from services.transform.verify import verify_warehouse
 from services.transform.wiring import run_transform
 from tests.fixtures.cli import cdcflow
 from tests.fixtures.pipeline import WriterProcess, partition_ends, wait_until, wait_until_committed
+from tests.fixtures.source import maintenance
 from tests.fixtures.transform import describe
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -69,11 +70,6 @@ class Captured:
     @property
     def topic(self) -> str:
         return f"{self.name}.public.users"
-
-
-def _maintenance(settings: Settings) -> Conn:
-    dsn = settings.postgres.model_copy(update={"database": "postgres"}).dsn()
-    return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
 
 
 def _database(settings: Settings, name: str) -> Conn:
@@ -109,7 +105,7 @@ def connect_dir(tmp_path: Path) -> Path:
 def sources(stack: Stack, settings: Settings, connect_dir: Path) -> Iterator[list[Captured]]:
     tag = uuid.uuid4().hex[:8]
     created = [Captured(f"two{tag}a"), Captured(f"two{tag}b")]
-    with _maintenance(settings) as conn:
+    with maintenance(settings) as conn:
         for source in created:
             conn.execute(f'create database "{source.name}"'.encode())
     try:
@@ -132,7 +128,7 @@ def _remove(stack: Stack, settings: Settings, created: list[Captured]) -> None:
 
         wait_for(f"slot {source.slot} to be released", released, 60)
         stack.postgres.drop_slot(source.slot, source.name)
-    with _maintenance(settings) as conn:
+    with maintenance(settings) as conn:
         for source in created:
             conn.execute(f'drop database if exists "{source.name}" with (force)'.encode())
     admin = admin_client(settings.kafka)
