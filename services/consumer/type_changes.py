@@ -89,7 +89,8 @@ class TypeChangeCheck:
 
 def relabel(contract: TableContract, failures: list[DecodeFailure], changed: dict[str, str]) -> list[DecodeFailure]:
     """``failures`` with the value failures ``changed`` (column → ``old → new``) explains as schema mismatches:
-    those of a changed column, and those that name no column (Arrow's reader does not say which)."""
+    those of a changed column, and those that name no column (Arrow's reader does not always say which). A
+    value another column holds out of range stays what it is."""
     if not changed:
         return failures
     return [_relabelled(contract, f, changed) if _explained(f, changed) else f for f in failures]
@@ -106,5 +107,5 @@ def _relabelled(contract: TableContract, failure: DecodeFailure, changed: dict[s
         f"{contract.qualified_name} changed type in PostgreSQL ({change}), contract v{contract.version}"
         f" has the old type: {failure.detail}"
     )
-    # the column stays as it was: a schema mismatch naming a column is an additive-evolution candidate
-    return replace(failure, reason=Reason.SCHEMA_MISMATCH, detail=detail, error_class="TypeChanged")
+    # no column: a schema mismatch naming one is an additive-evolution candidate, and this one is the contract's
+    return replace(failure, reason=Reason.SCHEMA_MISMATCH, detail=detail, error_class="TypeChanged", column=None)

@@ -112,6 +112,22 @@ def test_values_a_type_change_explains_become_schema_mismatches() -> None:
     assert relabelled[1] is failures[1]
 
 
+def test_a_value_out_of_range_in_a_column_that_did_not_change_keeps_its_reason() -> None:
+    scaled = _event("c", after=_row(1)).replace(b"12345678901234567.89", b"12.3456")
+    far_future = _event("c", after=_row(2, opened_on=3_000_000))  # beyond year 9999
+    failures = list(_decode([scaled, far_future]).failures)
+    assert [(f.reason, f.column) for f in failures] == [
+        (Reason.DECIMAL_OVERFLOW, None),  # Arrow's reader does not say which column
+        (Reason.OUT_OF_RANGE, "opened_on"),
+    ]
+
+    relabelled = relabel(CONTRACT, failures, {"balance": "numeric(20,2) → numeric(20,4)"})
+    assert [f.reason for f in relabelled] == [Reason.SCHEMA_MISMATCH, Reason.OUT_OF_RANGE]
+    assert "balance: numeric(20,2) → numeric(20,4)" in relabelled[0].detail
+    assert relabelled[0].column is None  # the contract's own column: not a new one to add
+    assert relabelled[1] is failures[1]
+
+
 def test_nothing_changed_in_the_catalog_leaves_every_failure_as_it_was() -> None:
     failures = _failures_of_a_changed_scale_and_a_broken_record()
     assert relabel(CONTRACT, failures, {}) == failures

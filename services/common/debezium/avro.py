@@ -63,9 +63,9 @@ class PoisonRecordError(TerminalError):
     """One record can never be read (its ``reason`` labels the DLQ record); the decoder turns it into a
     failure of that record alone. Framings raise it for values that are not theirs."""
 
-    def __init__(self, reason: str, detail: str, error_class: str) -> None:
+    def __init__(self, reason: str, detail: str, error_class: str, *, column: str | None = None) -> None:
         super().__init__(detail)
-        self.reason, self.detail, self.error_class = reason, detail, error_class
+        self.reason, self.detail, self.error_class, self.column = reason, detail, error_class, column
 
 
 def _malformed(detail: str) -> PoisonRecordError:
@@ -351,11 +351,12 @@ class _Plan:
                 if value is not None:
                     image[name] = fix(value)
         except OutOfRangeError as exc:
-            raise PoisonRecordError(Reason.OUT_OF_RANGE, f"column {name}: {exc}", "OutOfRange") from None
+            raise PoisonRecordError(Reason.OUT_OF_RANGE, f"column {name}: {exc}", "OutOfRange", column=name) from None
         except _DecimalOverflowError as exc:
-            raise PoisonRecordError(Reason.DECIMAL_OVERFLOW, f"column {name}: {exc}", "DecimalOverflow") from None
+            detail = f"column {name}: {exc}"
+            raise PoisonRecordError(Reason.DECIMAL_OVERFLOW, detail, "DecimalOverflow", column=name) from None
         except Exception as exc:  # a value of a type its writer schema did not promise: that record's alone
-            raise PoisonRecordError(Reason.WRONG_TYPE, f"column {name}: {exc!r}", "TypeMismatch") from None
+            raise PoisonRecordError(Reason.WRONG_TYPE, f"column {name}: {exc!r}", "TypeMismatch", column=name) from None
 
 
 # --- the decoder --------------------------------------------------------------------------------
@@ -433,8 +434,9 @@ class AvroEventDecoder:
                     plan = self._plan(value, missing)
                     events.append(plan.read(value, self._framing.header_size))
                 except PoisonRecordError as poison:
+                    message = batch.message(index)
                     failures.append(
-                        DecodeFailure(batch.message(index), poison.reason, poison.detail, poison.error_class)
+                        DecodeFailure(message, poison.reason, poison.detail, poison.error_class, column=poison.column)
                     )
                     continue
                 good.append(index)
@@ -497,8 +499,9 @@ class AvroEventDecoder:
 
     def _misfit(self, message: Message, event: dict[str, Any], exc: Exception) -> DecodeFailure:
         """Why one record's values do not fit the contract's types."""
-        if detail := self._converter.outside_years(event):
-            return DecodeFailure(message, Reason.OUT_OF_RANGE, detail, "OutOfRange")
+        if outside := self._converter.outside_years(event):
+            column, detail = outside
+            return DecodeFailure(message, Reason.OUT_OF_RANGE, detail, "OutOfRange", column=column)
         if "decimal" in str(exc).lower():
             return DecodeFailure(message, Reason.DECIMAL_OVERFLOW, str(exc), "DecimalOverflow")
         return DecodeFailure(message, Reason.WRONG_TYPE, str(exc), "TypeMismatch")

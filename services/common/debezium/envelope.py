@@ -46,8 +46,9 @@ __all__ = ["EnvelopeConverter", "Origin", "untouched_toast_arrives_null", "wire_
 
 
 class _Check(NamedTuple):
-    """Rows failing one validation: a boolean mask, why, and (for schema mismatches) the column. A check of
-    values says what each failing row holds (``each``, by row), so a record's DLQ detail names its own value."""
+    """Rows failing one validation: a boolean mask, why, and the column it is about (none for the envelope's
+    checks). A check of values says what each failing row holds (``each``, by row), so a record's DLQ detail
+    names its own value."""
 
     mask: np.ndarray
     reason: str
@@ -164,10 +165,10 @@ class EnvelopeConverter:
             return _as_gregorian(values, reads)
         return values
 
-    def outside_years(self, event: Mapping[str, Any]) -> str | None:
-        """Why a decoded event (a JSON object or an Avro record) no reader took is out of range: a timestamptz
-        column, or an element of an array of them, holding PostgreSQL's infinity or an instant outside years
-        1-9999; None when none does."""
+    def outside_years(self, event: Mapping[str, Any]) -> tuple[str, str] | None:
+        """The column, and why, that puts a decoded event (a JSON object or an Avro record) no reader took out
+        of range: a timestamptz column, or an element of an array of them, holding PostgreSQL's infinity or an
+        instant outside years 1-9999; None when none does."""
         for side in ("after", "before"):
             image = event.get(side)
             if not isinstance(image, Mapping):
@@ -176,7 +177,7 @@ class EnvelopeConverter:
                 value = image.get(name)
                 values = value if isinstance(value, list) else [value]
                 if found := next((v for v in values if isinstance(v, str) and _outside_years(v)), None):
-                    return f"column {name}: {found!r} {_COLUMN_YEARS}"
+                    return name, f"column {name}: {found!r} {_COLUMN_YEARS}"
         return None
 
     def to_lake(
@@ -229,7 +230,7 @@ class EnvelopeConverter:
             else:
                 raw = image(column.name)
             converted, bad = _convert(column, raw)
-            reasons += bad
+            reasons += [check._replace(column=column.name) for check in bad]
             converted = self._gregorian(column.name, converted, ops.read if has_reads else None)
             if (placeholder := _placeholder_mask(column, raw)) is not None:
                 converted = pc.if_else(placeholder, pa.scalar(None, converted.type), converted)

@@ -359,7 +359,7 @@ class JsonEventDecoder:
         if not found:
             return None
         detail = f"column {found[0]}: a decimal exponent of {_EXPONENT_DIGITS} or more digits"
-        return DecodeFailure(message, Reason.OUT_OF_RANGE, detail, "OutOfRange")
+        return DecodeFailure(message, Reason.OUT_OF_RANGE, detail, "OutOfRange", column=found[0])
 
     def _convert(
         self,
@@ -419,11 +419,12 @@ class JsonEventDecoder:
                 self._convert(wire, batch, origin, out, failures)
                 return
         failure = _classify(batch.message(0), value, arrow_error)
-        if failure.reason == Reason.WRONG_TYPE and (detail := self._outside_years(value)):
-            failure = DecodeFailure(failure.message, Reason.OUT_OF_RANGE, detail, "OutOfRange")
+        if failure.reason == Reason.WRONG_TYPE and (outside := self._outside_years(value)):
+            column, detail = outside
+            failure = DecodeFailure(failure.message, Reason.OUT_OF_RANGE, detail, "OutOfRange", column=column)
         failures.append(failure)
 
-    def _outside_years(self, value: bytes) -> str | None:
+    def _outside_years(self, value: bytes) -> tuple[str, str] | None:
         """:meth:`EnvelopeConverter.outside_years` of a value that is one JSON object (:func:`_classify` found no
         other fault), wrapped by JsonConverter or not; None when it does not parse after all (the failure stands)."""
         try:

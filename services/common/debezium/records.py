@@ -49,7 +49,7 @@ class DecodeFailure:
     detail: str
     error_class: str = "DecodeError"
     stage: str = "decode"
-    column: str | None = None  # the column a schema mismatch is about
+    column: str | None = None  # the column a value failure or a schema mismatch is about, when the reader knows
 
 
 @dataclass(slots=True)
