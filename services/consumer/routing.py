@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from services.common.contracts import ContractRegistry, TableContract
+from services.common.contracts.catalog import refused_columns
 from services.common.contracts.errors import UnknownTableError
 from services.common.debezium.avro import AvroEventDecoder
 from services.common.debezium.envelope import untouched_toast_arrives_null
@@ -114,6 +115,8 @@ class Router:
             contract = self._contracts.get(schema, table, self._source)
         except UnknownTableError as exc:
             return Route(schema, table, reason=Reason.UNKNOWN_TABLE, detail=str(exc))
+        if refused := refused_columns(contract):
+            return Route(schema, table, reason=Reason.SCHEMA_MISMATCH, detail=_refusal(contract, refused))
         _warn_of_toast_arriving_null(contract)
         return Route(schema, table, self._decoder(contract))
 
@@ -129,6 +132,21 @@ class Router:
                 contract, topic_prefix=self._topic_prefix, earlier=earlier, max_value_bytes=limit
             )
         return JsonEventDecoder(contract, max_value_bytes=limit, native_reader=self._native_reader)
+
+
+def _refusal(contract: TableContract, refused: dict[str, str]) -> str:
+    """Why every record of a table whose stored contract captures a refused type goes to the DLQ (logged once,
+    when the table is first routed): landed, those columns would silently hold other values."""
+    table = contract.qualified_name
+    columns = "; ".join(f"{name}: {why}" for name, why in refused.items())
+    pattern = "|".join(re.escape(name) for name in refused)
+    fix = (
+        f"exclude the column(s) in the connector (column.exclude.list) and the writer (CDCFLOW_WRITER__EXCLUDE_COLUMNS,"
+        f" {re.escape(table)}\\.({pattern})), run `cdcflow schemas generate`, restart the writer and replay the DLQ"
+        " (cdcflow dlq replay --reason schema_mismatch)"
+    )
+    log.error("writer.contract_refused", table=table, contract_version=contract.version, columns=refused, fix=fix)
+    return f"contract {table} v{contract.version} captures a type cdcflow refuses ({columns}): {fix}"
 
 
 def _warn_of_toast_arriving_null(contract: TableContract) -> None:

@@ -10,7 +10,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from services.common.contracts.catalog import GENERATED, contracts_from_catalog, publishing_hazards, table_key
+from services.common.contracts import Column, TableContract
+from services.common.contracts.catalog import (
+    GENERATED,
+    contracts_from_catalog,
+    publishing_hazards,
+    refused_columns,
+    table_key,
+)
 from services.common.contracts.compat import compare
 from services.common.contracts.errors import ContractError, NoPrimaryKeyError, UnsupportedColumnError
 from services.common.contracts.reserved import warehouse_limits
@@ -124,6 +131,43 @@ def test_the_extension_types_and_enums_the_connector_sends_are_captured(
         "id": "int32", "c": "string", "l": "string", "la": "array", "m": "string", "ma": "array", "r": "string",
         "t": "string",
     }  # fmt: skip
+
+
+# Refused types a stored contract names well enough to be refused by those names alone (a contract written
+# before the refusal, or by hand): format_type's spellings, which is what a contract keeps.
+REFUSED_BY_NAME = [
+    *("name", "bit", "bit(3)", "varbit", "varbit(8)", "point", "box", "tsquery", "pg_lsn", "regclass"),
+    *("txid_snapshot", "oidvector", "int2vector", "interval[]", "interval year to month[]", "money[]", "xml[]"),
+    *("time[]", "time(3)[]", "timetz[]", "timetz(0)[]", "name[]", "bit(2)[]", "varbit[]", "point[]", "line[]"),
+]
+
+
+@pytest.mark.parametrize("declared", REFUSED_BY_NAME)
+def test_a_stored_contract_of_a_refused_type_is_refused_by_the_names_it_keeps(
+    pg: Conn, settings: Settings, scratch_schema: str, declared: str
+) -> None:
+    s = scratch_schema
+    pg.execute(f"create table {s}.odd (id int primary key, fine text, fines int[], odd {declared})".encode())
+    with pytest.raises(UnsupportedColumnError, match=rf"{s}\.odd\.odd"):
+        contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\.odd"])
+    # the contract as a release before the refusal wrote it: the column's format_type, an array's element's name
+    rows = pg.execute(
+        """select a.attname, format_type(a.atttypid, a.atttypmod), e.typname
+           from pg_attribute a join pg_type t on t.oid = a.atttypid
+           left join pg_type e on e.oid = t.typelem and t.typcategory = 'A'
+           where a.attrelid = %s::regclass and a.attnum > 0 order by a.attnum""",
+        (f"{s}.odd",),
+    ).fetchall()
+    columns = tuple(
+        Column(str(name), "int32", str(formatted), nullable=False)
+        if name == "id"
+        else Column(str(name), "string", str(formatted))
+        if element is None
+        else Column(str(name), "array", str(formatted), items=Column("element", "string", str(element)))
+        for name, formatted, element in rows
+    )
+    contract = TableContract(schema=s, table="odd", primary_key=("id",), columns=columns)
+    assert list(refused_columns(contract)) == ["odd"]
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from structlog.testing import capture_logs
 
 from services.common.contracts import Column, ContractRegistry, TableContract, lake_schema, load_contracts
 from services.common.contracts.arrow import LAKE_METADATA, arrow_schema
-from services.common.contracts.catalog import column_from_catalog
+from services.common.contracts.catalog import column_from_catalog, refused_columns
 from services.common.contracts.compat import compare, evolve
 from services.common.contracts.errors import ContractError, UnknownTableError
 from services.common.contracts.store import (
@@ -20,7 +21,9 @@ from services.common.contracts.store import (
     publish_contract,
     write_contract,
 )
+from services.common.debezium.records import Reason
 from services.common.lake import LocalLake
+from services.consumer.routing import Router
 
 CONTRACT = TableContract(
     schema="lending",
@@ -213,3 +216,68 @@ def test_dropped_columns_survive_the_round_trip_and_must_be_non_key_columns(tmp_
         replace(CONTRACT, dropped=("loan_id",))
     with pytest.raises(ContractError, match="dropped column"):
         replace(CONTRACT, dropped=("nope",))
+
+
+def _array(name: str, pg_type: str, element: str) -> Column:
+    return Column(name, "array", pg_type, items=Column("element", "string", element))
+
+
+# Columns a contract written before their types were refused (or by hand) may hold: each told by its type names.
+STORED_BEFORE_A_REFUSAL = TableContract(
+    schema="lending",
+    table="schedules",
+    primary_key=("schedule_id",),
+    columns=(
+        Column("schedule_id", "int64", "bigint", nullable=False),
+        _array("slots", "time without time zone[]", "time"),
+        _array("zoned", "time(3) with time zone[]", "timetz"),
+        Column("flags", "string", "bit varying(8)"),
+        Column("owner", "string", "name"),
+        _array("args", "oidvector", "oid"),
+        _array("spans", "interval[]", "interval"),
+        _array("stamps", "timestamp(3) without time zone[]", "timestamp"),
+        Column("bits", "string", "bit(3)"),
+        _array("retired", "time without time zone[]", "time"),
+        Column("note", "string", "text"),
+    ),
+    dropped=("retired",),
+)
+
+
+def test_a_stored_contract_names_each_column_of_a_type_this_release_refuses(tmp_path: Path) -> None:
+    write_contract(tmp_path, STORED_BEFORE_A_REFUSAL)
+    (stored,) = load_contracts(tmp_path)
+    assert refused_columns(stored) == {
+        "slots": "an array of time arrives with its microseconds cut to milliseconds and 24:00:00 as 00:00:00",
+        "zoned": "an array of timetz arrives with its fractions of a second cut off",
+        "flags": "varbit arrives as a bit set in bytes, whose length is lost",
+        "owner": "name arrives as NULL",
+        "args": "oidvector arrives as an empty array",
+        "spans": "an array of interval is not sent at all",
+        "bits": "bit arrives as a bit set in bytes (bit(1) as a boolean), not as its bits",
+    }  # the dropped column no longer arrives: nothing to refuse
+    assert refused_columns(CONTRACT) == {}
+
+    # the remedy: the columns excluded, `schemas generate` writes the next version with them dropped
+    live = tuple(c for c in stored.columns if c.name in {"schedule_id", "note"})
+    taken = evolve(stored, replace(stored, columns=live, dropped=()))
+    assert (taken.version, refused_columns(taken)) == (2, {})
+
+
+def test_a_table_whose_stored_contract_holds_a_refused_type_goes_to_the_dlq_saying_how_to_take_it() -> None:
+    router = Router("cdcflow", ContractRegistry.of([STORED_BEFORE_A_REFUSAL, CONTRACT]), [], 1 << 20)
+    with capture_logs() as logs:
+        refused = router.route("cdcflow.lending.schedules")
+        assert router.route("cdcflow.lending.loans").decoder is not None
+    assert (refused.decoder, refused.skip, refused.reason) == (None, False, Reason.SCHEMA_MISMATCH)
+    assert refused.detail.startswith("contract lending.schedules v1 captures a type cdcflow refuses (slots: an array")
+    assert r"CDCFLOW_WRITER__EXCLUDE_COLUMNS, lending\.schedules\.(slots|zoned|flags|owner|args|spans|bits)" in (
+        refused.detail
+    )
+    assert "cdcflow dlq replay --reason schema_mismatch" in refused.detail
+    (logged,) = [e for e in logs if e["event"] == "writer.contract_refused"]
+    assert (logged["log_level"], logged["table"], sorted(logged["columns"])) == (
+        "error",
+        "lending.schedules",
+        ["args", "bits", "flags", "owner", "slots", "spans", "zoned"],
+    )

@@ -43,6 +43,7 @@ __all__ = [
     "contracts_from_catalog",
     "inheritance_parents",
     "publishing_hazards",
+    "refused_columns",
     "table_contract",
     "table_key",
     "unloadable_types",
@@ -209,24 +210,51 @@ def column_from_catalog(name: str, base_type: str, typmod: int, pg_type: str, nu
 def _unsupported(row: dict[str, Any], warehouse: WarehouseLimits | None) -> str | None:
     """Why the column's type cannot be captured exactly (into ``warehouse``), or None."""
     base = str(row["base_type"])
-    if base in UNSUPPORTED_TYPES:  # oidvector and int2vector are arrays too
-        return f"{base} {UNSUPPORTED_TYPES[base]}"
+    if why := _unsupported_type(base):  # oidvector and int2vector are arrays too
+        return why
     if row["category"] == "A" and row["elem_type"]:
         element = str(row["elem_type"])
         if int(row["dimensions"] or 0) > 1:
             return "a multi-dimensional array arrives as an array of NULLs"
         why = (
-            UNSUPPORTED_TYPES.get(element)
-            or _unfit_numeric(element, int(row["typmod"]), warehouse)  # the array's typmod is its elements'
-            or _UNSUPPORTED_ARRAY_ELEMENTS.get(element)
+            _unfit_numeric(element, int(row["typmod"]), warehouse)  # the array's typmod is its elements'
             or (_DOMAIN_ELEMENTS if row["elem_kind"] == "d" else None)
             or _not_known(element, str(row["elem_kind"]), str(row["elem_schema"]))
         )
-        return f"an array of {element} {why}" if why else None
+        return _unsupported_elements(element) or (f"an array of {element} {why}" if why else None)
     why = _unfit_numeric(base, int(row["typmod"]), warehouse) or _not_known(
         base, str(row["type_kind"]), str(row["type_schema"])
     )
     return f"{base} {why}" if why else None
+
+
+def _unsupported_type(name: str) -> str | None:
+    """Why a type (by its name in ``pg_type``) is never captured as its value, or None."""
+    return f"{name} {UNSUPPORTED_TYPES[name]}" if name in UNSUPPORTED_TYPES else None
+
+
+def _unsupported_elements(element: str) -> str | None:
+    """Why an array of ``element`` (its name in ``pg_type``) is never captured as its value, or None."""
+    why = UNSUPPORTED_TYPES.get(element) or _UNSUPPORTED_ARRAY_ELEMENTS.get(element)
+    return f"an array of {element} {why}" if why else None
+
+
+_TYPMOD = re.compile(r"\(\d+(,\d+)?\)")
+
+
+def refused_columns(contract: TableContract) -> dict[str, str]:
+    """Each column a stored contract still captures whose type this release refuses (a contract written before
+    the refusal, or by hand), with why. Judged by the types' names, which is all a contract keeps: a domain's,
+    a composite's or an extension's type is refused when the catalog is read (``cdcflow schemas check``)."""
+    refused = {}
+    for column in contract.live_columns:
+        name = _TYPMOD.sub("", column.pg_type).strip()  # format_type's spelling: bit(3), bit varying(8)
+        why = _unsupported_type("varbit" if name == "bit varying" else name)
+        if why is None and column.semantic == "array" and column.items is not None:
+            why = _unsupported_elements(column.items.pg_type)
+        if why is not None:
+            refused[column.name] = why
+    return refused
 
 
 def _not_known(name: str, kind: str, schema: str) -> str | None:
