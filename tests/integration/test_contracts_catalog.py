@@ -495,6 +495,31 @@ def test_a_column_bigquery_refuses_is_refused_for_bigquery_alone(
     assert [c.name for c in contract.columns] == ["id"]
 
 
+def test_every_column_that_refuses_its_table_is_named_at_once(
+    pg: Conn, settings: Settings, scratch_schema: str
+) -> None:
+    s = scratch_schema
+    pg.execute(
+        f"""create table {s}.slots (id int primary key, at time[], fine text, "_op" text);
+            create table {s}.plain (id int primary key, fine text);
+            create table {s}.flags (id int primary key, bits bit(4))""".encode()
+    )
+    with pytest.raises(UnsupportedColumnError) as refused:
+        contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\..*"])
+    lines = str(refused.value).splitlines()
+    named = (f"{s}.slots.at (time without time zone[])", f"{s}.slots.'_op'", f"{s}.flags.bits (bit(4))")
+    assert len(lines) == len(named)
+    assert all(sum(line.startswith(column) for line in lines) == 1 for column in named)
+    assert all("column.exclude.list" in line for line in lines)  # each with its own remedy
+    every = [re.escape(f"{s}.{column}") for column in ("slots.at", "slots._op", "flags.bits")]
+    found = contracts_from_catalog(settings.postgres.dsn(), [rf"{s}\..*"], exclude_columns=every)
+    assert sorted((c.table, [col.name for col in c.columns]) for c in found) == [
+        ("flags", ["id"]),
+        ("plain", ["id", "fine"]),
+        ("slots", ["id", "fine"]),
+    ]
+
+
 def test_a_numeric_bigquery_holds_no_exact_type_for_is_refused_for_bigquery_alone(
     pg: Conn, settings: Settings, scratch_schema: str
 ) -> None:

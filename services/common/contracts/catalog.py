@@ -297,32 +297,38 @@ def _captured(
     excluded: list[re.Pattern[str]],
     warehouse: WarehouseLimits | None,
 ) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
-    """The catalog rows of the columns change events carry, and the others with why."""
-    captured, uncaptured = [], []
+    """The catalog rows of the columns change events carry, and the others with why; a column that refuses
+    the table raises :class:`UnsupportedColumnError`, which names every such column of it (one line each)."""
+    captured, uncaptured, refused = [], [], []
     for row in rows:
         name = str(row["attname"])
         if any(p.fullmatch(f"{schema}.{table}.{name}") for p in excluded):
             uncaptured.append((name, _EXCLUDED))
         elif row["is_generated"]:
             uncaptured.append((name, GENERATED))
-        elif why := _unsupported(row, warehouse):
-            raise UnsupportedColumnError(
-                f"{schema}.{table}.{name} ({row['formatted']}): {why}, so its values would change silently. "
-                f"{_exclude_it(schema, table, name)}, or change its type"
-            )
-        elif not is_safe_name(name):
-            raise UnsupportedColumnError(
-                f"{schema}.{table}.{name!r}: a column name holds {NAME_RULE}. {_exclude_it(schema, table, name)}, "
-                "or rename the column"
-            )
-        elif why := why_reserved(name, warehouse):
-            raise UnsupportedColumnError(
-                f"{schema}.{table}.{name!r}: {why}. {_exclude_it(schema, table, name)}, or rename the column"
-            )
+        elif why := _refusal(schema, table, row, warehouse):
+            refused.append(why)
         else:
             captured.append(row)
+    if refused:
+        raise UnsupportedColumnError("\n".join(refused))
     _refuse_names_alike(schema, table, [str(row["attname"]) for row in captured])
     return captured, tuple(uncaptured)
+
+
+def _refusal(schema: str, table: str, row: dict[str, Any], warehouse: WarehouseLimits | None) -> str | None:
+    """Why a captured column refuses its table, with the remedy, or None."""
+    name, exclude_it = str(row["attname"]), _exclude_it(schema, table, str(row["attname"]))
+    if why := _unsupported(row, warehouse):
+        return (
+            f"{schema}.{table}.{name} ({row['formatted']}): {why}, so its values would change silently. "
+            f"{exclude_it}, or change its type"
+        )
+    if not is_safe_name(name):
+        return f"{schema}.{table}.{name!r}: a column name holds {NAME_RULE}. {exclude_it}, or rename the column"
+    if why := why_reserved(name, warehouse):
+        return f"{schema}.{table}.{name!r}: {why}. {exclude_it}, or rename the column"
+    return None
 
 
 def _refuse_names_alike(schema: str, table: str, names: list[str]) -> None:
@@ -614,7 +620,7 @@ def contracts_from_catalog(
     columns whose ``schema.table.column`` fully matches an ``exclude_columns`` regex are left out (named in
     the contract as uncaptured). A column of a type the connector cannot carry, named like a column cdcflow
     adds, or named as ``warehouse`` refuses (services.common.contracts.reserved.warehouse_limits), raises
-    :class:`UnsupportedColumnError` unless it is excluded.
+    :class:`UnsupportedColumnError` unless it is excluded: one naming every such column of every table.
 
     With ``timeout_s`` the connection attempt and each statement give up after it. A catalog out of reach
     raises :class:`CatalogUnreachableError`, an error PostgreSQL answers with :class:`CatalogQueryError`.
@@ -629,7 +635,15 @@ def contracts_from_catalog(
             for s, t in tables
             if any(p.fullmatch(f"{s}.{t}") for p in included) and not any(p.fullmatch(f"{s}.{t}") for p in excluded)
         ]
-        return [_contract(conn, s, t, excluded_columns, warehouse) for s, t in wanted]
+        contracts, refused = [], []
+        for s, t in wanted:
+            try:
+                contracts.append(_contract(conn, s, t, excluded_columns, warehouse))
+            except UnsupportedColumnError as exc:  # every table's, so one pass of exclusions fixes them all
+                refused.append(str(exc))
+        if refused:
+            raise UnsupportedColumnError("\n".join(refused))
+        return contracts
 
 
 @contextlib.contextmanager
