@@ -251,9 +251,20 @@ _READ_BY = {
 # transforms, custom converters) whatever they say: set at all, they are a hazard.
 _RESHAPING_PREFIXES = ("column.mask.", "column.truncate.to.")
 _RESHAPING = frozenset({"transforms", "converters"})
-# ... and each side's JsonConverter by: a NULL stays NULL (not the column's default), decimals as JSON numbers.
+# ... and each side's converter by: a NULL stays NULL, not the column's default (Debezium puts a column's default
+# in the event's schema, and a converter that reads the value through it writes the default in a NULL's place);
+# for JsonConverter, decimals as JSON numbers.
 _JSON_CONVERTER_READ_BY = {"replace.null.with.default": ("false", "true"), "decimal.format": ("NUMERIC", "BASE64")}
 _JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
+_CONVERTERS_READ_BY = {
+    _JSON_CONVERTER: _JSON_CONVERTER_READ_BY,
+    "io.confluent.connect.avro.AvroConverter": {"ignore.default.for.nullables": ("true", "false")},
+}
+# Converters that write a NULL as the column's default with no setting to keep it.
+_NULLS_AS_DEFAULTS = {
+    "io.apicurio.registry.utils.converter.AvroConverter": "Apicurio's AvroConverter (its Avro conversion has no "
+    "ignore.default.for.nullables)",
+}
 # What keeps the warehouse equal to the source, set on every new source whatever the template says: the above,
 # a filtered publication, and the heartbeat that keeps an idle source's slot moving.
 FIDELITY = {
@@ -269,16 +280,21 @@ def reading_hazards(config: dict[str, str]) -> list[str]:
     """Each setting of a connector's ``config`` by which its change events would arrive other than the writer
     reads them (:data:`_READ_BY`); a value left to Connect's environment (``${env:…}``) is not judged."""
     wanted = dict(_READ_BY)
-    for side in ("key.converter", "value.converter"):
-        if config.get(side) == _JSON_CONVERTER:
-            wanted.update({f"{side}.{key}": pair for key, pair in _JSON_CONVERTER_READ_BY.items()})
     hazards = []
+    for side in ("key.converter", "value.converter"):
+        converter = config.get(side, "").strip()
+        wanted.update({f"{side}.{key}": pair for key, pair in _CONVERTERS_READ_BY.get(converter, {}).items()})
+        if converter in _NULLS_AS_DEFAULTS:
+            hazards.append(
+                f"{side} is {_NULLS_AS_DEFAULTS[converter]}: it writes a NULL of a column that has a default as "
+                "that default; use JsonConverter, or Confluent's AvroConverter with ignore.default.for.nullables=true"
+            )
     for key, (value, default) in wanted.items():
         given = config.get(key)
         if given is not None and "${" in given:
             continue
         if (given if given is not None else default).strip().lower() != value.lower():
-            now = repr(given) if given is not None else f"left out, so Debezium's default {default!r}"
+            now = repr(given) if given is not None else f"left out, so its default {default!r}"
             hazards.append(f"{key} is {now}: cdcflow reads change events made with {value!r}")
     hazards.extend(
         f"{key} is set: it changes the change events cdcflow reads (their values or their shape)"

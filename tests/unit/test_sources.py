@@ -221,12 +221,10 @@ def test_a_connector_file_whose_events_would_arrive_otherwise_is_not_registered(
     for key in ("interval.handling.mode", "value.converter.decimal.format", "publish.via.partition.root"):
         del changed[key]
     assert reading_hazards(changed) == [
-        "publish.via.partition.root is left out, so Debezium's default 'false': cdcflow reads change events made "
-        "with 'true'",
+        "publish.via.partition.root is left out, so its default 'false': cdcflow reads change events made with 'true'",
         "time.precision.mode is 'connect': cdcflow reads change events made with 'adaptive_time_microseconds'",
-        "interval.handling.mode is left out, so Debezium's default 'numeric': cdcflow reads change events made with "
-        "'string'",
-        "value.converter.decimal.format is left out, so Debezium's default 'BASE64': cdcflow reads change events "
+        "interval.handling.mode is left out, so its default 'numeric': cdcflow reads change events made with 'string'",
+        "value.converter.decimal.format is left out, so its default 'BASE64': cdcflow reads change events "
         "made with 'NUMERIC'",
     ]
     reshaped = {
@@ -241,10 +239,20 @@ def test_a_connector_file_whose_events_would_arrive_otherwise_is_not_registered(
         "column.mask.with.12.chars is set: it changes the change events cdcflow reads (their values or their shape)",
         "transforms is set: it changes the change events cdcflow reads (their values or their shape)",
     ]
-    # a converter of another kind has no such settings
+    # each converter by its own settings: Confluent's AvroConverter keeps a NULL only when told to, Apicurio's never
     avro = {**lending, "value.converter": "io.confluent.connect.avro.AvroConverter"}
     del avro["value.converter.decimal.format"], avro["value.converter.replace.null.with.default"]
-    assert reading_hazards(avro) == []
+    assert reading_hazards(avro) == [
+        "value.converter.ignore.default.for.nullables is left out, so its default 'false': cdcflow reads change "
+        "events made with 'true'"
+    ]
+    assert reading_hazards({**avro, "value.converter.ignore.default.for.nullables": "true"}) == []
+    apicurio = {**avro, "value.converter": "io.apicurio.registry.utils.converter.AvroConverter"}
+    assert reading_hazards(apicurio) == [
+        "value.converter is Apicurio's AvroConverter (its Avro conversion has no ignore.default.for.nullables): it "
+        "writes a NULL of a column that has a default as that default; use JsonConverter, or Confluent's "
+        "AvroConverter with ignore.default.for.nullables=true"
+    ]
 
     _connector(tmp_path, "lending", **{**changed, "database.port": str(free_port())})
     settings = load_settings({"CDCFLOW_STACK__CONNECT_DIR": str(tmp_path)})
