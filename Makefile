@@ -22,7 +22,7 @@ FUZZ_SECONDS ?= 600
 # Go (the compose checker, terraform) is where its official archive and `go install` put it.
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: demo-without-cargo no-cargo-note install prereqs jars bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher bench-scale bench-decode bench-files bench-buffers bench-snapshot bench-lake bench-tables
+.PHONY: demo-without-cargo no-cargo-note install prereqs jars avro-converter bqemulator monitoring-tools dashboards demo test test-unit test-native test-integration lint format fuzz stack-up stack-down stack-status lock clean bench-loader bench-writer bench-peer bench-transform bench-freshness bench-enricher bench-scale bench-decode bench-files bench-buffers bench-snapshot bench-lake bench-tables
 
 install: prereqs $(STAMP)
 
@@ -100,6 +100,15 @@ $(JARS): connect/pom.xml
 	mvn -B -q -f connect/pom.xml package
 	touch $@
 
+# A real Avro converter for the tests of the avro-confluent value format, in the stack's plugin folder before
+# the tests start the stack (tests/avro_converter/pom.xml says which and why).
+AVRO_CONVERTER := connect/plugins/apicurio-avro-converter/.fetched
+avro-converter: $(AVRO_CONVERTER)
+
+$(AVRO_CONVERTER): tests/avro_converter/pom.xml
+	mvn -B -q -f tests/avro_converter/pom.xml package
+	touch $@
+
 stack-up: install jars
 	$(CDCFLOW) stack up
 
@@ -143,7 +152,7 @@ demo-without-cargo: jars
 
 # Every tier. The test session starts the stack if it is not up and stops it at the end. The native crates'
 # own tests need cargo: a machine without it says so and runs the rest (the extensions are not built there).
-test: install jars bqemulator monitoring-tools deploy-tools $(if $(HAVE_CARGO),test-native,no-cargo-note)
+test: install jars avro-converter bqemulator monitoring-tools deploy-tools $(if $(HAVE_CARGO),test-native,no-cargo-note)
 	$(BIN)/pytest tests
 
 no-cargo-note:
@@ -165,7 +174,7 @@ fuzz: install
 test-unit: install monitoring-tools deploy-tools
 	$(BIN)/pytest tests/unit
 
-test-integration: install jars bqemulator monitoring-tools
+test-integration: install jars avro-converter bqemulator monitoring-tools
 	$(BIN)/pytest tests/integration tests/e2e
 
 lint: install

@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.source",
     "tests.fixtures.bqemulator",
     "tests.fixtures.standalone_connect",
+    "tests.fixtures.schema_registry",
 ]
 
 _TIERS = ("unit", "integration", "e2e")
