@@ -16,12 +16,13 @@ signal table holds the window open until the transactions committing meanwhile a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -362,17 +363,55 @@ def _notifications(settings: Settings, signal: SignalTarget) -> list[dict[str, A
     if not topic or topic not in topic_names(settings.kafka, topic):
         return []
     notes = []
-    for message in read_topic(settings.kafka, topic).messages:
-        try:
-            note = json.loads(message.value() or b"{}")
-        except ValueError:
-            continue  # not a notification: nothing to report about it
-        extra = note.get("additional_data") or {}
-        # Debezium names the connector by its logical name, the topic prefix
-        mine = extra.get("connector_name") in (signal.connector, signal.config.get("topic.prefix"))
-        if note.get("aggregate_type") == "Incremental Snapshot" and mine:
+    with _notification_reader(settings) as read:
+        for message in read_topic(settings.kafka, topic).messages:
+            note = read(message.value() or b"{}")
+            if not isinstance(note, dict):
+                continue  # not a notification: nothing to report about it
             notes.append(note)
-    return in_order(notes)
+    return in_order([note for note in notes if _of_snapshot(note, signal)])
+
+
+def _of_snapshot(note: dict[str, Any], signal: SignalTarget) -> bool:
+    """Whether a notification is of an incremental snapshot of ``signal``'s connector."""
+    extra = note.get("additional_data") or {}
+    # Debezium names the connector by its logical name, the topic prefix
+    mine = extra.get("connector_name") in (signal.connector, signal.config.get("topic.prefix"))
+    return bool(note.get("aggregate_type") == "Incremental Snapshot" and mine)
+
+
+@contextlib.contextmanager
+def _notification_reader(settings: Settings) -> Iterator[Callable[[bytes], object]]:
+    """How to read a notification: the connector writes them with its value converter, so as JSON, or with the
+    writer's ``avro-confluent`` format as Avro naming its schema in the registry. Whatever does not read is
+    None (not a notification: nothing to report about it)."""
+    w = settings.writer
+    if w.value_format != "avro-confluent" or not w.schema_registry_url:
+        yield _json_or_none
+        return
+    # here, not with the module: the Avro reader brings Arrow and NumPy, which no other command of it needs
+    from services.common.debezium.avro import CONFLUENT_MAGIC, ConfluentFraming, PoisonRecordError
+    from services.common.debezium.registry import SchemaRegistryClient
+
+    with SchemaRegistryClient(w.schema_registry_url) as registry:
+        framing = ConfluentFraming(registry)
+
+        def read(value: bytes) -> object:
+            if not value.startswith(CONFLUENT_MAGIC):
+                return _json_or_none(value)
+            try:
+                return framing.read(value)
+            except PoisonRecordError:
+                return None
+
+        yield read
+
+
+def _json_or_none(value: bytes) -> object:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
 
 
 # Debezium's order of a snapshot's notifications; a stop's ABORTED comes before the stopped snapshot's COMPLETED

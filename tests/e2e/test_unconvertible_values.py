@@ -24,7 +24,7 @@ import pytest
 
 from tests.fixtures.cli import CDCFLOW, cdcflow, wait_backfills_completed
 from tests.fixtures.pipeline import WriterProcess, dlq_messages, header_dict
-from tests.fixtures.source import IsolatedSource
+from tests.fixtures.source import AvroSource, IsolatedSource
 from tests.fixtures.transform import describe
 
 TABLE = "lending.v_odd"
@@ -48,7 +48,7 @@ update {TABLE} set free = 7, moods = array['tense', null]::lending.v_mood[] wher
 """
 
 
-@pytest.mark.parametrize("isolated_source", [SCHEMA_SQL], indirect=True)
+@pytest.mark.parametrize("isolated_source", [SCHEMA_SQL, AvroSource(SCHEMA_SQL)], indirect=True, ids=["json", "avro"])
 def test_nan_and_infinity_in_numeric_are_named_by_connect_and_verify(
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:
@@ -102,7 +102,7 @@ insert into {EARLY} values
 """
 
 
-@pytest.mark.parametrize("isolated_source", [EARLY_SQL], indirect=True)
+@pytest.mark.parametrize("isolated_source", [EARLY_SQL, AvroSource(EARLY_SQL)], indirect=True, ids=["json", "avro"])
 def test_timestamps_before_the_gregorian_calendar_reach_silver_unchanged(
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:
@@ -160,7 +160,7 @@ def _row_id(key: bytes | None) -> int:
     return int(parsed.get("payload", parsed)["id"])
 
 
-@pytest.mark.parametrize("isolated_source", [FAR_SQL], indirect=True)
+@pytest.mark.parametrize("isolated_source", [FAR_SQL, AvroSource(FAR_SQL)], indirect=True, ids=["json", "avro"])
 def test_dates_and_times_no_lake_type_holds_go_to_the_dlq_as_out_of_range(
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:

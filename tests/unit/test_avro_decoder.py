@@ -31,6 +31,8 @@ from services.common.debezium.avro import (
     CONFLUENT_MAGIC,
     SINGLE_OBJECT_MARKER,
     AvroEventDecoder,
+    ConfluentFraming,
+    PoisonRecordError,
 )
 from services.common.debezium.avro_schema import EnvelopeSchema, envelope_schema, schema_fingerprint
 from services.common.debezium.json_batch import JsonEventDecoder
@@ -605,6 +607,36 @@ def test_writer_schemas_are_fetched_once_per_id(registry: Registry, client: Sche
     other.decode(TOPIC, MessageBatch.of(_messages(good)), ingested_at_us=0)
     assert registry.hits[SCHEMA_ID] == 1  # shared by every decoder of the client
     assert registry.hits[404] == 3  # an unknown id is asked once per batch, not per record
+
+
+NOTIFICATION = {
+    "type": "record",
+    "name": "Notification",
+    "namespace": "io.debezium.connector.postgresql",
+    "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "aggregate_type", "type": "string"},
+        {"name": "type", "type": "string"},
+        {"name": "additional_data", "type": ["null", {"type": "map", "values": "string"}], "default": None},
+        {"name": "timestamp", "type": ["null", "long"], "default": None},
+    ],
+}
+
+
+def test_a_record_that_is_no_change_event_is_read_as_its_writer_schema_says(
+    registry: Registry, client: SchemaRegistryClient
+) -> None:
+    registry.schemas[50] = NOTIFICATION
+    note = {"id": "n1", "aggregate_type": "Incremental Snapshot", "type": "COMPLETED", "additional_data": {"a": "b"},
+            "timestamp": 1_795_387_780_402}  # fmt: skip
+    framing = ConfluentFraming(client)
+    assert framing.read(_confluent(note, 50, _parsed(NOTIFICATION))) == note
+    with pytest.raises(PoisonRecordError, match="not Confluent wire format"):
+        framing.read(b'{"id": "n1"}')
+    with pytest.raises(PoisonRecordError, match="does not read with its writer schema"):
+        framing.read(CONFLUENT_MAGIC + (50).to_bytes(4, "big") + b"\x02")  # a string's length, then nothing
+    with pytest.raises(UnknownSchemaError):
+        framing.read(_confluent(note, 51, _parsed(NOTIFICATION)))
 
 
 def test_the_cache_is_bounded(registry: Registry) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-from fastavro import schemaless_reader
+from fastavro import parse_schema, schemaless_reader
 
 from services.common.contracts.model import Column, TableContract
 from services.common.debezium.avro_schema import EnvelopeSchema, unreadable_reason
@@ -109,6 +109,16 @@ class ConfluentFraming:
 
     def writer_schema(self, header: bytes) -> dict[str, Any]:
         return self._registry.schema(int.from_bytes(header[1:5], "big"))
+
+    def read(self, value: bytes) -> Any:
+        """One value as its writer schema's plain data (records as dicts): for a connector's records that are
+        no change event (its notifications), read seldom. Raises PoisonRecordError for a value of another
+        framing or one its schema does not read, UnknownSchemaError or a TransientError from the registry."""
+        header = self.header(value)
+        try:
+            return schemaless_reader(io.BytesIO(value[self.header_size :]), parse_schema(self.writer_schema(header)))
+        except (ValueError, TypeError, EOFError, IndexError, KeyError) as exc:
+            raise _malformed(f"the value does not read with its writer schema: {exc}") from None
 
 
 class SingleObjectFraming:
