@@ -18,7 +18,7 @@ import pytest
 
 from tests.fixtures.cli import cdcflow
 from tests.fixtures.pipeline import WriterProcess, dlq_messages
-from tests.fixtures.source import IsolatedSource
+from tests.fixtures.source import AvroSource, IsolatedSource
 from tests.fixtures.transform import describe
 
 TABLE = "lending.d_accounts"
@@ -43,7 +43,7 @@ update lending.d_accounts set segment = 'S' || id where id % 3 = 0;
 """
 
 
-@pytest.mark.parametrize("isolated_source", [SCHEMA_SQL], indirect=True)
+@pytest.mark.parametrize("isolated_source", [SCHEMA_SQL, AvroSource(SCHEMA_SQL)], indirect=True, ids=["json", "avro"])
 def test_dropped_columns_are_kept_and_a_column_added_after_still_flows(
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:
