@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from prometheus_client import CollectorRegistry
 
 from services import __version__
+from services.common.errors import ConfigError
 from services.common.health import HealthServer
 from services.common.kafka import TransactionalProducer, consumer, ensure_topics, topic_watermarks
 from services.common.logging import get_logger
@@ -68,6 +69,12 @@ def _tune_collector() -> None:
 def run_enricher(settings: Settings, shutdown: Shutdown, *, registry: CollectorRegistry | None = None) -> int:
     """Run the enricher until ``shutdown``; ``registry`` lets an embedding process read its metrics."""
     log = get_logger("services.enricher")
+    if settings.writer.value_format != "json":
+        raise ConfigError(
+            f"the enricher reads Debezium JSON change events, and CDCFLOW_WRITER__VALUE_FORMAT="
+            f"{settings.writer.value_format} says the captured topics hold Avro: it would dead-letter every change"
+            " and join nothing. Run it on a source whose connector writes JSON (JsonConverter)"
+        )
     e = settings.enricher
     if threading.current_thread() is threading.main_thread():
         shutdown.arm(e.grace_s)

@@ -73,3 +73,18 @@ def test_load_once_lands_pending_files_in_bronze(tmp_path: Path) -> None:
     refused = _run("load", "--once", "--shard", "2/2", env=env)
     assert refused.returncode == 2
     assert "shard must be I/N" in refused.stderr
+
+
+def test_the_enricher_refuses_topics_of_avro_values(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "CDCFLOW_WRITER__VALUE_FORMAT": "avro-confluent",
+        "CDCFLOW_WRITER__SCHEMA_REGISTRY_URL": "http://127.0.0.1:9",
+        "CDCFLOW_ENRICHER__STATE_DIR": str(tmp_path / "state"),
+        "CDCFLOW_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",  # nothing listens: it must not get that far
+    }
+    refused = _run("enrich", env=env)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "the enricher reads Debezium JSON change events" in refused.stderr
+    assert "CDCFLOW_WRITER__VALUE_FORMAT=avro-confluent" in refused.stderr
+    assert not (tmp_path / "state").exists()  # refused before it opened anything
