@@ -12,13 +12,10 @@ import copy
 import io
 import json
 import socket
-import threading
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import fastavro
@@ -42,6 +39,7 @@ from services.common.errors import ConfigError, TransientError
 from services.common.kafka.message_columns import MessageBatch
 from services.common.settings import load_settings
 from services.consumer.routing import Router
+from tests.fixtures.schema_registry import SchemaRegistry, serve_registry
 
 TOPIC = "cdcflow.lending.accounts"
 SCHEMA_ID = 7
@@ -173,64 +171,14 @@ def _messages(values: list[bytes | None], first_offset: int = 100, partition: in
 # --- a schema registry on 127.0.0.1 -------------------------------------------------------------
 
 
-@dataclass
-class Registry:
-    """What the test registry serves, and how often each schema id was asked for."""
-
-    url: str = ""
-    schemas: dict[int, dict[str, Any] | str] = field(default_factory=dict)  # str: served as it is
-    hits: Counter[int] = field(default_factory=Counter)
-    outage: bool = False
-
-
-def _handler(state: Registry) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            prefix = "/schemas/ids/"
-            if self.path.startswith(prefix) and self.path[len(prefix) :].isdigit():
-                schema_id = int(self.path[len(prefix) :])
-                state.hits[schema_id] += 1
-                if state.outage:
-                    self._reply(503, {"error_code": 50003, "message": "backing store unavailable"})
-                elif schema_id in state.schemas:
-                    schema = state.schemas[schema_id]
-                    self._reply(200, {"schema": schema if isinstance(schema, str) else json.dumps(schema)})
-                else:
-                    self._reply(404, {"error_code": 40403, "message": f"Schema {schema_id} not found"})
-            else:
-                self._reply(404, {"error_code": 404, "message": "HTTP 404 Not Found"})
-
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet test output
-            return
-
-    return Handler
+@pytest.fixture
+def registry() -> Iterator[SchemaRegistry]:
+    with serve_registry(SchemaRegistry(schemas={SCHEMA_ID: ENVELOPE.schema})) as served:
+        yield served
 
 
 @pytest.fixture
-def registry() -> Iterator[Registry]:
-    state = Registry(schemas={SCHEMA_ID: ENVELOPE.schema})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="test-schema-registry", daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@pytest.fixture
-def client(registry: Registry) -> Iterator[SchemaRegistryClient]:
+def client(registry: SchemaRegistry) -> Iterator[SchemaRegistryClient]:
     with SchemaRegistryClient(registry.url, timeout_s=5.0) as client:
         yield client
 
@@ -461,7 +409,7 @@ CONFLUENT_POISON: list[tuple[str, str, bytes]] = [
 
 @pytest.mark.parametrize(("reason", "value"), [p[1:] for p in CONFLUENT_POISON], ids=[p[0] for p in CONFLUENT_POISON])
 def test_poison_is_isolated_between_good_records(
-    reason: str, value: bytes, registry: Registry, client: SchemaRegistryClient
+    reason: str, value: bytes, registry: SchemaRegistry, client: SchemaRegistryClient
 ) -> None:
     registry.schemas.update({NULL_KEY_ID: NULL_KEY, WIDE_ID: WIDE})
     values: list[bytes | None] = [_confluent(_event("c", after=_row(i))) for i in range(1, 40)]
@@ -533,7 +481,7 @@ def test_oversized_values_are_refused_without_reading(client: SchemaRegistryClie
     assert result.rows.num_rows == 1
 
 
-def test_writer_schema_variants_from_the_registry(registry: Registry, client: SchemaRegistryClient) -> None:
+def test_writer_schema_variants_from_the_registry(registry: SchemaRegistry, client: SchemaRegistryClient) -> None:
     """What the shipped connector config sends (bytea as base64 text, timestamp(3) in milliseconds) and a
     column the contract does not know yet, which is reported like the JSON decoder reports it."""
     variant = envelope_schema(CONTRACT)
@@ -558,7 +506,7 @@ def test_writer_schema_variants_from_the_registry(registry: Registry, client: Sc
     assert result.unknown_columns() == {"surprise"}
 
 
-def test_writer_schemas_with_avro_logical_types(registry: Registry, client: SchemaRegistryClient) -> None:
+def test_writer_schemas_with_avro_logical_types(registry: SchemaRegistry, client: SchemaRegistryClient) -> None:
     """``time.precision.mode=connect`` and friends: fastavro hands out dates, datetimes and UUIDs."""
     variant = envelope_schema(CONTRACT)
     value = variant["fields"][0]["type"][1]
@@ -594,7 +542,7 @@ def test_writer_schemas_with_avro_logical_types(registry: Registry, client: Sche
 # --- the registry -------------------------------------------------------------------------------
 
 
-def test_writer_schemas_are_fetched_once_per_id(registry: Registry, client: SchemaRegistryClient) -> None:
+def test_writer_schemas_are_fetched_once_per_id(registry: SchemaRegistry, client: SchemaRegistryClient) -> None:
     decoder = AvroEventDecoder.confluent(CONTRACT, client)
     other = AvroEventDecoder.confluent(replace(CONTRACT, table="accounts_copy"), client)
     good: list[bytes | None] = [_confluent(_event("c", after=_row(i))) for i in range(50)]
@@ -624,7 +572,7 @@ NOTIFICATION = {
 
 
 def test_a_record_that_is_no_change_event_is_read_as_its_writer_schema_says(
-    registry: Registry, client: SchemaRegistryClient
+    registry: SchemaRegistry, client: SchemaRegistryClient
 ) -> None:
     registry.schemas[50] = NOTIFICATION
     note = {"id": "n1", "aggregate_type": "Incremental Snapshot", "type": "COMPLETED", "additional_data": {"a": "b"},
@@ -639,7 +587,7 @@ def test_a_record_that_is_no_change_event_is_read_as_its_writer_schema_says(
         framing.read(_confluent(note, 51, _parsed(NOTIFICATION)))
 
 
-def test_the_cache_is_bounded(registry: Registry) -> None:
+def test_the_cache_is_bounded(registry: SchemaRegistry) -> None:
     for schema_id in (1, 2, 3):
         registry.schemas[schema_id] = ENVELOPE.schema
     with SchemaRegistryClient(registry.url, cache_size=2) as small:
@@ -648,7 +596,7 @@ def test_the_cache_is_bounded(registry: Registry) -> None:
     assert dict(registry.hits) == {1: 1, 2: 2, 3: 1}  # 2 was the least recently used when 3 came
 
 
-def test_unknown_and_invalid_schemas_are_terminal(registry: Registry, client: SchemaRegistryClient) -> None:
+def test_unknown_and_invalid_schemas_are_terminal(registry: SchemaRegistry, client: SchemaRegistryClient) -> None:
     registry.schemas[30] = {"type": "record", "name": "x", "fields": [{"name": "a", "type": "no-such-type"}]}
     with pytest.raises(UnknownSchemaError, match="schema id 99 is not in the registry"):
         client.schema(99)
@@ -656,13 +604,17 @@ def test_unknown_and_invalid_schemas_are_terminal(registry: Registry, client: Sc
         client.schema(30)
 
 
-def test_a_schema_nested_beyond_the_parsers_reach_is_terminal(registry: Registry, client: SchemaRegistryClient) -> None:
+def test_a_schema_nested_beyond_the_parsers_reach_is_terminal(
+    registry: SchemaRegistry, client: SchemaRegistryClient
+) -> None:
     registry.schemas[40] = "[" * 100_000 + "]" * 100_000  # served as the schema's text
     with pytest.raises(UnknownSchemaError, match="schema id 40 is not a valid Avro schema"):
         client.schema(40)
 
 
-def test_a_registry_outage_is_transient_and_loses_nothing(registry: Registry, client: SchemaRegistryClient) -> None:
+def test_a_registry_outage_is_transient_and_loses_nothing(
+    registry: SchemaRegistry, client: SchemaRegistryClient
+) -> None:
     decoder = AvroEventDecoder.confluent(CONTRACT, client)
     messages = _messages([_confluent(_event("c", after=_row(i))) for i in range(5)])
     registry.outage = True
@@ -684,7 +636,7 @@ def test_an_unreachable_registry_is_transient() -> None:
             decoder.decode(TOPIC, MessageBatch.of(_messages([_confluent(GOOD)])), ingested_at_us=0)
 
 
-def test_a_server_that_is_not_a_registry_is_transient(registry: Registry) -> None:
+def test_a_server_that_is_not_a_registry_is_transient(registry: SchemaRegistry) -> None:
     with (
         SchemaRegistryClient(registry.url + "/not-the-api") as wrong,
         pytest.raises(RegistryUnavailableError, match="HTTP 404"),
@@ -715,7 +667,7 @@ def test_settings_choose_the_value_format(tmp_path: Any) -> None:
     )
 
 
-def test_the_router_picks_the_decoder(registry: Registry) -> None:
+def test_the_router_picks_the_decoder(registry: SchemaRegistry) -> None:
     contracts = ContractRegistry.of([CONTRACT])
     assert isinstance(Router("cdcflow", contracts, [], 1 << 20).route(TOPIC).decoder, JsonEventDecoder)
     with pytest.raises(ConfigError, match="schema registry URL"):
@@ -927,7 +879,7 @@ HOSTILE: list[tuple[str, str, bytes]] = [
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(("reason", "value"), [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE])
 def test_hostile_values_are_refused_between_good_records(
-    reason: str, value: bytes, registry: Registry, client: SchemaRegistryClient
+    reason: str, value: bytes, registry: SchemaRegistry, client: SchemaRegistryClient
 ) -> None:
     registry.schemas.update(HOSTILE_SCHEMAS)
     values: list[bytes | None] = [_confluent(_event("c", after=_row(i))) for i in range(1, 40)]
@@ -939,7 +891,7 @@ def test_hostile_values_are_refused_between_good_records(
 
 
 def test_logical_time_types_are_read_as_integers_and_converted_exactly(
-    registry: Registry, client: SchemaRegistryClient
+    registry: SchemaRegistry, client: SchemaRegistryClient
 ) -> None:
     registry.schemas.update(HOSTILE_SCHEMAS)
     millis = _event("c", after=_row(1, reviewed_at=datetime(2026, 5, 5, 10, 11, 12, 123000, tzinfo=UTC)))
