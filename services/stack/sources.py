@@ -289,6 +289,9 @@ def reading_hazards(config: dict[str, str]) -> list[str]:
                 f"{side} is {_NULLS_AS_DEFAULTS[converter]}: it writes a NULL of a column that has a default as "
                 "that default; use JsonConverter, or Confluent's AvroConverter with ignore.default.for.nullables=true"
             )
+        elif side == "value.converter" and converter and "${" not in converter and converter not in _CONVERTERS_READ_BY:
+            readable = " or ".join(_CONVERTERS_READ_BY)
+            hazards.append(f"{side} is {converter!r}: cdcflow reads values written by {readable}")
     for key, (value, default) in wanted.items():
         given = config.get(key)
         if given is not None and "${" in given:

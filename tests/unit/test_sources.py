@@ -247,6 +247,11 @@ def test_a_connector_file_whose_events_would_arrive_otherwise_is_not_registered(
         "events made with 'true'"
     ]
     assert reading_hazards({**avro, "value.converter.ignore.default.for.nullables": "true"}) == []
+    protobuf = {**avro, "value.converter": "io.confluent.connect.protobuf.ProtobufConverter"}
+    assert reading_hazards(protobuf) == [
+        "value.converter is 'io.confluent.connect.protobuf.ProtobufConverter': cdcflow reads values written by "
+        "org.apache.kafka.connect.json.JsonConverter or io.confluent.connect.avro.AvroConverter"
+    ]
     apicurio = {**avro, "value.converter": "io.apicurio.registry.utils.converter.AvroConverter"}
     assert reading_hazards(apicurio) == [
         "value.converter is Apicurio's AvroConverter (its Avro conversion has no ignore.default.for.nullables): it "
