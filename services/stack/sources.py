@@ -284,14 +284,8 @@ def reading_hazards(config: dict[str, str]) -> list[str]:
     for side in ("key.converter", "value.converter"):
         converter = config.get(side, "").strip()
         wanted.update({f"{side}.{key}": pair for key, pair in _CONVERTERS_READ_BY.get(converter, {}).items()})
-        if converter in _NULLS_AS_DEFAULTS:
-            hazards.append(
-                f"{side} is {_NULLS_AS_DEFAULTS[converter]}: it writes a NULL of a column that has a default as "
-                "that default; use JsonConverter, or Confluent's AvroConverter with ignore.default.for.nullables=true"
-            )
-        elif side == "value.converter" and converter and "${" not in converter and converter not in _CONVERTERS_READ_BY:
-            readable = " or ".join(_CONVERTERS_READ_BY)
-            hazards.append(f"{side} is {converter!r}: cdcflow reads values written by {readable}")
+        if why := _converter_hazard(side, converter):
+            hazards.append(why)
     for key, (value, default) in wanted.items():
         given = config.get(key)
         if given is not None and "${" in given:
@@ -305,6 +299,19 @@ def reading_hazards(config: dict[str, str]) -> list[str]:
         if (key in _RESHAPING or key.startswith(_RESHAPING_PREFIXES)) and given.strip()
     )
     return hazards
+
+
+def _converter_hazard(side: str, converter: str) -> str | None:
+    """Why a side's converter class makes events the writer does not read as they were, or None (a converter
+    left to the worker, or to Connect's environment, is not judged)."""
+    if converter in _NULLS_AS_DEFAULTS:
+        return (
+            f"{side} is {_NULLS_AS_DEFAULTS[converter]}: it writes a NULL of a column that has a default as that "
+            "default; use JsonConverter, or Confluent's AvroConverter with ignore.default.for.nullables=true"
+        )
+    if side == "value.converter" and converter and "${" not in converter and converter not in _CONVERTERS_READ_BY:
+        return f"{side} is {converter!r}: cdcflow reads values written by {' or '.join(_CONVERTERS_READ_BY)}"
+    return None  # the writer never reads a key: any key converter will do
 
 
 # Records a new source's connector must carry at least (services.common.kafka.MAX_RECORD_BYTES): a larger
