@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from services.common.contracts import load_contracts
 from services.common.kafka import read_topic
@@ -31,13 +32,14 @@ from tests.fixtures.pipeline import (
     wait_for_log_event,
     wait_until_committed,
 )
-from tests.fixtures.source import IsolatedSource
+from tests.fixtures.source import AvroSource, IsolatedSource
 from tests.fixtures.transform import describe
 
 LENDING = ["lending.customers", "lending.facilities", "lending.transactions"]
 CDCFLOW = str(Path(sys.executable).parent / "cdcflow")
 
 
+@pytest.mark.parametrize("isolated_source", [None, AvroSource()], indirect=True, ids=["json", "avro"])
 def test_schema_mismatch_fixed_then_replayed_leaves_zero_drift(
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
 ) -> None:
