@@ -9,10 +9,10 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.stack",
     "tests.fixtures.pipeline",
+    "tests.fixtures.schema_registry",  # before source, which imports it
     "tests.fixtures.source",
     "tests.fixtures.bqemulator",
     "tests.fixtures.standalone_connect",
-    "tests.fixtures.schema_registry",
 ]
 
 _TIERS = ("unit", "integration", "e2e")
