@@ -124,14 +124,19 @@ Part = tuple[list[str], list[str], str | None]
 """One invocation of a full run: dbt's select, exclude and indirect selection."""
 
 
+def silver_selection(contracts: Sequence[TableContract], tables: Collection[str]) -> list[str]:
+    """dbt's selection of the named tables' silver: their models (:func:`silver_models`) and bronze sources."""
+    wanted = sorted((c for c in contracts if c.full_name in set(tables)), key=model_name)
+    return [*silver_models(wanted, tables), *(f"source:bronze.{bronze_table(c)}" for c in wanted)]
+
+
 def full_run_parts(contracts: Sequence[TableContract]) -> list[Part]:
     """A full run in parts that a silver step can run between: per table its two silver models and its bronze
     source with the tests that read nothing else (dbt's ``cautious`` indirect selection, so no test waits for a
     gold model not built yet), then gold with every test that reads gold. Together they are every node of the
     project once (a unit test checks it with ``dbt ls``)."""
     per_table: list[Part] = [
-        ([*silver_models(contracts, {c.full_name}), f"source:bronze.{bronze_table(c)}"], [], "cautious")
-        for c in sorted(contracts, key=model_name)
+        (silver_selection(contracts, {c.full_name}), [], "cautious") for c in sorted(contracts, key=model_name)
     ]
     return [*per_table, (["gold"], [], None)]
 
