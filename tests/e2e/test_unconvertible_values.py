@@ -154,12 +154,6 @@ from (values
 """
 
 
-def _row_id(key: bytes | None) -> int:
-    """The ``id`` of a record key, with or without JsonConverter's schema wrapper."""
-    parsed = json.loads(key or b"null")
-    return int(parsed.get("payload", parsed)["id"])
-
-
 @pytest.mark.parametrize("isolated_source", [FAR_SQL, AvroSource(FAR_SQL)], indirect=True, ids=["json", "avro"])
 def test_dates_and_times_no_lake_type_holds_go_to_the_dlq_as_out_of_range(
     isolated_source: IsolatedSource, writer: WriterProcess, tmp_path: Path
@@ -173,7 +167,7 @@ def test_dates_and_times_no_lake_type_holds_go_to_the_dlq_as_out_of_range(
     pipeline.run([FAR])
 
     dead = dlq_messages(isolated_source.settings, writer.group)
-    reasons = sorted((_row_id(m.key()), header_dict(m)["cdcflow.error.reason"]) for m in dead)
+    reasons = sorted((isolated_source.key_fields(m.key())["id"], header_dict(m)["cdcflow.error.reason"]) for m in dead)
     far = [*range(2, 15), *range(102, 115)]
     assert reasons == [(row, b"out_of_range") for row in far]
     report = pipeline.verify()
