@@ -44,6 +44,10 @@ __all__ = ["CycleReport", "Loader"]
 
 log = get_logger(__name__)
 
+
+class LeaseLostError(Exception):
+    """Another loader took this shard's lease while a batch was staged: the batch is not committed."""
+
 # How long one warehouse session serves the tables of a cycle before it is closed and opened again. On DuckDB
 # an open reads the whole catalog and the last close checkpoints: per table, with 50 bronze tables, half of a
 # small table's load (BENCHMARKS.md, "Many tables, little change"). Renewed this often, another process that
@@ -144,6 +148,17 @@ class Loader:
     def _holds_lease(self) -> bool:
         """Whether this loader may load now: it holds (and has just renewed) its shard's lease, if it has one."""
         return self._lease is None or self._lease.hold()
+
+    def _commit_check(self) -> None:
+        """Between staging a batch and committing it, renew the lease, or commit nothing: a batch of slow load jobs
+        may outlast the lease renewed before it, and a loader that took the lease meanwhile loads the same files —
+        two commits of one batch on a warehouse whose concurrent inserts do not see each other (BigQuery). After
+        the renewal the lease outlives the commit, one job with its retries
+        (:func:`services.loader.wiring.stalled_after_s`)."""
+        if not self._holds_lease():
+            raise LeaseLostError("another loader took the shard's lease while the batch was staged")
+        if self._before_commit is not None:
+            self._before_commit()
 
     def _drop_stale_staging(self) -> bool:
         """Drop staging tables a crash left behind; False while the warehouse is busy (the next cycle tries again)."""
@@ -298,6 +313,10 @@ class Loader:
                 return
             try:
                 self._load_batch(batch, report)
+            except LeaseLostError:
+                log.warning("loader.lease_lost", table=table, files=len(batch.files), why="not committed")
+                report.standby = True
+                return
             except WarehouseError as exc:  # refused for a reason a retry will not fix: this table waits, not all
                 log.error("loader.table_stopped", table=table, error=str(exc))
                 self._metrics.failures.labels(table, "warehouse").inc()
@@ -328,7 +347,7 @@ class Loader:
             self.mark_progress()
             began = time.monotonic()
             try:
-                result = self._warehouse.load(batch, self._lake, before_commit=self._before_commit)
+                result = self._warehouse.load(batch, self._lake, before_commit=self._commit_check)
             except CorruptFileError as exc:
                 self._set_aside(exc, next((f.version for f in batch.files if f.path == exc.path), None))
                 report.failed_files.append(exc.path)

@@ -7,13 +7,17 @@ would insert. The lease makes the second loader wait: a loader loads only while 
 
 The lease is a small JSON file, ``_leases/loader-shard-<i>-of-<n>.json``: who holds it and until when. It is
 taken or renewed with :meth:`~services.common.lake.base.Lake.write_if` on the version that was read, so
-two loaders that read the same state cannot both win. A holder renews it at every step; a clean shutdown
-releases it, so a rolling update hands over at once. A holder that died without releasing is waited out
-until its lease expires — unless it ran on this very host and its process is gone (a restarted process, or
-a restarted pod whose name is its host name), which takes it over at once.
+two loaders that read the same state cannot both win. A holder renews it at every step, and again between
+staging a batch and committing it (a batch of slow load jobs may outlast the lease it began with: a holder
+that lost it meanwhile commits nothing); a clean shutdown releases it, so a rolling update hands over at
+once. A holder that died without releasing is waited out until its lease expires — unless it ran on this
+very host and its process is gone (a restarted process, or a restarted pod whose name is its host name),
+which takes it over at once.
 
-What a lease cannot do is stop a holder that froze past its expiry and wakes up mid-load; the time to live
-is therefore the liveness deadline, after which Kubernetes restarts a frozen pod anyway.
+What a lease cannot do is stop a holder that froze past its expiry between that last renewal and its commit;
+the time to live is therefore the liveness deadline, longer than a commit (one job with its retries), after
+which Kubernetes restarts a frozen pod anyway. Expiry is judged by the clocks of the hosts: they must agree
+to well within the time to live.
 """
 
 from __future__ import annotations

@@ -7,18 +7,21 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.common.lake import LocalLake
+from services.common.lake import Lake, LocalLake
 from services.common.metrics import LoaderMetrics
 from services.common.settings import LoaderSettings
 from services.common.signals import Shutdown
 from services.loader.app import Loader
 from services.loader.lease import LeaseHolder, ShardLease, lease_path
+from services.warehouse import LoadResult
+from services.warehouse.bronze import LoadBatch
 from services.warehouse.duckdb import DuckDBWarehouse
 from tests.fixtures.lakefiles import LakeFiles, lending_contract
 
@@ -120,3 +123,46 @@ def test_a_loader_without_the_lease_loads_nothing_until_it_is_released(tmp_path:
     assert (report.standby, report.rows_inserted) == (False, 5)
     with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as conn:
         assert conn.execute("select count(*) from bronze.lending__transactions").fetchall() == [(5,)]
+
+
+class _SlowStaging(DuckDBWarehouse):
+    """A warehouse whose staging of a batch lasts long enough for ``meanwhile`` to happen before the commit."""
+
+    def __init__(self, path: Path, meanwhile: Callable[[], None]) -> None:
+        super().__init__(path)
+        self._meanwhile = meanwhile
+
+    def load(self, batch: LoadBatch, lake: Lake, *, before_commit: Callable[[], None] | None = None) -> LoadResult:
+        def staged() -> None:
+            self._meanwhile()
+            if before_commit is not None:
+                before_commit()
+
+        return super().load(batch, lake, before_commit=staged)
+
+
+def test_a_batch_that_outlasts_the_lease_is_not_committed_once_another_loader_took_it(tmp_path: Path) -> None:
+    lake, clock = LocalLake(tmp_path / "lake"), _Clock()
+    LakeFiles(lake, lending_contract("transactions")).write(range(0, 5))
+    successor = ShardLease(lake, SHARD, 600, holder=_holder("new pod"), clock=clock)
+
+    def outlast_the_lease() -> None:
+        clock.now += 601  # the slow load jobs of the batch, while its lease expired
+        assert successor.hold()
+
+    slow = Loader(
+        LoaderSettings(),
+        topic_prefix="cdcflow",
+        lake=lake,
+        warehouse=_SlowStaging(tmp_path / "wh.duckdb", outlast_the_lease),
+        metrics=LoaderMetrics(CollectorRegistry()),
+        shutdown=Shutdown(),
+        lease=ShardLease(lake, SHARD, 600, holder=_holder("old pod"), clock=clock),
+    )
+    report = slow.cycle()
+    assert (report.standby, report.rows_inserted) == (True, 0)
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as conn:
+        assert conn.execute("select count(*) from bronze.lending__transactions").fetchall() == [(0,)]
+        assert conn.execute("select count(*) from bronze._cdcflow_load_manifest").fetchall() == [(0,)]
+    report = _loader(lake, tmp_path, successor).cycle()  # the successor loads the batch, once
+    assert (report.standby, report.rows_inserted) == (False, 5)
