@@ -20,6 +20,7 @@ from services.warehouse.bigquery import (
     MAX_URIS_PER_JOB,
     bigquery_schema,
     chunked,
+    corrupt_file,
     error_kind,
     file_slot,
     load_job_id,
@@ -161,6 +162,68 @@ def test_file_slots_come_from_the_writers_names() -> None:
 )
 def test_google_errors_are_terminal_or_transient(exc: BaseException, kind: type[Exception] | None) -> None:
     assert error_kind(exc) is kind
+
+
+_URI = "gs://lake/cdcflow/lending.transactions/2026-11-22/07/p3-42.parquet"
+_PATHS = {_URI: "cdcflow/lending.transactions/2026-11-22/07/p3-42.parquet"}
+
+
+@dataclasses.dataclass
+class _FailedJob:
+    errors: list[dict[str, str]]
+
+
+@pytest.mark.parametrize(
+    ("exc", "job_errors", "set_aside"),
+    [
+        # what BigQuery says of a file it cannot read as Parquet of the table
+        (
+            _google(api.BadRequest, "Error while reading data", errors=[{"reason": "invalid", "message": "bad"}]),
+            [{"reason": "invalid", "location": _URI, "message": "Error while reading data, error message: bad"}],
+            True,
+        ),
+        (
+            _google(api.BadRequest, f"Error while reading data, error message: not Parquet. File: {_URI}"),
+            [{"reason": "invalid", "message": f"Error while reading data. File: {_URI}"}],
+            True,
+        ),
+        # errors that name the file but say nothing of its content
+        (
+            _google(api.Forbidden, f"Access Denied: File {_URI}", errors=[{"reason": "accessDenied"}]),
+            [{"reason": "accessDenied", "location": _URI, "message": f"Access Denied: File {_URI}"}],
+            False,
+        ),
+        (
+            _google(api.NotFound, f"Not found: URI {_URI}", errors=[{"reason": "notFound"}]),
+            [{"reason": "notFound", "message": f"Not found: URI {_URI}"}],
+            False,
+        ),
+        (
+            _google(api.InternalServerError, f"backendError {_URI}", errors=[{"reason": "backendError"}]),
+            [{"reason": "backendError", "location": _URI, "message": "Error encountered during execution"}],
+            False,
+        ),
+        # a transient failure of the job, whatever its entries say
+        (
+            _google(api.ServiceUnavailable, "later"),
+            [{"reason": "invalid", "location": _URI, "message": "Error while reading data"}],
+            False,
+        ),
+        # invalid, but of no file of the batch
+        (
+            _google(api.BadRequest, "Error while reading data", errors=[{"reason": "invalid"}]),
+            [{"reason": "invalid", "location": "gs://lake/elsewhere.parquet", "message": "bad"}],
+            False,
+        ),
+    ],
+)
+def test_only_a_file_bigquery_cannot_read_is_set_aside(
+    exc: Exception, job_errors: list[dict[str, str]], set_aside: bool
+) -> None:
+    corrupt = corrupt_file(_FailedJob(job_errors), exc, _PATHS)
+    assert (corrupt is not None) == set_aside
+    if corrupt is not None:
+        assert corrupt.path == _PATHS[_URI]
 
 
 def test_bigquery_settings() -> None:

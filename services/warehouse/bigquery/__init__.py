@@ -1,7 +1,7 @@
 """Bronze in BigQuery: load jobs from the lake's ``gs://`` URIs into staging, then one transaction."""
 
 from services.warehouse.bigquery.client import EMULATOR_PROJECT, bigquery_client
-from services.warehouse.bigquery.errors import error_kind
+from services.warehouse.bigquery.errors import corrupt_file, error_kind
 from services.warehouse.bigquery.sql import MAX_URIS_PER_JOB, PARTITION_COLUMN, chunked, file_slot, load_job_id
 from services.warehouse.bigquery.types import HIVE_KEYS, bigquery_field, bigquery_schema, staging_schema
 from services.warehouse.bigquery.warehouse import BigQueryWarehouse
@@ -16,6 +16,7 @@ __all__ = [
     "bigquery_field",
     "bigquery_schema",
     "chunked",
+    "corrupt_file",
     "error_kind",
     "file_slot",
     "load_job_id",

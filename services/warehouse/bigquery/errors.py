@@ -41,14 +41,17 @@ def error_kind(exc: BaseException) -> type[CdcflowError] | None:
 
 
 def corrupt_file(job: Any, exc: Exception, paths: dict[str, str]) -> CorruptFileError | None:
-    """The lake file a failed load job could not read, when its errors name one."""
-    details = [exc.message if isinstance(exc, api.GoogleAPICallError) else str(exc)]
-    for error in getattr(job, "errors", None) or []:
-        if isinstance(error, dict):
-            details.extend(str(error.get(k, "")) for k in ("location", "message"))
+    """The lake file a failed load job could not read: one an error of reason ``invalid`` names (BigQuery's
+    reason for data it cannot read). An error that names a file for another reason — no access to it, not
+    found, a backend error — says nothing of its content: the file is not set aside for it."""
+    if error_kind(exc) is not WarehouseError:  # transient: the same file loads on a later attempt
+        return None
+    errors = [*(getattr(exc, "errors", None) or []), *(getattr(job, "errors", None) or [])]
+    invalid = [e for e in errors if isinstance(e, dict) and e.get("reason") == "invalid"]
+    details = [" ".join(str(e.get(k, "")) for k in ("location", "message")) for e in invalid]
     for uri, path in paths.items():
         local_tail = uri.removeprefix("gs://")
         if any(uri in d or local_tail in d for d in details):
-            reason = "; ".join(d for d in details if d)
+            reason = "; ".join(d.strip() for d in details if d.strip())
             return CorruptFileError(path, f"not loadable as Parquet of its table: {reason}")
     return None
