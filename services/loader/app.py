@@ -48,6 +48,7 @@ log = get_logger(__name__)
 class LeaseLostError(Exception):
     """Another loader took this shard's lease while a batch was staged: the batch is not committed."""
 
+
 # How long one warehouse session serves the tables of a cycle before it is closed and opened again. On DuckDB
 # an open reads the whole catalog and the last close checkpoints: per table, with 50 bronze tables, half of a
 # small table's load (BENCHMARKS.md, "Many tables, little change"). Renewed this often, another process that
@@ -387,6 +388,9 @@ class Loader:
             self._lake.move(error.path, target, version=version)
         except LakeVersionChangedError as exc:
             log.warning("loader.file_rewritten", file=error.path, reason=error.reason, error=str(exc))
+            return
+        except LakeNotFoundError as exc:  # moved or deleted since it was read: nothing left to set aside
+            log.warning("loader.file_gone", file=error.path, reason=error.reason, error=str(exc))
             return
         self._lake.write(f"{target}.reason.txt", f"{error.reason}\n".encode())
         log.error("loader.file_failed", file=error.path, moved_to=target, reason=error.reason)

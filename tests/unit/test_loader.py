@@ -245,6 +245,27 @@ def test_a_bit_flipped_in_a_data_page_is_refused_by_its_checksum(lake: LocalLake
     assert "checksum" in reason.read_text().lower()
 
 
+class _GoneBeforeTheMove(LocalLake):
+    """A file is deleted (by hand, by a retention rule) between the loader's read of it and its move."""
+
+    def move(self, src: str, dst: str, *, version: str | None = None) -> LakeFile:
+        (self.root / src).unlink(missing_ok=True)
+        return super().move(src, dst, version=version)
+
+
+def test_an_unreadable_file_gone_before_it_is_set_aside_leaves_the_rest_loading(tmp_path: Path) -> None:
+    lake = _GoneBeforeTheMove(tmp_path / "lake")
+    files = LakeFiles(lake, lending_contract("transactions"))
+    files.write(range(0, 50))
+    (damaged,) = (w.file.path for w in files.write(range(50, 100)))
+    (lake.root / damaged).write_bytes(b"not a Parquet file")
+    assert _loader(lake, tmp_path).run(once=True) == 0
+    assert _bronze(tmp_path, "select min(_kafka_offset), max(_kafka_offset) from bronze.lending__transactions") == [
+        (0, 49)
+    ]
+    assert not list(lake.root.rglob("*.reason.txt"))
+
+
 class _RewrittenBeforeTheMove(LocalLake):
     """A restarted writer re-cuts a batch under the same name between the loader's read and its move."""
 
