@@ -32,6 +32,7 @@ from services.common.replay import parse_coordinate, replay_topic
 from services.common.settings import DlqSettings, KafkaSettings
 from services.dlq.errors import (
     DlqNotFoundError,
+    DlqToolError,
     KafkaFailedError,
     PlanMismatchError,
     RecordNotFoundError,
@@ -73,10 +74,11 @@ class ReplayOutcome:
 
 
 class DlqTool:
-    def __init__(self, kafka: KafkaSettings, settings: DlqSettings, group: str) -> None:
+    def __init__(self, kafka: KafkaSettings, settings: DlqSettings, group: str, *, enricher_group: str = "") -> None:
         self.kafka = kafka
         self.settings = settings
         self.group = group
+        self._enricher_group = enricher_group  # a group whose DLQ no replay reaches
         self.topic = dlq_topic_of(group)
         self.read_up_to: dict[str, dict[int, int]] = {}  # per group: each DLQ partition's end offset last read
 
@@ -179,6 +181,7 @@ class DlqTool:
     def _resolve(
         self, filters: Filters, *, to_source: bool, max_replays: int, for_plan: str | None = None
     ) -> tuple[Plan, Progress]:
+        self._check_replayable()
         progress = self.progress()
         target = "source" if to_source else "replay"
         plan = resolve(
@@ -239,6 +242,19 @@ class DlqTool:
         finally:
             producer.close()
         return ReplayOutcome(plan, run.replayed, run.parked, target or "source topics", time.monotonic() - began)
+
+    def _check_replayable(self) -> None:
+        """Refuse a replay of the enricher's DLQ: only the lake writer reads a replay topic, so its records would
+        be marked replayed (and purged as done) while nothing reads them; republished to the source topic, the
+        writer would land each transaction again and the enricher reject it again — they are records of the
+        source it could not decode (not JSON, no envelope, no LSN, no key), which no fix downstream changes."""
+        if self._enricher_group and self.group == self._enricher_group:
+            raise DlqToolError(
+                f"group {self.group} is the enricher's: no replay of its DLQ reaches it (only the lake writer reads a "
+                "replay topic) and its records are source records it could not decode. Nothing was replayed: "
+                "`cdcflow dlq show` them, fix what produced them, and purge them once reviewed (`cdcflow dlq purge "
+                "--until <time> --include-pending`)."
+            )
 
     @staticmethod
     def _check(plan_id: str, plan: Plan) -> None:

@@ -10,4 +10,6 @@ __all__ = ["open_tool"]
 
 def open_tool(settings: Settings, group: str | None = None) -> DlqTool:
     """The tool over ``group``'s DLQ (default: ``CDCFLOW_DLQ__GROUP_ID``, else the writer's group)."""
-    return DlqTool(settings.kafka, settings.dlq, group or settings.dlq_group())
+    return DlqTool(
+        settings.kafka, settings.dlq, group or settings.dlq_group(), enricher_group=settings.enricher.group_id
+    )

@@ -346,3 +346,17 @@ def test_kafka_out_of_reach_is_a_named_error_not_a_traceback() -> None:
     tool = DlqTool(KafkaSettings(bootstrap_servers="127.0.0.1:9"), DlqSettings(timeout_s=0.5), GROUP)
     with pytest.raises(KafkaFailedError, match="listing the DLQ topics"):
         tool.groups()
+
+
+@pytest.mark.parametrize("to_source", [False, True])
+def test_the_enrichers_dlq_is_not_replayed_anywhere(to_source: bool) -> None:
+    """Only the lake writer reads a replay topic: a replay of the enricher's DLQ would mark its records replayed
+    (and a purge would then take them as done) while nothing read them. Refused before Kafka is asked."""
+    from services.common.settings import load_settings
+    from services.dlq.errors import DlqToolError
+    from services.dlq.wiring import open_tool
+
+    settings = load_settings({"CDCFLOW_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "CDCFLOW_DLQ__TIMEOUT_S": "0.5"})
+    tool = open_tool(settings, settings.enricher.group_id)
+    with pytest.raises(DlqToolError, match="the enricher's: no replay of its DLQ reaches it"):
+        tool.plan(Filters(), to_source=to_source, max_replays=3)
