@@ -33,6 +33,7 @@ TABLE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "facilities": ("status", "interest_rate"),
 }
 _OPS = frozenset({"c", "u", "d", "r"})
+_INT64 = range(-(2**63), 2**63)  # what the table store (msgpack) keeps as a number
 _DECODER = msgspec.json.Decoder(float_hook=str)  # a float literal as its text: exact, whatever its digits
 
 
@@ -127,6 +128,8 @@ def _envelope(value: bytes | None) -> _Envelope | Rejected:
         envelope = None  # JSON of another shape: read generically below, which says what is wrong with it
     except msgspec.DecodeError as exc:
         return Rejected("not_json", str(exc))
+    except RecursionError:
+        return _too_deep()
     if envelope is None or (envelope.schema is not msgspec.UNSET and envelope.payload is not msgspec.UNSET):
         document = _document(value)
         if isinstance(document, Rejected):
@@ -151,11 +154,17 @@ def _document(value: bytes) -> dict[str, Any] | Rejected:
         document = _DECODER.decode(value)
     except msgspec.DecodeError as exc:
         return Rejected("not_json", str(exc))
+    except RecursionError:
+        return _too_deep()
     if isinstance(document, dict) and "payload" in document and "schema" in document:
         document = document["payload"]
     if not isinstance(document, dict):
         return Rejected("not_an_envelope", f"a JSON {type(document).__name__}, not an object")
     return document
+
+
+def _too_deep() -> Rejected:
+    return Rejected("too_deep", "JSON nested deeper than the decoder's recursion limit")
 
 
 def _source(envelope: _Envelope) -> tuple[str, int, int, int | None] | Rejected:
@@ -166,9 +175,9 @@ def _source(envelope: _Envelope) -> tuple[str, int, int, int | None] | Rejected:
     if source is None:
         return Rejected("no_source", "the envelope has no source block")
     lsn, ts_ms, tx_id = source.lsn, source.ts_ms, source.txId
-    if not isinstance(lsn, int) or isinstance(lsn, bool) or lsn < 0:
+    if not isinstance(lsn, int) or isinstance(lsn, bool) or lsn < 0 or lsn not in _INT64:
         return Rejected("no_lsn", f"source.lsn is {lsn!r}, not a WAL position")
-    if not isinstance(ts_ms, int) or isinstance(ts_ms, bool):
+    if not isinstance(ts_ms, int) or isinstance(ts_ms, bool) or ts_ms not in _INT64:
         return Rejected("no_commit_time", f"source.ts_ms is {ts_ms!r}")
     return op, lsn, ts_ms, tx_id if isinstance(tx_id, int) else None
 
@@ -228,6 +237,11 @@ def decode_table_change(table: str, key_column: str, value: bytes | None) -> Tab
     if key is None:
         return Rejected("no_key", f"the row image has no {key_column}")
     attributes = {} if op == "d" else {name: row.get(name) for name in TABLE_ATTRIBUTES.get(table, ())}
+    for name, found in attributes.items():
+        if isinstance(found, int) and not isinstance(found, bool) and found not in _INT64:
+            attributes[name] = str(found)  # exact, as a number with a fraction is kept
+        elif not (found is None or isinstance(found, (str, int, bool))):
+            return Rejected("bad_attribute", f"{name} is a JSON {type(found).__name__}, not a column's value")
     return TableChange(table, key, lsn, ts_ms, op == "d", attributes)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from services.enricher.events import Rejected, TableChange, TransactionChange, decode_table_change, decode_transaction
 from services.enricher.join import HoldQueue, Released, encode, enriched_value, join_side
-from services.enricher.store import TableStore
+from services.enricher.store import TableStore, Version
 
 
 def _event(op: str, lsn: int, row: dict[str, Any], *, table: str = "transactions") -> bytes:
@@ -156,3 +156,38 @@ def test_forgetting_partitions_drops_only_theirs() -> None:
     assert queue.first_offsets() == {("p.lending.transactions", 1): 0}
     queue.forget()
     assert len(queue) == 0
+
+
+def test_hostile_records_are_rejected_or_kept_storable_never_raised(tmp_path: Path) -> None:
+    """What once stopped the enricher at every start: JSON nested past the decoder's recursion limit, and
+    numbers the table store cannot hold. Each is a record with a reason, or a change the store keeps."""
+    deep = (
+        b'{"op":"c","source":{"lsn":1,"ts_ms":1},"after":{"transaction_id":1,"x":' + b"[" * 5_000 + b"]" * 5_000 + b"}}"
+    )
+    for decode in (
+        lambda v: decode_transaction("t", 0, 0, None, v),
+        lambda v: decode_table_change("customers", "customer_id", v),
+    ):
+        found = decode(deep)
+        assert isinstance(found, Rejected)
+        assert found.reason == "too_deep"
+    huge = 2**64
+    assert decode_table_change("customers", "customer_id", _event("c", huge, {"customer_id": 1})) == Rejected(
+        "no_lsn", f"source.lsn is {huge}, not a WAL position"
+    )
+    assert isinstance(decode_transaction("t", 0, 0, None, _event("c", huge, {"transaction_id": 1})), Rejected)
+    nested = decode_table_change("customers", "customer_id", _event("u", 5, {"customer_id": 1, "status": {"a": 1}}))
+    assert isinstance(nested, Rejected)
+    assert nested.reason == "bad_attribute"
+
+    wide = decode_table_change("facilities", "facility_id", _event("u", 5, {"facility_id": 2, "interest_rate": huge}))
+    assert isinstance(wide, TableChange)
+    assert wide.attributes["interest_rate"] == str(huge)
+    store = TableStore(tmp_path / "store", map_size=1 << 24, max_versions=4)
+    try:
+        store.apply([wide], {})
+        version = store.as_of("facilities", "2", 5)
+        assert isinstance(version, Version)
+        assert version.attributes == {"status": None, "interest_rate": str(huge)}
+    finally:
+        store.close()
