@@ -11,12 +11,14 @@ A replayed record carries its original key, value and headers plus
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 __all__ = [
     "REPLAYED_FROM",
     "REPLAY_COUNT",
     "Coordinate",
+    "coordinate",
     "format_coordinate",
     "header_text",
     "parse_coordinate",
@@ -29,6 +31,9 @@ REPLAY_COUNT = "cdcflow.replay.count"
 
 Coordinate = tuple[str, int, int]
 """``(topic, partition, offset)`` of one Kafka record."""
+
+# a legal Kafka topic name: what a coordinate's topic must be to be written and read back
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 Header = tuple[str, str | bytes | None]
 Headers = Iterable[Header] | Mapping[str, str | bytes | None] | None
@@ -44,13 +49,21 @@ def format_coordinate(coordinate: Coordinate) -> str:
     return f"{topic}:{partition}:{offset}"
 
 
+def coordinate(topic: str | None, partition: str | None, offset: str | None) -> Coordinate | None:
+    """A coordinate of its parts as text; None unless the topic is a Kafka topic name and the partition and
+    offset are numbers ≥ 0 — what :func:`format_coordinate` writes and :func:`parse_coordinate` reads back."""
+    if topic is None or partition is None or offset is None or not _TOPIC.fullmatch(topic):
+        return None
+    if not (partition.isascii() and partition.isdigit() and offset.isascii() and offset.isdigit()):
+        return None
+    return topic, int(partition), int(offset)
+
+
 def parse_coordinate(text: str) -> Coordinate | None:
     """``<topic>:<partition>:<offset>`` → a coordinate; None when it is not one."""
     topic, sep, rest = text.partition(":")
     partition, sep2, offset = rest.partition(":")
-    if not (topic and sep and sep2 and partition.isdigit() and offset.isdigit()):
-        return None
-    return topic, int(partition), int(offset)
+    return coordinate(topic, partition, offset) if sep and sep2 else None
 
 
 def header_text(headers: Headers, name: str) -> str | None:

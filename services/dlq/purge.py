@@ -42,7 +42,9 @@ def plan_purge(
         raise DlqNotFoundError(f"group {tool.group!r} has no DLQ topic {tool.topic}") from None
     records = tool.records()
     progress = tool.progress()
-    pending_at: set[tuple[int, int]] = set()
+    # a record without source headers can be neither replayed nor told apart from another: it holds the cut
+    # as a pending one does, until --include-pending
+    pending_at = {r.dlq_coordinate for r in records if r.original is None}
     for original, copies in identities(records).items():
         if status_of(copies, progress.get(original)) == "pending":
             top = representative(copies).replay_count

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.common.kafka import Message
-from services.common.replay import REPLAY_COUNT, REPLAYED_FROM, Coordinate, header_text, replayed_from
+from services.common.replay import REPLAY_COUNT, REPLAYED_FROM, Coordinate, coordinate, header_text, replayed_from
 
 __all__ = ["DlqRecord", "ValueOmittedError", "inflate", "pretty_value"]
 
@@ -31,6 +31,7 @@ Header = tuple[str, str | bytes | None]
 ENCODING, OMITTED = "cdcflow.value.encoding", "cdcflow.value.omitted"
 SIZE, SHA256 = "cdcflow.value.size", "cdcflow.value.sha256"
 _TOOL_HEADERS = ("cdcflow.error.", "cdcflow.source.", "cdcflow.value.", "cdcflow.worker", REPLAY_COUNT, REPLAYED_FROM)
+_LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant a datetime holds
 _MAX_INFLATED = 256 << 20  # no Kafka record is larger; a value that inflates beyond it is not one of ours
 
 
@@ -76,6 +77,8 @@ class DlqRecord:
         source = _source(headers)
         _, timestamp_ms = message.timestamp()
         error_time = _int(header_text(headers, "cdcflow.error.time"))
+        if error_time is None or not 0 <= error_time <= _LAST_MS:  # absent, or no time a date can show
+            error_time = min(max(0, int(timestamp_ms)), _LAST_MS)
         return cls(
             group=group,
             dlq_partition=int(message.partition() or 0),
@@ -86,7 +89,7 @@ class DlqRecord:
             error_class=header_text(headers, "cdcflow.error.class") or "",
             error_message=header_text(headers, "cdcflow.error.message") or "",
             error_stage=header_text(headers, "cdcflow.error.stage") or "",
-            error_time_ms=error_time if error_time is not None else max(0, int(timestamp_ms)),
+            error_time_ms=error_time,
             replay_count=_int(header_text(headers, REPLAY_COUNT)) or 0,
             key=message.key(),
             value=message.value(),
@@ -215,9 +218,10 @@ def _int(text: str | None) -> int | None:
 
 
 def _source(headers: tuple[Header, ...]) -> Coordinate | None:
-    topic = header_text(headers, "cdcflow.source.topic")
-    partition = _int(header_text(headers, "cdcflow.source.partition"))
-    offset = _int(header_text(headers, "cdcflow.source.offset"))
-    if topic is None or partition is None or offset is None:
-        return None
-    return topic, partition, offset
+    """Where the writer read the record; None unless its headers name a coordinate that reads back the same
+    from the replay progress (a garbled one is an unidentified record, never replayed as another)."""
+    return coordinate(
+        header_text(headers, "cdcflow.source.topic"),
+        header_text(headers, "cdcflow.source.partition"),
+        header_text(headers, "cdcflow.source.offset"),
+    )

@@ -439,6 +439,36 @@ def test_purge_is_a_dry_run_by_default_and_keeps_pending_records(scratch: Scratc
     assert len(replayed) == 6
 
 
+def test_a_record_with_garbled_source_headers_is_never_replayed_and_holds_a_purge(scratch: Scratch) -> None:
+    """A DLQ record whose source headers name no coordinate that reads back (here a negative offset) is an
+    unidentified record: never replayed (it would be replayed again at every --execute, its progress entry
+    unreadable), and a purge stops before it as before a pending one."""
+    dlq = f"_cdcflow.dlq.{scratch.group}"
+    before = scratch.publish(Reason.SCHEMA_MISMATCH, range(0, 2), partitions=1)
+    copy = read_topic(scratch.settings.kafka, dlq).messages[0]
+    garbled = {**dict(copy.headers() or []), "cdcflow.source.offset": b"-5"}
+    client = producer(scratch.settings.kafka)
+    client.produce(
+        dlq, key=copy.key(), value=copy.value(), headers=list(garbled.items()), partition=int(copy.partition() or 0)
+    )
+    assert client.flush(30) == 0
+    after = scratch.publish(Reason.SCHEMA_MISMATCH, range(2, 4), partitions=1)
+
+    plan = scratch.plan("--reason", Reason.SCHEMA_MISMATCH)
+    assert plan["selected"] == 4
+    scratch.cdcflow(
+        "dlq", "replay", "-g", scratch.group, "--reason", Reason.SCHEMA_MISMATCH, "--execute", plan["plan_id"]
+    )
+    assert scratch.plan("--reason", Reason.SCHEMA_MISMATCH)["selected"] == 0  # nothing left to replay, ever
+    assert scratch.replayed() == Counter(before | after)
+    (group,) = json.loads(scratch.cdcflow("dlq", "list", "-g", scratch.group, "--json").stdout)["groups"]
+    assert (group["unidentified"], group["pending"], group["replayed"]) == (1, 0, 4)
+
+    scratch.cdcflow("dlq", "purge", "-g", scratch.group, "--until", "2100-01-01T00:00", "--execute")
+    left = read_topic(scratch.settings.kafka, dlq).messages
+    assert [dict(m.headers() or [])["cdcflow.source.offset"] for m in left] == [b"-5", b"2", b"3"]
+
+
 def test_a_replayed_record_that_kills_the_decoder_is_quarantined_and_dead_lettered_again(
     scratch: Scratch, writer: WriterProcess
 ) -> None:

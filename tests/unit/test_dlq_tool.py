@@ -360,3 +360,48 @@ def test_the_enrichers_dlq_is_not_replayed_anywhere(to_source: bool) -> None:
     tool = open_tool(settings, settings.enricher.group_id)
     with pytest.raises(DlqToolError, match="the enricher's: no replay of its DLQ reaches it"):
         tool.plan(Filters(), to_source=to_source, max_replays=3)
+
+
+def _with_headers(**changed: str) -> DlqRecord:
+    """A DLQ record as :func:`_dlq_record` makes it, with some headers (``cdcflow_source_offset`` …) replaced."""
+    names = {name.replace("_", "."): value for name, value in changed.items()}
+    base = _dlq_record(5)
+    headers = [(k, names.get(k, v)) for k, v in base.headers]
+    message = Message(
+        topic=f"_cdcflow.dlq.{GROUP}",
+        partition=0,
+        offset=50,
+        key=base.key,
+        value=base.value,
+        headers=headers,
+        timestamp=(TIMESTAMP_CREATE_TIME, T0),
+    )
+    return DlqRecord.of(message, GROUP)
+
+
+@pytest.mark.parametrize(
+    "garbled",
+    [
+        {"cdcflow_source_offset": "-5"},
+        {"cdcflow_source_partition": "-1"},
+        {"cdcflow_source_offset": "٣"},  # a digit to str.isdigit, not to a coordinate's reader
+        {"cdcflow_source_topic": ""},
+        {"cdcflow_source_topic": "a:b"},
+        {"cdcflow_source_topic": "x" * 250},
+    ],
+)
+def test_source_headers_that_name_no_coordinate_leave_the_record_unidentified(garbled: dict[str, str]) -> None:
+    """Only a coordinate that reads back from the replay progress identifies a record: one that does not would
+    be selected again at every replay."""
+    record = _with_headers(**garbled)
+    assert (record.source, record.original) == (None, None)
+    assert _plan([record, _dlq_record(6)]).items[0].original == (SOURCE, 2, 6)
+    assert len(_plan([record]).items) == 0
+
+
+@pytest.mark.parametrize("error_time", ["99999999999999999999", "-1", "253402300800000", "1.5e12"])
+def test_an_error_time_no_date_holds_falls_back_to_the_records_timestamp(error_time: str) -> None:
+    record = _with_headers(cdcflow_error_time=error_time)
+    assert record.error_time_ms == T0
+    assert record.hour() == "2026-11-23T10"
+    assert record.describe()["error"]["time"].startswith("2026-11-23T10:00")
