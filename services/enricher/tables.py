@@ -1,7 +1,8 @@
 """Reads the customers and facilities topics in full into the table store, and says how far they are known.
 
 Every instance reads every partition (a global table: the input needs no co-partitioning with them), with a
-plain assigned consumer that joins no group; where it has read to is kept in the store with the rows.
+plain assigned consumer that joins no group; where it has read to is kept in the store with the rows. A
+record that cannot be used goes to the enricher's DLQ, acknowledged before the store's position passes it.
 
 The watermark of a table side is the LSN below which no version of it can still arrive: the smallest, over
 its partitions, of the greatest LSN read there — except that a partition read up to its end counts as far
@@ -16,12 +17,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from services.common.kafka import Consumer, KafkaException, TopicPartition
+from services.common.debezium.records import DecodeFailure
+from services.common.kafka import Consumer, KafkaException, Message, TopicPartition
 from services.common.logging import get_logger
 from services.common.metrics import EnricherMetrics
 from services.enricher.events import Rejected, TableChange, decode_lsn, decode_table_change
 from services.enricher.store import Position, TableStore
+
+if TYPE_CHECKING:
+    from services.consumer.dlq import DlqPublisher
 
 __all__ = ["TableReader", "TableTopic"]
 
@@ -46,8 +52,13 @@ class TableReader:
         tables: list[TableTopic],
         heartbeat_topic: str,
         metrics: EnricherMetrics,
+        *,
+        dlq: DlqPublisher | None = None,
+        dlq_timeout_s: float = 30.0,
     ) -> None:
         self._client = client
+        self._dlq = dlq  # where a table record that cannot be used goes, before the store moves past it
+        self._dlq_timeout_s = dlq_timeout_s
         self._store = store
         self._tables = {t.topic: t for t in tables}
         self._heartbeat = heartbeat_topic
@@ -90,15 +101,17 @@ class TableReader:
             self._check_ready()
             return 0
         changes: list[TableChange] = []
+        rejected: list[DecodeFailure] = []
         touched: dict[tuple[str, int], Position] = {}
         for message in messages:
             error = message.error()
             if error is not None:
                 raise KafkaException(error)
             topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
-            lsn = self._read(topic, message.value(), changes)
+            lsn = self._read(topic, message, changes, rejected)
             old = touched.get((topic, partition), self._positions[(topic, partition)])
             touched[(topic, partition)] = Position(offset + 1, max(old.max_lsn, lsn or 0))
+        self._dead_letter(rejected)
         stored = self._store.apply(changes, touched)
         self._positions.update(touched)
         for table, new in stored.items():
@@ -108,19 +121,32 @@ class TableReader:
         self._check_ready()
         return len(messages)
 
-    def _read(self, topic: str, value: bytes | None, changes: list[TableChange]) -> int | None:
+    def _read(
+        self, topic: str, message: Message, changes: list[TableChange], rejected: list[DecodeFailure]
+    ) -> int | None:
         """Decode one record; returns its LSN (None for a tombstone or a record that cannot be used)."""
         if topic == self._heartbeat:
-            return decode_lsn(value)
+            return decode_lsn(message.value())
         table = self._tables[topic]
-        change = decode_table_change(table.table, table.key_column, value)
+        change = decode_table_change(table.table, table.key_column, message.value())
         if isinstance(change, Rejected):
             if change.reason != "tombstone":
                 self._metrics.table_changes.labels(table=table.table, outcome="rejected").inc()
                 log.error("enricher.table_record_rejected", topic=topic, reason=change.reason, detail=change.detail)
+                rejected.append(DecodeFailure(message, change.reason, change.detail, stage="enrich"))
             return None
         changes.append(change)
         return change.lsn
+
+    def _dead_letter(self, rejected: list[DecodeFailure]) -> None:
+        """Every rejected record of a poll acknowledged by the DLQ before the store's position passes it: a crash
+        in between reads it again, and the publisher does not send one it already sent."""
+        if self._dlq is None or not rejected:
+            return
+        for failure in rejected:
+            self._dlq.publish(failure)
+        for topic, partition in sorted({(str(f.message.topic()), int(f.message.partition() or 0)) for f in rejected}):
+            self._dlq.confirm(topic, partition, self._dlq_timeout_s)
 
     def _check_ready(self) -> None:
         if not self._ready and all(self._positions[tp].next_offset >= end for tp, end in self._start_ends.items()):

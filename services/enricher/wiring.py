@@ -19,7 +19,7 @@ from services.common.logging import get_logger
 from services.common.metrics import EnricherMetrics, new_registry, register_build_info
 from services.common.settings import Settings
 from services.common.signals import Shutdown
-from services.consumer.dlq import dlq_topic
+from services.consumer.dlq import DlqPublisher, dlq_topic
 from services.enricher.app import Enricher, Topics
 from services.enricher.store import TableStore
 from services.enricher.tables import TableReader, TableTopic
@@ -91,6 +91,9 @@ def run_enricher(settings: Settings, shutdown: Shutdown, *, registry: CollectorR
             settings.kafka, f"{e.group_id}.tables", **{"isolation.level": "read_committed"}
         )  # assigned, never subscribed: joins no group and commits nothing
         stack.callback(table_client.close)
+        # a customers or facilities record the enricher cannot use: to its DLQ, beside the transactions' ones
+        table_dlq = DlqPublisher(settings.kafka, e.group_id, transactional_id(settings))
+        stack.callback(table_dlq.close)
         tables = TableReader(
             table_client,
             store,
@@ -100,6 +103,7 @@ def run_enricher(settings: Settings, shutdown: Shutdown, *, registry: CollectorR
             ],
             names["heartbeat"],
             metrics,
+            dlq=table_dlq,
         )
         enricher = Enricher(
             e,

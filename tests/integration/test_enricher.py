@@ -209,26 +209,45 @@ def test_a_wiped_store_is_rebuilt_before_any_join(stack: Stack, settings: Settin
     _assert_exactly_once_and_as_of(settings, workload, records)
 
 
-def test_a_change_that_cannot_be_decoded_goes_to_the_dlq_once_with_its_coordinates(
+def test_a_record_that_cannot_be_decoded_goes_to_the_dlq_once_with_its_coordinates(
     stack: Stack, settings: Settings, enricher: EnricherProcess
 ) -> None:
+    """A change of the input, and a record of a table side (read into the store, not joined): each in the
+    enricher's DLQ once, with where it was read, across a restart that reads the table side again."""
     workload = Workload(settings, enricher.prefix)
     workload.snapshot()
     workload.round(transactions=40, updates=10)
-    topic = workload.topic("transactions")
+    topic, customers = workload.topic("transactions"), workload.topic("customers")
     workload.producer.produce(topic, key=b"bad", value=b'{"payload": not json', partition=2)
+    keyless = b'{"op":"u","source":{"lsn":7,"ts_ms":7},"after":{"status":"ACTIVE"}}'
+    workload.producer.produce(customers, key=b"keyless", value=keyless, partition=1)
     workload.round(transactions=40, updates=10)
     proc = enricher.start()
     records = _wait_for_all(settings, enricher, workload)
-    dlq = read_topic(settings.kafka, dlq_topic(enricher.group)).messages
     assert enricher.terminate(proc) == 0
-    assert len(dlq) == 1
-    headers = {name: (value or b"").decode() for name, value in header_dict(dlq[0]).items()}
-    assert headers["cdcflow.error.reason"] == "not_json"
-    assert (headers["cdcflow.source.topic"], headers["cdcflow.source.partition"]) == (topic, "2")
-    assert dlq[0].value() == b'{"payload": not json'
-    bad_offset = int(headers["cdcflow.source.offset"])
-    assert (2, bad_offset) not in {(r["source_partition"], r["source_offset"]) for r in records}
+    shutil.rmtree(enricher.state_dir)  # the next start reads the table side again, the bad record with it
+    proc = enricher.start()
+    caught_up = '"event": "enricher.tables_caught_up"'
+    _wait_for(lambda: enricher.logs().count(caught_up) == 2, 120, lambda: enricher.logs()[-3000:])
+    records = _wait_for_all(settings, enricher, workload)
+    assert enricher.terminate(proc) == 0
+
+    dlq = read_topic(settings.kafka, dlq_topic(enricher.group)).messages
+    found = {}
+    for message in dlq:
+        headers = {name: (value or b"").decode() for name, value in header_dict(message).items()}
+        found[headers["cdcflow.source.topic"]] = (
+            headers["cdcflow.error.reason"],
+            headers["cdcflow.source.partition"],
+            int(headers["cdcflow.source.offset"]),
+            message.value(),
+        )
+    assert len(dlq) == len(found) == 2, [header_dict(m) for m in dlq]
+    assert found[topic][:2] == ("not_json", "2")
+    assert found[topic][3] == b'{"payload": not json'
+    assert found[customers][:2] == ("no_key", "1")
+    assert found[customers][3] == keyless
+    assert (2, found[topic][2]) not in {(r["source_partition"], r["source_offset"]) for r in records}
     _assert_exactly_once_and_as_of(settings, workload, records)
 
 
