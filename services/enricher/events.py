@@ -175,7 +175,7 @@ def _source(envelope: _Envelope) -> tuple[str, int, int, int | None] | Rejected:
     if source is None:
         return Rejected("no_source", "the envelope has no source block")
     lsn, ts_ms, tx_id = source.lsn, source.ts_ms, source.txId
-    if not isinstance(lsn, int) or isinstance(lsn, bool) or lsn < 0 or lsn not in _INT64:
+    if not isinstance(lsn, int) or isinstance(lsn, bool) or not 0 <= lsn < 2**63:
         return Rejected("no_lsn", f"source.lsn is {lsn!r}, not a WAL position")
     if not isinstance(ts_ms, int) or isinstance(ts_ms, bool) or ts_ms not in _INT64:
         return Rejected("no_commit_time", f"source.ts_ms is {ts_ms!r}")
