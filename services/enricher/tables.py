@@ -84,10 +84,13 @@ class TableReader:
                 raise KafkaException(f"table topic {topic} does not exist")
             for partition in sorted(metadata[topic].partitions):
                 tp = (topic, partition)
-                self._start_ends[tp] = self._client.get_watermark_offsets(
+                low, self._start_ends[tp] = self._client.get_watermark_offsets(
                     TopicPartition(topic, partition), timeout=timeout_s
-                )[1]
-                self._positions[tp] = stored.get(tp, Position(0, 0))
+                )
+                position = stored.get(tp, Position(0, 0))
+                # records below the log start are gone (retention): nothing there is left to read, and a partition
+                # whose records all went counts as read to its end
+                self._positions[tp] = Position(max(position.next_offset, low), position.max_lsn)
                 start = self._positions[tp].next_offset if tp in stored else _OFFSET_BEGINNING
                 assignment.append(TopicPartition(topic, partition, start))
         self._client.assign(assignment)

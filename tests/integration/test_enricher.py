@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.common.kafka import admin_client, read_topic, topic_names
+from services.common.kafka import admin_client, delete_records_before, read_topic, topic_names, topic_watermarks
 from services.common.settings import Settings
 from services.consumer.dlq import dlq_topic
 from services.enricher.app import FENCED_EXIT
@@ -249,6 +249,25 @@ def test_a_record_that_cannot_be_decoded_goes_to_the_dlq_once_with_its_coordinat
     assert found[customers][3] == keyless
     assert (2, found[topic][2]) not in {(r["source_partition"], r["source_offset"]) for r in records}
     _assert_exactly_once_and_as_of(settings, workload, records)
+
+
+def test_a_table_partition_whose_records_are_all_gone_does_not_keep_it_unready(
+    stack: Stack, settings: Settings, enricher: EnricherProcess
+) -> None:
+    """Retention took every record of a customers partition: nothing is left to read there, so a fresh store is
+    ready once the rest is read (before, the partition counted as unread for ever and /readyz stayed 503)."""
+    workload = Workload(settings, enricher.prefix)
+    workload.snapshot()
+    workload.round(transactions=20, updates=0)
+    assert workload.producer.flush(30) == 0
+    customers = workload.topic("customers")
+    marks = topic_watermarks(settings.kafka, customers)
+    emptied = next(p for p, (low, high) in sorted(marks.items()) if high > low)
+    delete_records_before(settings.kafka, customers, {emptied: marks[emptied][1]})
+    proc = enricher.start()
+    caught_up = '"event": "enricher.tables_caught_up"'
+    _wait_for(lambda: caught_up in enricher.logs(), 60, lambda: enricher.logs()[-3000:])
+    assert enricher.terminate(proc) == 0
 
 
 def test_not_ready_and_nothing_joined_until_the_tables_are_read(
