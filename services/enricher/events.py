@@ -19,8 +19,10 @@ import msgspec
 
 __all__ = [
     "TABLE_ATTRIBUTES",
+    "TRUNCATE",
     "Rejected",
     "TableChange",
+    "TableTruncate",
     "TransactionChange",
     "decode_lsn",
     "decode_table_change",
@@ -32,7 +34,9 @@ TABLE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "customers": ("customer_type", "status"),
     "facilities": ("status", "interest_rate"),
 }
-_OPS = frozenset({"c", "u", "d", "r"})
+_OPS = frozenset({"c", "u", "d", "r", "t"})
+TRUNCATE = "t"
+"""Debezium's op of a ``TRUNCATE``: one event with no row image, on whichever partition its null key lands."""
 _INT64 = range(-(2**63), 2**63)  # what the table store (msgpack) keeps as a number
 _DECODER = msgspec.json.Decoder(float_hook=str)  # a float literal as its text: exact, whatever its digits
 
@@ -60,6 +64,14 @@ class TableChange(msgspec.Struct, frozen=True, gc=False):
     attributes: dict[str, Any]
 
 
+class TableTruncate(msgspec.Struct, frozen=True, gc=False):
+    """A ``TRUNCATE`` of customers or facilities: as of ``lsn`` no row of ``table`` exists until inserted again."""
+
+    table: str
+    lsn: int
+    committed_at_ms: int
+
+
 class TransactionChange(msgspec.Struct, frozen=True, gc=False):
     """One change of a transaction row, with where it was read (its idempotency key downstream)."""
 
@@ -71,7 +83,7 @@ class TransactionChange(msgspec.Struct, frozen=True, gc=False):
     lsn: int
     committed_at_ms: int
     tx_id: int | None
-    row: dict[str, Any]  # the after image; for a delete, the before image
+    row: dict[str, Any]  # the after image; for a delete, the before image; empty for a truncate
     # the rest of the source block the output's envelope repeats: Debezium's snapshot marker and, when the
     # connector sends it, the commit time in microseconds
     snapshot: str = "false"
@@ -171,7 +183,7 @@ def _source(envelope: _Envelope) -> tuple[str, int, int, int | None] | Rejected:
     """``(op, lsn, committed_at_ms, tx_id)`` of an envelope."""
     op, source = envelope.op, envelope.source
     if op not in _OPS:
-        return Rejected("bad_op", f"op {op!r} is none of c, u, d, r")
+        return Rejected("bad_op", f"op {op!r} is none of c, u, d, r, t")
     if source is None:
         return Rejected("no_source", "the envelope has no source block")
     lsn, ts_ms, tx_id = source.lsn, source.ts_ms, source.txId
@@ -199,10 +211,10 @@ def decode_transaction(
     if isinstance(source, Rejected):
         return source
     op, lsn, ts_ms, tx_id = source
-    row = _image(envelope, op)
+    row = {} if op == TRUNCATE else _image(envelope, op)
     if isinstance(row, Rejected):
         return row
-    if row.get("transaction_id") is None:
+    if op != TRUNCATE and row.get("transaction_id") is None:
         return Rejected("no_key", "the row image has no transaction_id")
     assert envelope.source is not None  # _source refused it otherwise
     snapshot, ts_us = envelope.source.snapshot, envelope.source.ts_us
@@ -221,7 +233,7 @@ def decode_transaction(
     )
 
 
-def decode_table_change(table: str, key_column: str, value: bytes | None) -> TableChange | Rejected:
+def decode_table_change(table: str, key_column: str, value: bytes | None) -> TableChange | TableTruncate | Rejected:
     """A customers or facilities event; ``key_column`` names its primary key."""
     envelope = _envelope(value)
     if isinstance(envelope, Rejected):
@@ -230,9 +242,18 @@ def decode_table_change(table: str, key_column: str, value: bytes | None) -> Tab
     if isinstance(source, Rejected):
         return source
     op, lsn, ts_ms, _ = source
+    if op == TRUNCATE:
+        return TableTruncate(table, lsn, ts_ms)
     row = _image(envelope, op)
     if isinstance(row, Rejected):
         return row
+    return _table_version(table, key_column, op, row, at=(lsn, ts_ms))
+
+
+def _table_version(
+    table: str, key_column: str, op: str, row: dict[str, Any], *, at: tuple[int, int]
+) -> TableChange | Rejected:
+    """The version a row image is, ``at`` its ``(LSN, commit time in ms)``."""
     key = _key_text(row.get(key_column))
     if key is None:
         return Rejected("no_key", f"the row image has no {key_column}")
@@ -242,7 +263,7 @@ def decode_table_change(table: str, key_column: str, value: bytes | None) -> Tab
             attributes[name] = str(found)  # exact, as a number with a fraction is kept
         elif not (found is None or isinstance(found, (str, int, bool))):
             return Rejected("bad_attribute", f"{name} is a JSON {type(found).__name__}, not a column's value")
-    return TableChange(table, key, lsn, ts_ms, op == "d", attributes)
+    return TableChange(table, key, *at, op == "d", attributes)
 
 
 def decode_lsn(value: bytes | None) -> int | None:

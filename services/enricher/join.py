@@ -19,7 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 from services.enricher.contract import side_columns
-from services.enricher.events import TransactionChange
+from services.enricher.events import TRUNCATE, TransactionChange
 from services.enricher.store import Expired, Version
 
 __all__ = ["HoldQueue", "JoinState", "Released", "Side", "encode", "enriched_value", "join_side"]
@@ -113,9 +113,16 @@ def enriched_value(released: Released, customer: Side, facility: Side) -> dict[s
 
     The op and the source block (LSN, commit time, txId, snapshot) are the transaction change's; the row
     image — ``after``, or ``before`` for a delete — is a row of ``schemas/enriched.transactions.avsc``
-    (services/enricher/contract.py): the transaction's row, its input coordinates and both sides.
+    (services/enricher/contract.py): the transaction's row, its input coordinates and both sides. A truncate
+    has no image, as Debezium sends it.
     """
     change = released.change
+    source: dict[str, Any] = {"lsn": change.lsn, "ts_ms": change.committed_at_ms, "txId": change.tx_id}
+    if change.committed_at_us is not None:
+        source["ts_us"] = change.committed_at_us
+    source["snapshot"] = change.snapshot
+    if change.op == TRUNCATE:  # every transaction is gone: the lake writer and silver honour it as a captured one
+        return {"before": None, "after": None, "source": source, "op": TRUNCATE}
     row: dict[str, Any] = dict(change.row)  # decimals are text already (services/enricher/events.py)
     row["source_topic"] = change.topic
     row["source_partition"] = change.partition
@@ -128,10 +135,6 @@ def enriched_value(released: Released, customer: Side, facility: Side) -> dict[s
         values = side.attributes
         for name, column in attributes:
             row[column] = values.get(name)  # a decimal is text already, or encoded as text (a Decimal)
-    source: dict[str, Any] = {"lsn": change.lsn, "ts_ms": change.committed_at_ms, "txId": change.tx_id}
-    if change.committed_at_us is not None:
-        source["ts_us"] = change.committed_at_us
-    source["snapshot"] = change.snapshot
     deleted = change.op == "d"
     return {"before": row if deleted else None, "after": None if deleted else row, "source": source, "op": change.op}
 

@@ -8,7 +8,10 @@ them in the process's memory.
 
 Layout: ``versions`` maps ``<table>\\0<key>`` to ``[floor, [[lsn, committed_at_ms, deleted, attributes], …]]``
 in LSN order, at most ``max_versions`` of the newest; ``floor`` is the LSN of the newest version dropped
-(0 when none was), below which the store cannot answer. ``positions`` maps ``<topic>\\0<partition>`` to
+(0 when none was), below which the store cannot answer. ``truncates`` maps ``<table>`` to the
+``[[lsn, committed_at_ms], …]`` of its ``TRUNCATE``s in LSN order: kept apart from the keys, so a truncate is
+one write whatever the table's size, and a version read later from another partition, written before the
+truncate, still counts as truncated. ``positions`` maps ``<topic>\\0<partition>`` to
 ``[next offset, max LSN read]``. The store is a cache of the topics: wiped, it is rebuilt by reading them
 from the start.
 """
@@ -27,7 +30,7 @@ import msgpack
 import msgspec
 
 from services.enricher.errors import StoreError
-from services.enricher.events import TableChange
+from services.enricher.events import TableChange, TableTruncate
 
 __all__ = ["EXPIRED", "Expired", "Position", "TableStore", "Version"]
 
@@ -67,21 +70,30 @@ class TableStore:
     def __init__(self, path: Path, *, map_size: int, max_versions: int) -> None:
         try:
             path.mkdir(parents=True, exist_ok=True)
-            self._env = lmdb.open(str(path), map_size=map_size, max_dbs=2, subdir=True)
+            self._env = lmdb.open(str(path), map_size=map_size, max_dbs=3, subdir=True)
         except (OSError, lmdb.Error) as exc:
             raise StoreError(f"cannot open the table store in {path}: {exc}") from exc
         self._versions = self._env.open_db(b"versions")
         self._positions = self._env.open_db(b"positions")
+        self._truncates_db = self._env.open_db(b"truncates")
         self._max_versions = max_versions
         self._reader: Any = None  # one read transaction for lookups until the next write: a snapshot is cheap
+        self._truncates = self._stored_truncates()  # per table, (lsn, committed_at_ms) in LSN order: few, kept here
 
-    def apply(self, changes: Iterable[TableChange], positions: dict[tuple[str, int], Position]) -> dict[str, int]:
-        """Add ``changes`` and record ``positions``, all or nothing; returns how many versions were new, per table."""
+    def apply(
+        self, changes: Iterable[TableChange | TableTruncate], positions: dict[tuple[str, int], Position]
+    ) -> dict[str, int]:
+        """Add ``changes`` and record ``positions``, all or nothing; returns how many were new, per table."""
         added: dict[str, int] = {}
+        truncates = {table: list(found) for table, found in self._truncates.items()}
         try:
             with self._env.begin(write=True) as txn:
                 for change in changes:
-                    added[change.table] = added.get(change.table, 0) + self._add(txn, change)
+                    if isinstance(change, TableTruncate):
+                        new = self._add_truncate(txn, change, truncates.setdefault(change.table, []))
+                    else:
+                        new = self._add(txn, change)
+                    added[change.table] = added.get(change.table, 0) + new
                 for (topic, partition), position in positions.items():
                     txn.put(
                         _position_key(topic, partition),
@@ -90,8 +102,24 @@ class TableStore:
                     )
         except lmdb.Error as exc:
             raise StoreError(f"cannot write the table store: {exc}") from exc
+        self._truncates = truncates  # only once they are stored
         self._drop_reader()  # lookups from now on see what was just written
         return added
+
+    def _add_truncate(self, txn: Any, truncate: TableTruncate, found: list[tuple[int, int]]) -> int:
+        at = bisect.bisect_left(found, (truncate.lsn,))
+        if at < len(found) and found[at][0] == truncate.lsn:
+            return 0  # read again after a crash before its offset was stored: already here
+        found.insert(at, (truncate.lsn, truncate.committed_at_ms))
+        txn.put(truncate.table.encode(), msgpack.packb(found), db=self._truncates_db)
+        return 1
+
+    def _stored_truncates(self) -> dict[str, list[tuple[int, int]]]:
+        with self._env.begin() as txn:
+            return {
+                bytes(table).decode(): [(lsn, at) for lsn, at in msgpack.unpackb(raw)]
+                for table, raw in txn.cursor(db=self._truncates_db)
+            }
 
     def _drop_reader(self) -> None:
         if self._reader is not None:
@@ -117,7 +145,8 @@ class TableStore:
         return 1
 
     def as_of(self, table: str, key: str, lsn: int) -> Version | Expired | None:
-        """The version of ``table``/``key`` with the greatest LSN ≤ ``lsn``; None when there is none."""
+        """The version of ``table``/``key`` with the greatest LSN ≤ ``lsn``; None when there is none. A truncate
+        of the table after that version and at most ``lsn`` is the version then: the row was deleted by it."""
         if self._reader is None:
             self._reader = self._env.begin()
         stored = self._reader.get(_version_key(table, key), db=self._versions)
@@ -126,8 +155,21 @@ class TableStore:
         floor, versions = msgpack.unpackb(stored)
         for found in reversed(versions):  # the newest first: most changes join the latest version
             if found[0] <= lsn:
-                return Version(found[0], found[1], bool(found[2]), found[3])
-        return EXPIRED if floor else None
+                return self._truncated(table, found[0], lsn) or Version(found[0], found[1], bool(found[2]), found[3])
+        if not floor:
+            return None
+        return self._truncated(table, floor, lsn) or EXPIRED  # the row's version then was dropped, not its truncate
+
+    def _truncated(self, table: str, after: int, lsn: int) -> Version | None:
+        """The deletion by the newest truncate of ``table`` in (``after``, ``lsn``], None when there is none."""
+        truncates = self._truncates.get(table)
+        if not truncates:
+            return None
+        at = bisect.bisect_right(truncates, (lsn, _NEWEST)) - 1
+        if at < 0 or truncates[at][0] <= after:
+            return None
+        truncated_at, committed_at_ms = truncates[at]
+        return Version(truncated_at, committed_at_ms, True, {})
 
     def positions(self) -> dict[tuple[str, int], Position]:
         found = {}
@@ -141,6 +183,9 @@ class TableStore:
     def close(self) -> None:
         self._drop_reader()
         self._env.close()
+
+
+_NEWEST = 2**63  # sorts after any commit time in a (lsn, committed_at_ms) pair
 
 
 def _version_key(table: str, key: str) -> bytes:

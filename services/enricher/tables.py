@@ -23,7 +23,7 @@ from services.common.debezium.records import DecodeFailure
 from services.common.kafka import Consumer, KafkaException, Message, TopicPartition
 from services.common.logging import get_logger
 from services.common.metrics import EnricherMetrics
-from services.enricher.events import Rejected, TableChange, decode_lsn, decode_table_change
+from services.enricher.events import Rejected, TableChange, TableTruncate, decode_lsn, decode_table_change
 from services.enricher.store import Position, TableStore
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class TableReader:
         if not messages:
             self._check_ready()
             return 0
-        changes: list[TableChange] = []
+        changes: list[TableChange | TableTruncate] = []
         rejected: list[DecodeFailure] = []
         touched: dict[tuple[str, int], Position] = {}
         for message in messages:
@@ -125,7 +125,7 @@ class TableReader:
         return len(messages)
 
     def _read(
-        self, topic: str, message: Message, changes: list[TableChange], rejected: list[DecodeFailure]
+        self, topic: str, message: Message, changes: list[TableChange | TableTruncate], rejected: list[DecodeFailure]
     ) -> int | None:
         """Decode one record; returns its LSN (None for a tombstone or a record that cannot be used)."""
         if topic == self._heartbeat:

@@ -76,7 +76,7 @@ def _wait_for_all(
 
     def done() -> bool:
         found[:] = output_records(settings, enricher.prefix)
-        return len(found) >= wanted
+        return sum(r["op"] != "t" for r in found) >= wanted  # a truncate is no input change's record
 
     _wait_for(done, timeout_s, lambda: f"{len(found)} of {wanted} enriched records\n{enricher.logs()[-3000:]}")
     return found
@@ -92,6 +92,7 @@ def _side(record: dict[str, Any], side: str, *fields: str) -> Any:
 def _assert_exactly_once_and_as_of(settings: Settings, workload: Workload, records: list[dict[str, Any]]) -> None:
     expected = expected_joins(settings, workload.prefix)
     assert undecodable(settings, workload.prefix) == []  # the lake writer lands every one
+    records = [r for r in records if r["op"] != "t"]  # a truncate has no row, so no input coordinates
     counts = Counter((r["source_partition"], r["source_offset"]) for r in records)
     twice = {c: n for c, n in counts.items() if n > 1}
     assert twice == {}, f"{len(twice)} input changes were emitted more than once: {sorted(twice.items())[:5]}"
@@ -248,6 +249,37 @@ def test_a_record_that_cannot_be_decoded_goes_to_the_dlq_once_with_its_coordinat
     assert found[customers][:2] == ("no_key", "1")
     assert found[customers][3] == keyless
     assert (2, found[topic][2]) not in {(r["source_partition"], r["source_offset"]) for r in records}
+    _assert_exactly_once_and_as_of(settings, workload, records)
+
+
+def test_truncates_delete_a_tables_rows_from_their_lsn_and_go_out_as_truncates(
+    stack: Stack, settings: Settings, enricher: EnricherProcess
+) -> None:
+    """A truncate of customers (one event, on one partition) deletes every customer as of its LSN, until one is
+    inserted again; a truncate of transactions goes out as a truncate, so silver empties the enriched table."""
+    workload = Workload(settings, enricher.prefix)
+    workload.snapshot()
+    workload.round(transactions=30, updates=10)
+    before = workload.transaction(1, 1)
+    truncated_at = workload.truncate("customers")
+    after = workload.transaction(2, 1)
+    workload.customer(2, "INACTIVE", op="c")
+    again = workload.transaction(2, 1)
+    transactions_truncated_at = workload.truncate("transactions")
+    workload.round(transactions=30, updates=10)
+    proc = enricher.start()
+    records = _wait_for_all(settings, enricher, workload)
+    assert enricher.terminate(proc) == 0
+    by_lsn = {r["source_lsn"]: r for r in records}
+    assert by_lsn[before]["customer_join"] == "joined"
+    assert (by_lsn[after]["customer_join"], by_lsn[after]["customer_lsn"]) == ("deleted", truncated_at)
+    assert (by_lsn[again]["customer_join"], by_lsn[again]["customer_status"]) == ("joined", "INACTIVE")
+    assert by_lsn[again]["facility_join"] == "joined"
+    truncates = [r for r in records if r["op"] == "t"]
+    assert [(r["source_lsn"], r["source_committed_at_ms"]) for r in truncates] == [
+        (transactions_truncated_at, 1_790_000_000_000 + transactions_truncated_at)
+    ]
+    assert read_topic(settings.kafka, dlq_topic(enricher.group)).messages == []
     _assert_exactly_once_and_as_of(settings, workload, records)
 
 

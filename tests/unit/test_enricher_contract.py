@@ -130,6 +130,24 @@ def test_a_deleted_or_snapshot_transaction_lands_as_such(native: bool) -> None:
     assert (second["_op"], second["_is_snapshot"]) == ("r", True)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_a_truncate_of_transactions_lands_as_a_truncate(native: bool) -> None:
+    """Debezium's TRUNCATE event (no row image, a null key) goes out as one, with its LSN and commit time."""
+    source = {"lsn": 137952400, "ts_ms": 1_796_206_394_200, "txId": 33592, "snapshot": "false", "table": "transactions"}
+    value = json.dumps({"before": None, "after": None, "source": source, "op": "t", "ts_ms": 1_796_206_394_300})
+    change = decode_transaction("cdcflow.lending.transactions", 1, 77, None, value.encode())
+    assert isinstance(change, TransactionChange)
+    assert (change.op, change.customer_key, change.facility_key) == ("t", None, None)
+    record = enriched_value(Released(change, "watermark"), Side("none"), Side("none"))
+    assert (record["before"], record["after"], record["op"]) == (None, None, "t")
+    message = Message(topic=TOPIC, partition=0, offset=0, key=None, value=encode(record), timestamp=(1, 1))
+    result = JsonEventDecoder(_enriched(), native_reader=native).decode(TOPIC, MessageBatch.of([message]), 0)
+    assert result.failures == []
+    (row,) = result.rows.to_pylist()
+    assert (row["_op"], row["_source_lsn"], row["transaction_id"]) == ("t", 137952400, None)
+    assert row["_source_ts"] == dt.datetime(2026, 12, 2, 10, 13, 14, 200000, tzinfo=dt.UTC)
+
+
 def test_the_writer_routes_the_enriched_topic_by_default() -> None:
     router = Router("cdcflow", ContractRegistry.of(_contracts()), WriterSettings().exclude_tables, 1 << 20)
     route = router.route(TOPIC)

@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from services.enricher.events import Rejected, TableChange, TransactionChange, decode_table_change, decode_transaction
+from services.enricher.events import (
+    Rejected,
+    TableChange,
+    TableTruncate,
+    TransactionChange,
+    decode_table_change,
+    decode_transaction,
+)
 from services.enricher.join import HoldQueue, Released, encode, enriched_value, join_side
 from services.enricher.store import TableStore, Version
 
@@ -118,6 +125,18 @@ def test_the_join_takes_the_version_at_or_before_the_transactions_lsn(tmp_path: 
     assert isinstance(deleted, TableChange)
     store.apply([deleted], {})
     assert join_side(store.as_of, "customers", "1", 500).state == "deleted"
+
+
+def test_a_truncated_table_side_joins_as_deleted_from_the_truncate_on(tmp_path: Path) -> None:
+    store = TableStore(tmp_path / "s", map_size=16 << 20, max_versions=8)
+    row = {"customer_id": 1, "status": "ACTIVE", "customer_type": "SME"}
+    truncate = b'{"before":null,"after":null,"source":{"lsn":200,"ts_ms":1700000000200},"op":"t","ts_ms":1}'
+    changes = [decode_table_change("customers", "customer_id", v) for v in (_event("c", 100, row), truncate)]
+    assert changes[1] == TableTruncate("customers", 200, 1_700_000_000_200)
+    store.apply(changes, {})  # type: ignore[arg-type]
+    assert join_side(store.as_of, "customers", "1", 150).state == "joined"
+    truncated = join_side(store.as_of, "customers", "1", 250)
+    assert (truncated.state, truncated.lsn, truncated.committed_at_ms) == ("deleted", 200, 1_700_000_000_200)
 
 
 def test_held_changes_leave_when_the_watermark_passes_them_in_offset_order() -> None:

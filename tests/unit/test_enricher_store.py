@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.enricher.errors import StoreError
-from services.enricher.events import TableChange
+from services.enricher.events import TableChange, TableTruncate
 from services.enricher.store import EXPIRED, Position, TableStore, Version
 
 
@@ -51,6 +51,41 @@ def test_only_the_newest_versions_are_kept_and_older_asks_are_expired(tmp_path: 
     assert store.as_of("customers", "1", 25) is EXPIRED  # 20 was dropped: the store cannot say
     store.apply([_customer("1", 15)], {})  # older than what was dropped: not taken back in
     assert store.as_of("customers", "1", 25) is EXPIRED
+
+
+def test_a_truncate_deletes_every_row_written_before_it_until_one_is_inserted_again(tmp_path: Path) -> None:
+    store = _store(tmp_path / "s")
+    truncate = TableTruncate("customers", 50, 1_050)
+    # customer 3's version (LSN 30) is read after the truncate, from a partition read later
+    assert store.apply([_customer("1", 10), _customer("2", 20), truncate, _customer("1", 70, "SUSPENDED")], {}) == {
+        "customers": 4
+    }
+    store.apply([_customer("3", 30), TableChange("facilities", "1", 5, 1_005, False, {"status": "ACTIVE"})], {})
+    assert store.apply([truncate], {}) == {"customers": 0}  # read again: stored once
+    gone = Version(50, 1_050, True, {})
+    for reopened in (False, True):
+        if reopened:
+            store.close()
+            store = _store(tmp_path / "s")
+        assert store.as_of("customers", "1", 49).lsn == 10  # type: ignore[union-attr]
+        assert store.as_of("customers", "1", 50) == gone
+        assert store.as_of("customers", "1", 69) == gone
+        assert store.as_of("customers", "1", 70).attributes["status"] == "SUSPENDED"  # type: ignore[union-attr]
+        assert store.as_of("customers", "2", 1_000) == gone
+        assert store.as_of("customers", "3", 40).lsn == 30  # type: ignore[union-attr]
+        assert store.as_of("customers", "3", 60) == gone
+        assert store.as_of("customers", "4", 60) is None  # never known: missing, not deleted
+        assert store.as_of("facilities", "1", 60).deleted is False  # type: ignore[union-attr]
+
+
+def test_a_truncate_after_the_versions_dropped_still_answers(tmp_path: Path) -> None:
+    store = _store(tmp_path / "s", max_versions=2)
+    store.apply([_customer("1", lsn) for lsn in (10, 20, 30)], {})  # 10 dropped
+    assert store.as_of("customers", "1", 17) is EXPIRED
+    store.apply([TableTruncate("customers", 15, 1_015)], {})
+    assert store.as_of("customers", "1", 17) == Version(15, 1_015, True, {})  # whatever 10 was, 15 deleted it
+    assert store.as_of("customers", "1", 12) is EXPIRED
+    assert store.as_of("customers", "1", 25).lsn == 20  # type: ignore[union-attr]
 
 
 def test_decimals_are_kept_exactly_as_text(tmp_path: Path) -> None:
