@@ -76,7 +76,7 @@ def _wait_for_all(
 
     def done() -> bool:
         found[:] = output_records(settings, enricher.prefix)
-        return sum(r["op"] != "t" for r in found) >= wanted  # a truncate is no input change's record
+        return sum(1 for r in found if r["op"] != "t") >= wanted  # a truncate is no input change's record
 
     _wait_for(done, timeout_s, lambda: f"{len(found)} of {wanted} enriched records\n{enricher.logs()[-3000:]}")
     return found
