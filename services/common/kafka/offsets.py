@@ -159,6 +159,9 @@ def _list_offsets(admin: Admin, partitions: list[TP], spec: OffsetSpec, timeout_
     return found
 
 
+_TAIL_TIMEOUTS = 3  # one read of the DLQs lasts at most this many request timeouts
+
+
 class DlqTail:
     """Reads what is new in some topics, from where it stopped (from their start the first time)."""
 
@@ -172,28 +175,37 @@ class DlqTail:
 
     def read(self, ends: dict[TP, Watermarks], max_records: int = 50_000) -> list[Message]:
         """The records from each partition's last read position (or its start) up to ``ends``; at most
-        ``max_records`` per call, so a large backlog is read over several polls."""
+        ``max_records`` per call, and for at most a few timeouts, so a large backlog is read over several polls.
+
+        A partition is read once the consumer's position reaches its end, not its last record: a topic written
+        in Kafka transactions (the enricher's DLQ) ends with a commit marker no consumer is given, and records
+        still arriving past the end must not keep the read going."""
         todo = {tp: max(self._next.get(tp, w.start), w.start) for tp, w in ends.items()}
         todo = {tp: at for tp, at in todo.items() if at < ends[tp].end}
         if not todo:
             return []
         self._client.assign([TopicPartition(t, p, at) for (t, p), at in todo.items()])
         read: list[Message] = []
+        deadline = time.monotonic() + _TAIL_TIMEOUTS * self._timeout_s
         try:
-            while todo and len(read) < max_records:
+            while todo and len(read) < max_records and time.monotonic() < deadline:
                 batch = self._client.consume(num_messages=min(5_000, max_records - len(read)), timeout=self._timeout_s)
+                for message in batch:
+                    tp = (str(message.topic()), int(message.partition() or 0))
+                    if message.error() is None and tp in todo and int(message.offset() or 0) < ends[tp].end:
+                        read.append(message)
+                        self._next[tp] = int(message.offset() or 0) + 1
+                self._drop_read(todo, ends)
                 if not batch:
                     break
-                for message in batch:
-                    if message.error() is not None:
-                        continue
-                    tp = (str(message.topic()), int(message.partition() or 0))
-                    offset = int(message.offset() or 0)
-                    if tp in todo and offset < ends[tp].end:
-                        read.append(message)
-                        self._next[tp] = offset + 1
-                        if offset + 1 >= ends[tp].end:
-                            del todo[tp]
         finally:
             self._client.unassign()
         return read
+
+    def _drop_read(self, todo: dict[TP, int], ends: dict[TP, Watermarks]) -> None:
+        """Take out of ``todo`` every partition whose position has reached its end (markers are skipped too)."""
+        for position in self._client.position([TopicPartition(t, p) for t, p in todo]):
+            tp = (str(position.topic), int(position.partition))
+            if position.offset >= ends[tp].end:
+                self._next[tp] = ends[tp].end  # what lies beyond was not counted: the next read takes it
+                del todo[tp]
