@@ -150,8 +150,8 @@ class LagProbe:
         listed = {(group, *tp) for group, tps in partitions.items() for tp in tps}
         listed |= {key for key in self._reported if key[0] in unread}
         self._forget(listed, {(topic, partition) for _, topic, partition in listed})
-        if unread and not committed:
-            raise RuntimeError(f"no group's committed offsets could be read ({len(unread)} tried)")
+        if unread:  # the others are reported; the poll still fails, so probe_up says some series are stale
+            raise RuntimeError(f"the committed offsets of {len(unread)} group(s) could not be read: {sorted(unread)}")
 
     def _committed(self, groups: list[str]) -> tuple[dict[str, dict[TP, int]], set[str]]:
         """Each group's committed offsets, and the groups whose offsets could not be read (one group being

@@ -59,8 +59,11 @@ class OffsetsReader:
         self._reader.close()
 
     def groups(self) -> list[str]:
-        """Every consumer group the cluster knows, with or without live members."""
+        """Every consumer group the cluster knows, with or without live members. Raises when a broker did not
+        answer: the groups it coordinates would be missing, and read as deleted."""
         result = self._admin.list_consumer_groups(request_timeout=self._timeout_s).result(timeout=self._timeout_s)
+        if result.errors:
+            raise KafkaException(f"listing the consumer groups failed on some brokers: {result.errors[0]}")
         return sorted(str(g.group_id) for g in result.valid)
 
     def committed(self, group: str) -> dict[TP, int]:
