@@ -498,6 +498,9 @@ class LakeWriter:
     def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         # raises before any of their records
         self._continuity.check_assigned([(p.topic, p.partition) for p in partitions])
+        # a partition paused for a retry when it was revoked is still paused when it comes back (librdkafka keeps
+        # the application's pause across assignments), and its retry was forgotten: it would never be read again
+        self._consumer.resume([TopicPartition(p.topic, p.partition) for p in partitions])
         self._assigned |= {(p.topic, p.partition) for p in partitions}
         self._metrics.rebalances.labels("assign").inc()
         log.info("writer.assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
