@@ -1,8 +1,9 @@
 """The dead-letter queue of a consumer group: ``_cdcflow.dlq.<group>``.
 
-A bad record is re-published unchanged (key, value, headers, timestamp) plus ``cdcflow.error.*`` and
-``cdcflow.source.*`` headers. The source offset is committed only after the DLQ record is acknowledged,
-so a DLQ'd record is never lost.
+A bad record is re-published unchanged (key, value, headers) plus ``cdcflow.error.*`` and ``cdcflow.source.*``
+headers; its timestamp is the time it was dead-lettered, the original's is kept in ``cdcflow.source.timestamp``
+(the DLQ's retention counts from the record's timestamp: a record older than it would be deleted at once).
+The source offset is committed only after the DLQ record is acknowledged, so a DLQ'd record is never lost.
 
 Each bad record is published once. Its idempotency key is its original coordinates, the
 ``cdcflow.source.topic/partition/offset`` headers:
@@ -32,7 +33,7 @@ producer transaction.
   1. the value compressed with zlib (``cdcflow.value.encoding: deflate``), lossless;
   2. the value left out (empty) with ``cdcflow.value.omitted: true``, its size and SHA-256; the original stays in
      the source topic, at the coordinates the ``cdcflow.source.*`` headers give, for as long as its retention.
-  Key, original headers, timestamp and error headers are kept in every form. A record too large even without
+  Key, original headers and error headers are kept in every form. A record too large even without
   its value raises :class:`DlqRecordTooLargeError`: its partition stays paused and retried, never skipped.
 - Any other client error raises :class:`DlqDeliveryError` (retried later).
 """
@@ -242,8 +243,6 @@ class DlqPublisher:
     def _produce(
         self, coordinate: tuple[str, int, int], message: Message, headers: list[Header], delivered: Any
     ) -> None:
-        _, timestamp = message.timestamp()
-        kwargs: dict[str, Any] = {"timestamp": timestamp} if timestamp > 0 else {}
         deadline = time.monotonic() + self._queue_wait_s
         while True:
             form = self._forms.get(coordinate, _AS_IS)
@@ -258,7 +257,6 @@ class DlqPublisher:
                     key=message.key(),
                     headers=headers + value_headers,
                     on_delivery=delivered,
-                    **kwargs,
                 )
                 return
             except BufferError:
