@@ -102,7 +102,11 @@ def run_loader(
             beside = _TransformThread(transformer, shutdown)
             beside.start()
             stack.callback(beside.join)  # before the warehouse and the lake close
-            return max(loader.run(once=False), beside.join())
+            try:
+                code = loader.run(once=False)
+            finally:  # the loader ended, on a signal or an error: the transform ends too, or the join waits for ever
+                shutdown.request("the loader stopped")
+            return max(code, beside.join())
         return loader.run(once=once)
 
 

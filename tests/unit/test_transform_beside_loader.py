@@ -92,6 +92,42 @@ def test_loads_and_silver_steps_share_the_file_in_one_process(tmp_path: Path) ->
     assert _count(warehouse, "select count(*) from bronze.lending__transactions") == 60
 
 
+def test_a_loader_that_stops_on_an_error_stops_the_transform_beside_it(tmp_path: Path) -> None:
+    """An error the loader does not expect ends its loop; the process must end with it (and be restarted), not
+    wait for ever on a transform thread nobody asked to stop."""
+    settings = load_settings(_env(tmp_path))
+    files = LakeFiles(LocalLake(tmp_path / "lake"), lending_contract("transactions"))
+    files.write(range(0, 10))
+    shutdown = Shutdown()
+    errors: list[BaseException] = []
+    broken = threading.Event()
+
+    def before_commit() -> None:
+        if broken.is_set():
+            raise RuntimeError("a defect in the loader")
+
+    def run() -> None:
+        try:
+            run_loader(settings, shutdown, once=False, before_commit=before_commit)
+        except BaseException as exc:
+            errors.append(exc)
+
+    loader = threading.Thread(target=run, daemon=True)
+    with capture_logs() as logs:
+        loader.start()
+        deadline = time.monotonic() + 120
+        while not [e for e in logs if e["event"] == "transform.run"]:
+            assert loader.is_alive(), errors
+            assert time.monotonic() < deadline, "the first transform run did not end"
+            time.sleep(0.2)
+        broken.set()
+        files.write(range(10, 20))  # the next batch fails before its commit
+        loader.join(timeout=60)
+    assert not loader.is_alive(), "the process waits for ever on the transform thread"
+    assert [str(e) for e in errors] == ["a defect in the loader"]
+    assert shutdown.requested
+
+
 def test_a_parsed_manifest_is_kept_until_a_file_of_the_project_changes(tmp_path: Path) -> None:
     settings = load_settings(_env(tmp_path))
     dbt = dbt_for(settings)
