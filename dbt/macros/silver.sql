@@ -67,6 +67,38 @@
 {%- endmacro %}
 
 
+{#- The unconstrained NUMERIC columns of the key: bronze may spell one value several ways (DuckDB holds it
+    as text with 38 decimals), silver holds its exact form (`_silver_value`). -#}
+{% macro _silver_spelled_keys(table) -%}
+    {{ return(table.columns | selectattr('semantic', 'equalto', 'variable_decimal')
+              | selectattr('name', 'in', table.primary_key) | list) }}
+{%- endmacro %}
+
+
+{#- CTE `bronze_keyed`, when the key has such a column: bronze with its key in silver's form, so every
+    comparison of keys (bronze with bronze, bronze with silver, in full builds and incremental runs alike)
+    sees one spelling of a value. Nothing otherwise. -#}
+{% macro _silver_keyed_bronze(table, src) -%}
+    {%- set spelled = _silver_spelled_keys(table) -%}
+    {%- if spelled %}
+    bronze_keyed as (
+        select * replace (
+            {%- for column in spelled %}
+            {{ _silver_value(column, 'b') }} as {{ adapter.quote(column.name) }}{{ ',' if not loop.last }}
+            {%- endfor %}
+        )
+        from {{ src }} as b
+    ),
+    {%- endif %}
+{%- endmacro %}
+
+
+{#- What the model reads bronze as: `bronze_keyed` when there is one, else bronze itself. -#}
+{% macro _silver_bronze(table, src) -%}
+    {{ return('bronze_keyed' if _silver_spelled_keys(table) else src) }}
+{%- endmacro %}
+
+
 {#- The column as silver holds it (an unconstrained NUMERIC in the warehouse's exact form). -#}
 {% macro _silver_value(column, alias) -%}
     {%- set ref = alias ~ '.' ~ adapter.quote(column.name) -%}
@@ -244,8 +276,10 @@
 {#- silver.<table>: the current state. -#}
 {% macro silver_current(table) -%}
     {{- _silver_check(table) -}}
-    {%- set src = source('bronze', table.source) -%}
+    {%- set bronze = source('bronze', table.source) -%}
+    {%- set src = _silver_bronze(table, bronze) -%}
 with
+    {{- _silver_keyed_bronze(table, bronze) }}
     {%- if is_incremental() %}
     {{ _silver_changed_keys(table, src, open_only=false) }}
     {%- endif %}
@@ -305,8 +339,10 @@ where n._op != 'd'
     names (services/common/contracts/reserved.py). -#}
 {% macro silver_history(table) -%}
     {{- _silver_check(table) -}}
-    {%- set src = source('bronze', table.source) -%}
+    {%- set bronze = source('bronze', table.source) -%}
+    {%- set src = _silver_bronze(table, bronze) -%}
 with
+    {{- _silver_keyed_bronze(table, bronze) }}
     {%- if is_incremental() %}
     {{ _silver_changed_keys(table, src, open_only=true) }}
     {%- endif %}

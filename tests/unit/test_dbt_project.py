@@ -367,6 +367,60 @@ GADGETS = TableContract(
 )
 
 
+LEDGER = TableContract(
+    "lending",
+    "ledger_entries",
+    (Column("entry_id", "variable_decimal", "numeric", nullable=False), Column("label", "string", "text")),
+    ("entry_id",),
+)
+
+
+def test_a_key_of_unconstrained_numeric_is_one_key_across_full_and_incremental_runs(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Bronze on DuckDB spells an unconstrained NUMERIC with 38 decimals, silver in its exact form: an update, a
+    delete and a truncate after the first build must find the row that build wrote, not add a second one."""
+    contracts_dir = tmp_path / "schemas"
+    for contract in [*load_contracts(repo_root() / "schemas"), LEDGER]:
+        write_contract(contracts_dir, contract)
+    env |= {"CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts_dir)}
+    settings = load_settings(env)
+    warehouse = settings.duckdb_path()
+    DuckDBWarehouse(warehouse).ensure_bronze(LEDGER)
+    one_and_a_half, two = "1.50000000000000000000000000000000000000", "2.00000000000000000000000000000000000000"
+
+    def change(entry_id: str | None, label: str | None, op: str, lsn: int) -> None:
+        with duckdb.connect(str(warehouse)) as conn:
+            conn.execute(
+                "insert into bronze.lending__ledger_entries (entry_id, label, _op, _source_lsn, _unavailable_columns,"
+                " _kafka_offset, _source_ts, _loaded_at, _ingested_at, _is_snapshot, _kafka_topic, _kafka_partition)"
+                " values (?, ?, ?, ?, [], ?, now(), now(), now(), false, 'cdcflow.lending.ledger_entries', 0)",
+                [entry_id, label, op, lsn, lsn],
+            )
+
+    def build() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        models = ["ledger_entries", "ledger_entries_history"]
+        assert run_transform(settings, Shutdown(), once=True, select=models, registry=CollectorRegistry()) == 0
+        current = query(warehouse, "select entry_id, label from silver.ledger_entries order by 1")
+        history = query(
+            warehouse, "select entry_id, label, is_current from silver.ledger_entries_history order by _source_lsn"
+        )
+        return current, history
+
+    change(one_and_a_half, "a", "c", 10)
+    change(two, "x", "c", 11)
+    assert build()[0] == [("1.5", "a"), ("2", "x")]  # the first build: a full one
+    change(one_and_a_half, "b", "u", 20)
+    assert build() == (
+        [("1.5", "b"), ("2", "x")],
+        [("1.5", "a", False), ("2", "x", True), ("1.5", "b", True)],
+    )
+    change(one_and_a_half, None, "d", 30)
+    assert build() == ([("2", "x")], [("1.5", "a", False), ("2", "x", True), ("1.5", "b", False)])
+    change(None, None, "t", 40)
+    assert build() == ([], [("1.5", "a", False), ("2", "x", False), ("1.5", "b", False)])
+
+
 def test_a_new_table_gets_silver_and_verify_with_no_sql_written(env: dict[str, str], tmp_path: Path) -> None:
     """Onboarding without PostgreSQL: a contract with an enum, an array, bytea, an unconstrained NUMERIC and
     a domain; its silver is generated, built and compared by verify's canonical values."""

@@ -18,7 +18,11 @@
     flight and left out, and while a truncate is in flight nothing is compared; once loads stop, every key
     is. -#}
 {% test cdcflow_silver_matches_bronze(model, source_table, primary_key, columns) %}
-{%- set src = source('bronze', source_table) -%}
+{%- set bronze = source('bronze', source_table) -%}
+{#- an unconstrained NUMERIC key is compared in silver's exact form: bronze may spell one value several ways -#}
+{%- set spelled = columns | selectattr('semantic', 'equalto', 'variable_decimal')
+                          | selectattr('name', 'in', primary_key) | list -%}
+{%- set src = 'bronze_keyed' if spelled else bronze -%}
 {%- set keys -%}
     {%- for key in primary_key -%}{{ adapter.quote(key) }}{{ ', ' if not loop.last }}{%- endfor -%}
 {%- endset -%}
@@ -33,7 +37,20 @@
     {%- endfor -%}
 {%- endset %}
 
-with watermark as (
+with
+{%- if spelled %}
+bronze_keyed as (
+    select * replace (
+        {%- for column in spelled %}
+        {{ cdcflow.variable_decimal('b.' ~ adapter.quote(column.name)) }} as {{ adapter.quote(column.name) }}
+        {{- ',' if not loop.last }}
+        {%- endfor %}
+    )
+    from {{ bronze }} as b
+),
+{%- endif %}
+
+watermark as (
     select max(_loaded_at) as loaded_at from {{ model }}
 ),
 
