@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from services.common.settings import MONITOR_PROBES
 from tests.fixtures.deploy import (
     CHECKOUT,
     OVERLAYS,
@@ -79,6 +80,19 @@ def test_the_transform_runs_where_its_warehouse_lets_it(overlay: str) -> None:
     assert (beside, len(jobs)) == expected, settings.warehouse.backend
     if beside:  # dbt's working copy in the pod's writable state folder (the root file system is read-only)
         assert settings.transform.work_dir.startswith("/var/lib/cdcflow/")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_monitor_runs_every_probe_the_alert_rules_read(overlay: str) -> None:
+    """A probe left out exports nothing (its alerts can never fire) or leaves its gauges at 0 (the transform's
+    alerts would fire for ever). Only the warehouse probe needs a warehouse the monitor's pod can reach: a
+    DuckDB file is the loader's alone."""
+    objects = render(overlay)
+    (monitor,) = [o for o in objects if (o["kind"], o["metadata"]["name"]) == ("Deployment", "cdcflow-monitor")]
+    (container,) = containers(monitor)
+    settings = settings_of(container_env(container, objects))
+    unreachable = {"warehouse"} if settings.warehouse.backend == "duckdb" else set()
+    assert sorted(settings.monitor.probes) == sorted(set(MONITOR_PROBES) - unreachable)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -155,9 +169,8 @@ def test_the_scrape_jobs_are_those_the_alert_rules_name(overlay: str) -> None:
         if obj["kind"] in ("ServiceMonitor", "PodMonitor"):
             endpoints = obj["spec"].get("endpoints", []) + obj["spec"].get("podMetricsEndpoints", [])
             jobs |= {r["replacement"] for e in endpoints for r in e.get("relabelings", []) if r["targetLabel"] == "job"}
-    # The transform is a CronJob here: between runs there is nothing to scrape, and its work dir (which the
-    # monitor reads locally) is gone with its pod. Its runs show in the Jobs' status only; the alert rules'
-    # transform alerts do not cover Kubernetes yet.
+    # The transform is a CronJob here (or runs in the loader's process): between runs there is nothing to
+    # scrape; the monitor's transform probe reads its runs from the lake.
     assert jobs == (named - {"transform"}) | {"enricher"}  # no rule names the enricher's job yet
 
 
