@@ -22,7 +22,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ __all__ = [
     "Snapshot",
     "add_table",
     "captured",
+    "check_window_guard",
     "in_order",
     "signal_id",
     "snapshot_status",
@@ -107,9 +108,16 @@ def _config(settings: Settings, name: str) -> dict[str, str]:
     return load_connector(settings.stack.connect_dir, name)
 
 
-def signal_id(tables: Sequence[str], where: str | None, *, again: bool = False) -> str:
-    """The id of an execute-snapshot request: the same tables and condition give the same id."""
-    request = json.dumps({"tables": sorted(set(tables)), "where": where or ""}, sort_keys=True)
+def signal_id(
+    tables: Sequence[str], where: str | None, *, oids: Mapping[str, int] | None = None, again: bool = False
+) -> str:
+    """The id of an execute-snapshot request: the same tables and condition give the same id. ``oids``, each
+    table's identity in PostgreSQL: a table dropped and created again under its name is another table, whose
+    rows a request sent for the old one never read."""
+    request = json.dumps(
+        {"tables": sorted(set(tables)), "where": where or "", **({"oids": dict(sorted(oids.items()))} if oids else {})},
+        sort_keys=True,
+    )
     if again:
         request += f"#{time.time_ns()}"
     return "backfill-" + hashlib.sha256(request.encode()).hexdigest()[:32]
@@ -166,6 +174,17 @@ def _check_visible(signal: SignalTarget, tables: Sequence[str]) -> None:
         raise StackError("; ".join(hidden) + ". Nothing was sent")
 
 
+def check_window_guard(signal: SignalTarget) -> None:
+    """Refuse a snapshot the window guard would not keep from undoing streamed changes: once sent, it cannot be
+    taken back, and what it undoes is silent (silver shows a row's older state)."""
+    problem = window_guard_problem(signal)
+    if problem:
+        raise StackError(
+            f"{problem} Nothing was sent; --unguarded sends it anyway (on a source where no commit can be in"
+            " flight while a chunk is read, e.g. one whose writes are stopped)."
+        )
+
+
 def window_guard_problem(signal: SignalTarget) -> str | None:
     """What keeps the source's snapshot window guard (``capture.sql``'s trigger on the signal table) from holding
     a chunk's window until the commits streamed before it are visible; None when nothing does. Without the
@@ -202,21 +221,47 @@ def window_guard_problem(signal: SignalTarget) -> str | None:
 
 
 def start_snapshot(
-    signal: SignalTarget, tables: Sequence[str], where: str | None = None, *, again: bool = False
+    signal: SignalTarget,
+    tables: Sequence[str],
+    where: str | None = None,
+    *,
+    again: bool = False,
+    unguarded: bool = False,
 ) -> tuple[str, bool]:
     """Ask for an incremental snapshot of ``tables`` (rows matching ``where``); (signal id, newly sent).
 
-    False when the same request was sent before: its snapshot ran or runs, none is added.
+    False when the same request was sent before: its snapshot ran or runs, none is added. Refused while the
+    source's snapshot window guard does not hold (:func:`check_window_guard`), unless ``unguarded``.
     """
     _check_tables(signal, tables)
     _check_keys(signal, tables)
     _check_visible(signal, tables)
+    if not unguarded:
+        check_window_guard(signal)
     data: dict[str, Any] = {"data-collections": list(tables), "type": "INCREMENTAL"}
     conditions = _conditions(signal, tables, where)
     if conditions:
         data["additional-conditions"] = [{"data-collection": t, "filter": f} for t, f in conditions.items()]
-    sid = signal_id(tables, where, again=again)
+    sid = signal_id(tables, where, oids=_oids(signal, tables), again=again)
     return sid, _insert(signal, sid, "execute-snapshot", data)
+
+
+def _oids(signal: SignalTarget, tables: Sequence[str]) -> dict[str, int]:
+    """Each table's oid; a table that does not exist has none."""
+    try:
+        with psycopg.connect(signal.dsn, autocommit=True, connect_timeout=10) as conn:
+            return {
+                table: int(row[0])
+                for table in tables
+                if (row := conn.execute("select to_regclass(%s)::oid", (_regclass(table),)).fetchone()) and row[0]
+            }
+    except psycopg.Error as exc:
+        raise StackError(f"cannot read the tables' identities in the source database: {exc}") from None
+
+
+def _regclass(table: str) -> str:
+    schema, name = table.split(".", 1)
+    return f"{quote_name(schema)}.{quote_name(name)}"
 
 
 def _conditions(signal: SignalTarget, tables: Sequence[str], where: str | None) -> dict[str, str]:
@@ -229,9 +274,7 @@ def _conditions(signal: SignalTarget, tables: Sequence[str], where: str | None) 
         parents = set(inheritance_parents(signal.dsn, timeout_s=10))
     conditions = {}
     for table in tables:
-        schema, name = table.split(".", 1)
-        relation = f"{quote_name(schema)}.{quote_name(name)}"
-        own = f"tableoid = {quote_string(relation)}::regclass" if table in parents else ""
+        own = f"tableoid = {quote_string(_regclass(table))}::regclass" if table in parents else ""
         if where and own:
             conditions[table] = f"({where}) and {own}"
         elif where or own:
@@ -430,7 +473,9 @@ def in_order(notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- a table more to capture: `cdcflow source add-table` ----------------------------------------------------
 
 
-def add_table(settings: Settings, table: str, source: str | None = None, *, timeout_s: float = 120.0) -> list[str]:
+def add_table(
+    settings: Settings, table: str, source: str | None = None, *, timeout_s: float = 120.0, unguarded: bool = False
+) -> list[str]:
     """Capture ``table`` too, without restarting Connect, and snapshot its existing rows; what was done.
 
     Nothing changes unless the writer could take the table and publishing it keeps its UPDATE and DELETE
@@ -447,6 +492,8 @@ def add_table(settings: Settings, table: str, source: str | None = None, *, time
         raise StackError(f"add-table takes a schema.table name, not {table!r}")
     signal = target(settings, source)
     _check_capturable(signal, table, settings)
+    if not unguarded:  # before anything changes: its snapshot would be refused after the connector changed
+        check_window_guard(signal)
     raw = _config(settings, signal.connector)
     done = []
     changes: dict[str, str] = {}
@@ -468,7 +515,7 @@ def add_table(settings: Settings, table: str, source: str | None = None, *, time
         # created it is unknown, and Debezium ends a snapshot of an unknown table at once, COMPLETED, no row read.
         worker.restart(signal.connector, timeout_s)
         done.append(f"connector {signal.connector}'s task restarted to learn {table}")
-    sid, sent = start_snapshot(target(settings, source), [table])
+    sid, sent = start_snapshot(target(settings, source), [table], unguarded=unguarded)
     done.append(f"incremental snapshot {sid} {'requested' if sent else 'already requested'}")
     return done
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from services.common.contracts import TableContract
     from services.common.settings import Settings
 
-__all__ = ["backfill_app"]
+__all__ = ["Unguarded", "backfill_app"]
 
 backfill_app = typer.Typer(
     help="Backfills: Debezium incremental snapshots of captured tables, without restarting anything.",
@@ -24,6 +24,14 @@ backfill_app = typer.Typer(
 console = Console()
 Source = Annotated[
     str | None, typer.Option("--source", help="Another source's connector name (default: the primary source).")
+]
+Unguarded = Annotated[
+    bool,
+    typer.Option(
+        "--unguarded",
+        help="Send the snapshot although the source lacks a working snapshot window guard (capture.sql): only "
+        "where no commit can be in flight while a chunk is read.",
+    ),
 ]
 
 
@@ -35,17 +43,18 @@ def start(
     ] = None,
     source: Source = None,
     again: Annotated[bool, typer.Option("--again", help="Run it even when the same request was sent before.")] = False,
+    unguarded: Unguarded = False,
 ) -> None:
     """Snapshot tables' existing rows into their topics while changes keep streaming; the same request sent
-    twice runs one snapshot (its id is derived from the tables and --where)."""
+    twice runs one snapshot (its id is derived from the tables, their identities and --where)."""
     from services.cli import _settings
     from services.stack.backfill import start_snapshot, target, window_guard_problem
 
     signal = target(_settings(), source)
-    sid, sent = start_snapshot(signal, tables, where, again=again)
-    problem = window_guard_problem(signal)
+    sid, sent = start_snapshot(signal, tables, where, again=again, unguarded=unguarded)
+    problem = window_guard_problem(signal) if unguarded else None
     if problem:
-        console.print(f"[yellow]warning:[/] {problem}")
+        console.print(f"[yellow]warning:[/] sent without the window guard: {problem}")
     if sent:
         console.print(f"[green]requested[/] incremental snapshot {sid} of {', '.join(tables)} ({signal.connector})")
     else:

@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from services.stack.backfill_cli import Unguarded
+
 __all__ = ["source_app"]
 
 source_app = typer.Typer(
@@ -90,11 +92,12 @@ def add_table(
     source: Annotated[
         str | None, typer.Option("--source", help="The source's connector name (default: the primary source).")
     ] = None,
+    unguarded: Unguarded = False,
 ) -> None:
     """Capture one more table without restarting Connect: include list, publication, connector config (its task
     restarts), then an incremental snapshot of its existing rows (`cdcflow backfill status` follows it)."""
     from services.cli import _settings
     from services.stack.backfill import add_table as capture
 
-    for step in capture(_settings(), table, source):
+    for step in capture(_settings(), table, source, unguarded=unguarded):
         console.print(step)

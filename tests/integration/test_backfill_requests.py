@@ -1,9 +1,9 @@
 """``cdcflow backfill start`` refuses what Debezium would report as a completed snapshot of no row: a table the
-source database does not hold, and one without a primary key (nothing reaches the signal table); and it warns
-when the source's signal table lacks capture.sql's snapshot window guard, or the guard cannot see other roles'
-sessions. The guard itself: a statement running for a minute holds it no longer than its bound, and a commit
-streamed but not yet visible (a COMMIT or a COMMIT PREPARED waiting for a synchronous standby) holds it until
-the commit is visible, whatever role asks for the window."""
+source database does not hold, and one without a primary key (nothing reaches the signal table); and, unless
+sent ``--unguarded``, one while the source's signal table lacks capture.sql's snapshot window guard, or the
+guard cannot see other roles' sessions. The guard itself: a statement running for a minute holds it no longer
+than its bound, and a commit streamed but not yet visible (a COMMIT or a COMMIT PREPARED waiting for a
+synchronous standby) holds it until the commit is visible, whatever role asks for the window."""
 
 from __future__ import annotations
 
@@ -103,10 +103,20 @@ def unguarded(stack: Stack, pg: psycopg.Connection[tuple[object, ...]]) -> Itera
         pg.execute(capture_sql().encode())
 
 
-def test_a_backfill_warns_when_the_source_lacks_the_window_guard(unguarded: None) -> None:
-    done = _start("lending.customers", "--where", "1 = 0", "--again")  # reads nothing
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "no snapshot window guard" in " ".join(done.stdout.split())  # as rich wraps it
+def test_a_backfill_is_refused_without_the_window_guard_unless_sent_unguarded(
+    unguarded: None, pg: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    before = _signals(pg)
+    refused = _start("lending.customers", "--where", "1 = 0", "--again")  # would read nothing
+    assert refused.returncode != 0, refused.stdout
+    said = " ".join(refused.stderr.split())  # as rich wraps it
+    assert "no snapshot window guard" in said
+    assert "Nothing was sent; --unguarded sends it anyway" in said
+    assert _signals(pg) == before
+    sent = _start("lending.customers", "--where", "1 = 0", "--again", "--unguarded")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "sent without the window guard" in " ".join(sent.stdout.split())
+    assert _signals(pg) == int(before) + 1  # type: ignore[call-overload]
 
 
 def test_a_guarded_source_backfills_without_a_warning(stack: Stack) -> None:
@@ -230,12 +240,12 @@ def test_a_commit_streamed_but_not_visible_holds_a_window_whatever_role_asks(
     assert held < RELEASE_AFTER_S + 10
 
 
-def test_a_backfill_warns_when_the_guard_cannot_see_other_roles(
+def test_a_backfill_is_refused_when_the_guard_cannot_see_other_roles(
     plain_role: Settings, pg: psycopg.Connection[tuple[object, ...]]
 ) -> None:
     pg.execute(f"alter function cdcflow.{WINDOW_GUARD}() owner to {plain_role.postgres.user}".encode())
     done = _start("lending.customers", "--where", "1 = 0", "--again")
-    assert done.returncode == 0, done.stdout + done.stderr
-    said = " ".join(done.stdout.split())
+    assert done.returncode != 0, done.stdout
+    said = " ".join(done.stderr.split())
     assert f"runs as {plain_role.postgres.user}, which cannot see other roles' sessions" in said
     assert f"Grant pg_read_all_stats to {plain_role.postgres.user}" in said

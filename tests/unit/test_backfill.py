@@ -24,6 +24,15 @@ def test_the_same_request_gives_the_same_signal_id_and_again_a_new_one() -> None
     assert first != signal_id(["lending.other", "lending.extra"], "id > 6")
     assert first != signal_id(["lending.extra"], "id > 5")
     assert first != signal_id(["lending.extra", "lending.other"], "id > 5", again=True)
+
+
+def test_a_table_created_again_under_its_name_gets_a_new_signal_id() -> None:
+    """`source add-table` of a table dropped and created again must snapshot the new table's rows."""
+    first = signal_id(["lending.extra"], None, oids={"lending.extra": 16_384})
+    assert first == signal_id(["lending.extra"], None, oids={"lending.extra": 16_384})
+    assert first != signal_id(["lending.extra"], None, oids={"lending.extra": 16_990})
+    both = signal_id(["lending.a", "lending.b"], None, oids={"lending.a": 1, "lending.b": 2})
+    assert both == signal_id(["lending.b", "lending.a"], None, oids={"lending.b": 2, "lending.a": 1})
     assert len(first) <= 64  # the signal table's id column
 
 
