@@ -33,8 +33,9 @@
     - Deletes: a key whose newest version is 'd' is not live; in history a delete closes the version before.
 
     Incremental runs read only the keys with bronze rows loaded after silver's newest `_loaded_at` (or every
-    key silver holds when such rows include a truncate) and recompute those keys from all their bronze
-    versions, so versions that arrive late or out of order land correctly. -#}
+    key silver holds when such rows include a truncate, and every key when the contract has a column silver
+    does not hold yet) and recompute those keys from all their bronze versions, so versions that arrive late
+    or out of order land correctly. -#}
 
 {% macro _silver_check(table) -%}
     {%- if not table.primary_key -%}
@@ -113,8 +114,19 @@
 {#- CTEs `watermark`, `fresh` and `changed_keys` of an incremental run. `open_only`: on a truncate, only the
     keys whose newest silver row is still open (history) need another look. -#}
 {% macro _silver_changed_keys(table, src, open_only) -%}
+    {#- A column silver does not hold yet (the contract gained it): rows loaded before this run may carry it
+        already, loaded while a run built from the older contract passed them, so every key is read again. -#}
+    {#- `this` is text in a dbt unit test: a stand-in for the table, holding every column -#}
+    {%- set held = [] if this is string else
+                   adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
+    {%- set new_columns = table.columns | map(attribute='name') | map('lower') | reject('in', held) | list
+                          if held else [] %}
     watermark as (
+        {%- if new_columns %}
+        select cast(null as timestamp) as loaded_at
+        {%- else %}
         select max(_loaded_at) as loaded_at from {{ this }}
+        {%- endif %}
     ),
 
     fresh as (

@@ -421,6 +421,50 @@ def test_a_key_of_unconstrained_numeric_is_one_key_across_full_and_incremental_r
     assert build() == ([], [("1.5", "a", False), ("2", "x", False), ("1.5", "b", False)])
 
 
+def test_a_column_loaded_before_silver_knew_of_it_is_filled_once_it_does(env: dict[str, str], tmp_path: Path) -> None:
+    """The loader adds a column to bronze and loads rows carrying it while a run built from the older contract
+    passes them (its watermark goes past them); the next run, from the new contract, adds the column to silver
+    and must fill it for those rows too, not only for rows loaded after it."""
+    contracts_dir = tmp_path / "schemas"
+    for contract in [*load_contracts(repo_root() / "schemas"), LEDGER]:
+        write_contract(contracts_dir, contract)
+    env |= {"CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts_dir)}
+    settings = load_settings(env)
+    warehouse = settings.duckdb_path()
+    evolved = dataclasses.replace(LEDGER, columns=(*LEDGER.columns, Column("memo", "string", "text")), version=2)
+    DuckDBWarehouse(warehouse).ensure_bronze(LEDGER)
+    models = ["ledger_entries", "ledger_entries_history"]
+
+    def build() -> None:
+        assert run_transform(settings, Shutdown(), once=True, select=models, registry=CollectorRegistry()) == 0
+
+    def change(entry_id: str, memo: str | None, op: str, lsn: int) -> None:
+        with duckdb.connect(str(warehouse)) as conn:
+            conn.execute(
+                "insert into bronze.lending__ledger_entries (entry_id, label, memo, _op, _source_lsn,"
+                " _unavailable_columns, _kafka_offset, _source_ts, _loaded_at, _ingested_at, _is_snapshot,"
+                " _kafka_topic, _kafka_partition) values (?, 'l', ?, ?, ?, [], ?, now(), now(), now(), false,"
+                " 'cdcflow.lending.ledger_entries', 0)",
+                [entry_id, memo, op, lsn, lsn],
+            )
+
+    build()  # silver of the first contract, empty
+    DuckDBWarehouse(warehouse).ensure_bronze(evolved)  # the loader takes the new version first
+    change("1", "paid", "c", 10)
+    build()  # still from the first contract: the row reaches silver without its memo
+    write_contract(contracts_dir, evolved)
+    change("2", "due", "c", 20)
+    build()
+    assert query(warehouse, "select entry_id, memo from silver.ledger_entries order by 1") == [
+        ("1", "paid"),
+        ("2", "due"),
+    ]
+    assert query(warehouse, "select entry_id, memo from silver.ledger_entries_history order by 1") == [
+        ("1", "paid"),
+        ("2", "due"),
+    ]
+
+
 def test_a_new_table_gets_silver_and_verify_with_no_sql_written(env: dict[str, str], tmp_path: Path) -> None:
     """Onboarding without PostgreSQL: a contract with an enum, an array, bytea, an unconstrained NUMERIC and
     a domain; its silver is generated, built and compared by verify's canonical values."""
