@@ -329,12 +329,19 @@ class DlqPublisher:
 class _DlqIndex:
     """The source offsets the DLQ holds, by source partition, read incrementally: each DLQ partition is read
     from where the last look stopped up to its end now, by one consumer that joins no group and commits
-    nothing. It holds an int per DLQ record still retained, minus those below a committed offset."""
+    nothing. It holds an int per DLQ record still retained, minus those below a committed offset.
 
-    def __init__(self, settings: KafkaSettings, topic: str, timeout_s: float) -> None:
+    A look reads for at most ``read_budget_s`` (``timeout_s`` by default) and keeps what it read: a DLQ
+    partition too large to read in one look is read over several (the publish that asked fails as a transient
+    error and is retried), never again from its start."""
+
+    def __init__(
+        self, settings: KafkaSettings, topic: str, timeout_s: float, *, read_budget_s: float | None = None
+    ) -> None:
         self._settings = settings
         self._topic = topic
         self._timeout_s = timeout_s
+        self._read_budget_s = timeout_s if read_budget_s is None else read_budget_s
         self._reader: Consumer | None = None
         self._read_to: dict[int, int] = {}  # per DLQ partition: the next offset to read
         self._sources: dict[tuple[str, int], set[int]] = {}
@@ -375,11 +382,9 @@ class _DlqIndex:
         """Index the records ``start..high-1`` of the assigned partition. It runs on the writer's poll loop: every
         call asks for exactly what is left, so it returns as soon as that has arrived."""
         assert self._reader is not None
-        deadline = time.monotonic() + self._timeout_s
+        deadline = time.monotonic() + self._read_budget_s
         next_offset = start
         while next_offset < high:
-            if time.monotonic() > deadline:
-                raise KafkaException(f"reading {self._topic} up to offset {high} took over {self._timeout_s:g}s")
             batch = self._reader.consume(min(high - next_offset, 1_000), timeout=0.5)
             if not batch:  # offsets with no record (a gap) end before ``high`` too: the position says where it is
                 (position,) = self._reader.position([TopicPartition(self._topic, partition)])
@@ -392,3 +397,9 @@ class _DlqIndex:
                 if source is not None:
                     self._sources.setdefault(source[:2], set()).add(source[2])
                 next_offset = int(message.offset() or 0) + 1
+            self._read_to[partition] = next_offset  # what lies below is indexed: a look cut short resumes here
+            if next_offset < high and time.monotonic() > deadline:
+                raise KafkaException(
+                    f"reading {self._topic}[{partition}] up to offset {high} took over {self._read_budget_s:g}s"
+                    f" (read to {next_offset}; the next look goes on from there)"
+                )
