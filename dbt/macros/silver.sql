@@ -277,6 +277,9 @@
             lead(_order_lsn) over (
                 partition by {{ key_list }} order by {{ _silver_order() }}
             ) as _next_lsn,
+            lead(_source_lsn) over (
+                partition by {{ key_list }} order by {{ _silver_order() }}
+            ) as _next_source_lsn,
             lead(_source_ts) over (
                 partition by {{ key_list }} order by {{ _silver_order() }}
             ) as _next_ts
@@ -392,11 +395,14 @@ with
         left join truncates as t on t._truncate_lsn = x._truncate_lsn
     )
 
+{#- A version sent again (the connector restarted before its offsets were stored: the same LSN, a later
+    offset) is one version: its last copy stands for it. An earlier copy a previous run wrote is deleted
+    (`_op` 'x', the history models' delete op); a full build leaves it out. -#}
 select
     {%- for column in table.columns %}
     {{ _silver_value(column, 'v') }} as {{ adapter.quote(column.name) }},
     {%- endfor %}
-    v._op,
+    case when v._source_lsn = v._next_source_lsn then 'x' else v._op end as _op,
     v._source_ts,
     v._source_lsn,
     v._kafka_partition,
@@ -407,4 +413,7 @@ select
     v._valid_to is null as {{ adapter.quote(table.period.current) }}
 from validity as v
 where v._op != 'd'
+{%- if not is_incremental() %}
+  and v._source_lsn is distinct from v._next_source_lsn
+{%- endif %}
 {%- endmacro %}

@@ -53,6 +53,8 @@ SILVER_DIR = "models/silver"
 SILVER_YAML = f"{SILVER_DIR}/_models.yml"
 SOURCE_NAME = "bronze"
 DELETE_OPS = ("d", "t")
+COPY_OP = "x"
+"""What a history model's batch says of an earlier copy of a version sent again: delete it (macros/silver.sql)."""
 VERSION_ID = ("_kafka_partition", "_kafka_offset")
 _HISTORY_SUFFIX = "_history"
 
@@ -209,7 +211,7 @@ def render_current(contract: TableContract) -> str:
 
 def render_history(contract: TableContract) -> str:
     key = [*contract.primary_key, *VERSION_ID]
-    meta = {"cdcflow_contract": contract.full_name}
+    meta = {"cdcflow_contract": contract.full_name, "cdcflow_delete_ops": [COPY_OP]}
     return (
         _header(contract)
         + f"{{{{ config(unique_key={json.dumps(key)}, meta={json.dumps(meta)}) }}}}\n"

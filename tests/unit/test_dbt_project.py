@@ -421,6 +421,49 @@ def test_a_key_of_unconstrained_numeric_is_one_key_across_full_and_incremental_r
     assert build() == ([], [("1.5", "a", False), ("2", "x", False), ("1.5", "b", False)])
 
 
+def test_a_version_sent_again_is_one_version_in_history(env: dict[str, str], tmp_path: Path) -> None:
+    """After a connector restart Debezium sends changes again (the same LSN, later offsets): history keeps one
+    row per version, whether the copy arrives in the same run (a full build) or a later one."""
+    contracts_dir = tmp_path / "schemas"
+    for contract in [*load_contracts(repo_root() / "schemas"), LEDGER]:
+        write_contract(contracts_dir, contract)
+    env |= {"CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts_dir)}
+    settings = load_settings(env)
+    warehouse = settings.duckdb_path()
+    DuckDBWarehouse(warehouse).ensure_bronze(LEDGER)
+
+    def change(entry_id: str, label: str, op: str, lsn: int, offset: int) -> None:
+        with duckdb.connect(str(warehouse)) as conn:
+            conn.execute(
+                "insert into bronze.lending__ledger_entries (entry_id, label, _op, _source_lsn, _unavailable_columns,"
+                " _kafka_offset, _source_ts, _loaded_at, _ingested_at, _is_snapshot, _kafka_topic, _kafka_partition)"
+                " values (?, ?, ?, ?, [], ?, timestamp '2026-12-01' + to_seconds(?), now(), now(), false,"
+                " 'cdcflow.lending.ledger_entries', 0)",
+                [entry_id, label, op, lsn, offset, lsn],
+            )
+
+    def history(full_refresh: bool = False) -> list[tuple[Any, ...]]:
+        models = ["ledger_entries", "ledger_entries_history"]
+        code = run_transform(
+            settings, Shutdown(), once=True, select=models, full_refresh=full_refresh, registry=CollectorRegistry()
+        )
+        assert code == 0
+        return query(
+            warehouse,
+            "select entry_id, label, _kafka_offset, is_current from silver.ledger_entries_history order by 1, 3",
+        )
+
+    change("1", "a", "c", 10, 0)
+    change("1", "b", "u", 20, 1)
+    assert history() == [("1", "a", 0, False), ("1", "b", 1, True)]
+    change("1", "b", "u", 20, 2)  # sent again, with the next change after it
+    change("1", "c", "u", 30, 3)
+    change("1", "c", "u", 30, 4)
+    expected = [("1", "a", 0, False), ("1", "b", 2, False), ("1", "c", 4, True)]
+    assert history() == expected  # incremental: the earlier copy written before is gone
+    assert history(full_refresh=True) == expected
+
+
 def test_a_column_loaded_before_silver_knew_of_it_is_filled_once_it_does(env: dict[str, str], tmp_path: Path) -> None:
     """The loader adds a column to bronze and loads rows carrying it while a run built from the older contract
     passes them (its watermark goes past them); the next run, from the new contract, adds the column to silver

@@ -65,7 +65,7 @@ def test_every_contract_gets_a_current_and_a_history_model_and_a_source() -> Non
     history = files["models/silver/branches_history.sql"]
     assert '{{ config(unique_key=["account_id", "region", "_kafka_partition", "_kafka_offset"]' in history
     assert "{{ silver_history(" in history
-    assert "cdcflow_delete_ops" not in history  # history never deletes rows
+    assert '"cdcflow_delete_ops": ["x"]' in history  # history deletes only an earlier copy of a version sent again
 
 
 def test_the_yaml_holds_sources_with_freshness_and_the_tests_of_every_key() -> None:
