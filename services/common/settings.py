@@ -319,8 +319,8 @@ class WriterSettings(_Frozen):
     # The note of the offsets being decoded and the quarantined records (the crash-loop guard,
     # services/consumer/quarantine.py). Empty: <stack.state_dir>/writer.
     state_dir: str = ""
-    # A decode of one poll's records that takes longer is a hang: the process ends (SIGALRM) and the next start
-    # quarantines the record responsible. 0: no limit.
+    # A decode of one batch of records that takes longer (decoding alone, not the I/O around it) is a hang: the
+    # process ends (SIGALRM) and the next start quarantines the record responsible. 0: no limit.
     decode_timeout_s: float = Field(default=120.0, ge=0)
 
     @model_validator(mode="after")

@@ -225,9 +225,8 @@ class LakeWriter:
         self._quarantine.refresh()
         assert self._note is not None
         self._note.note(_in_hand(fetched))  # until these are decoded: a crash now is traced to them
-        with self._watchdog.watching():
-            for topic, batch in batches_by_topic(fetched).items():
-                self._ingest(topic, batch, ingested_at_us)
+        for topic, batch in batches_by_topic(fetched).items():
+            self._ingest(topic, batch, ingested_at_us)
         self._note.clear()
 
     def _ingest(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> None:
@@ -336,15 +335,19 @@ class LakeWriter:
         mismatches."""
         decoder = self._router.route(topic).decoder  # the newest: an earlier part of the batch may have evolved it
         assert decoder is not None
-        crash_if_marked(batch.values)
-        raise_if_marked(batch.values)
-        result = decoder.decode(topic, batch, ingested_at_us)
+        # the watchdog times the decoding alone: landing replayed rows, the DLQ and schema evolution do I/O that
+        # may be slow without hanging, and a process ended there would be ended again after every restart
+        with self._watchdog.watching():
+            crash_if_marked(batch.values)
+            raise_if_marked(batch.values)
+            result = decoder.decode(topic, batch, ingested_at_us)
         unknown = result.unknown_columns()
         if unknown and self._evolution is not None and (evolved := self._evolution.evolve(decoder.contract, unknown)):
             self._router.adopt(evolved)
             decoder = self._router.route(topic).decoder
             assert decoder is not None
-            result = decoder.decode(topic, batch, ingested_at_us)
+            with self._watchdog.watching():
+                result = decoder.decode(topic, batch, ingested_at_us)
         if self._type_check is not None and result.failures:
             result.failures = self._type_check.relabel(decoder.contract, result.failures)
         return result
