@@ -19,7 +19,7 @@ def test_a_large_dlq_partition_is_indexed_over_several_looks(stack: Stack, setti
     ensure_topics(settings.kafka, [topic])
     client = producer(settings.kafka, **{"linger.ms": 20})
     for offset in range(RECORDS):
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             ("cdcflow.source.topic", SOURCE.encode()),
             ("cdcflow.source.partition", b"2"),
             ("cdcflow.source.offset", str(offset).encode()),

@@ -24,7 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from services.common.contracts import Column, TableContract, load_contracts, write_contract
-from services.common.settings import load_settings, repo_root
+from services.common.settings import Settings, load_settings, repo_root
 from services.common.signals import Shutdown
 from services.transform.project import materialize
 from services.transform.verify import DuckDBSilver, compare_table
@@ -373,139 +373,105 @@ LEDGER = TableContract(
     (Column("entry_id", "variable_decimal", "numeric", nullable=False), Column("label", "string", "text")),
     ("entry_id",),
 )
+LEDGER_MODELS = ["ledger_entries", "ledger_entries_history"]
 
 
-def test_a_key_of_unconstrained_numeric_is_one_key_across_full_and_incremental_runs(
-    env: dict[str, str], tmp_path: Path
-) -> None:
-    """Bronze on DuckDB spells an unconstrained NUMERIC with 38 decimals, silver in its exact form: an update, a
-    delete and a truncate after the first build must find the row that build wrote, not add a second one."""
+@pytest.fixture
+def ledger(env: dict[str, str], tmp_path: Path) -> Settings:
+    """Settings whose contracts are the repository's and LEDGER's, its bronze table created."""
     contracts_dir = tmp_path / "schemas"
     for contract in [*load_contracts(repo_root() / "schemas"), LEDGER]:
         write_contract(contracts_dir, contract)
-    env |= {"CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts_dir)}
-    settings = load_settings(env)
-    warehouse = settings.duckdb_path()
-    DuckDBWarehouse(warehouse).ensure_bronze(LEDGER)
+    settings = load_settings(env | {"CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts_dir)})
+    DuckDBWarehouse(settings.duckdb_path()).ensure_bronze(LEDGER)
+    return settings
+
+
+def _ledger_change(settings: Settings, op: str, lsn: int, *, offset: int | None = None, **row: str | None) -> None:
+    """One change of a ledger entry in bronze, committed ``lsn`` seconds into 2026-12-01 and loaded now."""
+    names = "".join(f"{name}, " for name in row)
+    with duckdb.connect(str(settings.duckdb_path())) as conn:
+        conn.execute(
+            f"insert into bronze.lending__ledger_entries ({names}_op, _source_lsn, _unavailable_columns,"
+            " _kafka_offset, _source_ts, _loaded_at, _ingested_at, _is_snapshot, _kafka_topic, _kafka_partition)"
+            f" values ({'?, ' * len(row)}?, ?, [], ?, timestamp '2026-12-01' + to_seconds(?), now(),"
+            " now(), false, 'cdcflow.lending.ledger_entries', 0)",
+            [*row.values(), op, lsn, lsn if offset is None else offset, lsn],
+        )
+
+
+def _build(settings: Settings, *, full_refresh: bool = False) -> None:
+    code = run_transform(
+        settings, Shutdown(), once=True, select=LEDGER_MODELS, full_refresh=full_refresh, registry=CollectorRegistry()
+    )
+    assert code == 0
+
+
+def test_a_key_of_unconstrained_numeric_is_one_key_across_full_and_incremental_runs(ledger: Settings) -> None:
+    """Bronze on DuckDB spells an unconstrained NUMERIC with 38 decimals, silver in its exact form: an update, a
+    delete and a truncate after the first build must find the row that build wrote, not add a second one."""
     one_and_a_half, two = "1.50000000000000000000000000000000000000", "2.00000000000000000000000000000000000000"
 
-    def change(entry_id: str | None, label: str | None, op: str, lsn: int) -> None:
-        with duckdb.connect(str(warehouse)) as conn:
-            conn.execute(
-                "insert into bronze.lending__ledger_entries (entry_id, label, _op, _source_lsn, _unavailable_columns,"
-                " _kafka_offset, _source_ts, _loaded_at, _ingested_at, _is_snapshot, _kafka_topic, _kafka_partition)"
-                " values (?, ?, ?, ?, [], ?, now(), now(), now(), false, 'cdcflow.lending.ledger_entries', 0)",
-                [entry_id, label, op, lsn, lsn],
-            )
-
     def build() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        models = ["ledger_entries", "ledger_entries_history"]
-        assert run_transform(settings, Shutdown(), once=True, select=models, registry=CollectorRegistry()) == 0
-        current = query(warehouse, "select entry_id, label from silver.ledger_entries order by 1")
+        _build(ledger)
+        current = query(ledger.duckdb_path(), "select entry_id, label from silver.ledger_entries order by 1")
         history = query(
-            warehouse, "select entry_id, label, is_current from silver.ledger_entries_history order by _source_lsn"
+            ledger.duckdb_path(),
+            "select entry_id, label, is_current from silver.ledger_entries_history order by _source_lsn",
         )
         return current, history
 
-    change(one_and_a_half, "a", "c", 10)
-    change(two, "x", "c", 11)
+    _ledger_change(ledger, "c", 10, entry_id=one_and_a_half, label="a")
+    _ledger_change(ledger, "c", 11, entry_id=two, label="x")
     assert build()[0] == [("1.5", "a"), ("2", "x")]  # the first build: a full one
-    change(one_and_a_half, "b", "u", 20)
+    _ledger_change(ledger, "u", 20, entry_id=one_and_a_half, label="b")
     assert build() == (
         [("1.5", "b"), ("2", "x")],
         [("1.5", "a", False), ("2", "x", True), ("1.5", "b", True)],
     )
-    change(one_and_a_half, None, "d", 30)
+    _ledger_change(ledger, "d", 30, entry_id=one_and_a_half)
     assert build() == ([("2", "x")], [("1.5", "a", False), ("2", "x", True), ("1.5", "b", False)])
-    change(None, None, "t", 40)
+    _ledger_change(ledger, "t", 40)
     assert build() == ([], [("1.5", "a", False), ("2", "x", False), ("1.5", "b", False)])
 
 
-def test_a_version_sent_again_is_one_version_in_history(env: dict[str, str], tmp_path: Path) -> None:
+def test_a_version_sent_again_is_one_version_in_history(ledger: Settings) -> None:
     """After a connector restart Debezium sends changes again (the same LSN, later offsets): history keeps one
     row per version, whether the copy arrives in the same run (a full build) or a later one."""
-    contracts_dir = tmp_path / "schemas"
-    for contract in [*load_contracts(repo_root() / "schemas"), LEDGER]:
-        write_contract(contracts_dir, contract)
-    env |= {"CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts_dir)}
-    settings = load_settings(env)
-    warehouse = settings.duckdb_path()
-    DuckDBWarehouse(warehouse).ensure_bronze(LEDGER)
 
-    def change(entry_id: str, label: str, op: str, lsn: int, offset: int) -> None:
-        with duckdb.connect(str(warehouse)) as conn:
-            conn.execute(
-                "insert into bronze.lending__ledger_entries (entry_id, label, _op, _source_lsn, _unavailable_columns,"
-                " _kafka_offset, _source_ts, _loaded_at, _ingested_at, _is_snapshot, _kafka_topic, _kafka_partition)"
-                " values (?, ?, ?, ?, [], ?, timestamp '2026-12-01' + to_seconds(?), now(), now(), false,"
-                " 'cdcflow.lending.ledger_entries', 0)",
-                [entry_id, label, op, lsn, offset, lsn],
-            )
-
-    def history(full_refresh: bool = False) -> list[tuple[Any, ...]]:
-        models = ["ledger_entries", "ledger_entries_history"]
-        code = run_transform(
-            settings, Shutdown(), once=True, select=models, full_refresh=full_refresh, registry=CollectorRegistry()
-        )
-        assert code == 0
+    def history(*, full_refresh: bool = False) -> list[tuple[Any, ...]]:
+        _build(ledger, full_refresh=full_refresh)
         return query(
-            warehouse,
+            ledger.duckdb_path(),
             "select entry_id, label, _kafka_offset, is_current from silver.ledger_entries_history order by 1, 3",
         )
 
-    change("1", "a", "c", 10, 0)
-    change("1", "b", "u", 20, 1)
+    _ledger_change(ledger, "c", 10, offset=0, entry_id="1", label="a")
+    _ledger_change(ledger, "u", 20, offset=1, entry_id="1", label="b")
     assert history() == [("1", "a", 0, False), ("1", "b", 1, True)]
-    change("1", "b", "u", 20, 2)  # sent again, with the next change after it
-    change("1", "c", "u", 30, 3)
-    change("1", "c", "u", 30, 4)
+    _ledger_change(ledger, "u", 20, offset=2, entry_id="1", label="b")  # sent again, with the next change after it
+    _ledger_change(ledger, "u", 30, offset=3, entry_id="1", label="c")
+    _ledger_change(ledger, "u", 30, offset=4, entry_id="1", label="c")
     expected = [("1", "a", 0, False), ("1", "b", 2, False), ("1", "c", 4, True)]
     assert history() == expected  # incremental: the earlier copy written before is gone
     assert history(full_refresh=True) == expected
 
 
-def test_a_column_loaded_before_silver_knew_of_it_is_filled_once_it_does(env: dict[str, str], tmp_path: Path) -> None:
+def test_a_column_loaded_before_silver_knew_of_it_is_filled_once_it_does(ledger: Settings, tmp_path: Path) -> None:
     """The loader adds a column to bronze and loads rows carrying it while a run built from the older contract
     passes them (its watermark goes past them); the next run, from the new contract, adds the column to silver
     and must fill it for those rows too, not only for rows loaded after it."""
-    contracts_dir = tmp_path / "schemas"
-    for contract in [*load_contracts(repo_root() / "schemas"), LEDGER]:
-        write_contract(contracts_dir, contract)
-    env |= {"CDCFLOW_TRANSFORM__CONTRACTS_DIR": str(contracts_dir)}
-    settings = load_settings(env)
-    warehouse = settings.duckdb_path()
     evolved = dataclasses.replace(LEDGER, columns=(*LEDGER.columns, Column("memo", "string", "text")), version=2)
-    DuckDBWarehouse(warehouse).ensure_bronze(LEDGER)
-    models = ["ledger_entries", "ledger_entries_history"]
-
-    def build() -> None:
-        assert run_transform(settings, Shutdown(), once=True, select=models, registry=CollectorRegistry()) == 0
-
-    def change(entry_id: str, memo: str | None, op: str, lsn: int) -> None:
-        with duckdb.connect(str(warehouse)) as conn:
-            conn.execute(
-                "insert into bronze.lending__ledger_entries (entry_id, label, memo, _op, _source_lsn,"
-                " _unavailable_columns, _kafka_offset, _source_ts, _loaded_at, _ingested_at, _is_snapshot,"
-                " _kafka_topic, _kafka_partition) values (?, 'l', ?, ?, ?, [], ?, now(), now(), now(), false,"
-                " 'cdcflow.lending.ledger_entries', 0)",
-                [entry_id, memo, op, lsn, lsn],
-            )
-
-    build()  # silver of the first contract, empty
-    DuckDBWarehouse(warehouse).ensure_bronze(evolved)  # the loader takes the new version first
-    change("1", "paid", "c", 10)
-    build()  # still from the first contract: the row reaches silver without its memo
-    write_contract(contracts_dir, evolved)
-    change("2", "due", "c", 20)
-    build()
-    assert query(warehouse, "select entry_id, memo from silver.ledger_entries order by 1") == [
-        ("1", "paid"),
-        ("2", "due"),
-    ]
-    assert query(warehouse, "select entry_id, memo from silver.ledger_entries_history order by 1") == [
-        ("1", "paid"),
-        ("2", "due"),
-    ]
+    _build(ledger)  # silver of the first contract, empty
+    DuckDBWarehouse(ledger.duckdb_path()).ensure_bronze(evolved)  # the loader takes the new version first
+    _ledger_change(ledger, "c", 10, entry_id="1", label="l", memo="paid")
+    _build(ledger)  # still from the first contract: the row reaches silver without its memo
+    write_contract(tmp_path / "schemas", evolved)
+    _ledger_change(ledger, "c", 20, entry_id="2", label="l", memo="due")
+    _build(ledger)
+    for model in LEDGER_MODELS:
+        found = query(ledger.duckdb_path(), f"select entry_id, memo from silver.{model} order by 1")
+        assert found == [("1", "paid"), ("2", "due")], model
 
 
 def test_a_new_table_gets_silver_and_verify_with_no_sql_written(env: dict[str, str], tmp_path: Path) -> None:
