@@ -175,12 +175,14 @@ class Loader:
     def cycle(self, *, leased: bool = False) -> CycleReport:
         """One cycle; ``leased``: the caller has just taken or renewed the shard's lease (no second write)."""
         report = CycleReport()
+        contracts = ContractRegistry()
         try:
             if not leased and not self._holds_lease():
                 report.standby = True
                 return report
+            listed = self._listed_by_table()  # before the contracts: a writer publishes a version before its files
             contracts = self._contracts()
-            pending = self._pending_by_table(contracts)
+            pending = self._pending_by_table(listed, contracts)
         except TransientError as exc:  # the lake or the warehouse is unreachable or busy: the next cycle
             log.warning("loader.cycle_deferred", error=str(exc))
             self._metrics.failures.labels("", "transient").inc()
@@ -223,9 +225,8 @@ class Loader:
         index, count = self._settings.shard_of()
         return zlib.crc32(table.encode()) % count == index
 
-    def _pending_by_table(self, contracts: ContractRegistry) -> dict[str, list[LakeFile]]:
-        """Per table of this shard, its listed files not known to be in bronze. Nothing here asks the warehouse:
-        the manifest is asked about a table's files when it loads (:meth:`_load_table`)."""
+    def _listed_by_table(self) -> dict[str, list[LakeFile]]:
+        """Every listed lake file, by the table it belongs to (``schema.table`` or ``prefix/schema.table``)."""
         by_table: dict[str, list[LakeFile]] = defaultdict(list)
         known_tables, self._table_of = self._table_of, {}
         for prefix in self._prefixes:
@@ -236,6 +237,14 @@ class Loader:
                 if table is not None:
                     self._table_of[file.path] = table
                     by_table[table].append(file)
+        return by_table
+
+    def _pending_by_table(
+        self, by_table: dict[str, list[LakeFile]], contracts: ContractRegistry
+    ) -> dict[str, list[LakeFile]]:
+        """Per table of this shard, its listed files not known to be in bronze. Nothing here asks the warehouse:
+        the manifest is asked about a table's files when it loads (:meth:`_load_table`). ``contracts`` must be
+        read after the listing, so that it holds the version of every listed file."""
         pending: dict[str, list[LakeFile]] = {}
         known = self._loaded
         self._loaded = {}  # only tables with files in place: what was archived or set aside is forgotten

@@ -38,6 +38,7 @@ def read_lake_file(data: bytes, path: str, contract: TableContract) -> pa.Table:
     its reason, and the sizes a file declares are checked before anything is decoded.
     """
     metadata = _footer(data, path)
+    _check_contract_version(metadata, path, contract)
     table = _decode(data, metadata, path)
     return _conform(table, path, contract)
 
@@ -61,6 +62,23 @@ def _footer(data: bytes, path: str) -> pq.FileMetaData:
             f"{MAX_DECODED_FILE_BYTES:,} a lake file may take",
         )
     return metadata
+
+
+def _check_contract_version(metadata: pq.FileMetaData, path: str, contract: TableContract) -> None:
+    """Refuse a file written under a newer contract version than ``contract``: read with it, the columns that
+    version added would be dropped. The loader lists files before it reads contracts and a writer publishes a
+    version before it writes under it, so this is a file whose version was never published."""
+    stamp = (metadata.metadata or {}).get(b"cdcflow.contract_version", b"")
+    try:
+        written = int(stamp)
+    except ValueError:  # not written by a writer that stamps it: read with the contract at hand
+        return
+    if written > contract.version:
+        raise CorruptFileError(
+            path,
+            f"written under contract version {written}, newer than the newest published ({contract.version}): "
+            "publish that version, then move the file back",
+        )
 
 
 # Only the footer's schema and row groups are read before decoding: ``row_group(g).column(c)`` aborts the

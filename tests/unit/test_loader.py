@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.common.contracts import TableContract
+from services.common.contracts import Column, TableContract
 from services.common.contracts.store import publish_contract, write_contract
 from services.common.health import Heartbeat
 from services.common.lake import Lake, LakeFile, LakeTransientError, LocalLake
@@ -31,7 +32,7 @@ from services.warehouse.base import LoadedFile, LoadResult
 from services.warehouse.bronze import COORDINATES, BronzeChange, LoadBatch, bronze_schema
 from services.warehouse.duckdb import DuckDBWarehouse, duckdb_type
 from services.warehouse.errors import WarehouseBusyError
-from tests.fixtures.lakefiles import LakeFiles, customer_event, lending_contract
+from tests.fixtures.lakefiles import LakeFiles, customer_event, lending_contract, transaction_event
 
 
 @pytest.fixture
@@ -620,3 +621,42 @@ def test_a_session_on_a_file_another_process_holds_is_busy(tmp_path: Path) -> No
         assert raised.value.whole_warehouse
     with warehouse.session():  # released: the next session opens it
         assert warehouse.max_source_ts(lending_contract("transactions")) is None
+
+
+def _with_note(offset: int, ts_us: int) -> bytes:
+    """A transaction_event of a contract version that added the column ``note``."""
+    event = json.loads(transaction_event(offset, ts_us=ts_us))
+    event["after"]["note"] = f"n{offset}"
+    return json.dumps(event).encode()
+
+
+class _NewVersionDuringTheListing(LocalLake):
+    """A writer that publishes a contract version and writes its first file under it while the loader lists."""
+
+    def __init__(self, root: Path, evolved: TableContract) -> None:
+        super().__init__(root)
+        self.evolved: TableContract | None = evolved
+
+    def list(self, prefix: str = "") -> Iterator[LakeFile]:
+        if self.evolved is not None and prefix == "cdcflow/":
+            evolved, self.evolved = self.evolved, None
+            publish_contract(self, evolved)
+            LakeFiles(self, evolved, event=_with_note).write(range(3))
+        return super().list(prefix)
+
+
+def test_a_file_of_a_version_published_during_the_listing_keeps_its_new_column(tmp_path: Path) -> None:
+    """The loader reads contracts after it lists the lake: a file it lists was written under a version it
+    knows, so the column that version added reaches bronze instead of being dropped for good."""
+    contract = lending_contract("transactions")
+    evolved = replace(
+        contract, version=contract.version + 1, columns=(*contract.columns, Column("note", "string", "text"))
+    )
+    lake = _NewVersionDuringTheListing(tmp_path / "lake", evolved)
+    report = _loader(lake, tmp_path).cycle()
+    assert (report.files, report.rows_inserted, report.failed_files) == (1, 3, [])
+    assert _bronze(tmp_path, "select note from bronze.lending__transactions order by _kafka_offset") == [
+        ("n0",),
+        ("n1",),
+        ("n2",),
+    ]

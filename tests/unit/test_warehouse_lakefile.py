@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,6 +16,8 @@ import pytest
 
 from services.common.lake import LocalLake
 from services.common.settings import repo_root
+from services.warehouse.errors import CorruptFileError
+from services.warehouse.lakefile import read_lake_file
 from services.warehouse.parquet_pages import MalformedParquetError, declared_page_bytes
 from tests.fixtures.lakefiles import LakeFiles, lending_contract
 
@@ -101,3 +104,15 @@ def test_pages_that_cannot_be_accounted_for_are_malformed(
     data = next(lake.root.rglob("*.parquet")).read_bytes()
     with pytest.raises(MalformedParquetError, match=says):
         declared_page_bytes(damage(data))
+
+
+def test_a_file_of_a_newer_contract_version_is_refused_not_read_without_its_columns(lake: LocalLake) -> None:
+    """Read with an older contract, a file would lose the columns its version added: it is set aside, named."""
+    contract = lending_contract("transactions")
+    newer = replace(contract, version=contract.version + 1)
+    (written,) = LakeFiles(lake, newer).write(range(3))
+    path = written.file.path
+    data = lake.read(path)
+    assert read_lake_file(data, path, newer).num_rows == 3
+    with pytest.raises(CorruptFileError, match=f"written under contract version {newer.version}, newer than"):
+        read_lake_file(data, path, contract)
