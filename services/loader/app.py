@@ -310,7 +310,7 @@ class Loader:
         table = contract.full_name
         try:
             change = self._warehouse.ensure_bronze(contract)
-        except BronzeSchemaError as exc:
+        except (BronzeSchemaError, WarehouseError) as exc:  # what bronze cannot take stops this table, not all
             log.error("loader.table_stopped", table=table, error=str(exc))
             self._metrics.failures.labels(table, "schema").inc()
             report.stopped_tables.append(table)

@@ -33,6 +33,7 @@ __all__ = [
     "bronze_schema",
     "bronze_table",
     "evolve",
+    "refuse_names_alike",
     "staging_name",
     "widens",
 ]
@@ -114,6 +115,21 @@ class BronzeChange:
 
     added: list[str]
     widened: list[str]
+
+
+def refuse_names_alike(contract: TableContract) -> None:
+    """Both warehouses match column names without regard to case, so two bronze columns whose names differ
+    only in case cannot both exist: a column renamed that way (``due`` to ``Due``) keeps its old name in the
+    contract, as every dropped column does. Refused as a :class:`BronzeSchemaError`, which stops this table."""
+    seen: dict[str, str] = {}
+    for field in bronze_schema(contract):
+        other = seen.setdefault(field.name.casefold(), field.name)
+        if other != field.name:
+            raise BronzeSchemaError(
+                f"bronze.{bronze_table(contract)}: columns {other!r} and {field.name!r} differ only in case, and "
+                "the warehouse matches column names without regard to case; rename the column in PostgreSQL to a "
+                "name of its own, or exclude one of them from capture"
+            )
 
 
 def evolve(

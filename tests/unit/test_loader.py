@@ -660,3 +660,23 @@ def test_a_file_of_a_version_published_during_the_listing_keeps_its_new_column(t
         ("n1",),
         ("n2",),
     ]
+
+
+def test_a_column_renamed_only_in_case_stops_its_table_and_the_others_load(lake: LocalLake, tmp_path: Path) -> None:
+    """``reference`` renamed ``Reference``: the contract keeps the old name beside the new, which no
+    warehouse can hold as two columns. That table stops with the reason; the loader and the other tables go on."""
+    contract = lending_contract("transactions")
+    LakeFiles(lake, contract).write(range(2))
+    assert _loader(lake, tmp_path).cycle().rows_inserted == 2
+    renamed = replace(
+        contract, version=contract.version + 1, columns=(*contract.columns, Column("Reference", "string", "text"))
+    )
+    publish_contract(lake, renamed)
+    LakeFiles(lake, renamed).write(range(2, 4))
+    LakeFiles(lake, lending_contract("customers"), event=customer_event).write(range(3))
+    registry = CollectorRegistry()
+    report = _loader(lake, tmp_path, registry).cycle()
+    assert (report.stopped_tables, report.rows_inserted) == (["lending.transactions"], 3)
+    labels = {"table": "lending.transactions", "kind": "schema"}
+    assert registry.get_sample_value("cdcflow_loader_failures_total", labels) == 1
+    assert _bronze(tmp_path, "select count(*) from bronze.lending__transactions") == [(2,)]

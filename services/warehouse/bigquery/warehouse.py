@@ -60,6 +60,7 @@ from services.warehouse.bronze import (
     LoadBatch,
     bronze_table,
     evolve,
+    refuse_names_alike,
 )
 from services.warehouse.errors import WarehouseError
 
@@ -175,6 +176,7 @@ class BigQueryWarehouse:
 
     def ensure_bronze(self, contract: TableContract) -> BronzeChange:
         refuse_unloadable_columns(contract)
+        refuse_names_alike(contract)
         self._ensure_datasets()
         name = bronze_table(contract)
         wanted = bigquery_schema(contract)

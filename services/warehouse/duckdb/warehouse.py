@@ -41,6 +41,7 @@ from services.warehouse.bronze import (
     bronze_schema,
     bronze_table,
     evolve,
+    refuse_names_alike,
 )
 from services.warehouse.duckdb.types import duckdb_type, duckdb_widens, for_duckdb
 from services.warehouse.errors import WarehouseBusyError, WarehouseError
@@ -110,6 +111,7 @@ class DuckDBWarehouse:
             conn.close()
 
     def ensure_bronze(self, contract: TableContract) -> BronzeChange:
+        refuse_names_alike(contract)
         name = bronze_table(contract)
         wanted = {f.name: duckdb_type(f.type) for f in bronze_schema(contract)}
         with self._connect() as conn, self._catalog:
@@ -120,20 +122,26 @@ class DuckDBWarehouse:
                     [name],
                 ).fetchall()
             )
-            if not existing:
-                columns = ", ".join(f"{quote_name(c)} {t}" for c, t in wanted.items())
-                key = ", ".join(COORDINATES)
-                conn.execute(f"create table bronze.{quote_name(name)} ({columns}, primary key ({key}))")
-                return BronzeChange(added=list(wanted), widened=[])
-            change = evolve(
-                name, existing, list(wanted.items()), changed=str.__ne__, describe=str, widens=duckdb_widens
-            )
-            table = f"bronze.{quote_name(name)}"
-            for column in change.added:
-                conn.execute(f"alter table {table} add column {quote_name(column)} {wanted[column]}")
-            for column in change.widened:
-                conn.execute(f"alter table {table} alter column {quote_name(column)} set data type {wanted[column]}")
-            return change
+            try:
+                return self._shape_bronze(conn, name, existing, wanted)
+            except duckdb.CatalogException as exc:  # e.g. a name bronze holds in another case
+                raise WarehouseError(f"bronze.{name} cannot take contract version {contract.version}: {exc}") from None
+
+    @staticmethod
+    def _shape_bronze(
+        conn: duckdb.DuckDBPyConnection, name: str, existing: dict[str, str], wanted: dict[str, str]
+    ) -> BronzeChange:
+        table = f"bronze.{quote_name(name)}"
+        if not existing:
+            columns = ", ".join(f"{quote_name(c)} {t}" for c, t in wanted.items())
+            conn.execute(f"create table {table} ({columns}, primary key ({', '.join(COORDINATES)}))")
+            return BronzeChange(added=list(wanted), widened=[])
+        change = evolve(name, existing, list(wanted.items()), changed=str.__ne__, describe=str, widens=duckdb_widens)
+        for column in change.added:
+            conn.execute(f"alter table {table} add column {quote_name(column)} {wanted[column]}")
+        for column in change.widened:
+            conn.execute(f"alter table {table} alter column {quote_name(column)} set data type {wanted[column]}")
+        return change
 
     def loaded_files(self, contract: TableContract, paths: Collection[str] | None = None) -> set[LoadedFile]:
         if paths is not None and not paths:
