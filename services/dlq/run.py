@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from services.common.kafka import ProducerFencedError, TransactionalProducer, topic_watermarks
@@ -22,9 +23,12 @@ from services.dlq.selection import Plan, PlanItem
 if TYPE_CHECKING:
     from services.dlq.app import DlqTool
 
-__all__ = ["ReplayRun", "who"]
+__all__ = ["VALUE_BYTES_PER_TRANSACTION", "ReplayRun", "who"]
 
 log = get_logger(__name__)
+
+VALUE_BYTES_PER_TRANSACTION = 64 << 20
+"""The most value bytes read ahead of one transaction: the values left out of the DLQ are its largest."""
 
 
 def who() -> dict[str, str]:
@@ -33,6 +37,14 @@ def who() -> dict[str, str]:
     except (KeyError, OSError):
         user = str(os.getuid())
     return {"user": user, "host": socket.gethostname()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Value:
+    """A record's value to replay; ``park``: why it cannot be (the value is then None)."""
+
+    value: bytes | None
+    park: str = ""
 
 
 class ReplayRun:
@@ -68,39 +80,69 @@ class ReplayRun:
         todo = self._plan.todo()
         pacer = Pacer(self._rate)
         size = batch_size(self._rate)
-        batches = [todo[i : i + size] for i in range(0, len(todo), size)] or [[]]
-        for index, batch in enumerate(batches):
+        start = 0
+        while True:
+            # read before the transaction opens: a value left out of the DLQ is read back from its source
+            # topic, one read a record, and a batch of them could outlast the transaction's timeout
+            values = self._values(todo[start : start + size])
+            batch = todo[start : start + len(values)]
+            start += len(batch)
             pacer.take(len(batch))
-            self._producer.begin()
-            try:
-                counts = [self._act(item) for item in batch]
-                self._audit(done=index == len(batches) - 1, pending=Counter(counts))
-                self._producer.commit()
-            except ProducerFencedError:
-                raise
-            except Exception:
-                self._producer.abort()
-                raise
-            self.replayed += counts.count("replay")
-            self.parked += counts.count("park")
-            log.info("dlq.replay_batch", plan=self._plan.plan_id, records=len(batch), replayed=self.replayed)
+            self._transact(batch, values, done=start >= len(todo))
+            if start >= len(todo):
+                return
 
-    def _act(self, item: PlanItem) -> str:
+    def _values(self, batch: list[PlanItem]) -> list[_Value | None]:
+        """The values of a batch's first records, as many as :data:`VALUE_BYTES_PER_TRANSACTION` holds (at least
+        one); None for a record the plan parks."""
+        values: list[_Value | None] = []
+        size = 0
+        for item in batch:
+            if values and size >= VALUE_BYTES_PER_TRANSACTION:
+                break
+            value = None if item.action == "park" else self._value(item)
+            size += len(value.value or b"") if value else 0
+            values.append(value)
+        return values
+
+    def _transact(self, batch: list[PlanItem], values: list[_Value | None], *, done: bool) -> None:
+        self._producer.begin()
+        try:
+            counts = [self._act(item, value) for item, value in zip(batch, values, strict=True)]
+            self._audit(done=done, pending=Counter(counts))
+            self._producer.commit()
+        except ProducerFencedError:
+            raise
+        except Exception:
+            self._producer.abort()
+            raise
+        self.replayed += counts.count("replay")
+        self.parked += counts.count("park")
+        log.info("dlq.replay_batch", plan=self._plan.plan_id, records=len(batch), replayed=self.replayed)
+
+    def _value(self, item: PlanItem) -> _Value:
+        """The value to replay, or why the record is parked instead."""
+        record = item.record
+        try:
+            return _Value(record.original_value())
+        except ValueOmittedError:
+            value = self._tool.source_value(record)
+            if value is None:
+                return _Value(None, park="value left out of the DLQ and no longer in the source topic")
+            return _Value(value)
+        except ValueError as exc:
+            return _Value(None, park=f"value unreadable: {exc}")
+
+    def _act(self, item: PlanItem, value: _Value | None) -> str:
         record = item.record
         if item.action == "park":
             self._progress(
                 item, parked=True, note=f"replayed {record.replay_count} times (max {self._plan.max_replays})"
             )
             return "park"
-        try:
-            value = record.original_value()
-        except ValueOmittedError:
-            value = self._tool.source_value(record)
-            if value is None:
-                self._progress(item, parked=True, note="value left out of the DLQ and no longer in the source topic")
-                return "park"
-        except ValueError as exc:
-            self._progress(item, parked=True, note=f"value unreadable: {exc}")
+        assert value is not None  # read for every record not parked by the plan
+        if value.park:
+            self._progress(item, parked=True, note=value.park)
             return "park"
         topic, partition = self._destination(item)
         headers = [
@@ -110,7 +152,7 @@ class ReplayRun:
         ]
         # stamped now, not with the original time: a record older than the target's retention would be deleted
         # before the writer reads it (the lake's dt/hour come from the event's own commit time anyway)
-        self._producer.produce(topic, key=record.key, value=value, headers=headers, partition=partition)
+        self._producer.produce(topic, key=record.key, value=value.value, headers=headers, partition=partition)
         self._progress(item, parked=False, note="")
         return "replay"
 

@@ -29,7 +29,10 @@ from services.common.replay import REPLAY_COUNT, REPLAYED_FROM, Coordinate, repl
 from services.common.settings import Settings
 from services.consumer.dlq import DlqPublisher
 from services.consumer.faults import CRASH_MARKER_ENV
+from services.dlq.app import DlqTool
 from services.dlq.progress import audit_topic, progress_topic
+from services.dlq.records import DlqRecord
+from services.dlq.selection import Filters
 from services.stack.runtime import Stack
 from tests.fixtures.pipeline import (
     WriterProcess,
@@ -406,6 +409,45 @@ def test_a_value_the_dlq_left_out_is_replayed_from_the_source_topic(scratch: Scr
     (replayed,) = read_topic(scratch.settings.kafka, replay_topic(scratch.group)).messages
     assert replayed.value() == value
     assert replayed_from(replayed.headers()) == (scratch.source, 1, 0)
+
+
+class _SourceOverASlowLink(DlqTool):
+    """The source topic of a remote cluster: each read of a value the DLQ left out takes seconds."""
+
+    def source_value(self, record: DlqRecord) -> bytes | None:
+        time.sleep(_SLOW_READ_S)
+        return super().source_value(record)
+
+
+_SLOW_READ_S = 4.0
+
+
+def test_values_read_back_from_the_source_never_hold_a_transaction_open(scratch: Scratch) -> None:
+    """Four values left out of the DLQ take 16 s to read back, far past a 1 s transaction timeout: they are
+    read before the transaction opens, so the broker never aborts it and all four are replayed."""
+    ensure_topics(scratch.settings.kafka, [scratch.source])
+    client = producer(scratch.settings.kafka)
+    values = [os.urandom(40_000) for _ in range(4)]  # does not compress: over the publisher's limit below
+    for value in values:
+        client.produce(scratch.source, key=b"big", value=value, partition=1)
+    assert client.flush(30) == 0
+    originals = read_partitions(scratch.settings, partition_ends(scratch.settings, [scratch.source]))
+    limit: dict[str, Any] = {"message.max.bytes": 20_000}
+    publisher = DlqPublisher(scratch.settings.kafka, scratch.group, "test-worker", **limit)
+    try:
+        for original in originals:
+            assert publisher.publish(DecodeFailure(original, Reason.OVERSIZED, "too large"))
+        publisher.confirm(scratch.source, 1, timeout_s=30)
+    finally:
+        publisher.close()
+    kafka = scratch.settings.kafka.model_copy(update={"extra": {"transaction.timeout.ms": "1000"}})
+    tool = _SourceOverASlowLink(kafka, scratch.settings.dlq, scratch.group)
+    filters = Filters(reasons=(Reason.OVERSIZED,))
+    plan = tool.plan(filters, to_source=False, max_replays=3)
+    outcome = tool.execute(plan.plan_id, filters, to_source=False, max_replays=3, rate=None, arguments=[])
+    assert (outcome.replayed, outcome.parked) == (4, 0)
+    replayed = read_topic(scratch.settings.kafka, replay_topic(scratch.group)).messages
+    assert [m.value() for m in replayed] == values
 
 
 def test_purge_is_a_dry_run_by_default_and_keeps_pending_records(scratch: Scratch) -> None:

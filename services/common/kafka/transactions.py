@@ -58,11 +58,11 @@ class TransactionalProducer:
 
     def __init__(self, settings: KafkaSettings, transactional_id: str, *, timeout_s: float = 30.0, **overrides: Any):
         config = {
+            "transaction.timeout.ms": 60_000,  # ``extra`` may change it (the broker caps it)
             **_base(settings),
             **PRODUCER_DEFAULTS,
             "transactional.id": transactional_id,
             "linger.ms": 5,
-            "transaction.timeout.ms": 60_000,
             **overrides,
         }
         self._producer = Producer(config)
