@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-__all__ = ["googlesql_name", "googlesql_string", "googlesql_timestamp", "quote_name", "quote_string"]
+__all__ = [
+    "googlesql_name",
+    "googlesql_string",
+    "googlesql_timestamp",
+    "quote_name",
+    "quote_qualified",
+    "quote_string",
+]
 
 
 def quote_name(name: str) -> str:
     """An identifier of PostgreSQL or DuckDB (standard SQL): in double quotes, a quote doubled."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def quote_qualified(table: str) -> str:
+    """A table named ``schema.table`` (the schema ends at the first dot) as a quoted, qualified identifier."""
+    schema, name = table.split(".", 1)
+    return f"{quote_name(schema)}.{quote_name(name)}"
 
 
 def quote_string(value: str) -> str:

@@ -31,7 +31,7 @@ import psycopg
 
 from services.common.kafka import read_topic, topic_names
 from services.common.settings import Settings
-from services.common.sql import quote_name, quote_string
+from services.common.sql import quote_qualified, quote_string
 from services.stack.connect import captured, load_connector, resolve_env
 from services.stack.errors import StackError
 
@@ -253,15 +253,10 @@ def _oids(signal: SignalTarget, tables: Sequence[str]) -> dict[str, int]:
             return {
                 table: int(row[0])
                 for table in tables
-                if (row := conn.execute("select to_regclass(%s)::oid", (_regclass(table),)).fetchone()) and row[0]
+                if (row := conn.execute("select to_regclass(%s)::oid", (quote_qualified(table),)).fetchone()) and row[0]
             }
     except psycopg.Error as exc:
         raise StackError(f"cannot read the tables' identities in the source database: {exc}") from None
-
-
-def _regclass(table: str) -> str:
-    schema, name = table.split(".", 1)
-    return f"{quote_name(schema)}.{quote_name(name)}"
 
 
 def _conditions(signal: SignalTarget, tables: Sequence[str], where: str | None) -> dict[str, str]:
@@ -274,7 +269,7 @@ def _conditions(signal: SignalTarget, tables: Sequence[str], where: str | None) 
         parents = set(inheritance_parents(signal.dsn, timeout_s=10))
     conditions = {}
     for table in tables:
-        own = f"tableoid = {quote_string(_regclass(table))}::regclass" if table in parents else ""
+        own = f"tableoid = {quote_string(quote_qualified(table))}::regclass" if table in parents else ""
         if where and own:
             conditions[table] = f"({where}) and {own}"
         elif where or own:

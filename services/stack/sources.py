@@ -36,7 +36,7 @@ from services.common.kafka import MAX_RECORD_BYTES
 from services.common.logging import get_logger
 from services.common.naming import source_of
 from services.common.settings import Settings
-from services.common.sql import quote_name
+from services.common.sql import quote_qualified
 from services.stack.connect import (
     ConnectWorker,
     captured,
@@ -178,8 +178,7 @@ def own_rows_overrides(dsn: str, config: dict[str, str], *, timeout_s: float = 1
     added = [t for t in parents if t not in listed]  # a statement the connector has already stays
     overrides = {SNAPSHOT_OVERRIDES: ",".join([*listed, *added])} if added else {}
     for table in added:
-        schema, name = table.split(".", 1)
-        statement = f"SELECT * FROM ONLY {quote_name(schema)}.{quote_name(name)}"  # noqa: S608 (quoted names)
+        statement = f"SELECT * FROM ONLY {quote_qualified(table)}"  # noqa: S608 (quoted names)
         overrides[f"{SNAPSHOT_OVERRIDES}.{table}"] = statement
     return overrides
 
