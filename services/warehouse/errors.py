@@ -2,7 +2,13 @@
 
 from services.common.errors import TerminalError, TransientError
 
-__all__ = ["BronzeSchemaError", "CorruptFileError", "WarehouseBusyError", "WarehouseError"]
+__all__ = [
+    "BronzeSchemaError",
+    "CorruptFileError",
+    "FileAheadOfContractError",
+    "WarehouseBusyError",
+    "WarehouseError",
+]
 
 
 class WarehouseError(TerminalError):
@@ -32,3 +38,16 @@ class CorruptFileError(TerminalError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class FileAheadOfContractError(TransientError):
+    """A lake file was written under a newer contract version than the newest this loader knows: read with
+    the older one, the columns that version added would be dropped. Its table waits until the version is
+    known (published to the lake, or in the loader's ``schemas/``)."""
+
+    def __init__(self, path: str, written: int, known: int) -> None:
+        super().__init__(
+            f"{path}: written under contract version {written}, newer than the newest known here ({known}): the "
+            "table waits until that version is published, or in this loader's schemas/"
+        )
+        self.path = path

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from services.common.contracts import TableContract, lake_schema
 from services.warehouse.bronze import COORDINATES
-from services.warehouse.errors import CorruptFileError
+from services.warehouse.errors import CorruptFileError, FileAheadOfContractError
 from services.warehouse.parquet_pages import MalformedParquetError, declared_page_bytes
 
 __all__ = ["MAX_DECODED_FILE_BYTES", "concat_files", "read_lake_file"]
@@ -35,7 +35,8 @@ def read_lake_file(data: bytes, path: str, contract: TableContract) -> pa.Table:
     """One lake file as rows of the table's lake schema (columns added since it was written read NULL).
 
     Every way a file can be unreadable, hostile or of another table becomes a :class:`CorruptFileError` with
-    its reason, and the sizes a file declares are checked before anything is decoded.
+    its reason, and the sizes a file declares are checked before anything is decoded. A file of a newer
+    contract version than ``contract`` raises :class:`FileAheadOfContractError` (its table waits).
     """
     metadata = _footer(data, path)
     _check_contract_version(metadata, path, contract)
@@ -65,20 +66,17 @@ def _footer(data: bytes, path: str) -> pq.FileMetaData:
 
 
 def _check_contract_version(metadata: pq.FileMetaData, path: str, contract: TableContract) -> None:
-    """Refuse a file written under a newer contract version than ``contract``: read with it, the columns that
-    version added would be dropped. The loader lists files before it reads contracts and a writer publishes a
-    version before it writes under it, so this is a file whose version was never published."""
+    """Refuse, for now, a file written under a newer contract version than ``contract``: read with it, the
+    columns that version added would be dropped. The loader lists files before it reads contracts, and a writer
+    publishes a version before it writes under it; a version only in a writer's ``schemas/`` (a rollout that
+    reached the writer first) is known here once the loader runs with it."""
     stamp = (metadata.metadata or {}).get(b"cdcflow.contract_version", b"")
     try:
         written = int(stamp)
-    except ValueError:  # not written by a writer that stamps it: read with the contract at hand
+    except ValueError:  # not stamped: read with the contract at hand
         return
     if written > contract.version:
-        raise CorruptFileError(
-            path,
-            f"written under contract version {written}, newer than the newest published ({contract.version}): "
-            "publish that version, then move the file back",
-        )
+        raise FileAheadOfContractError(path, written, contract.version)
 
 
 # Only the footer's schema and row groups are read before decoding: ``row_group(g).column(c)`` aborts the

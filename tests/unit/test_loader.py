@@ -680,3 +680,20 @@ def test_a_column_renamed_only_in_case_stops_its_table_and_the_others_load(lake:
     labels = {"table": "lending.transactions", "kind": "schema"}
     assert registry.get_sample_value("cdcflow_loader_failures_total", labels) == 1
     assert _bronze(tmp_path, "select count(*) from bronze.lending__transactions") == [(2,)]
+
+
+def test_a_file_of_a_version_the_loader_does_not_know_waits_for_it(lake: LocalLake, tmp_path: Path) -> None:
+    """A rollout that reached the writer first: its files carry a contract version only its own schemas/
+    holds. Their table waits (nothing set aside, nothing loaded without the new column) and loads once the
+    version is known; the other tables load meanwhile."""
+    contract = lending_contract("transactions")
+    evolved = replace(
+        contract, version=contract.version + 1, columns=(*contract.columns, Column("note", "string", "text"))
+    )
+    LakeFiles(lake, evolved, event=_with_note).write(range(3))
+    LakeFiles(lake, lending_contract("customers"), event=customer_event).write(range(2))
+    waiting = _loader(lake, tmp_path).cycle()
+    assert (waiting.deferred_tables, waiting.failed_files, waiting.rows_inserted) == (["lending.transactions"], [], 2)
+    publish_contract(lake, evolved)
+    assert _loader(lake, tmp_path).cycle().rows_inserted == 3
+    assert _bronze(tmp_path, "select count(*), count(note) from bronze.lending__transactions") == [(3, 3)]
