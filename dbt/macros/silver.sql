@@ -54,6 +54,15 @@
 {%- endmacro %}
 
 
+{% macro _silver_toastable_columns(table) -%}
+    {%- set found = [] -%}
+    {%- for column in table.columns if _silver_toastable(table, column) -%}
+        {%- do found.append(column) -%}
+    {%- endfor -%}
+    {{ return(found) }}
+{%- endmacro %}
+
+
 {% macro _silver_keys(table, alias=none) -%}
     {%- for key in table.primary_key -%}
         {{ alias ~ '.' if alias }}{{ adapter.quote(key) }}{{ ', ' if not loop.last }}
@@ -137,7 +146,7 @@
            or b._loaded_at > {{ cdcflow.timestamp_minus_seconds('w.loaded_at', var('cdcflow_lookback_seconds', 0)) }}
     ),
 
-    changed_keys as (
+    fresh_keys as (
         select distinct {{ _silver_keys(table) }}
         from (
             select {{ _silver_keys(table) }} from fresh where _op in ('c', 'u', 'r', 'd')
@@ -146,6 +155,28 @@
             where exists (select 1 from fresh where _op = 't') {{ 'and ' ~ adapter.quote(table.period.current) if open_only }}
         ) as candidates
     ),
+    {%- if _silver_toastable_columns(table) %}
+
+    {#- with the other key of each UPDATE that changed a key of theirs (`_silver_moved_keys`): the new key takes
+        the old key's TOASTed values, so the old key's versions are read whenever the new key's are #}
+    changed_keys as (
+        select distinct {{ _silver_keys(table) }}
+        from (
+            select {{ _silver_keys(table) }} from fresh_keys
+            union all
+            select {{ _silver_keys(table, 'o') }}
+            from {{ src }} as n
+            inner join fresh_keys as k on {{ _silver_key_match(table, 'n', 'k') }}
+            inner join {{ src }} as o on o._kafka_topic = n._kafka_topic and o._source_lsn = n._source_lsn
+            where n._op in ('c', 'd') and o._op in ('c', 'd') and o._op != n._op
+        ) as candidates
+    ),
+    {%- else %}
+
+    changed_keys as (
+        select * from fresh_keys
+    ),
+    {%- endif %}
 {%- endmacro %}
 
 
@@ -242,6 +273,10 @@
         where _order_lsn > {{ truncated_lsn }}
         {%- endif %}
     ),
+    {%- set toastable = _silver_toastable_columns(table) %}
+    {%- if toastable %}
+    {{ _silver_moved_keys(table, toastable) }}
+    {%- endif %}
 
     carried as (
         select
@@ -249,8 +284,11 @@
             {%- set name = adapter.quote(column.name) %}
             {%- if _silver_toastable(table, column) %}
             case
-                when {{ cdcflow.list_contains('_unavailable_columns', column.name) }} then last_value(
-                    case when not {{ cdcflow.list_contains('_unavailable_columns', column.name) }} then {{ name }} end
+                when {{ cdcflow.list_contains('_unavailable_columns', column.name) }} and not _moved_in then last_value(
+                    case
+                        when not {{ cdcflow.list_contains('_unavailable_columns', column.name) }} or _moved_in
+                            then {{ name }}
+                    end
                     ignore nulls
                 ) over (
                     partition by {{ key_list }}
@@ -283,7 +321,94 @@
             lead(_source_ts) over (
                 partition by {{ key_list }} order by {{ _silver_order() }}
             ) as _next_ts
-        from versions
+        from {{ 'versions_moved' if toastable else 'versions' }}
+    ),
+{%- endmacro %}
+
+
+{#- CTEs `moved_from`, `moved_in` and `versions_moved`. An UPDATE that changes a row's key comes as a delete
+    of the old key and a create of the new one, both at the update's LSN. The create does not carry the values
+    PostgreSQL left TOASTed; they are the old key's, as it stood before its delete (its newest value of each,
+    TOAST carried within it). `versions_moved` is `versions` with those values in the create (`_moved_in`: the
+    create's unavailable columns are then known). One move is followed: a create whose old key was itself
+    given its values by an earlier move in the same scope takes what that key's own versions held. -#}
+{% macro _silver_moved_keys(table, toastable) -%}
+    moved_from as (
+        select
+            c._kafka_topic as _moved_to_topic,
+            c._kafka_partition as _moved_to_partition,
+            c._kafka_offset as _moved_to_offset,
+            {%- for column in toastable %}
+            p.{{ adapter.quote(column.name) }},
+            {%- endfor %}
+            p._unavailable_columns,
+            p._order_lsn,
+            p._order_read,
+            p._order_moved_at,
+            p._kafka_offset
+        from versions as c
+        inner join versions as d
+            on d._kafka_topic = c._kafka_topic
+            and d._source_lsn = c._source_lsn
+            and d._op = 'd'
+            and not ({{ _silver_key_match(table, 'c', 'd') }})
+        inner join versions as p
+            on {{ _silver_key_match(table, 'p', 'd') }}
+            and p._op != 'd'
+            and (p._order_lsn < d._order_lsn or (p._order_lsn = d._order_lsn and p._kafka_offset < d._kafka_offset))
+        where c._op = 'c'
+          and (
+            {%- for column in toastable %}
+            {{ cdcflow.list_contains('c._unavailable_columns', column.name) }}{{ ' or' if not loop.last }}
+            {%- endfor %}
+          )
+    ),
+
+    moved_in as (
+        select
+            _moved_to_topic,
+            _moved_to_partition,
+            _moved_to_offset,
+            {%- for column in toastable %}
+            first_value(
+                case
+                    when not {{ cdcflow.list_contains('_unavailable_columns', column.name) }}
+                        then {{ adapter.quote(column.name) }}
+                end
+                ignore nulls
+            ) over (
+                partition by _moved_to_topic, _moved_to_partition, _moved_to_offset
+                order by {{ _silver_order(desc=true) }}
+                rows between unbounded preceding and unbounded following
+            ) as {{ adapter.quote(column.name) }},
+            {%- endfor %}
+            row_number() over (
+                partition by _moved_to_topic, _moved_to_partition, _moved_to_offset
+                order by {{ _silver_order(desc=true) }}
+            ) as _recency
+        from moved_from
+    ),
+
+    versions_moved as (
+        select
+            v.* replace (
+                {%- for column in toastable %}
+                {%- set name = adapter.quote(column.name) %}
+                case
+                    when m._moved_to_offset is not null
+                        and {{ cdcflow.list_contains('v._unavailable_columns', column.name) }}
+                        then m.{{ name }}
+                    else v.{{ name }}
+                end as {{ name }}{{ ',' if not loop.last }}
+                {%- endfor %}
+            ),
+            m._moved_to_offset is not null as _moved_in
+        from versions as v
+        left join moved_in as m
+            on m._recency = 1
+            and m._moved_to_topic = v._kafka_topic
+            and m._moved_to_partition = v._kafka_partition
+            and m._moved_to_offset = v._kafka_offset
     ),
 {%- endmacro %}
 

@@ -89,7 +89,12 @@ CUSTOMER_CHANGES: list[tuple[str, dict[str, Any]]] = [
 LATER_CUSTOMER_CHANGES: list[tuple[str, dict[str, Any]]] = [
     ("d", _customer(3, "Edsger W. Dijkstra", "notes three, rewritten")),
     ("c", _customer(4, "Barbara", "notes four")),
+    # `update customers set customer_id = 5 where customer_id = 1`: a delete and a create at one LSN
+    ("d", _customer(1, "Ada Lovelace", PLACEHOLDER)),
+    ("c", _customer(5, "Ada Lovelace", PLACEHOLDER)),
 ]
+KEY_MOVED_AT = len(CUSTOMER_CHANGES) + 3
+"""The offset of the create of a key changed by an UPDATE: at the LSN of the old key's delete before it."""
 FACILITY_CHANGES: list[tuple[str, dict[str, Any]]] = [
     ("c", _facility(10, "10000.00")),
     ("c", _facility(11, "2500.25")),
@@ -100,7 +105,8 @@ FACILITY_CHANGES: list[tuple[str, dict[str, Any]]] = [
 def _writer(changes: list[tuple[str, dict[str, Any]]]) -> Callable[[int, int], bytes]:
     def event(offset: int, ts_us: int) -> bytes:
         op, row = changes[offset]
-        return _event(row, op, 1000 + offset, ts_us + offset, before=row)
+        lsn = 1000 + offset - (offset == KEY_MOVED_AT)
+        return _event(row, op, lsn, ts_us + offset, before=row)
 
     return event
 
@@ -186,8 +192,12 @@ def test_dbt_builds_silver_on_bigquery(bigquery_emulator: BigQueryEmulator, tmp_
     again = dbt.build(select=["source:bronze.lending__customers+"], exclude=["source:bronze.lending__transactions+"])
     assert again.error is None, again.error
     assert [(n.name, n.status, n.message) for n in again.nodes if n.failed or n.status == "skipped"] == []
-    current = _rows(bigquery_emulator, f"select customer_id, full_name from `{PROJECT}.silver.customers` order by 1")
-    assert current == [(1, "Ada Lovelace"), (4, "Barbara")]
+    current = _rows(
+        bigquery_emulator,
+        f"select customer_id, full_name, notes = {_quote_text('long notes one ' * 50)}"
+        f" from `{PROJECT}.silver.customers` order by 1",
+    )
+    assert current == [(4, "Barbara", False), (5, "Ada Lovelace", True)]  # the moved key keeps its TOASTed notes
 
 
 def _quote_text(value: str) -> str:

@@ -140,6 +140,57 @@ def test_incremental_silver_follows_deletes_toast_late_versions_and_truncates(en
     assert registry.get_sample_value("cdcflow_transform_last_success_timestamp_seconds") == 0
 
 
+def test_a_key_changed_by_an_update_keeps_the_values_postgresql_left_toasted(env: dict[str, str]) -> None:
+    """``update customers set customer_id = 7 where customer_id = 1``: Debezium sends a delete of key 1 and a
+    create of key 7 at the update's LSN, the create without the TOASTed ``notes`` it did not touch. Key 7
+    takes key 1's notes (carried within key 1 too), also when the delete arrives a run after the create, and
+    later updates of key 7 carry them on; a key with a history of its own before the move does not leak it."""
+    warehouse = Path(env["CDCFLOW_WAREHOUSE__DUCKDB_PATH"])
+    assert transform(env)[0] == 0
+    load_bronze(
+        warehouse,
+        [
+            change("c", 10, 1, 1, notes="notes of 1"),
+            change("u", 11, 1, 1, status="SUSPENDED", unavailable=("notes",)),
+            change("c", 12, 1, 2, notes="notes of 2"),
+            change("c", 13, 1, 8, notes="old notes of 8"),
+            change("d", 14, 1, 8),
+        ],
+    )
+    assert transform(env)[0] == 0
+    load_bronze(
+        warehouse,
+        [
+            change("d", 20, 2, 1, partition=1, offset=200),  # key 1 moves to key 7: same LSN, another partition
+            change("c", 20, 2, 7, status="SUSPENDED", unavailable=("notes",), offset=201),
+            change("c", 21, 2, 8, unavailable=("notes",), offset=211),  # key 2 moves to key 8 ...
+        ],
+    )
+    assert transform(env)[0] == 0
+    assert query(warehouse, "select customer_id, notes from silver.customers where customer_id = 7") == [
+        (7, "notes of 1")
+    ]
+    load_bronze(
+        warehouse,
+        [
+            change("d", 21, 3, 2, partition=1, offset=210),  # ... whose delete arrives a run later
+            change("u", 30, 3, 7, status="ACTIVE", unavailable=("notes",), offset=300),
+        ],
+    )
+    assert transform(env)[0] == 0
+    expected = [(7, "ACTIVE", "notes of 1"), (8, "ACTIVE", "notes of 2")]
+    current = "select customer_id, status, notes from silver.customers order by 1"
+    assert query(warehouse, current) == expected
+    history = query(
+        warehouse,
+        "select customer_id, _source_lsn, notes from silver.customers_history"
+        " where customer_id in (7, 8) order by 1, 2",
+    )
+    assert history == [(7, 20, "notes of 1"), (7, 30, "notes of 1"), (8, 13, "old notes of 8"), (8, 21, "notes of 2")]
+    assert transform(env, full_refresh=True)[0] == 0
+    assert query(warehouse, current) == expected
+
+
 class _NotFound(BaseHTTPRequestHandler):
     """Answers every BigQuery API call with 404: no dataset, no table — all dbt compile needs to ask."""
 
