@@ -275,7 +275,7 @@
     ),
     {%- set toastable = _silver_toastable_columns(table) %}
     {%- if toastable %}
-    {{ _silver_moved_keys(table, toastable) }}
+    {{ _silver_moved_keys(table, src, toastable) }}
     {%- endif %}
 
     carried as (
@@ -326,42 +326,70 @@
 {%- endmacro %}
 
 
-{#- CTEs `moved_from`, `moved_in` and `versions_moved`. An UPDATE that changes a row's key comes as a delete
-    of the old key and a create of the new one, both at the update's LSN. The create does not carry the values
-    PostgreSQL left TOASTed; they are the old key's, as it stood before its delete (its newest value of each,
-    TOAST carried within it). `versions_moved` is `versions` with those values in the create (`_moved_in`: the
-    create's unavailable columns are then known). One move is followed: a create whose old key was itself
-    given its values by an earlier move in the same scope takes what that key's own versions held. -#}
-{% macro _silver_moved_keys(table, toastable) -%}
-    moved_from as (
+{#- CTEs `moves`, `moved_from`, `moved_in` and `versions_moved`. An UPDATE that changes a row's key comes as a
+    delete of the old key and a create of the new one, both at the update's LSN. The create does not carry the
+    values PostgreSQL left TOASTed; they are the old key's, as it stood before its delete: of each column, the
+    newest value of the old key's versions before the delete that carried it. `versions_moved` is `versions`
+    with those values in the create (`_moved_in`: the create's unavailable columns are then known). Read from
+    bronze, not from `versions`, which is computed once. One move is followed: a create whose old key got its
+    values from an earlier move takes what that key's own versions carried. -#}
+{% macro _silver_moved_keys(table, src, toastable) -%}
+    moves as (
         select
+            {%- for key in table.primary_key %}
+            d.{{ adapter.quote(key) }},
+            {%- endfor %}
             c._kafka_topic as _moved_to_topic,
             c._kafka_partition as _moved_to_partition,
             c._kafka_offset as _moved_to_offset,
-            {%- for column in toastable %}
-            p.{{ adapter.quote(column.name) }},
-            {%- endfor %}
-            p._unavailable_columns,
-            p._order_lsn,
-            p._order_read,
-            p._order_moved_at,
-            p._kafka_offset
-        from versions as c
-        inner join versions as d
+            d._kafka_partition as _moved_from_partition,
+            d._kafka_offset as _moved_from_offset,
+            d._source_lsn as _moved_at_lsn
+        from {{ src }} as c
+        {%- if is_incremental() %}
+        inner join changed_keys as k on {{ _silver_key_match(table, 'c', 'k') }}
+        {%- endif %}
+        inner join {{ src }} as d
             on d._kafka_topic = c._kafka_topic
             and d._source_lsn = c._source_lsn
             and d._op = 'd'
             and not ({{ _silver_key_match(table, 'c', 'd') }})
-        inner join versions as p
-            on {{ _silver_key_match(table, 'p', 'd') }}
-            and p._op != 'd'
-            and (p._order_lsn < d._order_lsn or (p._order_lsn = d._order_lsn and p._kafka_offset < d._kafka_offset))
         where c._op = 'c'
           and (
             {%- for column in toastable %}
             {{ cdcflow.list_contains('c._unavailable_columns', column.name) }}{{ ' or' if not loop.last }}
             {%- endfor %}
           )
+    ),
+
+    {#- the old key's versions before its delete, newest first: in the delete's partition by offset (a
+        snapshot read has no LSN), then those a raised partition count left in another, by LSN #}
+    moved_from as (
+        select
+            m._moved_to_topic,
+            m._moved_to_partition,
+            m._moved_to_offset,
+            {%- for column in toastable %}
+            p.{{ adapter.quote(column.name) }},
+            {%- endfor %}
+            p._unavailable_columns,
+            row_number() over (
+                partition by m._moved_to_topic, m._moved_to_partition, m._moved_to_offset
+                order by
+                    case when p._kafka_partition = m._moved_from_partition then 1 else 0 end desc,
+                    case when p._kafka_partition = m._moved_from_partition then p._kafka_offset else -1 end desc,
+                    coalesce(p._source_lsn, -1) desc,
+                    p._kafka_offset desc
+            ) as _recency
+        from moves as m
+        inner join {{ src }} as p
+            on {{ _silver_key_match(table, 'p', 'm') }}
+            and p._kafka_topic = m._moved_to_topic
+            and p._op in ('c', 'u', 'r')
+            and (
+                (p._kafka_partition = m._moved_from_partition and p._kafka_offset < m._moved_from_offset)
+                or (p._kafka_partition != m._moved_from_partition and p._source_lsn < m._moved_at_lsn)
+            )
     ),
 
     moved_in as (
@@ -378,14 +406,11 @@
                 ignore nulls
             ) over (
                 partition by _moved_to_topic, _moved_to_partition, _moved_to_offset
-                order by {{ _silver_order(desc=true) }}
+                order by _recency
                 rows between unbounded preceding and unbounded following
             ) as {{ adapter.quote(column.name) }},
             {%- endfor %}
-            row_number() over (
-                partition by _moved_to_topic, _moved_to_partition, _moved_to_offset
-                order by {{ _silver_order(desc=true) }}
-            ) as _recency
+            _recency
         from moved_from
     ),
 
