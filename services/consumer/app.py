@@ -73,7 +73,7 @@ from services.consumer.buffers import FlushPolicy, PartitionBuffer, PollSize, ov
 from services.consumer.checkpoint import TP, Checkpoint, CheckpointOutcome
 from services.consumer.continuity import Continuity
 from services.consumer.dlq import DlqPublisher
-from services.consumer.errors import OffsetsOutOfRangeError, WriteFailedError
+from services.consumer.errors import OffsetsOutOfRangeError, StartUncheckedError, WriteFailedError
 from services.consumer.evolution import CatalogEvolution
 from services.consumer.faults import crash_if_marked, raise_if_marked
 from services.consumer.guard import (
@@ -161,6 +161,7 @@ class LakeWriter:
         )
         self._buffers: dict[TP, PartitionBuffer] = {}
         self._paused_until: dict[TP, float] = {}
+        self._seek_owed: dict[TP, int] = {}  # paused partitions whose seek back failed: sought again before resuming
         self._attempts: dict[TP, int] = defaultdict(int)
         self._last_timestamp_ms: dict[TP, int] = {}
         self._assigned: set[TP] = set()
@@ -236,7 +237,7 @@ class LakeWriter:
             self._land_replayed(batch, ingested_at_us)
             return
         spans = batch.partition_spans()
-        taken = [span for span in spans if self._taking((topic, span[0]))]
+        taken = [(p, a, b) for p, a, b in spans if self._taking((topic, p)) and self._started((topic, p), batch, a)]
         if not taken:
             return  # fetched before the pause or the revoke: they will be read again
         if len(taken) < len(spans):
@@ -261,7 +262,7 @@ class LakeWriter:
         topic = self._replay_topic
         for partition, start, stop in batch.partition_spans():
             tp = (topic, partition)
-            if not self._taking(tp):
+            if not self._taking(tp) or not self._started(tp, batch, start):
                 continue
             part = batch.part(start, stop)
             buffer = self._take_in(topic, partition, part, 0, len(part))
@@ -302,6 +303,17 @@ class LakeWriter:
 
     def _taking(self, tp: TP) -> bool:
         return tp in self._assigned and tp not in self._paused_until
+
+    def _started(self, tp: TP, batch: MessageBatch, first: int) -> bool:
+        """Whether the partition's start is checked (:meth:`Continuity.check_start`); if the broker still does
+        not answer, its records from ``batch[first]`` on are read again later."""
+        try:
+            self._continuity.check_start(tp)
+        except StartUncheckedError as exc:
+            offset = int(batch.offsets[first])
+            self._retry_later(tp, PartitionBuffer(tp[0], tp[1], start=offset, end=offset), exc)
+            return False
+        return True
 
     def _rows(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> dict[int, list[pa.Table]]:
         """Each partition's rows of ``batch`` (in offset order, in one table unless the decoder had to be
@@ -469,12 +481,9 @@ class LakeWriter:
         """Drop what was buffered, seek back to the committed position and pause with backoff."""
         self._attempts[tp] += 1
         delay = min(self._settings.retry_backoff_max_s, self._settings.retry_backoff_s * 2 ** (self._attempts[tp] - 1))
-        partition = TopicPartition(tp[0], tp[1], buffer.start)
-        self._consumer.pause([partition])
-        try:
-            self._consumer.seek(partition)
-        except KafkaException as seek_error:  # not assigned any more: the next owner starts from the commit
-            log.warning("writer.seek_failed", topic=tp[0], partition=tp[1], error=str(seek_error))
+        self._consumer.pause([TopicPartition(tp[0], tp[1])])
+        self._seek_owed[tp] = buffer.start
+        self._seek_back(tp)
         self._buffers[tp] = PartitionBuffer(tp[0], tp[1], start=buffer.start, end=buffer.start)
         self._continuity.expect(tp, buffer.start)
         self._paused_until[tp] = time.monotonic() + delay
@@ -488,9 +497,23 @@ class LakeWriter:
             error=str(exc),
         )
 
+    def _seek_back(self, tp: TP) -> bool:
+        """Seek a paused partition back to the offset its retry starts at. A seek that fails leaves it owed:
+        resumed without it, the partition would go on after the records its retry dropped."""
+        try:
+            self._consumer.seek(TopicPartition(tp[0], tp[1], self._seek_owed[tp]))
+        except KafkaException as exc:  # e.g. mid-rebalance; if the partition went, forgetting it clears the debt
+            log.warning("writer.seek_failed", topic=tp[0], partition=tp[1], error=str(exc))
+            return False
+        del self._seek_owed[tp]
+        return True
+
     def _resume_ready(self) -> None:
         now = time.monotonic()
         ready = [tp for tp, until in self._paused_until.items() if until <= now]
+        for tp in [tp for tp in ready if tp in self._seek_owed and not self._seek_back(tp)]:
+            ready.remove(tp)
+            self._paused_until[tp] = now + self._settings.retry_backoff_s  # still owed: try again, still paused
         if ready:
             self._consumer.resume([TopicPartition(t, p) for t, p in ready])
             for tp in ready:
@@ -527,6 +550,7 @@ class LakeWriter:
     def _forget(self, tp: TP) -> None:
         self._buffers.pop(tp, None)
         self._paused_until.pop(tp, None)
+        self._seek_owed.pop(tp, None)
         self._attempts.pop(tp, None)
         self._last_timestamp_ms.pop(tp, None)
         self._continuity.forget(tp)

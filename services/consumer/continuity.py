@@ -15,7 +15,7 @@ from services.common.kafka.offsets import Watermarks, committed_offsets, log_bou
 from services.common.logging import get_logger
 from services.common.settings import Settings
 from services.consumer.checkpoint import TP
-from services.consumer.errors import OffsetsOutOfRangeError
+from services.consumer.errors import OffsetsOutOfRangeError, StartUncheckedError
 
 __all__ = ["Continuity"]
 
@@ -35,14 +35,31 @@ class Continuity:
         self._group = settings.writer.group_id
         self._watermarks = watermarks
         self._expected: dict[TP, int] = {}
+        self._unchecked: set[TP] = set()  # assigned while the broker did not answer the start check
 
     def check_assigned(self, partitions: list[TP]) -> None:
-        """Each newly assigned partition's committed offset must still be in its log."""
+        """Each newly assigned partition's committed offset must still be in its log. When the broker does not
+        answer, the partitions stay unchecked: :meth:`check_start` asks again before any of their records."""
         try:
-            starts = _starts(self._settings, self._group, partitions)
-        except (KafkaException, TimeoutError) as exc:  # a broker hiccup: the check is skipped, loudly
+            self._check(partitions)
+        except (KafkaException, TimeoutError) as exc:  # a broker hiccup: asked again at the first record
             log.warning("writer.start_check_failed", partitions=len(partitions), error=str(exc))
+            self._unchecked.update(partitions)
+
+    def check_start(self, tp: TP) -> None:
+        """Before a partition's first record: its start check, if the one at its assignment failed. Raises
+        :class:`StartUncheckedError` while the broker still does not answer, OffsetsOutOfRangeError on a loss."""
+        if tp not in self._unchecked:
             return
+        try:
+            self._check([tp])
+        except (KafkaException, TimeoutError) as exc:
+            raise StartUncheckedError(f"{tp[0]}[{tp[1]}]: the start check failed again: {exc}") from None
+        log.info("writer.start_checked", topic=tp[0], partition=tp[1])
+
+    def _check(self, partitions: list[TP]) -> None:
+        starts = _starts(self._settings, self._group, partitions)
+        self._unchecked.difference_update(partitions)
         lost: list[tuple[str, int, int, int, int]] = []
         unchecked = 0
         for tp, (committed, bounds) in starts.items():
@@ -74,6 +91,7 @@ class Continuity:
 
     def forget(self, tp: TP) -> None:
         self._expected.pop(tp, None)
+        self._unchecked.discard(tp)
 
     def report(self, error: OffsetsOutOfRangeError) -> None:
         for topic, partition, committed, low, high in error.lost:

@@ -8,6 +8,7 @@ __all__ = [
     "DlqDeliveryError",
     "DlqRecordTooLargeError",
     "OffsetsOutOfRangeError",
+    "StartUncheckedError",
     "WriteFailedError",
 ]
 
@@ -39,6 +40,11 @@ class OffsetsOutOfRangeError(TerminalError):
         self.lost = lost
         where = ", ".join(f"{t}[{p}] committed {c}, log {lo}..{hi}" for t, p, c, lo, hi in lost)
         super().__init__(f"committed offsets outside the log: {where}")
+
+
+class StartUncheckedError(TransientError):
+    """Where a partition's committed offset stands against its log could not be read yet: its records wait
+    (paused, read again) rather than be written past a gap nobody checked for."""
 
 
 class CommitFailedError(TerminalError):

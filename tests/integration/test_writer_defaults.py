@@ -2,6 +2,7 @@
 
 - A committed offset that retention has overtaken (records deleted before this group wrote them) stops the
   writer with a named error and exit code 2; it never jumps to the log start and commits past the gap.
+- A start check the broker did not answer at assignment is made before the partition's first record.
 - SIGTERM has a deadline: a writer stuck past ``grace_s`` says what it held and exits non-zero.
 """
 
@@ -11,13 +12,18 @@ import json
 import signal
 import uuid
 
+import pytest
+
 from services.common.kafka import Message, TopicPartition, admin_client, consumer, ensure_topics, producer
 from services.common.settings import Settings
 from services.common.signals import OVERDUE_EXIT
 from services.consumer.app import OFFSETS_OUT_OF_RANGE_EXIT
+from services.consumer.continuity import Continuity
+from services.consumer.errors import OffsetsOutOfRangeError, StartUncheckedError
 from services.consumer.faults import HANG_MARKER_ENV
 from services.stack.runtime import Stack
 from tests.fixtures.faulty_writer import FAULT_RATE_ENV
+from tests.fixtures.net import LOOPBACK, forwarding, free_port
 from tests.fixtures.pipeline import (
     FaultyWriterProcess,
     WriterProcess,
@@ -153,3 +159,40 @@ def test_sigterm_has_a_deadline_when_the_writer_is_stuck(
     assert _log_events(writer, "writer.shutdown_overdue")
     (overdue,) = _log_events(writer, "shutdown.overdue")
     assert overdue["grace_s"] == 2
+
+
+def test_a_start_check_the_broker_left_unanswered_is_made_before_the_partitions_first_record(
+    stack: Stack, settings: Settings
+) -> None:
+    """The broker does not answer the start check at assignment: the partition stays unchecked, its records
+    wait while the broker still does not answer, and once it does, a committed offset retention overtook is
+    named, as it is at assignment, instead of being jumped over unseen."""
+    prefix = f"unanswered{uuid.uuid4().hex[:8]}"
+    topic, group = f"{prefix}.lending.transactions", f"{prefix}-writer"
+    ensure_topics(settings.kafka, [topic])
+    _produce(settings, topic, [m.value() for m in _real_events(settings, RECORDS)])
+    group_client = consumer(settings.kafka, group)
+    try:
+        group_client.commit(offsets=[TopicPartition(topic, 0, COMMITTED)], asynchronous=False)
+    finally:
+        group_client.close()
+    admin = admin_client(settings.kafka)  # held while its futures run
+    for future in admin.delete_records([TopicPartition(topic, 0, LOG_START)]).values():
+        future.result(timeout=30)
+
+    port = free_port()  # the broker as the writer reaches it: nothing answers there until forwarded
+    through = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"bootstrap_servers": f"{LOOPBACK}:{port}"}),
+            "writer": settings.writer.model_copy(update={"group_id": group}),
+        }
+    )
+    continuity = Continuity(through, lambda tp: (LOG_START, RECORDS))
+    tp = (topic, 0)
+    continuity.check_assigned([tp])
+    continuity.check_next(tp, LOG_START)  # the first record after librdkafka's reset: nothing known to compare
+    with pytest.raises(StartUncheckedError):
+        continuity.check_start(tp)
+    with forwarding(port, settings.kafka.first_broker()), pytest.raises(OffsetsOutOfRangeError) as caught:
+        continuity.check_start(tp)
+    assert caught.value.lost == [(topic, 0, COMMITTED, LOG_START, RECORDS)]
