@@ -166,6 +166,31 @@ def test_an_untouched_toasted_value_is_marked_unavailable_for_every_type(isolate
 
 
 @pytest.mark.parametrize("isolated_source", [FIDELITY_SQL], indirect=True)
+def test_an_update_of_the_key_is_a_delete_and_a_create_at_one_lsn_without_the_toasted_values(
+    isolated_source: IsolatedSource,
+) -> None:
+    """What silver's carry across a key change rests on (dbt/macros/silver.sql, `_silver_moved_keys`): the old
+    key's delete and the new key's create share the update's LSN, and the create holds the placeholder for a
+    TOASTed value the update left alone."""
+    prefix = isolated_source.settings.kafka.topic_prefix
+    tail = TopicTail(isolated_source.settings, [f"{prefix}.lending.blobs"], f"t-{uuid.uuid4().hex[:8]}")
+    try:
+        with _connect(isolated_source) as conn:
+            conn.execute("insert into lending.blobs (id, note) values (21, %s)", (secrets.token_hex(20_000),))
+            conn.execute("update lending.blobs set id = 22 where id = 21")
+        events = tail.read_until(lambda got: len(_with_ids(got, {21, 22})) >= 3)
+    finally:
+        tail.close()
+    changes = {
+        (e.value["op"], (e.value["after"] or e.value["before"])["id"]): e.value for e in _with_ids(events, {21, 22})
+    }
+    assert sorted(changes) == [("c", 21), ("c", 22), ("d", 21)]
+    assert changes[("d", 21)]["source"]["lsn"] == changes[("c", 22)]["source"]["lsn"]
+    assert changes[("c", 21)]["source"]["lsn"] < changes[("c", 22)]["source"]["lsn"]
+    assert changes[("c", 22)]["after"]["note"] == UNAVAILABLE_VALUE
+
+
+@pytest.mark.parametrize("isolated_source", [FIDELITY_SQL], indirect=True)
 def test_a_value_of_several_mib_is_captured_whole(isolated_source: IsolatedSource, stack: Stack) -> None:
     """Rows hold documents and images far larger than Kafka's 1 MB defaults: each change event must reach its
     topic whole, and the connector's task keep running (beyond the stack's limit a task fails: nothing of the
