@@ -23,7 +23,7 @@ from services.consumer.errors import OffsetsOutOfRangeError, StartUncheckedError
 from services.consumer.faults import HANG_MARKER_ENV
 from services.stack.runtime import Stack
 from tests.fixtures.faulty_writer import FAULT_RATE_ENV
-from tests.fixtures.net import LOOPBACK, forwarding, free_port
+from tests.fixtures.net import LOOPBACK, TcpProxy, free_port
 from tests.fixtures.pipeline import (
     FaultyWriterProcess,
     WriterProcess,
@@ -180,10 +180,10 @@ def test_a_start_check_the_broker_left_unanswered_is_made_before_the_partitions_
     for future in admin.delete_records([TopicPartition(topic, 0, LOG_START)]).values():
         future.result(timeout=30)
 
-    port = free_port()  # the broker as the writer reaches it: nothing answers there until forwarded
+    broker = TcpProxy(settings.kafka.first_broker(), port=free_port())  # not started: nothing answers there
     through = settings.model_copy(
         update={
-            "kafka": settings.kafka.model_copy(update={"bootstrap_servers": f"{LOOPBACK}:{port}"}),
+            "kafka": settings.kafka.model_copy(update={"bootstrap_servers": f"{LOOPBACK}:{broker.port}"}),
             "writer": settings.writer.model_copy(update={"group_id": group}),
         }
     )
@@ -193,6 +193,10 @@ def test_a_start_check_the_broker_left_unanswered_is_made_before_the_partitions_
     continuity.check_next(tp, LOG_START)  # the first record after librdkafka's reset: nothing known to compare
     with pytest.raises(StartUncheckedError):
         continuity.check_start(tp)
-    with forwarding(port, settings.kafka.first_broker()), pytest.raises(OffsetsOutOfRangeError) as caught:
-        continuity.check_start(tp)
+    broker.start()
+    try:
+        with pytest.raises(OffsetsOutOfRangeError) as caught:
+            continuity.check_start(tp)
+    finally:
+        broker.stop()
     assert caught.value.lost == [(topic, 0, COMMITTED, LOG_START, RECORDS)]
