@@ -329,10 +329,10 @@
 {#- CTEs `moves`, `moved_from`, `moved_in` and `versions_moved`. An UPDATE that changes a row's key comes as a
     delete of the old key and a create of the new one, both at the update's LSN. The create does not carry the
     values PostgreSQL left TOASTed; they are the old key's, as it stood before its delete: of each column, the
-    newest value of the old key's versions before the delete that carried it. `versions_moved` is `versions`
+    newest value that the old key's versions since its last create carried. `versions_moved` is `versions`
     with those values in the create (`_moved_in`: the create's unavailable columns are then known). Read from
-    bronze, not from `versions`, which is computed once. One move is followed: a create whose old key got its
-    values from an earlier move takes what that key's own versions carried. -#}
+    bronze, not from `versions`, which is computed once. One move is followed: when the old key's last create
+    was itself a move that left the value out, the value is NULL (never one of a life the key ended). -#}
 {% macro _silver_moved_keys(table, src, toastable) -%}
     moves as (
         select
@@ -373,6 +373,7 @@
             p.{{ adapter.quote(column.name) }},
             {%- endfor %}
             p._unavailable_columns,
+            p._op,
             row_number() over (
                 partition by m._moved_to_topic, m._moved_to_partition, m._moved_to_offset
                 order by
@@ -385,11 +386,37 @@
         inner join {{ src }} as p
             on {{ _silver_key_match(table, 'p', 'm') }}
             and p._kafka_topic = m._moved_to_topic
-            and p._op in ('c', 'u', 'r')
+            and p._op in ('c', 'u', 'r', 'd')
             and (
                 (p._kafka_partition = m._moved_from_partition and p._kafka_offset < m._moved_from_offset)
                 or (p._kafka_partition != m._moved_from_partition and p._source_lsn < m._moved_at_lsn)
             )
+    ),
+
+    {#- of those, the old key's last life: from its newest create (an insert, or a move into it, whose values
+        are then not followed further) on, after its newest delete #}
+    moved_life as (
+        select *
+        from (
+            select
+                *,
+                least(
+                    coalesce(
+                        min(case when _op = 'c' then _recency end) over (
+                            partition by _moved_to_topic, _moved_to_partition, _moved_to_offset
+                        ),
+                        9223372036854775807
+                    ),
+                    coalesce(
+                        min(case when _op = 'd' then _recency end) over (
+                            partition by _moved_to_topic, _moved_to_partition, _moved_to_offset
+                        ) - 1,
+                        9223372036854775807
+                    )
+                ) as _moved_life
+            from moved_from
+        ) as f
+        where _op != 'd' and _recency <= _moved_life
     ),
 
     moved_in as (
@@ -411,7 +438,7 @@
             ) as {{ adapter.quote(column.name) }},
             {%- endfor %}
             _recency
-        from moved_from
+        from moved_life
     ),
 
     versions_moved as (

@@ -155,6 +155,9 @@ def test_a_key_changed_by_an_update_keeps_the_values_postgresql_left_toasted(env
             change("c", 12, 1, 2, notes="notes of 2"),
             change("c", 13, 1, 8, notes="old notes of 8"),
             change("d", 14, 1, 8),
+            change("c", 15, 1, 40, notes="notes of a life 40 ended"),
+            change("d", 16, 1, 40),
+            change("c", 17, 1, 41, notes="notes of 41"),
         ],
     )
     assert transform(env)[0] == 0
@@ -164,6 +167,10 @@ def test_a_key_changed_by_an_update_keeps_the_values_postgresql_left_toasted(env
             change("d", 20, 2, 1, partition=1, offset=200),  # key 1 moves to key 7: same LSN, another partition
             change("c", 20, 2, 7, status="SUSPENDED", unavailable=("notes",), offset=201),
             change("c", 21, 2, 8, unavailable=("notes",), offset=211),  # key 2 moves to key 8 ...
+            change("d", 22, 2, 41, offset=220),  # two moves in a row, 41 to 40 to 42: one is followed, so 42's
+            change("c", 22, 2, 40, unavailable=("notes",), offset=221),  # notes are NULL, never those of the
+            change("d", 23, 2, 40, offset=230),  # life key 40 ended at LSN 16
+            change("c", 23, 2, 42, unavailable=("notes",), offset=231),
         ],
     )
     assert transform(env)[0] == 0
@@ -178,7 +185,7 @@ def test_a_key_changed_by_an_update_keeps_the_values_postgresql_left_toasted(env
         ],
     )
     assert transform(env)[0] == 0
-    expected = [(7, "ACTIVE", "notes of 1"), (8, "ACTIVE", "notes of 2")]
+    expected = [(7, "ACTIVE", "notes of 1"), (8, "ACTIVE", "notes of 2"), (42, "ACTIVE", None)]
     current = "select customer_id, status, notes from silver.customers order by 1"
     assert query(warehouse, current) == expected
     history = query(

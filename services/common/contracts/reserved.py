@@ -50,7 +50,7 @@ SILVER_WORKING_NAMES = (
     *("_lsn_in_partition", "_lsn_elsewhere", "_moved", "_order_lsn", "_order_read", "_order_moved_at"),
     *("_recency", "_key_loaded_at", "_next_lsn", "_next_source_lsn", "_next_ts", "_truncate_lsn", "_truncated_at"),
     *("_moved_in", "_moved_to_topic", "_moved_to_partition", "_moved_to_offset", "_moved_from_partition"),
-    *("_moved_from_offset", "_moved_at_lsn"),
+    *("_moved_from_offset", "_moved_at_lsn", "_moved_life"),
 )
 """Columns silver's SQL (dbt/macros/silver.sql) adds to a table's own on the way to its models."""
 
