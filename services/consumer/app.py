@@ -237,7 +237,7 @@ class LakeWriter:
             self._land_replayed(batch, ingested_at_us)
             return
         spans = batch.partition_spans()
-        taken = [(p, a, b) for p, a, b in spans if self._taking((topic, p)) and self._started((topic, p), batch, a)]
+        taken = self._started(topic, batch, [span for span in spans if self._taking((topic, span[0]))])
         if not taken:
             return  # fetched before the pause or the revoke: they will be read again
         if len(taken) < len(spans):
@@ -262,7 +262,7 @@ class LakeWriter:
         topic = self._replay_topic
         for partition, start, stop in batch.partition_spans():
             tp = (topic, partition)
-            if not self._taking(tp) or not self._started(tp, batch, start):
+            if not self._taking(tp) or not self._started(topic, batch, [(partition, start, stop)]):
                 continue
             part = batch.part(start, stop)
             buffer = self._take_in(topic, partition, part, 0, len(part))
@@ -304,16 +304,24 @@ class LakeWriter:
     def _taking(self, tp: TP) -> bool:
         return tp in self._assigned and tp not in self._paused_until
 
-    def _started(self, tp: TP, batch: MessageBatch, first: int) -> bool:
-        """Whether the partition's start is checked (:meth:`Continuity.check_start`); if the broker still does
-        not answer, its records from ``batch[first]`` on are read again later."""
+    def _started(
+        self, topic: str, batch: MessageBatch, spans: list[tuple[int, int, int]]
+    ) -> list[tuple[int, int, int]]:
+        """Of ``spans`` (partition, first, stop in ``batch``), those whose partition's start is checked
+        (:meth:`Continuity.check_starts`); while the broker does not answer, the others' records are read again
+        later."""
         try:
-            self._continuity.check_start(tp)
+            self._continuity.check_starts([(topic, partition) for partition, _, _ in spans])
         except StartUncheckedError as exc:
-            offset = int(batch.offsets[first])
-            self._retry_later(tp, PartitionBuffer(tp[0], tp[1], start=offset, end=offset), exc)
-            return False
-        return True
+            waiting = set(exc.partitions)
+            for partition, first, _ in spans:
+                if (topic, partition) in waiting:
+                    offset = int(batch.offsets[first])
+                    self._retry_later(
+                        (topic, partition), PartitionBuffer(topic, partition, start=offset, end=offset), exc
+                    )
+            return [span for span in spans if (topic, span[0]) not in waiting]
+        return spans
 
     def _rows(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> dict[int, list[pa.Table]]:
         """Each partition's rows of ``batch`` (in offset order, in one table unless the decoder had to be

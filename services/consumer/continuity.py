@@ -39,23 +39,25 @@ class Continuity:
 
     def check_assigned(self, partitions: list[TP]) -> None:
         """Each newly assigned partition's committed offset must still be in its log. When the broker does not
-        answer, the partitions stay unchecked: :meth:`check_start` asks again before any of their records."""
+        answer, the partitions stay unchecked: :meth:`check_starts` asks again before any of their records."""
         try:
             self._check(partitions)
         except (KafkaException, TimeoutError) as exc:  # a broker hiccup: asked again at the first record
             log.warning("writer.start_check_failed", partitions=len(partitions), error=str(exc))
             self._unchecked.update(partitions)
 
-    def check_start(self, tp: TP) -> None:
-        """Before a partition's first record: its start check, if the one at its assignment failed. Raises
-        :class:`StartUncheckedError` while the broker still does not answer, OffsetsOutOfRangeError on a loss."""
-        if tp not in self._unchecked:
+    def check_starts(self, partitions: list[TP]) -> None:
+        """Before the first records of ``partitions``: the start check of those whose check at assignment
+        failed, one request for them all. Raises :class:`StartUncheckedError` (naming them) while the broker
+        still does not answer, OffsetsOutOfRangeError on a loss."""
+        waiting = [tp for tp in partitions if tp in self._unchecked]
+        if not waiting:
             return
         try:
-            self._check([tp])
+            self._check(waiting)
         except (KafkaException, TimeoutError) as exc:
-            raise StartUncheckedError(f"{tp[0]}[{tp[1]}]: the start check failed again: {exc}") from None
-        log.info("writer.start_checked", topic=tp[0], partition=tp[1])
+            raise StartUncheckedError(waiting, str(exc)) from None
+        log.info("writer.start_checked", partitions=[f"{topic}[{partition}]" for topic, partition in waiting])
 
     def _check(self, partitions: list[TP]) -> None:
         starts = _starts(self._settings, self._group, partitions)

@@ -43,8 +43,13 @@ class OffsetsOutOfRangeError(TerminalError):
 
 
 class StartUncheckedError(TransientError):
-    """Where a partition's committed offset stands against its log could not be read yet: its records wait
-    (paused, read again) rather than be written past a gap nobody checked for."""
+    """Where the committed offsets of ``partitions`` stand against their logs could not be read yet: their
+    records wait (paused, read again) rather than be written past a gap nobody checked for."""
+
+    def __init__(self, partitions: list[tuple[str, int]], error: str) -> None:
+        self.partitions = partitions
+        where = ", ".join(f"{topic}[{partition}]" for topic, partition in partitions)
+        super().__init__(f"the start check of {where} failed again: {error}")
 
 
 class CommitFailedError(TerminalError):

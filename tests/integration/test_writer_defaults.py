@@ -192,11 +192,11 @@ def test_a_start_check_the_broker_left_unanswered_is_made_before_the_partitions_
     continuity.check_assigned([tp])
     continuity.check_next(tp, LOG_START)  # the first record after librdkafka's reset: nothing known to compare
     with pytest.raises(StartUncheckedError):
-        continuity.check_start(tp)
+        continuity.check_starts([tp])
     broker.start()
     try:
         with pytest.raises(OffsetsOutOfRangeError) as caught:
-            continuity.check_start(tp)
+            continuity.check_starts([tp])
     finally:
         broker.stop()
     assert caught.value.lost == [(topic, 0, COMMITTED, LOG_START, RECORDS)]

@@ -58,7 +58,8 @@ class TransactionalProducer:
 
     def __init__(self, settings: KafkaSettings, transactional_id: str, *, timeout_s: float = 30.0, **overrides: Any):
         config = {
-            "transaction.timeout.ms": 60_000,  # ``extra`` may change it (the broker caps it)
+            # ``extra`` may change it, up to the broker's transaction.max.timeout.ms (a longer one is refused)
+            "transaction.timeout.ms": 60_000,
             **_base(settings),
             **PRODUCER_DEFAULTS,
             "transactional.id": transactional_id,
