@@ -63,17 +63,17 @@ class Continuity:
         starts = _starts(self._settings, self._group, partitions)
         self._unchecked.difference_update(partitions)
         lost: list[tuple[str, int, int, int, int]] = []
-        unchecked = 0
+        unbounded = 0
         for tp, (committed, bounds) in starts.items():
             if committed < 0:
                 continue  # never committed: librdkafka starts it at the beginning of its log
             if bounds is None:
-                unchecked += 1
+                unbounded += 1
             elif committed < bounds.start or committed > bounds.end:
                 lost.append((tp[0], tp[1], committed, bounds.start, bounds.end))
             self._expected[tp] = committed
-        if unchecked:
-            log.warning("writer.start_check_failed", partitions=unchecked, error="no log offsets in time")
+        if unbounded:
+            log.warning("writer.start_check_failed", partitions=unbounded, error="no log offsets in time")
         if lost:
             raise OffsetsOutOfRangeError(lost)
 

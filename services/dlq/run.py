@@ -92,20 +92,20 @@ class ReplayRun:
             if start >= len(todo):
                 return
 
-    def _values(self, batch: list[PlanItem]) -> list[_Value | None]:
+    def _values(self, batch: list[PlanItem]) -> list[_Value]:
         """The values of a batch's first records, as many as :data:`VALUE_BYTES_PER_TRANSACTION` holds (at least
-        one); None for a record the plan parks."""
-        values: list[_Value | None] = []
+        one)."""
+        values: list[_Value] = []
         size = 0
         for item in batch:
             if values and size >= VALUE_BYTES_PER_TRANSACTION:
                 break
-            value = None if item.action == "park" else self._value(item)
-            size += len(value.value or b"") if value else 0
+            value = self._value(item)
+            size += len(value.value or b"")
             values.append(value)
         return values
 
-    def _transact(self, batch: list[PlanItem], values: list[_Value | None], *, done: bool) -> None:
+    def _transact(self, batch: list[PlanItem], values: list[_Value], *, done: bool) -> None:
         self._producer.begin()
         try:
             counts = [self._act(item, value) for item, value in zip(batch, values, strict=True)]
@@ -123,6 +123,8 @@ class ReplayRun:
     def _value(self, item: PlanItem) -> _Value:
         """The value to replay, or why the record is parked instead."""
         record = item.record
+        if item.action == "park":
+            return _Value(None, park=f"replayed {record.replay_count} times (max {self._plan.max_replays})")
         try:
             return _Value(record.original_value())
         except ValueOmittedError:
@@ -133,14 +135,8 @@ class ReplayRun:
         except ValueError as exc:
             return _Value(None, park=f"value unreadable: {exc}")
 
-    def _act(self, item: PlanItem, value: _Value | None) -> str:
+    def _act(self, item: PlanItem, value: _Value) -> str:
         record = item.record
-        if item.action == "park":
-            self._progress(
-                item, parked=True, note=f"replayed {record.replay_count} times (max {self._plan.max_replays})"
-            )
-            return "park"
-        assert value is not None  # read for every record not parked by the plan
         if value.park:
             self._progress(item, parked=True, note=value.park)
             return "park"

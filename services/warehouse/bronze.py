@@ -18,6 +18,7 @@ from typing import TypeVar
 import pyarrow as pa
 
 from services.common.contracts import TableContract, lake_schema
+from services.common.contracts.reserved import names_alike
 from services.common.lake import LakeFile
 from services.common.naming import bronze_name
 from services.warehouse.errors import BronzeSchemaError
@@ -121,15 +122,12 @@ def refuse_names_alike(contract: TableContract) -> None:
     """Both warehouses match column names without regard to case, so two bronze columns whose names differ
     only in case cannot both exist: a column renamed that way (``due`` to ``Due``) keeps its old name in the
     contract, as every dropped column does. Refused as a :class:`BronzeSchemaError`, which stops this table."""
-    seen: dict[str, str] = {}
-    for field in bronze_schema(contract):
-        other = seen.setdefault(field.name.casefold(), field.name)
-        if other != field.name:
-            raise BronzeSchemaError(
-                f"bronze.{bronze_table(contract)}: columns {other!r} and {field.name!r} differ only in case, and "
-                "the warehouse matches column names without regard to case; rename the column in PostgreSQL to a "
-                "name of its own, or exclude one of them from capture"
-            )
+    if alike := names_alike(field.name for field in bronze_schema(contract)):
+        raise BronzeSchemaError(
+            f"bronze.{bronze_table(contract)}: columns {alike[0]!r} and {alike[1]!r} differ only in case, and the "
+            "warehouse matches column names without regard to case; rename the column in PostgreSQL to a name of "
+            "its own, or exclude one of them from capture"
+        )
 
 
 def evolve(

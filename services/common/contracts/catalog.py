@@ -26,7 +26,7 @@ from services.common.contracts.model import (
     TableContract,
     is_safe_name,
 )
-from services.common.contracts.reserved import WarehouseLimits, why_reserved
+from services.common.contracts.reserved import WarehouseLimits, names_alike, why_reserved
 
 if TYPE_CHECKING:
     import psycopg
@@ -312,7 +312,13 @@ def _captured(
             captured.append(row)
     if refused:
         raise UnsupportedColumnError("\n".join(refused))
-    _refuse_names_alike(schema, table, [str(row["attname"]) for row in captured])
+    if alike := names_alike(str(row["attname"]) for row in captured):
+        # Debezium fails the connector's task on such a table too: see publishing_hazards
+        raise UnsupportedColumnError(
+            f"{schema}.{table}: columns {alike[0]!r} and {alike[1]!r} differ only in case: the warehouse matches "
+            "column names without regard to case, and Debezium fails the connector's task on such a table. Rename "
+            "one of them"
+        )
     return captured, tuple(uncaptured)
 
 
@@ -329,19 +335,6 @@ def _refusal(schema: str, table: str, row: dict[str, Any], warehouse: WarehouseL
     if why := why_reserved(name, warehouse):
         return f"{schema}.{table}.{name!r}: {why}. {exclude_it}, or rename the column"
     return None
-
-
-def _refuse_names_alike(schema: str, table: str, names: list[str]) -> None:
-    """DuckDB and BigQuery match column names without regard to case: ``id`` and ``ID`` would be one column (and
-    Debezium fails the connector's task on such a table: see :func:`publishing_hazards`)."""
-    seen: dict[str, str] = {}
-    for name in names:
-        if (other := seen.setdefault(name.lower(), name)) != name:
-            raise UnsupportedColumnError(
-                f"{schema}.{table}: columns {other!r} and {name!r} differ only in case: the warehouse matches column "
-                "names without regard to case, and Debezium fails the connector's task on such a table. Rename one "
-                "of them"
-            )
 
 
 def _contract(
@@ -486,7 +479,7 @@ def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str,
     with _catalog(dsn, timeout_s) as conn:
         rows = conn.execute(_PUBLISHING_SQL).fetchall()
     hazards = {}
-    for schema, name, unlogged, without_identity, identity, names_alike, rows_hidden, user in rows:
+    for schema, name, unlogged, without_identity, identity, case_alike, rows_hidden, user in rows:
         table = f"{schema}.{name}"
         if unlogged:
             remedy = f"ALTER TABLE {table} SET LOGGED"
@@ -496,10 +489,10 @@ def publishing_hazards(dsn: str, *, timeout_s: float | None = None) -> dict[str,
                 "publication when the connector starts and captures nothing of the whole source (its task "
                 f"restarts over and over). {remedy}, or leave it out of the include list",
             )
-        elif names_alike:
+        elif case_alike:
             hazards[table] = PublishingHazard(
                 "columns_differ_in_case",
-                f"{table} has columns whose names differ only in case ({', '.join(names_alike)}): Debezium fails the "
+                f"{table} has columns whose names differ only in case ({', '.join(case_alike)}): Debezium fails the "
                 'connector\'s task on it ("has columns that differ only by case") and nothing of the whole source is '
                 "captured. Rename one of them, or leave the table out of the include list",
             )

@@ -33,6 +33,7 @@ __all__ = [
     "WarehouseLimits",
     "history_period",
     "is_reserved",
+    "names_alike",
     "warehouse_limits",
     "why_reserved",
 ]
@@ -125,6 +126,16 @@ BIGQUERY_LIMITS = WarehouseLimits(
 """BigQuery's column names: letters, digits and ``_`` (``$``, which PostgreSQL allows, is not among them even
 in its flexible column names), not starting with its reserved prefixes; its widest exact decimal, BIGNUMERIC:
 76 digits, 38 of them after the point."""
+
+
+def names_alike(names: Iterable[str]) -> tuple[str, str] | None:
+    """The first two of ``names`` that differ only in case, in their order; None when there are none. DuckDB and
+    BigQuery match column names without regard to case, so such two would be one column there."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if (other := seen.setdefault(name.lower(), name)) != name:
+            return other, name
+    return None
 
 
 def warehouse_limits(backend: str) -> WarehouseLimits:
