@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from services.common.contracts import ContractRegistry, TableContract
 from services.common.contracts.errors import UnknownTableError
-from services.common.contracts.store import ContractReader
+from services.common.contracts.store import ContractReader, ContractSet
 from services.common.errors import TransientError
 from services.common.health import Heartbeat
 from services.common.lake import (
@@ -95,7 +95,7 @@ class Loader:
         self._shutdown = shutdown
         self._last_load: dict[str, float] = {}
         self._contract_reader = ContractReader(settings.contracts_dir, lake)
-        self._registry: tuple[list[TableContract], ContractRegistry] | None = None  # the contracts it was built of
+        self._registry: tuple[ContractSet, ContractRegistry] | None = None  # the contracts it was built of
         # per table, the listed files (path, version) known to be in bronze: the manifest is asked only about
         # the others, so a cycle costs what changed, not every captured table's manifest lookup
         self._loaded: dict[str, set[tuple[str, str]]] = {}
@@ -181,8 +181,8 @@ class Loader:
                 report.standby = True
                 return report
             listed = self._listed_by_table()  # before the contracts: a writer publishes a version before its files
-            contracts = self._contracts()
-            pending = self._pending_by_table(listed, contracts)
+            contracts, broken = self._contracts()
+            pending = self._pending_by_table(self._without_broken(listed, broken, report), contracts)
         except TransientError as exc:  # the lake or the warehouse is unreachable or busy: the next cycle
             log.warning("loader.cycle_deferred", error=str(exc))
             self._metrics.failures.labels("", "transient").inc()
@@ -214,12 +214,26 @@ class Loader:
 
     # --- discovery ------------------------------------------------------------------------------
 
-    def _contracts(self) -> ContractRegistry:
-        """The repository's contracts plus every version the writers published (read again when one changed)."""
-        contracts = self._contract_reader.contracts()
-        if self._registry is None or self._registry[0] is not contracts:
-            self._registry = (contracts, ContractRegistry.of(contracts))
-        return self._registry[1]
+    def _contracts(self) -> tuple[ContractRegistry, dict[str, str]]:
+        """The repository's contracts plus every version the writers published (read again when one changed), and
+        why each contract file that holds no valid contract does not, by the table it is named for."""
+        read = self._contract_reader.read()
+        if self._registry is None or self._registry[0] is not read:
+            self._registry = (read, ContractRegistry.of(read.contracts))
+        return self._registry[1], read.broken
+
+    def _without_broken(
+        self, listed: dict[str, list[LakeFile]], broken: dict[str, str], report: CycleReport
+    ) -> dict[str, list[LakeFile]]:
+        """``listed`` without the tables of a broken contract file, each of which stops (on a version it cannot
+        read, a file would load with an older one and lose its new columns): its files wait for the file's fix,
+        and every other table loads."""
+        for table in sorted(broken.keys() & listed.keys()):
+            if self._mine(table):
+                log.error("loader.table_stopped", table=table, error=broken[table])
+                self._metrics.failures.labels(table, "contract").inc()
+                report.stopped_tables.append(table)
+        return {table: files for table, files in listed.items() if table not in broken}
 
     def _mine(self, table: str) -> bool:
         index, count = self._settings.shard_of()

@@ -18,6 +18,7 @@ from services.common.contracts.store import (
     ContractReader,
     contract_to_avro,
     contracts_from_lake,
+    lake_contract_path,
     publish_contract,
     write_contract,
 )
@@ -129,6 +130,29 @@ def test_registry_keeps_the_newest_version() -> None:
     assert registry.get("lending", "loans").version == 3
     with pytest.raises(UnknownTableError, match="cdcflow schemas generate"):
         registry.get("lending", "nope")
+
+
+def test_each_broken_contract_file_is_named_by_its_table_and_the_rest_are_read(tmp_path: Path) -> None:
+    directory, lake = tmp_path / "schemas", LocalLake(tmp_path / "lake")
+    write_contract(directory, CONTRACT)
+    (directory / "lending.accounts.avsc").write_bytes(b'{"type": "record", "na')  # truncated
+    (directory / "shop").mkdir()
+    (directory / "shop" / "public.users.avsc").write_bytes(b"\xff\xfe not text")
+    (directory / "other.avsc").write_text('{"type": "record", "name": "other", "fields": []}')  # not a contract
+    publish_contract(lake, replace(CONTRACT, version=2))
+    bad_version = lake_contract_path(replace(CONTRACT, version=3))
+    lake.write(bad_version, json.dumps({**contract_to_avro(CONTRACT), "fields": "amount"}).encode())
+
+    read = ContractReader(directory, lake).read()
+
+    assert [(c.qualified_name, c.version) for c in read.contracts] == [("lending.loans", 1), ("lending.loans", 2)]
+    assert sorted(read.broken) == ["lending.accounts", "lending.loans", "shop/public.users"]
+    assert str(directory / "lending.accounts.avsc") in read.broken["lending.accounts"]
+    assert bad_version in read.broken["lending.loans"]
+    with pytest.raises(ContractError, match="not a valid contract"):
+        ContractReader(directory, lake).contracts()
+    with pytest.raises(ContractError, match="not a valid contract"):
+        load_contracts(directory)
 
 
 def test_a_contract_reader_reads_again_only_when_a_contract_file_changed(tmp_path: Path) -> None:

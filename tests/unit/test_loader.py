@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from services.common.contracts import Column, TableContract
-from services.common.contracts.store import publish_contract, write_contract
+from services.common.contracts.store import lake_contract_path, publish_contract, write_contract
 from services.common.health import Heartbeat
 from services.common.lake import Lake, LakeFile, LakeTransientError, LocalLake
 from services.common.metrics import LoaderMetrics
@@ -225,6 +225,36 @@ def test_a_batch_the_warehouse_refuses_stops_its_table_and_the_others_load(lake:
         )
         == 1
     )
+
+
+def test_a_broken_contract_file_stops_its_table_and_the_others_load(lake: LocalLake, tmp_path: Path) -> None:
+    """A hand-edited or truncated contract file stopped the whole loader, at every restart. Now only the table
+    it is named for stops, its files wait (read with the version before, a file would lose the new columns), and
+    they load once the file is whole again."""
+    contracts = tmp_path / "schemas"
+    transactions, customers = lending_contract("transactions"), lending_contract("customers")
+    for contract in (transactions, customers):
+        write_contract(contracts, contract)
+    (contracts / "lending.accounts.avsc").write_text('{"type": "record", "name": "accou')  # no files: stops nothing
+    LakeFiles(lake, transactions).write(range(0, 5))
+    LakeFiles(lake, customers, event=customer_event).write(range(0, 3))
+    version_2 = replace(transactions, version=2)
+    lake.write(lake_contract_path(version_2), b'{"type": "record", "fields": 7, "cdcflow.primary_key": []}')
+    registry = CollectorRegistry()
+    loader = _loader(lake, tmp_path, registry, contracts_dir=contracts)
+
+    report = loader.cycle()
+
+    assert (report.stopped_tables, report.rows_inserted) == (["lending.transactions"], 3)
+    assert _bronze(tmp_path, "select count(*) from bronze.lending__customers") == [(3,)]
+    labels = {"table": "lending.transactions", "kind": "contract"}
+    assert registry.get_sample_value("cdcflow_loader_failures_total", labels) == 1
+    assert loader.cycle().stopped_tables == ["lending.transactions"]  # until the file is fixed
+
+    publish_contract(lake, version_2)
+    report = loader.cycle()
+    assert (report.stopped_tables, report.rows_inserted) == ([], 5)
+    assert _bronze(tmp_path, "select count(*) from bronze.lending__transactions") == [(5,)]
 
 
 def test_a_bit_flipped_in_a_data_page_is_refused_by_its_checksum(lake: LocalLake, tmp_path: Path) -> None:

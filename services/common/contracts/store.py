@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,6 +25,7 @@ from services.common.lake import Lake
 __all__ = [
     "LAKE_CONTRACTS",
     "ContractReader",
+    "ContractSet",
     "avro_to_contract",
     "contract_path",
     "contract_to_avro",
@@ -156,23 +158,55 @@ def contract_path(directory: Path, contract: TableContract) -> Path:
 
 def load_contracts(directory: Path) -> list[TableContract]:
     """Every ``*.avsc`` table contract in ``directory`` (the primary source's) and in its sub-folders (one per
-    other source, named by its topic prefix); other Avro schemas there are skipped."""
-    contracts = []
+    other source, named by its topic prefix); other Avro schemas there are skipped. A file that is not a valid
+    contract raises :class:`ContractError` naming it."""
+    return _read_contracts(directory).valid()
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSet:
+    """Contracts read from files, and why each file that holds no valid contract does not."""
+
+    contracts: list[TableContract]
+    broken: dict[str, str]  # by the table its file is named for: schema.table, prefix/schema.table for a source's
+
+    def valid(self) -> list[TableContract]:
+        """The contracts; a broken file raises :class:`ContractError`."""
+        if self.broken:
+            raise ContractError(next(iter(self.broken.values())))
+        return self.contracts
+
+
+def _read_contracts(directory: Path) -> ContractSet:
+    contracts, broken = [], {}
     for path in _contract_files(directory):
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ContractError(f"{path}: not valid JSON: {exc}") from None
-        if isinstance(document, dict) and "cdcflow.primary_key" in document:
-            try:
-                contract = avro_to_contract(document)
-            except ContractError as exc:
-                raise ContractError(f"{path}: {exc}") from None
-            folder = contract_path(directory, contract).parent
-            if folder != path.parent:  # a file copied into another source's folder
-                raise ContractError(f"{path}: the contract of {contract.qualified_name} belongs in {folder}/")
+            contract = _contract_in(directory, path)
+        except ContractError as exc:
+            broken[path.relative_to(directory).with_suffix("").as_posix()] = str(exc)
+            continue
+        if contract is not None:
             contracts.append(contract)
-    return contracts
+    return ContractSet(contracts, broken)
+
+
+_MALFORMED = (ContractError, ValueError, TypeError, KeyError, AttributeError)
+"""What parsing a hand-edited or truncated contract file can raise (ValueError: not JSON, not UTF-8)."""
+
+
+def _contract_in(directory: Path, path: Path) -> TableContract | None:
+    """The contract ``path`` holds; None for another Avro schema."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(document, dict) and "cdcflow.primary_key" in document):
+            return None
+        contract = avro_to_contract(document)
+    except _MALFORMED as exc:
+        raise ContractError(f"{path}: not a valid contract: {exc}") from None
+    folder = contract_path(directory, contract).parent
+    if folder != path.parent:  # a file copied into another source's folder
+        raise ContractError(f"{path}: the contract of {contract.qualified_name} belongs in {folder}/")
+    return contract
 
 
 def _contract_files(directory: Path) -> list[Path]:
@@ -207,9 +241,14 @@ def _source_of_path(path: str) -> str:
 
 
 def _contract_at(lake: Lake, path: str) -> TableContract:
-    contract = avro_to_contract(json.loads(lake.read(path)))
+    try:
+        contract = avro_to_contract(json.loads(lake.read(path)))
+    except _MALFORMED as exc:
+        raise ContractError(f"{lake.uri(path)}: not a valid contract: {exc}") from None
     if contract.source != _source_of_path(path):  # a file copied into another source's folder
-        raise ContractError(f"belongs to source {contract.source or '(primary)'!r}, not to the folder it is in")
+        raise ContractError(
+            f"{lake.uri(path)}: belongs to source {contract.source or '(primary)'!r}, not to the folder it is in"
+        )
     return contract
 
 
@@ -221,18 +260,19 @@ def publish_contract(lake: Lake, contract: TableContract) -> str:
 
 
 def contracts_from_lake(lake: Lake) -> list[TableContract]:
-    """Every contract version published in the lake, of every source, oldest first per table."""
-    return _contracts_at(lake, [f.path for f in lake.list(f"{LAKE_CONTRACTS}/") if f.path.endswith(".avsc")])
+    """Every contract version published in the lake, of every source, oldest first per table. A file that is not
+    a valid contract raises :class:`ContractError` naming it."""
+    return _contracts_at(lake, [f.path for f in lake.list(f"{LAKE_CONTRACTS}/") if f.path.endswith(".avsc")]).valid()
 
 
-def _contracts_at(lake: Lake, paths: list[str]) -> list[TableContract]:
-    found = []
+def _contracts_at(lake: Lake, paths: list[str]) -> ContractSet:
+    found, broken = [], {}
     for path in paths:
         try:
             found.append(_contract_at(lake, path))
-        except (ContractError, json.JSONDecodeError) as exc:
-            raise ContractError(f"{lake.uri(path)}: {exc}") from None
-    return sorted(found, key=lambda c: (c.source, c.qualified_name, c.version))
+        except ContractError as exc:
+            broken["/".join(path.removeprefix(f"{LAKE_CONTRACTS}/").split("/")[:-1])] = str(exc)
+    return ContractSet(sorted(found, key=lambda c: (c.source, c.qualified_name, c.version)), broken)
 
 
 class ContractReader:
@@ -244,17 +284,21 @@ class ContractReader:
         self._directory = directory
         self._lake = lake
         self._stamp: tuple[object, ...] | None = None
-        self._contracts: list[TableContract] = []
+        self._read = ContractSet([], {})
 
     def contracts(self) -> list[TableContract]:
-        """As ``[*load_contracts(directory), *contracts_from_lake(lake)]``."""
+        """As ``[*load_contracts(directory), *contracts_from_lake(lake)]``: a broken file raises."""
+        return self.read().valid()
+
+    def read(self) -> ContractSet:
+        """The contracts of both places, and why each broken file is (its table's others are still read)."""
         published = [f for f in self._lake.list(f"{LAKE_CONTRACTS}/") if f.path.endswith(".avsc")]
         stamp = (_file_stamps(_contract_files(self._directory)), tuple((f.path, f.version) for f in published))
         if stamp != self._stamp:
-            lake_contracts = _contracts_at(self._lake, [f.path for f in published])
-            self._contracts = [*load_contracts(self._directory), *lake_contracts]
+            repository, lake = _read_contracts(self._directory), _contracts_at(self._lake, [f.path for f in published])
+            self._read = ContractSet([*repository.contracts, *lake.contracts], {**lake.broken, **repository.broken})
             self._stamp = stamp  # a file changed since it was stamped is read again at the next call
-        return self._contracts
+        return self._read
 
 
 def _file_stamps(paths: list[Path]) -> tuple[tuple[str, int, int, int], ...]:
