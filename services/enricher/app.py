@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from services.common.kafka import (
+    MAX_RECORD_BYTES,
     Consumer,
     KafkaException,
     Message,
@@ -33,7 +34,7 @@ from services.common.metrics import EnricherMetrics
 from services.common.settings import EnricherSettings
 from services.common.signals import Shutdown
 from services.consumer.dlq import dlq_partition
-from services.enricher.events import Rejected, decode_transaction
+from services.enricher.events import Rejected, TransactionChange, decode_transaction
 from services.enricher.join import HoldQueue, Released, encode, enriched_value, join_side
 from services.enricher.store import TableStore
 from services.enricher.tables import TableReader
@@ -46,6 +47,12 @@ FENCED_EXIT = 2
 """The exit code of an instance fenced by another with the same transactional id."""
 
 TP = tuple[str, int]
+Header = tuple[str, str | bytes | None]
+TOO_LARGE = "too_large"
+ENRICHED_MAX_BYTES = MAX_RECORD_BYTES - 256
+"""The largest enriched record (key and value) the enricher produces: a topic of cdcflow's takes
+:data:`MAX_RECORD_BYTES` a record with the record batch around it (under 100 bytes for one record without
+headers). A larger one would fail its transaction every time; its change goes to the DLQ instead."""
 _JOINED_OR_NONE = frozenset({"joined", "none"})  # the join states not counted as unjoined
 
 
@@ -155,8 +162,15 @@ class Enricher:
 
     def _release(self) -> None:
         produced: Counter[str] = Counter()
-        released = self._held.release(self._tables.watermark(), self._clock())
-        records = [self._enriched(each, produced) for each in released]
+        records = []
+        for each in self._held.release(self._tables.watermark(), self._clock()):
+            key, value = self._enriched(each)
+            size = len(key or b"") + len(value)
+            if size > ENRICHED_MAX_BYTES:
+                self._dead_letter_too_large(each.change, size)
+                continue
+            records.append((key, value))
+            produced[each.released_by] += 1
         if records:
             self._begin()
             # the records' timestamp is when they were produced: a replay of old changes must not age out at once
@@ -165,12 +179,11 @@ class Enricher:
         for released_by, count in produced.items():
             self._metrics.records_produced.labels(released_by=released_by).inc(count)
 
-    def _enriched(self, released: Released, produced: Counter[str]) -> tuple[bytes | None, bytes]:
+    def _enriched(self, released: Released) -> tuple[bytes | None, bytes]:
         """The output record of a released change: its key and its joined value."""
         change = released.change
         customer = join_side(self._store.as_of, "customers", change.customer_key, change.lsn)
         facility = join_side(self._store.as_of, "facilities", change.facility_key, change.lsn)
-        produced[released.released_by] += 1
         if customer.state not in _JOINED_OR_NONE:
             self._metrics.sides_unjoined.labels(side="customer", state=customer.state).inc()
         if facility.state not in _JOINED_OR_NONE:
@@ -178,13 +191,40 @@ class Enricher:
         return change.key, encode(enriched_value(released, customer, facility))
 
     def _dead_letter(self, message: Message, rejected: Rejected) -> None:
-        topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
+        """An input record that cannot be decoded, as it was read."""
         _, timestamp = message.timestamp()
-        headers: list[tuple[str, str | bytes | None]] = [*(message.headers() or [])]
-        headers += [
-            ("cdcflow.error.class", "DecodeError"),
-            ("cdcflow.error.reason", rejected.reason),
-            ("cdcflow.error.message", rejected.detail[:2_000]),
+        coordinate = (str(message.topic()), int(message.partition() or 0), int(message.offset() or 0))
+        record = (message.key(), message.value(), [*(message.headers() or [])])
+        self._to_dlq(coordinate, timestamp, record, error=("DecodeError", rejected.reason, rejected.detail))
+
+    def _dead_letter_too_large(self, change: TransactionChange, size: int) -> None:
+        """A change whose enriched record no topic of cdcflow's takes. Its value stays in the input topic, at the
+        coordinates the headers give: left out here, as the lake writer's DLQ leaves out a value too large."""
+        detail = (
+            f"the enriched record of this change is {size} bytes, more than the {ENRICHED_MAX_BYTES} an output "
+            "record may take; the change's own value is in the input topic at the cdcflow.source.* coordinates"
+        )
+        omitted: list[Header] = [("cdcflow.value.omitted", "true")]
+        record = (change.key, b"", omitted)
+        coordinate = (change.topic, change.partition, change.offset)
+        self._to_dlq(coordinate, -1, record, error=("RecordTooLargeError", TOO_LARGE, detail))
+
+    def _to_dlq(
+        self,
+        coordinate: tuple[str, int, int],
+        timestamp: int,
+        record: tuple[bytes | None, bytes | None, list[Header]],
+        *,
+        error: tuple[str, str, str],
+    ) -> None:
+        """``record`` (key, value, headers) into the DLQ, with ``error`` (class, reason, detail) and where it was
+        read (``timestamp``: its Kafka timestamp, -1 when unknown) in headers."""
+        (topic, partition, offset), (key, value, headers), (error_class, reason, detail) = coordinate, record, error
+        headers = [
+            *headers,
+            ("cdcflow.error.class", error_class),
+            ("cdcflow.error.reason", reason),
+            ("cdcflow.error.message", detail[:2_000]),
             ("cdcflow.error.stage", "enrich"),
             ("cdcflow.error.time", str(time.time_ns() // 1_000_000)),
             ("cdcflow.source.topic", topic),
@@ -195,14 +235,14 @@ class Enricher:
         self._begin()
         self._producer.produce(
             self._topics.dlq,
-            key=message.key(),
-            value=message.value(),
+            key=key,
+            value=value,
             headers=headers,
             partition=dlq_partition(topic, partition, self._topics.dlq_partitions),
         )
         self._records_in_transaction += 1
-        self._metrics.records_dlq.labels(topic=topic, reason=rejected.reason).inc()
-        log.error("enricher.dead_lettered", topic=topic, partition=partition, offset=offset, reason=rejected.reason)
+        self._metrics.records_dlq.labels(topic=topic, reason=reason).inc()
+        log.error("enricher.dead_lettered", topic=topic, partition=partition, offset=offset, reason=reason)
 
     def _begin(self) -> None:
         if not self._in_transaction:

@@ -21,7 +21,14 @@ from typing import Any
 import httpx
 import pytest
 
-from services.common.kafka import admin_client, delete_records_before, read_topic, topic_names, topic_watermarks
+from services.common.kafka import (
+    MAX_RECORD_BYTES,
+    admin_client,
+    delete_records_before,
+    read_topic,
+    topic_names,
+    topic_watermarks,
+)
 from services.common.settings import Settings
 from services.consumer.dlq import dlq_topic
 from services.enricher.app import FENCED_EXIT
@@ -250,6 +257,61 @@ def test_a_record_that_cannot_be_decoded_goes_to_the_dlq_once_with_its_coordinat
     assert found[customers][3] == keyless
     assert (2, found[topic][2]) not in {(r["source_partition"], r["source_offset"]) for r in records}
     _assert_exactly_once_and_as_of(settings, workload, records)
+
+
+def test_a_change_whose_enriched_record_no_topic_takes_goes_to_the_dlq_and_the_rest_go_out_once(
+    stack: Stack, settings: Settings, enricher: EnricherProcess
+) -> None:
+    """A customer with a long attribute, and a transaction that fits a topic with little to spare: with the
+    customer joined its enriched record does not. The producer refused that record inside the transaction, so
+    the enricher died on it, and again at every restart. Now that change goes to the DLQ with its value left
+    out (it stays in the input topic, where the headers point), and every other change goes out once."""
+    workload = Workload(settings, enricher.prefix)
+    workload.snapshot()
+    workload.round(transactions=20, updates=5)
+    customer = {**workload.templates["customers"]["after"], "customer_id": 1, "customer_type": "T" * (16 << 10)}
+    workload.send("customers", "u", customer)
+    workload.next_tx += 1  # the large one's id
+    row = {**workload.templates["transactions"]["after"], "transaction_id": workload.next_tx - 1, "customer_id": 1}
+    row.update({"facility_id": 1, "amount": 10.25, "reference": ""})
+    event = {**workload.templates["transactions"], "op": "c", "before": None, "after": row}
+    event["source"] = {**event["source"], "lsn": workload.lsn + 5, "ts_ms": 1_790_000_000_000, "txId": 1}
+    row["reference"] = "r" * (MAX_RECORD_BYTES - (4 << 10) - len(json.dumps(event)))  # 4 KiB to spare
+    large = json.dumps(event).encode()
+    delivered: list[tuple[int, int]] = []
+    workload.producer.produce(
+        workload.topic("transactions"),
+        key=json.dumps({"transaction_id": row["transaction_id"]}).encode(),
+        value=large,
+        on_delivery=lambda error, m: delivered.append((int(m.partition() or 0), int(m.offset() or 0))),
+    )
+    workload.flush()
+    workload.round(transactions=20, updates=5)
+    assert len(delivered) == 1
+    wanted = _input_count(settings, workload) - 1
+
+    proc = enricher.start()
+    found: list[dict[str, Any]] = []
+
+    def done() -> bool:
+        found[:] = output_records(settings, enricher.prefix)
+        return len(found) >= wanted
+
+    _wait_for(done, 90, lambda: f"{len(found)} of {wanted} enriched records\n{enricher.logs()[-3000:]}")
+    assert enricher.terminate(proc) == 0
+
+    [dead] = read_topic(settings.kafka, dlq_topic(enricher.group)).messages
+    headers = {name: (value or b"").decode() for name, value in header_dict(dead).items()}
+    assert (headers["cdcflow.error.reason"], headers["cdcflow.value.omitted"], dead.value()) == (
+        "too_large",
+        "true",
+        b"",
+    )
+    assert (int(headers["cdcflow.source.partition"]), int(headers["cdcflow.source.offset"])) == delivered[0]
+    assert headers["cdcflow.source.topic"] == workload.topic("transactions")
+    coordinates = [(r["source_partition"], r["source_offset"]) for r in found]
+    assert len(coordinates) == len(set(coordinates)) == wanted
+    assert delivered[0] not in set(coordinates)
 
 
 def test_truncates_delete_a_tables_rows_from_their_lsn_and_go_out_as_truncates(
