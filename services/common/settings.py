@@ -407,6 +407,9 @@ class EnricherSettings(_Frozen):
     # A transaction waits at most this long for the table sides' watermark to pass its LSN, then goes out with
     # the missing side marked.
     max_wait_s: float = Field(default=30.0, ge=0)
+    # At most this many changes wait in memory: the input pauses there (tables behind by up to max_wait_s of a
+    # busy input) and resumes once half of them went out.
+    max_held: int = Field(default=100_000, ge=2)
     # Each Kafka transaction holds at most this many records or this much time.
     commit_max_records: int = Field(default=5_000, ge=1)
     commit_interval_s: float = Field(default=0.5, gt=0)

@@ -98,6 +98,7 @@ class Enricher:
         self._records_in_transaction = 0
         self._transaction_began = 0.0
         self._subscribed = False
+        self._input_paused = False
         self.last_poll_at = clock()
 
     @property
@@ -133,7 +134,9 @@ class Enricher:
     def _step(self) -> None:
         s = self._settings
         self._tables.poll(s.poll_batch, 0)
-        messages = self._client.consume(num_messages=s.poll_batch, timeout=s.poll_timeout_s)
+        room = self._room()
+        # with no room the input is paused: the call serves the group (a member that stops calling leaves it)
+        messages = self._client.consume(num_messages=min(s.poll_batch, max(room, 1)), timeout=s.poll_timeout_s)
         self.last_poll_at = now = self._clock()  # what one poll returned is held from the same moment
         consumed: Counter[TP] = Counter()
         for message in messages:
@@ -144,6 +147,22 @@ class Enricher:
         self._metrics.held_records.set(len(self._held))
         if self._due():
             self._commit()
+
+    def _room(self) -> int:
+        """How many more changes the input may bring now. None once ``max_held`` wait for the tables: the input is
+        paused then, and resumes once half of them went out."""
+        held, limit = len(self._held), self._settings.max_held
+        if held >= limit or (self._input_paused and held > limit // 2):
+            self._client.pause(self._client.assignment())  # each step: a rebalance assigns partitions unpaused
+            if not self._input_paused:
+                self._input_paused = True
+                log.warning("enricher.input_paused", held=held, max_held=limit)
+            return 0
+        if self._input_paused:
+            self._client.resume(self._client.assignment())
+            self._input_paused = False
+            log.info("enricher.input_resumed", held=held)
+        return limit - held
 
     def _take(self, message: Message, now: float) -> TP:
         """Hold a change, or dead-letter what cannot be decoded; returns its partition."""

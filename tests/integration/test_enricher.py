@@ -161,6 +161,30 @@ def test_a_second_instance_with_the_same_id_fences_the_first(
     _assert_exactly_once_and_as_of(settings, workload, records)
 
 
+def test_changes_waiting_for_the_tables_are_bounded_by_pausing_the_input(
+    stack: Stack, settings: Settings, enricher: EnricherProcess
+) -> None:
+    """The tables fall behind the input: every change waits, and with no bound a busy input filled memory for
+    up to the whole wait. The input pauses at ``max_held`` waiting changes and resumes as they go out; every
+    change still goes out once."""
+    enricher.env_overrides.update({"CDCFLOW_ENRICHER__MAX_WAIT_S": "1", "CDCFLOW_ENRICHER__MAX_HELD": "8"})
+    workload = Workload(settings, enricher.prefix)
+    workload.snapshot()
+    for _ in range(30):  # past every table's watermark: each waits its whole wait
+        workload.transaction(workload.rng.randint(1, workload.customers), workload.rng.randint(1, workload.facilities))
+    workload.flush()
+    proc = enricher.start()
+    records = _wait_for_all(settings, enricher, workload)
+    assert enricher.terminate(proc) == 0
+
+    paused = [json.loads(line) for line in enricher.logs().splitlines() if '"event": "enricher.input_paused"' in line]
+    assert len(paused) >= 3  # 30 changes at 8 a time
+    assert {event["held"] for event in paused} == {8}  # never more than the bound
+    assert Counter(r["released_by"] for r in records) == {"timeout": 30}
+    coordinates = [(r["source_partition"], r["source_offset"]) for r in records]
+    assert len(coordinates) == len(set(coordinates)) == 30
+
+
 def test_a_late_customer_is_joined_within_the_wait_and_marked_missing_after_it(
     stack: Stack, settings: Settings, enricher: EnricherProcess
 ) -> None:
