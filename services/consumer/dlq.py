@@ -44,6 +44,7 @@ import contextlib
 import hashlib
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -329,7 +330,9 @@ class DlqPublisher:
 class _DlqIndex:
     """The source offsets the DLQ holds, by source partition, read incrementally: each DLQ partition is read
     from where the last look stopped up to its end now, by one consumer that joins no group and commits
-    nothing. It holds an int per DLQ record still retained, minus those below a committed offset.
+    nothing. It holds the records still retained, minus those below a committed offset: a look lets go of those
+    the DLQ partition's retention deleted since (of source partitions this writer does not own too, which no
+    commit of its prunes).
 
     A look reads for at most ``read_budget_s`` (``timeout_s`` by default) and keeps what it read: a DLQ
     partition too large to read in one look is read over several (the publish that asked fails as a transient
@@ -345,6 +348,8 @@ class _DlqIndex:
         self._reader: Consumer | None = None
         self._read_to: dict[int, int] = {}  # per DLQ partition: the next offset to read
         self._sources: dict[tuple[str, int], set[int]] = {}
+        # per DLQ partition, in its order: (DLQ offset, source partition, source offset) of each record indexed
+        self._indexed: dict[int, deque[tuple[int, tuple[str, int], int]]] = {}
 
     def offsets(self, topic: str, partition: int, dlq_partition: int, brokers: Callable[[], str]) -> set[int]:
         """What the DLQ holds now of ``topic[partition]`` (its records are all in ``dlq_partition``)."""
@@ -369,6 +374,7 @@ class _DlqIndex:
             self._reader = consumer(self._settings, f"{self._topic}.reader", **config)
         where = TopicPartition(self._topic, dlq_partition)
         low, high = watermarks(self._reader, where, timeout_s=self._timeout_s)
+        self._drop_below(dlq_partition, low)
         start = max(self._read_to.get(dlq_partition, low), low)
         if start < high:
             self._reader.assign([TopicPartition(self._topic, dlq_partition, start)])
@@ -378,12 +384,24 @@ class _DlqIndex:
                 self._reader.unassign()  # no fetching between looks
         self._read_to[dlq_partition] = max(start, high)
 
+    def _drop_below(self, dlq_partition: int, low: int) -> None:
+        """Let go of the records of ``dlq_partition`` below ``low``, its log start: retention deleted them."""
+        indexed = self._indexed.get(dlq_partition)
+        while indexed and indexed[0][0] < low:
+            _, source, offset = indexed.popleft()
+            known = self._sources.get(source)
+            if known is not None:
+                known.discard(offset)
+                if not known:
+                    del self._sources[source]
+
     def _read(self, partition: int, start: int, high: int) -> None:
         """Index the records ``start..high-1`` of the assigned partition. It runs on the writer's poll loop: every
         call asks for exactly what is left, so it returns as soon as that has arrived."""
         assert self._reader is not None
         deadline = time.monotonic() + self._read_budget_s
         next_offset = start
+        indexed = self._indexed.setdefault(partition, deque())
         while next_offset < high:
             batch = self._reader.consume(min(high - next_offset, 1_000), timeout=0.5)
             if not batch:  # offsets with no record (a gap) end before ``high`` too: the position says where it is
@@ -394,9 +412,10 @@ class _DlqIndex:
                 if error is not None:
                     raise KafkaException(error)
                 source = source_coordinate(message)
+                next_offset = int(message.offset() or 0) + 1
                 if source is not None:
                     self._sources.setdefault(source[:2], set()).add(source[2])
-                next_offset = int(message.offset() or 0) + 1
+                    indexed.append((next_offset - 1, source[:2], source[2]))
             self._read_to[partition] = next_offset  # what lies below is indexed: a look cut short resumes here
             if next_offset < high and time.monotonic() > deadline:
                 raise KafkaException(
