@@ -165,6 +165,7 @@ class LakeWriter:
         self._attempts: dict[TP, int] = defaultdict(int)
         self._last_timestamp_ms: dict[TP, int] = {}
         self._assigned: set[TP] = set()
+        self._next_start_check = 0.0  # when the starts the broker left unanswered are asked for again
         self._last_lag_at = 0.0
         self.last_poll_at = time.monotonic()
         self.polling = False
@@ -209,6 +210,7 @@ class LakeWriter:
         self._flush_due()
         self._enforce_budget()
         self._resume_ready()
+        self._check_unchecked_starts()
         self._report_gauges()
 
     # --- intake ---------------------------------------------------------------------------------
@@ -322,6 +324,18 @@ class LakeWriter:
                     )
             return [span for span in spans if (topic, span[0]) not in waiting]
         return spans
+
+    def _check_unchecked_starts(self) -> None:
+        """Ask again, every ``retry_backoff_max_s``, for the starts the broker left unanswered, records or not: a
+        partition whose committed offset retention overtook may bring none (the consumer resets it to the log
+        start, where nothing may follow for long), and its loss is named as soon as the broker answers."""
+        now = time.monotonic()
+        if now < self._next_start_check:
+            return
+        self._next_start_check = now + self._settings.retry_backoff_max_s
+        waiting = [tp for tp in self._continuity.unchecked() if tp in self._assigned]
+        with contextlib.suppress(StartUncheckedError):  # still unanswered: their records wait, and so does this
+            self._continuity.check_starts(waiting)
 
     def _rows(self, topic: str, batch: MessageBatch, ingested_at_us: int) -> dict[int, list[pa.Table]]:
         """Each partition's rows of ``batch`` (in offset order, in one table unless the decoder had to be

@@ -46,6 +46,10 @@ class Continuity:
             log.warning("writer.start_check_failed", partitions=len(partitions), error=str(exc))
             self._unchecked.update(partitions)
 
+    def unchecked(self) -> list[TP]:
+        """The partitions whose start check the broker left unanswered so far."""
+        return sorted(self._unchecked)
+
     def check_starts(self, partitions: list[TP]) -> None:
         """Before the first records of ``partitions``: the start check of those whose check at assignment
         failed, one request for them all. Raises :class:`StartUncheckedError` (naming them) while the broker

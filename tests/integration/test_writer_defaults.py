@@ -200,3 +200,69 @@ def test_a_start_check_the_broker_left_unanswered_is_made_before_the_partitions_
     finally:
         broker.stop()
     assert caught.value.lost == [(topic, 0, COMMITTED, LOG_START, RECORDS)]
+
+
+def test_a_partition_handed_back_while_the_broker_leaves_its_check_unanswered_waits_for_the_check(
+    stack: Stack, settings: Settings, writer: WriterProcess
+) -> None:
+    """The writer runs; then the broker stops answering new clients (the start check opens one), and a member
+    that joins the group and leaves it hands partitions back to the writer, unchecked. Records that arrive in one
+    of them wait, unwritten, instead of being read on from wherever the consumer stands; retention meanwhile
+    overtakes the committed offset (the consumer, reset to the new log start, then finds nothing to read), and
+    once the broker answers the writer names the loss and stops, with no record to prompt it."""
+    prefix = f"handedback{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}.lending.transactions"
+    ensure_topics(settings.kafka, [topic])
+    events = [m.value() for m in _real_events(settings, LOG_START)]
+    for partition in range(settings.kafka.topic_partitions):
+        _produce(settings, topic, events[:COMMITTED], partition)
+    broker = TcpProxy(settings.kafka.first_broker(), port=free_port())
+    broker.start()
+    writer.env_overrides.update(
+        {
+            "CDCFLOW_KAFKA__TOPIC_PREFIX": prefix,
+            "CDCFLOW_KAFKA__BOOTSTRAP_SERVERS": f"{LOOPBACK}:{broker.port}",
+            "CDCFLOW_WRITER__RETRY_BACKOFF_MAX_S": "2",
+        }
+    )
+    proc = writer.start()
+    try:
+        everything = [(topic, p) for p in range(settings.kafka.topic_partitions)]
+        wait_until(
+            "the writer to commit every partition",
+            lambda: set(committed_offsets(settings, writer.group, everything).values()) == {COMMITTED},
+        )
+        broker.stop()  # the writer's consumer is connected to the broker itself; a new client cannot reach it
+
+        member = consumer(settings.kafka, writer.group)
+        try:
+            member.subscribe([topic])
+            wait_until(
+                "a member to take partitions",
+                lambda: bool(member.consume(timeout=0.5) == [] and member.assignment()),
+                60,
+            )
+            handed_back = member.assignment()[0].partition
+        finally:
+            member.close()  # its partitions go back to the writer
+        wait_for_log_event(writer, proc, "writer.start_check_failed", timeout_s=60)
+        _produce(settings, topic, events[COMMITTED:], handed_back)
+        wait_for_log_event(writer, proc, "writer.retry_later", timeout_s=60)
+        admin = admin_client(settings.kafka)
+        for future in admin.delete_records([TopicPartition(topic, handed_back, LOG_START)]).values():
+            future.result(timeout=30)
+        assert not list(writer.lake_root.rglob(f"p{handed_back}-{COMMITTED:020d}.parquet"))  # nothing read on
+
+        broker.start()
+        assert proc.wait(timeout=120) == OFFSETS_OUT_OF_RANGE_EXIT, writer.logs()[-3000:]
+    finally:
+        broker.stop()
+    (lost,) = _log_events(writer, "writer.offsets_out_of_range")
+    assert (lost["topic"], lost["partition"], lost["committed"], lost["log_start"]) == (
+        topic,
+        handed_back,
+        COMMITTED,
+        LOG_START,
+    )
+    assert committed_offsets(settings, writer.group, [(topic, handed_back)]) == {(topic, handed_back): COMMITTED}
+    assert not list(writer.lake_root.rglob(f"p{handed_back}-{COMMITTED:020d}.parquet"))
