@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from services.common.contracts import ContractRegistry, TableContract
+from services.common.contracts.store import ContractSet
+from services.common.errors import CdcflowError
 from services.common.lake import Lake, LakeNotFoundError
 from services.common.logging import get_logger
 from services.common.metrics import TransformMetrics
@@ -32,7 +34,7 @@ from services.transform.errors import SilverGenerationError
 from services.transform.project import materialize
 from services.transform.silver import buildable, history_name, model_name
 from services.warehouse.bronze import bronze_table
-from services.warehouse.errors import BronzeSchemaError, WarehouseBusyError
+from services.warehouse.errors import BronzeSchemaError, WarehouseBusyError, WarehouseError
 
 __all__ = [
     "LAST_RUN_PATH",
@@ -163,7 +165,8 @@ def read_last_run(lake: Lake) -> LastRun | None:
 class Transformer:
     """Runs ``dbt build`` once or on a schedule, and silver steps between builds when ``silver_every_s`` is set.
 
-    ``contracts`` returns every table contract (read again before each run, so new versions are seen);
+    ``contracts`` returns every table contract, and why each broken contract file is (read again before each
+    run, so new versions are seen; a broken file fails the run, and the process goes on);
     ``ensure_bronze`` creates a table's bronze table if the loader has not yet (silver needs its source);
     ``changed`` returns the full names of the tables whose bronze gained rows since it was last called (the
     loader's, in its process); without it every silver step builds every table's silver.
@@ -174,7 +177,7 @@ class Transformer:
         *,
         dbt: Builder,
         source_project: Path,
-        contracts: Callable[[], Sequence[TableContract]],
+        contracts: Callable[[], ContractSet],
         ensure_bronze: Callable[[TableContract], object],
         metrics: TransformMetrics,
         shutdown: Shutdown,
@@ -230,7 +233,8 @@ class Transformer:
         began = time.monotonic()
         try:
             report = self._run()
-        except SilverGenerationError as exc:
+        except CdcflowError as exc:  # the lake or the warehouse failed outside dbt: this run, not the process
+            log.error("transform.run_failed", error=str(exc))
             report = RunReport("error", reason=str(exc))
         report.seconds = time.monotonic() - began
         self._record(report)
@@ -242,7 +246,7 @@ class Transformer:
         taken = set(self._changed()) if self._changed is not None else None
         try:
             contracts = self._project()
-        except SilverGenerationError as exc:
+        except CdcflowError as exc:
             self._pending |= taken or set()
             return self._step_done(StepReport("error", sorted(self._pending), reason=str(exc)), began)
         everything = {c.full_name for c in contracts}
@@ -256,6 +260,9 @@ class Transformer:
             build = self._dbt.build(select=silver_models(contracts, tables), models_only=True)
         except WarehouseBusyError as exc:  # the loader of another process holds DuckDB: the next step
             report.status, report.reason = "stopped", str(exc)
+            return self._step_done(report, began)
+        except CdcflowError as exc:  # the warehouse failed outside dbt: the tables wait for the next step
+            report.status, report.reason = "error", str(exc)
             return self._step_done(report, began)
         report.build = build
         if build.error is not None:
@@ -290,7 +297,12 @@ class Transformer:
     def _project(self) -> list[TableContract]:
         """The contracts silver can hold, with the working copy of the project rendered from them; the others
         are left out, named in the log and in every full run's outcome, and the rest is built as usual."""
-        contracts, left_out = buildable(list(ContractRegistry.of(self._contracts())))
+        read = self._contracts()
+        if read.broken:  # a table left out would break the models that read its silver: none is built
+            raise SilverGenerationError(
+                "silver waits for these contract files to be fixed: " + "; ".join(sorted(read.broken.values()))
+            )
+        contracts, left_out = buildable(list(ContractRegistry.of(read.contracts)))
         if left_out != self._left_out:
             for table, why in sorted(left_out.items()):
                 log.error("transform.table_left_out", table=table, why=why)
@@ -358,7 +370,7 @@ class Transformer:
         for contract in contracts:
             try:
                 self._ensure_bronze(contract)
-            except BronzeSchemaError as exc:
+            except (BronzeSchemaError, WarehouseError) as exc:  # as the loader: this table stops, not all
                 log.error("transform.bronze_refused", table=contract.full_name, error=str(exc))
 
     # --- metrics and logs -----------------------------------------------------------------------

@@ -76,7 +76,7 @@ def transformer_for(
     return Transformer(
         dbt=dbt_for(settings),
         source_project=t.project_dir,
-        contracts=ContractReader(t.contracts_dir, lake).contracts,
+        contracts=ContractReader(t.contracts_dir, lake).read,
         ensure_bronze=warehouse.ensure_bronze,
         metrics=TransformMetrics(registry),
         shutdown=shutdown,

@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from services.common.contracts import TableContract
-from services.common.lake import open_lake
+from services.common.contracts.store import ContractSet
+from services.common.lake import LakeTransientError, open_lake
 from services.common.metrics import TransformMetrics
 from services.common.settings import LakeSettings, load_settings, repo_root
 from services.common.signals import Shutdown
@@ -23,7 +24,7 @@ from services.transform.app import LAST_RUN_PATH, Transformer, read_last_run, si
 from services.transform.changes import ChangedTables
 from services.transform.dbt import BuildResult, Dbt, NodeResult
 from services.transform.wiring import dbt_for
-from services.warehouse.errors import BronzeSchemaError, WarehouseBusyError
+from services.warehouse.errors import BronzeSchemaError, WarehouseBusyError, WarehouseError
 from tests.fixtures.lakefiles import lending_contract
 
 
@@ -95,7 +96,7 @@ def _transformer(
     return Transformer(
         dbt=dbt,
         source_project=repo_root() / "dbt",
-        contracts=lambda: [lending_contract("customers"), lending_contract("transactions")],
+        contracts=lambda: ContractSet([lending_contract("customers"), lending_contract("transactions")], {}),
         ensure_bronze=bronze or Bronze(),
         metrics=TransformMetrics(registry),
         shutdown=Shutdown(),
@@ -202,7 +203,9 @@ def test_a_table_silver_cannot_hold_is_left_out_and_the_others_are_built(
     registry = CollectorRegistry()
     dbt = CannedDbt(tmp_path / "project", [PASSED, PASSED])
     transformer = _transformer(tmp_path, dbt, registry)
-    transformer._contracts = lambda: [lending_contract("customers"), lending_contract("transactions"), refused]
+    transformer._contracts = lambda: ContractSet(
+        [lending_contract("customers"), lending_contract("transactions"), refused], {}
+    )
     with capture_logs() as logs:
         assert transformer.run(once=True) == 1
         assert transformer.run(once=True) == 1  # every full run says so, while the table is there
@@ -239,6 +242,59 @@ def test_a_table_whose_bronze_is_refused_is_passed_over_and_the_others_are_built
     (refused,) = [e for e in logs if e["event"] == "transform.bronze_refused"]
     assert (refused["table"], refused["log_level"]) == ("lending.customers", "error")
     assert "changed type" in refused["error"]
+
+
+def test_a_broken_contract_file_fails_the_run_and_the_schedule_goes_on(tmp_path: Path) -> None:
+    """A broken contract file crashed the transform, and the loader running it beside itself with it, at every
+    restart. Now each run and step is an error naming the file, and nothing is built while it is broken (a
+    table left out would break the models that read its silver)."""
+    registry = CollectorRegistry()
+    dbt = CannedDbt(tmp_path / "project", [])
+    transformer = _transformer(tmp_path, dbt, registry, silver_every_s=1.0, changed=lambda: {"lending.customers"})
+    broken = {"lending.transactions": "_contracts/lending.transactions/v00002.avsc: not a valid contract"}
+    transformer._contracts = lambda: ContractSet([lending_contract("customers")], broken)
+    with capture_logs() as logs:
+        assert transformer.run(once=True) == 1
+        step = transformer.silver_step()
+    assert step is not None
+    assert (step.status, step.tables) == ("error", ["lending.customers"])
+    assert "v00002.avsc: not a valid contract" in str(step.reason)
+    (run,) = [e for e in logs if e["event"] == "transform.run"]
+    assert run["status"] == "error"
+    assert "v00002.avsc: not a valid contract" in run["reason"]
+    assert dbt.calls == []
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "error"}) == 1
+
+
+def test_a_warehouse_error_outside_dbt_fails_the_run_or_step_not_the_process(tmp_path: Path) -> None:
+    """The lake or the warehouse failing outside dbt (listing the contracts, creating a bronze table) escaped
+    the run and ended the process."""
+    registry = CollectorRegistry()
+
+    def unreachable() -> ContractSet:
+        raise LakeTransientError("listing _contracts/: connection reset")
+
+    dbt = CannedDbt(tmp_path / "project", [])
+    transformer = _transformer(tmp_path, dbt, registry, silver_every_s=1.0, changed=lambda: {"lending.customers"})
+    transformer._contracts = unreachable
+    assert transformer.run(once=True) == 1
+    step = transformer.silver_step()
+    assert step is not None
+    assert (step.status, step.tables) == ("error", ["lending.customers"])
+    assert registry.get_sample_value("cdcflow_transform_runs_total", {"status": "error"}) == 1
+    assert dbt.calls == []
+
+    def refused(contract: TableContract) -> object:
+        raise WarehouseError(f"creating bronze.{contract.table}: 403 permission denied")
+
+    transformer = _transformer(tmp_path, CannedDbt(tmp_path / "project", [PASSED]), CollectorRegistry())
+    transformer._ensure_bronze = refused
+    with capture_logs() as logs:
+        assert transformer.run(once=True) == 0  # dbt runs: the silver of tables whose bronze is there is built
+    assert {e["table"] for e in logs if e["event"] == "transform.bronze_refused"} == {
+        "lending.customers",
+        "lending.transactions",
+    }
 
 
 def test_the_profile_variables_come_from_the_settings(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from services.common.contracts import load_contracts
 from services.common.lake import LocalLake
-from services.common.settings import load_settings
+from services.common.settings import load_settings, repo_root
 from services.common.signals import Shutdown
 from services.loader.wiring import run_loader
 from services.transform.app import full_run_parts
@@ -174,3 +174,33 @@ def test_the_parts_of_a_full_run_are_every_node_of_the_project_once(tmp_path: Pa
     chosen = [node for select, _, indirect in parts for node in nodes(select, indirect)]
     assert sorted(chosen) == sorted(everything)  # each node in exactly one part
     assert any(n.startswith("test.cdcflow.silver_matches_bronze__customers") for n in everything)
+
+
+def test_a_broken_contract_file_fails_the_transform_runs_and_the_process_goes_on(tmp_path: Path) -> None:
+    """A half-written contract version in the lake: the transform raised on it, which ended the loader it ran
+    beside, at every restart. Now that table stops loading, every transform run is an error naming the file,
+    and the other tables still load."""
+    settings = load_settings(_env(tmp_path))
+    lake = LocalLake(tmp_path / "lake")
+    customers = (repo_root() / "schemas" / "lending.customers.avsc").read_text()
+    lake.write("_contracts/lending.customers/v00002.avsc", customers[: len(customers) // 2].encode())
+    LakeFiles(lake, lending_contract("transactions")).write(range(0, 10))
+    shutdown = Shutdown()
+    codes: list[int] = []
+    loader = threading.Thread(target=lambda: codes.append(run_loader(settings, shutdown, once=False)))
+    with capture_logs() as logs:
+        loader.start()
+        try:
+            deadline = time.monotonic() + 120
+            while not [e for e in logs if e["event"] == "transform.silver_step"]:  # the full run came before
+                assert loader.is_alive(), f"the loader stopped: {[e for e in logs if e['log_level'] == 'error']}"
+                assert time.monotonic() < deadline, "no silver step"
+                time.sleep(0.2)
+        finally:
+            shutdown.request("test")
+            loader.join(timeout=120)
+    assert codes == [0]
+    (run,) = [e for e in logs if e["event"] == "transform.run"]
+    assert run["status"] == "error"
+    assert "v00002.avsc" in run["reason"]
+    assert _count(tmp_path / "warehouse.duckdb", "select count(*) from bronze.lending__transactions") == 10
