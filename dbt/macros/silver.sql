@@ -591,6 +591,7 @@ select
 from validity as v
 where v._op != 'd'
 {%- if not is_incremental() %}
-  and v._source_lsn is distinct from v._next_source_lsn
+  {#- as the incremental case above tells a copy: equal LSNs, so two reads (no LSN) are two versions #}
+  and not coalesce(v._source_lsn = v._next_source_lsn, false)
 {%- endif %}
 {%- endmacro %}

@@ -273,6 +273,29 @@ def test_an_incremental_snapshot_read_takes_its_place_in_its_partition(env: dict
     ]
 
 
+def test_a_full_build_of_history_keeps_the_reads_an_incremental_run_keeps(env: dict[str, str]) -> None:
+    """A backfill's read has no LSN. The full build took two versions with no LSN for copies of one version,
+    so it dropped a key's newest read (and a read followed by another) that incremental runs keep: a history
+    built after a backfill, or rebuilt with --full-refresh, lost those keys."""
+    warehouse = Path(env["CDCFLOW_WAREHOUSE__DUCKDB_PATH"])
+    assert transform(env)[0] == 0
+    load_bronze(
+        warehouse,
+        [
+            change("c", 100, 1, 2, offset=100),
+            incremental_read(101, 1, "ACTIVE"),  # a key only a backfill read
+            incremental_read(102, 3, "ACTIVE"),  # a key read twice
+            incremental_read(103, 3, "SUSPENDED"),
+        ],
+    )
+    history = "select customer_id, status, _kafka_offset, is_current from silver.customers_history order by 1, 3"
+    assert transform(env)[0] == 0
+    incremental = query(warehouse, history)
+    assert [row[0] for row in incremental] == [1, 2, 3, 3]
+    assert transform(env, full_refresh=True)[0] == 0
+    assert query(warehouse, history) == incremental
+
+
 def test_a_backfill_after_a_truncate_keeps_its_reads(env: dict[str, str]) -> None:
     """A read of an incremental snapshot has no LSN of its own; after a truncate it still follows the key's
     versions streamed since, so it is live in current state and open in history, not cut by the truncate."""
