@@ -10,8 +10,10 @@ What makes the delete exact is its LSN. Silver keeps a key's version of the high
 after every change of the key already streamed and before every change to come. The keys silver holds are
 compared with the source's (one snapshot, no lock); then, for the keys the source lacked, the table is locked
 in SHARE mode — its writers wait, every transaction that wrote to it has ended, committed and visible — the
-keys are looked up again, and the WAL's insert position is read: every change of the table streamed later has
-a higher LSN. The lock is released before anything is sent; a key back in the source by then is left alone.
+keys are looked up again, and the WAL's insert position is read. The deletes carry the LSN just below it, which
+every change of the table streamed later exceeds (the next WAL record may start at that very position: an insert
+that waited for the lock). The lock is released before anything is sent; a key back in the source by then is
+left alone.
 
 Each event carries the key in its before image (the other columns null, as with a table's default replica
 identity), that LSN and the time of the lookup, and the ``cdcflow.origin`` header ``backfill-deletes``. It goes

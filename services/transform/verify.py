@@ -374,11 +374,13 @@ class LockedTable:
         return found
 
     def position(self) -> tuple[int, dt.datetime]:
-        """The WAL's insert position and the time now: every change of the table streamed later has a higher
-        LSN while the lock is held."""
+        """The LSN just below the WAL's insert position, and the time now. A change's LSN is where its WAL record
+        starts: every change of the table made before the lock was taken starts below it (a record is at least
+        24 bytes), and one made after the lock is let go starts at the insert position or later — exactly there
+        when it is the very next record, as an insert that waited for the lock can be."""
         row = self._conn.execute("select pg_current_wal_insert_lsn() - '0/0'::pg_lsn, clock_timestamp()").fetchone()
         assert row is not None
-        return int(row[0]), row[1]
+        return int(row[0]) - 1, row[1]
 
 
 def _decode_arrays(contract: TableContract, row: Sequence[Any]) -> Sequence[Any]:

@@ -6,15 +6,15 @@ registered again — it finds no slot and snapshots the table afresh (``snapshot
 not read the deleted rows and sends no delete for them. ``verify`` shows them as extra rows of silver.
 ``backfill deletes --dry-run`` counts them and sends nothing; then, while an open transaction holds one of them
 inserted again, ``backfill deletes`` waits for the table's SHARE lock, finds that key back and leaves it, and
-sends a delete for each of the other 39 (through a producer queue far smaller than what it sends). Silver then
-equals the source.
+sends a delete for each of the other 39 (through a producer queue far smaller than what it sends). One of those
+is inserted again the moment the lock is let go: its delete still comes before the insert. Silver then equals
+the source.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -77,20 +77,39 @@ def _lose_the_slot(stack: Stack, source: IsolatedSource, deleted: str) -> None:
     source.wait_captured()
 
 
+def _waiting(conn: psycopg.Connection[Any], mode: str) -> bool:
+    """Whether a lock of ``mode`` on the table waits."""
+    found = conn.execute(
+        "select count(*) from pg_locks where relation = %s::regclass and mode = %s and not granted", (TABLE, mode)
+    ).fetchone()
+    return bool(found and found[0])
+
+
 def _commit_once_locked_out(dsn: str, holder: psycopg.Connection[Any], committed: threading.Event) -> None:
-    """Commit ``holder``'s transaction once a SHARE lock on the table waits for it."""
+    """Commit ``holder``'s transaction once a SHARE lock on the table waits for it, and an insert of a deleted
+    key (seq 2) waits behind that lock: it goes in the moment the command lets go of the lock."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            waiting = conn.execute(
-                "select count(*) from pg_locks where relation = %s::regclass and mode = 'ShareLock' and not granted",
-                (TABLE,),
-            ).fetchone()
-            if waiting and waiting[0]:
-                committed.set()
-                break
-            time.sleep(0.05)
+        wait_until("the command to wait for the SHARE lock", lambda: _waiting(conn, "ShareLock"), 120, 0.05)
+        inserter = threading.Thread(target=_insert_again, args=(dsn, 2 * 1000003), daemon=True)
+        inserter.start()
+        wait_until("the insert to wait behind it", lambda: _waiting(conn, "RowExclusiveLock"), 30, 0.05)
+        committed.set()
     holder.commit()
+    inserter.join(60)
+
+
+def _insert_again(dsn: str, seq: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"insert into {TABLE} select * from kept.holdings where seq = %s".encode(), (seq,))
+
+
+def _event(message: Any) -> dict[str, Any]:
+    value = json.loads(message.value() or b"null") or {}
+    return dict(value.get("payload", value))
+
+
+def _is_insert_of(event: dict[str, Any], g: int) -> bool:
+    return event.get("op") == "c" and (event.get("after") or {}).get("seq") == g * 1000003
 
 
 def _deletes(env: dict[str, str], *flags: str) -> dict[str, Any]:
@@ -148,8 +167,14 @@ def test_rows_deleted_while_the_slot_was_lost_leave_silver_after_backfill_delete
     ]
     assert sum(m.value() is not None for m in marked) == DELETED - 1
     assert sum(m.value() is None for m in marked) == DELETED - 1  # each delete's tombstone
+    # seq 2, deleted when the command looked and inserted again as it let go of the lock: the insert's WAL
+    # record may start right where the command read the WAL's position, so the delete takes the LSN before it
+    [again] = [
+        e for e in map(_event, read_partitions(settings, partition_ends(settings, [topic]))) if _is_insert_of(e, 2)
+    ]
+    assert again["source"]["lsn"] > done["lsn"]
 
     report, _ = pipeline.settle([TABLE])
     assert not report.drift, describe(report)
     [holdings] = report.tables
-    assert holdings.source_rows == holdings.silver_rows == ROWS - DELETED + 1
+    assert holdings.source_rows == holdings.silver_rows == ROWS - DELETED + 2
