@@ -6,6 +6,7 @@ __all__ = [
     "BronzeSchemaError",
     "CorruptFileError",
     "FileAheadOfContractError",
+    "LoadOutOfMemoryError",
     "WarehouseBusyError",
     "WarehouseError",
 ]
@@ -38,6 +39,17 @@ class CorruptFileError(TerminalError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class LoadOutOfMemoryError(TransientError):
+    """Reading a batch's files ran out of memory: the files are sound, the table waits for the next cycle."""
+
+    def __init__(self, path: str, error: str) -> None:
+        super().__init__(
+            f"{path}: reading it ran out of memory ({error}); the table waits. Give the loader more memory, or "
+            "load smaller batches (CDCFLOW_LOADER__MAX_BATCH_BYTES, CDCFLOW_LOADER__MAX_BATCH_FILES)"
+        )
+        self.path = path
 
 
 class FileAheadOfContractError(TransientError):

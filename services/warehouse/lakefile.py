@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from services.common.contracts import TableContract, lake_schema
 from services.warehouse.bronze import COORDINATES
-from services.warehouse.errors import CorruptFileError, FileAheadOfContractError
+from services.warehouse.errors import CorruptFileError, FileAheadOfContractError, LoadOutOfMemoryError
 from services.warehouse.parquet_pages import MalformedParquetError, declared_page_bytes
 
 __all__ = ["MAX_DECODED_FILE_BYTES", "concat_files", "read_lake_file"]
@@ -38,10 +38,19 @@ def read_lake_file(data: bytes, path: str, contract: TableContract) -> pa.Table:
     its reason, and the sizes a file declares are checked before anything is decoded. A file of a newer
     contract version than ``contract`` raises :class:`FileAheadOfContractError` (its table waits).
     """
-    metadata = _footer(data, path)
-    _check_contract_version(metadata, path, contract)
-    table = _decode(data, metadata, path)
-    return _conform(table, path, contract)
+    try:
+        metadata = _footer(data, path)
+        _check_contract_version(metadata, path, contract)
+        table = _decode(data, metadata, path)
+        return _conform(table, path, contract)
+    except MemoryError as exc:  # pyarrow's ArrowMemoryError too: the loader's want, not the file's fault
+        raise LoadOutOfMemoryError(path, str(exc) or type(exc).__name__) from exc
+
+
+def _raise_if_memory(exc: Exception) -> None:
+    """Memory that ran out is no sign of a corrupt file: raised on to :func:`read_lake_file`."""
+    if isinstance(exc, MemoryError):
+        raise exc
 
 
 def _footer(data: bytes, path: str) -> pq.FileMetaData:
@@ -51,6 +60,7 @@ def _footer(data: bytes, path: str) -> pq.FileMetaData:
         metadata = pq.read_metadata(io.BytesIO(data))
         names = metadata.schema.to_arrow_schema().names
     except (MalformedParquetError, *_READ_ERRORS) as exc:
+        _raise_if_memory(exc)
         raise CorruptFileError(path, f"not readable as Parquet: {exc}") from None
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -119,10 +129,12 @@ def _decode(data: bytes, metadata: pq.FileMetaData, path: str) -> pa.Table:
         )
         table = parquet.read()
     except _READ_ERRORS as exc:
+        _raise_if_memory(exc)
         raise CorruptFileError(path, f"not readable as Parquet: {exc}") from None
     try:  # the reader checks neither dictionary indices nor UTF-8; DuckDB refuses text that is not UTF-8
         table.validate(full=True)
     except pa.ArrowException as exc:
+        _raise_if_memory(exc)
         raise CorruptFileError(path, f"not valid: {exc}") from None
     if table.num_rows != metadata.num_rows:
         raise CorruptFileError(path, f"declares {metadata.num_rows:,} rows but holds {table.num_rows:,}")
@@ -161,6 +173,7 @@ def _conform(table: pa.Table, path: str, contract: TableContract) -> pa.Table:
         try:
             columns.append(table.column(field.name).cast(field.type))
         except pa.ArrowException as exc:
+            _raise_if_memory(exc)
             raise CorruptFileError(path, f"column {field.name} does not fit {field.type}: {exc}") from None
     rows = pa.Table.from_arrays(columns, schema=schema)
     without = {c: rows.column(c).null_count for c in COORDINATES if rows.column(c).null_count}

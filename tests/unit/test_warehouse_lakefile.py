@@ -11,9 +11,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from services.common.contracts import lake_schema
 from services.common.lake import LocalLake
 from services.common.settings import repo_root
 from services.warehouse.errors import FileAheadOfContractError
@@ -118,3 +120,47 @@ def test_a_file_of_a_newer_contract_version_waits_and_is_not_read_without_its_co
     assert read_lake_file(data, path, newer).num_rows == 3
     with pytest.raises(FileAheadOfContractError, match=f"written under contract version {newer.version}, newer"):
         read_lake_file(data, path, contract)
+
+
+_READ_SHORT_OF_MEMORY = """
+import resource, sys
+from services.warehouse.lakefile import read_lake_file
+from services.warehouse.errors import CorruptFileError, LoadOutOfMemoryError
+from tests.fixtures.lakefiles import lending_contract
+
+data = open(sys.argv[1], "rb").read()
+contract = lending_contract("transactions")
+mapped = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) << 10
+resource.setrlimit(resource.RLIMIT_AS, (mapped + (160 << 20), mapped + (160 << 20)))
+try:
+    read_lake_file(data, "short.parquet", contract)
+    print("read")
+except LoadOutOfMemoryError as exc:
+    print("waits", exc)
+except CorruptFileError as exc:
+    print("refused", exc)
+"""
+
+
+def test_memory_running_out_while_a_file_is_read_is_not_the_files_fault(tmp_path: Path) -> None:
+    """A sound file whose rows need more memory than there is: pyarrow's allocation failure was taken for a file
+    not readable as Parquet, and the file was set aside in _failed/ for good. Now its table waits."""
+    contract = lending_contract("transactions")
+    rows = 500_000
+    columns = {f.name: pa.nulls(rows, f.type) for f in lake_schema(contract)}
+    columns["_kafka_topic"] = pa.array(["cdcflow.lending.transactions"] * rows)
+    columns["_kafka_partition"] = pa.array([0] * rows, pa.int32())
+    columns["_kafka_offset"] = pa.array(range(rows), pa.int64())
+    long = "r" * 2_000  # one value, stored once: 1 GB once every row holds its own
+    columns["reference"] = pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()), pa.array([long]))
+    path = tmp_path / "short.parquet"
+    pq.write_table(pa.table(columns), path)
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_SHORT_OF_MEMORY, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=repo_root(),
+        timeout=120,
+        check=False,
+    )
+    assert done.stdout.startswith("waits short.parquet: reading it ran out of memory"), done.stdout + done.stderr
