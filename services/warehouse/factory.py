@@ -14,7 +14,7 @@ def open_warehouse(settings: Settings, *, heartbeat: Heartbeat | None = None) ->
     if settings.warehouse.backend == "duckdb":
         from services.warehouse.duckdb import DuckDBWarehouse
 
-        return DuckDBWarehouse(settings.duckdb_path())
+        return DuckDBWarehouse(settings.duckdb_path(), on_progress=None if heartbeat is None else heartbeat.beat)
     from services.warehouse.bigquery import BigQueryWarehouse, bigquery_client
 
     warehouse = settings.warehouse

@@ -24,7 +24,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from services.common.contracts import TableContract
 from services.common.lake import Lake
@@ -75,8 +74,9 @@ def _create_database(path: Path) -> None:
 
 
 class DuckDBWarehouse:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, on_progress: Callable[[], None] | None = None) -> None:
         self._path = path
+        self._on_progress = on_progress or (lambda: None)
         self._catalog = threading.Lock()
         _create_database(path)
 
@@ -159,37 +159,53 @@ class DuckDBWarehouse:
 
     def load(self, batch: LoadBatch, lake: Lake, *, before_commit: Callable[[], None] | None = None) -> LoadResult:
         contract = batch.contract
-        rows = concat_files([(f.path, read_lake_file(lake.read(f.path), f.path, contract)) for f in batch.files])
         name, load_id = bronze_table(contract), batch.load_id
         staging = f"{_STAGING}.{quote_name(batch.staging)}"
         columns = [f.name for f in bronze_schema(contract) if f.name not in {c.name for c in LOADER_COLUMNS}]
         column_list = ", ".join(quote_name(c) for c in [*columns, "_lake_file"])
         with self._connect() as conn:
-            staged = for_duckdb(rows)  # noqa: F841 - DuckDB reads the Arrow table by its variable name
             try:
-                conn.execute(f"create or replace table {staging} as select * from staged")
-            except duckdb.Error as exc:
-                raise WarehouseError(f"staging {len(batch.files)} file(s) for bronze.{name} failed: {exc}") from exc
-            try:
-                conn.execute("begin transaction")
-                inserted = conn.execute(
-                    f"insert or ignore into bronze.{quote_name(name)} ({column_list}, _load_id, _loaded_at)"
-                    f" select {column_list}, ?, now() from {staging}",
-                    [load_id],
-                ).fetchone()
-                conn.executemany(
-                    f"insert or replace into {MANIFEST} values (?, ?, ?, ?, ?, now())",
-                    [[load_id, name, f.path, f.version, _rows_of(rows, f.path)] for f in batch.files],
-                )
-                if before_commit is not None:
-                    before_commit()
-                conn.execute("commit")
-            except duckdb.Error as exc:
-                conn.execute("rollback")
-                raise WarehouseError(f"loading {len(batch.files)} file(s) into bronze.{name} failed: {exc}") from exc
+                rows = self._stage(conn, staging, batch, lake)
+                try:
+                    conn.execute("begin transaction")
+                    inserted = conn.execute(
+                        f"insert or ignore into bronze.{quote_name(name)} ({column_list}, _load_id, _loaded_at)"
+                        f" select {column_list}, ?, now() from {staging}",
+                        [load_id],
+                    ).fetchone()
+                    conn.executemany(
+                        f"insert or replace into {MANIFEST} values (?, ?, ?, ?, ?, now())",
+                        [[load_id, name, f.path, f.version, rows[f.path]] for f in batch.files],
+                    )
+                    if before_commit is not None:
+                        before_commit()
+                    conn.execute("commit")
+                except duckdb.Error as exc:
+                    conn.execute("rollback")
+                    raise WarehouseError(
+                        f"loading {len(batch.files)} file(s) into bronze.{name} failed: {exc}"
+                    ) from exc
             finally:
                 conn.execute(f"drop table if exists {staging}")
-        return LoadResult(load_id, len(batch.files), rows.num_rows, int(inserted[0]) if inserted else 0)
+        return LoadResult(load_id, len(batch.files), sum(rows.values()), int(inserted[0]) if inserted else 0)
+
+    def _stage(self, conn: duckdb.DuckDBPyConnection, staging: str, batch: LoadBatch, lake: Lake) -> dict[str, int]:
+        """The batch's files into the staging table one at a time, so memory holds one file's rows, not the
+        whole batch's (a backlog of full files decodes to gigabytes); each file's rows by its path."""
+        rows: dict[str, int] = {}
+        for index, file in enumerate(batch.files):
+            table = concat_files([(file.path, read_lake_file(lake.read(file.path), file.path, batch.contract))])
+            staged = for_duckdb(table)  # noqa: F841 - DuckDB reads the Arrow table by its variable name
+            into = f"create or replace table {staging} as" if index == 0 else f"insert into {staging}"
+            try:
+                conn.execute(f"{into} select * from staged")
+            except duckdb.Error as exc:
+                raise WarehouseError(
+                    f"staging {file.path} for bronze.{bronze_table(batch.contract)} failed: {exc}"
+                ) from exc
+            rows[file.path] = table.num_rows
+            self._on_progress()  # a batch of many files takes a while: each one staged is progress
+        return rows
 
     def max_source_ts(self, contract: TableContract) -> datetime | None:
         with self._connect() as conn:
@@ -217,7 +233,3 @@ class DuckDBWarehouse:
 
     def close(self) -> None:
         """Nothing stays open between calls."""
-
-
-def _rows_of(rows: pa.Table, path: str) -> int:
-    return int(pc.sum(pc.equal(rows.column("_lake_file"), path)).as_py() or 0)
