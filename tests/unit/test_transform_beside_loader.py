@@ -3,19 +3,22 @@ dbt share the file instead of taking turns at its lock, and silver follows the t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import duckdb
 from structlog.testing import capture_logs
 
 from services.common.contracts import load_contracts
 from services.common.lake import LocalLake
-from services.common.settings import load_settings, repo_root
+from services.common.settings import Settings, load_settings, repo_root
 from services.common.signals import Shutdown
 from services.loader.wiring import run_loader
 from services.transform.app import full_run_parts
@@ -52,35 +55,50 @@ def _count(path: Path, sql: str) -> int:
     return int(row[0]) if row else 0
 
 
-def test_loads_and_silver_steps_share_the_file_in_one_process(tmp_path: Path) -> None:
-    port = free_port()
-    env = _env(tmp_path) | {"CDCFLOW_LOADER__HEALTH_PORT": str(port)}
-    settings = load_settings(env)
-    warehouse = tmp_path / "warehouse.duckdb"
-    files = LakeFiles(LocalLake(tmp_path / "lake"), lending_contract("transactions"))
+@contextlib.contextmanager
+def _loader_running(settings: Settings) -> Iterator[tuple[list[MutableMapping[str, Any]], threading.Thread, list[int]]]:
+    """The loader, with the transform beside it, in a thread for the block: the logs, the thread, and its exit
+    code once the block has stopped it."""
     shutdown = Shutdown()
     codes: list[int] = []
     loader = threading.Thread(target=lambda: codes.append(run_loader(settings, shutdown, once=False)))
     with capture_logs() as logs:
         loader.start()
         try:
-            files.write(range(0, 10))  # loaded while the first full run builds
-            while not [e for e in logs if e["event"] == "transform.run"]:
-                assert loader.is_alive(), f"the loader stopped: {[e for e in logs if e['log_level'] == 'error']}"
-                time.sleep(0.2)
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as served:
-                assert "cdcflow_loader_" in served.read().decode()  # the loader's endpoint serves beside it
-            for start in range(10, 60, 10):  # after it: only silver steps can bring these to silver
-                files.write(range(start, start + 10))
-                time.sleep(0.5)
-            deadline = time.monotonic() + 90
-            while _count(warehouse, "select count(*) from silver.transactions") != 60:
-                assert time.monotonic() < deadline, "silver did not follow bronze"
-                assert loader.is_alive(), "the loader stopped"
-                time.sleep(0.2)
+            yield logs, loader, codes
         finally:
             shutdown.request("test")
             loader.join(timeout=120)
+
+
+def _wait_for_event(logs: list[MutableMapping[str, Any]], event: str, loader: threading.Thread) -> None:
+    """Until ``event`` is logged; fails at once when the loader's thread ended."""
+    deadline = time.monotonic() + 120
+    while not [e for e in logs if e["event"] == event]:
+        assert loader.is_alive(), f"the loader stopped: {[e for e in logs if e['log_level'] == 'error']}"
+        assert time.monotonic() < deadline, f"no {event}"
+        time.sleep(0.2)
+
+
+def test_loads_and_silver_steps_share_the_file_in_one_process(tmp_path: Path) -> None:
+    port = free_port()
+    env = _env(tmp_path) | {"CDCFLOW_LOADER__HEALTH_PORT": str(port)}
+    settings = load_settings(env)
+    warehouse = tmp_path / "warehouse.duckdb"
+    files = LakeFiles(LocalLake(tmp_path / "lake"), lending_contract("transactions"))
+    with _loader_running(settings) as (logs, loader, codes):
+        files.write(range(0, 10))  # loaded while the first full run builds
+        _wait_for_event(logs, "transform.run", loader)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as served:
+            assert "cdcflow_loader_" in served.read().decode()  # the loader's endpoint serves beside it
+        for start in range(10, 60, 10):  # after it: only silver steps can bring these to silver
+            files.write(range(start, start + 10))
+            time.sleep(0.5)
+        deadline = time.monotonic() + 90
+        while _count(warehouse, "select count(*) from silver.transactions") != 60:
+            assert time.monotonic() < deadline, "silver did not follow bronze"
+            assert loader.is_alive(), "the loader stopped"
+            time.sleep(0.2)
     assert codes == [0]
     assert not [e for e in logs if e["event"] == "loader.warehouse_busy"]
     assert not [e for e in logs if e["event"] == "loader.table_deferred"]
@@ -185,20 +203,8 @@ def test_a_broken_contract_file_fails_the_transform_runs_and_the_process_goes_on
     customers = (repo_root() / "schemas" / "lending.customers.avsc").read_text()
     lake.write("_contracts/lending.customers/v00002.avsc", customers[: len(customers) // 2].encode())
     LakeFiles(lake, lending_contract("transactions")).write(range(0, 10))
-    shutdown = Shutdown()
-    codes: list[int] = []
-    loader = threading.Thread(target=lambda: codes.append(run_loader(settings, shutdown, once=False)))
-    with capture_logs() as logs:
-        loader.start()
-        try:
-            deadline = time.monotonic() + 120
-            while not [e for e in logs if e["event"] == "transform.silver_step"]:  # the full run came before
-                assert loader.is_alive(), f"the loader stopped: {[e for e in logs if e['log_level'] == 'error']}"
-                assert time.monotonic() < deadline, "no silver step"
-                time.sleep(0.2)
-        finally:
-            shutdown.request("test")
-            loader.join(timeout=120)
+    with _loader_running(settings) as (logs, loader, codes):
+        _wait_for_event(logs, "transform.silver_step", loader)  # the full run came before
     assert codes == [0]
     (run,) = [e for e in logs if e["event"] == "transform.run"]
     assert run["status"] == "error"
