@@ -341,9 +341,11 @@ class Loader:
                 log.warning("loader.lease_lost", table=table, files=len(batch.files), why="not committed")
                 report.standby = True
                 return
-            except WarehouseError as exc:  # refused for a reason a retry will not fix: this table waits, not all
+            except (BronzeSchemaError, WarehouseError) as exc:  # a retry will not fix it: this table waits, not all
                 log.error("loader.table_stopped", table=table, error=str(exc))
-                self._metrics.failures.labels(table, "warehouse").inc()
+                self._metrics.failures.labels(
+                    table, "schema" if isinstance(exc, BronzeSchemaError) else "warehouse"
+                ).inc()
                 report.stopped_tables.append(table)
                 return
         self._last_load[table] = time.monotonic()

@@ -5,6 +5,7 @@ from services.common.errors import TerminalError, TransientError
 __all__ = [
     "BronzeSchemaError",
     "CorruptFileError",
+    "EarlierTypeError",
     "FileAheadOfContractError",
     "LoadOutOfMemoryError",
     "WarehouseBusyError",
@@ -30,6 +31,16 @@ class WarehouseBusyError(TransientError):
 
 class BronzeSchemaError(TerminalError):
     """A bronze table cannot take the contract: a column changed type or disappeared."""
+
+
+class EarlierTypeError(BronzeSchemaError):
+    """A file written under an earlier contract version holds a column that does not fit the type the contract
+    gives it now: the type changed in a way bronze cannot take. Not the file's fault: it stays, and its table
+    stops until the change is undone or the table is rebuilt."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
 
 
 class CorruptFileError(TerminalError):

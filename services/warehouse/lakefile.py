@@ -12,7 +12,12 @@ import pyarrow.parquet as pq
 
 from services.common.contracts import TableContract, lake_schema
 from services.warehouse.bronze import COORDINATES
-from services.warehouse.errors import CorruptFileError, FileAheadOfContractError, LoadOutOfMemoryError
+from services.warehouse.errors import (
+    CorruptFileError,
+    EarlierTypeError,
+    FileAheadOfContractError,
+    LoadOutOfMemoryError,
+)
 from services.warehouse.parquet_pages import MalformedParquetError, declared_page_bytes
 
 __all__ = ["MAX_DECODED_FILE_BYTES", "concat_files", "read_lake_file"]
@@ -40,9 +45,9 @@ def read_lake_file(data: bytes, path: str, contract: TableContract) -> pa.Table:
     """
     try:
         metadata = _footer(data, path)
-        _check_contract_version(metadata, path, contract)
+        written = _contract_version(metadata, path, contract)
         table = _decode(data, metadata, path)
-        return _conform(table, path, contract)
+        return _conform(table, path, contract, written)
     except MemoryError as exc:  # pyarrow's ArrowMemoryError too: the loader's want, not the file's fault
         raise LoadOutOfMemoryError(path, str(exc) or type(exc).__name__) from exc
 
@@ -75,18 +80,20 @@ def _footer(data: bytes, path: str) -> pq.FileMetaData:
     return metadata
 
 
-def _check_contract_version(metadata: pq.FileMetaData, path: str, contract: TableContract) -> None:
-    """Refuse, for now, a file written under a newer contract version than ``contract``: read with it, the
-    columns that version added would be dropped. The loader lists files before it reads contracts, and a writer
-    publishes a version before it writes under it; a version only in a writer's ``schemas/`` (a rollout that
-    reached the writer first) is known here once the loader runs with it."""
+def _contract_version(metadata: pq.FileMetaData, path: str, contract: TableContract) -> int | None:
+    """The contract version the file was written under (None: not stamped). Refuses, for now, a newer one than
+    ``contract``: read with it, the columns that version added would be dropped. The loader lists files before
+    it reads contracts, and a writer publishes a version before it writes under it; a version only in a
+    writer's ``schemas/`` (a rollout that reached the writer first) is known here once the loader runs with
+    it."""
     stamp = (metadata.metadata or {}).get(b"cdcflow.contract_version", b"")
     try:
         written = int(stamp)
     except ValueError:  # not stamped: read with the contract at hand
-        return
+        return None
     if written > contract.version:
         raise FileAheadOfContractError(path, written, contract.version)
+    return written
 
 
 # Only the footer's schema and row groups are read before decoding: ``row_group(g).column(c)`` aborts the
@@ -159,8 +166,10 @@ def _expanded_bytes(table: pa.Table) -> int:
     return total
 
 
-def _conform(table: pa.Table, path: str, contract: TableContract) -> pa.Table:
-    """The table's lake schema, its types cast from the file's; every row with its Kafka coordinates."""
+def _conform(table: pa.Table, path: str, contract: TableContract, written: int | None) -> pa.Table:
+    """The table's lake schema, its types cast from the file's; every row with its Kafka coordinates. A value
+    that does not fit is the file's fault when it was written under ``contract``, and the type change's when
+    under an earlier version (``written``)."""
     schema = pa.schema([f.with_nullable(True) for f in lake_schema(contract)])
     missing = [c for c in COORDINATES if c not in table.column_names]
     if missing:
@@ -174,6 +183,13 @@ def _conform(table: pa.Table, path: str, contract: TableContract) -> pa.Table:
             columns.append(table.column(field.name).cast(field.type))
         except pa.ArrowException as exc:
             _raise_if_memory(exc)
+            if written is not None and written < contract.version:
+                raise EarlierTypeError(
+                    path,
+                    f"written under contract version {written}, its column {field.name} does not fit the "
+                    f"{field.type} of version {contract.version} ({exc}): the column's type changed in a way "
+                    "bronze cannot take; undo the change, or rebuild the table's bronze",
+                ) from None
             raise CorruptFileError(path, f"column {field.name} does not fit {field.type}: {exc}") from None
     rows = pa.Table.from_arrays(columns, schema=schema)
     without = {c: rows.column(c).null_count for c in COORDINATES if rows.column(c).null_count}

@@ -257,6 +257,32 @@ def test_a_broken_contract_file_stops_its_table_and_the_others_load(lake: LocalL
     assert _bronze(tmp_path, "select count(*) from bronze.lending__transactions") == [(5,)]
 
 
+def test_a_file_of_an_earlier_version_that_a_type_change_no_longer_fits_stops_its_table(
+    lake: LocalLake, tmp_path: Path
+) -> None:
+    """Text made unconstrained numeric: DuckDB spells both VARCHAR, so bronze saw no change, and a file written
+    before it, whose text is no number, was taken for a corrupt file and moved to _failed/ for good. It now
+    stays where it is and its table stops, naming the change."""
+    transactions = lending_contract("transactions")
+    LakeFiles(lake, transactions).write(range(0, 3))
+    assert _loader(lake, tmp_path).cycle().rows_inserted == 3
+    [waiting] = LakeFiles(lake, transactions).write(range(3, 6))  # "r3".."r5", written under version 1
+    numeric = tuple(
+        replace(c, semantic="variable_decimal", pg_type="numeric") if c.name == "reference" else c
+        for c in transactions.columns
+    )
+    publish_contract(lake, replace(transactions, version=transactions.version + 1, columns=numeric))
+    registry = CollectorRegistry()
+
+    report = _loader(lake, tmp_path, registry).cycle()
+
+    assert (report.stopped_tables, report.failed_files, report.rows_inserted) == (["lending.transactions"], [], 0)
+    assert waiting.file.path in {f.path for f in lake.list()}
+    assert not [f for f in lake.list() if f.path.startswith("_failed/")]
+    labels = {"table": "lending.transactions", "kind": "schema"}
+    assert registry.get_sample_value("cdcflow_loader_failures_total", labels) == 1
+
+
 def test_a_bit_flipped_in_a_data_page_is_refused_by_its_checksum(lake: LocalLake, tmp_path: Path) -> None:
     """A lake file changed at rest must not load as other values: every page carries a CRC."""
     files = LakeFiles(lake, lending_contract("transactions"))

@@ -33,13 +33,13 @@ _MUTATE_AND_READ = """
 import json, random, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a file that makes the reader allocate without end fails
 from services.warehouse.lakefile import read_lake_file
-from services.warehouse.errors import CorruptFileError, FileAheadOfContractError
+from services.warehouse.errors import CorruptFileError, EarlierTypeError, FileAheadOfContractError
 from tests.fixtures.lakefiles import lending_contract
 
 real = open(sys.argv[1], "rb").read()
 footer = len(real) - 8 - int.from_bytes(real[-8:-4], "little")
 rng = random.Random(int(sys.argv[2]))
-outcomes, escaped = {"read": 0, "refused": 0, "waits": 0}, []
+outcomes, escaped = {"read": 0, "refused": 0, "waits": 0, "stops": 0}, []
 for attempt in range(int(sys.argv[3])):
     data = bytearray(real)
     if attempt % 5 == 0:
@@ -55,6 +55,8 @@ for attempt in range(int(sys.argv[3])):
         outcomes["refused"] += 1
     except FileAheadOfContractError:  # its stamped version grew: the loader waits for that contract
         outcomes["waits"] += 1
+    except EarlierTypeError:  # its stamped version shrank and a column no longer fits: the table stops
+        outcomes["stops"] += 1
     except BaseException as exc:
         escaped.append(f"mutation {attempt}: {type(exc).__name__}: {exc}"[:300])
 print(json.dumps({**outcomes, "escaped": escaped}))
