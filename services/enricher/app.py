@@ -133,10 +133,13 @@ class Enricher:
 
     def _step(self) -> None:
         s = self._settings
-        self._tables.poll(s.poll_batch, 0)
         room = self._room()
-        # with no room the input is paused: the call serves the group (a member that stops calling leaves it)
-        messages = self._client.consume(num_messages=min(s.poll_batch, max(room, 1)), timeout=s.poll_timeout_s)
+        # with no room the input is paused, and the wait goes to the tables: their progress releases what is
+        # held. The input's call still serves the group (a member that stops calling leaves it).
+        self._tables.poll(s.poll_batch, 0 if room else s.poll_timeout_s)
+        messages = self._client.consume(
+            num_messages=min(s.poll_batch, max(room, 1)), timeout=s.poll_timeout_s if room else 0
+        )
         self.last_poll_at = now = self._clock()  # what one poll returned is held from the same moment
         consumed: Counter[TP] = Counter()
         for message in messages:
@@ -149,11 +152,11 @@ class Enricher:
             self._commit()
 
     def _room(self) -> int:
-        """How many more changes the input may bring now. None once ``max_held`` wait for the tables: the input is
+        """How many more changes the input may bring now: 0 once ``max_held`` wait for the tables. The input is
         paused then, and resumes once half of them went out."""
         held, limit = len(self._held), self._settings.max_held
         if held >= limit or (self._input_paused and held > limit // 2):
-            self._client.pause(self._client.assignment())  # each step: a rebalance assigns partitions unpaused
+            self._client.pause(self._client.assignment())  # each step: partitions assigned since come unpaused
             if not self._input_paused:
                 self._input_paused = True
                 log.warning("enricher.input_paused", held=held, max_held=limit)
@@ -341,6 +344,10 @@ class Enricher:
             self._committed.pop(tp, None)
 
     def _on_assign(self, _client: Any, partitions: list[TopicPartition]) -> None:
+        # a partition paused when it was revoked or lost is still paused when it comes back (librdkafka keeps the
+        # application's pause across assignments): resumed here, it is paused again by the next step if the
+        # input still has no room
+        self._client.resume(partitions)
         log.info("enricher.assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _on_revoke(self, _client: Any, partitions: list[TopicPartition]) -> None:

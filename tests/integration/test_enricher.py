@@ -24,6 +24,7 @@ import pytest
 from services.common.kafka import (
     MAX_RECORD_BYTES,
     admin_client,
+    consumer,
     delete_records_before,
     read_topic,
     topic_names,
@@ -42,7 +43,7 @@ from tests.fixtures.enricher import (
     unique_prefix,
 )
 from tests.fixtures.net import free_port
-from tests.fixtures.pipeline import header_dict
+from tests.fixtures.pipeline import header_dict, wait_for_log_event
 
 
 @pytest.fixture
@@ -183,6 +184,36 @@ def test_changes_waiting_for_the_tables_are_bounded_by_pausing_the_input(
     assert Counter(r["released_by"] for r in records) == {"timeout": 30}
     coordinates = [(r["source_partition"], r["source_offset"]) for r in records]
     assert len(coordinates) == len(set(coordinates)) == 30
+
+
+def test_partitions_paused_when_they_were_taken_away_are_read_again_when_they_come_back(
+    stack: Stack, settings: Settings, enricher: EnricherProcess
+) -> None:
+    """The input is paused when a member joins the group and takes some of its partitions; the held changes go
+    out and the rest resume while those are away; the member leaves and they come back, and are read: a pause
+    must not outlive the assignment it was made in, or their changes would never be enriched."""
+    enricher.env_overrides.update({"CDCFLOW_ENRICHER__MAX_WAIT_S": "2", "CDCFLOW_ENRICHER__MAX_HELD": "8"})
+    workload = Workload(settings, enricher.prefix)
+    workload.snapshot()
+    for _ in range(60):  # past every table's watermark: each waits its whole wait
+        workload.transaction(workload.rng.randint(1, workload.customers), workload.rng.randint(1, workload.facilities))
+    workload.flush()
+    proc = enricher.start()
+    wait_for_log_event(enricher, proc, "enricher.input_paused", timeout_s=120)
+    member = consumer(settings.kafka, enricher.group)
+    try:
+        member.subscribe([workload.topic("transactions")])
+        deadline = time.monotonic() + 60
+        while not member.assignment():
+            assert time.monotonic() < deadline, "the member took no partition"
+            member.consume(timeout=0.5)
+        wait_for_log_event(enricher, proc, "enricher.input_resumed", timeout_s=60)  # while they are away
+    finally:
+        member.close()  # its partitions go back to the enricher, not read past what it committed
+    records = _wait_for_all(settings, enricher, workload)
+    assert enricher.terminate(proc) == 0
+    coordinates = [(r["source_partition"], r["source_offset"]) for r in records]
+    assert len(coordinates) == len(set(coordinates)) == 60
 
 
 def test_a_late_customer_is_joined_within_the_wait_and_marked_missing_after_it(
