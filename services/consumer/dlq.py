@@ -44,7 +44,6 @@ import contextlib
 import hashlib
 import time
 import zlib
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -347,9 +346,10 @@ class _DlqIndex:
         self._read_budget_s = timeout_s if read_budget_s is None else read_budget_s
         self._reader: Consumer | None = None
         self._read_to: dict[int, int] = {}  # per DLQ partition: the next offset to read
-        self._sources: dict[tuple[str, int], set[int]] = {}
-        # per DLQ partition, in its order: (DLQ offset, source partition, source offset) of each record indexed
-        self._indexed: dict[int, deque[tuple[int, tuple[str, int], int]]] = {}
+        # per source partition: each source offset the DLQ holds, with the DLQ offset of its newest copy
+        self._sources: dict[tuple[str, int], dict[int, int]] = {}
+        self._in_partition: dict[int, set[tuple[str, int]]] = {}  # per DLQ partition: the source partitions in it
+        self._low: dict[int, int] = {}  # per DLQ partition: its log start when last pruned
 
     def offsets(self, topic: str, partition: int, dlq_partition: int, brokers: Callable[[], str]) -> set[int]:
         """What the DLQ holds now of ``topic[partition]`` (its records are all in ``dlq_partition``)."""
@@ -359,7 +359,7 @@ class _DlqIndex:
     def forget_below(self, topic: str, partition: int, committed: int) -> None:
         known = self._sources.get((topic, partition))
         if known:
-            self._sources[(topic, partition)] = {o for o in known if o >= committed}
+            self._sources[(topic, partition)] = {o: at for o, at in known.items() if o >= committed}
 
     def close(self) -> None:
         if self._reader is not None:
@@ -385,15 +385,15 @@ class _DlqIndex:
         self._read_to[dlq_partition] = max(start, high)
 
     def _drop_below(self, dlq_partition: int, low: int) -> None:
-        """Let go of the records of ``dlq_partition`` below ``low``, its log start: retention deleted them."""
-        indexed = self._indexed.get(dlq_partition)
-        while indexed and indexed[0][0] < low:
-            _, source, offset = indexed.popleft()
+        """Let go of the source offsets whose newest copy in ``dlq_partition`` is below ``low``, its log start:
+        retention deleted them. The log start moves a segment at a time: most looks find it where it was."""
+        if low <= self._low.get(dlq_partition, 0):
+            return
+        self._low[dlq_partition] = low
+        for source in self._in_partition.get(dlq_partition, ()):
             known = self._sources.get(source)
-            if known is not None:
-                known.discard(offset)
-                if not known:
-                    del self._sources[source]
+            if known:
+                self._sources[source] = {o: at for o, at in known.items() if at >= low}
 
     def _read(self, partition: int, start: int, high: int) -> None:
         """Index the records ``start..high-1`` of the assigned partition. It runs on the writer's poll loop: every
@@ -401,7 +401,7 @@ class _DlqIndex:
         assert self._reader is not None
         deadline = time.monotonic() + self._read_budget_s
         next_offset = start
-        indexed = self._indexed.setdefault(partition, deque())
+        sources = self._in_partition.setdefault(partition, set())
         while next_offset < high:
             batch = self._reader.consume(min(high - next_offset, 1_000), timeout=0.5)
             if not batch:  # offsets with no record (a gap) end before ``high`` too: the position says where it is
@@ -414,8 +414,8 @@ class _DlqIndex:
                 source = source_coordinate(message)
                 next_offset = int(message.offset() or 0) + 1
                 if source is not None:
-                    self._sources.setdefault(source[:2], set()).add(source[2])
-                    indexed.append((next_offset - 1, source[:2], source[2]))
+                    self._sources.setdefault(source[:2], {})[source[2]] = next_offset - 1
+                    sources.add(source[:2])
             self._read_to[partition] = next_offset  # what lies below is indexed: a look cut short resumes here
             if next_offset < high and time.monotonic() > deadline:
                 raise KafkaException(

@@ -68,9 +68,12 @@ def test_records_retention_deleted_are_let_go_whoever_owns_their_source(stack: S
         _delete_below(settings, topic, 60)
         assert index.offsets(SOURCE, 3, 0, brokers) == set(range(61, 100, 2))
         assert index.offsets(SOURCE, 2, 0, brokers) == set(range(60, 100, 2))
-        _dead_letters(settings, topic, [(3, 100)])
+        _dead_letters(settings, topic, [(3, 100), (3, 61)])  # 61 dead-lettered again: a newer copy at 101
+        assert index.offsets(SOURCE, 3, 0, brokers) == {*range(61, 100, 2), 100}  # both copies read
         _delete_below(settings, topic, 100)
-        assert index.offsets(SOURCE, 3, 0, brokers) == {100}
+        assert index.offsets(SOURCE, 3, 0, brokers) == {61, 100}
         assert index.offsets(SOURCE, 2, 0, brokers) == set()
+        index.forget_below(SOURCE, 3, 62)  # its owner committed past 61
+        assert index.offsets(SOURCE, 3, 0, brokers) == {100}
     finally:
         index.close()
