@@ -162,18 +162,25 @@ def test_a_second_instance_with_the_same_id_fences_the_first(
     _assert_exactly_once_and_as_of(settings, workload, records)
 
 
+def _waiting_changes(settings: Settings, enricher: EnricherProcess, count: int, *, max_wait_s: float) -> Workload:
+    """``count`` transactions past every table's watermark, so each waits its whole wait (``max_wait_s``), for
+    an enricher that holds at most 8 waiting changes."""
+    enricher.env_overrides.update({"CDCFLOW_ENRICHER__MAX_WAIT_S": str(max_wait_s), "CDCFLOW_ENRICHER__MAX_HELD": "8"})
+    workload = Workload(settings, enricher.prefix)
+    workload.snapshot()
+    for _ in range(count):
+        workload.transaction(workload.rng.randint(1, workload.customers), workload.rng.randint(1, workload.facilities))
+    workload.flush()
+    return workload
+
+
 def test_changes_waiting_for_the_tables_are_bounded_by_pausing_the_input(
     stack: Stack, settings: Settings, enricher: EnricherProcess
 ) -> None:
     """The tables fall behind the input: every change waits, and with no bound a busy input filled memory for
     up to the whole wait. The input pauses at ``max_held`` waiting changes and resumes as they go out; every
     change still goes out once."""
-    enricher.env_overrides.update({"CDCFLOW_ENRICHER__MAX_WAIT_S": "1", "CDCFLOW_ENRICHER__MAX_HELD": "8"})
-    workload = Workload(settings, enricher.prefix)
-    workload.snapshot()
-    for _ in range(30):  # past every table's watermark: each waits its whole wait
-        workload.transaction(workload.rng.randint(1, workload.customers), workload.rng.randint(1, workload.facilities))
-    workload.flush()
+    workload = _waiting_changes(settings, enricher, 30, max_wait_s=1)
     proc = enricher.start()
     records = _wait_for_all(settings, enricher, workload)
     assert enricher.terminate(proc) == 0
@@ -192,12 +199,7 @@ def test_partitions_paused_when_they_were_taken_away_are_read_again_when_they_co
     """The input is paused when a member joins the group and takes some of its partitions; the held changes go
     out and the rest resume while those are away; the member leaves and they come back, and are read: a pause
     must not outlive the assignment it was made in, or their changes would never be enriched."""
-    enricher.env_overrides.update({"CDCFLOW_ENRICHER__MAX_WAIT_S": "2", "CDCFLOW_ENRICHER__MAX_HELD": "8"})
-    workload = Workload(settings, enricher.prefix)
-    workload.snapshot()
-    for _ in range(60):  # past every table's watermark: each waits its whole wait
-        workload.transaction(workload.rng.randint(1, workload.customers), workload.rng.randint(1, workload.facilities))
-    workload.flush()
+    workload = _waiting_changes(settings, enricher, 60, max_wait_s=2)
     proc = enricher.start()
     wait_for_log_event(enricher, proc, "enricher.input_paused", timeout_s=120)
     member = consumer(settings.kafka, enricher.group)
