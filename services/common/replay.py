@@ -7,6 +7,10 @@ A replayed record carries its original key, value and headers plus
   ``_kafka_topic/_kafka_partition/_kafka_offset``: bronze's idempotency key, so a record replayed twice is
   loaded once.
 - ``cdcflow.replay.count``: how many times it has been replayed (1 the first time).
+
+A DLQ record whose value was too large for the DLQ says what was done to it: compressed
+(``cdcflow.value.encoding: deflate``, with its size), or left out (``cdcflow.value.omitted: true``, with its
+size and SHA-256 when known); the original is then in the source topic at the ``cdcflow.source.*`` coordinates.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from collections.abc import Iterable, Mapping
 __all__ = [
     "REPLAYED_FROM",
     "REPLAY_COUNT",
+    "VALUE_ENCODING",
+    "VALUE_OMITTED",
+    "VALUE_SHA256",
+    "VALUE_SIZE",
     "Coordinate",
     "coordinate",
     "format_coordinate",
@@ -28,6 +36,8 @@ __all__ = [
 
 REPLAYED_FROM = "cdcflow.replayed.from"
 REPLAY_COUNT = "cdcflow.replay.count"
+VALUE_ENCODING, VALUE_OMITTED = "cdcflow.value.encoding", "cdcflow.value.omitted"
+VALUE_SIZE, VALUE_SHA256 = "cdcflow.value.size", "cdcflow.value.sha256"
 
 Coordinate = tuple[str, int, int]
 """``(topic, partition, offset)`` of one Kafka record."""

@@ -62,6 +62,7 @@ from services.common.kafka import (
 )
 from services.common.kafka.clients import ensure_topic_minimum, watermarks
 from services.common.logging import get_logger
+from services.common.replay import VALUE_ENCODING, VALUE_OMITTED, VALUE_SHA256, VALUE_SIZE
 from services.common.settings import KafkaSettings
 from services.consumer.errors import DlqDeliveryError, DlqRecordTooLargeError
 
@@ -84,11 +85,11 @@ def fitted_value(value: bytes | None, form: int) -> tuple[bytes | None, list[Hea
     """The value to publish in ``form`` and the headers that say what was done to it."""
     if form == _AS_IS or value is None:
         return value, []
-    size = ("cdcflow.value.size", str(len(value)))
+    size = (VALUE_SIZE, str(len(value)))
     if form == _DEFLATED:
-        return zlib.compress(value, 6), [("cdcflow.value.encoding", "deflate"), size]
-    digest = ("cdcflow.value.sha256", hashlib.sha256(value).hexdigest())
-    return b"", [("cdcflow.value.omitted", "true"), size, digest]
+        return zlib.compress(value, 6), [(VALUE_ENCODING, "deflate"), size]
+    digest = (VALUE_SHA256, hashlib.sha256(value).hexdigest())
+    return b"", [(VALUE_OMITTED, "true"), size, digest]
 
 
 def dlq_topic(group_id: str) -> str:

@@ -22,14 +22,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.common.kafka import Message
-from services.common.replay import REPLAY_COUNT, REPLAYED_FROM, Coordinate, coordinate, header_text, replayed_from
+from services.common.replay import (
+    REPLAY_COUNT,
+    REPLAYED_FROM,
+    VALUE_ENCODING,
+    VALUE_OMITTED,
+    VALUE_SHA256,
+    VALUE_SIZE,
+    Coordinate,
+    coordinate,
+    header_text,
+    replayed_from,
+)
 
 __all__ = ["DlqRecord", "ValueOmittedError", "inflate", "pretty_value"]
 
 Header = tuple[str, str | bytes | None]
 
-ENCODING, OMITTED = "cdcflow.value.encoding", "cdcflow.value.omitted"
-SIZE, SHA256 = "cdcflow.value.size", "cdcflow.value.sha256"
 _TOOL_HEADERS = ("cdcflow.error.", "cdcflow.source.", "cdcflow.value.", "cdcflow.worker", REPLAY_COUNT, REPLAYED_FROM)
 _LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant a datetime holds
 _MAX_INFLATED = 256 << 20  # no Kafka record is larger; a value that inflates beyond it is not one of ours
@@ -103,19 +112,19 @@ class DlqRecord:
 
     @property
     def encoding(self) -> str:
-        return header_text(self.headers, ENCODING) or ""
+        return header_text(self.headers, VALUE_ENCODING) or ""
 
     @property
     def omitted(self) -> bool:
-        return header_text(self.headers, OMITTED) == "true"
+        return header_text(self.headers, VALUE_OMITTED) == "true"
 
     @property
     def declared_size(self) -> int | None:
-        return _int(header_text(self.headers, SIZE))
+        return _int(header_text(self.headers, VALUE_SIZE))
 
     @property
     def declared_sha256(self) -> str | None:
-        return header_text(self.headers, SHA256)
+        return header_text(self.headers, VALUE_SHA256)
 
     def table(self) -> str:
         """``schema.table`` of the original topic ``<prefix>.<schema>.<table>`` (else the topic's name)."""

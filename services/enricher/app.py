@@ -31,6 +31,7 @@ from services.common.kafka import (
 )
 from services.common.logging import get_logger
 from services.common.metrics import EnricherMetrics
+from services.common.replay import VALUE_OMITTED
 from services.common.settings import EnricherSettings
 from services.common.signals import Shutdown
 from services.consumer.dlq import dlq_partition
@@ -226,7 +227,7 @@ class Enricher:
             f"the enriched record of this change is {size} bytes, more than the {ENRICHED_MAX_BYTES} an output "
             "record may take; the change's own value is in the input topic at the cdcflow.source.* coordinates"
         )
-        omitted: list[Header] = [("cdcflow.value.omitted", "true")]
+        omitted: list[Header] = [(VALUE_OMITTED, "true")]
         record = (change.key, b"", omitted)
         coordinate = (change.topic, change.partition, change.offset)
         self._to_dlq(coordinate, -1, record, error=("RecordTooLargeError", TOO_LARGE, detail))

@@ -4,7 +4,6 @@ with its reason (:class:`~services.warehouse.errors.CorruptFileError`) before it
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +19,7 @@ from services.warehouse.errors import (
 )
 from services.warehouse.parquet_pages import MalformedParquetError, declared_page_bytes
 
-__all__ = ["MAX_DECODED_FILE_BYTES", "concat_files", "read_lake_file"]
+__all__ = ["MAX_DECODED_FILE_BYTES", "read_lake_file", "with_lake_file"]
 
 MAX_DECODED_FILE_BYTES = 2 << 30
 """The most one lake file may take in memory once decoded. A writer's file holds one flush (64 MiB by
@@ -198,7 +197,6 @@ def _conform(table: pa.Table, path: str, contract: TableContract, written: int |
     return rows
 
 
-def concat_files(tables: Sequence[tuple[str, pa.Table]]) -> pa.Table:
-    """Rows of several files, each tagged with the file it came from (``_lake_file``)."""
-    tagged = [t.append_column("_lake_file", pa.array([path] * t.num_rows, pa.string())) for path, t in tables]
-    return pa.concat_tables(tagged)
+def with_lake_file(table: pa.Table, path: str) -> pa.Table:
+    """A file's rows, each tagged with the file it came from (``_lake_file``)."""
+    return table.append_column("_lake_file", pa.array([path] * table.num_rows, pa.string()))

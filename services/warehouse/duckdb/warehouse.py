@@ -44,7 +44,7 @@ from services.warehouse.bronze import (
 )
 from services.warehouse.duckdb.types import duckdb_type, duckdb_widens, for_duckdb
 from services.warehouse.errors import WarehouseBusyError, WarehouseError
-from services.warehouse.lakefile import concat_files, read_lake_file
+from services.warehouse.lakefile import read_lake_file, with_lake_file
 
 __all__ = ["STORAGE_VERSION", "DuckDBWarehouse"]
 
@@ -194,7 +194,7 @@ class DuckDBWarehouse:
         whole batch's (a backlog of full files decodes to gigabytes); each file's rows by its path."""
         rows: dict[str, int] = {}
         for index, file in enumerate(batch.files):
-            table = concat_files([(file.path, read_lake_file(lake.read(file.path), file.path, batch.contract))])
+            table = with_lake_file(read_lake_file(lake.read(file.path), file.path, batch.contract), file.path)
             staged = for_duckdb(table)  # noqa: F841 - DuckDB reads the Arrow table by its variable name
             into = f"create or replace table {staging} as" if index == 0 else f"insert into {staging}"
             try:
